@@ -1,0 +1,131 @@
+//! Shared helpers for the integration tests: finding the image tools, the workspace and the
+//! shared directory, and the policy for tests that need root, a tool or the VM.
+//!
+//! Policy: a test that needs something (a tool, root, qemu) calls [`require_tool`] /
+//! [`require_root`]. If the requirement is missing the test **fails** with a message naming
+//! it, unless `EROFS_TESTS_ALLOW_SKIP=1` is set, in which case it prints `SKIP: …` to stderr
+//! and returns `None`. CI never sets that variable, so nothing is skipped silently there.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The workspace root (the directory holding the top-level `Cargo.toml`).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// `../shared` beside the workspace, or `$EROFS_SHARED_DIR`.
+pub fn shared_dir() -> PathBuf {
+    match std::env::var_os("EROFS_SHARED_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => workspace_root().join("../shared"),
+    }
+}
+
+fn allow_skip() -> bool {
+    std::env::var_os("EROFS_TESTS_ALLOW_SKIP").is_some_and(|v| v == "1")
+}
+
+/// Fail (or, with `EROFS_TESTS_ALLOW_SKIP=1`, skip loudly) because `what` is missing.
+pub fn missing(what: &str) -> Option<std::convert::Infallible> {
+    if allow_skip() {
+        eprintln!("SKIP: {what}");
+        None
+    } else {
+        panic!("{what} (set EROFS_TESTS_ALLOW_SKIP=1 to skip such tests locally)");
+    }
+}
+
+/// Locate a tool: `$NAME_IN_UPPER_SNAKE` (e.g. `MKFS_EROFS`), then `$PATH`, then
+/// `../shared/tools/bin`.
+pub fn find_tool(name: &str) -> Option<PathBuf> {
+    let var: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if let Some(p) = std::env::var_os(&var) {
+        return Some(PathBuf::from(p));
+    }
+    if let Some(paths) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&paths) {
+            let p = dir.join(name);
+            if p.is_file() {
+                return Some(p);
+            }
+        }
+    }
+    let p = shared_dir().join("tools/bin").join(name);
+    p.is_file().then_some(p)
+}
+
+/// A tool the test cannot run without (see the module docs for the skip policy).
+pub fn require_tool(name: &str) -> Option<PathBuf> {
+    match find_tool(name) {
+        Some(p) => Some(p),
+        None => {
+            missing(&format!(
+                "this test needs `{name}` (PATH, ${}, or ../shared/tools/bin)",
+                name.to_uppercase()
+            ))?;
+            None
+        }
+    }
+}
+
+/// Whether the test runs as root.
+pub fn is_root() -> bool {
+    // Read the effective uid from /proc: no libc call, no unsafe.
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// Root is needed (mounts, device nodes, chown): fail or skip loudly when not root.
+pub fn require_root(why: &str) -> Option<()> {
+    if is_root() {
+        Some(())
+    } else {
+        missing(&format!("this test needs root: {why}"))?;
+        None
+    }
+}
+
+/// Run a command, panic with its stderr if it fails, return its stdout.
+pub fn run(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed with {}:\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A fresh scratch directory under the target dir, removed and recreated.
+pub fn scratch_dir(name: &str) -> PathBuf {
+    let base = std::env::var_os("CARGO_TARGET_TMPDIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target/tmp"));
+    let d = base.join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("create scratch dir");
+    d
+}
