@@ -1,0 +1,307 @@
+//! `erofs extract`: recreate an image's tree under a destination directory.
+//!
+//! Safety: every file is created relative to an open directory fd (`openat`-style), with
+//! `O_NOFOLLOW`/`O_EXCL` or their equivalents, so neither hostile names (refused: empty,
+//! `.`/`..`, containing `/` or NUL) nor symlinks created earlier (by the image or by
+//! anyone else) can make it write outside the destination.
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use erofs_reader::{Context, Error, FileType, Image, Inode, Nid, Piece};
+use rustix::fs::{AtFlags, CWD, Mode, OFlags, Timespec, Timestamps, XattrFlags};
+
+/// What an extraction did.
+#[derive(Debug, Default)]
+pub(crate) struct Report {
+    pub(crate) entries: u64,
+    pub(crate) bytes: u64,
+    pub(crate) warnings: Vec<String>,
+}
+
+struct Extractor<'a> {
+    image: &'a Image,
+    dest: OwnedFd,
+    /// First extracted path (relative to dest) of every non-directory inode.
+    links: HashMap<Nid, PathBuf>,
+    dirs: HashSet<Nid>,
+    is_root: bool,
+    report: Report,
+    warned_owner: bool,
+}
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+fn errno_io(e: rustix::io::Errno, what: &str, path: &Path) -> Box<dyn std::error::Error> {
+    format!("{what} {}: {}", path.display(), std::io::Error::from(e)).into()
+}
+
+/// Whether `name` is safe to create inside a directory.
+pub(crate) fn safe_name(name: &[u8]) -> bool {
+    !name.is_empty() && name != b"." && name != b".." && !name.contains(&b'/') && !name.contains(&0)
+}
+
+pub(crate) fn extract(image: &Image, dest: &Path) -> Result<Report> {
+    std::fs::create_dir_all(dest).map_err(|e| format!("{}: {e}", dest.display()))?;
+    let dfd = rustix::fs::openat(
+        CWD,
+        dest,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| errno_io(e, "open", dest))?;
+    let mut x = Extractor {
+        image,
+        dest: dfd,
+        links: HashMap::new(),
+        dirs: HashSet::new(),
+        is_root: rustix::process::geteuid().is_root(),
+        report: Report::default(),
+        warned_owner: false,
+    };
+    let root = image.inode(image.root_nid())?;
+    let root_fd = x.dest.try_clone()?;
+    x.dirs.insert(root.nid());
+    x.extract_dir(&root, &root_fd, PathBuf::new(), 0)?;
+    x.finish_inode(&root, Target::Fd(&root_fd), Path::new("."))?;
+    Ok(x.report)
+}
+
+enum Target<'a> {
+    /// An open file or directory.
+    Fd(&'a OwnedFd),
+    /// An entry (symlink, device, FIFO, socket) in an open directory.
+    At(&'a OwnedFd, &'a OsStr),
+}
+
+impl Extractor<'_> {
+    fn warn(&mut self, w: String) {
+        if self.report.warnings.len() < 100 {
+            self.report.warnings.push(w);
+        }
+    }
+
+    fn extract_dir(&mut self, dir: &Inode, dfd: &OwnedFd, rel: PathBuf, depth: u32) -> Result<()> {
+        if depth > self.image.limits().max_depth {
+            return Err(Error::corrupt(
+                format!("directory depth exceeds {}", self.image.limits().max_depth),
+                Context::nid(dir.nid().0),
+            )
+            .into());
+        }
+        for entry in self.image.read_dir_inode(dir)? {
+            let entry = entry?;
+            let name = entry.name();
+            // `.` and `..` are ordinary on-disk entries; never created, but only
+            // directories may carry those names.
+            if (name == b"." || name == b"..") && entry.file_type() == FileType::Directory {
+                continue;
+            }
+            if !safe_name(name) {
+                return Err(format!(
+                    "refusing unsafe name {:?} in {}",
+                    String::from_utf8_lossy(name),
+                    rel.display()
+                )
+                .into());
+            }
+            let name_os = OsStr::from_bytes(name);
+            let child_rel = rel.join(name_os);
+            let inode = self.image.inode(entry.nid())?;
+            let md = inode.metadata();
+            self.report.entries += 1;
+            if md.file_type() != FileType::Directory {
+                if let Some(first) = self.links.get(&inode.nid()) {
+                    rustix::fs::linkat(&self.dest, first.as_path(), dfd, name_os, AtFlags::empty())
+                        .map_err(|e| errno_io(e, "link", &child_rel))?;
+                    continue;
+                }
+                self.links.insert(inode.nid(), child_rel.clone());
+            }
+            match md.file_type() {
+                FileType::Directory => {
+                    if !self.dirs.insert(inode.nid()) {
+                        return Err(Error::corrupt(
+                            format!("directory cycle at {}", child_rel.display()),
+                            Context::nid(inode.nid().0),
+                        )
+                        .into());
+                    }
+                    rustix::fs::mkdirat(dfd, name_os, Mode::from_raw_mode(0o700))
+                        .map_err(|e| errno_io(e, "mkdir", &child_rel))?;
+                    let sub = rustix::fs::openat(
+                        dfd,
+                        name_os,
+                        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                        Mode::empty(),
+                    )
+                    .map_err(|e| errno_io(e, "open", &child_rel))?;
+                    self.extract_dir(&inode, &sub, child_rel.clone(), depth + 1)?;
+                    self.finish_inode(&inode, Target::Fd(&sub), &child_rel)?;
+                }
+                FileType::Regular => {
+                    let fd = rustix::fs::openat(
+                        dfd,
+                        name_os,
+                        OFlags::WRONLY
+                            | OFlags::CREATE
+                            | OFlags::EXCL
+                            | OFlags::NOFOLLOW
+                            | OFlags::CLOEXEC,
+                        Mode::from_raw_mode(0o600),
+                    )
+                    .map_err(|e| errno_io(e, "create", &child_rel))?;
+                    self.write_data(&inode, &fd, &child_rel)?;
+                    self.finish_inode(&inode, Target::Fd(&fd), &child_rel)?;
+                }
+                FileType::Symlink => {
+                    let target = self.image.read_link_inode(&inode)?;
+                    rustix::fs::symlinkat(OsStr::from_bytes(&target), dfd, name_os)
+                        .map_err(|e| errno_io(e, "symlink", &child_rel))?;
+                    self.finish_inode(&inode, Target::At(dfd, name_os), &child_rel)?;
+                }
+                ft => {
+                    let (kind, dev) = match ft {
+                        FileType::CharDevice => (
+                            rustix::fs::FileType::CharacterDevice,
+                            rustix::fs::makedev(md.rdev_major(), md.rdev_minor()),
+                        ),
+                        FileType::BlockDevice => (
+                            rustix::fs::FileType::BlockDevice,
+                            rustix::fs::makedev(md.rdev_major(), md.rdev_minor()),
+                        ),
+                        FileType::Fifo => (rustix::fs::FileType::Fifo, 0),
+                        _ => (rustix::fs::FileType::Socket, 0),
+                    };
+                    match rustix::fs::mknodat(dfd, name_os, kind, Mode::from_raw_mode(0o600), dev) {
+                        Ok(()) => {
+                            self.finish_inode(&inode, Target::At(dfd, name_os), &child_rel)?
+                        }
+                        Err(e) if e == rustix::io::Errno::PERM => {
+                            self.warn(format!(
+                                "{}: cannot create device node: {}",
+                                child_rel.display(),
+                                std::io::Error::from(e)
+                            ));
+                        }
+                        Err(e) => return Err(errno_io(e, "mknod", &child_rel)),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn write_data(&mut self, inode: &Inode, fd: &OwnedFd, rel: &Path) -> Result<()> {
+        let mut pos = 0u64;
+        self.image.for_each_piece(inode, |piece| -> Result<()> {
+            match piece {
+                Piece::Data(d) => {
+                    let mut done = 0;
+                    while done < d.len() {
+                        let n = rustix::io::pwrite(fd, &d[done..], pos + done as u64)
+                            .map_err(std::io::Error::from)?;
+                        if n == 0 {
+                            return Err("short write".into());
+                        }
+                        done += n;
+                    }
+                    pos += d.len() as u64;
+                }
+                Piece::Zeros(n) => pos += n,
+            }
+            Ok(())
+        })?;
+        rustix::fs::ftruncate(fd, pos).map_err(|e| errno_io(e, "truncate", rel))?;
+        self.report.bytes += pos;
+        Ok(())
+    }
+
+    /// Owner, mode, xattrs and times, in that order (chown clears setuid bits, and any
+    /// change but the last would disturb the mtime).
+    fn finish_inode(&mut self, inode: &Inode, t: Target<'_>, rel: &Path) -> Result<()> {
+        let md = inode.metadata();
+        let uid = rustix::fs::Uid::from_raw(md.uid());
+        let gid = rustix::fs::Gid::from_raw(md.gid());
+        let owner = match &t {
+            Target::Fd(fd) => rustix::fs::fchown(fd, Some(uid), Some(gid)),
+            Target::At(dfd, name) => {
+                rustix::fs::chownat(dfd, *name, Some(uid), Some(gid), AtFlags::SYMLINK_NOFOLLOW)
+            }
+        };
+        if let Err(e) = owner {
+            if self.is_root || !self.warned_owner {
+                self.warned_owner = true;
+                self.warn(format!(
+                    "{}: cannot set owner {}:{}: {}",
+                    rel.display(),
+                    md.uid(),
+                    md.gid(),
+                    std::io::Error::from(e)
+                ));
+            }
+        }
+        let mode = Mode::from_raw_mode(u32::from(md.mode()) & 0o7777);
+        let chmod = match &t {
+            Target::Fd(fd) => rustix::fs::fchmod(fd, mode),
+            // Linux cannot chmod a symlink; its mode is always 0777.
+            Target::At(_, _) if md.file_type() == FileType::Symlink => Ok(()),
+            Target::At(dfd, name) => rustix::fs::chmodat(dfd, *name, mode, AtFlags::empty()),
+        };
+        chmod.map_err(|e| errno_io(e, "chmod", rel))?;
+
+        for x in self.image.inode_xattrs(inode)? {
+            let name = OsStr::from_bytes(&x.name);
+            let r = match &t {
+                Target::Fd(fd) => rustix::fs::fsetxattr(fd, name, &x.value, XattrFlags::empty()),
+                Target::At(dfd, entry) => {
+                    let mut p = PathBuf::from(format!("/proc/self/fd/{}", dfd.as_fd().as_raw_fd()));
+                    p.push(entry);
+                    rustix::fs::lsetxattr(&p, name, &x.value, XattrFlags::empty())
+                }
+            };
+            if let Err(e) = r {
+                self.warn(format!(
+                    "{}: cannot set xattr {}: {}",
+                    rel.display(),
+                    String::from_utf8_lossy(&x.name),
+                    std::io::Error::from(e)
+                ));
+            }
+        }
+
+        let ts = Timespec {
+            tv_sec: md.mtime(),
+            tv_nsec: i64::from(md.mtime_nsec()),
+        };
+        let times = Timestamps {
+            last_access: ts,
+            last_modification: ts,
+        };
+        let r = match &t {
+            Target::Fd(fd) => rustix::fs::futimens(fd, &times),
+            Target::At(dfd, name) => {
+                rustix::fs::utimensat(dfd, *name, &times, AtFlags::SYMLINK_NOFOLLOW)
+            }
+        };
+        r.map_err(|e| errno_io(e, "set times of", rel))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_name;
+
+    #[test]
+    fn names() {
+        assert!(safe_name(b"a"));
+        assert!(safe_name(b"..."));
+        for bad in [&b""[..], b".", b"..", b"a/b", b"/", b"a\0"] {
+            assert!(!safe_name(bad), "{bad:?}");
+        }
+    }
+}

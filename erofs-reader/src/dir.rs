@@ -1,0 +1,201 @@
+//! Directories: listing and name lookup.
+
+use std::cmp::Ordering;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+
+use erofs_format::Nid;
+use erofs_format::dirent::DirBlock;
+use erofs_format::inode::FileType;
+
+use crate::error::{Context, Error, Result};
+use crate::image::Image;
+use crate::inode::Inode;
+
+/// One entry of a directory, as stored in it (including `.` and `..`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    nid: Nid,
+    file_type: FileType,
+    name: Vec<u8>,
+}
+
+impl DirEntry {
+    /// The name as raw bytes (1 to 255 bytes, no `/` or NUL in a sane image).
+    pub fn name(&self) -> &[u8] {
+        &self.name
+    }
+
+    /// The name as an [`OsStr`].
+    pub fn file_name(&self) -> &OsStr {
+        OsStr::from_bytes(&self.name)
+    }
+
+    /// The entry's inode.
+    pub fn nid(&self) -> Nid {
+        self.nid
+    }
+
+    /// The file type recorded in the directory.
+    pub fn file_type(&self) -> FileType {
+        self.file_type
+    }
+}
+
+/// Iterator over the entries of a directory, block by block, in on-disk (sorted) order.
+/// Returned by [`Image::read_dir`]. After an error it ends.
+#[derive(Debug)]
+pub struct ReadDir {
+    image: Image,
+    dir: Inode,
+    next_block: u64,
+    blocks: u64,
+    pending: std::vec::IntoIter<DirEntry>,
+    failed: bool,
+}
+
+impl Iterator for ReadDir {
+    type Item = Result<DirEntry>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(e) = self.pending.next() {
+                return Some(Ok(e));
+            }
+            if self.failed || self.next_block >= self.blocks {
+                return None;
+            }
+            let i = self.next_block;
+            self.next_block += 1;
+            match self.image.dir_block_entries(&self.dir, i) {
+                Ok(v) => self.pending = v.into_iter(),
+                Err(e) => {
+                    self.failed = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+    }
+}
+
+impl Image {
+    fn check_dir(&self, dir: &Inode) -> Result<()> {
+        if dir.metadata().is_dir() {
+            Ok(())
+        } else {
+            Err(Error::NotADirectory(format!("nid {}", dir.nid())))
+        }
+    }
+
+    fn dir_blocks(&self, dir: &Inode) -> u64 {
+        dir.metadata().len().div_ceil(self.block_size())
+    }
+
+    /// Parse directory block `i` of `dir` and hand the view to `f`.
+    fn with_dir_block<T>(
+        &self,
+        dir: &Inode,
+        i: u64,
+        f: impl FnOnce(DirBlock<'_>) -> Result<T>,
+    ) -> Result<T> {
+        let bs = self.block_size();
+        let start = i.checked_mul(bs).ok_or_else(|| {
+            Error::corrupt("directory offset overflows", Context::nid(dir.nid().0))
+        })?;
+        let size = dir.metadata().len();
+        let len = (size - start).min(bs) as usize;
+        let bytes = self.data_range(dir, start, len)?;
+        let block = DirBlock::parse(&bytes).map_err(|e| {
+            Error::corrupt(
+                format!("directory block {i}: {e}"),
+                Context::nid(dir.nid().0).at(start),
+            )
+        })?;
+        f(block)
+    }
+
+    fn dir_block_entries(&self, dir: &Inode, i: u64) -> Result<Vec<DirEntry>> {
+        let entries = self.with_dir_block(dir, i, |block| {
+            Ok(block
+                .iter()
+                .map(|e| (e.nid, e.file_type(), e.name.to_vec()))
+                .collect::<Vec<_>>())
+        })?;
+        entries
+            .into_iter()
+            .map(|(nid, ft, name)| {
+                let file_type = match ft {
+                    Some(ft) => ft,
+                    // Unknown type in the dirent: ask the inode.
+                    None => self.inode(nid)?.metadata().file_type(),
+                };
+                Ok(DirEntry {
+                    nid,
+                    file_type,
+                    name,
+                })
+            })
+            .collect()
+    }
+
+    /// The entries of directory `dir`.
+    ///
+    /// # Errors
+    /// [`Error::NotADirectory`]; errors of individual blocks come from the iterator.
+    pub fn read_dir_inode(&self, dir: &Inode) -> Result<ReadDir> {
+        self.check_dir(dir)?;
+        Ok(ReadDir {
+            image: self.clone(),
+            dir: dir.clone(),
+            next_block: 0,
+            blocks: self.dir_blocks(dir),
+            pending: Vec::new().into_iter(),
+            failed: false,
+        })
+    }
+
+    /// Look `name` up in directory `dir`: a binary search over the blocks by their first
+    /// and last names, then within the block, as the kernel's `erofs_namei` does. Reads
+    /// `O(log blocks)` directory blocks.
+    ///
+    /// # Errors
+    /// [`Error::NotADirectory`], [`Error::Corrupt`]. A missing name is `Ok(None)`.
+    pub fn lookup_in(&self, dir: &Inode, name: &[u8]) -> Result<Option<DirEntry>> {
+        self.check_dir(dir)?;
+        if name.is_empty() || name.len() > 255 {
+            return Ok(None);
+        }
+        let (mut lo, mut hi) = (0u64, self.dir_blocks(dir));
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let found = self.with_dir_block(dir, mid, |block| {
+                if name < block.first_name() {
+                    return Ok(Err(Ordering::Greater));
+                }
+                if name > block.last_name() {
+                    return Ok(Err(Ordering::Less));
+                }
+                Ok(Ok(block
+                    .lookup(name)
+                    .map(|e| (e.nid, e.file_type(), e.name.to_vec()))))
+            })?;
+            match found {
+                Err(Ordering::Greater) => hi = mid,
+                Err(_) => lo = mid + 1,
+                Ok(None) => return Ok(None),
+                Ok(Some((nid, ft, name))) => {
+                    let file_type = match ft {
+                        Some(ft) => ft,
+                        None => self.inode(nid)?.metadata().file_type(),
+                    };
+                    return Ok(Some(DirEntry {
+                        nid,
+                        file_type,
+                        name,
+                    }));
+                }
+            }
+        }
+        Ok(None)
+    }
+}

@@ -1,0 +1,182 @@
+//! Extended attributes: inline and shared entries, short and long name prefixes.
+
+use std::path::Path;
+
+use erofs_format::superblock::FeatureCompat;
+use erofs_format::xattr::{
+    InlineXattrs, LongPrefixes, Xattr as RawXattr, XattrEntry, short_prefix,
+};
+
+use zerocopy::FromBytes;
+
+use crate::error::{Context, Error, Result};
+use crate::image::{Image, LongPrefix};
+use crate::inode::Inode;
+
+/// An extended attribute with its full name (e.g. `user.comment`,
+/// `trusted.overlay.opaque`, `system.posix_acl_access`) and raw value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Xattr {
+    /// Full name: prefix plus stored suffix.
+    pub name: Vec<u8>,
+    /// Value bytes (POSIX ACLs in the kernel's binary `posix_acl_xattr` form).
+    pub value: Vec<u8>,
+}
+
+/// Largest shared xattr entry: header, 255-byte name, 64 KiB value.
+const MAX_ENTRY: usize = 4 + 255 + 65535;
+
+impl Image {
+    /// Load the long xattr name prefix table (called once when opening).
+    pub(crate) fn load_long_prefixes(&self) -> Result<Vec<LongPrefix>> {
+        let sb = &self.inner.sb;
+        let count = sb.xattr_prefix_count;
+        if count == 0 {
+            return Ok(Vec::new());
+        }
+        let start = u64::from(sb.xattr_prefix_start.get()) * 4;
+        let ctx = Context::offset(start);
+        // Each record is at most 2 + 256 bytes plus alignment.
+        let max_len = usize::from(count) * 260;
+        let in_packed = sb
+            .packed_nid()
+            .filter(|_| !sb.compat().contains(FeatureCompat::PLAIN_XATTR_PFX));
+        let bytes: Vec<u8> = match in_packed {
+            Some(nid) => {
+                let packed = self.inode(nid)?;
+                let size = packed.metadata().len();
+                let avail = size.saturating_sub(start).min(max_len as u64) as usize;
+                let mut buf = vec![0u8; avail];
+                let n = self.read_at(&packed, start, &mut buf)?;
+                buf.truncate(n);
+                buf
+            }
+            None => {
+                let avail = self
+                    .inner
+                    .primary_len
+                    .saturating_sub(start)
+                    .min(max_len as u64) as usize;
+                self.inner.read_primary(start, avail, ctx)?.into_owned()
+            }
+        };
+        LongPrefixes::new(&bytes, count)
+            .map(|p| {
+                p.map(|p| LongPrefix {
+                    base_index: p.base_index,
+                    infix: p.infix.to_vec(),
+                })
+                .map_err(|e| Error::corrupt(format!("long xattr prefix: {e}"), ctx))
+            })
+            .collect()
+    }
+
+    fn full_name(&self, x: &RawXattr<'_>, ctx: Context) -> Result<Option<Vec<u8>>> {
+        let mut name = Vec::with_capacity(x.name.len() + 32);
+        if let Some(i) = x.long_prefix_index() {
+            let Some(p) = self.inner.prefixes.get(usize::from(i)) else {
+                return Err(Error::corrupt(
+                    format!(
+                        "xattr uses long prefix {i}, but the image has {}",
+                        self.inner.prefixes.len()
+                    ),
+                    ctx,
+                ));
+            };
+            // Validated at load: the base index is a short prefix.
+            name.extend_from_slice(short_prefix(p.base_index).unwrap_or(b""));
+            name.extend_from_slice(&p.infix);
+        } else {
+            match short_prefix(x.name_index) {
+                // Lustre has no handler in Linux: never listed.
+                Some(_) if x.name_index == erofs_format::xattr::XATTR_INDEX_LUSTRE => {
+                    return Ok(None);
+                }
+                Some(p) => name.extend_from_slice(p),
+                // Unknown indexes are skipped, as the kernel's listxattr does.
+                None => return Ok(None),
+            }
+        }
+        name.extend_from_slice(x.name);
+        Ok(Some(name))
+    }
+
+    /// All extended attributes of `inode`: inline entries first, then shared ones, in
+    /// on-disk order (as the kernel lists them).
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] for entries running past the xattr area, shared ids outside
+    /// the device, unknown long prefixes; [`Error::Unsupported`] for an xattr area that
+    /// is only a header (the kernel refuses it too).
+    pub fn inode_xattrs(&self, inode: &Inode) -> Result<Vec<Xattr>> {
+        let raw = inode.raw();
+        let isize = raw.xattr_size();
+        let mut out = Vec::new();
+        if isize == 0 {
+            return Ok(out);
+        }
+        let ctx = Context::nid(raw.nid.0);
+        let off = raw
+            .xattr_offset()
+            .map_err(|e| Error::corrupt(format!("{e}"), ctx))?;
+        let area = self.inner.read_primary(off, isize as usize, ctx)?;
+        let inline = InlineXattrs::parse(&area).map_err(|e| match e {
+            erofs_format::Error::XattrHeaderOnly => {
+                Error::unsupported(format!("xattr area with only a header (nid {})", raw.nid.0))
+            }
+            e => Error::corrupt(format!("xattrs: {e}"), ctx.at(off)),
+        })?;
+        for x in inline.entries() {
+            let x = x.map_err(|e| Error::corrupt(format!("xattrs: {e}"), ctx.at(off)))?;
+            if let Some(name) = self.full_name(&x, ctx.at(off))? {
+                out.push(Xattr {
+                    name,
+                    value: x.value.to_vec(),
+                });
+            }
+        }
+        for id in inline.shared_ids() {
+            let soff = self
+                .inner
+                .sb
+                .shared_xattr_offset(id)
+                .map_err(|e| Error::corrupt(format!("shared xattr {id}: {e}"), ctx))?;
+            let avail = self
+                .inner
+                .primary_len
+                .saturating_sub(soff)
+                .min(MAX_ENTRY as u64) as usize;
+            if avail < 4 {
+                return Err(Error::corrupt(
+                    format!("shared xattr {id} lies outside the device"),
+                    ctx.at(soff),
+                ));
+            }
+            let head = self.inner.read_primary(soff, 4, ctx)?;
+            let need = XattrEntry::read_from_bytes(&head)
+                .map_err(|_| Error::corrupt("short xattr entry", ctx.at(soff)))?
+                .entry_size();
+            drop(head);
+            let bytes = self.inner.read_primary(soff, need.min(avail), ctx)?;
+            let (x, _) = RawXattr::parse(&bytes)
+                .map_err(|e| Error::corrupt(format!("shared xattr {id}: {e}"), ctx.at(soff)))?;
+            if let Some(name) = self.full_name(&x, ctx.at(soff))? {
+                out.push(Xattr {
+                    name,
+                    value: x.value.to_vec(),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Extended attributes of `path` itself (a final symlink is not followed, like
+    /// `llistxattr`).
+    ///
+    /// # Errors
+    /// As [`Image::symlink_lookup`] and [`Image::inode_xattrs`].
+    pub fn xattrs(&self, path: impl AsRef<Path>) -> Result<Vec<Xattr>> {
+        let inode = self.symlink_lookup(path)?;
+        self.inode_xattrs(&inode)
+    }
+}

@@ -1,0 +1,380 @@
+//! The only code that makes cachefiles syscalls: opening `/dev/cachefiles`, writing commands,
+//! polling and reading messages, adopting each object's anonymous fd, direct-I/O `pwrite`s into
+//! it, and the `READ_COMPLETE` ioctl.
+//!
+//! The daemon and the session talk to this layer through two traits, [`Device`] and
+//! [`ObjectFd`], so tests can replace the kernel with a script and a temporary directory.
+//! [`CachefilesDevice`] and [`AnonFd`] are the real implementations.
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
+use std::time::Duration;
+
+use cachefiles_proto::{COMMAND_MAX_LEN, Command, MsgId};
+use nix::errno::Errno;
+use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::stat::Mode;
+use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout};
+
+/// The block size of writes into an object: the page size the kernel requires for offsets,
+/// and the alignment direct I/O requires for buffers, offsets and lengths.
+pub const BLOCK_SIZE: usize = 4096;
+
+/// Where the cachefiles misc device lives.
+pub const DEFAULT_DEVICE_PATH: &str = "/dev/cachefiles";
+
+/// The kernel side of a session, as the daemon loop sees it.
+pub trait Device: Send + Sync {
+    /// An adopted per-object fd.
+    type Fd: ObjectFd;
+
+    /// Write one command.
+    ///
+    /// # Errors
+    ///
+    /// The kernel's answer (`EINVAL`, `EEXIST`, ...) or an encoding error as `InvalidInput`.
+    fn send(&self, command: &Command<'_>) -> io::Result<()>;
+
+    /// Wait up to `timeout` for a message; `Ok(false)` on timeout.
+    ///
+    /// # Errors
+    ///
+    /// A failed `poll`.
+    fn wait_readable(&self, timeout: Duration) -> io::Result<bool>;
+
+    /// Read one message into `buf` (at least [`cachefiles_proto::MSG_MAX_SIZE`] bytes); return
+    /// its length, 0 if nothing was pending. Never blocks.
+    ///
+    /// # Errors
+    ///
+    /// A failed `read` (the kernel fails the request too when fd allocation fails).
+    fn read_message(&self, buf: &mut [u8]) -> io::Result<usize>;
+
+    /// Take ownership of the fd number an OPEN message carried. Call it once per OPEN read
+    /// from this device, immediately.
+    ///
+    /// # Errors
+    ///
+    /// An fd number that cannot be adopted.
+    fn adopt(&self, fd: u32) -> io::Result<Self::Fd>;
+}
+
+/// The per-object fd: where an object's bytes go and where READs are completed.
+pub trait ObjectFd: Send + Sync {
+    /// Write `data` at `off` in the object's cache file. `off` and `data.len()` are multiples
+    /// of [`BLOCK_SIZE`] and `data` comes from an [`AlignedBuf`].
+    ///
+    /// # Errors
+    ///
+    /// The kernel's error (`ENOBUFS` when the cache is full or the object withdrawn, ...).
+    fn write_at(&self, data: &[u8], off: u64) -> io::Result<()>;
+
+    /// Complete the READ `msg_id` of this object (the `READ_COMPLETE` ioctl).
+    ///
+    /// # Errors
+    ///
+    /// `EINVAL` when the request is no longer pending (CLOSE came first, the reader was
+    /// killed) or belongs to another object.
+    fn read_complete(&self, msg_id: MsgId) -> io::Result<()>;
+}
+
+/// One 4 KiB, 4 KiB-aligned block.
+#[derive(Clone, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C, align(4096))]
+struct Block([u8; BLOCK_SIZE]);
+
+/// A zeroed buffer whose address and length are multiples of [`BLOCK_SIZE`], as direct I/O
+/// into the cache needs. Allocated once per worker and reused.
+pub struct AlignedBuf {
+    blocks: Vec<Block>,
+}
+
+impl AlignedBuf {
+    /// A buffer of at least `len` bytes (rounded up to whole blocks, at least one block).
+    pub fn new(len: usize) -> Self {
+        let n = len.div_ceil(BLOCK_SIZE).max(1);
+        let mut blocks = Vec::new();
+        blocks.resize(n, Block::new_zeroed());
+        AlignedBuf { blocks }
+    }
+
+    /// Its size in bytes.
+    pub fn len(&self) -> usize {
+        self.blocks.len() * BLOCK_SIZE
+    }
+
+    /// Always false: a buffer has at least one block.
+    pub fn is_empty(&self) -> bool {
+        self.blocks.is_empty()
+    }
+
+    /// The whole buffer as bytes.
+    pub fn as_mut_bytes(&mut self) -> &mut [u8] {
+        self.blocks.as_mut_slice().as_mut_bytes()
+    }
+}
+
+impl std::fmt::Debug for AlignedBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AlignedBuf")
+            .field("len", &self.len())
+            .finish()
+    }
+}
+
+/// An open `/dev/cachefiles`: one cache. Only one may be open system-wide; closing it (drop)
+/// kills the cache, and mounts served by it fail from then on.
+#[derive(Debug)]
+pub struct CachefilesDevice {
+    fd: OwnedFd,
+}
+
+impl CachefilesDevice {
+    /// Open [`DEFAULT_DEVICE_PATH`].
+    ///
+    /// # Errors
+    ///
+    /// `EPERM` without `CAP_SYS_ADMIN`, `EBUSY` if another daemon has it open, `ENOENT`
+    /// without cachefiles support.
+    pub fn open() -> io::Result<Self> {
+        Self::open_path(Path::new(DEFAULT_DEVICE_PATH))
+    }
+
+    /// Open the device at `path`.
+    ///
+    /// # Errors
+    ///
+    /// As [`open`](Self::open).
+    pub fn open_path(path: &Path) -> io::Result<Self> {
+        let fd = nix::fcntl::open(path, OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty())?;
+        Ok(CachefilesDevice { fd })
+    }
+
+    /// Wrap an already open device fd (handed over by a supervisor for fail-over; follow with
+    /// [`Command::Restore`]).
+    pub fn from_fd(fd: OwnedFd) -> Self {
+        CachefilesDevice { fd }
+    }
+
+    /// Configure and bind the cache in on-demand mode: `dir <cache_dir>`, `tag <tag>` if
+    /// given, `bind ondemand`.
+    ///
+    /// # Errors
+    ///
+    /// The first command the kernel refuses, with context.
+    pub fn bind_ondemand(&self, cache_dir: &Path, tag: Option<&str>) -> io::Result<()> {
+        use std::os::unix::ffi::OsStrExt;
+        let with = |what: &str, e: io::Error| io::Error::new(e.kind(), format!("{what}: {e}"));
+        let dir = Command::Dir(cache_dir.as_os_str().as_bytes());
+        self.send(&dir).map_err(|e| with(&dir.to_string(), e))?;
+        if let Some(tag) = tag {
+            let cmd = Command::Tag(tag.as_bytes());
+            self.send(&cmd).map_err(|e| with(&cmd.to_string(), e))?;
+        }
+        let bind = Command::Bind { ondemand: true };
+        self.send(&bind).map_err(|e| with("bind ondemand", e))
+    }
+}
+
+impl AsFd for CachefilesDevice {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl Device for CachefilesDevice {
+    type Fd = AnonFd;
+
+    fn send(&self, command: &Command<'_>) -> io::Result<()> {
+        let mut buf = [0u8; COMMAND_MAX_LEN];
+        let len = command
+            .encode(&mut buf)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        loop {
+            match nix::unistd::write(&self.fd, &buf[..len]) {
+                Ok(n) if n == len => return Ok(()),
+                Ok(n) => {
+                    return Err(io::Error::other(format!(
+                        "short command write: {n} of {len}"
+                    )));
+                }
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    fn wait_readable(&self, timeout: Duration) -> io::Result<bool> {
+        let timeout = PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX);
+        let mut fds = [PollFd::new(self.fd.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, timeout) {
+            Ok(0) | Err(Errno::EINTR) => Ok(false),
+            Ok(_) => Ok(fds[0]
+                .revents()
+                .is_some_and(|r| r.contains(PollFlags::POLLIN))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn read_message(&self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match nix::unistd::read(&self.fd, buf) {
+                Err(Errno::EINTR) => continue,
+                Err(Errno::EAGAIN) => return Ok(0),
+                other => return Ok(other?),
+            }
+        }
+    }
+
+    fn adopt(&self, fd: u32) -> io::Result<AnonFd> {
+        let fd = sys::adopt_fd(fd)?;
+        // The kernel installs the fd without O_CLOEXEC.
+        fcntl(&fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
+        Ok(AnonFd { fd })
+    }
+}
+
+/// An object's anonymous fd (`[cachefiles]`), received with its OPEN. Dropping it closes it:
+/// after a CLOSE that releases the object; before one, the kernel re-opens the object on its
+/// next read.
+#[derive(Debug)]
+pub struct AnonFd {
+    fd: OwnedFd,
+}
+
+impl AnonFd {
+    /// Wrap an fd (for tests and fail-over; normally [`Device::adopt`] makes these).
+    pub fn from_fd(fd: OwnedFd) -> Self {
+        AnonFd { fd }
+    }
+}
+
+impl AsFd for AnonFd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl ObjectFd for AnonFd {
+    fn write_at(&self, data: &[u8], off: u64) -> io::Result<()> {
+        // `pwrite` only: `lseek` on this fd moves the backing file, not this fd's position.
+        let mut done = 0usize;
+        while done < data.len() {
+            let pos = off
+                .checked_add(done as u64)
+                .and_then(|p| i64::try_from(p).ok())
+                .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+            match nix::sys::uio::pwrite(&self.fd, &data[done..], pos) {
+                Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
+                Ok(n) => done += n,
+                Err(Errno::EINTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+            if done % BLOCK_SIZE != 0 && done < data.len() {
+                return Err(io::Error::other(format!(
+                    "short write of {done} bytes leaves an unaligned remainder"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn read_complete(&self, msg_id: MsgId) -> io::Result<()> {
+        sys::read_complete(self.fd.as_fd(), msg_id.0)
+    }
+}
+
+/// The unsafe calls of the crate, each with its reason.
+#[allow(unsafe_code)]
+mod sys {
+    use std::io;
+    use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+    use cachefiles_proto::ioctl::CACHEFILES_IOC_READ_COMPLETE;
+
+    /// Take ownership of an fd number the kernel installed in this process while delivering
+    /// an OPEN message.
+    pub(super) fn adopt_fd(fd: u32) -> io::Result<OwnedFd> {
+        let raw =
+            RawFd::try_from(fd).map_err(|_| io::Error::from_raw_os_error(nix::libc::EBADF))?;
+        // Check it is open before claiming it (F_GETFD has no side effects).
+        // SAFETY: `fcntl(F_GETFD)` only reads the fd table; an invalid number yields EBADF.
+        if unsafe { nix::libc::fcntl(raw, nix::libc::F_GETFD) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: the kernel created this fd in our fd table during the `read()` that returned
+        // the OPEN message, and nothing else in the process knows its number: the message is
+        // the only place it appears, and `Device::adopt` is called once per OPEN. So nobody
+        // else owns it, and the `OwnedFd` becomes its only owner.
+        Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+    }
+
+    /// `ioctl(fd, CACHEFILES_IOC_READ_COMPLETE, msg_id)`.
+    pub(super) fn read_complete(fd: BorrowedFd<'_>, msg_id: u32) -> io::Result<()> {
+        // SAFETY: this ioctl takes its argument by value (the msg_id as an unsigned long, not
+        // a pointer), so the kernel reads no memory of ours; `fd` is a live borrowed fd. On a
+        // non-cachefiles fd the kernel returns an error and does nothing.
+        let r = unsafe {
+            nix::libc::ioctl(
+                fd.as_raw_fd(),
+                CACHEFILES_IOC_READ_COMPLETE as _,
+                nix::libc::c_ulong::from(msg_id),
+            )
+        };
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aligned_buf_is_aligned() {
+        let mut b = AlignedBuf::new(5000);
+        assert_eq!(b.len(), 8192);
+        let bytes = b.as_mut_bytes();
+        assert_eq!(bytes.as_ptr() as usize % BLOCK_SIZE, 0);
+        assert!(bytes.iter().all(|&x| x == 0));
+        assert_eq!(AlignedBuf::new(0).len(), BLOCK_SIZE);
+    }
+
+    #[test]
+    fn adopting_a_closed_fd_fails() {
+        // A number far above anything open here.
+        assert!(sys::adopt_fd(1_000_000).is_err());
+        assert!(sys::adopt_fd(u32::MAX).is_err());
+    }
+
+    #[test]
+    fn read_complete_on_a_plain_file_is_refused_by_the_kernel() {
+        let f = tempfile::tempfile().unwrap();
+        let fd = AnonFd::from_fd(f.into());
+        let e = fd.read_complete(MsgId(1)).unwrap_err();
+        assert!(matches!(
+            e.raw_os_error(),
+            Some(nix::libc::ENOTTY) | Some(nix::libc::EINVAL)
+        ));
+    }
+
+    #[test]
+    fn pwrite_writes_at_the_offset() {
+        let f = tempfile::tempfile().unwrap();
+        let probe = f.try_clone().unwrap();
+        let fd = AnonFd::from_fd(f.into());
+        let mut buf = AlignedBuf::new(BLOCK_SIZE);
+        buf.as_mut_bytes().fill(7);
+        fd.write_at(buf.as_mut_bytes(), 8192).unwrap();
+        use std::os::unix::fs::FileExt;
+        let mut back = [0u8; 4];
+        probe.read_exact_at(&mut back, 8192).unwrap();
+        assert_eq!(back, [7; 4]);
+        assert_eq!(probe.metadata().unwrap().len(), 12288);
+    }
+}

@@ -1,0 +1,188 @@
+//! Test doubles of the kernel: a scripted [`Device`] whose per-object fds are files in a
+//! temporary directory and which checks the direct-I/O alignment rules of the real one.
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cachefiles_proto::{Command, MSG_MAX_SIZE, MsgId, Request};
+
+use crate::daemon::Shutdown;
+use crate::device::{BLOCK_SIZE, Device, ObjectFd};
+
+/// What happened to one fake fd.
+#[derive(Debug, Default)]
+pub(crate) struct FdLog {
+    pub(crate) completed: Mutex<Vec<MsgId>>,
+    pub(crate) writes: Mutex<Vec<(u64, usize)>>,
+    pub(crate) closed: AtomicBool,
+    /// Make writes fail with ENOBUFS.
+    pub(crate) fail_writes: AtomicBool,
+}
+
+/// A per-object fd backed by a file.
+pub(crate) struct FakeFd {
+    file: File,
+    log: Arc<FdLog>,
+}
+
+impl FakeFd {
+    pub(crate) fn create(path: &Path) -> (FakeFd, Arc<FdLog>) {
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
+            .unwrap();
+        let log = Arc::new(FdLog::default());
+        (
+            FakeFd {
+                file,
+                log: Arc::clone(&log),
+            },
+            log,
+        )
+    }
+}
+
+impl Drop for FakeFd {
+    fn drop(&mut self) {
+        self.log.closed.store(true, Ordering::SeqCst);
+    }
+}
+
+impl ObjectFd for FakeFd {
+    fn write_at(&self, data: &[u8], off: u64) -> io::Result<()> {
+        // The rules of direct I/O into the kernel's cache file.
+        let b = BLOCK_SIZE;
+        if data.as_ptr() as usize % b != 0 || data.len() % b != 0 || off % b as u64 != 0 {
+            return Err(io::Error::from_raw_os_error(nix::libc::EINVAL));
+        }
+        if self.log.fail_writes.load(Ordering::SeqCst) {
+            return Err(io::Error::from_raw_os_error(nix::libc::ENOBUFS));
+        }
+        self.file.write_all_at(data, off)?;
+        self.log.writes.lock().unwrap().push((off, data.len()));
+        Ok(())
+    }
+
+    fn read_complete(&self, msg_id: MsgId) -> io::Result<()> {
+        self.log.completed.lock().unwrap().push(msg_id);
+        Ok(())
+    }
+}
+
+/// A scripted `/dev/cachefiles`.
+pub(crate) struct FakeDevice {
+    dir: PathBuf,
+    queue: Mutex<VecDeque<Vec<u8>>>,
+    pub(crate) commands: Mutex<Vec<String>>,
+    pub(crate) fds: Mutex<HashMap<u32, Arc<FdLog>>>,
+    /// Trigger this when the queue is empty.
+    stop_when_empty: Option<Shutdown>,
+    /// Refuse `copen` writes.
+    pub(crate) fail_copen: AtomicBool,
+}
+
+impl FakeDevice {
+    pub(crate) fn new(dir: &Path) -> Self {
+        FakeDevice {
+            dir: dir.to_path_buf(),
+            queue: Mutex::new(VecDeque::new()),
+            commands: Mutex::new(Vec::new()),
+            fds: Mutex::new(HashMap::new()),
+            stop_when_empty: None,
+            fail_copen: AtomicBool::new(false),
+        }
+    }
+
+    pub(crate) fn stop_when_empty(mut self, shutdown: Shutdown) -> Self {
+        self.stop_when_empty = Some(shutdown);
+        self
+    }
+
+    /// Queue a request, encoded as the kernel would.
+    pub(crate) fn push(&self, request: Request<'_>) {
+        let mut buf = [0u8; MSG_MAX_SIZE];
+        let n = request.encode(&mut buf).unwrap();
+        self.push_raw(buf[..n].to_vec());
+    }
+
+    pub(crate) fn push_raw(&self, msg: Vec<u8>) {
+        self.queue.lock().unwrap().push_back(msg);
+    }
+
+    /// The cache file behind fake fd `fd`.
+    pub(crate) fn cache_file(&self, fd: u32) -> PathBuf {
+        self.dir.join(format!("fd-{fd}"))
+    }
+
+    pub(crate) fn fd_log(&self, fd: u32) -> Arc<FdLog> {
+        Arc::clone(&self.fds.lock().unwrap()[&fd])
+    }
+
+    pub(crate) fn queue_len(&self) -> usize {
+        self.queue.lock().unwrap().len()
+    }
+
+    pub(crate) fn commands(&self) -> Vec<String> {
+        self.commands.lock().unwrap().clone()
+    }
+}
+
+impl Device for FakeDevice {
+    type Fd = FakeFd;
+
+    fn send(&self, command: &Command<'_>) -> io::Result<()> {
+        // Round-trip through the codec, as the kernel would parse it.
+        let mut buf = [0u8; 4096];
+        let n = command
+            .encode(&mut buf)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let parsed = Command::decode(&buf[..n])
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        assert_eq!(&parsed, command);
+        if matches!(command, Command::Copen { .. }) && self.fail_copen.load(Ordering::SeqCst) {
+            return Err(io::Error::from_raw_os_error(nix::libc::EINVAL));
+        }
+        self.commands
+            .lock()
+            .unwrap()
+            .push(String::from_utf8(buf[..n].to_vec()).unwrap());
+        Ok(())
+    }
+
+    fn wait_readable(&self, timeout: Duration) -> io::Result<bool> {
+        if !self.queue.lock().unwrap().is_empty() {
+            return Ok(true);
+        }
+        if let Some(s) = &self.stop_when_empty {
+            s.trigger();
+        }
+        std::thread::sleep(timeout.min(Duration::from_millis(5)));
+        Ok(false)
+    }
+
+    fn read_message(&self, buf: &mut [u8]) -> io::Result<usize> {
+        let Some(msg) = self.queue.lock().unwrap().pop_front() else {
+            return Ok(0);
+        };
+        if msg.len() > buf.len() {
+            return Err(io::Error::from_raw_os_error(nix::libc::EMSGSIZE));
+        }
+        buf[..msg.len()].copy_from_slice(&msg);
+        Ok(msg.len())
+    }
+
+    fn adopt(&self, fd: u32) -> io::Result<FakeFd> {
+        let (fake, log) = FakeFd::create(&self.cache_file(fd));
+        self.fds.lock().unwrap().insert(fd, log);
+        Ok(fake)
+    }
+}

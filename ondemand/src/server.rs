@@ -1,0 +1,163 @@
+//! The embedder's side: [`OnDemandServer`], which knows where objects' bytes come from.
+//!
+//! The trait is phrased independently of how the kernel asked: "object X was opened, how big is
+//! it (or which errno)" and "produce bytes `[off, off + len)` of object X". The transport owns
+//! the buffer the bytes go into (aligned for direct I/O) and writes it wherever the kernel wants
+//! it: today through the cachefiles anonymous fd, later through a fanotify pre-content event's
+//! fd. A server never sees an fd, a message id or an ioctl.
+
+use std::io;
+
+use cachefiles_proto::Errno;
+
+/// What the kernel knows about an object when it opens it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ObjectKey<'a> {
+    /// The volume key without its NUL: `erofs,<fsid>`, or `erofs,<domain_id>` in a shared
+    /// domain.
+    pub volume_key: &'a [u8],
+    /// The cookie key: the `fsid` for the primary (bootstrap) blob, the `device=` name or the
+    /// device slot's tag (the blob id for Nydus) for an extra device.
+    pub cookie_key: &'a [u8],
+}
+
+impl ObjectKey<'_> {
+    /// The part of the volume key after `erofs,` (the fsid, or the domain id), if present.
+    pub fn volume_name(&self) -> Option<&[u8]> {
+        self.volume_key.strip_prefix(b"erofs,")
+    }
+}
+
+impl std::fmt::Display for ObjectKey<'_> {
+    /// `volume/cookie`, with non-printable bytes escaped (for logs).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}/{}",
+            self.volume_key.escape_ascii(),
+            self.cookie_key.escape_ascii()
+        )
+    }
+}
+
+/// A successful open: the server's per-object state and the object's size in bytes.
+#[derive(Debug)]
+pub struct Opened<O> {
+    /// Whatever the server needs to produce the object's bytes later (an open file, a blob id
+    /// and a connection, ...).
+    pub object: O,
+    /// The object's size in bytes (the blob's length). The kernel sizes its cache file from
+    /// it and reads nothing past it.
+    pub size: u64,
+}
+
+/// The source of objects' bytes. Implementations must be cheap to share between worker threads
+/// (`Send + Sync`); every method takes `&self`.
+///
+/// Errors are [`io::Error`]s. What the kernel sees is [`errno_of`] of them: an OS error keeps
+/// its number, other kinds map to the nearest errno, and everything else is `EIO`.
+pub trait OnDemandServer: Send + Sync {
+    /// Per-object state returned by [`open`](Self::open).
+    type Object: Send + Sync;
+
+    /// The kernel opened an object: say how big it is, or refuse it (the kernel then fails
+    /// the mount or the reads of that device, with ENOBUFS in the reader).
+    ///
+    /// # Errors
+    ///
+    /// Any error refuses the object; see [`errno_of`] for the errno the kernel gets.
+    fn open(&self, key: &ObjectKey<'_>) -> io::Result<Opened<Self::Object>>;
+
+    /// Produce bytes of `object` starting at `off` into `buf`; return how many were produced
+    /// (fewer than `buf.len()` only at the end of the object). The caller never asks for
+    /// bytes past the size returned by `open`.
+    ///
+    /// # Errors
+    ///
+    /// Any error fails the kernel's read: the reader gets `EIO`. The daemon keeps serving.
+    fn read_at(&self, object: &Self::Object, off: u64, buf: &mut [u8]) -> io::Result<usize>;
+
+    /// Fill all of `buf` with bytes of `object` from `off`. The default calls
+    /// [`read_at`](Self::read_at) until `buf` is full.
+    ///
+    /// # Errors
+    ///
+    /// As `read_at`, plus [`io::ErrorKind::UnexpectedEof`] if `read_at` returns 0 early.
+    fn fill(&self, object: &Self::Object, off: u64, buf: &mut [u8]) -> io::Result<()> {
+        let mut done = 0;
+        while done < buf.len() {
+            let pos = off
+                .checked_add(done as u64)
+                .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+            match self.read_at(object, pos, &mut buf[done..]) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("object ends at {pos}, {} bytes early", buf.len() - done),
+                    ));
+                }
+                Ok(n) => done += n.min(buf.len() - done),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// The kernel closed the object (unmount, cache unbind). The default does nothing; the
+    /// object is dropped once in-flight reads of it finish.
+    fn close(&self, object: &Self::Object) {
+        let _ = object;
+    }
+}
+
+impl<S: OnDemandServer + ?Sized> OnDemandServer for std::sync::Arc<S> {
+    type Object = S::Object;
+
+    fn open(&self, key: &ObjectKey<'_>) -> io::Result<Opened<Self::Object>> {
+        (**self).open(key)
+    }
+
+    fn read_at(&self, object: &Self::Object, off: u64, buf: &mut [u8]) -> io::Result<usize> {
+        (**self).read_at(object, off, buf)
+    }
+
+    fn fill(&self, object: &Self::Object, off: u64, buf: &mut [u8]) -> io::Result<()> {
+        (**self).fill(object, off, buf)
+    }
+
+    fn close(&self, object: &Self::Object) {
+        (**self).close(object)
+    }
+}
+
+/// The errno the kernel gets for a server error: the OS error number if there is one (and it
+/// is a valid errno), otherwise the nearest errno for its kind, otherwise `EIO`.
+pub fn errno_of(e: &io::Error) -> Errno {
+    if let Some(errno) = e.raw_os_error().and_then(Errno::new) {
+        return errno;
+    }
+    let errno = match e.kind() {
+        io::ErrorKind::NotFound => nix::errno::Errno::ENOENT,
+        io::ErrorKind::PermissionDenied => nix::errno::Errno::EACCES,
+        io::ErrorKind::InvalidInput | io::ErrorKind::InvalidData => nix::errno::Errno::EINVAL,
+        io::ErrorKind::OutOfMemory => nix::errno::Errno::ENOMEM,
+        io::ErrorKind::TimedOut => nix::errno::Errno::ETIMEDOUT,
+        io::ErrorKind::Unsupported => nix::errno::Errno::EOPNOTSUPP,
+        _ => nix::errno::Errno::EIO,
+    };
+    Errno::new(errno as i32).unwrap_or(Errno::EIO)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errno_mapping() {
+        assert_eq!(errno_of(&io::Error::from_raw_os_error(28)).get(), 28);
+        assert_eq!(errno_of(&io::Error::from(io::ErrorKind::NotFound)).get(), 2);
+        assert_eq!(errno_of(&io::Error::other("boom")).get(), 5);
+        assert_eq!(errno_of(&io::Error::from_raw_os_error(99999)).get(), 5);
+    }
+}

@@ -1,0 +1,1003 @@
+//! The pure part of the daemon: an object table keyed by object id, and the decisions that
+//! turn each kernel [`Request`] into [`Action`]s: answer an OPEN, fill a window of an object,
+//! complete a READ, forget an object.
+//!
+//! [`Session::handle`] makes no syscall and calls the server only for OPEN. [`Session::execute`]
+//! carries the actions out through the [`ObjectFd`] trait and a command sink, and
+//! [`Session::serve_message`] does both for one raw message read from a [`Device`]; tests drive
+//! all three with scripted messages and temporary files instead of the kernel.
+//!
+//! Rules the session keeps:
+//! - An object enters the table **before** its `copen` is written, so a READ that another
+//!   worker reads right after the `copen` finds it. If the `copen` write fails it leaves again.
+//! - A READ for a known object always ends with [`Action::ReadComplete`], whatever happened
+//!   while filling: a READ that is never completed blocks its reader forever.
+//! - A refused OPEN is answered with `copen <id>,-<errno>` and then its fd is closed.
+//! - A READ window starts at the request's block, spans at least the request and at most the
+//!   readahead size, and stops at the object's size rounded up to a block; the tail past the
+//!   object's end is zero-filled.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io;
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use cachefiles_proto::msg::{CACHEFILES_OP_OPEN, MsgHeader};
+use cachefiles_proto::{
+    CloseRequest, Command, DecodeError, Errno, MsgId, ObjectId, OpenReply, OpenRequest,
+    ReadRequest, Request,
+};
+use zerocopy::FromBytes;
+
+use crate::device::{AlignedBuf, BLOCK_SIZE, Device, ObjectFd};
+use crate::server::{ObjectKey, OnDemandServer, errno_of};
+
+/// Default readahead window: 1 MiB.
+pub const DEFAULT_READAHEAD: u64 = 1 << 20;
+
+const BLOCK: u64 = BLOCK_SIZE as u64;
+
+/// An object the kernel opened and the server accepted.
+pub struct Object<O, F> {
+    id: ObjectId,
+    key: String,
+    size: u64,
+    state: O,
+    fd: F,
+}
+
+impl<O, F> Object<O, F> {
+    /// The kernel's id for it.
+    pub fn id(&self) -> ObjectId {
+        self.id
+    }
+
+    /// Its key, printable (`volume/cookie`).
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Its size, as answered in `copen`.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The server's state for it.
+    pub fn state(&self) -> &O {
+        &self.state
+    }
+
+    /// Its fd.
+    pub fn fd(&self) -> &F {
+        &self.fd
+    }
+}
+
+impl<O, F> fmt::Debug for Object<O, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Object")
+            .field("id", &self.id)
+            .field("key", &self.key)
+            .field("size", &self.size)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What to do for a request. Produced by [`Session::handle`], carried out by
+/// [`Session::execute`].
+pub enum Action<O, F> {
+    /// Write `copen <msg_id>,<size or -errno>`.
+    Copen {
+        /// The OPEN's id.
+        msg_id: MsgId,
+        /// Size or errno.
+        reply: OpenReply,
+        /// The object this OPEN put into the table (on success): if the `copen` cannot be
+        /// written, it is taken out again.
+        inserted: Option<ObjectId>,
+    },
+    /// Close an fd the session does not keep (after a refused OPEN, once its `copen` is out).
+    CloseFd(F),
+    /// Produce `range` of the object (block-aligned) and write it through its fd.
+    Fill {
+        /// The object.
+        object: Arc<Object<O, F>>,
+        /// The window, block-aligned, within the object's size rounded up to a block.
+        range: Range<u64>,
+        /// End of what the kernel asked for (the rest of `range` is readahead).
+        requested_end: u64,
+    },
+    /// Complete the READ through the object's fd.
+    ReadComplete {
+        /// The object.
+        object: Arc<Object<O, F>>,
+        /// The READ's id.
+        msg_id: MsgId,
+    },
+    /// The object left the table: tell the server, then drop it (its fd closes once in-flight
+    /// fills end).
+    Close(Arc<Object<O, F>>),
+    /// Nothing can be done; log it.
+    Ignore(&'static str),
+}
+
+impl<O, F> fmt::Debug for Action<O, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Action::Copen {
+                msg_id,
+                reply,
+                inserted,
+            } => f
+                .debug_struct("Copen")
+                .field("msg_id", msg_id)
+                .field("reply", reply)
+                .field("inserted", inserted)
+                .finish(),
+            Action::CloseFd(_) => f.write_str("CloseFd"),
+            Action::Fill {
+                object,
+                range,
+                requested_end,
+            } => f
+                .debug_struct("Fill")
+                .field("object", &object.id)
+                .field("range", range)
+                .field("requested_end", requested_end)
+                .finish(),
+            Action::ReadComplete { object, msg_id } => f
+                .debug_struct("ReadComplete")
+                .field("object", &object.id)
+                .field("msg_id", msg_id)
+                .finish(),
+            Action::Close(object) => f.debug_tuple("Close").field(&object.id).finish(),
+            Action::Ignore(why) => f.debug_tuple("Ignore").field(why).finish(),
+        }
+    }
+}
+
+/// Counters of one session (cheap atomics), for logs and for measuring upcalls.
+#[derive(Debug, Default)]
+pub struct Stats {
+    opens: AtomicU64,
+    open_errors: AtomicU64,
+    reads: AtomicU64,
+    read_errors: AtomicU64,
+    closes: AtomicU64,
+    writes: AtomicU64,
+    bytes_written: AtomicU64,
+    bad_messages: AtomicU64,
+}
+
+/// A copy of the [`Stats`] at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    /// OPEN requests handled.
+    pub opens: u64,
+    /// OPENs refused (by the server, or because the `copen` write failed).
+    pub open_errors: u64,
+    /// READ requests handled (upcalls).
+    pub reads: u64,
+    /// READs whose requested range could not be written (the reader gets an error).
+    pub read_errors: u64,
+    /// CLOSE requests handled.
+    pub closes: u64,
+    /// `pwrite` calls into objects.
+    pub writes: u64,
+    /// Bytes written into objects, readahead included.
+    pub bytes_written: u64,
+    /// Messages that did not decode.
+    pub bad_messages: u64,
+}
+
+impl fmt::Display for StatsSnapshot {
+    /// `opens=N reads=N closes=N bytes_written=N open_errors=N read_errors=N writes=N
+    /// bad_messages=N`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "opens={} reads={} closes={} bytes_written={} open_errors={} read_errors={} writes={} bad_messages={}",
+            self.opens,
+            self.reads,
+            self.closes,
+            self.bytes_written,
+            self.open_errors,
+            self.read_errors,
+            self.writes,
+            self.bad_messages
+        )
+    }
+}
+
+impl Stats {
+    fn bump(counter: &AtomicU64, by: u64) {
+        counter.fetch_add(by, Ordering::Relaxed);
+    }
+
+    /// The current values.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        StatsSnapshot {
+            opens: get(&self.opens),
+            open_errors: get(&self.open_errors),
+            reads: get(&self.reads),
+            read_errors: get(&self.read_errors),
+            closes: get(&self.closes),
+            writes: get(&self.writes),
+            bytes_written: get(&self.bytes_written),
+            bad_messages: get(&self.bad_messages),
+        }
+    }
+}
+
+/// Open objects by id.
+type ObjectTable<O, F> = HashMap<ObjectId, Arc<Object<O, F>>>;
+
+/// The object table and the request logic, shared by all worker threads.
+///
+/// `F` is the per-object fd type: [`crate::AnonFd`] with the kernel, anything implementing
+/// [`ObjectFd`] in tests.
+pub struct Session<S: OnDemandServer, F> {
+    server: S,
+    objects: Mutex<ObjectTable<S::Object, F>>,
+    readahead: u64,
+    stats: Stats,
+}
+
+impl<S: OnDemandServer, F> fmt::Debug for Session<S, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("objects", &self.lock().len())
+            .field("readahead", &self.readahead)
+            .field("stats", &self.stats.snapshot())
+            .finish_non_exhaustive()
+    }
+}
+
+/// `x` rounded up to a block, saturating near `u64::MAX`.
+fn round_up(x: u64) -> u64 {
+    x.div_ceil(BLOCK).saturating_mul(BLOCK)
+}
+
+impl<S: OnDemandServer, F> Session<S, F> {
+    /// A session serving `server`, with [`DEFAULT_READAHEAD`].
+    pub fn new(server: S) -> Self {
+        Session {
+            server,
+            objects: Mutex::new(HashMap::new()),
+            readahead: DEFAULT_READAHEAD,
+            stats: Stats::default(),
+        }
+    }
+
+    /// Set the readahead window in bytes (rounded up to 4 KiB; 0 turns readahead off, so each
+    /// READ fills only what it asked for).
+    pub fn with_readahead(mut self, bytes: u64) -> Self {
+        self.readahead = round_up(bytes.min(i64::MAX as u64 / 2));
+        self
+    }
+
+    /// The readahead window in bytes.
+    pub fn readahead(&self) -> u64 {
+        self.readahead
+    }
+
+    /// The server.
+    pub fn server(&self) -> &S {
+        &self.server
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.stats.snapshot()
+    }
+
+    /// Number of open objects.
+    pub fn object_count(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// The object with this id, if open.
+    pub fn object(&self, id: ObjectId) -> Option<Arc<Object<S::Object, F>>> {
+        self.lock().get(&id).cloned()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ObjectTable<S::Object, F>> {
+        // A panic while holding the lock cannot leave the map inconsistent (single inserts
+        // and removes), so a poisoned lock is still usable.
+        self.objects.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Forget an object (its `copen` could not be written, or the embedder wants it gone).
+    /// Returns it; drop it to close its fd.
+    pub fn forget(&self, id: ObjectId) -> Option<Arc<Object<S::Object, F>>> {
+        self.lock().remove(&id)
+    }
+
+    /// Decide what to do for `request`. `fd` is the adopted fd of an OPEN (ignored, and
+    /// dropped, for other requests). Calls the server's `open` for an OPEN; nothing else.
+    pub fn handle(&self, request: &Request<'_>, fd: Option<F>) -> Vec<Action<S::Object, F>> {
+        match request {
+            Request::Open(open) => match fd {
+                Some(fd) => self.handle_open(open, fd),
+                None => {
+                    Stats::bump(&self.stats.opens, 1);
+                    Stats::bump(&self.stats.open_errors, 1);
+                    vec![Action::Copen {
+                        msg_id: open.msg_id,
+                        reply: OpenReply::Error(Errno::EIO),
+                        inserted: None,
+                    }]
+                }
+            },
+            Request::Read(read) => self.handle_read(read),
+            Request::Close(close) => self.handle_close(close),
+        }
+    }
+
+    fn handle_open(&self, open: &OpenRequest<'_>, fd: F) -> Vec<Action<S::Object, F>> {
+        Stats::bump(&self.stats.opens, 1);
+        let key = ObjectKey {
+            volume_key: open.volume_key,
+            cookie_key: open.cookie_key,
+        };
+        let refuse = |errno: Errno, fd: F| {
+            Stats::bump(&self.stats.open_errors, 1);
+            vec![
+                Action::Copen {
+                    msg_id: open.msg_id,
+                    reply: OpenReply::Error(errno),
+                    inserted: None,
+                },
+                Action::CloseFd(fd),
+            ]
+        };
+        if self.lock().contains_key(&open.object_id) {
+            log::error!(
+                "OPEN object {} ({key}): object id already open; refusing with EEXIST",
+                open.object_id
+            );
+            return refuse(Errno::new(nix::libc::EEXIST).unwrap_or(Errno::EIO), fd);
+        }
+        let opened = match self.server.open(&key) {
+            Ok(opened) => opened,
+            Err(e) => {
+                let errno = errno_of(&e);
+                log::warn!(
+                    "OPEN object {} ({key}): refused with errno {}: {e}",
+                    open.object_id,
+                    errno.get()
+                );
+                return refuse(errno, fd);
+            }
+        };
+        if opened.size > i64::MAX as u64 {
+            log::warn!(
+                "OPEN object {} ({key}): size {} too large",
+                open.object_id,
+                opened.size
+            );
+            self.server.close(&opened.object);
+            return refuse(Errno::new(nix::libc::EFBIG).unwrap_or(Errno::EIO), fd);
+        }
+        let size = opened.size;
+        let object = Arc::new(Object {
+            id: open.object_id,
+            key: key.to_string(),
+            size,
+            state: opened.object,
+            fd,
+        });
+        log::info!("OPEN object {} ({}): size {size}", object.id, object.key);
+        let id = object.id;
+        self.lock().insert(id, object);
+        vec![Action::Copen {
+            msg_id: open.msg_id,
+            reply: OpenReply::Size(size),
+            inserted: Some(id),
+        }]
+    }
+
+    fn handle_read(&self, read: &ReadRequest) -> Vec<Action<S::Object, F>> {
+        Stats::bump(&self.stats.reads, 1);
+        let Some(object) = self.object(read.object_id) else {
+            Stats::bump(&self.stats.read_errors, 1);
+            log::error!(
+                "READ msg {} for unknown object {}: no fd to complete it with",
+                read.msg_id,
+                read.object_id
+            );
+            return vec![Action::Ignore("READ for an unknown object")];
+        };
+        let mut actions = Vec::with_capacity(2);
+        match self.window(read, object.size) {
+            Some((range, requested_end)) => {
+                log::debug!(
+                    "READ msg {} object {} [{}, +{}): filling {:?}",
+                    read.msg_id,
+                    object.id,
+                    read.off,
+                    read.len,
+                    range
+                );
+                actions.push(Action::Fill {
+                    object: Arc::clone(&object),
+                    range,
+                    requested_end,
+                })
+            }
+            None => {
+                Stats::bump(&self.stats.read_errors, 1);
+                log::warn!(
+                    "READ msg {} object {} [{}, +{}) is past the object's size {}",
+                    read.msg_id,
+                    object.id,
+                    read.off,
+                    read.len,
+                    object.size
+                );
+            }
+        }
+        actions.push(Action::ReadComplete {
+            object,
+            msg_id: read.msg_id,
+        });
+        actions
+    }
+
+    /// The block-aligned window to fill for `read` of an object of `size` bytes, and the end
+    /// of the requested part; `None` if the request lies past the object.
+    pub fn window(&self, read: &ReadRequest, size: u64) -> Option<(Range<u64>, u64)> {
+        // Sizes are at most i64::MAX (checked at OPEN), so `limit` is block-aligned.
+        let limit = round_up(size.min(i64::MAX as u64));
+        let start = read.off / BLOCK * BLOCK;
+        if start >= limit {
+            return None;
+        }
+        // `limit` is block-aligned and above `start`, so a whole block fits: a READ of length
+        // 0 still gets the block at its offset.
+        let requested_end = round_up(read.off.saturating_add(read.len))
+            .min(limit)
+            .max(start + BLOCK);
+        let end = requested_end.max(start.saturating_add(self.readahead).min(limit));
+        Some((start..end, requested_end))
+    }
+
+    fn handle_close(&self, close: &CloseRequest) -> Vec<Action<S::Object, F>> {
+        Stats::bump(&self.stats.closes, 1);
+        match self.forget(close.object_id) {
+            Some(object) => {
+                log::info!("CLOSE object {} ({})", object.id, object.key);
+                vec![Action::Close(object)]
+            }
+            None => {
+                log::warn!("CLOSE for unknown object {}", close.object_id);
+                vec![Action::Ignore("CLOSE for an unknown object")]
+            }
+        }
+    }
+}
+
+impl<S: OnDemandServer, F: ObjectFd> Session<S, F> {
+    /// Carry out `actions`: commands go to `send`, fills use `buf` (reused between calls).
+    /// Errors are logged and counted, never returned: the daemon keeps serving.
+    pub fn execute(
+        &self,
+        actions: Vec<Action<S::Object, F>>,
+        send: &dyn Fn(&Command<'_>) -> io::Result<()>,
+        buf: &mut AlignedBuf,
+    ) {
+        for action in actions {
+            match action {
+                Action::Copen {
+                    msg_id,
+                    reply,
+                    inserted,
+                } => {
+                    if let Err(e) = send(&Command::Copen { msg_id, reply }) {
+                        log::error!("copen {msg_id} failed: {e}");
+                        if let Some(id) = inserted {
+                            // The object went into the table before the copen; take it out.
+                            Stats::bump(&self.stats.open_errors, 1);
+                            drop(self.forget(id));
+                        }
+                    }
+                }
+                Action::CloseFd(fd) => drop(fd),
+                Action::Fill {
+                    object,
+                    range,
+                    requested_end,
+                } => {
+                    if let Err((pos, e)) = self.fill(&object, range.clone(), buf) {
+                        if pos < requested_end {
+                            Stats::bump(&self.stats.read_errors, 1);
+                            log::error!(
+                                "object {} ({}): filling {range:?} failed at {pos}: {e}",
+                                object.id,
+                                object.key
+                            );
+                        } else {
+                            log::warn!(
+                                "object {} ({}): readahead {range:?} stopped at {pos}: {e}",
+                                object.id,
+                                object.key
+                            );
+                        }
+                    }
+                }
+                Action::ReadComplete { object, msg_id } => {
+                    if let Err(e) = object.fd.read_complete(msg_id) {
+                        // EINVAL: the READ was cancelled (CLOSE, killed reader). Harmless.
+                        log::debug!("object {}: READ_COMPLETE {msg_id}: {e}", object.id);
+                    }
+                }
+                Action::Close(object) => {
+                    self.server.close(&object.state);
+                    drop(object);
+                }
+                Action::Ignore(_) => {}
+            }
+        }
+    }
+
+    /// Fill `range` of `object`, in chunks of `buf`'s size. On error, returns where it stopped.
+    fn fill(
+        &self,
+        object: &Object<S::Object, F>,
+        range: Range<u64>,
+        buf: &mut AlignedBuf,
+    ) -> Result<(), (u64, io::Error)> {
+        let chunk = buf.len() as u64;
+        let bytes = buf.as_mut_bytes();
+        let mut pos = range.start;
+        while pos < range.end {
+            let end = range.end.min(pos.saturating_add(chunk));
+            // At most `chunk` bytes: fits in usize.
+            let n = (end - pos) as usize;
+            let valid = (end.min(object.size).saturating_sub(pos)) as usize;
+            let out = &mut bytes[..n];
+            self.server
+                .fill(&object.state, pos, &mut out[..valid])
+                .map_err(|e| (pos, e))?;
+            out[valid..].fill(0);
+            object.fd.write_at(out, pos).map_err(|e| (pos, e))?;
+            Stats::bump(&self.stats.writes, 1);
+            Stats::bump(&self.stats.bytes_written, n as u64);
+            pos = end;
+        }
+        Ok(())
+    }
+
+    /// Decode one message read from `device`, adopt the fd of an OPEN, decide and act.
+    /// Errors are logged and counted; the daemon keeps serving.
+    pub fn serve_message<D: Device<Fd = F>>(&self, device: &D, msg: &[u8], buf: &mut AlignedBuf) {
+        let request = match Request::decode(msg) {
+            Ok(r) => r,
+            Err(e) => {
+                Stats::bump(&self.stats.bad_messages, 1);
+                self.refuse_undecodable(device, msg, e);
+                return;
+            }
+        };
+        let fd = match &request {
+            Request::Open(open) => match device.adopt(open.fd) {
+                Ok(fd) => Some(fd),
+                Err(e) => {
+                    log::error!(
+                        "OPEN object {}: cannot adopt fd {}: {e}",
+                        open.object_id,
+                        open.fd
+                    );
+                    None
+                }
+            },
+            _ => None,
+        };
+        let actions = self.handle(&request, fd);
+        self.execute(actions, &|cmd| device.send(cmd), buf);
+    }
+
+    /// A message that did not decode. An OPEN must still be answered, or its mount hangs:
+    /// answer it with `-EINVAL` (its fd is left alone: the message is not trusted).
+    fn refuse_undecodable<D: Device<Fd = F>>(&self, device: &D, msg: &[u8], e: DecodeError) {
+        log::error!("undecodable message ({} bytes): {e}", msg.len());
+        if let Ok((header, _)) = MsgHeader::read_from_prefix(msg) {
+            if header.opcode == CACHEFILES_OP_OPEN {
+                let cmd = Command::Copen {
+                    msg_id: MsgId(header.msg_id),
+                    reply: OpenReply::Error(Errno::EINVAL),
+                };
+                if let Err(e) = device.send(&cmd) {
+                    log::error!("{cmd} failed: {e}");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use cachefiles_proto::msg::{CACHEFILES_OP_OPEN, MsgHeader, OpenPayload};
+    use zerocopy::IntoBytes;
+
+    use super::*;
+    use crate::fake::{FakeDevice, FakeFd};
+    use crate::local::LocalDirServer;
+    use crate::server::Opened;
+
+    const BLOB_LEN: usize = 3 * 1024 * 1024 + 1000;
+
+    fn pattern(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 7 + i / 4096) as u8).collect()
+    }
+
+    struct Env {
+        _tmp: tempfile::TempDir,
+        device: FakeDevice,
+        session: Session<LocalDirServer, FakeFd>,
+        buf: AlignedBuf,
+        blob: Vec<u8>,
+    }
+
+    fn env(readahead: u64) -> Env {
+        let tmp = tempfile::tempdir().unwrap();
+        let blobs = tmp.path().join("blobs");
+        std::fs::create_dir(&blobs).unwrap();
+        let blob = pattern(BLOB_LEN);
+        std::fs::write(blobs.join("boot"), &blob).unwrap();
+        std::fs::write(blobs.join("empty"), b"").unwrap();
+        let device = FakeDevice::new(tmp.path());
+        let session = Session::new(LocalDirServer::new(blobs)).with_readahead(readahead);
+        Env {
+            _tmp: tmp,
+            device,
+            session,
+            buf: AlignedBuf::new(256 << 10),
+            blob,
+        }
+    }
+
+    impl Env {
+        fn send(&mut self, request: Request<'_>) {
+            let mut msg = [0u8; 1024];
+            let n = request.encode(&mut msg).unwrap();
+            self.session
+                .serve_message(&self.device, &msg[..n], &mut self.buf);
+        }
+
+        fn open(&mut self, msg_id: u32, object_id: u32, key: &[u8], fd: u32) {
+            self.send(Request::Open(OpenRequest {
+                msg_id: MsgId(msg_id),
+                object_id: ObjectId(object_id),
+                volume_key: b"erofs,boot",
+                cookie_key: key,
+                fd,
+                flags: 0,
+            }));
+        }
+
+        fn read(&mut self, msg_id: u32, object_id: u32, off: u64, len: u64) {
+            self.send(Request::Read(ReadRequest {
+                msg_id: MsgId(msg_id),
+                object_id: ObjectId(object_id),
+                off,
+                len,
+            }));
+        }
+
+        fn close(&mut self, msg_id: u32, object_id: u32) {
+            self.send(Request::Close(CloseRequest {
+                msg_id: MsgId(msg_id),
+                object_id: ObjectId(object_id),
+            }));
+        }
+
+        fn cache(&self, fd: u32) -> Vec<u8> {
+            std::fs::read(self.device.cache_file(fd)).unwrap()
+        }
+    }
+
+    #[test]
+    fn open_read_close() {
+        let mut e = env(0);
+        e.open(10, 1, b"boot", 7);
+        assert_eq!(e.device.commands(), [format!("copen 10,{BLOB_LEN}")]);
+        assert_eq!(e.session.object_count(), 1);
+
+        // Readahead off: exactly the requested blocks.
+        e.read(11, 1, 8192, 4096);
+        let log = e.device.fd_log(7);
+        assert_eq!(*log.writes.lock().unwrap(), [(8192, 4096)]);
+        assert_eq!(*log.completed.lock().unwrap(), [MsgId(11)]);
+        assert_eq!(&e.cache(7)[8192..12288], &e.blob[8192..12288]);
+
+        // The last, partial block is zero-padded to a whole block.
+        let last = (BLOB_LEN / 4096 * 4096) as u64;
+        e.read(12, 1, last, 4096);
+        let cache = e.cache(7);
+        assert_eq!(cache.len(), BLOB_LEN.div_ceil(4096) * 4096);
+        assert_eq!(&cache[last as usize..BLOB_LEN], &e.blob[last as usize..]);
+        assert!(cache[BLOB_LEN..].iter().all(|&b| b == 0));
+
+        e.close(13, 1);
+        assert_eq!(e.session.object_count(), 0);
+        assert!(log.closed.load(Ordering::SeqCst), "CLOSE closes the fd");
+        assert_eq!(
+            e.session.stats(),
+            StatsSnapshot {
+                opens: 1,
+                reads: 2,
+                closes: 1,
+                writes: 2,
+                bytes_written: 8192,
+                ..Default::default()
+            }
+        );
+    }
+
+    #[test]
+    fn readahead_fills_a_window_in_chunks() {
+        let mut e = env(DEFAULT_READAHEAD);
+        e.open(1, 3, b"boot", 5);
+        e.read(2, 3, 0, 4096);
+        let log = e.device.fd_log(5);
+        // 1 MiB window, written through a 256 KiB buffer.
+        let w = 256 << 10;
+        assert_eq!(
+            *log.writes.lock().unwrap(),
+            [(0, w), (w as u64, w), (2 * w as u64, w), (3 * w as u64, w)]
+        );
+        assert_eq!(&e.cache(5)[..1 << 20], &e.blob[..1 << 20]);
+        // A cold sequential read of the whole blob takes one READ per MiB.
+        let mut off = 1 << 20;
+        let mut id = 3;
+        while off < BLOB_LEN as u64 {
+            e.read(id, 3, off, 4096);
+            id += 1;
+            off += 1 << 20;
+        }
+        let cache = e.cache(5);
+        assert_eq!(&cache[..BLOB_LEN], &e.blob[..]);
+        assert_eq!(e.session.stats().reads, BLOB_LEN.div_ceil(1 << 20) as u64);
+        assert_eq!(log.completed.lock().unwrap().len(), 4);
+    }
+
+    #[test]
+    fn window_logic() {
+        let s = Session::<LocalDirServer, FakeFd>::new(LocalDirServer::new("/x"));
+        let read = |off, len| ReadRequest {
+            msg_id: MsgId(0),
+            object_id: ObjectId(1),
+            off,
+            len,
+        };
+        let mib = 1 << 20;
+        // Clipped to the object rounded up to a block.
+        assert_eq!(s.window(&read(0, 4096), 10_000), Some((0..12288, 4096)));
+        assert_eq!(
+            s.window(&read(4096, 4096), 10 * mib),
+            Some((4096..4096 + mib, 8192))
+        );
+        // A request bigger than the window is served whole.
+        assert_eq!(
+            s.window(&read(0, 3 * mib), 10 * mib),
+            Some((0..3 * mib, 3 * mib))
+        );
+        // Unaligned requests are widened to blocks.
+        assert_eq!(s.window(&read(100, 10), 10 * mib), Some((0..mib, 4096)));
+        // Past the end: nothing to write (the READ is still completed).
+        assert_eq!(s.window(&read(12288, 4096), 10_000), None);
+        assert_eq!(s.window(&read(0, 4096), 0), None);
+        // The tail block past the last byte.
+        assert_eq!(
+            s.window(&read(8192, 4096), 10_000),
+            Some((8192..12288, 12288))
+        );
+        // Extreme values do not overflow.
+        assert_eq!(s.window(&read(u64::MAX - 5, 100), u64::MAX), None);
+        let off = i64::MAX as u64 / 4096 * 4096 - 4096;
+        assert!(s.window(&read(off, 4096), i64::MAX as u64).is_some());
+        let s = s.with_readahead(5000);
+        assert_eq!(s.readahead(), 8192);
+        assert_eq!(s.window(&read(0, 4096), 10 * mib), Some((0..8192, 4096)));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn windows_are_aligned_and_cover_the_request(
+            off in 0u64..(1 << 40),
+            len in 0u64..(16 << 20),
+            size in 0u64..(1 << 40),
+            readahead in 0u64..(8 << 20),
+        ) {
+            let s = Session::<LocalDirServer, FakeFd>::new(LocalDirServer::new("/x"))
+                .with_readahead(readahead);
+            let read = ReadRequest { msg_id: MsgId(0), object_id: ObjectId(1), off, len };
+            let limit = size.div_ceil(BLOCK) * BLOCK;
+            match s.window(&read, size) {
+                None => proptest::prop_assert!(off / BLOCK * BLOCK >= limit),
+                Some((range, requested_end)) => {
+                    proptest::prop_assert_eq!(range.start % BLOCK, 0);
+                    proptest::prop_assert_eq!(range.end % BLOCK, 0);
+                    proptest::prop_assert!(range.start <= off && range.start + BLOCK > off);
+                    proptest::prop_assert!(range.start < range.end && range.end <= limit);
+                    // The requested bytes that exist are all inside.
+                    proptest::prop_assert!(requested_end >= (off + len).min(size));
+                    proptest::prop_assert!(requested_end <= range.end);
+                    // Never more than the request or the readahead window, whichever is larger.
+                    let span = range.end - range.start;
+                    proptest::prop_assert!(
+                        span <= s.readahead().max(requested_end - range.start).max(BLOCK)
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn read_and_close_for_unknown_objects() {
+        let mut e = env(0);
+        e.read(1, 42, 0, 4096);
+        e.close(2, 42);
+        assert!(e.device.commands().is_empty());
+        let s = e.session.stats();
+        assert_eq!((s.reads, s.read_errors, s.closes, s.writes), (1, 1, 1, 0));
+        // The session goes on serving.
+        e.open(3, 1, b"boot", 4);
+        assert_eq!(e.device.commands(), [format!("copen 3,{BLOB_LEN}")]);
+    }
+
+    #[test]
+    fn duplicate_object_ids_are_refused() {
+        let mut e = env(0);
+        e.open(1, 1, b"boot", 4);
+        e.open(2, 1, b"boot", 5);
+        assert_eq!(
+            e.device.commands(),
+            [format!("copen 1,{BLOB_LEN}"), "copen 2,-17".into()]
+        );
+        assert!(
+            e.device.fd_log(5).closed.load(Ordering::SeqCst),
+            "the new fd is closed"
+        );
+        assert!(
+            !e.device.fd_log(4).closed.load(Ordering::SeqCst),
+            "the old one is kept"
+        );
+        e.read(3, 1, 0, 4096);
+        assert_eq!(*e.device.fd_log(4).completed.lock().unwrap(), [MsgId(3)]);
+    }
+
+    #[test]
+    fn failing_opens_become_errnos() {
+        let mut e = env(0);
+        e.open(1, 1, b"missing", 4);
+        e.open(2, 2, b"../etc", 5);
+        e.open(3, 3, b"", 6);
+        e.open(4, 4, b"empty", 7);
+        assert_eq!(
+            e.device.commands(),
+            ["copen 1,-2", "copen 2,-22", "copen 3,-22", "copen 4,0"]
+        );
+        for fd in [4, 5, 6] {
+            assert!(
+                e.device.fd_log(fd).closed.load(Ordering::SeqCst),
+                "fd {fd} closed"
+            );
+        }
+        assert_eq!(e.session.stats().open_errors, 3);
+        // An empty object: a READ writes nothing but is completed.
+        e.read(5, 4, 0, 4096);
+        let log = e.device.fd_log(7);
+        assert!(log.writes.lock().unwrap().is_empty());
+        assert_eq!(*log.completed.lock().unwrap(), [MsgId(5)]);
+    }
+
+    /// A server whose reads fail.
+    struct Broken;
+
+    impl OnDemandServer for Broken {
+        type Object = ();
+        fn open(&self, _: &ObjectKey<'_>) -> io::Result<Opened<()>> {
+            Ok(Opened {
+                object: (),
+                size: 1 << 20,
+            })
+        }
+        fn read_at(&self, _: &(), _: u64, _: &mut [u8]) -> io::Result<usize> {
+            Err(io::Error::other("backend down"))
+        }
+    }
+
+    #[test]
+    fn failing_reads_are_still_completed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let device = FakeDevice::new(tmp.path());
+        let session = Session::<Broken, FakeFd>::new(Broken);
+        let mut buf = AlignedBuf::new(4096);
+        let mut msg = [0u8; 1024];
+        for req in [
+            Request::Open(OpenRequest {
+                msg_id: MsgId(1),
+                object_id: ObjectId(1),
+                volume_key: b"v",
+                cookie_key: b"c",
+                fd: 3,
+                flags: 0,
+            }),
+            Request::Read(ReadRequest {
+                msg_id: MsgId(2),
+                object_id: ObjectId(1),
+                off: 0,
+                len: 4096,
+            }),
+        ] {
+            let n = req.encode(&mut msg).unwrap();
+            session.serve_message(&device, &msg[..n], &mut buf);
+        }
+        let log = device.fd_log(3);
+        assert!(log.writes.lock().unwrap().is_empty());
+        assert_eq!(*log.completed.lock().unwrap(), [MsgId(2)]);
+        assert_eq!(session.stats().read_errors, 1);
+    }
+
+    #[test]
+    fn failing_writes_are_still_completed() {
+        let mut e = env(0);
+        e.open(1, 1, b"boot", 4);
+        e.device.fd_log(4).fail_writes.store(true, Ordering::SeqCst);
+        e.read(2, 1, 0, 4096);
+        assert_eq!(*e.device.fd_log(4).completed.lock().unwrap(), [MsgId(2)]);
+        assert_eq!(e.session.stats().read_errors, 1);
+    }
+
+    #[test]
+    fn a_failed_copen_forgets_the_object() {
+        let mut e = env(0);
+        e.device.fail_copen.store(true, Ordering::SeqCst);
+        e.open(1, 1, b"boot", 4);
+        assert_eq!(e.session.object_count(), 0);
+        assert!(e.device.fd_log(4).closed.load(Ordering::SeqCst));
+        assert_eq!(e.session.stats().open_errors, 1);
+    }
+
+    #[test]
+    fn undecodable_messages_are_counted_and_opens_refused() {
+        let mut e = env(0);
+        // An OPEN whose volume key is not NUL-terminated.
+        let mut msg = Vec::new();
+        msg.extend_from_slice(
+            MsgHeader {
+                msg_id: 9,
+                opcode: CACHEFILES_OP_OPEN,
+                len: 34,
+                object_id: 1,
+            }
+            .as_bytes(),
+        );
+        msg.extend_from_slice(
+            OpenPayload {
+                volume_key_size: 1,
+                cookie_key_size: 1,
+                fd: 3,
+                flags: 0,
+            }
+            .as_bytes(),
+        );
+        msg.extend_from_slice(b"xy");
+        e.session.serve_message(&e.device, &msg, &mut e.buf);
+        // Garbage.
+        e.session.serve_message(&e.device, &[1, 2, 3], &mut e.buf);
+        assert_eq!(e.device.commands(), ["copen 9,-22"]);
+        assert_eq!(e.session.stats().bad_messages, 2);
+        assert!(
+            e.device.fds.lock().unwrap().is_empty(),
+            "no fd adopted from a bad message"
+        );
+    }
+}

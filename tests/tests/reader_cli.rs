@@ -1,0 +1,375 @@
+//! The `erofs` command-line tool: extract round trip, fsck on good and damaged images,
+//! path traversal attempts, and the inspection subcommands.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use erofs_reader::{ExtentTarget, Image};
+use tests::tree::{self, Compare, TreeOptions};
+
+struct Fixture {
+    tree: PathBuf,
+    image: PathBuf,
+    chunked: PathBuf,
+    blob: PathBuf,
+}
+
+fn fixture() -> Option<&'static Fixture> {
+    static F: OnceLock<Option<Fixture>> = OnceLock::new();
+    F.get_or_init(|| {
+        tests::require_tool("mkfs.erofs")?;
+        tests::require_root("device nodes, owners and trusted xattrs")?;
+        let dir = tests::scratch_dir("reader_cli");
+        let src = dir.join("tree");
+        std::fs::create_dir(&src).unwrap();
+        tree::build_tree(&src, &TreeOptions::default());
+        let image = dir.join("image.erofs");
+        let prefixes: Vec<String> = tree::LONG_XATTR_PREFIXES
+            .iter()
+            .map(|p| format!("--xattr-prefix={p}"))
+            .collect();
+        let args: Vec<&str> = prefixes.iter().map(String::as_str).collect();
+        tree::mkfs(&image, &src, &args);
+        let chunked = dir.join("chunked.erofs");
+        let blob = dir.join("blob");
+        tree::mkfs(
+            &chunked,
+            &src,
+            &[
+                "--chunksize=65536",
+                &format!("--blobdev={}", blob.display()),
+            ],
+        );
+        Some(Fixture {
+            tree: src,
+            image,
+            chunked,
+            blob,
+        })
+    })
+    .as_ref()
+}
+
+fn erofs(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
+    let mut cmd = Command::new(tree::erofs_cli());
+    for a in args {
+        cmd.arg(a);
+    }
+    cmd.output().expect("run erofs")
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "erofs failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn reader_cli_extract_round_trip() {
+    let Some(f) = fixture() else { return };
+    let dest = tests::scratch_dir("reader_cli_extract").join("out");
+    let out = erofs(&[&"extract", &f.image, &dest]);
+    ok(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("warning"), "{stderr}");
+    let want = tree::snapshot_dir(&f.tree);
+    let got = tree::snapshot_dir(&dest);
+    tree::compare(&want, &got, &Compare::default()).unwrap();
+}
+
+#[test]
+fn reader_cli_extract_with_blob_device() {
+    let Some(f) = fixture() else { return };
+    let dest = tests::scratch_dir("reader_cli_extract_blob").join("out");
+    ok(&erofs(&[
+        &"extract",
+        &f.chunked,
+        &dest,
+        &"--device",
+        &f.blob,
+    ]));
+    let want = tree::snapshot_dir(&f.tree);
+    let got = tree::snapshot_dir(&dest);
+    tree::compare(&want, &got, &Compare::default()).unwrap();
+    // Without the blob: a clear error, non-zero exit.
+    let dest2 = tests::scratch_dir("reader_cli_extract_noblob").join("out");
+    let out = erofs(&[&"extract", &f.chunked, &dest2]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("device 1"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn reader_cli_fsck_good_images() {
+    let Some(f) = fixture() else { return };
+    let s = ok(&erofs(&[&"fsck", &f.image]));
+    assert!(s.contains(" 0 errors"), "{s}");
+    // Inodes: the tree's distinct inodes (hard links counted once).
+    let want = tree::snapshot_dir(&f.tree);
+    let inodes: std::collections::HashSet<u64> = want.values().map(|e| e.ino).collect();
+    assert!(
+        s.contains(&format!(": {} inodes", inodes.len())),
+        "{s} (want {} inodes)",
+        inodes.len()
+    );
+    let s = ok(&erofs(&[
+        &"fsck",
+        &f.chunked,
+        &"--device",
+        &f.blob,
+        &"--threads",
+        &"1",
+    ]));
+    assert!(s.contains(" 0 errors"), "{s}");
+}
+
+/// Write a damaged copy of `image`: `patch` gets the bytes and a reader of the original.
+fn damaged(name: &str, image: &Path, patch: impl FnOnce(&mut Vec<u8>, &Image)) -> PathBuf {
+    let mut bytes = std::fs::read(image).unwrap();
+    let reader = Image::from_source(bytes.clone()).unwrap();
+    patch(&mut bytes, &reader);
+    // Metadata in block 0 is covered by the superblock checksum: keep it valid so that the
+    // damage itself is what the tool meets.
+    let n = bytes.len().min(4096);
+    erofs_format::checksum::write_superblock_checksum(&mut bytes[..n]).unwrap();
+    let p = tests::scratch_dir(&format!("reader_cli_damaged/{name}")).join("bad.erofs");
+    std::fs::write(&p, &bytes).unwrap();
+    p
+}
+
+fn dirent_offset(image: &Image, dir: &str, name: &[u8]) -> usize {
+    let inode = image.lookup(dir).unwrap();
+    let bs = image.block_size();
+    let size = inode.metadata().len();
+    let mut pos = 0;
+    while pos < size {
+        let len = (size - pos).min(bs) as usize;
+        let mut block = vec![0u8; len];
+        image.read_at(&inode, pos, &mut block).unwrap();
+        let view = erofs_format::dirent::DirBlock::parse(&block).unwrap();
+        if let Some(i) = view.iter().position(|e| e.name == name) {
+            let ext = image.extents(&inode, pos..pos + 1).unwrap();
+            let ExtentTarget::Device {
+                index: 0, offset, ..
+            } = ext[0].target
+            else {
+                panic!("directory data not on the primary device");
+            };
+            return (offset + 12 * i as u64) as usize;
+        }
+        pos += bs;
+    }
+    panic!("{name:?} not in {dir}");
+}
+
+/// Byte offset of `name`'s bytes in directory `dir`.
+fn name_offset(image: &Image, bytes: &[u8], dir: &str, name: &[u8]) -> usize {
+    let d = dirent_offset(image, dir, name);
+    let nameoff = u16::from_le_bytes([bytes[d + 8], bytes[d + 9]]) as usize;
+    let block_start = d - d % image.block_size() as usize;
+    // Inline directories: the block view starts at the inline data, not at a block.
+    let inode = image.lookup(dir).unwrap();
+    let ext = image.extents(&inode, 0..1).unwrap();
+    let ExtentTarget::Device { offset, .. } = ext[0].target else {
+        panic!()
+    };
+    let base = if inode.metadata().len() <= image.block_size() {
+        offset as usize
+    } else {
+        block_start
+    };
+    assert_eq!(&bytes[base + nameoff..base + nameoff + name.len()], name);
+    base + nameoff
+}
+
+#[test]
+fn reader_cli_fsck_damaged_images() {
+    let Some(f) = fixture() else { return };
+    // A file inode with an invalid file type.
+    let bad_mode = damaged("mode", &f.image, |b, img| {
+        let loc = img.lookup("/small.txt").unwrap().metadata().raw().location as usize;
+        b[loc + 4..loc + 6].copy_from_slice(&0u16.to_le_bytes());
+    });
+    // A directory entry pointing back up: a directory cycle.
+    let cycle = damaged("cycle", &f.image, |b, img| {
+        let root = img.root_nid().0;
+        let d = dirent_offset(img, "/a/b", b"c");
+        b[d..d + 8].copy_from_slice(&root.to_le_bytes());
+    });
+    // A dirent nid far outside the image.
+    let far = damaged("far", &f.image, |b, img| {
+        let d = dirent_offset(img, "/a", b"b");
+        b[d..d + 8].copy_from_slice(&(1u64 << 50).to_le_bytes());
+    });
+    // A flat file whose blocks lie past the end of the image.
+    let past_end = damaged("past-end", &f.image, |b, img| {
+        let raw = *img.lookup("/large.bin").unwrap().metadata().raw();
+        let loc = raw.location as usize;
+        b[loc + 16..loc + 20].copy_from_slice(&0x00F0_0000u32.to_le_bytes());
+    });
+    for (what, img) in [
+        ("bad mode", bad_mode),
+        ("cycle", cycle),
+        ("far nid", far),
+        ("past end", past_end),
+    ] {
+        let out = erofs(&[&"fsck", &img]);
+        assert!(!out.status.success(), "{what}: fsck passed a damaged image");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("erofs: "), "{what}: {err}");
+        let summary = String::from_utf8_lossy(&out.stdout);
+        assert!(!summary.contains(" 0 errors"), "{what}: {summary}");
+        // extract refuses too, and never hangs on the cycle.
+        let dest = tests::scratch_dir(&format!("reader_cli_damaged_x/{}", what.replace(' ', "-")));
+        let out = erofs(&[&"extract", &img, &dest.join("out")]);
+        assert!(!out.status.success(), "{what}: extract succeeded");
+    }
+}
+
+#[test]
+fn reader_cli_extract_refuses_traversal() {
+    let Some(_) = fixture() else { return };
+    let dir = tests::scratch_dir("reader_cli_traversal");
+    let src = dir.join("tree");
+    std::fs::create_dir_all(src.join("d")).unwrap();
+    std::fs::write(src.join("d/xx"), b"pwned").unwrap();
+    std::fs::write(src.join("zz-escapes-as-name"), b"pwned").unwrap();
+    // A symlink pointing outside, and a directory that will be renamed onto it.
+    let outside = dir.join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::os::unix::fs::symlink(&outside, src.join("aaa-link")).unwrap();
+    std::fs::create_dir(src.join("aaa-lind")).unwrap();
+    std::fs::write(src.join("aaa-lind/pwn"), b"pwned").unwrap();
+    let img = dir.join("img.erofs");
+    tree::mkfs(&img, &src, &[]);
+
+    // 1. A name with "../" in it.
+    let dotdot = damaged("dotdot", &img, |b, image| {
+        let at = name_offset(image, b, "/", b"zz-escapes-as-name");
+        b[at..at + 18].copy_from_slice(b"../../../../escape");
+    });
+    // 2. A name ".." for a regular file.
+    let parent = damaged("parent", &img, |b, image| {
+        let at = name_offset(image, b, "/d", b"xx");
+        b[at..at + 2].copy_from_slice(b"..");
+    });
+    // 3. A directory renamed to the symlink's name: files under it would land outside.
+    let via_link = damaged("vialink", &img, |b, image| {
+        let at = name_offset(image, b, "/", b"aaa-lind");
+        b[at..at + 8].copy_from_slice(b"aaa-link");
+    });
+    for (what, bad) in [
+        ("dotdot", dotdot),
+        ("parent", parent),
+        ("via symlink", via_link),
+    ] {
+        let dest = dir.join(format!("dest-{}", what.replace(' ', "-")));
+        let out = erofs(&[&"extract", &bad, &dest]);
+        assert!(
+            !out.status.success(),
+            "{what}: extract accepted a hostile image: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            std::fs::read_dir(&outside).unwrap().next().is_none(),
+            "{what}: wrote outside DEST"
+        );
+        for p in ["escape", "../escape", "../../escape"] {
+            assert!(!dest.join(p).exists(), "{what}: {p} exists");
+        }
+    }
+    // The undamaged image extracts fine.
+    ok(&erofs(&[&"extract", &img, &dir.join("dest-good")]));
+}
+
+#[test]
+fn reader_cli_inspection() {
+    let Some(f) = fixture() else { return };
+    let sb = ok(&erofs(&[&"sb", &f.image]));
+    assert!(sb.contains("block size:      4096"), "{sb}");
+    assert!(sb.contains("xattr_prefixes"), "{sb}");
+    let sb = ok(&erofs(&[&"sb", &f.chunked]));
+    assert!(sb.contains("extra devices:   1"), "{sb}");
+    assert!(sb.contains("(absent)"), "{sb}");
+
+    let ls = ok(&erofs(&[&"ls", &f.image]));
+    let mut want: Vec<String> = std::fs::read_dir(&f.tree)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    want.sort();
+    assert_eq!(ls.lines().collect::<Vec<_>>(), want);
+    let lsl = ok(&erofs(&[&"ls", &"-l", &f.image, &"/dev"]));
+    assert!(
+        lsl.lines()
+            .any(|l| l.starts_with("crw-rw-rw-") && l.contains("1, 3") && l.ends_with(" null")),
+        "{lsl}"
+    );
+    assert!(lsl.lines().any(|l| l.starts_with("prw-r--r--")), "{lsl}");
+    assert!(lsl.lines().any(|l| l.starts_with("srwxr-xr-x")), "{lsl}");
+    let lsr = ok(&erofs(&[&"ls", &"-R", &f.image, &"/a"]));
+    assert!(lsr.contains("/a/b/c/d/e:\ndeep.txt"), "{lsr}");
+    let lsl = ok(&erofs(&[&"ls", &"-l", &f.image, &"/link-short"]));
+    assert!(lsl.contains("-> small.txt"), "{lsl}");
+
+    let stat = ok(&erofs(&[&"stat", &f.image, &"/large.bin"]));
+    assert!(stat.contains("size: 3146962"), "{stat}");
+    assert!(stat.contains("uid: 100000"), "{stat}");
+    assert!(stat.contains("gid: 4000000000"), "{stat}");
+
+    let cat = erofs(&[&"cat", &f.image, &"/large.bin"]);
+    ok(&cat);
+    assert_eq!(cat.stdout, std::fs::read(f.tree.join("large.bin")).unwrap());
+    let cat = erofs(&[&"cat", &f.chunked, &"/sparse.bin", &"--device", &f.blob]);
+    ok(&cat);
+    assert_eq!(
+        cat.stdout,
+        std::fs::read(f.tree.join("sparse.bin")).unwrap()
+    );
+
+    let x = ok(&erofs(&[&"xattrs", &f.image, &"/small.txt"]));
+    for line in [
+        "user.color=\"blue\"",
+        "trusted.t1=\"trusted value\"",
+        "security.s1=0x7365630062696e617279ff",
+        "user.shared=\"one value for many files\"",
+        "trusted.overlay.opaque=\"y\"",
+    ] {
+        assert!(x.lines().any(|l| l == line), "missing {line} in\n{x}");
+    }
+    let x = ok(&erofs(&[&"xattrs", &f.image, &"/emptydir"]));
+    assert!(x.contains("system.posix_acl_default=0x02000000"), "{x}");
+
+    let chunks = ok(&erofs(&[&"chunks", &f.chunked, &"/sparse.bin"]));
+    assert!(chunks.contains("hole"), "{chunks}");
+    assert!(chunks.contains("device 1 offset"), "{chunks}");
+
+    // Errors: stderr and a non-zero exit.
+    for args in [
+        vec!["cat", "IMAGE", "/nope"],
+        vec!["cat", "IMAGE", "/a"],
+        vec!["stat", "IMAGE", "/small.txt/x"],
+        vec!["ls", "/nonexistent/image"],
+    ] {
+        let args: Vec<&dyn AsRef<std::ffi::OsStr>> = args
+            .iter()
+            .map(|a| -> &dyn AsRef<std::ffi::OsStr> {
+                if *a == "IMAGE" { &f.image } else { a }
+            })
+            .collect();
+        let out = erofs(&args);
+        assert!(!out.status.success());
+        assert!(out.stdout.is_empty());
+        assert!(String::from_utf8_lossy(&out.stderr).starts_with("erofs: "));
+    }
+    let out = erofs(&[&"frobnicate"]);
+    assert_eq!(out.status.code(), Some(2), "usage errors exit 2");
+}
