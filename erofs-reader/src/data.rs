@@ -221,18 +221,21 @@ fn no_data(inode: &Inode) -> bool {
 }
 
 impl Image {
-    /// Read up to `buf.len()` bytes of `inode`'s data at `offset`; returns the count,
-    /// 0 at or past the end. Holes read as zeros.
-    ///
-    /// # Errors
-    /// [`Error::Unsupported`] for compressed inodes, [`Error::MissingDevice`] when the
-    /// data lives on a device that was not provided, [`Error::Corrupt`], [`Error::Io`].
-    pub fn read_at(&self, inode: &Inode, offset: u64, buf: &mut [u8]) -> Result<usize> {
+    /// See [`Image::read_at`].
+    pub(crate) fn read_inode_at(
+        &self,
+        inode: &Inode,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<usize> {
         let size = inode.metadata().len();
         if offset >= size || buf.is_empty() || no_data(inode) {
             return Ok(0);
         }
         let n = (size - offset).min(buf.len() as u64) as usize;
+        if inode.raw().layout.is_compressed() {
+            return self.read_compressed_at(inode, offset, &mut buf[..n]);
+        }
         let ctx = Context::nid(inode.nid().0);
         let mut done = 0usize;
         while done < n {
@@ -272,7 +275,7 @@ impl Image {
             )
         })?;
         v.resize(len, 0);
-        let n = self.read_at(inode, 0, &mut v)?;
+        let n = self.read_inode_at(inode, 0, &mut v)?;
         v.truncate(n);
         Ok(v)
     }
@@ -289,6 +292,9 @@ impl Image {
         if len == 0 {
             return Ok(Cow::Borrowed(&[]));
         }
+        if inode.raw().layout.is_compressed() {
+            return self.compressed_range(inode, offset, len).map(Cow::Owned);
+        }
         let (seg, seg_len) = self.inner.map(inode, offset)?;
         if let Seg::Dev {
             index,
@@ -302,7 +308,7 @@ impl Image {
             }
         }
         let mut v = vec![0u8; len];
-        let n = self.read_at(inode, offset, &mut v)?;
+        let n = self.read_inode_at(inode, offset, &mut v)?;
         if n != len {
             return Err(Error::corrupt("short read of inode data", ctx.at(offset)));
         }
@@ -334,6 +340,9 @@ impl Image {
         let size = inode.metadata().len();
         if no_data(inode) {
             return Ok(());
+        }
+        if inode.raw().layout.is_compressed() {
+            return self.for_each_compressed_piece(inode, f);
         }
         let ctx = Context::nid(inode.nid().0);
         let mut buf: Vec<u8> = Vec::new();
@@ -370,13 +379,8 @@ impl Image {
         Ok(())
     }
 
-    /// The chunk map of `inode` over `range` (clamped to the file size): where each byte
-    /// range lives, without reading any file data (only the chunk table). Adjacent
-    /// pieces that continue each other on the same device are merged.
-    ///
-    /// # Errors
-    /// [`Error::Unsupported`] for compressed inodes; [`Error::Corrupt`].
-    pub fn extents(&self, inode: &Inode, range: Range<u64>) -> Result<Vec<Extent>> {
+    /// See [`Image::extents`].
+    pub(crate) fn inode_extents(&self, inode: &Inode, range: Range<u64>) -> Result<Vec<Extent>> {
         let size = inode.metadata().len();
         let end = range.end.min(size);
         let mut out: Vec<Extent> = Vec::new();

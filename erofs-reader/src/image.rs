@@ -57,7 +57,12 @@ pub(crate) struct Inner {
     pub(crate) sources: Vec<Option<Box<dyn Source>>>,
     pub(crate) flat_devices: bool,
     pub(crate) prefixes: Vec<LongPrefix>,
+    /// Why the long prefixes could not be loaded, if they live somewhere this reader
+    /// cannot read yet (a compressed packed inode); reported when one is used.
+    pub(crate) prefixes_unsupported: Option<String>,
     pub(crate) limits: Limits,
+    /// Compression configuration, limits and the decoded-pcluster cache (`zmap.rs`).
+    pub(crate) compression: crate::zmap::Compression,
 }
 
 /// Limits that keep hostile images from making the reader loop or recurse forever.
@@ -218,13 +223,9 @@ impl ImageBuilder {
         let sb = *SuperBlock::parse(&head)
             .map_err(|e| Error::corrupt(format!("superblock: {e}"), Context::offset(1024)))?;
         let incompat = sb.incompat();
-        for (bit, name) in [
-            (FeatureIncompat::BIT48, "48-bit layout (48bit)"),
-            (FeatureIncompat::METABOX, "metadata box (metabox)"),
-        ] {
-            if incompat.contains(bit) {
-                return Err(Error::unsupported(name));
-            }
+        // Inodes inside the metabox inode (nids with bit 63) are not read yet.
+        if incompat.contains(FeatureIncompat::METABOX) {
+            return Err(Error::unsupported("metadata box (metabox)"));
         }
         let blkszbits = sb.blkszbits;
         let mut inner = Inner {
@@ -236,7 +237,9 @@ impl ImageBuilder {
             sources: Vec::new(),
             flat_devices: self.flat_devices,
             prefixes: Vec::new(),
+            prefixes_unsupported: None,
             limits: self.limits,
+            compression: crate::zmap::Compression::new(&sb, &head)?,
         };
 
         // Device table.
@@ -261,8 +264,8 @@ impl ImageBuilder {
                 devices.push(DeviceInfo {
                     index: i as u16 + 1,
                     tag: slot.tag().to_vec(),
-                    blocks: slot.blocks(false),
-                    mapped_blkaddr: slot.mapped_blkaddr(false),
+                    blocks: slot.blocks(sb.has_48bit()),
+                    mapped_blkaddr: slot.mapped_blkaddr(sb.has_48bit()),
                     present: false,
                 });
             }
@@ -302,9 +305,16 @@ impl ImageBuilder {
         let mut image = Image {
             inner: Arc::new(inner),
         };
-        let prefixes = image.load_long_prefixes()?;
+        let (prefixes, unsupported) = match image.load_long_prefixes() {
+            Ok(p) => (p, None),
+            Err(Error::Unsupported { feature }) => (Vec::new(), Some(feature)),
+            Err(e) => return Err(e),
+        };
         match Arc::get_mut(&mut image.inner) {
-            Some(inner) => inner.prefixes = prefixes,
+            Some(inner) => {
+                inner.prefixes = prefixes;
+                inner.prefixes_unsupported = unsupported;
+            }
             // Loading the prefixes does not clone the image, so the Arc is unique.
             None => unreachable!("image handle shared during build"),
         }

@@ -38,8 +38,8 @@
 //! Every fallible call returns [`Error`]: `std::fs`-like kinds (`NotFound`,
 //! `NotADirectory`, ...), [`Error::Io`] from a source, [`Error::Corrupt`] with a
 //! [`Context`] (nid, device, block, offset) when the image is damaged or hostile, and
-//! [`Error::Unsupported`] for what this reader does not read yet (compressed inodes,
-//! 48-bit and metabox layouts). [`Error`] converts into [`std::io::Error`].
+//! [`Error::Unsupported`] for what this reader does not read yet (compressed inodes, the
+//! metabox layout). [`Error`] converts into [`std::io::Error`].
 //!
 //! Untrusted images never cause a panic, an unbounded allocation or an endless loop:
 //! every offset is computed with checked arithmetic and bounded by the device size,
@@ -69,6 +69,9 @@ mod mmap;
 mod path;
 mod source;
 mod xattr;
+mod decompress;
+mod zcache;
+mod zmap;
 
 pub use data::{Extent, ExtentTarget, Piece};
 pub use dir::{DirEntry, ReadDir};
@@ -81,6 +84,13 @@ pub use mmap::MmapSource;
 pub use path::AsInode;
 pub use source::{CountingSource, LazyFile, Source};
 pub use xattr::Xattr;
+pub use zmap::{CompressedExtent, Encoding, ExtentSource};
+pub use erofs_format::compress::Algorithm;
+
+/// The README's example, compiled as a doc test.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctest;
 
 #[cfg(test)]
 mod tests {

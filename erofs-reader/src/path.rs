@@ -220,36 +220,38 @@ impl Image {
         self.read_inode(&inode)
     }
 
-    /// Read up to `buf.len()` bytes at `offset` of a file named by path, nid or inode;
-    /// returns the count (0 at the end).
+    /// Read up to `buf.len()` bytes at `offset` of a file named by path, nid or
+    /// [`Inode`]; returns the count, 0 at or past the end. Holes read as zeros.
     ///
     /// ```no_run
     /// # fn f(image: &erofs_reader::Image) -> erofs_reader::Result<()> {
     /// let mut buf = [0u8; 16];
-    /// let n = image.read_file_at("/etc/hostname", 0, &mut buf)?;
-    /// let inode = image.lookup("/etc/hostname")?;
-    /// assert_eq!(image.read_file_at(&inode, 0, &mut buf)?, n);
+    /// let n = image.read_at("/etc/hostname", 0, &mut buf)?;
+    /// let inode = image.lookup("/etc/hostname")?; // resolve once, read many times
+    /// assert_eq!(image.read_at(&inode, 0, &mut buf)?, n);
     /// # Ok(()) }
     /// ```
     ///
     /// # Errors
-    /// As [`Image::lookup`] and [`Image::read_at`].
-    pub fn read_file_at(&self, file: impl AsInode, offset: u64, buf: &mut [u8]) -> Result<usize> {
+    /// As [`Image::lookup`] for a path; [`Error::Unsupported`] for compressed inodes,
+    /// [`Error::MissingDevice`] when the data lives on a device that was not provided,
+    /// [`Error::Corrupt`], [`Error::Io`].
+    pub fn read_at(&self, file: impl AsInode, offset: u64, buf: &mut [u8]) -> Result<usize> {
         let inode = file.to_inode(self)?;
-        self.read_at(&inode, offset, buf)
+        self.read_inode_at(&inode, offset, buf)
     }
 
-    /// The chunk map of a file named by path, nid or inode (see [`Image::extents`]).
+    /// The chunk map of a file named by path, nid or [`Inode`] over `range` (clamped to
+    /// the file size): where each byte range lives (device index and tag, byte offset,
+    /// or a hole), without reading any file data (only the chunk table). Adjacent pieces
+    /// that continue each other on the same device are merged.
     ///
     /// # Errors
-    /// As [`Image::lookup`] and [`Image::extents`].
-    pub fn file_extents(
-        &self,
-        file: impl AsInode,
-        range: std::ops::Range<u64>,
-    ) -> Result<Vec<Extent>> {
+    /// As [`Image::lookup`] for a path; [`Error::Unsupported`] for compressed inodes;
+    /// [`Error::Corrupt`].
+    pub fn extents(&self, file: impl AsInode, range: std::ops::Range<u64>) -> Result<Vec<Extent>> {
         let inode = file.to_inode(self)?;
-        self.extents(&inode, range)
+        self.inode_extents(&inode, range)
     }
 }
 

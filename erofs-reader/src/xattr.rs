@@ -47,7 +47,7 @@ impl Image {
                 let size = packed.metadata().len();
                 let avail = size.saturating_sub(start).min(max_len as u64) as usize;
                 let mut buf = vec![0u8; avail];
-                let n = self.read_at(&packed, start, &mut buf)?;
+                let n = self.read_inode_at(&packed, start, &mut buf)?;
                 buf.truncate(n);
                 buf
             }
@@ -74,6 +74,11 @@ impl Image {
     fn full_name(&self, x: &RawXattr<'_>, ctx: Context) -> Result<Option<Vec<u8>>> {
         let mut name = Vec::with_capacity(x.name.len() + 32);
         if let Some(i) = x.long_prefix_index() {
+            if let Some(why) = &self.inner.prefixes_unsupported {
+                return Err(Error::unsupported(format!(
+                    "long xattr name prefixes: {why}"
+                )));
+            }
             let Some(p) = self.inner.prefixes.get(usize::from(i)) else {
                 return Err(Error::corrupt(
                     format!(

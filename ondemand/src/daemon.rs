@@ -7,13 +7,15 @@
 //! completed without data so the reader gets `EIO`), and the loop keeps serving.
 
 use std::io;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cachefiles_proto::MSG_MAX_SIZE;
 
 use crate::device::{AlignedBuf, Device};
+use crate::metrics::write_atomically;
 use crate::server::OnDemandServer;
 use crate::session::{Session, StatsSnapshot};
 
@@ -86,6 +88,7 @@ pub struct Daemon<S: OnDemandServer, D: Device> {
     threads: usize,
     fill_buffer: usize,
     shutdown: Shutdown,
+    metrics_file: Option<(PathBuf, Duration)>,
 }
 
 impl<S: OnDemandServer, D: Device> std::fmt::Debug for Daemon<S, D> {
@@ -109,6 +112,66 @@ impl<S: OnDemandServer, D: Device> Daemon<S, D> {
             threads: 1,
             fill_buffer,
             shutdown: Shutdown::new(),
+            metrics_file: None,
+        }
+    }
+
+    /// While running, rewrite `path` with the Prometheus text of the session's metrics every
+    /// `interval` (atomically: a temporary file renamed over it), and once more at the end.
+    pub fn with_metrics_file(mut self, path: impl Into<PathBuf>, interval: Duration) -> Self {
+        self.metrics_file = Some((path.into(), interval.max(Duration::from_millis(10))));
+        self
+    }
+
+    fn write_metrics(&self) {
+        if let Some((path, _)) = &self.metrics_file {
+            let text = self.session.render_prometheus();
+            if let Err(e) = write_atomically(path, text.as_bytes()) {
+                log::warn!("metrics file {}: {e}", path.display());
+            }
+        }
+    }
+
+    /// The metrics file and prefetch progress: every `interval` (at most 1 s) until shutdown.
+    fn reporter(&self) {
+        let interval = self
+            .metrics_file
+            .as_ref()
+            .map_or(Duration::from_secs(1), |(_, i)| {
+                (*i).min(Duration::from_secs(1))
+            });
+        let mut last_write = Instant::now();
+        let mut last_progress = Instant::now();
+        let mut last_seen = None;
+        self.write_metrics();
+        while !self.shutdown.is_triggered() {
+            std::thread::sleep(interval.min(POLL_INTERVAL));
+            if last_write.elapsed() >= interval {
+                self.write_metrics();
+                last_write = Instant::now();
+            }
+            if self.session.prefetch.is_some() && last_progress.elapsed() >= Duration::from_secs(1)
+            {
+                last_progress = Instant::now();
+                let s = self.session.stats();
+                let pending = self.session.prefetch_pending_bytes();
+                let now = (s.prefetched_bytes, s.prefetch_skipped_bytes, pending);
+                if last_seen != Some(now) {
+                    last_seen = Some(now);
+                    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+                    log::info!(
+                        "prefetch: fetched {:.1} MiB, already present {:.1} MiB, pending {:.1} MiB{}",
+                        mib(s.prefetched_bytes),
+                        mib(s.prefetch_skipped_bytes),
+                        mib(pending),
+                        if self.session.prefetch_idle() {
+                            " (idle)"
+                        } else {
+                            ""
+                        }
+                    );
+                }
+            }
         }
     }
 
@@ -147,6 +210,27 @@ impl<S: OnDemandServer, D: Device> Daemon<S, D> {
     pub fn run(&self) -> io::Result<StatsSnapshot> {
         let failure: Mutex<Option<io::Error>> = Mutex::new(None);
         std::thread::scope(|scope| {
+            let prefetch_threads = self
+                .session
+                .prefetch
+                .as_ref()
+                .map_or(0, |p| p.config().threads());
+            for i in 0..prefetch_threads {
+                let spawned = std::thread::Builder::new()
+                    .name(format!("prefetch-{i}"))
+                    .spawn_scoped(scope, move || self.session.prefetch_worker(&self.shutdown));
+                if let Err(e) = spawned {
+                    log::error!("cannot start prefetch thread {i}: {e}");
+                }
+            }
+            if self.metrics_file.is_some() || prefetch_threads > 0 {
+                let spawned = std::thread::Builder::new()
+                    .name("reporter".into())
+                    .spawn_scoped(scope, move || self.reporter());
+                if let Err(e) = spawned {
+                    log::error!("cannot start the metrics thread: {e}");
+                }
+            }
             for i in 0..self.threads {
                 let failure = &failure;
                 let spawned = std::thread::Builder::new()
@@ -168,6 +252,7 @@ impl<S: OnDemandServer, D: Device> Daemon<S, D> {
                 }
             }
         });
+        self.write_metrics();
         match failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
             Some(e) => Err(e),
             None => Ok(self.session.stats()),
@@ -332,6 +417,71 @@ mod tests {
         assert_eq!(
             (stats.open_errors, stats.read_errors, stats.bad_messages),
             (0, 0, 0)
+        );
+    }
+
+    #[test]
+    fn metrics_file_is_rewritten_while_serving() {
+        let tmp = tempfile::tempdir().unwrap();
+        let blobs = tmp.path().join("blobs");
+        std::fs::create_dir(&blobs).unwrap();
+        std::fs::write(blobs.join("b"), blob(1, 100_000)).unwrap();
+        let metrics = tmp.path().join("metrics.prom");
+        let device = FakeDevice::new(tmp.path());
+        device.push(Request::Open(OpenRequest {
+            msg_id: MsgId(1),
+            object_id: ObjectId(1),
+            volume_key: b"erofs,d",
+            cookie_key: b"b",
+            fd: 10,
+            flags: 0,
+        }));
+        let daemon = Daemon::new(device, Session::new(LocalDirServer::new(&blobs)))
+            .with_threads(2)
+            .with_metrics_file(&metrics, Duration::from_millis(20));
+        let stop = daemon.shutdown_handle();
+        let value = |text: &str, name: &str| -> Option<u64> {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        };
+        std::thread::scope(|s| {
+            s.spawn(|| daemon.run().unwrap());
+            let t = std::time::Instant::now();
+            // The OPEN shows up in the file while the daemon runs.
+            loop {
+                let text = std::fs::read_to_string(&metrics).unwrap_or_default();
+                if value(&text, "erofs_ondemand_open_requests_total") == Some(1) {
+                    break;
+                }
+                assert!(t.elapsed() < Duration::from_secs(10), "{text}");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            daemon.device().push(Request::Read(ReadRequest {
+                msg_id: MsgId(2),
+                object_id: ObjectId(1),
+                off: 0,
+                len: 4096,
+            }));
+            loop {
+                let text = std::fs::read_to_string(&metrics).unwrap_or_default();
+                if value(&text, "erofs_ondemand_read_requests_total") == Some(1) {
+                    assert_eq!(
+                        value(&text, "erofs_ondemand_fetched_bytes_total"),
+                        Some(100_000)
+                    );
+                    assert_eq!(value(&text, "erofs_ondemand_errors_total"), Some(0));
+                    assert_eq!(value(&text, "erofs_ondemand_objects"), Some(1));
+                    break;
+                }
+                assert!(t.elapsed() < Duration::from_secs(10), "{text}");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            stop.trigger();
+        });
+        let text = std::fs::read_to_string(&metrics).unwrap();
+        assert_eq!(
+            value(&text, "erofs_ondemand_read_duration_seconds_count"),
+            Some(1)
         );
     }
 

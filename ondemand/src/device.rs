@@ -7,6 +7,7 @@
 //! [`CachefilesDevice`] and [`AnonFd`] are the real implementations.
 
 use std::io;
+use std::ops::Range;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::time::Duration;
@@ -78,6 +79,58 @@ pub trait ObjectFd: Send + Sync {
     /// `EINVAL` when the request is no longer pending (CLOSE came first, the reader was
     /// killed) or belongs to another object.
     fn read_complete(&self, msg_id: MsgId) -> io::Result<()>;
+
+    /// The parts of `range` that hold data in the object's cache file (its allocated blocks,
+    /// which the kernel treats as present), found with `SEEK_DATA`/`SEEK_HOLE`. The default
+    /// says `Unsupported`, which callers treat as "nothing known present".
+    ///
+    /// # Errors
+    ///
+    /// `ENOBUFS` from the kernel while the object has no cache file yet (right after its
+    /// `copen`), or any `lseek` error.
+    fn data_ranges(&self, range: Range<u64>) -> io::Result<Vec<Range<u64>>> {
+        let _ = range;
+        Err(io::ErrorKind::Unsupported.into())
+    }
+}
+
+/// Most extents [`data_ranges`] reports for one call; a cache file more fragmented than this
+/// is reported in part (the rest counts as missing, which is safe).
+const MAX_EXTENTS: usize = 1 << 16;
+
+/// The data extents of the file behind `fd` within `range`, by `SEEK_DATA`/`SEEK_HOLE`. On an
+/// object's anonymous fd, `lseek` acts on the cache (backing) file.
+///
+/// # Errors
+///
+/// `lseek` errors other than `ENXIO` (no data past the offset).
+pub fn data_ranges(fd: BorrowedFd<'_>, range: Range<u64>) -> io::Result<Vec<Range<u64>>> {
+    use nix::unistd::{Whence, lseek};
+    let mut out = Vec::new();
+    let mut pos = range.start;
+    let to_off =
+        |p: u64| i64::try_from(p).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput));
+    while pos < range.end && out.len() < MAX_EXTENTS {
+        let data = match lseek(fd, to_off(pos)?, Whence::SeekData) {
+            Ok(d) => d as u64,
+            Err(Errno::ENXIO) => break,
+            Err(e) => return Err(e.into()),
+        };
+        if data >= range.end {
+            break;
+        }
+        let hole = match lseek(fd, to_off(data)?, Whence::SeekHole) {
+            Ok(h) => (h as u64).min(range.end),
+            Err(Errno::ENXIO) => range.end,
+            Err(e) => return Err(e.into()),
+        };
+        if hole <= data {
+            break;
+        }
+        out.push(data..hole);
+        pos = hole;
+    }
+    Ok(out)
 }
 
 /// One 4 KiB, 4 KiB-aligned block.
@@ -156,6 +209,17 @@ impl CachefilesDevice {
     /// [`Command::Restore`]).
     pub fn from_fd(fd: OwnedFd) -> Self {
         CachefilesDevice { fd }
+    }
+
+    /// Write `restore`: after taking over a live cache's fd from a dead daemon, every request
+    /// the kernel still has becomes new again and is delivered anew (`kernel-abi.md` §2.8).
+    /// Call it once, right after taking over.
+    ///
+    /// # Errors
+    ///
+    /// `EOPNOTSUPP` if the cache is not in on-demand mode; `EIO` if it is dead.
+    pub fn restore(&self) -> io::Result<()> {
+        self.send(&Command::Restore)
     }
 
     /// Configure and bind the cache in on-demand mode: `dir <cache_dir>`, `tag <tag>` if
@@ -284,6 +348,10 @@ impl ObjectFd for AnonFd {
     fn read_complete(&self, msg_id: MsgId) -> io::Result<()> {
         sys::read_complete(self.fd.as_fd(), msg_id.0)
     }
+
+    fn data_ranges(&self, range: Range<u64>) -> io::Result<Vec<Range<u64>>> {
+        data_ranges(self.fd.as_fd(), range)
+    }
 }
 
 /// The unsafe calls of the crate, each with its reason.
@@ -361,6 +429,32 @@ mod tests {
             e.raw_os_error(),
             Some(nix::libc::ENOTTY) | Some(nix::libc::EINVAL)
         ));
+    }
+
+    #[test]
+    fn data_ranges_follow_allocated_blocks() {
+        let f = tempfile::tempfile().unwrap();
+        let probe = f.try_clone().unwrap();
+        let fd = AnonFd::from_fd(f.into());
+        let mut buf = AlignedBuf::new(2 * BLOCK_SIZE);
+        buf.as_mut_bytes().fill(1);
+        probe.set_len(64 << 20).unwrap();
+        assert_eq!(fd.data_ranges(0..64 << 20).unwrap(), []);
+        fd.write_at(buf.as_mut_bytes(), 1 << 20).unwrap();
+        fd.write_at(buf.as_mut_bytes(), 8 << 20).unwrap();
+        let b = BLOCK_SIZE as u64;
+        // Filesystems may report data at a coarser granularity than a block, never finer.
+        let found = fd.data_ranges(0..64 << 20).unwrap();
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found[0].start <= 1 << 20 && found[0].end >= (1 << 20) + 2 * b);
+        assert!(found[1].start <= 8 << 20 && found[1].end >= (8 << 20) + 2 * b);
+        assert!(found[0].end <= 8 << 20);
+        // Clipped to the range asked for.
+        assert_eq!(
+            fd.data_ranges((1 << 20) + b..(1 << 20) + 2 * b).unwrap(),
+            [(1 << 20) + b..(1 << 20) + 2 * b]
+        );
+        assert_eq!(fd.data_ranges(0..4096).unwrap(), []);
     }
 
     #[test]

@@ -51,6 +51,21 @@ impl FakeFd {
     }
 }
 
+impl FakeFd {
+    /// A fd over an existing cache file (a restarted daemon's view of it).
+    pub(crate) fn reopen(path: &Path) -> (FakeFd, Arc<FdLog>) {
+        let file = File::options().read(true).write(true).open(path).unwrap();
+        let log = Arc::new(FdLog::default());
+        (
+            FakeFd {
+                file,
+                log: Arc::clone(&log),
+            },
+            log,
+        )
+    }
+}
+
 impl Drop for FakeFd {
     fn drop(&mut self) {
         self.log.closed.store(true, Ordering::SeqCst);
@@ -75,6 +90,11 @@ impl ObjectFd for FakeFd {
     fn read_complete(&self, msg_id: MsgId) -> io::Result<()> {
         self.log.completed.lock().unwrap().push(msg_id);
         Ok(())
+    }
+
+    fn data_ranges(&self, range: std::ops::Range<u64>) -> io::Result<Vec<std::ops::Range<u64>>> {
+        use std::os::fd::AsFd;
+        crate::device::data_ranges(self.file.as_fd(), range)
     }
 }
 

@@ -116,7 +116,12 @@
 
 pub mod daemon;
 pub mod device;
+pub mod failover;
 pub mod local;
+pub mod metrics;
+pub mod plan;
+pub mod prefetch;
+pub mod ranges;
 pub mod server;
 pub mod session;
 
@@ -128,8 +133,11 @@ pub use device::{
     AlignedBuf, AnonFd, BLOCK_SIZE, CachefilesDevice, DEFAULT_DEVICE_PATH, Device, ObjectFd,
 };
 pub use local::LocalDirServer;
+pub use metrics::{HistogramSnapshot, Stats, StatsSnapshot};
+pub use prefetch::PrefetchConfig;
+pub use ranges::RangeSet;
 pub use server::{ObjectKey, OnDemandServer, Opened, errno_of};
-pub use session::{Action, DEFAULT_READAHEAD, Object, Session, Stats, StatsSnapshot};
+pub use session::{Action, DEFAULT_READAHEAD, Object, Session};
 
 #[cfg(test)]
 mod fake;

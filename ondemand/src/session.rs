@@ -21,8 +21,9 @@ use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use cachefiles_proto::msg::{CACHEFILES_OP_OPEN, MsgHeader};
 use cachefiles_proto::{
@@ -32,6 +33,9 @@ use cachefiles_proto::{
 use zerocopy::FromBytes;
 
 use crate::device::{AlignedBuf, BLOCK_SIZE, Device, ObjectFd};
+pub use crate::metrics::{Stats, StatsSnapshot};
+use crate::prefetch::Prefetcher;
+use crate::ranges::RangeSet;
 use crate::server::{ObjectKey, OnDemandServer, errno_of};
 
 /// Default readahead window: 1 MiB.
@@ -43,9 +47,37 @@ const BLOCK: u64 = BLOCK_SIZE as u64;
 pub struct Object<O, F> {
     id: ObjectId,
     key: String,
+    cookie_key: Vec<u8>,
+    volume_key: Vec<u8>,
     size: u64,
     state: O,
     fd: F,
+    pub(crate) ranges: Mutex<ObjectRanges>,
+    pub(crate) changed: Condvar,
+    pub(crate) closed: AtomicBool,
+}
+
+/// What the daemon knows about the bytes of one object's cache file. All block-aligned.
+#[derive(Debug, Default)]
+pub(crate) struct ObjectRanges {
+    /// Written by this session (READ fills and prefetch).
+    pub(crate) written: RangeSet,
+    /// The part of `written` that prefetch wrote.
+    pub(crate) prefetched: RangeSet,
+    /// Being filled right now (claimed by a READ or a prefetch).
+    pub(crate) inflight: RangeSet,
+    /// Found present in the cache file by a scan (`SEEK_DATA`), e.g. from an earlier daemon.
+    pub(crate) scanned: RangeSet,
+}
+
+impl ObjectRanges {
+    /// Present or being filled: what a prefetch or readahead need not fetch.
+    pub(crate) fn busy_or_present(&self) -> RangeSet {
+        let mut all = self.written.clone();
+        all.extend(&self.inflight);
+        all.extend(&self.scanned);
+        all
+    }
 }
 
 impl<O, F> Object<O, F> {
@@ -72,6 +104,48 @@ impl<O, F> Object<O, F> {
     /// Its fd.
     pub fn fd(&self) -> &F {
         &self.fd
+    }
+
+    /// The cookie key it was opened with.
+    pub fn cookie_key(&self) -> &[u8] {
+        &self.cookie_key
+    }
+
+    /// The volume key it was opened with (`erofs,<fsid or domain>`, without NUL).
+    pub fn volume_key(&self) -> &[u8] {
+        &self.volume_key
+    }
+
+    /// The ranges known present: written by this session, or found in the cache file.
+    pub fn present(&self) -> RangeSet {
+        let r = self.lock_ranges();
+        let mut all = r.written.clone();
+        all.extend(&r.scanned);
+        all
+    }
+
+    /// Whether the kernel closed it (CLOSE) or it was forgotten.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn lock_ranges(&self) -> MutexGuard<'_, ObjectRanges> {
+        // Range sets are updated by single calls; a poisoned lock is still consistent.
+        self.ranges.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Mark `range` (claimed before) as done: written if `ok`, in any case no longer in flight.
+    pub(crate) fn release(&self, range: Range<u64>, ok: bool, by_prefetch: bool) {
+        let mut r = self.lock_ranges();
+        r.inflight.remove(range.clone());
+        if ok {
+            r.written.insert(range.clone());
+            if by_prefetch {
+                r.prefetched.insert(range);
+            }
+        }
+        drop(r);
+        self.changed.notify_all();
     }
 }
 
@@ -158,80 +232,6 @@ impl<O, F> fmt::Debug for Action<O, F> {
     }
 }
 
-/// Counters of one session (cheap atomics), for logs and for measuring upcalls.
-#[derive(Debug, Default)]
-pub struct Stats {
-    opens: AtomicU64,
-    open_errors: AtomicU64,
-    reads: AtomicU64,
-    read_errors: AtomicU64,
-    closes: AtomicU64,
-    writes: AtomicU64,
-    bytes_written: AtomicU64,
-    bad_messages: AtomicU64,
-}
-
-/// A copy of the [`Stats`] at one moment.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct StatsSnapshot {
-    /// OPEN requests handled.
-    pub opens: u64,
-    /// OPENs refused (by the server, or because the `copen` write failed).
-    pub open_errors: u64,
-    /// READ requests handled (upcalls).
-    pub reads: u64,
-    /// READs whose requested range could not be written (the reader gets an error).
-    pub read_errors: u64,
-    /// CLOSE requests handled.
-    pub closes: u64,
-    /// `pwrite` calls into objects.
-    pub writes: u64,
-    /// Bytes written into objects, readahead included.
-    pub bytes_written: u64,
-    /// Messages that did not decode.
-    pub bad_messages: u64,
-}
-
-impl fmt::Display for StatsSnapshot {
-    /// `opens=N reads=N closes=N bytes_written=N open_errors=N read_errors=N writes=N
-    /// bad_messages=N`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "opens={} reads={} closes={} bytes_written={} open_errors={} read_errors={} writes={} bad_messages={}",
-            self.opens,
-            self.reads,
-            self.closes,
-            self.bytes_written,
-            self.open_errors,
-            self.read_errors,
-            self.writes,
-            self.bad_messages
-        )
-    }
-}
-
-impl Stats {
-    fn bump(counter: &AtomicU64, by: u64) {
-        counter.fetch_add(by, Ordering::Relaxed);
-    }
-
-    /// The current values.
-    pub fn snapshot(&self) -> StatsSnapshot {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        StatsSnapshot {
-            opens: get(&self.opens),
-            open_errors: get(&self.open_errors),
-            reads: get(&self.reads),
-            read_errors: get(&self.read_errors),
-            closes: get(&self.closes),
-            writes: get(&self.writes),
-            bytes_written: get(&self.bytes_written),
-            bad_messages: get(&self.bad_messages),
-        }
-    }
-}
-
 /// Open objects by id.
 type ObjectTable<O, F> = HashMap<ObjectId, Arc<Object<O, F>>>;
 
@@ -243,7 +243,10 @@ pub struct Session<S: OnDemandServer, F> {
     server: S,
     objects: Mutex<ObjectTable<S::Object, F>>,
     readahead: u64,
-    stats: Stats,
+    pub(crate) stats: Stats,
+    /// READ fills in progress (prefetch gives way while there are any).
+    pub(crate) active_reads: AtomicUsize,
+    pub(crate) prefetch: Option<Prefetcher<S::Object, F>>,
 }
 
 impl<S: OnDemandServer, F> fmt::Debug for Session<S, F> {
@@ -269,7 +272,17 @@ impl<S: OnDemandServer, F> Session<S, F> {
             objects: Mutex::new(HashMap::new()),
             readahead: DEFAULT_READAHEAD,
             stats: Stats::default(),
+            active_reads: AtomicUsize::new(0),
+            prefetch: None,
         }
+    }
+
+    /// Fill objects in the background as they are opened, as `config` says (see
+    /// [`crate::prefetch`]). The prefetch threads run inside [`crate::Daemon::run`], or in
+    /// the embedder's own threads through [`Session::prefetch_worker`].
+    pub fn with_prefetch(mut self, config: crate::prefetch::PrefetchConfig) -> Self {
+        self.prefetch = Some(Prefetcher::new(config));
+        self
     }
 
     /// Set the readahead window in bytes (rounded up to 4 KiB; 0 turns readahead off, so each
@@ -294,6 +307,25 @@ impl<S: OnDemandServer, F> Session<S, F> {
         self.stats.snapshot()
     }
 
+    /// The counters and latency histograms.
+    pub fn metrics(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The counters, histograms and gauges as Prometheus text (see [`crate::metrics`]).
+    pub fn render_prometheus(&self) -> String {
+        let gauges = crate::metrics::Gauges {
+            objects: self.object_count() as u64,
+            prefetch_pending_bytes: self.prefetch_pending_bytes(),
+        };
+        crate::metrics::render_prometheus(&self.stats, gauges)
+    }
+
+    /// Bytes queued for prefetch and not yet fetched or skipped (0 without prefetch).
+    pub fn prefetch_pending_bytes(&self) -> u64 {
+        self.prefetch.as_ref().map_or(0, |p| p.pending_bytes())
+    }
+
     /// Number of open objects.
     pub fn object_count(&self) -> usize {
         self.lock().len()
@@ -313,7 +345,10 @@ impl<S: OnDemandServer, F> Session<S, F> {
     /// Forget an object (its `copen` could not be written, or the embedder wants it gone).
     /// Returns it; drop it to close its fd.
     pub fn forget(&self, id: ObjectId) -> Option<Arc<Object<S::Object, F>>> {
-        self.lock().remove(&id)
+        let object = self.lock().remove(&id)?;
+        object.closed.store(true, Ordering::SeqCst);
+        object.changed.notify_all();
+        Some(object)
     }
 
     /// Decide what to do for `request`. `fd` is the adopted fd of an OPEN (ignored, and
@@ -386,13 +421,38 @@ impl<S: OnDemandServer, F> Session<S, F> {
         let object = Arc::new(Object {
             id: open.object_id,
             key: key.to_string(),
+            cookie_key: open.cookie_key.to_vec(),
+            volume_key: open.volume_key.to_vec(),
             size,
             state: opened.object,
             fd,
+            ranges: Mutex::new(ObjectRanges::default()),
+            changed: Condvar::new(),
+            closed: AtomicBool::new(false),
         });
-        log::info!("OPEN object {} ({}): size {size}", object.id, object.key);
         let id = object.id;
-        self.lock().insert(id, object);
+        {
+            let mut table = self.lock();
+            // Checked again under the lock: another worker may have raced us to this id.
+            if table.contains_key(&id) {
+                drop(table);
+                log::error!(
+                    "OPEN object {id} ({key}): object id already open; refusing with EEXIST"
+                );
+                self.server.close(&object.state);
+                Stats::bump(&self.stats.open_errors, 1);
+                // Dropping the object closes its fd before the copen; the kernel fails
+                // that OPEN either way.
+                drop(object);
+                return vec![Action::Copen {
+                    msg_id: open.msg_id,
+                    reply: OpenReply::Error(Errno::new(nix::libc::EEXIST).unwrap_or(Errno::EIO)),
+                    inserted: None,
+                }];
+            }
+            log::info!("OPEN object {id} ({}): size {size}", object.key);
+            table.insert(id, object);
+        }
         vec![Action::Copen {
             msg_id: open.msg_id,
             reply: OpenReply::Size(size),
@@ -402,6 +462,7 @@ impl<S: OnDemandServer, F> Session<S, F> {
 
     fn handle_read(&self, read: &ReadRequest) -> Vec<Action<S::Object, F>> {
         Stats::bump(&self.stats.reads, 1);
+        Stats::bump(&self.stats.requested_bytes, read.len);
         let Some(object) = self.object(read.object_id) else {
             Stats::bump(&self.stats.read_errors, 1);
             log::error!(
@@ -495,8 +556,8 @@ impl<S: OnDemandServer, F: ObjectFd> Session<S, F> {
                     msg_id,
                     reply,
                     inserted,
-                } => {
-                    if let Err(e) = send(&Command::Copen { msg_id, reply }) {
+                } => match send(&Command::Copen { msg_id, reply }) {
+                    Err(e) => {
                         log::error!("copen {msg_id} failed: {e}");
                         if let Some(id) = inserted {
                             // The object went into the table before the copen; take it out.
@@ -504,14 +565,25 @@ impl<S: OnDemandServer, F: ObjectFd> Session<S, F> {
                             drop(self.forget(id));
                         }
                     }
-                }
+                    Ok(()) => {
+                        // Writes are allowed once the copen is in: start prefetching.
+                        if let (Some(prefetch), Some(id)) = (&self.prefetch, inserted) {
+                            if let Some(object) = self.object(id) {
+                                prefetch.object_opened(object);
+                            }
+                        }
+                    }
+                },
                 Action::CloseFd(fd) => drop(fd),
                 Action::Fill {
                     object,
                     range,
                     requested_end,
                 } => {
-                    if let Err((pos, e)) = self.fill(&object, range.clone(), buf) {
+                    self.active_reads.fetch_add(1, Ordering::SeqCst);
+                    let result = self.fill_read(&object, range.clone(), requested_end, buf);
+                    self.active_reads.fetch_sub(1, Ordering::SeqCst);
+                    if let Err((pos, e)) = result {
                         if pos < requested_end {
                             Stats::bump(&self.stats.read_errors, 1);
                             log::error!(
@@ -543,12 +615,88 @@ impl<S: OnDemandServer, F: ObjectFd> Session<S, F> {
         }
     }
 
-    /// Fill `range` of `object`, in chunks of `buf`'s size. On error, returns where it stopped.
-    fn fill(
+    /// Fill the window of a READ: wait for fills already in flight over the requested part
+    /// (a prefetch or another READ) instead of fetching those bytes again, then fetch what is
+    /// still missing of the requested part, then the readahead part that nobody has or is
+    /// fetching. On error, returns where the first failure was.
+    fn fill_read(
+        &self,
+        object: &Object<S::Object, F>,
+        range: Range<u64>,
+        requested_end: u64,
+        buf: &mut AlignedBuf,
+    ) -> Result<(), (u64, io::Error)> {
+        let requested = range.start..requested_end;
+        let readahead = requested_end..range.end;
+        let mut r = object.lock_ranges();
+        // Bounded: fills in flight always end (success or failure); the bound only guards
+        // against a server that hangs.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while r.inflight.intersects(requested.clone())
+            && !object.is_closed()
+            && Instant::now() < deadline
+        {
+            r = object
+                .changed
+                .wait_timeout(r, Duration::from_millis(100))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        let mut claims = r.written.gaps(requested.clone());
+        // Written before: the kernel asked anyway, so check the cache file (a READ can race
+        // with the write that made the range present); refill what is not there.
+        let covered = r.written.intersection(requested.clone());
+        Stats::bump(
+            &self.stats.served_by_prefetch_bytes,
+            r.prefetched.intersection_len(requested.clone()),
+        );
+        if !readahead.is_empty() {
+            claims.extend(r.busy_or_present().gaps(readahead));
+        }
+        // Adjacent claims (the requested part and the readahead after it) merge, so one fill
+        // writes whole buffers. The covered ranges that turn out missing are refilled without
+        // a claim (rare).
+        let claims: RangeSet = claims.into_iter().collect();
+        for c in claims.ranges() {
+            r.inflight.insert(c.clone());
+        }
+        drop(r);
+        let mut first_err = None;
+        for c in covered {
+            let missing = match object.fd.data_ranges(c.clone()) {
+                Ok(present) => present.into_iter().collect::<RangeSet>().gaps(c),
+                Err(_) => Vec::new(),
+            };
+            for m in missing {
+                log::debug!("object {}: {m:?} written before but not present", object.id);
+                if let Err(e) = self.fill(object, m, buf, false) {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        for c in claims.ranges().iter().cloned() {
+            let result = self.fill(object, c.clone(), buf, false);
+            // Whatever was not written is released too (fill marks written chunks itself).
+            object.release(c, false, false);
+            if let Err(e) = result {
+                first_err.get_or_insert(e);
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Fill `range` of `object`, in chunks of `buf`'s size, marking each written chunk in the
+    /// object's ranges. `prefetch` says who fetches (for the counters). On error, returns
+    /// where it stopped.
+    pub(crate) fn fill(
         &self,
         object: &Object<S::Object, F>,
         range: Range<u64>,
         buf: &mut AlignedBuf,
+        prefetch: bool,
     ) -> Result<(), (u64, io::Error)> {
         let chunk = buf.len() as u64;
         let bytes = buf.as_mut_bytes();
@@ -559,13 +707,22 @@ impl<S: OnDemandServer, F: ObjectFd> Session<S, F> {
             let n = (end - pos) as usize;
             let valid = (end.min(object.size).saturating_sub(pos)) as usize;
             let out = &mut bytes[..n];
+            let started = Instant::now();
             self.server
                 .fill(&object.state, pos, &mut out[..valid])
                 .map_err(|e| (pos, e))?;
+            self.stats.fetch_latency.observe(started.elapsed());
+            let fetched = if prefetch {
+                &self.stats.prefetched_bytes
+            } else {
+                &self.stats.fetched_bytes
+            };
+            Stats::bump(fetched, valid as u64);
             out[valid..].fill(0);
             object.fd.write_at(out, pos).map_err(|e| (pos, e))?;
             Stats::bump(&self.stats.writes, 1);
             Stats::bump(&self.stats.bytes_written, n as u64);
+            object.release(pos..end, true, prefetch);
             pos = end;
         }
         Ok(())
@@ -596,8 +753,14 @@ impl<S: OnDemandServer, F: ObjectFd> Session<S, F> {
             },
             _ => None,
         };
+        let started = Instant::now();
         let actions = self.handle(&request, fd);
         self.execute(actions, &|cmd| device.send(cmd), buf);
+        match request {
+            Request::Open(_) => self.stats.open_latency.observe(started.elapsed()),
+            Request::Read(_) => self.stats.read_latency.observe(started.elapsed()),
+            Request::Close(_) => {}
+        }
     }
 
     /// A message that did not decode. An OPEN must still be answered, or its mount hangs:
@@ -735,6 +898,9 @@ mod tests {
                 closes: 1,
                 writes: 2,
                 bytes_written: 8192,
+                requested_bytes: 8192,
+                // The last block holds the blob's last 1000 bytes.
+                fetched_bytes: 4096 + 1000,
                 ..Default::default()
             }
         );

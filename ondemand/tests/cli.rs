@@ -105,3 +105,107 @@ fn refuses_bad_arguments() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot open /nonexistent/dev"));
 }
+
+/// Wait until `path`'s contents satisfy `ok`, or panic after 10 s.
+fn wait_until(what: &str, ok: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !ok() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "timed out: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn supervised_daemons_take_over_the_held_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let device = dir.path().join("device");
+    std::fs::write(&device, b"").unwrap();
+    let socket = dir.path().join("holder.sock");
+    let bin = env!("CARGO_BIN_EXE_erofs-ondemand");
+    let mut holder = Command::new(bin)
+        .args(["hold", "--socket"])
+        .arg(&socket)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("holder socket", || socket.exists());
+    let serve = || {
+        Command::new(bin)
+            .args(["serve", "--cache-dir"])
+            .arg(dir.path().join("cache"))
+            .args(["--blob-dir"])
+            .arg(dir.path())
+            .args(["--tag", "t1", "--supervisor"])
+            .arg(&socket)
+            .arg("--device")
+            .arg(&device)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let bind = format!(
+        "dir {}tag t1bind ondemand",
+        dir.path().join("cache").display()
+    );
+    let written = || String::from_utf8(std::fs::read(&device).unwrap()).unwrap();
+    // The first daemon binds and hands the fd over; killed with SIGKILL, it cannot clean up.
+    let mut first = serve();
+    wait_until("first bind", || written() == bind);
+    std::thread::sleep(Duration::from_millis(300));
+    first.kill().unwrap();
+    let out = first.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("handed the device fd to the holder"), "{log}");
+    // Each successor adopts the held fd and writes only `restore` (no second bind).
+    for round in 1..=2 {
+        let next = serve();
+        let expected = format!("{bind}{}", "restore".repeat(round));
+        wait_until("restore", || written() == expected);
+        std::thread::sleep(Duration::from_millis(200));
+        kill(Pid::from_raw(next.id() as i32), Signal::SIGTERM).unwrap();
+        let out = next.wait_with_output().unwrap();
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{log}");
+        assert!(log.contains("took over the cache held by"), "{log}");
+    }
+    kill(Pid::from_raw(holder.id() as i32), Signal::SIGTERM).unwrap();
+    assert!(holder.wait().unwrap().success());
+    let mut log = String::new();
+    use std::io::Read;
+    holder
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    assert!(log.contains("stored a cachefiles fd"), "{log}");
+    assert_eq!(log.matches("handed the cachefiles fd").count(), 2, "{log}");
+    assert!(!socket.exists(), "the holder removes its socket");
+}
+
+#[test]
+fn supervisor_without_a_holder_fails_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_erofs-ondemand"))
+        .args([
+            "serve",
+            "--cache-dir",
+            "/c",
+            "--blob-dir",
+            "/b",
+            "--supervisor",
+        ])
+        .arg(dir.path().join("nobody.sock"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot reach the fd holder"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

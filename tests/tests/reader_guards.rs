@@ -158,7 +158,7 @@ fn reader_missing_blob_device() {
         3 * 1024 * 1024 + 1234
     );
     // The chunk map needs no blob either.
-    assert!(!image.file_extents("/large.bin", 0..100).unwrap().is_empty());
+    assert!(!image.extents("/large.bin", 0..100).unwrap().is_empty());
     match image.read("/large.bin") {
         Err(Error::MissingDevice { index: 1, .. }) => {}
         other => panic!("expected MissingDevice, got {other:?}"),
@@ -207,7 +207,7 @@ fn reader_blob_dir_by_tag() {
 
 fn read_both(image: &Image, path: &str, off: u64, len: usize) -> Vec<u8> {
     let mut buf = vec![0xAAu8; len];
-    let n = image.read_file_at(path, off, &mut buf).unwrap();
+    let n = image.read_at(path, off, &mut buf).unwrap();
     buf.truncate(n);
     buf
 }
@@ -531,18 +531,18 @@ fn reader_lookup_by_nid_and_as_inode() {
     let inode = image.lookup("/small.txt").unwrap();
     let nid: Nid = inode.nid();
     let mut buf = [0u8; 5];
-    assert_eq!(image.read_file_at(nid, 0, &mut buf).unwrap(), 5);
+    assert_eq!(image.read_at(nid, 0, &mut buf).unwrap(), 5);
     assert_eq!(&buf, b"hello");
-    assert_eq!(image.read_file_at(&inode, 7, &mut buf).unwrap(), 5);
+    assert_eq!(image.read_at(&inode, 7, &mut buf).unwrap(), 5);
     assert_eq!(&buf, b"erofs");
     assert_eq!(
         image
-            .read_file_at(Path::new("/small.txt"), 12, &mut buf)
+            .read_at(Path::new("/small.txt"), 12, &mut buf)
             .unwrap(),
         1
     );
     let p = PathBuf::from("/small.txt");
-    assert_eq!(image.read_file_at(&p, 13, &mut buf).unwrap(), 0);
+    assert_eq!(image.read_at(&p, 13, &mut buf).unwrap(), 0);
     // A primary source that is a plain File (copying reads) sees the same.
     let file = std::fs::File::open(&f.flat).unwrap();
     let by_file = Image::from_source(file).unwrap();
@@ -551,4 +551,138 @@ fn reader_lookup_by_nid_and_as_inode() {
         image.read("/a/b/file").unwrap()
     );
     assert!(by_file.primary().bytes(0, 10).is_none());
+}
+
+/// Every regular file of `image` (path, nid).
+fn regular_files(image: &Image) -> Vec<(PathBuf, Nid)> {
+    let mut out = Vec::new();
+    let mut stack = vec![(PathBuf::from("/"), image.root_nid())];
+    while let Some((p, nid)) = stack.pop() {
+        let inode = image.inode(nid).unwrap();
+        for e in image.read_dir_inode(&inode).unwrap() {
+            let e = e.unwrap();
+            if e.name() == b"." || e.name() == b".." {
+                continue;
+            }
+            let child = p.join(e.file_name());
+            match e.file_type() {
+                erofs_reader::FileType::Directory => stack.push((child, e.nid())),
+                erofs_reader::FileType::Regular => out.push((child, e.nid())),
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
+/// Rewrite every chunk index `(device 1, blk)` as `(device 0, blk + mapped_blkaddr)`: the
+/// unified address space, where the device is found by its `mapped_blkaddr` window (as the
+/// kernel's `erofs_map_dev` does). Returns the patched image.
+fn to_unified(bytes: &[u8]) -> Vec<u8> {
+    let image = Image::from_source(bytes.to_vec()).unwrap();
+    let mapped = image.devices()[0].mapped_blkaddr;
+    assert!(
+        mapped > 0,
+        "mkfs.erofs --blobdev maps the blob at a unified address"
+    );
+    let mut out = bytes.to_vec();
+    let mut patched = 0;
+    let mut nids: Vec<Nid> = regular_files(&image).into_iter().map(|(_, n)| n).collect();
+    // Hard links: patch each inode once.
+    nids.sort();
+    nids.dedup();
+    for nid in nids {
+        let inode = image.inode(nid).unwrap();
+        let Some((table, format, count)) = inode.metadata().raw().chunk_table().unwrap() else {
+            continue;
+        };
+        assert!(format.has_indexes());
+        for i in 0..count as usize {
+            let at = table as usize + 8 * i;
+            let dev = u16::from_le_bytes([out[at + 2], out[at + 3]]);
+            let blk = u32::from_le_bytes(out[at + 4..at + 8].try_into().unwrap());
+            if blk == u32::MAX {
+                continue;
+            }
+            assert_eq!(dev, 1);
+            out[at + 2..at + 4].copy_from_slice(&0u16.to_le_bytes());
+            out[at + 4..at + 8].copy_from_slice(&(blk + mapped as u32).to_le_bytes());
+            patched += 1;
+        }
+    }
+    assert!(patched > 50, "{patched} chunks patched");
+    fix_checksum(&mut out);
+    out
+}
+
+#[test]
+fn reader_unified_addressing() {
+    let Some(f) = fixture() else { return };
+    let dir = tests::scratch_dir("reader_guards_unified");
+    let unified = to_unified(&std::fs::read(&f.chunked).unwrap());
+    let img = dir.join("unified.erofs");
+    std::fs::write(&img, &unified).unwrap();
+    let image = Image::open_with_devices(&img, [&f.blob]).unwrap();
+    let ext = image.extents("/large.bin", 0..u64::MAX).unwrap();
+    assert!(
+        ext.iter()
+            .all(|e| matches!(e.target, ExtentTarget::Device { index: 1, .. })),
+        "{ext:?}"
+    );
+    let want = tree::snapshot_dir(&f.tree);
+    let got = tree::snapshot_image(&image);
+    tree::compare(&want, &got, &tree::Compare::default()).unwrap();
+    // The kernel reads the same image the same way.
+    let mount = tree::KernelMount::new(&img, std::slice::from_ref(&f.blob));
+    let kernel = tree::snapshot_dir(mount.path());
+    tree::compare(&kernel, &got, &tree::Compare::default()).unwrap();
+}
+
+#[test]
+fn reader_flat_devices() {
+    let Some(f) = fixture() else { return };
+    // flatdev: the blob lives inside the primary device at mapped_blkaddr.
+    let mut bytes = std::fs::read(&f.chunked).unwrap();
+    let image = Image::from_source(bytes.clone()).unwrap();
+    let at = (image.devices()[0].mapped_blkaddr * image.block_size()) as usize;
+    assert!(at >= bytes.len(), "blob window overlaps the primary device");
+    bytes.resize(at, 0);
+    bytes.extend_from_slice(&std::fs::read(&f.blob).unwrap());
+    let image = ImageBuilder::new(bytes).flat_devices(true).build().unwrap();
+    assert_eq!(
+        image.read("/large.bin").unwrap(),
+        std::fs::read(f.tree.join("large.bin")).unwrap()
+    );
+    assert_eq!(
+        image.read("/sparse.bin").unwrap(),
+        std::fs::read(f.tree.join("sparse.bin")).unwrap()
+    );
+}
+
+#[test]
+fn reader_compressed_is_unsupported() {
+    let Some(_) = fixture() else { return };
+    let dir = tests::scratch_dir("reader_guards_compressed");
+    let src = dir.join("tree");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    let text = "compressible text, ".repeat(20_000);
+    std::fs::write(src.join("sub/text"), &text).unwrap();
+    let img = dir.join("lz4.erofs");
+    tree::mkfs(&img, &src, &["-zlz4hc"]);
+    let image = Image::open(&img).unwrap();
+    // Metadata and (uncompressed) directories still work.
+    let md = image.metadata("/sub/text").unwrap();
+    assert!(md.layout().is_compressed(), "{:?}", md.layout());
+    assert_eq!(md.len(), text.len() as u64);
+    assert_eq!(image.read_dir("/sub").unwrap().count(), 3);
+    match image.read("/sub/text") {
+        Err(Error::Unsupported { feature }) => {
+            assert!(feature.contains("compressed"), "{feature}")
+        }
+        other => panic!("expected Unsupported, got {other:?}"),
+    }
+    assert!(matches!(
+        image.extents("/sub/text", 0..10),
+        Err(Error::Unsupported { .. })
+    ));
 }

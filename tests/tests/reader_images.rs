@@ -253,16 +253,14 @@ fn reader_chunks_blobdev() {
     let image = open(&b);
     assert_eq!(image.devices().len(), 1);
     // Data of a chunked file lives on the blob.
-    let ext = image
-        .file_extents(Path::new("/large.bin"), 0..u64::MAX)
-        .unwrap();
+    let ext = image.extents(Path::new("/large.bin"), 0..u64::MAX).unwrap();
     assert!(
         ext.iter()
             .any(|e| matches!(e.target, ExtentTarget::Device { index: 1, .. })),
         "{ext:?}"
     );
     // Holes of the sparse file are null chunks.
-    let sparse = image.file_extents("/sparse.bin", 0..u64::MAX).unwrap();
+    let sparse = image.extents("/sparse.bin", 0..u64::MAX).unwrap();
     assert!(
         sparse.iter().any(|e| e.target == ExtentTarget::Hole),
         "{sparse:?}"
@@ -313,4 +311,31 @@ fn check_xattr_kinds(image: &Image, got: &tree::Tree, name: &str, want_shared: b
     }
     assert_eq!(shared > 0, want_shared, "{name}: shared xattrs: {shared}");
     assert!(long > 0, "{name}: no inline long-prefix xattrs");
+}
+
+#[test]
+fn reader_48bit() {
+    // erofs-utils 1.9 layout: 48-bit block addresses, compact-inode mtimes relative to
+    // the superblock epoch, nlink-1 compact inodes. Linux 6.15+ (the host) mounts it.
+    let mut c = case("48bit", &["-E48bit"]);
+    // Compact inodes here keep whole seconds (relative to the epoch) but not nanoseconds.
+    c.vs_tree.mtime = MtimeCheck::Seconds;
+    run_case(c);
+}
+
+#[test]
+fn reader_dot_omitted() {
+    // Directories without a `.` entry (implies 48bit in mkfs.erofs 1.9).
+    let mut c = case("dot-omitted", &["-Edot-omitted"]);
+    c.vs_tree.mtime = MtimeCheck::Seconds;
+    run_case(c);
+}
+
+#[test]
+fn reader_48bit_chunks_blobdev() {
+    let mut c = case("48bit-blobdev", &["-E48bit", "--chunksize=65536"]);
+    c.vs_tree.mtime = MtimeCheck::Seconds;
+    c.blob = true;
+    c.expect_layout = Some(DataLayout::ChunkBased);
+    run_case(c);
 }

@@ -3,9 +3,12 @@
 //!
 //! - `serve_images`: a plain image and chunk-based images whose data lives in a separate blob
 //!   (`mkfs.erofs --chunksize --blobdev`, device tag written by [`set_device_tag`]) read back
-//!   equal to the host tree; four readers in parallel on a cold mount; unmount sends CLOSE; a
-//!   missing blob fails the reader with ENOBUFS while the daemon keeps serving; a mount after a
-//!   daemon restart works.
+//!   equal to the host tree; unmount sends CLOSE; a missing blob fails the reader with ENOBUFS
+//!   while the daemon keeps serving; a tag that would leave the blob directory (`../escape`)
+//!   is refused the same way; an empty tag is refused by the kernel, and `device=` names the
+//!   blob instead; a blob cut short gives the reader EIO past the cut and right data before
+//!   it; four readers in parallel on a cold mount; after a daemon restart, an image read
+//!   before is served from the cache files alone and a new one through the new daemon.
 //! - `figures_64mib`: a cold sequential read of a 64 MiB chunk-based file: READ upcalls with
 //!   `--readahead 0` and with the default; cold and warm read time through the daemon against
 //!   the same image mounted file-backed in the same VM.
@@ -95,8 +98,6 @@ od_mount() {
     mkdir -p "$2"
     check "mount-$1" timeout -s KILL 60 mount -t erofs none -o "fsid=$1" "$2"
 }
-# count PATTERN: lines of the daemon log matching PATTERN (extended regexp).
-count() { grep -c -E "$1" "$DLOG"; }
 # summary LOG: the daemon's exit line, `erofs-ondemand: opens=N reads=N closes=N ...`.
 summary() { grep "^erofs-ondemand: opens=" "$1"; }
 # reads_of FSID/KEY LOG: READ requests logged (RUST_LOG=debug) for the object of cookie key
@@ -132,7 +133,7 @@ for key in plain chunked chunkblob; do
 done
 
 # Unmount sends CLOSE for the mount's object (the fsid's; a plain image has no blob). umount
-# returns once the daemon has read the CLOSE; give the log line a moment.
+# can return before the daemon has read and logged it: wait up to 2 s for the line.
 check umount-plain umount /mnt/plain
 _i=0
 until grep -q -E "CLOSE object [0-9]+ \(erofs,plain/plain\)" "$DLOG"; do
@@ -153,6 +154,38 @@ esac
 check daemon-alive kill -0 $DPID
 umount /mnt/orphan
 
+# A device tag that would leave the blob directory ("../escape", and /data/escape exists) is
+# refused by the daemon (and logged): the read fails as for a missing blob.
+od_mount escape /mnt/escape
+out=$(vmtool read /mnt/escape/lost 2>&1)
+case $out in
+*name=ENOBUFS*) pass escape-refused ;;
+*) fail escape-refused "expected ENOBUFS, got: $out" ;;
+esac
+check escape-logged grep -q "refusing cookie key" "$DLOG"
+umount /mnt/escape
+
+# mkfs.erofs's output as is (empty device tag): the kernel refuses it in fscache mode unless
+# device= names the blob, which then is the blob's cookie key.
+mkdir -p /mnt/notag
+check_fails empty-tag-refused timeout -s KILL 60 mount -t erofs none -o fsid=notag /mnt/notag
+check mount-device-option timeout -s KILL 60 mount -t erofs none -o fsid=notag,device=notagblob /mnt/notag
+verify_tree notag /mnt/notag
+umount /mnt/notag
+
+# A blob shorter than the image says (cut after 64 KiB): the daemon cannot fill a READ past
+# its end and completes it without data, which the reader sees as EIO; the part that exists
+# reads back right, and the daemon keeps serving.
+od_mount short /mnt/short
+out=$(vmtool read /mnt/short/lost 2>&1)
+case $out in
+*name=EIO*) pass short-blob-eio ;;
+*) fail short-blob-eio "expected EIO, got: $out" ;;
+esac
+check short-blob-head sh -c "head -c 61440 /mnt/short/lost | sha256sum | grep -q $(cat /vmtest/short.sha256)"
+check daemon-alive-2 kill -0 $DPID
+umount /mnt/short
+
 # Four readers in parallel on a cold mount, two in each direction; the daemon served a
 # refused blob just before.
 od_mount par /mnt/par
@@ -162,10 +195,18 @@ for i in 1 2 3 4; do
     [ $((i % 2)) -eq 0 ] && sums=/tmp/sums.rev
     (cd /mnt/par && sha256sum -c $sums >/tmp/reader$i.out 2>&1; echo $? >/tmp/reader$i.rc) &
 done
-wait_rc=0
+# (`wait` would wait for the daemon too: poll the readers' status files, for at most 120 s.)
 for i in 1 2 3 4; do
-    while [ ! -s /tmp/reader$i.rc ]; do sleep 0.05; done
-    check parallel-reader-$i test "$(cat /tmp/reader$i.rc)" = 0
+    _n=0
+    while [ ! -s /tmp/reader$i.rc ] && [ $_n -lt 2400 ]; do
+        _n=$((_n + 1))
+        sleep 0.05
+    done
+    if [ "$(cat /tmp/reader$i.rc 2>/dev/null)" = 0 ]; then
+        pass parallel-reader-$i
+    else
+        fail parallel-reader-$i "status '$(cat /tmp/reader$i.rc 2>/dev/null)': $(grep -v ': OK$' /tmp/reader$i.out)"
+    fi
 done
 
 # Restart: unmount everything, stop the daemon (clean exit with a summary), start a new one
@@ -176,7 +217,7 @@ umount /mnt/chunked
 stop_daemon daemon-exit-1
 check summary-1 summary /tmp/d1.log
 data serve_summary "$(summary /tmp/d1.log)"
-start_daemon /tmp/d2.log vmtest2 --cache-dir /data/cache || exit 1
+RUST_LOG=debug start_daemon /tmp/d2.log vmtest2 --cache-dir /data/cache || exit 1
 od_mount chunked /mnt/again
 verify_tree again /mnt/again
 od_mount late /mnt/late
@@ -186,6 +227,8 @@ umount /mnt/again
 umount /mnt/late
 stop_daemon daemon-exit-2
 data restart_summary "$(summary /tmp/d2.log)"
+data again_blob_reads "$(reads_of chunked/chunkblob /tmp/d2.log)"
+data late_blob_reads "$(reads_of late/lateblob /tmp/d2.log)"
 "#;
 
 #[test]
@@ -216,12 +259,63 @@ fn serve_images() {
         65_536,
     );
     std::fs::remove_file(blobs.join("orphanblob")).expect("withhold the orphan's blob");
+    // A tag that tries to leave the blob directory; the file it names exists on the disk.
+    chunked(
+        &mkfs_erofs,
+        &blobs,
+        &orphan_tree,
+        "escape",
+        "escapeblob",
+        65_536,
+    );
+    set_device_tag(&blobs.join("escape"), 0, "../escape").expect("write the device tag");
+    let outside = dir.join("escape");
+    std::fs::rename(blobs.join("escapeblob"), &outside).expect("move the blob out");
+    // An image with mkfs.erofs's empty tag, for device=.
+    mkfs(
+        &mkfs_erofs,
+        &blobs.join("notag"),
+        &tree,
+        &[
+            "--chunksize=65536".to_string(),
+            format!("--blobdev={}", blobs.join("notagblob").display()),
+        ],
+    );
+    // A blob cut short.
+    chunked(
+        &mkfs_erofs,
+        &blobs,
+        &orphan_tree,
+        "short",
+        "shortblob",
+        65_536,
+    );
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(blobs.join("shortblob"))
+        .and_then(|f| f.set_len(65_536))
+        .expect("truncate the blob");
+    // The file's data starts at blob offset 0 (`erofs chunks` says so), so its first 60 KiB
+    // lie in the part that was kept, clear of the cut.
+    let head = dir.join("short-head");
+    std::fs::write(&head, &noise(5, 200_000)[..61_440]).expect("write");
+    let Some(sha256sum) = require_tool("sha256sum") else {
+        return;
+    };
+    let head_sum = run(Command::new(sha256sum).arg(&head));
+    let head_sum = head_sum
+        .split_whitespace()
+        .next()
+        .expect("a digest")
+        .to_string();
 
     let start = Instant::now();
     let Some(out) = VmRun::new("ondemand-serve")
         .kernel(Kernel::V6_12)
         .file("bin/erofs-ondemand", &daemon)
         .disk_file("blobs", &blobs)
+        .disk_file("escape", &outside)
+        .bytes("vmtest/short.sha256", head_sum.as_bytes(), 0o644)
         .manifests(&manifests(&busybox, &tree))
         .script(&format!("{PRELUDE}{SERVE_SCRIPT}"))
         .timeout(Duration::from_secs(300))
@@ -245,6 +339,17 @@ fn serve_images() {
         "mount-orphan",
         "missing-blob-enobufs",
         "daemon-alive",
+        "mount-escape",
+        "escape-refused",
+        "escape-logged",
+        "empty-tag-refused",
+        "mount-device-option",
+        "notag-sums",
+        "notag-stats",
+        "mount-short",
+        "short-blob-eio",
+        "short-blob-head",
+        "daemon-alive-2",
         "mount-par",
         "parallel-reader-1",
         "parallel-reader-2",
@@ -261,18 +366,27 @@ fn serve_images() {
         "open-logged-lateblob",
         "daemon-exit-2",
     ]);
-    // The first daemon refused one OPEN (the orphan's blob); the second served the image read
-    // before from the cache alone and read the new one's blob.
+    // The first daemon refused two OPENs (the orphan's blob, the escaping tag) and failed
+    // READs past the short blob's end; the second served the image read before from the
+    // cache alone and read the new one's blob.
     let first = out.data("serve_summary").unwrap_or_default();
-    assert!(first.contains(" open_errors=1 "), "{first}");
-    let second = out.data("restart_summary").unwrap_or_default();
-    assert!(!second.contains(" reads=0 "), "{second}");
+    assert!(first.contains(" open_errors=2 "), "{first}");
+    assert!(!first.contains(" read_errors=0 "), "{first}");
+    assert_eq!(out.data_u64("again_blob_reads"), 0, "{}", out.report());
+    assert!(out.data_u64("late_blob_reads") > 0, "{}", out.report());
     println!(
         "vm_ondemand serve_images: {} checks passed, VM {:.1?} ({}), whole test {:.1?}",
         out.passed.len(),
         out.elapsed,
         out.accel,
         start.elapsed()
+    );
+    println!("  first daemon: {first}");
+    println!(
+        "  restarted daemon: {} (READs for the image read before the restart: {}, for the new one: {})",
+        out.data("restart_summary").unwrap_or("?"),
+        out.data_u64("again_blob_reads"),
+        out.data_u64("late_blob_reads")
     );
 }
 

@@ -13,12 +13,17 @@ export PATH=/bin
 mount -t tmpfs tmpfs /tmp
 mount -t tmpfs tmpfs /run
 
-VMTEST_OUT=/dev/ttyS1
-[ -c "$VMTEST_OUT" ] || VMTEST_OUT=/dev/null
+# The results port stays open on fd 9 for the whole run: opening and closing the tty for
+# every line lost a line now and then.
+if [ -c /dev/ttyS1 ]; then
+    exec 9>/dev/ttyS1
+else
+    exec 9>/dev/null
+fi
 
 # vmtest_line TEXT: one result line on the results port and on the console.
 vmtest_line() {
-    echo "$*" >"$VMTEST_OUT"
+    echo "$*" >&9
     echo "$*"
 }
 # pass NAME
@@ -70,6 +75,8 @@ cd /vmtest || fail setup "no /vmtest"
 # The test script runs in a subshell so that its `exit` still reaches the END line.
 (. /vmtest/test.sh)
 vmtest_line "VMTEST END rc=$?"
+# Closing the port waits until its output has gone out.
+exec 9>&-
 cd /
 sync
 umount /data 2>/dev/null

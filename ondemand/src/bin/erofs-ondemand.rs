@@ -13,8 +13,14 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use std::time::Duration;
+
 use clap::{Parser, Subcommand};
-use ondemand::{CachefilesDevice, Daemon, LocalDirServer, Session, Shutdown, shutdown_on_signals};
+use ondemand::failover::{self, Start};
+use ondemand::{
+    CachefilesDevice, Daemon, LocalDirServer, PrefetchConfig, Session, Shutdown,
+    shutdown_on_signals,
+};
 
 #[derive(Parser)]
 #[command(
@@ -46,9 +52,37 @@ enum Cmd {
         /// Readahead window per READ, in bytes (suffixes K, M, G; 0 turns it off).
         #[arg(long, value_name = "BYTES", default_value = "1M", value_parser = parse_bytes)]
         readahead: u64,
+        /// Rewrite this file with Prometheus metrics (atomically, every second, and at exit).
+        #[arg(long, value_name = "PATH")]
+        metrics: Option<PathBuf>,
+        /// Prefetch every object whole in the background as soon as it is opened.
+        #[arg(long)]
+        prefetch: bool,
+        /// Prefetch the data of PATH in the image whose bootstrap is BLOB-DIR/FSID, first
+        /// (repeatable; directories are walked).
+        #[arg(long, value_name = "FSID:PATH")]
+        prefetch_path: Vec<String>,
+        /// Prefetch threads.
+        #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+        prefetch_threads: u16,
+        /// Prefetch bandwidth limit in bytes per second (suffixes K, M, G; 0: unlimited).
+        #[arg(long, value_name = "BYTES", default_value = "0", value_parser = parse_bytes)]
+        prefetch_bandwidth: u64,
+        /// Fail-over through the fd holder at this socket (`erofs-ondemand hold`): take over
+        /// the cache it holds (adopt the fd, send `restore`), or bind a new one and hand it a
+        /// copy of the fd.
+        #[arg(long, value_name = "PATH")]
+        supervisor: Option<PathBuf>,
         /// The cachefiles device.
         #[arg(long, value_name = "PATH", default_value = ondemand::DEFAULT_DEVICE_PATH, hide = true)]
         device: PathBuf,
+    },
+    /// Hold the /dev/cachefiles fd for `serve --supervisor` daemons, so the cache and its
+    /// mounts survive a daemon's death, until SIGINT/SIGTERM.
+    Hold {
+        /// The unix socket to listen on (created mode 0600).
+        #[arg(long, value_name = "PATH")]
+        socket: PathBuf,
     },
 }
 
@@ -69,6 +103,19 @@ fn parse_bytes(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("`{s}` is too large"))
 }
 
+/// `FSID:PATH`: the blob ranges holding PATH's data in the image BLOB_DIR/FSID.
+fn plan_paths(
+    blob_dir: &std::path::Path,
+    spec: &str,
+) -> Result<std::collections::HashMap<Vec<u8>, ondemand::RangeSet>, String> {
+    let (fsid, path) = spec
+        .split_once(':')
+        .ok_or_else(|| "expected FSID:PATH".to_string())?;
+    let image = ondemand::plan::open_image(blob_dir, fsid).map_err(|e| e.to_string())?;
+    ondemand::plan::ranges_for_paths(&image, fsid.as_bytes(), &[], [path])
+        .map_err(|e| e.to_string())
+}
+
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
@@ -79,6 +126,12 @@ fn main() -> ExitCode {
             tag,
             threads,
             readahead,
+            metrics,
+            prefetch,
+            prefetch_path,
+            prefetch_threads,
+            prefetch_bandwidth,
+            supervisor,
             device,
         } => {
             // First, before any thread starts: SIGINT/SIGTERM go to a signalfd.
@@ -91,33 +144,123 @@ fn main() -> ExitCode {
                 eprintln!("erofs-ondemand: cannot create {}: {e}", cache_dir.display());
                 return ExitCode::FAILURE;
             }
-            let dev = match CachefilesDevice::open_path(&device) {
-                Ok(d) => d,
-                Err(e) => {
-                    eprintln!("erofs-ondemand: cannot open {}: {e}", device.display());
-                    return ExitCode::FAILURE;
+            let dev = match &supervisor {
+                Some(socket) => {
+                    match failover::take_over_or_bind(socket, &device, &cache_dir, tag.as_deref()) {
+                        Ok((dev, Start::TookOver)) => {
+                            log::info!(
+                                "took over the cache held by {} and sent restore (--cache-dir and --tag are those of the first daemon)",
+                                socket.display()
+                            );
+                            dev
+                        }
+                        Ok((dev, Start::Bound)) => {
+                            log::info!(
+                                "bound the cache and handed the device fd to the holder at {}",
+                                socket.display()
+                            );
+                            dev
+                        }
+                        Err(e) => {
+                            eprintln!("erofs-ondemand: --supervisor {}: {e}", socket.display());
+                            return ExitCode::FAILURE;
+                        }
+                    }
+                }
+                None => {
+                    let dev = match CachefilesDevice::open_path(&device) {
+                        Ok(d) => d,
+                        Err(e) => {
+                            eprintln!("erofs-ondemand: cannot open {}: {e}", device.display());
+                            return ExitCode::FAILURE;
+                        }
+                    };
+                    if let Err(e) = dev.bind_ondemand(&cache_dir, tag.as_deref()) {
+                        eprintln!(
+                            "erofs-ondemand: cannot bind cache {}: {e}",
+                            cache_dir.display()
+                        );
+                        return ExitCode::FAILURE;
+                    }
+                    dev
                 }
             };
-            if let Err(e) = dev.bind_ondemand(&cache_dir, tag.as_deref()) {
-                eprintln!(
-                    "erofs-ondemand: cannot bind cache {}: {e}",
-                    cache_dir.display()
-                );
-                return ExitCode::FAILURE;
-            }
             log::info!(
                 "serving blobs from {} (cache {}, {threads} threads, readahead {readahead} bytes)",
                 blob_dir.display(),
                 cache_dir.display()
             );
-            let session = Session::new(LocalDirServer::new(blob_dir)).with_readahead(readahead);
-            let daemon = Daemon::new(dev, session)
+            let mut session =
+                Session::new(LocalDirServer::new(&blob_dir)).with_readahead(readahead);
+            if prefetch || !prefetch_path.is_empty() {
+                let mut config = if prefetch {
+                    PrefetchConfig::whole_objects()
+                } else {
+                    PrefetchConfig::listed_only()
+                };
+                config = config
+                    .with_threads(usize::from(prefetch_threads))
+                    .with_bandwidth(Some(prefetch_bandwidth));
+                for spec in &prefetch_path {
+                    match plan_paths(&blob_dir, spec) {
+                        Ok(ranges) => {
+                            for (key, set) in ranges {
+                                config = config.with_ranges(&key, set.ranges().iter().cloned());
+                            }
+                        }
+                        Err(e) => {
+                            eprintln!("erofs-ondemand: --prefetch-path {spec}: {e}");
+                            return ExitCode::FAILURE;
+                        }
+                    }
+                }
+                log::info!(
+                    "prefetch on: {}, {prefetch_threads} threads, bandwidth {}",
+                    if prefetch {
+                        "whole objects"
+                    } else {
+                        "listed paths"
+                    },
+                    if prefetch_bandwidth == 0 {
+                        "unlimited".to_string()
+                    } else {
+                        format!("{prefetch_bandwidth} bytes/s")
+                    }
+                );
+                session = session.with_prefetch(config);
+            }
+            let mut daemon = Daemon::new(dev, session)
                 .with_threads(usize::from(threads))
                 .with_shutdown(shutdown);
+            if let Some(path) = metrics {
+                daemon = daemon.with_metrics_file(path, Duration::from_millis(500));
+            }
             let result = daemon.run();
             println!("erofs-ondemand: {}", daemon.session().stats());
             match result {
                 Ok(_) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("erofs-ondemand: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Cmd::Hold { socket } => {
+            let shutdown = Shutdown::new();
+            if let Err(e) = shutdown_on_signals(shutdown.clone()) {
+                eprintln!("erofs-ondemand: cannot handle signals: {e}");
+                return ExitCode::FAILURE;
+            }
+            let holder = match failover::FdHolder::bind(&socket) {
+                Ok(h) => h,
+                Err(e) => {
+                    eprintln!("erofs-ondemand: cannot listen on {}: {e}", socket.display());
+                    return ExitCode::FAILURE;
+                }
+            };
+            log::info!("holding cachefiles fds on {}", socket.display());
+            match holder.serve(&shutdown) {
+                Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("erofs-ondemand: {e}");
                     ExitCode::FAILURE
@@ -162,7 +305,10 @@ mod tests {
             threads,
             tag,
             ..
-        } = cli.command;
+        } = cli.command
+        else {
+            panic!("parsed as serve");
+        };
         assert_eq!((readahead, threads, tag), (0, 4, None));
     }
 }

@@ -182,7 +182,8 @@ pub(crate) fn fsck(image: &Image, threads: usize) -> Report {
                 _ => r.others += 1,
             }
         }
-        if !dot || !dotdot {
+        // erofs-utils 1.9 may omit `.` (DOT_OMITTED); `..` is always there.
+        if (!dot && !inode.metadata().raw().dot_omitted()) || !dotdot {
             r.error(format!("{}: missing '.' or '..' entry", path.display()));
         }
     }

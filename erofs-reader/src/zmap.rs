@@ -1,0 +1,1137 @@
+//! Compressed files: the logical → physical map, as the kernel's `fs/erofs/zmap.c` builds it.
+//!
+//! A compressed inode (`COMPRESSED_FULL` or `COMPRESSED_COMPACT`) is a sequence of
+//! *extents*: a run of file bytes that one physical cluster (pcluster) decodes to. Given a
+//! file offset, [`Image::compressed_extent`] answers which extent holds it: where the
+//! extent starts and ends in the file, where its pcluster lies (device, byte offset,
+//! stored length), how it is encoded (LZ4, MicroLZMA, DEFLATE, Zstandard, or stored
+//! uncompressed: shifted or interlaced), and whether it is a ztailpacking pcluster inline in
+//! the metadata, a fragment in the packed inode, or only partially referenced (dedupe).
+//!
+//! The rules follow `z_erofs_map_blocks_fo` (lcluster indexes, full and compact) and
+//! `z_erofs_map_blocks_ext` (the encoded extents of 48-bit images):
+//!
+//! * an offset's lcluster is loaded; if it is a HEAD whose cluster offset lies before the
+//!   offset, the extent starts there, otherwise the NONHEAD `delta[0]` chain (or the
+//!   previous lcluster, for a HEAD that starts after the offset) leads back to the HEAD;
+//! * the extent ends at the next HEAD (found with the `delta[1]` lookahead) or at EOF;
+//! * a big pcluster's size comes from the CBLKCNT of the lcluster after its HEAD;
+//! * the tail extent (the one holding the last byte) is the inline pcluster (after the
+//!   indexes, `h_idata_size` bytes) or a fragment of the packed inode, when the map header
+//!   says so.
+//!
+//! Untrusted metadata is bounded throughout: lookback chains must move backwards,
+//! lookahead chains forwards, a pcluster may not exceed 1 MiB (`Z_EROFS_PCLUSTER_MAX_SIZE`)
+//! and an extent may not decode to more than [`Image::max_extent_size`] bytes
+//! (12 MiB by default, the kernel's `Z_EROFS_PCLUSTER_MAX_DSIZE`).
+
+use std::borrow::Cow;
+use std::cell::Cell;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use erofs_format::compress::{
+    Algorithm, AlgorithmSet, CompactLayout, CompactPack, CompressionConfigs, CompressionMap,
+    EXTENT_PLEN_FMT_BIT, EXTENT_PLEN_MASK, EXTENT_PLEN_PARTIAL, Extent, ExtentMap,
+    FULL_INDEX_OFFSET, HeadKind, IndexFormat, Lcluster, LclusterIndex, LclusterMap, MapAdvise,
+    MapHeader, PCLUSTER_MAX_DSIZE, PCLUSTER_MAX_SIZE,
+};
+use erofs_format::inode::DataLayout;
+use erofs_format::superblock::{FeatureIncompat, SuperBlock};
+use zerocopy::FromBytes;
+
+use crate::data::Piece;
+use crate::decompress::{self, Request};
+use crate::error::{Context, Error, Result};
+use crate::image::{Image, Inner, io_err};
+use crate::inode::Inode;
+use crate::zcache::{Key, ZCache};
+
+/// How a compressed file's extent is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Encoding {
+    /// Stored uncompressed from the pcluster's first byte (`Z_EROFS_COMPRESSION_SHIFTED`).
+    Shifted,
+    /// Stored uncompressed, rotated so that each byte keeps its offset within the block
+    /// (`Z_EROFS_COMPRESSION_INTERLACED`).
+    Interlaced,
+    /// Compressed with this algorithm.
+    Compressed(Algorithm),
+}
+
+/// Where the bytes of a [`CompressedExtent`] come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExtentSource {
+    /// Nothing stored: the extent reads as zeros (an encoded extent with no pcluster).
+    Hole,
+    /// A physical cluster.
+    Pcluster {
+        /// Device index: 0 = primary device, k = k-th extra device.
+        device: u16,
+        /// Byte offset of the pcluster on that device.
+        offset: u64,
+        /// Stored (compressed) length in bytes.
+        len: u64,
+        /// How the stored bytes decode.
+        encoding: Encoding,
+        /// A ztailpacking pcluster, stored inline in the metadata right after the
+        /// lcluster indexes (`EROFS_MAP_META`).
+        inline: bool,
+    },
+    /// A fragment of the packed inode: the extent's first byte is this byte of the
+    /// packed inode's data, and the rest follows contiguously.
+    Fragment {
+        /// Byte offset in the packed inode.
+        offset: u64,
+    },
+}
+
+/// One extent of a compressed file: the file bytes `file_offset..file_offset + len`
+/// come from one pcluster (or fragment, or hole). See [`Image::compressed_extent`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompressedExtent {
+    /// Offset in the file of the extent's first byte.
+    pub file_offset: u64,
+    /// Length of the extent in the file.
+    pub len: u64,
+    /// Where the bytes are stored.
+    pub source: ExtentSource,
+    /// The pcluster decodes to more than this extent (it is shared with a longer
+    /// extent by dedupe, `EROFS_MAP_PARTIAL_REF`): only a prefix is decoded.
+    pub partial_ref: bool,
+    /// The index puts the extent's end past EOF (the file ends inside it): decoding
+    /// stops at EOF.
+    pub(crate) past_eof: bool,
+}
+
+impl CompressedExtent {
+    /// Whether decoding may stop once `len` bytes are out (a partially referenced
+    /// pcluster, or one whose recorded end lies past EOF), rather than having to decode
+    /// to exactly `len` bytes.
+    pub(crate) fn partial_decode(&self) -> bool {
+        self.partial_ref || self.past_eof
+    }
+}
+
+/// Per-image state for compressed files: the algorithms and their parameters from the
+/// superblock, the limits, and the cache of decoded pclusters.
+pub(crate) struct Compression {
+    pub(crate) configs: CompressionConfigs,
+    /// `LZ4_0PADDING`: LZ4 pclusters are padded with leading zeros.
+    pub(crate) zero_padding: bool,
+    pub(crate) max_extent: AtomicU64,
+    pub(crate) cache: ZCache,
+}
+
+impl Compression {
+    /// Parse the compression configuration records that follow the superblock (`head`
+    /// is the primary device from offset 0, at least up to the records), as the kernel
+    /// does at mount (`z_erofs_parse_cfgs`).
+    pub(crate) fn new(sb: &SuperBlock, head: &[u8]) -> Result<Self> {
+        let configs = match sb.available_compr_algs() {
+            Some(algs) => {
+                let start = 1024 + sb.sb_size();
+                CompressionConfigs::parse(head, start, algs, sb.blkszbits).map_err(|e| {
+                    Error::corrupt(
+                        format!("compression configuration: {e}"),
+                        Context::offset(start as u64),
+                    )
+                })?
+            }
+            None => CompressionConfigs::legacy(sb.lz4_max_distance().unwrap_or(0)),
+        };
+        Ok(Compression {
+            configs,
+            zero_padding: sb.incompat().contains(FeatureIncompat::ZERO_PADDING),
+            max_extent: AtomicU64::new(u64::from(PCLUSTER_MAX_DSIZE)),
+            cache: ZCache::new(crate::zcache::DEFAULT_CAPACITY),
+        })
+    }
+
+    /// The algorithms the superblock declares.
+    pub(crate) fn available(&self) -> AlgorithmSet {
+        self.configs.available
+    }
+}
+
+/// The tail extent's special storage (found once per inode, like `EROFS_GET_BLOCKS_FINDTAIL`).
+#[derive(Debug, Clone, Copy)]
+enum Tail {
+    None,
+    Inline { head_lcn: u64, pos: u64, size: u64 },
+    Fragment { head_lcn: u64, offset: u64 },
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    /// The whole file is a fragment of the packed inode.
+    WholeFragment { offset: u64 },
+    Lclusters {
+        map: LclusterMap,
+        /// Absolute byte offset of the map header.
+        header: u64,
+        /// Number of lclusters with an index (`ceil(size / block size)`).
+        total: u64,
+        tail: Tail,
+    },
+    Extents {
+        map: ExtentMap,
+        /// Absolute byte offset of the first record (or of the 8-byte base address).
+        records: u64,
+        count: u64,
+    },
+}
+
+/// The decoded map of one compressed inode, for the duration of one operation.
+pub(crate) struct ZInode<'a> {
+    inner: &'a Inner,
+    nid: u64,
+    size: u64,
+    kind: Kind,
+    max_extent: u64,
+    /// For 4-byte extent records: where the last walk stopped (logical start of the next
+    /// record, its byte position, its physical start), so sequential mapping is linear.
+    cursor: Cell<Option<(u64, u64, u64)>>,
+}
+
+/// One decoded lcluster and the byte offset just past its index pack (`nextpackoff`).
+struct Loaded {
+    lc: Lcluster,
+    next_pack: u64,
+}
+
+impl<'a> ZInode<'a> {
+    /// Decode the map header of `inode` (which must be compressed) and find its tail.
+    pub(crate) fn new(inner: &'a Inner, inode: &Inode) -> Result<Self> {
+        let raw = inode.raw();
+        let nid = raw.nid.0;
+        let ctx = Context::nid(nid);
+        let fmt_err = |e: erofs_format::Error| Error::corrupt(format!("{e}"), ctx);
+        let format = match raw.layout {
+            DataLayout::CompressedFull => IndexFormat::Full,
+            DataLayout::CompressedCompact => IndexFormat::Compact,
+            other => {
+                return Err(Error::corrupt(
+                    format!("not a compressed inode ({other:?})"),
+                    ctx,
+                ));
+            }
+        };
+        let header = raw
+            .meta_end()
+            .map_err(fmt_err)?
+            .checked_next_multiple_of(8)
+            .ok_or_else(|| Error::corrupt("map header offset overflows", ctx))?;
+        let bytes = inner.read_primary(header, 8, ctx)?;
+        let h = MapHeader::read_from_bytes(&bytes)
+            .map_err(|_| Error::corrupt("short map header", ctx.at(header)))?;
+        drop(bytes);
+        let decoded = h.decode(format, inner.blkszbits).map_err(|e| match e {
+            erofs_format::Error::UnsupportedAlgorithm { id } => Error::unsupported(format!(
+                "compression algorithm {id} (nid {nid})"
+            )),
+            e => Error::corrupt(format!("map header: {e}"), ctx.at(header)),
+        })?;
+        let sb = &inner.sb;
+        let max_extent = inner.compression.max_extent.load(Ordering::Relaxed);
+        let mut z = ZInode {
+            inner,
+            nid,
+            size: raw.size,
+            kind: Kind::WholeFragment { offset: 0 },
+            max_extent,
+            cursor: Cell::new(None),
+        };
+        z.kind = match decoded {
+            CompressionMap::Fragment { offset } => {
+                if !sb.incompat().contains(FeatureIncompat::FRAGMENTS) {
+                    return Err(Error::corrupt(
+                        "fragment inode without the FRAGMENTS feature",
+                        ctx.at(header),
+                    ));
+                }
+                Kind::WholeFragment { offset }
+            }
+            CompressionMap::Lclusters(map) => {
+                map.check_superblock(sb.incompat().contains(FeatureIncompat::BIG_PCLUSTER))
+                    .map_err(fmt_err)?;
+                if map.lcluster_bits > 30 || map.lcluster_bits < inner.blkszbits {
+                    return Err(Error::unsupported(format!(
+                        "lcluster size 2^{} (nid {nid})",
+                        map.lcluster_bits
+                    )));
+                }
+                let total = raw.size.div_ceil(inner.block_size());
+                z.kind = Kind::Lclusters {
+                    map,
+                    header,
+                    total,
+                    tail: Tail::None,
+                };
+                let tail = z.find_tail(&map, raw.size)?;
+                if let Kind::Lclusters { tail: t, .. } = &mut z.kind {
+                    *t = tail;
+                }
+                z.kind
+            }
+            CompressionMap::Extents(map) => {
+                let records = map
+                    .records_offset(header)
+                    .ok()
+                    .and_then(|o| header.checked_add(o))
+                    .ok_or_else(|| Error::corrupt("extent records offset", ctx.at(header)))?;
+                let count = map.record_count(raw.size).map_err(fmt_err)?;
+                if map.lcluster_bits.is_some_and(|b| b > 40) {
+                    return Err(Error::corrupt("extent lcluster size", ctx.at(header)));
+                }
+                Kind::Extents {
+                    map,
+                    records,
+                    count,
+                }
+            }
+        };
+        Ok(z)
+    }
+
+    fn ctx(&self) -> Context {
+        Context::nid(self.nid)
+    }
+
+    /// Load lcluster `lcn` from the index (full or compact).
+    fn load(&self, lcn: u64) -> Result<Loaded> {
+        let Kind::Lclusters {
+            map, header, total, ..
+        } = &self.kind
+        else {
+            return Err(Error::corrupt("not an lcluster map", self.ctx()));
+        };
+        let ctx = self.ctx();
+        if lcn >= *total {
+            return Err(Error::corrupt(
+                format!("lcluster {lcn} past the index ({total} lclusters)"),
+                ctx,
+            ));
+        }
+        let fmt_err = |e: erofs_format::Error| Error::corrupt(format!("lcluster {lcn}: {e}"), ctx);
+        match map.format {
+            IndexFormat::Full => {
+                let pos = lcn
+                    .checked_mul(8)
+                    .and_then(|o| o.checked_add(*header + FULL_INDEX_OFFSET))
+                    .ok_or_else(|| Error::corrupt("index offset overflows", ctx))?;
+                let bytes = self.inner.read_primary(pos, 8, ctx)?;
+                let idx = LclusterIndex::read_from_bytes(&bytes)
+                    .map_err(|_| Error::corrupt("short lcluster index", ctx.at(pos)))?;
+                Ok(Loaded {
+                    lc: idx.decode(lcn, map).map_err(fmt_err)?,
+                    next_pack: pos + 8,
+                })
+            }
+            IndexFormat::Compact => {
+                let ebase = *header + 8;
+                let layout = CompactLayout::new(ebase, *total, map.advise);
+                let (start, len, i) = layout
+                    .locate(lcn)
+                    .ok_or_else(|| Error::corrupt("compact index out of range", ctx))?;
+                let pos = ebase
+                    .checked_add(start)
+                    .ok_or_else(|| Error::corrupt("index offset overflows", ctx))?;
+                let bytes = self.inner.read_primary(pos, len, ctx)?;
+                let pack =
+                    CompactPack::new(&bytes, map.lcluster_bits, map.big_pcluster_1()).map_err(fmt_err)?;
+                Ok(Loaded {
+                    lc: pack.decode(i, lcn).map_err(fmt_err)?,
+                    next_pack: pos + len as u64,
+                })
+            }
+        }
+    }
+
+    /// Follow `delta[0]` back from `lcn` (by `dist`) to the HEAD lcluster
+    /// (`z_erofs_extent_lookback`): returns its lcn and decoded index.
+    fn lookback(&self, mut lcn: u64, mut dist: u64) -> Result<(u64, Lcluster)> {
+        loop {
+            if dist == 0 || dist > lcn {
+                return Err(Error::corrupt(
+                    format!("bogus lookback distance {dist} at lcluster {lcn}"),
+                    self.ctx(),
+                ));
+            }
+            lcn -= dist;
+            let l = self.load(lcn)?;
+            match l.lc {
+                Lcluster::NonHead { lookback, .. } => dist = u64::from(lookback),
+                head @ Lcluster::Head { .. } => return Ok((lcn, head)),
+            }
+        }
+    }
+
+    /// The HEAD of the extent holding file offset `pos`: its lcn, index, logical start,
+    /// and the `nextpackoff` of `pos`'s own lcluster.
+    fn head_of(&self, map: &LclusterMap, pos: u64) -> Result<(u64, Lcluster, u64, u64)> {
+        let bits = map.lcluster_bits;
+        let lcn = pos >> bits;
+        let endoff = pos & ((1u64 << bits) - 1);
+        let first = self.load(lcn)?;
+        let (head_lcn, head) = match first.lc {
+            Lcluster::Head { cluster_offset, .. } if endoff >= u64::from(cluster_offset) => {
+                (lcn, first.lc)
+            }
+            Lcluster::Head { .. } => {
+                if lcn == 0 {
+                    return Err(Error::corrupt(
+                        "lcluster 0 does not start an extent at 0",
+                        self.ctx(),
+                    ));
+                }
+                self.lookback(lcn, 1)?
+            }
+            Lcluster::NonHead { lookback, .. } => self.lookback(lcn, u64::from(lookback))?,
+        };
+        let Lcluster::Head { cluster_offset, .. } = head else {
+            return Err(Error::corrupt("lookback ended on a NONHEAD", self.ctx()));
+        };
+        let la = (head_lcn << bits) | u64::from(cluster_offset);
+        Ok((head_lcn, head, la, first.next_pack))
+    }
+
+    /// `EROFS_GET_BLOCKS_FINDTAIL`: which extent is inline or a fragment.
+    fn find_tail(&self, map: &LclusterMap, size: u64) -> Result<Tail> {
+        let inline = map.inline_size.filter(|&n| n != 0);
+        if size == 0 || (inline.is_none() && map.fragment_offset.is_none()) {
+            return Ok(Tail::None);
+        }
+        let (head_lcn, head, _, next_pack) = self.head_of(map, size - 1)?;
+        if let Some(frag) = map.fragment_offset {
+            if !self.inner.sb.incompat().contains(FeatureIncompat::FRAGMENTS) {
+                return Err(Error::corrupt(
+                    "fragment pcluster without the FRAGMENTS feature",
+                    self.ctx(),
+                ));
+            }
+            let mut offset = u64::from(frag);
+            // With full indexes the tail HEAD's block address holds the high 32 bits.
+            if map.format == IndexFormat::Full
+                && let Lcluster::Head { blkaddr, .. } = head
+            {
+                offset |= u64::from(blkaddr) << 32;
+            }
+            return Ok(Tail::Fragment { head_lcn, offset });
+        }
+        let size = u64::from(inline.unwrap_or(0));
+        let bs = self.inner.block_size();
+        if next_pack % bs + size > bs {
+            return Err(Error::corrupt(
+                format!("inline pcluster of {size} bytes crosses a block boundary"),
+                self.ctx().at(next_pack),
+            ));
+        }
+        Ok(Tail::Inline {
+            head_lcn,
+            pos: next_pack,
+            size,
+        })
+    }
+
+    /// The extent holding file offset `pos` (`pos < size`).
+    pub(crate) fn map(&self, pos: u64) -> Result<CompressedExtent> {
+        if pos >= self.size {
+            return Err(Error::corrupt(
+                format!("map of offset {pos} past EOF ({})", self.size),
+                self.ctx(),
+            ));
+        }
+        let ext = match self.kind {
+            Kind::WholeFragment { offset } => CompressedExtent {
+                file_offset: 0,
+                len: self.size,
+                source: ExtentSource::Fragment { offset },
+                partial_ref: false,
+                past_eof: false,
+            },
+            Kind::Lclusters { map, tail, .. } => self.map_lclusters(&map, tail, pos)?,
+            Kind::Extents {
+                map,
+                records,
+                count,
+            } => self.map_extents(&map, records, count, pos)?,
+        };
+        if ext.file_offset > pos
+            || ext.len == 0
+            || ext.file_offset.checked_add(ext.len).is_none_or(|e| e <= pos)
+        {
+            return Err(Error::corrupt(
+                format!(
+                    "extent {}..+{} does not hold offset {pos}",
+                    ext.file_offset, ext.len
+                ),
+                self.ctx(),
+            ));
+        }
+        self.check_limits(&ext)?;
+        Ok(ext)
+    }
+
+    fn check_limits(&self, ext: &CompressedExtent) -> Result<()> {
+        if let ExtentSource::Pcluster { len, encoding, .. } = ext.source {
+            if len > u64::from(PCLUSTER_MAX_SIZE) {
+                return Err(Error::unsupported(format!(
+                    "pcluster of {len} bytes at file offset {} (nid {}; the kernel reads at most 1 MiB)",
+                    ext.file_offset, self.nid
+                )));
+            }
+            if ext.len > self.max_extent {
+                return Err(Error::unsupported(format!(
+                    "extent decoding to {} bytes at file offset {} (nid {}; limit {} bytes)",
+                    ext.len, ext.file_offset, self.nid, self.max_extent
+                )));
+            }
+            if let Encoding::Compressed(alg) = encoding
+                && !self.inner.compression.available().has(alg)
+            {
+                return Err(Error::corrupt(
+                    format!("pcluster uses {alg}, which the superblock does not list"),
+                    self.ctx(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn map_lclusters(&self, map: &LclusterMap, tail: Tail, pos: u64) -> Result<CompressedExtent> {
+        let bits = map.lcluster_bits;
+        let (head_lcn, head, la, _) = self.head_of(map, pos)?;
+        let Lcluster::Head {
+            kind,
+            blkaddr,
+            partial_ref,
+            ..
+        } = head
+        else {
+            return Err(Error::corrupt("lookback ended on a NONHEAD", self.ctx()));
+        };
+        // The extent ends at the next HEAD (`z_erofs_get_extent_decompressedlen`).
+        let mut lcn = head_lcn;
+        let end = loop {
+            if lcn << bits >= self.size {
+                break self.size;
+            }
+            if (lcn << bits).saturating_sub(la) > self.max_extent {
+                return Err(Error::unsupported(format!(
+                    "extent at file offset {la} decodes to more than {} bytes (nid {})",
+                    self.max_extent, self.nid
+                )));
+            }
+            match self.load(lcn)?.lc {
+                Lcluster::NonHead { lookahead: 0, .. } => break (lcn + 1) << bits,
+                Lcluster::NonHead { lookahead, .. } => lcn += u64::from(lookahead),
+                Lcluster::Head { cluster_offset, .. } if lcn != head_lcn => {
+                    break (lcn << bits) + u64::from(cluster_offset);
+                }
+                Lcluster::Head { .. } => lcn += 1,
+            }
+        };
+        let past_eof = end > self.size;
+        let end = end.min(self.size);
+        let len = end
+            .checked_sub(la)
+            .filter(|&l| l > 0)
+            .ok_or_else(|| Error::corrupt(format!("empty extent at {la}"), self.ctx()))?;
+        let encoding = match kind.algorithm(map) {
+            Some(alg) => Encoding::Compressed(alg),
+            None if map.advise.contains(MapAdvise::INTERLACED_PCLUSTER) => Encoding::Interlaced,
+            None => Encoding::Shifted,
+        };
+        let source = match tail {
+            Tail::Inline {
+                head_lcn: t,
+                pos: ipos,
+                size,
+            } if t == head_lcn => ExtentSource::Pcluster {
+                device: 0,
+                offset: ipos,
+                len: size,
+                encoding,
+                inline: true,
+            },
+            Tail::Fragment {
+                head_lcn: t,
+                offset,
+            } if t == head_lcn => ExtentSource::Fragment { offset },
+            _ => {
+                let plen = self.compressed_len(map, head_lcn, kind)?;
+                let (device, offset) = self.resolve(u64::from(blkaddr), plen)?;
+                ExtentSource::Pcluster {
+                    device,
+                    offset,
+                    len: plen,
+                    encoding,
+                    inline: false,
+                }
+            }
+        };
+        if let ExtentSource::Pcluster {
+            len: plen,
+            encoding: Encoding::Shifted | Encoding::Interlaced,
+            ..
+        } = source
+            && len > plen
+        {
+            return Err(Error::corrupt(
+                format!("uncompressed extent of {len} bytes in a pcluster of {plen}"),
+                self.ctx(),
+            ));
+        }
+        Ok(CompressedExtent {
+            file_offset: la,
+            len,
+            source,
+            partial_ref,
+            past_eof,
+        })
+    }
+
+    /// `z_erofs_get_extent_compressedlen`: the pcluster size in bytes.
+    fn compressed_len(&self, map: &LclusterMap, head_lcn: u64, kind: HeadKind) -> Result<u64> {
+        let bits = map.lcluster_bits;
+        let big = match kind {
+            HeadKind::Plain => false,
+            HeadKind::Head1 => map.big_pcluster_1(),
+            HeadKind::Head2 => map.big_pcluster_2(),
+        };
+        let lsize = 1u64 << bits;
+        if !big || (head_lcn + 1) << bits >= self.size {
+            return Ok(lsize);
+        }
+        let blocks = match self.load(head_lcn + 1)?.lc {
+            Lcluster::Head { .. } => return Ok(lsize),
+            Lcluster::NonHead {
+                lookback: 1,
+                compressed_blocks: Some(n),
+                ..
+            } if n > 0 => u64::from(n),
+            _ => {
+                return Err(Error::corrupt(
+                    format!("no CBLKCNT after the big pcluster HEAD at lcluster {head_lcn}"),
+                    self.ctx(),
+                ));
+            }
+        };
+        Ok(blocks << self.inner.blkszbits)
+    }
+
+    /// A pcluster at block `blk` of the unified address space: its device and byte offset
+    /// there (device 0 may map into an extra device's `mapped_blkaddr` window).
+    fn resolve(&self, blk: u64, len: u64) -> Result<(u16, u64)> {
+        let bs_bits = self.inner.blkszbits;
+        let ctx = self.ctx().block(blk);
+        if !self.inner.flat_devices {
+            for d in &self.inner.devices {
+                if d.mapped_blkaddr != 0 && blk >= d.mapped_blkaddr && blk - d.mapped_blkaddr < d.blocks
+                {
+                    return Ok((d.index, (blk - d.mapped_blkaddr) << bs_bits));
+                }
+            }
+        }
+        let off = blk
+            .checked_mul(1u64 << bs_bits)
+            .filter(|o| o.checked_add(len).is_some())
+            .ok_or_else(|| Error::corrupt("pcluster address overflows", ctx))?;
+        Ok((0, off))
+    }
+
+    /// `z_erofs_map_blocks_ext`: encoded extent records.
+    fn map_extents(
+        &self,
+        map: &ExtentMap,
+        records: u64,
+        count: u64,
+        pos: u64,
+    ) -> Result<CompressedExtent> {
+        let ctx = self.ctx();
+        let recsz = u64::from(map.record_size);
+        let read_rec = |at: u64| -> Result<Extent> {
+            let bytes = self.inner.read_primary(at, recsz as usize, ctx)?;
+            let mut full = [0u8; 32];
+            full[..bytes.len()].copy_from_slice(&bytes);
+            Extent::read_from_bytes(&full)
+                .map_err(|_| Error::corrupt("short extent record", ctx.at(at)))
+        };
+        let mut lend = self.size;
+        let (lstart, plen, pa, last);
+        if recsz <= 8 {
+            let bits = map
+                .lcluster_bits
+                .ok_or_else(|| Error::corrupt("extent map without lcluster size", ctx))?;
+            let lsize = 1u64 << bits;
+            let idx_end = count;
+            // (logical start, record position, running physical address if 4-byte records)
+            let (mut l, mut at, mut run) = if recsz == 4 {
+                match self.cursor.get() {
+                    Some(c) if c.0 <= pos => c,
+                    _ => {
+                        let bytes = self.inner.read_primary(records, 8, ctx)?;
+                        let mut b = [0u8; 8];
+                        b.copy_from_slice(&bytes);
+                        (0, records + 8, u64::from_le_bytes(b))
+                    }
+                }
+            } else {
+                let l = pos & !(lsize - 1);
+                let at = (l >> bits)
+                    .checked_mul(recsz)
+                    .and_then(|o| o.checked_add(records))
+                    .ok_or_else(|| Error::corrupt("extent record offset", ctx))?;
+                (l, at, 0)
+            };
+            let mut cur_plen = 0u32;
+            let mut cur_pa = 0u64;
+            let mut seen = false;
+            while l <= pos {
+                if (l >> bits) >= idx_end {
+                    return Err(Error::corrupt(
+                        format!("extent record for offset {l} past the {count} records"),
+                        ctx,
+                    ));
+                }
+                let e = read_rec(at)?;
+                cur_plen = e.plen.get();
+                if recsz == 4 {
+                    cur_pa = run;
+                    run = run.wrapping_add(u64::from(cur_plen & EXTENT_PLEN_MASK));
+                } else {
+                    cur_pa = u64::from(e.pstart_lo.get());
+                }
+                seen = true;
+                at += recsz;
+                l += lsize;
+                if recsz == 4 {
+                    self.cursor.set(Some((l, at, run)));
+                }
+            }
+            if !seen {
+                return Err(Error::corrupt("no extent record", ctx));
+            }
+            last = l >= self.size.next_multiple_of(lsize);
+            lend = lend.min(l);
+            lstart = l - lsize;
+            plen = cur_plen;
+            pa = cur_pa;
+        } else {
+            let mut found = None;
+            let (mut lo, mut hi) = (0u64, count);
+            while lo < hi {
+                let mid = lo + (hi - lo) / 2;
+                let at = mid
+                    .checked_mul(recsz)
+                    .and_then(|o| o.checked_add(records))
+                    .ok_or_else(|| Error::corrupt("extent record offset", ctx))?;
+                let e = read_rec(at)?;
+                let mut la = u64::from(e.lstart_lo.get());
+                if recsz > 16 {
+                    la |= u64::from(e.lstart_hi.get()) << 32;
+                }
+                let epa = u64::from(e.pstart_lo.get()) | u64::from(e.pstart_hi.get()) << 32;
+                if la > pos {
+                    hi = mid;
+                    if la > lend {
+                        return Err(Error::corrupt("unordered extent records", ctx.at(at)));
+                    }
+                    lend = la;
+                } else {
+                    lo = mid + 1;
+                    if la == pos {
+                        hi = hi.min(lo + 1);
+                    }
+                    found = Some((la, e.plen.get(), epa));
+                }
+            }
+            let (la, p, epa) = found.unwrap_or((lend, 0, 0));
+            last = lo >= count;
+            lstart = la;
+            plen = p;
+            pa = epa;
+        }
+        if lstart >= lend {
+            // No record starts at or before `pos`: unmapped up to the next one.
+            return Ok(CompressedExtent {
+                file_offset: pos,
+                len: lend.saturating_sub(pos),
+                source: ExtentSource::Hole,
+                partial_ref: false,
+                past_eof: false,
+            });
+        }
+        let len = lend - lstart;
+        let source = if last && map.advise.contains(MapAdvise::FRAGMENT_PCLUSTER) {
+            let mut offset = u64::from(plen);
+            if recsz > 4 {
+                offset |= pa << 32;
+            }
+            ExtentSource::Fragment { offset }
+        } else if plen & EXTENT_PLEN_MASK != 0 {
+            let fmt = plen >> EXTENT_PLEN_FMT_BIT;
+            let bs = self.inner.block_size();
+            let encoding = match fmt {
+                0 if map.advise.contains(MapAdvise::INTERLACED_PCLUSTER) && pa % bs == 0 => {
+                    Encoding::Interlaced
+                }
+                0 => Encoding::Shifted,
+                f => match Algorithm::from_id((f - 1) as u8) {
+                    Some(a) => Encoding::Compressed(a),
+                    None => {
+                        return Err(Error::unsupported(format!(
+                            "compression format {} (nid {})",
+                            f - 1,
+                            self.nid
+                        )));
+                    }
+                },
+            };
+            let plen_bytes = u64::from(plen & EXTENT_PLEN_MASK);
+            if pa.checked_add(plen_bytes).is_none_or(|e| e >> 48 >> self.inner.blkszbits != 0) {
+                return Err(Error::corrupt("pcluster beyond 48-bit block addresses", ctx));
+            }
+            let (device, offset) = if pa % bs == 0 {
+                self.resolve(pa / bs, plen_bytes)?
+            } else {
+                (0, pa)
+            };
+            if matches!(encoding, Encoding::Shifted | Encoding::Interlaced) && len > plen_bytes {
+                return Err(Error::corrupt(
+                    format!("uncompressed extent of {len} bytes in a pcluster of {plen_bytes}"),
+                    ctx,
+                ));
+            }
+            ExtentSource::Pcluster {
+                device,
+                offset,
+                len: plen_bytes,
+                encoding,
+                inline: false,
+            }
+        } else {
+            ExtentSource::Hole
+        };
+        Ok(CompressedExtent {
+            file_offset: lstart,
+            len,
+            source,
+            partial_ref: plen & EXTENT_PLEN_PARTIAL != 0
+                && matches!(source, ExtentSource::Pcluster { .. }),
+            past_eof: false,
+        })
+    }
+}
+
+impl Image {
+    /// The extent of compressed file `inode` that holds byte `offset` (which must be below
+    /// the file size), as the kernel maps it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corrupt`] for a broken map (lookback past the start, a missing CBLKCNT, an
+    /// inline pcluster crossing a block, ...) or an offset past EOF; [`Error::Unsupported`]
+    /// for a pcluster over 1 MiB or an extent decoding to more than
+    /// [`Image::max_extent_size`] bytes; [`Error::Corrupt`] for an inode that is not
+    /// compressed.
+    pub fn compressed_extent(&self, inode: &Inode, offset: u64) -> Result<CompressedExtent> {
+        ZInode::new(&self.inner, inode)?.map(offset)
+    }
+
+    /// Every extent of compressed file `inode`, in file order (what `dump.erofs -e` and
+    /// FIEMAP list). Reads only metadata.
+    ///
+    /// # Errors
+    ///
+    /// As [`Image::compressed_extent`].
+    pub fn compressed_extents(&self, inode: &Inode) -> Result<Vec<CompressedExtent>> {
+        let z = ZInode::new(&self.inner, inode)?;
+        let size = inode.metadata().len();
+        let mut out = Vec::new();
+        let mut pos = 0;
+        while pos < size {
+            let e = z.map(pos)?;
+            pos = e.file_offset + e.len;
+            out.push(e);
+        }
+        Ok(out)
+    }
+
+    /// The largest number of bytes one extent may decode to; larger extents are refused
+    /// with [`Error::Unsupported`] before anything is allocated. The default is 12 MiB,
+    /// the kernel's `Z_EROFS_PCLUSTER_MAX_DSIZE`.
+    pub fn max_extent_size(&self) -> u64 {
+        self.inner.compression.max_extent.load(Ordering::Relaxed)
+    }
+
+    /// Change [`Image::max_extent_size`] for this image (and its clones). Values above
+    /// the kernel's 12 MiB limit are clamped to it.
+    pub fn set_max_extent_size(&self, bytes: u64) {
+        self.inner
+            .compression
+            .max_extent
+            .store(bytes.min(u64::from(PCLUSTER_MAX_DSIZE)), Ordering::Relaxed);
+    }
+}
+
+/// Bytes of file data copied per piece when they cannot be lent (fragments).
+const PIECE_CHUNK: usize = 1 << 20;
+
+impl Inner {
+    /// The stored bytes of a pcluster, lent by the source when it can.
+    fn pcluster_bytes(&self, device: u16, offset: u64, len: u64, ctx: Context) -> Result<Cow<'_, [u8]>> {
+        let len_usize = usize::try_from(len)
+            .map_err(|_| Error::corrupt("pcluster length", ctx))?;
+        if device == 0 {
+            return self.read_primary(offset, len_usize, ctx);
+        }
+        let (src, off) = self.device_for(device, offset, ctx)?;
+        if let Some(b) = src.bytes(off, len_usize) {
+            return Ok(Cow::Borrowed(b));
+        }
+        let mut v = vec![0u8; len_usize];
+        src.read_exact_at(&mut v, off)
+            .map_err(|e| io_err(device, e, ctx.at(off)))?;
+        Ok(Cow::Owned(v))
+    }
+
+    /// Decode all of extent `ext` into `out` (`out.len() == ext.len`).
+    fn decode_extent(&self, ext: &CompressedExtent, out: &mut [u8], ctx: Context) -> Result<()> {
+        let ExtentSource::Pcluster {
+            device,
+            offset,
+            len,
+            encoding,
+            ..
+        } = ext.source
+        else {
+            return Err(Error::corrupt("decode of an extent without a pcluster", ctx));
+        };
+        let ctx = ctx.device(device).at(offset);
+        let input = self.pcluster_bytes(device, offset, len, ctx)?;
+        let bs = self.block_size();
+        let req = Request {
+            encoding,
+            partial: ext.partial_decode(),
+            block_offset: (ext.file_offset % bs) as usize,
+            block_size: bs as usize,
+            lz4_zero_padding: self.compression.zero_padding,
+            ctx,
+        };
+        decompress::decode(&req, &input, out)
+    }
+
+    /// The decoded bytes of extent `ext`, from the cache or decoded (and cached) now.
+    fn cached_extent(&self, ext: &CompressedExtent, ctx: Context) -> Result<Arc<[u8]>> {
+        let ExtentSource::Pcluster {
+            device,
+            offset,
+            len,
+            encoding,
+            ..
+        } = ext.source
+        else {
+            return Err(Error::corrupt("decode of an extent without a pcluster", ctx));
+        };
+        let key = Key {
+            device,
+            offset,
+            stored_len: len,
+            encoding,
+            decoded_len: ext.len,
+            block_offset: (ext.file_offset % self.block_size()) as u32,
+        };
+        let cache = &self.compression.cache;
+        if let Some(d) = cache.get(&key) {
+            return Ok(d);
+        }
+        let mut out = alloc_zeroed(ext.len, ctx)?;
+        self.decode_extent(ext, &mut out, ctx)?;
+        let data: Arc<[u8]> = out.into();
+        cache.insert(key, data.clone());
+        Ok(data)
+    }
+}
+
+/// A zeroed buffer of `len` bytes; `len` has been bounded by the extent limit, and a
+/// failed allocation is an error, not an abort.
+fn alloc_zeroed(len: u64, ctx: Context) -> Result<Vec<u8>> {
+    let n = usize::try_from(len).map_err(|_| Error::corrupt("extent length", ctx))?;
+    let mut v = Vec::new();
+    v.try_reserve_exact(n)
+        .map_err(|_| Error::corrupt(format!("cannot allocate {n} bytes for an extent"), ctx))?;
+    v.resize(n, 0);
+    Ok(v)
+}
+
+impl Image {
+    /// The packed inode (fragments), for compressed file `nid` that refers to it.
+    fn packed_inode(&self, nid: u64) -> Result<Inode> {
+        let ctx = Context::nid(nid);
+        let packed = self
+            .inner
+            .sb
+            .packed_nid()
+            .ok_or_else(|| Error::corrupt("fragment without a packed inode", ctx))?;
+        if packed.0 == nid {
+            return Err(Error::corrupt("the packed inode refers to a fragment of itself", ctx));
+        }
+        self.inode(packed)
+    }
+
+    /// Read `buf.len()` bytes of fragment data at `offset` of the packed inode.
+    fn read_fragment(&self, nid: u64, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let packed = self.packed_inode(nid)?;
+        let n = self.read_inode_at(&packed, offset, buf)?;
+        if n != buf.len() {
+            return Err(Error::corrupt(
+                format!(
+                    "fragment {offset}..+{} lies past the packed inode ({} bytes)",
+                    buf.len(),
+                    packed.metadata().len()
+                ),
+                Context::nid(nid),
+            ));
+        }
+        Ok(())
+    }
+
+    /// `read_at` for compressed inodes: `buf` is already bounded by the file size.
+    /// Decodes only the extents the range touches, through the cache.
+    pub(crate) fn read_compressed_at(&self, inode: &Inode, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let nid = inode.nid().0;
+        let ctx = Context::nid(nid);
+        let z = ZInode::new(&self.inner, inode)?;
+        let mut done = 0usize;
+        while done < buf.len() {
+            let pos = offset + done as u64;
+            let ext = z.map(pos)?;
+            let within = pos - ext.file_offset;
+            let take = (ext.len - within).min((buf.len() - done) as u64) as usize;
+            let dst = &mut buf[done..done + take];
+            match ext.source {
+                ExtentSource::Hole => dst.fill(0),
+                ExtentSource::Fragment { offset: f } => {
+                    let at = f
+                        .checked_add(within)
+                        .ok_or_else(|| Error::corrupt("fragment offset overflows", ctx))?;
+                    self.read_fragment(nid, at, dst)?;
+                }
+                ExtentSource::Pcluster {
+                    device,
+                    offset: p,
+                    len,
+                    encoding: Encoding::Shifted,
+                    ..
+                } => {
+                    // Stored as is: read just the bytes asked for.
+                    if ext.len > len {
+                        return Err(Error::corrupt("extent longer than its pcluster", ctx));
+                    }
+                    let at = p + within; // within < ext.len <= len, and p + len was checked
+                    let bytes = self.inner.pcluster_bytes(device, at, take as u64, ctx)?;
+                    dst.copy_from_slice(&bytes);
+                }
+                ExtentSource::Pcluster { .. } => {
+                    let data = self.inner.cached_extent(&ext, ctx)?;
+                    let w = within as usize;
+                    dst.copy_from_slice(&data[w..w + take]);
+                }
+            }
+            done += take;
+        }
+        Ok(done)
+    }
+
+    /// `len` bytes at `offset` of compressed `inode` (bounded by the caller).
+    pub(crate) fn compressed_range(&self, inode: &Inode, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let mut v = alloc_zeroed(len as u64, Context::nid(inode.nid().0))?;
+        let n = self.read_compressed_at(inode, offset, &mut v)?;
+        if n != len {
+            return Err(Error::corrupt("short read of compressed data", Context::nid(inode.nid().0).at(offset)));
+        }
+        Ok(v)
+    }
+
+    /// `for_each_piece` for compressed inodes: each extent is decoded once, in file order,
+    /// into one reused buffer (stored extents are lent from the source when it can).
+    pub(crate) fn for_each_compressed_piece<E: From<Error>>(
+        &self,
+        inode: &Inode,
+        mut f: impl FnMut(Piece<'_>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let size = inode.metadata().len();
+        let nid = inode.nid().0;
+        let ctx = Context::nid(nid);
+        let z = ZInode::new(&self.inner, inode)?;
+        let mut buf: Vec<u8> = Vec::new();
+        let mut pos = 0u64;
+        while pos < size {
+            let ext = z.map(pos)?;
+            let within = pos - ext.file_offset;
+            let len = ext.len - within;
+            match ext.source {
+                ExtentSource::Hole => f(Piece::Zeros(len))?,
+                ExtentSource::Fragment { offset: fo } => {
+                    let mut done = 0u64;
+                    while done < len {
+                        let take = (len - done).min(PIECE_CHUNK as u64) as usize;
+                        buf.resize(take, 0);
+                        let at = fo
+                            .checked_add(within + done)
+                            .ok_or_else(|| Error::corrupt("fragment offset overflows", ctx))?;
+                        self.read_fragment(nid, at, &mut buf)?;
+                        f(Piece::Data(&buf))?;
+                        done += take as u64;
+                    }
+                }
+                ExtentSource::Pcluster {
+                    device,
+                    offset: p,
+                    encoding: Encoding::Shifted,
+                    ..
+                } => {
+                    let bytes = self.inner.pcluster_bytes(device, p + within, len, ctx)?;
+                    f(Piece::Data(&bytes))?;
+                }
+                ExtentSource::Pcluster { .. } => {
+                    let n = usize::try_from(ext.len)
+                        .map_err(|_| Error::corrupt("extent length", ctx))?;
+                    if buf.len() < n {
+                        let extra = n - buf.len();
+                        buf.try_reserve(extra).map_err(|_| {
+                            Error::corrupt(format!("cannot allocate {n} bytes for an extent"), ctx)
+                        })?;
+                    }
+                    buf.resize(n, 0);
+                    self.inner.decode_extent(&ext, &mut buf, ctx)?;
+                    f(Piece::Data(&buf[within as usize..]))?;
+                }
+            }
+            pos += len;
+        }
+        Ok(())
+    }
+
+    /// Set the capacity, in decoded bytes, of this image's cache of decoded pclusters
+    /// (shared by its clones; default 32 MiB). 0 turns caching off.
+    pub fn set_pcluster_cache_capacity(&self, bytes: usize) {
+        self.inner.compression.cache.set_capacity(bytes);
+    }
+
+    /// The capacity of the decoded-pcluster cache in bytes.
+    pub fn pcluster_cache_capacity(&self) -> usize {
+        self.inner.compression.cache.capacity()
+    }
+
+    /// Statistics of the decoded-pcluster cache: `(hits, misses, bytes held)`. A miss
+    /// is one pcluster decoded by a `read_at`-style call.
+    pub fn pcluster_cache_stats(&self) -> (u64, u64, usize) {
+        self.inner.compression.cache.stats()
+    }
+}

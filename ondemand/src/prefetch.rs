@@ -1,0 +1,627 @@
+//! Background prefetch: fill objects before the kernel asks, so later reads cause no upcall.
+//!
+//! When an object is opened (its `copen` written), the [`Session`] queues the ranges its
+//! [`PrefetchConfig`] plans for it: ranges listed by the embedder for its cookie key (for
+//! example the blob ranges of a list of paths, see [`crate::plan`]), then, with
+//! [`PrefetchConfig::whole_objects`], the rest of the object. Prefetch threads
+//! ([`Session::prefetch_worker`], started by [`crate::Daemon::run`]) take the queue in order
+//! and fill it chunk by chunk:
+//!
+//! - **Never twice.** Each object keeps what is written, what is in flight and what a scan of
+//!   its cache file found ([`crate::ranges::RangeSet`]s). A chunk is claimed under the
+//!   object's lock, and only its gaps are fetched. A READ whose requested part is in flight
+//!   waits for that fill instead of fetching it again; readahead skips it.
+//! - **Survives restarts.** Before the first chunk of an object, its cache file is scanned
+//!   with `SEEK_DATA`/`SEEK_HOLE` through the object's fd ([`crate::ObjectFd::data_ranges`]):
+//!   the kernel's own record of what is present (it serves every allocated block as data), so
+//!   a new daemon skips what an earlier one fetched, with no side file that could go stale.
+//! - **Gives way.** Before each chunk, prefetch waits (up to 20 ms) while READ fills are in
+//!   progress; chunks are small (default 1 MiB) so a READ waits at most one chunk.
+//! - **Bounded.** A fixed number of threads, and an optional bandwidth limit (bytes per second,
+//!   a token bucket of one chunk).
+//!
+//! A prefetch that fails (server error, object closed) leaves the range to on-demand READs
+//! and counts a prefetch error.
+
+use std::collections::{HashMap, VecDeque};
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::daemon::Shutdown;
+use crate::device::{AlignedBuf, BLOCK_SIZE, ObjectFd};
+use crate::metrics::Stats;
+use crate::ranges::RangeSet;
+use crate::server::OnDemandServer;
+use crate::session::{Object, Session};
+
+const BLOCK: u64 = BLOCK_SIZE as u64;
+
+/// Default prefetch chunk: 1 MiB.
+pub const DEFAULT_PREFETCH_CHUNK: u64 = 1 << 20;
+
+/// What to prefetch and how fast.
+#[derive(Clone, Debug)]
+pub struct PrefetchConfig {
+    whole_objects: bool,
+    listed: HashMap<Vec<u8>, RangeSet>,
+    threads: usize,
+    chunk: u64,
+    bandwidth: Option<u64>,
+}
+
+impl Default for PrefetchConfig {
+    fn default() -> Self {
+        Self::whole_objects()
+    }
+}
+
+impl PrefetchConfig {
+    /// Prefetch every object whole, with 2 threads, 1 MiB chunks and no bandwidth limit.
+    pub fn whole_objects() -> Self {
+        PrefetchConfig {
+            whole_objects: true,
+            listed: HashMap::new(),
+            threads: 2,
+            chunk: DEFAULT_PREFETCH_CHUNK,
+            bandwidth: None,
+        }
+    }
+
+    /// Prefetch only ranges given with [`with_ranges`](Self::with_ranges).
+    pub fn listed_only() -> Self {
+        PrefetchConfig {
+            whole_objects: false,
+            ..Self::whole_objects()
+        }
+    }
+
+    /// Prefetch `ranges` (byte ranges, widened to 4 KiB blocks) of the object whose cookie key
+    /// is `cookie_key` (a fsid, a blob id or `device=` name), first, when it is opened.
+    pub fn with_ranges(
+        mut self,
+        cookie_key: &[u8],
+        ranges: impl IntoIterator<Item = Range<u64>>,
+    ) -> Self {
+        let set = self.listed.entry(cookie_key.to_vec()).or_default();
+        for r in ranges {
+            let start = r.start / BLOCK * BLOCK;
+            let end = r.end.div_ceil(BLOCK).saturating_mul(BLOCK);
+            set.insert(start..end);
+        }
+        self
+    }
+
+    /// Prefetch threads (at least 1).
+    pub fn with_threads(mut self, n: usize) -> Self {
+        self.threads = n.max(1);
+        self
+    }
+
+    /// The prefetch chunk (rounded up to 4 KiB, at least one block, at most 16 MiB).
+    pub fn with_chunk(mut self, bytes: u64) -> Self {
+        self.chunk = bytes.clamp(BLOCK, 16 << 20).div_ceil(BLOCK) * BLOCK;
+        self
+    }
+
+    /// At most `bytes_per_second` of prefetch (`None`: unlimited).
+    pub fn with_bandwidth(mut self, bytes_per_second: Option<u64>) -> Self {
+        self.bandwidth = bytes_per_second.filter(|&b| b > 0);
+        self
+    }
+
+    /// Prefetch threads.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// The chunk size.
+    pub fn chunk(&self) -> u64 {
+        self.chunk
+    }
+
+    /// The ranges planned for an object of `size` bytes with this cookie key, in order.
+    pub fn plan(&self, cookie_key: &[u8], size: u64) -> Vec<Range<u64>> {
+        let limit = size.div_ceil(BLOCK).saturating_mul(BLOCK);
+        let mut out = Vec::new();
+        let mut planned = RangeSet::new();
+        if let Some(listed) = self.listed.get(cookie_key) {
+            for r in listed.intersection(0..limit) {
+                planned.insert(r.clone());
+                out.push(r);
+            }
+        }
+        if self.whole_objects {
+            out.extend(planned.gaps(0..limit));
+        }
+        out
+    }
+}
+
+struct Job<O, F> {
+    object: Arc<Object<O, F>>,
+    ranges: Vec<Range<u64>>,
+}
+
+/// The queue and limits of a session's prefetch.
+pub(crate) struct Prefetcher<O, F> {
+    config: PrefetchConfig,
+    queue: Mutex<VecDeque<Job<O, F>>>,
+    ready: Condvar,
+    pending: AtomicU64,
+    busy: AtomicUsize,
+    next_slot: Mutex<Option<Instant>>,
+}
+
+impl<O, F> Prefetcher<O, F> {
+    pub(crate) fn new(config: PrefetchConfig) -> Self {
+        Prefetcher {
+            config,
+            queue: Mutex::new(VecDeque::new()),
+            ready: Condvar::new(),
+            pending: AtomicU64::new(0),
+            busy: AtomicUsize::new(0),
+            next_slot: Mutex::new(None),
+        }
+    }
+
+    pub(crate) fn config(&self) -> &PrefetchConfig {
+        &self.config
+    }
+
+    pub(crate) fn pending_bytes(&self) -> u64 {
+        self.pending.load(Ordering::SeqCst)
+    }
+
+    /// Whether nothing is queued or being prefetched.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.busy.load(Ordering::SeqCst) == 0
+            && self
+                .queue
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_empty()
+    }
+
+    /// Queue the planned ranges of a newly opened object.
+    pub(crate) fn object_opened(&self, object: Arc<Object<O, F>>) {
+        let ranges = self.config.plan(object.cookie_key(), object.size());
+        let total: u64 = ranges.iter().map(|r| r.end - r.start).sum();
+        if total == 0 {
+            return;
+        }
+        log::debug!(
+            "prefetch: queued {total} bytes of object {} ({})",
+            object.id(),
+            object.key()
+        );
+        self.pending.fetch_add(total, Ordering::SeqCst);
+        self.queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back(Job { object, ranges });
+        self.ready.notify_one();
+    }
+
+    fn next_job(&self, timeout: Duration) -> Option<Job<O, F>> {
+        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        if q.is_empty() {
+            q = self
+                .ready
+                .wait_timeout(q, timeout)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        let job = q.pop_front();
+        if job.is_some() {
+            self.busy.fetch_add(1, Ordering::SeqCst);
+        }
+        job
+    }
+
+    /// Wait for the bandwidth limit to allow `bytes` more.
+    fn throttle(&self, bytes: u64, shutdown: &Shutdown) {
+        let Some(rate) = self.config.bandwidth else {
+            return;
+        };
+        let cost = Duration::from_secs_f64(bytes as f64 / rate as f64);
+        let start = {
+            let mut slot = self.next_slot.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            let start = slot.map_or(now, |s| s.max(now));
+            *slot = Some(start + cost);
+            start
+        };
+        while !shutdown.is_triggered() {
+            let now = Instant::now();
+            if now >= start {
+                break;
+            }
+            std::thread::sleep((start - now).min(Duration::from_millis(50)));
+        }
+    }
+}
+
+/// The parts of `range` whose blocks lie wholly inside `found` (data extents may end
+/// mid-block only at a file's end; a partial block is not trusted).
+fn whole_blocks(found: Vec<Range<u64>>) -> RangeSet {
+    found
+        .into_iter()
+        .map(|r| r.start.div_ceil(BLOCK) * BLOCK..r.end / BLOCK * BLOCK)
+        .filter(|r| r.start < r.end)
+        .collect()
+}
+
+impl<S: OnDemandServer, F: ObjectFd> Session<S, F> {
+    /// Run one prefetch thread until `shutdown`: take queued objects and fill their planned
+    /// ranges (see the [module docs](crate::prefetch)). Returns at once if the session has no
+    /// prefetch. [`crate::Daemon::run`] starts [`PrefetchConfig::threads`] of these.
+    pub fn prefetch_worker(&self, shutdown: &Shutdown) {
+        let Some(prefetch) = &self.prefetch else {
+            return;
+        };
+        let mut buf = AlignedBuf::new(prefetch.config.chunk as usize);
+        while !shutdown.is_triggered() {
+            if let Some(job) = prefetch.next_job(Duration::from_millis(100)) {
+                self.prefetch_job(prefetch, &job, shutdown, &mut buf);
+                prefetch.busy.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// Whether prefetch is configured and has nothing queued or in progress.
+    pub fn prefetch_idle(&self) -> bool {
+        self.prefetch.as_ref().is_some_and(|p| p.is_idle())
+    }
+
+    /// Scan the object's cache file for present blocks, retrying while the kernel has not
+    /// attached it yet (`ENOBUFS` right after the copen).
+    fn scan_cache_file(&self, object: &Object<S::Object, F>, shutdown: &Shutdown) -> u64 {
+        let limit = object.size().div_ceil(BLOCK).saturating_mul(BLOCK);
+        for _ in 0..200 {
+            match object.fd().data_ranges(0..limit) {
+                Ok(found) => {
+                    let found = whole_blocks(found);
+                    let n = found.len();
+                    object.lock_ranges().scanned.extend(&found);
+                    return n;
+                }
+                Err(e) if e.raw_os_error() == Some(nix::libc::ENOBUFS) => {
+                    if shutdown.is_triggered() || object.is_closed() {
+                        return 0;
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => {
+                    log::debug!("object {}: cannot scan the cache file: {e}", object.id());
+                    return 0;
+                }
+            }
+        }
+        0
+    }
+
+    fn prefetch_job(
+        &self,
+        prefetch: &Prefetcher<S::Object, F>,
+        job: &Job<S::Object, F>,
+        shutdown: &Shutdown,
+        buf: &mut AlignedBuf,
+    ) {
+        let object = &job.object;
+        let started = Instant::now();
+        let present = self.scan_cache_file(object, shutdown);
+        let before = self.stats.snapshot();
+        let chunk = prefetch.config.chunk;
+        let mut left: u64 = job.ranges.iter().map(|r| r.end - r.start).sum();
+        'ranges: for range in &job.ranges {
+            let mut pos = range.start;
+            while pos < range.end {
+                if shutdown.is_triggered() || object.is_closed() {
+                    break 'ranges;
+                }
+                // Give way to READs in progress (bounded, so prefetch still moves on).
+                let wait = Instant::now();
+                while self.active_reads.load(Ordering::SeqCst) > 0
+                    && wait.elapsed() < Duration::from_millis(20)
+                {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                let end = range.end.min(pos.saturating_add(chunk));
+                let gaps = {
+                    let mut r = object.lock_ranges();
+                    let gaps = r.busy_or_present().gaps(pos..end);
+                    for g in &gaps {
+                        r.inflight.insert(g.clone());
+                    }
+                    gaps
+                };
+                let missing: u64 = gaps.iter().map(|g| g.end - g.start).sum();
+                Stats::bump(&self.stats.prefetch_skipped_bytes, (end - pos) - missing);
+                if missing > 0 {
+                    prefetch.throttle(missing, shutdown);
+                }
+                for g in gaps {
+                    let result = self.fill(object, g.clone(), buf, true);
+                    object.release(g.clone(), false, true);
+                    if let Err((at, e)) = result {
+                        Stats::bump(&self.stats.prefetch_errors, 1);
+                        log::warn!(
+                            "prefetch: object {} ({}): {g:?} failed at {at}: {e}",
+                            object.id(),
+                            object.key()
+                        );
+                    }
+                }
+                prefetch.pending.fetch_sub(end - pos, Ordering::SeqCst);
+                left -= end - pos;
+                pos = end;
+            }
+        }
+        prefetch.pending.fetch_sub(left, Ordering::SeqCst);
+        let after = self.stats.snapshot();
+        log::info!(
+            "prefetch: object {} ({}) done in {:.3?}: cache file held {present} bytes, fetched {} bytes{}",
+            object.id(),
+            object.key(),
+            started.elapsed(),
+            after.prefetched_bytes - before.prefetched_bytes,
+            if left > 0 { " (stopped early)" } else { "" }
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plans_listed_ranges_first_then_the_rest() {
+        let c = PrefetchConfig::whole_objects().with_ranges(b"blob", [5000..9000, 100..200]);
+        // Adjacent listed ranges merge.
+        assert_eq!(c.plan(b"blob", 20_000), [0..12288, 12288..20480]);
+        assert_eq!(c.plan(b"other", 5000), [0..8192]);
+        let c = PrefetchConfig::listed_only()
+            .with_ranges(b"blob", [5000..9000, 1 << 40..(1 << 40) + 1]);
+        assert_eq!(c.plan(b"blob", 20_000), [4096..12288]);
+        assert_eq!(c.plan(b"other", 5000), Vec::<Range<u64>>::new());
+        assert_eq!(c.plan(b"blob", 0), Vec::<Range<u64>>::new());
+        assert_eq!(PrefetchConfig::default().with_chunk(1).chunk(), 4096);
+        assert_eq!(PrefetchConfig::default().with_chunk(5000).chunk(), 8192);
+        assert_eq!(PrefetchConfig::default().with_threads(0).threads(), 1);
+    }
+
+    #[test]
+    fn partial_blocks_are_not_trusted() {
+        assert_eq!(
+            whole_blocks(vec![100..9000, 12288..12300, 16384..20480]).ranges(),
+            [4096..8192, 16384..20480]
+        );
+    }
+}
+
+#[cfg(test)]
+mod session_tests {
+    use std::io;
+    use std::sync::atomic::AtomicU64;
+
+    use cachefiles_proto::{Command, MsgId, ObjectId, OpenRequest, ReadRequest, Request};
+
+    use super::*;
+    use crate::fake::FakeFd;
+    use crate::server::{ObjectKey, Opened};
+
+    const LEN: usize = 5 * 1024 * 1024 + 123;
+
+    fn blob() -> Vec<u8> {
+        (0..LEN)
+            .map(|i| (i % 251) as u8 ^ (i >> 12) as u8)
+            .collect()
+    }
+
+    /// Serves one blob from memory, slowly, counting what it produces.
+    struct Counting {
+        blob: Vec<u8>,
+        produced: AtomicU64,
+        delay: Duration,
+    }
+
+    impl OnDemandServer for Counting {
+        type Object = ();
+        fn open(&self, _: &ObjectKey<'_>) -> io::Result<Opened<()>> {
+            Ok(Opened {
+                object: (),
+                size: self.blob.len() as u64,
+            })
+        }
+        fn read_at(&self, _: &(), off: u64, buf: &mut [u8]) -> io::Result<usize> {
+            std::thread::sleep(self.delay);
+            let off = off as usize;
+            let n = buf.len().min(self.blob.len().saturating_sub(off));
+            buf[..n].copy_from_slice(&self.blob[off..off + n]);
+            self.produced.fetch_add(n as u64, Ordering::SeqCst);
+            Ok(n)
+        }
+    }
+
+    fn session(delay: Duration, config: PrefetchConfig) -> Session<Counting, FakeFd> {
+        Session::new(Counting {
+            blob: blob(),
+            produced: AtomicU64::new(0),
+            delay,
+        })
+        .with_readahead(0)
+        .with_prefetch(config)
+    }
+
+    fn open(s: &Session<Counting, FakeFd>, fd: FakeFd) {
+        let req = Request::Open(OpenRequest {
+            msg_id: MsgId(1),
+            object_id: ObjectId(1),
+            volume_key: b"erofs,img",
+            cookie_key: b"blob",
+            fd: 3,
+            flags: 0,
+        });
+        let actions = s.handle(&req, Some(fd));
+        s.execute(
+            actions,
+            &|_: &Command<'_>| Ok(()),
+            &mut AlignedBuf::new(4096),
+        );
+    }
+
+    fn read(s: &Session<Counting, FakeFd>, msg: u32, off: u64, len: u64) {
+        let req = Request::Read(ReadRequest {
+            msg_id: MsgId(msg),
+            object_id: ObjectId(1),
+            off,
+            len,
+        });
+        let actions = s.handle(&req, None);
+        s.execute(
+            actions,
+            &|_: &Command<'_>| Ok(()),
+            &mut AlignedBuf::new(1 << 20),
+        );
+    }
+
+    /// Run prefetch threads until the queue is done.
+    fn prefetch_until_idle(s: &Session<Counting, FakeFd>, threads: usize) {
+        let stop = Shutdown::new();
+        std::thread::scope(|scope| {
+            for _ in 0..threads {
+                scope.spawn(|| s.prefetch_worker(&stop));
+            }
+            let t = Instant::now();
+            while !(s.prefetch_idle() && s.prefetch_pending_bytes() == 0) {
+                assert!(t.elapsed() < Duration::from_secs(30), "prefetch hangs");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            stop.trigger();
+        });
+    }
+
+    #[test]
+    fn prefetches_whole_objects_once_and_reads_then_fetch_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache");
+        let s = session(
+            Duration::ZERO,
+            PrefetchConfig::whole_objects().with_threads(2),
+        );
+        let (fd, _log) = FakeFd::create(&path);
+        open(&s, fd);
+        assert_eq!(s.prefetch_pending_bytes(), LEN.div_ceil(4096) as u64 * 4096);
+        prefetch_until_idle(&s, 3);
+        let cache = std::fs::read(&path).unwrap();
+        assert_eq!(&cache[..LEN], &blob()[..]);
+        let st = s.stats();
+        assert_eq!(
+            st.prefetched_bytes, LEN as u64,
+            "every byte fetched exactly once"
+        );
+        assert_eq!(s.server().produced.load(Ordering::SeqCst), LEN as u64);
+        assert_eq!(st.prefetch_errors, 0);
+        // A READ the kernel sends anyway (it raced with the prefetch): nothing is fetched.
+        read(&s, 2, 4096, 8192);
+        let st = s.stats();
+        assert_eq!(st.fetched_bytes, 0);
+        assert_eq!(st.served_by_prefetch_bytes, 8192);
+        assert!(
+            s.render_prometheus()
+                .contains("erofs_ondemand_prefetched_bytes_total 5243003\n")
+        );
+    }
+
+    #[test]
+    fn present_ranges_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache");
+        // The first daemon prefetches only the listed 1 MiB.
+        let first = session(
+            Duration::ZERO,
+            PrefetchConfig::listed_only().with_ranges(b"blob", [1 << 20..2 << 20]),
+        );
+        let (fd, _log) = FakeFd::create(&path);
+        open(&first, fd);
+        prefetch_until_idle(&first, 1);
+        assert_eq!(first.stats().prefetched_bytes, 1 << 20);
+        drop(first);
+        // The second finds that MiB in the cache file and fetches the rest only.
+        let second = session(Duration::ZERO, PrefetchConfig::whole_objects());
+        let (fd, _log) = FakeFd::reopen(&path);
+        open(&second, fd);
+        prefetch_until_idle(&second, 2);
+        let st = second.stats();
+        assert_eq!(st.prefetch_skipped_bytes, 1 << 20);
+        assert_eq!(st.prefetched_bytes, LEN as u64 - (1 << 20));
+        assert_eq!(&std::fs::read(&path).unwrap()[..LEN], &blob()[..]);
+        let present = second.object(ObjectId(1)).unwrap().present();
+        assert_eq!(present.ranges(), [0..LEN.div_ceil(4096) as u64 * 4096]);
+    }
+
+    #[test]
+    fn a_read_waits_for_the_prefetch_of_its_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache");
+        // 20 ms per 1 MiB chunk: the READ lands while its chunk is in flight.
+        let s = session(
+            Duration::from_millis(20),
+            PrefetchConfig::whole_objects().with_threads(1),
+        );
+        let (fd, _log) = FakeFd::create(&path);
+        open(&s, fd);
+        let stop = Shutdown::new();
+        std::thread::scope(|scope| {
+            scope.spawn(|| s.prefetch_worker(&stop));
+            // Wait until the first chunk is claimed, then read inside it.
+            let t = Instant::now();
+            while !s
+                .object(ObjectId(1))
+                .unwrap()
+                .lock_ranges()
+                .inflight
+                .intersects(0..4096)
+            {
+                assert!(t.elapsed() < Duration::from_secs(10));
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            read(&s, 2, 0, 4096);
+            // The READ completed only after the prefetch wrote its block.
+            assert!(s.object(ObjectId(1)).unwrap().present().intersects(0..4096));
+            while !(s.prefetch_idle() && s.prefetch_pending_bytes() == 0) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            stop.trigger();
+        });
+        let st = s.stats();
+        assert_eq!(st.fetched_bytes, 0, "the READ fetched nothing itself");
+        assert_eq!(st.served_by_prefetch_bytes, 4096);
+        assert_eq!(s.server().produced.load(Ordering::SeqCst), LEN as u64);
+        assert_eq!(&std::fs::read(&path).unwrap()[..LEN], &blob()[..]);
+    }
+
+    #[test]
+    fn bandwidth_is_limited() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = session(
+            Duration::ZERO,
+            PrefetchConfig::whole_objects()
+                .with_chunk(256 << 10)
+                .with_bandwidth(Some(20 << 20)),
+        );
+        let (fd, _log) = FakeFd::create(&dir.path().join("cache"));
+        open(&s, fd);
+        let t = Instant::now();
+        prefetch_until_idle(&s, 2);
+        // 5 MiB at 20 MiB/s: at least ~0.25 s (the first chunk is free).
+        assert!(
+            t.elapsed() >= Duration::from_millis(200),
+            "{:?}",
+            t.elapsed()
+        );
+        assert_eq!(s.stats().prefetched_bytes, LEN as u64);
+    }
+}

@@ -1,0 +1,140 @@
+//! Replays the committed fuzz corpus on stable: every file of `fuzz/corpus/<target>/` and
+//! `fuzz/regressions/<target>/` goes through the same target body that
+//! `cargo +nightly fuzz run <target>` runs (the bodies live in `fuzz/src/lib.rs`, compiled
+//! here as a module). A panic, or a file that takes more than a few seconds, fails the test
+//! and names the file.
+
+#[path = "../../fuzz/src/lib.rs"]
+mod bodies;
+
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// One input may take this long (debug build, whole-image walks included).
+const PER_INPUT: Duration = Duration::from_secs(20);
+
+fn fuzz_dir() -> PathBuf {
+    tests::workspace_root().join("fuzz")
+}
+
+fn inputs(target: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for sub in ["corpus", "regressions"] {
+        let dir = fuzz_dir().join(sub).join(target);
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in rd {
+            let p = e.expect("corpus entry").path();
+            if p.is_file() {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Run `body` over every input of `target` on a worker thread; fail with the names of the
+/// inputs that panicked or timed out.
+fn replay(target: &str) {
+    let body = bodies::TARGETS
+        .iter()
+        .find(|(name, _)| *name == target)
+        .unwrap_or_else(|| panic!("no target {target}"))
+        .1;
+    let files = inputs(target);
+    assert!(
+        !files.is_empty(),
+        "fuzz/corpus/{target}/ is empty: run fuzz/make-seeds.sh"
+    );
+    let mut failures = Vec::new();
+    let start = Instant::now();
+    for file in &files {
+        let data = std::fs::read(file).expect("read corpus file");
+        let (tx, rx) = mpsc::channel();
+        let name = file.display().to_string();
+        let worker = std::thread::Builder::new()
+            .name(format!("{target}:{name}"))
+            .spawn(move || {
+                let r = std::panic::catch_unwind(|| body(&data));
+                let _ = tx.send(r.is_ok());
+            })
+            .expect("spawn");
+        match rx.recv_timeout(PER_INPUT) {
+            Ok(true) => {
+                worker.join().expect("worker");
+            }
+            Ok(false) => failures.push(format!("{name}: panicked (see above)")),
+            Err(_) => {
+                failures.push(format!("{name}: still running after {PER_INPUT:?}"));
+                // The thread is left behind; the test fails anyway.
+            }
+        }
+    }
+    eprintln!(
+        "{target}: {} inputs replayed in {:?}",
+        files.len(),
+        start.elapsed()
+    );
+    assert!(
+        failures.is_empty(),
+        "{target}: {} of {} inputs failed:\n{}",
+        failures.len(),
+        files.len(),
+        failures.join("\n")
+    );
+}
+
+macro_rules! replay_tests {
+    ($($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                replay(stringify!($name));
+            }
+        )*
+
+        /// Every target has a replay test, and every replay test a target.
+        #[test]
+        fn every_target_is_replayed() {
+            let mut tested = vec![$(stringify!($name)),*];
+            let mut targets: Vec<&str> = bodies::TARGETS.iter().map(|(n, _)| *n).collect();
+            tested.sort_unstable();
+            targets.sort_unstable();
+            assert_eq!(tested, targets);
+            for t in targets {
+                let wrapper = fuzz_dir().join("fuzz_targets").join(format!("{t}.rs"));
+                assert!(wrapper.is_file(), "{} is missing", wrapper.display());
+            }
+        }
+    };
+}
+
+replay_tests!(
+    superblock,
+    inode,
+    dirent,
+    xattr,
+    chunk,
+    device,
+    compress,
+    rafs,
+    image,
+    image_mutate,
+    cachefiles_request,
+    cachefiles_command,
+    ondemand_session,
+);
+
+/// The seed images the structured targets start from are real images the reader opens.
+#[test]
+fn seed_images_open() {
+    for (name, bytes) in bodies::SEED_IMAGES {
+        let image = erofs_reader::Image::from_source(bytes.to_vec())
+            .unwrap_or_else(|e| panic!("seed image {name}: {e}"));
+        assert!(image.read_dir("/").expect("root").count() > 3, "{name}");
+    }
+    assert!(!bodies::SEED_BLOB.is_empty());
+}
