@@ -172,6 +172,40 @@ impl Inner {
         }
     }
 
+    /// Cheap plausibility check of an inode's data layout before work proportional to its
+    /// size: the flat extent or the whole chunk table must lie inside the primary device.
+    /// This turns absurd sizes into an error before anything is allocated or looped over.
+    pub(crate) fn check_layout(&self, inode: &Inode) -> Result<()> {
+        let raw = inode.raw();
+        let ctx = Context::nid(raw.nid.0);
+        let fmt_err = |e: erofs_format::Error| Error::corrupt(format!("{e}"), ctx);
+        let end = match raw.layout {
+            DataLayout::FlatPlain | DataLayout::FlatInline => {
+                match raw.flat_extent().map_err(fmt_err)? {
+                    Some((off, len)) => off.checked_add(len),
+                    None => return Ok(()),
+                }
+            }
+            DataLayout::ChunkBased => match raw.chunk_table().map_err(fmt_err)? {
+                Some((table, format, count)) => count
+                    .checked_mul(format.entry_size() as u64)
+                    .and_then(|l| l.checked_add(table)),
+                None => return Ok(()),
+            },
+            DataLayout::CompressedFull | DataLayout::CompressedCompact => return Ok(()),
+        };
+        match end {
+            Some(end) if end <= self.primary_len => Ok(()),
+            _ => Err(Error::corrupt(
+                format!(
+                    "data of a {}-byte file does not fit in the primary device ({} bytes)",
+                    raw.size, self.primary_len
+                ),
+                ctx,
+            )),
+        }
+    }
+
     /// Apply the device-id rules of the kernel (`erofs_map_dev`): device 0 with extra
     /// devices present (and not in flatdev mode) is looked up in the unified address
     /// space of the devices' `mapped_blkaddr` windows.
@@ -261,6 +295,7 @@ impl Image {
         if no_data(inode) {
             return Ok(Vec::new());
         }
+        self.inner.check_layout(inode)?;
         let len = usize::try_from(size).map_err(|_| {
             Error::corrupt(
                 "file size does not fit in memory",
@@ -344,6 +379,7 @@ impl Image {
         if inode.raw().layout.is_compressed() {
             return self.for_each_compressed_piece(inode, f);
         }
+        self.inner.check_layout(inode)?;
         let ctx = Context::nid(inode.nid().0);
         let mut buf: Vec<u8> = Vec::new();
         let mut pos = 0u64;
@@ -387,6 +423,7 @@ impl Image {
         if no_data(inode) {
             return Ok(out);
         }
+        self.inner.check_layout(inode)?;
         let mut pos = range.start;
         while pos < end {
             let (seg, len) = self.inner.map(inode, pos)?;

@@ -272,7 +272,12 @@ impl ImageBuilder {
             drop(bytes);
             inner.devices = devices;
         }
-        let mut given = self.devices.into_iter();
+        // RAFS v6 bootstraps: blobs found in the blob directory are decoded (nydus.rs).
+        let mut given_devices = self.devices;
+        if let Some(dir) = &self.blob_dir {
+            crate::nydus::add_blob_devices(&inner, dir, &mut given_devices)?;
+        }
+        let mut given = given_devices.into_iter();
         for dev in &mut inner.devices {
             let src: Option<Box<dyn Source>> = match given.next() {
                 Some(s) => Some(s),

@@ -72,6 +72,7 @@ mod xattr;
 mod decompress;
 mod zcache;
 mod zmap;
+pub mod nydus;
 
 pub use data::{Extent, ExtentTarget, Piece};
 pub use dir::{DirEntry, ReadDir};

@@ -227,9 +227,9 @@ impl<'a> ZInode<'a> {
             .map_err(|_| Error::corrupt("short map header", ctx.at(header)))?;
         drop(bytes);
         let decoded = h.decode(format, inner.blkszbits).map_err(|e| match e {
-            erofs_format::Error::UnsupportedAlgorithm { id } => Error::unsupported(format!(
-                "compression algorithm {id} (nid {nid})"
-            )),
+            erofs_format::Error::UnsupportedAlgorithm { id } => {
+                Error::unsupported(format!("compression algorithm {id} (nid {nid})"))
+            }
             e => Error::corrupt(format!("map header: {e}"), ctx.at(header)),
         })?;
         let sb = &inner.sb;
@@ -338,8 +338,8 @@ impl<'a> ZInode<'a> {
                     .checked_add(start)
                     .ok_or_else(|| Error::corrupt("index offset overflows", ctx))?;
                 let bytes = self.inner.read_primary(pos, len, ctx)?;
-                let pack =
-                    CompactPack::new(&bytes, map.lcluster_bits, map.big_pcluster_1()).map_err(fmt_err)?;
+                let pack = CompactPack::new(&bytes, map.lcluster_bits, map.big_pcluster_1())
+                    .map_err(fmt_err)?;
                 Ok(Loaded {
                     lc: pack.decode(i, lcn).map_err(fmt_err)?,
                     next_pack: pos + len as u64,
@@ -404,7 +404,12 @@ impl<'a> ZInode<'a> {
         }
         let (head_lcn, head, _, next_pack) = self.head_of(map, size - 1)?;
         if let Some(frag) = map.fragment_offset {
-            if !self.inner.sb.incompat().contains(FeatureIncompat::FRAGMENTS) {
+            if !self
+                .inner
+                .sb
+                .incompat()
+                .contains(FeatureIncompat::FRAGMENTS)
+            {
                 return Err(Error::corrupt(
                     "fragment pcluster without the FRAGMENTS feature",
                     self.ctx(),
@@ -459,7 +464,10 @@ impl<'a> ZInode<'a> {
         };
         if ext.file_offset > pos
             || ext.len == 0
-            || ext.file_offset.checked_add(ext.len).is_none_or(|e| e <= pos)
+            || ext
+                .file_offset
+                .checked_add(ext.len)
+                .is_none_or(|e| e <= pos)
         {
             return Err(Error::corrupt(
                 format!(
@@ -628,7 +636,9 @@ impl<'a> ZInode<'a> {
         let ctx = self.ctx().block(blk);
         if !self.inner.flat_devices {
             for d in &self.inner.devices {
-                if d.mapped_blkaddr != 0 && blk >= d.mapped_blkaddr && blk - d.mapped_blkaddr < d.blocks
+                if d.mapped_blkaddr != 0
+                    && blk >= d.mapped_blkaddr
+                    && blk - d.mapped_blkaddr < d.blocks
                 {
                     return Ok((d.index, (blk - d.mapped_blkaddr) << bs_bits));
                 }
@@ -790,8 +800,14 @@ impl<'a> ZInode<'a> {
                 },
             };
             let plen_bytes = u64::from(plen & EXTENT_PLEN_MASK);
-            if pa.checked_add(plen_bytes).is_none_or(|e| e >> 48 >> self.inner.blkszbits != 0) {
-                return Err(Error::corrupt("pcluster beyond 48-bit block addresses", ctx));
+            if pa
+                .checked_add(plen_bytes)
+                .is_none_or(|e| e >> 48 >> self.inner.blkszbits != 0)
+            {
+                return Err(Error::corrupt(
+                    "pcluster beyond 48-bit block addresses",
+                    ctx,
+                ));
             }
             let (device, offset) = if pa % bs == 0 {
                 self.resolve(pa / bs, plen_bytes)?
@@ -881,9 +897,14 @@ const PIECE_CHUNK: usize = 1 << 20;
 
 impl Inner {
     /// The stored bytes of a pcluster, lent by the source when it can.
-    fn pcluster_bytes(&self, device: u16, offset: u64, len: u64, ctx: Context) -> Result<Cow<'_, [u8]>> {
-        let len_usize = usize::try_from(len)
-            .map_err(|_| Error::corrupt("pcluster length", ctx))?;
+    fn pcluster_bytes(
+        &self,
+        device: u16,
+        offset: u64,
+        len: u64,
+        ctx: Context,
+    ) -> Result<Cow<'_, [u8]>> {
+        let len_usize = usize::try_from(len).map_err(|_| Error::corrupt("pcluster length", ctx))?;
         if device == 0 {
             return self.read_primary(offset, len_usize, ctx);
         }
@@ -907,7 +928,10 @@ impl Inner {
             ..
         } = ext.source
         else {
-            return Err(Error::corrupt("decode of an extent without a pcluster", ctx));
+            return Err(Error::corrupt(
+                "decode of an extent without a pcluster",
+                ctx,
+            ));
         };
         let ctx = ctx.device(device).at(offset);
         let input = self.pcluster_bytes(device, offset, len, ctx)?;
@@ -933,7 +957,10 @@ impl Inner {
             ..
         } = ext.source
         else {
-            return Err(Error::corrupt("decode of an extent without a pcluster", ctx));
+            return Err(Error::corrupt(
+                "decode of an extent without a pcluster",
+                ctx,
+            ));
         };
         let key = Key {
             device,
@@ -976,7 +1003,10 @@ impl Image {
             .packed_nid()
             .ok_or_else(|| Error::corrupt("fragment without a packed inode", ctx))?;
         if packed.0 == nid {
-            return Err(Error::corrupt("the packed inode refers to a fragment of itself", ctx));
+            return Err(Error::corrupt(
+                "the packed inode refers to a fragment of itself",
+                ctx,
+            ));
         }
         self.inode(packed)
     }
@@ -1000,7 +1030,12 @@ impl Image {
 
     /// `read_at` for compressed inodes: `buf` is already bounded by the file size.
     /// Decodes only the extents the range touches, through the cache.
-    pub(crate) fn read_compressed_at(&self, inode: &Inode, offset: u64, buf: &mut [u8]) -> Result<usize> {
+    pub(crate) fn read_compressed_at(
+        &self,
+        inode: &Inode,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<usize> {
         if buf.is_empty() {
             return Ok(0);
         }
@@ -1049,11 +1084,19 @@ impl Image {
     }
 
     /// `len` bytes at `offset` of compressed `inode` (bounded by the caller).
-    pub(crate) fn compressed_range(&self, inode: &Inode, offset: u64, len: usize) -> Result<Vec<u8>> {
+    pub(crate) fn compressed_range(
+        &self,
+        inode: &Inode,
+        offset: u64,
+        len: usize,
+    ) -> Result<Vec<u8>> {
         let mut v = alloc_zeroed(len as u64, Context::nid(inode.nid().0))?;
         let n = self.read_compressed_at(inode, offset, &mut v)?;
         if n != len {
-            return Err(Error::corrupt("short read of compressed data", Context::nid(inode.nid().0).at(offset)));
+            return Err(Error::corrupt(
+                "short read of compressed data",
+                Context::nid(inode.nid().0).at(offset),
+            ));
         }
         Ok(v)
     }

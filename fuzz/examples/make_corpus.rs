@@ -88,16 +88,17 @@ fn inodes(image: &Image) -> Vec<Inode> {
     let mut out = Vec::new();
     seen.insert(image.root_nid());
     while let Some(nid) = queue.pop_front() {
-        let Ok(inode) = image.inode(nid) else { continue };
-        if inode.metadata().is_dir() {
-            if let Ok(rd) = image.read_dir_inode(&inode) {
+        let Ok(inode) = image.inode(nid) else {
+            continue;
+        };
+        if inode.metadata().is_dir()
+            && let Ok(rd) = image.read_dir_inode(&inode) {
                 for e in rd.flatten() {
                     if seen.insert(e.nid()) {
                         queue.push_back(e.nid());
                     }
                 }
             }
-        }
         out.push(inode);
     }
     out
@@ -112,9 +113,14 @@ fn records(out: &mut Corpus, bytes: &[u8], path: &Path) {
     let sb = *sb;
     let bits = sb.blkszbits;
     let bs = 1usize << bits;
-    let Ok(ctx) = InodeContext::new(&sb) else { return };
+    let Ok(ctx) = InodeContext::new(&sb) else {
+        return;
+    };
     let Ok(image) = Image::from_source(bytes.to_vec()) else {
-        eprintln!("{}: the reader does not open it; superblock seeds only", path.display());
+        eprintln!(
+            "{}: the reader does not open it; superblock seeds only",
+            path.display()
+        );
         return;
     };
     if sb.extra_devices() > 0 {
@@ -129,7 +135,9 @@ fn records(out: &mut Corpus, bytes: &[u8], path: &Path) {
     let sel = (bits - 9) | 4;
     for inode in inodes(&image) {
         let raw = *inode.metadata().raw();
-        let Ok(loc) = ctx.nid_offset(inode.nid()) else { continue };
+        let Ok(loc) = ctx.nid_offset(inode.nid()) else {
+            continue;
+        };
         let loc = loc as usize;
         let isize = raw.inode_size() as usize;
         let xsize = raw.xattr_size() as usize;
@@ -159,13 +167,12 @@ fn records(out: &mut Corpus, bytes: &[u8], path: &Path) {
             seed.extend_from_slice(&bytes[header..(header + 8 + 1024).min(bytes.len())]);
             out.add("compress", &seed);
         }
-        if inode.metadata().file_type() == FileType::Directory {
-            if let Ok(data) = image.read_inode(&inode) {
+        if inode.metadata().file_type() == FileType::Directory
+            && let Ok(data) = image.read_inode(&inode) {
                 for block in data.chunks(bs) {
                     out.add("dirent", block);
                 }
             }
-        }
     }
     // The compression configs follow the superblock.
     let start = SUPERBLOCK_OFFSET as usize + sb.sb_size();
@@ -250,7 +257,12 @@ fn protocol(out: &mut Corpus) {
         let n = c.encode(&mut buf).expect("encode");
         out.add("cachefiles_command", &buf[..n]);
     }
-    for raw in [&b"copen 1,-2\n"[..], b"bind   ondemand", b"cull a b", b"debug 0x10"] {
+    for raw in [
+        &b"copen 1,-2\n"[..],
+        b"bind   ondemand",
+        b"cull a b",
+        b"debug 0x10",
+    ] {
         out.add("cachefiles_command", raw);
     }
     // Session inputs: arbitrary-decoded, so any bytes are a valid start; these lead with

@@ -29,8 +29,8 @@ use cachefiles_proto::msg::{CACHEFILES_OP_OPEN, MsgHeader};
 use cachefiles_proto::{Command, MsgId, ObjectId, OpenReply, Request};
 use erofs_format::chunk::{ChunkFormat, ChunkTable, decode_block_map_entry};
 use erofs_format::compress::{
-    CompactIndexes, CompactPack, CompressionConfigs, CompressionMap, EncodedExtents,
-    FullIndexes, IndexFormat, MapHeader,
+    CompactIndexes, CompactPack, CompressionConfigs, CompressionMap, EncodedExtents, FullIndexes,
+    IndexFormat, MapHeader,
 };
 use erofs_format::device::DeviceSlot;
 use erofs_format::dirent::DirBlock;
@@ -48,9 +48,12 @@ use ondemand::{
 };
 use zerocopy::FromBytes;
 
+/// A target body.
+pub type Body = fn(&[u8]);
+
 /// Every target: its name (the `fuzz_targets/NAME.rs` binary and the `corpus/NAME/`
 /// directory) and its body.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Body)] = &[
     ("superblock", superblock),
     ("inode", inode),
     ("dirent", dirent),
@@ -94,8 +97,16 @@ pub fn superblock(data: &[u8]) {
     let _ = sb.incompat().names().count();
     let _ = (sb.block_size(), sb.sb_size(), sb.blocks(), sb.build_time());
     let _ = (sb.meta_blkaddr(), sb.device_id_mask(), sb.volume_name());
-    let _ = (sb.available_compr_algs(), sb.lz4_max_distance(), sb.packed_nid());
-    let _ = (sb.ishare_xattr_prefix_id(), sb.ext_slot1(data), sb.metabox_nid(data));
+    let _ = (
+        sb.available_compr_algs(),
+        sb.lz4_max_distance(),
+        sb.packed_nid(),
+    );
+    let _ = (
+        sb.ishare_xattr_prefix_id(),
+        sb.ext_slot1(data),
+        sb.metabox_nid(data),
+    );
     let _ = sb.nid_offset(sb.root_nid());
     let _ = sb.nid_offset(Nid(u64::MAX));
     let _ = sb.shared_xattr_offset(u32::MAX);
@@ -113,19 +124,16 @@ pub fn superblock(data: &[u8]) {
     if let Some(bytes) = usize::try_from(sb.device_table_offset())
         .ok()
         .and_then(|o| data.get(o..))
+        && let Ok(slots) = DeviceSlot::table(bytes, sb.extra_devices())
     {
-        if let Ok(slots) = DeviceSlot::table(bytes, sb.extra_devices()) {
-            for s in slots {
-                let _ = (s.tag(), s.blocks(sb.has_48bit()), s.mapped_blkaddr(true));
-            }
+        for s in slots {
+            let _ = (s.tag(), s.blocks(sb.has_48bit()), s.mapped_blkaddr(true));
         }
     }
     let start = u64::from(sb.xattr_prefix_start.get()).saturating_mul(4);
     if let Some(bytes) = usize::try_from(start).ok().and_then(|o| data.get(o..)) {
-        for p in LongPrefixes::new(bytes, sb.xattr_prefix_count) {
-            if let Ok(p) = p {
-                let _ = p.base();
-            }
+        for p in LongPrefixes::new(bytes, sb.xattr_prefix_count).flatten() {
+            let _ = p.base();
         }
     }
     // RAFS v6 bootstraps put their extended superblock in block 0 too.
@@ -139,7 +147,11 @@ fn context(sel: u8) -> InodeContext {
     InodeContext {
         blkszbits: 9 + (sel & 3),
         meta_offset: if sel & 4 != 0 { 4096 } else { u64::MAX - 31 },
-        epoch: if sel & 8 != 0 { u64::MAX } else { 1_700_000_000 },
+        epoch: if sel & 8 != 0 {
+            u64::MAX
+        } else {
+            1_700_000_000
+        },
         fixed_nsec: 0,
         has_48bit: sel & 16 != 0,
     }
@@ -155,8 +167,17 @@ pub fn inode(data: &[u8]) {
     let Ok(ino) = RawInode::parse(bytes, nid, &ctx) else {
         return;
     };
-    let _ = (ino.is_extended(), ino.inode_size(), ino.xattr_size(), ino.permissions());
-    let _ = (ino.dot_omitted(), ino.data_blocks(), ino.data.rdev_major_minor());
+    let _ = (
+        ino.is_extended(),
+        ino.inode_size(),
+        ino.xattr_size(),
+        ino.permissions(),
+    );
+    let _ = (
+        ino.dot_omitted(),
+        ino.data_blocks(),
+        ino.data.rdev_major_minor(),
+    );
     let _ = ino.xattr_offset();
     let _ = ino.meta_end();
     let _ = ino.chunk_table();
@@ -166,12 +187,12 @@ pub fn inode(data: &[u8]) {
     // The xattr area, if it follows in the input.
     let isize = ino.inode_size() as usize;
     let xsize = ino.xattr_size() as usize;
-    if let Some(area) = bytes.get(isize..isize.saturating_add(xsize)) {
-        if let Ok(x) = InlineXattrs::parse(area) {
-            let _ = x.shared_ids().count();
-            for e in x.entries().take(MAX_ITEMS) {
-                let _ = e.map(|e| (e.is_long_prefix(), e.short_prefix()));
-            }
+    if let Some(area) = bytes.get(isize..isize.saturating_add(xsize))
+        && let Ok(x) = InlineXattrs::parse(area)
+    {
+        let _ = x.shared_ids().count();
+        for e in x.entries().take(MAX_ITEMS) {
+            let _ = e.map(|e| (e.is_long_prefix(), e.short_prefix()));
         }
     }
 }
@@ -212,10 +233,8 @@ pub fn xattr(data: &[u8]) {
     if let Ok(x) = InlineXattrs::parse(bytes) {
         let _ = x.header();
         let _ = x.shared_ids().count();
-        for e in x.entries().take(MAX_ITEMS) {
-            if let Ok(e) = e {
-                let _ = (e.long_prefix_index(), e.short_prefix());
-            }
+        for e in x.entries().take(MAX_ITEMS).flatten() {
+            let _ = (e.long_prefix_index(), e.short_prefix());
         }
     }
     if let Ok((e, len)) = RawXattr::parse(bytes) {
@@ -248,7 +267,12 @@ pub fn chunk(data: &[u8]) {
     let Ok(format) = ChunkFormat::new(format) else {
         return;
     };
-    let _ = (format.blkbits(), format.has_indexes(), format.is_48bit(), format.entry_size());
+    let _ = (
+        format.blkbits(),
+        format.has_indexes(),
+        format.is_48bit(),
+        format.entry_size(),
+    );
     let _ = format.chunkbits(blkszbits);
     let Ok(count) = format.chunk_count(size, blkszbits) else {
         return;
@@ -258,7 +282,10 @@ pub fn chunk(data: &[u8]) {
     };
     assert!(table.len() as u64 <= count, "table longer than asked");
     for i in 0..table.len().min(MAX_ITEMS) {
-        assert!(table.get(i, format, mask).is_some(), "entry {i} below len missing");
+        assert!(
+            table.get(i, format, mask).is_some(),
+            "entry {i} below len missing"
+        );
     }
     assert!(table.get(table.len(), format, mask).is_none());
     let _ = table.is_empty();
@@ -299,19 +326,27 @@ pub fn compress(data: &[u8]) {
     let rest = &data[17..];
     // Lone packs of both sizes.
     for len in [8, 32] {
-        if let Some(b) = rest.get(..len) {
-            if let Ok(p) = CompactPack::new(b, sel >> 4, big) {
-                let _ = p.base_blkaddr();
-                for i in 0..=p.len() {
-                    let _ = p.raw_entry(i);
-                    let _ = p.decode(i, u64::from(sel));
-                }
+        if let Some(b) = rest.get(..len)
+            && let Ok(p) = CompactPack::new(b, sel >> 4, big)
+        {
+            let _ = p.base_blkaddr();
+            for i in 0..=p.len() {
+                let _ = p.raw_entry(i);
+                let _ = p.decode(i, u64::from(sel));
             }
         }
     }
     let _ = CompressionConfigs::parse(rest, 0, u16::from(sel) & 0x1f, blkszbits);
-    let _ = (header.as_u64(), header.advise(), header.is_whole_file_fragment());
-    let _ = (header.idata_size(), header.extent_record_size(), header.extent_count());
+    let _ = (
+        header.as_u64(),
+        header.advise(),
+        header.is_whole_file_fragment(),
+    );
+    let _ = (
+        header.idata_size(),
+        header.extent_record_size(),
+        header.extent_count(),
+    );
     let Ok(map) = header.decode(format, blkszbits) else {
         return;
     };
@@ -321,7 +356,11 @@ pub fn compress(data: &[u8]) {
         }
         CompressionMap::Lclusters(map) => {
             let _ = map.check_superblock(big);
-            let _ = (map.lcluster_size(), map.big_pcluster_1(), map.big_pcluster_2());
+            let _ = (
+                map.lcluster_size(),
+                map.big_pcluster_1(),
+                map.big_pcluster_2(),
+            );
             let total = i_size.div_ceil(map.lcluster_size());
             match format {
                 IndexFormat::Full => {
@@ -377,7 +416,12 @@ pub fn compress(data: &[u8]) {
 /// info arrays of both versions; then as an inode chunk address.
 pub fn rafs(data: &[u8]) {
     if let Ok(ext) = RafsV6SuperBlockExt::from_bootstrap(data) {
-        let _ = (ext.flags(), ext.chunk_size(), ext.compressor(), ext.digester());
+        let _ = (
+            ext.flags(),
+            ext.chunk_size(),
+            ext.compressor(),
+            ext.digester(),
+        );
         let _ = ext.blob_count();
         if ext.validate(data.len() as u64).is_ok() {
             if let Ok(blobs) = ext.blob_table(data) {
@@ -393,7 +437,9 @@ pub fn rafs(data: &[u8]) {
                 let _ = p.nids().take(MAX_ITEMS).count();
                 let _ = p.is_root_only(36);
             }
-            let _ = ext.chunk_table(data).map(|t| t.iter().map(|c| c.is_compressed()).count());
+            let _ = ext
+                .chunk_table(data)
+                .map(|t| t.iter().filter(|c| c.is_compressed()).count());
         }
     }
     let _ = rafs::blob_table(data).map(|t| t.len());
@@ -415,10 +461,8 @@ pub fn rafs(data: &[u8]) {
     let count = u32::from(sel) * 3;
     if let Ok(arr) = ChunkInfoArray::new(rest, features, count) {
         assert!(arr.len() <= count as usize);
-        for c in arr.iter().take(MAX_ITEMS) {
-            if let Ok(c) = c {
-                let _ = (c.uncompressed_end(), c.compressed_end());
-            }
+        for c in arr.iter().take(MAX_ITEMS).flatten() {
+            let _ = (c.uncompressed_end(), c.compressed_end());
         }
         assert!(arr.get(arr.len()).is_none());
     }
@@ -453,7 +497,11 @@ fn open_and_walk(builder: ImageBuilder) {
 /// xattrs, read its data (bounded), map it, read symlinks, and resolve a few paths through
 /// the path API (symlinks included).
 pub fn walk(image: &Image) {
-    let _ = (image.superblock(), image.block_size(), image.block_size_bits());
+    let _ = (
+        image.superblock(),
+        image.block_size(),
+        image.block_size_bits(),
+    );
     let _ = (image.devices().len(), image.primary_len(), image.limits());
     for d in image.devices() {
         let _ = d.tag_str();
@@ -521,9 +569,27 @@ pub fn walk(image: &Image) {
 /// Everything about one inode: metadata, xattrs, symlink target, data and map.
 fn visit(image: &Image, inode: &Inode, budget: &mut u64) {
     let md = inode.metadata();
-    let _ = (md.nid(), md.file_type(), md.mode(), md.permissions(), md.uid(), md.gid());
-    let _ = (md.len(), md.nlink(), md.mtime(), md.mtime_nsec(), md.rdev_major());
-    let _ = (md.layout(), md.inode_size(), md.xattr_size(), md.blocks(image.block_size()));
+    let _ = (
+        md.nid(),
+        md.file_type(),
+        md.mode(),
+        md.permissions(),
+        md.uid(),
+        md.gid(),
+    );
+    let _ = (
+        md.len(),
+        md.nlink(),
+        md.mtime(),
+        md.mtime_nsec(),
+        md.rdev_major(),
+    );
+    let _ = (
+        md.layout(),
+        md.inode_size(),
+        md.xattr_size(),
+        md.blocks(image.block_size()),
+    );
     let _ = image.inode_xattrs(inode).map(|x| x.len());
     let size = md.len();
     match md.file_type() {
@@ -568,10 +634,10 @@ fn visit(image: &Image, inode: &Inode, budget: &mut u64) {
                     assert_eq!(total, size, "pieces do not add up to the size");
                 }
                 *budget += total.min(WALK_BYTES);
-                if size <= 64 << 10 {
-                    if let Ok(all) = image.read_inode(inode) {
-                        assert_eq!(all.len() as u64, size);
-                    }
+                if size <= 64 << 10
+                    && let Ok(all) = image.read_inode(inode)
+                {
+                    assert_eq!(all.len() as u64, size);
                 }
             }
         }
@@ -587,9 +653,18 @@ pub fn image(data: &[u8]) {
 /// Real images (built by `fuzz/make-seeds.sh`, committed under `tests/data/seeds/`) that
 /// [`image_mutate`] starts from.
 pub const SEED_IMAGES: &[(&str, &[u8])] = &[
-    ("plain", include_bytes!("../../tests/data/seeds/plain.erofs")),
-    ("plain-512", include_bytes!("../../tests/data/seeds/plain-512.erofs")),
-    ("chunked", include_bytes!("../../tests/data/seeds/chunked.erofs")),
+    (
+        "plain",
+        include_bytes!("../../tests/data/seeds/plain.erofs"),
+    ),
+    (
+        "plain-512",
+        include_bytes!("../../tests/data/seeds/plain-512.erofs"),
+    ),
+    (
+        "chunked",
+        include_bytes!("../../tests/data/seeds/chunked.erofs"),
+    ),
     ("lz4", include_bytes!("../../tests/data/seeds/lz4.erofs")),
     ("rafs", include_bytes!("../../tests/data/seeds/rafs.boot")),
 ];
@@ -833,7 +908,11 @@ pub fn cachefiles_command(data: &[u8]) {
     assert_eq!(written, n, "encoded_len disagrees with encode");
     let again = Command::decode(&buf[..written]).expect("an encoded command decodes");
     assert_eq!(again, cmd, "decode(encode(c)) != c");
-    assert_eq!(cmd.to_string().as_bytes(), &buf[..written], "Display != encode");
+    assert_eq!(
+        cmd.to_string().as_bytes(),
+        &buf[..written],
+        "Display != encode"
+    );
     if n > 0 {
         assert!(cmd.encode(&mut buf[..n - 1]).is_err());
     }
@@ -929,7 +1008,10 @@ impl OnDemandServer for Blobs {
     type Object = usize;
 
     fn open(&self, key: &ObjectKey<'_>) -> io::Result<Opened<usize>> {
-        let name = key.cookie_key.strip_prefix(b"blob").ok_or(io::ErrorKind::NotFound)?;
+        let name = key
+            .cookie_key
+            .strip_prefix(b"blob")
+            .ok_or(io::ErrorKind::NotFound)?;
         let i = std::str::from_utf8(name)
             .ok()
             .and_then(|s| s.parse::<usize>().ok())
@@ -943,7 +1025,10 @@ impl OnDemandServer for Blobs {
 
     fn read_at(&self, object: &usize, off: u64, buf: &mut [u8]) -> io::Result<usize> {
         let size = self.sizes[*object];
-        assert!(off < size || buf.is_empty(), "read at {off} past the blob ({size})");
+        assert!(
+            off < size || buf.is_empty(),
+            "read at {off} past the blob ({size})"
+        );
         if self.fail_after.is_some_and(|f| off >= f) {
             return Err(io::Error::other("injected read failure"));
         }
@@ -972,12 +1057,22 @@ impl ObjectFd for FakeFd {
     fn write_at(&self, data: &[u8], off: u64) -> io::Result<()> {
         let block = BLOCK_SIZE as u64;
         assert_eq!(off % block, 0, "unaligned write offset {off}");
-        assert_eq!(data.len() % BLOCK_SIZE, 0, "unaligned write length {}", data.len());
+        assert_eq!(
+            data.len() % BLOCK_SIZE,
+            0,
+            "unaligned write length {}",
+            data.len()
+        );
         assert!(!data.is_empty(), "empty write");
         if let Some(size) = *self.size.lock().expect("lock") {
             let limit = size.div_ceil(block) * block;
-            let end = off.checked_add(data.len() as u64).expect("write end overflows");
-            assert!(end <= limit, "write [{off}, {end}) past the object ({size})");
+            let end = off
+                .checked_add(data.len() as u64)
+                .expect("write end overflows");
+            assert!(
+                end <= limit,
+                "write [{off}, {end}) past the object ({size})"
+            );
         }
         if self.fail_writes {
             return Err(io::Error::from_raw_os_error(105)); // ENOBUFS
@@ -986,7 +1081,11 @@ impl ObjectFd for FakeFd {
     }
 
     fn read_complete(&self, msg_id: MsgId) -> io::Result<()> {
-        self.log.lock().expect("lock").completes.push((self.fd, msg_id));
+        self.log
+            .lock()
+            .expect("lock")
+            .completes
+            .push((self.fd, msg_id));
         Ok(())
     }
 }
@@ -1003,7 +1102,9 @@ impl Device for FakeDevice {
 
     fn send(&self, command: &Command<'_>) -> io::Result<()> {
         let mut buf = [0u8; 64];
-        let n = command.encode(&mut buf).expect("the session sends encodable commands");
+        let n = command
+            .encode(&mut buf)
+            .expect("the session sends encodable commands");
         assert_eq!(Command::decode(&buf[..n]).ok(), Some(*command));
         if let Command::Copen { msg_id, reply } = *command {
             self.log.lock().expect("lock").copens.push((msg_id, reply));
@@ -1064,8 +1165,8 @@ pub fn ondemand_session(data: &[u8]) {
         };
         // What the model expects.
         let decoded = Request::decode(&msg).ok();
-        let header_open = MsgHeader::read_from_prefix(&msg)
-            .is_ok_and(|(h, _)| h.opcode == CACHEFILES_OP_OPEN);
+        let header_open =
+            MsgHeader::read_from_prefix(&msg).is_ok_and(|(h, _)| h.opcode == CACHEFILES_OP_OPEN);
         if let Some(Request::Open(o)) = &decoded {
             let size = std::str::from_utf8(o.cookie_key)
                 .ok()
@@ -1080,12 +1181,20 @@ pub fn ondemand_session(data: &[u8]) {
         let new_completes = &l.completes[before.1..];
         match decoded {
             Some(Request::Open(o)) => {
-                assert_eq!(new_copens.len(), 1, "OPEN answered {} times", new_copens.len());
+                assert_eq!(
+                    new_copens.len(),
+                    1,
+                    "OPEN answered {} times",
+                    new_copens.len()
+                );
                 assert_eq!(new_copens[0].0, o.msg_id);
                 assert!(new_completes.is_empty());
                 if let OpenReply::Size(s) = new_copens[0].1 {
                     assert!(s <= i64::MAX as u64);
-                    assert!(!open.contains_key(&o.object_id.0), "duplicate object id accepted");
+                    assert!(
+                        !open.contains_key(&o.object_id.0),
+                        "duplicate object id accepted"
+                    );
                     open.insert(o.object_id.0, o.fd);
                 }
             }
@@ -1115,7 +1224,11 @@ pub fn ondemand_session(data: &[u8]) {
             }
         }
         drop(l);
-        assert_eq!(session.object_count(), open.len(), "object table differs from model");
+        assert_eq!(
+            session.object_count(),
+            open.len(),
+            "object table differs from model"
+        );
         for id in open.keys() {
             assert!(session.object(ObjectId(*id)).is_some());
         }

@@ -400,6 +400,8 @@ mod sys {
 }
 
 #[cfg(test)]
+// Expected range lists with one element are what they look like.
+#[allow(clippy::single_range_in_vec_init)]
 mod tests {
     use super::*;
 

@@ -10,6 +10,13 @@
 //! server for blobs in a local directory; the `erofs-ondemand` binary (feature `cli`) runs it.
 //! The wire format is `cachefiles-proto`.
 //!
+//! For production: [`metrics`] (counters and latency histograms, Prometheus text, an
+//! atomically rewritten metrics file), [`prefetch`] (background filling of objects, with
+//! [`plan`] to turn a list of paths into blob ranges; present ranges are rebuilt from the
+//! cache files after a restart), [`failover`] (an fd holder so a daemon can die while mounts
+//! are live and a successor take over with `restore`), and [`mount`] (file-backed mounts with
+//! no daemon when every blob is local).
+//!
 //! The sequence: the kernel sends OPEN (volume key `erofs,<fsid>`, cookie key = fsid or blob
 //! name, and a new fd in our fd table); the server says how big the object is and the daemon
 //! answers `copen <id>,<size>`. For every missing range the kernel sends READ; the daemon asks
@@ -119,8 +126,10 @@ pub mod device;
 pub mod failover;
 pub mod local;
 pub mod metrics;
+pub mod mount;
 pub mod plan;
 pub mod prefetch;
+pub mod rafs;
 pub mod ranges;
 pub mod server;
 pub mod session;

@@ -32,7 +32,7 @@ impl LocalDirServer {
         &self.dir
     }
 
-    /// The file for a cookie key, if the key is a plain file name.
+    /// The file for a cookie key, if the key is a plain file name (a refused key is logged).
     ///
     /// # Errors
     ///
@@ -45,6 +45,10 @@ impl LocalDirServer {
         if plain {
             Ok(self.dir.join(OsStr::from_bytes(cookie_key)))
         } else {
+            log::warn!(
+                "refusing cookie key {:?}: not a plain file name",
+                cookie_key.escape_ascii().to_string()
+            );
             Err(io::Error::from_raw_os_error(nix::libc::EINVAL))
         }
     }
@@ -54,12 +58,7 @@ impl OnDemandServer for LocalDirServer {
     type Object = File;
 
     fn open(&self, key: &ObjectKey<'_>) -> io::Result<Opened<File>> {
-        let path = self.path_for(key.cookie_key).inspect_err(|_| {
-            log::warn!(
-                "refusing cookie key {:?}: not a plain file name",
-                key.cookie_key.escape_ascii().to_string()
-            );
-        })?;
+        let path = self.path_for(key.cookie_key)?;
         let file = File::open(&path).inspect_err(|e| {
             log::warn!("cannot open blob {}: {e}", path.display());
         })?;

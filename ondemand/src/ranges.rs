@@ -117,6 +117,18 @@ impl RangeSet {
         out
     }
 
+    /// The whole `block`-sized blocks inside `ranges` (a partial block at either end of a
+    /// range is left out): what data extents reported by `SEEK_DATA`/`SEEK_HOLE` prove
+    /// present at block granularity.
+    pub fn whole_blocks(ranges: impl IntoIterator<Item = Range<u64>>, block: u64) -> RangeSet {
+        let block = block.max(1);
+        ranges
+            .into_iter()
+            .map(|r| r.start.div_ceil(block).saturating_mul(block)..r.end / block * block)
+            .filter(|r| r.start < r.end)
+            .collect()
+    }
+
     /// Add every range of `other`.
     pub fn extend(&mut self, other: &RangeSet) {
         for r in &other.ranges {
@@ -136,6 +148,8 @@ impl FromIterator<Range<u64>> for RangeSet {
 }
 
 #[cfg(test)]
+// Expected range lists with one element are what they look like.
+#[allow(clippy::single_range_in_vec_init)]
 mod tests {
     use super::*;
 

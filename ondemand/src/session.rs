@@ -41,6 +41,9 @@ use crate::server::{ObjectKey, OnDemandServer, errno_of};
 /// Default readahead window: 1 MiB.
 pub const DEFAULT_READAHEAD: u64 = 1 << 20;
 
+/// Chunk size of readahead filled after the READ's completion (asynchronous readahead).
+const ASYNC_CHUNK: u64 = 256 << 10;
+
 const BLOCK: u64 = BLOCK_SIZE as u64;
 
 /// An object the kernel opened and the server accepted.
@@ -243,6 +246,7 @@ pub struct Session<S: OnDemandServer, F> {
     server: S,
     objects: Mutex<ObjectTable<S::Object, F>>,
     readahead: u64,
+    async_readahead: bool,
     pub(crate) stats: Stats,
     /// READ fills in progress (prefetch gives way while there are any).
     pub(crate) active_reads: AtomicUsize,
@@ -271,6 +275,7 @@ impl<S: OnDemandServer, F> Session<S, F> {
             server,
             objects: Mutex::new(HashMap::new()),
             readahead: DEFAULT_READAHEAD,
+            async_readahead: false,
             stats: Stats::default(),
             active_reads: AtomicUsize::new(0),
             prefetch: None,
@@ -289,6 +294,16 @@ impl<S: OnDemandServer, F> Session<S, F> {
     /// READ fills only what it asked for).
     pub fn with_readahead(mut self, bytes: u64) -> Self {
         self.readahead = round_up(bytes.min(i64::MAX as u64 / 2));
+        self
+    }
+
+    /// Complete each READ as soon as its requested part is written, and fill the rest of its
+    /// readahead window afterwards (claimed first, so a READ for that part waits for it
+    /// instead of fetching it again). The reader then waits for what it asked for only, at the
+    /// price of more upcalls: the kernel sends READs for window parts not written yet. Off by
+    /// default (one upcall per window).
+    pub fn with_async_readahead(mut self, on: bool) -> Self {
+        self.async_readahead = on;
         self
     }
 
@@ -334,6 +349,16 @@ impl<S: OnDemandServer, F> Session<S, F> {
     /// The object with this id, if open.
     pub fn object(&self, id: ObjectId) -> Option<Arc<Object<S::Object, F>>> {
         self.lock().get(&id).cloned()
+    }
+
+    /// The open object with these keys, if any. In a shared domain (`domain_id=`) the volume
+    /// key names the domain, so one object serves every image of the domain that uses the
+    /// blob (the kernel opens a shared blob once).
+    pub fn find(&self, volume_key: &[u8], cookie_key: &[u8]) -> Option<Arc<Object<S::Object, F>>> {
+        self.lock()
+            .values()
+            .find(|o| o.volume_key == volume_key && o.cookie_key == cookie_key)
+            .cloned()
     }
 
     fn lock(&self) -> MutexGuard<'_, ObjectTable<S::Object, F>> {
@@ -550,6 +575,8 @@ impl<S: OnDemandServer, F: ObjectFd> Session<S, F> {
         send: &dyn Fn(&Command<'_>) -> io::Result<()>,
         buf: &mut AlignedBuf,
     ) {
+        // Readahead claimed by READs, filled once their actions (the cread) are done.
+        let mut deferred = Vec::new();
         for action in actions {
             match action {
                 Action::Copen {
@@ -581,8 +608,18 @@ impl<S: OnDemandServer, F: ObjectFd> Session<S, F> {
                     requested_end,
                 } => {
                     self.active_reads.fetch_add(1, Ordering::SeqCst);
-                    let result = self.fill_read(&object, range.clone(), requested_end, buf);
+                    let mut later = Vec::new();
+                    let result = self.fill_read(
+                        &object,
+                        range.clone(),
+                        requested_end,
+                        buf,
+                        self.async_readahead.then_some(&mut later),
+                    );
                     self.active_reads.fetch_sub(1, Ordering::SeqCst);
+                    if !later.is_empty() {
+                        deferred.push((Arc::clone(&object), later));
+                    }
                     if let Err((pos, e)) = result {
                         if pos < requested_end {
                             Stats::bump(&self.stats.read_errors, 1);
@@ -613,21 +650,49 @@ impl<S: OnDemandServer, F: ObjectFd> Session<S, F> {
                 Action::Ignore(_) => {}
             }
         }
+        for (object, ranges) in deferred {
+            for r in ranges {
+                // Small chunks: a READ waiting for part of this window waits for one chunk.
+                let result = self.fill_in_chunks(&object, r.clone(), buf, false, ASYNC_CHUNK);
+                object.release(r.clone(), false, false);
+                if let Err((pos, e)) = result {
+                    log::warn!(
+                        "object {} ({}): readahead {r:?} stopped at {pos}: {e}",
+                        object.id,
+                        object.key
+                    );
+                }
+            }
+        }
     }
 
     /// Fill the window of a READ: wait for fills already in flight over the requested part
     /// (a prefetch or another READ) instead of fetching those bytes again, then fetch what is
     /// still missing of the requested part, then the readahead part that nobody has or is
     /// fetching. On error, returns where the first failure was.
+    ///
+    /// With `later`, the readahead claims are not filled but handed back (still claimed), to
+    /// be filled after the READ is completed ([`Session::with_async_readahead`]).
     fn fill_read(
         &self,
         object: &Object<S::Object, F>,
         range: Range<u64>,
         requested_end: u64,
         buf: &mut AlignedBuf,
+        mut later: Option<&mut Vec<Range<u64>>>,
     ) -> Result<(), (u64, io::Error)> {
         let requested = range.start..requested_end;
         let readahead = requested_end..range.end;
+        // What the cache file already holds in the readahead part (written by an earlier
+        // daemon, or before a restart) is not fetched again: two `lseek`s in the usual case.
+        if !readahead.is_empty() {
+            if let Ok(found) = object.fd.data_ranges(readahead.clone()) {
+                let found = RangeSet::whole_blocks(found, BLOCK);
+                if !found.is_empty() {
+                    object.lock_ranges().scanned.extend(&found);
+                }
+            }
+        }
         let mut r = object.lock_ranges();
         // Bounded: fills in flight always end (success or failure); the bound only guards
         // against a server that hangs.
@@ -675,6 +740,16 @@ impl<S: OnDemandServer, F: ObjectFd> Session<S, F> {
             }
         }
         for c in claims.ranges().iter().cloned() {
+            let c = match later.as_deref_mut() {
+                Some(later) if c.end > requested_end => {
+                    later.push(c.start.max(requested_end)..c.end);
+                    if c.start >= requested_end {
+                        continue;
+                    }
+                    c.start..requested_end
+                }
+                _ => c,
+            };
             let result = self.fill(object, c.clone(), buf, false);
             // Whatever was not written is released too (fill marks written chunks itself).
             object.release(c, false, false);
@@ -698,7 +773,19 @@ impl<S: OnDemandServer, F: ObjectFd> Session<S, F> {
         buf: &mut AlignedBuf,
         prefetch: bool,
     ) -> Result<(), (u64, io::Error)> {
-        let chunk = buf.len() as u64;
+        self.fill_in_chunks(object, range, buf, prefetch, u64::MAX)
+    }
+
+    /// [`fill`](Self::fill) in chunks of at most `max_chunk` bytes (whole blocks).
+    fn fill_in_chunks(
+        &self,
+        object: &Object<S::Object, F>,
+        range: Range<u64>,
+        buf: &mut AlignedBuf,
+        prefetch: bool,
+        max_chunk: u64,
+    ) -> Result<(), (u64, io::Error)> {
+        let chunk = (buf.len() as u64).min(max_chunk.max(BLOCK) / BLOCK * BLOCK);
         let bytes = buf.as_mut_bytes();
         let mut pos = range.start;
         while pos < range.end {
@@ -933,6 +1020,75 @@ mod tests {
         assert_eq!(log.completed.lock().unwrap().len(), 4);
     }
 
+    /// Records writes and completions in one sequence.
+    #[derive(Default)]
+    struct Events(Mutex<Vec<(char, u64)>>);
+
+    impl ObjectFd for Events {
+        fn write_at(&self, data: &[u8], off: u64) -> io::Result<()> {
+            self.0.lock().unwrap().push(('w', off));
+            assert_eq!(data.len() % 4096, 0);
+            Ok(())
+        }
+        fn read_complete(&self, msg_id: MsgId) -> io::Result<()> {
+            self.0.lock().unwrap().push(('c', u64::from(msg_id.0)));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn async_readahead_completes_before_filling_the_window() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("boot"), pattern(BLOB_LEN)).unwrap();
+        let run = |async_readahead| {
+            let s = Session::<LocalDirServer, Events>::new(LocalDirServer::new(tmp.path()))
+                .with_readahead(1 << 20)
+                .with_async_readahead(async_readahead);
+            let open = Request::Open(OpenRequest {
+                msg_id: MsgId(1),
+                object_id: ObjectId(1),
+                volume_key: b"erofs,boot",
+                cookie_key: b"boot",
+                fd: 3,
+                flags: 0,
+            });
+            let mut buf = AlignedBuf::new(1 << 20);
+            let send = |_: &Command<'_>| Ok(());
+            let actions = s.handle(&open, Some(Events::default()));
+            s.execute(actions, &send, &mut buf);
+            let read = Request::Read(ReadRequest {
+                msg_id: MsgId(2),
+                object_id: ObjectId(1),
+                off: 8192,
+                len: 4096,
+            });
+            let actions = s.handle(&read, None);
+            s.execute(actions, &send, &mut buf);
+            let object = s.object(ObjectId(1)).unwrap();
+            let events = object.fd().0.lock().unwrap().clone();
+            (events, object.present(), s.stats().fetched_bytes)
+        };
+        // Synchronous: the whole window, then the completion.
+        let (events, present, fetched) = run(false);
+        assert_eq!(events, [('w', 8192), ('c', 2)]);
+        assert_eq!(present.ranges(), &[8192..8192 + (1 << 20)][..]);
+        // Asynchronous: the requested block, the completion, then the window in 256 KiB chunks.
+        let (events, present2, fetched2) = run(true);
+        assert_eq!(
+            events,
+            [
+                ('w', 8192),
+                ('c', 2),
+                ('w', 12288),
+                ('w', 12288 + (256 << 10)),
+                ('w', 12288 + (512 << 10)),
+                ('w', 12288 + (768 << 10)),
+            ]
+        );
+        assert_eq!(present2, present);
+        assert_eq!(fetched2, fetched);
+    }
+
     #[test]
     fn window_logic() {
         let s = Session::<LocalDirServer, FakeFd>::new(LocalDirServer::new("/x"));
@@ -1016,6 +1172,31 @@ mod tests {
         // The session goes on serving.
         e.open(3, 1, b"boot", 4);
         assert_eq!(e.device.commands(), [format!("copen 3,{BLOB_LEN}")]);
+    }
+
+    #[test]
+    fn objects_are_found_by_volume_and_cookie() {
+        let mut e = env(0);
+        e.open(1, 1, b"boot", 4);
+        e.send(Request::Open(OpenRequest {
+            msg_id: MsgId(2),
+            object_id: ObjectId(2),
+            volume_key: b"erofs,dom",
+            cookie_key: b"boot",
+            fd: 5,
+            flags: 0,
+        }));
+        let a = e.session.find(b"erofs,boot", b"boot").unwrap();
+        let b = e.session.find(b"erofs,dom", b"boot").unwrap();
+        assert_eq!((a.id(), b.id()), (ObjectId(1), ObjectId(2)));
+        assert_eq!(b.volume_key(), b"erofs,dom");
+        assert!(e.session.find(b"erofs,dom", b"other").is_none());
+        e.close(3, 2);
+        assert!(e.session.find(b"erofs,dom", b"boot").is_none());
+        assert!(
+            b.is_closed(),
+            "a closed object says so to whoever still holds it"
+        );
     }
 
     #[test]

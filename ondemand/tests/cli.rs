@@ -209,3 +209,65 @@ fn supervisor_without_a_holder_fails_clearly() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn metrics_file_is_written_while_serving_and_at_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let device = dir.path().join("device");
+    std::fs::write(&device, b"").unwrap();
+    let metrics = dir.path().join("metrics.prom");
+    let child = Command::new(env!("CARGO_BIN_EXE_erofs-ondemand"))
+        .args(["serve", "--cache-dir"])
+        .arg(dir.path().join("cache"))
+        .args(["--blob-dir"])
+        .arg(dir.path())
+        .args(["--prefetch", "--metrics"])
+        .arg(&metrics)
+        .arg("--device")
+        .arg(&device)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("metrics file", || metrics.exists());
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    for name in [
+        "erofs_ondemand_open_requests_total 0",
+        "erofs_ondemand_read_requests_total 0",
+        "erofs_ondemand_close_requests_total 0",
+        "erofs_ondemand_fetched_bytes_total 0",
+        "erofs_ondemand_prefetched_bytes_total 0",
+        "erofs_ondemand_errors_total 0",
+        "erofs_ondemand_objects 0",
+    ] {
+        assert!(text.lines().any(|l| l == name), "{name} missing:\n{text}");
+    }
+    // Rewritten (a new inode each time: renamed over) at least once a second.
+    use std::os::unix::fs::MetadataExt;
+    let first = std::fs::metadata(&metrics).unwrap().ino();
+    wait_until("a rewrite", || {
+        std::fs::metadata(&metrics).is_ok_and(|m| m.ino() != first)
+    });
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("prefetch on: whole objects"), "{stderr}");
+    assert!(!dir.path().join("metrics.prom.tmp").exists());
+}
+
+#[test]
+fn mount_refuses_what_is_not_an_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("not-an-image");
+    std::fs::write(&image, vec![0u8; 8192]).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_erofs-ondemand"))
+        .arg("mount")
+        .arg(&image)
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("not-an-image"), "{stderr}");
+}

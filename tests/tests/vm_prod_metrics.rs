@@ -50,8 +50,8 @@ fn metrics_match_the_workload() {
     let tree = dir.join("tree");
     std::fs::create_dir_all(&tree).expect("mkdir");
     let big_len = 8 << 20;
-    std::fs::write(tree.join("big"), noise(8, big_len)).expect("write");
-    std::fs::write(tree.join("small"), noise(9, 10_000)).expect("write");
+    std::fs::write(tree.join("big"), noise(11, big_len)).expect("write");
+    std::fs::write(tree.join("small"), noise(13, 10_000)).expect("write");
     let (big_sum, small_sum) = (sha256(&tree.join("big")), sha256(&tree.join("small")));
     let blobs = dir.join("blobs");
     std::fs::create_dir_all(&blobs).expect("mkdir");

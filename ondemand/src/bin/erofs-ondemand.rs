@@ -9,6 +9,19 @@
 //! `device=` name) names a file in the blob directory. Logs one line per OPEN and CLOSE and
 //! every error (`RUST_LOG` overrides the `info` default) and prints a summary line at exit:
 //! `erofs-ondemand: opens=N reads=N closes=N bytes_written=N ...`.
+//!
+//! ```text
+//! erofs-ondemand serve ... [--metrics PATH] [--prefetch] [--prefetch-path FSID:PATH]...
+//!                          [--prefetch-threads N] [--prefetch-bandwidth BYTES] [--supervisor SOCKET]
+//! erofs-ondemand hold --socket SOCKET
+//! erofs-ondemand mount [--blob-dir DIR] IMAGE MOUNTPOINT
+//! ```
+//!
+//! `--metrics` rewrites a Prometheus text file atomically every 500 ms; `--prefetch` fills
+//! objects in the background (`--prefetch-path` first fills the blob ranges of the named
+//! files); `hold` keeps the `/dev/cachefiles` fd so that `serve --supervisor` daemons can die
+//! and be replaced while mounts stay live (the successor sends `restore`); `mount` mounts an
+//! image file-backed without any daemon when every blob is local, or says why not (exit 2).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -17,10 +30,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use ondemand::failover::{self, Start};
-use ondemand::{
-    CachefilesDevice, Daemon, LocalDirServer, PrefetchConfig, Session, Shutdown,
-    shutdown_on_signals,
-};
+use ondemand::{CachefilesDevice, Daemon, PrefetchConfig, Session, Shutdown, shutdown_on_signals};
 
 #[derive(Parser)]
 #[command(
@@ -52,6 +62,10 @@ enum Cmd {
         /// Readahead window per READ, in bytes (suffixes K, M, G; 0 turns it off).
         #[arg(long, value_name = "BYTES", default_value = "1M", value_parser = parse_bytes)]
         readahead: u64,
+        /// Complete each READ once its requested part is written and fill the readahead
+        /// window afterwards (lower latency, more upcalls).
+        #[arg(long)]
+        async_readahead: bool,
         /// Rewrite this file with Prometheus metrics (atomically, every second, and at exit).
         #[arg(long, value_name = "PATH")]
         metrics: Option<PathBuf>,
@@ -76,6 +90,21 @@ enum Cmd {
         /// The cachefiles device.
         #[arg(long, value_name = "PATH", default_value = ondemand::DEFAULT_DEVICE_PATH, hide = true)]
         device: PathBuf,
+        /// Nydus RAFS v6 blobs: check each decoded chunk against the bootstrap's digest.
+        #[arg(long)]
+        verify_digests: bool,
+    },
+    /// Mount IMAGE on MOUNTPOINT read-only without a daemon (file-backed, Linux 6.12+) when
+    /// every blob it needs is in --blob-dir (found by device tag); otherwise say why not
+    /// (exit status 2: only EROFS over fscache with a daemon can serve it).
+    Mount {
+        /// Directory holding the image's blobs, each named by its device tag.
+        #[arg(long, value_name = "DIR")]
+        blob_dir: Option<PathBuf>,
+        /// The image (bootstrap) file.
+        image: PathBuf,
+        /// Where to mount it.
+        mountpoint: PathBuf,
     },
     /// Hold the /dev/cachefiles fd for `serve --supervisor` daemons, so the cache and its
     /// mounts survive a daemon's death, until SIGINT/SIGTERM.
@@ -126,6 +155,7 @@ fn main() -> ExitCode {
             tag,
             threads,
             readahead,
+            async_readahead,
             metrics,
             prefetch,
             prefetch_path,
@@ -133,6 +163,7 @@ fn main() -> ExitCode {
             prefetch_bandwidth,
             supervisor,
             device,
+            verify_digests,
         } => {
             // First, before any thread starts: SIGINT/SIGTERM go to a signalfd.
             let shutdown = Shutdown::new();
@@ -191,7 +222,14 @@ fn main() -> ExitCode {
                 cache_dir.display()
             );
             let mut session =
-                Session::new(LocalDirServer::new(&blob_dir)).with_readahead(readahead);
+                // Nydus RAFS v6 images in the blob dir are served decompressed (ondemand::rafs);
+                // every other cookie key names a plain file, as with LocalDirServer.
+                Session::new(
+                    ondemand::rafs::RafsDirServer::new(&blob_dir)
+                        .with_verify_digests(verify_digests),
+                )
+                .with_readahead(readahead)
+                .with_async_readahead(async_readahead);
             if prefetch || !prefetch_path.is_empty() {
                 let mut config = if prefetch {
                     PrefetchConfig::whole_objects()
@@ -237,6 +275,7 @@ fn main() -> ExitCode {
             }
             let result = daemon.run();
             println!("erofs-ondemand: {}", daemon.session().stats());
+            println!("erofs-ondemand: {}", daemon.session().server().totals());
             match result {
                 Ok(_) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -245,6 +284,28 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Cmd::Mount {
+            blob_dir,
+            image,
+            mountpoint,
+        } => match ondemand::mount::mount_image(&image, blob_dir.as_deref(), &mountpoint) {
+            Ok(mode @ ondemand::mount::Mode::FileBacked { .. }) => {
+                println!(
+                    "erofs-ondemand: mounted {} on {}: {mode}",
+                    image.display(),
+                    mountpoint.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Ok(mode) => {
+                println!("erofs-ondemand: not mounted: {mode}");
+                ExitCode::from(2)
+            }
+            Err(e) => {
+                eprintln!("erofs-ondemand: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Cmd::Hold { socket } => {
             let shutdown = Shutdown::new();
             if let Err(e) = shutdown_on_signals(shutdown.clone()) {

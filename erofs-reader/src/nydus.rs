@@ -1,0 +1,1538 @@
+//! Nydus RAFS v6: the bootstrap's blob table, prefetch list and chunk digests
+//! ([`RafsMeta`]), and [`BlobSource`], which presents a stored (compressed) Nydus data blob
+//! as the uncompressed address space the bootstrap's chunk indexes point into.
+//!
+//! A RAFS v6 bootstrap is an EROFS image whose extra devices are Nydus data blobs. The
+//! kernel (and this reader) address a blob device in its *uncompressed* space: chunk `k`
+//! of the blob occupies `[uoff_k, uoff_k + usize_k)`, 4 KiB aligned, zeros between chunks.
+//! The stored blob holds the chunks back to back, each raw or compressed (lz4_block or
+//! zstd), followed by the chunk-info array that maps one space onto the other.
+//! [`BlobSource`] reads that array once (lazily, on the first read), then answers a read of
+//! uncompressed bytes by fetching and decompressing only the chunks the range touches,
+//! keeping recently decoded chunks in a bounded cache, and (when asked) checking each
+//! decoded chunk against its digest from the bootstrap's chunk table.
+//!
+//! Opening a RAFS v6 bootstrap with [`ImageBuilder::blob_dir`](crate::ImageBuilder::blob_dir)
+//! wires a [`BlobSource`] for every blob not given explicitly, found in the directory under
+//! its blob id (the device tag), so the whole `Image` API reads RAFS images.
+//!
+//! ```no_run
+//! use erofs_reader::ImageBuilder;
+//! use erofs_reader::nydus::RafsMeta;
+//! # fn main() -> Result<(), erofs_reader::Error> {
+//! let image = ImageBuilder::open("bootstrap")?.blob_dir("blobs").build()?;
+//! let data = image.read("/etc/os-release")?;
+//! if let Some(rafs) = RafsMeta::from_image(&image)? {
+//!     for blob in rafs.blobs() {
+//!         println!("blob {} {}: {} chunks", blob.index, blob.id, blob.chunk_count);
+//!     }
+//!     // Decode and check every chunk of every blob against the bootstrap's digests.
+//!     let report = rafs.verify_blobs(&image, "blobs".as_ref());
+//!     assert!(report.errors.is_empty());
+//! }
+//! # Ok(()) }
+//! ```
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::io;
+use std::ops::Range;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use erofs_format::rafs::{
+    BLOB_META_HEADER_SIZE, BlobCompressionContextHeader, ChunkInfo, ChunkInfoArray,
+    FEATURE_COMPAT_RAFS_V6, PrefetchTable, RAFS_BLOCK_SIZE, RafsV5ChunkInfo, RafsV6Blob,
+    RafsV6SuperBlockExt, blob_table, chunk_table,
+};
+use erofs_format::superblock::SuperBlock;
+use zerocopy::FromBytes;
+
+pub use erofs_format::rafs::{BlobCompressor, BlobFeatures, Digest, Digester, RafsSuperFlags};
+
+use crate::error::{Context, Error, Result};
+use crate::image::{Image, Inner};
+use crate::source::{LazyFile, Source};
+
+/// Default capacity of a [`BlobSource`]'s decoded-chunk cache, in bytes.
+pub const DEFAULT_CHUNK_CACHE_BYTES: usize = 32 << 20;
+
+/// Largest stored span fetched with one read when neighbouring chunks are missing.
+const MAX_FETCH_SPAN: u64 = 16 << 20;
+
+/// Largest decompressed chunk-info array accepted (2^24 entries of 24 bytes).
+const MAX_CHUNK_INFO_BYTES: u64 = 24 << 24;
+
+/// The placeholder blob id `--blob-inline-meta` images carry in the bootstrap.
+const INLINE_PLACEHOLDER: [u8; 64] = [b'x'; 64];
+
+/// One data blob of a RAFS v6 image, from the bootstrap's blob table.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BlobInfo {
+    /// Position in the blob table; the blob is EROFS device `index + 1`.
+    pub index: u32,
+    /// The blob id (the device tag, the blob's file name). `"x" × 64` for
+    /// `--blob-inline-meta` images, whose real id is only the file name.
+    pub id: String,
+    /// How chunks are stored.
+    pub compressor: Option<BlobCompressor>,
+    /// How chunk digests are computed.
+    pub digester: Option<Digester>,
+    /// Number of chunks in the blob's chunk-info array.
+    pub chunk_count: u32,
+    /// Chunk size of the image.
+    pub chunk_size: u32,
+    /// Size of the stored blob (see `rafs-v6.md` §4 for the variants).
+    pub compressed_size: u64,
+    /// Size of the uncompressed address space (what the kernel reads).
+    pub uncompressed_size: u64,
+    /// Blob features.
+    pub features: BlobFeatures,
+    /// The raw blob table record.
+    pub record: RafsV6Blob,
+}
+
+impl fmt::Debug for BlobInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BlobInfo")
+            .field("index", &self.index)
+            .field("id", &self.id)
+            .field("compressor", &self.compressor)
+            .field("digester", &self.digester)
+            .field("chunk_count", &self.chunk_count)
+            .field("compressed_size", &self.compressed_size)
+            .field("uncompressed_size", &self.uncompressed_size)
+            .field("features", &self.features)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BlobInfo {
+    /// Whether the bootstrap names this blob with the `--blob-inline-meta` placeholder.
+    pub fn has_placeholder_id(&self) -> bool {
+        self.record.blob_id == INLINE_PLACEHOLDER
+    }
+
+    /// For blobs whose chunk-info array lives in a separate meta blob: that blob's name
+    /// (the hex `blob_meta_digest`).
+    pub fn separate_meta_name(&self) -> Option<String> {
+        self.features
+            .contains(BlobFeatures::SEPARATE)
+            .then(|| hex(&self.record.blob_meta_digest))
+    }
+}
+
+/// Whether `head` (the first 4 KiB of a file) is an EROFS superblock with the RAFS v6
+/// `feature_compat` bit: a Nydus bootstrap.
+pub fn is_rafs_bootstrap(head: &[u8]) -> bool {
+    SuperBlock::parse(head).is_ok_and(|sb| sb.feature_compat.get() & FEATURE_COMPAT_RAFS_V6 != 0)
+}
+
+/// Lower-case hex of `bytes`.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// One record of the bootstrap's chunk table: a unique chunk and its digest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkRecord {
+    /// Blob index.
+    pub blob_index: u32,
+    /// Chunk-info index in that blob.
+    pub chunk_index: u32,
+    /// Digest of the uncompressed chunk.
+    pub digest: Digest,
+    /// Uncompressed size.
+    pub uncompressed_size: u32,
+}
+
+/// What the bootstrap of a RAFS v6 image adds to EROFS: the extended superblock, the
+/// blob table and the prefetch list.
+#[derive(Debug, Clone)]
+pub struct RafsMeta {
+    ext: RafsV6SuperBlockExt,
+    blobs: Vec<BlobInfo>,
+    prefetch: Vec<u64>,
+}
+
+impl RafsMeta {
+    /// Read the RAFS additions of an open image. `Ok(None)` if it is not a RAFS v6
+    /// bootstrap (no `feature_compat` RAFS bit).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corrupt`] if the extended superblock or a table breaks nydus's rules.
+    pub fn from_image(image: &Image) -> Result<Option<RafsMeta>> {
+        Self::read(&image.inner)
+    }
+
+    pub(crate) fn read(inner: &Inner) -> Result<Option<RafsMeta>> {
+        let sb: &SuperBlock = &inner.sb;
+        if sb.feature_compat.get() & FEATURE_COMPAT_RAFS_V6 == 0 {
+            return Ok(None);
+        }
+        let at = erofs_format::rafs::EXT_SUPERBLOCK_OFFSET;
+        let bytes = inner.read_primary(at, 256, Context::offset(at))?;
+        let ext = RafsV6SuperBlockExt::read_from_bytes(&bytes)
+            .map_err(|_| Error::corrupt("RAFS extended superblock", Context::offset(at)))?;
+        ext.validate(inner.primary_len)
+            .map_err(|e| rafs_corrupt(e, at))?;
+        let bt_off = ext.s_blob_table_offset.get();
+        let bt_len = usize::try_from(ext.s_blob_table_size.get())
+            .map_err(|_| Error::corrupt("blob table size", Context::offset(at)))?;
+        let raw = inner.read_primary(bt_off, bt_len, Context::offset(bt_off))?;
+        let records = blob_table(&raw).map_err(|e| rafs_corrupt(e, bt_off))?;
+        if records.len() != inner.devices.len() {
+            return Err(Error::corrupt(
+                format!(
+                    "{} blobs in the blob table but {} devices in the device table",
+                    records.len(),
+                    inner.devices.len()
+                ),
+                Context::offset(bt_off),
+            ));
+        }
+        let mut blobs = Vec::with_capacity(records.len());
+        for (i, r) in records.iter().enumerate() {
+            let ctx = Context::offset(bt_off + 256 * i as u64);
+            r.validate(i as u32, ext.chunk_size())
+                .map_err(|e| Error::corrupt(format!("blob {i}: {e}"), ctx))?;
+            let dev = &inner.devices[i];
+            if dev.blocks.checked_mul(RAFS_BLOCK_SIZE) != Some(r.uncompressed_size.get()) {
+                return Err(Error::corrupt(
+                    format!(
+                        "blob {i}: device slot has {} blocks, the blob {} uncompressed bytes",
+                        dev.blocks,
+                        r.uncompressed_size.get()
+                    ),
+                    ctx,
+                ));
+            }
+            blobs.push(BlobInfo {
+                index: i as u32,
+                id: r
+                    .blob_id()
+                    .map_err(|e| rafs_corrupt(e, ctx.offset.unwrap_or(0)))?
+                    .to_string(),
+                compressor: r.compressor(),
+                digester: r.digester(),
+                chunk_count: r.chunk_count.get(),
+                chunk_size: r.chunk_size.get(),
+                compressed_size: r.compressed_size.get(),
+                uncompressed_size: r.uncompressed_size.get(),
+                features: r.features(),
+                record: *r,
+            });
+        }
+        let pt_off = ext.s_prefetch_table_offset.get();
+        let pt_len = ext.s_prefetch_table_size.get() as usize;
+        let prefetch = if pt_len == 0 {
+            Vec::new()
+        } else {
+            let raw = inner.read_primary(pt_off, pt_len, Context::offset(pt_off))?;
+            PrefetchTable::new(&raw)
+                .map_err(|e| rafs_corrupt(e, pt_off))?
+                .nids()
+                .collect()
+        };
+        Ok(Some(RafsMeta {
+            ext,
+            blobs,
+            prefetch,
+        }))
+    }
+
+    /// The extended superblock.
+    pub fn ext_superblock(&self) -> &RafsV6SuperBlockExt {
+        &self.ext
+    }
+
+    /// The superblock flags.
+    pub fn flags(&self) -> RafsSuperFlags {
+        self.ext.flags()
+    }
+
+    /// The image's chunk size.
+    pub fn chunk_size(&self) -> u32 {
+        self.ext.chunk_size()
+    }
+
+    /// The blobs, in blob-table order.
+    pub fn blobs(&self) -> &[BlobInfo] {
+        &self.blobs
+    }
+
+    /// The prefetch list: nids of files and directories (a directory means every file
+    /// below it), in the order the image was built with. Empty without
+    /// `--prefetch-policy fs`.
+    pub fn prefetch_nids(&self) -> &[u64] {
+        &self.prefetch
+    }
+
+    /// The bootstrap's chunk table: every unique chunk with its digest.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corrupt`] if the table is outside the bootstrap; [`Error::Io`].
+    pub fn chunk_records(&self, image: &Image) -> Result<Vec<ChunkRecord>> {
+        let off = self.ext.s_chunk_table_offset.get();
+        let len = usize::try_from(self.ext.s_chunk_table_size.get())
+            .map_err(|_| Error::corrupt("chunk table size", Context::offset(off)))?;
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let raw = image.inner.read_primary(off, len, Context::offset(off))?;
+        let table: &[RafsV5ChunkInfo] = chunk_table(&raw).map_err(|e| rafs_corrupt(e, off))?;
+        Ok(table
+            .iter()
+            .map(|r| ChunkRecord {
+                blob_index: r.blob_index.get(),
+                chunk_index: r.index.get(),
+                digest: r.block_id,
+                uncompressed_size: r.uncompressed_size.get(),
+            })
+            .collect())
+    }
+
+    /// The digests of blob `index`'s chunks from the chunk table, by chunk-info index
+    /// (`None` for chunks the table does not list).
+    ///
+    /// # Errors
+    ///
+    /// As [`RafsMeta::chunk_records`]; [`Error::Corrupt`] for a record naming a chunk
+    /// past the blob's chunk count.
+    pub fn blob_digests(&self, image: &Image, index: u32) -> Result<Vec<Option<Digest>>> {
+        let blob = self
+            .blobs
+            .get(index as usize)
+            .ok_or_else(|| Error::corrupt(format!("no blob {index}"), Context::NONE))?;
+        let mut out = vec![None; blob.chunk_count as usize];
+        for r in self.chunk_records(image)? {
+            if r.blob_index != index {
+                continue;
+            }
+            match out.get_mut(r.chunk_index as usize) {
+                Some(slot) => *slot = Some(r.digest),
+                None => {
+                    return Err(Error::corrupt(
+                        format!(
+                            "chunk table names chunk {} of blob {index}, which has {}",
+                            r.chunk_index, blob.chunk_count
+                        ),
+                        Context::offset(self.ext.s_chunk_table_offset.get()),
+                    ));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Open blob `index` from `dir` (the file named by its id), with digest checks when
+    /// `verify`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corrupt`] for an unknown index or an id that cannot name a file.
+    pub fn open_blob(
+        &self,
+        image: &Image,
+        index: u32,
+        dir: &Path,
+        verify: bool,
+    ) -> Result<BlobSource> {
+        let blob = self
+            .blobs
+            .get(index as usize)
+            .ok_or_else(|| Error::corrupt(format!("no blob {index}"), Context::NONE))?;
+        let mut src = blob_from_dir(blob, dir)?;
+        if verify {
+            src = src.with_digests(self.blob_digests(image, index)?);
+        }
+        Ok(src)
+    }
+
+    /// Decode every chunk of every blob found in `dir` and check it against the chunk
+    /// table's digest (blobs the image does not reference at all are skipped; chunks the
+    /// table does not list are decoded but not checked).
+    pub fn verify_blobs(&self, image: &Image, dir: &Path) -> VerifyReport {
+        let mut report = VerifyReport::default();
+        for blob in &self.blobs {
+            let src = match self.open_blob(image, blob.index, dir, true) {
+                Ok(s) => s,
+                Err(e) => {
+                    report
+                        .errors
+                        .push(format!("blob {} ({}): {e}", blob.index, blob.id));
+                    continue;
+                }
+            };
+            let n = match src.chunk_infos() {
+                Ok(c) => c.len(),
+                Err(e) => {
+                    report
+                        .errors
+                        .push(format!("blob {} ({}): {e}", blob.index, blob.id));
+                    continue;
+                }
+            };
+            for ci in 0..n {
+                match src.decode_chunk(ci as u32) {
+                    Ok((_, checked)) => {
+                        report.chunks += 1;
+                        if checked {
+                            report.verified += 1;
+                        }
+                    }
+                    Err(e) => report.errors.push(e.to_string()),
+                }
+            }
+            report.stored_bytes += src.stats().stored_bytes;
+        }
+        report
+    }
+}
+
+impl RafsMeta {
+    /// The paths of the prefetch list's nids (found by walking the tree, at most
+    /// `max_entries` directory entries); `None` for a nid not reached.
+    ///
+    /// # Errors
+    ///
+    /// Corrupt directories on the way.
+    pub fn prefetch_paths(
+        &self,
+        image: &Image,
+        max_entries: usize,
+    ) -> Result<Vec<(u64, Option<String>)>> {
+        let mut want: HashMap<u64, Option<String>> =
+            self.prefetch.iter().map(|&n| (n, None)).collect();
+        let root = image.root_nid();
+        if let Some(p) = want.get_mut(&root.0) {
+            *p = Some("/".into());
+        }
+        let mut missing = want.values().filter(|v| v.is_none()).count();
+        let mut stack = vec![(root, String::new(), 0u32)];
+        let mut seen = 0usize;
+        let mut visited = std::collections::HashSet::new();
+        while let Some((nid, path, depth)) = stack.pop() {
+            if missing == 0 || seen >= max_entries || !visited.insert(nid.0) {
+                continue;
+            }
+            let dir = image.inode(nid)?;
+            for e in image.read_dir_inode(&dir)? {
+                let e = e?;
+                seen += 1;
+                let name = e.name();
+                if name == b"." || name == b".." {
+                    continue;
+                }
+                let p = format!("{path}/{}", String::from_utf8_lossy(name));
+                if let Some(slot @ None) = want.get_mut(&e.nid().0) {
+                    *slot = Some(p.clone());
+                    missing -= 1;
+                }
+                if e.file_type() == crate::FileType::Directory && depth < image.limits().max_depth {
+                    stack.push((e.nid(), p, depth + 1));
+                }
+            }
+        }
+        Ok(self
+            .prefetch
+            .iter()
+            .map(|n| (*n, want.get(n).cloned().flatten()))
+            .collect())
+    }
+
+    /// A human-readable summary (the `erofs sb` tool's RAFS section): flags, chunk size,
+    /// the blob table and the prefetch list.
+    pub fn describe(&self, image: &Image) -> String {
+        use std::fmt::Write as _;
+        let mut s = String::new();
+        let ext = &self.ext;
+        let _ = writeln!(s, "RAFS v6:");
+        let _ = writeln!(
+            s,
+            "  flags:         {:#x} {:?}",
+            ext.s_flags.get(),
+            self.flags()
+        );
+        let _ = writeln!(s, "  chunk size:    {:#x}", self.chunk_size());
+        let _ = writeln!(
+            s,
+            "  chunk table:   {} records at {}",
+            ext.s_chunk_table_size.get() / 80,
+            ext.s_chunk_table_offset.get()
+        );
+        let _ = writeln!(s, "  blobs:         {}", self.blobs.len());
+        for b in &self.blobs {
+            let _ = writeln!(
+                s,
+                "    blob {}: {} compressor {:?} digester {:?} chunks {} stored {} uncompressed {} features {:#x}{}",
+                b.index,
+                b.id,
+                b.compressor,
+                b.digester,
+                b.chunk_count,
+                b.compressed_size,
+                b.uncompressed_size,
+                b.features.bits(),
+                match b.separate_meta_name() {
+                    Some(m) => format!(" meta {m}"),
+                    None => String::new(),
+                }
+            );
+        }
+        let _ = writeln!(s, "  prefetch:      {} entries", self.prefetch.len());
+        match self.prefetch_paths(image, 1 << 20) {
+            Ok(list) => {
+                for (nid, path) in list {
+                    let _ = writeln!(
+                        s,
+                        "    nid {nid}: {}",
+                        path.as_deref().unwrap_or("(not found in the tree)")
+                    );
+                }
+            }
+            Err(e) => {
+                let _ = writeln!(s, "    (cannot resolve paths: {e})");
+            }
+        }
+        s
+    }
+}
+
+/// What [`RafsMeta::verify_blobs`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Chunks decoded.
+    pub chunks: u64,
+    /// Chunks whose digest was checked (and matched).
+    pub verified: u64,
+    /// Stored blob bytes read.
+    pub stored_bytes: u64,
+    /// One line per problem.
+    pub errors: Vec<String>,
+}
+
+fn rafs_corrupt(e: erofs_format::Error, offset: u64) -> Error {
+    Error::corrupt(format!("RAFS: {e}"), Context::offset(offset))
+}
+
+/// The [`BlobSource`] for `blob` in `dir`: the file named by its id, and its separate meta
+/// blob if it has one. (The `--blob-inline-meta` placeholder id names no file there, so
+/// reading such a blob fails as a missing file.)
+fn blob_from_dir(blob: &BlobInfo, dir: &Path) -> Result<BlobSource> {
+    let name = &blob.id;
+    let safe =
+        |t: &str| !t.is_empty() && !t.contains('/') && t != "." && t != ".." && !t.contains('\0');
+    if !safe(name) {
+        return Err(Error::corrupt(
+            format!("blob {} id {:?} cannot name a file", blob.index, blob.id),
+            Context::NONE,
+        ));
+    }
+    let mut src = BlobSource::new(LazyFile::new(dir.join(name)), &blob.record);
+    if let Some(meta) = blob.separate_meta_name() {
+        src = src.with_separate_meta(LazyFile::new(dir.join(meta)));
+    }
+    Ok(src)
+}
+
+/// Called by `ImageBuilder::build`: for a RAFS v6 bootstrap opened with a blob directory,
+/// append a [`BlobSource`] for each blob past those given explicitly.
+pub(crate) fn add_blob_devices(
+    inner: &Inner,
+    dir: &Path,
+    devices: &mut Vec<Box<dyn Source>>,
+) -> Result<()> {
+    let Some(meta) = RafsMeta::read(inner)? else {
+        return Ok(());
+    };
+    for blob in meta.blobs.iter().skip(devices.len()) {
+        devices.push(Box::new(blob_from_dir(blob, dir)?));
+    }
+    Ok(())
+}
+
+/// Counters of a [`BlobSource`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BlobStats {
+    /// Reads of the uncompressed space served.
+    pub reads: u64,
+    /// Uncompressed bytes served.
+    pub bytes_served: u64,
+    /// Reads issued to the stored blob for chunk data.
+    pub fetches: u64,
+    /// Stored (compressed) bytes read for chunk data.
+    pub stored_bytes: u64,
+    /// Chunks decoded.
+    pub chunks_decoded: u64,
+    /// Chunks whose digest was checked.
+    pub chunks_verified: u64,
+    /// Chunk lookups answered from the cache.
+    pub cache_hits: u64,
+    /// Nanoseconds spent reading stored bytes (summed over threads).
+    pub fetch_ns: u64,
+    /// Nanoseconds spent decoding and checking chunks (summed over threads).
+    pub decode_ns: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    reads: AtomicU64,
+    bytes_served: AtomicU64,
+    fetches: AtomicU64,
+    stored_bytes: AtomicU64,
+    chunks_decoded: AtomicU64,
+    chunks_verified: AtomicU64,
+    cache_hits: AtomicU64,
+    fetch_ns: AtomicU64,
+    decode_ns: AtomicU64,
+}
+
+/// The decoded chunk-info array of a blob, checked.
+struct BlobMap {
+    chunks: Vec<ChunkInfo>,
+}
+
+struct ChunkCache {
+    capacity: usize,
+    bytes: usize,
+    map: HashMap<u32, Arc<[u8]>>,
+    order: VecDeque<u32>,
+}
+
+impl ChunkCache {
+    fn get(&self, ci: u32) -> Option<Arc<[u8]>> {
+        self.map.get(&ci).cloned()
+    }
+
+    fn insert(&mut self, ci: u32, data: Arc<[u8]>) {
+        let n = <[u8]>::len(&data);
+        if n > self.capacity || self.map.contains_key(&ci) {
+            return;
+        }
+        self.bytes += n;
+        self.map.insert(ci, data);
+        self.order.push_back(ci);
+        while self.bytes > self.capacity {
+            let Some(old) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(d) = self.map.remove(&old) {
+                self.bytes -= <[u8]>::len(&d);
+            }
+        }
+    }
+}
+
+/// A stored Nydus data blob presented as its uncompressed address space.
+///
+/// `len()` is the blob's `uncompressed_size`; `read_exact_at(buf, off)` returns the bytes
+/// the kernel would find at `off` of the EROFS device: each chunk decoded at its
+/// uncompressed offset, zeros between chunks. Only the chunks a read touches are fetched
+/// (neighbouring missing chunks with adjacent stored bytes in one read) and decoded; decoded
+/// chunks stay in a bounded cache ([`BlobSource::with_cache_capacity`]). With digests
+/// ([`BlobSource::with_digests`]) every decoded chunk is hashed (BLAKE3 or SHA-256, as the
+/// blob says) and a mismatch fails the read with [`io::ErrorKind::InvalidData`].
+///
+/// The chunk-info array is read on first use, so constructing a source does no I/O and a
+/// blob that is never read may be absent.
+pub struct BlobSource {
+    stored: Box<dyn Source>,
+    meta_source: Option<Box<dyn Source>>,
+    record: RafsV6Blob,
+    digests: Option<Vec<Option<Digest>>>,
+    map: OnceLock<std::result::Result<BlobMap, (io::ErrorKind, String)>>,
+    cache: Mutex<ChunkCache>,
+    /// Chunks being decoded ahead by [`BlobSource::decode_ahead`]; readers wait for them.
+    inflight: Mutex<std::collections::HashSet<u32>>,
+    inflight_done: std::sync::Condvar,
+    ahead_busy: std::sync::atomic::AtomicBool,
+    counters: Counters,
+}
+
+impl fmt::Debug for BlobSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BlobSource")
+            .field("blob_id", &String::from_utf8_lossy(&self.record.blob_id))
+            .field("uncompressed_size", &self.record.uncompressed_size.get())
+            .field("verify", &self.digests.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl BlobSource {
+    /// Present `stored` (the blob file as written by nydus-image) as described by its blob
+    /// table `record`.
+    pub fn new(stored: impl Source + 'static, record: &RafsV6Blob) -> Self {
+        BlobSource {
+            stored: Box::new(stored),
+            meta_source: None,
+            record: *record,
+            digests: None,
+            map: OnceLock::new(),
+            cache: Mutex::new(ChunkCache {
+                capacity: DEFAULT_CHUNK_CACHE_BYTES,
+                bytes: 0,
+                map: HashMap::new(),
+                order: VecDeque::new(),
+            }),
+            counters: Counters::default(),
+            inflight: Mutex::new(std::collections::HashSet::new()),
+            inflight_done: std::sync::Condvar::new(),
+            ahead_busy: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Read the chunk-info array from this separate meta blob (blobs with the SEPARATE
+    /// feature) instead of the data blob.
+    pub fn with_separate_meta(mut self, meta: impl Source + 'static) -> Self {
+        self.meta_source = Some(Box::new(meta));
+        self
+    }
+
+    /// Check each decoded chunk against `digests[chunk index]` (from the bootstrap's chunk
+    /// table, [`RafsMeta::blob_digests`]); chunks with `None` are not checked.
+    pub fn with_digests(mut self, digests: Vec<Option<Digest>>) -> Self {
+        self.digests = Some(digests);
+        self
+    }
+
+    /// Keep at most `bytes` of decoded chunks (default [`DEFAULT_CHUNK_CACHE_BYTES`]);
+    /// 0 turns the cache off.
+    pub fn with_cache_capacity(self, bytes: usize) -> Self {
+        if let Ok(mut c) = self.cache.lock() {
+            c.capacity = bytes;
+        }
+        self
+    }
+
+    /// The blob table record.
+    pub fn record(&self) -> &RafsV6Blob {
+        &self.record
+    }
+
+    /// Size of the uncompressed address space.
+    pub fn uncompressed_size(&self) -> u64 {
+        self.record.uncompressed_size.get()
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> BlobStats {
+        let c = &self.counters;
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        BlobStats {
+            reads: l(&c.reads),
+            bytes_served: l(&c.bytes_served),
+            fetches: l(&c.fetches),
+            stored_bytes: l(&c.stored_bytes),
+            chunks_decoded: l(&c.chunks_decoded),
+            chunks_verified: l(&c.chunks_verified),
+            cache_hits: l(&c.cache_hits),
+            fetch_ns: l(&c.fetch_ns),
+            decode_ns: l(&c.decode_ns),
+        }
+    }
+
+    /// The decoded chunk-info array (read and checked on first use).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if the blob (or its meta blob) cannot be read, [`Error::Corrupt`] if
+    /// the array breaks the format's rules, [`Error::Unsupported`] for gzip/ZRAN blobs.
+    pub fn chunk_infos(&self) -> Result<&[ChunkInfo]> {
+        self.map().map(|m| &m.chunks[..])
+    }
+
+    /// The stored byte range holding the chunks that overlap `range` of the uncompressed
+    /// space (what a server must fetch to answer a read of `range`), or `None` if no chunk
+    /// overlaps it.
+    ///
+    /// # Errors
+    ///
+    /// As [`BlobSource::chunk_infos`].
+    pub fn stored_range(&self, range: Range<u64>) -> Result<Option<Range<u64>>> {
+        let chunks = self.chunk_infos()?;
+        let r = overlapping(chunks, range.start, range.end);
+        Ok(chunks[r].iter().fold(None, |acc: Option<Range<u64>>, c| {
+            let (s, e) = (c.compressed_offset, c.compressed_end());
+            Some(match acc {
+                None => s..e,
+                Some(a) => a.start.min(s)..a.end.max(e),
+            })
+        }))
+    }
+
+    /// Decode chunk `ci` (from the cache, or fetched and decoded), checking its digest if
+    /// digests were given. Returns the bytes and whether a digest was checked.
+    ///
+    /// # Errors
+    ///
+    /// As [`BlobSource::chunk_infos`]; [`Error::Corrupt`] if the chunk does not decode to
+    /// its size or its digest differs.
+    pub fn decode_chunk(&self, ci: u32) -> Result<(Arc<[u8]>, bool)> {
+        let map = self.map()?;
+        let c = *map
+            .chunks
+            .get(ci as usize)
+            .ok_or_else(|| Error::corrupt(format!("no chunk {ci} in the blob"), Context::NONE))?;
+        if let Some(d) = self.cache_get(ci) {
+            return Ok((d, self.digest_for(ci).is_some()));
+        }
+        let mut stored = vec![0u8; c.compressed_size as usize];
+        self.fetch(&mut stored, c.compressed_offset)?;
+        let data = self.decode(ci, &c, &stored)?;
+        let checked = self.digest_for(ci).is_some();
+        self.cache_put(ci, data.clone());
+        Ok((data, checked))
+    }
+
+    fn digest_for(&self, ci: u32) -> Option<&Digest> {
+        self.digests.as_ref()?.get(ci as usize)?.as_ref()
+    }
+
+    fn cache_get(&self, ci: u32) -> Option<Arc<[u8]>> {
+        let hit = self.cache.lock().ok()?.get(ci);
+        if hit.is_some() {
+            self.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
+        }
+        hit
+    }
+
+    /// Wait while chunk `ci` is being decoded ahead (it will then be in the cache).
+    fn wait_inflight(&self, ci: u32) {
+        let Ok(mut set) = self.inflight.lock() else {
+            return;
+        };
+        while set.contains(&ci) {
+            set = match self.inflight_done.wait(set) {
+                Ok(s) => s,
+                Err(_) => return,
+            };
+        }
+    }
+
+    /// Decode the chunks overlapping `range` (clipped to the blob) into the cache on a
+    /// background thread, unless one is already running for this blob: a server that has
+    /// just answered a sequential read calls this for the next window, so the decoding of
+    /// that window overlaps with the kernel's use of this one. Errors are only logged (the
+    /// foreground read that needs the chunk reports them).
+    pub fn decode_ahead(self: &Arc<Self>, range: Range<u64>) {
+        if self.ahead_busy.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let this = Arc::clone(self);
+        let spawned = std::thread::Builder::new()
+            .name("blob-decode-ahead".into())
+            .spawn(move || {
+                if let Err(e) = this.warm(range) {
+                    log::debug!("decode ahead: {e}");
+                }
+                this.ahead_busy.store(false, Ordering::Release);
+            });
+        if spawned.is_err() {
+            self.ahead_busy.store(false, Ordering::Release);
+        }
+    }
+
+    /// Decode the chunks overlapping `range` that are not cached into the cache.
+    fn warm(&self, range: Range<u64>) -> Result<()> {
+        let map = self.map()?;
+        let end = range.end.min(self.uncompressed_size());
+        let chunks = overlapping(&map.chunks, range.start, end);
+        // Claim the chunks nobody has (cached or in flight), as one run of adjacent
+        // stored bytes from the first.
+        let mut claimed: Vec<usize> = Vec::new();
+        {
+            let Ok(mut set) = self.inflight.lock() else {
+                return Ok(());
+            };
+            let mut stop = None;
+            for k in chunks {
+                let c = &map.chunks[k];
+                if set.contains(&(k as u32)) || self.cache_has(k as u32) {
+                    if stop.is_some() {
+                        break;
+                    }
+                    continue;
+                }
+                if let Some(s) = stop
+                    && (c.compressed_offset != s
+                        || c.compressed_end() - map.chunks[claimed[0]].compressed_offset
+                            > MAX_FETCH_SPAN)
+                {
+                    break;
+                }
+                set.insert(k as u32);
+                claimed.push(k);
+                stop = Some(c.compressed_end());
+            }
+        }
+        let Some(&first) = claimed.first() else {
+            return Ok(());
+        };
+        let result = (|| -> Result<()> {
+            let start = map.chunks[first].compressed_offset;
+            let stop = map.chunks[*claimed.last().unwrap_or(&first)].compressed_end();
+            let mut stored = vec![0u8; (stop - start) as usize];
+            self.fetch(&mut stored, start)?;
+            for &k in &claimed {
+                let c = &map.chunks[k];
+                let s = (c.compressed_offset - start) as usize;
+                let data = self.decode(k as u32, c, &stored[s..s + c.compressed_size as usize])?;
+                self.cache_put(k as u32, data);
+            }
+            Ok(())
+        })();
+        if let Ok(mut set) = self.inflight.lock() {
+            for k in &claimed {
+                set.remove(&(*k as u32));
+            }
+        }
+        self.inflight_done.notify_all();
+        result
+    }
+
+    fn is_inflight(&self, ci: u32) -> bool {
+        self.inflight.lock().is_ok_and(|s| s.contains(&ci))
+    }
+
+    fn cache_has(&self, ci: u32) -> bool {
+        self.cache.lock().is_ok_and(|c| c.map.contains_key(&ci))
+    }
+
+    fn cache_put(&self, ci: u32, data: Arc<[u8]>) {
+        if let Ok(mut c) = self.cache.lock() {
+            c.insert(ci, data);
+        }
+    }
+
+    fn blob_err(&self, what: impl fmt::Display) -> Error {
+        Error::corrupt(
+            format!(
+                "blob {}: {what}",
+                String::from_utf8_lossy(&self.record.blob_id).trim_end_matches('\0')
+            ),
+            Context::NONE,
+        )
+    }
+
+    fn fetch(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        self.counters.fetches.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .stored_bytes
+            .fetch_add(buf.len() as u64, Ordering::Relaxed);
+        let t0 = std::time::Instant::now();
+        let r = self.stored.read_exact_at(buf, offset);
+        self.counters
+            .fetch_ns
+            .fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        r.map_err(|e| {
+            if e.kind() == io::ErrorKind::UnexpectedEof {
+                self.blob_err(format!(
+                    "chunk data at {offset}+{} is past the end of the stored blob",
+                    buf.len()
+                ))
+            } else {
+                Error::Io {
+                    device: 0,
+                    source: io::Error::new(
+                        e.kind(),
+                        format!(
+                            "blob {}: {e}",
+                            String::from_utf8_lossy(&self.record.blob_id).trim_end_matches('\0')
+                        ),
+                    ),
+                }
+            }
+        })
+    }
+
+    /// Decode one chunk from its stored bytes into a new buffer, checking its digest.
+    fn decode(&self, ci: u32, c: &ChunkInfo, stored: &[u8]) -> Result<Arc<[u8]>> {
+        let mut out = vec![0u8; c.uncompressed_size as usize];
+        self.decode_into(ci, c, stored, &mut out)?;
+        Ok(Arc::from(out))
+    }
+
+    /// Decode one chunk from its stored bytes into `out` (exactly its uncompressed size)
+    /// and check its digest.
+    fn decode_into(&self, ci: u32, c: &ChunkInfo, stored: &[u8], out: &mut [u8]) -> Result<()> {
+        if out.len() != c.uncompressed_size as usize {
+            return Err(self.blob_err(format!("chunk {ci}: output of {} bytes", out.len())));
+        }
+        let t0 = std::time::Instant::now();
+        let r = self.decode_checked(ci, c, stored, out);
+        self.counters
+            .decode_ns
+            .fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        r
+    }
+
+    fn decode_checked(&self, ci: u32, c: &ChunkInfo, stored: &[u8], out: &mut [u8]) -> Result<()> {
+        if !c.compressed {
+            if stored.len() != out.len() {
+                return Err(self.blob_err(format!("raw chunk {ci}: stored size differs")));
+            }
+            out.copy_from_slice(stored);
+        } else {
+            match self.record.compressor() {
+                Some(BlobCompressor::Lz4Block) => lz4_block(stored, out),
+                Some(BlobCompressor::Zstd) => zstd_frame(stored, out),
+                other => Err(format!("compressed chunk with compressor {other:?}")),
+            }
+            .map_err(|e| self.blob_err(format!("chunk {ci}: {e}")))?;
+        }
+        self.counters.chunks_decoded.fetch_add(1, Ordering::Relaxed);
+        if let Some(want) = self.digest_for(ci) {
+            let got = digest(self.record.digester(), out)
+                .ok_or_else(|| self.blob_err("unknown digest algorithm"))?;
+            if &got != want {
+                return Err(self.blob_err(format!(
+                    "chunk {ci} (uncompressed {}+{}, stored {}+{}): digest {} differs from the bootstrap's {}",
+                    c.uncompressed_offset,
+                    c.uncompressed_size,
+                    c.compressed_offset,
+                    c.compressed_size,
+                    hex(&got),
+                    hex(want)
+                )));
+            }
+            self.counters
+                .chunks_verified
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    fn map(&self) -> Result<&BlobMap> {
+        match self.map.get_or_init(|| {
+            self.load_map().map_err(|e| {
+                let e: io::Error = e.into();
+                (e.kind(), e.to_string())
+            })
+        }) {
+            Ok(m) => Ok(m),
+            Err((kind, msg)) => Err(match kind {
+                io::ErrorKind::InvalidData => Error::corrupt(msg.clone(), Context::NONE),
+                io::ErrorKind::Unsupported => Error::unsupported(msg.clone()),
+                k => Error::Io {
+                    device: 0,
+                    source: io::Error::new(*k, msg.clone()),
+                },
+            }),
+        }
+    }
+
+    fn load_map(&self) -> Result<BlobMap> {
+        let r = &self.record;
+        let features = r.features();
+        if features.contains(BlobFeatures::ZRAN) {
+            return Err(Error::unsupported("Nydus ZRAN (gzip reference) blob"));
+        }
+        match r.compressor() {
+            Some(BlobCompressor::None | BlobCompressor::Lz4Block | BlobCompressor::Zstd) => {}
+            Some(BlobCompressor::Gzip) => {
+                return Err(Error::unsupported("Nydus gzip-compressed blob"));
+            }
+            None => return Err(self.blob_err("unknown compressor")),
+        }
+        let count = r.chunk_count.get();
+        let usize_ = r.ci_uncompressed_size.get();
+        let csize = r.ci_compressed_size.get();
+        if usize_ != u64::from(count) * r.chunk_info_size() || usize_ > MAX_CHUNK_INFO_BYTES {
+            return Err(self.blob_err(format!(
+                "chunk-info array of {usize_} bytes for {count} chunks"
+            )));
+        }
+        if csize > usize_.max(64) + 1024 {
+            return Err(self.blob_err(format!("compressed chunk-info array of {csize} bytes")));
+        }
+        let meta: &dyn Source = match (&self.meta_source, features.contains(BlobFeatures::SEPARATE))
+        {
+            (Some(m), true) => &**m,
+            (None, true) => {
+                return Err(Error::Io {
+                    device: 0,
+                    source: io::Error::new(
+                        io::ErrorKind::NotFound,
+                        "the blob's chunk infos are in a separate meta blob that was not given",
+                    ),
+                });
+            }
+            _ => &*self.stored,
+        };
+        let read = |buf: &mut [u8], off: u64| {
+            meta.read_exact_at(buf, off).map_err(|e| {
+                if e.kind() == io::ErrorKind::UnexpectedEof {
+                    self.blob_err(format!("blob meta at {off} is past the end of the blob"))
+                } else {
+                    Error::Io {
+                        device: 0,
+                        source: io::Error::new(
+                            e.kind(),
+                            format!(
+                                "blob {}: {e}",
+                                String::from_utf8_lossy(&r.blob_id).trim_end_matches('\0')
+                            ),
+                        ),
+                    }
+                }
+            })
+        };
+        // The header after the array must agree with the blob table.
+        if let Some(hoff) = r.meta_header_offset() {
+            let mut h = vec![0u8; BLOB_META_HEADER_SIZE];
+            read(&mut h, hoff)?;
+            let header = BlobCompressionContextHeader::parse(&h)
+                .map_err(|e| self.blob_err(format!("blob meta header: {e}")))?;
+            if !header.matches(r) {
+                return Err(self.blob_err("blob meta header differs from the blob table"));
+            }
+        }
+        let mut raw = vec![0u8; csize as usize];
+        read(&mut raw, r.ci_offset.get())?;
+        let bytes = match r.ci_compressor() {
+            Some(BlobCompressor::None) => raw,
+            Some(BlobCompressor::Zstd) => {
+                let mut out = vec![0u8; usize_ as usize];
+                zstd_frame(&raw, &mut out)
+                    .map_err(|e| self.blob_err(format!("chunk-info array: {e}")))?;
+                out
+            }
+            Some(BlobCompressor::Lz4Block) => {
+                let mut out = vec![0u8; usize_ as usize];
+                lz4_block(&raw, &mut out)
+                    .map_err(|e| self.blob_err(format!("chunk-info array: {e}")))?;
+                out
+            }
+            other => {
+                return Err(self.blob_err(format!("chunk-info compressor {other:?}")));
+            }
+        };
+        let arr = ChunkInfoArray::new(&bytes, features, count)
+            .map_err(|e| self.blob_err(format!("chunk-info array: {e}")))?;
+        let limit = r.uncompressed_size.get();
+        let mut chunks = Vec::with_capacity(count as usize);
+        let mut prev_end = 0u64;
+        for (k, c) in arr.iter().enumerate() {
+            let c = c.map_err(|e| self.blob_err(format!("chunk {k}: {e}")))?;
+            let bad = |what: &str| self.blob_err(format!("chunk {k}: {what}"));
+            if c.uncompressed_size == 0 || c.uncompressed_size > r.chunk_size.get() {
+                return Err(bad("uncompressed size out of range"));
+            }
+            if c.uncompressed_offset % RAFS_BLOCK_SIZE != 0 {
+                return Err(bad("uncompressed offset not 4 KiB aligned"));
+            }
+            if c.uncompressed_offset < prev_end {
+                return Err(bad("chunks overlap or are out of order"));
+            }
+            if c.uncompressed_end() > limit.next_multiple_of(RAFS_BLOCK_SIZE) {
+                return Err(bad("chunk ends past the uncompressed size"));
+            }
+            if c.compressed_offset
+                .checked_add(u64::from(c.compressed_size))
+                .is_none()
+            {
+                return Err(bad("stored range overflows"));
+            }
+            if !c.compressed && c.compressed_size != c.uncompressed_size {
+                return Err(bad("raw chunk with a stored size different from its size"));
+            }
+            if c.compressed && r.compressor() == Some(BlobCompressor::None) {
+                return Err(bad("compressed chunk in an uncompressed blob"));
+            }
+            if !features.contains(BlobFeatures::SEPARATE)
+                && c.compressed_end() > r.compressed_data_size()
+            {
+                return Err(bad("stored bytes run into the blob meta"));
+            }
+            prev_end = c.uncompressed_end();
+            chunks.push(c);
+        }
+        Ok(BlobMap { chunks })
+    }
+
+    fn read_range(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        let end = offset
+            .checked_add(buf.len() as u64)
+            .filter(|&e| e <= self.uncompressed_size())
+            .ok_or_else(|| Error::Io {
+                device: 0,
+                source: io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "read of {} bytes at {offset} past the end of the blob's {} uncompressed bytes",
+                        buf.len(),
+                        self.uncompressed_size()
+                    ),
+                ),
+            })?;
+        self.counters.reads.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .bytes_served
+            .fetch_add(buf.len() as u64, Ordering::Relaxed);
+        let map = self.map()?;
+        let range = overlapping(&map.chunks, offset, end);
+        // `rest` is the part of `buf` not written yet; it starts at absolute offset `pos`.
+        let mut rest: &mut [u8] = buf;
+        let mut pos = offset;
+        let mut i = range.start;
+        while i < range.end {
+            let c = map.chunks[i];
+            self.wait_inflight(i as u32);
+            if let Some(data) = self.cache_get(i as u32) {
+                let to = c.uncompressed_end().min(end);
+                let skip = pos.max(c.uncompressed_offset) - c.uncompressed_offset;
+                let dst = take(&mut rest, &mut pos, c.uncompressed_offset, to);
+                dst.copy_from_slice(&data[skip as usize..skip as usize + dst.len()]);
+                i += 1;
+                continue;
+            }
+            // A run of missing chunks whose stored bytes are adjacent: one read.
+            let start = c.compressed_offset;
+            let mut stop = c.compressed_end();
+            let mut j = i + 1;
+            while j < range.end {
+                let n = &map.chunks[j];
+                if n.compressed_offset != stop
+                    || n.compressed_end() - start > MAX_FETCH_SPAN
+                    || self.cache_has(j as u32)
+                    || self.is_inflight(j as u32)
+                {
+                    break;
+                }
+                stop = n.compressed_end();
+                j += 1;
+            }
+            SCRATCH.with(|cell| -> Result<()> {
+                let mut scratch = cell.borrow_mut();
+                let len = (stop - start) as usize;
+                if scratch.len() < len {
+                    scratch.resize(len, 0);
+                }
+                let stored = &mut scratch[..len];
+                self.fetch(stored, start)?;
+                let mut tasks = Vec::with_capacity(j - i);
+                for k in i..j {
+                    let c = &map.chunks[k];
+                    let s = (c.compressed_offset - start) as usize;
+                    let to = c.uncompressed_end().min(end);
+                    let skip = pos.max(c.uncompressed_offset) - c.uncompressed_offset;
+                    let dst = take(&mut rest, &mut pos, c.uncompressed_offset, to);
+                    tasks.push(Task {
+                        ci: k,
+                        stored: &stored[s..s + c.compressed_size as usize],
+                        dst,
+                        skip: skip as usize,
+                    });
+                }
+                self.run_tasks(&map.chunks, tasks)?;
+                if scratch.len() > SCRATCH_KEEP {
+                    *scratch = Vec::new();
+                }
+                Ok(())
+            })?;
+            i = j;
+        }
+        rest.fill(0);
+        Ok(())
+    }
+
+    /// Decode `tasks`, on two threads when there is enough compressed data to share.
+    fn run_tasks(&self, chunks: &[ChunkInfo], mut tasks: Vec<Task<'_>>) -> Result<()> {
+        let compressed: u64 = tasks
+            .iter()
+            .filter(|t| chunks[t.ci].compressed)
+            .map(|t| u64::from(chunks[t.ci].uncompressed_size))
+            .sum();
+        if tasks.len() < 2 || compressed < PARALLEL_DECODE_MIN {
+            return tasks.into_iter().try_for_each(|t| self.run_task(chunks, t));
+        }
+        // Split by uncompressed bytes: the second half goes to a helper thread.
+        let total: u64 = tasks
+            .iter()
+            .map(|t| u64::from(chunks[t.ci].uncompressed_size))
+            .sum();
+        let mut acc = 0;
+        let cut = tasks
+            .iter()
+            .position(|t| {
+                acc += u64::from(chunks[t.ci].uncompressed_size);
+                acc * 2 >= total
+            })
+            .map_or(tasks.len(), |p| p + 1)
+            .min(tasks.len() - 1);
+        let second = tasks.split_off(cut);
+        std::thread::scope(|scope| {
+            let helper = scope.spawn(|| {
+                second
+                    .into_iter()
+                    .try_for_each(|t| self.run_task(chunks, t))
+            });
+            let mine = tasks.into_iter().try_for_each(|t| self.run_task(chunks, t));
+            let theirs = helper
+                .join()
+                .unwrap_or_else(|_| Err(self.blob_err("decoder thread panicked")));
+            mine.and(theirs)
+        })
+    }
+
+    /// Decode one chunk into its part of the read; a chunk only partly read is kept.
+    fn run_task(&self, chunks: &[ChunkInfo], t: Task<'_>) -> Result<()> {
+        let c = &chunks[t.ci];
+        if t.skip == 0 && t.dst.len() == c.uncompressed_size as usize {
+            // Wholly inside the read: decode in place, nothing to keep.
+            return self.decode_into(t.ci as u32, c, t.stored, t.dst);
+        }
+        let data = self.decode(t.ci as u32, c, t.stored)?;
+        let part = data
+            .get(t.skip..t.skip + t.dst.len())
+            .ok_or_else(|| self.blob_err(format!("chunk {}: read past its end", t.ci)))?;
+        t.dst.copy_from_slice(part);
+        self.cache_put(t.ci as u32, data);
+        Ok(())
+    }
+}
+
+/// The bytes of `rest` (which starts at absolute offset `pos`) up to `to`, after zeroing the
+/// gap before `at`; `rest` and `pos` move past them.
+fn take<'a>(rest: &mut &'a mut [u8], pos: &mut u64, at: u64, to: u64) -> &'a mut [u8] {
+    let r = std::mem::take(rest);
+    let (gap, r) = r.split_at_mut(at.saturating_sub(*pos) as usize);
+    gap.fill(0);
+    *pos = (*pos).max(at);
+    let (dst, r) = r.split_at_mut((to - *pos) as usize);
+    *rest = r;
+    *pos = to;
+    dst
+}
+
+/// One chunk of a read: its stored bytes and where its decoded bytes `[skip, +dst.len())` go.
+struct Task<'a> {
+    ci: usize,
+    stored: &'a [u8],
+    dst: &'a mut [u8],
+    skip: usize,
+}
+
+/// Compressed bytes in one run above which decoding is split over two threads.
+const PARALLEL_DECODE_MIN: u64 = 512 * 1024;
+
+thread_local! {
+    /// Stored bytes of the run being decoded (reused, so big reads do not fault in fresh
+    /// pages every time).
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Largest scratch buffer a thread keeps between reads.
+const SCRATCH_KEEP: usize = 8 << 20;
+
+/// Indexes of the chunks (sorted, non-overlapping) that overlap `[start, end)`.
+fn overlapping(chunks: &[ChunkInfo], start: u64, end: u64) -> Range<usize> {
+    let first = chunks.partition_point(|c| c.uncompressed_end() <= start);
+    let last = chunks.partition_point(|c| c.uncompressed_offset < end);
+    first..last.max(first)
+}
+
+impl Source for BlobSource {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.read_range(buf, offset).map_err(io::Error::from)
+    }
+
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.uncompressed_size())
+    }
+}
+
+/// The digest of `data` with `algo`.
+pub fn digest(algo: Option<Digester>, data: &[u8]) -> Option<Digest> {
+    match algo? {
+        Digester::Blake3 => Some(*blake3::hash(data).as_bytes()),
+        Digester::Sha256 => {
+            use sha2::Digest as _;
+            Some(sha2::Sha256::digest(data).into())
+        }
+    }
+}
+
+#[cfg(feature = "lz4")]
+fn lz4_block(input: &[u8], out: &mut [u8]) -> std::result::Result<(), String> {
+    match lz4_flex::block::decompress_into(input, out) {
+        Ok(n) if n == out.len() => Ok(()),
+        Ok(n) => Err(format!("lz4 block decodes to {n} bytes, not {}", out.len())),
+        Err(e) => Err(format!("lz4 block: {e}")),
+    }
+}
+
+#[cfg(not(feature = "lz4"))]
+fn lz4_block(_: &[u8], _: &mut [u8]) -> std::result::Result<(), String> {
+    Err("lz4_block chunks need the `lz4` feature".into())
+}
+
+#[cfg(feature = "zstd")]
+fn zstd_frame(input: &[u8], out: &mut [u8]) -> std::result::Result<(), String> {
+    use std::cell::RefCell;
+    use zstd::zstd_safe::{DCtx, ResetDirective, get_error_name};
+    thread_local! {
+        static DCTX: RefCell<DCtx<'static>> = RefCell::new(DCtx::create());
+    }
+    DCTX.with(|cell| {
+        let mut d = cell.borrow_mut();
+        let _ = d.reset(ResetDirective::SessionOnly);
+        match d.decompress(out, input) {
+            Ok(n) if n == out.len() => Ok(()),
+            Ok(n) => Err(format!(
+                "zstd frame decodes to {n} bytes, not {}",
+                out.len()
+            )),
+            Err(code) => Err(format!("zstd: {}", get_error_name(code))),
+        }
+    })
+}
+
+#[cfg(not(feature = "zstd"))]
+fn zstd_frame(_: &[u8], _: &mut [u8]) -> std::result::Result<(), String> {
+    Err("zstd chunks need the `zstd` feature".into())
+}
+
+/// Read `RafsV6Blob` records (for tests and tools that build sources by hand).
+///
+/// # Errors
+///
+/// [`Error::Corrupt`] if `bytes` is not whole 256-byte records.
+pub fn parse_blob_table(bytes: &[u8]) -> Result<Vec<RafsV6Blob>> {
+    blob_table(bytes)
+        .map(|t| t.to_vec())
+        .map_err(|e| rafs_corrupt(e, 0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zerocopy::little_endian::{U32, U64};
+    use zerocopy::{FromZeros, IntoBytes};
+
+    /// Build a blob by hand: chunks (raw or zstd), a v1 chunk-info array stored raw, the
+    /// header; returns (blob bytes, record, uncompressed image of the space).
+    fn blob(chunks: &[(Vec<u8>, bool)]) -> (Vec<u8>, RafsV6Blob, Vec<u8>) {
+        let mut data = Vec::new();
+        let mut infos = Vec::new();
+        let mut space = Vec::new();
+        for (plain, compress) in chunks {
+            let stored = if *compress {
+                zstd::bulk::compress(plain, 3).unwrap()
+            } else {
+                plain.clone()
+            };
+            let coff = data.len() as u64;
+            let uoff = space.len() as u64;
+            data.extend_from_slice(&stored);
+            space.extend_from_slice(plain);
+            space.resize(space.len().next_multiple_of(4096), 0);
+            let us = plain.len() as u64 - 1;
+            let cs = stored.len() as u64 - 1;
+            let uncomp = (uoff & 0xFFFF_FFFF_F000) | ((us & 0xFFFFF) << 44) | ((us >> 20) << 8);
+            let comp = coff | ((cs >> 20) << 40) | ((cs & 0xFFFFF) << 44);
+            let mut e = [0u8; 16];
+            e[..8].copy_from_slice(&uncomp.to_le_bytes());
+            e[8..].copy_from_slice(&comp.to_le_bytes());
+            infos.push((e, *compress));
+        }
+        let ci_off = data.len() as u64;
+        for (e, _) in &infos {
+            data.extend_from_slice(e);
+        }
+        let mut r = RafsV6Blob::new_zeroed();
+        r.blob_id[..4].copy_from_slice(b"test");
+        r.chunk_size = U32::new(0x10_0000);
+        r.chunk_count = U32::new(chunks.len() as u32);
+        r.compression_algo = U32::new(3);
+        r.features = U32::new(0x4000_0001);
+        r.uncompressed_size = U64::new(space.len() as u64);
+        r.ci_compressor = U32::new(0);
+        r.ci_offset = U64::new(ci_off);
+        r.ci_compressed_size = U64::new(16 * chunks.len() as u64);
+        r.ci_uncompressed_size = U64::new(16 * chunks.len() as u64);
+        let mut h = BlobCompressionContextHeader::new_zeroed();
+        h.s_magic = U32::new(erofs_format::rafs::BLOB_META_MAGIC);
+        h.s_magic2 = U32::new(erofs_format::rafs::BLOB_META_MAGIC);
+        h.s_features = r.features;
+        h.s_ci_compressor = r.ci_compressor;
+        h.s_ci_entries = r.chunk_count;
+        h.s_ci_offset = r.ci_offset;
+        h.s_ci_compressed_size = r.ci_compressed_size;
+        h.s_ci_uncompressed_size = r.ci_uncompressed_size;
+        data.extend_from_slice(h.as_bytes());
+        r.compressed_size = U64::new(data.len() as u64);
+        (data, r, space)
+    }
+
+    #[test]
+    fn raw_chunks_read_back_with_gaps_zeroed() {
+        let a: Vec<u8> = (0..5000u32).map(|i| i as u8).collect();
+        let b = vec![7u8; 100];
+        let (data, r, space) = blob(&[(a, false), (b, false)]);
+        let src = BlobSource::new(data, &r);
+        assert_eq!(src.len().unwrap(), space.len() as u64);
+        let mut all = vec![0xAAu8; space.len()];
+        src.read_exact_at(&mut all, 0).unwrap();
+        assert_eq!(all, space);
+        let mut part = vec![0u8; 300];
+        src.read_exact_at(&mut part, 4990).unwrap();
+        assert_eq!(&part[..], &space[4990..5290]);
+        // The whole read decoded both chunks in place; the partial one keeps chunk 0.
+        assert_eq!(src.stats().fetches, 2);
+        src.read_exact_at(&mut part, 4990).unwrap();
+        assert_eq!(&part[..], &space[4990..5290]);
+        assert_eq!(src.stats().fetches, 2, "third read served by the cache");
+        assert_eq!(src.stats().cache_hits, 1);
+        assert!(
+            src.read_exact_at(&mut part, space.len() as u64 - 10)
+                .is_err()
+        );
+        assert_eq!(src.stored_range(4096..4097).unwrap(), Some(0..5000));
+        assert_eq!(src.stored_range(5000..8192).unwrap(), None);
+    }
+
+    #[test]
+    fn digests_are_checked() {
+        let a = vec![1u8; 9000];
+        let (data, r, _) = blob(&[(a.clone(), false)]);
+        let good = digest(Some(Digester::Blake3), &a).unwrap();
+        let src = BlobSource::new(data.clone(), &r).with_digests(vec![Some(good)]);
+        let (d, checked) = src.decode_chunk(0).unwrap();
+        assert!(checked);
+        assert_eq!(&d[..], &a[..]);
+        let mut flipped = data;
+        flipped[100] ^= 1;
+        let src = BlobSource::new(flipped, &r).with_digests(vec![Some(good)]);
+        let mut buf = vec![0u8; 10];
+        let e = src.read_exact_at(&mut buf, 0).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        assert!(e.to_string().contains("digest"), "{e}");
+    }
+
+    #[test]
+    fn bad_chunk_infos_are_refused() {
+        let (data, r, _) = blob(&[(vec![3u8; 10], false)]);
+        let mut r2 = r;
+        r2.ci_uncompressed_size = U64::new(17);
+        let e = BlobSource::new(data.clone(), &r2)
+            .chunk_infos()
+            .unwrap_err();
+        assert!(e.is_corrupt(), "{e}");
+        let mut short = data.clone();
+        short.truncate(20);
+        let e = BlobSource::new(short, &r).chunk_infos().unwrap_err();
+        assert!(e.is_corrupt(), "{e}");
+        let mut r3 = r;
+        r3.features = U32::new(0x4000_0009);
+        assert!(matches!(
+            BlobSource::new(data, &r3).chunk_infos(),
+            Err(Error::Unsupported { .. })
+        ));
+    }
+}

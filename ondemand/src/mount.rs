@@ -1,0 +1,275 @@
+//! Mounting an image: file-backed with no daemon when every blob is local, else EROFS over
+//! fscache (which needs a bound cache and a daemon such as [`crate::Daemon`]).
+//!
+//! [`plan`] reads the image's device table (with `erofs-reader`) and looks for each blob by
+//! tag in a blob directory; [`mount_image`] then mounts file-backed
+//! (`mount("IMAGE", DIR, "erofs", MS_RDONLY, "device=BLOB,...")`, Linux 6.12 and later with
+//! `CONFIG_EROFS_FS_BACKED_BY_FILE`) and says so, or says why it cannot: a blob is missing
+//! (then only fscache can serve the image lazily: [`mount_fscache`]), or the kernel refused
+//! (`ENOTBLK`: no file-backed mounts, or the image lies on a stacked filesystem such as
+//! overlayfs).
+//!
+//! ```no_run
+//! # fn main() -> std::io::Result<()> {
+//! use ondemand::mount::{Mode, mount_image};
+//! let mounted = mount_image("/images/app.erofs".as_ref(), Some("/blobs".as_ref()), "/mnt/app".as_ref())?;
+//! match mounted {
+//!     Mode::FileBacked { devices } => println!("file-backed, {} blobs", devices.len()),
+//!     Mode::NeedsFscache { reason } => println!("not mounted: {reason}; start a daemon"),
+//! }
+//! # Ok(()) }
+//! ```
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use erofs_reader::ImageBuilder;
+
+/// How an image can be (or was) mounted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// File-backed, no daemon: the image file plus these blob files as `device=`, in
+    /// device-table order.
+    FileBacked {
+        /// The blob files.
+        devices: Vec<PathBuf>,
+    },
+    /// Not every blob is local: only EROFS over fscache with a daemon can serve it.
+    NeedsFscache {
+        /// Why (which blob is missing).
+        reason: String,
+    },
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Mode::FileBacked { devices } if devices.is_empty() => {
+                f.write_str("file-backed (no daemon)")
+            }
+            Mode::FileBacked { devices } => {
+                write!(f, "file-backed (no daemon), devices ")?;
+                for (i, d) in devices.iter().enumerate() {
+                    write!(f, "{}{}", if i > 0 { ", " } else { "" }, d.display())?;
+                }
+                Ok(())
+            }
+            Mode::NeedsFscache { reason } => write!(f, "needs EROFS over fscache: {reason}"),
+        }
+    }
+}
+
+/// Decide how `image` can be mounted: file-backed if every extra device (blob) it lists is a
+/// file named by its tag in `blob_dir` (and at least as long as the device table says), else
+/// [`Mode::NeedsFscache`] naming the first missing blob.
+///
+/// # Errors
+///
+/// The image cannot be read, or its device table is corrupt; a device tag that cannot name a
+/// file; an image with devices but no `blob_dir`.
+pub fn plan(image: &Path, blob_dir: Option<&Path>) -> io::Result<Mode> {
+    let img = ImageBuilder::open(image)
+        .and_then(|b| b.build())
+        .map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: {e}", image.display()),
+            )
+        })?;
+    let block_size = img.block_size();
+    let mut devices = Vec::new();
+    for dev in img.devices() {
+        let tag = dev.tag_str();
+        let Some(dir) = blob_dir else {
+            return Ok(Mode::NeedsFscache {
+                reason: format!("the image needs blob {tag:?} and no blob directory was given"),
+            });
+        };
+        if tag.is_empty() || tag.contains('/') || tag == "." || tag == ".." {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "device {} has tag {tag:?}, which cannot name a file",
+                    dev.index
+                ),
+            ));
+        }
+        let path = dir.join(&*tag);
+        let need = dev.blocks.saturating_mul(block_size);
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_file() && m.len() >= need => devices.push(path),
+            Ok(m) if m.is_file() => {
+                return Ok(Mode::NeedsFscache {
+                    reason: format!(
+                        "blob {} has {} bytes of the {need} the image maps",
+                        path.display(),
+                        m.len()
+                    ),
+                });
+            }
+            _ => {
+                return Ok(Mode::NeedsFscache {
+                    reason: format!("blob {tag:?} is not in {}", dir.display()),
+                });
+            }
+        }
+    }
+    Ok(Mode::FileBacked { devices })
+}
+
+/// `device=P1,device=P2,...`, refusing paths that would break the option string.
+fn device_options(devices: &[PathBuf]) -> io::Result<String> {
+    let mut opts = Vec::new();
+    for d in devices {
+        let s = d
+            .to_str()
+            .filter(|s| !s.contains(',') && !s.is_empty())
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{}: a device path must be UTF-8 without ','", d.display()),
+                )
+            })?;
+        opts.push(format!("device={s}"));
+    }
+    Ok(opts.join(","))
+}
+
+/// Mount `image` on `target` read-only as [`plan`] decides and the kernel allows: file-backed
+/// when every blob is in `blob_dir` and the kernel accepts a file-backed mount. Returns the mode
+/// it chose; for [`Mode::NeedsFscache`] (a blob is missing, or the kernel answered `ENOTBLK`: no
+/// file-backed EROFS, or the image on a stacked filesystem) nothing is mounted.
+///
+/// # Errors
+///
+/// As [`plan`]; other `mount(2)` errors, with context.
+pub fn mount_image(image: &Path, blob_dir: Option<&Path>, target: &Path) -> io::Result<Mode> {
+    let mode = plan(image, blob_dir)?;
+    if let Mode::FileBacked { devices } = &mode {
+        match file_backed(image, devices, target)? {
+            Ok(()) => {}
+            // What the kernel supports is found by asking it.
+            Err((nix::errno::Errno::ENOTBLK, message)) => {
+                return Ok(Mode::NeedsFscache { reason: message });
+            }
+            Err((errno, message)) => {
+                return Err(io::Error::new(io::Error::from(errno).kind(), message));
+            }
+        }
+    }
+    Ok(mode)
+}
+
+/// `mount(IMAGE, TARGET, "erofs", MS_RDONLY, "device=...")`: a file-backed mount.
+///
+/// # Errors
+///
+/// The kernel's error, explained for `ENOTBLK` and `ENODEV`; device paths with `,`.
+pub fn mount_file_backed(image: &Path, devices: &[PathBuf], target: &Path) -> io::Result<()> {
+    file_backed(image, devices, target)?
+        .map_err(|(errno, message)| io::Error::new(io::Error::from(errno).kind(), message))
+}
+
+/// The mount call; the outer error is ours (bad options), the inner one the kernel's errno
+/// with an explanation.
+fn file_backed(
+    image: &Path,
+    devices: &[PathBuf],
+    target: &Path,
+) -> io::Result<Result<(), (nix::errno::Errno, String)>> {
+    use nix::mount::{MsFlags, mount};
+    let opts = device_options(devices)?;
+    let data = (!opts.is_empty()).then_some(opts.as_str());
+    Ok(
+        mount(Some(image), target, Some("erofs"), MsFlags::MS_RDONLY, data).map_err(|e| {
+            let why = match e {
+                nix::errno::Errno::ENOTBLK => {
+                    ": the kernel cannot mount EROFS from a file (it needs Linux 6.12+ with \
+                     EROFS_FS_BACKED_BY_FILE), or the image lies on a stacked filesystem \
+                     such as overlayfs"
+                }
+                nix::errno::Errno::ENODEV => ": the kernel has no EROFS",
+                _ => "",
+            };
+            let message = format!(
+                "mounting {} on {}: {e}{why}",
+                image.display(),
+                target.display()
+            );
+            (e, message)
+        }),
+    )
+}
+
+/// `mount("none", TARGET, "erofs", MS_RDONLY, "fsid=FSID[,domain_id=D][,device=NAME...]")`: an
+/// EROFS-over-fscache mount. A cache must be bound and a daemon serving it, or the mount
+/// waits for the daemon's answer (and fails once the cache is gone).
+///
+/// # Errors
+///
+/// The kernel's error; ids containing `,` are refused.
+pub fn mount_fscache(
+    fsid: &str,
+    domain_id: Option<&str>,
+    device_names: &[&str],
+    target: &Path,
+) -> io::Result<()> {
+    use nix::mount::{MsFlags, mount};
+    let bad = |s: &str| s.is_empty() || s.contains(',') || s.contains('/');
+    if bad(fsid) || domain_id.is_some_and(bad) || device_names.iter().any(|d| bad(d)) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "fsid, domain_id and device names must be non-empty, without ',' or '/'",
+        ));
+    }
+    let mut opts = format!("fsid={fsid}");
+    if let Some(d) = domain_id {
+        opts.push_str(&format!(",domain_id={d}"));
+    }
+    for d in device_names {
+        opts.push_str(&format!(",device={d}"));
+    }
+    mount(
+        Some("none"),
+        target,
+        Some("erofs"),
+        MsFlags::MS_RDONLY,
+        Some(opts.as_str()),
+    )
+    .map_err(|e| io::Error::new(io::Error::from(e).kind(), format!("mount -o {opts}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_options_are_checked() {
+        assert_eq!(device_options(&[]).unwrap(), "");
+        assert_eq!(
+            device_options(&["/a".into(), "/b c".into()]).unwrap(),
+            "device=/a,device=/b c"
+        );
+        assert!(device_options(&["/a,b".into()]).is_err());
+    }
+
+    #[test]
+    fn plan_needs_an_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("not-an-image");
+        std::fs::write(&p, vec![0u8; 8192]).unwrap();
+        assert_eq!(
+            plan(&p, None).unwrap_err().kind(),
+            io::ErrorKind::InvalidData
+        );
+    }
+
+    #[test]
+    fn fscache_ids_are_checked() {
+        let e = mount_fscache("a,b", None, &[], Path::new("/nonexistent")).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        let e = mount_fscache("a", Some(""), &[], Path::new("/nonexistent")).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+    }
+}

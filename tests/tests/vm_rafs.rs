@@ -1,0 +1,469 @@
+//! Nydus RAFS v6 images served to the real Linux 6.12 kernel in the test VM by
+//! `erofs-ondemand serve --blob-dir DIR` (which finds the bootstraps in DIR and serves each
+//! blob's uncompressed address space, decompressing chunks on demand: `ondemand::rafs`).
+//!
+//! - `serve_rafs_images`: images built by nydus-image with each compressor (none, lz4_block,
+//!   zstd), chunk sizes 0x1000, 0x10000 and 0x100000, both digesters, a blob ToC, a prefetch
+//!   table, and an upper layer sharing the lower layer's blob (`--parent-bootstrap`), mounted
+//!   with `mount -t erofs none -o fsid=BOOTSTRAP /mnt/X` and read back equal to the host trees
+//!   (contents, modes, owners, types), with every chunk digest checked by the daemon
+//!   (`--verify-digests`).
+//! - `figures_zstd_vs_file_backed`: a cold read of a whole tree from a zstd RAFS image
+//!   through the daemon against the same tree built uncompressed by mkfs.erofs and mounted
+//!   file-backed, in the same VM run; and the stored blob bytes the daemon fetched against
+//!   the bytes the workload read.
+//!
+//! Trees here are dense (no holes, no all-zero blocks): the 6.12 kernel zero-fills the rest of
+//! a fscache read after a hole (`../shared/vm/README.md`), which no daemon can fix.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use tests::vm::{Kernel, VmRun, busybox, dense_tree, manifests, noise};
+use tests::{require_tool, run, scratch_dir};
+
+fn daemon() -> PathBuf {
+    tests::vm::static_binary("ondemand", "erofs-ondemand", &["cli"])
+}
+
+/// `nydus-image create -t dir-rafs -v 6 ARGS -D blobs -B blobs/FSID tree` (the bootstrap
+/// sits beside the blobs, named by the fsid it is mounted with).
+fn nydus(tool: &Path, blobs: &Path, fsid: &str, tree: &Path, args: &[&str], stdin: &str) {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = Command::new(tool)
+        .args(["create", "-t", "dir-rafs", "-v", "6", "--log-level", "warn"])
+        .args(args)
+        .arg("-D")
+        .arg(blobs)
+        .arg("-B")
+        .arg(blobs.join(fsid))
+        .arg(tree)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn nydus-image");
+    let mut pipe = child.stdin.take().expect("stdin");
+    pipe.write_all(stdin.as_bytes()).expect("write stdin");
+    drop(pipe);
+    let out = child.wait_with_output().expect("nydus-image");
+    assert!(
+        out.status.success(),
+        "nydus-image {fsid} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+const PRELUDE: &str = r#"
+B=/data/blobs
+DPID=
+DLOG=
+start_daemon() {
+    DLOG=$1
+    _tag=$2
+    shift 2
+    erofs-ondemand serve --blob-dir $B --tag "$_tag" "$@" >"$DLOG" 2>&1 &
+    DPID=$!
+    _i=0
+    while ! grep -q " A $_tag\$" /proc/fs/fscache/caches; do
+        _i=$((_i + 1))
+        if [ $_i -gt 400 ] || ! kill -0 $DPID 2>/dev/null; then
+            fail "daemon-$_tag" "cache not bound after $_i polls: $(cat "$DLOG")"
+            return 1
+        fi
+        sleep 0.05
+    done
+    pass "daemon-$_tag"
+}
+stop_daemon() {
+    kill -TERM $DPID
+    wait $DPID
+    _rc=$?
+    if [ $_rc -eq 0 ]; then
+        pass "$1"
+    else
+        fail "$1" "daemon exited with status $_rc: $(tail -5 "$DLOG")"
+    fi
+    echo "--- daemon log $DLOG"
+    cat "$DLOG"
+    echo "---"
+}
+od_mount() {
+    mkdir -p "$2"
+    check "mount-$1" timeout -s KILL 60 mount -t erofs none -o "fsid=$1" "$2"
+}
+drop_caches() {
+    sync
+    echo 3 >/proc/sys/vm/drop_caches
+}
+"#;
+
+const SERVE_SCRIPT: &str = r#"
+mkdir -p /data/cache
+start_daemon /tmp/d.log rafs --cache-dir /data/cache --verify-digests || exit 1
+for f in rzstd rlz4 rnone rtoc; do
+    od_mount $f /mnt/$f
+    verify_tree $f /mnt/$f
+done
+# The upper layer: its own tree, the lower layer's blob shared.
+od_mount rupper /mnt/rupper
+check rupper-sums sh -c "cd /mnt/rupper && sha256sum -c /vmtest/upper.sums"
+(cd /mnt/rupper && find . | sort | while IFS= read -r f; do stat -c '%n %a %u:%g %F' "$f"; done) >/tmp/upper.stats
+check rupper-stats cmp /tmp/upper.stats /vmtest/upper.stats
+check blob-opens-logged grep -q "RAFS blob .*: serving [0-9]* uncompressed bytes" "$DLOG"
+for m in rzstd rlz4 rnone rtoc rupper; do umount /mnt/$m; done
+stop_daemon daemon-exit
+data summary "$(grep '^erofs-ondemand: opens=' /tmp/d.log)"
+data rafs "$(grep '^erofs-ondemand: rafs ' /tmp/d.log)"
+"#;
+
+/// The second tree: the first plus a new file and a changed one (nothing deleted, so the
+/// upper layer's merged view is exactly this tree).
+fn upper_tree(lower: &Path, upper: &Path) {
+    run(Command::new("cp").arg("-a").arg(lower).arg(upper));
+    std::fs::write(upper.join("new-file"), noise(77, 333_333)).expect("write");
+    std::fs::write(upper.join("text/big.txt"), b"changed in the upper layer\n").expect("write");
+}
+
+#[test]
+fn serve_rafs_images() {
+    let (Some(nydus_image), Some(busybox)) = (require_tool("nydus-image"), busybox()) else {
+        return;
+    };
+    let daemon = daemon();
+    let dir = scratch_dir("vm_rafs/serve");
+    let tree = dir.join("tree");
+    dense_tree(&tree);
+    let upper = dir.join("upper-tree");
+    upper_tree(&tree, &upper);
+    let blobs = dir.join("blobs");
+    std::fs::create_dir_all(&blobs).expect("mkdir");
+    let n = |fsid, args: &[&str], stdin| nydus(&nydus_image, &blobs, fsid, &tree, args, stdin);
+    n(
+        "rzstd",
+        &[
+            "--compressor",
+            "zstd",
+            "--chunk-size",
+            "0x100000",
+            "--prefetch-policy",
+            "fs",
+        ],
+        "/sizes\n/text/big.txt\n",
+    );
+    n(
+        "rlz4",
+        &[
+            "--compressor",
+            "lz4_block",
+            "--chunk-size",
+            "0x10000",
+            "--digester",
+            "sha256",
+        ],
+        "",
+    );
+    n(
+        "rnone",
+        &["--compressor", "none", "--chunk-size", "0x1000"],
+        "",
+    );
+    n(
+        "rtoc",
+        &[
+            "--compressor",
+            "zstd",
+            "--chunk-size",
+            "0x10000",
+            "--digester",
+            "sha256",
+            "--features",
+            "blob-toc",
+        ],
+        "",
+    );
+    let lower = blobs.join("rzstd");
+    nydus(
+        &nydus_image,
+        &blobs,
+        "rupper",
+        &upper,
+        &[
+            "--compressor",
+            "zstd",
+            "--chunk-size",
+            "0x100000",
+            "--parent-bootstrap",
+            lower.to_str().expect("utf-8 path"),
+        ],
+        "",
+    );
+    let up = manifests(&busybox, &upper);
+
+    let Some(out) = VmRun::new("rafs-serve")
+        .kernel(Kernel::V6_12)
+        .file("bin/erofs-ondemand", &daemon)
+        .disk_file("blobs", &blobs)
+        .manifests(&manifests(&busybox, &tree))
+        .bytes("vmtest/upper.sums", up.sums.as_bytes(), 0o644)
+        .bytes("vmtest/upper.stats", up.stats.as_bytes(), 0o644)
+        .script(&format!("{PRELUDE}{SERVE_SCRIPT}"))
+        .timeout(Duration::from_secs(400))
+        .run()
+    else {
+        return;
+    };
+    let mut expected = vec!["daemon-rafs".to_string()];
+    for f in ["rzstd", "rlz4", "rnone", "rtoc"] {
+        expected.push(format!("mount-{f}"));
+        expected.push(format!("{f}-sums"));
+        expected.push(format!("{f}-stats"));
+    }
+    for c in [
+        "mount-rupper",
+        "rupper-sums",
+        "rupper-stats",
+        "blob-opens-logged",
+        "daemon-exit",
+    ] {
+        expected.push(c.to_string());
+    }
+    let expected: Vec<&str> = expected.iter().map(String::as_str).collect();
+    out.assert_passed(&expected);
+    let rafs = out.data("rafs").unwrap_or_default().to_string();
+    let field = |k: &str| -> u64 {
+        rafs.split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{k}=")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {k} in {rafs:?}"))
+    };
+    // Five images with four own blobs plus the upper layer's: every decoded chunk was checked.
+    assert!(field("blobs") >= 5, "{rafs}");
+    assert!(field("chunks_decoded") > 0, "{rafs}");
+    assert_eq!(field("chunks_verified"), field("chunks_decoded"), "{rafs}");
+    println!(
+        "vm_rafs serve_rafs_images: {} checks passed, VM {:.1?} ({})",
+        out.passed.len(),
+        out.elapsed,
+        out.accel
+    );
+    println!("  daemon: {}", out.data("summary").unwrap_or("?"));
+    println!("  {rafs}");
+}
+
+const FIGURES_SCRIPT: &str = r#"
+mkdir -p /data/cache /mnt/fb
+# read_tree KEY DIR: read every file under DIR once (sorted), DATA KEY_ns and KEY_bytes.
+read_tree() {
+    _out=$(cd "$2" && vmtool read $(find . -type f | sort))
+    case $_out in
+    bytes=*ns=*)
+        _b=${_out#bytes=}
+        data "$1_bytes" "${_b%% *}"
+        data "$1_ns" "${_out##*ns=}"
+        ;;
+    *) fail "$1" "$_out" ;;
+    esac
+}
+# od_run KEY FSID ARGS...: a fresh daemon (so nothing is decoded yet) with ARGS, a mount of
+# FSID (a volume the cache has never seen), the metadata walked, caches dropped, then one
+# cold read of the whole tree; the daemon's summaries as DATA KEY_summary and KEY_rafs.
+od_run() {
+    _k=$1
+    _f=$2
+    shift 2
+    start_daemon /tmp/$_k.log $_k --cache-dir /data/cache "$@" || return 1
+    od_mount $_f /mnt/$_f
+    ls -lR /mnt/$_f >/dev/null
+    drop_caches
+    read_tree $_k /mnt/$_f
+    check $_k-sums sh -c "cd /mnt/$_f && sha256sum -c /vmtest/sums"
+    umount /mnt/$_f
+    stop_daemon daemon-exit-$_k
+    data ${_k}_summary "$(grep '^erofs-ondemand: opens=' /tmp/$_k.log)"
+    data ${_k}_rafs "$(grep '^erofs-ondemand: rafs ' /tmp/$_k.log)"
+}
+check mount-file-backed vmtool mount erofs $B/plain.erofs /mnt/fb
+ls -lR /mnt/fb >/dev/null
+drop_caches
+read_tree fb1 /mnt/fb
+od_run ra1m bench1
+od_run ra4m bench2 --readahead 4M
+drop_caches
+read_tree fb2 /mnt/fb
+od_run pf4m bench3 --readahead 4M --prefetch
+od_run none4m benchnone --readahead 4M
+check fb-sums sh -c "cd /mnt/fb && sha256sum -c /vmtest/sums"
+umount /mnt/fb
+"#;
+
+/// A tree of "log-like" text (compressible about 3:1 by zstd, so chunks really are
+/// decompressed) and some incompressible files: 48 MiB in 1 + 64 files.
+fn bench_tree(root: &Path) {
+    std::fs::create_dir_all(root.join("many")).expect("mkdir");
+    let digits = noise(5, 8 << 20);
+    let mut text = Vec::with_capacity(33 << 20);
+    let mut i = 0usize;
+    while text.len() < 32 << 20 {
+        let d = &digits[(i * 8) % (digits.len() - 8)..][..8];
+        let n = u64::from_le_bytes(d.try_into().expect("8 bytes"));
+        text.extend_from_slice(
+            format!(
+                "2026-11-28T06:{:02}:{:02}.{:06}Z worker-{} request id={:016x} status={} bytes={}\n",
+                n % 60,
+                (n >> 8) % 60,
+                (n >> 16) % 1_000_000,
+                (n >> 40) % 16,
+                n,
+                [200, 200, 200, 404, 500][(n >> 50) as usize % 5],
+                (n >> 20) % 100_000
+            )
+            .as_bytes(),
+        );
+        i += 1;
+    }
+    text.truncate(32 << 20);
+    std::fs::write(root.join("access.log"), &text).expect("write");
+    for k in 0..64u64 {
+        let len = 256 * 1024;
+        let data = if k % 2 == 0 {
+            noise(100 + k, len)
+        } else {
+            text[(k as usize) * len..][..len].to_vec()
+        };
+        std::fs::write(root.join(format!("many/f{k:02}")), data).expect("write");
+    }
+}
+
+#[test]
+fn figures_zstd_vs_file_backed() {
+    let (Some(nydus_image), Some(mkfs_erofs), Some(busybox)) = (
+        require_tool("nydus-image"),
+        require_tool("mkfs.erofs"),
+        busybox(),
+    ) else {
+        return;
+    };
+    let daemon = daemon();
+    let dir = scratch_dir("vm_rafs/figures");
+    let tree = dir.join("tree");
+    bench_tree(&tree);
+    let blobs = dir.join("blobs");
+    std::fs::create_dir_all(&blobs).expect("mkdir");
+    nydus(
+        &nydus_image,
+        &blobs,
+        "bench1",
+        &tree,
+        &["--compressor", "zstd"],
+        "",
+    );
+    for fsid in ["bench2", "bench3"] {
+        std::fs::copy(blobs.join("bench1"), blobs.join(fsid)).expect("copy bootstrap");
+    }
+    nydus(
+        &nydus_image,
+        &blobs,
+        "benchnone",
+        &tree,
+        &["--compressor", "none"],
+        "",
+    );
+    run(Command::new(&mkfs_erofs)
+        .arg("--quiet")
+        .arg("-b4096")
+        .arg(blobs.join("plain.erofs"))
+        .arg(&tree));
+    let zstd_blob = {
+        let image = erofs_reader::Image::open(blobs.join("bench1")).expect("bootstrap");
+        let rafs = erofs_reader::nydus::RafsMeta::from_image(&image)
+            .expect("RAFS")
+            .expect("RAFS");
+        rafs.blobs()[0].clone()
+    };
+    let Some(out) = VmRun::new("rafs-figures")
+        .kernel(Kernel::V6_12)
+        .file("bin/erofs-ondemand", &daemon)
+        .disk_file("blobs", &blobs)
+        .disk_size(768 << 20)
+        .manifests(&manifests(&busybox, &tree))
+        .script(&format!("{PRELUDE}{FIGURES_SCRIPT}"))
+        .timeout(Duration::from_secs(600))
+        .run()
+    else {
+        return;
+    };
+    let mut expected = vec!["mount-file-backed".to_string(), "fb-sums".to_string()];
+    for (k, f) in [
+        ("ra1m", "bench1"),
+        ("ra4m", "bench2"),
+        ("pf4m", "bench3"),
+        ("none4m", "benchnone"),
+    ] {
+        expected.extend([
+            format!("daemon-{k}"),
+            format!("mount-{f}"),
+            format!("{k}-sums"),
+            format!("daemon-exit-{k}"),
+        ]);
+    }
+    let expected: Vec<&str> = expected.iter().map(String::as_str).collect();
+    out.assert_passed(&expected);
+    let field = |run: &str, k: &str| -> u64 {
+        let line = out.data(&format!("{run}_rafs")).unwrap_or_default();
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{k}=")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {k} in {run}: {line:?}"))
+    };
+    let read = out.data_u64("fb1_bytes");
+    let ns = |k: &str| out.data_u64(&format!("{k}_ns")) as f64;
+    let mib_s = |k: &str| read as f64 / (1 << 20) as f64 / (ns(k) / 1e9);
+    let fb = ns("fb1").min(ns("fb2"));
+    println!(
+        "vm_rafs figures ({} guest, VM {:.1?}): cold read of a 48 MiB tree (65 files, {read} bytes; text compressible ~2.5:1 by zstd, half of the small files random)",
+        out.accel, out.elapsed
+    );
+    println!(
+        "  uncompressed mkfs.erofs image, file-backed: {:.0} and {:.0} MiB/s (two cold reads)",
+        mib_s("fb1"),
+        mib_s("fb2")
+    );
+    for (k, what) in [
+        (
+            "ra1m",
+            "zstd RAFS, erofs-ondemand defaults (--readahead 1M)",
+        ),
+        ("ra4m", "zstd RAFS, --readahead 4M"),
+        ("pf4m", "zstd RAFS, --readahead 4M --prefetch"),
+        ("none4m", "uncompressed RAFS, --readahead 4M"),
+    ] {
+        assert_eq!(out.data_u64(&format!("{k}_bytes")), read, "{k}");
+        println!(
+            "  {what}: {:.0} MiB/s, {:.2}x the faster file-backed read; daemon fetched {} stored blob bytes ({} ms), decoded {} chunks ({} ms), served {} uncompressed; {} READ upcalls",
+            mib_s(k),
+            fb / ns(k),
+            field(k, "stored_bytes"),
+            field(k, "fetch_ms"),
+            field(k, "chunks_decoded"),
+            field(k, "decode_ms"),
+            field(k, "bytes_served"),
+            out.data(&format!("{k}_summary"))
+                .and_then(|s| s.split_whitespace().find_map(|w| w.strip_prefix("reads=")))
+                .unwrap_or("?")
+        );
+    }
+    let stored = field("ra4m", "stored_bytes");
+    println!(
+        "  zstd blob: {} bytes stored for {} uncompressed; a cold read of everything fetched {stored} stored bytes for {read} bytes read ({:.2} per byte)",
+        zstd_blob.compressed_size,
+        zstd_blob.uncompressed_size,
+        stored as f64 / read as f64
+    );
+    // One cold pass fetches each stored byte about once (two workers may race on a chunk),
+    // and (without prefetch) only chunk data: less than the stored blob.
+    assert!(stored <= zstd_blob.compressed_size, "{stored}");
+    assert!(field("ra4m", "chunks_decoded") > 0);
+}
