@@ -1039,6 +1039,13 @@ impl BlobSource {
             }
             None => return Err(self.blob_err("unknown compressor")),
         }
+        let chunk_size = r.chunk_size.get();
+        if !chunk_size.is_power_of_two()
+            || !(erofs_format::rafs::MIN_CHUNK_SIZE..=erofs_format::rafs::MAX_CHUNK_SIZE)
+                .contains(&chunk_size)
+        {
+            return Err(self.blob_err(format!("chunk size {chunk_size}")));
+        }
         let count = r.chunk_count.get();
         let usize_ = r.ci_uncompressed_size.get();
         let csize = r.ci_compressed_size.get();
@@ -1091,6 +1098,27 @@ impl BlobSource {
             if !header.matches(r) {
                 return Err(self.blob_err("blob meta header differs from the blob table"));
             }
+        }
+        // Bound every allocation by the input: the array must lie inside the meta source,
+        // and each chunk holds at least one stored byte.
+        let io = |e: io::Error| Error::Io {
+            device: 0,
+            source: e,
+        };
+        let meta_len = meta.len().map_err(io)?;
+        if r.ci_offset
+            .get()
+            .checked_add(csize)
+            .is_none_or(|e| e > meta_len)
+        {
+            return Err(self.blob_err(format!(
+                "chunk-info array at {}+{csize} is past the end of the blob meta ({meta_len} bytes)",
+                r.ci_offset.get()
+            )));
+        }
+        let stored_len = self.stored.len().map_err(io)?;
+        if u64::from(count) > stored_len {
+            return Err(self.blob_err(format!("{count} chunks in a blob of {stored_len} bytes")));
         }
         let mut raw = vec![0u8; csize as usize];
         read(&mut raw, r.ci_offset.get())?;
@@ -1513,6 +1541,76 @@ mod tests {
         let e = src.read_exact_at(&mut buf, 0).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidData);
         assert!(e.to_string().contains("digest"), "{e}");
+    }
+
+    #[test]
+    fn zstd_chunks_decode_in_parallel_and_ahead() {
+        let text = |seed: u8| -> Vec<u8> {
+            (0..300_000u32)
+                .map(|i| b"abcdefgh"[((i / 7) as usize + seed as usize) % 8])
+                .collect()
+        };
+        let chunks: Vec<(Vec<u8>, bool)> = (0..6).map(|k| (text(k), true)).collect();
+        let (data, r, space) = blob(&chunks);
+        let digests = chunks
+            .iter()
+            .map(|(c, _)| digest(Some(Digester::Blake3), c))
+            .collect();
+        let src = Arc::new(BlobSource::new(data, &r).with_digests(digests));
+        // Chunks 0..3 in one read: more than 512 KiB compressed, split over two threads.
+        let mut buf = vec![0u8; 3 * 303_104];
+        src.read_exact_at(&mut buf, 0).unwrap();
+        assert_eq!(buf, space[..buf.len()]);
+        assert_eq!(src.stats().chunks_verified, 3);
+        // The rest decoded ahead, then served from the cache.
+        src.decode_ahead(buf.len() as u64..space.len() as u64);
+        for _ in 0..500 {
+            if !src.ahead_busy.load(Ordering::Acquire) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let mut tail = vec![0u8; space.len() - buf.len()];
+        src.read_exact_at(&mut tail, buf.len() as u64).unwrap();
+        assert_eq!(tail, space[buf.len()..]);
+        let s = src.stats();
+        assert_eq!(s.chunks_decoded, 6, "{s:?}");
+        assert_eq!(s.chunks_verified, 6, "{s:?}");
+        assert_eq!(s.cache_hits, 3, "{s:?}");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn hostile_blobs_never_panic(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..6000),
+            count in 0u32..64,
+            ci_off in 0u64..7000,
+            ci_len in 0u64..2000,
+            usize_ in 0u64..2000,
+            features in proptest::prelude::any::<u32>(),
+            algo in 0u32..5,
+            size in 0u64..100_000,
+            reads in proptest::collection::vec((0u64..100_000, 0usize..9000), 0..4),
+        ) {
+            let mut r = RafsV6Blob::new_zeroed();
+            r.chunk_size = U32::new(0x1000);
+            r.chunk_count = U32::new(count);
+            r.compression_algo = U32::new(algo);
+            r.features = U32::new(features);
+            r.uncompressed_size = U64::new(size);
+            r.ci_compressor = U32::new(algo);
+            r.ci_offset = U64::new(ci_off);
+            r.ci_compressed_size = U64::new(ci_len);
+            r.ci_uncompressed_size = U64::new(usize_);
+            let src = BlobSource::new(bytes, &r).with_digests(vec![None; 3]);
+            let _ = src.chunk_infos();
+            for (off, len) in reads {
+                let mut buf = vec![0u8; len];
+                let _ = src.read_exact_at(&mut buf, off);
+                let _ = src.stored_range(off..off + len as u64);
+            }
+            let _ = src.decode_chunk(0);
+        }
     }
 
     #[test]

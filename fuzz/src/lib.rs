@@ -238,7 +238,12 @@ pub fn xattr(data: &[u8]) {
         }
     }
     if let Ok((e, len)) = RawXattr::parse(bytes) {
-        assert!(len <= bytes.len(), "entry length {len} past the input");
+        // The padded size: the name and value fit, the padding may be missing at the end.
+        let unpadded = 4 + e.name.len() + e.value.len();
+        assert!(
+            len >= unpadded && len <= bytes.len().next_multiple_of(4),
+            "entry size {len}"
+        );
         let _ = (e.is_long_prefix(), e.short_prefix());
     }
     for p in LongPrefixes::new(bytes, count) {
@@ -666,6 +671,10 @@ pub const SEED_IMAGES: &[(&str, &[u8])] = &[
         include_bytes!("../../tests/data/seeds/chunked.erofs"),
     ),
     ("lz4", include_bytes!("../../tests/data/seeds/lz4.erofs")),
+    (
+        "lz4-frag",
+        include_bytes!("../../tests/data/seeds/lz4-frag.erofs"),
+    ),
     ("rafs", include_bytes!("../../tests/data/seeds/rafs.boot")),
 ];
 
@@ -1168,6 +1177,7 @@ pub fn ondemand_session(data: &[u8]) {
         let header_open =
             MsgHeader::read_from_prefix(&msg).is_ok_and(|(h, _)| h.opcode == CACHEFILES_OP_OPEN);
         if let Some(Request::Open(o)) = &decoded {
+            check_key_path(o.cookie_key);
             let size = std::str::from_utf8(o.cookie_key)
                 .ok()
                 .and_then(|k| k.strip_prefix("blob"))
@@ -1235,6 +1245,28 @@ pub fn ondemand_session(data: &[u8]) {
     }
     let stats = session.stats();
     let _ = stats.to_string();
+}
+
+/// The daemon's key → file mapping: a cookie key becomes a file directly inside the blob
+/// directory, or is refused; never a path that leaves it.
+fn check_key_path(key: &[u8]) {
+    let dir = std::path::Path::new("/blobs");
+    let server = ondemand::LocalDirServer::new(dir);
+    match server.path_for(key) {
+        Ok(p) => {
+            assert_eq!(
+                p.parent(),
+                Some(dir),
+                "key {key:?} left the directory: {p:?}"
+            );
+            assert_eq!(
+                p.file_name().map(|n| n.as_bytes()),
+                Some(key),
+                "key {key:?}"
+            );
+        }
+        Err(e) => assert_eq!(e.raw_os_error(), Some(22), "key {key:?}: {e}"),
+    }
 }
 
 /// The wire bytes of one op.

@@ -123,11 +123,22 @@ impl<S: OnDemandServer, D: Device> Daemon<S, D> {
         self
     }
 
-    fn write_metrics(&self) {
+    /// Rewrite the metrics file; `failing` remembers a failure so it is logged once, not
+    /// every interval (and its end is logged too).
+    fn write_metrics(&self, failing: &mut bool) {
         if let Some((path, _)) = &self.metrics_file {
             let text = self.session.render_prometheus();
-            if let Err(e) = write_atomically(path, text.as_bytes()) {
-                log::warn!("metrics file {}: {e}", path.display());
+            match write_atomically(path, text.as_bytes()) {
+                Err(e) if !*failing => {
+                    log::warn!("metrics file {}: {e}", path.display());
+                    *failing = true;
+                }
+                Err(_) => {}
+                Ok(()) if *failing => {
+                    log::info!("metrics file {} written again", path.display());
+                    *failing = false;
+                }
+                Ok(()) => {}
             }
         }
     }
@@ -143,11 +154,12 @@ impl<S: OnDemandServer, D: Device> Daemon<S, D> {
         let mut last_write = Instant::now();
         let mut last_progress = Instant::now();
         let mut last_seen = None;
-        self.write_metrics();
+        let mut failing = false;
+        self.write_metrics(&mut failing);
         while !self.shutdown.is_triggered() {
             std::thread::sleep(interval.min(POLL_INTERVAL));
             if last_write.elapsed() >= interval {
-                self.write_metrics();
+                self.write_metrics(&mut failing);
                 last_write = Instant::now();
             }
             if self.session.prefetch.is_some() && last_progress.elapsed() >= Duration::from_secs(1)
@@ -252,7 +264,7 @@ impl<S: OnDemandServer, D: Device> Daemon<S, D> {
                 }
             }
         });
-        self.write_metrics();
+        self.write_metrics(&mut false);
         match failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
             Some(e) => Err(e),
             None => Ok(self.session.stats()),

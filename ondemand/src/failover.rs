@@ -24,7 +24,11 @@
 //!
 //! The wire protocol (one request per connection, on a `SOCK_STREAM` unix socket, the socket
 //! file mode 0600 and peers of another uid refused): the client sends `PUT` with the fd as
-//! `SCM_RIGHTS`, answered `OK`; or `GET`, answered `FD` with the fd, or `NONE`.
+//! `SCM_RIGHTS`, answered `OK`; or `GET`, answered `FD` with the fd, `NONE`, or `BUSY <pid>`
+//! while the daemon that has the cache (the last to store or fetch the fd) is still alive: a
+//! successor must start after its predecessor is gone, or the two would answer the same
+//! requests and the successor's `restore` would re-deliver OPENs whose fds the predecessor
+//! still holds (the kernel fails those with `EEXIST`).
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -47,7 +51,19 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct FdHolder {
     listener: UnixListener,
     path: PathBuf,
-    held: Mutex<Option<OwnedFd>>,
+    held: Mutex<Held>,
+}
+
+/// The fd held and the daemon that has it (the last to store or fetch it).
+#[derive(Debug, Default)]
+struct Held {
+    fd: Option<OwnedFd>,
+    owner: Option<i32>,
+}
+
+/// Whether process `pid` exists (a zombie counts until its parent reaps it).
+fn alive(pid: i32) -> bool {
+    pid > 0 && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
 }
 
 impl FdHolder {
@@ -73,7 +89,7 @@ impl FdHolder {
         Ok(FdHolder {
             listener,
             path: path.to_path_buf(),
-            held: Mutex::new(None),
+            held: Mutex::new(Held::default()),
         })
     }
 
@@ -87,6 +103,7 @@ impl FdHolder {
         self.held
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+            .fd
             .is_some()
     }
 
@@ -138,21 +155,34 @@ impl FdHolder {
                 log::info!(
                     "holder: stored a cachefiles fd from pid {}{}",
                     peer.pid(),
-                    if held.is_some() {
+                    if held.fd.is_some() {
                         " (replacing the one held)"
                     } else {
                         ""
                     }
                 );
-                *held = Some(fd);
+                held.fd = Some(fd);
+                held.owner = Some(peer.pid());
                 send(stream.as_fd(), b"OK", None)
             }
-            (b"GET", None) => match held.as_ref() {
-                Some(fd) => {
-                    log::info!("holder: handed the cachefiles fd to pid {}", peer.pid());
-                    send(stream.as_fd(), b"FD", Some(fd.as_fd()))
+            (b"GET", None) => match (held.fd.as_ref(), held.owner) {
+                // Two daemons on one cache would both answer requests, and the successor's
+                // `restore` would re-deliver OPENs whose fds the first still holds (the kernel
+                // fails those with EEXIST): refuse while the owner lives.
+                (Some(_), Some(owner)) if owner != peer.pid() && alive(owner) => {
+                    log::warn!(
+                        "holder: pid {} asked for the fd while pid {owner} still serves the cache",
+                        peer.pid()
+                    );
+                    send(stream.as_fd(), format!("BUSY {owner}").as_bytes(), None)
                 }
-                None => send(stream.as_fd(), b"NONE", None),
+                (Some(fd), _) => {
+                    log::info!("holder: handed the cachefiles fd to pid {}", peer.pid());
+                    send(stream.as_fd(), b"FD", Some(fd.as_fd()))?;
+                    held.owner = Some(peer.pid());
+                    Ok(())
+                }
+                (None, _) => send(stream.as_fd(), b"NONE", None),
             },
             (other, fd) => Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -249,17 +279,27 @@ pub fn store_fd(socket: &Path, fd: BorrowedFd<'_>) -> io::Result<()> {
     }
 }
 
-/// A copy of the fd the holder at `socket` holds, or `None` if it holds none.
+/// A copy of the fd the holder at `socket` holds, or `None` if it holds none. The caller
+/// becomes the daemon the holder knows as serving the cache.
 ///
 /// # Errors
 ///
-/// The holder cannot be reached or answers something else.
+/// `ResourceBusy` while the daemon that stored or last fetched the fd is still alive (two
+/// daemons on one cache break each other); the holder cannot be reached or answers something
+/// else.
 pub fn fetch_fd(socket: &Path) -> io::Result<Option<OwnedFd>> {
     let stream = connect(socket)?;
     send(stream.as_fd(), b"GET", None)?;
     match receive(stream.as_fd())? {
         (answer, Some(fd)) if answer == b"FD" => Ok(Some(fd)),
         (answer, None) if answer == b"NONE" => Ok(None),
+        (answer, None) if answer.starts_with(b"BUSY ") => Err(io::Error::new(
+            io::ErrorKind::ResourceBusy,
+            format!(
+                "pid {} still serves the held cache: stop it before starting a successor",
+                String::from_utf8_lossy(&answer[5..])
+            ),
+        )),
         (answer, _) => Err(io::Error::new(
             io::ErrorKind::InvalidData,
             format!("holder answered {:?}", answer.escape_ascii().to_string()),

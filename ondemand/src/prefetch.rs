@@ -672,6 +672,31 @@ mod session_tests {
     }
 
     #[test]
+    fn a_read_refills_what_was_written_but_is_gone() {
+        use nix::fcntl::{FallocateFlags, fallocate};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache");
+        let s = session(Duration::ZERO, PrefetchConfig::listed_only());
+        let (fd, _log) = FakeFd::create(&path);
+        open(&s, fd);
+        read(&s, 2, 0, 8192);
+        assert_eq!(s.server().produced.load(Ordering::SeqCst), 8192);
+        // The block vanishes from the cache file behind the daemon's back (as if the kernel
+        // had replaced the file); the kernel asks again and gets it again.
+        let f = std::fs::File::options().write(true).open(&path).unwrap();
+        fallocate(
+            &f,
+            FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE,
+            4096,
+            4096,
+        )
+        .unwrap();
+        read(&s, 3, 0, 8192);
+        assert_eq!(s.server().produced.load(Ordering::SeqCst), 12288);
+        assert_eq!(&std::fs::read(&path).unwrap()[..8192], &blob()[..8192]);
+    }
+
+    #[test]
     fn bandwidth_is_limited() {
         let dir = tempfile::tempdir().unwrap();
         let s = session(

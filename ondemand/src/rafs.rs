@@ -140,7 +140,7 @@ impl RafsDirServer {
         RafsDirServer {
             local: LocalDirServer::new(dir),
             verify: false,
-            decode_ahead: std::env::var_os("RAFS_NO_AHEAD").is_none(),
+            decode_ahead: false,
             cache_bytes: erofs_reader::nydus::DEFAULT_CHUNK_CACHE_BYTES,
             state: Mutex::new(State::default()),
         }
@@ -155,7 +155,8 @@ impl RafsDirServer {
 
     /// After a read of a whole readahead window (256 KiB or more) of a blob, decode the
     /// next window in the background, so decompression overlaps with the kernel's use of
-    /// the data (default: on).
+    /// the data (default: off; it pays only when a spare core is idle while the kernel
+    /// reads).
     pub fn with_decode_ahead(mut self, on: bool) -> Self {
         self.decode_ahead = on;
         self

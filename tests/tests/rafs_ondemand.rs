@@ -1,0 +1,174 @@
+//! `ondemand::rafs::RafsDirServer` on images built by nydus-image, without a kernel: the
+//! bytes it serves for the fsid and the blob-id cookie keys are exactly what the kernel's
+//! EROFS needs (the reader, given those bytes as its devices, reads the whole tree back), the
+//! sizes it reports are the device slots', blobs are found even when opened before their
+//! bootstrap, and a damaged chunk fails the read when digests are checked.
+
+use std::io;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use erofs_reader::{Image, ImageBuilder};
+use ondemand::rafs::{RafsDirServer, RafsObject};
+use ondemand::{ObjectKey, OnDemandServer};
+use tests::tree::{self, Compare, TreeOptions};
+
+fn key(cookie: &[u8]) -> ObjectKey<'_> {
+    ObjectKey {
+        volume_key: b"erofs,test",
+        cookie_key: cookie,
+    }
+}
+
+/// Every byte of an object, read through the server in 128 KiB steps.
+fn read_object(server: &RafsDirServer, cookie: &[u8]) -> Vec<u8> {
+    let opened = server.open(&key(cookie)).expect("open");
+    let mut out = vec![0u8; opened.size as usize];
+    for (i, piece) in out.chunks_mut(128 * 1024).enumerate() {
+        server
+            .fill(&opened.object, (i * 128 * 1024) as u64, piece)
+            .expect("fill");
+    }
+    server.close(&opened.object);
+    out
+}
+
+fn build(dir: &Path, name: &str, args: &[&str]) -> Option<std::path::PathBuf> {
+    let nydus = tests::require_tool("nydus-image")?;
+    let src = dir.join(format!("src-{name}"));
+    std::fs::create_dir_all(&src).unwrap();
+    tree::build_tree(
+        &src,
+        &TreeOptions {
+            socket: false,
+            devices: false,
+            acls: false,
+            ..TreeOptions::default()
+        },
+    );
+    std::fs::write(src.join("big.bin"), tests::vm::noise(3, 3_000_000)).unwrap();
+    std::fs::create_dir_all(dir.join("blobs")).unwrap();
+    let out = Command::new(nydus)
+        .args(["create", "-t", "dir-rafs", "-v", "6", "--log-level", "warn"])
+        .args(args)
+        .arg("-D")
+        .arg(dir.join("blobs"))
+        .arg("-B")
+        .arg(dir.join("blobs").join(name))
+        .arg(&src)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(src)
+}
+
+#[test]
+fn serves_bootstrap_and_uncompressed_blobs() {
+    let dir = tests::scratch_dir("rafs_ondemand/serve");
+    let Some(src) = build(
+        &dir,
+        "img",
+        &["--compressor", "zstd", "--chunk-size", "0x10000"],
+    ) else {
+        return;
+    };
+    let blobs = dir.join("blobs");
+    std::fs::write(blobs.join("plain-file"), b"just bytes").unwrap();
+    let server = RafsDirServer::new(&blobs).with_verify_digests(true);
+
+    // The bootstrap is served as it is.
+    let boot = read_object(&server, b"img");
+    assert_eq!(boot, std::fs::read(blobs.join("img")).unwrap());
+    let image = Image::from_source(boot.clone()).unwrap();
+    assert_eq!(image.devices().len(), 1);
+    let dev = &image.devices()[0];
+    let id = dev.tag.clone();
+
+    // The blob: the device's size, not the stored file's.
+    let opened = server.open(&key(&id)).unwrap();
+    assert!(matches!(opened.object, RafsObject::Blob(_)));
+    assert_eq!(opened.size, dev.blocks * 4096);
+    assert_ne!(
+        opened.size,
+        std::fs::metadata(blobs.join(String::from_utf8(id.clone()).unwrap()))
+            .unwrap()
+            .len()
+    );
+    let space = read_object(&server, &id);
+
+    // The reader over exactly these bytes (as the kernel would have them) reads the tree.
+    let image = ImageBuilder::new(boot).device(space).build().unwrap();
+    let mut want = tree::snapshot_dir(&src);
+    let mut got = tree::snapshot_image(&image);
+    tree::fill_link_groups(&mut want);
+    tree::fill_link_groups(&mut got);
+    let how = Compare {
+        root_metadata: false,
+        ..Compare::default()
+    };
+    tree::compare(&want, &got, &how).unwrap_or_else(|d| panic!("{d}"));
+
+    let totals = server.totals();
+    assert_eq!(totals.blobs, 1);
+    assert!(totals.stats.chunks_decoded > 0);
+    assert_eq!(totals.stats.chunks_verified, totals.stats.chunks_decoded);
+    assert!(totals.stats.stored_bytes < totals.stats.bytes_served);
+    println!("{totals}");
+
+    // Anything else is a plain file.
+    assert_eq!(read_object(&server, b"plain-file"), b"just bytes");
+}
+
+#[test]
+fn blob_opened_before_its_bootstrap_and_damage_detected() {
+    let dir = tests::scratch_dir("rafs_ondemand/damage");
+    if build(&dir, "img", &["--compressor", "none"]).is_none() {
+        return;
+    }
+    let blobs = dir.join("blobs");
+    let image = Image::open(blobs.join("img")).unwrap();
+    let id = image.devices()[0].tag.clone();
+    let id_str = String::from_utf8(id.clone()).unwrap();
+    // A new server that never saw the bootstrap opened: it scans the directory.
+    let server = RafsDirServer::new(&blobs).with_verify_digests(true);
+    let opened = server.open(&key(&id)).unwrap();
+    assert_eq!(opened.size, image.devices()[0].blocks * 4096);
+    server.close(&opened.object);
+
+    // Flip a byte of a chunk's stored data (raw: only the digest can tell).
+    let rafs = erofs_reader::nydus::RafsMeta::from_image(&image)
+        .unwrap()
+        .unwrap();
+    let blob = rafs.open_blob(&image, 0, &blobs, false).unwrap();
+    let c = *blob
+        .chunk_infos()
+        .unwrap()
+        .iter()
+        .find(|c| c.uncompressed_size > 4096)
+        .expect("a chunk over 4 KiB");
+    let path = blobs.join(&id_str);
+    let mut data = std::fs::read(&path).unwrap();
+    let at = c.compressed_offset as usize + 100;
+    data[at] ^= 1;
+    std::fs::write(&path, &data).unwrap();
+    let server = RafsDirServer::new(&blobs).with_verify_digests(true);
+    let opened = server.open(&key(&id)).unwrap();
+    let mut buf = vec![0u8; 4096];
+    let e = server
+        .fill(&opened.object, c.uncompressed_offset, &mut buf)
+        .unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
+    assert!(e.to_string().contains("digest"), "{e}");
+    // Without digest checks the damaged bytes are served as stored.
+    let server = RafsDirServer::new(&blobs);
+    let opened = server.open(&key(&id)).unwrap();
+    server
+        .fill(&opened.object, c.uncompressed_offset, &mut buf)
+        .unwrap();
+    assert_eq!(buf[100], data[at]);
+}
