@@ -192,7 +192,9 @@ impl Inner {
                     .and_then(|l| l.checked_add(table)),
                 None => return Ok(()),
             },
-            DataLayout::CompressedFull | DataLayout::CompressedCompact => return Ok(()),
+            DataLayout::CompressedFull | DataLayout::CompressedCompact => {
+                return self.check_compressed(inode);
+            }
         };
         match end {
             Some(end) if end <= self.primary_len => Ok(()),

@@ -34,9 +34,6 @@
 use crate::error::{Context, Error, Result};
 use crate::zmap::Encoding;
 
-#[cfg(any(feature = "lzma", feature = "deflate", feature = "zstd"))]
-use erofs_format::compress::Algorithm;
-
 /// Everything besides the bytes that decides how a pcluster decodes.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Request {
@@ -204,7 +201,6 @@ pub(crate) fn lz4_partial(src: &[u8], out: &mut [u8]) -> std::result::Result<(),
 #[cfg(feature = "lzma")]
 fn lzma(req: &Request, input: &[u8], out: &mut [u8]) -> Result<()> {
     use liblzma::stream::{Action, Filters, LzmaOptions, Status, Stream};
-    let _ = Algorithm::Lzma;
     let props = !input[0]; // non-empty: padding skipped up to a non-zero byte
     if props >= 9 * 5 * 5 {
         return Err(corrupt(req, format!("bad properties byte {:#x}", input[0])));
@@ -297,7 +293,6 @@ fn deflate_stream(req: &Request, input: &[u8], out: &mut [u8]) -> Result<()> {
     thread_local! {
         static INFLATE: RefCell<Decompress> = RefCell::new(Decompress::new(false));
     }
-    let _ = Algorithm::Deflate;
     INFLATE.with(|cell| {
         let mut d = cell.borrow_mut();
         d.reset(false);
@@ -357,7 +352,6 @@ fn zstd(req: &Request, input: &[u8], out: &mut [u8]) -> Result<()> {
     thread_local! {
         static DCTX: RefCell<DCtx<'static>> = RefCell::new(DCtx::create());
     }
-    let _ = Algorithm::Zstd;
     DCTX.with(|cell| {
         let mut d = cell.borrow_mut();
         let _ = d.reset(ResetDirective::SessionOnly);
@@ -453,6 +447,53 @@ mod tests {
         let mut out = [0u8; 2];
         decode(&r, &[1, 2, 3], &mut out).unwrap();
         assert_eq!(out, [1, 2]);
+    }
+
+    use erofs_format::compress::Algorithm as A;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Garbage never panics, whatever the algorithm, length or mode; and what
+        /// succeeds filled exactly the output.
+        #[test]
+        fn garbage_never_panics(
+            input in proptest::collection::vec(any::<u8>(), 0..600),
+            out_len in 0usize..5000,
+            alg in 0u8..6,
+            partial in any::<bool>(),
+            zero_padding in any::<bool>(),
+            block_offset in 0usize..4096,
+        ) {
+            let encoding = match alg {
+                0 => Encoding::Shifted,
+                1 => Encoding::Interlaced,
+                n => Encoding::Compressed(A::from_id(n - 2).unwrap()),
+            };
+            let r = Request {
+                encoding,
+                partial,
+                block_offset,
+                block_size: 4096,
+                lz4_zero_padding: zero_padding,
+                ctx: Context::NONE,
+            };
+            let mut out = vec![0u8; out_len];
+            let _ = decode(&r, &input, &mut out);
+        }
+
+        /// The partial LZ4 decoder agrees with lz4_flex on every prefix of valid data.
+        #[cfg(feature = "lz4")]
+        #[test]
+        fn lz4_partial_matches_lz4_flex(
+            data in proptest::collection::vec(0u8..4, 0..3000),
+            cut in 0usize..3000,
+        ) {
+            let c = lz4_flex::block::compress(&data);
+            let n = cut.min(data.len());
+            let mut out = vec![0u8; n];
+            lz4_partial(&c, &mut out).unwrap();
+            prop_assert_eq!(&out[..], &data[..n]);
+        }
     }
 
     #[cfg(feature = "lz4")]

@@ -38,8 +38,9 @@
 //! Every fallible call returns [`Error`]: `std::fs`-like kinds (`NotFound`,
 //! `NotADirectory`, ...), [`Error::Io`] from a source, [`Error::Corrupt`] with a
 //! [`Context`] (nid, device, block, offset) when the image is damaged or hostile, and
-//! [`Error::Unsupported`] for what this reader does not read yet (compressed inodes, the
-//! metabox layout). [`Error`] converts into [`std::io::Error`].
+//! [`Error::Unsupported`] for what this reader does not read yet (the metabox layout, a
+//! compression algorithm whose feature is off, extents larger than
+//! [`Image::max_extent_size`]). [`Error`] converts into [`std::io::Error`].
 //!
 //! Untrusted images never cause a panic, an unbounded allocation or an endless loop:
 //! every offset is computed with checked arithmetic and bounded by the device size,
@@ -50,8 +51,20 @@
 //!
 //! No function panics on any image content.
 //!
+//! # Compressed files
+//!
+//! Compressed inodes (lz4/lz4hc, MicroLZMA, DEFLATE, Zstandard; full and compact
+//! indexes, big pclusters, ztailpacking, fragments, dedupe, 48-bit encoded extents,
+//! compressed directories) read like any other: [`Image::read_at`] decodes only the
+//! pclusters a range touches, through a bounded cache of decoded pclusters
+//! ([`Image::set_pcluster_cache_capacity`]); [`Image::compressed_extents`] shows the map.
+//! A pcluster that does not decode to exactly its extent's length is [`Error::Corrupt`].
+//!
 //! # Features
 //!
+//! * `lz4`, `lzma`, `deflate`, `zstd` (default): the decompressors (`lz4_flex`; liblzma;
+//!   libdeflate and `flate2` on `zlib-rs`; libzstd). Without one, that algorithm's data is
+//!   [`Error::Unsupported`].
 //! * `cli`: the `erofs` command-line tool (`sb`, `ls`, `stat`, `cat`, `xattrs`,
 //!   `chunks`, `extract`, `fsck`).
 //!
@@ -61,6 +74,7 @@
 //! not be modified or truncated while the map lives.
 
 mod data;
+mod decompress;
 mod dir;
 mod error;
 mod image;
@@ -69,7 +83,6 @@ mod mmap;
 mod path;
 mod source;
 mod xattr;
-mod decompress;
 mod zcache;
 mod zmap;
 pub mod nydus;
@@ -77,6 +90,7 @@ pub mod nydus;
 pub use data::{Extent, ExtentTarget, Piece};
 pub use dir::{DirEntry, ReadDir};
 pub use erofs_format::Nid;
+pub use erofs_format::compress::Algorithm;
 pub use erofs_format::inode::{DataLayout, FileType};
 pub use error::{Context, Error, Result};
 pub use image::{DeviceInfo, Image, ImageBuilder, Limits};
@@ -86,7 +100,6 @@ pub use path::AsInode;
 pub use source::{CountingSource, LazyFile, Source};
 pub use xattr::Xattr;
 pub use zmap::{CompressedExtent, Encoding, ExtentSource};
-pub use erofs_format::compress::Algorithm;
 
 /// The README's example, compiled as a doc test.
 #[cfg(doctest)]

@@ -203,6 +203,7 @@ mod tests {
         for _ in 0..10_000 {
             assert!(c.get(&key(1)).is_some());
         }
-        assert!(c.lock().order.len() <= 2 * c.lock().map.len() + 65);
+        let s = c.lock();
+        assert!(s.order.len() <= 2 * s.map.len() + 65);
     }
 }

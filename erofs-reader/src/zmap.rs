@@ -298,6 +298,43 @@ impl<'a> ZInode<'a> {
         Context::nid(self.nid)
     }
 
+    /// The lcluster indexes (or extent records) a file of this size needs must lie in the
+    /// primary device: a size claim the index cannot back is corrupt, found before anyone
+    /// allocates a buffer for the whole file.
+    pub(crate) fn check_index(&self) -> Result<()> {
+        let end = match self.kind {
+            Kind::WholeFragment { .. } => return Ok(()),
+            Kind::Lclusters {
+                map, header, total, ..
+            } => match map.format {
+                IndexFormat::Full => total
+                    .checked_mul(8)
+                    .and_then(|n| n.checked_add(header + FULL_INDEX_OFFSET)),
+                IndexFormat::Compact => {
+                    let ebase = header + 8;
+                    ebase.checked_add(CompactLayout::new(ebase, total, map.advise).byte_len())
+                }
+            },
+            Kind::Extents {
+                map,
+                records,
+                count,
+            } => count
+                .checked_mul(u64::from(map.record_size))
+                .and_then(|n| n.checked_add(records + if map.record_size == 4 { 8 } else { 0 })),
+        };
+        match end {
+            Some(e) if e <= self.inner.primary_len => Ok(()),
+            _ => Err(Error::corrupt(
+                format!(
+                    "the compression index of a {}-byte file runs past the primary device ({} bytes)",
+                    self.size, self.inner.primary_len
+                ),
+                self.ctx(),
+            )),
+        }
+    }
+
     /// Load lcluster `lcn` from the index (full or compact).
     fn load(&self, lcn: u64) -> Result<Loaded> {
         let Kind::Lclusters {
@@ -723,7 +760,11 @@ impl<'a> ZInode<'a> {
             if !seen {
                 return Err(Error::corrupt("no extent record", ctx));
             }
-            last = l >= self.size.next_multiple_of(lsize);
+            last = l
+                >= self
+                    .size
+                    .checked_next_multiple_of(lsize)
+                    .unwrap_or(u64::MAX);
             lend = lend.min(l);
             lstart = l - lsize;
             plen = cur_plen;
@@ -841,6 +882,14 @@ impl<'a> ZInode<'a> {
     }
 }
 
+impl Inner {
+    /// `check_layout` for compressed inodes: the map header decodes, the tail is found and
+    /// the index covers the claimed size (see [`ZInode::check_index`]).
+    pub(crate) fn check_compressed(&self, inode: &Inode) -> Result<()> {
+        ZInode::new(self, inode)?.check_index()
+    }
+}
+
 impl Image {
     /// The extent of compressed file `inode` that holds byte `offset` (which must be below
     /// the file size), as the kernel maps it.
@@ -858,6 +907,26 @@ impl Image {
 
     /// Every extent of compressed file `inode`, in file order (what `dump.erofs -e` and
     /// FIEMAP list). Reads only metadata.
+    ///
+    /// ```
+    /// use erofs_reader::{Algorithm, Encoding, ExtentSource, Image};
+    /// # fn main() -> Result<(), erofs_reader::Error> {
+    /// # let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/tiny-lz4.erofs");
+    /// // mkfs.erofs -zlz4hc,12 -C16384 -Eztailpacking: 29000 bytes of text.
+    /// let image = Image::open(path)?;
+    /// let file = image.lookup("/text.txt")?;
+    /// let extents = image.compressed_extents(&file)?;
+    /// assert_eq!(extents.iter().map(|e| e.len).sum::<u64>(), 29000);
+    /// assert!(extents.iter().all(|e| matches!(
+    ///     e.source,
+    ///     ExtentSource::Pcluster { encoding: Encoding::Compressed(Algorithm::Lz4), .. }
+    /// )));
+    /// // Reads decode just the extents they touch.
+    /// let mut buf = [0u8; 28];
+    /// image.read_at(&file, 29 * 999, &mut buf)?;
+    /// assert_eq!(&buf, b"line 00999: compressed erofs");
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     ///

@@ -54,6 +54,9 @@ use crate::server::{ObjectKey, OnDemandServer, Opened};
 /// is decoded in the background.
 const DECODE_AHEAD_MIN: u64 = 256 * 1024;
 
+/// The device tag `--blob-inline-meta` bootstraps carry for their own blob.
+const INLINE_PLACEHOLDER: &[u8] = &[b'x'; 64];
+
 /// Most directory entries one scan for bootstraps looks at.
 const MAX_SCAN_ENTRIES: usize = 100_000;
 
@@ -64,6 +67,9 @@ pub enum RafsObject {
     File(File),
     /// A Nydus data blob served as its uncompressed address space.
     Blob(Arc<BlobSource>),
+    /// The bootstrap inlined in a `--blob-inline-meta` data blob (the mount's fsid names
+    /// the blob).
+    Inline(Arc<[u8]>),
 }
 
 /// A blob a bootstrap lists: enough to open it later.
@@ -224,7 +230,7 @@ impl RafsDirServer {
             }
         }
         let found = if is_rafs_bootstrap(path) {
-            match self.read_bootstrap(path) {
+            match Image::open(path).and_then(|image| self.read_bootstrap(&image)) {
                 Ok(blobs) => Some(blobs),
                 Err(e) => {
                     log::warn!("{}: RAFS v6 bootstrap not usable: {e}", path.display());
@@ -237,16 +243,31 @@ impl RafsDirServer {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let is = found.is_some();
         state.examined.insert(path.to_path_buf(), (stamp, is));
-        for blob in found.into_iter().flatten() {
-            if blob.info.has_placeholder_id() {
-                log::warn!(
-                    "{}: blob {} has the --blob-inline-meta placeholder id; not served",
-                    path.display(),
-                    blob.info.index
-                );
-                continue;
-            }
-            let id = blob.info.id.as_bytes().to_vec();
+        Self::register(&mut state, path, found.unwrap_or_default(), None);
+        is
+    }
+
+    /// Remember the blobs a bootstrap (read from `origin`) lists. The `--blob-inline-meta`
+    /// placeholder id stands for `inline_name`, the blob the bootstrap came out of.
+    fn register(
+        state: &mut State,
+        origin: &Path,
+        blobs: Vec<KnownBlob>,
+        inline_name: Option<&[u8]>,
+    ) {
+        for blob in blobs {
+            let id = match (blob.info.has_placeholder_id(), inline_name) {
+                (false, _) => blob.info.id.as_bytes().to_vec(),
+                (true, Some(name)) => name.to_vec(),
+                (true, None) => {
+                    log::warn!(
+                        "{}: blob {} has the --blob-inline-meta placeholder id outside its blob; not served",
+                        origin.display(),
+                        blob.info.index
+                    );
+                    continue;
+                }
+            };
             match state.known.get_mut(&id) {
                 Some(k) => {
                     // Another image uses the same blob: merge the digests it knows.
@@ -261,8 +282,8 @@ impl RafsDirServer {
                 None => {
                     log::info!(
                         "{}: RAFS v6 blob {} ({:?}, {} chunks, {} bytes uncompressed)",
-                        path.display(),
-                        blob.info.id,
+                        origin.display(),
+                        String::from_utf8_lossy(&id),
                         blob.info.compressor,
                         blob.info.chunk_count,
                         blob.info.uncompressed_size
@@ -271,18 +292,16 @@ impl RafsDirServer {
                 }
             }
         }
-        is
     }
 
-    fn read_bootstrap(&self, path: &Path) -> erofs_reader::Result<Vec<KnownBlob>> {
-        let image = Image::open(path)?;
-        let Some(rafs) = RafsMeta::from_image(&image)? else {
+    fn read_bootstrap(&self, image: &Image) -> erofs_reader::Result<Vec<KnownBlob>> {
+        let Some(rafs) = RafsMeta::from_image(image)? else {
             return Ok(Vec::new());
         };
         let mut out = Vec::new();
         for b in rafs.blobs() {
             let digests = if self.verify {
-                Some(rafs.blob_digests(&image, b.index)?)
+                Some(rafs.blob_digests(image, b.index)?)
             } else {
                 None
             };
@@ -292,6 +311,33 @@ impl RafsDirServer {
             });
         }
         Ok(out)
+    }
+
+    /// If the file `name` is a `--blob-inline-meta` data blob, the bootstrap it carries
+    /// (its blobs remembered, the placeholder one as `name`).
+    fn inline_bootstrap(&self, name: &[u8], path: &Path) -> Option<Arc<[u8]>> {
+        if name.len() != 64 || !name.iter().all(u8::is_ascii_hexdigit) {
+            return None;
+        }
+        let file = File::open(path).ok()?;
+        let boot = match erofs_reader::nydus::inlined_bootstrap(&file) {
+            Ok(b) => b?,
+            Err(e) => {
+                log::warn!("{}: {e}", path.display());
+                return None;
+            }
+        };
+        let blobs =
+            match Image::from_source(boot.clone()).and_then(|image| self.read_bootstrap(&image)) {
+                Ok(b) => b,
+                Err(e) => {
+                    log::warn!("{}: inlined bootstrap not usable: {e}", path.display());
+                    return None;
+                }
+            };
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        Self::register(&mut state, path, blobs, Some(name));
+        Some(Arc::from(boot))
     }
 
     /// Look at every file of the directory not examined yet, for bootstraps.
@@ -348,12 +394,25 @@ impl OnDemandServer for RafsDirServer {
                 size: opened.size,
             });
         }
-        let mut blob = self.blob(key.cookie_key, &path);
+        // The `--blob-inline-meta` placeholder tag: the blob is the one the mount's fsid
+        // names (its bootstrap came out of it).
+        let (cookie, path) = match key.volume_name() {
+            Some(fsid) if key.cookie_key == INLINE_PLACEHOLDER => {
+                (fsid, self.local.path_for(fsid)?)
+            }
+            _ => (key.cookie_key, path),
+        };
+        let mut blob = self.blob(cookie, &path);
+        if blob.is_none() && cookie != key.cookie_key {
+            // A restored daemon: the fsid's blob was not opened as the bootstrap here.
+            self.inline_bootstrap(cookie, &path);
+            blob = self.blob(cookie, &path);
+        }
         if blob.is_none() {
             // Opened without its bootstrap first (a restored daemon, another daemon's
             // mount): look for bootstraps in the directory.
             self.scan();
-            blob = self.blob(key.cookie_key, &path);
+            blob = self.blob(cookie, &path);
         }
         if let Some(src) = blob {
             // Check that the blob can be decoded before telling the kernel its size.
@@ -373,6 +432,18 @@ impl OnDemandServer for RafsDirServer {
                 size,
             });
         }
+        // A `--blob-inline-meta` blob mounted by its name: serve the bootstrap it carries.
+        if let Some(boot) = self.inline_bootstrap(key.cookie_key, &path) {
+            log::info!(
+                "{}: serving the bootstrap inlined in the blob ({} bytes)",
+                path.display(),
+                <[u8]>::len(&boot)
+            );
+            return Ok(Opened {
+                size: <[u8]>::len(&boot) as u64,
+                object: RafsObject::Inline(boot),
+            });
+        }
         let opened = self.local.open(key)?;
         Ok(Opened {
             object: RafsObject::File(opened.object),
@@ -383,6 +454,14 @@ impl OnDemandServer for RafsDirServer {
     fn read_at(&self, object: &RafsObject, off: u64, buf: &mut [u8]) -> io::Result<usize> {
         match object {
             RafsObject::File(f) => self.local.read_at(f, off, buf),
+            RafsObject::Inline(boot) => {
+                let start = usize::try_from(off)
+                    .unwrap_or(usize::MAX)
+                    .min(<[u8]>::len(boot));
+                let n = (<[u8]>::len(boot) - start).min(buf.len());
+                buf[..n].copy_from_slice(&boot[start..start + n]);
+                Ok(n)
+            }
             RafsObject::Blob(src) => {
                 let size = src.uncompressed_size();
                 if off >= size {

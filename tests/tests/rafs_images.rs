@@ -31,6 +31,17 @@ struct Built {
 /// `nydus-image create -t dir-rafs -v 6 ARGS -D blobs -B NAME src`, with `stdin` (the prefetch
 /// list) when given.
 fn nydus_create(src: &Path, blobs: &Path, boot: &Path, args: &[&str], stdin: Option<&str>) {
+    nydus_create_to(src, blobs, Some(boot), args, stdin)
+}
+
+/// As [`nydus_create`]; without `boot` no `-B` (for `--blob-inline-meta`).
+fn nydus_create_to(
+    src: &Path,
+    blobs: &Path,
+    boot: Option<&Path>,
+    args: &[&str],
+    stdin: Option<&str>,
+) {
     let nydus = tests::require_tool("nydus-image").expect("nydus-image");
     std::fs::create_dir_all(blobs).unwrap();
     let mut cmd = Command::new(nydus);
@@ -38,8 +49,7 @@ fn nydus_create(src: &Path, blobs: &Path, boot: &Path, args: &[&str], stdin: Opt
         .args(args)
         .arg("-D")
         .arg(blobs)
-        .arg("-B")
-        .arg(boot)
+        .args(boot.iter().flat_map(|b| [Path::new("-B"), b]))
         .arg(src)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -474,4 +484,84 @@ fn reads_decode_only_touched_chunks() {
     assert_eq!(buf[..100], tests::vm::noise(7, 2_500_000)[66_536..66_636]);
     assert_eq!(blob.stats().chunks_decoded, 2);
     assert_eq!(blob.stats().cache_hits, 1);
+}
+
+/// `--blob-inline-meta`: no bootstrap file, the blob carries it (uncompressed at its end, or
+/// zstd-compressed and listed in the ToC with `blob-toc`); the bootstrap names its blob with
+/// the placeholder id `"x" × 64`. `erofs extract BLOB` and `erofs fsck BLOB --blob-dir` work.
+fn inline_meta(name: &str, args: &[&str]) {
+    let Some(_) = tests::require_tool("nydus-image") else {
+        return;
+    };
+    let Some(_) = tests::require_root("the test tree holds device nodes") else {
+        return;
+    };
+    let dir = tests::scratch_dir(&format!("rafs_images/{name}"));
+    let src = dir.join("src");
+    make_tree(&src);
+    let blobs = dir.join("blobs");
+    let mut all = vec!["--blob-inline-meta"];
+    all.extend_from_slice(args);
+    nydus_create_to(&src, &blobs, None, &all, None);
+    let files: Vec<PathBuf> = std::fs::read_dir(&blobs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "one blob, no bootstrap file: {files:?}");
+    let blob = &files[0];
+    let image = erofs_reader::nydus::open_inline_blob(blob, None)
+        .unwrap()
+        .expect("an inline-meta blob");
+    let rafs = RafsMeta::from_image(&image).unwrap().unwrap();
+    assert!(rafs.blobs()[0].has_placeholder_id());
+    extract_and_compare_inline(blob, &src, &dir.join("out"));
+    let (ok, (decoded, verified), out) = fsck(blob, &blobs);
+    assert!(ok, "{out}");
+    assert_eq!(decoded, u64::from(rafs.blobs()[0].chunk_count), "{out}");
+    assert_eq!(verified, decoded, "{out}");
+    // An EROFS image is not taken for an inline blob.
+    assert!(
+        erofs_reader::nydus::open_inline_blob(&dir.join("out/small.txt"), None)
+            .unwrap()
+            .is_none()
+    );
+}
+
+fn extract_and_compare_inline(blob: &Path, src: &Path, dest: &Path) {
+    let (ok, _, err) = erofs(&["extract".as_ref(), blob.as_os_str(), dest.as_os_str()]);
+    assert!(ok, "erofs extract failed: {err}");
+    let mut want = tree::snapshot_dir(src);
+    let mut got = tree::snapshot_dir(dest);
+    tree::fill_link_groups(&mut want);
+    tree::fill_link_groups(&mut got);
+    let how = Compare {
+        root_metadata: false,
+        ..Compare::default()
+    };
+    if let Err(d) = tree::compare(&want, &got, &how) {
+        panic!("{} extracted differs from the tree:\n{d}", blob.display());
+    }
+}
+
+#[test]
+fn inline_meta_lz4() {
+    inline_meta(
+        "inline-lz4",
+        &["--compressor", "lz4_block", "--chunk-size", "0x10000"],
+    );
+}
+
+#[test]
+fn inline_meta_zstd_blob_toc() {
+    inline_meta(
+        "inline-zstd-toc",
+        &[
+            "--compressor",
+            "zstd",
+            "--features",
+            "blob-toc",
+            "--digester",
+            "sha256",
+        ],
+    );
 }

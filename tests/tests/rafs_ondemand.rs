@@ -34,6 +34,17 @@ fn read_object(server: &RafsDirServer, cookie: &[u8]) -> Vec<u8> {
 }
 
 fn build(dir: &Path, name: &str, args: &[&str]) -> Option<std::path::PathBuf> {
+    let boot = dir.join("blobs").join(name);
+    build_with(dir, name, Some(&boot), args)
+}
+
+/// Build `src-NAME` into `DIR/blobs`, the bootstrap at `boot` (none: `--blob-inline-meta`).
+fn build_with(
+    dir: &Path,
+    name: &str,
+    boot: Option<&Path>,
+    args: &[&str],
+) -> Option<std::path::PathBuf> {
     let nydus = tests::require_tool("nydus-image")?;
     let src = dir.join(format!("src-{name}"));
     std::fs::create_dir_all(&src).unwrap();
@@ -53,8 +64,7 @@ fn build(dir: &Path, name: &str, args: &[&str]) -> Option<std::path::PathBuf> {
         .args(args)
         .arg("-D")
         .arg(dir.join("blobs"))
-        .arg("-B")
-        .arg(dir.join("blobs").join(name))
+        .args(boot.iter().flat_map(|b| [Path::new("-B"), b]))
         .arg(&src)
         .stdin(Stdio::null())
         .output()
@@ -171,4 +181,75 @@ fn blob_opened_before_its_bootstrap_and_damage_detected() {
         .fill(&opened.object, c.uncompressed_offset, &mut buf)
         .unwrap();
     assert_eq!(buf[100], data[at]);
+}
+
+#[test]
+fn serves_inline_meta_blob_as_fsid_and_device() {
+    let dir = tests::scratch_dir("rafs_ondemand/inline");
+    let Some(src) = build_with(
+        &dir,
+        "inline",
+        None,
+        &[
+            "--compressor",
+            "zstd",
+            "--blob-inline-meta",
+            "--chunk-size",
+            "0x10000",
+        ],
+    ) else {
+        return;
+    };
+    let blobs = dir.join("blobs");
+    let name = std::fs::read_dir(&blobs)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .file_name()
+        .into_string()
+        .unwrap();
+    let server = RafsDirServer::new(&blobs).with_verify_digests(true);
+    // Mounted with fsid=<blob id>: the fsid object is the bootstrap inside the blob.
+    let volume = format!("erofs,{name}");
+    let fsid_key = ObjectKey {
+        volume_key: volume.as_bytes(),
+        cookie_key: name.as_bytes(),
+    };
+    let opened = server.open(&fsid_key).unwrap();
+    assert!(matches!(opened.object, RafsObject::Inline(_)));
+    let mut boot = vec![0u8; opened.size as usize];
+    server.fill(&opened.object, 0, &mut boot).unwrap();
+    let image = Image::from_source(boot.clone()).unwrap();
+    assert_eq!(image.devices()[0].tag, vec![b'x'; 64]);
+    // Its device: the placeholder tag, in the fsid's volume, is the same blob decoded.
+    let dev_key = ObjectKey {
+        volume_key: volume.as_bytes(),
+        cookie_key: &[b'x'; 64],
+    };
+    let blob = server.open(&dev_key).unwrap();
+    assert!(matches!(blob.object, RafsObject::Blob(_)));
+    assert_eq!(blob.size, image.devices()[0].blocks * 4096);
+    let mut space = vec![0u8; blob.size as usize];
+    server.fill(&blob.object, 0, &mut space).unwrap();
+    let image = ImageBuilder::new(boot).device(space).build().unwrap();
+    let mut want = tree::snapshot_dir(&src);
+    let mut got = tree::snapshot_image(&image);
+    tree::fill_link_groups(&mut want);
+    tree::fill_link_groups(&mut got);
+    let how = Compare {
+        root_metadata: false,
+        ..Compare::default()
+    };
+    tree::compare(&want, &got, &how).unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(
+        server.totals().stats.chunks_verified,
+        server.totals().stats.chunks_decoded
+    );
+    // The placeholder in another volume, whose fsid is no blob, is refused.
+    let other = ObjectKey {
+        volume_key: b"erofs,nothing",
+        cookie_key: &[b'x'; 64],
+    };
+    assert!(server.open(&other).is_err());
 }

@@ -262,6 +262,9 @@ fn check_extents(b: &Built, image: &Image, name: &str) -> Seen {
                     }
                     if e.partial_ref {
                         seen.add("partial-ref");
+                        if let Encoding::Compressed(a) = encoding {
+                            seen.add(format!("partial-{}", a.name()));
+                        }
                     }
                 }
             }
@@ -338,6 +341,28 @@ fn check_sequential(b: &Built, image: &Image, name: &str) {
     }
 }
 
+/// `erofs extract` writes the same tree (metadata, xattrs, contents) as the reader shows.
+fn run_extract(b: &Built, got: &tree::Tree, name: &str) {
+    let dest = b.image.with_file_name("extracted");
+    let _ = std::fs::remove_dir_all(&dest);
+    let out = Command::new(tree::erofs_cli())
+        .arg("extract")
+        .arg(&b.image)
+        .arg(&dest)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{name}: erofs extract failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let extracted = tree::snapshot_dir(&dest);
+    if let Err(e) = tree::compare(got, &extracted, &Compare::default()) {
+        panic!("{name}: extracted tree vs reader: {e}");
+    }
+    let _ = std::fs::remove_dir_all(&dest);
+}
+
 fn run_fsck(b: &Built, name: &str) {
     let out = Command::new(tree::erofs_cli())
         .arg("fsck")
@@ -380,6 +405,7 @@ fn run_case(name: &str, args: &[&str]) -> Option<Seen> {
     }
     check_sequential(&b, &image, name);
     run_fsck(&b, name);
+    run_extract(&b, &got, name);
     eprintln!("{name}: {seen:?}");
     assert!(seen.compressed_files > 10, "{name}: {seen:?}");
     Some(seen)
@@ -557,4 +583,41 @@ fn lzma_48bit_dedupe() {
         return;
     };
     assert!(s.has("lzma") && s.has("partial-ref"), "{s:?}");
+}
+
+/// 512-byte blocks: lclusters of 512 bytes, compact 2B packs with 12-bit cluster offsets.
+#[test]
+fn lz4hc_512_byte_blocks() {
+    let opts = ["-zlz4hc", "-b512", "-C4096", "-Eztailpacking"];
+    let Some(s) = run_case("lz4hc-512", &opts) else {
+        return;
+    };
+    assert!(s.has("lz4") && s.has("map-compact"), "{s:?}");
+}
+
+#[test]
+fn deflate_1k_blocks_fragments() {
+    let opts = ["-zdeflate", "-b1024", "-C8192", "-Efragments,dedupe"];
+    let Some(s) = run_case("deflate-1k", &opts) else {
+        return;
+    };
+    assert!(s.has("deflate"), "{s:?}");
+}
+
+/// Dedupe with LZ4: a file that is a prefix of another references the other's pclusters,
+/// the last one partially (LZ4 partial decoding).
+#[test]
+fn lz4hc_dedupe_partial_reference() {
+    let Some(s) = run_case("lz4hc-dedupe", &["-zlz4hc", "-C16384", "-Ededupe"]) else {
+        return;
+    };
+    assert!(s.has("partial-lz4"), "{s:?}");
+}
+
+#[test]
+fn zstd_dedupe_partial_reference() {
+    let Some(s) = run_case("zstd-dedupe", &["-zzstd", "-C16384", "-Ededupe"]) else {
+        return;
+    };
+    assert!(s.has("partial-zstd"), "{s:?}");
 }

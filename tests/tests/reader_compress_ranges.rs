@@ -292,3 +292,190 @@ fn fsck_reports_wrong_length() {
     );
     assert!(text.contains("mixed.bin"), "{text}");
 }
+
+/// Read everything an image shows, ignoring errors (they are expected on damaged images).
+fn read_all(image: &Image) -> u64 {
+    let mut total = 0u64;
+    let mut stack = vec![(image.root_nid(), 0u32)];
+    let mut seen = std::collections::HashSet::new();
+    while let Some((nid, depth)) = stack.pop() {
+        if depth > 8 || !seen.insert(nid) {
+            continue;
+        }
+        let Ok(inode) = image.inode(nid) else {
+            continue;
+        };
+        if inode.metadata().is_dir() {
+            if let Ok(rd) = image.read_dir_inode(&inode) {
+                for e in rd.take(2000).flatten() {
+                    if e.name() != b"." && e.name() != b".." {
+                        stack.push((e.nid(), depth + 1));
+                    }
+                }
+            }
+            continue;
+        }
+        let _ = image.compressed_extents(&inode);
+        let mut buf = vec![0u8; 70_000];
+        for off in [0u64, 4095, 65_536, 1 << 20] {
+            if let Ok(n) = image.read_at(&inode, off, &mut buf) {
+                total += n as u64;
+            }
+        }
+        let _ = image.for_each_piece(&inode, |p| {
+            if let erofs_reader::Piece::Data(d) = p {
+                total += d.len() as u64;
+            }
+            Ok::<(), Error>(())
+        });
+    }
+    total
+}
+
+/// Flip random bytes of the metadata of compressed images (map headers, indexes, extent
+/// records, inline pclusters, inodes), keep the superblock checksum valid, and read
+/// everything: errors are fine, panics and hangs are not.
+#[test]
+fn corrupted_metadata_never_panics() {
+    let cases: [(&str, &[&str]); 4] = [
+        ("fuzz-lz4", &["-zlz4hc", "-C16384", "-Eztailpacking"]),
+        ("fuzz-full", &["-zlz4", "-Elegacy-compress", "-Ededupe"]),
+        ("fuzz-zstd", &["-zzstd", "-C8192", "-Efragments", "--zD"]),
+        ("fuzz-48bit", &["-zlzma", "-E48bit,ztailpacking"]),
+    ];
+    let small: Vec<(&'static str, Vec<u8>)> = sources()
+        .into_iter()
+        .map(|(n, d)| (n, d[..d.len().min(150_000)].to_vec()))
+        .collect();
+    for (name, args) in cases {
+        let Some(b) = build(name, args, small.clone()) else {
+            return;
+        };
+        let clean = std::fs::read(&b.image).unwrap();
+        // Metadata lives before the first data block of the largest file; corrupt the
+        // whole image except block 0's superblock fields, biased to the metadata area.
+        let meta_end = {
+            let image = Image::from_source(clean.clone()).unwrap();
+            let inode = image.lookup("/text.txt").unwrap();
+            let first = image.compressed_extents(&inode).unwrap();
+            match first[0].source {
+                erofs_reader::ExtentSource::Pcluster { offset, .. } => offset as usize,
+                _ => clean.len(),
+            }
+            .clamp(4096, clean.len())
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        let worker = std::thread::spawn(move || {
+            let mut x = 0x9E37_79B9_7F4A_7C15u64;
+            let mut rnd = move || {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x
+            };
+            let iters: usize = std::env::var("EROFS_CORRUPT_ITERS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(150);
+            for _ in 0..iters {
+                let mut bytes = clean.clone();
+                for _ in 0..1 + rnd() % 4 {
+                    let at = 1024 + 128 + (rnd() as usize) % (meta_end - 1024 - 128);
+                    bytes[at] ^= 1 << (rnd() % 8);
+                }
+                let _ = erofs_format::checksum::write_superblock_checksum(&mut bytes[..4096]);
+                if let Ok(image) = Image::from_source(bytes) {
+                    read_all(&image);
+                }
+            }
+            tx.send(()).unwrap();
+        });
+        match rx.recv_timeout(std::time::Duration::from_secs(300)) {
+            Ok(()) => worker.join().unwrap(),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                // The worker panicked: report its panic.
+                worker.join().unwrap();
+            }
+            Err(e) => panic!("{name}: reading corrupted images hangs ({e})"),
+        }
+    }
+}
+
+/// A read decodes only the pclusters its range touches: with a counting source, the
+/// only pcluster bytes read are those of the extents holding the range, and a second read
+/// of the same range is served by the cache (no pcluster bytes read at all).
+#[test]
+fn reads_touch_only_their_pclusters() {
+    let Some(b) = build("lazy", &["-zlz4hc", "-C16384", "-Eztailpacking"], sources()) else {
+        return;
+    };
+    let bytes = std::fs::read(&b.image).unwrap();
+    let plain = Image::from_source(bytes.clone()).unwrap();
+    // Every stored pcluster of every file.
+    let mut pclusters: Vec<std::ops::Range<u64>> = Vec::new();
+    for (name, _) in &b.files {
+        let inode = plain.lookup(format!("/{name}")).unwrap();
+        if !inode.metadata().layout().is_compressed() {
+            continue;
+        }
+        for e in plain.compressed_extents(&inode).unwrap() {
+            if let erofs_reader::ExtentSource::Pcluster {
+                offset,
+                len,
+                inline: false,
+                ..
+            } = e.source
+            {
+                pclusters.push(offset..offset + len);
+            }
+        }
+    }
+    let inode = plain.lookup("/text.txt").unwrap();
+    let exts = plain.compressed_extents(&inode).unwrap();
+    assert!(exts.len() > 20, "{} extents", exts.len());
+    let counting = std::sync::Arc::new(erofs_reader::CountingSource::new(bytes));
+    let image = Image::from_source(counting.clone()).unwrap();
+    let inode = image.lookup("/text.txt").unwrap();
+    let want = &b.files[0].1;
+    let overlaps =
+        |a: &std::ops::Range<u64>, b: &std::ops::Range<u64>| a.start < b.end && b.start < a.end;
+    for k in [3usize, 10, exts.len() / 2] {
+        // A range from inside extent k into extent k + 1.
+        let start = exts[k].file_offset + exts[k].len - 100;
+        let mut buf = vec![0u8; 300];
+        let allowed: Vec<std::ops::Range<u64>> = exts[k..k + 2]
+            .iter()
+            .map(|e| match e.source {
+                erofs_reader::ExtentSource::Pcluster { offset, len, .. } => offset..offset + len,
+                _ => 0..0,
+            })
+            .collect();
+        counting.reset();
+        image.read_at(&inode, start, &mut buf).unwrap();
+        assert_eq!(&buf[..], &want[start as usize..start as usize + 300]);
+        let touched = counting.ranges();
+        let mut hit = 0;
+        for t in &touched {
+            for p in &pclusters {
+                if overlaps(t, p) {
+                    assert!(
+                        allowed.contains(p),
+                        "read of {start}+300 touched pcluster {p:?}, not one of {allowed:?}"
+                    );
+                    hit += 1;
+                }
+            }
+        }
+        assert!(hit >= 2, "read of {start}+300 touched {hit} pclusters");
+        // Again: decoded extents come from the cache.
+        counting.reset();
+        image.read_at(&inode, start, &mut buf).unwrap();
+        assert_eq!(&buf[..], &want[start as usize..start as usize + 300]);
+        for t in counting.ranges() {
+            assert!(
+                !pclusters.iter().any(|p| overlaps(&t, p)),
+                "cached read touched pcluster data at {t:?}"
+            );
+        }
+    }
+}

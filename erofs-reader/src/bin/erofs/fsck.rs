@@ -16,6 +16,9 @@ use erofs_reader::{FileType, Image, Nid, Piece};
 /// Bytes a worker reads between calls to [`Image::release_memory`].
 const RELEASE_EVERY: u64 = 1 << 20;
 
+/// Files at least this large are read first (largest first); smaller ones in walk order.
+const BIG_FILE: u64 = 4 << 20;
+
 /// Most errors reported individually.
 const MAX_ERRORS: usize = 100;
 
@@ -188,9 +191,12 @@ pub(crate) fn fsck(image: &Image, threads: usize) -> Report {
         }
     }
 
-    // Data, in parallel. Largest files first, so that no big file is left for one worker
-    // at the end (compressed files decode at tens of MB/s per core with LZMA).
-    //files.sort_by_key(|f| std::cmp::Reverse(f.2));
+    // Data, in parallel. Large files first, so that no big file is left for one worker
+    // at the end (compressed files decode at tens of MB/s per core with LZMA); the rest
+    // stay in walk order, which follows the image layout: visiting small files in size
+    // order jumps around the image and, with the page cache's large folios mapped on each
+    // fault, took peak RSS from ~10 MB to ~50 MB on the benchmark image.
+    files.sort_by_key(|f| std::cmp::Reverse(if f.2 >= BIG_FILE { f.2 } else { 0 }));
     let next = AtomicUsize::new(0);
     let bytes = AtomicU64::new(0);
     let errors = Mutex::new(Vec::new());

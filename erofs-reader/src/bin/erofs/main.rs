@@ -106,6 +106,13 @@ enum Cmd {
 }
 
 fn open(args: &ImageArgs) -> erofs_reader::Result<Image> {
+    // A Nydus `--blob-inline-meta` data blob carries its own bootstrap (nydus.rs).
+    if args.devices.is_empty()
+        && let Some(image) =
+            erofs_reader::nydus::open_inline_blob(&args.image, args.blob_dir.as_deref())?
+    {
+        return Ok(image);
+    }
     let mut b = ImageBuilder::open(&args.image)?;
     for d in &args.devices {
         b = b.device_file(d)?;
