@@ -346,6 +346,22 @@ impl InodeContext {
             .ok_or(Error::BadNid { nid: nid.0 })
     }
 
+    /// Byte offset of inode `nid` in the space it lives in: for a nid with the metabox
+    /// bit (63), `(nid & !bit) * 32` inside the data of the metabox inode (erofs-utils
+    /// `erofs_iloc`); otherwise [`InodeContext::nid_offset`] in the primary device.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BadNid`] on overflow.
+    pub fn nid_location(&self, nid: Nid) -> Result<u64, Error> {
+        if nid.0 & crate::superblock::NID_METABOX_BIT != 0 {
+            return (nid.0 & !crate::superblock::NID_METABOX_BIT)
+                .checked_mul(ISLOT_SIZE)
+                .ok_or(Error::BadNid { nid: nid.0 });
+        }
+        self.nid_offset(nid)
+    }
+
     fn block_size(&self) -> u64 {
         1u64 << self.blkszbits.min(63)
     }
@@ -398,7 +414,10 @@ impl InodeData {
 pub struct Inode {
     /// The inode's nid.
     pub nid: Nid,
-    /// Byte offset of the inode in the primary device.
+    /// Byte offset of the inode in the primary device, or in the metabox inode's data
+    /// for a nid with the metabox bit ([`InodeContext::nid_location`]). The offsets
+    /// derived from it (xattrs, inline data, chunk and compression indexes) are in the
+    /// same space.
     pub location: u64,
     /// The raw `i_format`.
     pub format: InodeFormat,
@@ -431,7 +450,7 @@ pub struct Inode {
 
 impl Inode {
     /// Decodes the inode `nid` from `bytes`, which start at the inode (at
-    /// `ctx.nid_offset(nid)`) and hold at least 32 bytes, or 64 for an extended inode.
+    /// `ctx.nid_location(nid)`) and hold at least 32 bytes, or 64 for an extended inode.
     ///
     /// Checks, as the kernel does: `i_format` has no unknown bits, the layout is 0..=4, the
     /// mode is one of the seven file types, an extended size is not negative, a chunk
@@ -448,7 +467,7 @@ impl Inode {
             needed,
             available: bytes.len() as u64,
         };
-        let location = ctx.nid_offset(nid)?;
+        let location = ctx.nid_location(nid)?;
         let (compact, _) = InodeCompact::ref_from_prefix(bytes).map_err(|_| truncated(32))?;
         let format = InodeFormat(compact.i_format.get());
         if format.0 & !InodeFormat::ALL != 0 {
@@ -570,6 +589,13 @@ impl Inode {
     /// Whether a directory omits its `.` entry (erofs-utils 1.9 `DOT_OMITTED`).
     pub fn dot_omitted(&self) -> bool {
         self.file_type == FileType::Directory && self.format.0 & InodeFormat::DOT_OMITTED != 0
+    }
+
+    /// Whether the inode lives in the metabox (its nid has bit 63, erofs-utils
+    /// `erofs_inode_in_metabox`): [`Inode::location`] and the offsets derived from it are
+    /// then offsets in the metabox inode's data.
+    pub fn in_metabox(&self) -> bool {
+        self.nid.0 & crate::superblock::NID_METABOX_BIT != 0
     }
 
     /// Byte offset of the inline xattr area (right after the inode).

@@ -15,6 +15,12 @@ use crate::inode::Inode;
 pub enum ExtentTarget {
     /// Not stored: reads as zeros (a null chunk, or a flat file without blocks).
     Hole,
+    /// Stored in the metabox inode's data at this byte offset: the inline tail of an
+    /// inode that lives in the metabox (`mkfs.erofs -m`).
+    Metabox {
+        /// Byte offset in the metabox inode's data.
+        offset: u64,
+    },
     /// Stored on a device.
     Device {
         /// Device index: 0 = primary device, k = k-th extra device.
@@ -51,6 +57,8 @@ pub enum Piece<'a> {
 pub(crate) enum Seg {
     Hole,
     Dev { index: u16, offset: u64 },
+    /// In the metabox inode's data (inline tails of inodes in the metabox).
+    Meta { offset: u64 },
 }
 
 /// Buffer size for copying sources (non-lending).
@@ -107,8 +115,22 @@ impl Inner {
                     .inline_tail()
                     .map_err(fmt_err)?
                     .ok_or_else(|| Error::corrupt("flat inode without data", ctx))?;
-                check_primary(off, len)?;
                 let in_tail = pos - flat_len;
+                if raw.in_metabox() {
+                    if off
+                        .checked_add(len)
+                        .is_none_or(|e| e > self.meta_space_len(true))
+                    {
+                        return Err(Error::corrupt("inline data past the metabox", ctx.at(off)));
+                    }
+                    return Ok((
+                        Seg::Meta {
+                            offset: off + in_tail,
+                        },
+                        len - in_tail,
+                    ));
+                }
+                check_primary(off, len)?;
                 Ok((
                     Seg::Dev {
                         index: 0,
@@ -132,7 +154,7 @@ impl Inner {
                     .checked_mul(esize)
                     .and_then(|o| o.checked_add(table))
                     .ok_or_else(|| Error::corrupt("chunk table offset overflows", ctx))?;
-                let bytes = self.read_primary(eoff, esize as usize, ctx)?;
+                let bytes = self.read_meta(raw.in_metabox(), eoff, esize as usize, ctx)?;
                 let entry = ChunkTable::parse(&bytes, format, 1)
                     .map_err(fmt_err)?
                     .get(0, format, self.sb.device_id_mask())
@@ -187,9 +209,19 @@ impl Inner {
                 }
             }
             DataLayout::ChunkBased => match raw.chunk_table().map_err(fmt_err)? {
-                Some((table, format, count)) => count
-                    .checked_mul(format.entry_size() as u64)
-                    .and_then(|l| l.checked_add(table)),
+                Some((table, format, count)) => {
+                    let end = count
+                        .checked_mul(format.entry_size() as u64)
+                        .and_then(|l| l.checked_add(table));
+                    // The chunk table of an inode in the metabox is in the metabox.
+                    if raw.in_metabox() {
+                        return match end {
+                            Some(e) if e <= self.meta_space_len(true) => Ok(()),
+                            _ => Err(Error::corrupt("chunk table runs past the metabox", ctx)),
+                        };
+                    }
+                    end
+                }
                 None => return Ok(()),
             },
             DataLayout::CompressedFull | DataLayout::CompressedCompact => {
@@ -237,7 +269,7 @@ impl Inner {
         Ok((device_id, blk))
     }
 
-    fn read_seg(&self, seg: Seg, buf: &mut [u8], ctx: Context) -> Result<()> {
+    pub(crate) fn read_seg(&self, seg: Seg, buf: &mut [u8], ctx: Context) -> Result<()> {
         match seg {
             Seg::Hole => {
                 buf.fill(0);
@@ -247,6 +279,11 @@ impl Inner {
                 let (src, off) = self.device_for(index, offset, ctx)?;
                 src.read_exact_at(buf, off)
                     .map_err(|e| io_err(index, e, ctx.at(off)))
+            }
+            Seg::Meta { offset } => {
+                let bytes = self.read_meta(true, offset, buf.len(), ctx)?;
+                buf.copy_from_slice(&bytes);
+                Ok(())
             }
         }
     }
@@ -393,6 +430,13 @@ impl Image {
             }
             match seg {
                 Seg::Hole => f(Piece::Zeros(len))?,
+                Seg::Meta { offset } => {
+                    // An inline tail: less than a block.
+                    let n = usize::try_from(len)
+                        .map_err(|_| Error::corrupt("inline tail length", ctx.at(pos)))?;
+                    let bytes = self.inner.read_meta(true, offset, n, ctx)?;
+                    f(Piece::Data(&bytes))?;
+                }
                 Seg::Dev { index, offset } => {
                     let (src, off) = self.inner.device_for(index, offset, ctx)?;
                     let lent = usize::try_from(len).ok().and_then(|l| src.bytes(off, l));
@@ -438,6 +482,7 @@ impl Image {
             }
             let target = match seg {
                 Seg::Hole => ExtentTarget::Hole,
+                Seg::Meta { offset } => ExtentTarget::Metabox { offset },
                 Seg::Dev { index, offset } => ExtentTarget::Device {
                     index,
                     tag: index

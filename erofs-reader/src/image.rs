@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use erofs_format::Nid;
 use erofs_format::device::{DEVICE_SLOT_SIZE, DeviceSlot};
-use erofs_format::superblock::{FeatureIncompat, SuperBlock};
+use erofs_format::superblock::SuperBlock;
 
 use crate::error::{Context, Error, Result};
 use crate::mmap::MmapSource;
@@ -63,6 +63,8 @@ pub(crate) struct Inner {
     pub(crate) limits: Limits,
     /// Compression configuration, limits and the decoded-pcluster cache (`zmap.rs`).
     pub(crate) compression: crate::zmap::Compression,
+    /// The metabox inode, with `METABOX` (`metabox.rs`).
+    pub(crate) metabox: Option<crate::inode::Inode>,
 }
 
 /// Limits that keep hostile images from making the reader loop or recurse forever.
@@ -222,11 +224,6 @@ impl ImageBuilder {
             })?;
         let sb = *SuperBlock::parse(&head)
             .map_err(|e| Error::corrupt(format!("superblock: {e}"), Context::offset(1024)))?;
-        let incompat = sb.incompat();
-        // Inodes inside the metabox inode (nids with bit 63) are not read yet.
-        if incompat.contains(FeatureIncompat::METABOX) {
-            return Err(Error::unsupported("metadata box (metabox)"));
-        }
         let blkszbits = sb.blkszbits;
         let mut inner = Inner {
             primary: self.primary,
@@ -240,7 +237,21 @@ impl ImageBuilder {
             prefixes_unsupported: None,
             limits: self.limits,
             compression: crate::zmap::Compression::new(&sb, &head)?,
+            metabox: None,
         };
+        // The metabox inode (an ordinary inode on the primary device): inodes whose nid
+        // has bit 63 live in its data (`metabox.rs`).
+        if let Some(nid) = sb.metabox_nid(&head) {
+            let ctx = Context::nid(nid.0);
+            if nid.0 & erofs_format::superblock::NID_METABOX_BIT != 0 {
+                return Err(Error::corrupt("the metabox nid has the metabox bit", ctx));
+            }
+            let mb = inner.inode(nid)?;
+            if !mb.metadata().is_file() {
+                return Err(Error::corrupt("the metabox inode is not a regular file", ctx));
+            }
+            inner.metabox = Some(mb);
+        }
 
         // Device table.
         let count = sb.extra_devices();

@@ -3,13 +3,14 @@
 use std::fmt;
 
 use erofs_format::Nid;
+use erofs_format::superblock::NID_METABOX_BIT;
 use erofs_format::inode::{
     DataLayout, FileType, Inode as RawInode, InodeCompact, InodeContext, InodeData, InodeFormat,
 };
 use zerocopy::FromBytes;
 
 use crate::error::{Context, Error, Result};
-use crate::image::Image;
+use crate::image::{Image, Inner};
 
 /// What `stat` tells about an inode: type, mode, owner, size, times, links.
 ///
@@ -37,7 +38,8 @@ impl fmt::Debug for Metadata {
 }
 
 impl Metadata {
-    /// The inode's nid (also the inode number the kernel reports).
+    /// The inode's nid (also the inode number the kernel reports, except on images with
+    /// a metabox, where Linux folds bit 63 of the nid into bit 31 of the inode number).
     pub fn nid(&self) -> Nid {
         self.raw.nid
     }
@@ -190,44 +192,50 @@ impl Image {
     /// [`Error::Corrupt`] if the nid lies outside the primary device or the inode does not
     /// decode (unknown format bits, bad mode, negative size, ...).
     pub fn inode(&self, nid: Nid) -> Result<Inode> {
-        let inner = &*self.inner;
+        self.inner.inode(nid)
+    }
+}
+
+impl Inner {
+    /// See [`Image::inode`]. Nids with the metabox bit are read from the metabox.
+    pub(crate) fn inode(&self, nid: Nid) -> Result<Inode> {
+        let inner = self;
         let ctx = Context::nid(nid.0);
         let ictx = InodeContext::new(&inner.sb)
             .map_err(|e| Error::corrupt(format!("superblock: {e}"), ctx))?;
+        let in_metabox = nid.0 & NID_METABOX_BIT != 0;
         let off = ictx
-            .nid_offset(nid)
+            .nid_location(nid)
             .map_err(|e| Error::corrupt(format!("nid: {e}"), ctx))?;
-        // Nids must point inside the primary device, with room for a compact inode.
-        if off
-            .checked_add(32)
-            .is_none_or(|end| end > inner.primary_len)
-        {
+        // Nids must point inside the primary device (or the metabox), with room for a
+        // compact inode.
+        let space = inner.meta_space_len(in_metabox);
+        if off.checked_add(32).is_none_or(|end| end > space) {
             return Err(Error::corrupt(
                 format!(
-                    "nid {} is outside the metadata area (offset {off}, device {} bytes)",
-                    nid.0, inner.primary_len
+                    "nid {} is outside the metadata area (offset {off}, {} bytes{})",
+                    nid.0,
+                    space,
+                    if in_metabox { " of metabox" } else { "" }
                 ),
                 ctx.at(off),
             ));
         }
         // Read exactly the inode: 32 bytes, or 64 for the extended form (so that a stat
         // touches nothing past the inode, e.g. its inline data).
-        let head = inner.read_primary(off, 32, ctx)?;
+        let head = inner.read_meta(in_metabox, off, 32, ctx)?;
         let extended = InodeCompact::ref_from_prefix(&head)
             .map(|(c, _)| InodeFormat(c.i_format.get()).is_extended())
             .unwrap_or(false);
         let bytes = if extended {
             drop(head);
-            if off
-                .checked_add(64)
-                .is_none_or(|end| end > inner.primary_len)
-            {
+            if off.checked_add(64).is_none_or(|end| end > space) {
                 return Err(Error::corrupt(
                     "extended inode runs past the device",
                     ctx.at(off),
                 ));
             }
-            inner.read_primary(off, 64, ctx)?
+            inner.read_meta(in_metabox, off, 64, ctx)?
         } else {
             head
         };

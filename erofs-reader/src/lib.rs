@@ -79,6 +79,7 @@ mod dir;
 mod error;
 mod image;
 mod inode;
+mod metabox;
 mod mmap;
 mod path;
 mod source;

@@ -14,7 +14,13 @@
 //!
 //! Opening a RAFS v6 bootstrap with [`ImageBuilder::blob_dir`](crate::ImageBuilder::blob_dir)
 //! wires a [`BlobSource`] for every blob not given explicitly, found in the directory under
-//! its blob id (the device tag), so the whole `Image` API reads RAFS images.
+//! its blob id (the device tag), so the whole `Image` API reads RAFS images. Blobs built with
+//! `--blob-inline-meta` carry their bootstrap ([`inlined_bootstrap`], [`open_inline_blob`]);
+//! their bootstrap names them with the placeholder id `"x" × 64`, resolved in the blob
+//! directory by matching the blob meta header. Blobs whose chunk-info array lives in a
+//! separate meta blob (feature SEPARATE) read it from `<blob_meta_digest hex>` in the same
+//! directory ([`BlobSource::with_separate_meta`]); gzip / ZRAN blobs are
+//! [`Error::Unsupported`].
 //!
 //! ```no_run
 //! use erofs_reader::ImageBuilder;
@@ -1619,7 +1625,7 @@ pub fn parse_blob_table(bytes: &[u8]) -> Result<Vec<RafsV6Blob>> {
 mod tests {
     use super::*;
     use zerocopy::little_endian::{U32, U64};
-    use zerocopy::{FromZeros, IntoBytes};
+    use zerocopy::{FromBytes, FromZeros, IntoBytes};
 
     /// Build a blob by hand: chunks (raw or zstd), a v1 chunk-info array stored raw, the
     /// header; returns (blob bytes, record, uncompressed image of the space).
@@ -1789,6 +1795,38 @@ mod tests {
             }
             let _ = src.decode_chunk(0);
         }
+    }
+
+    #[test]
+    fn separate_meta_blob() {
+        let a: Vec<u8> = (0..7000u32).map(|i| (i * 7) as u8).collect();
+        let (data, mut r, space) = blob(&[(a, false)]);
+        // Move the chunk-info array and the header into a meta blob of their own.
+        let ci = r.ci_offset.get() as usize;
+        let mut meta = vec![0u8; 100];
+        meta.extend_from_slice(&data[ci..]);
+        let chunk_data = data[..ci].to_vec();
+        r.features = U32::new(r.features.get() | BlobFeatures::SEPARATE.bits());
+        r.ci_offset = U64::new(100);
+        let fix = |mut m: Vec<u8>, r: &RafsV6Blob| {
+            let at = 100 + r.ci_compressed_size.get() as usize;
+            let h = BlobCompressionContextHeader::mut_from_prefix(&mut m[at..])
+                .unwrap()
+                .0;
+            h.s_features = r.features;
+            h.s_ci_offset = r.ci_offset;
+            m
+        };
+        let meta = fix(meta, &r);
+        // Without the meta blob: a clear error, no panic.
+        let e = BlobSource::new(chunk_data.clone(), &r)
+            .chunk_infos()
+            .unwrap_err();
+        assert!(e.to_string().contains("separate meta blob"), "{e}");
+        let src = BlobSource::new(chunk_data, &r).with_separate_meta(meta);
+        let mut all = vec![0u8; space.len()];
+        src.read_exact_at(&mut all, 0).unwrap();
+        assert_eq!(all, space);
     }
 
     #[test]

@@ -38,8 +38,14 @@ impl Image {
         let ctx = Context::offset(start);
         // Each record is at most 2 + 256 bytes plus alignment.
         let max_len = usize::from(count) * 260;
-        let in_packed = sb
-            .packed_nid()
+        // Not plain: in the metabox if there is one, else in the packed inode
+        // (erofs-utils `erofs_xattr_prefixes_init`).
+        let in_packed = self
+            .inner
+            .metabox
+            .as_ref()
+            .map(|m| m.nid())
+            .or(sb.packed_nid())
             .filter(|_| !sb.compat().contains(FeatureCompat::PLAIN_XATTR_PFX));
         let bytes: Vec<u8> = match in_packed {
             Some(nid) => {
@@ -124,7 +130,9 @@ impl Image {
         let off = raw
             .xattr_offset()
             .map_err(|e| Error::corrupt(format!("{e}"), ctx))?;
-        let area = self.inner.read_primary(off, isize as usize, ctx)?;
+        let area = self
+            .inner
+            .read_meta(raw.in_metabox(), off, isize as usize, ctx)?;
         let inline = InlineXattrs::parse(&area).map_err(|e| match e {
             erofs_format::Error::XattrHeaderOnly => {
                 Error::unsupported(format!("xattr area with only a header (nid {})", raw.nid.0))
@@ -140,6 +148,11 @@ impl Image {
                 });
             }
         }
+        let shared_in_metabox = self
+            .inner
+            .sb
+            .compat()
+            .contains(FeatureCompat::SHARED_EA_IN_METABOX);
         for id in inline.shared_ids() {
             let soff = self
                 .inner
@@ -148,7 +161,7 @@ impl Image {
                 .map_err(|e| Error::corrupt(format!("shared xattr {id}: {e}"), ctx))?;
             let avail = self
                 .inner
-                .primary_len
+                .meta_space_len(shared_in_metabox)
                 .saturating_sub(soff)
                 .min(MAX_ENTRY as u64) as usize;
             if avail < 4 {
@@ -157,12 +170,14 @@ impl Image {
                     ctx.at(soff),
                 ));
             }
-            let head = self.inner.read_primary(soff, 4, ctx)?;
+            let head = self.inner.read_meta(shared_in_metabox, soff, 4, ctx)?;
             let need = XattrEntry::read_from_bytes(&head)
                 .map_err(|_| Error::corrupt("short xattr entry", ctx.at(soff)))?
                 .entry_size();
             drop(head);
-            let bytes = self.inner.read_primary(soff, need.min(avail), ctx)?;
+            let bytes = self
+                .inner
+                .read_meta(shared_in_metabox, soff, need.min(avail), ctx)?;
             let (x, _) = RawXattr::parse(&bytes)
                 .map_err(|e| Error::corrupt(format!("shared xattr {id}: {e}"), ctx.at(soff)))?;
             if let Some(name) = self.full_name(&x, ctx.at(soff))? {

@@ -66,7 +66,9 @@ pub enum ExtentSource {
     Hole,
     /// A physical cluster.
     Pcluster {
-        /// Device index: 0 = primary device, k = k-th extra device.
+        /// Device index: 0 = primary device, k = k-th extra device; `u16::MAX` for the
+        /// inline pcluster of an inode in the metabox, whose offset is then in the
+        /// metabox inode's data.
         device: u16,
         /// Byte offset of the pcluster on that device.
         offset: u64,
@@ -222,7 +224,7 @@ impl<'a> ZInode<'a> {
             .map_err(fmt_err)?
             .checked_next_multiple_of(8)
             .ok_or_else(|| Error::corrupt("map header offset overflows", ctx))?;
-        let bytes = inner.read_primary(header, 8, ctx)?;
+        let bytes = inner.read_meta(inode.raw().in_metabox(), header, 8, ctx)?;
         let h = MapHeader::read_from_bytes(&bytes)
             .map_err(|_| Error::corrupt("short map header", ctx.at(header)))?;
         drop(bytes);
@@ -298,6 +300,12 @@ impl<'a> ZInode<'a> {
         Context::nid(self.nid)
     }
 
+    /// Whether the inode (and so its map header, indexes and inline pcluster) is in the
+    /// metabox.
+    fn in_metabox(&self) -> bool {
+        self.nid & erofs_format::superblock::NID_METABOX_BIT != 0
+    }
+
     /// The lcluster indexes (or extent records) a file of this size needs must lie in the
     /// primary device: a size claim the index cannot back is corrupt, found before anyone
     /// allocates a buffer for the whole file.
@@ -324,11 +332,12 @@ impl<'a> ZInode<'a> {
                 .and_then(|n| n.checked_add(records + if map.record_size == 4 { 8 } else { 0 })),
         };
         match end {
-            Some(e) if e <= self.inner.primary_len => Ok(()),
+            Some(e) if e <= self.inner.meta_space_len(self.in_metabox()) => Ok(()),
             _ => Err(Error::corrupt(
                 format!(
-                    "the compression index of a {}-byte file runs past the primary device ({} bytes)",
-                    self.size, self.inner.primary_len
+                    "the compression index of a {}-byte file runs past its metadata space ({} bytes)",
+                    self.size,
+                    self.inner.meta_space_len(self.in_metabox())
                 ),
                 self.ctx(),
             )),
@@ -357,7 +366,7 @@ impl<'a> ZInode<'a> {
                     .checked_mul(8)
                     .and_then(|o| o.checked_add(*header + FULL_INDEX_OFFSET))
                     .ok_or_else(|| Error::corrupt("index offset overflows", ctx))?;
-                let bytes = self.inner.read_primary(pos, 8, ctx)?;
+                let bytes = self.inner.read_meta(self.in_metabox(), pos, 8, ctx)?;
                 let idx = LclusterIndex::read_from_bytes(&bytes)
                     .map_err(|_| Error::corrupt("short lcluster index", ctx.at(pos)))?;
                 Ok(Loaded {
@@ -374,7 +383,7 @@ impl<'a> ZInode<'a> {
                 let pos = ebase
                     .checked_add(start)
                     .ok_or_else(|| Error::corrupt("index offset overflows", ctx))?;
-                let bytes = self.inner.read_primary(pos, len, ctx)?;
+                let bytes = self.inner.read_meta(self.in_metabox(), pos, len, ctx)?;
                 let pack = CompactPack::new(&bytes, map.lcluster_bits, map.big_pcluster_1())
                     .map_err(fmt_err)?;
                 Ok(Loaded {
@@ -594,7 +603,11 @@ impl<'a> ZInode<'a> {
                 pos: ipos,
                 size,
             } if t == head_lcn => ExtentSource::Pcluster {
-                device: 0,
+                device: if self.in_metabox() {
+                    crate::metabox::METABOX_DEVICE
+                } else {
+                    0
+                },
                 offset: ipos,
                 len: size,
                 encoding,
@@ -699,7 +712,9 @@ impl<'a> ZInode<'a> {
         let ctx = self.ctx();
         let recsz = u64::from(map.record_size);
         let read_rec = |at: u64| -> Result<Extent> {
-            let bytes = self.inner.read_primary(at, recsz as usize, ctx)?;
+            let bytes = self
+                .inner
+                .read_meta(self.in_metabox(), at, recsz as usize, ctx)?;
             let mut full = [0u8; 32];
             full[..bytes.len()].copy_from_slice(&bytes);
             Extent::read_from_bytes(&full)
@@ -718,7 +733,7 @@ impl<'a> ZInode<'a> {
                 match self.cursor.get() {
                     Some(c) if c.0 <= pos => c,
                     _ => {
-                        let bytes = self.inner.read_primary(records, 8, ctx)?;
+                        let bytes = self.inner.read_meta(self.in_metabox(), records, 8, ctx)?;
                         let mut b = [0u8; 8];
                         b.copy_from_slice(&bytes);
                         (0, records + 8, u64::from_le_bytes(b))
@@ -966,7 +981,7 @@ const PIECE_CHUNK: usize = 1 << 20;
 
 impl Inner {
     /// The stored bytes of a pcluster, lent by the source when it can.
-    fn pcluster_bytes(
+    pub(crate) fn pcluster_bytes(
         &self,
         device: u16,
         offset: u64,
@@ -974,6 +989,9 @@ impl Inner {
         ctx: Context,
     ) -> Result<Cow<'_, [u8]>> {
         let len_usize = usize::try_from(len).map_err(|_| Error::corrupt("pcluster length", ctx))?;
+        if device == crate::metabox::METABOX_DEVICE {
+            return self.read_meta(true, offset, len_usize, ctx);
+        }
         if device == 0 {
             return self.read_primary(offset, len_usize, ctx);
         }
@@ -1017,7 +1035,7 @@ impl Inner {
     }
 
     /// The decoded bytes of extent `ext`, from the cache or decoded (and cached) now.
-    fn cached_extent(&self, ext: &CompressedExtent, ctx: Context) -> Result<Arc<[u8]>> {
+    pub(crate) fn cached_extent(&self, ext: &CompressedExtent, ctx: Context) -> Result<Arc<[u8]>> {
         let ExtentSource::Pcluster {
             device,
             offset,

@@ -905,7 +905,8 @@ pub fn cachefiles_request(data: &[u8]) {
 }
 
 /// One command as written to `/dev/cachefiles`; a decoded command must survive
-/// `decode(encode(c)) == c`, and its `Display` must be its encoding.
+/// `decode(encode(c)) == c`, and its `Display` must be its encoding when no byte needs
+/// escaping.
 pub fn cachefiles_command(data: &[u8]) {
     let Ok(cmd) = Command::decode(data) else {
         return;
@@ -917,11 +918,15 @@ pub fn cachefiles_command(data: &[u8]) {
     assert_eq!(written, n, "encoded_len disagrees with encode");
     let again = Command::decode(&buf[..written]).expect("an encoded command decodes");
     assert_eq!(again, cmd, "decode(encode(c)) != c");
-    assert_eq!(
-        cmd.to_string().as_bytes(),
-        &buf[..written],
-        "Display != encode"
-    );
+    // `Display` is for logs: it escapes argument bytes, so it equals the encoding only
+    // when there is nothing to escape.
+    let text = cmd.to_string();
+    let plain = buf[..written]
+        .iter()
+        .all(|&b| (0x20..0x7f).contains(&b) && !b"\\'\"".contains(&b));
+    if plain {
+        assert_eq!(text.as_bytes(), &buf[..written], "Display != encode");
+    }
     if n > 0 {
         assert!(cmd.encode(&mut buf[..n - 1]).is_err());
     }

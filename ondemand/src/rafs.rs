@@ -15,6 +15,9 @@
 //!   (adjacent ones in one read), decompressed, optionally checked against the bootstrap's
 //!   chunk digests, and returned at their uncompressed offsets (zeros between chunks) by
 //!   [`erofs_reader::nydus::BlobSource`]; the session writes them aligned;
+//! * OPEN of a cookie key naming a `--blob-inline-meta` data blob (mounted with
+//!   `fsid=BLOB_ID`): the bootstrap inlined in it; the kernel then opens the device under the
+//!   placeholder tag `"x" × 64`, which is served as that blob (the volume's fsid);
 //! * anything else: the file named by the cookie key, as [`LocalDirServer`] does.
 //!
 //! So `erofs-ondemand serve --blob-dir DIR` serves every Nydus image in `DIR` with no

@@ -11,7 +11,9 @@
 //!   extract equal to their trees from one blob directory, and the shared blob is read by both;
 //! - a flipped byte in a stored blob: `erofs fsck` reports it (a digest mismatch for a raw
 //!   chunk, a decode error or digest mismatch for a compressed one) and exits 1;
-//! - laziness: reading one small file decodes only the chunks it lives in.
+//! - laziness: reading one small file decodes only the chunks it lives in;
+//! - `--blob-inline-meta` blobs (with and without a ToC): `erofs extract BLOB` and
+//!   `erofs fsck BLOB --blob-dir` read the bootstrap the blob carries.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

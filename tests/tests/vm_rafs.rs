@@ -7,7 +7,8 @@
 //!   table, and an upper layer sharing the lower layer's blob (`--parent-bootstrap`), mounted
 //!   with `mount -t erofs none -o fsid=BOOTSTRAP /mnt/X` and read back equal to the host trees
 //!   (contents, modes, owners, types), with every chunk digest checked by the daemon
-//!   (`--verify-digests`).
+//!   (`--verify-digests`); and a `--blob-inline-meta` blob mounted with `fsid=BLOB_ID` (the
+//!   daemon serves the bootstrap inlined in the blob, then the blob under the placeholder tag).
 //! - `figures_zstd_vs_file_backed`: a cold read of a whole tree from a zstd RAFS image
 //!   through the daemon against the same tree built uncompressed by mkfs.erofs and mounted
 //!   file-backed, in the same VM run; and the stored blob bytes the daemon fetched against
@@ -113,7 +114,13 @@ check rupper-sums sh -c "cd /mnt/rupper && sha256sum -c /vmtest/upper.sums"
 (cd /mnt/rupper && find . | sort | while IFS= read -r f; do stat -c '%n %a %u:%g %F' "$f"; done) >/tmp/upper.stats
 check rupper-stats cmp /tmp/upper.stats /vmtest/upper.stats
 check blob-opens-logged grep -q "RAFS blob .*: serving [0-9]* uncompressed bytes" "$DLOG"
-for m in rzstd rlz4 rnone rtoc rupper; do umount /mnt/$m; done
+# A --blob-inline-meta blob mounted by its id: the bootstrap comes out of the blob, whose
+# device tag is the placeholder "x" * 64.
+IL=$(cat /vmtest/inline.name)
+od_mount $IL /mnt/inline
+verify_tree inline /mnt/inline
+check inline-bootstrap-logged grep -q "serving the bootstrap inlined in the blob" "$DLOG"
+for m in rzstd rlz4 rnone rtoc rupper inline; do umount /mnt/$m; done
 stop_daemon daemon-exit
 data summary "$(grep '^erofs-ondemand: opens=' /tmp/d.log)"
 data rafs "$(grep '^erofs-ondemand: rafs ' /tmp/d.log)"
@@ -201,6 +208,37 @@ fn serve_rafs_images() {
         "",
     );
     let up = manifests(&busybox, &upper);
+    // --blob-inline-meta writes no bootstrap file: build into a directory of its own, then
+    // move the blob (named by its id) beside the others.
+    let inline_dir = dir.join("inline");
+    std::fs::create_dir_all(&inline_dir).expect("mkdir");
+    {
+        use std::process::Stdio;
+        let out = Command::new(&nydus_image)
+            .args(["create", "-t", "dir-rafs", "-v", "6", "--log-level", "warn"])
+            .args(["--compressor", "lz4_block", "--chunk-size", "0x10000"])
+            .arg("--blob-inline-meta")
+            .arg("-D")
+            .arg(&inline_dir)
+            .arg(&tree)
+            .stdin(Stdio::null())
+            .output()
+            .expect("nydus-image");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let inline_blob = std::fs::read_dir(&inline_dir)
+        .expect("inline dir")
+        .next()
+        .expect("one blob")
+        .expect("entry")
+        .file_name()
+        .into_string()
+        .expect("utf-8 name");
+    std::fs::rename(inline_dir.join(&inline_blob), blobs.join(&inline_blob)).expect("move");
 
     let Some(out) = VmRun::new("rafs-serve")
         .kernel(Kernel::V6_12)
@@ -209,6 +247,7 @@ fn serve_rafs_images() {
         .manifests(&manifests(&busybox, &tree))
         .bytes("vmtest/upper.sums", up.sums.as_bytes(), 0o644)
         .bytes("vmtest/upper.stats", up.stats.as_bytes(), 0o644)
+        .bytes("vmtest/inline.name", inline_blob.as_bytes(), 0o644)
         .script(&format!("{PRELUDE}{SERVE_SCRIPT}"))
         .timeout(Duration::from_secs(400))
         .run()
@@ -221,7 +260,11 @@ fn serve_rafs_images() {
         expected.push(format!("{f}-sums"));
         expected.push(format!("{f}-stats"));
     }
+    expected.push(format!("mount-{inline_blob}"));
     for c in [
+        "inline-sums",
+        "inline-stats",
+        "inline-bootstrap-logged",
         "mount-rupper",
         "rupper-sums",
         "rupper-stats",
@@ -239,8 +282,9 @@ fn serve_rafs_images() {
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("no {k} in {rafs:?}"))
     };
-    // Five images with four own blobs plus the upper layer's: every decoded chunk was checked.
-    assert!(field("blobs") >= 5, "{rafs}");
+    // Six images, six blobs (the upper layer shares the lower one's and adds one): every
+    // decoded chunk was checked.
+    assert!(field("blobs") >= 6, "{rafs}");
     assert!(field("chunks_decoded") > 0, "{rafs}");
     assert_eq!(field("chunks_verified"), field("chunks_decoded"), "{rafs}");
     println!(

@@ -210,6 +210,7 @@ fn run(cmd: Cmd) -> CliResult {
             {
                 let t = match target {
                     ExtentTarget::Hole => "hole".to_string(),
+                    ExtentTarget::Metabox { offset } => format!("metabox offset {offset}"),
                     ExtentTarget::Device { index, tag, offset } => {
                         let tag = if tag.is_empty() {
                             String::new()

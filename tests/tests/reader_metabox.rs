@@ -1,0 +1,286 @@
+//! erofs-reader on images with metadata compression (`mkfs.erofs -m`, the `METABOX`
+//! feature of erofs-utils 1.9 and Linux 6.17): inodes, inline xattrs, inline tails,
+//! compression indexes and long xattr prefixes live in the data of the metabox inode.
+//!
+//! For each option set, build the reader test tree plus compressible files, make an image
+//! and check that
+//!
+//! * the superblock names a metabox and the root and most inodes live in it;
+//! * the reader's view equals the source tree (contents, metadata, xattrs, symlinks) and
+//!   the host kernel's mount of the same image;
+//! * compressed files' extents equal `dump.erofs -e` (metabox inline pclusters report
+//!   their offset in the metabox, as dump.erofs does);
+//! * inline tails of inodes in the metabox are reported as [`ExtentTarget::Metabox`];
+//! * `erofs fsck` passes and `erofs extract` writes the tree the reader shows.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use erofs_format::superblock::{FeatureIncompat, NID_METABOX_BIT};
+use erofs_reader::{ExtentSource, ExtentTarget, FileType, Image, Inode};
+use tests::tree::{self, Compare, KernelMount, MtimeCheck, TreeOptions};
+
+/// Word salad: compresses well but not trivially.
+fn text(seed: u64, n: usize) -> Vec<u8> {
+    const WORDS: [&str; 8] = [
+        "metabox ", "inode ", "nid ", "xattr ", "tail\n", "lz4 ", "zstd ", "erofs ",
+    ];
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(n + 16);
+    while out.len() < n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(WORDS[(x % 8) as usize].as_bytes());
+    }
+    out.truncate(n);
+    out
+}
+
+struct Built {
+    image: PathBuf,
+    want: tree::Tree,
+}
+
+fn build(name: &str, args: &[&str]) -> Option<Built> {
+    tests::require_tool("mkfs.erofs")?;
+    tests::require_tool("dump.erofs")?;
+    tests::require_root("device nodes, chown, trusted xattrs and kernel mounts")?;
+    let dir = tests::scratch_dir(&format!("reader_metabox/{name}"));
+    let src = dir.join("tree");
+    std::fs::create_dir(&src).unwrap();
+    tree::build_tree(&src, &TreeOptions::default());
+    let z = src.join("z");
+    std::fs::create_dir(&z).unwrap();
+    std::fs::write(z.join("text.txt"), text(1, 3 * 1024 * 1024 + 77)).unwrap();
+    std::fs::write(z.join("zeros.bin"), vec![0u8; 300_000]).unwrap();
+    for n in [100usize, 4095, 4097, 9000, 20_011] {
+        std::fs::write(z.join(format!("t-{n}")), text(n as u64, n)).unwrap();
+    }
+    let want = tree::snapshot_dir(&src);
+    let image = dir.join("image.erofs");
+    let mut argv: Vec<String> = tree::LONG_XATTR_PREFIXES
+        .iter()
+        .map(|p| format!("--xattr-prefix={p}"))
+        .collect();
+    argv.extend(args.iter().map(|s| s.to_string()));
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    tree::mkfs(&image, &src, &argv);
+    Some(Built { image, want })
+}
+
+/// Every inode reachable from the root, by path.
+fn walk(image: &Image) -> BTreeMap<String, Inode> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![(String::new(), image.root_nid())];
+    while let Some((path, nid)) = stack.pop() {
+        let inode = image.inode(nid).unwrap();
+        if inode.metadata().file_type() == FileType::Directory {
+            for e in image.read_dir_inode(&inode).unwrap() {
+                let e = e.unwrap();
+                if e.name() != b"." && e.name() != b".." {
+                    let name = String::from_utf8_lossy(e.name()).into_owned();
+                    stack.push((format!("{path}/{name}"), e.nid()));
+                }
+            }
+        }
+        out.insert(if path.is_empty() { "/".into() } else { path }, inode);
+    }
+    out
+}
+
+/// `dump.erofs -e --path=PATH`: (logical start, length, physical start, length).
+fn dump_extents(img: &Path, path: &str) -> Vec<(u64, u64, u64, u64)> {
+    let dump = tests::require_tool("dump.erofs").unwrap();
+    let out = tests::run(
+        Command::new(dump)
+            .arg("-e")
+            .arg(format!("--path={path}"))
+            .arg(img),
+    );
+    let mut exts = Vec::new();
+    for line in out.lines() {
+        let Some((idx, rest)) = line.split_once(':') else {
+            continue;
+        };
+        if idx.trim().parse::<u64>().is_err() {
+            continue;
+        }
+        let nums: Vec<u64> = rest
+            .split(|c: char| !c.is_ascii_digit())
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse().unwrap())
+            .collect();
+        assert_eq!(nums.len(), 6, "unexpected dump.erofs line {line:?}");
+        exts.push((nums[0], nums[2], nums[3], nums[5]));
+    }
+    exts
+}
+
+fn cli(args: &[&std::ffi::OsStr], name: &str) {
+    let out = Command::new(tree::erofs_cli()).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{name}: erofs {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// What one image showed.
+#[derive(Debug, Default)]
+struct Seen {
+    in_metabox: usize,
+    outside: usize,
+    metabox_tails: usize,
+    compressed: usize,
+    metabox_inline_pclusters: usize,
+    dumped: usize,
+}
+
+fn run_case(name: &str, args: &[&str]) -> Option<Seen> {
+    let b = build(name, args)?;
+    let image = Image::open(&b.image).unwrap_or_else(|e| panic!("{name}: open: {e}"));
+    let sb = image.superblock();
+    assert!(sb.incompat().contains(FeatureIncompat::METABOX), "{name}");
+    let head = std::fs::read(&b.image).unwrap();
+    let mb = sb.metabox_nid(&head).expect("metabox nid");
+    assert_eq!(mb.0 & NID_METABOX_BIT, 0, "{name}: metabox nid {mb}");
+    let mbi = image.inode(mb).unwrap();
+    assert!(
+        mbi.metadata().is_file() && mbi.metadata().len() > 0,
+        "{name}"
+    );
+
+    // The reader against the tree and the kernel.
+    let got = tree::snapshot_image(&image);
+    let vs_tree = Compare {
+        mtime: MtimeCheck::Seconds,
+        ..Compare::default()
+    };
+    if let Err(e) = tree::compare(&b.want, &got, &vs_tree) {
+        panic!("{name}: reader vs tree: {e}");
+    }
+    {
+        let mount = KernelMount::new(&b.image, &[]);
+        let kernel = tree::snapshot_dir(mount.path());
+        if let Err(e) = tree::compare(&kernel, &got, &Compare::default()) {
+            panic!("{name}: reader vs kernel: {e}");
+        }
+    }
+
+    let mut seen = Seen::default();
+    for (path, inode) in walk(&image) {
+        if inode.nid().0 & NID_METABOX_BIT != 0 {
+            seen.in_metabox += 1;
+        } else {
+            seen.outside += 1;
+        }
+        let md = inode.metadata();
+        if md.layout().is_compressed() {
+            seen.compressed += 1;
+            let ours = image
+                .compressed_extents(&inode)
+                .unwrap_or_else(|e| panic!("{name}: {path}: extents: {e}"));
+            for e in &ours {
+                if let ExtentSource::Pcluster {
+                    device: u16::MAX,
+                    inline,
+                    ..
+                } = e.source
+                {
+                    assert!(inline, "{name}: {path}: {e:?}");
+                    seen.metabox_inline_pclusters += 1;
+                }
+            }
+            // dump.erofs is slow per call: the larger files and a sample of the others.
+            if md.len() > 4096 || path.len() % 5 == 0 {
+                let as_dump: Vec<_> = ours
+                    .iter()
+                    .map(|e| match e.source {
+                        ExtentSource::Pcluster { offset, len, .. } => {
+                            (e.file_offset, e.len, offset, len)
+                        }
+                        _ => (e.file_offset, e.len, 0, 0),
+                    })
+                    .collect();
+                assert_eq!(
+                    as_dump,
+                    dump_extents(&b.image, &path),
+                    "{name}: {path}: extents vs dump.erofs -e"
+                );
+                seen.dumped += 1;
+            }
+        } else if md.is_file() || md.is_dir() {
+            let exts = image.extents(&inode, 0..md.len()).unwrap();
+            for e in &exts {
+                if let ExtentTarget::Metabox { offset } = e.target {
+                    assert!(inode.nid().0 & NID_METABOX_BIT != 0, "{name}: {path}");
+                    assert!(
+                        offset + e.len <= mbi.metadata().len(),
+                        "{name}: {path}: {e:?}"
+                    );
+                    seen.metabox_tails += 1;
+                }
+            }
+        }
+    }
+    assert!(seen.in_metabox > 100, "{name}: {seen:?}");
+    assert!(seen.metabox_tails > 10, "{name}: {seen:?}");
+
+    cli(&["fsck".as_ref(), b.image.as_os_str()], name);
+    let dest = b.image.with_file_name("extracted");
+    let _ = std::fs::remove_dir_all(&dest);
+    cli(
+        &["extract".as_ref(), b.image.as_os_str(), dest.as_os_str()],
+        name,
+    );
+    if let Err(e) = tree::compare(&got, &tree::snapshot_dir(&dest), &Compare::default()) {
+        panic!("{name}: extracted tree vs reader: {e}");
+    }
+    let _ = std::fs::remove_dir_all(&dest);
+    eprintln!("{name}: {seen:?}");
+    Some(seen)
+}
+
+#[test]
+fn metabox_uncompressed_data() {
+    let Some(s) = run_case("plain", &["-m4096"]) else {
+        return;
+    };
+    assert_eq!(s.compressed, 0, "{s:?}");
+}
+
+#[test]
+fn metabox_lz4_ztailpacking() {
+    let Some(s) = run_case("lz4-ztail", &["-m4096", "-zlz4hc", "-Eztailpacking"]) else {
+        return;
+    };
+    assert!(s.compressed > 5 && s.metabox_inline_pclusters > 0, "{s:?}");
+}
+
+#[test]
+fn metabox_zstd_fragments() {
+    let Some(s) = run_case("zstd-fragments", &["-m4096", "-zzstd", "-Efragments"]) else {
+        return;
+    };
+    assert!(s.compressed > 5 && s.dumped > 0, "{s:?}");
+}
+
+#[test]
+fn metabox_second_algorithm_dedupe_chunks() {
+    // Data in lz4, the metabox in zstd (algorithm 1 of -z), big pclusters and dedupe.
+    let Some(s) = run_case(
+        "lz4-zstd-dedupe",
+        &["-zlz4:zstd", "-m8192:1", "-C65536", "-Ededupe"],
+    ) else {
+        return;
+    };
+    assert!(s.compressed > 5, "{s:?}");
+}
+
+#[test]
+fn metabox_chunked_files() {
+    run_case("chunks", &["-m4096", "--chunksize=8192"]);
+}
