@@ -56,9 +56,14 @@ pub enum Piece<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Seg {
     Hole,
-    Dev { index: u16, offset: u64 },
+    Dev {
+        index: u16,
+        offset: u64,
+    },
     /// In the metabox inode's data (inline tails of inodes in the metabox).
-    Meta { offset: u64 },
+    Meta {
+        offset: u64,
+    },
 }
 
 /// Buffer size for copying sources (non-lending).

@@ -248,7 +248,10 @@ impl ImageBuilder {
             }
             let mb = inner.inode(nid)?;
             if !mb.metadata().is_file() {
-                return Err(Error::corrupt("the metabox inode is not a regular file", ctx));
+                return Err(Error::corrupt(
+                    "the metabox inode is not a regular file",
+                    ctx,
+                ));
             }
             inner.metabox = Some(mb);
         }

@@ -3,10 +3,10 @@
 use std::fmt;
 
 use erofs_format::Nid;
-use erofs_format::superblock::NID_METABOX_BIT;
 use erofs_format::inode::{
     DataLayout, FileType, Inode as RawInode, InodeCompact, InodeContext, InodeData, InodeFormat,
 };
+use erofs_format::superblock::NID_METABOX_BIT;
 use zerocopy::FromBytes;
 
 use crate::error::{Context, Error, Result};

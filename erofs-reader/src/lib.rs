@@ -81,12 +81,12 @@ mod image;
 mod inode;
 mod metabox;
 mod mmap;
+pub mod nydus;
 mod path;
 mod source;
 mod xattr;
 mod zcache;
 mod zmap;
-pub mod nydus;
 
 pub use data::{Extent, ExtentTarget, Piece};
 pub use dir::{DirEntry, ReadDir};

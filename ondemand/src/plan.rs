@@ -21,7 +21,8 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use erofs_reader::{ExtentTarget, FileType, Image, ImageBuilder, Inode};
+use erofs_reader::nydus::{RafsMeta, is_rafs_bootstrap};
+use erofs_reader::{ExtentTarget, FileType, Image, ImageBuilder, Inode, Nid};
 
 use crate::ranges::RangeSet;
 
@@ -39,6 +40,63 @@ pub fn open_image(blob_dir: &Path, fsid: &str) -> erofs_reader::Result<Image> {
     ImageBuilder::open(blob_dir.join(fsid))?
         .blob_dir(blob_dir)
         .build()
+}
+
+/// The blob ranges named by the RAFS v6 prefetch table of the bootstrap `blob_dir/fsid`
+/// (the files and directories `nydus-image --prefetch-policy fs` recorded), keyed like
+/// [`ranges_for_paths`]: the blob id for each blob. Empty when the image is not a RAFS v6
+/// bootstrap or its prefetch table is empty.
+///
+/// # Errors
+///
+/// The bootstrap cannot be opened, a prefetch nid is not an inode, or corrupt metadata.
+pub fn rafs_prefetch_ranges(
+    blob_dir: &Path,
+    fsid: &str,
+) -> erofs_reader::Result<HashMap<Vec<u8>, RangeSet>> {
+    let image = open_image(blob_dir, fsid)?;
+    let mut out: HashMap<Vec<u8>, RangeSet> = HashMap::new();
+    let Some(meta) = RafsMeta::from_image(&image)? else {
+        return Ok(out);
+    };
+    let mut files = 0usize;
+    for &nid in meta.prefetch_nids() {
+        let inode = image.inode(Nid(nid))?;
+        add_inode(
+            &image,
+            &inode,
+            fsid.as_bytes(),
+            &[],
+            &mut out,
+            &mut files,
+            0,
+        )?;
+    }
+    Ok(out)
+}
+
+/// The RAFS v6 bootstraps in `blob_dir` (file names whose first block is an EROFS
+/// superblock with the RAFS v6 compat bit), sorted by name. Unreadable entries are skipped.
+pub fn rafs_bootstraps(blob_dir: &Path) -> Vec<String> {
+    let mut names = Vec::new();
+    let Ok(entries) = std::fs::read_dir(blob_dir) else {
+        return names;
+    };
+    for entry in entries.flatten() {
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        let mut head = vec![0u8; 4096];
+        let Ok(file) = std::fs::File::open(entry.path()) else {
+            continue;
+        };
+        use std::os::unix::fs::FileExt;
+        if file.read_exact_at(&mut head, 0).is_ok() && is_rafs_bootstrap(&head) {
+            names.push(name);
+        }
+    }
+    names.sort();
+    names
 }
 
 /// The blob ranges that hold the data of `paths` (files, or directories walked recursively;

@@ -137,6 +137,7 @@ struct Seen {
     compressed: usize,
     metabox_inline_pclusters: usize,
     dumped: usize,
+    metabox_compressed: bool,
 }
 
 fn run_case(name: &str, args: &[&str]) -> Option<Seen> {
@@ -149,7 +150,7 @@ fn run_case(name: &str, args: &[&str]) -> Option<Seen> {
     assert_eq!(mb.0 & NID_METABOX_BIT, 0, "{name}: metabox nid {mb}");
     let mbi = image.inode(mb).unwrap();
     assert!(
-        mbi.metadata().is_file() && mbi.metadata().len() > 0,
+        mbi.metadata().is_file() && !mbi.metadata().is_empty(),
         "{name}"
     );
 
@@ -170,7 +171,10 @@ fn run_case(name: &str, args: &[&str]) -> Option<Seen> {
         }
     }
 
-    let mut seen = Seen::default();
+    let mut seen = Seen {
+        metabox_compressed: mbi.metadata().layout().is_compressed(),
+        ..Seen::default()
+    };
     for (path, inode) in walk(&image) {
         if inode.nid().0 & NID_METABOX_BIT != 0 {
             seen.in_metabox += 1;
@@ -257,7 +261,10 @@ fn metabox_lz4_ztailpacking() {
     let Some(s) = run_case("lz4-ztail", &["-m4096", "-zlz4hc", "-Eztailpacking"]) else {
         return;
     };
-    assert!(s.compressed > 5 && s.metabox_inline_pclusters > 0, "{s:?}");
+    assert!(
+        s.compressed > 5 && s.metabox_inline_pclusters > 0 && s.metabox_compressed,
+        "{s:?}"
+    );
 }
 
 #[test]
@@ -265,7 +272,10 @@ fn metabox_zstd_fragments() {
     let Some(s) = run_case("zstd-fragments", &["-m4096", "-zzstd", "-Efragments"]) else {
         return;
     };
-    assert!(s.compressed > 5 && s.dumped > 0, "{s:?}");
+    assert!(
+        s.compressed > 5 && s.dumped > 0 && s.metabox_compressed,
+        "{s:?}"
+    );
 }
 
 #[test]
@@ -277,7 +287,7 @@ fn metabox_second_algorithm_dedupe_chunks() {
     ) else {
         return;
     };
-    assert!(s.compressed > 5, "{s:?}");
+    assert!(s.compressed >= 3 && s.metabox_compressed, "{s:?}");
 }
 
 #[test]

@@ -18,8 +18,9 @@
 //! ```
 //!
 //! `--metrics` rewrites a Prometheus text file atomically every 500 ms; `--prefetch` fills
-//! objects in the background (`--prefetch-path` first fills the blob ranges of the named
-//! files); `hold` keeps the `/dev/cachefiles` fd so that `serve --supervisor` daemons can die
+//! objects in the background, starting with the ranges named by the prefetch table of every
+//! Nydus RAFS v6 bootstrap in the blob dir (`--prefetch-path` first fills the blob ranges of
+//! the named files); `hold` keeps the `/dev/cachefiles` fd so that `serve --supervisor` daemons can die
 //! and be replaced while mounts stay live (the successor sends `restore`); `mount` mounts an
 //! image file-backed without any daemon when every blob is local, or says why not (exit 2).
 
@@ -240,6 +241,25 @@ fn main() -> ExitCode {
                 config = config
                     .with_threads(usize::from(prefetch_threads))
                     .with_bandwidth(Some(prefetch_bandwidth));
+                if prefetch {
+                    // The prefetch tables of the RAFS v6 images in the blob dir come first.
+                    for fsid in ondemand::plan::rafs_bootstraps(&blob_dir) {
+                        match ondemand::plan::rafs_prefetch_ranges(&blob_dir, &fsid) {
+                            Ok(ranges) => {
+                                let bytes: u64 = ranges.values().map(|r| r.len()).sum();
+                                if bytes > 0 {
+                                    log::info!(
+                                        "prefetch: {fsid}: prefetch table names {bytes} bytes"
+                                    );
+                                }
+                                for (key, set) in ranges {
+                                    config = config.with_ranges(&key, set.ranges().iter().cloned());
+                                }
+                            }
+                            Err(e) => log::warn!("prefetch: {fsid}: prefetch table: {e}"),
+                        }
+                    }
+                }
                 for spec in &prefetch_path {
                     match plan_paths(&blob_dir, spec) {
                         Ok(ranges) => {
