@@ -210,7 +210,7 @@ impl ImageBuilder {
     /// table lists, a device tag that cannot name a file in the blob directory;
     /// [`Error::Unsupported`] for features this reader does not read; [`Error::Io`].
     pub fn build(self) -> Result<Image> {
-        let primary_len = self.primary.len().map_err(|e| Error::Io {
+        let primary_len = self.primary.size().map_err(|e| Error::Io {
             device: 0,
             source: e,
         })?;

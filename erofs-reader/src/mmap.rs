@@ -74,7 +74,7 @@ impl Source for MmapSource {
         }
     }
 
-    fn len(&self) -> io::Result<u64> {
+    fn size(&self) -> io::Result<u64> {
         Ok(self.map.len() as u64)
     }
 

@@ -613,7 +613,7 @@ pub fn inlined_bootstrap(blob: &dyn Source) -> Result<Option<Vec<u8>>> {
         device: 0,
         source: e,
     };
-    let len = blob.len().map_err(io)?;
+    let len = blob.size().map_err(io)?;
     if len < 512 {
         return Ok(None);
     }
@@ -1289,7 +1289,7 @@ impl BlobSource {
             device: 0,
             source: e,
         };
-        let meta_len = meta.len().map_err(io)?;
+        let meta_len = meta.size().map_err(io)?;
         if r.ci_offset
             .get()
             .checked_add(csize)
@@ -1300,7 +1300,7 @@ impl BlobSource {
                 r.ci_offset.get()
             )));
         }
-        let stored_len = self.stored.len().map_err(io)?;
+        let stored_len = self.stored.size().map_err(io)?;
         if u64::from(count) > stored_len {
             return Err(self.blob_err(format!("{count} chunks in a blob of {stored_len} bytes")));
         }
@@ -1554,7 +1554,7 @@ impl Source for BlobSource {
         self.read_range(buf, offset).map_err(io::Error::from)
     }
 
-    fn len(&self) -> io::Result<u64> {
+    fn size(&self) -> io::Result<u64> {
         Ok(self.uncompressed_size())
     }
 }
@@ -1688,7 +1688,7 @@ mod tests {
         let b = vec![7u8; 100];
         let (data, r, space) = blob(&[(a, false), (b, false)]);
         let src = BlobSource::new(data, &r);
-        assert_eq!(src.len().unwrap(), space.len() as u64);
+        assert_eq!(src.size().unwrap(), space.len() as u64);
         let mut all = vec![0xAAu8; space.len()];
         src.read_exact_at(&mut all, 0).unwrap();
         assert_eq!(all, space);

@@ -13,7 +13,7 @@
 //! | [`CountingSource`] | wraps any source and records every read, to prove laziness |
 //!
 //! Implement [`Source`] yourself for remote or lazily fetched data: only
-//! [`Source::read_exact_at`] and [`Source::len`] are required.
+//! [`Source::read_exact_at`] and [`Source::size`] are required.
 
 use std::fs::File;
 use std::io;
@@ -30,11 +30,11 @@ pub trait Source: Send + Sync {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
 
     /// The size of the source in bytes.
-    fn len(&self) -> io::Result<u64>;
+    fn size(&self) -> io::Result<u64>;
 
     /// Whether the source is empty.
     fn is_empty(&self) -> io::Result<bool> {
-        Ok(self.len()? == 0)
+        Ok(self.size()? == 0)
     }
 
     /// Lend `len` bytes at `offset` without copying, if the source can (memory and
@@ -81,7 +81,7 @@ macro_rules! memory_source {
             fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
                 read_from_slice(self, buf, offset)
             }
-            fn len(&self) -> io::Result<u64> {
+            fn size(&self) -> io::Result<u64> {
                 Ok(<[u8]>::len(self) as u64)
             }
             fn bytes(&self, offset: u64, len: usize) -> Option<&[u8]> {
@@ -98,7 +98,7 @@ impl Source for File {
         FileExt::read_exact_at(self, buf, offset)
     }
 
-    fn len(&self) -> io::Result<u64> {
+    fn size(&self) -> io::Result<u64> {
         Ok(self.metadata()?.len())
     }
 }
@@ -107,8 +107,8 @@ impl<S: Source + ?Sized> Source for Arc<S> {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         (**self).read_exact_at(buf, offset)
     }
-    fn len(&self) -> io::Result<u64> {
-        (**self).len()
+    fn size(&self) -> io::Result<u64> {
+        (**self).size()
     }
     fn bytes(&self, offset: u64, len: usize) -> Option<&[u8]> {
         (**self).bytes(offset, len)
@@ -122,8 +122,8 @@ impl<S: Source + ?Sized> Source for Box<S> {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         (**self).read_exact_at(buf, offset)
     }
-    fn len(&self) -> io::Result<u64> {
-        (**self).len()
+    fn size(&self) -> io::Result<u64> {
+        (**self).size()
     }
     fn bytes(&self, offset: u64, len: usize) -> Option<&[u8]> {
         (**self).bytes(offset, len)
@@ -178,7 +178,7 @@ impl Source for LazyFile {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         FileExt::read_exact_at(self.file()?, buf, offset)
     }
-    fn len(&self) -> io::Result<u64> {
+    fn size(&self) -> io::Result<u64> {
         Ok(self.file()?.metadata()?.len())
     }
 }
@@ -262,8 +262,8 @@ impl<S: Source> Source for CountingSource<S> {
         self.record(offset, buf.len());
         self.inner.read_exact_at(buf, offset)
     }
-    fn len(&self) -> io::Result<u64> {
-        self.inner.len()
+    fn size(&self) -> io::Result<u64> {
+        self.inner.size()
     }
     fn bytes(&self, offset: u64, len: usize) -> Option<&[u8]> {
         let b = self.inner.bytes(offset, len)?;
@@ -291,7 +291,7 @@ mod tests {
         );
         assert!(Source::bytes(&v, u64::MAX, 1).is_none());
         assert_eq!(Source::bytes(&v, 255, 1), Some(&[255u8][..]));
-        assert_eq!(Source::len(&v).unwrap(), 256);
+        assert_eq!(Source::size(&v).unwrap(), 256);
         let a: Arc<[u8]> = v.into();
         assert_eq!(Source::bytes(&a, 1, 2), Some(&[1u8, 2][..]));
     }

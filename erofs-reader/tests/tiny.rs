@@ -130,7 +130,7 @@ fn lookup_reads_little() {
     assert!(counting.ranges().iter().all(|r| r.end - r.start <= 4096));
     assert!(counting.bytes_read() < 4096);
     // The counting source is still a Source.
-    assert_eq!(counting.len().unwrap(), 4096);
+    assert_eq!(counting.size().unwrap(), 4096);
 }
 
 #[test]

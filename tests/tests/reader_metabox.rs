@@ -7,7 +7,7 @@
 //!
 //! * the superblock names a metabox and the root and most inodes live in it;
 //! * the reader's view equals the source tree (contents, metadata, xattrs, symlinks) and
-//!   the host kernel's mount of the same image;
+//!   the host kernel's mount of the same image, inode numbers included (`Image::ino`);
 //! * compressed files' extents equal `dump.erofs -e` (metabox inline pclusters report
 //!   their offset in the metabox, as dump.erofs does);
 //! * inline tails of inodes in the metabox are reported as [`ExtentTarget::Metabox`];
@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use erofs_format::superblock::{FeatureIncompat, NID_METABOX_BIT};
-use erofs_reader::{ExtentSource, ExtentTarget, FileType, Image, Inode};
+use erofs_reader::{ExtentSource, ExtentTarget, FileType, Image, Inode, Nid};
 use tests::tree::{self, Compare, KernelMount, MtimeCheck, TreeOptions};
 
 /// Word salad: compresses well but not trivially.
@@ -169,6 +169,13 @@ fn run_case(name: &str, args: &[&str]) -> Option<Seen> {
         if let Err(e) = tree::compare(&kernel, &got, &Compare::default()) {
             panic!("{name}: reader vs kernel: {e}");
         }
+        // Inode numbers: Linux folds the metabox bit into bit 31 (`Image::ino`).
+        for (path, inode) in walk(&image) {
+            use std::os::unix::fs::MetadataExt;
+            let st =
+                std::fs::symlink_metadata(mount.path().join(path.trim_start_matches('/'))).unwrap();
+            assert_eq!(st.ino(), image.ino(inode.nid()), "{name}: {path}: st_ino");
+        }
     }
 
     let mut seen = Seen {
@@ -293,4 +300,95 @@ fn metabox_second_algorithm_dedupe_chunks() {
 #[test]
 fn metabox_chunked_files() {
     run_case("chunks", &["-m4096", "--chunksize=8192"]);
+}
+
+/// Recompute the superblock checksum (it covers block 0, where mkfs puts the metabox
+/// inode too).
+fn fix_checksum(b: &mut [u8]) {
+    use erofs_format::superblock::{FeatureCompat, SuperBlock};
+    let sb = *SuperBlock::locate(b).unwrap();
+    if sb.compat().contains(FeatureCompat::SB_CHKSUM) {
+        let bs = sb.block_size() as usize;
+        erofs_format::checksum::write_superblock_checksum(&mut b[..bs]).unwrap();
+    }
+}
+
+/// Set the metabox nid (superblock extension slot 1) and fix the superblock checksum.
+fn with_metabox_nid(base: &[u8], nid: u64) -> Vec<u8> {
+    let mut b = base.to_vec();
+    let at = 1024 + 128; // the slot follows the 128-byte superblock
+    b[at..at + 8].copy_from_slice(&nid.to_le_bytes());
+    fix_checksum(&mut b);
+    b
+}
+
+#[track_caller]
+fn assert_corrupt<T: std::fmt::Debug>(r: erofs_reader::Result<T>, needle: &str) {
+    match r {
+        Err(e @ erofs_reader::Error::Corrupt { .. }) => {
+            assert!(e.to_string().contains(needle), "{e} lacks {needle:?}")
+        }
+        other => panic!("expected a corruption error mentioning {needle:?}, got {other:?}"),
+    }
+}
+
+/// Hostile metabox pointers and nids: typed errors, no panic, nothing read out of bounds.
+#[test]
+fn metabox_hostile_pointers() {
+    let Some(b) = build("hostile", &["-m4096"]) else {
+        return;
+    };
+    let base = std::fs::read(&b.image).unwrap();
+    let image = Image::from_source(base.clone()).unwrap();
+    let mb = image.superblock().metabox_nid(&base).unwrap();
+    // The slot is where the test edits it.
+    assert_eq!(with_metabox_nid(&base, mb.0), base);
+
+    // A metabox nid with the metabox bit, or past the device.
+    let bad = with_metabox_nid(&base, mb.0 | NID_METABOX_BIT);
+    assert_corrupt(Image::from_source(bad), "metabox bit");
+    let bad = with_metabox_nid(&base, u64::MAX >> 8);
+    assert_corrupt(Image::from_source(bad), "nid");
+
+    // Inodes inside the metabox are bounded by the metabox's size.
+    let size = image.inode(mb).unwrap().metadata().len();
+    let past = NID_METABOX_BIT | size.div_ceil(32);
+    assert_corrupt(image.inode(Nid(past)), "metabox");
+    assert_corrupt(image.inode(Nid(NID_METABOX_BIT | (u64::MAX >> 2))), "nid");
+
+    // The metabox inode shrunk below the root inode: opening fails cleanly.
+    let raw = image.inode(mb).unwrap().metadata().raw().location as usize;
+    let mut small = base.clone();
+    let compact = small[raw] & 1 == 0;
+    if compact {
+        // i_size of a compact inode: bytes 8..12.
+        small[raw + 8..raw + 12].copy_from_slice(&16u32.to_le_bytes());
+    } else {
+        // i_size of an extended inode: bytes 8..16.
+        small[raw + 8..raw + 16].copy_from_slice(&16u64.to_le_bytes());
+    }
+    fix_checksum(&mut small);
+    // The long xattr prefixes (in the metabox) are read first and now run past it.
+    assert_corrupt(Image::from_source(small.clone()), "truncated");
+
+    // Without a prefix table the root inode is the first thing read past the end.
+    let dir = tests::scratch_dir("reader_metabox/hostile-small");
+    let src = dir.join("tree");
+    std::fs::create_dir_all(src.join("d")).unwrap();
+    std::fs::write(src.join("d/f"), b"metabox\n").unwrap();
+    let img = dir.join("image.erofs");
+    tree::mkfs(&img, &src, &["-m4096"]);
+    let base = std::fs::read(&img).unwrap();
+    let image = Image::from_source(base.clone()).unwrap();
+    assert_eq!(image.read("/d/f").unwrap(), b"metabox\n");
+    let mb = image.superblock().metabox_nid(&base).unwrap();
+    let at = image.inode(mb).unwrap().metadata().raw().location as usize;
+    let mut small = base;
+    if small[at] & 1 == 0 {
+        small[at + 8..at + 12].copy_from_slice(&16u32.to_le_bytes());
+    } else {
+        small[at + 8..at + 16].copy_from_slice(&16u64.to_le_bytes());
+    }
+    fix_checksum(&mut small);
+    assert_corrupt(Image::from_source(small), "metabox");
 }
