@@ -310,18 +310,10 @@ impl<'a> LongPrefix<'a> {
 ///
 /// [`Error::BadMetadataRecord`] if the record runs past `bytes`.
 pub fn read_metadata_record(bytes: &[u8], offset: u64) -> Result<(&[u8], u64), Error> {
-    let bad = |len: u32| Error::BadMetadataRecord { offset, len };
-    let start = offset.checked_next_multiple_of(4).ok_or(bad(0))?;
-    let start = usize::try_from(start).map_err(|_| bad(0))?;
-    let (len, _) = U16::read_from_prefix(bytes.get(start..).ok_or(bad(0))?).map_err(|_| bad(0))?;
-    let len = match len.get() {
-        0 => 65536usize,
-        n => usize::from(n),
-    };
-    let payload = bytes
-        .get(start + 2..start + 2 + len)
-        .ok_or(bad(len as u32))?;
-    Ok((payload, (start + 2 + len) as u64))
+    let start = usize::try_from(offset).map_err(|_| Error::BadMetadataRecord { offset, len: 0 })?;
+    let mut records = crate::compress::MetadataRecords::new(bytes, start);
+    let payload = records.next_record()?;
+    Ok((payload, records.position() as u64))
 }
 
 /// Iterator over a long prefix table: `count` records starting at byte 0 of `bytes`.
