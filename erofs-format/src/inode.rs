@@ -826,6 +826,35 @@ mod tests {
     }
 
     #[test]
+    fn metabox_nids_are_located_in_the_metabox() {
+        use crate::superblock::NID_METABOX_BIT;
+        let c = ctx();
+        // Bit 63 set: slot 3 of the metabox's data, no meta_blkaddr base.
+        assert_eq!(c.nid_location(Nid(NID_METABOX_BIT | 3)), Ok(96));
+        assert_eq!(c.nid_location(Nid(3)), Ok(4096 + 96));
+        assert_eq!(
+            c.nid_offset(Nid(NID_METABOX_BIT | 3)),
+            Err(Error::BadNid {
+                nid: NID_METABOX_BIT | 3
+            })
+        );
+        assert_eq!(
+            c.nid_location(Nid(u64::MAX)),
+            Err(Error::BadNid { nid: u64::MAX })
+        );
+        let i = compact(2 << 1, 0o100644);
+        let inode = Inode::parse(i.as_bytes(), Nid(NID_METABOX_BIT | 3), &c).unwrap();
+        assert!(inode.in_metabox());
+        assert_eq!(inode.location, 96);
+        // Everything after the inode is in the same (metabox) space.
+        assert_eq!(inode.xattr_offset(), Ok(96 + 32));
+        assert_eq!(inode.inline_tail(), Ok(Some((148, 904))));
+        assert_eq!(inode.flat_extent(), Ok(Some((77 * 4096, 4096))));
+        let plain = Inode::parse(i.as_bytes(), Nid(3), &c).unwrap();
+        assert!(!plain.in_metabox());
+    }
+
+    #[test]
     fn decode_extended_and_devices() {
         let mut e = InodeExtended::new_zeroed();
         e.i_format = (1 | 4 << 1).into();

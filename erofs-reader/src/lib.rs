@@ -38,8 +38,8 @@
 //! Every fallible call returns [`Error`]: `std::fs`-like kinds (`NotFound`,
 //! `NotADirectory`, ...), [`Error::Io`] from a source, [`Error::Corrupt`] with a
 //! [`Context`] (nid, device, block, offset) when the image is damaged or hostile, and
-//! [`Error::Unsupported`] for what this reader does not read yet (the metabox layout, a
-//! compression algorithm whose feature is off, extents larger than
+//! [`Error::Unsupported`] for what this reader does not read (a compression algorithm
+//! whose feature is off, extents larger than
 //! [`Image::max_extent_size`]). [`Error`] converts into [`std::io::Error`].
 //!
 //! Untrusted images never cause a panic, an unbounded allocation or an endless loop:
