@@ -123,6 +123,14 @@ pub(crate) fn fsck(image: &Image, threads: usize) -> Report {
                 }
                 continue;
             }
+            if name.contains(&b'/') || name.contains(&0) {
+                // The kernel would show such a name; no path can name it safely.
+                r.error(format!(
+                    "{}: entry name {:?} contains '/' or NUL",
+                    path.display(),
+                    String::from_utf8_lossy(name)
+                ));
+            }
             let child_path = path.join(std::ffi::OsStr::new(
                 &String::from_utf8_lossy(name).into_owned(),
             ));
