@@ -4,6 +4,10 @@
 # (fuzz/corpus/<target>/) out of them with `cargo run --example make_corpus`.
 #
 # Usage: fuzz/make-seeds.sh            (tools from $PATH or ../shared/tools/bin)
+#        SEEDS_OUT=DIR CORPUS_OUT=DIR fuzz/make-seeds.sh   (somewhere else, e.g. to compare)
+#
+# Seeds are added to the corpus directories (existing files are kept); run
+# `cargo +nightly fuzz cmin TARGET` afterwards to drop the redundant ones.
 #
 # Re-running rewrites the images with fixed timestamps/UUIDs, so the output only changes
 # when the tools or the trees below change.
@@ -12,7 +16,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 TOOLS=$(cd "$ROOT/../shared/tools/bin" 2>/dev/null && pwd || true)
 export PATH="$PATH:$TOOLS"
-OUT=$ROOT/tests/data/seeds
+OUT=${SEEDS_OUT:-$ROOT/tests/data/seeds}
 mkdir -p "$OUT"
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
@@ -59,7 +63,7 @@ mkfs.erofs "${COMMON[@]}" --chunksize=4096 --blobdev="$OUT/chunked.blob" \
   "$OUT/chunked.erofs" "$SRC"
 mkfs.erofs "${COMMON[@]}" -zlz4hc -Eztailpacking "$OUT/lz4.erofs" "$SRC"
 mkfs.erofs "${COMMON[@]}" -zlz4 -C16384 -Efragments,dedupe "$OUT/lz4-frag.erofs" "$SRC"
-mkfs.erofs "${COMMON[@]}" -zlzma -Ebig-pcluster "$OUT/lzma.erofs" "$SRC" 2>/dev/null ||
+mkfs.erofs "${COMMON[@]}" -zlzma -C65536 "$OUT/lzma.erofs" "$SRC" 2>/dev/null ||
   rm -f "$OUT/lzma.erofs"
 
 # Nydus RAFS v6: the bootstrap is an EROFS image with the RAFS extended superblock,
@@ -83,4 +87,4 @@ done
 ls -l "$OUT"
 
 cargo run --quiet --manifest-path "$ROOT/fuzz/Cargo.toml" --no-default-features \
-  --example make_corpus -- "$OUT" "$ROOT/fuzz/corpus"
+  --example make_corpus -- "$OUT" "${CORPUS_OUT:-$ROOT/fuzz/corpus}"

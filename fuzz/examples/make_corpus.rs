@@ -92,13 +92,14 @@ fn inodes(image: &Image) -> Vec<Inode> {
             continue;
         };
         if inode.metadata().is_dir()
-            && let Ok(rd) = image.read_dir_inode(&inode) {
-                for e in rd.flatten() {
-                    if seen.insert(e.nid()) {
-                        queue.push_back(e.nid());
-                    }
+            && let Ok(rd) = image.read_dir_inode(&inode)
+        {
+            for e in rd.flatten() {
+                if seen.insert(e.nid()) {
+                    queue.push_back(e.nid());
                 }
             }
+        }
         out.push(inode);
     }
     out
@@ -168,11 +169,12 @@ fn records(out: &mut Corpus, bytes: &[u8], path: &Path) {
             out.add("compress", &seed);
         }
         if inode.metadata().file_type() == FileType::Directory
-            && let Ok(data) = image.read_inode(&inode) {
-                for block in data.chunks(bs) {
-                    out.add("dirent", block);
-                }
+            && let Ok(data) = image.read_inode(&inode)
+        {
+            for block in data.chunks(bs) {
+                out.add("dirent", block);
             }
+        }
     }
     // The compression configs follow the superblock.
     let start = SUPERBLOCK_OFFSET as usize + sb.sb_size();

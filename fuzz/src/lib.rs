@@ -39,7 +39,7 @@ use erofs_format::rafs::{
     self, BlobCompressionContextHeader, BlobFeatures, ChunkInfoArray, RafsV6InodeChunkAddr,
     RafsV6SuperBlockExt,
 };
-use erofs_format::superblock::{FeatureIncompat, SuperBlock};
+use erofs_format::superblock::{FeatureCompat, FeatureIncompat, SuperBlock};
 use erofs_format::xattr::{InlineXattrs, LongPrefixes, Xattr as RawXattr, read_metadata_record};
 use erofs_format::{Nid, checksum};
 use erofs_reader::{ExtentTarget, FileType, Image, ImageBuilder, Inode, Limits, Piece};
@@ -651,8 +651,30 @@ fn visit(image: &Image, inode: &Inode, budget: &mut u64) {
 }
 
 /// Raw bytes as an image with no extra devices: open and walk.
+///
+/// Outside `cfg(fuzzing)` (the stable replay of the corpus), where `erofs-format` does
+/// compare the superblock checksum, the image is also walked with its checksum rewritten,
+/// so that inputs the fuzzer found past the checksum still reach the reader.
 pub fn image(data: &[u8]) {
     open_and_walk(ImageBuilder::new(data.to_vec()));
+    if !cfg!(fuzzing)
+        && let Some(fixed) = with_fixed_checksum(data)
+    {
+        open_and_walk(ImageBuilder::new(fixed));
+    }
+}
+
+/// A copy of `data` with the superblock checksum rewritten, if it has a wrong one.
+fn with_fixed_checksum(data: &[u8]) -> Option<Vec<u8>> {
+    let sb = SuperBlock::locate(data).ok()?;
+    if !sb.compat().contains(FeatureCompat::SB_CHKSUM)
+        || checksum::verify_superblock_checksum(data).is_ok()
+    {
+        return None;
+    }
+    let mut fixed = data.to_vec();
+    checksum::write_superblock_checksum(&mut fixed).ok()?;
+    Some(fixed)
 }
 
 /// Real images (built by `fuzz/make-seeds.sh`, committed under `tests/data/seeds/`) that
@@ -781,7 +803,8 @@ pub struct MutatedImage {
     pub seed: u8,
     /// Edits, applied in order (at most 32 are used).
     pub edits: Vec<Edit>,
-    /// Rewrite the superblock checksum afterwards (it is also skipped under `cfg(fuzzing)`).
+    /// Rewrite the superblock checksum afterwards (under `cfg(fuzzing)` it is not compared
+    /// anyway; outside it, it is always rewritten).
     pub fix_checksum: bool,
     /// Extra devices (at most 4 are used).
     pub devices: Vec<DeviceInput>,
@@ -797,8 +820,12 @@ impl MutatedImage {
         for e in self.edits.iter().take(32) {
             apply(&mut img, e);
         }
-        if self.fix_checksum && img.len() >= 4096 {
-            let _ = checksum::write_superblock_checksum(&mut img[..4096]);
+        // Outside `cfg(fuzzing)` the checksum is compared: always rewrite it there, so the
+        // replayed corpus reaches what the fuzzer reached.
+        if (self.fix_checksum || !cfg!(fuzzing))
+            && let Some(fixed) = with_fixed_checksum(&img)
+        {
+            img = fixed;
         }
         img
     }
