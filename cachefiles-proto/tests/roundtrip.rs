@@ -122,7 +122,7 @@ impl OwnedCommand {
             1 => Command::Tag(&self.arg),
             2 => Command::Secctx(&self.arg),
             3 => Command::Bind {
-                ondemand: self.num % 2 == 0,
+                ondemand: self.num.is_multiple_of(2),
             },
             4 => Command::Copen {
                 msg_id: MsgId(self.num as u32),

@@ -1070,7 +1070,7 @@ impl<'a> CompactIndexes<'a> {
                 lcluster_bits: map.lcluster_bits,
             });
         }
-        if ebase % 8 != 0 {
+        if !ebase.is_multiple_of(8) {
             return Err(Error::BadMapHeader {
                 what: "compact indexes not 8-byte aligned",
                 advise: map.advise.bits(),
@@ -2367,7 +2367,7 @@ mod tests {
     }
 
     fn record(out: &mut Vec<u8>, body: &[u8]) {
-        while out.len() % 4 != 0 {
+        while !out.len().is_multiple_of(4) {
             out.push(0xEE);
         }
         out.extend_from_slice(&(body.len() as u16).to_le_bytes());

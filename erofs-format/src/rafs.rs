@@ -225,7 +225,7 @@ impl RafsV6SuperBlockExt {
         if bt_size % BLOB_RECORD_SIZE as u64 != 0 {
             return Err(bad("blob table size not a multiple of 256", bt_size));
         }
-        if bt_size != 0 && (bt_off % RAFS_BLOCK_SIZE != 0 || bt_off < RAFS_BLOCK_SIZE) {
+        if bt_size != 0 && (!bt_off.is_multiple_of(RAFS_BLOCK_SIZE) || bt_off < RAFS_BLOCK_SIZE) {
             return Err(bad("blob table offset", bt_off));
         }
         if table_range(bt_off, bt_size, bootstrap_len).is_none() {
@@ -233,10 +233,10 @@ impl RafsV6SuperBlockExt {
         }
         let ct_off = self.s_chunk_table_offset.get();
         let ct_size = self.s_chunk_table_size.get();
-        if ct_size % size_of::<RafsV5ChunkInfo>() as u64 != 0 {
+        if !ct_size.is_multiple_of(size_of::<RafsV5ChunkInfo>() as u64) {
             return Err(bad("chunk table size not a multiple of 80", ct_size));
         }
-        if ct_size != 0 && ct_off % RAFS_BLOCK_SIZE != 0 {
+        if ct_size != 0 && !ct_off.is_multiple_of(RAFS_BLOCK_SIZE) {
             return Err(bad("chunk table offset", ct_off));
         }
         if table_range(ct_off, ct_size, bootstrap_len).is_none() {

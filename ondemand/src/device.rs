@@ -336,7 +336,7 @@ impl ObjectFd for AnonFd {
                 Err(Errno::EINTR) => {}
                 Err(e) => return Err(e.into()),
             }
-            if done % BLOCK_SIZE != 0 && done < data.len() {
+            if !done.is_multiple_of(BLOCK_SIZE) && done < data.len() {
                 return Err(io::Error::other(format!(
                     "short write of {done} bytes leaves an unaligned remainder"
                 )));

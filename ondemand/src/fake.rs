@@ -76,7 +76,10 @@ impl ObjectFd for FakeFd {
     fn write_at(&self, data: &[u8], off: u64) -> io::Result<()> {
         // The rules of direct I/O into the kernel's cache file.
         let b = BLOCK_SIZE;
-        if data.as_ptr() as usize % b != 0 || data.len() % b != 0 || off % b as u64 != 0 {
+        if !(data.as_ptr() as usize).is_multiple_of(b)
+            || !data.len().is_multiple_of(b)
+            || !off.is_multiple_of(b as u64)
+        {
             return Err(io::Error::from_raw_os_error(nix::libc::EINVAL));
         }
         if self.log.fail_writes.load(Ordering::SeqCst) {

@@ -594,10 +594,10 @@ impl<S: OnDemandServer, F: ObjectFd> Session<S, F> {
                     }
                     Ok(()) => {
                         // Writes are allowed once the copen is in: start prefetching.
-                        if let (Some(prefetch), Some(id)) = (&self.prefetch, inserted) {
-                            if let Some(object) = self.object(id) {
-                                prefetch.object_opened(object);
-                            }
+                        if let (Some(prefetch), Some(id)) = (&self.prefetch, inserted)
+                            && let Some(object) = self.object(id)
+                        {
+                            prefetch.object_opened(object);
                         }
                     }
                 },
@@ -685,12 +685,12 @@ impl<S: OnDemandServer, F: ObjectFd> Session<S, F> {
         let readahead = requested_end..range.end;
         // What the cache file already holds in the readahead part (written by an earlier
         // daemon, or before a restart) is not fetched again: two `lseek`s in the usual case.
-        if !readahead.is_empty() {
-            if let Ok(found) = object.fd.data_ranges(readahead.clone()) {
-                let found = RangeSet::whole_blocks(found, BLOCK);
-                if !found.is_empty() {
-                    object.lock_ranges().scanned.extend(&found);
-                }
+        if !readahead.is_empty()
+            && let Ok(found) = object.fd.data_ranges(readahead.clone())
+        {
+            let found = RangeSet::whole_blocks(found, BLOCK);
+            if !found.is_empty() {
+                object.lock_ranges().scanned.extend(&found);
             }
         }
         let mut r = object.lock_ranges();
@@ -855,15 +855,15 @@ impl<S: OnDemandServer, F: ObjectFd> Session<S, F> {
     /// answer it with `-EINVAL` (its fd is left alone: the message is not trusted).
     fn refuse_undecodable<D: Device<Fd = F>>(&self, device: &D, msg: &[u8], e: DecodeError) {
         log::error!("undecodable message ({} bytes): {e}", msg.len());
-        if let Ok((header, _)) = MsgHeader::read_from_prefix(msg) {
-            if header.opcode == CACHEFILES_OP_OPEN {
-                let cmd = Command::Copen {
-                    msg_id: MsgId(header.msg_id),
-                    reply: OpenReply::Error(Errno::EINVAL),
-                };
-                if let Err(e) = device.send(&cmd) {
-                    log::error!("{cmd} failed: {e}");
-                }
+        if let Ok((header, _)) = MsgHeader::read_from_prefix(msg)
+            && header.opcode == CACHEFILES_OP_OPEN
+        {
+            let cmd = Command::Copen {
+                msg_id: MsgId(header.msg_id),
+                reply: OpenReply::Error(Errno::EINVAL),
+            };
+            if let Err(e) = device.send(&cmd) {
+                log::error!("{cmd} failed: {e}");
             }
         }
     }

@@ -232,17 +232,17 @@ impl Extractor<'_> {
                 rustix::fs::chownat(dfd, *name, Some(uid), Some(gid), AtFlags::SYMLINK_NOFOLLOW)
             }
         };
-        if let Err(e) = owner {
-            if self.is_root || !self.warned_owner {
-                self.warned_owner = true;
-                self.warn(format!(
-                    "{}: cannot set owner {}:{}: {}",
-                    rel.display(),
-                    md.uid(),
-                    md.gid(),
-                    std::io::Error::from(e)
-                ));
-            }
+        if let Err(e) = owner
+            && (self.is_root || !self.warned_owner)
+        {
+            self.warned_owner = true;
+            self.warn(format!(
+                "{}: cannot set owner {}:{}: {}",
+                rel.display(),
+                md.uid(),
+                md.gid(),
+                std::io::Error::from(e)
+            ));
         }
         let mode = Mode::from_raw_mode(u32::from(md.mode()) & 0o7777);
         let chmod = match &t {

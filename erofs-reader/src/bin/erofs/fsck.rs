@@ -139,7 +139,7 @@ pub(crate) fn fsck(image: &Image, threads: usize) -> Report {
             walked += 1;
             // Inodes share blocks with inline data: let go of the walked metadata pages
             // now and then (see RELEASE_EVERY).
-            if walked % 256 == 0 {
+            if walked.is_multiple_of(256) {
                 image.release_memory();
             }
             let inode = match image.inode(child) {
