@@ -963,6 +963,83 @@ pub fn set_device_tag(image: &Path, slot: u16, tag: &str) -> io::Result<()> {
     f.sync_all()
 }
 
+/// The guest shell functions every daemon test script starts with (after `init.sh`'s `pass`,
+/// `fail`, `check`): `B` (the blob dir on the ext4 disk), `start_daemon LOG TAG ARGS...`,
+/// `stop_daemon NAME`, `od_mount FSID DIR [OPTIONS]`, `summary LOG`, `reads_of FSID/KEY LOG`,
+/// `drop_caches`, `field KEY LINE`. A macro so that test files can `concat!` more onto it.
+#[macro_export]
+macro_rules! daemon_prelude {
+    () => {
+        r#"B=/data/blobs
+DPID=
+DLOG=
+# start_daemon LOG TAG ARGS...: start erofs-ondemand with cache tag TAG in the background and
+# wait until /proc/fs/fscache/caches shows that cache active (bound).
+start_daemon() {
+    DLOG=$1
+    _tag=$2
+    shift 2
+    erofs-ondemand serve --blob-dir $B --tag "$_tag" "$@" >"$DLOG" 2>&1 &
+    DPID=$!
+    _i=0
+    while ! grep -q " A $_tag\$" /proc/fs/fscache/caches; do
+        _i=$((_i + 1))
+        if [ $_i -gt 400 ] || ! kill -0 $DPID 2>/dev/null; then
+            fail "daemon-$_tag" "cache not bound after $_i polls: $(cat "$DLOG")"
+            return 1
+        fi
+        sleep 0.05
+    done
+    pass "daemon-$_tag"
+}
+# stop_daemon NAME: SIGTERM, wait; NAME passes if the daemon exits 0.
+stop_daemon() {
+    kill -TERM $DPID
+    wait $DPID
+    _rc=$?
+    if [ $_rc -eq 0 ]; then
+        pass "$1"
+    else
+        fail "$1" "daemon exited with status $_rc: $(tail -5 "$DLOG")"
+    fi
+    echo "--- daemon log $DLOG"
+    cat "$DLOG"
+    echo "---"
+}
+# od_mount FSID DIR [OPTIONS]: an EROFS-over-fscache mount (check mount-FSID). The kernel waits
+# for the daemon's copen without limit, so give up (SIGKILL) after 60 s.
+od_mount() {
+    mkdir -p "$2"
+    _opts="fsid=$1"
+    [ -n "$3" ] && _opts="$_opts,$3"
+    check "mount-$1" timeout -s KILL 60 mount -t erofs none -o "$_opts" "$2"
+}
+# summary LOG: the daemon's exit line, `erofs-ondemand: opens=N reads=N closes=N ...`.
+summary() { grep "^erofs-ondemand: opens=" "$1"; }
+# reads_of FSID/KEY LOG: READ requests logged (RUST_LOG=debug) for the object of cookie key
+# KEY in volume `erofs,FSID`, from the `OPEN object ID (erofs,FSID/KEY): size N` and
+# `READ msg M object ID [...]` lines.
+reads_of() {
+    _id=$(sed -n "s|.*OPEN object \\([0-9]*\\) (erofs,$1).*|\\1|p" "$2" | tail -1)
+    if [ -z "$_id" ]; then
+        echo 0
+    else
+        grep -c "READ msg [0-9]* object $_id " "$2"
+    fi
+}
+drop_caches() {
+    sync
+    echo 3 >/proc/sys/vm/drop_caches
+}
+# field KEY LINE: the value of KEY=N in a summary line.
+field() { echo "$2" | tr ' ' '\n' | sed -n "s/^$1=//p"; }
+"#
+    };
+}
+
+/// [`daemon_prelude!`] as a constant.
+pub const DAEMON_PRELUDE: &str = daemon_prelude!();
+
 #[cfg(test)]
 mod tests {
     use super::*;

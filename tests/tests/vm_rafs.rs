@@ -57,49 +57,7 @@ fn nydus(tool: &Path, blobs: &Path, fsid: &str, tree: &Path, args: &[&str], stdi
     );
 }
 
-const PRELUDE: &str = r#"
-B=/data/blobs
-DPID=
-DLOG=
-start_daemon() {
-    DLOG=$1
-    _tag=$2
-    shift 2
-    erofs-ondemand serve --blob-dir $B --tag "$_tag" "$@" >"$DLOG" 2>&1 &
-    DPID=$!
-    _i=0
-    while ! grep -q " A $_tag\$" /proc/fs/fscache/caches; do
-        _i=$((_i + 1))
-        if [ $_i -gt 400 ] || ! kill -0 $DPID 2>/dev/null; then
-            fail "daemon-$_tag" "cache not bound after $_i polls: $(cat "$DLOG")"
-            return 1
-        fi
-        sleep 0.05
-    done
-    pass "daemon-$_tag"
-}
-stop_daemon() {
-    kill -TERM $DPID
-    wait $DPID
-    _rc=$?
-    if [ $_rc -eq 0 ]; then
-        pass "$1"
-    else
-        fail "$1" "daemon exited with status $_rc: $(tail -5 "$DLOG")"
-    fi
-    echo "--- daemon log $DLOG"
-    cat "$DLOG"
-    echo "---"
-}
-od_mount() {
-    mkdir -p "$2"
-    check "mount-$1" timeout -s KILL 60 mount -t erofs none -o "fsid=$1" "$2"
-}
-drop_caches() {
-    sync
-    echo 3 >/proc/sys/vm/drop_caches
-}
-"#;
+use tests::vm::DAEMON_PRELUDE as PRELUDE;
 
 const SERVE_SCRIPT: &str = r#"
 mkdir -p /data/cache

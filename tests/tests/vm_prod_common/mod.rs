@@ -48,51 +48,9 @@ pub fn sha256(path: &Path) -> String {
 }
 
 /// Shell helpers for the guest.
-pub const PRELUDE: &str = r#"
-B=/data/blobs
-DPID=
-DLOG=
-M=/tmp/metrics.prom
-# start_daemon LOG TAG ARGS...: start erofs-ondemand with cache tag TAG in the background and
-# wait until /proc/fs/fscache/caches shows that cache active (bound).
-start_daemon() {
-    DLOG=$1
-    _tag=$2
-    shift 2
-    erofs-ondemand serve --blob-dir $B --tag "$_tag" "$@" >"$DLOG" 2>&1 &
-    DPID=$!
-    _i=0
-    while ! grep -q " A $_tag\$" /proc/fs/fscache/caches; do
-        _i=$((_i + 1))
-        if [ $_i -gt 400 ] || ! kill -0 $DPID 2>/dev/null; then
-            fail "daemon-$_tag" "cache not bound after $_i polls: $(cat "$DLOG")"
-            return 1
-        fi
-        sleep 0.05
-    done
-    pass "daemon-$_tag"
-}
-# stop_daemon NAME: SIGTERM, wait; NAME passes if the daemon exits 0.
-stop_daemon() {
-    kill -TERM $DPID
-    wait $DPID
-    _rc=$?
-    if [ $_rc -eq 0 ]; then
-        pass "$1"
-    else
-        fail "$1" "daemon exited with status $_rc: $(tail -5 "$DLOG")"
-    fi
-    echo "--- daemon log $DLOG"
-    cat "$DLOG"
-    echo "---"
-}
-# od_mount FSID DIR [OPTIONS]: an EROFS-over-fscache mount (check mount-FSID).
-od_mount() {
-    mkdir -p "$2"
-    _opts="fsid=$1"
-    [ -n "$3" ] && _opts="$_opts,$3"
-    check "mount-$1" timeout -s KILL 60 mount -t erofs none -o "$_opts" "$2"
-}
+pub const PRELUDE: &str = concat!(
+    tests::daemon_prelude!(),
+    r#"M=/tmp/metrics.prom
 # metric NAME [FILE]: the value of an unlabelled metric in the metrics file.
 metric() { sed -n "s/^$1 //p" "${2:-$M}"; }
 # wait_for SECONDS CMD...: poll CMD every 50 ms until it succeeds; fail after SECONDS.
@@ -105,11 +63,5 @@ wait_for() {
         sleep 0.05
     done
 }
-summary() { grep "^erofs-ondemand: opens=" "$1"; }
-# field KEY LINE: the value of KEY=N in a summary line.
-field() { echo "$2" | tr ' ' '\n' | sed -n "s/^$1=//p"; }
-drop_caches() {
-    sync
-    echo 3 >/proc/sys/vm/drop_caches
-}
-"#;
+"#
+);
