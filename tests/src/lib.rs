@@ -132,3 +132,35 @@ pub fn scratch_dir(name: &str) -> PathBuf {
     std::fs::create_dir_all(&d).expect("create scratch dir");
     d
 }
+
+/// A small deterministic generator (xorshift64*) for test data: the same seed gives the
+/// same bytes on every run and machine.
+#[derive(Debug, Clone)]
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next 64 pseudo-random bits.
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// `n` incompressible bytes.
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+
+    /// `n` bytes of compressible text: `words` drawn at random, cut at `n`.
+    pub fn text(&mut self, words: &[&str], n: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(n + 8);
+        while out.len() < n {
+            let i = (self.next() % words.len() as u64) as usize;
+            out.extend_from_slice(words[i].as_bytes());
+        }
+        out.truncate(n);
+        out
+    }
+}

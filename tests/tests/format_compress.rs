@@ -19,39 +19,19 @@ use erofs_format::{Error, Nid};
 use zerocopy::FromBytes;
 
 /// A small deterministic PRNG (xorshift64*), so the tree is the same on every run.
-struct Rng(u64);
+use tests::Rng;
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
-
-    fn text(&mut self, n: usize) -> Vec<u8> {
-        const WORDS: [&str; 8] = [
-            "alpha ", "beta ", "gamma ", "delta\n", "eps ", "zeta ", "eta ", "theta ",
-        ];
-        let mut out = Vec::with_capacity(n + 8);
-        while out.len() < n {
-            out.extend_from_slice(WORDS[(self.next() % 8) as usize].as_bytes());
-        }
-        out.truncate(n);
-        out
-    }
-}
+/// The words of the compressible text files.
+const WORDS: [&str; 8] = [
+    "alpha ", "beta ", "gamma ", "delta\n", "eps ", "zeta ", "eta ", "theta ",
+];
 
 /// The source tree: incompressible, compressible and mixed files of assorted sizes,
 /// a duplicate (for `-Ededupe`), tiny and empty files.
 fn make_tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
     let mut rng = Rng(0x1234_5678_9abc_def1);
     let mut files = BTreeMap::new();
-    let text = rng.text(1_050_117);
+    let text = rng.text(&WORDS, 1_050_117);
     files.insert("text.txt".to_string(), text.clone());
     files.insert("d/dup.txt".to_string(), text);
     files.insert("rand.bin".to_string(), rng.bytes(300_001));
@@ -67,11 +47,11 @@ fn make_tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
         if i % 3 == 0 {
             mixed.extend(rng.bytes(40_000 + i * 1000));
         } else {
-            mixed.extend(rng.text(50_000 + i * 777));
+            mixed.extend(rng.text(&WORDS, 50_000 + i * 777));
         }
     }
     files.insert("d/e/mixed.bin".to_string(), mixed);
-    files.insert("d/e/one_block.txt".to_string(), rng.text(4096));
+    files.insert("d/e/one_block.txt".to_string(), rng.text(&WORDS, 4096));
     for (path, data) in &files {
         let p = root.join(path);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();

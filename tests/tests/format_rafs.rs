@@ -18,41 +18,21 @@ use erofs_format::superblock::{FeatureIncompat, SuperBlock};
 use erofs_format::{Error, Nid};
 use zerocopy::FromBytes;
 
-struct Rng(u64);
+use tests::Rng;
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
-
-    fn text(&mut self, n: usize) -> Vec<u8> {
-        const WORDS: [&str; 6] = ["red ", "green ", "blue\n", "cyan ", "magenta ", "yellow "];
-        let mut out = Vec::with_capacity(n + 8);
-        while out.len() < n {
-            out.extend_from_slice(WORDS[(self.next() % 6) as usize].as_bytes());
-        }
-        out.truncate(n);
-        out
-    }
-}
+/// The words of the compressible text files.
+const WORDS: [&str; 6] = ["red ", "green ", "blue\n", "cyan ", "magenta ", "yellow "];
 
 /// Regular files of the source tree by path (without a leading slash).
 fn make_tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
     let mut rng = Rng(0x0bad_cafe_f00d_1234);
     let mut files = BTreeMap::new();
     files.insert("rand.bin".to_string(), rng.bytes(1_300_001));
-    files.insert("text.txt".to_string(), rng.text(2_240_000));
+    files.insert("text.txt".to_string(), rng.text(&WORDS, 2_240_000));
     files.insert("small.txt".to_string(), b"small\n".to_vec());
     files.insert("d/dup.txt".to_string(), b"small\n".to_vec());
     files.insert("empty".to_string(), Vec::new());
-    files.insert("d/e/nested.txt".to_string(), rng.text(70_000));
+    files.insert("d/e/nested.txt".to_string(), rng.text(&WORDS, 70_000));
     files.insert("exact.bin".to_string(), rng.bytes(1 << 20));
     for (path, data) in &files {
         let p = root.join(path);
