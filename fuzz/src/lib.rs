@@ -1027,7 +1027,8 @@ pub enum SessionOp {
 pub struct SessionInput {
     /// Blob sizes (at most 4); blob `i` has cookie key `blob<i>`.
     pub blobs: Vec<BlobSize>,
-    /// Readahead in KiB (up to 4 MiB).
+    /// Low 12 bits: readahead in KiB (up to 4 MiB); high 4 bits: the limit of the fill ahead
+    /// of sequential readers in MiB.
     pub readahead_kib: u16,
     /// Fill buffer size in blocks (1..=64).
     pub buf_blocks: u8,
@@ -1187,8 +1188,11 @@ pub fn ondemand_session(data: &[u8]) {
         sizes: sizes.clone(),
         fail_after: input.fail_after.map(u64::from),
     };
-    let session: Session<Blobs, FakeFd> =
-        Session::new(server).with_readahead(u64::from(input.readahead_kib % 4096) << 10);
+    // The low 12 bits of `readahead_kib` set the readahead window, the high 4 the limit of
+    // the fill ahead of sequential readers (0-15 MiB).
+    let session: Session<Blobs, FakeFd> = Session::new(server)
+        .with_readahead(u64::from(input.readahead_kib % 4096) << 10)
+        .with_sequential_ahead(u64::from(input.readahead_kib >> 12) << 20);
     let log = std::sync::Arc::new(Mutex::new(KernelLog::default()));
     let device = FakeDevice {
         log: log.clone(),

@@ -193,6 +193,15 @@ impl<S: OnDemandServer, D: Device> Daemon<S, D> {
         self
     }
 
+    /// Each worker's fill buffer: the most one `pwrite` into an object writes, and the piece
+    /// a fill ahead or prefetch hands to the server at once (so a server that decodes in
+    /// parallel sees several chunks). Rounded up to 4 KiB, between 64 KiB and 16 MiB.
+    /// Default: the readahead window, between 64 KiB and 4 MiB.
+    pub fn with_fill_buffer(mut self, bytes: usize) -> Self {
+        self.fill_buffer = bytes.clamp(64 << 10, 16 << 20).div_ceil(4096) * 4096;
+        self
+    }
+
     /// The flag that stops [`run`](Self::run).
     pub fn shutdown_handle(&self) -> Shutdown {
         self.shutdown.clone()

@@ -12,6 +12,7 @@
 //! | --- | --- |
 //! | `requested_bytes` | asked for by READ upcalls (their `len`) |
 //! | `fetched_bytes` | produced by the server for READs (requested part and readahead) |
+//! | `ahead_bytes` | the part of `fetched_bytes` filled ahead of a sequential reader, after its READ was completed |
 //! | `prefetched_bytes` | produced by the server for background prefetch |
 //! | `bytes_written` | written into objects (both of the above, zero padding included) |
 //! | `served_by_prefetch_bytes` | requested by READs and covered by a prefetch (a READ that waited for an in-flight prefetch, or found the range already written) |
@@ -113,6 +114,7 @@ pub struct Stats {
     pub(crate) served_by_prefetch_bytes: AtomicU64,
     pub(crate) prefetch_skipped_bytes: AtomicU64,
     pub(crate) prefetch_errors: AtomicU64,
+    pub(crate) ahead_bytes: AtomicU64,
     pub(crate) open_latency: Histogram,
     pub(crate) read_latency: Histogram,
     pub(crate) fetch_latency: Histogram,
@@ -149,6 +151,9 @@ pub struct StatsSnapshot {
     pub prefetch_skipped_bytes: u64,
     /// Prefetch fills that failed (the range is left for on-demand READs).
     pub prefetch_errors: u64,
+    /// The part of `fetched_bytes` filled ahead of a sequential reader, after its READ was
+    /// completed ([`crate::Session::with_sequential_ahead`]).
+    pub ahead_bytes: u64,
 }
 
 impl StatsSnapshot {
@@ -164,13 +169,13 @@ impl StatsSnapshot {
 impl fmt::Display for StatsSnapshot {
     /// `opens=N reads=N closes=N bytes_written=N open_errors=N read_errors=N writes=N
     /// bad_messages=N requested_bytes=N fetched_bytes=N prefetched_bytes=N
-    /// served_by_prefetch_bytes=N prefetch_errors=N` (the first eight fields come first and
+    /// served_by_prefetch_bytes=N prefetch_errors=N ahead_bytes=N` (the first eight fields come first and
     /// in this order, for scripts written against earlier versions).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
             "opens={} reads={} closes={} bytes_written={} open_errors={} read_errors={} writes={} bad_messages={} \
-             requested_bytes={} fetched_bytes={} prefetched_bytes={} served_by_prefetch_bytes={} prefetch_errors={}",
+             requested_bytes={} fetched_bytes={} prefetched_bytes={} served_by_prefetch_bytes={} prefetch_errors={} ahead_bytes={}",
             self.opens,
             self.reads,
             self.closes,
@@ -184,6 +189,7 @@ impl fmt::Display for StatsSnapshot {
             self.prefetched_bytes,
             self.served_by_prefetch_bytes,
             self.prefetch_errors,
+            self.ahead_bytes,
         )
     }
 }
@@ -211,6 +217,7 @@ impl Stats {
             served_by_prefetch_bytes: get(&self.served_by_prefetch_bytes),
             prefetch_skipped_bytes: get(&self.prefetch_skipped_bytes),
             prefetch_errors: get(&self.prefetch_errors),
+            ahead_bytes: get(&self.ahead_bytes),
         }
     }
 
@@ -298,6 +305,12 @@ pub fn render_prometheus(stats: &Stats, gauges: Gauges) -> String {
         "erofs_ondemand_fetched_bytes_total",
         "Bytes fetched from the server for READ requests (readahead included).",
         s.fetched_bytes,
+    );
+    counter(
+        c,
+        "erofs_ondemand_ahead_bytes_total",
+        "Bytes fetched ahead of sequential readers after their READ was completed (part of fetched bytes).",
+        s.ahead_bytes,
     );
     counter(
         c,

@@ -461,6 +461,7 @@ mod session_tests {
             delay,
         })
         .with_readahead(0)
+        .with_sequential_ahead(0)
         .with_prefetch(config)
     }
 
@@ -622,7 +623,8 @@ mod session_tests {
             produced: AtomicU64::new(0),
             delay: Duration::from_millis(50),
         })
-        .with_readahead(1 << 20);
+        .with_readahead(1 << 20)
+        .with_sequential_ahead(0);
         let (fd, _log) = FakeFd::create(&path);
         open(&s, fd);
         std::thread::scope(|scope| {

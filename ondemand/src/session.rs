@@ -41,8 +41,19 @@ use crate::server::{ObjectKey, OnDemandServer, errno_of};
 /// Default readahead window: 1 MiB.
 pub const DEFAULT_READAHEAD: u64 = 1 << 20;
 
+/// Default limit of [`Session::with_sequential_ahead`]: 8 MiB.
+pub const DEFAULT_SEQUENTIAL_AHEAD: u64 = 8 << 20;
+
 /// Chunk size of readahead filled after the READ's completion (asynchronous readahead).
 const ASYNC_CHUNK: u64 = 256 << 10;
+
+/// The most one READ makes the daemon fill for its requested part. The kernel asks for a
+/// few MiB at most (netfs subrequests); a longer READ is filled up to this much and
+/// completed, so a buggy or hostile channel cannot make one worker write without end.
+pub const MAX_READ_FILL: u64 = 64 << 20;
+
+/// The first fill ahead of a sequential reader is at least this long.
+const AHEAD_MIN: u64 = 256 << 10;
 
 const BLOCK: u64 = BLOCK_SIZE as u64;
 
@@ -71,6 +82,42 @@ pub(crate) struct ObjectRanges {
     pub(crate) inflight: RangeSet,
     /// Found present in the cache file by a scan (`SEEK_DATA`), e.g. from an earlier daemon.
     pub(crate) scanned: RangeSet,
+    /// Sequential-reader detection for [`Session::with_sequential_ahead`].
+    pub(crate) stream: Stream,
+}
+
+/// Where the READs of one object have been going: the last READ window's start, the end of
+/// what was filled for it (window and fill ahead), and the length of the last fill ahead.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Stream {
+    start: u64,
+    end: u64,
+    ahead: u64,
+}
+
+impl Stream {
+    /// Record a READ `window` and return the range to fill ahead of it, if the READ continues
+    /// the stream (it starts within the last window or what was filled ahead of it). The
+    /// length ahead starts at `base` and doubles with every READ that continues the stream,
+    /// up to `max`; a READ elsewhere resets it. Nothing past `limit`.
+    pub(crate) fn advance(
+        &mut self,
+        window: &Range<u64>,
+        base: u64,
+        max: u64,
+        limit: u64,
+    ) -> Option<Range<u64>> {
+        let sequential = self.end > self.start && (self.start..=self.end).contains(&window.start);
+        self.ahead = match (sequential, self.ahead) {
+            (false, _) => 0,
+            (true, 0) => base.min(max),
+            (true, a) => a.saturating_mul(2).min(max),
+        };
+        let ahead_end = window.end.saturating_add(self.ahead).min(limit);
+        self.start = window.start;
+        self.end = ahead_end.max(window.end);
+        (ahead_end > window.end).then_some(window.end..ahead_end)
+    }
 }
 
 impl ObjectRanges {
@@ -186,6 +233,15 @@ pub enum Action<O, F> {
         /// End of what the kernel asked for (the rest of `range` is readahead).
         requested_end: u64,
     },
+    /// After the READ is completed: fill `range` (block-aligned), which follows the window of
+    /// a sequential reader, so its next reads find the bytes present (or in flight) instead of
+    /// waiting for an upcall ([`Session::with_sequential_ahead`]).
+    FillAhead {
+        /// The object.
+        object: Arc<Object<O, F>>,
+        /// What to fill, where nothing is present or in flight.
+        range: Range<u64>,
+    },
     /// Complete the READ through the object's fd.
     ReadComplete {
         /// The object.
@@ -224,6 +280,11 @@ impl<O, F> fmt::Debug for Action<O, F> {
                 .field("range", range)
                 .field("requested_end", requested_end)
                 .finish(),
+            Action::FillAhead { object, range } => f
+                .debug_struct("FillAhead")
+                .field("object", &object.id)
+                .field("range", range)
+                .finish(),
             Action::ReadComplete { object, msg_id } => f
                 .debug_struct("ReadComplete")
                 .field("object", &object.id)
@@ -247,6 +308,7 @@ pub struct Session<S: OnDemandServer, F> {
     objects: Mutex<ObjectTable<S::Object, F>>,
     readahead: u64,
     async_readahead: bool,
+    sequential_ahead: u64,
     pub(crate) stats: Stats,
     /// READ fills in progress (prefetch gives way while there are any).
     pub(crate) active_reads: AtomicUsize,
@@ -258,6 +320,7 @@ impl<S: OnDemandServer, F> fmt::Debug for Session<S, F> {
         f.debug_struct("Session")
             .field("objects", &self.lock().len())
             .field("readahead", &self.readahead)
+            .field("sequential_ahead", &self.sequential_ahead)
             .field("stats", &self.stats.snapshot())
             .finish_non_exhaustive()
     }
@@ -276,6 +339,7 @@ impl<S: OnDemandServer, F> Session<S, F> {
             objects: Mutex::new(HashMap::new()),
             readahead: DEFAULT_READAHEAD,
             async_readahead: false,
+            sequential_ahead: DEFAULT_SEQUENTIAL_AHEAD,
             stats: Stats::default(),
             active_reads: AtomicUsize::new(0),
             prefetch: None,
@@ -305,6 +369,32 @@ impl<S: OnDemandServer, F> Session<S, F> {
     pub fn with_async_readahead(mut self, on: bool) -> Self {
         self.async_readahead = on;
         self
+    }
+
+    /// Fill ahead of sequential readers, up to `max_bytes` past their READ's window (rounded
+    /// up to 4 KiB; 0 turns it off). Default [`DEFAULT_SEQUENTIAL_AHEAD`].
+    ///
+    /// The kernel sends a READ only for bytes its cache file lacks, so a daemon sees a
+    /// sequential reader only at its misses. When a READ starts where the previous READ's
+    /// window (or what was filled ahead of it) of the same object ended or within it, the
+    /// worker completes the READ and then goes on filling the range after the window: the
+    /// readahead window's length (at least 256 KiB) the first time, twice the previous length
+    /// each time the stream continues, up to `max_bytes`. The reader consumes one part while
+    /// the server produces the next (on another core), and most of its reads then find the
+    /// bytes present without any upcall. A READ elsewhere resets the stream, so random reads
+    /// fetch no more than their readahead window. What a fill ahead claims, a READ waits for
+    /// instead of fetching again; what is present or in flight is skipped.
+    ///
+    /// The fill runs on the worker that handled the READ, after its completion; with a
+    /// single worker thread, other requests wait for it.
+    pub fn with_sequential_ahead(mut self, max_bytes: u64) -> Self {
+        self.sequential_ahead = round_up(max_bytes.min(i64::MAX as u64 / 2));
+        self
+    }
+
+    /// The most a fill ahead of a sequential reader spans, in bytes (0: off).
+    pub fn sequential_ahead(&self) -> u64 {
+        self.sequential_ahead
     }
 
     /// The readahead window in bytes.
@@ -526,10 +616,24 @@ impl<S: OnDemandServer, F> Session<S, F> {
                 );
             }
         }
+        let ahead = match actions.first() {
+            Some(Action::Fill { range, .. }) if self.sequential_ahead > 0 => {
+                let limit = round_up(object.size.min(i64::MAX as u64));
+                let base = self.readahead.max(AHEAD_MIN);
+                object
+                    .lock_ranges()
+                    .stream
+                    .advance(range, base, self.sequential_ahead, limit)
+            }
+            _ => None,
+        };
         actions.push(Action::ReadComplete {
-            object,
+            object: Arc::clone(&object),
             msg_id: read.msg_id,
         });
+        if let Some(range) = ahead {
+            actions.push(Action::FillAhead { object, range });
+        }
         actions
     }
 
@@ -544,7 +648,7 @@ impl<S: OnDemandServer, F> Session<S, F> {
         }
         // `limit` is block-aligned and above `start`, so a whole block fits: a READ of length
         // 0 still gets the block at its offset.
-        let requested_end = round_up(read.off.saturating_add(read.len))
+        let requested_end = round_up(read.off.saturating_add(read.len.min(MAX_READ_FILL)))
             .min(limit)
             .max(start + BLOCK);
         let end = requested_end.max(start.saturating_add(self.readahead).min(limit));
@@ -577,6 +681,8 @@ impl<S: OnDemandServer, F: ObjectFd> Session<S, F> {
     ) {
         // Readahead claimed by READs, filled once their actions (the cread) are done.
         let mut deferred = Vec::new();
+        // Fills ahead of sequential readers, after that.
+        let mut aheads = Vec::new();
         for action in actions {
             match action {
                 Action::Copen {
@@ -637,6 +743,7 @@ impl<S: OnDemandServer, F: ObjectFd> Session<S, F> {
                         }
                     }
                 }
+                Action::FillAhead { object, range } => aheads.push((object, range)),
                 Action::ReadComplete { object, msg_id } => {
                     if let Err(e) = object.fd.read_complete(msg_id) {
                         // EINVAL: the READ was cancelled (CLOSE, killed reader). Harmless.
@@ -663,6 +770,53 @@ impl<S: OnDemandServer, F: ObjectFd> Session<S, F> {
                     );
                 }
             }
+        }
+        for (object, range) in aheads {
+            self.fill_ahead(&object, range, buf);
+        }
+    }
+
+    /// Fill what nobody has or is fetching in `range`, ahead of a sequential reader. Errors
+    /// are logged: the reader's own READ fetches the range again.
+    fn fill_ahead(&self, object: &Object<S::Object, F>, range: Range<u64>, buf: &mut AlignedBuf) {
+        if object.is_closed() {
+            return;
+        }
+        // What the cache file already holds (an earlier daemon's fills) is not fetched again.
+        if let Ok(found) = object.fd.data_ranges(range.clone()) {
+            let found = RangeSet::whole_blocks(found, BLOCK);
+            if !found.is_empty() {
+                object.lock_ranges().scanned.extend(&found);
+            }
+        }
+        let claims = {
+            let mut r = object.lock_ranges();
+            let gaps = r.busy_or_present().gaps(range);
+            for g in &gaps {
+                r.inflight.insert(g.clone());
+            }
+            gaps
+        };
+        let mut stopped = false;
+        for c in claims {
+            if !stopped && !object.is_closed() {
+                match self.fill(object, c.clone(), buf, false) {
+                    Ok(()) => Stats::bump(
+                        &self.stats.ahead_bytes,
+                        c.end.min(object.size).saturating_sub(c.start),
+                    ),
+                    Err((pos, e)) => {
+                        stopped = true;
+                        log::warn!(
+                            "object {} ({}): fill ahead {c:?} stopped at {pos}: {e}",
+                            object.id,
+                            object.key
+                        );
+                    }
+                }
+            }
+            // Whatever was not written is released too (fill marks written chunks itself).
+            object.release(c, false, false);
         }
     }
 
@@ -1092,6 +1246,99 @@ mod tests {
     }
 
     #[test]
+    fn sequential_reads_are_filled_ahead() {
+        let mut e = env(1 << 20);
+        e.open(1, 3, b"boot", 5);
+        // The first READ of an object starts no stream: its window only.
+        e.read(2, 3, 0, 4096);
+        assert_eq!(e.session.stats().ahead_bytes, 0);
+        assert_eq!(
+            e.session.object(ObjectId(3)).unwrap().present().len(),
+            1 << 20
+        );
+        // The next READ starts where that window ended: its window, its completion, then
+        // one more window ahead.
+        e.read(3, 3, 1 << 20, 4096);
+        let log = e.device.fd_log(5);
+        assert_eq!(*log.completed.lock().unwrap(), [MsgId(2), MsgId(3)]);
+        let st = e.session.stats();
+        assert_eq!(st.ahead_bytes, 1 << 20);
+        assert_eq!(st.fetched_bytes, 3 << 20);
+        assert_eq!(&e.cache(5)[..3 << 20], &e.blob[..3 << 20]);
+        // The stream goes on at the end of what was filled ahead: the rest of the blob.
+        e.read(4, 3, 3 << 20, 4096);
+        assert_eq!(&e.cache(5)[..BLOB_LEN], &e.blob[..]);
+        let st = e.session.stats();
+        assert_eq!(
+            (st.reads, st.ahead_bytes, st.fetched_bytes),
+            (3, 1 << 20, BLOB_LEN as u64)
+        );
+    }
+
+    #[test]
+    fn random_reads_are_not_filled_ahead() {
+        let mut e = env(256 << 10);
+        e.open(1, 3, b"boot", 5);
+        for (id, off) in [
+            (2, 2 << 20),
+            (3, 0),
+            (4, 1 << 20),
+            (5, 3 << 20),
+            (6, 512 << 10),
+        ] {
+            e.read(id, 3, off, 4096);
+        }
+        let st = e.session.stats();
+        assert_eq!(st.ahead_bytes, 0);
+        assert_eq!(
+            st.fetched_bytes,
+            4 * (256 << 10) + (BLOB_LEN as u64 - (3 << 20))
+        );
+    }
+
+    #[test]
+    fn the_stream_ramps_up_resets_and_stops_at_the_limit() {
+        let mut s = Stream::default();
+        let w = |a: u64, b: u64| a..b;
+        let m = 1 << 20;
+        assert_eq!(s.advance(&w(0, m), m, 8 * m, 100 * m), None);
+        assert_eq!(
+            s.advance(&w(m, 2 * m), m, 8 * m, 100 * m),
+            Some(2 * m..3 * m)
+        );
+        // Within what was filled ahead: twice as far.
+        assert_eq!(
+            s.advance(&w(5 * m / 2, 7 * m / 2), m, 8 * m, 100 * m),
+            Some(7 * m / 2..11 * m / 2)
+        );
+        assert_eq!(
+            s.advance(&w(11 * m / 2, 13 * m / 2), m, 8 * m, 100 * m),
+            Some(13 * m / 2..21 * m / 2)
+        );
+        assert_eq!(
+            s.advance(&w(21 * m / 2, 23 * m / 2), m, 8 * m, 100 * m),
+            Some(23 * m / 2..39 * m / 2)
+        );
+        // At most `max`.
+        assert_eq!(
+            s.advance(&w(39 * m / 2, 41 * m / 2), m, 8 * m, 100 * m),
+            Some(41 * m / 2..57 * m / 2)
+        );
+        // Not past the limit; nothing at all at the end.
+        assert_eq!(
+            s.advance(&w(57 * m / 2, 59 * m / 2), m, 8 * m, 30 * m),
+            Some(59 * m / 2..30 * m)
+        );
+        assert_eq!(s.advance(&w(29 * m, 30 * m), m, 8 * m, 30 * m), None);
+        // A READ elsewhere (behind the stream) starts over.
+        assert_eq!(s.advance(&w(0, m), m, 8 * m, 100 * m), None);
+        assert_eq!(
+            s.advance(&w(m, 2 * m), m, 8 * m, 100 * m),
+            Some(2 * m..3 * m)
+        );
+    }
+
+    #[test]
     fn window_logic() {
         let s = Session::<LocalDirServer, FakeFd>::new(LocalDirServer::new("/x"));
         let read = |off, len| ReadRequest {
@@ -1114,6 +1361,11 @@ mod tests {
         );
         // Unaligned requests are widened to blocks.
         assert_eq!(s.window(&read(100, 10), 10 * mib), Some((0..mib, 4096)));
+        // A READ longer than MAX_READ_FILL gets that much.
+        assert_eq!(
+            s.window(&read(4096, 1 << 40), 1 << 41),
+            Some((4096..4096 + MAX_READ_FILL, 4096 + MAX_READ_FILL))
+        );
         // Past the end: nothing to write (the READ is still completed).
         assert_eq!(s.window(&read(12288, 4096), 10_000), None);
         assert_eq!(s.window(&read(0, 4096), 0), None);

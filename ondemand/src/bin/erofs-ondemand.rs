@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! erofs-ondemand serve --cache-dir DIR --blob-dir DIR [--tag TAG] [--threads N] [--readahead BYTES]
+//!                      [--sequential-ahead BYTES]
 //! ```
 //!
 //! Binds the cache in `DIR` (on ext4/xfs/btrfs, not tmpfs) in on-demand mode, then answers the
@@ -68,6 +69,14 @@ enum Cmd {
         /// no throughput gain measured yet).
         #[arg(long)]
         async_readahead: bool,
+        /// Fill ahead of sequential readers: after a READ that continues the previous one,
+        /// complete it and go on filling past its window, twice as far each time the stream
+        /// continues, up to BYTES (suffixes K, M, G; 0 turns it off).
+        #[arg(long, value_name = "BYTES", default_value = "8M", value_parser = parse_bytes)]
+        sequential_ahead: u64,
+        /// Each worker's fill buffer (default: the readahead window, 64K to 4M).
+        #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
+        fill_buffer: Option<u64>,
         /// Rewrite this file with Prometheus metrics (atomically, every second, and at exit).
         #[arg(long, value_name = "PATH")]
         metrics: Option<PathBuf>,
@@ -158,6 +167,8 @@ fn main() -> ExitCode {
             threads,
             readahead,
             async_readahead,
+            sequential_ahead,
+            fill_buffer,
             metrics,
             prefetch,
             prefetch_path,
@@ -219,7 +230,7 @@ fn main() -> ExitCode {
                 }
             };
             log::info!(
-                "serving blobs from {} (cache {}, {threads} threads, readahead {readahead} bytes)",
+                "serving blobs from {} (cache {}, {threads} threads, readahead {readahead} bytes, sequential ahead up to {sequential_ahead} bytes)",
                 blob_dir.display(),
                 cache_dir.display()
             );
@@ -231,7 +242,8 @@ fn main() -> ExitCode {
                         .with_verify_digests(verify_digests),
                 )
                 .with_readahead(readahead)
-                .with_async_readahead(async_readahead);
+                .with_async_readahead(async_readahead)
+                .with_sequential_ahead(sequential_ahead);
             if prefetch || !prefetch_path.is_empty() {
                 let mut config = if prefetch {
                     PrefetchConfig::whole_objects()
@@ -293,6 +305,9 @@ fn main() -> ExitCode {
                 .with_shutdown(shutdown);
             if let Some(path) = metrics {
                 daemon = daemon.with_metrics_file(path, Duration::from_millis(500));
+            }
+            if let Some(bytes) = fill_buffer {
+                daemon = daemon.with_fill_buffer(usize::try_from(bytes).unwrap_or(usize::MAX));
             }
             let result = daemon.run();
             println!("erofs-ondemand: {}", daemon.session().stats());
@@ -386,11 +401,13 @@ mod tests {
             readahead,
             threads,
             tag,
+            sequential_ahead,
             ..
         } = cli.command
         else {
             panic!("parsed as serve");
         };
         assert_eq!((readahead, threads, tag), (0, 4, None));
+        assert_eq!(sequential_ahead, 8 << 20);
     }
 }
