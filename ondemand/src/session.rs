@@ -1298,43 +1298,35 @@ mod tests {
 
     #[test]
     fn the_stream_ramps_up_resets_and_stops_at_the_limit() {
+        // In half MiBs: (window, object size, the fill ahead it starts).
+        let steps: [((u64, u64), u64, Option<(u64, u64)>); 9] = [
+            ((0, 2), 200, None),
+            ((2, 4), 200, Some((4, 6))),
+            // Within what was filled ahead: twice as far, each time.
+            ((5, 7), 200, Some((7, 11))),
+            ((11, 13), 200, Some((13, 21))),
+            ((21, 23), 200, Some((23, 39))),
+            // At most `max` (8 MiB).
+            ((39, 41), 200, Some((41, 57))),
+            // Not past the object; nothing at all at its end.
+            ((57, 59), 60, Some((59, 60))),
+            ((58, 60), 60, None),
+            // A READ elsewhere (behind the stream) starts over.
+            ((0, 2), 200, None),
+        ];
+        let h = 1 << 19;
         let mut s = Stream::default();
-        let w = |a: u64, b: u64| a..b;
-        let m = 1 << 20;
-        assert_eq!(s.advance(&w(0, m), m, 8 * m, 100 * m), None);
+        for ((a, b), size, want) in steps {
+            let got = s.advance(&(a * h..b * h), 2 * h, 16 * h, size * h);
+            assert_eq!(
+                got,
+                want.map(|(x, y)| x * h..y * h),
+                "window [{a}, {b}) half MiBs"
+            );
+        }
         assert_eq!(
-            s.advance(&w(m, 2 * m), m, 8 * m, 100 * m),
-            Some(2 * m..3 * m)
-        );
-        // Within what was filled ahead: twice as far.
-        assert_eq!(
-            s.advance(&w(5 * m / 2, 7 * m / 2), m, 8 * m, 100 * m),
-            Some(7 * m / 2..11 * m / 2)
-        );
-        assert_eq!(
-            s.advance(&w(11 * m / 2, 13 * m / 2), m, 8 * m, 100 * m),
-            Some(13 * m / 2..21 * m / 2)
-        );
-        assert_eq!(
-            s.advance(&w(21 * m / 2, 23 * m / 2), m, 8 * m, 100 * m),
-            Some(23 * m / 2..39 * m / 2)
-        );
-        // At most `max`.
-        assert_eq!(
-            s.advance(&w(39 * m / 2, 41 * m / 2), m, 8 * m, 100 * m),
-            Some(41 * m / 2..57 * m / 2)
-        );
-        // Not past the limit; nothing at all at the end.
-        assert_eq!(
-            s.advance(&w(57 * m / 2, 59 * m / 2), m, 8 * m, 30 * m),
-            Some(59 * m / 2..30 * m)
-        );
-        assert_eq!(s.advance(&w(29 * m, 30 * m), m, 8 * m, 30 * m), None);
-        // A READ elsewhere (behind the stream) starts over.
-        assert_eq!(s.advance(&w(0, m), m, 8 * m, 100 * m), None);
-        assert_eq!(
-            s.advance(&w(m, 2 * m), m, 8 * m, 100 * m),
-            Some(2 * m..3 * m)
+            s.advance(&(2 * h..4 * h), 2 * h, 16 * h, 200 * h),
+            Some(4 * h..6 * h)
         );
     }
 
