@@ -21,8 +21,11 @@
 //! name, and a new fd in our fd table); the server says how big the object is and the daemon
 //! answers `copen <id>,<size>`. For every missing range the kernel sends READ; the daemon asks
 //! the server for the bytes (plus a readahead window), `pwrite`s them into the object's fd and
-//! completes the READ with an ioctl, always, even on failure (then the reader gets `EIO`). On
-//! unmount the kernel sends CLOSE and the daemon closes the fd.
+//! completes the READ with an ioctl, always, even on failure (then the reader gets `EIO`).
+//! When READs follow each other through an object, the worker then goes on filling past the
+//! window, further each time ([`Session::with_sequential_ahead`]), so a sequential reader
+//! mostly finds its bytes present while the server produces the next ones. On unmount the
+//! kernel sends CLOSE and the daemon closes the fd.
 //!
 //! # Example
 //!
@@ -146,7 +149,9 @@ pub use metrics::{HistogramSnapshot, Stats, StatsSnapshot};
 pub use prefetch::PrefetchConfig;
 pub use ranges::RangeSet;
 pub use server::{ObjectKey, OnDemandServer, Opened, errno_of};
-pub use session::{Action, DEFAULT_READAHEAD, Object, Session};
+pub use session::{
+    Action, DEFAULT_READAHEAD, DEFAULT_SEQUENTIAL_AHEAD, MAX_READ_FILL, Object, Session,
+};
 
 #[cfg(test)]
 mod fake;

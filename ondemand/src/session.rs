@@ -13,9 +13,11 @@
 //! - A READ for a known object always ends with [`Action::ReadComplete`], whatever happened
 //!   while filling: a READ that is never completed blocks its reader forever.
 //! - A refused OPEN is answered with `copen <id>,-<errno>` and then its fd is closed.
-//! - A READ window starts at the request's block, spans at least the request and at most the
-//!   readahead size, and stops at the object's size rounded up to a block; the tail past the
-//!   object's end is zero-filled.
+//! - A READ window starts at the request's block, spans the request (at most
+//!   [`MAX_READ_FILL`] of it) or the readahead size, whichever is longer, and stops at the
+//!   object's size rounded up to a block; the tail past the object's end is zero-filled.
+//! - A READ that continues the previous one's stream is followed, after its completion, by a
+//!   fill ahead ([`Action::FillAhead`], [`Session::with_sequential_ahead`]).
 
 use std::collections::HashMap;
 use std::fmt;
