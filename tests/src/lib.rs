@@ -133,6 +133,32 @@ pub fn scratch_dir(name: &str) -> PathBuf {
     d
 }
 
+/// Words of [`text`].
+pub const WORDS: [&str; 16] = [
+    "erofs ",
+    "kernel ",
+    "lz4 ",
+    "zstd ",
+    "deflate ",
+    "lzma ",
+    "pcluster\n",
+    "extent ",
+    "lcluster ",
+    "fragment ",
+    "inline ",
+    "dedupe ",
+    "block ",
+    "reader ",
+    "mount ",
+    "image\n",
+];
+
+/// `n` bytes of deterministic "word salad" ([`WORDS`] drawn by [`Rng`] from `seed`): text
+/// that compresses well, but not trivially.
+pub fn text(seed: u64, n: usize) -> Vec<u8> {
+    Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1).text(&WORDS, n)
+}
+
 /// A small deterministic generator (xorshift64*) for test data: the same seed gives the
 /// same bytes on every run and machine.
 #[derive(Debug, Clone)]

@@ -784,6 +784,55 @@ pub fn mkfs(image: &Path, source: &Path, args: &[&str]) {
     );
 }
 
+/// One extent as `dump.erofs -e` prints it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DumpExtent {
+    /// Logical (file) start.
+    pub la: u64,
+    /// Logical length.
+    pub llen: u64,
+    /// Physical start.
+    pub pa: u64,
+    /// Physical length.
+    pub plen: u64,
+}
+
+impl DumpExtent {
+    /// `(la, llen, pa, plen)`.
+    pub fn tuple(self) -> (u64, u64, u64, u64) {
+        (self.la, self.llen, self.pa, self.plen)
+    }
+}
+
+/// `dump.erofs -e SELECT IMAGE` (`SELECT` is `--path=/x` or `--nid=N`): the extents of one
+/// inode.
+pub fn dump_extents(image: &Path, select: &str) -> Vec<DumpExtent> {
+    let dump = crate::require_tool("dump.erofs").expect("dump.erofs");
+    let out = crate::run(Command::new(dump).arg("-e").arg(select).arg(image));
+    let mut exts = Vec::new();
+    for line in out.lines() {
+        let Some((idx, rest)) = line.split_once(':') else {
+            continue;
+        };
+        if idx.trim().parse::<u64>().is_err() {
+            continue;
+        }
+        let nums: Vec<u64> = rest
+            .split(|c: char| !c.is_ascii_digit())
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse().expect("digits"))
+            .collect();
+        assert_eq!(nums.len(), 6, "unexpected dump.erofs line {line:?}");
+        exts.push(DumpExtent {
+            la: nums[0],
+            llen: nums[2],
+            pa: nums[3],
+            plen: nums[5],
+        });
+    }
+    exts
+}
+
 /// The `erofs` command-line tool of `erofs-reader`, built on first use with the same
 /// `cargo` into `<target>/reader-cli` (a separate target dir, so that it never waits for
 /// the lock of the `cargo test` that runs this), so it is never stale.

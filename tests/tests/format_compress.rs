@@ -137,43 +137,7 @@ fn dir_entries(img: &[u8], dir: &Inode) -> Vec<(String, Nid)> {
     out
 }
 
-/// One extent as `dump.erofs -e` prints it: logical start, logical length, physical start,
-/// physical length.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Ext {
-    la: u64,
-    llen: u64,
-    pa: u64,
-    plen: u64,
-}
-
-/// `dump.erofs -e` for one inode (`select` is `--path=/x` or `--nid=N`).
-fn dump_extents(img: &Path, select: &str) -> Vec<Ext> {
-    let dump = tests::require_tool("dump.erofs").unwrap();
-    let out = tests::run(Command::new(dump).arg("-e").arg(select).arg(img));
-    let mut exts = Vec::new();
-    for line in out.lines() {
-        let Some((idx, rest)) = line.split_once(':') else {
-            continue;
-        };
-        if idx.trim().parse::<u64>().is_err() {
-            continue;
-        }
-        let nums: Vec<u64> = rest
-            .split(|c: char| !c.is_ascii_digit())
-            .filter(|s| !s.is_empty())
-            .map(|s| s.parse().unwrap())
-            .collect();
-        assert_eq!(nums.len(), 6, "unexpected dump.erofs line {line:?}");
-        exts.push(Ext {
-            la: nums[0],
-            llen: nums[2],
-            pa: nums[3],
-            plen: nums[5],
-        });
-    }
-    exts
-}
+use tests::tree::{DumpExtent as Ext, dump_extents};
 
 /// What one compressed file's metadata says, in the form `dump.erofs -e` prints.
 struct Decoded {

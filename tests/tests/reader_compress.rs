@@ -20,6 +20,7 @@ use std::process::Command;
 
 use erofs_format::compress::{CompressionMap, IndexFormat, MapHeader};
 use erofs_reader::{DataLayout, Encoding, ExtentSource, FileType, Image, Inode, Piece};
+use tests::text;
 use tests::tree::{self, Compare, KernelMount, MtimeCheck, TreeOptions};
 use zerocopy::FromBytes;
 
@@ -30,17 +31,17 @@ use zerocopy::FromBytes;
 pub fn add_compressible(root: &Path) {
     let dir = root.join("z");
     std::fs::create_dir_all(dir.join("sizes")).unwrap();
-    let text = text(1, 5 * 1024 * 1024 + 333);
-    std::fs::write(dir.join("text.txt"), &text).unwrap();
-    std::fs::write(dir.join("text-copy.txt"), &text).unwrap();
-    std::fs::write(dir.join("text-prefix.txt"), &text[..200_001]).unwrap();
+    let big = text(1, 5 * 1024 * 1024 + 333);
+    std::fs::write(dir.join("text.txt"), &big).unwrap();
+    std::fs::write(dir.join("text-copy.txt"), &big).unwrap();
+    std::fs::write(dir.join("text-prefix.txt"), &big[..200_001]).unwrap();
     std::fs::write(dir.join("zeros.bin"), vec![0u8; 1 << 20]).unwrap();
     let mut mixed = Vec::new();
     for i in 0..40u64 {
         if i % 3 == 0 {
             mixed.extend(tree::pattern(1000 + i, 20_000 + i as usize * 97));
         } else {
-            mixed.extend(text_bytes(i, 30_000 + i as usize * 131));
+            mixed.extend(text(i, 30_000 + i as usize * 131));
         }
     }
     std::fs::write(dir.join("mixed.bin"), &mixed).unwrap();
@@ -49,47 +50,11 @@ pub fn add_compressible(root: &Path) {
             let n = (k * 4096) as i64 + d;
             std::fs::write(
                 dir.join(format!("sizes/t-{n:05}")),
-                text_bytes(n as u64, n as usize),
+                text(n as u64, n as usize),
             )
             .unwrap();
         }
     }
-}
-
-fn text(seed: u64, n: usize) -> Vec<u8> {
-    text_bytes(seed, n)
-}
-
-/// Word salad: compresses well but not trivially.
-fn text_bytes(seed: u64, n: usize) -> Vec<u8> {
-    const WORDS: [&str; 16] = [
-        "erofs ",
-        "kernel ",
-        "lz4 ",
-        "zstd ",
-        "deflate ",
-        "lzma ",
-        "pcluster\n",
-        "extent ",
-        "lcluster ",
-        "fragment ",
-        "inline ",
-        "dedupe ",
-        "block ",
-        "reader ",
-        "mount ",
-        "image\n",
-    ];
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(n + 16);
-    while out.len() < n {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(WORDS[(x % 16) as usize].as_bytes());
-    }
-    out.truncate(n);
-    out
 }
 
 pub struct Built {
@@ -117,37 +82,6 @@ pub fn build(name: &str, args: &[&str]) -> Option<Built> {
     let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
     tree::mkfs(&image, &src, &argv);
     Some(Built { image, src, want })
-}
-
-/// One extent as `dump.erofs -e` prints it: logical start and length, physical start and
-/// length.
-type DumpExt = (u64, u64, u64, u64);
-
-fn dump_extents(img: &Path, nid: u64) -> Vec<DumpExt> {
-    let dump = tests::require_tool("dump.erofs").unwrap();
-    let out = tests::run(
-        Command::new(dump)
-            .arg("-e")
-            .arg(format!("--nid={nid}"))
-            .arg(img),
-    );
-    let mut exts = Vec::new();
-    for line in out.lines() {
-        let Some((idx, rest)) = line.split_once(':') else {
-            continue;
-        };
-        if idx.trim().parse::<u64>().is_err() {
-            continue;
-        }
-        let nums: Vec<u64> = rest
-            .split(|c: char| !c.is_ascii_digit())
-            .filter(|s| !s.is_empty())
-            .map(|s| s.parse().unwrap())
-            .collect();
-        assert_eq!(nums.len(), 6, "unexpected dump.erofs line {line:?}");
-        exts.push((nums[0], nums[2], nums[3], nums[5]));
-    }
-    exts
 }
 
 /// Every regular file of the image by path, with its inode.
@@ -235,7 +169,7 @@ fn check_extents(b: &Built, image: &Image, name: &str) -> Seen {
             .compressed_extents(inode)
             .unwrap_or_else(|e| panic!("{name}: {path}: extents: {e}"));
         seen.extents += ours.len();
-        let as_dump: Vec<DumpExt> = ours
+        let as_dump: Vec<(u64, u64, u64, u64)> = ours
             .iter()
             .map(|e| {
                 let (pa, plen) = match e.source {
@@ -272,7 +206,10 @@ fn check_extents(b: &Built, image: &Image, name: &str) -> Seen {
         // dump.erofs is slow per call: compare every file with extents of interest, and
         // a sample of the many small ones.
         if ours.len() > 1 || inode.metadata().len() > 4096 || path.len() % 7 == 0 {
-            let dumped = dump_extents(&b.image, inode.nid().0);
+            let dumped: Vec<_> = tree::dump_extents(&b.image, &format!("--nid={}", inode.nid().0))
+                .into_iter()
+                .map(tree::DumpExtent::tuple)
+                .collect();
             assert_eq!(as_dump, dumped, "{name}: {path}: extents vs dump.erofs -e");
         }
     }

@@ -11,22 +11,7 @@ use erofs_reader::{Error, Image};
 use proptest::prelude::*;
 use zerocopy::{FromBytes, IntoBytes};
 
-/// Word salad (compressible), deterministic.
-fn text(seed: u64, n: usize) -> Vec<u8> {
-    const WORDS: [&str; 8] = [
-        "alpha ", "beta ", "gamma ", "delta\n", "epsilon ", "zeta ", "eta ", "theta ",
-    ];
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(n + 16);
-    while out.len() < n {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(WORDS[(x % 8) as usize].as_bytes());
-    }
-    out.truncate(n);
-    out
-}
+use tests::text;
 
 /// Source files: compressible, random, mixed, around block boundaries.
 fn sources() -> Vec<(&'static str, Vec<u8>)> {

@@ -14,29 +14,13 @@
 //! * `erofs fsck` passes and `erofs extract` writes the tree the reader shows.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use erofs_format::superblock::{FeatureIncompat, NID_METABOX_BIT};
 use erofs_reader::{ExtentSource, ExtentTarget, FileType, Image, Inode, Nid};
+use tests::text;
 use tests::tree::{self, Compare, KernelMount, MtimeCheck, TreeOptions};
-
-/// Word salad: compresses well but not trivially.
-fn text(seed: u64, n: usize) -> Vec<u8> {
-    const WORDS: [&str; 8] = [
-        "metabox ", "inode ", "nid ", "xattr ", "tail\n", "lz4 ", "zstd ", "erofs ",
-    ];
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(n + 16);
-    while out.len() < n {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(WORDS[(x % 8) as usize].as_bytes());
-    }
-    out.truncate(n);
-    out
-}
 
 struct Built {
     image: PathBuf,
@@ -88,34 +72,6 @@ fn walk(image: &Image) -> BTreeMap<String, Inode> {
         out.insert(if path.is_empty() { "/".into() } else { path }, inode);
     }
     out
-}
-
-/// `dump.erofs -e --path=PATH`: (logical start, length, physical start, length).
-fn dump_extents(img: &Path, path: &str) -> Vec<(u64, u64, u64, u64)> {
-    let dump = tests::require_tool("dump.erofs").unwrap();
-    let out = tests::run(
-        Command::new(dump)
-            .arg("-e")
-            .arg(format!("--path={path}"))
-            .arg(img),
-    );
-    let mut exts = Vec::new();
-    for line in out.lines() {
-        let Some((idx, rest)) = line.split_once(':') else {
-            continue;
-        };
-        if idx.trim().parse::<u64>().is_err() {
-            continue;
-        }
-        let nums: Vec<u64> = rest
-            .split(|c: char| !c.is_ascii_digit())
-            .filter(|s| !s.is_empty())
-            .map(|s| s.parse().unwrap())
-            .collect();
-        assert_eq!(nums.len(), 6, "unexpected dump.erofs line {line:?}");
-        exts.push((nums[0], nums[2], nums[3], nums[5]));
-    }
-    exts
 }
 
 fn cli(args: &[&std::ffi::OsStr], name: &str) {
@@ -218,7 +174,10 @@ fn run_case(name: &str, args: &[&str]) -> Option<Seen> {
                     .collect();
                 assert_eq!(
                     as_dump,
-                    dump_extents(&b.image, &path),
+                    tree::dump_extents(&b.image, &format!("--path={path}"))
+                        .into_iter()
+                        .map(tree::DumpExtent::tuple)
+                        .collect::<Vec<_>>(),
                     "{name}: {path}: extents vs dump.erofs -e"
                 );
                 seen.dumped += 1;
