@@ -772,6 +772,33 @@ impl Drop for KernelMount {
     }
 }
 
+/// `--xattr-prefix=P` for each of [`LONG_XATTR_PREFIXES`], then `extra`: mkfs.erofs arguments
+/// that store the test tree's long xattr names with long prefixes.
+pub fn prefix_args(extra: &[&str]) -> Vec<String> {
+    LONG_XATTR_PREFIXES
+        .iter()
+        .map(|p| format!("--xattr-prefix={p}"))
+        .chain(extra.iter().map(|s| s.to_string()))
+        .collect()
+}
+
+/// [`mkfs`] with [`prefix_args`]`(extra)`.
+pub fn mkfs_with_prefixes(image: &Path, source: &Path, extra: &[&str]) {
+    let args = prefix_args(extra);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    mkfs(image, source, &args);
+}
+
+/// A fresh scratch directory `name` (see [`crate::scratch_dir`]) holding `tree/`, the
+/// default test tree ([`build_tree`]); returns both paths.
+pub fn scratch_tree(name: &str) -> (PathBuf, PathBuf) {
+    let dir = crate::scratch_dir(name);
+    let src = dir.join("tree");
+    fs::create_dir(&src).expect("mkdir tree");
+    build_tree(&src, &TreeOptions::default());
+    (dir, src)
+}
+
 /// Run `mkfs.erofs --quiet ARGS IMAGE SOURCE` (the tool from [`crate::require_tool`]).
 pub fn mkfs(image: &Path, source: &Path, args: &[&str]) {
     let tool = crate::require_tool("mkfs.erofs").expect("mkfs.erofs");

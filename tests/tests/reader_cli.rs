@@ -6,7 +6,7 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 use erofs_reader::{ExtentTarget, Image};
-use tests::tree::{self, Compare, TreeOptions};
+use tests::tree::{self, Compare};
 
 struct Fixture {
     tree: PathBuf,
@@ -20,17 +20,9 @@ fn fixture() -> Option<&'static Fixture> {
     F.get_or_init(|| {
         tests::require_tool("mkfs.erofs")?;
         tests::require_root("device nodes, owners and trusted xattrs")?;
-        let dir = tests::scratch_dir("reader_cli");
-        let src = dir.join("tree");
-        std::fs::create_dir(&src).unwrap();
-        tree::build_tree(&src, &TreeOptions::default());
+        let (dir, src) = tree::scratch_tree("reader_cli");
         let image = dir.join("image.erofs");
-        let prefixes: Vec<String> = tree::LONG_XATTR_PREFIXES
-            .iter()
-            .map(|p| format!("--xattr-prefix={p}"))
-            .collect();
-        let args: Vec<&str> = prefixes.iter().map(String::as_str).collect();
-        tree::mkfs(&image, &src, &args);
+        tree::mkfs_with_prefixes(&image, &src, &[]);
         let chunked = dir.join("chunked.erofs");
         let blob = dir.join("blob");
         tree::mkfs(

@@ -21,7 +21,7 @@ use std::process::Command;
 use erofs_format::compress::{CompressionMap, IndexFormat, MapHeader};
 use erofs_reader::{DataLayout, Encoding, ExtentSource, FileType, Image, Inode, Piece};
 use tests::text;
-use tests::tree::{self, Compare, KernelMount, MtimeCheck, TreeOptions};
+use tests::tree::{self, Compare, KernelMount, MtimeCheck};
 use zerocopy::FromBytes;
 
 /// Compressible and awkward files added to the reader's tree: text of several MiB, runs of
@@ -67,20 +67,11 @@ pub struct Built {
 pub fn build(name: &str, args: &[&str]) -> Option<Built> {
     tests::require_tool("mkfs.erofs")?;
     tests::require_root("device nodes, chown, trusted xattrs and kernel mounts")?;
-    let dir = tests::scratch_dir(&format!("reader_compress/{name}"));
-    let src = dir.join("tree");
-    std::fs::create_dir(&src).unwrap();
-    tree::build_tree(&src, &TreeOptions::default());
+    let (dir, src) = tree::scratch_tree(&format!("reader_compress/{name}"));
     add_compressible(&src);
     let want = tree::snapshot_dir(&src);
     let image = dir.join("image.erofs");
-    let mut argv: Vec<String> = tree::LONG_XATTR_PREFIXES
-        .iter()
-        .map(|p| format!("--xattr-prefix={p}"))
-        .collect();
-    argv.extend(args.iter().map(|s| s.to_string()));
-    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-    tree::mkfs(&image, &src, &argv);
+    tree::mkfs_with_prefixes(&image, &src, args);
     Some(Built { image, src, want })
 }
 

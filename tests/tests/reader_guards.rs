@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use erofs_format::dirent::DirBlock;
 use erofs_reader::{CountingSource, Error, ExtentTarget, Image, ImageBuilder, Nid, Piece};
 use proptest::prelude::*;
-use tests::tree::{self, TreeOptions};
+use tests::tree;
 
 struct Fixture {
     tree: PathBuf,
@@ -27,10 +27,7 @@ fn fixture() -> Option<&'static Fixture> {
     F.get_or_init(|| {
         tests::require_tool("mkfs.erofs")?;
         tests::require_root("device nodes and chown in the test tree")?;
-        let dir = tests::scratch_dir("reader_guards");
-        let src = dir.join("tree");
-        std::fs::create_dir(&src).unwrap();
-        tree::build_tree(&src, &TreeOptions::default());
+        let (dir, src) = tree::scratch_tree("reader_guards");
         let flat = dir.join("flat.erofs");
         tree::mkfs(&flat, &src, &[]);
         let noinline = dir.join("noinline.erofs");

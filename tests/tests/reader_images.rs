@@ -21,16 +21,8 @@ struct Case {
     expect_layout: Option<DataLayout>,
 }
 
-fn prefix_args() -> Vec<String> {
-    tree::LONG_XATTR_PREFIXES
-        .iter()
-        .map(|p| format!("--xattr-prefix={p}"))
-        .collect()
-}
-
 fn case(name: &'static str, extra: &[&str]) -> Case {
-    let mut args = prefix_args();
-    args.extend(extra.iter().map(|s| s.to_string()));
+    let args = tree::prefix_args(extra);
     Case {
         name,
         args,

@@ -20,7 +20,7 @@ use std::process::Command;
 use erofs_format::superblock::{FeatureIncompat, NID_METABOX_BIT};
 use erofs_reader::{ExtentSource, ExtentTarget, FileType, Image, Inode, Nid};
 use tests::text;
-use tests::tree::{self, Compare, KernelMount, MtimeCheck, TreeOptions};
+use tests::tree::{self, Compare, KernelMount, MtimeCheck};
 
 struct Built {
     image: PathBuf,
@@ -31,10 +31,7 @@ fn build(name: &str, args: &[&str]) -> Option<Built> {
     tests::require_tool("mkfs.erofs")?;
     tests::require_tool("dump.erofs")?;
     tests::require_root("device nodes, chown, trusted xattrs and kernel mounts")?;
-    let dir = tests::scratch_dir(&format!("reader_metabox/{name}"));
-    let src = dir.join("tree");
-    std::fs::create_dir(&src).unwrap();
-    tree::build_tree(&src, &TreeOptions::default());
+    let (dir, src) = tree::scratch_tree(&format!("reader_metabox/{name}"));
     let z = src.join("z");
     std::fs::create_dir(&z).unwrap();
     std::fs::write(z.join("text.txt"), text(1, 3 * 1024 * 1024 + 77)).unwrap();
@@ -44,13 +41,7 @@ fn build(name: &str, args: &[&str]) -> Option<Built> {
     }
     let want = tree::snapshot_dir(&src);
     let image = dir.join("image.erofs");
-    let mut argv: Vec<String> = tree::LONG_XATTR_PREFIXES
-        .iter()
-        .map(|p| format!("--xattr-prefix={p}"))
-        .collect();
-    argv.extend(args.iter().map(|s| s.to_string()));
-    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-    tree::mkfs(&image, &src, &argv);
+    tree::mkfs_with_prefixes(&image, &src, args);
     Some(Built { image, want })
 }
 
