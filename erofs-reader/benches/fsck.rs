@@ -27,33 +27,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn find_tool(name: &str) -> Option<PathBuf> {
-    let var: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_uppercase()
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if let Some(p) = std::env::var_os(var) {
-        return Some(PathBuf::from(p));
-    }
-    if let Some(paths) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&paths) {
-            if dir.join(name).is_file() {
-                return Some(dir.join(name));
-            }
-        }
-    }
-    let shared = std::env::var_os("EROFS_SHARED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"));
-    let p = shared.join("tools/bin").join(name);
-    p.is_file().then_some(p)
-}
+mod common;
+use common::{find_tool, median};
 
 fn pattern(seed: u64, buf: &mut [u8]) {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -183,11 +158,6 @@ fn read_mount(root: &Path, threads: usize) -> u64 {
         }
     });
     total.into_inner()
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
 }
 
 fn main() {
