@@ -14,7 +14,9 @@
 //!
 //! Each data blob ends with its *blob meta*: a chunk-info array (usually zstd-compressed,
 //! [`ChunkInfoV1`] / [`ChunkInfoV2`], viewed decompressed with [`ChunkInfoArray`]) and a
-//! 4096-byte header ([`BlobCompressionContextHeader`]).
+//! 4096-byte header ([`BlobCompressionContextHeader`]). In ZRAN (`targz-ref`) blobs the data
+//! blob is the original `.tar.gz` and the chunk-info data carries the gzip random-access
+//! checkpoints after the chunk infos ([`ZranTable`], [`ZranInflateContext`]).
 //!
 //! Field names follow nydus-rs 2.2.0 (`rafs/src/metadata/layout/v6.rs`,
 //! `storage/src/meta/`); the layout reference is `rafs-v6.md` in the project's shared specs.
@@ -1035,6 +1037,196 @@ impl<'a> ChunkInfoArray<'a> {
     }
 }
 
+/// Most bytes of inflate history a ZRan context's dictionary holds: deflate's 32 KiB window.
+pub const ZRAN_DICT_WINDOW: u32 = 1 << 15;
+/// Largest inflated output of one ZRan context (nydus refuses more: its
+/// `RAFS_MAX_CHUNK_SIZE`, [`MAX_CHUNK_SIZE`]).
+pub const ZRAN_MAX_OUT_LEN: u32 = MAX_CHUNK_SIZE;
+/// Largest gzip input of one ZRan context accepted: twice [`ZRAN_MAX_OUT_LEN`] (deflate only
+/// grows data by its stored-block and member-header overhead).
+pub const ZRAN_MAX_IN_LEN: u32 = 2 * MAX_CHUNK_SIZE;
+
+/// One ZRan inflate context (40 bytes, nydus `ZranInflateContext`): a checkpoint in the
+/// gzip stream of a `targz-ref` blob from which inflation can start.
+///
+/// Inflating `in_len` gzip bytes from `in_offset` yields `out_len` bytes of the
+/// uncompressed tar stream from `out_offset`. The checkpoint sits on a deflate block
+/// boundary that need not be a byte boundary: the `ctx_bits` high bits of `ctx_byte` (the
+/// byte at `in_offset - 1`) are the first bits to decode ([`ZranInflateContext::prime`]).
+/// Back-references reach into the `dict_size` bytes at `dict_offset` of the dictionary
+/// table ([`ZranTable`]): the output just before `out_offset`, at most 32 KiB.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
+)]
+#[repr(C)]
+pub struct ZranInflateContext {
+    /// Offset of the context's first (whole) byte in the gzip file.
+    pub in_offset: U64,
+    /// Offset of its output in the uncompressed (tar) stream.
+    pub out_offset: U64,
+    /// Offset of its dictionary in the dictionary table.
+    pub dict_offset: U64,
+    /// Gzip bytes to read from `in_offset`.
+    pub in_len: U32,
+    /// Bytes they inflate to.
+    pub out_len: U32,
+    /// Size of the dictionary (0 at the start of a gzip member, else up to 32 KiB).
+    pub dict_size: U32,
+    /// The byte before `in_offset`, whose high `ctx_bits` bits start the context.
+    pub ctx_byte: u8,
+    /// Number of bits of `ctx_byte` still to decode (0 to 7).
+    pub ctx_bits: u8,
+    /// Reserved.
+    pub reserved: [u8; 2],
+}
+
+const _: () = assert!(size_of::<ZranInflateContext>() == 40);
+const _: () = assert!(offset_of!(ZranInflateContext, dict_offset) == 16);
+const _: () = assert!(offset_of!(ZranInflateContext, in_len) == 24);
+const _: () = assert!(offset_of!(ZranInflateContext, out_len) == 28);
+const _: () = assert!(offset_of!(ZranInflateContext, dict_size) == 32);
+const _: () = assert!(offset_of!(ZranInflateContext, ctx_byte) == 36);
+const _: () = assert!(offset_of!(ZranInflateContext, ctx_bits) == 37);
+
+impl ZranInflateContext {
+    /// The gzip byte range to read, `in_offset..in_offset + in_len` (`None` if it overflows).
+    pub fn input_range(&self) -> Option<core::ops::Range<u64>> {
+        let start = self.in_offset.get();
+        Some(start..start.checked_add(self.in_len.get().into())?)
+    }
+
+    /// The bits to feed the inflater before the input (zlib's `inflatePrime`):
+    /// `(count, value)`, the `ctx_bits` high bits of `ctx_byte` shifted down, or `None` when
+    /// the context starts on a byte boundary.
+    pub fn prime(&self) -> Option<(u8, u8)> {
+        let bits = self.ctx_bits;
+        (1..=7)
+            .contains(&bits)
+            .then(|| (bits, self.ctx_byte >> (8 - bits)))
+    }
+
+    /// Check the context's own fields: `ctx_bits` at most 7, an output of 1 to
+    /// [`ZRAN_MAX_OUT_LEN`] bytes, an input of 1 to [`ZRAN_MAX_IN_LEN`] bytes inside 2^40,
+    /// a dictionary of at most [`ZRAN_DICT_WINDOW`] bytes.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BadRafs`] naming the rule.
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.ctx_bits > 7 {
+            return Err(bad("ZRan context bits", self.ctx_bits.into()));
+        }
+        let out_len = self.out_len.get();
+        if out_len == 0 || out_len > ZRAN_MAX_OUT_LEN {
+            return Err(bad("ZRan context output size", out_len.into()));
+        }
+        let in_len = self.in_len.get();
+        if in_len == 0 || in_len > ZRAN_MAX_IN_LEN {
+            return Err(bad("ZRan context input size", in_len.into()));
+        }
+        if self.input_range().is_none_or(|r| r.end > 1 << 40) {
+            return Err(bad("ZRan context input offset", self.in_offset.get()));
+        }
+        if self.dict_size.get() > ZRAN_DICT_WINDOW {
+            return Err(bad("ZRan dictionary size", self.dict_size.get().into()));
+        }
+        Ok(())
+    }
+}
+
+/// The ZRan tables of a ZRAN blob, inside its decompressed chunk-info data: the context
+/// array ([`ZranInflateContext`], `s_ci_zran_count` of them at `s_ci_zran_offset`, right
+/// after the chunk infos) and the dictionary table after it, together
+/// `s_ci_zran_size` bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct ZranTable<'a> {
+    contexts: &'a [ZranInflateContext],
+    dictionaries: &'a [u8],
+}
+
+impl<'a> ZranTable<'a> {
+    /// View the ZRan tables of `ci` (the whole decompressed chunk-info data) as `header`
+    /// describes them, under nydus's rules: a ZRAN blob has v2 chunk infos, the table starts
+    /// right after them (`24 × s_ci_entries`), lies inside `ci`, has at most one context per
+    /// chunk and holds the whole context array.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BadRafs`] naming the rule.
+    pub fn new(ci: &'a [u8], header: &BlobCompressionContextHeader) -> Result<Self, Error> {
+        let features = header.features();
+        if !features.contains(BlobFeatures::ZRAN | BlobFeatures::CHUNK_INFO_V2) {
+            return Err(bad(
+                "ZRan table without ZRAN and v2 chunk infos",
+                features.bits().into(),
+            ));
+        }
+        let entries = header.s_ci_entries.get();
+        let offset = header.s_ci_zran_offset.get();
+        let size = header.s_ci_zran_size.get();
+        let count = header.s_ci_zran_count.get();
+        if offset != u64::from(entries) * size_of::<ChunkInfoV2>() as u64 {
+            return Err(bad("ZRan table offset", offset));
+        }
+        if count > entries {
+            return Err(bad("more ZRan contexts than chunks", count.into()));
+        }
+        let range = table_range(offset, size, ci.len() as u64)
+            .ok_or(bad("ZRan table beyond the chunk-info data", size))?;
+        let (contexts, dictionaries) =
+            <[ZranInflateContext]>::ref_from_prefix_with_elems(&ci[range], count as usize)
+                .map_err(|_| bad("ZRan context array larger than the ZRan table", size))?;
+        Ok(ZranTable {
+            contexts,
+            dictionaries,
+        })
+    }
+
+    /// Number of contexts.
+    pub fn len(&self) -> usize {
+        self.contexts.len()
+    }
+
+    /// Whether there are no contexts.
+    pub fn is_empty(&self) -> bool {
+        self.contexts.is_empty()
+    }
+
+    /// The raw context array.
+    pub fn contexts(&self) -> &'a [ZranInflateContext] {
+        self.contexts
+    }
+
+    /// The dictionary table (every context's dictionary, back to back).
+    pub fn dictionaries(&self) -> &'a [u8] {
+        self.dictionaries
+    }
+
+    /// Context `index`, checked ([`ZranInflateContext::validate`]), with its dictionary.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BadRafs`] for an index past the table, a context that breaks a rule or a
+    /// dictionary outside the dictionary table.
+    pub fn context(&self, index: u32) -> Result<(&'a ZranInflateContext, &'a [u8]), Error> {
+        let ctx = self
+            .contexts
+            .get(index as usize)
+            .ok_or(bad("ZRan context index", index.into()))?;
+        ctx.validate()?;
+        let dict = table_range(
+            ctx.dict_offset.get(),
+            ctx.dict_size.get().into(),
+            self.dictionaries.len() as u64,
+        )
+        .ok_or(bad(
+            "ZRan dictionary beyond the dictionary table",
+            ctx.dict_offset.get(),
+        ))?;
+        Ok((ctx, &self.dictionaries[dict]))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     extern crate std;
@@ -1400,6 +1592,155 @@ mod tests {
         assert!(chunk_table(&b[..79]).is_err());
     }
 
+    /// Chunk-info data of a 2-chunk ZRAN blob: two v2 chunk infos, two contexts, a
+    /// dictionary of 3 bytes for the second; and the header describing it.
+    fn zran_ci() -> (Vec<u8>, BlobCompressionContextHeader) {
+        let mut ci = vec![0u8; 48];
+        let mut c0 = ZranInflateContext::new_zeroed();
+        c0.in_offset = U64::new(10);
+        c0.in_len = U32::new(1000);
+        c0.out_len = U32::new(5000);
+        let mut c1 = ZranInflateContext::new_zeroed();
+        c1.in_offset = U64::new(900);
+        c1.out_offset = U64::new(4000);
+        c1.in_len = U32::new(800);
+        c1.out_len = U32::new(3000);
+        c1.dict_offset = U64::new(0);
+        c1.dict_size = U32::new(3);
+        c1.ctx_byte = 0b1011_0000;
+        c1.ctx_bits = 3;
+        ci.extend_from_slice(c0.as_bytes());
+        ci.extend_from_slice(c1.as_bytes());
+        ci.extend_from_slice(b"abc");
+        let mut h = BlobCompressionContextHeader::new_zeroed();
+        h.s_features = U32::new(0x4000_001D);
+        h.s_ci_entries = U32::new(2);
+        h.s_ci_uncompressed_size = U64::new(ci.len() as u64);
+        h.s_ci_zran_offset = U64::new(48);
+        h.s_ci_zran_size = U64::new(83);
+        h.s_ci_zran_count = U32::new(2);
+        (ci, h)
+    }
+
+    #[test]
+    fn zran_context_bytes() {
+        let (ci, _) = zran_ci();
+        // nydus's field order: three le64, three le32, two bytes, two reserved.
+        assert_eq!(&ci[48 + 40..48 + 48], &[0x84, 3, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(
+            &ci[48 + 64..48 + 80],
+            &[0x20, 3, 0, 0, 0xb8, 0x0b, 0, 0, 3, 0, 0, 0, 0xb0, 3, 0, 0]
+        );
+        let c1 = ZranInflateContext::read_from_bytes(&ci[88..128]).unwrap();
+        assert_eq!(c1.input_range(), Some(900..1700));
+        // The 3 high bits of 0b1011_0000 are 0b101.
+        assert_eq!(c1.prime(), Some((3, 0b101)));
+        c1.validate().unwrap();
+        let c0 = ZranInflateContext::read_from_bytes(&ci[48..88]).unwrap();
+        assert_eq!(c0.prime(), None);
+    }
+
+    #[test]
+    fn zran_table() {
+        let (ci, h) = zran_ci();
+        let t = ZranTable::new(&ci, &h).unwrap();
+        assert_eq!(t.len(), 2);
+        assert!(!t.is_empty());
+        assert_eq!(t.dictionaries(), b"abc");
+        let (c0, d0) = t.context(0).unwrap();
+        assert_eq!((c0.out_len.get(), d0), (5000, &b""[..]));
+        let (c1, d1) = t.context(1).unwrap();
+        assert_eq!((c1.out_offset.get(), d1), (4000, &b"abc"[..]));
+        assert!(matches!(t.context(2), Err(Error::BadRafs { .. })));
+        assert_eq!(t.contexts().len(), 2);
+    }
+
+    #[test]
+    fn zran_table_rules() {
+        let is_bad = |r: Result<ZranTable<'_>, Error>| matches!(r, Err(Error::BadRafs { .. }));
+        let (ci, h) = zran_ci();
+        let check = |f: &dyn Fn(&mut BlobCompressionContextHeader)| {
+            let mut h = h;
+            f(&mut h);
+            is_bad(ZranTable::new(&ci, &h))
+        };
+        assert!(check(&|h| h.s_features = U32::new(0x4000_0019)), "no v2");
+        assert!(check(&|h| h.s_features = U32::new(0x4000_0015)), "no ZRAN");
+        assert!(check(&|h| h.s_ci_zran_offset = U64::new(47)));
+        assert!(
+            check(&|h| h.s_ci_entries = U32::new(1)),
+            "offset != 24 × entries"
+        );
+        assert!(check(&|h| h.s_ci_zran_size = U64::new(84)), "past the data");
+        assert!(check(&|h| h.s_ci_zran_size = U64::new(79)), "contexts cut");
+        assert!(check(&|h| h.s_ci_zran_size = U64::new(u64::MAX)));
+        assert!(
+            check(&|h| {
+                h.s_ci_zran_count = U32::new(3);
+            }),
+            "more contexts than chunks"
+        );
+        assert!(is_bad(ZranTable::new(&ci[..100], &h)));
+        // No dictionaries at all is fine (one context at the start of the stream).
+        let mut one = h;
+        one.s_ci_zran_count = U32::new(1);
+        one.s_ci_zran_size = U64::new(40);
+        assert_eq!(ZranTable::new(&ci, &one).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn zran_context_rules() {
+        let (mut ci, h) = zran_ci();
+        let bad_ctx = |ci: &[u8]| {
+            matches!(
+                ZranTable::new(ci, &h).unwrap().context(1),
+                Err(Error::BadRafs { .. })
+            )
+        };
+        let at = 88;
+        let ctx =
+            |ci: &mut [u8]| *ZranInflateContext::mut_from_bytes(&mut ci[at..at + 40]).unwrap();
+        let set = |ci: &mut Vec<u8>, f: &dyn Fn(&mut ZranInflateContext)| {
+            let mut c = ctx(ci);
+            f(&mut c);
+            let mut v = ci.clone();
+            v[at..at + 40].copy_from_slice(c.as_bytes());
+            v
+        };
+        assert!(!bad_ctx(&ci));
+        assert!(bad_ctx(&set(&mut ci, &|c| c.ctx_bits = 8)));
+        assert!(bad_ctx(&set(&mut ci, &|c| c.out_len = U32::new(0))));
+        assert!(bad_ctx(
+            &set(&mut ci, &|c| c.out_len = U32::new(ZRAN_MAX_OUT_LEN + 1))
+        ));
+        assert!(bad_ctx(&set(&mut ci, &|c| c.in_len = U32::new(0))));
+        assert!(bad_ctx(
+            &set(&mut ci, &|c| c.in_len = U32::new(ZRAN_MAX_IN_LEN + 1))
+        ));
+        assert!(bad_ctx(
+            &set(&mut ci, &|c| c.in_offset = U64::new(u64::MAX - 10))
+        ));
+        assert!(bad_ctx(&set(&mut ci, &|c| c.in_offset = U64::new(1 << 40))));
+        assert!(bad_ctx(
+            &set(&mut ci, &|c| c.dict_size = U32::new(ZRAN_DICT_WINDOW + 1))
+        ));
+        assert!(
+            bad_ctx(&set(&mut ci, &|c| c.dict_size = U32::new(4))),
+            "past the table"
+        );
+        assert!(bad_ctx(&set(&mut ci, &|c| c.dict_offset = U64::new(1))));
+        assert!(bad_ctx(
+            &set(&mut ci, &|c| c.dict_offset = U64::new(u64::MAX))
+        ));
+        // The largest legal values pass.
+        let big = set(&mut ci, &|c| {
+            c.out_len = U32::new(ZRAN_MAX_OUT_LEN);
+            c.in_len = U32::new(ZRAN_MAX_IN_LEN);
+            c.ctx_bits = 7;
+        });
+        assert!(!bad_ctx(&big));
+    }
+
     proptest! {
         #[test]
         fn parsers_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..5000), n in 0u32..400) {
@@ -1417,7 +1758,15 @@ mod tests {
                 }
                 let _ = sb.chunk_table(&bytes);
             }
-            let _ = BlobCompressionContextHeader::parse(&bytes);
+            if let Ok(h) = BlobCompressionContextHeader::parse(&bytes)
+                && let Ok(t) = ZranTable::new(&bytes, h)
+            {
+                    for i in 0..=t.len() as u32 {
+                        if let Ok((c, _)) = t.context(i) {
+                            let _ = (c.input_range(), c.prime());
+                        }
+                    }
+            }
             for f in [BlobFeatures::ALIGNED, BlobFeatures::CHUNK_INFO_V2] {
                 if let Ok(a) = ChunkInfoArray::new(&bytes, f, n) {
                     for c in a.iter().flatten() {

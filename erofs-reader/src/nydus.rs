@@ -12,6 +12,13 @@
 //! keeping recently decoded chunks in a bounded cache, and (when asked) checking each
 //! decoded chunk against its digest from the bootstrap's chunk table.
 //!
+//! `targz-ref` blobs are the other kind: the stored blob is the original `.tar.gz` layer,
+//! and its separate meta blob adds, after the chunk infos, ZRan checkpoints into the gzip
+//! stream ([`erofs_format::rafs::ZranTable`]). A chunk is then a slice of what one
+//! checkpoint's gzip bytes inflate to; [`BlobSource`] fetches and inflates that context
+//! (primed with its pending bits and 32 KiB dictionary) once for all the chunks of a read
+//! that share it, and keeps the last few inflated contexts in a small bounded cache.
+//!
 //! Opening a RAFS v6 bootstrap with [`ImageBuilder::blob_dir`](crate::ImageBuilder::blob_dir)
 //! wires a [`BlobSource`] for every blob not given explicitly, found in the directory under
 //! its blob id (the device tag), so the whole `Image` API reads RAFS images. Blobs built with
@@ -19,8 +26,9 @@
 //! their bootstrap names them with the placeholder id `"x" × 64`, resolved in the blob
 //! directory by matching the blob meta header. Blobs whose chunk-info array lives in a
 //! separate meta blob (feature SEPARATE) read it from `<blob_meta_digest hex>` in the same
-//! directory ([`BlobSource::with_separate_meta`]); gzip / ZRAN blobs are
-//! [`Error::Unsupported`].
+//! directory ([`BlobSource::with_separate_meta`]): so do `targz-ref` (ZRAN) blobs, whose data
+//! blob is the `.tar.gz` put in the directory under the blob id. Legacy stargz blobs (gzip
+//! without ZRan tables) are [`Error::Unsupported`].
 //!
 //! ```no_run
 //! use erofs_reader::ImageBuilder;
@@ -50,19 +58,30 @@ use std::sync::{Arc, Mutex, OnceLock};
 use erofs_format::rafs::{
     BLOB_META_HEADER_SIZE, BlobCompressionContextHeader, ChunkInfo, ChunkInfoArray,
     FEATURE_COMPAT_RAFS_V6, PrefetchTable, RAFS_BLOCK_SIZE, RafsV5ChunkInfo, RafsV6Blob,
-    RafsV6SuperBlockExt, blob_table, chunk_table,
+    RafsV6SuperBlockExt, ZranTable, blob_table, chunk_table,
 };
 use erofs_format::superblock::SuperBlock;
 use zerocopy::FromBytes;
 
-pub use erofs_format::rafs::{BlobCompressor, BlobFeatures, Digest, Digester, RafsSuperFlags};
+pub use erofs_format::rafs::{
+    BlobCompressor, BlobFeatures, Digest, Digester, RafsSuperFlags, ZranInflateContext,
+};
 
 use crate::error::{Context, Error, Result};
 use crate::image::{Image, Inner};
 use crate::source::{LazyFile, Source};
 
+mod zran;
+
 /// Default capacity of a [`BlobSource`]'s decoded-chunk cache, in bytes.
 pub const DEFAULT_CHUNK_CACHE_BYTES: usize = 32 << 20;
+
+/// Most bytes of inflated ZRan contexts a [`BlobSource`] keeps (ZRAN blobs only): a few
+/// contexts, each at most 16 MiB and usually about 1 to 2 MiB.
+pub const ZRAN_CONTEXT_CACHE_BYTES: usize = 16 << 20;
+
+/// Largest ZRan table (contexts and dictionaries) accepted after the chunk infos.
+const MAX_ZRAN_TABLE_BYTES: u64 = 512 << 20;
 
 /// Largest stored span fetched with one read when neighbouring chunks are missing.
 const MAX_FETCH_SPAN: u64 = 16 << 20;
@@ -760,6 +779,8 @@ pub struct BlobStats {
     pub fetch_ns: u64,
     /// Nanoseconds spent decoding and checking chunks (summed over threads).
     pub decode_ns: u64,
+    /// ZRan contexts inflated (ZRAN blobs: each serves all the chunks cut from it).
+    pub zran_inflates: u64,
 }
 
 #[derive(Default)]
@@ -773,11 +794,97 @@ struct Counters {
     cache_hits: AtomicU64,
     fetch_ns: AtomicU64,
     decode_ns: AtomicU64,
+    zran_inflates: AtomicU64,
 }
 
 /// The decoded chunk-info array of a blob, checked.
 struct BlobMap {
     chunks: Vec<ChunkInfo>,
+    /// ZRAN blobs: the ZRan tables.
+    zran: Option<ZranMap>,
+}
+
+/// The ZRan tables of a ZRAN blob: the decompressed chunk-info data they live in and the
+/// blob meta header that places them (checked when the map was loaded).
+struct ZranMap {
+    ci: Vec<u8>,
+    header: Box<BlobCompressionContextHeader>,
+}
+
+impl ZranMap {
+    fn table(&self) -> std::result::Result<ZranTable<'_>, erofs_format::Error> {
+        ZranTable::new(&self.ci, &self.header)
+    }
+}
+
+/// Why a blob's chunk map could not be loaded, kept to answer every later read.
+enum MapError {
+    Corrupt(String, Context),
+    Unsupported(String),
+    Io(u16, io::ErrorKind, String),
+    Other(io::ErrorKind, String),
+}
+
+impl From<Error> for MapError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Corrupt { what, context } => MapError::Corrupt(what, context),
+            Error::Unsupported { feature } => MapError::Unsupported(feature),
+            Error::Io { device, source } => MapError::Io(device, source.kind(), source.to_string()),
+            e => {
+                let e = io::Error::from(e);
+                MapError::Other(e.kind(), e.to_string())
+            }
+        }
+    }
+}
+
+impl MapError {
+    fn to_error(&self) -> Error {
+        match self {
+            MapError::Corrupt(what, context) => Error::corrupt(what.clone(), *context),
+            MapError::Unsupported(feature) => Error::unsupported(feature.clone()),
+            MapError::Io(device, kind, msg) => Error::Io {
+                device: *device,
+                source: io::Error::new(*kind, msg.clone()),
+            },
+            MapError::Other(kind, msg) => Error::Io {
+                device: 0,
+                source: io::Error::new(*kind, msg.clone()),
+            },
+        }
+    }
+}
+
+/// Inflated ZRan contexts, oldest first, at most `capacity` bytes.
+struct ContextCache {
+    capacity: usize,
+    bytes: usize,
+    entries: VecDeque<(u32, Arc<[u8]>)>,
+}
+
+impl ContextCache {
+    fn get(&self, index: u32) -> Option<Arc<[u8]>> {
+        self.entries
+            .iter()
+            .find(|(i, _)| *i == index)
+            .map(|(_, d)| Arc::clone(d))
+    }
+
+    fn insert(&mut self, index: u32, data: Arc<[u8]>) {
+        let n = data.len();
+        if n > self.capacity || self.get(index).is_some() {
+            return;
+        }
+        self.bytes += n;
+        self.entries.push_back((index, data));
+        while self.bytes > self.capacity {
+            let Some((_, old)) = self.entries.pop_front() else {
+                break;
+            };
+            self.bytes -= old.len();
+        }
+    }
 }
 
 struct ChunkCache {
@@ -821,6 +928,11 @@ impl ChunkCache {
 /// ([`BlobSource::with_digests`]) every decoded chunk is hashed (BLAKE3 or SHA-256, as the
 /// blob says) and a mismatch fails the read with [`io::ErrorKind::InvalidData`].
 ///
+/// A ZRAN (`targz-ref`) blob's stored bytes are the original `.tar.gz`: a read fetches the
+/// gzip input of the ZRan contexts its chunks are cut from ([`BlobSource::zran_contexts`])
+/// and inflates each once; the last inflated contexts stay in a second bounded cache
+/// ([`ZRAN_CONTEXT_CACHE_BYTES`]).
+///
 /// The chunk-info array is read on first use, so constructing a source does no I/O and a
 /// blob that is never read may be absent.
 pub struct BlobSource {
@@ -828,8 +940,9 @@ pub struct BlobSource {
     meta_source: Option<Box<dyn Source>>,
     record: RafsV6Blob,
     digests: Option<Vec<Option<Digest>>>,
-    map: OnceLock<std::result::Result<BlobMap, (io::ErrorKind, String)>>,
+    map: OnceLock<std::result::Result<BlobMap, MapError>>,
     cache: Mutex<ChunkCache>,
+    contexts: Mutex<ContextCache>,
     /// Chunks being decoded ahead by [`BlobSource::decode_ahead`]; readers wait for them.
     inflight: Mutex<std::collections::HashSet<u32>>,
     inflight_done: std::sync::Condvar,
@@ -863,6 +976,11 @@ impl BlobSource {
                 map: HashMap::new(),
                 order: VecDeque::new(),
             }),
+            contexts: Mutex::new(ContextCache {
+                capacity: ZRAN_CONTEXT_CACHE_BYTES,
+                bytes: 0,
+                entries: VecDeque::new(),
+            }),
             counters: Counters::default(),
             inflight: Mutex::new(std::collections::HashSet::new()),
             inflight_done: std::sync::Condvar::new(),
@@ -884,11 +1002,16 @@ impl BlobSource {
         self
     }
 
-    /// Keep at most `bytes` of decoded chunks (default [`DEFAULT_CHUNK_CACHE_BYTES`]);
-    /// 0 turns the cache off.
+    /// Keep at most `bytes` of decoded chunks (default [`DEFAULT_CHUNK_CACHE_BYTES`]) and,
+    /// for ZRAN blobs, at most `bytes` (and never more than [`ZRAN_CONTEXT_CACHE_BYTES`]) of
+    /// inflated contexts; 0 turns both caches off (a single read still inflates each
+    /// context it needs only once).
     pub fn with_cache_capacity(self, bytes: usize) -> Self {
         if let Ok(mut c) = self.cache.lock() {
             c.capacity = bytes;
+        }
+        if let Ok(mut c) = self.contexts.lock() {
+            c.capacity = bytes.min(ZRAN_CONTEXT_CACHE_BYTES);
         }
         self
     }
@@ -917,6 +1040,7 @@ impl BlobSource {
             cache_hits: l(&c.cache_hits),
             fetch_ns: l(&c.fetch_ns),
             decode_ns: l(&c.decode_ns),
+            zran_inflates: l(&c.zran_inflates),
         }
     }
 
@@ -925,28 +1049,59 @@ impl BlobSource {
     /// # Errors
     ///
     /// [`Error::Io`] if the blob (or its meta blob) cannot be read, [`Error::Corrupt`] if
-    /// the array breaks the format's rules, [`Error::Unsupported`] for gzip/ZRAN blobs.
+    /// the array (or a ZRAN blob's ZRan table) breaks the format's rules,
+    /// [`Error::Unsupported`] for gzip blobs without ZRan tables (legacy stargz).
     pub fn chunk_infos(&self) -> Result<&[ChunkInfo]> {
         self.map().map(|m| &m.chunks[..])
     }
 
+    /// The ZRan contexts of a ZRAN (`targz-ref`) blob, checked when the chunk map was
+    /// loaded (each chunk's [`ChunkInfo::zran`] names one); empty for other blobs.
+    ///
+    /// # Errors
+    ///
+    /// As [`BlobSource::chunk_infos`].
+    pub fn zran_contexts(&self) -> Result<&[ZranInflateContext]> {
+        match &self.map()?.zran {
+            Some(z) => Ok(z.table().map_err(|e| self.blob_err(e))?.contexts()),
+            None => Ok(&[]),
+        }
+    }
+
     /// The stored byte range holding the chunks that overlap `range` of the uncompressed
     /// space (what a server must fetch to answer a read of `range`), or `None` if no chunk
-    /// overlaps it.
+    /// overlaps it. For a ZRAN blob: the gzip input of the ZRan contexts those chunks are
+    /// cut from.
     ///
     /// # Errors
     ///
     /// As [`BlobSource::chunk_infos`].
     pub fn stored_range(&self, range: Range<u64>) -> Result<Option<Range<u64>>> {
-        let chunks = self.chunk_infos()?;
-        let r = overlapping(chunks, range.start, range.end);
-        Ok(chunks[r].iter().fold(None, |acc: Option<Range<u64>>, c| {
-            let (s, e) = (c.compressed_offset, c.compressed_end());
-            Some(match acc {
-                None => s..e,
-                Some(a) => a.start.min(s)..a.end.max(e),
-            })
-        }))
+        let map = self.map()?;
+        let chunks = &map.chunks[overlapping(&map.chunks, range.start, range.end)];
+        let mut acc: Option<Range<u64>> = None;
+        for c in chunks {
+            let r = match &map.zran {
+                Some(z) => self.zran_context_input(z, c)?,
+                None => c.compressed_offset..c.compressed_end(),
+            };
+            acc = Some(match acc {
+                None => r,
+                Some(a) => a.start.min(r.start)..a.end.max(r.end),
+            });
+        }
+        Ok(acc)
+    }
+
+    /// The gzip byte range of the ZRan context chunk `c` is cut from.
+    fn zran_context_input(&self, z: &ZranMap, c: &ChunkInfo) -> Result<Range<u64>> {
+        let (index, _) = c
+            .zran
+            .ok_or_else(|| self.blob_err("chunk without a ZRan context"))?;
+        let table = z.table().map_err(|e| self.blob_err(e))?;
+        let (ctx, _) = table.context(index).map_err(|e| self.blob_err(e))?;
+        ctx.input_range()
+            .ok_or_else(|| self.blob_err("ZRan context input overflows"))
     }
 
     /// Decode chunk `ci` (from the cache, or fetched and decoded), checking its digest if
@@ -964,6 +1119,12 @@ impl BlobSource {
             .ok_or_else(|| Error::corrupt(format!("no chunk {ci} in the blob"), Context::NONE))?;
         if let Some(d) = self.cache_get(ci) {
             return Ok((d, self.digest_for(ci).is_some()));
+        }
+        if map.zran.is_some() {
+            let (out, r) = self.zran_chunk(map, ci, &mut Vec::new())?;
+            let data: Arc<[u8]> = Arc::from(&out[r]);
+            self.cache_put(ci, data.clone());
+            return Ok((data, self.digest_for(ci).is_some()));
         }
         let mut stored = vec![0u8; c.compressed_size as usize];
         self.fetch(&mut stored, c.compressed_offset)?;
@@ -1026,6 +1187,9 @@ impl BlobSource {
         let map = self.map()?;
         let end = range.end.min(self.uncompressed_size());
         let chunks = overlapping(&map.chunks, range.start, end);
+        if map.zran.is_some() {
+            return self.warm_zran(map, chunks);
+        }
         // Claim the chunks nobody has (cached or in flight), as one run of adjacent
         // stored bytes from the first.
         let mut claimed: Vec<usize> = Vec::new();
@@ -1077,6 +1241,159 @@ impl BlobSource {
         }
         self.inflight_done.notify_all();
         result
+    }
+
+    /// [`BlobSource::warm`] for a ZRAN blob: chunk by chunk, each context inflated once.
+    fn warm_zran(&self, map: &BlobMap, chunks: Range<usize>) -> Result<()> {
+        let mut held = Vec::new();
+        for k in chunks {
+            let ci = k as u32;
+            {
+                let Ok(mut set) = self.inflight.lock() else {
+                    return Ok(());
+                };
+                if set.contains(&ci) || self.cache_has(ci) {
+                    continue;
+                }
+                set.insert(ci);
+            }
+            let result = self
+                .zran_chunk(map, ci, &mut held)
+                .map(|(out, r)| self.cache_put(ci, Arc::from(&out[r])));
+            if let Ok(mut set) = self.inflight.lock() {
+                set.remove(&ci);
+            }
+            self.inflight_done.notify_all();
+            result?;
+        }
+        Ok(())
+    }
+
+    /// The inflated output of ZRan context `index`: from the context cache, or its gzip
+    /// input fetched and inflated.
+    fn zran_output(&self, z: &ZranMap, index: u32) -> Result<Arc<[u8]>> {
+        if let Some(d) = self.contexts.lock().ok().and_then(|c| c.get(index)) {
+            return Ok(d);
+        }
+        let table = z.table().map_err(|e| self.blob_err(e))?;
+        let (ctx, dict) = table
+            .context(index)
+            .map_err(|e| self.blob_err(format!("ZRan context {index}: {e}")))?;
+        // Both lengths were bounded by `validate` (at most 32 and 16 MiB).
+        let mut input = vec![0u8; ctx.in_len.get() as usize];
+        self.fetch(&mut input, ctx.in_offset.get())?;
+        let t0 = std::time::Instant::now();
+        let mut out = vec![0u8; ctx.out_len.get() as usize];
+        let r = zran::inflate_context(ctx, dict, &input, &mut out);
+        self.counters
+            .decode_ns
+            .fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        r.map_err(|e| {
+            self.blob_err(format!(
+                "ZRan context {index} (gzip {}+{}): {e}",
+                ctx.in_offset.get(),
+                ctx.in_len.get()
+            ))
+        })?;
+        self.counters.zran_inflates.fetch_add(1, Ordering::Relaxed);
+        let out: Arc<[u8]> = Arc::from(out);
+        if let Ok(mut c) = self.contexts.lock() {
+            c.insert(index, out.clone());
+        }
+        Ok(out)
+    }
+
+    /// Before chunk `i` (not cached) of a read that goes on to chunk `end`: if its context
+    /// is neither held nor cached and a later chunk of the read needs another such context,
+    /// inflate both at once, the second on a helper thread, and hold them.
+    fn inflate_ahead(
+        &self,
+        map: &BlobMap,
+        i: usize,
+        end: usize,
+        held: &mut Vec<(u32, Arc<[u8]>)>,
+    ) -> Result<()> {
+        let (Some(z), Some((index, _))) = (&map.zran, map.chunks[i].zran) else {
+            return Ok(());
+        };
+        let missing = |x: u32| {
+            held.iter().all(|(h, _)| *h != x)
+                && self.contexts.lock().is_ok_and(|c| c.get(x).is_none())
+        };
+        if !missing(index) {
+            return Ok(());
+        }
+        // The first later chunk (not cached) cut from another context.
+        let next = map.chunks[i + 1..end]
+            .iter()
+            .enumerate()
+            .filter_map(|(k, c)| Some((i + 1 + k, c.zran?.0)))
+            .find(|&(k, x)| x != index && !self.cache_has(k as u32))
+            .map(|(_, x)| x)
+            .filter(|&x| missing(x));
+        let Some(next) = next else {
+            return Ok(());
+        };
+        let (first, second) = std::thread::scope(|scope| {
+            let helper = std::thread::Builder::new()
+                .name("zran-inflate".into())
+                .spawn_scoped(scope, || self.zran_output(z, next));
+            let first = self.zran_output(z, index);
+            let second = match helper {
+                Ok(h) => h
+                    .join()
+                    .unwrap_or_else(|_| Err(self.blob_err("inflate thread panicked"))),
+                // No thread to be had: inflate it here.
+                Err(_) => self.zran_output(z, next),
+            };
+            (first, second)
+        });
+        *held = vec![(index, first?), (next, second?)];
+        Ok(())
+    }
+
+    /// Chunk `ci` of a ZRAN blob, digest-checked: its context's inflated output and the
+    /// chunk's range in it. `held` keeps the contexts used last (at most two), so that a run
+    /// of chunks inflates each context once even when the context cache is off.
+    fn zran_chunk(
+        &self,
+        map: &BlobMap,
+        ci: u32,
+        held: &mut Vec<(u32, Arc<[u8]>)>,
+    ) -> Result<(Arc<[u8]>, Range<usize>)> {
+        let z = map
+            .zran
+            .as_ref()
+            .ok_or_else(|| self.blob_err("not a ZRAN blob"))?;
+        let c = map
+            .chunks
+            .get(ci as usize)
+            .ok_or_else(|| self.blob_err(format!("no chunk {ci}")))?;
+        let (index, offset) = c
+            .zran
+            .ok_or_else(|| self.blob_err(format!("chunk {ci} has no ZRan context")))?;
+        let out = match held.iter().find(|(i, _)| *i == index) {
+            Some((_, d)) => Arc::clone(d),
+            None => {
+                let d = self.zran_output(z, index)?;
+                *held = vec![(index, Arc::clone(&d))];
+                d
+            }
+        };
+        let start = offset as usize;
+        let range = start..start.saturating_add(c.uncompressed_size as usize);
+        let part = out.get(range.clone()).ok_or_else(|| {
+            self.blob_err(format!(
+                "chunk {ci} runs past the output of ZRan context {index}"
+            ))
+        })?;
+        let t0 = std::time::Instant::now();
+        let r = self.check_digest(ci, c, part);
+        self.counters
+            .decode_ns
+            .fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        r?;
+        Ok((out, range))
     }
 
     fn is_inflight(&self, ci: u32) -> bool {
@@ -1169,6 +1486,11 @@ impl BlobSource {
             }
             .map_err(|e| self.blob_err(format!("chunk {ci}: {e}")))?;
         }
+        self.check_digest(ci, c, out)
+    }
+
+    /// Count chunk `ci` (decoded into `out`) and check its digest, if one was given.
+    fn check_digest(&self, ci: u32, c: &ChunkInfo, out: &[u8]) -> Result<()> {
         self.counters.chunks_decoded.fetch_add(1, Ordering::Relaxed);
         if let Some(want) = self.digest_for(ci) {
             let got = digest(self.record.digester(), out)
@@ -1192,36 +1514,40 @@ impl BlobSource {
     }
 
     fn map(&self) -> Result<&BlobMap> {
-        match self.map.get_or_init(|| {
-            self.load_map().map_err(|e| {
-                let e: io::Error = e.into();
-                (e.kind(), e.to_string())
-            })
-        }) {
+        match self
+            .map
+            .get_or_init(|| self.load_map().map_err(MapError::from))
+        {
             Ok(m) => Ok(m),
-            Err((kind, msg)) => Err(match kind {
-                io::ErrorKind::InvalidData => Error::corrupt(msg.clone(), Context::NONE),
-                io::ErrorKind::Unsupported => Error::unsupported(msg.clone()),
-                k => Error::Io {
-                    device: 0,
-                    source: io::Error::new(*k, msg.clone()),
-                },
-            }),
+            Err(e) => Err(e.to_error()),
         }
     }
 
     fn load_map(&self) -> Result<BlobMap> {
         let r = &self.record;
         let features = r.features();
-        if features.contains(BlobFeatures::ZRAN) {
-            return Err(Error::unsupported("Nydus ZRAN (gzip reference) blob"));
-        }
+        let zran = features.contains(BlobFeatures::ZRAN);
         match r.compressor() {
-            Some(BlobCompressor::None | BlobCompressor::Lz4Block | BlobCompressor::Zstd) => {}
+            Some(BlobCompressor::None | BlobCompressor::Lz4Block | BlobCompressor::Zstd)
+                if !zran => {}
+            Some(BlobCompressor::Gzip) if zran => {}
             Some(BlobCompressor::Gzip) => {
-                return Err(Error::unsupported("Nydus gzip-compressed blob"));
+                return Err(Error::unsupported(
+                    "Nydus gzip-compressed blob without ZRan tables (legacy stargz)",
+                ));
+            }
+            Some(other) => {
+                return Err(self.blob_err(format!("ZRAN blob with compressor {other:?}")));
             }
             None => return Err(self.blob_err("unknown compressor")),
+        }
+        if zran && !features.contains(BlobFeatures::CHUNK_INFO_V2) {
+            return Err(self.blob_err("ZRAN blob without v2 chunk infos"));
+        }
+        if zran && !cfg!(feature = "deflate") {
+            return Err(Error::unsupported(
+                "Nydus ZRAN (targz-ref) blob: needs the `deflate` feature",
+            ));
         }
         let chunk_size = r.chunk_size.get();
         if !chunk_size.is_power_of_two()
@@ -1233,7 +1559,13 @@ impl BlobSource {
         let count = r.chunk_count.get();
         let usize_ = r.ci_uncompressed_size.get();
         let csize = r.ci_compressed_size.get();
-        if usize_ != u64::from(count) * r.chunk_info_size() || usize_ > MAX_CHUNK_INFO_BYTES {
+        let infos = u64::from(count) * r.chunk_info_size();
+        let fits = if zran {
+            usize_ >= infos && usize_ - infos <= MAX_ZRAN_TABLE_BYTES
+        } else {
+            usize_ == infos
+        };
+        if !fits || infos > MAX_CHUNK_INFO_BYTES {
             return Err(self.blob_err(format!(
                 "chunk-info array of {usize_} bytes for {count} chunks"
             )));
@@ -1273,7 +1605,9 @@ impl BlobSource {
                 }
             })
         };
-        // The header after the array must agree with the blob table.
+        // The header after the array must agree with the blob table (ZRAN blobs: and it
+        // places the ZRan tables).
+        let mut zran_header = None;
         if let Some(hoff) = r.meta_header_offset() {
             let mut h = vec![0u8; BLOB_META_HEADER_SIZE];
             read(&mut h, hoff)?;
@@ -1282,6 +1616,10 @@ impl BlobSource {
             if !header.matches(r) {
                 return Err(self.blob_err("blob meta header differs from the blob table"));
             }
+            zran_header = zran.then(|| Box::new(*header));
+        }
+        if zran && zran_header.is_none() {
+            return Err(self.blob_err("ZRAN blob without a blob meta header"));
         }
         // Bound every allocation by the input: the array must lie inside the meta source,
         // and each chunk holds at least one stored byte.
@@ -1326,6 +1664,18 @@ impl BlobSource {
         };
         let arr = ChunkInfoArray::new(&bytes, features, count)
             .map_err(|e| self.blob_err(format!("chunk-info array: {e}")))?;
+        let table = match &zran_header {
+            Some(h) => {
+                let t = ZranTable::new(&bytes, h)
+                    .map_err(|e| self.blob_err(format!("ZRan table: {e}")))?;
+                for i in 0..t.len() as u32 {
+                    t.context(i)
+                        .map_err(|e| self.blob_err(format!("ZRan context {i}: {e}")))?;
+                }
+                Some(t)
+            }
+            None => None,
+        };
         let limit = r.uncompressed_size.get();
         let mut chunks = Vec::with_capacity(count as usize);
         let mut prev_end = 0u64;
@@ -1356,15 +1706,32 @@ impl BlobSource {
             if c.compressed && r.compressor() == Some(BlobCompressor::None) {
                 return Err(bad("compressed chunk in an uncompressed blob"));
             }
-            if !features.contains(BlobFeatures::SEPARATE)
+            if !zran
+                && !features.contains(BlobFeatures::SEPARATE)
                 && c.compressed_end() > r.compressed_data_size()
             {
                 return Err(bad("stored bytes run into the blob meta"));
             }
+            match (&table, c.zran) {
+                (Some(t), Some((index, offset))) => {
+                    let (ctx, _) = t
+                        .context(index)
+                        .map_err(|e| bad(&format!("ZRan context: {e}")))?;
+                    if u64::from(offset) + u64::from(c.uncompressed_size)
+                        > u64::from(ctx.out_len.get())
+                    {
+                        return Err(bad("runs past the output of its ZRan context"));
+                    }
+                }
+                (Some(_), None) => return Err(bad("no ZRan context in a ZRAN blob")),
+                (None, Some(_)) => return Err(bad("ZRan context in a blob without ZRAN")),
+                (None, None) => {}
+            }
             prev_end = c.uncompressed_end();
             chunks.push(c);
         }
-        Ok(BlobMap { chunks })
+        let zran = zran_header.map(|header| ZranMap { ci: bytes, header });
+        Ok(BlobMap { chunks, zran })
     }
 
     fn read_range(&self, buf: &mut [u8], offset: u64) -> Result<()> {
@@ -1387,6 +1754,9 @@ impl BlobSource {
             .bytes_served
             .fetch_add(buf.len() as u64, Ordering::Relaxed);
         let map = self.map()?;
+        if map.zran.is_some() {
+            return self.read_zran(map, buf, offset, end);
+        }
         let range = overlapping(&map.chunks, offset, end);
         // `rest` is the part of `buf` not written yet; it starts at absolute offset `pos`.
         let mut rest: &mut [u8] = buf;
@@ -1448,6 +1818,42 @@ impl BlobSource {
                 Ok(())
             })?;
             i = j;
+        }
+        rest.fill(0);
+        Ok(())
+    }
+
+    /// [`BlobSource::read_range`] for a ZRAN blob: chunk by chunk, each context inflated at
+    /// most once, two at a time on two threads when the read needs more than one; a chunk
+    /// only partly read is kept.
+    fn read_zran(&self, map: &BlobMap, buf: &mut [u8], offset: u64, end: u64) -> Result<()> {
+        let mut rest: &mut [u8] = buf;
+        let mut pos = offset;
+        let mut held = Vec::new();
+        let range = overlapping(&map.chunks, offset, end);
+        for i in range.clone() {
+            let c = map.chunks[i];
+            let ci = i as u32;
+            self.wait_inflight(ci);
+            let to = c.uncompressed_end().min(end);
+            let skip = (pos.max(c.uncompressed_offset) - c.uncompressed_offset) as usize;
+            let dst = take(&mut rest, &mut pos, c.uncompressed_offset, to);
+            let cached = self.cache_get(ci);
+            if cached.is_none() {
+                self.inflate_ahead(map, i, range.end, &mut held)?;
+            }
+            let (data, part) = match &cached {
+                Some(d) => (Arc::clone(d), 0..d.len()),
+                None => self.zran_chunk(map, ci, &mut held)?,
+            };
+            let part = &data[part];
+            let src = part
+                .get(skip..skip + dst.len())
+                .ok_or_else(|| self.blob_err(format!("chunk {ci}: read past its end")))?;
+            dst.copy_from_slice(src);
+            if cached.is_none() && dst.len() != part.len() {
+                self.cache_put(ci, Arc::from(part));
+            }
         }
         rest.fill(0);
         Ok(())
@@ -1843,11 +2249,327 @@ mod tests {
         short.truncate(20);
         let e = BlobSource::new(short, &r).chunk_infos().unwrap_err();
         assert!(e.is_corrupt(), "{e}");
+        // ZRAN needs gzip data and v2 chunk infos; gzip without ZRAN (stargz) is not read.
         let mut r3 = r;
         r3.features = U32::new(0x4000_0009);
+        let e = BlobSource::new(data.clone(), &r3)
+            .chunk_infos()
+            .unwrap_err();
+        assert!(e.is_corrupt(), "{e}");
+        r3.compression_algo = U32::new(2);
+        let e = BlobSource::new(data.clone(), &r3)
+            .chunk_infos()
+            .unwrap_err();
+        assert!(e.to_string().contains("v2"), "{e}");
+        let mut r4 = r;
+        r4.compression_algo = U32::new(2);
         assert!(matches!(
-            BlobSource::new(data, &r3).chunk_infos(),
+            BlobSource::new(data, &r4).chunk_infos(),
             Err(Error::Unsupported { .. })
         ));
+    }
+}
+
+// Hand-built targz-ref blobs: a gzip file and a separate meta blob with ZRan tables.
+#[cfg(all(test, feature = "deflate"))]
+mod zran_blob_tests {
+    use super::*;
+    use erofs_format::rafs::ZranInflateContext;
+    use flate2::Compression;
+    use flate2::write::GzEncoder;
+    use std::io::Write;
+    use zerocopy::little_endian::{U32, U64};
+    use zerocopy::{FromZeros, IntoBytes};
+
+    fn text(seed: u64, n: usize) -> Vec<u8> {
+        let words = [
+            "tar ", "gzip ", "zran ", "chunk\n", "blob ", "meta ", "nydus ",
+        ];
+        let mut x = seed | 1;
+        let mut out = Vec::with_capacity(n + 8);
+        while out.len() < n {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            out.extend_from_slice(words[(x % 7) as usize].as_bytes());
+        }
+        out.truncate(n);
+        out
+    }
+
+    /// A targz-ref blob: the gzip file, the meta blob, the blob table record, the
+    /// uncompressed space, the chunk digests. Two contexts: one from the deflate start, one
+    /// from a sync-flush point with a 32 KiB dictionary; 40 KiB chunks, 4 KiB aligned.
+    #[derive(Clone)]
+    struct Built {
+        gz: Vec<u8>,
+        meta: Vec<u8>,
+        record: RafsV6Blob,
+        space: Vec<u8>,
+        digests: Vec<Option<Digest>>,
+    }
+
+    /// Byte offset of the ZRan contexts (after 7 chunk infos) in [`Built::meta`].
+    const CONTEXTS_AT: usize = 24 * 7;
+
+    fn build() -> Built {
+        static BUILT: OnceLock<Built> = OnceLock::new();
+        BUILT.get_or_init(build_once).clone()
+    }
+
+    fn build_once() -> Built {
+        let a = text(1, 150_000);
+        let b = text(2, 100_000);
+        let mut e = GzEncoder::new(Vec::new(), Compression::default());
+        e.write_all(&a).unwrap();
+        e.flush().unwrap();
+        let flush_at = e.get_ref().len() as u64;
+        e.write_all(&b).unwrap();
+        let gz = e.finish().unwrap();
+        let deflate_end = gz.len() as u64 - 8;
+        let mut c0 = ZranInflateContext::new_zeroed();
+        c0.in_offset = U64::new(10);
+        c0.in_len = U32::new((flush_at - 10) as u32);
+        c0.out_len = U32::new(a.len() as u32);
+        let mut c1 = ZranInflateContext::new_zeroed();
+        c1.in_offset = U64::new(flush_at);
+        c1.out_offset = U64::new(a.len() as u64);
+        c1.in_len = U32::new((deflate_end - flush_at) as u32);
+        c1.out_len = U32::new(b.len() as u32);
+        c1.dict_size = U32::new(32768);
+        let dict = &a[a.len() - 32768..];
+        // Chunks of at most 40 000 bytes cut from each context's output.
+        let mut infos = Vec::new();
+        let mut space = Vec::new();
+        let mut digests = Vec::new();
+        for (ci, part, ctx) in [(0u64, &a, &c0), (1, &b, &c1)] {
+            for (k, chunk) in part.chunks(40_000).enumerate() {
+                let uoff = space.len() as u64;
+                space.extend_from_slice(chunk);
+                space.resize(space.len().next_multiple_of(4096), 0);
+                let uncomp = (uoff >> 12) | ((chunk.len() as u64 - 1) << 32) | (3 << 56);
+                let comp = ctx.in_offset.get() | (1 << 40);
+                let data = (ci << 32) | (k as u64 * 40_000);
+                for w in [uncomp, comp, data] {
+                    infos.extend_from_slice(&w.to_le_bytes());
+                }
+                digests.push(digest(Some(Digester::Sha256), chunk));
+            }
+        }
+        assert_eq!(infos.len(), CONTEXTS_AT);
+        let count = digests.len() as u32;
+        let mut ci = infos;
+        ci.extend_from_slice(c0.as_bytes());
+        ci.extend_from_slice(c1.as_bytes());
+        ci.extend_from_slice(dict);
+        let mut r = RafsV6Blob::new_zeroed();
+        r.blob_id[..4].copy_from_slice(b"zran");
+        r.chunk_size = U32::new(0x10000);
+        r.chunk_count = U32::new(count);
+        r.compression_algo = U32::new(2);
+        r.digest_algo = U32::new(1);
+        r.features = U32::new(0x4000_001D);
+        r.compressed_size = U64::new(gz.len() as u64);
+        r.uncompressed_size = U64::new(space.len() as u64);
+        r.ci_offset = U64::new(0);
+        r.ci_compressed_size = U64::new(ci.len() as u64);
+        r.ci_uncompressed_size = U64::new(ci.len() as u64);
+        let mut h = BlobCompressionContextHeader::new_zeroed();
+        h.s_magic = U32::new(erofs_format::rafs::BLOB_META_MAGIC);
+        h.s_magic2 = U32::new(erofs_format::rafs::BLOB_META_MAGIC);
+        h.s_features = r.features;
+        h.s_ci_entries = r.chunk_count;
+        h.s_ci_compressed_size = r.ci_compressed_size;
+        h.s_ci_uncompressed_size = r.ci_uncompressed_size;
+        h.s_ci_zran_offset = U64::new(CONTEXTS_AT as u64);
+        h.s_ci_zran_size = U64::new(80 + 32768);
+        h.s_ci_zran_count = U32::new(2);
+        let mut meta = ci;
+        meta.extend_from_slice(h.as_bytes());
+        Built {
+            gz,
+            meta,
+            record: r,
+            space,
+            digests,
+        }
+    }
+
+    fn source(b: &Built) -> BlobSource {
+        BlobSource::new(b.gz.clone(), &b.record)
+            .with_separate_meta(b.meta.clone())
+            .with_digests(b.digests.clone())
+    }
+
+    #[test]
+    fn reads_back_inflating_each_context_once() {
+        let b = build();
+        let src = source(&b);
+        assert_eq!(src.chunk_infos().unwrap().len(), 7);
+        let mut all = vec![0xAAu8; b.space.len()];
+        src.read_exact_at(&mut all, 0).unwrap();
+        assert!(all == b.space);
+        let s = src.stats();
+        assert_eq!((s.zran_inflates, s.chunks_verified), (2, 7), "{s:?}");
+        // Served from the cached contexts: no new inflation, no new fetch.
+        let mut part = vec![0u8; 50_000];
+        src.read_exact_at(&mut part, 30_000).unwrap();
+        assert!(part == b.space[30_000..80_000]);
+        let s2 = src.stats();
+        assert_eq!((s2.zran_inflates, s2.fetches), (2, s.fetches), "{s2:?}");
+        // A chunk's stored range is its context's gzip input.
+        let c1 = src.chunk_infos().unwrap()[5];
+        let r = src
+            .stored_range(c1.uncompressed_offset..c1.uncompressed_end())
+            .unwrap();
+        let flush_at = src.zran_context_input(src.map().unwrap().zran.as_ref().unwrap(), &c1);
+        assert_eq!(r, Some(flush_at.unwrap()));
+        assert_eq!(r.unwrap().end, b.gz.len() as u64 - 8);
+        let (d, checked) = src.decode_chunk(6).unwrap();
+        assert!(checked);
+        let at = src.chunk_infos().unwrap()[6].uncompressed_offset as usize;
+        assert_eq!(&d[..], &b.space[at..at + d.len()]);
+    }
+
+    #[test]
+    fn without_caches_a_read_still_inflates_each_context_once() {
+        let b = build();
+        let src = source(&b).with_cache_capacity(0);
+        // Chunks 1..=3 of context 0, read in one go.
+        let mut buf = vec![0u8; 100_000];
+        src.read_exact_at(&mut buf, 41_000).unwrap();
+        assert!(buf == b.space[41_000..141_000]);
+        assert_eq!(src.stats().zran_inflates, 1);
+        src.read_exact_at(&mut buf, 41_000).unwrap();
+        assert_eq!(src.stats().zran_inflates, 2, "nothing kept");
+        // A read over both contexts inflates them together (two threads), each once.
+        let mut all = vec![0u8; b.space.len()];
+        src.read_exact_at(&mut all, 0).unwrap();
+        assert!(all == b.space);
+        assert_eq!(src.stats().zran_inflates, 4);
+        // With the context cache on, the second is inflated ahead and then found cached.
+        let src = source(&b);
+        src.read_exact_at(&mut all, 0).unwrap();
+        assert!(all == b.space);
+        assert_eq!(src.stats().zran_inflates, 2);
+        // An error in the context inflated ahead fails the read, without a panic.
+        let mut bad = b.clone();
+        let at = bad.gz.len() - 1000;
+        bad.gz[at] ^= 0x55;
+        let src = source(&bad).with_cache_capacity(0);
+        assert!(src.read_exact_at(&mut all, 0).is_err());
+    }
+
+    #[test]
+    fn decode_ahead_fills_the_cache() {
+        let b = build();
+        let src = Arc::new(source(&b));
+        src.decode_ahead(0..b.space.len() as u64);
+        for _ in 0..500 {
+            if !src.ahead_busy.load(Ordering::Acquire) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let mut all = vec![0u8; b.space.len()];
+        src.read_exact_at(&mut all, 0).unwrap();
+        assert!(all == b.space);
+        let s = src.stats();
+        assert_eq!(
+            (s.zran_inflates, s.chunks_decoded, s.cache_hits),
+            (2, 7, 7),
+            "{s:?}"
+        );
+    }
+
+    #[test]
+    fn flipped_gzip_byte_is_an_error() {
+        let mut b = build();
+        let at = b.gz.len() / 3;
+        b.gz[at] ^= 0x20;
+        let src = source(&b);
+        let mut all = vec![0u8; b.space.len()];
+        let e = src.read_exact_at(&mut all, 0).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
+        // A truncated gzip file: the context's input is past its end.
+        let mut b = build();
+        b.gz.truncate(b.gz.len() / 2);
+        let e = source(&b).read_exact_at(&mut all, 0).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
+    }
+
+    /// `f` applied to the meta's second context (or the header) makes loading the chunk map
+    /// fail as corrupt.
+    fn corrupt_map(f: &dyn Fn(&mut Built)) -> Error {
+        let mut b = build();
+        f(&mut b);
+        let e = source(&b).chunk_infos().map(|_| ()).unwrap_err();
+        assert!(e.is_corrupt(), "{e}");
+        e
+    }
+
+    fn context_mut(b: &mut Built, i: usize) -> &mut ZranInflateContext {
+        let at = CONTEXTS_AT + 40 * i;
+        ZranInflateContext::mut_from_bytes(&mut b.meta[at..at + 40]).unwrap()
+    }
+
+    fn header_mut(b: &mut Built) -> &mut BlobCompressionContextHeader {
+        let at = b.meta.len() - BLOB_META_HEADER_SIZE;
+        BlobCompressionContextHeader::mut_from_bytes(&mut b.meta[at..]).unwrap()
+    }
+
+    #[test]
+    fn bad_zran_tables_are_refused() {
+        corrupt_map(&|b| context_mut(b, 1).dict_offset = U64::new(1));
+        corrupt_map(&|b| context_mut(b, 1).dict_size = U32::new(32769));
+        corrupt_map(&|b| context_mut(b, 1).ctx_bits = 8);
+        corrupt_map(&|b| context_mut(b, 1).out_len = U32::new(0));
+        corrupt_map(&|b| context_mut(b, 1).out_len = U32::new(60_000));
+        corrupt_map(&|b| context_mut(b, 0).in_len = U32::new(u32::MAX));
+        corrupt_map(&|b| header_mut(b).s_ci_zran_count = U32::new(8));
+        corrupt_map(&|b| header_mut(b).s_ci_zran_offset = U64::new(0));
+        corrupt_map(&|b| header_mut(b).s_ci_zran_size = U64::new(1 << 40));
+        let e = corrupt_map(&|b| {
+            // Chunk 6 names context 2, which does not exist.
+            let at = 6 * 24 + 20;
+            b.meta[at] = 2;
+        });
+        assert!(e.to_string().contains("ZRan"), "{e}");
+        // A chunk without the ZRAN flag in a ZRAN blob.
+        corrupt_map(&|b| b.meta[7] = 1);
+        // A ZRAN blob must be gzip with v2 chunk infos.
+        corrupt_map(&|b| b.record.compression_algo = U32::new(3));
+        // Gzip without ZRAN (legacy stargz) is not read.
+        let mut b = build();
+        b.record.features = U32::new(0x4000_0015);
+        header_mut(&mut b).s_features = b.record.features;
+        let e = source(&b).chunk_infos().map(|_| ()).unwrap_err();
+        assert!(matches!(e, Error::Unsupported { .. }), "{e}");
+        assert_eq!(e.to_string().matches("unsupported").count(), 1, "{e}");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        #[test]
+        fn hostile_meta_never_panics(
+            flips in proptest::collection::vec((0usize..CONTEXTS_AT + 80 + 100, proptest::prelude::any::<u8>()), 1..6),
+            cut in proptest::option::of(0usize..40_000),
+            reads in proptest::collection::vec((0u64..300_000, 0usize..90_000), 1..4),
+        ) {
+            let mut b = build();
+            for (at, x) in flips {
+                b.meta[at] ^= x;
+            }
+            if let Some(n) = cut {
+                b.gz.truncate(n);
+            }
+            let src = source(&b).with_cache_capacity(1 << 20);
+            for (off, len) in reads {
+                let mut buf = vec![0u8; len];
+                let _ = src.read_exact_at(&mut buf, off);
+                let _ = src.stored_range(off..off + len as u64);
+            }
+            let _ = src.decode_chunk(3);
+        }
     }
 }
