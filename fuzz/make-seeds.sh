@@ -77,7 +77,30 @@ blob=$(ls "$TMP/nydus/blobs" | head -1)
 # The blob ends with the blob meta (chunk info array, compression context header).
 tail -c 8192 "$TMP/nydus/blobs/$blob" >"$OUT/rafs-blob-tail.bin"
 
-for f in "$OUT"/*; do
+# Whole Nydus blobs for the rafs_blob target, one directory per kind under nydus/: the
+# bootstrap (boot), the data blob and, for targz-ref, the separate blob meta, each named as
+# nydus-image names them. targz-ref keeps the layer's .tar.gz as the data blob (named by its
+# sha256) and adds ZRan inflate contexts to the blob meta.
+for kind in none lz4_block zstd targz-ref; do
+  d=$TMP/nb-$kind
+  rm -rf "$d" "$OUT/nydus/$kind"
+  mkdir -p "$d/blobs" "$OUT/nydus/$kind"
+  if [ "$kind" = targz-ref ]; then
+    # (without the FIFO: nydus-image 2.2 cannot read its tar header)
+    tar -C "$SRC" --sort=name --mtime=@1700000000 --owner=0 --group=0 --numeric-owner \
+      --exclude=./fifo -cf "$d/layer.tar" .
+    gzip -n -9 "$d/layer.tar"
+    nydus-image create -t targz-ref -v 6 --repeatable -B "$d/boot" -D "$d/blobs" -l warn \
+      "$d/layer.tar.gz" >/dev/null
+    cp "$d/layer.tar.gz" "$d/blobs/$(sha256sum "$d/layer.tar.gz" | cut -d' ' -f1)"
+  else
+    nydus-image create -t dir-rafs -v 6 --repeatable --compressor "$kind" -B "$d/boot" \
+      -D "$d/blobs" -l warn "$SRC" >/dev/null
+  fi
+  cp "$d/boot" "$d/blobs"/* "$OUT/nydus/$kind/"
+done
+
+for f in $(find "$OUT" -type f); do
   size=$(stat -c %s "$f")
   if [ "$size" -ge 65536 ]; then
     echo "$f is $size bytes (seeds must stay under 64 KiB)" >&2

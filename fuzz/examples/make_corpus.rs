@@ -34,6 +34,12 @@ fn main() {
         .collect();
     names.sort();
     for path in &names {
+        if path.is_dir() {
+            if path.file_name().is_some_and(|n| n == "nydus") {
+                nydus_blobs(&mut out, path);
+            }
+            continue;
+        }
         let bytes = std::fs::read(path).expect("read seed");
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         if name.ends_with(".erofs") || name.ends_with(".boot") {
@@ -56,6 +62,35 @@ fn main() {
     }
     protocol(&mut out);
     eprintln!("wrote {} new seeds under {}", out.written, corpus.display());
+}
+
+/// `rafs_blob` seeds: every blob of every bootstrap under `dir/KIND/boot`, with its stored
+/// bytes and (for blobs with separate meta, e.g. targz-ref) the meta file beside it.
+fn nydus_blobs(out: &mut Corpus, dir: &Path) {
+    let mut kinds: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("nydus seed dir")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    kinds.sort();
+    for kind in kinds {
+        let boot = std::fs::read(kind.join("boot")).expect("boot");
+        let image = Image::from_source(boot.clone()).expect("bootstrap opens");
+        let meta = erofs_reader::nydus::RafsMeta::from_image(&image)
+            .expect("RAFS")
+            .expect("a RAFS v6 bootstrap");
+        let ext = erofs_format::rafs::RafsV6SuperBlockExt::from_bootstrap(&boot).expect("ext");
+        let records = ext.blob_table(&boot).expect("blob table");
+        for (info, record) in meta.blobs().iter().zip(records) {
+            let stored = std::fs::read(kind.join(&info.id)).expect("data blob");
+            let separate = info
+                .separate_meta_name()
+                .map(|n| std::fs::read(kind.join(n)).expect("separate blob meta"));
+            out.add(
+                "rafs_blob",
+                &erofs_fuzz::join_rafs_blob(record, separate.as_deref(), &stored),
+            );
+        }
+    }
 }
 
 struct Corpus {

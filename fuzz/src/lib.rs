@@ -36,8 +36,8 @@ use erofs_format::device::DeviceSlot;
 use erofs_format::dirent::DirBlock;
 use erofs_format::inode::{Inode as RawInode, InodeContext};
 use erofs_format::rafs::{
-    self, BlobCompressionContextHeader, BlobFeatures, ChunkInfoArray, RafsV6InodeChunkAddr,
-    RafsV6SuperBlockExt,
+    self, BlobCompressionContextHeader, BlobFeatures, ChunkInfoArray, RafsV6Blob,
+    RafsV6InodeChunkAddr, RafsV6SuperBlockExt,
 };
 use erofs_format::superblock::{FeatureCompat, FeatureIncompat, SuperBlock};
 use erofs_format::xattr::{InlineXattrs, LongPrefixes, Xattr as RawXattr, read_metadata_record};
@@ -46,7 +46,7 @@ use erofs_reader::{ExtentTarget, FileType, Image, ImageBuilder, Inode, Limits, P
 use ondemand::{
     AlignedBuf, BLOCK_SIZE, Device, ObjectFd, ObjectKey, OnDemandServer, Opened, Session,
 };
-use zerocopy::FromBytes;
+use zerocopy::{FromBytes, IntoBytes};
 
 /// A target body.
 pub type Body = fn(&[u8]);
@@ -62,6 +62,7 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("device", device),
     ("compress", compress),
     ("rafs", rafs),
+    ("rafs_blob", rafs_blob),
     ("image", image),
     ("image_mutate", image_mutate),
     ("cachefiles_request", cachefiles_request),
@@ -454,6 +455,16 @@ pub fn rafs(data: &[u8]) {
     }
     if let Ok(h) = BlobCompressionContextHeader::parse(data) {
         let _ = (h.features(), h.ci_compressor());
+        // The ZRan table of a targz-ref blob meta, in the bytes after the header.
+        if let Ok(t) = rafs::ZranTable::new(data.get(4096..).unwrap_or(&[]), &h) {
+            for i in 0..t.len().min(MAX_ITEMS) as u32 {
+                if let Ok((ctx, dict)) = t.context(i) {
+                    assert!(dict.len() <= rafs::ZRAN_DICT_WINDOW as usize);
+                    let _ = (ctx.input_range(), ctx.prime());
+                }
+            }
+            assert!(t.context(t.len() as u32).is_err());
+        }
         if let Ok(blobs) = rafs::blob_table(data.get(4096..).unwrap_or(&[])) {
             for b in blobs.iter().take(4) {
                 let _ = h.matches(b);
@@ -475,6 +486,73 @@ pub fn rafs(data: &[u8]) {
         let _ = (addr.blob_index(), addr.chunk_index(), addr.block_addr());
         let _ = (addr.uncompressed_offset(), addr.is_hole());
     }
+}
+
+/// Where a [`rafs_blob`] input splits: flag byte, the 256-byte blob table record, then
+/// (with flag bit 0) a little-endian `u32` length and that many bytes of separate blob meta,
+/// then the stored blob.
+pub fn split_rafs_blob(data: &[u8]) -> Option<(u8, RafsV6Blob, Option<&[u8]>, &[u8])> {
+    let (&flags, rest) = data.split_first()?;
+    let (record, rest) = RafsV6Blob::read_from_prefix(rest).ok()?;
+    if flags & 1 == 0 {
+        return Some((flags, record, None, rest));
+    }
+    let len = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+    let meta = rest.get(4..4 + len.min(rest.len() - 4))?;
+    Some((flags, record, Some(meta), &rest[4 + meta.len()..]))
+}
+
+/// The input of [`rafs_blob`] for a blob table `record`, its stored blob and its separate meta
+/// (the inverse of [`split_rafs_blob`]).
+pub fn join_rafs_blob(record: &RafsV6Blob, meta: Option<&[u8]>, stored: &[u8]) -> Vec<u8> {
+    let mut out = vec![u8::from(meta.is_some())];
+    out.extend_from_slice(record.as_bytes());
+    if let Some(m) = meta {
+        out.extend_from_slice(&(m.len() as u32).to_le_bytes());
+        out.extend_from_slice(m);
+    }
+    out.extend_from_slice(stored);
+    out
+}
+
+/// A Nydus blob (record, stored bytes, separate meta: [`split_rafs_blob`]) read through
+/// `erofs_reader::nydus::BlobSource` as the kernel would: the chunk map, the ZRan contexts,
+/// reads of the first 256 KiB and of blocks spread over the uncompressed space, stored
+/// ranges, chunk decoding. Reads may fail; they must not panic, hang or allocate without
+/// bound, and a read that succeeds fills exactly what was asked.
+pub fn rafs_blob(data: &[u8]) {
+    use erofs_reader::Source;
+    use erofs_reader::nydus::BlobSource;
+    let Some((flags, record, meta, stored)) = split_rafs_blob(data) else {
+        return;
+    };
+    let mut src = BlobSource::new(stored.to_vec(), &record).with_cache_capacity(1 << 20);
+    if let Some(m) = meta {
+        src = src.with_separate_meta(m.to_vec());
+    }
+    let size = src.uncompressed_size();
+    let _ = src.zran_contexts().map(<[_]>::len);
+    let chunks = src.chunk_infos().map(<[_]>::len).unwrap_or(0);
+    for ci in 0..chunks.min(4) as u32 {
+        if let Ok((bytes, _)) = src.decode_chunk(ci) {
+            assert!(bytes.len() <= 16 << 20);
+        }
+    }
+    let mut buf = vec![0u8; 256 << 10];
+    let first = size.min(buf.len() as u64) as usize;
+    if src.read_exact_at(&mut buf[..first], 0).is_ok() {
+        assert_eq!(src.size().ok(), Some(size));
+    }
+    // A few blocks spread over the address space (which flag bits 1-7 shift around).
+    let step = (size / 5).max(1);
+    for k in 0..5u64 {
+        let off = (k * step + u64::from(flags >> 1) * 4096).min(size);
+        let len = (size - off).min(8192) as usize;
+        let _ = src.read_exact_at(&mut buf[..len], off);
+        let _ = src.stored_range(off..off + len as u64);
+    }
+    // Past the end: always an error.
+    assert!(src.read_exact_at(&mut buf[..1], size).is_err());
 }
 
 // ---------------------------------------------------------------------------------------
