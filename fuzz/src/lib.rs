@@ -456,7 +456,7 @@ pub fn rafs(data: &[u8]) {
     if let Ok(h) = BlobCompressionContextHeader::parse(data) {
         let _ = (h.features(), h.ci_compressor());
         // The ZRan table of a targz-ref blob meta, in the bytes after the header.
-        if let Ok(t) = rafs::ZranTable::new(data.get(4096..).unwrap_or(&[]), &h) {
+        if let Ok(t) = rafs::ZranTable::new(data.get(4096..).unwrap_or(&[]), h) {
             for i in 0..t.len().min(MAX_ITEMS) as u32 {
                 if let Ok((ctx, dict)) = t.context(i) {
                     assert!(dict.len() <= rafs::ZRAN_DICT_WINDOW as usize);
@@ -488,18 +488,41 @@ pub fn rafs(data: &[u8]) {
     }
 }
 
+/// A [`rafs_blob`] input, split.
+#[derive(Debug)]
+pub struct RafsBlobInput<'a> {
+    /// Bit 0: a separate meta follows the record; bits 1-7 move the sampled reads.
+    pub flags: u8,
+    /// The blob table record.
+    pub record: RafsV6Blob,
+    /// The separate blob meta (targz-ref).
+    pub meta: Option<&'a [u8]>,
+    /// The stored blob.
+    pub stored: &'a [u8],
+}
+
 /// Where a [`rafs_blob`] input splits: flag byte, the 256-byte blob table record, then
 /// (with flag bit 0) a little-endian `u32` length and that many bytes of separate blob meta,
 /// then the stored blob.
-pub fn split_rafs_blob(data: &[u8]) -> Option<(u8, RafsV6Blob, Option<&[u8]>, &[u8])> {
+pub fn split_rafs_blob(data: &[u8]) -> Option<RafsBlobInput<'_>> {
     let (&flags, rest) = data.split_first()?;
     let (record, rest) = RafsV6Blob::read_from_prefix(rest).ok()?;
     if flags & 1 == 0 {
-        return Some((flags, record, None, rest));
+        return Some(RafsBlobInput {
+            flags,
+            record,
+            meta: None,
+            stored: rest,
+        });
     }
     let len = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?) as usize;
     let meta = rest.get(4..4 + len.min(rest.len() - 4))?;
-    Some((flags, record, Some(meta), &rest[4 + meta.len()..]))
+    Some(RafsBlobInput {
+        flags,
+        record,
+        meta: Some(meta),
+        stored: &rest[4 + meta.len()..],
+    })
 }
 
 /// The input of [`rafs_blob`] for a blob table `record`, its stored blob and its separate meta
@@ -523,7 +546,13 @@ pub fn join_rafs_blob(record: &RafsV6Blob, meta: Option<&[u8]>, stored: &[u8]) -
 pub fn rafs_blob(data: &[u8]) {
     use erofs_reader::Source;
     use erofs_reader::nydus::BlobSource;
-    let Some((flags, record, meta, stored)) = split_rafs_blob(data) else {
+    let Some(RafsBlobInput {
+        flags,
+        record,
+        meta,
+        stored,
+    }) = split_rafs_blob(data)
+    else {
         return;
     };
     let mut src = BlobSource::new(stored.to_vec(), &record).with_cache_capacity(1 << 20);

@@ -17,6 +17,10 @@
 //! are live and a successor take over with `restore`), and [`mount`] (file-backed mounts with
 //! no daemon when every blob is local).
 //!
+//! For Linux 7.2+, which has no EROFS over fscache: [`fanotify`] serves the same
+//! [`OnDemandServer`] behind file-backed mounts, filling sparse backing files on fanotify
+//! pre-content (`FAN_PRE_ACCESS`) events.
+//!
 //! The sequence: the kernel sends OPEN (volume key `erofs,<fsid>`, cookie key = fsid or blob
 //! name, and a new fd in our fd table); the server says how big the object is and the daemon
 //! answers `copen <id>,<size>`. For every missing range the kernel sends READ; the daemon asks
@@ -120,13 +124,14 @@
 //!
 //! # Safety
 //!
-//! `unsafe` is denied crate-wide except in one small module of [`device`]: adopting the fd
-//! number the kernel put in an OPEN message, and the `READ_COMPLETE` ioctl. Each block says
-//! why it holds.
+//! `unsafe` is denied crate-wide except in two small `sys` modules: in [`device`], adopting
+//! the fd number the kernel put in an OPEN message and the `READ_COMPLETE` ioctl; in
+//! [`fanotify`], adopting the fd a pre-content event carries. Each block says why it holds.
 
 pub mod daemon;
 pub mod device;
 pub mod failover;
+pub mod fanotify;
 pub mod local;
 pub mod metrics;
 pub mod mount;
@@ -144,6 +149,7 @@ pub use daemon::{Daemon, POLL_INTERVAL, Shutdown, shutdown_on_signals};
 pub use device::{
     AlignedBuf, AnonFd, BLOCK_SIZE, CachefilesDevice, DEFAULT_DEVICE_PATH, Device, ObjectFd,
 };
+pub use fanotify::{FanotifyDaemon, FanotifyStats};
 pub use local::LocalDirServer;
 pub use metrics::{HistogramSnapshot, Stats, StatsSnapshot};
 pub use prefetch::PrefetchConfig;

@@ -1301,7 +1301,8 @@ mod tests {
     #[test]
     fn the_stream_ramps_up_resets_and_stops_at_the_limit() {
         // In half MiBs: (window, object size, the fill ahead it starts).
-        let steps: [((u64, u64), u64, Option<(u64, u64)>); 9] = [
+        type Step = ((u64, u64), u64, Option<(u64, u64)>);
+        let steps: [Step; 9] = [
             ((0, 2), 200, None),
             ((2, 4), 200, Some((4, 6))),
             // Within what was filled ahead: twice as far, each time.

@@ -187,7 +187,13 @@ fn rafs_blob_seeds_split_and_join() {
             .is_some_and(|n| n.to_string_lossy().starts_with("seed-"))
     }) {
         let data = std::fs::read(file).expect("read");
-        let Some((_, record, meta, stored)) = bodies::split_rafs_blob(&data) else {
+        let Some(bodies::RafsBlobInput {
+            record,
+            meta,
+            stored,
+            ..
+        }) = bodies::split_rafs_blob(&data)
+        else {
             continue;
         };
         assert_eq!(

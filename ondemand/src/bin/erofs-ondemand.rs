@@ -18,6 +18,17 @@
 //! erofs-ondemand mount [--blob-dir DIR] IMAGE MOUNTPOINT
 //! ```
 //!
+//! ```text
+//! erofs-ondemand fanotify --cache-dir DIR --blob-dir DIR --image KEY [--device KEY]...
+//!                         [--mountpoint MNT] [--readahead BYTES] [--on-open nothing|window|whole]
+//!                         [--threads N] [--stats-file PATH] [--verify-digests]
+//! ```
+//!
+//! `fanotify` is the Linux 7.2+ path (no fscache): sparse backing files for the image and its
+//! blobs in the cache dir, marked for fanotify pre-content events and filled on demand
+//! (`ondemand::fanotify`), the image mounted file-backed on MNT; at SIGINT/SIGTERM it
+//! unmounts and prints `erofs-ondemand: events=N ... fetched_bytes=N ...`.
+//!
 //! `--metrics` rewrites a Prometheus text file atomically every 500 ms; `--prefetch` fills
 //! objects in the background, starting with the ranges named by the prefetch table of every
 //! Nydus RAFS v6 bootstrap in the blob dir (`--prefetch-path` first fills the blob ranges of
@@ -117,6 +128,46 @@ enum Cmd {
         /// Where to mount it.
         mountpoint: PathBuf,
     },
+    /// Lazy pulling without fscache (Linux 7.2+): create the image's and its blobs' backing
+    /// files sparse in --cache-dir, mark them for fanotify pre-content events, mount the image
+    /// file-backed on --mountpoint and fill the files on demand from --blob-dir until
+    /// SIGINT/SIGTERM, then unmount.
+    Fanotify {
+        /// Where the backing files are created, named by their keys (ext4, xfs or btrfs).
+        #[arg(long, value_name = "DIR")]
+        cache_dir: PathBuf,
+        /// Directory holding the image and its blobs (plain files, or Nydus RAFS v6
+        /// bootstraps and blobs, served decompressed).
+        #[arg(long, value_name = "DIR")]
+        blob_dir: PathBuf,
+        /// The image (bootstrap) file's name in the blob dir.
+        #[arg(long, value_name = "KEY")]
+        image: String,
+        /// A blob device's file name in the blob dir, in device-table order (repeatable).
+        /// Default: the device table's tags (Nydus images tag each device with its blob id).
+        #[arg(long = "device", value_name = "KEY")]
+        devices: Vec<String>,
+        /// Where to mount the image; without it, only serve (for a mount made elsewhere of
+        /// the files the log names).
+        #[arg(long, value_name = "DIR")]
+        mountpoint: Option<PathBuf>,
+        /// Readahead window per event, in bytes (suffixes K, M, G; 0: just the event's blocks).
+        #[arg(long, value_name = "BYTES", default_value = "1M", value_parser = parse_bytes)]
+        readahead: u64,
+        /// What an open of a backing file (an event with count 0) fills.
+        #[arg(long, value_enum, default_value = "window")]
+        on_open: OnOpen,
+        /// Worker threads.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+        threads: u16,
+        /// Rewrite this file with the counters (and one line per backing file) every 100 ms
+        /// while they change, and at exit.
+        #[arg(long, value_name = "PATH")]
+        stats_file: Option<PathBuf>,
+        /// Nydus RAFS v6 blobs: check each decoded chunk against the bootstrap's digest.
+        #[arg(long)]
+        verify_digests: bool,
+    },
     /// Hold the /dev/cachefiles fd for `serve --supervisor` daemons, so the cache and its
     /// mounts survive a daemon's death, until SIGINT/SIGTERM.
     Hold {
@@ -124,6 +175,142 @@ enum Cmd {
         #[arg(long, value_name = "PATH")]
         socket: PathBuf,
     },
+}
+
+/// `fanotify --on-open`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum OnOpen {
+    /// Nothing: reads send their own events.
+    Nothing,
+    /// One readahead window from the file position.
+    Window,
+    /// The whole file.
+    Whole,
+}
+
+/// The `fanotify` command.
+#[allow(clippy::too_many_arguments)]
+fn fanotify(
+    cache_dir: PathBuf,
+    blob_dir: PathBuf,
+    image: String,
+    devices: Vec<String>,
+    mountpoint: Option<PathBuf>,
+    readahead: u64,
+    on_open: OnOpen,
+    threads: u16,
+    stats_file: Option<PathBuf>,
+    verify_digests: bool,
+) -> ExitCode {
+    use ondemand::fanotify::{FanotifyDaemon, ZeroCount};
+    // First, before any thread starts: SIGINT/SIGTERM go to a signalfd.
+    let signal = Shutdown::new();
+    if let Err(e) = shutdown_on_signals(signal.clone()) {
+        eprintln!("erofs-ondemand: cannot handle signals: {e}");
+        return ExitCode::FAILURE;
+    }
+    let server = ondemand::rafs::RafsDirServer::new(&blob_dir).with_verify_digests(verify_digests);
+    let daemon = match FanotifyDaemon::new(server, &cache_dir) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("erofs-ondemand: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut daemon = daemon
+        .with_readahead(readahead)
+        .with_threads(usize::from(threads))
+        .with_zero_count(match on_open {
+            OnOpen::Nothing => ZeroCount::Nothing,
+            OnOpen::Window => ZeroCount::Window,
+            OnOpen::Whole => ZeroCount::WholeFile,
+        });
+    if let Some(path) = stats_file {
+        daemon = daemon.with_stats_file(path, Duration::from_millis(100));
+    }
+    let device_keys: Vec<&str> = devices.iter().map(String::as_str).collect();
+    let files = match daemon.add_image(&image, &device_keys) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("erofs-ondemand: {image}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    log::info!(
+        "serving {} (devices {:?}) from {} by fanotify pre-content events (readahead {readahead} bytes, {threads} threads)",
+        files.image.display(),
+        files.devices,
+        blob_dir.display()
+    );
+    let stop = daemon.shutdown_handle();
+    let mut failed = false;
+    let result = std::thread::scope(|s| {
+        let serving = s.spawn(|| daemon.run());
+        // The mount opens and reads the backing files: the daemon serves them already.
+        let mounted = match &mountpoint {
+            Some(m) => match files.mount(m) {
+                Ok(()) => {
+                    log::info!("mounted {} on {}", files.image.display(), m.display());
+                    Some(m)
+                }
+                Err(e) => {
+                    eprintln!("erofs-ondemand: {e}");
+                    failed = true;
+                    None
+                }
+            },
+            None => None,
+        };
+        while !failed && !signal.is_triggered() && !serving.is_finished() {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // Unmount while still serving: once the group is gone, unfilled ranges read as zeros.
+        if let Some(m) = mounted {
+            use nix::mount::{MntFlags, umount2};
+            match umount2(m.as_path(), MntFlags::empty()) {
+                Ok(()) => log::info!("unmounted {}", m.display()),
+                Err(nix::errno::Errno::EBUSY) => {
+                    log::warn!(
+                        "{} is busy: detaching it lazily (its unfilled ranges will read as zeros)",
+                        m.display()
+                    );
+                    if let Err(e) = umount2(m.as_path(), MntFlags::MNT_DETACH) {
+                        eprintln!("erofs-ondemand: unmounting {}: {e}", m.display());
+                        failed = true;
+                    }
+                }
+                Err(e) => {
+                    eprintln!("erofs-ondemand: unmounting {}: {e}", m.display());
+                    failed = true;
+                }
+            }
+        }
+        stop.trigger();
+        serving.join()
+    });
+    println!("erofs-ondemand: {}", daemon.stats());
+    for o in daemon.objects() {
+        println!(
+            "erofs-ondemand: object {} size={} present={} marked={}",
+            o.key.escape_ascii(),
+            o.size,
+            o.present,
+            o.marked
+        );
+    }
+    println!("erofs-ondemand: {}", daemon.server().totals());
+    match result {
+        Ok(Ok(_)) if !failed => ExitCode::SUCCESS,
+        Ok(Ok(_)) => ExitCode::FAILURE,
+        Ok(Err(e)) => {
+            eprintln!("erofs-ondemand: {e}");
+            ExitCode::FAILURE
+        }
+        Err(_) => {
+            eprintln!("erofs-ondemand: the serving thread panicked");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// `4096`, `64K`, `1M`, `1MiB`, `2G`.
@@ -342,6 +529,29 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Cmd::Fanotify {
+            cache_dir,
+            blob_dir,
+            image,
+            devices,
+            mountpoint,
+            readahead,
+            on_open,
+            threads,
+            stats_file,
+            verify_digests,
+        } => fanotify(
+            cache_dir,
+            blob_dir,
+            image,
+            devices,
+            mountpoint,
+            readahead,
+            on_open,
+            threads,
+            stats_file,
+            verify_digests,
+        ),
         Cmd::Hold { socket } => {
             let shutdown = Shutdown::new();
             if let Err(e) = shutdown_on_signals(shutdown.clone()) {
@@ -409,5 +619,45 @@ mod tests {
         };
         assert_eq!((readahead, threads, tag), (0, 4, None));
         assert_eq!(sequential_ahead, 8 << 20);
+    }
+
+    #[test]
+    fn fanotify_command_parses() {
+        let cli = Cli::try_parse_from([
+            "erofs-ondemand",
+            "fanotify",
+            "--cache-dir",
+            "/c",
+            "--blob-dir",
+            "/b",
+            "--image",
+            "boot",
+            "--device",
+            "blob1",
+            "--device",
+            "blob2",
+            "--on-open",
+            "nothing",
+        ])
+        .unwrap();
+        let Cmd::Fanotify {
+            image,
+            devices,
+            mountpoint,
+            readahead,
+            on_open,
+            threads,
+            ..
+        } = cli.command
+        else {
+            panic!("parsed as fanotify");
+        };
+        assert_eq!((image.as_str(), devices.len()), ("boot", 2));
+        assert_eq!((mountpoint, readahead, threads), (None, 1 << 20, 1));
+        assert!(matches!(on_open, OnOpen::Nothing));
+        assert!(
+            Cli::try_parse_from(["erofs-ondemand", "fanotify", "--cache-dir", "/c"]).is_err(),
+            "--blob-dir and --image are required"
+        );
     }
 }

@@ -1,0 +1,421 @@
+//! The fanotify pre-content transport (`ondemand::fanotify`), the successor of EROFS over
+//! fscache, against real kernels:
+//!
+//! - `host_reads_of_marked_files_are_filled`: on the host kernel (6.18, root), ordinary reads
+//!   of a marked sparse backing file send `FAN_PRE_ACCESS` events that the daemon fills from
+//!   a [`LocalDirServer`]: a partial read fetches about one readahead window, a full read
+//!   the rest, nothing twice, and the bytes equal the blob. (The host kernel sends no events
+//!   for the reads an EROFS mount makes from its backing files, so mounts are tested in the VM.)
+//! - `serve_file_backed_mounts_on_7_2`: in the Linux 7.2 VM (no fscache there), the
+//!   `erofs-ondemand fanotify` command serves a chunk-based `mkfs.erofs --blobdev` image and a
+//!   zstd Nydus RAFS v6 image (devices found from its device table) mounted file-backed:
+//!   reading one small file fetches a small part of the blob, reading every file gives the
+//!   host tree's sha256 sums, and the daemon exits cleanly after unmounting.
+
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use ondemand::LocalDirServer;
+use ondemand::fanotify::FanotifyDaemon;
+use tests::vm::{DAEMON_PRELUDE, Kernel, VmRun, busybox, dense_tree, manifests, noise};
+use tests::{require_root, require_tool, run, scratch_dir};
+
+/// Stops a daemon when dropped, so a failing assertion inside a thread scope does not wait
+/// forever for the serving thread.
+struct StopOnDrop(ondemand::Shutdown);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.trigger();
+    }
+}
+
+#[test]
+fn host_reads_of_marked_files_are_filled() {
+    if require_root("fanotify_init(FAN_CLASS_PRE_CONTENT) needs CAP_SYS_ADMIN").is_none() {
+        return;
+    }
+    let dir = scratch_dir("vm_fanotify/host");
+    let blobs = dir.join("blobs");
+    std::fs::create_dir_all(&blobs).expect("mkdir");
+    let len = 5 * 1024 * 1024 + 1234;
+    let data = noise(11, len);
+    std::fs::write(blobs.join("blob"), &data).expect("write blob");
+    let readahead = 256 * 1024;
+    let daemon = FanotifyDaemon::new(LocalDirServer::new(&blobs), dir.join("cache"))
+        .expect("fanotify_init")
+        .with_readahead(readahead);
+    let path = daemon.add_object(b"img", b"blob").expect("add_object");
+    assert_eq!(std::fs::metadata(&path).expect("stat").len(), len as u64);
+    let stop = daemon.shutdown_handle();
+    std::thread::scope(|s| {
+        let _stop = StopOnDrop(stop.clone());
+        let serving = s.spawn(|| daemon.run());
+        let file = std::fs::File::open(&path).expect("open backing file");
+        let after_open = daemon.stats();
+        // A 100-byte read in the middle: its block and one readahead window.
+        let mut small = [0u8; 100];
+        file.read_exact_at(&mut small, 3_000_000)
+            .expect("read backing file");
+        assert_eq!(&small[..], &data[3_000_000..3_000_100]);
+        let partial = daemon.stats();
+        println!("host: after open: {after_open}");
+        println!("host: after a 100-byte read: {partial}");
+        assert!(partial.events > after_open.events, "{partial}");
+        let fetched = partial.fetched_bytes - after_open.fetched_bytes;
+        assert!(
+            fetched >= 100 && fetched <= readahead + 4096,
+            "a 100-byte read fetched {fetched} bytes"
+        );
+        // The whole file: everything else, once.
+        let all = std::fs::read(&path).expect("read backing file");
+        assert!(all == data, "backing file differs from the blob");
+        let full = daemon.stats();
+        println!("host: after reading everything: {full}");
+        assert_eq!(full.fetched_bytes, len as u64, "{full}");
+        assert_eq!((full.errors, full.denied), (0, 0), "{full}");
+        assert_eq!(daemon.objects()[0].present, len as u64);
+        // Present now: reads cost events but no fetches.
+        let again = std::fs::read(&path).expect("read backing file");
+        assert!(again == data);
+        assert_eq!(daemon.stats().fetched_bytes, len as u64);
+        assert!(daemon.remove_object(b"blob").expect("unmark"));
+        assert!(!daemon.remove_object(b"blob").expect("unmark"));
+        // Added again: a fresh sparse file, one object.
+        daemon.add_object(b"img", b"blob").expect("add_object");
+        daemon.add_object(b"img", b"blob").expect("add_object");
+        let objects = daemon.objects();
+        assert_eq!(objects.len(), 1, "{objects:?}");
+        assert_eq!((objects[0].present, objects[0].marked), (0, true));
+        stop.trigger();
+        let stats = serving.join().expect("no panic").expect("run");
+        println!("host: final: {stats}");
+    });
+}
+
+/// A daemon whose blob shrank after `add_object`: its fills fail, so reads are denied.
+#[test]
+fn host_failed_fills_deny_with_eio() {
+    if require_root("fanotify_init(FAN_CLASS_PRE_CONTENT) needs CAP_SYS_ADMIN").is_none() {
+        return;
+    }
+    let dir = scratch_dir("vm_fanotify/host-deny");
+    let blobs = dir.join("blobs");
+    std::fs::create_dir_all(&blobs).expect("mkdir");
+    std::fs::write(blobs.join("blob"), noise(3, 100_000)).expect("write blob");
+    let daemon = FanotifyDaemon::new(LocalDirServer::new(&blobs), dir.join("cache"))
+        .expect("fanotify_init")
+        .with_readahead(0)
+        .with_zero_count(ondemand::fanotify::ZeroCount::Nothing);
+    let path = daemon.add_object(b"img", b"blob").expect("add_object");
+    // The server's file handle still reads the old inode: replace the blob's contents in place.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(blobs.join("blob"))
+        .and_then(|f| f.set_len(10))
+        .expect("truncate blob");
+    let stop = daemon.shutdown_handle();
+    std::thread::scope(|s| {
+        let _stop = StopOnDrop(stop.clone());
+        let serving = s.spawn(|| daemon.run());
+        let err = std::fs::read(&path).expect_err("a failed fill must fail the read");
+        println!("host: read with a failing server: {err}");
+        // EIO: FAN_DENY_ERRNO carried the server's error (not EPERM, plain FAN_DENY).
+        assert_eq!(err.raw_os_error(), Some(5), "{err}");
+        let stats = daemon.stats();
+        assert!(stats.denied >= 1 && stats.errors >= 1, "{stats}");
+        stop.trigger();
+        serving.join().expect("no panic").expect("run");
+    });
+}
+
+/// The guest script's helpers (after [`DAEMON_PRELUDE`]): `fan_start NAME MNT ARGS...` runs
+/// `erofs-ondemand fanotify` with a cache dir and a stats file of its own and waits for MNT to
+/// be mounted (check `mount-NAME`);
+/// `present_of NAME OBJECT` reads an object's filled bytes from the stats file;
+/// `fan_round NAME MNT SMALL BLOB` reads one small file (checked against the host sums),
+/// records the counters, reads every file (`verify_tree NAME`), records them again, re-reads
+/// everything cold (`NAME-reread`), stops the daemon and checks the mount is gone.
+const FAN_SCRIPT_HEAD: &str = r#"
+fan_start() {
+    _fn=$1
+    _fm=$2
+    shift 2
+    mkdir -p "$_fm" /data/cache/$_fn
+    DLOG=/tmp/$_fn.log
+    erofs-ondemand fanotify --cache-dir /data/cache/$_fn --blob-dir $B --mountpoint "$_fm" \
+        --stats-file /tmp/$_fn.stats "$@" >"$DLOG" 2>&1 &
+    DPID=$!
+    _i=0
+    while ! grep -q " $_fm erofs " /proc/mounts; do
+        _i=$((_i + 1))
+        if [ $_i -gt 600 ] || ! kill -0 $DPID 2>/dev/null; then
+            fail "mount-$_fn" "not mounted after $_i polls: $(cat "$DLOG")"
+            return 1
+        fi
+        sleep 0.05
+    done
+    pass "mount-$_fn"
+}
+settle() { sleep 1; }
+present_of() { sed -n "s/^object $2 size=[0-9]* present=\\([0-9]*\\).*/\\1/p" /tmp/$1.stats; }
+fan_round() {
+    _fn=$1
+    _fm=$2
+    _fs=$3
+    _fb=$4
+    grep " ./$_fs\$" /vmtest/sums >/tmp/$_fn.one
+    check $_fn-small sh -c "cd $_fm && sha256sum -c /tmp/$_fn.one"
+    settle
+    data ${_fn}_small_stats "$(sed -n 1p /tmp/$_fn.stats)"
+    data ${_fn}_small_blob_present "$(present_of $_fn $_fb)"
+    verify_tree $_fn $_fm
+    settle
+    data ${_fn}_full_stats "$(sed -n 1p /tmp/$_fn.stats)"
+    data ${_fn}_full_blob_present "$(present_of $_fn $_fb)"
+    data ${_fn}_full_objects "$(grep -c 'marked=false' /tmp/$_fn.stats)/$(grep -c '^object ' /tmp/$_fn.stats)"
+    # Everything present and unmarked: a cold re-read sends no events.
+    drop_caches
+    check $_fn-reread sh -c "cd $_fm && sha256sum -c /vmtest/sums"
+    settle
+    data ${_fn}_reread_stats "$(sed -n 1p /tmp/$_fn.stats)"
+    stop_daemon daemon-exit-$_fn
+    data ${_fn}_summary "$(grep '^erofs-ondemand: events=' $DLOG)"
+    data ${_fn}_rafs "$(grep '^erofs-ondemand: rafs ' $DLOG)"
+    check_fails $_fn-unmounted grep -q " $_fm erofs " /proc/mounts
+    # What the kernel sent: the range records of the first events, from the debug log.
+    grep -m 12 'event pid' $DLOG | sed 's/.*: event/event/'
+    data ${_fn}_zero_count_events "$(grep -c 'range Some((.*, 0))' $DLOG)"
+}
+case $(uname -r) in 7.2.*) pass kernel-7.2 ;; *) fail kernel-7.2 "uname -r: $(uname -r)" ;; esac
+"#;
+
+/// `nydus-image create -t dir-rafs -v 6 --compressor zstd -D blobs -B blobs/FSID tree`;
+/// returns the blob id.
+fn nydus_zstd(tool: &Path, blobs: &Path, fsid: &str, tree: &Path) -> String {
+    run(Command::new(tool)
+        .args(["create", "-t", "dir-rafs", "-v", "6", "--log-level", "warn"])
+        .args(["--compressor", "zstd", "--chunk-size", "0x100000"])
+        .arg("-D")
+        .arg(blobs)
+        .arg("-B")
+        .arg(blobs.join(fsid))
+        .arg(tree));
+    let image = erofs_reader::Image::open(blobs.join(fsid)).expect("bootstrap");
+    let rafs = erofs_reader::nydus::RafsMeta::from_image(&image)
+        .expect("RAFS")
+        .expect("RAFS");
+    assert_eq!(rafs.blobs().len(), 1, "one blob");
+    rafs.blobs()[0].id.clone()
+}
+
+/// `k=N` from a counters line.
+fn field(line: &str, k: &str) -> u64 {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{k}=")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {k} in {line:?}"))
+}
+
+#[test]
+fn serve_file_backed_mounts_on_7_2() {
+    let (Some(mkfs), Some(nydus_image), Some(busybox)) = (
+        require_tool("mkfs.erofs"),
+        require_tool("nydus-image"),
+        busybox(),
+    ) else {
+        return;
+    };
+    let daemon = tests::vm::static_binary("ondemand", "erofs-ondemand", &["cli"]);
+    let dir = scratch_dir("vm_fanotify/serve");
+    let tree = dir.join("tree");
+    dense_tree(&tree);
+    let blobs = dir.join("blobs");
+    std::fs::create_dir_all(&blobs).expect("mkdir");
+    // A chunk-based image whose data lives in one blob (device tags left empty: named by
+    // --device).
+    run(Command::new(&mkfs)
+        .arg("--quiet")
+        .arg("--chunksize=65536")
+        .arg(format!("--blobdev={}", blobs.join("plain.blob").display()))
+        .arg(blobs.join("plain.boot"))
+        .arg(&tree));
+    let plain_blob = std::fs::metadata(blobs.join("plain.blob"))
+        .expect("blob")
+        .len();
+    // A zstd Nydus image: its device is found through the device table's tag (the blob id).
+    let blob_id = nydus_zstd(&nydus_image, &blobs, "rzstd", &tree);
+    let zstd_stored = std::fs::metadata(blobs.join(&blob_id))
+        .expect("nydus blob")
+        .len();
+    let script = format!(
+        "{DAEMON_PRELUDE}{FAN_SCRIPT_HEAD}\
+RUST_LOG=info,ondemand::fanotify=debug fan_start plain /mnt/plain --image plain.boot --device plain.blob && \
+fan_round plain /mnt/plain sizes/f100 plain.blob
+fan_start rzstd /mnt/rzstd --image rzstd --verify-digests && fan_round rzstd /mnt/rzstd sizes/f4097 {blob_id}
+"
+    );
+    let Some(out) = VmRun::new("fanotify-serve")
+        .kernel(Kernel::V7_2)
+        .file("bin/erofs-ondemand", &daemon)
+        .disk_file("blobs", &blobs)
+        .manifests(&manifests(&busybox, &tree))
+        .script(&script)
+        .timeout(Duration::from_secs(300))
+        .run()
+    else {
+        return;
+    };
+    let mut expected = vec!["kernel-7.2".to_string()];
+    for n in ["plain", "rzstd"] {
+        for c in [
+            "mount",
+            "small",
+            "sums",
+            "stats",
+            "reread",
+            "daemon-exit",
+            "unmounted",
+        ] {
+            expected.push(match c {
+                "mount" => format!("mount-{n}"),
+                "daemon-exit" => format!("daemon-exit-{n}"),
+                _ => format!("{n}-{c}"),
+            });
+        }
+    }
+    let expected: Vec<&str> = expected.iter().map(String::as_str).collect();
+    out.assert_passed(&expected);
+    println!(
+        "vm_fanotify: {} checks passed, VM {:.1?} ({})",
+        out.passed.len(),
+        out.elapsed,
+        out.accel
+    );
+    let zstd_size = {
+        let image = erofs_reader::Image::open(blobs.join("rzstd")).expect("bootstrap");
+        let rafs = erofs_reader::nydus::RafsMeta::from_image(&image)
+            .expect("RAFS")
+            .expect("RAFS");
+        rafs.blobs()[0].uncompressed_size
+    };
+    for (n, blob_size) in [("plain", plain_blob), ("rzstd", zstd_size)] {
+        let small = out.data(&format!("{n}_small_stats")).unwrap_or_default();
+        let full = out.data(&format!("{n}_full_stats")).unwrap_or_default();
+        let small_present = out.data_u64(&format!("{n}_small_blob_present"));
+        let full_present = out.data_u64(&format!("{n}_full_blob_present"));
+        println!("  {n}: blob {blob_size} bytes (as the kernel reads it)");
+        println!("    after one small file: {small}; blob present {small_present}");
+        println!("    after every file:     {full}; blob present {full_present}");
+        println!(
+            "    daemon: {}",
+            out.data(&format!("{n}_summary")).unwrap_or("?")
+        );
+        println!(
+            "    events with count 0 (opens): {}",
+            out.data(&format!("{n}_zero_count_events")).unwrap_or("?")
+        );
+        // Served lazily: one small file needs a small part of the blob.
+        assert!(field(small, "events") > 0, "{n}: {small}");
+        assert!(
+            small_present < blob_size / 2,
+            "{n}: one small file made {small_present} of {blob_size} blob bytes present"
+        );
+        // Every file read back equal (checked in the guest), with no errors, nothing fetched
+        // twice, and more of the blob present than after the small read.
+        assert_eq!(field(full, "errors"), 0, "{n}: {full}");
+        assert_eq!(field(full, "denied"), 0, "{n}: {full}");
+        assert!(
+            full_present > small_present && full_present <= blob_size,
+            "{n}"
+        );
+        // Every backing file complete, so unmarked: the cold re-read sent no events.
+        let reread = out.data(&format!("{n}_reread_stats")).unwrap_or_default();
+        let objects = out.data(&format!("{n}_full_objects")).unwrap_or_default();
+        println!("    objects unmarked/all: {objects}; after a cold re-read: {reread}");
+        if full_present == blob_size {
+            assert_eq!(objects, "2/2", "{n}");
+            assert_eq!(field(reread, "events"), field(full, "events"), "{n}");
+        }
+        let summary = out.data(&format!("{n}_summary")).unwrap_or_default();
+        assert!(
+            field(summary, "fetched_bytes") >= full_present,
+            "{n}: {summary}"
+        );
+    }
+    let rafs = out.data("rzstd_rafs").unwrap_or_default();
+    println!("  rzstd: {rafs}; the stored blob has {zstd_stored} bytes");
+    assert!(field(rafs, "stored_bytes") <= zstd_stored, "{rafs}");
+    assert_eq!(
+        field(rafs, "chunks_verified"),
+        field(rafs, "chunks_decoded"),
+        "{rafs}"
+    );
+    // The plain round's log shows the kernel's event ranges (debug level) on the console.
+    let ranges: Vec<&str> = out
+        .console
+        .lines()
+        .filter(|l| l.contains("event pid"))
+        .take(12)
+        .collect();
+    println!("  first events the 7.2 kernel sent for the plain image:");
+    for l in ranges {
+        println!("    {l}");
+    }
+}
+
+/// Two workers, two files read at once by two threads: both come back equal to their blobs.
+#[test]
+fn host_two_workers_serve_concurrent_readers() {
+    if require_root("fanotify_init(FAN_CLASS_PRE_CONTENT) needs CAP_SYS_ADMIN").is_none() {
+        return;
+    }
+    let dir = scratch_dir("vm_fanotify/host-threads");
+    let blobs = dir.join("blobs");
+    std::fs::create_dir_all(&blobs).expect("mkdir");
+    let data: Vec<Vec<u8>> = (0..2).map(|i| noise(20 + i, 3_000_000)).collect();
+    for (i, d) in data.iter().enumerate() {
+        std::fs::write(blobs.join(format!("b{i}")), d).expect("write blob");
+    }
+    let daemon = FanotifyDaemon::new(LocalDirServer::new(&blobs), dir.join("cache"))
+        .expect("fanotify_init")
+        .with_readahead(64 * 1024)
+        .with_threads(2);
+    let paths: Vec<_> = (0..2)
+        .map(|i| {
+            daemon
+                .add_object(b"img", format!("b{i}").as_bytes())
+                .expect("add_object")
+        })
+        .collect();
+    let stop = daemon.shutdown_handle();
+    std::thread::scope(|s| {
+        let _stop = StopOnDrop(stop.clone());
+        let serving = s.spawn(|| daemon.run());
+        let readers: Vec<_> = paths
+            .iter()
+            .map(|p| {
+                s.spawn(move || {
+                    // Small reads: many events, interleaved between the two files.
+                    let f = std::fs::File::open(p).expect("open");
+                    let mut out = vec![0u8; 3_000_000];
+                    for (k, chunk) in out.chunks_mut(50_000).enumerate() {
+                        f.read_exact_at(chunk, k as u64 * 50_000).expect("read");
+                    }
+                    out
+                })
+            })
+            .collect();
+        for (r, d) in readers.into_iter().zip(&data) {
+            assert!(r.join().expect("reader") == *d, "contents differ");
+        }
+        let stats = daemon.stats();
+        println!("host, two workers: {stats}");
+        assert!(stats.events >= 2 && stats.errors == 0, "{stats}");
+        assert!(stats.fetched_bytes >= 6_000_000, "{stats}");
+        stop.trigger();
+        serving.join().expect("no panic").expect("run");
+    });
+}
