@@ -964,7 +964,8 @@ pub fn set_device_tag(image: &Path, slot: u16, tag: &str) -> io::Result<()> {
 }
 
 /// The guest shell functions every daemon test script starts with (after `init.sh`'s `pass`,
-/// `fail`, `check`): `B` (the blob dir on the ext4 disk), `start_daemon LOG TAG ARGS...`,
+/// `fail`, `check`): `B` (the blob dir on the ext4 disk), `await_daemon NAME WHAT POLLS CMD...`,
+/// `start_daemon LOG TAG ARGS...`,
 /// `stop_daemon NAME`, `od_mount FSID DIR [OPTIONS]`, `summary LOG`, `reads_of FSID/KEY LOG`,
 /// `drop_caches`, `field KEY LINE`. A macro so that test files can `concat!` more onto it.
 #[macro_export]
@@ -973,6 +974,25 @@ macro_rules! daemon_prelude {
         r#"B=/data/blobs
 DPID=
 DLOG=
+# await_daemon NAME WHAT POLLS CMD...: poll CMD every 50 ms while the daemon DPID lives;
+# NAME passes once CMD succeeds, fails (with the log DLOG) after POLLS polls or if the daemon
+# died.
+await_daemon() {
+    _name=$1
+    _what=$2
+    _max=$3
+    shift 3
+    _i=0
+    while ! "$@"; do
+        _i=$((_i + 1))
+        if [ $_i -gt $_max ] || ! kill -0 $DPID 2>/dev/null; then
+            fail "$_name" "$_what after $_i polls: $(cat "$DLOG")"
+            return 1
+        fi
+        sleep 0.05
+    done
+    pass "$_name"
+}
 # start_daemon LOG TAG ARGS...: start erofs-ondemand with cache tag TAG in the background and
 # wait until /proc/fs/fscache/caches shows that cache active (bound).
 start_daemon() {
@@ -981,16 +1001,7 @@ start_daemon() {
     shift 2
     erofs-ondemand serve --blob-dir $B --tag "$_tag" "$@" >"$DLOG" 2>&1 &
     DPID=$!
-    _i=0
-    while ! grep -q " A $_tag\$" /proc/fs/fscache/caches; do
-        _i=$((_i + 1))
-        if [ $_i -gt 400 ] || ! kill -0 $DPID 2>/dev/null; then
-            fail "daemon-$_tag" "cache not bound after $_i polls: $(cat "$DLOG")"
-            return 1
-        fi
-        sleep 0.05
-    done
-    pass "daemon-$_tag"
+    await_daemon "daemon-$_tag" "cache not bound" 400 grep -q " A $_tag\$" /proc/fs/fscache/caches
 }
 # stop_daemon NAME: SIGTERM, wait; NAME passes if the daemon exits 0.
 stop_daemon() {

@@ -148,16 +148,7 @@ fan_start() {
     erofs-ondemand fanotify --cache-dir /data/cache/$_fn --blob-dir $B --mountpoint "$_fm" \
         --stats-file /tmp/$_fn.stats "$@" >"$DLOG" 2>&1 &
     DPID=$!
-    _i=0
-    while ! grep -q " $_fm erofs " /proc/mounts; do
-        _i=$((_i + 1))
-        if [ $_i -gt 600 ] || ! kill -0 $DPID 2>/dev/null; then
-            fail "mount-$_fn" "not mounted after $_i polls: $(cat "$DLOG")"
-            return 1
-        fi
-        sleep 0.05
-    done
-    pass "mount-$_fn"
+    await_daemon "mount-$_fn" "not mounted" 600 grep -q " $_fm erofs " /proc/mounts
 }
 settle() { sleep 1; }
 present_of() { sed -n "s/^object $2 size=[0-9]* present=\\([0-9]*\\).*/\\1/p" /tmp/$1.stats; }

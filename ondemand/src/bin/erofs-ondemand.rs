@@ -132,42 +132,7 @@ enum Cmd {
     /// files sparse in --cache-dir, mark them for fanotify pre-content events, mount the image
     /// file-backed on --mountpoint and fill the files on demand from --blob-dir until
     /// SIGINT/SIGTERM, then unmount.
-    Fanotify {
-        /// Where the backing files are created, named by their keys (ext4, xfs or btrfs).
-        #[arg(long, value_name = "DIR")]
-        cache_dir: PathBuf,
-        /// Directory holding the image and its blobs (plain files, or Nydus RAFS v6
-        /// bootstraps and blobs, served decompressed).
-        #[arg(long, value_name = "DIR")]
-        blob_dir: PathBuf,
-        /// The image (bootstrap) file's name in the blob dir.
-        #[arg(long, value_name = "KEY")]
-        image: String,
-        /// A blob device's file name in the blob dir, in device-table order (repeatable).
-        /// Default: the device table's tags (Nydus images tag each device with its blob id).
-        #[arg(long = "device", value_name = "KEY")]
-        devices: Vec<String>,
-        /// Where to mount the image; without it, only serve (for a mount made elsewhere of
-        /// the files the log names).
-        #[arg(long, value_name = "DIR")]
-        mountpoint: Option<PathBuf>,
-        /// Readahead window per event, in bytes (suffixes K, M, G; 0: just the event's blocks).
-        #[arg(long, value_name = "BYTES", default_value = "1M", value_parser = parse_bytes)]
-        readahead: u64,
-        /// What an open of a backing file (an event with count 0) fills.
-        #[arg(long, value_enum, default_value = "window")]
-        on_open: OnOpen,
-        /// Worker threads.
-        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
-        threads: u16,
-        /// Rewrite this file with the counters (and one line per backing file) every 100 ms
-        /// while they change, and at exit.
-        #[arg(long, value_name = "PATH")]
-        stats_file: Option<PathBuf>,
-        /// Nydus RAFS v6 blobs: check each decoded chunk against the bootstrap's digest.
-        #[arg(long)]
-        verify_digests: bool,
-    },
+    Fanotify(FanotifyArgs),
     /// Hold the /dev/cachefiles fd for `serve --supervisor` daemons, so the cache and its
     /// mounts survive a daemon's death, until SIGINT/SIGTERM.
     Hold {
@@ -175,6 +140,45 @@ enum Cmd {
         #[arg(long, value_name = "PATH")]
         socket: PathBuf,
     },
+}
+
+/// The `fanotify` command's arguments.
+#[derive(clap::Args)]
+struct FanotifyArgs {
+    /// Where the backing files are created, named by their keys (ext4, xfs or btrfs).
+    #[arg(long, value_name = "DIR")]
+    cache_dir: PathBuf,
+    /// Directory holding the image and its blobs (plain files, or Nydus RAFS v6
+    /// bootstraps and blobs, served decompressed).
+    #[arg(long, value_name = "DIR")]
+    blob_dir: PathBuf,
+    /// The image (bootstrap) file's name in the blob dir.
+    #[arg(long, value_name = "KEY")]
+    image: String,
+    /// A blob device's file name in the blob dir, in device-table order (repeatable).
+    /// Default: the device table's tags (Nydus images tag each device with its blob id).
+    #[arg(long = "device", value_name = "KEY")]
+    devices: Vec<String>,
+    /// Where to mount the image; without it, only serve (for a mount made elsewhere of
+    /// the files the log names).
+    #[arg(long, value_name = "DIR")]
+    mountpoint: Option<PathBuf>,
+    /// Readahead window per event, in bytes (suffixes K, M, G; 0: just the event's blocks).
+    #[arg(long, value_name = "BYTES", default_value = "1M", value_parser = parse_bytes)]
+    readahead: u64,
+    /// What an open of a backing file (an event with count 0) fills.
+    #[arg(long, value_enum, default_value = "window")]
+    on_open: OnOpen,
+    /// Worker threads.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    threads: u16,
+    /// Rewrite this file with the counters (and one line per backing file) every 100 ms
+    /// while they change, and at exit.
+    #[arg(long, value_name = "PATH")]
+    stats_file: Option<PathBuf>,
+    /// Nydus RAFS v6 blobs: check each decoded chunk against the bootstrap's digest.
+    #[arg(long)]
+    verify_digests: bool,
 }
 
 /// `fanotify --on-open`.
@@ -189,19 +193,19 @@ enum OnOpen {
 }
 
 /// The `fanotify` command.
-#[allow(clippy::too_many_arguments)]
-fn fanotify(
-    cache_dir: PathBuf,
-    blob_dir: PathBuf,
-    image: String,
-    devices: Vec<String>,
-    mountpoint: Option<PathBuf>,
-    readahead: u64,
-    on_open: OnOpen,
-    threads: u16,
-    stats_file: Option<PathBuf>,
-    verify_digests: bool,
-) -> ExitCode {
+fn fanotify(args: FanotifyArgs) -> ExitCode {
+    let FanotifyArgs {
+        cache_dir,
+        blob_dir,
+        image,
+        devices,
+        mountpoint,
+        readahead,
+        on_open,
+        threads,
+        stats_file,
+        verify_digests,
+    } = args;
     use ondemand::fanotify::{FanotifyDaemon, ZeroCount};
     // First, before any thread starts: SIGINT/SIGTERM go to a signalfd.
     let signal = Shutdown::new();
@@ -529,29 +533,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Cmd::Fanotify {
-            cache_dir,
-            blob_dir,
-            image,
-            devices,
-            mountpoint,
-            readahead,
-            on_open,
-            threads,
-            stats_file,
-            verify_digests,
-        } => fanotify(
-            cache_dir,
-            blob_dir,
-            image,
-            devices,
-            mountpoint,
-            readahead,
-            on_open,
-            threads,
-            stats_file,
-            verify_digests,
-        ),
+        Cmd::Fanotify(args) => fanotify(args),
         Cmd::Hold { socket } => {
             let shutdown = Shutdown::new();
             if let Err(e) = shutdown_on_signals(shutdown.clone()) {
@@ -640,7 +622,7 @@ mod tests {
             "nothing",
         ])
         .unwrap();
-        let Cmd::Fanotify {
+        let Cmd::Fanotify(FanotifyArgs {
             image,
             devices,
             mountpoint,
@@ -648,7 +630,7 @@ mod tests {
             on_open,
             threads,
             ..
-        } = cli.command
+        }) = cli.command
         else {
             panic!("parsed as fanotify");
         };
