@@ -22,6 +22,38 @@ use crate::session::{Session, StatsSnapshot};
 /// How long a worker waits in `poll` before looking at the shutdown flag again.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
+/// Start `work` on a scoped thread named `name`. If it fails (or the thread cannot start),
+/// trigger `shutdown`, so the other workers stop, and keep the first error in `failure`.
+pub(crate) fn spawn_worker<'scope, 'env, F>(
+    scope: &'scope std::thread::Scope<'scope, 'env>,
+    name: String,
+    shutdown: &'scope Shutdown,
+    failure: &'scope Mutex<Option<io::Error>>,
+    work: F,
+) where
+    F: FnOnce() -> io::Result<()> + Send + 'scope,
+{
+    let fail = move |e: io::Error| {
+        shutdown.trigger();
+        failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert(e);
+    };
+    let thread = name.clone();
+    let spawned = std::thread::Builder::new()
+        .name(name)
+        .spawn_scoped(scope, move || {
+            if let Err(e) = work() {
+                log::error!("{thread}: {e}");
+                fail(e);
+            }
+        });
+    if let Err(e) = spawned {
+        fail(e);
+    }
+}
+
 /// A flag that tells the daemon's workers to stop after the message they are handling.
 #[derive(Clone, Debug, Default)]
 pub struct Shutdown(Arc<AtomicBool>);
@@ -253,24 +285,13 @@ impl<S: OnDemandServer, D: Device> Daemon<S, D> {
                 }
             }
             for i in 0..self.threads {
-                let failure = &failure;
-                let spawned = std::thread::Builder::new()
-                    .name(format!("ondemand-{i}"))
-                    .spawn_scoped(scope, move || {
-                        if let Err(e) = self.worker() {
-                            log::error!("worker {i}: {e}");
-                            self.shutdown.trigger();
-                            let mut slot = failure.lock().unwrap_or_else(|p| p.into_inner());
-                            slot.get_or_insert(e);
-                        }
-                    });
-                if let Err(e) = spawned {
-                    self.shutdown.trigger();
-                    failure
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .get_or_insert(e);
-                }
+                spawn_worker(
+                    scope,
+                    format!("ondemand-{i}"),
+                    &self.shutdown,
+                    &failure,
+                    || self.worker(),
+                );
             }
         });
         self.write_metrics(&mut false);

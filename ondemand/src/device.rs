@@ -321,28 +321,40 @@ impl AsFd for AnonFd {
     }
 }
 
+/// `pwrite` all of `data` at `off` through `fd`, retrying short writes and `EINTR`. With
+/// `direct` (an `O_DIRECT` fd), a short write that leaves an unaligned remainder is an error:
+/// the rest could not be written.
+pub(crate) fn pwrite_all(
+    fd: BorrowedFd<'_>,
+    data: &[u8],
+    off: u64,
+    direct: bool,
+) -> io::Result<()> {
+    let mut done = 0usize;
+    while done < data.len() {
+        let pos = off
+            .checked_add(done as u64)
+            .and_then(|p| i64::try_from(p).ok())
+            .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+        match nix::sys::uio::pwrite(fd, &data[done..], pos) {
+            Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
+            Ok(n) => done += n,
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+        if direct && !done.is_multiple_of(BLOCK_SIZE) && done < data.len() {
+            return Err(io::Error::other(format!(
+                "short write of {done} bytes leaves an unaligned remainder"
+            )));
+        }
+    }
+    Ok(())
+}
+
 impl ObjectFd for AnonFd {
     fn write_at(&self, data: &[u8], off: u64) -> io::Result<()> {
         // `pwrite` only: `lseek` on this fd moves the backing file, not this fd's position.
-        let mut done = 0usize;
-        while done < data.len() {
-            let pos = off
-                .checked_add(done as u64)
-                .and_then(|p| i64::try_from(p).ok())
-                .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
-            match nix::sys::uio::pwrite(&self.fd, &data[done..], pos) {
-                Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
-                Ok(n) => done += n,
-                Err(Errno::EINTR) => {}
-                Err(e) => return Err(e.into()),
-            }
-            if !done.is_multiple_of(BLOCK_SIZE) && done < data.len() {
-                return Err(io::Error::other(format!(
-                    "short write of {done} bytes leaves an unaligned remainder"
-                )));
-            }
-        }
-        Ok(())
+        pwrite_all(self.fd.as_fd(), data, off, true)
     }
 
     fn read_complete(&self, msg_id: MsgId) -> io::Result<()> {

@@ -950,26 +950,13 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
         let failure: Mutex<Option<io::Error>> = Mutex::new(None);
         std::thread::scope(|scope| {
             for i in 0..self.threads {
-                let failure = &failure;
-                let spawned = std::thread::Builder::new()
-                    .name(format!("fanotify-{i}"))
-                    .spawn_scoped(scope, move || {
-                        if let Err(e) = self.worker(i == 0) {
-                            log::error!("fanotify worker {i}: {e}");
-                            self.shutdown.trigger();
-                            failure
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .get_or_insert(e);
-                        }
-                    });
-                if let Err(e) = spawned {
-                    self.shutdown.trigger();
-                    failure
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .get_or_insert(e);
-                }
+                crate::daemon::spawn_worker(
+                    scope,
+                    format!("fanotify-{i}"),
+                    &self.shutdown,
+                    &failure,
+                    move || self.worker(i == 0),
+                );
             }
         });
         self.write_stats_file();
@@ -1154,7 +1141,7 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
                         );
                     })?;
                 Counters::bump(&self.counters.fills, 1);
-                write_all_at(fd, chunk, pos).inspect_err(|e| {
+                crate::device::pwrite_all(fd, chunk, pos, false).inspect_err(|e| {
                     log::warn!(
                         "{}: writing {n} bytes at {pos}: {e}",
                         backing.key.escape_ascii()
@@ -1249,24 +1236,6 @@ impl<S: OnDemandServer> Drop for FanotifyDaemon<S> {
             self.server.close(&b.object);
         }
     }
-}
-
-/// `pwrite` all of `data` at `off` through `fd`.
-fn write_all_at(fd: BorrowedFd<'_>, data: &[u8], off: u64) -> io::Result<()> {
-    let mut done = 0usize;
-    while done < data.len() {
-        let pos = off
-            .checked_add(done as u64)
-            .and_then(|p| i64::try_from(p).ok())
-            .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
-        match nix::sys::uio::pwrite(fd, &data[done..], pos) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => done += n,
-            Err(Errno::EINTR) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(())
 }
 
 /// Most extra devices [`device_tags`] reads (EROFS allows 65535; a bigger table is refused).
