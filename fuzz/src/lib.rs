@@ -68,6 +68,7 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("cachefiles_request", cachefiles_request),
     ("cachefiles_command", cachefiles_command),
     ("ondemand_session", ondemand_session),
+    ("fanotify_events", fanotify_events),
 ];
 
 /// Iterations over anything whose count comes from the input stop here: a count of 2^40
@@ -1388,6 +1389,30 @@ pub fn ondemand_session(data: &[u8]) {
     }
     let stats = session.stats();
     let _ = stats.to_string();
+}
+
+/// The buffer of one `read` of a fanotify group (hostile: any bytes), decoded by
+/// `ondemand::fanotify::Events`, and each event's range turned into the range the transport
+/// fills: decoding never panics or loops (each item consumes bytes), a malformed event is
+/// reported with the fd of its header when there is one, and the fill range stays inside the
+/// file, block-aligned at its start.
+pub fn fanotify_events(data: &[u8]) {
+    use ondemand::fanotify::{Events, ZeroCount, fill_range, response_word};
+    let (sel, rest) = split_first(data);
+    let size = u64::from(sel) * 4096 + u64::from(sel % 7);
+    for (n, item) in Events::new(rest).enumerate() {
+        assert!(n <= rest.len() / 24, "more events than the buffer holds");
+        let Ok(ev) = item else { continue };
+        for zero in [ZeroCount::Nothing, ZeroCount::Window, ZeroCount::WholeFile] {
+            let r = fill_range(ev.range, size, 1 << 20, zero);
+            assert!(
+                r.start <= r.end && r.end <= size,
+                "{r:?} outside a {size}-byte file"
+            );
+            assert!(r.start.is_multiple_of(4096) || r.is_empty() || r.start == size);
+        }
+        let _ = response_word(false, Some(ev.pid));
+    }
 }
 
 /// The daemon's key → file mapping: a cookie key becomes a file directly inside the blob

@@ -127,6 +127,7 @@ replay_tests!(
     cachefiles_request,
     cachefiles_command,
     ondemand_session,
+    fanotify_events,
 );
 
 /// The seed images the structured targets start from are real images the reader opens.
