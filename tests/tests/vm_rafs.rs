@@ -4,7 +4,8 @@
 //!
 //! - `serve_rafs_images`: images built by nydus-image with each compressor (none, lz4_block,
 //!   zstd), chunk sizes 0x1000, 0x10000 and 0x100000, both digesters, a blob ToC, a prefetch
-//!   table, and an upper layer sharing the lower layer's blob (`--parent-bootstrap`), mounted
+//!   table, a `targz-ref` image (the `.tar.gz` itself as the blob, inflated from its ZRan
+//!   contexts), and an upper layer sharing the lower layer's blob (`--parent-bootstrap`), mounted
 //!   with `mount -t erofs none -o fsid=BOOTSTRAP /mnt/X` and read back equal to the host trees
 //!   (contents, modes, owners, types), with every chunk digest checked by the daemon
 //!   (`--verify-digests`); and a `--blob-inline-meta` blob mounted with `fsid=BLOB_ID` (the
@@ -62,7 +63,7 @@ use tests::vm::DAEMON_PRELUDE as PRELUDE;
 const SERVE_SCRIPT: &str = r#"
 mkdir -p /data/cache
 start_daemon /tmp/d.log rafs --cache-dir /data/cache --verify-digests || exit 1
-for f in rzstd rlz4 rnone rtoc; do
+for f in rzstd rlz4 rnone rtoc rtgz; do
     od_mount $f /mnt/$f
     verify_tree $f /mnt/$f
 done
@@ -78,11 +79,41 @@ IL=$(cat /vmtest/inline.name)
 od_mount $IL /mnt/inline
 verify_tree inline /mnt/inline
 check inline-bootstrap-logged grep -q "serving the bootstrap inlined in the blob" "$DLOG"
-for m in rzstd rlz4 rnone rtoc rupper inline; do umount /mnt/$m; done
+for m in rzstd rlz4 rnone rtoc rtgz rupper inline; do umount /mnt/$m; done
 stop_daemon daemon-exit
 data summary "$(grep '^erofs-ondemand: opens=' /tmp/d.log)"
 data rafs "$(grep '^erofs-ondemand: rafs ' /tmp/d.log)"
 "#;
+
+/// A `targz-ref` image of `tree` (nydus-image 2.2: the layer's `.tar.gz` stays the data
+/// blob, named by its sha256, and a separate blob meta with ZRan inflate contexts is written
+/// beside it): the bootstrap as `blobs/FSID`.
+fn targz_ref(nydus_image: &Path, dir: &Path, blobs: &Path, fsid: &str, tree: &Path) {
+    let tgz = dir.join(format!("{fsid}.tar.gz"));
+    run(Command::new("sh").arg("-c").arg(format!(
+        "tar -C '{}' --sort=name --numeric-owner -cf - . | gzip -n -6 >'{}'",
+        tree.display(),
+        tgz.display()
+    )));
+    run(Command::new(nydus_image)
+        .args([
+            "create",
+            "-t",
+            "targz-ref",
+            "-v",
+            "6",
+            "--log-level",
+            "warn",
+        ])
+        .arg("-D")
+        .arg(blobs)
+        .arg("-B")
+        .arg(blobs.join(fsid))
+        .arg(&tgz));
+    let sum = run(Command::new("sha256sum").arg(&tgz));
+    let id = sum.split_whitespace().next().expect("sha256sum output");
+    std::fs::copy(&tgz, blobs.join(id)).expect("copy the data blob");
+}
 
 /// The second tree: the first plus a new file and a changed one (nothing deleted, so the
 /// upper layer's merged view is exactly this tree).
@@ -197,6 +228,7 @@ fn serve_rafs_images() {
         .into_string()
         .expect("utf-8 name");
     std::fs::rename(inline_dir.join(&inline_blob), blobs.join(&inline_blob)).expect("move");
+    targz_ref(&nydus_image, &dir, &blobs, "rtgz", &tree);
 
     let Some(out) = VmRun::new("rafs-serve")
         .kernel(Kernel::V6_12)
@@ -213,7 +245,7 @@ fn serve_rafs_images() {
         return;
     };
     let mut expected = vec!["daemon-rafs".to_string()];
-    for f in ["rzstd", "rlz4", "rnone", "rtoc"] {
+    for f in ["rzstd", "rlz4", "rnone", "rtoc", "rtgz"] {
         expected.push(format!("mount-{f}"));
         expected.push(format!("{f}-sums"));
         expected.push(format!("{f}-stats"));
@@ -240,9 +272,10 @@ fn serve_rafs_images() {
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("no {k} in {rafs:?}"))
     };
-    // Six images, six blobs (the upper layer shares the lower one's and adds one): every
-    // decoded chunk was checked.
-    assert!(field("blobs") >= 6, "{rafs}");
+    // Seven images, seven blobs (the upper layer shares the lower one's and adds one): every
+    // decoded chunk was checked, and the targz-ref blob was inflated from its ZRan contexts.
+    assert!(field("blobs") >= 7, "{rafs}");
+    assert!(field("zran_inflates") > 0, "{rafs}");
     assert!(field("chunks_decoded") > 0, "{rafs}");
     assert_eq!(field("chunks_verified"), field("chunks_decoded"), "{rafs}");
     println!(
