@@ -1410,14 +1410,28 @@ impl BlobSource {
         }
     }
 
+    /// The blob id, for messages.
+    fn name(&self) -> String {
+        String::from_utf8_lossy(&self.record.blob_id)
+            .trim_end_matches('\0')
+            .to_string()
+    }
+
     fn blob_err(&self, what: impl fmt::Display) -> Error {
-        Error::corrupt(
-            format!(
-                "blob {}: {what}",
-                String::from_utf8_lossy(&self.record.blob_id).trim_end_matches('\0')
-            ),
-            Context::NONE,
-        )
+        Error::corrupt(format!("blob {}: {what}", self.name()), Context::NONE)
+    }
+
+    /// An error `e` reading the blob (or its meta): a read past the end is corruption
+    /// (`past_end` says what was read), anything else an I/O error naming the blob.
+    fn read_err(&self, e: io::Error, past_end: impl fmt::Display) -> Error {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            self.blob_err(past_end)
+        } else {
+            Error::Io {
+                device: 0,
+                source: io::Error::new(e.kind(), format!("blob {}: {e}", self.name())),
+            }
+        }
     }
 
     fn fetch(&self, buf: &mut [u8], offset: u64) -> Result<()> {
@@ -1431,23 +1445,11 @@ impl BlobSource {
             .fetch_ns
             .fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
         r.map_err(|e| {
-            if e.kind() == io::ErrorKind::UnexpectedEof {
-                self.blob_err(format!(
-                    "chunk data at {offset}+{} is past the end of the stored blob",
-                    buf.len()
-                ))
-            } else {
-                Error::Io {
-                    device: 0,
-                    source: io::Error::new(
-                        e.kind(),
-                        format!(
-                            "blob {}: {e}",
-                            String::from_utf8_lossy(&self.record.blob_id).trim_end_matches('\0')
-                        ),
-                    ),
-                }
-            }
+            let len = buf.len();
+            self.read_err(
+                e,
+                format!("chunk data at {offset}+{len} is past the end of the stored blob"),
+            )
         })
     }
 
@@ -1589,20 +1591,7 @@ impl BlobSource {
         };
         let read = |buf: &mut [u8], off: u64| {
             meta.read_exact_at(buf, off).map_err(|e| {
-                if e.kind() == io::ErrorKind::UnexpectedEof {
-                    self.blob_err(format!("blob meta at {off} is past the end of the blob"))
-                } else {
-                    Error::Io {
-                        device: 0,
-                        source: io::Error::new(
-                            e.kind(),
-                            format!(
-                                "blob {}: {e}",
-                                String::from_utf8_lossy(&r.blob_id).trim_end_matches('\0')
-                            ),
-                        ),
-                    }
-                }
+                self.read_err(e, format!("blob meta at {off} is past the end of the blob"))
             })
         };
         // The header after the array must agree with the blob table (ZRAN blobs: and it
