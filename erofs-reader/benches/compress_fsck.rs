@@ -24,7 +24,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{find_tool, median};
+use common::{find_tool, median, run_timed, settings};
 
 struct Rng(u64);
 
@@ -116,39 +116,6 @@ fn build_tree(root: &Path, scale: f64) -> (usize, u64) {
     (files, bytes)
 }
 
-/// Wall time and CPU time (user + system, from `/usr/bin/time` when present) of a
-/// command that must succeed.
-fn time(cmd: &mut Command) -> (Duration, Option<Duration>) {
-    let timer = Path::new("/usr/bin/time");
-    let mut cmd = if timer.is_file() {
-        let mut c = Command::new(timer);
-        c.args(["-f", "cpu %U %S"])
-            .arg(cmd.get_program())
-            .args(cmd.get_args());
-        c
-    } else {
-        let mut c = Command::new(cmd.get_program());
-        c.args(cmd.get_args());
-        c
-    };
-    let t = Instant::now();
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    let d = t.elapsed();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}{stderr}",
-        String::from_utf8_lossy(&out.stdout),
-    );
-    let cpu = stderr.lines().rev().find_map(|l| {
-        let mut it = l.strip_prefix("cpu ")?.split(' ');
-        let u: f64 = it.next()?.parse().ok()?;
-        let s: f64 = it.next()?.parse().ok()?;
-        Some(Duration::from_secs_f64(u + s))
-    });
-    (d, cpu)
-}
-
 fn median_cpu(v: &[Option<Duration>]) -> Option<Duration> {
     let v: Option<Vec<Duration>> = v.iter().copied().collect();
     v.map(median)
@@ -164,15 +131,7 @@ fn main() {
         eprintln!("compress_fsck bench needs mkfs.erofs and fsck.erofs");
         std::process::exit(1);
     };
-    let runs: usize = std::env::var("EROFS_BENCH_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3)
-        .max(1);
-    let scale: f64 = std::env::var("EROFS_BENCH_SCALE")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1.0);
+    let (runs, scale) = settings();
     let all = [
         ("lz4", "-zlz4"),
         ("lz4hc", "-zlz4hc,level=4"),
@@ -202,11 +161,12 @@ fn main() {
         let image = base.join(format!("{name}.erofs"));
         let _ = std::fs::remove_file(&image);
         let t = Instant::now();
-        time(
+        run_timed(
             Command::new(&mkfs)
                 .args(["--quiet", "-T0", "--all-root", opt, "-C65536"])
                 .arg(&image)
                 .arg(&tree),
+            &base,
         );
         let size = std::fs::metadata(&image).unwrap().len();
         eprintln!(
@@ -220,17 +180,18 @@ fn main() {
         let (mut theirs, mut theirs_cpu) = (Vec::new(), Vec::new());
         let out = base.join("extract");
         for _ in 0..runs {
-            let (w, c) = time(Command::new(&erofs).arg("fsck").arg(&image));
-            ours.push(w);
-            ours_cpu.push(c);
+            let m = run_timed(Command::new(&erofs).arg("fsck").arg(&image), &base);
+            ours.push(m.wall);
+            ours_cpu.push(m.cpu);
             let _ = std::fs::remove_dir_all(&out);
-            let (w, c) = time(
+            let m = run_timed(
                 Command::new(&fsck)
                     .arg(format!("--extract={}", out.display()))
                     .arg(&image),
+                &base,
             );
-            theirs.push(w);
-            theirs_cpu.push(c);
+            theirs.push(m.wall);
+            theirs_cpu.push(m.cpu);
             let _ = std::fs::remove_dir_all(&out);
         }
         let (a, b) = (median(ours), median(theirs));

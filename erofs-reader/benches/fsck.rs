@@ -28,7 +28,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{find_tool, median};
+use common::{find_tool, median, run_timed, settings};
 
 fn pattern(seed: u64, buf: &mut [u8]) {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -86,39 +86,6 @@ fn build_tree(root: &Path, scale: f64) -> (u64, u64) {
     (files, bytes)
 }
 
-struct Measured {
-    time: Duration,
-    max_rss_kb: Option<u64>,
-}
-
-/// Run `cmd` (under `/usr/bin/time` when available) and time it.
-fn run_timed(program: &Path, args: &[&std::ffi::OsStr], scratch: &Path) -> Measured {
-    let time_bin = Path::new("/usr/bin/time");
-    let rss_file = scratch.join("rss.txt");
-    let mut cmd = if time_bin.is_file() {
-        let mut c = Command::new(time_bin);
-        c.arg("-f").arg("%M").arg("-o").arg(&rss_file).arg(program);
-        c
-    } else {
-        Command::new(program)
-    };
-    cmd.args(args);
-    cmd.stdout(std::process::Stdio::null());
-    let start = Instant::now();
-    let out = cmd.output().expect("run");
-    let time = start.elapsed();
-    assert!(
-        out.status.success(),
-        "{program:?} {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let max_rss_kb = std::fs::read_to_string(&rss_file)
-        .ok()
-        .and_then(|s| s.lines().last().and_then(|l| l.trim().parse().ok()));
-    let _ = std::fs::remove_file(&rss_file);
-    Measured { time, max_rss_kb }
-}
-
 fn read_mount(root: &Path, threads: usize) -> u64 {
     let mut files = Vec::new();
     let mut stack = vec![root.to_path_buf()];
@@ -172,15 +139,7 @@ fn main() {
         eprintln!("fsck bench needs mkfs.erofs and fsck.erofs");
         std::process::exit(1);
     };
-    let runs: usize = std::env::var("EROFS_BENCH_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3)
-        .max(1);
-    let scale: f64 = std::env::var("EROFS_BENCH_SCALE")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1.0);
+    let (runs, scale) = settings();
     let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("erofs-fsck-bench");
     std::fs::create_dir_all(&base).unwrap();
     let tree = base.join("tree");
@@ -221,30 +180,34 @@ fn main() {
         ("fsck.erofs", Vec::new(), None),
         ("kernel mount, 2 threads", Vec::new(), None),
     ];
-    let img = image.as_os_str();
+    let record =
+        |results: &mut Vec<(&str, Vec<Duration>, Option<u64>)>, k: usize, cmd: &mut Command| {
+            let m = run_timed(cmd.stdout(std::process::Stdio::null()), &base);
+            results[k].1.push(m.wall);
+            results[k].2 = results[k].2.max(m.max_rss_kb);
+        };
     for _ in 0..runs {
-        let m = run_timed(&erofs, &["fsck".as_ref(), img], &base);
-        results[0].1.push(m.time);
-        results[0].2 = results[0].2.max(m.max_rss_kb);
-
-        let m = run_timed(
-            &erofs,
-            &["fsck".as_ref(), "--threads".as_ref(), "1".as_ref(), img],
-            &base,
+        record(
+            &mut results,
+            0,
+            Command::new(&erofs).arg("fsck").arg(&image),
         );
-        results[1].1.push(m.time);
-        results[1].2 = results[1].2.max(m.max_rss_kb);
-
+        record(
+            &mut results,
+            1,
+            Command::new(&erofs)
+                .args(["fsck", "--threads", "1"])
+                .arg(&image),
+        );
         let _ = std::fs::remove_dir_all(&extract_dir);
-        let arg = format!("--extract={}", extract_dir.display());
-        let m = run_timed(&fsck, &[arg.as_ref(), img], &base);
-        results[2].1.push(m.time);
-        results[2].2 = results[2].2.max(m.max_rss_kb);
+        let extract = format!("--extract={}", extract_dir.display());
+        record(
+            &mut results,
+            2,
+            Command::new(&fsck).arg(extract).arg(&image),
+        );
         let _ = std::fs::remove_dir_all(&extract_dir);
-
-        let m = run_timed(&fsck, &[img], &base);
-        results[3].1.push(m.time);
-        results[3].2 = results[3].2.max(m.max_rss_kb);
+        record(&mut results, 3, Command::new(&fsck).arg(&image));
 
         let st = Command::new("mount")
             .args(["-t", "erofs", "-o", "ro"])
