@@ -243,12 +243,6 @@ impl<O, F> Prefetcher<O, F> {
     }
 }
 
-/// The blocks lying wholly inside `found` (data extents may end mid-block only at a file's
-/// end; a partial block is not trusted).
-fn whole_blocks(found: Vec<Range<u64>>) -> RangeSet {
-    RangeSet::whole_blocks(found, BLOCK)
-}
-
 impl<S: OnDemandServer, F: ObjectFd> Session<S, F> {
     /// Run one prefetch thread until `shutdown`: take queued objects and fill their planned
     /// ranges (see the [module docs](crate::prefetch)). Returns at once if the session has no
@@ -278,7 +272,9 @@ impl<S: OnDemandServer, F: ObjectFd> Session<S, F> {
         for _ in 0..200 {
             match object.fd().data_ranges(0..limit) {
                 Ok(found) => {
-                    let found = whole_blocks(found);
+                    // A data extent ends mid-block only at the file's end: such a block is
+                    // not trusted.
+                    let found = RangeSet::whole_blocks(found, BLOCK);
                     let n = found.len();
                     object.lock_ranges().scanned.extend(&found);
                     return n;
@@ -337,14 +333,7 @@ impl<S: OnDemandServer, F: ObjectFd> Session<S, F> {
                 if estimate > 0 {
                     prefetch.throttle(estimate, shutdown);
                 }
-                let gaps = {
-                    let mut r = object.lock_ranges();
-                    let gaps = r.busy_or_present().gaps(pos..end);
-                    for g in &gaps {
-                        r.inflight.insert(g.clone());
-                    }
-                    gaps
-                };
+                let gaps = object.claim_gaps(pos..end);
                 let missing: u64 = gaps.iter().map(|g| g.end - g.start).sum();
                 Stats::bump(&self.stats.prefetch_skipped_bytes, (end - pos) - missing);
                 for g in gaps {
@@ -402,7 +391,7 @@ mod tests {
     #[test]
     fn partial_blocks_are_not_trusted() {
         assert_eq!(
-            whole_blocks(vec![100..9000, 12288..12300, 16384..20480]).ranges(),
+            RangeSet::whole_blocks(vec![100..9000, 12288..12300, 16384..20480], BLOCK).ranges(),
             [4096..8192, 16384..20480]
         );
     }

@@ -186,6 +186,18 @@ impl<O, F> Object<O, F> {
         self.ranges.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Claim the parts of `range` that nobody has written, is filling or found present: they
+    /// go in flight (a READ over them waits) and are returned, for the caller to fill and
+    /// [`release`](Self::release).
+    pub(crate) fn claim_gaps(&self, range: Range<u64>) -> Vec<Range<u64>> {
+        let mut r = self.lock_ranges();
+        let gaps = r.busy_or_present().gaps(range);
+        for g in &gaps {
+            r.inflight.insert(g.clone());
+        }
+        gaps
+    }
+
     /// Mark `range` (claimed before) as done: written if `ok`, in any case no longer in flight.
     pub(crate) fn release(&self, range: Range<u64>, ok: bool, by_prefetch: bool) {
         let mut r = self.lock_ranges();
@@ -198,6 +210,20 @@ impl<O, F> Object<O, F> {
         }
         drop(r);
         self.changed.notify_all();
+    }
+}
+
+impl<O, F: ObjectFd> Object<O, F> {
+    /// Ask the cache file what it already holds in `range` (written by an earlier daemon, or
+    /// before a restart: two `lseek`s in the usual case) and remember the whole blocks as
+    /// present, so nothing fetches them again.
+    pub(crate) fn scan_present(&self, range: Range<u64>) {
+        if let Ok(found) = self.fd.data_ranges(range) {
+            let found = RangeSet::whole_blocks(found, BLOCK);
+            if !found.is_empty() {
+                self.lock_ranges().scanned.extend(&found);
+            }
+        }
     }
 }
 
@@ -784,23 +810,9 @@ impl<S: OnDemandServer, F: ObjectFd> Session<S, F> {
         if object.is_closed() {
             return;
         }
-        // What the cache file already holds (an earlier daemon's fills) is not fetched again.
-        if let Ok(found) = object.fd.data_ranges(range.clone()) {
-            let found = RangeSet::whole_blocks(found, BLOCK);
-            if !found.is_empty() {
-                object.lock_ranges().scanned.extend(&found);
-            }
-        }
-        let claims = {
-            let mut r = object.lock_ranges();
-            let gaps = r.busy_or_present().gaps(range);
-            for g in &gaps {
-                r.inflight.insert(g.clone());
-            }
-            gaps
-        };
+        object.scan_present(range.clone());
         let mut stopped = false;
-        for c in claims {
+        for c in object.claim_gaps(range) {
             if !stopped && !object.is_closed() {
                 match self.fill(object, c.clone(), buf, false) {
                     Ok(()) => Stats::bump(
@@ -839,15 +851,9 @@ impl<S: OnDemandServer, F: ObjectFd> Session<S, F> {
     ) -> Result<(), (u64, io::Error)> {
         let requested = range.start..requested_end;
         let readahead = requested_end..range.end;
-        // What the cache file already holds in the readahead part (written by an earlier
-        // daemon, or before a restart) is not fetched again: two `lseek`s in the usual case.
-        if !readahead.is_empty()
-            && let Ok(found) = object.fd.data_ranges(readahead.clone())
-        {
-            let found = RangeSet::whole_blocks(found, BLOCK);
-            if !found.is_empty() {
-                object.lock_ranges().scanned.extend(&found);
-            }
+        // What the cache file already holds in the readahead part is not fetched again.
+        if !readahead.is_empty() {
+            object.scan_present(readahead.clone());
         }
         let mut r = object.lock_ranges();
         // Bounded: fills in flight always end (success or failure); the bound only guards
