@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+pub mod raw;
 pub mod tree;
 pub mod vm;
 

@@ -811,6 +811,27 @@ pub fn mkfs(image: &Path, source: &Path, args: &[&str]) {
     );
 }
 
+/// Every inode reachable from the root of `image`, by path (`"/"` is the root), through the
+/// reader's directories.
+pub fn image_inodes(image: &erofs_reader::Image) -> BTreeMap<String, erofs_reader::Inode> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![(String::new(), image.root_nid())];
+    while let Some((path, nid)) = stack.pop() {
+        let inode = image.inode(nid).expect("inode");
+        if inode.metadata().is_dir() {
+            for e in image.read_dir_inode(&inode).expect("read_dir") {
+                let e = e.expect("dirent");
+                if e.name() != b"." && e.name() != b".." {
+                    let name = String::from_utf8_lossy(e.name()).into_owned();
+                    stack.push((format!("{path}/{name}"), e.nid()));
+                }
+            }
+        }
+        out.insert(if path.is_empty() { "/".into() } else { path }, inode);
+    }
+    out
+}
+
 /// One extent as `dump.erofs -e` prints it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DumpExtent {

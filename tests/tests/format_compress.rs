@@ -7,15 +7,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use erofs_format::Error;
 use erofs_format::compress::{
     Algorithm, AlgorithmSet, CompactIndexes, CompressionConfigs, CompressionMap, EncodedExtents,
     FULL_INDEX_OFFSET, FullIndexes, HeadKind, IndexFormat, Lcluster, LclusterMap, LclusterType,
     MapAdvise, MapHeader,
 };
-use erofs_format::dirent::DirBlock;
-use erofs_format::inode::{DataLayout, FileType, Inode, InodeContext, InodeData};
+use erofs_format::inode::{DataLayout, Inode, InodeContext, InodeData};
 use erofs_format::superblock::{FeatureIncompat, SuperBlock};
-use erofs_format::{Error, Nid};
 use zerocopy::FromBytes;
 
 /// A small deterministic PRNG (xorshift64*), so the tree is the same on every run.
@@ -79,64 +78,7 @@ fn build(name: &str, opts: &[&str]) -> Option<Built> {
     Some((std::fs::read(&img).unwrap(), img, files))
 }
 
-/// Every inode of the image by path (directories read through the flat layouts).
-fn walk(img: &[u8]) -> BTreeMap<String, Inode> {
-    let sb = SuperBlock::parse(img).expect("superblock");
-    let ctx = InodeContext::new(sb).unwrap();
-    let mut out = BTreeMap::new();
-    let mut todo = vec![(String::new(), sb.root_nid())];
-    while let Some((path, nid)) = todo.pop() {
-        let inode = read_inode(img, &ctx, nid);
-        if inode.file_type == FileType::Directory {
-            for (name, child) in dir_entries(img, &inode) {
-                if name != "." && name != ".." {
-                    let p = if path.is_empty() {
-                        name
-                    } else {
-                        format!("{path}/{name}")
-                    };
-                    todo.push((p, child));
-                }
-            }
-        }
-        out.insert(path, inode);
-    }
-    out
-}
-
-fn dir_blkszbits(img: &[u8]) -> u8 {
-    SuperBlock::parse(img).unwrap().blkszbits
-}
-
-fn read_inode(img: &[u8], ctx: &InodeContext, nid: Nid) -> Inode {
-    let off = ctx.nid_offset(nid).unwrap() as usize;
-    Inode::parse(&img[off..], nid, ctx).unwrap_or_else(|e| panic!("nid {nid}: {e}"))
-}
-
-fn dir_entries(img: &[u8], dir: &Inode) -> Vec<(String, Nid)> {
-    assert!(
-        !dir.layout.is_compressed(),
-        "directories are not compressed without --zD"
-    );
-    let bs = 1u64 << dir_blkszbits(img);
-    let mut out = Vec::new();
-    let flat = dir.flat_extent().unwrap();
-    let tail = dir.inline_tail().unwrap();
-    for i in 0..dir.data_blocks() {
-        let len = (dir.size - i * bs).min(bs);
-        let range = match (tail, flat) {
-            (Some((off, tlen)), _) if i + 1 == dir.data_blocks() => off..off + tlen,
-            (_, Some((off, _))) => off + i * bs..off + i * bs + len,
-            _ => panic!("directory without data"),
-        };
-        let block = DirBlock::parse(&img[range.start as usize..range.end as usize]).unwrap();
-        for e in block.iter() {
-            out.push((String::from_utf8(e.name.to_vec()).unwrap(), e.nid));
-        }
-    }
-    out
-}
-
+use tests::raw::{read_inode, walk};
 use tests::tree::{DumpExtent as Ext, dump_extents};
 
 /// What one compressed file's metadata says, in the form `dump.erofs -e` prints.

@@ -8,8 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use erofs_format::device::DeviceSlot;
-use erofs_format::dirent::DirBlock;
-use erofs_format::inode::{DataLayout, FileType, Inode, InodeContext, InodeData};
+use erofs_format::inode::{DataLayout, InodeContext, InodeData};
 use erofs_format::rafs::{
     BlobCompressionContextHeader, BlobCompressor, BlobFeatures, ChunkInfo, ChunkInfoArray,
     Digester, FEATURE_COMPAT_RAFS_V6, RafsSuperFlags, RafsV6InodeChunkAddr, RafsV6SuperBlockExt,
@@ -97,48 +96,7 @@ fn build(
     })
 }
 
-fn read_inode(img: &[u8], ctx: &InodeContext, nid: Nid) -> Inode {
-    let off = ctx.nid_offset(nid).unwrap() as usize;
-    Inode::parse(&img[off..], nid, ctx).unwrap_or_else(|e| panic!("nid {nid}: {e}"))
-}
-
-/// Every inode by path ("" is the root), through the EROFS directories.
-fn walk(img: &[u8]) -> BTreeMap<String, Inode> {
-    let sb = SuperBlock::parse(img).expect("superblock");
-    let ctx = InodeContext::new(sb).unwrap();
-    let mut out = BTreeMap::new();
-    let mut todo = vec![(String::new(), sb.root_nid())];
-    while let Some((path, nid)) = todo.pop() {
-        let inode = read_inode(img, &ctx, nid);
-        if inode.file_type == FileType::Directory {
-            let bs = 4096u64;
-            let tail = inode.inline_tail().unwrap();
-            let flat = inode.flat_extent().unwrap();
-            for i in 0..inode.data_blocks() {
-                let len = (inode.size - i * bs).min(bs);
-                let r = match (tail, flat) {
-                    (Some((off, tlen)), _) if i + 1 == inode.data_blocks() => off..off + tlen,
-                    (_, Some((off, _))) => off + i * bs..off + i * bs + len,
-                    _ => panic!("{path}: directory without data"),
-                };
-                let block = DirBlock::parse(&img[r.start as usize..r.end as usize]).unwrap();
-                for e in block.iter() {
-                    let name = String::from_utf8(e.name.to_vec()).unwrap();
-                    if name != "." && name != ".." {
-                        let p = if path.is_empty() {
-                            name
-                        } else {
-                            format!("{path}/{name}")
-                        };
-                        todo.push((p, e.nid));
-                    }
-                }
-            }
-        }
-        out.insert(path, inode);
-    }
-    out
-}
+use tests::raw::{read_inode, walk};
 
 /// The decompressed chunk-info array of a blob (zstd through the `zstd` tool).
 fn chunk_info_bytes(

@@ -75,31 +75,6 @@ pub fn build(name: &str, args: &[&str]) -> Option<Built> {
     Some(Built { image, src, want })
 }
 
-/// Every regular file of the image by path, with its inode.
-fn files(image: &Image) -> BTreeMap<String, Inode> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![(String::new(), image.root_nid())];
-    while let Some((path, nid)) = stack.pop() {
-        let inode = image.inode(nid).unwrap();
-        match inode.metadata().file_type() {
-            FileType::Directory => {
-                for e in image.read_dir_inode(&inode).unwrap() {
-                    let e = e.unwrap();
-                    if e.name() != b"." && e.name() != b".." {
-                        let name = String::from_utf8_lossy(e.name()).into_owned();
-                        stack.push((format!("{path}/{name}"), e.nid()));
-                    }
-                }
-            }
-            FileType::Regular => {
-                out.insert(path, inode);
-            }
-            _ => {}
-        }
-    }
-    out
-}
-
 fn read_bytes(path: &Path, at: u64, len: usize) -> Vec<u8> {
     use std::os::unix::fs::FileExt;
     let mut v = vec![0u8; len];
@@ -129,7 +104,10 @@ impl Seen {
 
 fn check_extents(b: &Built, image: &Image, name: &str) -> Seen {
     let mut seen = Seen::default();
-    let mut inodes: Vec<(String, Inode)> = files(image).into_iter().collect();
+    let mut inodes: Vec<(String, Inode)> = tree::image_inodes(image)
+        .into_iter()
+        .filter(|(_, inode)| inode.metadata().file_type() == FileType::Regular)
+        .collect();
     if let Some(p) = image.superblock().packed_nid() {
         inodes.push(("<packed>".into(), image.inode(p).unwrap()));
     }

@@ -13,12 +13,11 @@
 //! * inline tails of inodes in the metabox are reported as [`ExtentTarget::Metabox`];
 //! * `erofs fsck` passes and `erofs extract` writes the tree the reader shows.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
 
 use erofs_format::superblock::{FeatureIncompat, NID_METABOX_BIT};
-use erofs_reader::{ExtentSource, ExtentTarget, FileType, Image, Inode, Nid};
+use erofs_reader::{ExtentSource, ExtentTarget, Image, Nid};
 use tests::text;
 use tests::tree::{self, Compare, KernelMount, MtimeCheck};
 
@@ -43,26 +42,6 @@ fn build(name: &str, args: &[&str]) -> Option<Built> {
     let image = dir.join("image.erofs");
     tree::mkfs_with_prefixes(&image, &src, args);
     Some(Built { image, want })
-}
-
-/// Every inode reachable from the root, by path.
-fn walk(image: &Image) -> BTreeMap<String, Inode> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![(String::new(), image.root_nid())];
-    while let Some((path, nid)) = stack.pop() {
-        let inode = image.inode(nid).unwrap();
-        if inode.metadata().file_type() == FileType::Directory {
-            for e in image.read_dir_inode(&inode).unwrap() {
-                let e = e.unwrap();
-                if e.name() != b"." && e.name() != b".." {
-                    let name = String::from_utf8_lossy(e.name()).into_owned();
-                    stack.push((format!("{path}/{name}"), e.nid()));
-                }
-            }
-        }
-        out.insert(if path.is_empty() { "/".into() } else { path }, inode);
-    }
-    out
 }
 
 fn cli(args: &[&std::ffi::OsStr], name: &str) {
@@ -117,7 +96,7 @@ fn run_case(name: &str, args: &[&str]) -> Option<Seen> {
             panic!("{name}: reader vs kernel: {e}");
         }
         // Inode numbers: Linux folds the metabox bit into bit 31 (`Image::ino`).
-        for (path, inode) in walk(&image) {
+        for (path, inode) in tree::image_inodes(&image) {
             use std::os::unix::fs::MetadataExt;
             let st =
                 std::fs::symlink_metadata(mount.path().join(path.trim_start_matches('/'))).unwrap();
@@ -129,7 +108,7 @@ fn run_case(name: &str, args: &[&str]) -> Option<Seen> {
         metabox_compressed: mbi.metadata().layout().is_compressed(),
         ..Seen::default()
     };
-    for (path, inode) in walk(&image) {
+    for (path, inode) in tree::image_inodes(&image) {
         if inode.nid().0 & NID_METABOX_BIT != 0 {
             seen.in_metabox += 1;
         } else {
