@@ -17,7 +17,7 @@ use erofs_format::inode::{DataLayout, Inode, InodeContext, InodeData};
 use erofs_format::superblock::{FeatureIncompat, SuperBlock};
 use zerocopy::FromBytes;
 
-/// A small deterministic PRNG (xorshift64*), so the tree is the same on every run.
+// A deterministic generator, so the tree is the same on every run.
 use tests::Rng;
 
 /// The words of the compressible text files.
