@@ -137,46 +137,66 @@ pub fn layered_tree(dir: &Path, big: usize) -> LayeredTree {
 }
 
 /// Apply layer `layer` (aufs/OCI whiteouts) onto the tree at `merged`, as an overlay mount
-/// or a full pull would: whiteouts delete, an opaque directory drops what was below, other
-/// entries are copied over (with `cp -a`, keeping modes, times and symlinks).
+/// or a full pull would: whiteouts delete, an opaque directory drops what was below, an entry
+/// of another type replaces the one below, then the layer is copied over with one
+/// `cp -a --remove-destination` (modes, owners, times, symlinks and hard links kept) and the
+/// whiteout files are removed from the result.
 pub fn apply_layer(merged: &Path, layer: &Path) {
     std::fs::create_dir_all(merged).unwrap();
-    let mut names: Vec<_> = std::fs::read_dir(layer)
+    let mut whiteouts = Vec::new();
+    prepare(merged, layer, Path::new(""), &mut whiteouts);
+    crate::run(
+        Command::new("cp")
+            .args(["-a", "--remove-destination"])
+            .arg(layer.join("."))
+            .arg(merged),
+    );
+    for w in &whiteouts {
+        remove(&merged.join(w));
+    }
+    // Removing the whiteout files touched their directories: restore them, deepest first.
+    let mut dirs: Vec<&Path> = whiteouts.iter().filter_map(|w| w.parent()).collect();
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+    dirs.dedup();
+    for d in dirs {
+        copy_dir_metadata(&layer.join(d), &merged.join(d));
+    }
+}
+
+/// Delete what `layer`'s whiteouts and opaque directories hide, and entries whose type the
+/// layer changes (directory vs not); collect the whiteout files' relative paths.
+fn prepare(merged: &Path, layer: &Path, rel: &Path, whiteouts: &mut Vec<PathBuf>) {
+    let dir = layer.join(rel);
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().expect("UTF-8 names"))
         .collect();
     names.sort();
-    if names.iter().any(|n| n == ".wh..wh..opq") {
-        for e in std::fs::read_dir(merged).unwrap() {
+    if names.iter().any(|n| n == ".wh..wh..opq")
+        && let Ok(rd) = std::fs::read_dir(merged.join(rel))
+    {
+        for e in rd {
             remove(&e.unwrap().path());
         }
     }
     for name in &names {
-        let src = layer.join(name);
-        if name == ".wh..wh..opq" {
+        let r = rel.join(name);
+        if name.starts_with(".wh.") {
+            whiteouts.push(r.clone());
+            if let Some(gone) = name.strip_prefix(".wh.").filter(|g| *g != ".wh..opq") {
+                remove(&merged.join(rel).join(gone));
+            }
             continue;
         }
-        if let Some(gone) = name.strip_prefix(".wh.") {
-            remove(&merged.join(gone));
-            continue;
+        let src_dir = std::fs::symlink_metadata(layer.join(&r)).unwrap().is_dir();
+        match std::fs::symlink_metadata(merged.join(&r)) {
+            Ok(m) if m.is_dir() != src_dir => remove(&merged.join(&r)),
+            _ => {}
         }
-        let dst = merged.join(name);
-        let meta = std::fs::symlink_metadata(&src).unwrap();
-        if meta.is_dir() {
-            if std::fs::symlink_metadata(&dst).is_ok_and(|m| !m.is_dir()) {
-                remove(&dst);
-            }
-            apply_layer(&dst, &src);
-        } else {
-            if std::fs::symlink_metadata(&dst).is_ok() {
-                remove(&dst);
-            }
-            crate::run(Command::new("cp").arg("-a").arg(&src).arg(&dst));
+        if src_dir {
+            prepare(merged, layer, &r, whiteouts);
         }
     }
-    // The directory's own metadata comes from the topmost layer that has it (set last: adding
-    // entries changed its mtime).
-    copy_dir_metadata(layer, merged);
 }
 
 fn copy_dir_metadata(from: &Path, to: &Path) {
