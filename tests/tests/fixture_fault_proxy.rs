@@ -49,7 +49,7 @@ fn pass_through_counts_what_the_registry_serves() {
     let Some(reg) = Registry::plain("fixture_fault_proxy/pass") else {
         return;
     };
-    let (layout, image) = pushed(&reg, &reg.dir().to_path_buf()).unwrap();
+    let (layout, image) = pushed(&reg, reg.dir()).unwrap();
     let proxy = FaultProxy::in_front_of(&reg);
     let layer = &image.layers[0];
     let blob = layout.read_blob(&layer.digest);
@@ -102,7 +102,7 @@ fn faults_hit_the_next_matching_requests_only() {
     let Some(reg) = Registry::plain("fixture_fault_proxy/faults") else {
         return;
     };
-    let (layout, image) = pushed(&reg, &reg.dir().to_path_buf()).unwrap();
+    let (layout, image) = pushed(&reg, reg.dir()).unwrap();
     let proxy = FaultProxy::in_front_of(&reg);
     let layer = &image.layers[0];
     let blob = layout.read_blob(&layer.digest);
@@ -204,7 +204,7 @@ fn redirect_host_sees_no_token_and_401_is_the_registrys() {
     let Some(reg) = Registry::token("fixture_fault_proxy/redirect") else {
         return;
     };
-    let (layout, image) = pushed(&reg, &reg.dir().to_path_buf()).unwrap();
+    let (layout, image) = pushed(&reg, reg.dir()).unwrap();
     let proxy = FaultProxy::in_front_of(&reg);
     let ts = reg.token_server().unwrap();
     let (user, password) = reg.credentials().unwrap();
@@ -287,7 +287,7 @@ fn latency_and_bandwidth_pace_the_link() {
     let Some(reg) = Registry::plain("fixture_fault_proxy/pace") else {
         return;
     };
-    let (layout, image) = pushed(&reg, &reg.dir().to_path_buf()).unwrap();
+    let (layout, image) = pushed(&reg, reg.dir()).unwrap();
     let proxy = FaultProxy::in_front_of(&reg);
     let layer = &image.layers[0];
     let blob = layout.read_blob(&layer.digest);
