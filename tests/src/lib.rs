@@ -5,6 +5,13 @@
 //! [`require_root`]. If the requirement is missing the test **fails** with a message naming
 //! it, unless `EROFS_TESTS_ALLOW_SKIP=1` is set, in which case it prints `SKIP: …` to stderr
 //! and returns `None`. CI never sets that variable, so nothing is skipped silently there.
+//!
+//! Registry fixtures (see DESIGN.md, "The test registry"): [`registry`] (Debian's
+//! `docker-registry`: plain, htpasswd over TLS, token auth), [`token_server`], [`tls`] (test
+//! CA and signing certificates), [`oci_layout`] (hand-written OCI layouts), [`oci_images`]
+//! (tar+gzip, EROFS-layer, Nydus and zran images, indexes), [`skopeo`] (the pusher),
+//! [`fault_proxy`] (counters, latency, bandwidth, faults, redirects) and [`http`] (a tiny
+//! std-only HTTP/1.1 codec and client).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

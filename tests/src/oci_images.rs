@@ -7,9 +7,9 @@
 //!   (annotation `containerd.io/snapshot/nydus-blob: "true"`, digest `sha256:<blob id>`), then
 //!   the bootstrap layer: a gzip tar holding `image/image.boot`
 //!   (annotation `containerd.io/snapshot/nydus-bootstrap: "true"`).
-//! - [`nydus_zran_image`]: the zran / targz-ref variant: `nydus-image create -t targz-ref` of
-//!   each original `.tar.gz`; the original `.tar.gz` layers are the data blobs (blob id = their
-//!   sha256), each followed by its separate meta blob (chunk infos and ZRan contexts), then the
+//! - [`nydus_zran_image`]: the zran / targz-ref variant (one layer): `nydus-image create -t
+//!   targz-ref` of the original `.tar.gz`; the `.tar.gz` is the data blob (blob id = its
+//!   sha256), followed by its separate meta blob (chunk infos and ZRan contexts), then the
 //!   bootstrap layer.
 //! - [`erofs_image`]: containerd's native EROFS layers (`application/vnd.erofs.layer.v1`):
 //!   each layer `mkfs.erofs --tar=f --aufs` of the layer's tar (aufs `.wh.` whiteouts become
@@ -408,17 +408,27 @@ pub fn nydus_image(
     })
 }
 
-/// Nydus zran (targz-ref) image: per layer `nydus-image create -t targz-ref` of its
-/// `.tar.gz` (on the parent's bootstrap). Layers: each original `.tar.gz` (media type
-/// `tar+gzip`, annotation `nydus-blob`, digest = blob id), each followed by its meta blob
-/// (media type Nydus blob), then the bootstrap layer. `blob_dir` holds the `.tar.gz` files
-/// under their blob ids and the meta blobs under their digests, as `erofs --blob-dir` reads.
+/// Nydus zran (targz-ref) image of one layer: `nydus-image create -t targz-ref` of its
+/// `.tar.gz`. Layers: the original `.tar.gz` (media type `tar+gzip`, annotation `nydus-blob`,
+/// digest = blob id), its meta blob (media type Nydus blob: chunk infos and ZRan contexts),
+/// then the bootstrap layer. `blob_dir` holds the `.tar.gz` under its blob id and the meta blob
+/// under its digest, as `erofs --blob-dir` reads them.
+///
+/// One layer only: nydus-image 2.2's `-t targz-ref` on a `--parent-bootstrap` records the new
+/// layer's chunks with `blob_index 0` (its own `check -v` shows it), so a stacked zran
+/// bootstrap reads the upper files from the lower blob; nydusify instead merges per-layer
+/// bootstraps with TOC digests, which this fixture does not reproduce. Panics for more layers.
 pub fn nydus_zran_image(
     layout: &OciLayout,
     layers: &[&Path],
     platform: &Platform,
     work: &Path,
 ) -> Option<NydusImage> {
+    assert_eq!(
+        layers.len(),
+        1,
+        "nydus_zran_image builds one layer (see its docs: stacked targz-ref bootstraps are wrong)"
+    );
     need(&["tar", "gzip", "nydus-image"])?;
     let blob_dir = work.join("blobs");
     std::fs::create_dir_all(&blob_dir).unwrap();
