@@ -160,6 +160,8 @@ struct Shared {
     next_redirect: AtomicU64,
     host_addr: Mutex<Option<SocketAddr>>,
     stop: AtomicBool,
+    /// Requests read but not logged yet (the client may have its answer already).
+    in_flight: AtomicU64,
 }
 
 impl Shared {
@@ -276,6 +278,7 @@ impl FaultProxy {
             next_redirect: AtomicU64::new(1),
             host_addr: Mutex::new(None),
             stop: AtomicBool::new(false),
+            in_flight: AtomicU64::new(0),
         });
         let (host_addr, t1) = spawn_listener("blob-host", shared.clone(), serve_host);
         *shared.host_addr.lock().unwrap() = Some(host_addr);
@@ -369,13 +372,24 @@ impl FaultProxy {
         link.next_free = Instant::now();
     }
 
-    /// Every request answered so far, in order of completion.
+    /// Wait (at most 5 s) until every request read so far is logged: a client may hold its
+    /// whole answer a moment before the proxy records it.
+    fn settle(&self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.shared.in_flight.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Every request answered so far, in order of completion (waits for requests in flight).
     pub fn log(&self) -> Vec<Served> {
+        self.settle();
         self.shared.log.lock().unwrap().clone()
     }
 
-    /// Every request the blob host answered so far.
+    /// Every request the blob host answered so far (waits for requests in flight).
     pub fn host_log(&self) -> Vec<HostHit> {
+        self.settle();
         self.shared.host_log.lock().unwrap().clone()
     }
 
@@ -558,6 +572,7 @@ fn serve_proxy(conn: TcpStream, shared: &Shared) {
         let Ok(Some(mut req)) = http::read_request(&mut reader) else {
             return;
         };
+        shared.in_flight.fetch_add(1, Ordering::SeqCst);
         let fault = shared.take_fault(&req);
         let mut served = Served {
             method: req.method.clone(),
@@ -662,6 +677,7 @@ fn serve_proxy(conn: TcpStream, shared: &Shared) {
             }
         };
         shared.log.lock().unwrap().push(served);
+        shared.in_flight.fetch_sub(1, Ordering::SeqCst);
         if !keep || close_after {
             let _ = conn.shutdown(Shutdown::Both);
             return;
@@ -733,6 +749,7 @@ fn serve_host(conn: TcpStream, shared: &Shared) {
         conn: None,
     };
     while let Ok(Some(req)) = http::read_request(&mut reader) {
+        shared.in_flight.fetch_add(1, Ordering::SeqCst);
         let mut hit = HostHit {
             target: req.target.clone(),
             authorization: req.header("authorization").map(str::to_string),
@@ -786,6 +803,7 @@ fn serve_host(conn: TcpStream, shared: &Shared) {
             }
         };
         shared.host_log.lock().unwrap().push(hit);
+        shared.in_flight.fetch_sub(1, Ordering::SeqCst);
         if !ok {
             let _ = conn.shutdown(Shutdown::Both);
             return;

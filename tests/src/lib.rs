@@ -100,6 +100,20 @@ pub fn require_tool(name: &str) -> Option<PathBuf> {
     }
 }
 
+/// A tool that a Debian package provides (`.ci/run` installs it): like [`require_tool`], with
+/// the package named in the failure.
+pub fn require_package_tool(name: &str, package: &str) -> Option<PathBuf> {
+    match find_tool(name) {
+        Some(p) => Some(p),
+        None => {
+            missing(&format!(
+                "this test needs `{name}` (Debian package `{package}`; .ci/run installs it)"
+            ))?;
+            None
+        }
+    }
+}
+
 /// Whether the test runs as root.
 pub fn is_root() -> bool {
     // Read the effective uid from /proc: no libc call, no unsafe.

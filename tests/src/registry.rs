@@ -102,19 +102,6 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// `docker-registry`, or a loud failure naming the Debian package.
-pub fn registry_binary() -> Option<PathBuf> {
-    match crate::find_tool("docker-registry") {
-        Some(p) => Some(p),
-        None => {
-            crate::missing(
-                "this test needs `docker-registry` (Debian package `docker-registry`; .ci/run installs it)",
-            )?;
-            None
-        }
-    }
-}
-
 impl Registry {
     /// Plain HTTP, anonymous. `name` names the scratch directory (see [`crate::scratch_dir`]).
     pub fn plain(name: &str) -> Option<Registry> {
@@ -157,7 +144,7 @@ impl Registry {
     /// when a tool is missing and skipping is allowed; any other failure panics with the
     /// registry's log.
     pub fn start(name: &str, opts: RegistryOptions) -> Option<Registry> {
-        let bin = registry_binary()?;
+        let bin = crate::require_package_tool("docker-registry", "docker-registry")?;
         let dir = crate::scratch_dir(name);
         let ca = if opts.tls {
             Some(TestCa::new(&dir.join("tls"))?)

@@ -194,9 +194,23 @@ fn faults_hit_the_next_matching_requests_only() {
     assert!(ok(&http::get(&url, &range).unwrap()));
     assert!(t.elapsed() >= Duration::from_millis(400));
 
+    // 401 in front of an anonymous registry: the proxy's own Basic challenge, once.
+    proxy.inject(Match::Manifests, Fault::Unauthorized, 1);
+    let r = http::get(&manifest, &[("Accept", media::MANIFEST)]).unwrap();
+    assert_eq!(
+        (r.status, r.header("www-authenticate")),
+        (401, Some("Basic realm=\"fault-proxy\""))
+    );
+    assert_eq!(
+        http::get(&manifest, &[("Accept", media::MANIFEST)])
+            .unwrap()
+            .status,
+        200
+    );
+
     // The log names each fault once, in order.
     let faults: Vec<Fault> = proxy.log().into_iter().filter_map(|s| s.fault).collect();
-    assert_eq!(faults.len(), 2 + 1 + 1 + 1 + 1 + 1, "{faults:?}");
+    assert_eq!(faults.len(), 2 + 1 + 1 + 1 + 1 + 1 + 1, "{faults:?}");
 }
 
 #[test]

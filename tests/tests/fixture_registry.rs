@@ -251,3 +251,68 @@ fn token_registry_follows_the_token_server() {
     assert_eq!(short["expires_in"], 2);
     assert_eq!(get_with(short["token"].as_str().unwrap()).status, 200);
 }
+
+#[test]
+fn anonymous_pull_tokens_grant_pull_only() {
+    let opts = tests::registry::RegistryOptions {
+        tls: false,
+        auth: tests::registry::Auth::Token(tests::token_server::TokenOptions {
+            anonymous_pull: true,
+            ..Default::default()
+        }),
+    };
+    let Some(reg) = Registry::start("fixture_registry/anonymous", opts) else {
+        return;
+    };
+    let dir = reg.dir().to_path_buf();
+    let Some(skopeo) = Skopeo::new(&dir.join("skopeo")) else {
+        return;
+    };
+    let (layout, image) = small_image(&dir).unwrap();
+    skopeo.push(layout.dir(), "v1", &reg, "public/app:v1");
+    let ts = reg.token_server().unwrap();
+    // Anonymous, asking for pull and push: only pull is granted, and it reads the manifest.
+    let (st, anon) = fetch_token(&ts.realm(), "repository:public/app:pull,push", None);
+    assert_eq!(st, 200);
+    let last = ts.issued().pop().unwrap();
+    assert_eq!(last.user, None);
+    assert_eq!(last.access.len(), 1);
+    assert_eq!(last.access[0].actions, vec!["pull".to_string()]);
+    let r = http::get(
+        &format!("{}/v2/public/app/manifests/v1", reg.url()),
+        &[
+            ("Accept", media::MANIFEST),
+            (
+                "Authorization",
+                &format!("Bearer {}", anon["token"].as_str().unwrap()),
+            ),
+        ],
+    )
+    .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, layout.read_blob(&image.manifest.digest));
+}
+
+#[test]
+fn a_missing_tool_names_its_package() {
+    let allow = std::env::var_os("EROFS_TESTS_ALLOW_SKIP").is_some_and(|v| v == "1");
+    let got = std::panic::catch_unwind(|| {
+        tests::require_package_tool("erofs-rs-no-such-tool", "erofs-rs-no-such-package")
+    });
+    match got {
+        Ok(found) => {
+            assert!(
+                allow,
+                "a missing tool passed without EROFS_TESTS_ALLOW_SKIP=1"
+            );
+            assert!(found.is_none());
+        }
+        Err(e) => {
+            let msg = e.downcast_ref::<String>().cloned().unwrap_or_default();
+            assert!(
+                msg.contains("Debian package `erofs-rs-no-such-package`"),
+                "{msg}"
+            );
+        }
+    }
+}
