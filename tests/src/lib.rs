@@ -10,12 +10,14 @@
 //! `docker-registry`: plain, htpasswd over TLS, token auth), [`token_server`], [`tls`] (test
 //! CA and signing certificates), [`oci_layout`] (hand-written OCI layouts), [`oci_images`]
 //! (tar+gzip, EROFS-layer, Nydus and zran images, indexes), [`skopeo`] (the pusher),
+//! [`docker_config`] (`config.json` with `auths`, `credHelpers`, `credsStore`, and a helper),
 //! [`fault_proxy`] (counters, latency, bandwidth, faults, redirects) and [`http`] (a tiny
 //! std-only HTTP/1.1 codec and client).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+pub mod docker_config;
 pub mod fault_proxy;
 pub mod http;
 pub mod oci_images;
