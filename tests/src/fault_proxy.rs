@@ -552,22 +552,27 @@ fn client_head(mut head: ResponseHead, body_len: Option<u64>) -> ResponseHead {
     head
 }
 
-fn serve_proxy(conn: TcpStream, shared: &Shared) {
+/// A client connection's reader and its (lazily opened) upstream connection.
+fn accept(conn: &TcpStream, shared: &Shared) -> Option<(BufReader<TcpStream>, Upstream)> {
     let _ = conn.set_read_timeout(Some(Duration::from_secs(120)));
     let _ = conn.set_nodelay(true);
+    let reader = BufReader::new(conn.try_clone().ok()?);
+    let upstream = Upstream {
+        addr: shared.upstream,
+        conn: None,
+    };
+    Some((reader, upstream))
+}
+
+fn serve_proxy(conn: TcpStream, shared: &Shared) {
     let latency = shared.latency();
     if !latency.is_zero() {
         std::thread::sleep(latency);
     }
-    let mut reader = BufReader::new(match conn.try_clone() {
-        Ok(c) => c,
-        Err(_) => return,
-    });
-    let mut client = &conn;
-    let mut upstream = Upstream {
-        addr: shared.upstream,
-        conn: None,
+    let Some((mut reader, mut upstream)) = accept(&conn, shared) else {
+        return;
     };
+    let mut client = &conn;
     loop {
         let Ok(Some(mut req)) = http::read_request(&mut reader) else {
             return;
@@ -738,16 +743,10 @@ fn forward(
 }
 
 fn serve_host(conn: TcpStream, shared: &Shared) {
-    let _ = conn.set_read_timeout(Some(Duration::from_secs(120)));
-    let mut reader = BufReader::new(match conn.try_clone() {
-        Ok(c) => c,
-        Err(_) => return,
-    });
-    let mut client = &conn;
-    let mut upstream = Upstream {
-        addr: shared.upstream,
-        conn: None,
+    let Some((mut reader, mut upstream)) = accept(&conn, shared) else {
+        return;
     };
+    let mut client = &conn;
     while let Ok(Some(req)) = http::read_request(&mut reader) {
         shared.in_flight.fetch_add(1, Ordering::SeqCst);
         let mut hit = HostHit {

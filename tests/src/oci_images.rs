@@ -221,24 +221,12 @@ fn remove(p: &Path) {
     }
 }
 
-/// `gzip -n -c IN > OUT`.
-fn gzip(input: &Path, output: &Path) {
-    let gz = crate::require_tool("gzip").expect("gzip");
-    let out = Command::new(gz)
-        .args(["-n", "-c"])
-        .arg(input)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "gzip {} failed", input.display());
-    std::fs::write(output, out.stdout).unwrap();
-}
-
 /// Tar `layer` (`layer-i.tar`) and gzip it (`layer-i.tar.gz`) in `work`.
 fn tar_layer(work: &Path, i: usize, layer: &Path) -> (PathBuf, PathBuf) {
     let tar = work.join(format!("layer-{i}.tar"));
     let tgz = work.join(format!("layer-{i}.tar.gz"));
     crate::tree::make_tarball(layer, &tar);
-    gzip(&tar, &tgz);
+    crate::tree::gzip(&tar, &tgz);
     (tar, tgz)
 }
 
@@ -359,12 +347,37 @@ fn bootstrap_layer(layout: &OciLayout, boot: &Path, work: &Path) -> (Descriptor,
             .arg("image/image.boot"),
     );
     let tgz = work.join("bootstrap.tar.gz");
-    gzip(&tar, &tgz);
+    crate::tree::gzip(&tar, &tgz);
     let desc = layout
         .add_blob_file(media::LAYER_TAR_GZIP, &tgz)
         .annotate(annotation::NYDUS_BOOTSTRAP, "true")
         .annotate(NYDUS_FS_VERSION, "6");
     (desc, sha256_file(&tar))
+}
+
+/// Append the bootstrap layer to a Nydus image's blob layers and write config and manifest
+/// (platform with `os.features: ["nydus.remoteimage.v1"]`).
+#[allow(clippy::too_many_arguments)]
+fn finish_nydus(
+    layout: &OciLayout,
+    platform: &Platform,
+    work: &Path,
+    mut descs: Vec<Descriptor>,
+    mut diff_ids: Vec<String>,
+    bootstrap: PathBuf,
+    blob_dir: PathBuf,
+    blob_ids: Vec<String>,
+) -> NydusImage {
+    let (boot_desc, boot_diff) = bootstrap_layer(layout, &bootstrap, work);
+    descs.push(boot_desc);
+    diff_ids.push(boot_diff);
+    let platform = platform.clone().with_features(&[NYDUS_OS_FEATURE]);
+    NydusImage {
+        image: finish(layout, &platform, descs, &diff_ids),
+        bootstrap,
+        blob_dir,
+        blob_ids,
+    }
 }
 
 /// Nydus RAFS v6 image, one blob per layer that has file data (see the module docs). The
@@ -396,16 +409,9 @@ pub fn nydus_image(
         diff_ids.push(d.digest.clone());
         descs.push(d);
     }
-    let (boot_desc, boot_diff) = bootstrap_layer(layout, &bootstrap, work);
-    descs.push(boot_desc);
-    diff_ids.push(boot_diff);
-    let platform = platform.clone().with_features(&[NYDUS_OS_FEATURE]);
-    Some(NydusImage {
-        image: finish(layout, &platform, descs, &diff_ids),
-        bootstrap,
-        blob_dir,
-        blob_ids,
-    })
+    Some(finish_nydus(
+        layout, platform, work, descs, diff_ids, bootstrap, blob_dir, blob_ids,
+    ))
 }
 
 /// Nydus zran (targz-ref) image of one layer: `nydus-image create -t targz-ref` of its
@@ -465,16 +471,9 @@ pub fn nydus_zran_image(
         }
     }
     let bootstrap = parent.expect("at least one layer");
-    let (boot_desc, boot_diff) = bootstrap_layer(layout, &bootstrap, work);
-    descs.push(boot_desc);
-    diff_ids.push(boot_diff);
-    let platform = platform.clone().with_features(&[NYDUS_OS_FEATURE]);
-    Some(NydusImage {
-        image: finish(layout, &platform, descs, &diff_ids),
-        bootstrap,
-        blob_dir,
-        blob_ids,
-    })
+    Some(finish_nydus(
+        layout, platform, work, descs, diff_ids, bootstrap, blob_dir, blob_ids,
+    ))
 }
 
 /// An image index over `images` (each manifest descriptor with its platform).
