@@ -20,7 +20,10 @@
 //! `Authorization` the proxy saw on the original request, and records whether the client sent
 //! it an `Authorization` header of its own (it must not: the token is for the registry).
 //! Only plain HTTP upstreams: put the proxy in front of [`Registry::plain`] or
-//! [`Registry::token`] (its token server stays direct: the realm is an absolute URL).
+//! [`Registry::token`] (its token server stays direct: the realm is an absolute URL). It also
+//! serves absolute-form requests (`GET http://HOST/v2/…`), so it can stand as a client's
+//! `HTTP_PROXY` for a plain-HTTP registry (every request goes to its one upstream); `CONNECT`
+//! (an `HTTPS_PROXY`) is not supported.
 //!
 //! [`Registry::plain`]: crate::registry::Registry::plain
 //! [`Registry::token`]: crate::registry::Registry::token

@@ -22,6 +22,31 @@
 //! below, `.wh..wh..opq` makes its directory opaque. [`layered_tree`] makes a lower and an
 //! upper layer that delete, override and add files, and the merged tree they should show;
 //! [`apply_layer`] computes a merged tree for any layers.
+//!
+//! A whole set-up, as a registry client's test would write it:
+//!
+//! ```no_run
+//! use tests::fault_proxy::{Fault, FaultProxy, Match};
+//! use tests::oci_images;
+//! use tests::oci_layout::{OciLayout, Platform};
+//! use tests::registry::Registry;
+//! use tests::skopeo::Skopeo;
+//!
+//! let Some(reg) = Registry::token("example/nydus") else { return };
+//! let dir = reg.dir().to_path_buf();
+//! let tree = oci_images::layered_tree(&dir.join("tree"), 4 << 20);
+//! let layout = OciLayout::create(&dir.join("layout"));
+//! let nydus = oci_images::nydus_image(&layout, &tree.layers(), &Platform::host(), &dir.join("work"))
+//!     .unwrap();
+//! layout.tag("v1", &nydus.image.manifest);
+//! Skopeo::new(&dir.join("skopeo")).unwrap().push(layout.dir(), "v1", &reg, "demo/nydus:v1");
+//! let proxy = FaultProxy::in_front_of(&reg);
+//! proxy.inject(Match::Blobs, Fault::Status { status: 503, retry_after: Some(1) }, 1);
+//! // The client under test reads `proxy.reference("demo/nydus:v1")` with the credentials
+//! // `reg.credentials()`, and must show `tree.merged`; then count at the registry:
+//! let (requests, bytes) = reg.blob_served(&nydus.image.layers[0].digest);
+//! # let _ = (requests, bytes);
+//! ```
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

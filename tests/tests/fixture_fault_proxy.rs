@@ -2,7 +2,8 @@
 //! fixtures' tiny std-only HTTP client and raw sockets (never the client under test):
 //!
 //! - pass-through: manifests and ranges arrive intact, kept-alive connections carry several
-//!   requests, and the proxy's counts equal the registry's own access log;
+//!   requests, an absolute-form request (the proxy as `HTTP_PROXY`) is served too, and the
+//!   proxy's counts equal the registry's own access log;
 //! - each fault hits exactly the next N matching requests, then traffic is clean again:
 //!   `429`/`503` with `Retry-After`, a reset, a body cut short (the client sees fewer bytes
 //!   than `Content-Length`), `200` with the whole blob for a range request, an extra delay;
@@ -87,11 +88,24 @@ fn pass_through_counts_what_the_registry_serves() {
         http::copy_body(&mut rd, &mut body, head.framing("GET").unwrap(), u64::MAX).unwrap();
         assert_eq!(body, &blob[a as usize..=b as usize]);
     }
+    // As an HTTP_PROXY: an absolute-form request goes to the registry too.
+    write!(
+        s,
+        "GET http://{}/v2/demo/app/blobs/{} HTTP/1.1\r\nHost: {}\r\nRange: bytes=7-9\r\n\r\n",
+        reg.host(),
+        layer.digest,
+        reg.host()
+    )
+    .unwrap();
+    let head = http::read_response_head(&mut rd).unwrap();
+    let mut body = Vec::new();
+    http::copy_body(&mut rd, &mut body, head.framing("GET").unwrap(), u64::MAX).unwrap();
+    assert_eq!((head.status, &body[..]), (206, &blob[7..10]));
     drop(s);
 
     // The proxy counts what the registry itself logged.
     let at_proxy = proxy.blob_served(&layer.digest);
-    assert_eq!(at_proxy, (3, 100_000 + 1000 + 100));
+    assert_eq!(at_proxy, (4, 100_000 + 1000 + 100 + 3));
     let after = reg.blob_served(&layer.digest);
     assert_eq!((after.0 - before.0, after.1 - before.1), at_proxy);
     assert!(proxy.log().iter().all(|s| s.fault.is_none()));
