@@ -785,6 +785,17 @@ read_tree fz{r} /mnt/fz{r}
 settle
 data fz{r}_after \"$(metrics_line fz{r})\"
 stop_daemon daemon-exit-fz{r}
+fan_start fq{r} /mnt/fq{r} --image bench
+echo 1024 >/sys/class/bdi/$(mountpoint -d /mnt/fq{r})/read_ahead_kb
+data fq{r}_bdi \"$(mountpoint -d /mnt/fq{r}) $(cat /sys/class/bdi/$(mountpoint -d /mnt/fq{r})/read_ahead_kb)\"
+ls -lR /mnt/fq{r} >/dev/null
+drop_caches
+settle
+data fq{r}_before \"$(metrics_line fq{r})\"
+read_tree fq{r} /mnt/fq{r}
+settle
+data fq{r}_after \"$(metrics_line fq{r})\"
+stop_daemon daemon-exit-fq{r}
 "
         ));
     }
@@ -843,6 +854,21 @@ stop_daemon daemon-exit-fz{r}
         "  ratio, best against best: {:.2} of the file-backed speed (target >= 0.6)",
         best(&fb) / best(&fz)
     );
+    let fq: Vec<f64> = (1..=3).map(|r| ns(&format!("fq{r}"))).collect();
+    println!(
+        "  the same with the mount's readahead at 1 MiB ({}): {}; ratio {:.2}",
+        out.data("fq1_bdi").unwrap_or("?"),
+        show(&fq),
+        best(&fb) / best(&fq)
+    );
+    for r in 1..=3 {
+        let before = out.data(&format!("fq{r}_before")).unwrap_or_default();
+        let after = out.data(&format!("fq{r}_after")).unwrap_or_default();
+        println!(
+            "    round {r}: {} events",
+            field(after, "read_requests") - field(before, "read_requests")
+        );
+    }
     for r in 1..=3 {
         let before = out.data(&format!("fz{r}_before")).unwrap_or_default();
         let after = out.data(&format!("fz{r}_after")).unwrap_or_default();
