@@ -13,8 +13,11 @@
 
 use core::ops::Range;
 
+use zerocopy::little_endian::U32;
+use zerocopy::{FromBytes, Immutable, KnownLayout, Unaligned};
+
+use crate::block::{MAX_BLKSZBITS, MIN_BLKSZBITS};
 use crate::error::Error;
-use crate::superblock::{MAX_BLKSZBITS, MIN_BLKSZBITS};
 
 /// Byte offset of the `checksum` field in the image (1024 + 4).
 const CHECKSUM_FIELD: usize = 1028;
@@ -149,15 +152,25 @@ pub fn write_superblock_checksum(head: &mut [u8]) -> Result<u32, Error> {
 }
 
 /// The stored checksum and `blkszbits` of the superblock in `head`.
+/// The leading fields of the superblock (at byte 1024) that the checksum needs: the
+/// stored sum and the block size. `superblock.rs` asserts that they sit where
+/// [`SuperBlock`](crate::superblock::SuperBlock) has them.
+#[derive(FromBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub(crate) struct ChecksumHead {
+    magic: U32,
+    pub(crate) checksum: U32,
+    feature_compat: U32,
+    pub(crate) blkszbits: u8,
+}
+
 fn read_stored(head: &[u8]) -> Result<(u32, u8), Error> {
-    use zerocopy::FromBytes;
     let bytes = head.get(1024..).unwrap_or(&[]);
-    let (sb, _) =
-        crate::superblock::SuperBlock::ref_from_prefix(bytes).map_err(|_| Error::Truncated {
-            what: "superblock",
-            needed: 1024 + 128,
-            available: head.len() as u64,
-        })?;
+    let (sb, _) = ChecksumHead::ref_from_prefix(bytes).map_err(|_| Error::Truncated {
+        what: "superblock",
+        needed: 1024 + 128,
+        available: head.len() as u64,
+    })?;
     Ok((sb.checksum.get(), sb.blkszbits))
 }
 

@@ -87,6 +87,7 @@
 #[cfg(test)]
 extern crate std;
 
+mod block;
 pub mod checksum;
 pub mod chunk;
 pub mod compress;
