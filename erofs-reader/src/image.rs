@@ -41,6 +41,14 @@ impl DeviceInfo {
     }
 }
 
+/// A blob-device provider: given the image being built (superblock and device table
+/// read) and its blob directory, append a source for each device past those in `devices`
+/// that it recognises, or leave `devices` alone. `ImageBuilder::build` calls the
+/// providers of [`crate::BLOB_DEVICE_PROVIDERS`] in order before it falls back to plain
+/// files named by device tag.
+pub(crate) type BlobDeviceProvider =
+    fn(image: &Inner, dir: &Path, devices: &mut Vec<Box<dyn Source>>) -> Result<()>;
+
 /// A long xattr name prefix from the prefix table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct LongPrefix {
@@ -286,10 +294,13 @@ impl ImageBuilder {
             drop(bytes);
             inner.devices = devices;
         }
-        // RAFS v6 bootstraps: blobs found in the blob directory are decoded (nydus.rs).
+        // Devices a blob directory holds in a form of their own (Nydus RAFS v6 blobs,
+        // decoded by `nydus/`): each provider the crate root lists may add them.
         let mut given_devices = self.devices;
         if let Some(dir) = &self.blob_dir {
-            crate::nydus::add_blob_devices(&inner, dir, &mut given_devices)?;
+            for provide in crate::BLOB_DEVICE_PROVIDERS {
+                provide(&inner, dir, &mut given_devices)?;
+            }
         }
         let mut given = given_devices.into_iter();
         for dev in &mut inner.devices {

@@ -73,8 +73,9 @@
 //! The only `unsafe` code is the memory map in [`MmapSource`]; a mapped image file must
 //! not be modified or truncated while the map lives.
 
+mod counter;
 mod data;
-mod decompress;
+mod decode;
 mod dir;
 mod error;
 mod image;
@@ -86,10 +87,11 @@ pub mod nydus;
 mod path;
 mod source;
 mod xattr;
-mod zcache;
 mod zmap;
 
+pub use counter::Counter;
 pub use data::{Extent, ExtentTarget, Piece};
+pub use decode::Encoding;
 pub use dir::{DirEntry, ReadDir};
 pub use erofs_format::Nid;
 pub use erofs_format::compress::Algorithm;
@@ -102,7 +104,12 @@ pub use name::is_plain_name;
 pub use path::AsInode;
 pub use source::{CountingSource, LazyFile, Source};
 pub use xattr::Xattr;
-pub use zmap::{CompressedExtent, Encoding, ExtentSource};
+pub use zmap::{CompressedExtent, ExtentSource};
+
+/// The blob-device providers `ImageBuilder::build` asks, in order, for devices found in
+/// a blob directory: the Nydus RAFS v6 blobs of a bootstrap. The base image knows only
+/// the hook type ([`image::BlobDeviceProvider`]); its specialisations plug in here.
+const BLOB_DEVICE_PROVIDERS: &[image::BlobDeviceProvider] = &[nydus::add_blob_devices];
 
 /// The README's example, compiled as a doc test.
 #[cfg(doctest)]

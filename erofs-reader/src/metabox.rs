@@ -19,7 +19,7 @@ use std::borrow::Cow;
 use crate::error::{Context, Error, Result};
 use crate::image::Inner;
 use crate::inode::Inode;
-use crate::zmap::{Encoding, ExtentSource, ZInode};
+use crate::zmap::ZInode;
 
 /// The device index that compressed extents of inodes in the metabox report for their
 /// ztailpacking (inline) pcluster: its offset is in the metabox inode's data.
@@ -118,39 +118,15 @@ impl Inner {
                 return Err(Error::corrupt("empty extent", ctx.at(pos)));
             }
             let dst = &mut buf[done..done + take];
-            match ext.source {
-                ExtentSource::Hole => dst.fill(0),
-                ExtentSource::Fragment { offset: f } => {
-                    let packed_nid = self
-                        .sb
-                        .packed_nid()
-                        .filter(|p| fragments && p.0 != nid)
-                        .ok_or_else(|| Error::corrupt("unexpected fragment", ctx.at(pos)))?;
-                    let packed = self.inode(packed_nid)?;
-                    let at = f
-                        .checked_add(within)
-                        .ok_or_else(|| Error::corrupt("fragment offset overflows", ctx))?;
-                    self.read_plain_data(&packed, at, dst, false)?;
-                }
-                ExtentSource::Pcluster {
-                    device,
-                    offset: p,
-                    len,
-                    encoding: Encoding::Shifted,
-                    ..
-                } => {
-                    if ext.len > len {
-                        return Err(Error::corrupt("extent longer than its pcluster", ctx));
-                    }
-                    let bytes = self.pcluster_bytes(device, p + within, take as u64, ctx)?;
-                    dst.copy_from_slice(&bytes);
-                }
-                ExtentSource::Pcluster { .. } => {
-                    let data = self.cached_extent(&ext, ctx)?;
-                    let w = within as usize;
-                    dst.copy_from_slice(&data[w..w + take]);
-                }
-            }
+            self.read_extent_part(&ext, within, dst, ctx, |at, dst| {
+                let packed_nid = self
+                    .sb
+                    .packed_nid()
+                    .filter(|p| fragments && p.0 != nid)
+                    .ok_or_else(|| Error::corrupt("unexpected fragment", ctx.at(pos)))?;
+                let packed = self.inode(packed_nid)?;
+                self.read_plain_data(&packed, at, dst, false)
+            })?;
             done += take;
         }
         Ok(())

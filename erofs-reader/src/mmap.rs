@@ -10,7 +10,7 @@ use std::path::Path;
 
 use memmap2::Mmap;
 
-use crate::source::{Source, slice_at};
+use crate::source::{Source, read_from_slice, slice_at};
 
 /// A file mapped read-only into memory. Reads are plain memory copies and
 /// [`Source::bytes`] lends slices of the map, so a whole-image walk needs no system
@@ -59,19 +59,7 @@ impl MmapSource {
 
 impl Source for MmapSource {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        match slice_at(&self.map, offset, buf.len()) {
-            Some(s) => {
-                buf.copy_from_slice(s);
-                Ok(())
-            }
-            None => Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!(
-                    "read of {} bytes at {offset} past the end of the map",
-                    buf.len()
-                ),
-            )),
-        }
+        read_from_slice(&self.map, buf, offset)
     }
 
     fn size(&self) -> io::Result<u64> {

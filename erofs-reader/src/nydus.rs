@@ -52,7 +52,7 @@ use std::fmt;
 use std::io;
 use std::ops::Range;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use erofs_format::rafs::{
@@ -67,6 +67,7 @@ pub use erofs_format::rafs::{
     BlobCompressor, BlobFeatures, Digest, Digester, RafsSuperFlags, ZranInflateContext,
 };
 
+use crate::counter::Counter;
 use crate::error::{Context, Error, Result};
 use crate::image::{Image, Inner};
 use crate::source::{LazyFile, Source};
@@ -785,16 +786,16 @@ pub struct BlobStats {
 
 #[derive(Default)]
 struct Counters {
-    reads: AtomicU64,
-    bytes_served: AtomicU64,
-    fetches: AtomicU64,
-    stored_bytes: AtomicU64,
-    chunks_decoded: AtomicU64,
-    chunks_verified: AtomicU64,
-    cache_hits: AtomicU64,
-    fetch_ns: AtomicU64,
-    decode_ns: AtomicU64,
-    zran_inflates: AtomicU64,
+    reads: Counter,
+    bytes_served: Counter,
+    fetches: Counter,
+    stored_bytes: Counter,
+    chunks_decoded: Counter,
+    chunks_verified: Counter,
+    cache_hits: Counter,
+    fetch_ns: Counter,
+    decode_ns: Counter,
+    zran_inflates: Counter,
 }
 
 /// The decoded chunk-info array of a blob, checked.
@@ -1029,18 +1030,17 @@ impl BlobSource {
     /// The counters so far.
     pub fn stats(&self) -> BlobStats {
         let c = &self.counters;
-        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
         BlobStats {
-            reads: l(&c.reads),
-            bytes_served: l(&c.bytes_served),
-            fetches: l(&c.fetches),
-            stored_bytes: l(&c.stored_bytes),
-            chunks_decoded: l(&c.chunks_decoded),
-            chunks_verified: l(&c.chunks_verified),
-            cache_hits: l(&c.cache_hits),
-            fetch_ns: l(&c.fetch_ns),
-            decode_ns: l(&c.decode_ns),
-            zran_inflates: l(&c.zran_inflates),
+            reads: c.reads.get(),
+            bytes_served: c.bytes_served.get(),
+            fetches: c.fetches.get(),
+            stored_bytes: c.stored_bytes.get(),
+            chunks_decoded: c.chunks_decoded.get(),
+            chunks_verified: c.chunks_verified.get(),
+            cache_hits: c.cache_hits.get(),
+            fetch_ns: c.fetch_ns.get(),
+            decode_ns: c.decode_ns.get(),
+            zran_inflates: c.zran_inflates.get(),
         }
     }
 
@@ -1141,7 +1141,7 @@ impl BlobSource {
     fn cache_get(&self, ci: u32) -> Option<Arc<[u8]>> {
         let hit = self.cache.lock().ok()?.get(ci);
         if hit.is_some() {
-            self.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
+            self.counters.cache_hits.incr();
         }
         hit
     }
@@ -1285,9 +1285,7 @@ impl BlobSource {
         let t0 = std::time::Instant::now();
         let mut out = vec![0u8; ctx.out_len.get() as usize];
         let r = zran::inflate_context(ctx, dict, &input, &mut out);
-        self.counters
-            .decode_ns
-            .fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        self.counters.decode_ns.add(t0.elapsed().as_nanos() as u64);
         r.map_err(|e| {
             self.blob_err(format!(
                 "ZRan context {index} (gzip {}+{}): {e}",
@@ -1295,7 +1293,7 @@ impl BlobSource {
                 ctx.in_len.get()
             ))
         })?;
-        self.counters.zran_inflates.fetch_add(1, Ordering::Relaxed);
+        self.counters.zran_inflates.incr();
         let out: Arc<[u8]> = Arc::from(out);
         if let Ok(mut c) = self.contexts.lock() {
             c.insert(index, out.clone());
@@ -1389,9 +1387,7 @@ impl BlobSource {
         })?;
         let t0 = std::time::Instant::now();
         let r = self.check_digest(ci, c, part);
-        self.counters
-            .decode_ns
-            .fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        self.counters.decode_ns.add(t0.elapsed().as_nanos() as u64);
         r?;
         Ok((out, range))
     }
@@ -1435,15 +1431,11 @@ impl BlobSource {
     }
 
     fn fetch(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        self.counters.fetches.fetch_add(1, Ordering::Relaxed);
-        self.counters
-            .stored_bytes
-            .fetch_add(buf.len() as u64, Ordering::Relaxed);
+        self.counters.fetches.incr();
+        self.counters.stored_bytes.add(buf.len() as u64);
         let t0 = std::time::Instant::now();
         let r = self.stored.read_exact_at(buf, offset);
-        self.counters
-            .fetch_ns
-            .fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        self.counters.fetch_ns.add(t0.elapsed().as_nanos() as u64);
         r.map_err(|e| {
             let len = buf.len();
             self.read_err(
@@ -1468,9 +1460,7 @@ impl BlobSource {
         }
         let t0 = std::time::Instant::now();
         let r = self.decode_checked(ci, c, stored, out);
-        self.counters
-            .decode_ns
-            .fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        self.counters.decode_ns.add(t0.elapsed().as_nanos() as u64);
         r
     }
 
@@ -1493,7 +1483,7 @@ impl BlobSource {
 
     /// Count chunk `ci` (decoded into `out`) and check its digest, if one was given.
     fn check_digest(&self, ci: u32, c: &ChunkInfo, out: &[u8]) -> Result<()> {
-        self.counters.chunks_decoded.fetch_add(1, Ordering::Relaxed);
+        self.counters.chunks_decoded.incr();
         if let Some(want) = self.digest_for(ci) {
             let got = digest(self.record.digester(), out)
                 .ok_or_else(|| self.blob_err("unknown digest algorithm"))?;
@@ -1508,9 +1498,7 @@ impl BlobSource {
                     hex(want)
                 )));
             }
-            self.counters
-                .chunks_verified
-                .fetch_add(1, Ordering::Relaxed);
+            self.counters.chunks_verified.incr();
         }
         Ok(())
     }
@@ -1738,10 +1726,8 @@ impl BlobSource {
                     ),
                 ),
             })?;
-        self.counters.reads.fetch_add(1, Ordering::Relaxed);
-        self.counters
-            .bytes_served
-            .fetch_add(buf.len() as u64, Ordering::Relaxed);
+        self.counters.reads.incr();
+        self.counters.bytes_served.add(buf.len() as u64);
         let map = self.map()?;
         if map.zran.is_some() {
             return self.read_zran(map, buf, offset, end);

@@ -20,8 +20,9 @@ use std::io;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+
+use crate::counter::Counter;
 
 /// Positional, thread-safe read access to one device of an image.
 pub trait Source: Send + Sync {
@@ -58,7 +59,9 @@ pub(crate) fn slice_at(data: &[u8], offset: u64, len: usize) -> Option<&[u8]> {
     data.get(start..end)
 }
 
-fn read_from_slice(data: &[u8], buf: &mut [u8], offset: u64) -> io::Result<()> {
+/// Copy `buf.len()` bytes at `offset` of `data` into `buf`; past the end is
+/// [`io::ErrorKind::UnexpectedEof`].
+pub(crate) fn read_from_slice(data: &[u8], buf: &mut [u8], offset: u64) -> io::Result<()> {
     match slice_at(data, offset, buf.len()) {
         Some(s) => {
             buf.copy_from_slice(s);
@@ -198,8 +201,8 @@ impl Source for LazyFile {
 #[derive(Debug)]
 pub struct CountingSource<S> {
     inner: S,
-    reads: AtomicU64,
-    bytes: AtomicU64,
+    reads: Counter,
+    bytes: Counter,
     ranges: Mutex<Vec<Range<u64>>>,
 }
 
@@ -208,20 +211,20 @@ impl<S: Source> CountingSource<S> {
     pub fn new(inner: S) -> Self {
         CountingSource {
             inner,
-            reads: AtomicU64::new(0),
-            bytes: AtomicU64::new(0),
+            reads: Counter::new(),
+            bytes: Counter::new(),
             ranges: Mutex::new(Vec::new()),
         }
     }
 
     /// Number of reads so far.
     pub fn reads(&self) -> u64 {
-        self.reads.load(Ordering::Relaxed)
+        self.reads.get()
     }
 
     /// Number of bytes read so far.
     pub fn bytes_read(&self) -> u64 {
-        self.bytes.load(Ordering::Relaxed)
+        self.bytes.get()
     }
 
     /// Every byte range read so far, in order.
@@ -234,8 +237,8 @@ impl<S: Source> CountingSource<S> {
 
     /// Forget the reads recorded so far.
     pub fn reset(&self) {
-        self.reads.store(0, Ordering::Relaxed);
-        self.bytes.store(0, Ordering::Relaxed);
+        self.reads.reset();
+        self.bytes.reset();
         self.ranges
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -248,8 +251,8 @@ impl<S: Source> CountingSource<S> {
     }
 
     fn record(&self, offset: u64, len: usize) {
-        self.reads.fetch_add(1, Ordering::Relaxed);
-        self.bytes.fetch_add(len as u64, Ordering::Relaxed);
+        self.reads.incr();
+        self.bytes.add(len as u64);
         self.ranges
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())

@@ -41,23 +41,12 @@ use erofs_format::superblock::{FeatureIncompat, SuperBlock};
 use zerocopy::FromBytes;
 
 use crate::data::Piece;
-use crate::decompress::{self, Request};
+use crate::decode::Encoding;
+use crate::decode::decompress::{self, Request};
+use crate::decode::pcluster_cache::{Key, ZCache};
 use crate::error::{Context, Error, Result};
 use crate::image::{Image, Inner, io_err};
 use crate::inode::Inode;
-use crate::zcache::{Key, ZCache};
-
-/// How a compressed file's extent is stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Encoding {
-    /// Stored uncompressed from the pcluster's first byte (`Z_EROFS_COMPRESSION_SHIFTED`).
-    Shifted,
-    /// Stored uncompressed, rotated so that each byte keeps its offset within the block
-    /// (`Z_EROFS_COMPRESSION_INTERLACED`).
-    Interlaced,
-    /// Compressed with this algorithm.
-    Compressed(Algorithm),
-}
 
 /// Where the bytes of a [`CompressedExtent`] come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,6 +102,24 @@ impl CompressedExtent {
     pub(crate) fn partial_decode(&self) -> bool {
         self.partial_ref || self.past_eof
     }
+
+    /// The extent's pcluster as `(device, offset, stored length, encoding)`; an extent
+    /// without one (a hole, a fragment) cannot be decoded.
+    fn pcluster(&self, ctx: Context) -> Result<(u16, u64, u64, Encoding)> {
+        match self.source {
+            ExtentSource::Pcluster {
+                device,
+                offset,
+                len,
+                encoding,
+                ..
+            } => Ok((device, offset, len, encoding)),
+            _ => Err(Error::corrupt(
+                "decode of an extent without a pcluster",
+                ctx,
+            )),
+        }
+    }
 }
 
 /// Per-image state for compressed files: the algorithms and their parameters from the
@@ -146,7 +153,7 @@ impl Compression {
             configs,
             zero_padding: sb.incompat().contains(FeatureIncompat::ZERO_PADDING),
             max_extent: AtomicU64::new(u64::from(PCLUSTER_MAX_DSIZE)),
-            cache: ZCache::new(crate::zcache::DEFAULT_CAPACITY),
+            cache: ZCache::new(crate::decode::pcluster_cache::DEFAULT_CAPACITY),
         })
     }
 
@@ -1009,19 +1016,7 @@ impl Inner {
 
     /// Decode all of extent `ext` into `out` (`out.len() == ext.len`).
     fn decode_extent(&self, ext: &CompressedExtent, out: &mut [u8], ctx: Context) -> Result<()> {
-        let ExtentSource::Pcluster {
-            device,
-            offset,
-            len,
-            encoding,
-            ..
-        } = ext.source
-        else {
-            return Err(Error::corrupt(
-                "decode of an extent without a pcluster",
-                ctx,
-            ));
-        };
+        let (device, offset, len, encoding) = ext.pcluster(ctx)?;
         let ctx = ctx.device(device).at(offset);
         let input = self.pcluster_bytes(device, offset, len, ctx)?;
         let bs = self.block_size();
@@ -1038,19 +1033,7 @@ impl Inner {
 
     /// The decoded bytes of extent `ext`, from the cache or decoded (and cached) now.
     pub(crate) fn cached_extent(&self, ext: &CompressedExtent, ctx: Context) -> Result<Arc<[u8]>> {
-        let ExtentSource::Pcluster {
-            device,
-            offset,
-            len,
-            encoding,
-            ..
-        } = ext.source
-        else {
-            return Err(Error::corrupt(
-                "decode of an extent without a pcluster",
-                ctx,
-            ));
-        };
+        let (device, offset, len, encoding) = ext.pcluster(ctx)?;
         let key = Key {
             device,
             offset,
@@ -1068,6 +1051,52 @@ impl Inner {
         let data: Arc<[u8]> = out.into();
         cache.insert(key, data.clone());
         Ok(data)
+    }
+}
+
+impl Inner {
+    /// Fill `dst` with the bytes of extent `ext` from `within` bytes into it
+    /// (`within + dst.len() <= ext.len`): zeros for a hole, `fragment(at, dst)` for a
+    /// fragment (`at` is the byte of the packed inode), the stored bytes themselves for
+    /// a shifted pcluster, and the decoded pcluster (through the cache) otherwise.
+    pub(crate) fn read_extent_part(
+        &self,
+        ext: &CompressedExtent,
+        within: u64,
+        dst: &mut [u8],
+        ctx: Context,
+        fragment: impl FnOnce(u64, &mut [u8]) -> Result<()>,
+    ) -> Result<()> {
+        match ext.source {
+            ExtentSource::Hole => dst.fill(0),
+            ExtentSource::Fragment { offset: f } => {
+                let at = f
+                    .checked_add(within)
+                    .ok_or_else(|| Error::corrupt("fragment offset overflows", ctx))?;
+                fragment(at, dst)?;
+            }
+            ExtentSource::Pcluster {
+                device,
+                offset: p,
+                len,
+                encoding: Encoding::Shifted,
+                ..
+            } => {
+                // Stored as is: read just the bytes asked for.
+                if ext.len > len {
+                    return Err(Error::corrupt("extent longer than its pcluster", ctx));
+                }
+                let at = p + within; // within < ext.len <= len, and p + len was checked
+                let bytes = self.pcluster_bytes(device, at, dst.len() as u64, ctx)?;
+                dst.copy_from_slice(&bytes);
+            }
+            ExtentSource::Pcluster { .. } => {
+                let data = self.cached_extent(ext, ctx)?;
+                let w = within as usize;
+                dst.copy_from_slice(&data[w..w + dst.len()]);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -1138,35 +1167,10 @@ impl Image {
             let within = pos - ext.file_offset;
             let take = (ext.len - within).min((buf.len() - done) as u64) as usize;
             let dst = &mut buf[done..done + take];
-            match ext.source {
-                ExtentSource::Hole => dst.fill(0),
-                ExtentSource::Fragment { offset: f } => {
-                    let at = f
-                        .checked_add(within)
-                        .ok_or_else(|| Error::corrupt("fragment offset overflows", ctx))?;
-                    self.read_fragment(nid, at, dst)?;
-                }
-                ExtentSource::Pcluster {
-                    device,
-                    offset: p,
-                    len,
-                    encoding: Encoding::Shifted,
-                    ..
-                } => {
-                    // Stored as is: read just the bytes asked for.
-                    if ext.len > len {
-                        return Err(Error::corrupt("extent longer than its pcluster", ctx));
-                    }
-                    let at = p + within; // within < ext.len <= len, and p + len was checked
-                    let bytes = self.inner.pcluster_bytes(device, at, take as u64, ctx)?;
-                    dst.copy_from_slice(&bytes);
-                }
-                ExtentSource::Pcluster { .. } => {
-                    let data = self.inner.cached_extent(&ext, ctx)?;
-                    let w = within as usize;
-                    dst.copy_from_slice(&data[w..w + take]);
-                }
-            }
+            self.inner
+                .read_extent_part(&ext, within, dst, ctx, |at, dst| {
+                    self.read_fragment(nid, at, dst)
+                })?;
             done += take;
         }
         Ok(done)

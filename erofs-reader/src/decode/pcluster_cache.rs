@@ -12,7 +12,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use crate::zmap::Encoding;
+use crate::decode::Encoding;
 
 /// Default capacity: 32 MiB of decoded data (more than two of the largest extents the
 /// kernel accepts).

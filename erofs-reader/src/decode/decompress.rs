@@ -31,8 +31,8 @@
 //! properties and the stream with its first byte put back to 0, and stopping when the
 //! extent's length is out.
 
+use crate::decode::Encoding;
 use crate::error::{Context, Error, Result};
-use crate::zmap::Encoding;
 
 /// Everything besides the bytes that decides how a pcluster decodes.
 #[derive(Debug, Clone, Copy)]
