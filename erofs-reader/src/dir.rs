@@ -3,13 +3,14 @@
 use std::cmp::Ordering;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
+use std::sync::Arc;
 
 use erofs_format::Nid;
 use erofs_format::dirent::DirBlock;
 use erofs_format::inode::FileType;
 
 use crate::error::{Context, Error, Result};
-use crate::image::Image;
+use crate::inner::Inner;
 use crate::inode::Inode;
 
 /// One entry of a directory, as stored in it (including `.` and `..`).
@@ -43,15 +44,24 @@ impl DirEntry {
 }
 
 /// Iterator over the entries of a directory, block by block, in on-disk (sorted) order.
-/// Returned by [`Image::read_dir`]. After an error it ends.
-#[derive(Debug)]
+/// Returned by [`Image::read_dir`](crate::Image::read_dir). After an error it ends.
 pub struct ReadDir {
-    image: Image,
+    inner: Arc<Inner>,
     dir: Inode,
     next_block: u64,
     blocks: u64,
     pending: std::vec::IntoIter<DirEntry>,
     failed: bool,
+}
+
+impl std::fmt::Debug for ReadDir {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadDir")
+            .field("dir", &self.dir)
+            .field("next_block", &self.next_block)
+            .field("blocks", &self.blocks)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Iterator for ReadDir {
@@ -67,7 +77,7 @@ impl Iterator for ReadDir {
             }
             let i = self.next_block;
             self.next_block += 1;
-            match self.image.dir_block_entries(&self.dir, i) {
+            match self.inner.dir_block_entries(&self.dir, i) {
                 Ok(v) => self.pending = v.into_iter(),
                 Err(e) => {
                     self.failed = true;
@@ -78,7 +88,7 @@ impl Iterator for ReadDir {
     }
 }
 
-impl Image {
+impl Inner {
     fn check_dir(&self, dir: &Inode) -> Result<()> {
         if dir.metadata().is_dir() {
             Ok(())
@@ -138,14 +148,11 @@ impl Image {
             .collect()
     }
 
-    /// The entries of directory `dir`.
-    ///
-    /// # Errors
-    /// [`Error::NotADirectory`]; errors of individual blocks come from the iterator.
-    pub fn read_dir_inode(&self, dir: &Inode) -> Result<ReadDir> {
+    /// See [`Image::read_dir_inode`](crate::Image::read_dir_inode).
+    pub(crate) fn read_dir_inode(self: &Arc<Self>, dir: &Inode) -> Result<ReadDir> {
         self.check_dir(dir)?;
         Ok(ReadDir {
-            image: self.clone(),
+            inner: Arc::clone(self),
             dir: dir.clone(),
             next_block: 0,
             blocks: self.dir_blocks(dir),
@@ -154,13 +161,8 @@ impl Image {
         })
     }
 
-    /// Look `name` up in directory `dir`: a binary search over the blocks by their first
-    /// and last names, then within the block, as the kernel's `erofs_namei` does. Reads
-    /// `O(log blocks)` directory blocks.
-    ///
-    /// # Errors
-    /// [`Error::NotADirectory`], [`Error::Corrupt`]. A missing name is `Ok(None)`.
-    pub fn lookup_in(&self, dir: &Inode, name: &[u8]) -> Result<Option<DirEntry>> {
+    /// See [`Image::lookup_in`](crate::Image::lookup_in).
+    pub(crate) fn lookup_in(&self, dir: &Inode, name: &[u8]) -> Result<Option<DirEntry>> {
         self.check_dir(dir)?;
         if name.is_empty() || name.len() > 255 {
             return Ok(None);

@@ -1,100 +1,31 @@
-//! The image handle: superblock, devices and the byte-level access every other module
-//! builds on.
+//! [`Image`], the handle on an open image, and its whole public API in one `impl`: open
+//! an image, then use it like `std::fs` (paths, metadata, directories, links, file data,
+//! extended attributes), or at the inode level, plus the chunk and compression maps.
+//!
+//! The methods here are the map of the crate: each names the module that does the work
+//! behind it (path resolution in `path.rs`, directories in `dir.rs`, inodes and where
+//! metadata lives in `inode.rs` and `layout/metabox.rs`, file data in `layout/`,
+//! decompression in `decode/`, extended attributes in `xattr.rs`).
 
-use std::borrow::Cow;
+use std::ffi::OsStr;
 use std::fmt;
-use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use erofs_format::Nid;
-use erofs_format::device::{DEVICE_SLOT_SIZE, DeviceSlot};
+use erofs_format::compress::PCLUSTER_MAX_DSIZE;
 use erofs_format::superblock::SuperBlock;
 
-use crate::error::{Context, Error, Result};
-use crate::mmap::MmapSource;
-use crate::source::{LazyFile, Source};
-
-/// Bytes read from the start of the primary device to find and check the superblock
-/// (block 0 at the largest block size: the checksum covers the rest of block 0).
-const HEAD_LEN: usize = 4096;
-
-/// One extra device (blob) of an image, from the device table.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeviceInfo {
-    /// Device index: 1 for the first extra device (0 is the primary device).
-    pub index: u16,
-    /// The tag from the device slot, up to its first NUL (e.g. a blob id).
-    pub tag: Vec<u8>,
-    /// Block count of the device.
-    pub blocks: u64,
-    /// Where the device's blocks appear in the unified address space (0 = not mapped).
-    pub mapped_blkaddr: u64,
-    /// Whether a source was provided for it.
-    pub present: bool,
-}
-
-impl DeviceInfo {
-    /// The tag as text (lossy), as used for file names in a blob directory.
-    pub fn tag_str(&self) -> Cow<'_, str> {
-        String::from_utf8_lossy(&self.tag)
-    }
-}
-
-/// A blob-device provider: given the image being built (superblock and device table
-/// read) and its blob directory, append a source for each device past those in `devices`
-/// that it recognises, or leave `devices` alone. `ImageBuilder::build` calls the
-/// providers of [`crate::BLOB_DEVICE_PROVIDERS`] in order before it falls back to plain
-/// files named by device tag.
-pub(crate) type BlobDeviceProvider =
-    fn(image: &Inner, dir: &Path, devices: &mut Vec<Box<dyn Source>>) -> Result<()>;
-
-/// A long xattr name prefix from the prefix table.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct LongPrefix {
-    pub(crate) base_index: u8,
-    pub(crate) infix: Vec<u8>,
-}
-
-pub(crate) struct Inner {
-    pub(crate) primary: Box<dyn Source>,
-    pub(crate) primary_len: u64,
-    pub(crate) sb: SuperBlock,
-    pub(crate) blkszbits: u8,
-    pub(crate) devices: Vec<DeviceInfo>,
-    pub(crate) sources: Vec<Option<Box<dyn Source>>>,
-    pub(crate) flat_devices: bool,
-    pub(crate) prefixes: Vec<LongPrefix>,
-    /// Why the long prefixes could not be loaded, if they live somewhere this reader
-    /// cannot read yet (a compressed packed inode); reported when one is used.
-    pub(crate) prefixes_unsupported: Option<String>,
-    pub(crate) limits: Limits,
-    /// Compression configuration, limits and the decoded-pcluster cache (`zmap.rs`).
-    pub(crate) compression: crate::zmap::Compression,
-    /// The metabox inode, with `METABOX` (`metabox.rs`).
-    pub(crate) metabox: Option<crate::inode::Inode>,
-}
-
-/// Limits that keep hostile images from making the reader loop or recurse forever.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// Symbolic links followed while resolving one path (Linux: 40).
-    pub max_symlinks: u32,
-    /// Path components walked while resolving one path, across symlinks.
-    pub max_components: u32,
-    /// Directory depth a whole-tree walk (the `erofs` tool's `fsck` and `extract`) descends.
-    pub max_depth: u32,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_symlinks: 40,
-            max_components: 4096,
-            max_depth: 1024,
-        }
-    }
-}
+use crate::builder::ImageBuilder;
+use crate::dir::{DirEntry, ReadDir};
+use crate::error::{Error, Result};
+use crate::inner::{DeviceInfo, Inner, Limits};
+use crate::inode::{Inode, Metadata};
+use crate::layout::{CompressedExtent, Extent, Piece};
+use crate::source::Source;
+use crate::xattr::Xattr;
 
 /// An open EROFS image: the primary device (superblock, metadata, inline data) plus the
 /// extra devices (blobs) of its device table.
@@ -118,99 +49,59 @@ impl fmt::Debug for Image {
     }
 }
 
-/// Builds an [`Image`] from a primary source and its devices.
-///
-/// ```no_run
-/// use erofs_reader::ImageBuilder;
-/// let image = ImageBuilder::open("bootstrap.erofs")?
-///     .blob_dir("blobs")          // devices found by tag: blobs/<tag>
-///     .build()?;
-/// # Ok::<(), erofs_reader::Error>(())
-/// ```
-pub struct ImageBuilder {
-    primary: Box<dyn Source>,
-    devices: Vec<Box<dyn Source>>,
-    blob_dir: Option<PathBuf>,
-    flat_devices: bool,
-    limits: Limits,
+/// Anything that names an inode of an image: a path (resolved, following symlinks), a
+/// nid, or an [`Inode`] already looked up.
+pub trait AsInode {
+    /// The inode this names in `image`.
+    ///
+    /// # Errors
+    /// As [`Image::lookup`] / [`Image::inode`].
+    fn to_inode(&self, image: &Image) -> Result<Inode>;
 }
 
-impl fmt::Debug for ImageBuilder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ImageBuilder")
-            .field("devices", &self.devices.len())
-            .field("blob_dir", &self.blob_dir)
-            .field("flat_devices", &self.flat_devices)
-            .finish_non_exhaustive()
+impl AsInode for Inode {
+    fn to_inode(&self, _: &Image) -> Result<Inode> {
+        Ok(self.clone())
+    }
+}
+
+impl AsInode for Nid {
+    fn to_inode(&self, image: &Image) -> Result<Inode> {
+        image.inode(*self)
+    }
+}
+
+impl AsInode for Path {
+    fn to_inode(&self, image: &Image) -> Result<Inode> {
+        image.lookup(self)
+    }
+}
+
+impl AsInode for PathBuf {
+    fn to_inode(&self, image: &Image) -> Result<Inode> {
+        image.lookup(self)
+    }
+}
+
+impl AsInode for str {
+    fn to_inode(&self, image: &Image) -> Result<Inode> {
+        image.lookup(self)
+    }
+}
+
+impl AsInode for String {
+    fn to_inode(&self, image: &Image) -> Result<Inode> {
+        image.lookup(self)
+    }
+}
+
+impl<T: AsInode + ?Sized> AsInode for &T {
+    fn to_inode(&self, image: &Image) -> Result<Inode> {
+        (**self).to_inode(image)
     }
 }
 
 impl ImageBuilder {
-    /// Start from a primary source.
-    pub fn new(primary: impl Source + 'static) -> Self {
-        ImageBuilder {
-            primary: Box::new(primary),
-            devices: Vec::new(),
-            blob_dir: None,
-            flat_devices: false,
-            limits: Limits::default(),
-        }
-    }
-
-    /// Start from an image file, memory-mapped.
-    ///
-    /// # Errors
-    /// The file cannot be opened or mapped.
-    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref();
-        let src = MmapSource::open(path).map_err(|e| Error::Io {
-            device: 0,
-            source: io::Error::new(e.kind(), format!("{}: {e}", path.display())),
-        })?;
-        Ok(Self::new(src))
-    }
-
-    /// Add the next extra device, in device-table order.
-    pub fn device(mut self, source: impl Source + 'static) -> Self {
-        self.devices.push(Box::new(source));
-        self
-    }
-
-    /// Add the next extra device from a file (memory-mapped).
-    ///
-    /// # Errors
-    /// The file cannot be opened or mapped.
-    pub fn device_file(self, path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref();
-        let src = MmapSource::open(path).map_err(|e| Error::Io {
-            device: self.devices.len() as u16 + 1,
-            source: io::Error::new(e.kind(), format!("{}: {e}", path.display())),
-        })?;
-        Ok(self.device(src))
-    }
-
-    /// Find devices not given with [`ImageBuilder::device`] in `dir`, by their tag as a
-    /// file name. Files are opened lazily on first use ([`LazyFile`]), so missing blobs
-    /// only matter when their data is read.
-    pub fn blob_dir(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.blob_dir = Some(dir.into());
-        self
-    }
-
-    /// "flatdev" mode: the extra devices live inside the primary device at their
-    /// `mapped_blkaddr`, as the kernel assumes for a block or file-backed mount given no
-    /// `device=` options. Device sources are then ignored.
-    pub fn flat_devices(mut self, flat: bool) -> Self {
-        self.flat_devices = flat;
-        self
-    }
-
-    /// Replace the default [`Limits`].
-    pub fn limits(mut self, limits: Limits) -> Self {
-        self.limits = limits;
-        self
-    }
-
     /// Read and check the superblock, the device table and the long xattr prefixes.
     ///
     /// # Errors
@@ -218,145 +109,9 @@ impl ImageBuilder {
     /// table lists, a device tag that cannot name a file in the blob directory;
     /// [`Error::Unsupported`] for features this reader does not read; [`Error::Io`].
     pub fn build(self) -> Result<Image> {
-        let primary_len = self.primary.size().map_err(|e| Error::Io {
-            device: 0,
-            source: e,
-        })?;
-        let head_len = primary_len.min(HEAD_LEN as u64) as usize;
-        let mut head = vec![0u8; head_len];
-        self.primary
-            .read_exact_at(&mut head, 0)
-            .map_err(|e| Error::Io {
-                device: 0,
-                source: e,
-            })?;
-        let sb = *SuperBlock::parse(&head)
-            .map_err(|e| Error::corrupt(format!("superblock: {e}"), Context::offset(1024)))?;
-        let blkszbits = sb.blkszbits;
-        let mut inner = Inner {
-            primary: self.primary,
-            primary_len,
-            sb,
-            blkszbits,
-            devices: Vec::new(),
-            sources: Vec::new(),
-            flat_devices: self.flat_devices,
-            prefixes: Vec::new(),
-            prefixes_unsupported: None,
-            limits: self.limits,
-            compression: crate::zmap::Compression::new(&sb, &head)?,
-            metabox: None,
-        };
-        // The metabox inode (an ordinary inode on the primary device): inodes whose nid
-        // has bit 63 live in its data (`metabox.rs`).
-        if let Some(nid) = sb.metabox_nid(&head) {
-            let ctx = Context::nid(nid.0);
-            if nid.0 & erofs_format::superblock::NID_METABOX_BIT != 0 {
-                return Err(Error::corrupt("the metabox nid has the metabox bit", ctx));
-            }
-            let mb = inner.inode(nid)?;
-            if !mb.metadata().is_file() {
-                return Err(Error::corrupt(
-                    "the metabox inode is not a regular file",
-                    ctx,
-                ));
-            }
-            inner.metabox = Some(mb);
-        }
-
-        // Device table.
-        let count = sb.extra_devices();
-        if self.devices.len() > usize::from(count) {
-            return Err(Error::corrupt(
-                format!(
-                    "{} device sources given but the device table lists {count}",
-                    self.devices.len()
-                ),
-                Context::offset(sb.device_table_offset()),
-            ));
-        }
-        if count > 0 {
-            let off = sb.device_table_offset();
-            let len = usize::from(count) * DEVICE_SLOT_SIZE;
-            let bytes = inner.read_primary(off, len, Context::offset(off))?;
-            let slots = DeviceSlot::table(&bytes, count)
-                .map_err(|e| Error::corrupt(format!("device table: {e}"), Context::offset(off)))?;
-            let mut devices = Vec::with_capacity(slots.len());
-            for (i, slot) in slots.iter().enumerate() {
-                devices.push(DeviceInfo {
-                    index: i as u16 + 1,
-                    tag: slot.tag().to_vec(),
-                    blocks: slot.blocks(sb.has_48bit()),
-                    mapped_blkaddr: slot.mapped_blkaddr(sb.has_48bit()),
-                    present: false,
-                });
-            }
-            drop(bytes);
-            inner.devices = devices;
-        }
-        // Devices a blob directory holds in a form of their own (Nydus RAFS v6 blobs,
-        // decoded by `nydus/`): each provider the crate root lists may add them.
-        let mut given_devices = self.devices;
-        if let Some(dir) = &self.blob_dir {
-            for provide in crate::BLOB_DEVICE_PROVIDERS {
-                provide(&inner, dir, &mut given_devices)?;
-            }
-        }
-        let mut given = given_devices.into_iter();
-        for dev in &mut inner.devices {
-            let src: Option<Box<dyn Source>> = match given.next() {
-                Some(s) => Some(s),
-                None => match &self.blob_dir {
-                    Some(dir) if !dev.tag.is_empty() => {
-                        let name = std::str::from_utf8(&dev.tag)
-                            .ok()
-                            .filter(|t| crate::is_plain_name(t.as_bytes()));
-                        match name {
-                            Some(t) => Some(Box::new(LazyFile::new(dir.join(t)))),
-                            None => {
-                                return Err(Error::corrupt(
-                                    format!(
-                                        "device {} tag {:?} cannot name a file",
-                                        dev.index,
-                                        dev.tag_str()
-                                    ),
-                                    Context::offset(sb.device_table_offset()),
-                                ));
-                            }
-                        }
-                    }
-                    _ => None,
-                },
-            };
-            dev.present = src.is_some() || inner.flat_devices;
-            inner.sources.push(src);
-        }
-
-        let mut image = Image {
-            inner: Arc::new(inner),
-        };
-        let (prefixes, unsupported) = match image.load_long_prefixes() {
-            Ok(p) => (p, None),
-            Err(Error::Unsupported { feature }) => (Vec::new(), Some(feature)),
-            Err(e) => return Err(e),
-        };
-        match Arc::get_mut(&mut image.inner) {
-            Some(inner) => {
-                inner.prefixes = prefixes;
-                inner.prefixes_unsupported = unsupported;
-            }
-            // Loading the prefixes does not clone the image, so the Arc is unique.
-            None => unreachable!("image handle shared during build"),
-        }
-        // The root must be a directory (as the kernel checks at mount).
-        let root = image.inode(image.root_nid())?;
-        if !root.metadata().is_dir() {
-            return Err(Error::corrupt(
-                "root inode is not a directory",
-                Context::nid(image.root_nid().0),
-            ));
-        }
-        Ok(image)
+        Ok(Image {
+            inner: Arc::new(self.build_inner()?),
+        })
     }
 }
 
@@ -467,87 +222,293 @@ impl Image {
     pub fn limits(&self) -> Limits {
         self.inner.limits
     }
-}
 
-impl Inner {
-    pub(crate) fn block_size(&self) -> u64 {
-        1u64 << self.blkszbits
+    /// The inode `nid`.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] if the nid lies outside the primary device or the inode does not
+    /// decode (unknown format bits, bad mode, negative size, ...).
+    pub fn inode(&self, nid: Nid) -> Result<Inode> {
+        self.inner.inode(nid)
     }
 
-    /// `len` bytes at `offset` of the primary device, lent when the source can.
-    pub(crate) fn read_primary(
+    /// The inode number a 64-bit Linux reports in `st_ino` for inode `nid`
+    /// (`erofs_nid_to_ino64`): the nid itself, except on images with a metabox, where
+    /// bits 31..=62 of the nid move up by one and the metabox bit (63) becomes bit 31
+    /// (the root of an `mkfs.erofs -m` image, nid `1 << 63`, is inode 2147483648).
+    pub fn ino(&self, nid: Nid) -> u64 {
+        if self.inner.metabox.is_none() {
+            return nid.0;
+        }
+        ((nid.0 << 1) & !0xffff_ffff) | (nid.0 & 0x7fff_ffff) | ((nid.0 >> 63) << 31)
+    }
+
+    /// The inode at `path`, following symlinks (including a final one).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], [`Error::NotADirectory`] for a non-directory in the middle
+    /// of the path, [`Error::Corrupt`] (including symlink loops and limits).
+    pub fn lookup(&self, path: impl AsRef<Path>) -> Result<Inode> {
+        self.inner.resolve(path.as_ref(), true)
+    }
+
+    /// The inode at `path`, not following a final symlink.
+    ///
+    /// # Errors
+    /// As [`Image::lookup`].
+    pub fn symlink_lookup(&self, path: impl AsRef<Path>) -> Result<Inode> {
+        self.inner.resolve(path.as_ref(), false)
+    }
+
+    /// Metadata of `path`, following symlinks (like [`std::fs::metadata`]).
+    ///
+    /// # Errors
+    /// As [`Image::lookup`].
+    pub fn metadata(&self, path: impl AsRef<Path>) -> Result<Metadata> {
+        Ok(self.lookup(path)?.metadata().clone())
+    }
+
+    /// Metadata of `path` itself (like [`std::fs::symlink_metadata`]).
+    ///
+    /// # Errors
+    /// As [`Image::lookup`].
+    pub fn symlink_metadata(&self, path: impl AsRef<Path>) -> Result<Metadata> {
+        Ok(self.symlink_lookup(path)?.metadata().clone())
+    }
+
+    /// The entries of the directory at `path` (following symlinks), including `.` and
+    /// `..` as stored.
+    ///
+    /// # Errors
+    /// As [`Image::lookup`], [`Error::NotADirectory`].
+    pub fn read_dir(&self, path: impl AsRef<Path>) -> Result<ReadDir> {
+        let path = path.as_ref();
+        let inode = self.lookup(path)?;
+        if !inode.metadata().is_dir() {
+            return Err(Error::NotADirectory(path.display().to_string()));
+        }
+        self.read_dir_inode(&inode)
+    }
+
+    /// The target of the symlink at `path`.
+    ///
+    /// # Errors
+    /// As [`Image::lookup`], [`Error::NotASymlink`].
+    pub fn read_link(&self, path: impl AsRef<Path>) -> Result<PathBuf> {
+        let path = path.as_ref();
+        let inode = self.symlink_lookup(path)?;
+        if !inode.metadata().is_symlink() {
+            return Err(Error::NotASymlink(path.display().to_string()));
+        }
+        let t = self.read_link_inode(&inode)?;
+        Ok(PathBuf::from(OsStr::from_bytes(&t)))
+    }
+
+    /// The whole contents of the file at `path` (following symlinks).
+    ///
+    /// # Errors
+    /// As [`Image::lookup`] and [`Image::read_inode`], [`Error::IsADirectory`].
+    pub fn read(&self, path: impl AsRef<Path>) -> Result<Vec<u8>> {
+        let path = path.as_ref();
+        let inode = self.lookup(path)?;
+        if inode.metadata().is_dir() {
+            return Err(Error::IsADirectory(path.display().to_string()));
+        }
+        self.read_inode(&inode)
+    }
+
+    /// Read up to `buf.len()` bytes at `offset` of a file named by path, nid or
+    /// [`Inode`]; returns the count, 0 at or past the end. Holes read as zeros.
+    ///
+    /// ```no_run
+    /// # fn f(image: &erofs_reader::Image) -> erofs_reader::Result<()> {
+    /// let mut buf = [0u8; 16];
+    /// let n = image.read_at("/etc/hostname", 0, &mut buf)?;
+    /// let inode = image.lookup("/etc/hostname")?; // resolve once, read many times
+    /// assert_eq!(image.read_at(&inode, 0, &mut buf)?, n);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Image::lookup`] for a path; [`Error::Unsupported`] for compressed inodes,
+    /// [`Error::MissingDevice`] when the data lives on a device that was not provided,
+    /// [`Error::Corrupt`], [`Error::Io`].
+    pub fn read_at(&self, file: impl AsInode, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        let inode = file.to_inode(self)?;
+        self.inner.read_inode_at(&inode, offset, buf)
+    }
+
+    /// The chunk map of a file named by path, nid or [`Inode`] over `range` (clamped to
+    /// the file size): where each byte range lives (device index and tag, byte offset,
+    /// or a hole), without reading any file data (only the chunk table). Adjacent pieces
+    /// that continue each other on the same device are merged.
+    ///
+    /// # Errors
+    /// As [`Image::lookup`] for a path; [`Error::Unsupported`] for compressed inodes;
+    /// [`Error::Corrupt`].
+    pub fn extents(&self, file: impl AsInode, range: std::ops::Range<u64>) -> Result<Vec<Extent>> {
+        let inode = file.to_inode(self)?;
+        self.inner.inode_extents(&inode, range)
+    }
+
+    /// The entries of directory `dir`.
+    ///
+    /// # Errors
+    /// [`Error::NotADirectory`]; errors of individual blocks come from the iterator.
+    pub fn read_dir_inode(&self, dir: &Inode) -> Result<ReadDir> {
+        self.inner.read_dir_inode(dir)
+    }
+
+    /// Look `name` up in directory `dir`: a binary search over the blocks by their first
+    /// and last names, then within the block, as the kernel's `erofs_namei` does. Reads
+    /// `O(log blocks)` directory blocks.
+    ///
+    /// # Errors
+    /// [`Error::NotADirectory`], [`Error::Corrupt`]. A missing name is `Ok(None)`.
+    pub fn lookup_in(&self, dir: &Inode, name: &[u8]) -> Result<Option<DirEntry>> {
+        self.inner.lookup_in(dir, name)
+    }
+
+    /// The whole data of `inode`.
+    ///
+    /// # Errors
+    /// As [`Image::read_at`]; an allocation failure for an absurd size is an
+    /// [`Error::Corrupt`].
+    pub fn read_inode(&self, inode: &Inode) -> Result<Vec<u8>> {
+        self.inner.read_inode(inode)
+    }
+
+    /// The target of symlink `inode`.
+    ///
+    /// # Errors
+    /// [`Error::NotASymlink`]; [`Error::Corrupt`] for a target longer than 4096 bytes
+    /// (Linux's `PATH_MAX`) or an empty one.
+    pub fn read_link_inode(&self, inode: &Inode) -> Result<Vec<u8>> {
+        self.inner.read_link_inode(inode)
+    }
+
+    /// Visit all data of `inode` in file order, as lent slices (zero copy from memory
+    /// and mmap sources) or copied pieces of up to 1 MiB, and hole lengths.
+    ///
+    /// ```
+    /// # fn f(image: &erofs_reader::Image, inode: &erofs_reader::Inode) -> erofs_reader::Result<()> {
+    /// use erofs_reader::Piece;
+    /// let mut total = 0u64;
+    /// image.for_each_piece(inode, |p| {
+    ///     total += match p { Piece::Data(d) => d.len() as u64, Piece::Zeros(n) => n };
+    ///     Ok::<(), erofs_reader::Error>(())
+    /// })?;
+    /// assert_eq!(total, inode.metadata().len());
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Image::read_at`], or whatever `f` returns.
+    pub fn for_each_piece<E: From<Error>>(
         &self,
-        offset: u64,
-        len: usize,
-        ctx: Context,
-    ) -> Result<Cow<'_, [u8]>> {
-        let end = offset
-            .checked_add(len as u64)
-            .ok_or_else(|| Error::corrupt("offset overflows", ctx.at(offset)))?;
-        if end > self.primary_len {
-            return Err(Error::corrupt(
-                format!(
-                    "read of {len} bytes at {offset} past the end of the primary device ({} bytes)",
-                    self.primary_len
-                ),
-                ctx.at(offset),
-            ));
-        }
-        if let Some(b) = self.primary.bytes(offset, len) {
-            return Ok(Cow::Borrowed(b));
-        }
-        let mut v = vec![0u8; len];
-        self.primary
-            .read_exact_at(&mut v, offset)
-            .map_err(|e| io_err(0, e, ctx.at(offset)))?;
-        Ok(Cow::Owned(v))
+        inode: &Inode,
+        f: impl FnMut(Piece<'_>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        self.inner.for_each_piece(inode, f)
     }
 
-    /// The source for device `index` (0 = primary) and the byte offset on it, applying
-    /// flatdev mode.
-    pub(crate) fn device_for(
-        &self,
-        index: u16,
-        offset: u64,
-        ctx: Context,
-    ) -> Result<(&dyn Source, u64)> {
-        if index == 0 {
-            return Ok((&*self.primary, offset));
-        }
-        let i = usize::from(index) - 1;
-        let Some(dev) = self.devices.get(i) else {
-            return Err(Error::corrupt(
-                format!("device {index} is not in the device table"),
-                ctx.device(index),
-            ));
-        };
-        if self.flat_devices {
-            let base = dev
-                .mapped_blkaddr
-                .checked_mul(self.block_size())
-                .and_then(|b| b.checked_add(offset))
-                .ok_or_else(|| Error::corrupt("device offset overflows", ctx.device(index)))?;
-            return Ok((&*self.primary, base));
-        }
-        match self.sources.get(i).and_then(|s| s.as_deref()) {
-            Some(s) => Ok((s, offset)),
-            None => Err(Error::MissingDevice {
-                index,
-                tag: dev.tag_str().into_owned(),
-            }),
-        }
+    /// All extended attributes of `inode`: inline entries first, then shared ones, in
+    /// on-disk order (as the kernel lists them).
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] for entries running past the xattr area, shared ids outside
+    /// the device, unknown long prefixes; [`Error::Unsupported`] for an xattr area that
+    /// is only a header (the kernel refuses it too).
+    pub fn inode_xattrs(&self, inode: &Inode) -> Result<Vec<Xattr>> {
+        self.inner.inode_xattrs(inode)
     }
-}
 
-/// Map a source error: running off the end of a device is corruption (the image points
-/// past it), anything else is I/O.
-pub(crate) fn io_err(device: u16, e: io::Error, ctx: Context) -> Error {
-    if e.kind() == io::ErrorKind::UnexpectedEof {
-        Error::corrupt(
-            format!("read past the end of the device: {e}"),
-            ctx.device(device),
-        )
-    } else {
-        Error::Io { device, source: e }
+    /// Extended attributes of `path` itself (a final symlink is not followed, like
+    /// `llistxattr`).
+    ///
+    /// # Errors
+    /// As [`Image::symlink_lookup`] and [`Image::inode_xattrs`].
+    pub fn xattrs(&self, path: impl AsRef<Path>) -> Result<Vec<Xattr>> {
+        let inode = self.symlink_lookup(path)?;
+        self.inode_xattrs(&inode)
+    }
+
+    /// The extent of compressed file `inode` that holds byte `offset` (which must be below
+    /// the file size), as the kernel maps it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corrupt`] for a broken map (lookback past the start, a missing CBLKCNT, an
+    /// inline pcluster crossing a block, ...) or an offset past EOF; [`Error::Unsupported`]
+    /// for a pcluster over 1 MiB or an extent decoding to more than
+    /// [`Image::max_extent_size`] bytes; [`Error::Corrupt`] for an inode that is not
+    /// compressed.
+    pub fn compressed_extent(&self, inode: &Inode, offset: u64) -> Result<CompressedExtent> {
+        self.inner.compressed_extent(inode, offset)
+    }
+
+    /// Every extent of compressed file `inode`, in file order (what `dump.erofs -e` and
+    /// FIEMAP list). Reads only metadata.
+    ///
+    /// ```
+    /// use erofs_reader::{Algorithm, Encoding, ExtentSource, Image};
+    /// # fn main() -> Result<(), erofs_reader::Error> {
+    /// # let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/tiny-lz4.erofs");
+    /// // mkfs.erofs -zlz4hc,12 -C16384 -Eztailpacking: 29000 bytes of text.
+    /// let image = Image::open(path)?;
+    /// let file = image.lookup("/text.txt")?;
+    /// let extents = image.compressed_extents(&file)?;
+    /// assert_eq!(extents.iter().map(|e| e.len).sum::<u64>(), 29000);
+    /// assert!(extents.iter().all(|e| matches!(
+    ///     e.source,
+    ///     ExtentSource::Pcluster { encoding: Encoding::Compressed(Algorithm::Lz4), .. }
+    /// )));
+    /// // Reads decode just the extents they touch (with the `lz4` feature, on by default).
+    /// # #[cfg(feature = "lz4")] {
+    /// let mut buf = [0u8; 28];
+    /// image.read_at(&file, 29 * 999, &mut buf)?;
+    /// assert_eq!(&buf, b"line 00999: compressed erofs");
+    /// # }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Image::compressed_extent`].
+    pub fn compressed_extents(&self, inode: &Inode) -> Result<Vec<CompressedExtent>> {
+        self.inner.compressed_extents(inode)
+    }
+
+    /// The largest number of bytes one extent may decode to; larger extents are refused
+    /// with [`Error::Unsupported`] before anything is allocated. The default is 12 MiB,
+    /// the kernel's `Z_EROFS_PCLUSTER_MAX_DSIZE`.
+    pub fn max_extent_size(&self) -> u64 {
+        self.inner.compression.max_extent.load(Ordering::Relaxed)
+    }
+
+    /// Change [`Image::max_extent_size`] for this image (and its clones). Values above
+    /// the kernel's 12 MiB limit are clamped to it.
+    pub fn set_max_extent_size(&self, bytes: u64) {
+        self.inner
+            .compression
+            .max_extent
+            .store(bytes.min(u64::from(PCLUSTER_MAX_DSIZE)), Ordering::Relaxed);
+    }
+
+    /// Set the capacity, in decoded bytes, of this image's cache of decoded pclusters
+    /// (shared by its clones; default 32 MiB). 0 turns caching off.
+    pub fn set_pcluster_cache_capacity(&self, bytes: usize) {
+        self.inner.compression.cache.set_capacity(bytes);
+    }
+
+    /// The capacity of the decoded-pcluster cache in bytes.
+    pub fn pcluster_cache_capacity(&self) -> usize {
+        self.inner.compression.cache.capacity()
+    }
+
+    /// Statistics of the decoded-pcluster cache: `(hits, misses, bytes held)`. A miss
+    /// is one pcluster decoded by a `read_at`-style call.
+    pub fn pcluster_cache_stats(&self) -> (u64, u64, usize) {
+        self.inner.compression.cache.stats()
     }
 }

@@ -10,7 +10,7 @@ use erofs_format::superblock::NID_METABOX_BIT;
 use zerocopy::FromBytes;
 
 use crate::error::{Context, Error, Result};
-use crate::image::{Image, Inner};
+use crate::inner::Inner;
 
 /// What `stat` tells about an inode: type, mode, owner, size, times, links.
 ///
@@ -39,7 +39,7 @@ impl fmt::Debug for Metadata {
 
 impl Metadata {
     /// The inode's nid (also the inode number the kernel reports, except on images with
-    /// a metabox: see [`Image::ino`]).
+    /// a metabox: see [`Image::ino`](crate::Image::ino)).
     pub fn nid(&self) -> Nid {
         self.raw.nid
     }
@@ -185,29 +185,9 @@ impl Inode {
     }
 }
 
-impl Image {
-    /// The inode `nid`.
-    ///
-    /// # Errors
-    /// [`Error::Corrupt`] if the nid lies outside the primary device or the inode does not
-    /// decode (unknown format bits, bad mode, negative size, ...).
-    pub fn inode(&self, nid: Nid) -> Result<Inode> {
-        self.inner.inode(nid)
-    }
-}
+impl Inner {}
 
-impl Image {
-    /// The inode number a 64-bit Linux reports in `st_ino` for inode `nid`
-    /// (`erofs_nid_to_ino64`): the nid itself, except on images with a metabox, where
-    /// bits 31..=62 of the nid move up by one and the metabox bit (63) becomes bit 31
-    /// (the root of an `mkfs.erofs -m` image, nid `1 << 63`, is inode 2147483648).
-    pub fn ino(&self, nid: Nid) -> u64 {
-        if self.inner.metabox.is_none() {
-            return nid.0;
-        }
-        ((nid.0 << 1) & !0xffff_ffff) | (nid.0 & 0x7fff_ffff) | ((nid.0 >> 63) << 31)
-    }
-}
+impl Inner {}
 
 impl Inner {
     /// See [`Image::inode`]. Nids with the metabox bit are read from the metabox.

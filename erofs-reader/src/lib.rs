@@ -73,43 +73,43 @@
 //! The only `unsafe` code is the memory map in [`MmapSource`]; a mapped image file must
 //! not be modified or truncated while the map lives.
 
+mod builder;
 mod counter;
-mod data;
 mod decode;
 mod dir;
 mod error;
 mod image;
+mod inner;
 mod inode;
-mod metabox;
+mod layout;
 mod mmap;
 mod name;
 pub mod nydus;
 mod path;
 mod source;
 mod xattr;
-mod zmap;
 
+pub use builder::ImageBuilder;
 pub use counter::Counter;
-pub use data::{Extent, ExtentTarget, Piece};
 pub use decode::Encoding;
 pub use dir::{DirEntry, ReadDir};
 pub use erofs_format::Nid;
 pub use erofs_format::compress::Algorithm;
 pub use erofs_format::inode::{DataLayout, FileType};
 pub use error::{Context, Error, Result};
-pub use image::{DeviceInfo, Image, ImageBuilder, Limits};
+pub use image::{AsInode, Image};
+pub use inner::{DeviceInfo, Limits};
 pub use inode::{Inode, Metadata};
+pub use layout::{CompressedExtent, Extent, ExtentSource, ExtentTarget, Piece};
 pub use mmap::MmapSource;
 pub use name::is_plain_name;
-pub use path::AsInode;
 pub use source::{CountingSource, LazyFile, Source};
 pub use xattr::Xattr;
-pub use zmap::{CompressedExtent, ExtentSource};
 
 /// The blob-device providers `ImageBuilder::build` asks, in order, for devices found in
 /// a blob directory: the Nydus RAFS v6 blobs of a bootstrap. The base image knows only
-/// the hook type ([`image::BlobDeviceProvider`]); its specialisations plug in here.
-const BLOB_DEVICE_PROVIDERS: &[image::BlobDeviceProvider] = &[nydus::add_blob_devices];
+/// the hook type ([`inner::BlobDeviceProvider`]); its specialisations plug in here.
+const BLOB_DEVICE_PROVIDERS: &[inner::BlobDeviceProvider] = &[nydus::add_blob_devices];
 
 /// The README's example, compiled as a doc test.
 #[cfg(doctest)]

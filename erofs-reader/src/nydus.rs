@@ -69,7 +69,8 @@ pub use erofs_format::rafs::{
 
 use crate::counter::Counter;
 use crate::error::{Context, Error, Result};
-use crate::image::{Image, Inner};
+use crate::image::Image;
+use crate::inner::Inner;
 use crate::source::{LazyFile, Source};
 
 mod zran;

@@ -1,7 +1,5 @@
 //! Extended attributes: inline and shared entries, short and long name prefixes.
 
-use std::path::Path;
-
 use erofs_format::superblock::FeatureCompat;
 use erofs_format::xattr::{
     InlineXattrs, LongPrefixes, Xattr as RawXattr, XattrEntry, short_prefix,
@@ -10,7 +8,7 @@ use erofs_format::xattr::{
 use zerocopy::FromBytes;
 
 use crate::error::{Context, Error, Result};
-use crate::image::{Image, LongPrefix};
+use crate::inner::{Inner, LongPrefix};
 use crate::inode::Inode;
 
 /// An extended attribute with its full name (e.g. `user.comment`,
@@ -26,10 +24,10 @@ pub struct Xattr {
 /// Largest shared xattr entry: header, 255-byte name, 64 KiB value.
 const MAX_ENTRY: usize = 4 + 255 + 65535;
 
-impl Image {
+impl Inner {
     /// Load the long xattr name prefix table (called once when opening).
     pub(crate) fn load_long_prefixes(&self) -> Result<Vec<LongPrefix>> {
-        let sb = &self.inner.sb;
+        let sb = &self.sb;
         let count = sb.xattr_prefix_count;
         if count == 0 {
             return Ok(Vec::new());
@@ -41,7 +39,6 @@ impl Image {
         // Not plain: in the metabox if there is one, else in the packed inode
         // (erofs-utils `erofs_xattr_prefixes_init`).
         let in_packed = self
-            .inner
             .metabox
             .as_ref()
             .map(|m| m.nid())
@@ -58,12 +55,8 @@ impl Image {
                 buf
             }
             None => {
-                let avail = self
-                    .inner
-                    .primary_len
-                    .saturating_sub(start)
-                    .min(max_len as u64) as usize;
-                self.inner.read_primary(start, avail, ctx)?.into_owned()
+                let avail = self.primary_len.saturating_sub(start).min(max_len as u64) as usize;
+                self.read_primary(start, avail, ctx)?.into_owned()
             }
         };
         LongPrefixes::new(&bytes, count)
@@ -80,16 +73,16 @@ impl Image {
     fn full_name(&self, x: &RawXattr<'_>, ctx: Context) -> Result<Option<Vec<u8>>> {
         let mut name = Vec::with_capacity(x.name.len() + 32);
         if let Some(i) = x.long_prefix_index() {
-            if let Some(why) = &self.inner.prefixes_unsupported {
+            if let Some(why) = &self.prefixes_unsupported {
                 return Err(Error::unsupported(format!(
                     "long xattr name prefixes: {why}"
                 )));
             }
-            let Some(p) = self.inner.prefixes.get(usize::from(i)) else {
+            let Some(p) = self.prefixes.get(usize::from(i)) else {
                 return Err(Error::corrupt(
                     format!(
                         "xattr uses long prefix {i}, but the image has {}",
-                        self.inner.prefixes.len()
+                        self.prefixes.len()
                     ),
                     ctx,
                 ));
@@ -112,14 +105,8 @@ impl Image {
         Ok(Some(name))
     }
 
-    /// All extended attributes of `inode`: inline entries first, then shared ones, in
-    /// on-disk order (as the kernel lists them).
-    ///
-    /// # Errors
-    /// [`Error::Corrupt`] for entries running past the xattr area, shared ids outside
-    /// the device, unknown long prefixes; [`Error::Unsupported`] for an xattr area that
-    /// is only a header (the kernel refuses it too).
-    pub fn inode_xattrs(&self, inode: &Inode) -> Result<Vec<Xattr>> {
+    /// See [`Image::inode_xattrs`](crate::Image::inode_xattrs).
+    pub(crate) fn inode_xattrs(&self, inode: &Inode) -> Result<Vec<Xattr>> {
         let raw = inode.raw();
         let isize = raw.xattr_size();
         let mut out = Vec::new();
@@ -130,9 +117,7 @@ impl Image {
         let off = raw
             .xattr_offset()
             .map_err(|e| Error::corrupt(format!("{e}"), ctx))?;
-        let area = self
-            .inner
-            .read_meta(raw.in_metabox(), off, isize as usize, ctx)?;
+        let area = self.read_meta(raw.in_metabox(), off, isize as usize, ctx)?;
         let inline = InlineXattrs::parse(&area).map_err(|e| match e {
             erofs_format::Error::XattrHeaderOnly => {
                 Error::unsupported(format!("xattr area with only a header (nid {})", raw.nid.0))
@@ -149,18 +134,15 @@ impl Image {
             }
         }
         let shared_in_metabox = self
-            .inner
             .sb
             .compat()
             .contains(FeatureCompat::SHARED_EA_IN_METABOX);
         for id in inline.shared_ids() {
             let soff = self
-                .inner
                 .sb
                 .shared_xattr_offset(id)
                 .map_err(|e| Error::corrupt(format!("shared xattr {id}: {e}"), ctx))?;
             let avail = self
-                .inner
                 .meta_space_len(shared_in_metabox)
                 .saturating_sub(soff)
                 .min(MAX_ENTRY as u64) as usize;
@@ -170,14 +152,12 @@ impl Image {
                     ctx.at(soff),
                 ));
             }
-            let head = self.inner.read_meta(shared_in_metabox, soff, 4, ctx)?;
+            let head = self.read_meta(shared_in_metabox, soff, 4, ctx)?;
             let need = XattrEntry::read_from_bytes(&head)
                 .map_err(|_| Error::corrupt("short xattr entry", ctx.at(soff)))?
                 .entry_size();
             drop(head);
-            let bytes = self
-                .inner
-                .read_meta(shared_in_metabox, soff, need.min(avail), ctx)?;
+            let bytes = self.read_meta(shared_in_metabox, soff, need.min(avail), ctx)?;
             let (x, _) = RawXattr::parse(&bytes)
                 .map_err(|e| Error::corrupt(format!("shared xattr {id}: {e}"), ctx.at(soff)))?;
             if let Some(name) = self.full_name(&x, ctx.at(soff))? {
@@ -188,15 +168,5 @@ impl Image {
             }
         }
         Ok(out)
-    }
-
-    /// Extended attributes of `path` itself (a final symlink is not followed, like
-    /// `llistxattr`).
-    ///
-    /// # Errors
-    /// As [`Image::symlink_lookup`] and [`Image::inode_xattrs`].
-    pub fn xattrs(&self, path: impl AsRef<Path>) -> Result<Vec<Xattr>> {
-        let inode = self.symlink_lookup(path)?;
-        self.inode_xattrs(&inode)
     }
 }
