@@ -144,7 +144,7 @@ impl ImageBuilder {
             metabox: None,
         };
         // The metabox inode (an ordinary inode on the primary device): inodes whose nid
-        // has bit 63 live in its data (`metabox.rs`).
+        // has bit 63 live in its data (`layout/meta.rs`).
         if let Some(nid) = sb.metabox_nid(&head) {
             let ctx = Context::nid(nid.0);
             if nid.0 & erofs_format::superblock::NID_METABOX_BIT != 0 {

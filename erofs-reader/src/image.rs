@@ -4,7 +4,7 @@
 //!
 //! The methods here are the map of the crate: each names the module that does the work
 //! behind it (path resolution in `path.rs`, directories in `dir.rs`, inodes and where
-//! metadata lives in `inode.rs` and `layout/metabox.rs`, file data in `layout/`,
+//! metadata lives in `inode.rs` and `layout/meta.rs`, file data in `layout/`,
 //! decompression in `decode/`, extended attributes in `xattr.rs`).
 
 use std::ffi::OsStr;

@@ -62,9 +62,9 @@ pub(crate) struct Inner {
     /// cannot read yet (a compressed packed inode); reported when one is used.
     pub(crate) prefixes_unsupported: Option<String>,
     pub(crate) limits: Limits,
-    /// Compression configuration, limits and the decoded-pcluster cache (`zmap.rs`).
+    /// Compression configuration, limits and the decoded-pcluster cache (`layout/zmap/`).
     pub(crate) compression: Compression,
-    /// The metabox inode, with `METABOX` (`metabox.rs`).
+    /// The metabox inode, with `METABOX` (`layout/meta.rs`).
     pub(crate) metabox: Option<Inode>,
 }
 

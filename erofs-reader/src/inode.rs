@@ -3,14 +3,7 @@
 use std::fmt;
 
 use erofs_format::Nid;
-use erofs_format::inode::{
-    DataLayout, FileType, Inode as RawInode, InodeCompact, InodeContext, InodeData, InodeFormat,
-};
-use erofs_format::superblock::NID_METABOX_BIT;
-use zerocopy::FromBytes;
-
-use crate::error::{Context, Error, Result};
-use crate::inner::Inner;
+use erofs_format::inode::{DataLayout, FileType, Inode as RawInode, InodeData};
 
 /// What `stat` tells about an inode: type, mode, owner, size, times, links.
 ///
@@ -183,65 +176,11 @@ impl Inode {
     pub(crate) fn raw(&self) -> &RawInode {
         &self.md.raw
     }
-}
 
-impl Inner {}
-
-impl Inner {}
-
-impl Inner {
-    /// See [`Image::inode`]. Nids with the metabox bit are read from the metabox.
-    pub(crate) fn inode(&self, nid: Nid) -> Result<Inode> {
-        let inner = self;
-        let ctx = Context::nid(nid.0);
-        let ictx = InodeContext::new(&inner.sb)
-            .map_err(|e| Error::corrupt(format!("superblock: {e}"), ctx))?;
-        let in_metabox = nid.0 & NID_METABOX_BIT != 0;
-        let off = ictx
-            .nid_location(nid)
-            .map_err(|e| Error::corrupt(format!("nid: {e}"), ctx))?;
-        // Nids must point inside the primary device (or the metabox), with room for a
-        // compact inode.
-        let space = inner.meta_space_len(in_metabox);
-        if off.checked_add(32).is_none_or(|end| end > space) {
-            return Err(Error::corrupt(
-                format!(
-                    "nid {} is outside the metadata area (offset {off}, {} bytes{})",
-                    nid.0,
-                    space,
-                    if in_metabox { " of metabox" } else { "" }
-                ),
-                ctx.at(off),
-            ));
-        }
-        // Read exactly the inode: 32 bytes, or 64 for the extended form (so that a stat
-        // touches nothing past the inode, e.g. its inline data).
-        let head = inner.read_meta(in_metabox, off, 32, ctx)?;
-        let extended = InodeCompact::ref_from_prefix(&head)
-            .map(|(c, _)| InodeFormat(c.i_format.get()).is_extended())
-            .unwrap_or(false);
-        let bytes = if extended {
-            drop(head);
-            if off.checked_add(64).is_none_or(|end| end > space) {
-                return Err(Error::corrupt(
-                    "extended inode runs past the device",
-                    ctx.at(off),
-                ));
-            }
-            inner.read_meta(in_metabox, off, 64, ctx)?
-        } else {
-            head
-        };
-        let raw = RawInode::parse(&bytes, nid, &ictx).map_err(|e| match e {
-            erofs_format::Error::UnsupportedInodeFormat { .. }
-            | erofs_format::Error::UnsupportedDataLayout { .. }
-            | erofs_format::Error::UnsupportedChunkFormat { .. } => {
-                Error::unsupported(format!("inode {}: {e}", nid.0))
-            }
-            e => Error::corrupt(format!("inode: {e}"), ctx.at(off)),
-        })?;
-        Ok(Inode {
+    /// An inode from its decoded on-disk form.
+    pub(crate) fn from_raw(raw: RawInode) -> Self {
+        Inode {
             md: Metadata { raw },
-        })
+        }
     }
 }

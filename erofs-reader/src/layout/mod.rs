@@ -4,7 +4,7 @@
 //! | --- | --- |
 //! | `flat` | flat (plain and inline tail) and chunk-based files: offset → device segment |
 //! | `zmap/` | compressed files: offset → extent (lcluster indexes, encoded extents), the pcluster read arm, compressed reads |
-//! | `metabox` | metadata kept in the data of the metabox inode (`mkfs.erofs -m`) |
+//! | `meta` | inodes by nid, and metadata bytes: on the primary device or in the metabox inode's data (`mkfs.erofs -m`) |
 //! | `read` | reading any layout: `read_at`, whole files, pieces, symlinks, the chunk map |
 //! | `extent` | the public answers: [`Extent`], [`ExtentTarget`], [`Piece`] |
 //!
@@ -13,7 +13,7 @@
 
 mod extent;
 mod flat;
-mod metabox;
+mod meta;
 mod read;
 mod zmap;
 
