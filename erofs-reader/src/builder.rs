@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use erofs_format::device::{DEVICE_SLOT_SIZE, DeviceSlot};
 use erofs_format::superblock::SuperBlock;
 
-use crate::error::{Context, Error, Result};
+use crate::error::{Context, CorruptKind, Error, Result};
 use crate::inner::{DeviceInfo, Inner, Limits};
 use crate::layout::Compression;
 use crate::mmap::MmapSource;
@@ -126,8 +126,13 @@ impl ImageBuilder {
                 device: 0,
                 source: e,
             })?;
-        let sb = *SuperBlock::parse(&head)
-            .map_err(|e| Error::corrupt(format!("superblock: {e}"), Context::offset(1024)))?;
+        let sb = *SuperBlock::parse(&head).map_err(|e| {
+            Error::corrupt_as(
+                CorruptKind::Superblock,
+                format!("superblock: {e}"),
+                Context::offset(1024),
+            )
+        })?;
         let blkszbits = sb.blkszbits;
         let mut inner = Inner {
             primary: self.primary,
@@ -148,11 +153,16 @@ impl ImageBuilder {
         if let Some(nid) = sb.metabox_nid(&head) {
             let ctx = Context::nid(nid.0);
             if nid.0 & erofs_format::superblock::NID_METABOX_BIT != 0 {
-                return Err(Error::corrupt("the metabox nid has the metabox bit", ctx));
+                return Err(Error::corrupt_as(
+                    CorruptKind::Superblock,
+                    "the metabox nid has the metabox bit",
+                    ctx,
+                ));
             }
             let mb = inner.inode(nid)?;
             if !mb.metadata().is_file() {
-                return Err(Error::corrupt(
+                return Err(Error::corrupt_as(
+                    CorruptKind::Superblock,
                     "the metabox inode is not a regular file",
                     ctx,
                 ));
@@ -163,7 +173,8 @@ impl ImageBuilder {
         // Device table.
         let count = sb.extra_devices();
         if self.devices.len() > usize::from(count) {
-            return Err(Error::corrupt(
+            return Err(Error::corrupt_as(
+                CorruptKind::DeviceTable,
                 format!(
                     "{} device sources given but the device table lists {count}",
                     self.devices.len()
@@ -175,8 +186,13 @@ impl ImageBuilder {
             let off = sb.device_table_offset();
             let len = usize::from(count) * DEVICE_SLOT_SIZE;
             let bytes = inner.read_primary(off, len, Context::offset(off))?;
-            let slots = DeviceSlot::table(&bytes, count)
-                .map_err(|e| Error::corrupt(format!("device table: {e}"), Context::offset(off)))?;
+            let slots = DeviceSlot::table(&bytes, count).map_err(|e| {
+                Error::corrupt_as(
+                    CorruptKind::DeviceTable,
+                    format!("device table: {e}"),
+                    Context::offset(off),
+                )
+            })?;
             let mut devices = Vec::with_capacity(slots.len());
             for (i, slot) in slots.iter().enumerate() {
                 devices.push(DeviceInfo {
@@ -210,7 +226,8 @@ impl ImageBuilder {
                         match name {
                             Some(t) => Some(Box::new(LazyFile::new(dir.join(t)))),
                             None => {
-                                return Err(Error::corrupt(
+                                return Err(Error::corrupt_as(
+                                    CorruptKind::DeviceTable,
                                     format!(
                                         "device {} tag {:?} cannot name a file",
                                         dev.index,
@@ -239,7 +256,8 @@ impl ImageBuilder {
         let root_nid = inner.sb.root_nid();
         let root = inner.inode(root_nid)?;
         if !root.metadata().is_dir() {
-            return Err(Error::corrupt(
+            return Err(Error::corrupt_as(
+                CorruptKind::Superblock,
                 "root inode is not a directory",
                 Context::nid(root_nid.0),
             ));

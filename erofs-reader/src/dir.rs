@@ -9,7 +9,7 @@ use erofs_format::Nid;
 use erofs_format::dirent::DirBlock;
 use erofs_format::inode::FileType;
 
-use crate::error::{Context, Error, Result};
+use crate::error::{Context, CorruptKind, Error, Result};
 use crate::inner::Inner;
 use crate::inode::Inode;
 
@@ -110,13 +110,18 @@ impl Inner {
     ) -> Result<T> {
         let bs = self.block_size();
         let start = i.checked_mul(bs).ok_or_else(|| {
-            Error::corrupt("directory offset overflows", Context::nid(dir.nid().0))
+            Error::corrupt_as(
+                CorruptKind::Directory,
+                "directory offset overflows",
+                Context::nid(dir.nid().0),
+            )
         })?;
         let size = dir.metadata().len();
         let len = (size - start).min(bs) as usize;
         let bytes = self.data_range(dir, start, len)?;
         let block = DirBlock::parse(&bytes).map_err(|e| {
-            Error::corrupt(
+            Error::corrupt_as(
+                CorruptKind::Directory,
                 format!("directory block {i}: {e}"),
                 Context::nid(dir.nid().0).at(start),
             )

@@ -97,6 +97,53 @@ impl fmt::Display for Context {
     }
 }
 
+/// Which rule of the format a corrupt image broke, by the layer that checks it. Where it
+/// was found (nid, device, block, byte offset) is the [`Context`] beside it in
+/// [`Error::Corrupt`]; the text there says what exactly was wrong, with the numbers.
+///
+/// ```
+/// use erofs_reader::{CorruptKind, Error, Image};
+/// let err = Image::from_source(vec![0u8; 8192]).unwrap_err();
+/// assert_eq!(err.corrupt_kind(), Some(CorruptKind::Superblock));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CorruptKind {
+    /// The superblock, or what the reader checks beside it when opening: compression
+    /// configuration, the metabox inode, the root inode, the long xattr prefix table.
+    Superblock,
+    /// The device table, or a device index that is not in it.
+    DeviceTable,
+    /// A read or an offset that runs past the end of a device (or overflows).
+    OutOfBounds,
+    /// An inode: its nid lies outside the metadata area, or it does not decode.
+    Inode,
+    /// A directory block.
+    Directory,
+    /// Path resolution went past [`Limits`](crate::Limits): a symlink loop, too many
+    /// components.
+    PathLimit,
+    /// Extended attributes: the inline area, a shared xattr, a name prefix.
+    Xattr,
+    /// The data map of an uncompressed file: inline tail, block address, chunk index.
+    DataMap,
+    /// The map of a compressed file: map header, lcluster indexes, extent records,
+    /// fragments of the packed inode.
+    CompressedMap,
+    /// A pcluster that does not decode to exactly its extent.
+    Decompress,
+    /// The metabox (metadata kept in the data of one inode).
+    Metabox,
+    /// A Nydus RAFS v6 bootstrap's own tables: extended superblock, blob table, chunk
+    /// table, prefetch table, an inlined bootstrap.
+    Rafs,
+    /// A Nydus data blob: its meta, chunk-info array, ZRan tables, chunk data or digests.
+    Blob,
+    /// Damage found by a caller with [`Error::corrupt`] (a tool built on this crate); this
+    /// crate itself always names a kind.
+    Other,
+}
+
 /// Errors returned by the reader.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -133,6 +180,8 @@ pub enum Error {
     /// The image is damaged, or deliberately malformed.
     #[error("corrupt image at {context}: {what}")]
     Corrupt {
+        /// Which rule was broken.
+        kind: CorruptKind,
         /// What was wrong.
         what: String,
         /// Where it was found.
@@ -147,11 +196,26 @@ pub enum Error {
 }
 
 impl Error {
-    /// A [`Error::Corrupt`] with the given description and context.
+    /// A [`Error::Corrupt`] of kind [`CorruptKind::Other`] with the given description and
+    /// context, for damage a caller finds on its own.
     pub fn corrupt(what: impl Into<String>, context: Context) -> Self {
+        Self::corrupt_as(CorruptKind::Other, what, context)
+    }
+
+    /// A [`Error::Corrupt`] of `kind`.
+    pub(crate) fn corrupt_as(kind: CorruptKind, what: impl Into<String>, context: Context) -> Self {
         Error::Corrupt {
+            kind,
             what: what.into(),
             context,
+        }
+    }
+
+    /// The kind of an [`Error::Corrupt`]; `None` for other errors.
+    pub fn corrupt_kind(&self) -> Option<CorruptKind> {
+        match self {
+            Error::Corrupt { kind, .. } => Some(*kind),
+            _ => None,
         }
     }
 

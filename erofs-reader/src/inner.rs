@@ -7,7 +7,7 @@ use std::path::Path;
 
 use erofs_format::superblock::SuperBlock;
 
-use crate::error::{Context, Error, Result};
+use crate::error::{Context, CorruptKind, Error, Result};
 use crate::inode::Inode;
 use crate::layout::Compression;
 use crate::source::Source;
@@ -101,11 +101,12 @@ impl Inner {
         len: usize,
         ctx: Context,
     ) -> Result<Cow<'_, [u8]>> {
-        let end = offset
-            .checked_add(len as u64)
-            .ok_or_else(|| Error::corrupt("offset overflows", ctx.at(offset)))?;
+        let end = offset.checked_add(len as u64).ok_or_else(|| {
+            Error::corrupt_as(CorruptKind::OutOfBounds, "offset overflows", ctx.at(offset))
+        })?;
         if end > self.primary_len {
-            return Err(Error::corrupt(
+            return Err(Error::corrupt_as(
+                CorruptKind::OutOfBounds,
                 format!(
                     "read of {len} bytes at {offset} past the end of the primary device ({} bytes)",
                     self.primary_len
@@ -136,7 +137,8 @@ impl Inner {
         }
         let i = usize::from(index) - 1;
         let Some(dev) = self.devices.get(i) else {
-            return Err(Error::corrupt(
+            return Err(Error::corrupt_as(
+                CorruptKind::DeviceTable,
                 format!("device {index} is not in the device table"),
                 ctx.device(index),
             ));
@@ -146,7 +148,13 @@ impl Inner {
                 .mapped_blkaddr
                 .checked_mul(self.block_size())
                 .and_then(|b| b.checked_add(offset))
-                .ok_or_else(|| Error::corrupt("device offset overflows", ctx.device(index)))?;
+                .ok_or_else(|| {
+                    Error::corrupt_as(
+                        CorruptKind::OutOfBounds,
+                        "device offset overflows",
+                        ctx.device(index),
+                    )
+                })?;
             return Ok((&*self.primary, base));
         }
         match self.sources.get(i).and_then(|s| s.as_deref()) {
@@ -163,7 +171,8 @@ impl Inner {
 /// past it), anything else is I/O.
 pub(crate) fn io_err(device: u16, e: io::Error, ctx: Context) -> Error {
     if e.kind() == io::ErrorKind::UnexpectedEof {
-        Error::corrupt(
+        Error::corrupt_as(
+            CorruptKind::OutOfBounds,
             format!("read past the end of the device: {e}"),
             ctx.device(device),
         )

@@ -96,7 +96,7 @@ pub use dir::{DirEntry, ReadDir};
 pub use erofs_format::Nid;
 pub use erofs_format::compress::Algorithm;
 pub use erofs_format::inode::{DataLayout, FileType};
-pub use error::{Context, Error, Result};
+pub use error::{Context, CorruptKind, Error, Result};
 pub use image::{AsInode, Image};
 pub use inner::{DeviceInfo, Limits};
 pub use inode::{Inode, Metadata};

@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use crate::error::{Context, Error, Result};
+use crate::error::{Context, CorruptKind, Error, Result};
 use crate::inner::Inner;
 use crate::inode::Inode;
 
@@ -31,7 +31,8 @@ impl Inner {
         while let Some(comp) = pending.pop_front() {
             steps += 1;
             if steps > limits.max_components {
-                return Err(Error::corrupt(
+                return Err(Error::corrupt_as(
+                    CorruptKind::PathLimit,
                     format!(
                         "resolving {} walks more than {} components",
                         path.display(),
@@ -41,10 +42,9 @@ impl Inner {
                 ));
             }
             // The stack is never empty: it starts with the root and `..` keeps it.
-            let cur = stack
-                .last()
-                .cloned()
-                .ok_or_else(|| Error::corrupt("empty walk", Context::NONE))?;
+            let cur = stack.last().cloned().ok_or_else(|| {
+                Error::corrupt_as(CorruptKind::PathLimit, "empty walk", Context::NONE)
+            })?;
             if comp == b".." {
                 if stack.len() > 1 {
                     stack.pop();
@@ -65,7 +65,8 @@ impl Inner {
             if inode.metadata().is_symlink() && (!last || follow_last) {
                 hops += 1;
                 if hops > limits.max_symlinks {
-                    return Err(Error::corrupt(
+                    return Err(Error::corrupt_as(
+                        CorruptKind::PathLimit,
                         format!(
                             "too many levels of symbolic links resolving {}",
                             path.display()
@@ -86,7 +87,7 @@ impl Inner {
         }
         stack
             .pop()
-            .ok_or_else(|| Error::corrupt("empty walk", Context::NONE))
+            .ok_or_else(|| Error::corrupt_as(CorruptKind::PathLimit, "empty walk", Context::NONE))
     }
 }
 

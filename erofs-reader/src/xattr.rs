@@ -7,7 +7,7 @@ use erofs_format::xattr::{
 
 use zerocopy::FromBytes;
 
-use crate::error::{Context, Error, Result};
+use crate::error::{Context, CorruptKind, Error, Result};
 use crate::inner::{Inner, LongPrefix};
 use crate::inode::Inode;
 
@@ -65,7 +65,9 @@ impl Inner {
                     base_index: p.base_index,
                     infix: p.infix.to_vec(),
                 })
-                .map_err(|e| Error::corrupt(format!("long xattr prefix: {e}"), ctx))
+                .map_err(|e| {
+                    Error::corrupt_as(CorruptKind::Xattr, format!("long xattr prefix: {e}"), ctx)
+                })
             })
             .collect()
     }
@@ -79,7 +81,8 @@ impl Inner {
                 )));
             }
             let Some(p) = self.prefixes.get(usize::from(i)) else {
-                return Err(Error::corrupt(
+                return Err(Error::corrupt_as(
+                    CorruptKind::Xattr,
                     format!(
                         "xattr uses long prefix {i}, but the image has {}",
                         self.prefixes.len()
@@ -116,16 +119,18 @@ impl Inner {
         let ctx = Context::nid(raw.nid.0);
         let off = raw
             .xattr_offset()
-            .map_err(|e| Error::corrupt(format!("{e}"), ctx))?;
+            .map_err(|e| Error::corrupt_as(CorruptKind::Xattr, format!("{e}"), ctx))?;
         let area = self.read_meta(raw.in_metabox(), off, isize as usize, ctx)?;
         let inline = InlineXattrs::parse(&area).map_err(|e| match e {
             erofs_format::Error::XattrHeaderOnly => {
                 Error::unsupported(format!("xattr area with only a header (nid {})", raw.nid.0))
             }
-            e => Error::corrupt(format!("xattrs: {e}"), ctx.at(off)),
+            e => Error::corrupt_as(CorruptKind::Xattr, format!("xattrs: {e}"), ctx.at(off)),
         })?;
         for x in inline.entries() {
-            let x = x.map_err(|e| Error::corrupt(format!("xattrs: {e}"), ctx.at(off)))?;
+            let x = x.map_err(|e| {
+                Error::corrupt_as(CorruptKind::Xattr, format!("xattrs: {e}"), ctx.at(off))
+            })?;
             if let Some(name) = self.full_name(&x, ctx.at(off))? {
                 out.push(Xattr {
                     name,
@@ -138,28 +143,35 @@ impl Inner {
             .compat()
             .contains(FeatureCompat::SHARED_EA_IN_METABOX);
         for id in inline.shared_ids() {
-            let soff = self
-                .sb
-                .shared_xattr_offset(id)
-                .map_err(|e| Error::corrupt(format!("shared xattr {id}: {e}"), ctx))?;
+            let soff = self.sb.shared_xattr_offset(id).map_err(|e| {
+                Error::corrupt_as(CorruptKind::Xattr, format!("shared xattr {id}: {e}"), ctx)
+            })?;
             let avail = self
                 .meta_space_len(shared_in_metabox)
                 .saturating_sub(soff)
                 .min(MAX_ENTRY as u64) as usize;
             if avail < 4 {
-                return Err(Error::corrupt(
+                return Err(Error::corrupt_as(
+                    CorruptKind::Xattr,
                     format!("shared xattr {id} lies outside the device"),
                     ctx.at(soff),
                 ));
             }
             let head = self.read_meta(shared_in_metabox, soff, 4, ctx)?;
             let need = XattrEntry::read_from_bytes(&head)
-                .map_err(|_| Error::corrupt("short xattr entry", ctx.at(soff)))?
+                .map_err(|_| {
+                    Error::corrupt_as(CorruptKind::Xattr, "short xattr entry", ctx.at(soff))
+                })?
                 .entry_size();
             drop(head);
             let bytes = self.read_meta(shared_in_metabox, soff, need.min(avail), ctx)?;
-            let (x, _) = RawXattr::parse(&bytes)
-                .map_err(|e| Error::corrupt(format!("shared xattr {id}: {e}"), ctx.at(soff)))?;
+            let (x, _) = RawXattr::parse(&bytes).map_err(|e| {
+                Error::corrupt_as(
+                    CorruptKind::Xattr,
+                    format!("shared xattr {id}: {e}"),
+                    ctx.at(soff),
+                )
+            })?;
             if let Some(name) = self.full_name(&x, ctx.at(soff))? {
                 out.push(Xattr {
                     name,

@@ -296,7 +296,7 @@ fn reader_root_nid_outside() {
     t[1024 + 14..1024 + 16].copy_from_slice(&0xFFFFu16.to_le_bytes());
     fix_checksum(&mut t);
     match Image::from_source(t) {
-        Err(Error::Corrupt { context, what }) => {
+        Err(Error::Corrupt { context, what, .. }) => {
             assert_eq!(context.nid, Some(0xFFFF), "{what}");
         }
         other => panic!("expected Corrupt, got {other:?}"),

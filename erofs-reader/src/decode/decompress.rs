@@ -32,7 +32,7 @@
 //! extent's length is out.
 
 use crate::decode::Encoding;
-use crate::error::{Context, Error, Result};
+use crate::error::{Context, CorruptKind, Error, Result};
 
 /// Everything besides the bytes that decides how a pcluster decodes.
 #[derive(Debug, Clone, Copy)]
@@ -58,7 +58,11 @@ fn corrupt(req: &Request, what: impl std::fmt::Display) -> Error {
         Encoding::Interlaced => "uncompressed (interlaced)".to_string(),
         Encoding::Compressed(a) => a.name().to_string(),
     };
-    Error::corrupt(format!("{name} pcluster: {what}"), req.ctx)
+    Error::corrupt_as(
+        CorruptKind::Decompress,
+        format!("{name} pcluster: {what}"),
+        req.ctx,
+    )
 }
 
 /// Decode pcluster bytes `input` into `out` (the whole extent, `out.len()` bytes).

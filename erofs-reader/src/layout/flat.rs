@@ -1,7 +1,7 @@
 //! Uncompressed layouts: flat (plain and inline tail) and chunk-based files, file
 //! offset → device segment.
 
-use crate::error::{Context, Error, Result};
+use crate::error::{Context, CorruptKind, Error, Result};
 use crate::inner::{Inner, io_err};
 use crate::inode::Inode;
 use erofs_format::chunk::{ChunkMapping, ChunkTable};
@@ -31,11 +31,13 @@ impl Inner {
         let size = raw.size;
         debug_assert!(pos < size);
         let ctx = Context::nid(raw.nid.0);
-        let fmt_err = |e: erofs_format::Error| Error::corrupt(format!("{e}"), ctx);
+        let fmt_err =
+            |e: erofs_format::Error| Error::corrupt_as(CorruptKind::DataMap, format!("{e}"), ctx);
         let bs = self.block_size();
         let check_primary = |off: u64, len: u64| -> Result<()> {
             if off.checked_add(len).is_none_or(|e| e > self.primary_len) {
-                Err(Error::corrupt(
+                Err(Error::corrupt_as(
+                    CorruptKind::DataMap,
                     format!(
                         "data {off}..+{len} lies past the end of the primary device ({} bytes)",
                         self.primary_len
@@ -71,17 +73,20 @@ impl Inner {
                         }
                     };
                 }
-                let (off, len) = raw
-                    .inline_tail()
-                    .map_err(fmt_err)?
-                    .ok_or_else(|| Error::corrupt("flat inode without data", ctx))?;
+                let (off, len) = raw.inline_tail().map_err(fmt_err)?.ok_or_else(|| {
+                    Error::corrupt_as(CorruptKind::DataMap, "flat inode without data", ctx)
+                })?;
                 let in_tail = pos - flat_len;
                 if raw.in_metabox() {
                     if off
                         .checked_add(len)
                         .is_none_or(|e| e > self.meta_space_len(true))
                     {
-                        return Err(Error::corrupt("inline data past the metabox", ctx.at(off)));
+                        return Err(Error::corrupt_as(
+                            CorruptKind::DataMap,
+                            "inline data past the metabox",
+                            ctx.at(off),
+                        ));
                     }
                     return Ok((
                         Seg::Meta {
@@ -100,25 +105,41 @@ impl Inner {
                 ))
             }
             DataLayout::ChunkBased => {
-                let (table, format, count) = raw
-                    .chunk_table()
-                    .map_err(fmt_err)?
-                    .ok_or_else(|| Error::corrupt("chunk-based inode without chunk format", ctx))?;
+                let (table, format, count) =
+                    raw.chunk_table().map_err(fmt_err)?.ok_or_else(|| {
+                        Error::corrupt_as(
+                            CorruptKind::DataMap,
+                            "chunk-based inode without chunk format",
+                            ctx,
+                        )
+                    })?;
                 let chunkbits = format.chunkbits(self.blkszbits).map_err(fmt_err)?;
                 let i = pos >> chunkbits;
                 if i >= count {
-                    return Err(Error::corrupt("chunk index past the table", ctx));
+                    return Err(Error::corrupt_as(
+                        CorruptKind::DataMap,
+                        "chunk index past the table",
+                        ctx,
+                    ));
                 }
                 let esize = format.entry_size() as u64;
                 let eoff = i
                     .checked_mul(esize)
                     .and_then(|o| o.checked_add(table))
-                    .ok_or_else(|| Error::corrupt("chunk table offset overflows", ctx))?;
+                    .ok_or_else(|| {
+                        Error::corrupt_as(CorruptKind::DataMap, "chunk table offset overflows", ctx)
+                    })?;
                 let bytes = self.read_meta(raw.in_metabox(), eoff, esize as usize, ctx)?;
                 let entry = ChunkTable::parse(&bytes, format, 1)
                     .map_err(fmt_err)?
                     .get(0, format, self.sb.device_id_mask())
-                    .ok_or_else(|| Error::corrupt("chunk table entry missing", ctx.at(eoff)))?;
+                    .ok_or_else(|| {
+                        Error::corrupt_as(
+                            CorruptKind::DataMap,
+                            "chunk table entry missing",
+                            ctx.at(eoff),
+                        )
+                    })?;
                 let chunk_start = i << chunkbits;
                 let chunk_len = (1u64 << chunkbits).min(size - chunk_start);
                 let in_chunk = pos - chunk_start;
@@ -130,7 +151,13 @@ impl Inner {
                         let offset = blk
                             .checked_mul(bs)
                             .and_then(|o| o.checked_add(in_chunk))
-                            .ok_or_else(|| Error::corrupt("chunk address overflows", ctx))?;
+                            .ok_or_else(|| {
+                                Error::corrupt_as(
+                                    CorruptKind::DataMap,
+                                    "chunk address overflows",
+                                    ctx,
+                                )
+                            })?;
                         if let Some(dev) = index
                             .checked_sub(1)
                             .and_then(|i| self.devices.get(usize::from(i)))
@@ -139,7 +166,8 @@ impl Inner {
                                 .checked_add(chunk_len.div_ceil(bs))
                                 .is_none_or(|e| e > dev.blocks)
                         {
-                            return Err(Error::corrupt(
+                            return Err(Error::corrupt_as(
+                                CorruptKind::DataMap,
                                 format!(
                                     "chunk at block {blk} runs past device {index} ({} blocks)",
                                     dev.blocks
@@ -160,7 +188,8 @@ impl Inner {
     pub(crate) fn check_layout(&self, inode: &Inode) -> Result<()> {
         let raw = inode.raw();
         let ctx = Context::nid(raw.nid.0);
-        let fmt_err = |e: erofs_format::Error| Error::corrupt(format!("{e}"), ctx);
+        let fmt_err =
+            |e: erofs_format::Error| Error::corrupt_as(CorruptKind::DataMap, format!("{e}"), ctx);
         let end = match raw.layout {
             DataLayout::FlatPlain | DataLayout::FlatInline => {
                 match raw.flat_extent().map_err(fmt_err)? {
@@ -177,7 +206,11 @@ impl Inner {
                     if raw.in_metabox() {
                         return match end {
                             Some(e) if e <= self.meta_space_len(true) => Ok(()),
-                            _ => Err(Error::corrupt("chunk table runs past the metabox", ctx)),
+                            _ => Err(Error::corrupt_as(
+                                CorruptKind::DataMap,
+                                "chunk table runs past the metabox",
+                                ctx,
+                            )),
                         };
                     }
                     end
@@ -190,7 +223,8 @@ impl Inner {
         };
         match end {
             Some(end) if end <= self.primary_len => Ok(()),
-            _ => Err(Error::corrupt(
+            _ => Err(Error::corrupt_as(
+                CorruptKind::DataMap,
                 format!(
                     "data of a {}-byte file does not fit in the primary device ({} bytes)",
                     raw.size, self.primary_len
@@ -218,7 +252,8 @@ impl Inner {
             return Ok((0, blk));
         }
         if usize::from(device_id) > self.devices.len() {
-            return Err(Error::corrupt(
+            return Err(Error::corrupt_as(
+                CorruptKind::DataMap,
                 format!(
                     "chunk on device {device_id}, but the image has {} extra devices",
                     self.devices.len()

@@ -19,7 +19,7 @@
 
 use std::borrow::Cow;
 
-use crate::error::{Context, Error, Result};
+use crate::error::{Context, CorruptKind, Error, Result};
 use erofs_format::Nid;
 use erofs_format::inode::{Inode as RawInode, InodeCompact, InodeContext, InodeFormat};
 use erofs_format::superblock::NID_METABOX_BIT;
@@ -41,11 +41,16 @@ impl Inner {
         if !in_metabox {
             return self.read_primary(offset, len, ctx);
         }
-        let end = offset
-            .checked_add(len as u64)
-            .ok_or_else(|| Error::corrupt("metabox offset overflows", ctx.at(offset)))?;
+        let end = offset.checked_add(len as u64).ok_or_else(|| {
+            Error::corrupt_as(
+                CorruptKind::Metabox,
+                "metabox offset overflows",
+                ctx.at(offset),
+            )
+        })?;
         if end > self.meta_space_len(true) {
-            return Err(Error::corrupt(
+            return Err(Error::corrupt_as(
+                CorruptKind::Metabox,
                 format!(
                     "read of {len} bytes at {offset} past the end of the metabox ({} bytes)",
                     self.meta_space_len(true)
@@ -63,7 +68,11 @@ impl Inner {
         // size, so the read is whole.
         let n = self.read_inode_at(mb, offset, &mut v)?;
         if n != len {
-            return Err(Error::corrupt("short read of the metabox", ctx.at(offset)));
+            return Err(Error::corrupt_as(
+                CorruptKind::Metabox,
+                "short read of the metabox",
+                ctx.at(offset),
+            ));
         }
         Ok(Cow::Owned(v))
     }
@@ -84,17 +93,19 @@ impl Inner {
     pub(crate) fn inode(&self, nid: Nid) -> Result<Inode> {
         let inner = self;
         let ctx = Context::nid(nid.0);
-        let ictx = InodeContext::new(&inner.sb)
-            .map_err(|e| Error::corrupt(format!("superblock: {e}"), ctx))?;
+        let ictx = InodeContext::new(&inner.sb).map_err(|e| {
+            Error::corrupt_as(CorruptKind::Superblock, format!("superblock: {e}"), ctx)
+        })?;
         let in_metabox = nid.0 & NID_METABOX_BIT != 0;
         let off = ictx
             .nid_location(nid)
-            .map_err(|e| Error::corrupt(format!("nid: {e}"), ctx))?;
+            .map_err(|e| Error::corrupt_as(CorruptKind::Inode, format!("nid: {e}"), ctx))?;
         // Nids must point inside the primary device (or the metabox), with room for a
         // compact inode.
         let space = inner.meta_space_len(in_metabox);
         if off.checked_add(32).is_none_or(|end| end > space) {
-            return Err(Error::corrupt(
+            return Err(Error::corrupt_as(
+                CorruptKind::Inode,
                 format!(
                     "nid {} is outside the metadata area (offset {off}, {} bytes{})",
                     nid.0,
@@ -113,7 +124,8 @@ impl Inner {
         let bytes = if extended {
             drop(head);
             if off.checked_add(64).is_none_or(|end| end > space) {
-                return Err(Error::corrupt(
+                return Err(Error::corrupt_as(
+                    CorruptKind::Inode,
                     "extended inode runs past the device",
                     ctx.at(off),
                 ));
@@ -128,7 +140,7 @@ impl Inner {
             | erofs_format::Error::UnsupportedChunkFormat { .. } => {
                 Error::unsupported(format!("inode {}: {e}", nid.0))
             }
-            e => Error::corrupt(format!("inode: {e}"), ctx.at(off)),
+            e => Error::corrupt_as(CorruptKind::Inode, format!("inode: {e}"), ctx.at(off)),
         })?;
         Ok(Inode::from_raw(raw))
     }

@@ -3,7 +3,7 @@
 
 use super::extent::{Extent, ExtentTarget, Piece};
 use super::flat::{COPY_CHUNK, Seg};
-use crate::error::{Context, Error, Result};
+use crate::error::{Context, CorruptKind, Error, Result};
 use crate::inner::{Inner, io_err};
 use crate::inode::Inode;
 use erofs_format::inode::{FileType, InodeData};
@@ -37,7 +37,11 @@ impl Inner {
             let (seg, len) = self.map(inode, pos)?;
             let take = len.min((n - done) as u64) as usize;
             if take == 0 {
-                return Err(Error::corrupt("empty data segment", ctx.at(pos)));
+                return Err(Error::corrupt_as(
+                    CorruptKind::DataMap,
+                    "empty data segment",
+                    ctx.at(pos),
+                ));
             }
             self.read_seg(seg, &mut buf[done..done + take], ctx)?;
             done += take;
@@ -53,14 +57,16 @@ impl Inner {
         }
         self.check_layout(inode)?;
         let len = usize::try_from(size).map_err(|_| {
-            Error::corrupt(
+            Error::corrupt_as(
+                CorruptKind::DataMap,
                 "file size does not fit in memory",
                 Context::nid(inode.nid().0),
             )
         })?;
         let mut v = Vec::new();
         v.try_reserve_exact(len).map_err(|_| {
-            Error::corrupt(
+            Error::corrupt_as(
+                CorruptKind::DataMap,
                 format!("cannot allocate {size} bytes for the file"),
                 Context::nid(inode.nid().0),
             )
@@ -101,7 +107,11 @@ impl Inner {
         let mut v = vec![0u8; len];
         let n = self.read_inode_at(inode, offset, &mut v)?;
         if n != len {
-            return Err(Error::corrupt("short read of inode data", ctx.at(offset)));
+            return Err(Error::corrupt_as(
+                CorruptKind::DataMap,
+                "short read of inode data",
+                ctx.at(offset),
+            ));
         }
         Ok(Cow::Owned(v))
     }
@@ -127,14 +137,20 @@ impl Inner {
             let (seg, len) = self.map(inode, pos)?;
             let len = len.min(size - pos);
             if len == 0 {
-                return Err(Error::corrupt("empty data segment", ctx.at(pos)).into());
+                return Err(Error::corrupt_as(
+                    CorruptKind::DataMap,
+                    "empty data segment",
+                    ctx.at(pos),
+                )
+                .into());
             }
             match seg {
                 Seg::Hole => f(Piece::Zeros(len))?,
                 Seg::Meta { offset } => {
                     // An inline tail: less than a block.
-                    let n = usize::try_from(len)
-                        .map_err(|_| Error::corrupt("inline tail length", ctx.at(pos)))?;
+                    let n = usize::try_from(len).map_err(|_| {
+                        Error::corrupt_as(CorruptKind::DataMap, "inline tail length", ctx.at(pos))
+                    })?;
                     let bytes = self.read_meta(true, offset, n, ctx)?;
                     f(Piece::Data(&bytes))?;
                 }
@@ -176,7 +192,8 @@ impl Inner {
             let (seg, len) = self.map(inode, pos)?;
             let len = len.min(end - pos);
             if len == 0 {
-                return Err(Error::corrupt(
+                return Err(Error::corrupt_as(
+                    CorruptKind::DataMap,
                     "empty data segment",
                     Context::nid(inode.nid().0).at(pos),
                 ));
@@ -232,7 +249,8 @@ impl Inner {
         }
         let ctx = Context::nid(inode.nid().0);
         if md.len() > 4096 || md.is_empty() {
-            return Err(Error::corrupt(
+            return Err(Error::corrupt_as(
+                CorruptKind::DataMap,
                 format!("symlink target of {} bytes", md.len()),
                 ctx,
             ));

@@ -4,7 +4,7 @@
 use super::blob_info::BlobInfo;
 use super::inline::MAX_DIR_SCAN;
 use super::source::BlobSource;
-use crate::error::{Context, Error, Result};
+use crate::error::{Context, CorruptKind, Error, Result};
 use crate::source::LazyFile;
 use erofs_format::rafs::{BLOB_META_HEADER_SIZE, BlobCompressionContextHeader};
 use std::path::Path;
@@ -23,7 +23,8 @@ pub(super) fn blob_from_dir(blob: &BlobInfo, dir: &Path) -> Result<BlobSource> {
     let safe =
         |t: &str| !t.is_empty() && !t.contains('/') && t != "." && t != ".." && !t.contains('\0');
     if !safe(name) {
-        return Err(Error::corrupt(
+        return Err(Error::corrupt_as(
+            CorruptKind::Blob,
             format!("blob {} id {:?} cannot name a file", blob.index, blob.id),
             Context::NONE,
         ));

@@ -5,7 +5,7 @@ use super::limits::{MAX_CHUNK_INFO_BYTES, MAX_ZRAN_TABLE_BYTES};
 use super::stored::StoredBlob;
 use crate::decode::chunk::lz4_block;
 use crate::decode::chunk::zstd_frame;
-use crate::error::{Context, Error, Result};
+use crate::error::{Context, CorruptKind, Error, Result};
 use crate::source::Source;
 use erofs_format::rafs::{
     BLOB_META_HEADER_SIZE, BlobCompressionContextHeader, ChunkInfo, ChunkInfoArray,
@@ -238,7 +238,7 @@ impl ZranMap {
 
 /// Why a blob's chunk map could not be loaded, kept to answer every later read.
 pub(super) enum MapError {
-    Corrupt(String, Context),
+    Corrupt(CorruptKind, String, Context),
     Unsupported(String),
     Io(u16, io::ErrorKind, String),
     Other(io::ErrorKind, String),
@@ -247,7 +247,11 @@ pub(super) enum MapError {
 impl From<Error> for MapError {
     fn from(e: Error) -> Self {
         match e {
-            Error::Corrupt { what, context } => MapError::Corrupt(what, context),
+            Error::Corrupt {
+                kind,
+                what,
+                context,
+            } => MapError::Corrupt(kind, what, context),
             Error::Unsupported { feature } => MapError::Unsupported(feature),
             Error::Io { device, source } => MapError::Io(device, source.kind(), source.to_string()),
             e => {
@@ -261,7 +265,9 @@ impl From<Error> for MapError {
 impl MapError {
     pub(super) fn to_error(&self) -> Error {
         match self {
-            MapError::Corrupt(what, context) => Error::corrupt(what.clone(), *context),
+            MapError::Corrupt(kind, what, context) => {
+                Error::corrupt_as(*kind, what.clone(), *context)
+            }
             MapError::Unsupported(feature) => Error::unsupported(feature.clone()),
             MapError::Io(device, kind, msg) => Error::Io {
                 device: *device,

@@ -2,7 +2,7 @@
 
 use super::digest::digest;
 use crate::decode::chunk::{lz4_block, zstd_frame};
-use crate::error::{Context, Error, Result};
+use crate::error::{Context, CorruptKind, Error, Result};
 use crate::image::Image;
 use crate::source::Source;
 use erofs_format::rafs::Digester;
@@ -53,7 +53,13 @@ pub fn inlined_bootstrap(blob: &dyn Source) -> Result<Option<Vec<u8>>> {
     let Some((name, size)) = tar_header(&h) else {
         return Ok(None);
     };
-    let bad = |what: &str| Error::corrupt(format!("inlined bootstrap: {what}"), Context::NONE);
+    let bad = |what: &str| {
+        Error::corrupt_as(
+            CorruptKind::Rafs,
+            format!("inlined bootstrap: {what}"),
+            Context::NONE,
+        )
+    };
     let body_end = len - 512;
     if size > body_end {
         return Err(bad("tar entry larger than the blob"));

@@ -5,7 +5,7 @@
 use super::blob_dir::blob_from_dir;
 use super::blob_info::BlobInfo;
 use super::source::BlobSource;
-use crate::error::{Context, Error, Result};
+use crate::error::{Context, CorruptKind, Error, Result};
 use crate::image::Image;
 use crate::inner::Inner;
 use crate::source::Source;
@@ -65,17 +65,24 @@ impl RafsMeta {
         }
         let at = erofs_format::rafs::EXT_SUPERBLOCK_OFFSET;
         let bytes = inner.read_primary(at, 256, Context::offset(at))?;
-        let ext = RafsV6SuperBlockExt::read_from_bytes(&bytes)
-            .map_err(|_| Error::corrupt("RAFS extended superblock", Context::offset(at)))?;
+        let ext = RafsV6SuperBlockExt::read_from_bytes(&bytes).map_err(|_| {
+            Error::corrupt_as(
+                CorruptKind::Rafs,
+                "RAFS extended superblock",
+                Context::offset(at),
+            )
+        })?;
         ext.validate(inner.primary_len)
             .map_err(|e| rafs_corrupt(e, at))?;
         let bt_off = ext.s_blob_table_offset.get();
-        let bt_len = usize::try_from(ext.s_blob_table_size.get())
-            .map_err(|_| Error::corrupt("blob table size", Context::offset(at)))?;
+        let bt_len = usize::try_from(ext.s_blob_table_size.get()).map_err(|_| {
+            Error::corrupt_as(CorruptKind::Rafs, "blob table size", Context::offset(at))
+        })?;
         let raw = inner.read_primary(bt_off, bt_len, Context::offset(bt_off))?;
         let records = blob_table(&raw).map_err(|e| rafs_corrupt(e, bt_off))?;
         if records.len() != inner.devices.len() {
-            return Err(Error::corrupt(
+            return Err(Error::corrupt_as(
+                CorruptKind::Rafs,
                 format!(
                     "{} blobs in the blob table but {} devices in the device table",
                     records.len(),
@@ -88,10 +95,11 @@ impl RafsMeta {
         for (i, r) in records.iter().enumerate() {
             let ctx = Context::offset(bt_off + 256 * i as u64);
             r.validate(i as u32, ext.chunk_size())
-                .map_err(|e| Error::corrupt(format!("blob {i}: {e}"), ctx))?;
+                .map_err(|e| Error::corrupt_as(CorruptKind::Rafs, format!("blob {i}: {e}"), ctx))?;
             let dev = &inner.devices[i];
             if dev.blocks.checked_mul(RAFS_BLOCK_SIZE) != Some(r.uncompressed_size.get()) {
-                return Err(Error::corrupt(
+                return Err(Error::corrupt_as(
+                    CorruptKind::Rafs,
                     format!(
                         "blob {i}: device slot has {} blocks, the blob {} uncompressed bytes",
                         dev.blocks,
@@ -168,8 +176,9 @@ impl RafsMeta {
     /// [`Error::Corrupt`] if the table is outside the bootstrap; [`Error::Io`].
     pub fn chunk_records(&self, image: &Image) -> Result<Vec<ChunkRecord>> {
         let off = self.ext.s_chunk_table_offset.get();
-        let len = usize::try_from(self.ext.s_chunk_table_size.get())
-            .map_err(|_| Error::corrupt("chunk table size", Context::offset(off)))?;
+        let len = usize::try_from(self.ext.s_chunk_table_size.get()).map_err(|_| {
+            Error::corrupt_as(CorruptKind::Rafs, "chunk table size", Context::offset(off))
+        })?;
         if len == 0 {
             return Ok(Vec::new());
         }
@@ -194,10 +203,9 @@ impl RafsMeta {
     /// As [`RafsMeta::chunk_records`]; [`Error::Corrupt`] for a record naming a chunk
     /// past the blob's chunk count.
     pub fn blob_digests(&self, image: &Image, index: u32) -> Result<Vec<Option<Digest>>> {
-        let blob = self
-            .blobs
-            .get(index as usize)
-            .ok_or_else(|| Error::corrupt(format!("no blob {index}"), Context::NONE))?;
+        let blob = self.blobs.get(index as usize).ok_or_else(|| {
+            Error::corrupt_as(CorruptKind::Rafs, format!("no blob {index}"), Context::NONE)
+        })?;
         let mut out = vec![None; blob.chunk_count as usize];
         for r in self.chunk_records(image)? {
             if r.blob_index != index {
@@ -206,7 +214,8 @@ impl RafsMeta {
             match out.get_mut(r.chunk_index as usize) {
                 Some(slot) => *slot = Some(r.digest),
                 None => {
-                    return Err(Error::corrupt(
+                    return Err(Error::corrupt_as(
+                        CorruptKind::Rafs,
                         format!(
                             "chunk table names chunk {} of blob {index}, which has {}",
                             r.chunk_index, blob.chunk_count
@@ -232,10 +241,9 @@ impl RafsMeta {
         dir: &Path,
         verify: bool,
     ) -> Result<BlobSource> {
-        let blob = self
-            .blobs
-            .get(index as usize)
-            .ok_or_else(|| Error::corrupt(format!("no blob {index}"), Context::NONE))?;
+        let blob = self.blobs.get(index as usize).ok_or_else(|| {
+            Error::corrupt_as(CorruptKind::Rafs, format!("no blob {index}"), Context::NONE)
+        })?;
         let mut src = blob_from_dir(blob, dir)?;
         if verify {
             src = src.with_digests(self.blob_digests(image, index)?);
@@ -407,7 +415,11 @@ pub struct VerifyReport {
 }
 
 fn rafs_corrupt(e: erofs_format::Error, offset: u64) -> Error {
-    Error::corrupt(format!("RAFS: {e}"), Context::offset(offset))
+    Error::corrupt_as(
+        CorruptKind::Rafs,
+        format!("RAFS: {e}"),
+        Context::offset(offset),
+    )
 }
 
 /// Called by `ImageBuilder::build`: for a RAFS v6 bootstrap opened with a blob directory,

@@ -8,7 +8,7 @@ use super::stats::{BlobStats, Counters};
 use super::stored::StoredBlob;
 use super::zran;
 use crate::decode::chunk::{lz4_block, zstd_frame};
-use crate::error::{Context, Error, Result};
+use crate::error::{Context, CorruptKind, Error, Result};
 use crate::source::Source;
 use erofs_format::rafs::{BlobCompressor, Digest, ZranInflateContext};
 use erofs_format::rafs::{ChunkInfo, RafsV6Blob};
@@ -208,10 +208,13 @@ impl BlobSource {
     /// its size or its digest differs.
     pub fn decode_chunk(&self, ci: u32) -> Result<(Arc<[u8]>, bool)> {
         let map = self.map()?;
-        let c = *map
-            .chunks
-            .get(ci as usize)
-            .ok_or_else(|| Error::corrupt(format!("no chunk {ci} in the blob"), Context::NONE))?;
+        let c = *map.chunks.get(ci as usize).ok_or_else(|| {
+            Error::corrupt_as(
+                CorruptKind::Blob,
+                format!("no chunk {ci} in the blob"),
+                Context::NONE,
+            )
+        })?;
         if let Some(d) = self.cache_get(ci) {
             return Ok((d, self.digest_for(ci).is_some()));
         }

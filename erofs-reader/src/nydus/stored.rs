@@ -6,7 +6,7 @@ use std::io;
 
 use erofs_format::rafs::RafsV6Blob;
 
-use crate::error::{Context, Error};
+use crate::error::{Context, CorruptKind, Error};
 use crate::source::Source;
 
 /// A blob as stored: the data blob, its separate meta blob if any, and its record.
@@ -28,7 +28,11 @@ impl StoredBlob {
     }
 
     pub(super) fn blob_err(&self, what: impl fmt::Display) -> Error {
-        Error::corrupt(format!("blob {}: {what}", self.name()), Context::NONE)
+        Error::corrupt_as(
+            CorruptKind::Blob,
+            format!("blob {}: {what}", self.name()),
+            Context::NONE,
+        )
     }
 
     /// An error `e` reading the blob (or its meta): a read past the end is corruption

@@ -1,7 +1,7 @@
 //! Per-image state for compressed files, from the superblock.
 
 use crate::decode::pcluster_cache::ZCache;
-use crate::error::{Context, Error, Result};
+use crate::error::{Context, CorruptKind, Error, Result};
 use erofs_format::compress::{AlgorithmSet, CompressionConfigs, PCLUSTER_MAX_DSIZE};
 use erofs_format::superblock::{FeatureIncompat, SuperBlock};
 use std::sync::atomic::AtomicU64;
@@ -25,7 +25,8 @@ impl Compression {
             Some(algs) => {
                 let start = 1024 + sb.sb_size();
                 CompressionConfigs::parse(head, start, algs, sb.blkszbits).map_err(|e| {
-                    Error::corrupt(
+                    Error::corrupt_as(
+                        CorruptKind::Superblock,
                         format!("compression configuration: {e}"),
                         Context::offset(start as u64),
                     )

@@ -1,7 +1,7 @@
 //! What the map answers: one extent of a compressed file and where its bytes are.
 
 use crate::decode::Encoding;
-use crate::error::{Context, Error, Result};
+use crate::error::{Context, CorruptKind, Error, Result};
 
 /// Where the bytes of a [`CompressedExtent`] come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,7 +69,8 @@ impl CompressedExtent {
                 encoding,
                 ..
             } => Ok((device, offset, len, encoding)),
-            _ => Err(Error::corrupt(
+            _ => Err(Error::corrupt_as(
+                CorruptKind::CompressedMap,
                 "decode of an extent without a pcluster",
                 ctx,
             )),

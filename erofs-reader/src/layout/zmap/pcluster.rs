@@ -5,7 +5,7 @@ use super::extent::{CompressedExtent, ExtentSource};
 use crate::decode::Encoding;
 use crate::decode::decompress::{self, Request};
 use crate::decode::pcluster_cache::Key;
-use crate::error::{Context, Error, Result};
+use crate::error::{Context, CorruptKind, Error, Result};
 use crate::inner::{Inner, io_err};
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -19,7 +19,8 @@ impl Inner {
         len: u64,
         ctx: Context,
     ) -> Result<Cow<'_, [u8]>> {
-        let len_usize = usize::try_from(len).map_err(|_| Error::corrupt("pcluster length", ctx))?;
+        let len_usize = usize::try_from(len)
+            .map_err(|_| Error::corrupt_as(CorruptKind::CompressedMap, "pcluster length", ctx))?;
         if device == crate::layout::METABOX_DEVICE {
             return self.read_meta(true, offset, len_usize, ctx);
         }
@@ -97,9 +98,9 @@ impl Inner {
         match ext.source {
             ExtentSource::Hole => dst.fill(0),
             ExtentSource::Fragment { offset: f } => {
-                let at = f
-                    .checked_add(within)
-                    .ok_or_else(|| Error::corrupt("fragment offset overflows", ctx))?;
+                let at = f.checked_add(within).ok_or_else(|| {
+                    Error::corrupt_as(CorruptKind::CompressedMap, "fragment offset overflows", ctx)
+                })?;
                 fragment(at, dst)?;
             }
             ExtentSource::Pcluster {
@@ -111,7 +112,11 @@ impl Inner {
             } => {
                 // Stored as is: read just the bytes asked for.
                 if ext.len > len {
-                    return Err(Error::corrupt("extent longer than its pcluster", ctx));
+                    return Err(Error::corrupt_as(
+                        CorruptKind::CompressedMap,
+                        "extent longer than its pcluster",
+                        ctx,
+                    ));
                 }
                 let at = p + within; // within < ext.len <= len, and p + len was checked
                 let bytes = self.pcluster_bytes(device, at, dst.len() as u64, ctx)?;
@@ -130,10 +135,16 @@ impl Inner {
 /// A zeroed buffer of `len` bytes; `len` has been bounded by the extent limit, and a
 /// failed allocation is an error, not an abort.
 pub(crate) fn alloc_zeroed(len: u64, ctx: Context) -> Result<Vec<u8>> {
-    let n = usize::try_from(len).map_err(|_| Error::corrupt("extent length", ctx))?;
+    let n = usize::try_from(len)
+        .map_err(|_| Error::corrupt_as(CorruptKind::CompressedMap, "extent length", ctx))?;
     let mut v = Vec::new();
-    v.try_reserve_exact(n)
-        .map_err(|_| Error::corrupt(format!("cannot allocate {n} bytes for an extent"), ctx))?;
+    v.try_reserve_exact(n).map_err(|_| {
+        Error::corrupt_as(
+            CorruptKind::CompressedMap,
+            format!("cannot allocate {n} bytes for an extent"),
+            ctx,
+        )
+    })?;
     v.resize(n, 0);
     Ok(v)
 }

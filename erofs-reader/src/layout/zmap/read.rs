@@ -5,7 +5,7 @@ use super::extent::ExtentSource;
 use super::map::ZInode;
 use super::pcluster::alloc_zeroed;
 use crate::decode::Encoding;
-use crate::error::{Context, Error, Result};
+use crate::error::{Context, CorruptKind, Error, Result};
 use crate::inner::Inner;
 use crate::inode::Inode;
 use crate::layout::Piece;
@@ -17,12 +17,16 @@ impl Inner {
     /// The packed inode (fragments), for compressed file `nid` that refers to it.
     fn packed_inode(&self, nid: u64) -> Result<Inode> {
         let ctx = Context::nid(nid);
-        let packed = self
-            .sb
-            .packed_nid()
-            .ok_or_else(|| Error::corrupt("fragment without a packed inode", ctx))?;
+        let packed = self.sb.packed_nid().ok_or_else(|| {
+            Error::corrupt_as(
+                CorruptKind::CompressedMap,
+                "fragment without a packed inode",
+                ctx,
+            )
+        })?;
         if packed.0 == nid {
-            return Err(Error::corrupt(
+            return Err(Error::corrupt_as(
+                CorruptKind::CompressedMap,
                 "the packed inode refers to a fragment of itself",
                 ctx,
             ));
@@ -35,7 +39,8 @@ impl Inner {
         let packed = self.packed_inode(nid)?;
         let n = self.read_inode_at(&packed, offset, buf)?;
         if n != buf.len() {
-            return Err(Error::corrupt(
+            return Err(Error::corrupt_as(
+                CorruptKind::CompressedMap,
                 format!(
                     "fragment {offset}..+{} lies past the packed inode ({} bytes)",
                     buf.len(),
@@ -86,7 +91,8 @@ impl Inner {
         let mut v = alloc_zeroed(len as u64, Context::nid(inode.nid().0))?;
         let n = self.read_compressed_at(inode, offset, &mut v)?;
         if n != len {
-            return Err(Error::corrupt(
+            return Err(Error::corrupt_as(
+                CorruptKind::CompressedMap,
                 "short read of compressed data",
                 Context::nid(inode.nid().0).at(offset),
             ));
@@ -118,9 +124,13 @@ impl Inner {
                     while done < len {
                         let take = (len - done).min(PIECE_CHUNK as u64) as usize;
                         buf.resize(take, 0);
-                        let at = fo
-                            .checked_add(within + done)
-                            .ok_or_else(|| Error::corrupt("fragment offset overflows", ctx))?;
+                        let at = fo.checked_add(within + done).ok_or_else(|| {
+                            Error::corrupt_as(
+                                CorruptKind::CompressedMap,
+                                "fragment offset overflows",
+                                ctx,
+                            )
+                        })?;
                         self.read_fragment(nid, at, &mut buf)?;
                         f(Piece::Data(&buf))?;
                         done += take as u64;
@@ -136,12 +146,17 @@ impl Inner {
                     f(Piece::Data(&bytes))?;
                 }
                 ExtentSource::Pcluster { .. } => {
-                    let n = usize::try_from(ext.len)
-                        .map_err(|_| Error::corrupt("extent length", ctx))?;
+                    let n = usize::try_from(ext.len).map_err(|_| {
+                        Error::corrupt_as(CorruptKind::CompressedMap, "extent length", ctx)
+                    })?;
                     if buf.len() < n {
                         let extra = n - buf.len();
                         buf.try_reserve(extra).map_err(|_| {
-                            Error::corrupt(format!("cannot allocate {n} bytes for an extent"), ctx)
+                            Error::corrupt_as(
+                                CorruptKind::CompressedMap,
+                                format!("cannot allocate {n} bytes for an extent"),
+                                ctx,
+                            )
                         })?;
                     }
                     buf.resize(n, 0);
