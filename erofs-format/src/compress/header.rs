@@ -115,7 +115,7 @@ impl MapHeader {
     /// with the checks `z_erofs_fill_inode_lazy` makes.
     ///
     /// Checks against the superblock are in [`LclusterMap::check_superblock`] (the
-    /// `BIG_PCLUSTER` feature) and [`AlgorithmSet::require`] (per pcluster). Linux 6.12 does not
+    /// `BIG_PCLUSTER` feature) and [`AlgorithmSet::require`](crate::compress::AlgorithmSet::require) (per pcluster). Linux 6.12 does not
     /// know encoded extents: a reader that mirrors it treats [`CompressionMap::Extents`] as
     /// unsupported.
     ///
@@ -246,7 +246,7 @@ impl LclusterMap {
 
     /// Cross-check against the superblock like `z_erofs_fill_inode_lazy`: big pclusters
     /// need the `BIG_PCLUSTER` feature. (Whether an algorithm is available is checked per
-    /// pcluster, see [`AlgorithmSet::require`] and [`HeadKind::algorithm`].)
+    /// pcluster, see [`AlgorithmSet::require`](crate::compress::AlgorithmSet::require) and [`HeadKind::algorithm`](crate::compress::HeadKind::algorithm).)
     ///
     /// # Errors
     ///

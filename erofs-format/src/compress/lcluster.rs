@@ -225,7 +225,7 @@ pub struct FullIndexes<'a> {
 
 impl<'a> FullIndexes<'a> {
     /// View `count` indexes at the start of `bytes` (which must begin at
-    /// `map header position + 16`, see [`FULL_INDEX_OFFSET`]). The kernel and mkfs.erofs
+    /// `map header position + 16`, see [`FULL_INDEX_OFFSET`](crate::compress::FULL_INDEX_OFFSET)). The kernel and mkfs.erofs
     /// use `count = ceil(i_size / block size)`.
     ///
     /// # Errors

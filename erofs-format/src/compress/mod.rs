@@ -17,7 +17,7 @@
 //!
 //! The decoders here mirror `fs/erofs/zmap.c` (and erofs-utils `lib/zmap.c`), which is the
 //! authority on what each bit means; they decode and validate metadata only and never
-//! decompress. Every function takes untrusted bytes and returns an [`Error`] instead of
+//! decompress. Every function takes untrusted bytes and returns an [`Error`](crate::Error) instead of
 //! panicking.
 //!
 //! The superblock side lives here too: [`AlgorithmSet`] (`available_compr_algs`),
