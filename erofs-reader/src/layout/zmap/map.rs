@@ -69,49 +69,28 @@ impl<'a> ZInode<'a> {
         let raw = inode.raw();
         let nid = raw.nid.0;
         let ctx = Context::nid(nid);
-        let fmt_err = |e: erofs_format::Error| {
-            Error::corrupt_as(CorruptKind::CompressedMap, format!("{e}"), ctx)
-        };
+        let fmt_err = |e: erofs_format::Error| bad(format!("{e}"), ctx);
         let format = match raw.layout {
             DataLayout::CompressedFull => IndexFormat::Full,
             DataLayout::CompressedCompact => IndexFormat::Compact,
             other => {
-                return Err(Error::corrupt_as(
-                    CorruptKind::CompressedMap,
-                    format!("not a compressed inode ({other:?})"),
-                    ctx,
-                ));
+                return Err(bad(format!("not a compressed inode ({other:?})"), ctx));
             }
         };
         let header = raw
             .meta_end()
             .map_err(fmt_err)?
             .checked_next_multiple_of(8)
-            .ok_or_else(|| {
-                Error::corrupt_as(
-                    CorruptKind::CompressedMap,
-                    "map header offset overflows",
-                    ctx,
-                )
-            })?;
+            .ok_or_else(|| bad("map header offset overflows", ctx))?;
         let bytes = inner.read_meta(inode.raw().in_metabox(), header, 8, ctx)?;
-        let h = MapHeader::read_from_bytes(&bytes).map_err(|_| {
-            Error::corrupt_as(
-                CorruptKind::CompressedMap,
-                "short map header",
-                ctx.at(header),
-            )
-        })?;
+        let h = MapHeader::read_from_bytes(&bytes)
+            .map_err(|_| bad("short map header", ctx.at(header)))?;
         drop(bytes);
         let decoded = h.decode(format, inner.blkszbits).map_err(|e| match e {
             erofs_format::Error::UnsupportedAlgorithm { id } => {
                 Error::unsupported(format!("compression algorithm {id} (nid {nid})"))
             }
-            e => Error::corrupt_as(
-                CorruptKind::CompressedMap,
-                format!("map header: {e}"),
-                ctx.at(header),
-            ),
+            e => bad(format!("map header: {e}"), ctx.at(header)),
         })?;
         let sb = &inner.sb;
         let max_extent = inner.compression.max_extent.load(Ordering::Relaxed);
@@ -126,8 +105,7 @@ impl<'a> ZInode<'a> {
         z.kind = match decoded {
             CompressionMap::Fragment { offset } => {
                 if !sb.incompat().contains(FeatureIncompat::FRAGMENTS) {
-                    return Err(Error::corrupt_as(
-                        CorruptKind::CompressedMap,
+                    return Err(bad(
                         "fragment inode without the FRAGMENTS feature",
                         ctx.at(header),
                     ));
@@ -161,20 +139,10 @@ impl<'a> ZInode<'a> {
                     .records_offset(header)
                     .ok()
                     .and_then(|o| header.checked_add(o))
-                    .ok_or_else(|| {
-                        Error::corrupt_as(
-                            CorruptKind::CompressedMap,
-                            "extent records offset",
-                            ctx.at(header),
-                        )
-                    })?;
+                    .ok_or_else(|| bad("extent records offset", ctx.at(header)))?;
                 let count = map.record_count(raw.size).map_err(fmt_err)?;
                 if map.lcluster_bits.is_some_and(|b| b > 40) {
-                    return Err(Error::corrupt_as(
-                        CorruptKind::CompressedMap,
-                        "extent lcluster size",
-                        ctx.at(header),
-                    ));
+                    return Err(bad("extent lcluster size", ctx.at(header)));
                 }
                 Kind::Extents {
                     map,
@@ -223,8 +191,7 @@ impl<'a> ZInode<'a> {
         };
         match end {
             Some(e) if e <= self.inner.meta_space_len(self.in_metabox()) => Ok(()),
-            _ => Err(Error::corrupt_as(
-                CorruptKind::CompressedMap,
+            _ => Err(bad(
                 format!(
                     "the compression index of a {}-byte file runs past its metadata space ({} bytes)",
                     self.size,
@@ -241,43 +208,25 @@ impl<'a> ZInode<'a> {
             map, header, total, ..
         } = &self.kind
         else {
-            return Err(Error::corrupt_as(
-                CorruptKind::CompressedMap,
-                "not an lcluster map",
-                self.ctx(),
-            ));
+            return Err(bad("not an lcluster map", self.ctx()));
         };
         let ctx = self.ctx();
         if lcn >= *total {
-            return Err(Error::corrupt_as(
-                CorruptKind::CompressedMap,
+            return Err(bad(
                 format!("lcluster {lcn} past the index ({total} lclusters)"),
                 ctx,
             ));
         }
-        let fmt_err = |e: erofs_format::Error| {
-            Error::corrupt_as(
-                CorruptKind::CompressedMap,
-                format!("lcluster {lcn}: {e}"),
-                ctx,
-            )
-        };
+        let fmt_err = |e: erofs_format::Error| bad(format!("lcluster {lcn}: {e}"), ctx);
         match map.format {
             IndexFormat::Full => {
                 let pos = lcn
                     .checked_mul(8)
                     .and_then(|o| o.checked_add(*header + FULL_INDEX_OFFSET))
-                    .ok_or_else(|| {
-                        Error::corrupt_as(CorruptKind::CompressedMap, "index offset overflows", ctx)
-                    })?;
+                    .ok_or_else(|| bad("index offset overflows", ctx))?;
                 let bytes = self.inner.read_meta(self.in_metabox(), pos, 8, ctx)?;
-                let idx = LclusterIndex::read_from_bytes(&bytes).map_err(|_| {
-                    Error::corrupt_as(
-                        CorruptKind::CompressedMap,
-                        "short lcluster index",
-                        ctx.at(pos),
-                    )
-                })?;
+                let idx = LclusterIndex::read_from_bytes(&bytes)
+                    .map_err(|_| bad("short lcluster index", ctx.at(pos)))?;
                 Ok(Loaded {
                     lc: idx.decode(lcn, map).map_err(fmt_err)?,
                     next_pack: pos + 8,
@@ -286,16 +235,12 @@ impl<'a> ZInode<'a> {
             IndexFormat::Compact => {
                 let ebase = *header + 8;
                 let layout = CompactLayout::new(ebase, *total, map.advise);
-                let (start, len, i) = layout.locate(lcn).ok_or_else(|| {
-                    Error::corrupt_as(
-                        CorruptKind::CompressedMap,
-                        "compact index out of range",
-                        ctx,
-                    )
-                })?;
-                let pos = ebase.checked_add(start).ok_or_else(|| {
-                    Error::corrupt_as(CorruptKind::CompressedMap, "index offset overflows", ctx)
-                })?;
+                let (start, len, i) = layout
+                    .locate(lcn)
+                    .ok_or_else(|| bad("compact index out of range", ctx))?;
+                let pos = ebase
+                    .checked_add(start)
+                    .ok_or_else(|| bad("index offset overflows", ctx))?;
                 let bytes = self.inner.read_meta(self.in_metabox(), pos, len, ctx)?;
                 let pack = CompactPack::new(&bytes, map.lcluster_bits, map.big_pcluster_1())
                     .map_err(fmt_err)?;
@@ -312,8 +257,7 @@ impl<'a> ZInode<'a> {
     fn lookback(&self, mut lcn: u64, mut dist: u64) -> Result<(u64, Lcluster)> {
         loop {
             if dist == 0 || dist > lcn {
-                return Err(Error::corrupt_as(
-                    CorruptKind::CompressedMap,
+                return Err(bad(
                     format!("bogus lookback distance {dist} at lcluster {lcn}"),
                     self.ctx(),
                 ));
@@ -340,22 +284,14 @@ impl<'a> ZInode<'a> {
             }
             Lcluster::Head { .. } => {
                 if lcn == 0 {
-                    return Err(Error::corrupt_as(
-                        CorruptKind::CompressedMap,
-                        "lcluster 0 does not start an extent at 0",
-                        self.ctx(),
-                    ));
+                    return Err(bad("lcluster 0 does not start an extent at 0", self.ctx()));
                 }
                 self.lookback(lcn, 1)?
             }
             Lcluster::NonHead { lookback, .. } => self.lookback(lcn, u64::from(lookback))?,
         };
         let Lcluster::Head { cluster_offset, .. } = head else {
-            return Err(Error::corrupt_as(
-                CorruptKind::CompressedMap,
-                "lookback ended on a NONHEAD",
-                self.ctx(),
-            ));
+            return Err(bad("lookback ended on a NONHEAD", self.ctx()));
         };
         let la = (head_lcn << bits) | u64::from(cluster_offset);
         Ok((head_lcn, head, la, first.next_pack))
@@ -375,8 +311,7 @@ impl<'a> ZInode<'a> {
                 .incompat()
                 .contains(FeatureIncompat::FRAGMENTS)
             {
-                return Err(Error::corrupt_as(
-                    CorruptKind::CompressedMap,
+                return Err(bad(
                     "fragment pcluster without the FRAGMENTS feature",
                     self.ctx(),
                 ));
@@ -393,8 +328,7 @@ impl<'a> ZInode<'a> {
         let size = u64::from(inline.unwrap_or(0));
         let bs = self.inner.block_size();
         if next_pack % bs + size > bs {
-            return Err(Error::corrupt_as(
-                CorruptKind::CompressedMap,
+            return Err(bad(
                 format!("inline pcluster of {size} bytes crosses a block boundary"),
                 self.ctx().at(next_pack),
             ));
@@ -409,8 +343,7 @@ impl<'a> ZInode<'a> {
     /// The extent holding file offset `pos` (`pos < size`).
     pub(crate) fn map(&self, pos: u64) -> Result<CompressedExtent> {
         if pos >= self.size {
-            return Err(Error::corrupt_as(
-                CorruptKind::CompressedMap,
+            return Err(bad(
                 format!("map of offset {pos} past EOF ({})", self.size),
                 self.ctx(),
             ));
@@ -437,8 +370,7 @@ impl<'a> ZInode<'a> {
                 .checked_add(ext.len)
                 .is_none_or(|e| e <= pos)
         {
-            return Err(Error::corrupt_as(
-                CorruptKind::CompressedMap,
+            return Err(bad(
                 format!(
                     "extent {}..+{} does not hold offset {pos}",
                     ext.file_offset, ext.len
@@ -467,8 +399,7 @@ impl<'a> ZInode<'a> {
             if let Encoding::Compressed(alg) = encoding
                 && !self.inner.compression.available().has(alg)
             {
-                return Err(Error::corrupt_as(
-                    CorruptKind::CompressedMap,
+                return Err(bad(
                     format!("pcluster uses {alg}, which the superblock does not list"),
                     self.ctx(),
                 ));
@@ -487,11 +418,7 @@ impl<'a> ZInode<'a> {
             ..
         } = head
         else {
-            return Err(Error::corrupt_as(
-                CorruptKind::CompressedMap,
-                "lookback ended on a NONHEAD",
-                self.ctx(),
-            ));
+            return Err(bad("lookback ended on a NONHEAD", self.ctx()));
         };
         // The extent ends at the next HEAD (`z_erofs_get_extent_decompressedlen`).
         let mut lcn = head_lcn;
@@ -516,13 +443,10 @@ impl<'a> ZInode<'a> {
         };
         let past_eof = end > self.size;
         let end = end.min(self.size);
-        let len = end.checked_sub(la).filter(|&l| l > 0).ok_or_else(|| {
-            Error::corrupt_as(
-                CorruptKind::CompressedMap,
-                format!("empty extent at {la}"),
-                self.ctx(),
-            )
-        })?;
+        let len = end
+            .checked_sub(la)
+            .filter(|&l| l > 0)
+            .ok_or_else(|| bad(format!("empty extent at {la}"), self.ctx()))?;
         let encoding = match kind.algorithm(map) {
             Some(alg) => Encoding::Compressed(alg),
             None if map.advise.contains(MapAdvise::INTERLACED_PCLUSTER) => Encoding::Interlaced,
@@ -563,8 +487,7 @@ impl<'a> ZInode<'a> {
         } = source
             && len > plen
         {
-            return Err(Error::corrupt_as(
-                CorruptKind::CompressedMap,
+            return Err(bad(
                 format!("uncompressed extent of {len} bytes in a pcluster of {plen}"),
                 self.ctx(),
             ));
@@ -598,8 +521,7 @@ impl<'a> ZInode<'a> {
                 ..
             } if n > 0 => u64::from(n),
             _ => {
-                return Err(Error::corrupt_as(
-                    CorruptKind::CompressedMap,
+                return Err(bad(
                     format!("no CBLKCNT after the big pcluster HEAD at lcluster {head_lcn}"),
                     self.ctx(),
                 ));
@@ -626,13 +548,7 @@ impl<'a> ZInode<'a> {
         let off = blk
             .checked_mul(1u64 << bs_bits)
             .filter(|o| o.checked_add(len).is_some())
-            .ok_or_else(|| {
-                Error::corrupt_as(
-                    CorruptKind::CompressedMap,
-                    "pcluster address overflows",
-                    ctx,
-                )
-            })?;
+            .ok_or_else(|| bad("pcluster address overflows", ctx))?;
         Ok((0, off))
     }
 
@@ -652,24 +568,14 @@ impl<'a> ZInode<'a> {
                 .read_meta(self.in_metabox(), at, recsz as usize, ctx)?;
             let mut full = [0u8; 32];
             full[..bytes.len()].copy_from_slice(&bytes);
-            Extent::read_from_bytes(&full).map_err(|_| {
-                Error::corrupt_as(
-                    CorruptKind::CompressedMap,
-                    "short extent record",
-                    ctx.at(at),
-                )
-            })
+            Extent::read_from_bytes(&full).map_err(|_| bad("short extent record", ctx.at(at)))
         };
         let mut lend = self.size;
         let (lstart, plen, pa, last);
         if recsz <= 8 {
-            let bits = map.lcluster_bits.ok_or_else(|| {
-                Error::corrupt_as(
-                    CorruptKind::CompressedMap,
-                    "extent map without lcluster size",
-                    ctx,
-                )
-            })?;
+            let bits = map
+                .lcluster_bits
+                .ok_or_else(|| bad("extent map without lcluster size", ctx))?;
             let lsize = 1u64 << bits;
             let idx_end = count;
             // (logical start, record position, running physical address if 4-byte records)
@@ -688,9 +594,7 @@ impl<'a> ZInode<'a> {
                 let at = (l >> bits)
                     .checked_mul(recsz)
                     .and_then(|o| o.checked_add(records))
-                    .ok_or_else(|| {
-                        Error::corrupt_as(CorruptKind::CompressedMap, "extent record offset", ctx)
-                    })?;
+                    .ok_or_else(|| bad("extent record offset", ctx))?;
                 (l, at, 0)
             };
             let mut cur_plen = 0u32;
@@ -698,8 +602,7 @@ impl<'a> ZInode<'a> {
             let mut seen = false;
             while l <= pos {
                 if (l >> bits) >= idx_end {
-                    return Err(Error::corrupt_as(
-                        CorruptKind::CompressedMap,
+                    return Err(bad(
                         format!("extent record for offset {l} past the {count} records"),
                         ctx,
                     ));
@@ -720,11 +623,7 @@ impl<'a> ZInode<'a> {
                 }
             }
             if !seen {
-                return Err(Error::corrupt_as(
-                    CorruptKind::CompressedMap,
-                    "no extent record",
-                    ctx,
-                ));
+                return Err(bad("no extent record", ctx));
             }
             last = l
                 >= self
@@ -743,9 +642,7 @@ impl<'a> ZInode<'a> {
                 let at = mid
                     .checked_mul(recsz)
                     .and_then(|o| o.checked_add(records))
-                    .ok_or_else(|| {
-                        Error::corrupt_as(CorruptKind::CompressedMap, "extent record offset", ctx)
-                    })?;
+                    .ok_or_else(|| bad("extent record offset", ctx))?;
                 let e = read_rec(at)?;
                 let mut la = u64::from(e.lstart_lo.get());
                 if recsz > 16 {
@@ -755,11 +652,7 @@ impl<'a> ZInode<'a> {
                 if la > pos {
                     hi = mid;
                     if la > lend {
-                        return Err(Error::corrupt_as(
-                            CorruptKind::CompressedMap,
-                            "unordered extent records",
-                            ctx.at(at),
-                        ));
+                        return Err(bad("unordered extent records", ctx.at(at)));
                     }
                     lend = la;
                 } else {
@@ -817,11 +710,7 @@ impl<'a> ZInode<'a> {
                 .checked_add(plen_bytes)
                 .is_none_or(|e| e >> 48 >> self.inner.blkszbits != 0)
             {
-                return Err(Error::corrupt_as(
-                    CorruptKind::CompressedMap,
-                    "pcluster beyond 48-bit block addresses",
-                    ctx,
-                ));
+                return Err(bad("pcluster beyond 48-bit block addresses", ctx));
             }
             let (device, offset) = if pa % bs == 0 {
                 self.resolve(pa / bs, plen_bytes)?
@@ -829,8 +718,7 @@ impl<'a> ZInode<'a> {
                 (0, pa)
             };
             if matches!(encoding, Encoding::Shifted | Encoding::Interlaced) && len > plen_bytes {
-                return Err(Error::corrupt_as(
-                    CorruptKind::CompressedMap,
+                return Err(bad(
                     format!("uncompressed extent of {len} bytes in a pcluster of {plen_bytes}"),
                     ctx,
                 ));
@@ -883,4 +771,9 @@ impl Inner {
         }
         Ok(out)
     }
+}
+
+/// A corrupt compressed-file map.
+fn bad(what: impl Into<String>, ctx: Context) -> Error {
+    Error::corrupt_as(CorruptKind::CompressedMap, what, ctx)
 }
