@@ -297,9 +297,9 @@ impl ImageBuilder {
                 Some(s) => Some(s),
                 None => match &self.blob_dir {
                     Some(dir) if !dev.tag.is_empty() => {
-                        let name = std::str::from_utf8(&dev.tag).ok().filter(|t| {
-                            !t.contains('/') && *t != "." && *t != ".." && !t.contains('\0')
-                        });
+                        let name = std::str::from_utf8(&dev.tag)
+                            .ok()
+                            .filter(|t| crate::is_plain_name(t.as_bytes()));
                         match name {
                             Some(t) => Some(Box::new(LazyFile::new(dir.join(t)))),
                             None => {

@@ -772,11 +772,7 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
     /// file; `fanotify_mark` (`EINVAL`: the cache directory's filesystem does not allow
     /// pre-content marks, or the kernel has none).
     pub fn add_object(&self, volume: &[u8], key: &[u8]) -> io::Result<PathBuf> {
-        let plain = !key.is_empty()
-            && key != b"."
-            && key != b".."
-            && !key.iter().any(|&b| b == b'/' || b == 0);
-        if !plain {
+        if !erofs_reader::is_plain_name(key) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!(

@@ -38,11 +38,7 @@ impl LocalDirServer {
     ///
     /// `EINVAL` (as an OS error) for a key that is empty, `.`, `..`, or holds `/` or NUL.
     pub fn path_for(&self, cookie_key: &[u8]) -> io::Result<PathBuf> {
-        let plain = !cookie_key.is_empty()
-            && cookie_key != b"."
-            && cookie_key != b".."
-            && !cookie_key.iter().any(|&b| b == b'/' || b == 0);
-        if plain {
+        if erofs_reader::is_plain_name(cookie_key) {
             Ok(self.dir.join(OsStr::from_bytes(cookie_key)))
         } else {
             log::warn!(

@@ -39,11 +39,6 @@ fn errno_io(e: rustix::io::Errno, what: &str, path: &Path) -> Box<dyn std::error
     format!("{what} {}: {}", path.display(), std::io::Error::from(e)).into()
 }
 
-/// Whether `name` is safe to create inside a directory.
-pub(crate) fn safe_name(name: &[u8]) -> bool {
-    !name.is_empty() && name != b"." && name != b".." && !name.contains(&b'/') && !name.contains(&0)
-}
-
 pub(crate) fn extract(image: &Image, dest: &Path) -> Result<Report> {
     std::fs::create_dir_all(dest).map_err(|e| format!("{}: {e}", dest.display()))?;
     let dfd = rustix::fs::openat(
@@ -100,7 +95,7 @@ impl Extractor<'_> {
             if (name == b"." || name == b"..") && entry.file_type() == FileType::Directory {
                 continue;
             }
-            if !safe_name(name) {
+            if !erofs_reader::is_plain_name(name) {
                 return Err(format!(
                     "refusing unsafe name {:?} in {}",
                     String::from_utf8_lossy(name),
@@ -289,19 +284,5 @@ impl Extractor<'_> {
         };
         r.map_err(|e| errno_io(e, "set times of", rel))?;
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::safe_name;
-
-    #[test]
-    fn names() {
-        assert!(safe_name(b"a"));
-        assert!(safe_name(b"..."));
-        for bad in [&b""[..], b".", b"..", b"a/b", b"/", b"a\0"] {
-            assert!(!safe_name(bad), "{bad:?}");
-        }
     }
 }
