@@ -128,6 +128,7 @@
 //! the fd number the kernel put in an OPEN message and the `READ_COMPLETE` ioctl; in
 //! [`fanotify`], adopting the fd a pre-content event carries. Each block says why it holds.
 
+pub mod blob_store;
 pub mod daemon;
 pub mod device;
 pub mod failover;
@@ -145,6 +146,7 @@ pub mod session;
 /// The wire protocol crate, re-exported.
 pub use cachefiles_proto as proto;
 
+pub use blob_store::{BlobStore, LocalDirStore, RangeRead, StoredBlob};
 pub use daemon::{Daemon, POLL_INTERVAL, Shutdown, shutdown_on_signals};
 pub use device::{
     AlignedBuf, AnonFd, BLOCK_SIZE, CachefilesDevice, DEFAULT_DEVICE_PATH, Device, ObjectFd,

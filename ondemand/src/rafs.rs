@@ -1,4 +1,5 @@
-//! [`RafsDirServer`]: serves Nydus RAFS v6 images (and anything else) from one directory.
+//! [`RafsServer`]: serves Nydus RAFS v6 images (and anything else) from a [`BlobStore`];
+//! [`RafsDirServer`] is the one over a local directory ([`LocalDirStore`]).
 //!
 //! A RAFS v6 image is a bootstrap (an EROFS image, opened by the kernel under the mount's
 //! `fsid`) plus data blobs, one EROFS device each, opened under the blob id (the device
@@ -6,19 +7,21 @@
 //! stored blob holds its chunks compressed (lz4_block, zstd) or raw, back to back. This
 //! server answers:
 //!
-//! * OPEN of a cookie key naming a file in the directory that is a RAFS v6 bootstrap: the
-//!   file as it is (its size), and its blob table is remembered;
-//! * OPEN of a blob id listed by a bootstrap in the directory (the one just opened, or any
-//!   found by scanning the directory): the blob's uncompressed size, the size the device slot
+//! * OPEN of a cookie key naming a stored RAFS v6 bootstrap: the bootstrap as it is (its
+//!   size), and its blob table is remembered;
+//! * OPEN of a blob id listed by a bootstrap of the store (the one just opened, or any found
+//!   among [`BlobStore::names`]): the blob's uncompressed size, the size the device slot
 //!   gives the kernel;
-//! * READ of such a blob: the chunks covering the range are fetched from the stored blob
-//!   (adjacent ones in one read), decompressed, optionally checked against the bootstrap's
-//!   chunk digests, and returned at their uncompressed offsets (zeros between chunks) by
-//!   [`erofs_reader::nydus::BlobSource`]; the session writes them aligned;
+//! * READ of such a blob: the stored bytes of every chunk the range touches are asked of the
+//!   store in one [`StoredBlob::read_ranges`] batch (a remote store merges and parallelizes
+//!   them), then decompressed, optionally checked against the bootstrap's chunk digests, and
+//!   returned at their uncompressed offsets (zeros between chunks) by
+//!   [`erofs_reader::nydus::BlobSource`]; the engine writes them aligned. A store error or a
+//!   digest mismatch fails the read (the reader gets `EIO`), never gives other bytes;
 //! * OPEN of a cookie key naming a `--blob-inline-meta` data blob (mounted with
 //!   `fsid=BLOB_ID`): the bootstrap inlined in it; the kernel then opens the device under the
 //!   placeholder tag `"x" × 64`, which is served as that blob (the volume's fsid);
-//! * anything else: the file named by the cookie key, as [`LocalDirServer`] does.
+//! * anything else: the stored bytes named by the cookie key, as they are.
 //!
 //! So `erofs-ondemand serve --blob-dir DIR` serves every Nydus image in `DIR` with no
 //! configuration: put the bootstrap and the blobs (named by their ids) there and mount with
@@ -39,18 +42,16 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::fs::File;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::FileExt;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use erofs_reader::nydus::{BlobInfo, BlobSource, BlobStats, Digest, RafsMeta};
-use erofs_reader::{Image, LazyFile, Source};
+use erofs_reader::{Image, Source};
 
-use crate::local::LocalDirServer;
+use crate::blob_store::{BlobStore, LocalDirStore, RangeRead, StoredBlob};
 use crate::server::{ObjectKey, OnDemandServer, Opened};
 
 /// Reads at least this long are taken as sequential readahead windows, whose next window
@@ -60,16 +61,18 @@ const DECODE_AHEAD_MIN: u64 = 256 * 1024;
 /// The device tag `--blob-inline-meta` bootstraps carry for their own blob.
 const INLINE_PLACEHOLDER: &[u8] = &[b'x'; 64];
 
-/// Most directory entries one scan for bootstraps looks at.
+/// Most names one scan for bootstraps looks at.
 const MAX_SCAN_ENTRIES: usize = 100_000;
 
-/// An object served by [`RafsDirServer`].
-#[derive(Debug)]
+/// Most stored bytes one batch stages for a read (a longer read is served without a batch).
+const MAX_BATCH_BYTES: u64 = 64 << 20;
+
+/// An object served by [`RafsServer`].
 pub enum RafsObject {
-    /// A file served as it is (a bootstrap, or any non-Nydus blob).
-    File(File),
+    /// Stored bytes served as they are (a bootstrap, or any non-Nydus blob).
+    Stored(Arc<dyn StoredBlob>),
     /// A Nydus data blob served as its uncompressed address space.
-    Blob(Arc<BlobSource>),
+    Blob(Arc<RafsBlob>),
     /// The bootstrap inlined in a `--blob-inline-meta` data blob (the mount's fsid names
     /// the blob).
     Inline(Arc<[u8]>),
@@ -82,32 +85,189 @@ struct KnownBlob {
     digests: Option<Vec<Option<Digest>>>,
 }
 
+impl fmt::Debug for RafsObject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RafsObject::Stored(_) => f.write_str("Stored"),
+            RafsObject::Blob(b) => f.debug_tuple("Blob").field(&b.source).finish(),
+            RafsObject::Inline(b) => f.debug_tuple("Inline").field(&b.len()).finish(),
+        }
+    }
+}
+
+/// A Nydus data blob being served: its decoded view over a [`Staged`] store blob.
+#[derive(Debug)]
+pub struct RafsBlob {
+    source: Arc<BlobSource>,
+    staged: Arc<Staged>,
+}
+
+impl RafsBlob {
+    /// The decoded view (uncompressed address space, chunk map, counters).
+    pub fn source(&self) -> &BlobSource {
+        &self.source
+    }
+
+    /// Read `buf.len()` uncompressed bytes at `off`: first the stored bytes of every chunk
+    /// that the range touches, in one [`StoredBlob::read_ranges`] batch, then the decoding
+    /// (which finds them staged).
+    fn read_exact_at(&self, buf: &mut [u8], off: u64) -> io::Result<()> {
+        let end = off.saturating_add(buf.len() as u64);
+        let ranges = self.stored_ranges(off..end);
+        if ranges.len() < 2 {
+            // One range: the decoder's own read is already one request.
+            return self.source.read_exact_at(buf, off);
+        }
+        let staged = self.staged.fetch(&ranges)?;
+        let result = self.source.read_exact_at(buf, off);
+        self.staged.drop_staged(staged);
+        result
+    }
+
+    /// The stored ranges of the chunks overlapping `range` (none for ZRan blobs, whose
+    /// stored bytes are shared gzip streams, or when the batch would be too big).
+    fn stored_ranges(&self, range: Range<u64>) -> Vec<Range<u64>> {
+        let Ok(chunks) = self.source.chunk_infos() else {
+            return Vec::new();
+        };
+        if self.source.zran_contexts().is_ok_and(|z| !z.is_empty()) {
+            return Vec::new();
+        }
+        let first = chunks.partition_point(|c| c.uncompressed_end() <= range.start);
+        let last = chunks
+            .partition_point(|c| c.uncompressed_offset < range.end)
+            .max(first);
+        let mut out: Vec<Range<u64>> = chunks[first..last]
+            .iter()
+            .map(|c| c.compressed_offset..c.compressed_end())
+            .filter(|r| !r.is_empty())
+            .collect();
+        out.sort_by_key(|r| r.start);
+        // Chunks deduplicated within the blob may share stored bytes: one range each.
+        out.dedup();
+        let total: u64 = out.iter().map(|r| r.end - r.start).sum();
+        if total > MAX_BATCH_BYTES || out.windows(2).any(|w| w[1].start < w[0].end) {
+            return Vec::new();
+        }
+        out
+    }
+}
+
+/// A store blob under a [`BlobSource`], with the stored ranges a batch fetched ahead of
+/// decoding: the decoder's reads that fall within staged bytes are served from them.
+struct Staged {
+    blob: Arc<dyn StoredBlob>,
+    staged: Mutex<Vec<(u64, Arc<[u8]>)>>,
+}
+
+impl fmt::Debug for Staged {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Staged").finish_non_exhaustive()
+    }
+}
+
+impl Staged {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(u64, Arc<[u8]>)>> {
+        // Single pushes and removals: a poisoned list is still consistent.
+        self.staged.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Fetch `ranges` (sorted, not overlapping) in one batch and stage them; returns their
+    /// starts, for [`drop_staged`](Self::drop_staged).
+    fn fetch(&self, ranges: &[Range<u64>]) -> io::Result<Vec<u64>> {
+        let mut bufs: Vec<Vec<u8>> = ranges
+            .iter()
+            .map(|r| vec![0u8; (r.end - r.start) as usize])
+            .collect();
+        let mut reads: Vec<RangeRead<'_>> = ranges
+            .iter()
+            .zip(bufs.iter_mut())
+            .map(|(r, buf)| RangeRead {
+                offset: r.start,
+                buf,
+            })
+            .collect();
+        self.blob.read_ranges(&mut reads)?;
+        drop(reads);
+        let mut staged = self.lock();
+        for (r, buf) in ranges.iter().zip(bufs) {
+            staged.push((r.start, Arc::from(buf)));
+        }
+        Ok(ranges.iter().map(|r| r.start).collect())
+    }
+
+    fn drop_staged(&self, starts: Vec<u64>) {
+        let mut staged = self.lock();
+        for start in starts {
+            if let Some(i) = staged.iter().position(|(s, _)| *s == start) {
+                staged.swap_remove(i);
+            }
+        }
+    }
+
+    /// Copy `buf.len()` bytes at `offset` from staged ranges, if they cover all of it.
+    fn copy_staged(&self, buf: &mut [u8], offset: u64) -> bool {
+        let staged = self.lock();
+        let mut done = 0usize;
+        while done < buf.len() {
+            let pos = offset.saturating_add(done as u64);
+            let Some((start, bytes)) = staged
+                .iter()
+                .find(|(s, b)| *s <= pos && pos - *s < b.len() as u64)
+            else {
+                return false;
+            };
+            // `pos - start` is below the staged length, a usize.
+            let from = (pos - start) as usize;
+            let n = (bytes.len() - from).min(buf.len() - done);
+            buf[done..done + n].copy_from_slice(&bytes[from..from + n]);
+            done += n;
+        }
+        true
+    }
+}
+
+impl Source for Staged {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        if !buf.is_empty() && self.copy_staged(buf, offset) {
+            return Ok(());
+        }
+        self.blob.read_exact_at(buf, offset)
+    }
+
+    fn size(&self) -> io::Result<u64> {
+        self.blob.size()
+    }
+}
+
 type Stamp = (Option<SystemTime>, u64);
 
 #[derive(Default)]
 struct State {
     /// Blob id → what the bootstraps say about it.
     known: HashMap<Vec<u8>, KnownBlob>,
-    /// Open blob sources, shared by every image (and mount) that uses the blob.
-    open: HashMap<Vec<u8>, Arc<BlobSource>>,
-    /// Files already examined: path → ((mtime, length), whether it is a bootstrap).
-    examined: HashMap<PathBuf, (Stamp, bool)>,
+    /// Open blobs, shared by every image (and mount) that uses the blob.
+    open: HashMap<Vec<u8>, Arc<RafsBlob>>,
+    /// Names already examined: name → ((modified, length), whether it is a bootstrap).
+    examined: HashMap<Vec<u8>, (Stamp, bool)>,
 }
 
-/// Serves RAFS v6 images (bootstrap + blobs, decompressed on demand) and plain blobs from
-/// one directory (see the [module docs](self)).
-pub struct RafsDirServer {
-    local: LocalDirServer,
+/// Serves RAFS v6 images (bootstrap + blobs, decompressed on demand) and plain blobs from a
+/// [`BlobStore`] (see the [module docs](self)).
+pub struct RafsServer<B: BlobStore = LocalDirStore> {
+    store: B,
     verify: bool,
     decode_ahead: bool,
     cache_bytes: usize,
     state: Mutex<State>,
 }
 
-impl fmt::Debug for RafsDirServer {
+/// A [`RafsServer`] over the files of one directory.
+pub type RafsDirServer = RafsServer<LocalDirStore>;
+
+impl<B: BlobStore> fmt::Debug for RafsServer<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RafsDirServer")
-            .field("dir", &self.local.dir())
+        f.debug_struct("RafsServer")
             .field("verify", &self.verify)
             .field("cache_bytes", &self.cache_bytes)
             .finish_non_exhaustive()
@@ -144,11 +304,23 @@ impl fmt::Display for RafsTotals {
     }
 }
 
-impl RafsDirServer {
+impl RafsServer<LocalDirStore> {
     /// Serve the images and blobs in `dir`.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        RafsDirServer {
-            local: LocalDirServer::new(dir),
+        Self::with_store(LocalDirStore::new(dir))
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        self.store.dir()
+    }
+}
+
+impl<B: BlobStore> RafsServer<B> {
+    /// Serve the images and blobs of `store`.
+    pub fn with_store(store: B) -> Self {
+        RafsServer {
+            store,
             verify: false,
             decode_ahead: false,
             cache_bytes: erofs_reader::nydus::DEFAULT_CHUNK_CACHE_BYTES,
@@ -179,9 +351,9 @@ impl RafsDirServer {
         self
     }
 
-    /// The directory.
-    pub fn dir(&self) -> &Path {
-        self.local.dir()
+    /// The store.
+    pub fn store(&self) -> &B {
+        &self.store
     }
 
     /// Counters of each blob opened so far, by blob id.
@@ -190,7 +362,7 @@ impl RafsDirServer {
         let mut v: Vec<_> = state
             .open
             .iter()
-            .map(|(id, s)| (String::from_utf8_lossy(id).into_owned(), s.stats()))
+            .map(|(id, s)| (String::from_utf8_lossy(id).into_owned(), s.source.stats()))
             .collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
@@ -216,29 +388,34 @@ impl RafsDirServer {
         t
     }
 
-    /// Examine `path` (once per mtime and length): if it is a RAFS v6 bootstrap, remember
-    /// its blobs. Returns whether it is one.
-    fn index_file(&self, path: &Path) -> bool {
-        let Ok(meta) = std::fs::metadata(path) else {
+    /// Examine stored `name` (once per modification time and length): if it is a RAFS v6
+    /// bootstrap, remember its blobs. Returns whether it is one.
+    fn index_name(&self, name: &[u8]) -> bool {
+        let Ok(stored) = self.store.open(name) else {
             return false;
         };
-        if !meta.is_file() {
+        let Ok(len) = stored.size() else {
             return false;
-        }
-        let stamp = (meta.modified().ok(), meta.len());
+        };
+        let stamp = (stored.modified(), len);
         {
             let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((seen, is)) = state.examined.get(path)
+            if let Some((seen, is)) = state.examined.get(name)
                 && *seen == stamp
             {
                 return *is;
             }
         }
-        let found = if is_rafs_bootstrap(path) {
-            match Image::open(path).and_then(|image| self.read_bootstrap(&image)) {
+        let origin = String::from_utf8_lossy(name).into_owned();
+        let mut head = [0u8; 4096];
+        let is_bootstrap = len >= head.len() as u64
+            && stored.read_exact_at(&mut head, 0).is_ok()
+            && erofs_reader::nydus::is_rafs_bootstrap(&head);
+        let found = if is_bootstrap {
+            match Image::from_source(stored).and_then(|image| self.read_bootstrap(&image)) {
                 Ok(blobs) => Some(blobs),
                 Err(e) => {
-                    log::warn!("{}: RAFS v6 bootstrap not usable: {e}", path.display());
+                    log::warn!("{origin}: RAFS v6 bootstrap not usable: {e}");
                     None
                 }
             }
@@ -247,8 +424,8 @@ impl RafsDirServer {
         };
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let is = found.is_some();
-        state.examined.insert(path.to_path_buf(), (stamp, is));
-        Self::register(&mut state, path, found.unwrap_or_default(), None);
+        state.examined.insert(name.to_vec(), (stamp, is));
+        Self::register(&mut state, &origin, found.unwrap_or_default(), None);
         is
     }
 
@@ -256,7 +433,7 @@ impl RafsDirServer {
     /// placeholder id stands for `inline_name`, the blob the bootstrap came out of.
     fn register(
         state: &mut State,
-        origin: &Path,
+        origin: &str,
         blobs: Vec<KnownBlob>,
         inline_name: Option<&[u8]>,
     ) {
@@ -266,8 +443,7 @@ impl RafsDirServer {
                 (true, Some(name)) => name.to_vec(),
                 (true, None) => {
                     log::warn!(
-                        "{}: blob {} has the --blob-inline-meta placeholder id outside its blob; not served",
-                        origin.display(),
+                        "{origin}: blob {} has the --blob-inline-meta placeholder id outside its blob; not served",
                         blob.info.index
                     );
                     continue;
@@ -286,8 +462,7 @@ impl RafsDirServer {
                 }
                 None => {
                     log::info!(
-                        "{}: RAFS v6 blob {} ({:?}, {} chunks, {} bytes uncompressed)",
-                        origin.display(),
+                        "{origin}: RAFS v6 blob {} ({:?}, {} chunks, {} bytes uncompressed)",
                         String::from_utf8_lossy(&id),
                         blob.info.compressor,
                         blob.info.chunk_count,
@@ -318,17 +493,18 @@ impl RafsDirServer {
         Ok(out)
     }
 
-    /// If the file `name` is a `--blob-inline-meta` data blob, the bootstrap it carries
-    /// (its blobs remembered, the placeholder one as `name`).
-    fn inline_bootstrap(&self, name: &[u8], path: &Path) -> Option<Arc<[u8]>> {
+    /// If stored `name` is a `--blob-inline-meta` data blob, the bootstrap it carries (its
+    /// blobs remembered, the placeholder one as `name`).
+    fn inline_bootstrap(&self, name: &[u8]) -> Option<Arc<[u8]>> {
         if name.len() != 64 || !name.iter().all(u8::is_ascii_hexdigit) {
             return None;
         }
-        let file = File::open(path).ok()?;
-        let boot = match erofs_reader::nydus::inlined_bootstrap(&file) {
+        let origin = String::from_utf8_lossy(name).into_owned();
+        let stored = self.store.open(name).ok()?;
+        let boot = match erofs_reader::nydus::inlined_bootstrap(&*stored) {
             Ok(b) => b?,
             Err(e) => {
-                log::warn!("{}: {e}", path.display());
+                log::warn!("{origin}: {e}");
                 return None;
             }
         };
@@ -336,112 +512,131 @@ impl RafsDirServer {
             match Image::from_source(boot.clone()).and_then(|image| self.read_bootstrap(&image)) {
                 Ok(b) => b,
                 Err(e) => {
-                    log::warn!("{}: inlined bootstrap not usable: {e}", path.display());
+                    log::warn!("{origin}: inlined bootstrap not usable: {e}");
                     return None;
                 }
             };
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        Self::register(&mut state, path, blobs, Some(name));
+        Self::register(&mut state, &origin, blobs, Some(name));
         Some(Arc::from(boot))
     }
 
-    /// Look at every file of the directory not examined yet, for bootstraps.
+    /// Stored `name` served as it is.
+    fn open_stored(&self, name: &[u8]) -> io::Result<Opened<RafsObject>> {
+        let stored = self.store.open(name)?;
+        let size = stored.size()?;
+        Ok(Opened {
+            object: RafsObject::Stored(stored),
+            size,
+        })
+    }
+
+    /// Look at every stored name not examined yet, for bootstraps.
     fn scan(&self) {
-        let Ok(rd) = std::fs::read_dir(self.dir()) else {
+        let Ok(names) = self.store.names() else {
             return;
         };
-        for e in rd.flatten().take(MAX_SCAN_ENTRIES) {
-            self.index_file(&e.path());
+        for name in names.iter().take(MAX_SCAN_ENTRIES) {
+            self.index_name(name);
         }
     }
 
-    /// The decoded view of blob `id`, if a bootstrap lists it.
-    fn blob(&self, id: &[u8], path: &Path) -> Option<Arc<BlobSource>> {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(s) = state.open.get(id) {
-            return Some(s.clone());
-        }
-        let known = state.known.get(id)?.clone();
-        let mut src = BlobSource::new(LazyFile::new(path), &known.info.record)
+    /// The blob `id`, if a bootstrap lists it.
+    fn blob(&self, id: &[u8]) -> io::Result<Option<Arc<RafsBlob>>> {
+        let known = {
+            let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(b) = state.open.get(id) {
+                return Ok(Some(b.clone()));
+            }
+            match state.known.get(id) {
+                Some(k) => k.clone(),
+                None => return Ok(None),
+            }
+        };
+        // Opened outside the lock: a remote store may take a while.
+        let staged = Arc::new(Staged {
+            blob: self.store.open(id)?,
+            staged: Mutex::new(Vec::new()),
+        });
+        let mut src = BlobSource::new(staged.clone(), &known.info.record)
             .with_cache_capacity(self.cache_bytes);
         if let Some(meta) = known.info.separate_meta_name() {
-            src = src.with_separate_meta(LazyFile::new(self.dir().join(meta)));
+            src = src.with_separate_meta(self.store.open(meta.as_bytes())?);
         }
         if let Some(d) = known.digests {
             src = src.with_digests(d);
         }
-        let src = Arc::new(src);
-        state.open.insert(id.to_vec(), src.clone());
-        Some(src)
+        let blob = Arc::new(RafsBlob {
+            source: Arc::new(src),
+            staged,
+        });
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        // Another thread may have opened it meanwhile: keep the first.
+        Ok(Some(state.open.entry(id.to_vec()).or_insert(blob).clone()))
     }
 }
 
-/// Whether `path` starts like a RAFS v6 bootstrap (EROFS magic and the RAFS compat bit).
-fn is_rafs_bootstrap(path: &Path) -> bool {
-    let Ok(f) = File::open(path) else {
-        return false;
-    };
-    let mut head = [0u8; 4096];
-    FileExt::read_exact_at(&f, &mut head, 0).is_ok()
-        && erofs_reader::nydus::is_rafs_bootstrap(&head)
-}
-
-impl OnDemandServer for RafsDirServer {
+impl<B: BlobStore> OnDemandServer for RafsServer<B> {
     type Object = RafsObject;
 
     fn open(&self, key: &ObjectKey<'_>) -> io::Result<Opened<RafsObject>> {
-        let path = self.local.path_for(key.cookie_key)?;
+        if !erofs_reader::is_plain_name(key.cookie_key) {
+            log::warn!(
+                "refusing cookie key {:?}: not a plain name",
+                key.cookie_key.escape_ascii().to_string()
+            );
+            return Err(io::Error::from_raw_os_error(nix::libc::EINVAL));
+        }
         // A bootstrap: remember its blobs, serve it as it is.
-        if self.index_file(&path) {
-            let opened = self.local.open(key)?;
-            return Ok(Opened {
-                object: RafsObject::File(opened.object),
-                size: opened.size,
-            });
+        if self.index_name(key.cookie_key) {
+            return self.open_stored(key.cookie_key);
         }
         // The `--blob-inline-meta` placeholder tag: the blob is the one the mount's fsid
         // names (its bootstrap came out of it).
-        let (cookie, path) = match key.volume_name() {
+        let cookie = match key.volume_name() {
             Some(fsid) if key.cookie_key == INLINE_PLACEHOLDER => {
-                (fsid, self.local.path_for(fsid)?)
+                if !erofs_reader::is_plain_name(fsid) {
+                    return Err(io::Error::from_raw_os_error(nix::libc::EINVAL));
+                }
+                fsid
             }
-            _ => (key.cookie_key, path),
+            _ => key.cookie_key,
         };
-        let mut blob = self.blob(cookie, &path);
+        let mut blob = self.blob(cookie)?;
         if blob.is_none() && cookie != key.cookie_key {
             // A restored daemon: the fsid's blob was not opened as the bootstrap here.
-            self.inline_bootstrap(cookie, &path);
-            blob = self.blob(cookie, &path);
+            self.inline_bootstrap(cookie);
+            blob = self.blob(cookie)?;
         }
         if blob.is_none() {
             // Opened without its bootstrap first (a restored daemon, another daemon's
-            // mount): look for bootstraps in the directory.
+            // mount): look for bootstraps in the store.
             self.scan();
-            blob = self.blob(cookie, &path);
+            blob = self.blob(cookie)?;
         }
-        if let Some(src) = blob {
+        if let Some(blob) = blob {
             // Check that the blob can be decoded before telling the kernel its size.
-            src.chunk_infos()
+            blob.source
+                .chunk_infos()
                 .map_err(io::Error::from)
                 .inspect_err(|e| {
                     log::warn!("RAFS blob {}: {e}", String::from_utf8_lossy(key.cookie_key));
                 })?;
-            let size = src.uncompressed_size();
+            let size = blob.source.uncompressed_size();
             log::info!(
-                "RAFS blob {}: serving {size} uncompressed bytes from {}",
-                key.cookie_key.escape_ascii(),
-                std::ffi::OsStr::from_bytes(key.cookie_key).to_string_lossy()
+                "RAFS blob {}: serving {size} uncompressed bytes",
+                cookie.escape_ascii(),
             );
             return Ok(Opened {
-                object: RafsObject::Blob(src),
+                object: RafsObject::Blob(blob),
                 size,
             });
         }
         // A `--blob-inline-meta` blob mounted by its name: serve the bootstrap it carries.
-        if let Some(boot) = self.inline_bootstrap(key.cookie_key, &path) {
+        if let Some(boot) = self.inline_bootstrap(key.cookie_key) {
             log::info!(
                 "{}: serving the bootstrap inlined in the blob ({} bytes)",
-                path.display(),
+                key.cookie_key.escape_ascii(),
                 <[u8]>::len(&boot)
             );
             return Ok(Opened {
@@ -449,16 +644,20 @@ impl OnDemandServer for RafsDirServer {
                 object: RafsObject::Inline(boot),
             });
         }
-        let opened = self.local.open(key)?;
-        Ok(Opened {
-            object: RafsObject::File(opened.object),
-            size: opened.size,
-        })
+        self.open_stored(key.cookie_key)
     }
 
     fn read_at(&self, object: &RafsObject, off: u64, buf: &mut [u8]) -> io::Result<usize> {
         match object {
-            RafsObject::File(f) => self.local.read_at(f, off, buf),
+            RafsObject::Stored(stored) => {
+                let size = stored.size()?;
+                if off >= size {
+                    return Ok(0);
+                }
+                let n = (size - off).min(buf.len() as u64) as usize;
+                stored.read_exact_at(&mut buf[..n], off)?;
+                Ok(n)
+            }
             RafsObject::Inline(boot) => {
                 let start = usize::try_from(off)
                     .unwrap_or(usize::MAX)
@@ -467,17 +666,17 @@ impl OnDemandServer for RafsDirServer {
                 buf[..n].copy_from_slice(&boot[start..start + n]);
                 Ok(n)
             }
-            RafsObject::Blob(src) => {
-                let size = src.uncompressed_size();
+            RafsObject::Blob(blob) => {
+                let size = blob.source.uncompressed_size();
                 if off >= size {
                     return Ok(0);
                 }
                 let n = (size - off).min(buf.len() as u64) as usize;
-                src.read_exact_at(&mut buf[..n], off)?;
+                blob.read_exact_at(&mut buf[..n], off)?;
                 // A window-sized read (readahead): decode the next window meanwhile.
                 let end = off + n as u64;
                 if self.decode_ahead && n as u64 >= DECODE_AHEAD_MIN && end < size {
-                    src.decode_ahead(end..end.saturating_add(n as u64));
+                    blob.source.decode_ahead(end..end.saturating_add(n as u64));
                 }
                 Ok(n)
             }
@@ -485,7 +684,8 @@ impl OnDemandServer for RafsDirServer {
     }
 
     fn close(&self, object: &RafsObject) {
-        if let RafsObject::Blob(src) = object {
+        if let RafsObject::Blob(blob) = object {
+            let src = &blob.source;
             let s = src.stats();
             log::info!(
                 "RAFS blob {}: closed after serving {} bytes from {} stored bytes ({} chunks decoded, {} verified)",
@@ -514,7 +714,7 @@ mod tests {
         };
         let o = s.open(&key).unwrap();
         assert_eq!(o.size, 12);
-        assert!(matches!(o.object, RafsObject::File(_)));
+        assert!(matches!(o.object, RafsObject::Stored(_)));
         let mut buf = [0u8; 3];
         s.fill(&o.object, 4, &mut buf).unwrap();
         assert_eq!(&buf, b"an ");

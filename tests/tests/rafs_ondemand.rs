@@ -253,3 +253,99 @@ fn serves_inline_meta_blob_as_fsid_and_device() {
     };
     assert!(server.open(&other).is_err());
 }
+
+/// A store over a directory that records each batch and can be made to fail or to corrupt.
+struct Recording {
+    dir: ondemand::LocalDirStore,
+    batches: std::sync::Arc<std::sync::Mutex<Vec<usize>>>,
+    fail: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+struct RecordingBlob {
+    inner: std::sync::Arc<dyn ondemand::StoredBlob>,
+    batches: std::sync::Arc<std::sync::Mutex<Vec<usize>>>,
+    fail: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl erofs_reader::Source for RecordingBlob {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(io::Error::other("store down"));
+        }
+        self.inner.read_exact_at(buf, offset)
+    }
+    fn size(&self) -> io::Result<u64> {
+        self.inner.size()
+    }
+}
+
+impl ondemand::StoredBlob for RecordingBlob {
+    fn read_ranges(&self, reads: &mut [ondemand::RangeRead<'_>]) -> io::Result<()> {
+        self.batches.lock().unwrap().push(reads.len());
+        if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+            // Half the bytes arrive, then the connection drops.
+            reads[0].buf.fill(0xee);
+            return Err(io::Error::other("connection reset"));
+        }
+        self.inner.read_ranges(reads)
+    }
+}
+
+impl ondemand::BlobStore for Recording {
+    fn open(&self, name: &[u8]) -> io::Result<std::sync::Arc<dyn ondemand::StoredBlob>> {
+        Ok(std::sync::Arc::new(RecordingBlob {
+            inner: self.dir.open(name)?,
+            batches: self.batches.clone(),
+            fail: self.fail.clone(),
+        }))
+    }
+    fn names(&self) -> io::Result<Vec<Vec<u8>>> {
+        self.dir.names()
+    }
+}
+
+/// A READ window over many chunks asks the store once for all their stored ranges; the bytes
+/// equal the directory server's; a store failure fails the read (EIO), never gives bytes.
+#[test]
+fn a_blob_store_gets_one_batch_per_window_and_its_errors_fail_the_read() {
+    let dir = tests::scratch_dir("rafs_ondemand/store");
+    if build(
+        &dir,
+        "img",
+        &["--compressor", "zstd", "--chunk-size", "0x10000"],
+    )
+    .is_none()
+    {
+        return;
+    }
+    let blobs = dir.join("blobs");
+    let store = Recording {
+        dir: ondemand::LocalDirStore::new(&blobs),
+        batches: Default::default(),
+        fail: Default::default(),
+    };
+    let (batches, fail) = (store.batches.clone(), store.fail.clone());
+    let server = ondemand::rafs::RafsServer::with_store(store).with_verify_digests(true);
+    let boot = read_object(&RafsDirServer::new(&blobs), b"img");
+    let image = Image::from_source(boot).unwrap();
+    let id = image.devices()[0].tag.clone();
+    // The blob opened before its bootstrap: found through the store's names.
+    let opened = server.open(&key(&id)).unwrap();
+    let mut window = vec![0u8; 1 << 20];
+    server.fill(&opened.object, 0, &mut window).unwrap();
+    let want = read_object(&RafsDirServer::new(&blobs), &id);
+    assert_eq!(&window[..], &want[..1 << 20]);
+    let first = batches.lock().unwrap().first().copied().unwrap();
+    assert!(
+        first >= 8,
+        "a 1 MiB window of 64 KiB chunks is one batch of its chunks, got {first} ranges"
+    );
+    fail.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut next = vec![0u8; 1 << 20];
+    let err = server.fill(&opened.object, 2 << 20, &mut next).unwrap_err();
+    assert_eq!(ondemand::errno_of(&err).get(), 5, "EIO: {err}");
+    // Back up: the same window reads right (nothing wrong was cached).
+    fail.store(false, std::sync::atomic::Ordering::SeqCst);
+    server.fill(&opened.object, 2 << 20, &mut next).unwrap();
+    assert_eq!(&next[..], &want[2 << 20..3 << 20]);
+}
