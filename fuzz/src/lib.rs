@@ -1203,7 +1203,7 @@ struct FakeFd {
     log: std::sync::Arc<Mutex<KernelLog>>,
 }
 
-impl ObjectFd for FakeFd {
+impl ondemand::Sink for FakeFd {
     fn write_at(&self, data: &[u8], off: u64) -> io::Result<()> {
         let block = BLOCK_SIZE as u64;
         assert_eq!(off % block, 0, "unaligned write offset {off}");
@@ -1229,7 +1229,9 @@ impl ObjectFd for FakeFd {
         }
         Ok(())
     }
+}
 
+impl ObjectFd for FakeFd {
     fn read_complete(&self, msg_id: MsgId) -> io::Result<()> {
         self.log
             .lock()

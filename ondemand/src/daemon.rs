@@ -15,9 +15,10 @@ use std::time::{Duration, Instant};
 use cachefiles_proto::MSG_MAX_SIZE;
 
 use crate::device::{AlignedBuf, Device};
+use crate::metrics::StatsSnapshot;
 use crate::metrics::write_atomically;
 use crate::server::OnDemandServer;
-use crate::session::{Session, StatsSnapshot};
+use crate::session::Session;
 
 /// How long a worker waits in `poll` before looking at the shutdown flag again.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(100);

@@ -19,6 +19,8 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::stat::Mode;
 use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout};
 
+use crate::engine::Sink;
+
 /// The block size of writes into an object: the page size the kernel requires for offsets,
 /// and the alignment direct I/O requires for buffers, offsets and lengths.
 pub const BLOCK_SIZE: usize = 4096;
@@ -62,16 +64,9 @@ pub trait Device: Send + Sync {
     fn adopt(&self, fd: u32) -> io::Result<Self::Fd>;
 }
 
-/// The per-object fd: where an object's bytes go and where READs are completed.
-pub trait ObjectFd: Send + Sync {
-    /// Write `data` at `off` in the object's cache file. `off` and `data.len()` are multiples
-    /// of [`BLOCK_SIZE`] and `data` comes from an [`AlignedBuf`].
-    ///
-    /// # Errors
-    ///
-    /// The kernel's error (`ENOBUFS` when the cache is full or the object withdrawn, ...).
-    fn write_at(&self, data: &[u8], off: u64) -> io::Result<()>;
-
+/// The per-object fd of cachefiles: the engine's [`Sink`] for the object (writes into its
+/// cache file, `SEEK_DATA` scans), and where its READs are completed.
+pub trait ObjectFd: Sink {
     /// Complete the READ `msg_id` of this object (the `READ_COMPLETE` ioctl).
     ///
     /// # Errors
@@ -79,19 +74,6 @@ pub trait ObjectFd: Send + Sync {
     /// `EINVAL` when the request is no longer pending (CLOSE came first, the reader was
     /// killed) or belongs to another object.
     fn read_complete(&self, msg_id: MsgId) -> io::Result<()>;
-
-    /// The parts of `range` that hold data in the object's cache file (its allocated blocks,
-    /// which the kernel treats as present), found with `SEEK_DATA`/`SEEK_HOLE`. The default
-    /// says `Unsupported`, which callers treat as "nothing known present".
-    ///
-    /// # Errors
-    ///
-    /// `ENOBUFS` from the kernel while the object has no cache file yet (right after its
-    /// `copen`), or any `lseek` error.
-    fn data_ranges(&self, range: Range<u64>) -> io::Result<Vec<Range<u64>>> {
-        let _ = range;
-        Err(io::ErrorKind::Unsupported.into())
-    }
 }
 
 /// Most extents [`data_ranges`] reports for one call; a cache file more fragmented than this
@@ -351,18 +333,20 @@ pub(crate) fn pwrite_all(
     Ok(())
 }
 
-impl ObjectFd for AnonFd {
+impl Sink for AnonFd {
     fn write_at(&self, data: &[u8], off: u64) -> io::Result<()> {
         // `pwrite` only: `lseek` on this fd moves the backing file, not this fd's position.
         pwrite_all(self.fd.as_fd(), data, off, true)
     }
 
-    fn read_complete(&self, msg_id: MsgId) -> io::Result<()> {
-        sys::read_complete(self.fd.as_fd(), msg_id.0)
-    }
-
     fn data_ranges(&self, range: Range<u64>) -> io::Result<Vec<Range<u64>>> {
         data_ranges(self.fd.as_fd(), range)
+    }
+}
+
+impl ObjectFd for AnonFd {
+    fn read_complete(&self, msg_id: MsgId) -> io::Result<()> {
+        sys::read_complete(self.fd.as_fd(), msg_id.0)
     }
 }
 

@@ -14,6 +14,7 @@ use cachefiles_proto::{Command, MSG_MAX_SIZE, MsgId, Request};
 
 use crate::daemon::Shutdown;
 use crate::device::{BLOCK_SIZE, Device, ObjectFd};
+use crate::engine::Sink;
 
 /// What happened to one fake fd.
 #[derive(Debug, Default)]
@@ -72,7 +73,7 @@ impl Drop for FakeFd {
     }
 }
 
-impl ObjectFd for FakeFd {
+impl Sink for FakeFd {
     fn write_at(&self, data: &[u8], off: u64) -> io::Result<()> {
         // The rules of direct I/O into the kernel's cache file.
         let b = BLOCK_SIZE;
@@ -90,14 +91,16 @@ impl ObjectFd for FakeFd {
         Ok(())
     }
 
-    fn read_complete(&self, msg_id: MsgId) -> io::Result<()> {
-        self.log.completed.lock().unwrap().push(msg_id);
-        Ok(())
-    }
-
     fn data_ranges(&self, range: std::ops::Range<u64>) -> io::Result<Vec<std::ops::Range<u64>>> {
         use std::os::fd::AsFd;
         crate::device::data_ranges(self.file.as_fd(), range)
+    }
+}
+
+impl ObjectFd for FakeFd {
+    fn read_complete(&self, msg_id: MsgId) -> io::Result<()> {
+        self.log.completed.lock().unwrap().push(msg_id);
+        Ok(())
     }
 }
 

@@ -39,7 +39,7 @@
 //! ```
 //! use std::io;
 //! use std::sync::Mutex;
-//! use ondemand::{AlignedBuf, Action, ObjectFd, ObjectKey, OnDemandServer, Opened, Session};
+//! use ondemand::{AlignedBuf, Action, ObjectFd, ObjectKey, OnDemandServer, Opened, Session, Sink};
 //! use ondemand::proto::{MsgId, ObjectId, OpenReply, OpenRequest, ReadRequest, Request};
 //!
 //! /// Every blob is 10000 bytes of its key's first byte.
@@ -61,11 +61,14 @@
 //! #[derive(Default)]
 //! struct Recorder { writes: Mutex<Vec<(u64, usize)>>, completed: Mutex<Vec<MsgId>> }
 //!
-//! impl ObjectFd for Recorder {
+//! impl Sink for Recorder {
 //!     fn write_at(&self, data: &[u8], off: u64) -> io::Result<()> {
 //!         self.writes.lock().unwrap().push((off, data.len()));
 //!         Ok(())
 //!     }
+//! }
+//!
+//! impl ObjectFd for Recorder {
 //!     fn read_complete(&self, msg_id: MsgId) -> io::Result<()> {
 //!         self.completed.lock().unwrap().push(msg_id);
 //!         Ok(())
@@ -88,8 +91,8 @@
 //! let send = |c: &ondemand::proto::Command<'_>| { let _ = c; Ok(()) };
 //! session.execute(actions, &send, &mut buf);
 //! let fd = session.object(ObjectId(1)).unwrap();
-//! assert_eq!(*fd.fd().writes.lock().unwrap(), [(0, 12288)]);
-//! assert_eq!(*fd.fd().completed.lock().unwrap(), [MsgId(2)]);
+//! assert_eq!(*fd.sink().writes.lock().unwrap(), [(0, 12288)]);
+//! assert_eq!(*fd.sink().completed.lock().unwrap(), [MsgId(2)]);
 //! ```
 //!
 //! With the kernel, [`Daemon`] does the same with a [`CachefilesDevice`]:
@@ -131,13 +134,13 @@
 pub mod blob_store;
 pub mod daemon;
 pub mod device;
+mod engine;
 pub mod failover;
 pub mod fanotify;
 pub mod local;
 pub mod metrics;
 pub mod mount;
 pub mod plan;
-pub mod prefetch;
 pub mod rafs;
 pub mod ranges;
 pub mod server;
@@ -151,15 +154,16 @@ pub use daemon::{Daemon, POLL_INTERVAL, Shutdown, shutdown_on_signals};
 pub use device::{
     AlignedBuf, AnonFd, BLOCK_SIZE, CachefilesDevice, DEFAULT_DEVICE_PATH, Device, ObjectFd,
 };
+pub use engine::{
+    DEFAULT_PREFETCH_CHUNK, DEFAULT_READAHEAD, DEFAULT_SEQUENTIAL_AHEAD, Engine, MAX_READ_FILL,
+    Object, PrefetchConfig, ReadPlan, Refused, Sink, window,
+};
 pub use fanotify::{FanotifyDaemon, FanotifyStats};
 pub use local::LocalDirServer;
 pub use metrics::{HistogramSnapshot, Stats, StatsSnapshot};
-pub use prefetch::PrefetchConfig;
 pub use ranges::RangeSet;
 pub use server::{ObjectKey, OnDemandServer, Opened, errno_of};
-pub use session::{
-    Action, DEFAULT_READAHEAD, DEFAULT_SEQUENTIAL_AHEAD, MAX_READ_FILL, Object, Session,
-};
+pub use session::{Action, Session};
 
 #[cfg(test)]
 mod fake;

@@ -1,11 +1,12 @@
-//! The pure part of the daemon: an object table keyed by object id, and the decisions that
-//! turn each kernel [`Request`] into [`Action`]s: answer an OPEN, fill a window of an object,
-//! complete a READ, forget an object.
+//! The cachefiles transport's pure part: it turns each kernel [`Request`] into [`Action`]s
+//! over the [`Engine`] (answer an OPEN, fill a READ window, complete a READ, forget an
+//! object) and carries them out. A [`Session`] is the engine driven by cachefiles messages.
 //!
 //! [`Session::handle`] makes no syscall and calls the server only for OPEN. [`Session::execute`]
 //! carries the actions out through the [`ObjectFd`] trait and a command sink, and
 //! [`Session::serve_message`] does both for one raw message read from a [`Device`]; tests drive
-//! all three with scripted messages and temporary files instead of the kernel.
+//! all three with scripted messages and temporary files instead of the kernel
+//! ([`crate::testing`], feature `test-util`).
 //!
 //! Rules the session keeps:
 //! - An object enters the table **before** its `copen` is written, so a READ that another
@@ -13,19 +14,18 @@
 //! - A READ for a known object always ends with [`Action::ReadComplete`], whatever happened
 //!   while filling: a READ that is never completed blocks its reader forever.
 //! - A refused OPEN is answered with `copen <id>,-<errno>` and then its fd is closed.
-//! - A READ window starts at the request's block, spans the request (at most
-//!   [`MAX_READ_FILL`] of it) or the readahead size, whichever is longer, and stops at the
-//!   object's size rounded up to a block; the tail past the object's end is zero-filled.
+//! - A READ window is the engine's ([`crate::engine::window`]): it starts at the request's
+//!   block, spans the request (at most [`crate::MAX_READ_FILL`] of it) or the readahead size,
+//!   whichever is longer, and stops at the object's size rounded up to a block; the tail past
+//!   the object's end is zero-filled.
 //! - A READ that continues the previous one's stream is followed, after its completion, by a
-//!   fill ahead ([`Action::FillAhead`], [`Session::with_sequential_ahead`]).
+//!   fill ahead ([`Action::FillAhead`], [`Engine::with_sequential_ahead`]).
 
-use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Instant;
 
 use cachefiles_proto::msg::{CACHEFILES_OP_OPEN, MsgHeader};
 use cachefiles_proto::{
@@ -34,208 +34,15 @@ use cachefiles_proto::{
 };
 use zerocopy::FromBytes;
 
-use crate::device::{AlignedBuf, BLOCK_SIZE, Device, ObjectFd};
-pub use crate::metrics::{Stats, StatsSnapshot};
-use crate::prefetch::Prefetcher;
-use crate::ranges::RangeSet;
+use crate::device::{AlignedBuf, Device, ObjectFd};
+use crate::engine::{Engine, Object, Refused};
+use crate::metrics::Stats;
 use crate::server::{ObjectKey, OnDemandServer, errno_of};
 
-/// Default readahead window: 1 MiB.
-pub const DEFAULT_READAHEAD: u64 = 1 << 20;
-
-/// Default limit of [`Session::with_sequential_ahead`]: 8 MiB.
-pub const DEFAULT_SEQUENTIAL_AHEAD: u64 = 8 << 20;
-
-/// Chunk size of readahead filled after the READ's completion (asynchronous readahead).
-const ASYNC_CHUNK: u64 = 256 << 10;
-
-/// The most one READ makes the daemon fill for its requested part. The kernel asks for a
-/// few MiB at most (netfs subrequests); a longer READ is filled up to this much and
-/// completed, so a buggy or hostile channel cannot make one worker write without end.
-pub const MAX_READ_FILL: u64 = 64 << 20;
-
-/// The first fill ahead of a sequential reader is at least this long.
-const AHEAD_MIN: u64 = 256 << 10;
-
-const BLOCK: u64 = BLOCK_SIZE as u64;
-
-/// An object the kernel opened and the server accepted.
-pub struct Object<O, F> {
-    id: ObjectId,
-    key: String,
-    cookie_key: Vec<u8>,
-    volume_key: Vec<u8>,
-    size: u64,
-    state: O,
-    fd: F,
-    pub(crate) ranges: Mutex<ObjectRanges>,
-    pub(crate) changed: Condvar,
-    pub(crate) closed: AtomicBool,
-}
-
-/// What the daemon knows about the bytes of one object's cache file. All block-aligned.
-#[derive(Debug, Default)]
-pub(crate) struct ObjectRanges {
-    /// Written by this session (READ fills and prefetch).
-    pub(crate) written: RangeSet,
-    /// The part of `written` that prefetch wrote.
-    pub(crate) prefetched: RangeSet,
-    /// Being filled right now (claimed by a READ or a prefetch).
-    pub(crate) inflight: RangeSet,
-    /// Found present in the cache file by a scan (`SEEK_DATA`), e.g. from an earlier daemon.
-    pub(crate) scanned: RangeSet,
-    /// Sequential-reader detection for [`Session::with_sequential_ahead`].
-    pub(crate) stream: Stream,
-}
-
-/// Where the READs of one object have been going: the last READ window's start, the end of
-/// what was filled for it (window and fill ahead), and the length of the last fill ahead.
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct Stream {
-    start: u64,
-    end: u64,
-    ahead: u64,
-}
-
-impl Stream {
-    /// Record a READ `window` and return the range to fill ahead of it, if the READ continues
-    /// the stream (it starts within the last window or what was filled ahead of it). The
-    /// length ahead starts at `base` and doubles with every READ that continues the stream,
-    /// up to `max`; a READ elsewhere resets it. Nothing past `limit`.
-    pub(crate) fn advance(
-        &mut self,
-        window: &Range<u64>,
-        base: u64,
-        max: u64,
-        limit: u64,
-    ) -> Option<Range<u64>> {
-        let sequential = self.end > self.start && (self.start..=self.end).contains(&window.start);
-        self.ahead = match (sequential, self.ahead) {
-            (false, _) => 0,
-            (true, 0) => base.min(max),
-            (true, a) => a.saturating_mul(2).min(max),
-        };
-        let ahead_end = window.end.saturating_add(self.ahead).min(limit);
-        self.start = window.start;
-        self.end = ahead_end.max(window.end);
-        (ahead_end > window.end).then_some(window.end..ahead_end)
-    }
-}
-
-impl ObjectRanges {
-    /// Present or being filled: what a prefetch or readahead need not fetch.
-    pub(crate) fn busy_or_present(&self) -> RangeSet {
-        let mut all = self.written.clone();
-        all.extend(&self.inflight);
-        all.extend(&self.scanned);
-        all
-    }
-}
-
-impl<O, F> Object<O, F> {
-    /// The kernel's id for it.
-    pub fn id(&self) -> ObjectId {
-        self.id
-    }
-
-    /// Its key, printable (`volume/cookie`).
-    pub fn key(&self) -> &str {
-        &self.key
-    }
-
-    /// Its size, as answered in `copen`.
-    pub fn size(&self) -> u64 {
-        self.size
-    }
-
-    /// The server's state for it.
-    pub fn state(&self) -> &O {
-        &self.state
-    }
-
-    /// Its fd.
-    pub fn fd(&self) -> &F {
-        &self.fd
-    }
-
-    /// The cookie key it was opened with.
-    pub fn cookie_key(&self) -> &[u8] {
-        &self.cookie_key
-    }
-
-    /// The volume key it was opened with (`erofs,<fsid or domain>`, without NUL).
-    pub fn volume_key(&self) -> &[u8] {
-        &self.volume_key
-    }
-
-    /// The ranges known present: written by this session, or found in the cache file.
-    pub fn present(&self) -> RangeSet {
-        let r = self.lock_ranges();
-        let mut all = r.written.clone();
-        all.extend(&r.scanned);
-        all
-    }
-
-    /// Whether the kernel closed it (CLOSE) or it was forgotten.
-    pub fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::SeqCst)
-    }
-
-    pub(crate) fn lock_ranges(&self) -> MutexGuard<'_, ObjectRanges> {
-        // Range sets are updated by single calls; a poisoned lock is still consistent.
-        self.ranges.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Claim the parts of `range` that nobody has written, is filling or found present: they
-    /// go in flight (a READ over them waits) and are returned, for the caller to fill and
-    /// [`release`](Self::release).
-    pub(crate) fn claim_gaps(&self, range: Range<u64>) -> Vec<Range<u64>> {
-        let mut r = self.lock_ranges();
-        let gaps = r.busy_or_present().gaps(range);
-        for g in &gaps {
-            r.inflight.insert(g.clone());
-        }
-        gaps
-    }
-
-    /// Mark `range` (claimed before) as done: written if `ok`, in any case no longer in flight.
-    pub(crate) fn release(&self, range: Range<u64>, ok: bool, by_prefetch: bool) {
-        let mut r = self.lock_ranges();
-        r.inflight.remove(range.clone());
-        if ok {
-            r.written.insert(range.clone());
-            if by_prefetch {
-                r.prefetched.insert(range);
-            }
-        }
-        drop(r);
-        self.changed.notify_all();
-    }
-}
-
-impl<O, F: ObjectFd> Object<O, F> {
-    /// Ask the cache file what it already holds in `range` (written by an earlier daemon, or
-    /// before a restart: two `lseek`s in the usual case) and remember the whole blocks as
-    /// present, so nothing fetches them again.
-    pub(crate) fn scan_present(&self, range: Range<u64>) {
-        if let Ok(found) = self.fd.data_ranges(range) {
-            let found = RangeSet::whole_blocks(found, BLOCK);
-            if !found.is_empty() {
-                self.lock_ranges().scanned.extend(&found);
-            }
-        }
-    }
-}
-
-impl<O, F> fmt::Debug for Object<O, F> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Object")
-            .field("id", &self.id)
-            .field("key", &self.key)
-            .field("size", &self.size)
-            .finish_non_exhaustive()
-    }
-}
+/// The engine driven by cachefiles messages: its object ids are the kernel's, its sinks the
+/// objects' anonymous fds (`F`: [`crate::AnonFd`] with the kernel, any [`ObjectFd`] in
+/// tests). [`crate::Daemon`] infers `F` from its device.
+pub type Session<S, F> = Engine<S, F>;
 
 /// What to do for a request. Produced by [`Session::handle`], carried out by
 /// [`Session::execute`].
@@ -263,7 +70,7 @@ pub enum Action<O, F> {
     },
     /// After the READ is completed: fill `range` (block-aligned), which follows the window of
     /// a sequential reader, so its next reads find the bytes present (or in flight) instead of
-    /// waiting for an upcall ([`Session::with_sequential_ahead`]).
+    /// waiting for an upcall ([`crate::Engine::with_sequential_ahead`]).
     FillAhead {
         /// The object.
         object: Arc<Object<O, F>>,
@@ -304,196 +111,27 @@ impl<O, F> fmt::Debug for Action<O, F> {
                 requested_end,
             } => f
                 .debug_struct("Fill")
-                .field("object", &object.id)
+                .field("object", &object.id())
                 .field("range", range)
                 .field("requested_end", requested_end)
                 .finish(),
             Action::FillAhead { object, range } => f
                 .debug_struct("FillAhead")
-                .field("object", &object.id)
+                .field("object", &object.id())
                 .field("range", range)
                 .finish(),
             Action::ReadComplete { object, msg_id } => f
                 .debug_struct("ReadComplete")
-                .field("object", &object.id)
+                .field("object", &object.id())
                 .field("msg_id", msg_id)
                 .finish(),
-            Action::Close(object) => f.debug_tuple("Close").field(&object.id).finish(),
+            Action::Close(object) => f.debug_tuple("Close").field(&object.id()).finish(),
             Action::Ignore(why) => f.debug_tuple("Ignore").field(why).finish(),
         }
     }
 }
 
-/// Open objects by id.
-type ObjectTable<O, F> = HashMap<ObjectId, Arc<Object<O, F>>>;
-
-/// The object table and the request logic, shared by all worker threads.
-///
-/// `F` is the per-object fd type: [`crate::AnonFd`] with the kernel, anything implementing
-/// [`ObjectFd`] in tests.
-pub struct Session<S: OnDemandServer, F> {
-    server: S,
-    objects: Mutex<ObjectTable<S::Object, F>>,
-    readahead: u64,
-    async_readahead: bool,
-    sequential_ahead: u64,
-    pub(crate) stats: Stats,
-    /// READ fills in progress (prefetch gives way while there are any).
-    pub(crate) active_reads: AtomicUsize,
-    pub(crate) prefetch: Option<Prefetcher<S::Object, F>>,
-}
-
-impl<S: OnDemandServer, F> fmt::Debug for Session<S, F> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Session")
-            .field("objects", &self.lock().len())
-            .field("readahead", &self.readahead)
-            .field("sequential_ahead", &self.sequential_ahead)
-            .field("stats", &self.stats.snapshot())
-            .finish_non_exhaustive()
-    }
-}
-
-/// `x` rounded up to a block, saturating near `u64::MAX`.
-fn round_up(x: u64) -> u64 {
-    x.div_ceil(BLOCK).saturating_mul(BLOCK)
-}
-
-impl<S: OnDemandServer, F> Session<S, F> {
-    /// A session serving `server`, with [`DEFAULT_READAHEAD`].
-    pub fn new(server: S) -> Self {
-        Session {
-            server,
-            objects: Mutex::new(HashMap::new()),
-            readahead: DEFAULT_READAHEAD,
-            async_readahead: false,
-            sequential_ahead: DEFAULT_SEQUENTIAL_AHEAD,
-            stats: Stats::default(),
-            active_reads: AtomicUsize::new(0),
-            prefetch: None,
-        }
-    }
-
-    /// Fill objects in the background as they are opened, as `config` says (see
-    /// [`crate::prefetch`]). The prefetch threads run inside [`crate::Daemon::run`], or in
-    /// the embedder's own threads through [`Session::prefetch_worker`].
-    pub fn with_prefetch(mut self, config: crate::prefetch::PrefetchConfig) -> Self {
-        self.prefetch = Some(Prefetcher::new(config));
-        self
-    }
-
-    /// Set the readahead window in bytes (rounded up to 4 KiB; 0 turns readahead off, so each
-    /// READ fills only what it asked for).
-    pub fn with_readahead(mut self, bytes: u64) -> Self {
-        self.readahead = round_up(bytes.min(i64::MAX as u64 / 2));
-        self
-    }
-
-    /// Complete each READ as soon as its requested part is written, and fill the rest of its
-    /// readahead window afterwards (claimed first, so a READ for that part waits for it
-    /// instead of fetching it again). The reader then waits for what it asked for only, at the
-    /// price of more upcalls: the kernel sends READs for window parts not written yet. Off by
-    /// default (one upcall per window).
-    pub fn with_async_readahead(mut self, on: bool) -> Self {
-        self.async_readahead = on;
-        self
-    }
-
-    /// Fill ahead of sequential readers, up to `max_bytes` past their READ's window (rounded
-    /// up to 4 KiB; 0 turns it off). Default [`DEFAULT_SEQUENTIAL_AHEAD`].
-    ///
-    /// The kernel sends a READ only for bytes its cache file lacks, so a daemon sees a
-    /// sequential reader only at its misses. When a READ starts where the previous READ's
-    /// window (or what was filled ahead of it) of the same object ended or within it, the
-    /// worker completes the READ and then goes on filling the range after the window: the
-    /// readahead window's length (at least 256 KiB) the first time, twice the previous length
-    /// each time the stream continues, up to `max_bytes`. The reader consumes one part while
-    /// the server produces the next (on another core), and most of its reads then find the
-    /// bytes present without any upcall. A READ elsewhere resets the stream, so random reads
-    /// fetch no more than their readahead window. What a fill ahead claims, a READ waits for
-    /// instead of fetching again; what is present or in flight is skipped.
-    ///
-    /// The fill runs on the worker that handled the READ, after its completion; with a
-    /// single worker thread, other requests wait for it.
-    pub fn with_sequential_ahead(mut self, max_bytes: u64) -> Self {
-        self.sequential_ahead = round_up(max_bytes.min(i64::MAX as u64 / 2));
-        self
-    }
-
-    /// The most a fill ahead of a sequential reader spans, in bytes (0: off).
-    pub fn sequential_ahead(&self) -> u64 {
-        self.sequential_ahead
-    }
-
-    /// The readahead window in bytes.
-    pub fn readahead(&self) -> u64 {
-        self.readahead
-    }
-
-    /// The server.
-    pub fn server(&self) -> &S {
-        &self.server
-    }
-
-    /// The counters.
-    pub fn stats(&self) -> StatsSnapshot {
-        self.stats.snapshot()
-    }
-
-    /// The counters and latency histograms.
-    pub fn metrics(&self) -> &Stats {
-        &self.stats
-    }
-
-    /// The counters, histograms and gauges as Prometheus text (see [`crate::metrics`]).
-    pub fn render_prometheus(&self) -> String {
-        let gauges = crate::metrics::Gauges {
-            objects: self.object_count() as u64,
-            prefetch_pending_bytes: self.prefetch_pending_bytes(),
-        };
-        crate::metrics::render_prometheus(&self.stats, gauges)
-    }
-
-    /// Bytes queued for prefetch and not yet fetched or skipped (0 without prefetch).
-    pub fn prefetch_pending_bytes(&self) -> u64 {
-        self.prefetch.as_ref().map_or(0, |p| p.pending_bytes())
-    }
-
-    /// Number of open objects.
-    pub fn object_count(&self) -> usize {
-        self.lock().len()
-    }
-
-    /// The object with this id, if open.
-    pub fn object(&self, id: ObjectId) -> Option<Arc<Object<S::Object, F>>> {
-        self.lock().get(&id).cloned()
-    }
-
-    /// The open object with these keys, if any. In a shared domain (`domain_id=`) the volume
-    /// key names the domain, so one object serves every image of the domain that uses the
-    /// blob (the kernel opens a shared blob once).
-    pub fn find(&self, volume_key: &[u8], cookie_key: &[u8]) -> Option<Arc<Object<S::Object, F>>> {
-        self.lock()
-            .values()
-            .find(|o| o.volume_key == volume_key && o.cookie_key == cookie_key)
-            .cloned()
-    }
-
-    fn lock(&self) -> MutexGuard<'_, ObjectTable<S::Object, F>> {
-        // A panic while holding the lock cannot leave the map inconsistent (single inserts
-        // and removes), so a poisoned lock is still usable.
-        self.objects.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Forget an object (its `copen` could not be written, or the embedder wants it gone).
-    /// Returns it; drop it to close its fd.
-    pub fn forget(&self, id: ObjectId) -> Option<Arc<Object<S::Object, F>>> {
-        let object = self.lock().remove(&id)?;
-        object.closed.store(true, Ordering::SeqCst);
-        object.changed.notify_all();
-        Some(object)
-    }
-
+impl<S: OnDemandServer, F> Engine<S, F> {
     /// Decide what to do for `request`. `fd` is the adopted fd of an OPEN (ignored, and
     /// dropped, for other requests). Calls the server's `open` for an OPEN; nothing else.
     pub fn handle(&self, request: &Request<'_>, fd: Option<F>) -> Vec<Action<S::Object, F>> {
@@ -532,14 +170,14 @@ impl<S: OnDemandServer, F> Session<S, F> {
                 Action::CloseFd(fd),
             ]
         };
-        if self.lock().contains_key(&open.object_id) {
+        if self.contains(open.object_id) {
             log::error!(
                 "OPEN object {} ({key}): object id already open; refusing with EEXIST",
                 open.object_id
             );
             return refuse(Errno::new(nix::libc::EEXIST).unwrap_or(Errno::EIO), fd);
         }
-        let opened = match self.server.open(&key) {
+        let opened = match self.server().open(&key) {
             Ok(opened) => opened,
             Err(e) => {
                 let errno = errno_of(&e);
@@ -551,62 +189,22 @@ impl<S: OnDemandServer, F> Session<S, F> {
                 return refuse(errno, fd);
             }
         };
-        if opened.size > i64::MAX as u64 {
-            log::warn!(
-                "OPEN object {} ({key}): size {} too large",
-                open.object_id,
-                opened.size
-            );
-            self.server.close(&opened.object);
-            return refuse(Errno::new(nix::libc::EFBIG).unwrap_or(Errno::EIO), fd);
-        }
         let size = opened.size;
-        let object = Arc::new(Object {
-            id: open.object_id,
-            key: key.to_string(),
-            cookie_key: open.cookie_key.to_vec(),
-            volume_key: open.volume_key.to_vec(),
-            size,
-            state: opened.object,
-            fd,
-            ranges: Mutex::new(ObjectRanges::default()),
-            changed: Condvar::new(),
-            closed: AtomicBool::new(false),
-        });
-        let id = object.id;
-        {
-            let mut table = self.lock();
-            // Checked again under the lock: another worker may have raced us to this id.
-            if table.contains_key(&id) {
-                drop(table);
-                log::error!(
-                    "OPEN object {id} ({key}): object id already open; refusing with EEXIST"
-                );
-                self.server.close(&object.state);
-                Stats::bump(&self.stats.open_errors, 1);
-                // Dropping the object closes its fd before the copen; the kernel fails
-                // that OPEN either way.
-                drop(object);
-                return vec![Action::Copen {
-                    msg_id: open.msg_id,
-                    reply: OpenReply::Error(Errno::new(nix::libc::EEXIST).unwrap_or(Errno::EIO)),
-                    inserted: None,
-                }];
-            }
-            log::info!("OPEN object {id} ({}): size {size}", object.key);
-            table.insert(id, object);
+        // Checked again under the table's lock: another worker may have raced us to this id.
+        match self.open_object(open.object_id, open.volume_key, open.cookie_key, opened, fd) {
+            Ok(object) => vec![Action::Copen {
+                msg_id: open.msg_id,
+                reply: OpenReply::Size(size),
+                inserted: Some(object.id()),
+            }],
+            Err(Refused { errno, sink }) => refuse(errno, sink),
         }
-        vec![Action::Copen {
-            msg_id: open.msg_id,
-            reply: OpenReply::Size(size),
-            inserted: Some(id),
-        }]
     }
 
     fn handle_read(&self, read: &ReadRequest) -> Vec<Action<S::Object, F>> {
-        Stats::bump(&self.stats.reads, 1);
-        Stats::bump(&self.stats.requested_bytes, read.len);
         let Some(object) = self.object(read.object_id) else {
+            Stats::bump(&self.stats.reads, 1);
+            Stats::bump(&self.stats.requested_bytes, read.len);
             Stats::bump(&self.stats.read_errors, 1);
             log::error!(
                 "READ msg {} for unknown object {}: no fd to complete it with",
@@ -615,79 +213,38 @@ impl<S: OnDemandServer, F> Session<S, F> {
             );
             return vec![Action::Ignore("READ for an unknown object")];
         };
-        let mut actions = Vec::with_capacity(2);
-        match self.window(read, object.size) {
-            Some((range, requested_end)) => {
-                log::debug!(
-                    "READ msg {} object {} [{}, +{}): filling {:?}",
-                    read.msg_id,
-                    object.id,
-                    read.off,
-                    read.len,
-                    range
-                );
-                actions.push(Action::Fill {
-                    object: Arc::clone(&object),
-                    range,
-                    requested_end,
-                })
-            }
-            None => {
-                Stats::bump(&self.stats.read_errors, 1);
-                log::warn!(
-                    "READ msg {} object {} [{}, +{}) is past the object's size {}",
-                    read.msg_id,
-                    object.id,
-                    read.off,
-                    read.len,
-                    object.size
-                );
-            }
+        let plan = self.plan_read(&object, read.off, read.len);
+        let mut actions = Vec::with_capacity(3);
+        if let Some((range, requested_end)) = plan.window {
+            log::debug!(
+                "READ msg {} object {} [{}, +{}): filling {:?}",
+                read.msg_id,
+                object.id(),
+                read.off,
+                read.len,
+                range
+            );
+            actions.push(Action::Fill {
+                object: Arc::clone(&object),
+                range,
+                requested_end,
+            });
         }
-        let ahead = match actions.first() {
-            Some(Action::Fill { range, .. }) if self.sequential_ahead > 0 => {
-                let limit = round_up(object.size.min(i64::MAX as u64));
-                let base = self.readahead.max(AHEAD_MIN);
-                object
-                    .lock_ranges()
-                    .stream
-                    .advance(range, base, self.sequential_ahead, limit)
-            }
-            _ => None,
-        };
         actions.push(Action::ReadComplete {
             object: Arc::clone(&object),
             msg_id: read.msg_id,
         });
-        if let Some(range) = ahead {
+        if let Some(range) = plan.ahead {
             actions.push(Action::FillAhead { object, range });
         }
         actions
-    }
-
-    /// The block-aligned window to fill for `read` of an object of `size` bytes, and the end
-    /// of the requested part; `None` if the request lies past the object.
-    pub fn window(&self, read: &ReadRequest, size: u64) -> Option<(Range<u64>, u64)> {
-        // Sizes are at most i64::MAX (checked at OPEN), so `limit` is block-aligned.
-        let limit = round_up(size.min(i64::MAX as u64));
-        let start = read.off / BLOCK * BLOCK;
-        if start >= limit {
-            return None;
-        }
-        // `limit` is block-aligned and above `start`, so a whole block fits: a READ of length
-        // 0 still gets the block at its offset.
-        let requested_end = round_up(read.off.saturating_add(read.len.min(MAX_READ_FILL)))
-            .min(limit)
-            .max(start + BLOCK);
-        let end = requested_end.max(start.saturating_add(self.readahead).min(limit));
-        Some((start..end, requested_end))
     }
 
     fn handle_close(&self, close: &CloseRequest) -> Vec<Action<S::Object, F>> {
         Stats::bump(&self.stats.closes, 1);
         match self.forget(close.object_id) {
             Some(object) => {
-                log::info!("CLOSE object {} ({})", object.id, object.key);
+                log::info!("CLOSE object {} ({})", object.id(), object.key());
                 vec![Action::Close(object)]
             }
             None => {
@@ -698,8 +255,9 @@ impl<S: OnDemandServer, F> Session<S, F> {
     }
 }
 
-impl<S: OnDemandServer, F: ObjectFd> Session<S, F> {
-    /// Carry out `actions`: commands go to `send`, fills use `buf` (reused between calls).
+impl<S: OnDemandServer, F: ObjectFd> Engine<S, F> {
+    /// Carry out `actions`: commands go to `send`, fills use `buf` (any size: a fill is
+    /// written in pieces of `buf`'s length; [`crate::Daemon`] uses the readahead window).
     /// Errors are logged and counted, never returned: the daemon keeps serving.
     pub fn execute(
         &self,
@@ -708,7 +266,7 @@ impl<S: OnDemandServer, F: ObjectFd> Session<S, F> {
         buf: &mut AlignedBuf,
     ) {
         // Readahead claimed by READs, filled once their actions (the cread) are done.
-        let mut deferred = Vec::new();
+        let mut later = Vec::new();
         // Fills ahead of sequential readers, after that.
         let mut aheads = Vec::new();
         for action in actions {
@@ -728,10 +286,8 @@ impl<S: OnDemandServer, F: ObjectFd> Session<S, F> {
                     }
                     Ok(()) => {
                         // Writes are allowed once the copen is in: start prefetching.
-                        if let (Some(prefetch), Some(id)) = (&self.prefetch, inserted)
-                            && let Some(object) = self.object(id)
-                        {
-                            prefetch.object_opened(object);
+                        if let Some(object) = inserted.and_then(|id| self.object(id)) {
+                            self.object_ready(&object);
                         }
                     }
                 },
@@ -741,241 +297,27 @@ impl<S: OnDemandServer, F: ObjectFd> Session<S, F> {
                     range,
                     requested_end,
                 } => {
-                    self.active_reads.fetch_add(1, Ordering::SeqCst);
-                    let mut later = Vec::new();
-                    let result = self.fill_read(
-                        &object,
-                        range.clone(),
-                        requested_end,
-                        buf,
-                        self.async_readahead.then_some(&mut later),
-                    );
-                    self.active_reads.fetch_sub(1, Ordering::SeqCst);
-                    if !later.is_empty() {
-                        deferred.push((Arc::clone(&object), later));
-                    }
-                    if let Err((pos, e)) = result {
-                        if pos < requested_end {
-                            Stats::bump(&self.stats.read_errors, 1);
-                            log::error!(
-                                "object {} ({}): filling {range:?} failed at {pos}: {e}",
-                                object.id,
-                                object.key
-                            );
-                        } else {
-                            log::warn!(
-                                "object {} ({}): readahead {range:?} stopped at {pos}: {e}",
-                                object.id,
-                                object.key
-                            );
-                        }
-                    }
+                    // Errors are counted and logged; the READ is completed either way.
+                    let _ = self.fill_window(&object, range, requested_end, buf, &mut later);
                 }
                 Action::FillAhead { object, range } => aheads.push((object, range)),
                 Action::ReadComplete { object, msg_id } => {
-                    if let Err(e) = object.fd.read_complete(msg_id) {
+                    if let Err(e) = object.sink().read_complete(msg_id) {
                         // EINVAL: the READ was cancelled (CLOSE, killed reader). Harmless.
-                        log::debug!("object {}: READ_COMPLETE {msg_id}: {e}", object.id);
+                        log::debug!("object {}: READ_COMPLETE {msg_id}: {e}", object.id());
                     }
                 }
                 Action::Close(object) => {
-                    self.server.close(&object.state);
+                    self.server().close(object.state());
                     drop(object);
                 }
                 Action::Ignore(_) => {}
             }
         }
-        for (object, ranges) in deferred {
-            for r in ranges {
-                // Small chunks: a READ waiting for part of this window waits for one chunk.
-                let result = self.fill_in_chunks(&object, r.clone(), buf, false, ASYNC_CHUNK);
-                object.release(r.clone(), false, false);
-                if let Err((pos, e)) = result {
-                    log::warn!(
-                        "object {} ({}): readahead {r:?} stopped at {pos}: {e}",
-                        object.id,
-                        object.key
-                    );
-                }
-            }
-        }
+        self.fill_later(later, buf);
         for (object, range) in aheads {
             self.fill_ahead(&object, range, buf);
         }
-    }
-
-    /// Fill what nobody has or is fetching in `range`, ahead of a sequential reader. Errors
-    /// are logged: the reader's own READ fetches the range again.
-    fn fill_ahead(&self, object: &Object<S::Object, F>, range: Range<u64>, buf: &mut AlignedBuf) {
-        if object.is_closed() {
-            return;
-        }
-        object.scan_present(range.clone());
-        let mut stopped = false;
-        for c in object.claim_gaps(range) {
-            if !stopped && !object.is_closed() {
-                match self.fill(object, c.clone(), buf, false) {
-                    Ok(()) => Stats::bump(
-                        &self.stats.ahead_bytes,
-                        c.end.min(object.size).saturating_sub(c.start),
-                    ),
-                    Err((pos, e)) => {
-                        stopped = true;
-                        log::warn!(
-                            "object {} ({}): fill ahead {c:?} stopped at {pos}: {e}",
-                            object.id,
-                            object.key
-                        );
-                    }
-                }
-            }
-            // Whatever was not written is released too (fill marks written chunks itself).
-            object.release(c, false, false);
-        }
-    }
-
-    /// Fill the window of a READ: wait for fills already in flight over the requested part
-    /// (a prefetch or another READ) instead of fetching those bytes again, then fetch what is
-    /// still missing of the requested part, then the readahead part that nobody has or is
-    /// fetching. On error, returns where the first failure was.
-    ///
-    /// With `later`, the readahead claims are not filled but handed back (still claimed), to
-    /// be filled after the READ is completed ([`Session::with_async_readahead`]).
-    fn fill_read(
-        &self,
-        object: &Object<S::Object, F>,
-        range: Range<u64>,
-        requested_end: u64,
-        buf: &mut AlignedBuf,
-        mut later: Option<&mut Vec<Range<u64>>>,
-    ) -> Result<(), (u64, io::Error)> {
-        let requested = range.start..requested_end;
-        let readahead = requested_end..range.end;
-        // What the cache file already holds in the readahead part is not fetched again.
-        if !readahead.is_empty() {
-            object.scan_present(readahead.clone());
-        }
-        let mut r = object.lock_ranges();
-        // Bounded: fills in flight always end (success or failure); the bound only guards
-        // against a server that hangs.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while r.inflight.intersects(requested.clone())
-            && !object.is_closed()
-            && Instant::now() < deadline
-        {
-            r = object
-                .changed
-                .wait_timeout(r, Duration::from_millis(100))
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
-        let mut claims = r.written.gaps(requested.clone());
-        // Written before: the kernel asked anyway, so check the cache file (a READ can race
-        // with the write that made the range present); refill what is not there.
-        let covered = r.written.intersection(requested.clone());
-        Stats::bump(
-            &self.stats.served_by_prefetch_bytes,
-            r.prefetched.intersection_len(requested.clone()),
-        );
-        if !readahead.is_empty() {
-            claims.extend(r.busy_or_present().gaps(readahead));
-        }
-        // Adjacent claims (the requested part and the readahead after it) merge, so one fill
-        // writes whole buffers. The covered ranges that turn out missing are refilled without
-        // a claim (rare).
-        let claims: RangeSet = claims.into_iter().collect();
-        for c in claims.ranges() {
-            r.inflight.insert(c.clone());
-        }
-        drop(r);
-        let mut first_err = None;
-        for c in covered {
-            let missing = match object.fd.data_ranges(c.clone()) {
-                // Whole blocks only, so what is refilled stays block-aligned.
-                Ok(present) => RangeSet::whole_blocks(present, BLOCK).gaps(c),
-                Err(_) => Vec::new(),
-            };
-            for m in missing {
-                log::debug!("object {}: {m:?} written before but not present", object.id);
-                if let Err(e) = self.fill(object, m, buf, false) {
-                    first_err.get_or_insert(e);
-                }
-            }
-        }
-        for c in claims.ranges().iter().cloned() {
-            let c = match later.as_deref_mut() {
-                Some(later) if c.end > requested_end => {
-                    later.push(c.start.max(requested_end)..c.end);
-                    if c.start >= requested_end {
-                        continue;
-                    }
-                    c.start..requested_end
-                }
-                _ => c,
-            };
-            let result = self.fill(object, c.clone(), buf, false);
-            // Whatever was not written is released too (fill marks written chunks itself).
-            object.release(c, false, false);
-            if let Err(e) = result {
-                first_err.get_or_insert(e);
-            }
-        }
-        match first_err {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
-    }
-
-    /// Fill `range` of `object`, in chunks of `buf`'s size, marking each written chunk in the
-    /// object's ranges. `prefetch` says who fetches (for the counters). On error, returns
-    /// where it stopped.
-    pub(crate) fn fill(
-        &self,
-        object: &Object<S::Object, F>,
-        range: Range<u64>,
-        buf: &mut AlignedBuf,
-        prefetch: bool,
-    ) -> Result<(), (u64, io::Error)> {
-        self.fill_in_chunks(object, range, buf, prefetch, u64::MAX)
-    }
-
-    /// [`fill`](Self::fill) in chunks of at most `max_chunk` bytes (whole blocks).
-    fn fill_in_chunks(
-        &self,
-        object: &Object<S::Object, F>,
-        range: Range<u64>,
-        buf: &mut AlignedBuf,
-        prefetch: bool,
-        max_chunk: u64,
-    ) -> Result<(), (u64, io::Error)> {
-        let chunk = (buf.len() as u64).min(max_chunk.max(BLOCK) / BLOCK * BLOCK);
-        let bytes = buf.as_mut_bytes();
-        let mut pos = range.start;
-        while pos < range.end {
-            let end = range.end.min(pos.saturating_add(chunk));
-            // At most `chunk` bytes: fits in usize.
-            let n = (end - pos) as usize;
-            let valid = (end.min(object.size).saturating_sub(pos)) as usize;
-            let out = &mut bytes[..n];
-            let started = Instant::now();
-            self.server
-                .fill(&object.state, pos, &mut out[..valid])
-                .map_err(|e| (pos, e))?;
-            self.stats.fetch_latency.observe(started.elapsed());
-            let fetched = if prefetch {
-                &self.stats.prefetched_bytes
-            } else {
-                &self.stats.fetched_bytes
-            };
-            Stats::bump(fetched, valid as u64);
-            out[valid..].fill(0);
-            object.fd.write_at(out, pos).map_err(|e| (pos, e))?;
-            Stats::bump(&self.stats.writes, 1);
-            Stats::bump(&self.stats.bytes_written, n as u64);
-            object.release(pos..end, true, prefetch);
-            pos = end;
-        }
-        Ok(())
     }
 
     /// Decode one message read from `device`, adopt the fd of an OPEN, decide and act.
@@ -1038,9 +380,13 @@ mod tests {
     use cachefiles_proto::msg::{CACHEFILES_OP_OPEN, MsgHeader, OpenPayload};
     use zerocopy::IntoBytes;
 
+    use std::sync::Mutex;
+
     use super::*;
+    use crate::engine::{DEFAULT_READAHEAD, Sink};
     use crate::fake::{FakeDevice, FakeFd};
     use crate::local::LocalDirServer;
+    use crate::metrics::StatsSnapshot;
     use crate::server::Opened;
 
     const BLOB_LEN: usize = 3 * 1024 * 1024 + 1000;
@@ -1187,12 +533,15 @@ mod tests {
     #[derive(Default)]
     struct Events(Mutex<Vec<(char, u64)>>);
 
-    impl ObjectFd for Events {
+    impl Sink for Events {
         fn write_at(&self, data: &[u8], off: u64) -> io::Result<()> {
             self.0.lock().unwrap().push(('w', off));
             assert_eq!(data.len() % 4096, 0);
             Ok(())
         }
+    }
+
+    impl ObjectFd for Events {
         fn read_complete(&self, msg_id: MsgId) -> io::Result<()> {
             self.0.lock().unwrap().push(('c', u64::from(msg_id.0)));
             Ok(())
@@ -1228,7 +577,7 @@ mod tests {
             let actions = s.handle(&read, None);
             s.execute(actions, &send, &mut buf);
             let object = s.object(ObjectId(1)).unwrap();
-            let events = object.fd().0.lock().unwrap().clone();
+            let events = object.sink().0.lock().unwrap().clone();
             (events, object.present(), s.stats().fetched_bytes)
         };
         // Synchronous: the whole window, then the completion.
@@ -1302,118 +651,6 @@ mod tests {
             st.fetched_bytes,
             4 * (256 << 10) + (BLOB_LEN as u64 - (3 << 20))
         );
-    }
-
-    #[test]
-    fn the_stream_ramps_up_resets_and_stops_at_the_limit() {
-        // In half MiBs: (window, object size, the fill ahead it starts).
-        type Step = ((u64, u64), u64, Option<(u64, u64)>);
-        let steps: [Step; 9] = [
-            ((0, 2), 200, None),
-            ((2, 4), 200, Some((4, 6))),
-            // Within what was filled ahead: twice as far, each time.
-            ((5, 7), 200, Some((7, 11))),
-            ((11, 13), 200, Some((13, 21))),
-            ((21, 23), 200, Some((23, 39))),
-            // At most `max` (8 MiB).
-            ((39, 41), 200, Some((41, 57))),
-            // Not past the object; nothing at all at its end.
-            ((57, 59), 60, Some((59, 60))),
-            ((58, 60), 60, None),
-            // A READ elsewhere (behind the stream) starts over.
-            ((0, 2), 200, None),
-        ];
-        let h = 1 << 19;
-        let mut s = Stream::default();
-        for ((a, b), size, want) in steps {
-            let got = s.advance(&(a * h..b * h), 2 * h, 16 * h, size * h);
-            assert_eq!(
-                got,
-                want.map(|(x, y)| x * h..y * h),
-                "window [{a}, {b}) half MiBs"
-            );
-        }
-        assert_eq!(
-            s.advance(&(2 * h..4 * h), 2 * h, 16 * h, 200 * h),
-            Some(4 * h..6 * h)
-        );
-    }
-
-    #[test]
-    fn window_logic() {
-        let s = Session::<LocalDirServer, FakeFd>::new(LocalDirServer::new("/x"));
-        let read = |off, len| ReadRequest {
-            msg_id: MsgId(0),
-            object_id: ObjectId(1),
-            off,
-            len,
-        };
-        let mib = 1 << 20;
-        // Clipped to the object rounded up to a block.
-        assert_eq!(s.window(&read(0, 4096), 10_000), Some((0..12288, 4096)));
-        assert_eq!(
-            s.window(&read(4096, 4096), 10 * mib),
-            Some((4096..4096 + mib, 8192))
-        );
-        // A request bigger than the window is served whole.
-        assert_eq!(
-            s.window(&read(0, 3 * mib), 10 * mib),
-            Some((0..3 * mib, 3 * mib))
-        );
-        // Unaligned requests are widened to blocks.
-        assert_eq!(s.window(&read(100, 10), 10 * mib), Some((0..mib, 4096)));
-        // A READ longer than MAX_READ_FILL gets that much.
-        assert_eq!(
-            s.window(&read(4096, 1 << 40), 1 << 41),
-            Some((4096..4096 + MAX_READ_FILL, 4096 + MAX_READ_FILL))
-        );
-        // Past the end: nothing to write (the READ is still completed).
-        assert_eq!(s.window(&read(12288, 4096), 10_000), None);
-        assert_eq!(s.window(&read(0, 4096), 0), None);
-        // The tail block past the last byte.
-        assert_eq!(
-            s.window(&read(8192, 4096), 10_000),
-            Some((8192..12288, 12288))
-        );
-        // Extreme values do not overflow.
-        assert_eq!(s.window(&read(u64::MAX - 5, 100), u64::MAX), None);
-        let off = i64::MAX as u64 / 4096 * 4096 - 4096;
-        assert!(s.window(&read(off, 4096), i64::MAX as u64).is_some());
-        let s = s.with_readahead(5000);
-        assert_eq!(s.readahead(), 8192);
-        assert_eq!(s.window(&read(0, 4096), 10 * mib), Some((0..8192, 4096)));
-    }
-
-    proptest::proptest! {
-        #[test]
-        fn windows_are_aligned_and_cover_the_request(
-            off in 0u64..(1 << 40),
-            len in 0u64..(16 << 20),
-            size in 0u64..(1 << 40),
-            readahead in 0u64..(8 << 20),
-        ) {
-            let s = Session::<LocalDirServer, FakeFd>::new(LocalDirServer::new("/x"))
-                .with_readahead(readahead);
-            let read = ReadRequest { msg_id: MsgId(0), object_id: ObjectId(1), off, len };
-            let limit = size.div_ceil(BLOCK) * BLOCK;
-            match s.window(&read, size) {
-                None => proptest::prop_assert!(off / BLOCK * BLOCK >= limit),
-                Some((range, requested_end)) => {
-                    proptest::prop_assert_eq!(range.start % BLOCK, 0);
-                    proptest::prop_assert_eq!(range.end % BLOCK, 0);
-                    proptest::prop_assert!(range.start <= off && range.start + BLOCK > off);
-                    proptest::prop_assert!(range.start < range.end && range.end <= limit);
-                    // The requested bytes that exist are all inside.
-                    proptest::prop_assert!(requested_end >= (off + len).min(size));
-                    proptest::prop_assert!(requested_end <= range.end);
-                    // Never more than the request or the readahead window, whichever is larger.
-                    let span = range.end - range.start;
-                    proptest::prop_assert!(
-                        span <= s.readahead().max(requested_end - range.start).max(BLOCK)
-                    );
-                }
-            }
-        }
     }
 
     #[test]

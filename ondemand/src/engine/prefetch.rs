@@ -1,10 +1,12 @@
 //! Background prefetch: fill objects before the kernel asks, so later reads cause no upcall.
 //!
-//! When an object is opened (its `copen` written), the [`Session`] queues the ranges its
+//! When an object is ready for writes (its `copen` written; with fanotify, its backing
+//! file marked and writable), the [`Engine`] queues the ranges its
 //! [`PrefetchConfig`] plans for it: ranges listed by the embedder for its cookie key (for
 //! example the blob ranges of a list of paths, see [`crate::plan`]), then, with
 //! [`PrefetchConfig::whole_objects`], the rest of the object. Prefetch threads
-//! ([`Session::prefetch_worker`], started by [`crate::Daemon::run`]) take the queue in order
+//! ([`Engine::prefetch_worker`], started by [`crate::Daemon::run`] and
+//! [`crate::FanotifyDaemon::run`]) take the queue in order
 //! and fill it chunk by chunk:
 //!
 //! - **Never twice.** Each object keeps what is written, what is in flight and what a scan of
@@ -12,7 +14,7 @@
 //!   object's lock, and only its gaps are fetched. A READ whose requested part is in flight
 //!   waits for that fill instead of fetching it again; readahead skips it.
 //! - **Survives restarts.** Before the first chunk of an object, its cache file is scanned
-//!   with `SEEK_DATA`/`SEEK_HOLE` through the object's fd ([`crate::ObjectFd::data_ranges`]):
+//!   with `SEEK_DATA`/`SEEK_HOLE` through the object's fd ([`Sink::data_ranges`]):
 //!   the kernel's own record of what is present (it serves every allocated block as data), so
 //!   a new daemon skips what an earlier one fetched, with no side file that could go stale.
 //! - **Gives way.** Before each chunk, prefetch waits (up to 20 ms) while READ fills are in
@@ -29,14 +31,13 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use super::window::BLOCK;
+use super::{Engine, Object, Sink};
 use crate::daemon::Shutdown;
-use crate::device::{AlignedBuf, BLOCK_SIZE, ObjectFd};
+use crate::device::AlignedBuf;
 use crate::metrics::Stats;
 use crate::ranges::RangeSet;
 use crate::server::OnDemandServer;
-use crate::session::{Object, Session};
-
-const BLOCK: u64 = BLOCK_SIZE as u64;
 
 /// Default prefetch chunk: 1 MiB.
 pub const DEFAULT_PREFETCH_CHUNK: u64 = 1 << 20;
@@ -243,9 +244,9 @@ impl<O, F> Prefetcher<O, F> {
     }
 }
 
-impl<S: OnDemandServer, F: ObjectFd> Session<S, F> {
+impl<S: OnDemandServer, K: Sink> Engine<S, K> {
     /// Run one prefetch thread until `shutdown`: take queued objects and fill their planned
-    /// ranges (see the [module docs](crate::prefetch)). Returns at once if the session has no
+    /// ranges (see the [`PrefetchConfig`]). Returns at once if the session has no
     /// prefetch. [`crate::Daemon::run`] starts [`PrefetchConfig::threads`] of these.
     pub fn prefetch_worker(&self, shutdown: &Shutdown) {
         let Some(prefetch) = &self.prefetch else {
@@ -267,10 +268,10 @@ impl<S: OnDemandServer, F: ObjectFd> Session<S, F> {
 
     /// Scan the object's cache file for present blocks, retrying while the kernel has not
     /// attached it yet (`ENOBUFS` right after the copen).
-    fn scan_cache_file(&self, object: &Object<S::Object, F>, shutdown: &Shutdown) -> u64 {
+    fn scan_cache_file(&self, object: &Object<S::Object, K>, shutdown: &Shutdown) -> u64 {
         let limit = object.size().div_ceil(BLOCK).saturating_mul(BLOCK);
         for _ in 0..200 {
-            match object.fd().data_ranges(0..limit) {
+            match object.sink().data_ranges(0..limit) {
                 Ok(found) => {
                     // A data extent ends mid-block only at the file's end: such a block is
                     // not trusted.
@@ -296,8 +297,8 @@ impl<S: OnDemandServer, F: ObjectFd> Session<S, F> {
 
     fn prefetch_job(
         &self,
-        prefetch: &Prefetcher<S::Object, F>,
-        job: &Job<S::Object, F>,
+        prefetch: &Prefetcher<S::Object, K>,
+        job: &Job<S::Object, K>,
         shutdown: &Shutdown,
         buf: &mut AlignedBuf,
     ) {
@@ -409,6 +410,7 @@ mod session_tests {
     use super::*;
     use crate::fake::FakeFd;
     use crate::server::{ObjectKey, Opened};
+    use crate::session::Session;
 
     const LEN: usize = 5 * 1024 * 1024 + 123;
 

@@ -1,0 +1,318 @@
+//! The one fill loop: produce a block-aligned range of an object with the server, pad the
+//! object's last block with zeros, write it through the object's sink, mark it present. READ
+//! windows, fills ahead of sequential readers and prefetch all go through it, over the
+//! claims of [`super::Object`].
+
+use std::io;
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::window::{AHEAD_MIN, ASYNC_CHUNK, BLOCK, round_up};
+use super::{Engine, Object, Sink};
+use crate::device::AlignedBuf;
+use crate::metrics::Stats;
+use crate::ranges::RangeSet;
+use crate::server::OnDemandServer;
+
+/// What the engine does for one read of an object ([`Engine::plan_read`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadPlan {
+    /// The block-aligned window to fill and the end of its requested part; `None` when the
+    /// read lies past the object (nothing to fill; the read is still answered).
+    pub window: Option<(Range<u64>, u64)>,
+    /// What to fill after the read is answered, ahead of a sequential reader
+    /// ([`Engine::with_sequential_ahead`]).
+    pub ahead: Option<Range<u64>>,
+}
+
+/// Readahead a READ claimed and left to fill after it is answered
+/// ([`Engine::with_async_readahead`]).
+pub(crate) type Later<O, K> = Vec<(Arc<Object<O, K>>, Vec<Range<u64>>)>;
+
+impl<S: OnDemandServer, K> Engine<S, K> {
+    /// Count a read of `len` bytes at `off` of `object` and decide its window and the fill
+    /// ahead of it (which advances the object's sequential stream).
+    pub fn plan_read(&self, object: &Object<S::Object, K>, off: u64, len: u64) -> ReadPlan {
+        Stats::bump(&self.stats.reads, 1);
+        Stats::bump(&self.stats.requested_bytes, len);
+        let window = super::window(off, len, object.size(), self.readahead());
+        let ahead = match &window {
+            Some((range, _)) if self.sequential_ahead() > 0 => {
+                let limit = round_up(object.size().min(i64::MAX as u64));
+                let base = self.readahead().max(AHEAD_MIN);
+                object
+                    .lock_ranges()
+                    .stream
+                    .advance(range, base, self.sequential_ahead(), limit)
+            }
+            Some(_) => None,
+            None => {
+                Stats::bump(&self.stats.read_errors, 1);
+                log::warn!(
+                    "object {} ({}): read [{off}, +{len}) is past its size {}",
+                    object.id(),
+                    object.key(),
+                    object.size()
+                );
+                None
+            }
+        };
+        ReadPlan { window, ahead }
+    }
+}
+
+impl<S: OnDemandServer, K: Sink> Engine<S, K> {
+    /// Fill the window of a READ ([`ReadPlan::window`]): what is in flight over the requested
+    /// part is waited for, what is missing fetched, and the readahead part that nobody has or
+    /// is fetching is fetched too (or, with asynchronous readahead, claimed and pushed on
+    /// `later`, for [`fill_later`](Self::fill_later) once the READ is answered).
+    ///
+    /// # Errors
+    ///
+    /// The requested part could not be filled (counted as a read error and logged): answer
+    /// the READ with an error. A failure in the readahead part is only logged.
+    pub(crate) fn fill_window(
+        &self,
+        object: &Arc<Object<S::Object, K>>,
+        range: Range<u64>,
+        requested_end: u64,
+        buf: &mut AlignedBuf,
+        later: &mut Later<S::Object, K>,
+    ) -> io::Result<()> {
+        self.active_reads.fetch_add(1, Ordering::SeqCst);
+        let mut deferred = Vec::new();
+        let result = self.fill_read(
+            object,
+            range.clone(),
+            requested_end,
+            buf,
+            self.async_readahead.then_some(&mut deferred),
+        );
+        self.active_reads.fetch_sub(1, Ordering::SeqCst);
+        if !deferred.is_empty() {
+            later.push((Arc::clone(object), deferred));
+        }
+        match result {
+            Ok(()) => Ok(()),
+            Err((pos, e)) if pos < requested_end => {
+                Stats::bump(&self.stats.read_errors, 1);
+                log::error!(
+                    "object {} ({}): filling {range:?} failed at {pos}: {e}",
+                    object.id(),
+                    object.key()
+                );
+                Err(e)
+            }
+            Err((pos, e)) => {
+                log::warn!(
+                    "object {} ({}): readahead {range:?} stopped at {pos}: {e}",
+                    object.id(),
+                    object.key()
+                );
+                Ok(())
+            }
+        }
+    }
+
+    /// Fill the readahead that [`fill_window`](Self::fill_window) left for after the READ's
+    /// answer, in small chunks (a READ waiting for part of it waits for one chunk).
+    pub(crate) fn fill_later(&self, later: Later<S::Object, K>, buf: &mut AlignedBuf) {
+        for (object, ranges) in later {
+            for r in ranges {
+                let result = self.fill_in_chunks(&object, r.clone(), buf, false, ASYNC_CHUNK);
+                object.release(r.clone(), false, false);
+                if let Err((pos, e)) = result {
+                    log::warn!(
+                        "object {} ({}): readahead {r:?} stopped at {pos}: {e}",
+                        object.id(),
+                        object.key()
+                    );
+                }
+            }
+        }
+    }
+
+    /// Fill what nobody has or is fetching in `range`, ahead of a sequential reader. Errors
+    /// are logged: the reader's own READ fetches the range again.
+    pub(crate) fn fill_ahead(
+        &self,
+        object: &Object<S::Object, K>,
+        range: Range<u64>,
+        buf: &mut AlignedBuf,
+    ) {
+        if object.is_closed() {
+            return;
+        }
+        object.scan_present(range.clone());
+        let mut stopped = false;
+        for c in object.claim_gaps(range) {
+            if !stopped && !object.is_closed() {
+                match self.fill(object, c.clone(), buf, false) {
+                    Ok(()) => Stats::bump(
+                        &self.stats.ahead_bytes,
+                        c.end.min(object.size()).saturating_sub(c.start),
+                    ),
+                    Err((pos, e)) => {
+                        stopped = true;
+                        log::warn!(
+                            "object {} ({}): fill ahead {c:?} stopped at {pos}: {e}",
+                            object.id(),
+                            object.key()
+                        );
+                    }
+                }
+            }
+            // Whatever was not written is released too (fill marks written chunks itself).
+            object.release(c, false, false);
+        }
+    }
+
+    /// Fill the window of a READ: wait for fills already in flight over the requested part
+    /// (a prefetch or another READ) instead of fetching those bytes again, then fetch what is
+    /// still missing of the requested part, then the readahead part that nobody has or is
+    /// fetching. On error, returns where the first failure was.
+    ///
+    /// With `later`, the readahead claims are not filled but handed back (still claimed), to
+    /// be filled after the READ is completed ([`Engine::with_async_readahead`]).
+    fn fill_read(
+        &self,
+        object: &Object<S::Object, K>,
+        range: Range<u64>,
+        requested_end: u64,
+        buf: &mut AlignedBuf,
+        mut later: Option<&mut Vec<Range<u64>>>,
+    ) -> Result<(), (u64, io::Error)> {
+        let requested = range.start..requested_end;
+        let readahead = requested_end..range.end;
+        // What the cache file already holds in the readahead part is not fetched again.
+        if !readahead.is_empty() {
+            object.scan_present(readahead.clone());
+        }
+        let mut r = object.lock_ranges();
+        // Bounded: fills in flight always end (success or failure); the bound only guards
+        // against a server that hangs.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while r.inflight.intersects(requested.clone())
+            && !object.is_closed()
+            && Instant::now() < deadline
+        {
+            r = object
+                .changed
+                .wait_timeout(r, Duration::from_millis(100))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        let mut claims = r.written.gaps(requested.clone());
+        // Written before: the kernel asked anyway, so check the cache file (a READ can race
+        // with the write that made the range present); refill what is not there.
+        let covered = r.written.intersection(requested.clone());
+        Stats::bump(
+            &self.stats.served_by_prefetch_bytes,
+            r.prefetched.intersection_len(requested.clone()),
+        );
+        if !readahead.is_empty() {
+            claims.extend(r.busy_or_present().gaps(readahead));
+        }
+        // Adjacent claims (the requested part and the readahead after it) merge, so one fill
+        // writes whole buffers. The covered ranges that turn out missing are refilled without
+        // a claim (rare).
+        let claims: RangeSet = claims.into_iter().collect();
+        for c in claims.ranges() {
+            r.inflight.insert(c.clone());
+        }
+        drop(r);
+        let mut first_err = None;
+        for c in covered {
+            let missing = match object.sink().data_ranges(c.clone()) {
+                // Whole blocks only, so what is refilled stays block-aligned.
+                Ok(present) => RangeSet::whole_blocks(present, BLOCK).gaps(c),
+                Err(_) => Vec::new(),
+            };
+            for m in missing {
+                log::debug!(
+                    "object {}: {m:?} written before but not present",
+                    object.id()
+                );
+                if let Err(e) = self.fill(object, m, buf, false) {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        for c in claims.ranges().iter().cloned() {
+            let c = match later.as_deref_mut() {
+                Some(later) if c.end > requested_end => {
+                    later.push(c.start.max(requested_end)..c.end);
+                    if c.start >= requested_end {
+                        continue;
+                    }
+                    c.start..requested_end
+                }
+                _ => c,
+            };
+            let result = self.fill(object, c.clone(), buf, false);
+            // Whatever was not written is released too (fill marks written chunks itself).
+            object.release(c, false, false);
+            if let Err(e) = result {
+                first_err.get_or_insert(e);
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Fill `range` of `object`, in chunks of `buf`'s size, marking each written chunk in the
+    /// object's ranges. `prefetch` says who fetches (for the counters). On error, returns
+    /// where it stopped.
+    pub(crate) fn fill(
+        &self,
+        object: &Object<S::Object, K>,
+        range: Range<u64>,
+        buf: &mut AlignedBuf,
+        prefetch: bool,
+    ) -> Result<(), (u64, io::Error)> {
+        self.fill_in_chunks(object, range, buf, prefetch, u64::MAX)
+    }
+
+    /// [`fill`](Self::fill) in chunks of at most `max_chunk` bytes (whole blocks).
+    pub(crate) fn fill_in_chunks(
+        &self,
+        object: &Object<S::Object, K>,
+        range: Range<u64>,
+        buf: &mut AlignedBuf,
+        prefetch: bool,
+        max_chunk: u64,
+    ) -> Result<(), (u64, io::Error)> {
+        let chunk = (buf.len() as u64).min(max_chunk.max(BLOCK) / BLOCK * BLOCK);
+        let bytes = buf.as_mut_bytes();
+        let mut pos = range.start;
+        while pos < range.end {
+            let end = range.end.min(pos.saturating_add(chunk));
+            // At most `chunk` bytes: fits in usize.
+            let n = (end - pos) as usize;
+            let valid = (end.min(object.size()).saturating_sub(pos)) as usize;
+            let out = &mut bytes[..n];
+            let started = Instant::now();
+            self.server
+                .fill(object.state(), pos, &mut out[..valid])
+                .map_err(|e| (pos, e))?;
+            self.stats.fetch_latency.observe(started.elapsed());
+            let fetched = if prefetch {
+                &self.stats.prefetched_bytes
+            } else {
+                &self.stats.fetched_bytes
+            };
+            Stats::bump(fetched, valid as u64);
+            out[valid..].fill(0);
+            object.sink().write_at(out, pos).map_err(|e| (pos, e))?;
+            Stats::bump(&self.stats.writes, 1);
+            Stats::bump(&self.stats.bytes_written, n as u64);
+            object.release(pos..end, true, prefetch);
+            pos = end;
+        }
+        Ok(())
+    }
+}
