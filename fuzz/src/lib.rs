@@ -1394,24 +1394,33 @@ pub fn ondemand_session(data: &[u8]) {
 }
 
 /// The buffer of one `read` of a fanotify group (hostile: any bytes), decoded by
-/// `ondemand::fanotify::Events`, and each event's range turned into the range the transport
+/// `ondemand::fanotify::Events`, and each event's range turned into the window the engine
 /// fills: decoding never panics or loops (each item consumes bytes), a malformed event is
 /// reported with the fd of its header when there is one, and the fill range stays inside the
 /// file, block-aligned at its start.
 pub fn fanotify_events(data: &[u8]) {
-    use ondemand::fanotify::{Events, ZeroCount, fill_range, response_word};
+    use ondemand::fanotify::{Events, ZeroCount, event_read, response_word};
     let (sel, rest) = split_first(data);
     let size = u64::from(sel) * 4096 + u64::from(sel % 7);
+    let limit = size.div_ceil(4096) * 4096;
     for (n, item) in Events::new(rest).enumerate() {
         assert!(n <= rest.len() / 24, "more events than the buffer holds");
         let Ok(ev) = item else { continue };
         for zero in [ZeroCount::Nothing, ZeroCount::Window, ZeroCount::WholeFile] {
-            let r = fill_range(ev.range, size, 1 << 20, zero);
-            assert!(
-                r.start <= r.end && r.end <= size,
-                "{r:?} outside a {size}-byte file"
-            );
-            assert!(r.start.is_multiple_of(4096) || r.is_empty() || r.start == size);
+            // The engine's window over the read the event stands for.
+            let Some((off, len)) = event_read(ev.range, size, zero) else {
+                continue;
+            };
+            if let Some((r, requested_end)) = ondemand::window(off, len, size, 1 << 20) {
+                assert!(
+                    r.start <= off && r.end <= limit && r.start < r.end,
+                    "{r:?} for [{off}, +{len}) of a {size}-byte file"
+                );
+                assert!(r.start.is_multiple_of(4096) && r.end.is_multiple_of(4096));
+                assert!(requested_end <= r.end);
+            } else {
+                assert!(off / 4096 * 4096 >= limit);
+            }
         }
         let _ = response_word(false, Some(ev.pid));
     }

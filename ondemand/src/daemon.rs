@@ -10,15 +10,25 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cachefiles_proto::MSG_MAX_SIZE;
 
 use crate::device::{AlignedBuf, Device};
 use crate::metrics::StatsSnapshot;
-use crate::metrics::write_atomically;
 use crate::server::OnDemandServer;
 use crate::session::Session;
+
+/// Worker threads of [`Daemon`] and [`crate::FanotifyDaemon`] by default, as in
+/// `erofs-ondemand serve` and `erofs-ondemand fanotify`.
+pub const DEFAULT_THREADS: usize = 4;
+
+/// The fill buffer for a readahead window: whole windows per `pwrite`, 64 KiB to 4 MiB.
+pub(crate) fn default_fill_buffer(readahead: u64) -> usize {
+    usize::try_from(readahead)
+        .unwrap_or(usize::MAX)
+        .clamp(64 << 10, 4 << 20)
+}
 
 /// How long a worker waits in `poll` before looking at the shutdown flag again.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
@@ -134,15 +144,14 @@ impl<S: OnDemandServer, D: Device> std::fmt::Debug for Daemon<S, D> {
 }
 
 impl<S: OnDemandServer, D: Device> Daemon<S, D> {
-    /// A daemon with one worker thread. The device must already be bound
+    /// A daemon with [`DEFAULT_THREADS`] worker threads. The device must already be bound
     /// ([`crate::CachefilesDevice::bind_ondemand`]).
     pub fn new(device: D, session: Session<S, D::Fd>) -> Self {
-        // Whole readahead windows per pwrite, within bounds.
-        let fill_buffer = (session.readahead() as usize).clamp(64 << 10, 4 << 20);
+        let fill_buffer = default_fill_buffer(session.readahead());
         Daemon {
             device,
             session,
-            threads: 1,
+            threads: DEFAULT_THREADS,
             fill_buffer,
             shutdown: Shutdown::new(),
             metrics_file: None,
@@ -154,70 +163,6 @@ impl<S: OnDemandServer, D: Device> Daemon<S, D> {
     pub fn with_metrics_file(mut self, path: impl Into<PathBuf>, interval: Duration) -> Self {
         self.metrics_file = Some((path.into(), interval.max(Duration::from_millis(10))));
         self
-    }
-
-    /// Rewrite the metrics file; `failing` remembers a failure so it is logged once, not
-    /// every interval (and its end is logged too).
-    fn write_metrics(&self, failing: &mut bool) {
-        if let Some((path, _)) = &self.metrics_file {
-            let text = self.session.render_prometheus();
-            match write_atomically(path, text.as_bytes()) {
-                Err(e) if !*failing => {
-                    log::warn!("metrics file {}: {e}", path.display());
-                    *failing = true;
-                }
-                Err(_) => {}
-                Ok(()) if *failing => {
-                    log::info!("metrics file {} written again", path.display());
-                    *failing = false;
-                }
-                Ok(()) => {}
-            }
-        }
-    }
-
-    /// The metrics file and prefetch progress: every `interval` (at most 1 s) until shutdown.
-    fn reporter(&self) {
-        let interval = self
-            .metrics_file
-            .as_ref()
-            .map_or(Duration::from_secs(1), |(_, i)| {
-                (*i).min(Duration::from_secs(1))
-            });
-        let mut last_write = Instant::now();
-        let mut last_progress = Instant::now();
-        let mut last_seen = None;
-        let mut failing = false;
-        self.write_metrics(&mut failing);
-        while !self.shutdown.is_triggered() {
-            std::thread::sleep(interval.min(POLL_INTERVAL));
-            if last_write.elapsed() >= interval {
-                self.write_metrics(&mut failing);
-                last_write = Instant::now();
-            }
-            if self.session.prefetch.is_some() && last_progress.elapsed() >= Duration::from_secs(1)
-            {
-                last_progress = Instant::now();
-                let s = self.session.stats();
-                let pending = self.session.prefetch_pending_bytes();
-                let now = (s.prefetched_bytes, s.prefetch_skipped_bytes, pending);
-                if last_seen != Some(now) {
-                    last_seen = Some(now);
-                    let mib = |b: u64| b as f64 / (1 << 20) as f64;
-                    log::info!(
-                        "prefetch: fetched {:.1} MiB, already present {:.1} MiB, pending {:.1} MiB{}",
-                        mib(s.prefetched_bytes),
-                        mib(s.prefetch_skipped_bytes),
-                        mib(pending),
-                        if self.session.prefetch_idle() {
-                            " (idle)"
-                        } else {
-                            ""
-                        }
-                    );
-                }
-            }
-        }
     }
 
     /// Use `n` worker threads (at least 1).
@@ -264,27 +209,8 @@ impl<S: OnDemandServer, D: Device> Daemon<S, D> {
     pub fn run(&self) -> io::Result<StatsSnapshot> {
         let failure: Mutex<Option<io::Error>> = Mutex::new(None);
         std::thread::scope(|scope| {
-            let prefetch_threads = self
-                .session
-                .prefetch
-                .as_ref()
-                .map_or(0, |p| p.config().threads());
-            for i in 0..prefetch_threads {
-                let spawned = std::thread::Builder::new()
-                    .name(format!("prefetch-{i}"))
-                    .spawn_scoped(scope, move || self.session.prefetch_worker(&self.shutdown));
-                if let Err(e) = spawned {
-                    log::error!("cannot start prefetch thread {i}: {e}");
-                }
-            }
-            if self.metrics_file.is_some() || prefetch_threads > 0 {
-                let spawned = std::thread::Builder::new()
-                    .name("reporter".into())
-                    .spawn_scoped(scope, move || self.reporter());
-                if let Err(e) = spawned {
-                    log::error!("cannot start the metrics thread: {e}");
-                }
-            }
+            self.session
+                .spawn_background(scope, &self.shutdown, self.metrics_file.as_ref());
             for i in 0..self.threads {
                 spawn_worker(
                     scope,
@@ -295,7 +221,9 @@ impl<S: OnDemandServer, D: Device> Daemon<S, D> {
                 );
             }
         });
-        self.write_metrics(&mut false);
+        if let Some((path, _)) = &self.metrics_file {
+            self.session.write_metrics(path, &mut false);
+        }
         match failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
             Some(e) => Err(e),
             None => Ok(self.session.stats()),

@@ -8,7 +8,7 @@
 
 use std::io;
 use std::ops::Range;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::time::Duration;
 
@@ -275,7 +275,9 @@ impl Device for CachefilesDevice {
     }
 
     fn adopt(&self, fd: u32) -> io::Result<AnonFd> {
-        let fd = sys::adopt_fd(fd)?;
+        let fd = RawFd::try_from(fd)
+            .map_err(|_| io::Error::from_raw_os_error(nix::libc::EBADF))
+            .and_then(crate::sys::adopt_fd)?;
         // The kernel installs the fd without O_CLOEXEC.
         fcntl(&fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
         Ok(AnonFd { fd })
@@ -346,52 +348,7 @@ impl Sink for AnonFd {
 
 impl ObjectFd for AnonFd {
     fn read_complete(&self, msg_id: MsgId) -> io::Result<()> {
-        sys::read_complete(self.fd.as_fd(), msg_id.0)
-    }
-}
-
-/// The unsafe calls of the crate, each with its reason.
-#[allow(unsafe_code)]
-mod sys {
-    use std::io;
-    use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-
-    use cachefiles_proto::ioctl::CACHEFILES_IOC_READ_COMPLETE;
-
-    /// Take ownership of an fd number the kernel installed in this process while delivering
-    /// an OPEN message.
-    pub(super) fn adopt_fd(fd: u32) -> io::Result<OwnedFd> {
-        let raw =
-            RawFd::try_from(fd).map_err(|_| io::Error::from_raw_os_error(nix::libc::EBADF))?;
-        // Check it is open before claiming it (F_GETFD has no side effects).
-        // SAFETY: `fcntl(F_GETFD)` only reads the fd table; an invalid number yields EBADF.
-        if unsafe { nix::libc::fcntl(raw, nix::libc::F_GETFD) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: the kernel created this fd in our fd table during the `read()` that returned
-        // the OPEN message, and nothing else in the process knows its number: the message is
-        // the only place it appears, and `Device::adopt` is called once per OPEN. So nobody
-        // else owns it, and the `OwnedFd` becomes its only owner.
-        Ok(unsafe { OwnedFd::from_raw_fd(raw) })
-    }
-
-    /// `ioctl(fd, CACHEFILES_IOC_READ_COMPLETE, msg_id)`.
-    pub(super) fn read_complete(fd: BorrowedFd<'_>, msg_id: u32) -> io::Result<()> {
-        // SAFETY: this ioctl takes its argument by value (the msg_id as an unsigned long, not
-        // a pointer), so the kernel reads no memory of ours; `fd` is a live borrowed fd. On a
-        // non-cachefiles fd the kernel returns an error and does nothing.
-        let r = unsafe {
-            nix::libc::ioctl(
-                fd.as_raw_fd(),
-                CACHEFILES_IOC_READ_COMPLETE as _,
-                nix::libc::c_ulong::from(msg_id),
-            )
-        };
-        if r < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(())
-        }
+        crate::sys::read_complete(self.fd.as_fd(), msg_id.0)
     }
 }
 
@@ -414,8 +371,7 @@ mod tests {
     #[test]
     fn adopting_a_closed_fd_fails() {
         // A number far above anything open here.
-        assert!(sys::adopt_fd(1_000_000).is_err());
-        assert!(sys::adopt_fd(u32::MAX).is_err());
+        assert!(crate::sys::adopt_fd(1_000_000).is_err());
     }
 
     #[test]

@@ -234,7 +234,8 @@ fn receive(sock: BorrowedFd<'_>) -> io::Result<(Vec<u8>, Option<OwnedFd>)> {
     for cmsg in msg.cmsgs()? {
         if let ControlMessageOwned::ScmRights(raw) = cmsg {
             for r in raw {
-                fds.push(sys::own_received_fd(r));
+                // Adopted even if a later check fails, so every received fd is closed.
+                fds.push(crate::sys::adopt_fd(r)?);
             }
         }
     }
@@ -346,20 +347,6 @@ pub fn take_over_or_bind(
     device.bind_ondemand(cache_dir, tag)?;
     store_fd(socket, device.as_fd())?;
     Ok((device, Start::Bound))
-}
-
-/// Taking ownership of fds received with `SCM_RIGHTS`.
-#[allow(unsafe_code)]
-mod sys {
-    use std::os::fd::{FromRawFd, OwnedFd, RawFd};
-
-    /// Own an fd number that `recvmsg` just installed in this process for an `SCM_RIGHTS`
-    /// message.
-    pub(super) fn own_received_fd(raw: RawFd) -> OwnedFd {
-        // SAFETY: the kernel created this fd in our table while `recvmsg` ran and reported its
-        // number only in the control message we are parsing, once; nothing else owns it.
-        unsafe { OwnedFd::from_raw_fd(raw) }
-    }
 }
 
 #[cfg(test)]

@@ -145,12 +145,13 @@ pub mod rafs;
 pub mod ranges;
 pub mod server;
 pub mod session;
+mod sys;
 
 /// The wire protocol crate, re-exported.
 pub use cachefiles_proto as proto;
 
 pub use blob_store::{BlobStore, LocalDirStore, RangeRead, StoredBlob};
-pub use daemon::{Daemon, POLL_INTERVAL, Shutdown, shutdown_on_signals};
+pub use daemon::{DEFAULT_THREADS, Daemon, POLL_INTERVAL, Shutdown, shutdown_on_signals};
 pub use device::{
     AlignedBuf, AnonFd, BLOCK_SIZE, CachefilesDevice, DEFAULT_DEVICE_PATH, Device, ObjectFd,
 };
@@ -158,7 +159,7 @@ pub use engine::{
     DEFAULT_PREFETCH_CHUNK, DEFAULT_READAHEAD, DEFAULT_SEQUENTIAL_AHEAD, Engine, MAX_READ_FILL,
     Object, PrefetchConfig, ReadPlan, Refused, Sink, window,
 };
-pub use fanotify::{FanotifyDaemon, FanotifyStats};
+pub use fanotify::FanotifyDaemon;
 pub use local::LocalDirServer;
 pub use metrics::{HistogramSnapshot, Stats, StatsSnapshot};
 pub use ranges::RangeSet;

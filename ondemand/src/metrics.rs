@@ -246,6 +246,31 @@ pub struct Gauges {
     pub prefetch_pending_bytes: u64,
 }
 
+/// Append the per-object gauges: `erofs_ondemand_object_size_bytes{object="KEY"}` and
+/// `erofs_ondemand_object_present_bytes{object="KEY"}` for each `(key, size, present)`.
+pub fn render_objects<'a>(out: &mut String, objects: impl Iterator<Item = (&'a str, u64, u64)>) {
+    let objects: Vec<_> = objects.collect();
+    for (name, help, pick) in [
+        (
+            "erofs_ondemand_object_size_bytes",
+            "Size of each open object.",
+            (|o: &(&str, u64, u64)| o.1) as fn(&(&str, u64, u64)) -> u64,
+        ),
+        (
+            "erofs_ondemand_object_present_bytes",
+            "Bytes of each open object known present (fetched, or found in its file).",
+            |o: &(&str, u64, u64)| o.2,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for o in &objects {
+            // Keys are printable already (`escape_ascii`); quotes and backslashes are escaped
+            // there as Prometheus label values need.
+            let _ = writeln!(out, "{name}{{object=\"{}\"}} {}", o.0, pick(o));
+        }
+    }
+}
+
 fn counter(out: &mut String, name: &str, help: &str, value: u64) {
     let _ = writeln!(
         out,

@@ -63,7 +63,7 @@ fn host_reads_of_marked_files_are_filled() {
         let partial = daemon.stats();
         println!("host: after open: {after_open}");
         println!("host: after a 100-byte read: {partial}");
-        assert!(partial.events > after_open.events, "{partial}");
+        assert!(partial.reads > after_open.reads, "{partial}");
         let fetched = partial.fetched_bytes - after_open.fetched_bytes;
         assert!(
             fetched >= 100 && fetched <= readahead + 4096,
@@ -75,7 +75,7 @@ fn host_reads_of_marked_files_are_filled() {
         let full = daemon.stats();
         println!("host: after reading everything: {full}");
         assert_eq!(full.fetched_bytes, len as u64, "{full}");
-        assert_eq!((full.errors, full.denied), (0, 0), "{full}");
+        assert_eq!((full.errors(), full.read_errors), (0, 0), "{full}");
         assert_eq!(daemon.objects()[0].present, len as u64);
         // Present now: reads cost events but no fetches.
         let again = std::fs::read(&path).expect("read backing file");
@@ -83,12 +83,13 @@ fn host_reads_of_marked_files_are_filled() {
         assert_eq!(daemon.stats().fetched_bytes, len as u64);
         assert!(daemon.remove_object(b"blob").expect("unmark"));
         assert!(!daemon.remove_object(b"blob").expect("unmark"));
-        // Added again: a fresh sparse file, one object.
+        // Added again: the file is kept with what it holds (complete, so not marked), one
+        // object.
         daemon.add_object(b"img", b"blob").expect("add_object");
         daemon.add_object(b"img", b"blob").expect("add_object");
         let objects = daemon.objects();
         assert_eq!(objects.len(), 1, "{objects:?}");
-        assert_eq!((objects[0].present, objects[0].marked), (0, true));
+        assert_eq!((objects[0].present, objects[0].marked), (len as u64, false));
         stop.trigger();
         let stats = serving.join().expect("no panic").expect("run");
         println!("host: final: {stats}");
@@ -125,16 +126,19 @@ fn host_failed_fills_deny_with_eio() {
         // EIO: FAN_DENY_ERRNO carried the server's error (not EPERM, plain FAN_DENY).
         assert_eq!(err.raw_os_error(), Some(5), "{err}");
         let stats = daemon.stats();
-        assert!(stats.denied >= 1 && stats.errors >= 1, "{stats}");
+        assert!(stats.read_errors >= 1, "{stats}");
         stop.trigger();
         serving.join().expect("no panic").expect("run");
     });
 }
 
 /// The guest script's helpers (after [`DAEMON_PRELUDE`]): `fan_start NAME MNT ARGS...` runs
-/// `erofs-ondemand fanotify` with a cache dir and a stats file of its own and waits for MNT to
-/// be mounted (check `mount-NAME`);
-/// `present_of NAME OBJECT` reads an object's filled bytes from the stats file;
+/// `erofs-ondemand fanotify` with a cache dir and a metrics file of its own and waits for MNT
+/// to be mounted (check `mount-NAME`);
+/// `metrics_line NAME` turns the metrics file's counters into `name=N ...` (`read_requests`,
+/// `fetched_bytes`, `errors`, ...);
+/// `present_of NAME OBJECT` reads an object's present bytes from the metrics file;
+/// `complete_of NAME` counts the objects all present, `COMPLETE/ALL`;
 /// `fan_round NAME MNT SMALL BLOB` reads one small file (checked against the host sums),
 /// records the counters, reads every file (`verify_tree NAME`), records them again, re-reads
 /// everything cold (`NAME-reread`), stops the daemon and checks the mount is gone.
@@ -146,12 +150,18 @@ fan_start() {
     mkdir -p "$_fm" /data/cache/$_fn
     DLOG=/tmp/$_fn.log
     erofs-ondemand fanotify --cache-dir /data/cache/$_fn --blob-dir $B --mountpoint "$_fm" \
-        --stats-file /tmp/$_fn.stats "$@" >"$DLOG" 2>&1 &
+        --metrics /tmp/$_fn.prom "$@" >"$DLOG" 2>&1 &
     DPID=$!
     await_daemon "mount-$_fn" "not mounted" 600 grep -q " $_fm erofs " /proc/mounts
 }
 settle() { sleep 1; }
-present_of() { sed -n "s/^object $2 size=[0-9]* present=\\([0-9]*\\).*/\\1/p" /tmp/$1.stats; }
+metrics_line() { sed -n 's/^erofs_ondemand_\([a-z_]*\)_total \([0-9]*\)$/\1=\2/p' /tmp/$1.prom | tr '\n' ' '; }
+present_of() { sed -n "s|^erofs_ondemand_object_present_bytes{object=\"[^\"]*/$2\"} ||p" /tmp/$1.prom; }
+complete_of() {
+    awk -F'[{}" ]+' '/^erofs_ondemand_object_size_bytes[{]/ { s[$3] = $4 }
+        /^erofs_ondemand_object_present_bytes[{]/ { p[$3] = $4 }
+        END { n = 0; c = 0; for (k in s) { n++; if (p[k] == s[k]) c++ }; printf "%d/%d", c, n }' /tmp/$1.prom
+}
 fan_round() {
     _fn=$1
     _fm=$2
@@ -160,20 +170,20 @@ fan_round() {
     grep " ./$_fs\$" /vmtest/sums >/tmp/$_fn.one
     check $_fn-small sh -c "cd $_fm && sha256sum -c /tmp/$_fn.one"
     settle
-    data ${_fn}_small_stats "$(sed -n 1p /tmp/$_fn.stats)"
+    data ${_fn}_small_stats "$(metrics_line $_fn)"
     data ${_fn}_small_blob_present "$(present_of $_fn $_fb)"
     verify_tree $_fn $_fm
     settle
-    data ${_fn}_full_stats "$(sed -n 1p /tmp/$_fn.stats)"
+    data ${_fn}_full_stats "$(metrics_line $_fn)"
     data ${_fn}_full_blob_present "$(present_of $_fn $_fb)"
-    data ${_fn}_full_objects "$(grep -c 'marked=false' /tmp/$_fn.stats)/$(grep -c '^object ' /tmp/$_fn.stats)"
+    data ${_fn}_full_objects "$(complete_of $_fn)"
     # Everything present and unmarked: a cold re-read sends no events.
     drop_caches
     check $_fn-reread sh -c "cd $_fm && sha256sum -c /vmtest/sums"
     settle
-    data ${_fn}_reread_stats "$(sed -n 1p /tmp/$_fn.stats)"
+    data ${_fn}_reread_stats "$(metrics_line $_fn)"
     stop_daemon daemon-exit-$_fn
-    data ${_fn}_summary "$(grep '^erofs-ondemand: events=' $DLOG)"
+    data ${_fn}_summary "$(grep '^erofs-ondemand: opens=' $DLOG)"
     data ${_fn}_rafs "$(grep '^erofs-ondemand: rafs ' $DLOG)"
     check_fails $_fn-unmounted grep -q " $_fm erofs " /proc/mounts
     # What the kernel sent: the range records of the first events, from the debug log.
@@ -309,7 +319,7 @@ fan_start rzstd /mnt/rzstd --image rzstd --verify-digests && fan_round rzstd /mn
             out.data(&format!("{n}_zero_count_events")).unwrap_or("?")
         );
         // Served lazily: one small file needs a small part of the blob.
-        assert!(field(small, "events") > 0, "{n}: {small}");
+        assert!(field(small, "read_requests") > 0, "{n}: {small}");
         assert!(
             small_present < blob_size / 2,
             "{n}: one small file made {small_present} of {blob_size} blob bytes present"
@@ -317,7 +327,7 @@ fan_start rzstd /mnt/rzstd --image rzstd --verify-digests && fan_round rzstd /mn
         // Every file read back equal (checked in the guest), with no errors, nothing fetched
         // twice, and more of the blob present than after the small read.
         assert_eq!(field(full, "errors"), 0, "{n}: {full}");
-        assert_eq!(field(full, "denied"), 0, "{n}: {full}");
+        assert_eq!(field(full, "read_errors"), 0, "{n}: {full}");
         assert!(
             full_present > small_present && full_present <= blob_size,
             "{n}"
@@ -328,7 +338,11 @@ fan_start rzstd /mnt/rzstd --image rzstd --verify-digests && fan_round rzstd /mn
         println!("    objects unmarked/all: {objects}; after a cold re-read: {reread}");
         if full_present == blob_size {
             assert_eq!(objects, "2/2", "{n}");
-            assert_eq!(field(reread, "events"), field(full, "events"), "{n}");
+            assert_eq!(
+                field(reread, "read_requests"),
+                field(full, "read_requests"),
+                "{n}"
+            );
         }
         let summary = out.data(&format!("{n}_summary")).unwrap_or_default();
         assert!(
@@ -404,7 +418,7 @@ fn host_two_workers_serve_concurrent_readers() {
         }
         let stats = daemon.stats();
         println!("host, two workers: {stats}");
-        assert!(stats.events >= 2 && stats.errors == 0, "{stats}");
+        assert!(stats.reads >= 2 && stats.errors() == 0, "{stats}");
         assert!(stats.fetched_bytes >= 6_000_000, "{stats}");
         stop.trigger();
         serving.join().expect("no panic").expect("run");

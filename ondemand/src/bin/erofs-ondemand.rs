@@ -20,20 +20,24 @@
 //!
 //! ```text
 //! erofs-ondemand fanotify --cache-dir DIR --blob-dir DIR --image KEY [--device KEY]...
-//!                         [--mountpoint MNT] [--readahead BYTES] [--on-open nothing|window|whole]
-//!                         [--threads N] [--stats-file PATH] [--verify-digests]
+//!                         [--mountpoint MNT] [--on-open nothing|window|whole] [--supervisor SOCKET]
+//!                         [the tuning flags of serve: --threads, --readahead, --sequential-ahead,
+//!                          --fill-buffer, --metrics, --prefetch, --prefetch-path, ...]
 //! ```
 //!
 //! `fanotify` is the Linux 7.2+ path (no fscache): sparse backing files for the image and its
 //! blobs in the cache dir, marked for fanotify pre-content events and filled on demand
-//! (`ondemand::fanotify`), the image mounted file-backed on MNT; at SIGINT/SIGTERM it
-//! unmounts and prints `erofs-ondemand: events=N ... fetched_bytes=N ...`.
+//! (`ondemand::fanotify`, the same engine as `serve`), the image mounted file-backed on MNT;
+//! at SIGINT/SIGTERM it unmounts and prints `erofs-ondemand: opens=N reads=N ...` (each
+//! pre-content event is a READ). Started again on the same cache dir it keeps the files and
+//! fetches nothing they hold.
 //!
 //! `--metrics` rewrites a Prometheus text file atomically every 500 ms; `--prefetch` fills
 //! objects in the background, starting with the ranges named by the prefetch table of every
 //! Nydus RAFS v6 bootstrap in the blob dir (`--prefetch-path` first fills the blob ranges of
-//! the named files); `hold` keeps the `/dev/cachefiles` fd so that `serve --supervisor` daemons can die
-//! and be replaced while mounts stay live (the successor sends `restore`); `mount` mounts an
+//! the named files); `hold` keeps the `/dev/cachefiles` fd (or the fanotify group) so that
+//! `serve --supervisor` (`fanotify --supervisor`) daemons can die and be replaced while mounts
+//! stay live (the successor sends `restore`, or reads the group's queued events); `mount` mounts an
 //! image file-backed without any daemon when every blob is local, or says why not (exit 2).
 
 use std::path::PathBuf;
@@ -69,41 +73,13 @@ enum Cmd {
         /// The cache's tag (`tag` command).
         #[arg(long)]
         tag: Option<String>,
-        /// Worker threads.
-        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
-        threads: u16,
-        /// Readahead window per READ, in bytes (suffixes K, M, G; 0 turns it off).
-        #[arg(long, value_name = "BYTES", default_value = "1M", value_parser = parse_bytes)]
-        readahead: u64,
+        #[command(flatten)]
+        serving: Serving,
         /// Experimental: complete each READ once its requested part is written and fill the
         /// readahead window afterwards (the reader waits for its own bytes only; more upcalls;
         /// no throughput gain measured yet).
         #[arg(long)]
         async_readahead: bool,
-        /// Fill ahead of sequential readers: after a READ that continues the previous one,
-        /// complete it and go on filling past its window, twice as far each time the stream
-        /// continues, up to BYTES (suffixes K, M, G; 0 turns it off).
-        #[arg(long, value_name = "BYTES", default_value = "8M", value_parser = parse_bytes)]
-        sequential_ahead: u64,
-        /// Each worker's fill buffer (default: the readahead window, 64K to 4M).
-        #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
-        fill_buffer: Option<u64>,
-        /// Rewrite this file with Prometheus metrics (atomically, every second, and at exit).
-        #[arg(long, value_name = "PATH")]
-        metrics: Option<PathBuf>,
-        /// Prefetch every object whole in the background as soon as it is opened.
-        #[arg(long)]
-        prefetch: bool,
-        /// Prefetch the data of PATH in the image whose bootstrap is BLOB-DIR/FSID, first
-        /// (repeatable; directories are walked).
-        #[arg(long, value_name = "FSID:PATH")]
-        prefetch_path: Vec<String>,
-        /// Prefetch threads.
-        #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
-        prefetch_threads: u16,
-        /// Prefetch bandwidth limit in bytes per second (suffixes K, M, G; 0: unlimited).
-        #[arg(long, value_name = "BYTES", default_value = "0", value_parser = parse_bytes)]
-        prefetch_bandwidth: u64,
         /// Fail-over through the fd holder at this socket (`erofs-ondemand hold`): take over
         /// the cache it holds (adopt the fd, send `restore`), or bind a new one and hand it a
         /// copy of the fd.
@@ -112,9 +88,6 @@ enum Cmd {
         /// The cachefiles device.
         #[arg(long, value_name = "PATH", default_value = ondemand::DEFAULT_DEVICE_PATH, hide = true)]
         device: PathBuf,
-        /// Nydus RAFS v6 blobs: check each decoded chunk against the bootstrap's digest.
-        #[arg(long)]
-        verify_digests: bool,
     },
     /// Mount IMAGE on MOUNTPOINT read-only without a daemon (file-backed, Linux 6.12+) when
     /// every blob it needs is in --blob-dir (found by device tag); otherwise say why not
@@ -163,22 +136,116 @@ struct FanotifyArgs {
     /// the files the log names).
     #[arg(long, value_name = "DIR")]
     mountpoint: Option<PathBuf>,
-    /// Readahead window per event, in bytes (suffixes K, M, G; 0: just the event's blocks).
-    #[arg(long, value_name = "BYTES", default_value = "1M", value_parser = parse_bytes)]
-    readahead: u64,
     /// What an open of a backing file (an event with count 0) fills.
     #[arg(long, value_enum, default_value = "window")]
     on_open: OnOpen,
-    /// Worker threads.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
-    threads: u16,
-    /// Rewrite this file with the counters (and one line per backing file) every 100 ms
-    /// while they change, and at exit.
+    #[command(flatten)]
+    serving: Serving,
+    /// Fail-over through the fd holder at this socket (`erofs-ondemand hold`): take over the
+    /// fanotify group it holds (its marks and queued events; the mount is the first daemon's
+    /// and stays), or create a group, mount, and hand the holder a copy of the group's fd.
+    /// Under a holder, SIGTERM leaves the mount to a successor.
     #[arg(long, value_name = "PATH")]
-    stats_file: Option<PathBuf>,
+    supervisor: Option<PathBuf>,
+}
+
+/// How both transports serve: the same flags, the same defaults.
+#[derive(clap::Args)]
+struct Serving {
+    /// Worker threads.
+    #[arg(long, default_value_t = ondemand::DEFAULT_THREADS as u16, value_parser = clap::value_parser!(u16).range(1..=256))]
+    threads: u16,
+    /// Readahead window per READ (fanotify: per event), in bytes (suffixes K, M, G; 0 turns
+    /// it off).
+    #[arg(long, value_name = "BYTES", default_value = "1M", value_parser = parse_bytes)]
+    readahead: u64,
+    /// Fill ahead of sequential readers: after a READ that continues the previous one,
+    /// answer it and go on filling past its window, twice as far each time the stream
+    /// continues, up to BYTES (suffixes K, M, G; 0 turns it off).
+    #[arg(long, value_name = "BYTES", default_value = "8M", value_parser = parse_bytes)]
+    sequential_ahead: u64,
+    /// Each worker's fill buffer (default: the readahead window, 64K to 4M).
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
+    fill_buffer: Option<u64>,
+    /// Rewrite this file with Prometheus metrics (atomically, every 500 ms, and at exit).
+    #[arg(long, value_name = "PATH")]
+    metrics: Option<PathBuf>,
+    /// Prefetch every object whole in the background, the ranges named by the prefetch
+    /// table of every Nydus RAFS v6 bootstrap in the blob dir first.
+    #[arg(long)]
+    prefetch: bool,
+    /// Prefetch the data of PATH in the image whose bootstrap is BLOB-DIR/FSID, first
+    /// (repeatable; directories are walked).
+    #[arg(long, value_name = "FSID:PATH")]
+    prefetch_path: Vec<String>,
+    /// Prefetch threads.
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    prefetch_threads: u16,
+    /// Prefetch bandwidth limit in bytes per second (suffixes K, M, G; 0: unlimited).
+    #[arg(long, value_name = "BYTES", default_value = "0", value_parser = parse_bytes)]
+    prefetch_bandwidth: u64,
     /// Nydus RAFS v6 blobs: check each decoded chunk against the bootstrap's digest.
     #[arg(long)]
     verify_digests: bool,
+}
+
+impl Serving {
+    /// The prefetch configuration the flags ask for, if any.
+    fn prefetch_config(
+        &self,
+        blob_dir: &std::path::Path,
+    ) -> Result<Option<PrefetchConfig>, String> {
+        if !self.prefetch && self.prefetch_path.is_empty() {
+            return Ok(None);
+        }
+        let mut config = if self.prefetch {
+            PrefetchConfig::whole_objects()
+        } else {
+            PrefetchConfig::listed_only()
+        };
+        config = config
+            .with_threads(usize::from(self.prefetch_threads))
+            .with_bandwidth(Some(self.prefetch_bandwidth));
+        if self.prefetch {
+            // The prefetch tables of the RAFS v6 images in the blob dir come first.
+            for fsid in ondemand::plan::rafs_bootstraps(blob_dir) {
+                match ondemand::plan::rafs_prefetch_ranges(blob_dir, &fsid) {
+                    Ok(ranges) => {
+                        let bytes: u64 = ranges.values().map(|r| r.len()).sum();
+                        if bytes > 0 {
+                            log::info!("prefetch: {fsid}: prefetch table names {bytes} bytes");
+                        }
+                        for (key, set) in ranges {
+                            config = config.with_ranges(&key, set.ranges().iter().cloned());
+                        }
+                    }
+                    Err(e) => log::warn!("prefetch: {fsid}: prefetch table: {e}"),
+                }
+            }
+        }
+        for spec in &self.prefetch_path {
+            let ranges =
+                plan_paths(blob_dir, spec).map_err(|e| format!("--prefetch-path {spec}: {e}"))?;
+            for (key, set) in ranges {
+                config = config.with_ranges(&key, set.ranges().iter().cloned());
+            }
+        }
+        log::info!(
+            "prefetch on: {}, {} threads, bandwidth {}",
+            if self.prefetch {
+                "whole objects"
+            } else {
+                "listed paths"
+            },
+            self.prefetch_threads,
+            if self.prefetch_bandwidth == 0 {
+                "unlimited".to_string()
+            } else {
+                format!("{} bytes/s", self.prefetch_bandwidth)
+            }
+        );
+        Ok(Some(config))
+    }
 }
 
 /// `fanotify --on-open`.
@@ -200,11 +267,9 @@ fn fanotify(args: FanotifyArgs) -> ExitCode {
         image,
         devices,
         mountpoint,
-        readahead,
         on_open,
-        threads,
-        stats_file,
-        verify_digests,
+        serving,
+        supervisor,
     } = args;
     use ondemand::fanotify::{FanotifyDaemon, ZeroCount};
     // First, before any thread starts: SIGINT/SIGTERM go to a signalfd.
@@ -213,24 +278,57 @@ fn fanotify(args: FanotifyArgs) -> ExitCode {
         eprintln!("erofs-ondemand: cannot handle signals: {e}");
         return ExitCode::FAILURE;
     }
-    let server = ondemand::rafs::RafsDirServer::new(&blob_dir).with_verify_digests(verify_digests);
-    let daemon = match FanotifyDaemon::new(server, &cache_dir) {
+    let prefetch = match serving.prefetch_config(&blob_dir) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("erofs-ondemand: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let server =
+        ondemand::rafs::RafsDirServer::new(&blob_dir).with_verify_digests(serving.verify_digests);
+    // Under a holder: the group it holds (a predecessor's), or a new one handed to it.
+    let held = match &supervisor {
+        Some(socket) => match failover::fetch_fd(socket) {
+            Ok(fd) => fd,
+            Err(e) => {
+                eprintln!("erofs-ondemand: --supervisor {}: {e}", socket.display());
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
+    let took_over = held.is_some();
+    let daemon = match held {
+        Some(group) => FanotifyDaemon::from_group(server, &cache_dir, group),
+        None => FanotifyDaemon::new(server, &cache_dir),
+    };
+    let daemon = match daemon {
         Ok(d) => d,
         Err(e) => {
             eprintln!("erofs-ondemand: {e}");
             return ExitCode::FAILURE;
         }
     };
+    let readahead = serving.readahead;
+    let threads = serving.threads;
     let mut daemon = daemon
         .with_readahead(readahead)
+        .with_sequential_ahead(serving.sequential_ahead)
         .with_threads(usize::from(threads))
         .with_zero_count(match on_open {
             OnOpen::Nothing => ZeroCount::Nothing,
             OnOpen::Window => ZeroCount::Window,
             OnOpen::Whole => ZeroCount::WholeFile,
         });
-    if let Some(path) = stats_file {
-        daemon = daemon.with_stats_file(path, Duration::from_millis(100));
+    if let Some(config) = prefetch {
+        daemon = daemon.with_prefetch(config);
+    }
+    if let Some(path) = &serving.metrics {
+        daemon = daemon.with_metrics_file(path, Duration::from_millis(500));
+    }
+    if let Some(bytes) = serving.fill_buffer {
+        daemon = daemon.with_fill_buffer(usize::try_from(bytes).unwrap_or(usize::MAX));
     }
     let device_keys: Vec<&str> = devices.iter().map(String::as_str).collect();
     let files = match daemon.add_image(&image, &device_keys) {
@@ -240,6 +338,26 @@ fn fanotify(args: FanotifyArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let (Some(socket), false) = (&supervisor, took_over) {
+        use std::os::fd::AsFd;
+        if let Err(e) = failover::store_fd(socket, daemon.as_fd()) {
+            eprintln!("erofs-ondemand: --supervisor {}: {e}", socket.display());
+            return ExitCode::FAILURE;
+        }
+        log::info!(
+            "handed the fanotify group to the holder at {}",
+            socket.display()
+        );
+    }
+    if took_over {
+        log::info!(
+            "took over the fanotify group held by {}",
+            supervisor
+                .as_deref()
+                .unwrap_or(std::path::Path::new(""))
+                .display()
+        );
+    }
     log::info!(
         "serving {} (devices {:?}) from {} by fanotify pre-content events (readahead {readahead} bytes, {threads} threads)",
         files.image.display(),
@@ -252,6 +370,8 @@ fn fanotify(args: FanotifyArgs) -> ExitCode {
         let serving = s.spawn(|| daemon.run());
         // The mount opens and reads the backing files: the daemon serves them already.
         let mounted = match &mountpoint {
+            // A predecessor's mount: it is live, served from now on by this daemon.
+            Some(_) if took_over => None,
             Some(m) => match files.mount(m) {
                 Ok(()) => {
                     log::info!("mounted {} on {}", files.image.display(), m.display());
@@ -269,7 +389,8 @@ fn fanotify(args: FanotifyArgs) -> ExitCode {
             std::thread::sleep(Duration::from_millis(100));
         }
         // Unmount while still serving: once the group is gone, unfilled ranges read as zeros.
-        if let Some(m) = mounted {
+        // Under a holder the group outlives this daemon: the mount stays for a successor.
+        if let (Some(m), None) = (mounted, &supervisor) {
             use nix::mount::{MntFlags, umount2};
             match umount2(m.as_path(), MntFlags::empty()) {
                 Ok(()) => log::info!("unmounted {}", m.display()),
@@ -355,19 +476,10 @@ fn main() -> ExitCode {
             cache_dir,
             blob_dir,
             tag,
-            threads,
-            readahead,
+            serving,
             async_readahead,
-            sequential_ahead,
-            fill_buffer,
-            metrics,
-            prefetch,
-            prefetch_path,
-            prefetch_threads,
-            prefetch_bandwidth,
             supervisor,
             device,
-            verify_digests,
         } => {
             // First, before any thread starts: SIGINT/SIGTERM go to a signalfd.
             let shutdown = Shutdown::new();
@@ -421,83 +533,40 @@ fn main() -> ExitCode {
                 }
             };
             log::info!(
-                "serving blobs from {} (cache {}, {threads} threads, readahead {readahead} bytes, sequential ahead up to {sequential_ahead} bytes)",
+                "serving blobs from {} (cache {}, {} threads, readahead {} bytes, sequential ahead up to {} bytes)",
                 blob_dir.display(),
-                cache_dir.display()
+                cache_dir.display(),
+                serving.threads,
+                serving.readahead,
+                serving.sequential_ahead
             );
+            let prefetch = match serving.prefetch_config(&blob_dir) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("erofs-ondemand: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
             let mut session =
                 // Nydus RAFS v6 images in the blob dir are served decompressed (ondemand::rafs);
                 // every other cookie key names a plain file, as with LocalDirServer.
                 Session::new(
                     ondemand::rafs::RafsDirServer::new(&blob_dir)
-                        .with_verify_digests(verify_digests),
+                        .with_verify_digests(serving.verify_digests),
                 )
-                .with_readahead(readahead)
+                .with_readahead(serving.readahead)
                 .with_async_readahead(async_readahead)
-                .with_sequential_ahead(sequential_ahead);
-            if prefetch || !prefetch_path.is_empty() {
-                let mut config = if prefetch {
-                    PrefetchConfig::whole_objects()
-                } else {
-                    PrefetchConfig::listed_only()
-                };
-                config = config
-                    .with_threads(usize::from(prefetch_threads))
-                    .with_bandwidth(Some(prefetch_bandwidth));
-                if prefetch {
-                    // The prefetch tables of the RAFS v6 images in the blob dir come first.
-                    for fsid in ondemand::plan::rafs_bootstraps(&blob_dir) {
-                        match ondemand::plan::rafs_prefetch_ranges(&blob_dir, &fsid) {
-                            Ok(ranges) => {
-                                let bytes: u64 = ranges.values().map(|r| r.len()).sum();
-                                if bytes > 0 {
-                                    log::info!(
-                                        "prefetch: {fsid}: prefetch table names {bytes} bytes"
-                                    );
-                                }
-                                for (key, set) in ranges {
-                                    config = config.with_ranges(&key, set.ranges().iter().cloned());
-                                }
-                            }
-                            Err(e) => log::warn!("prefetch: {fsid}: prefetch table: {e}"),
-                        }
-                    }
-                }
-                for spec in &prefetch_path {
-                    match plan_paths(&blob_dir, spec) {
-                        Ok(ranges) => {
-                            for (key, set) in ranges {
-                                config = config.with_ranges(&key, set.ranges().iter().cloned());
-                            }
-                        }
-                        Err(e) => {
-                            eprintln!("erofs-ondemand: --prefetch-path {spec}: {e}");
-                            return ExitCode::FAILURE;
-                        }
-                    }
-                }
-                log::info!(
-                    "prefetch on: {}, {prefetch_threads} threads, bandwidth {}",
-                    if prefetch {
-                        "whole objects"
-                    } else {
-                        "listed paths"
-                    },
-                    if prefetch_bandwidth == 0 {
-                        "unlimited".to_string()
-                    } else {
-                        format!("{prefetch_bandwidth} bytes/s")
-                    }
-                );
+                .with_sequential_ahead(serving.sequential_ahead);
+            if let Some(config) = prefetch {
                 session = session.with_prefetch(config);
             }
             let mut daemon = Daemon::new(dev, session)
-                .with_threads(usize::from(threads))
+                .with_threads(usize::from(serving.threads))
                 .with_shutdown(shutdown);
-            if let Some(path) = metrics {
+            if let Some(path) = &serving.metrics {
                 daemon = daemon.with_metrics_file(path, Duration::from_millis(500));
             }
-            if let Some(bytes) = fill_buffer {
+            if let Some(bytes) = serving.fill_buffer {
                 daemon = daemon.with_fill_buffer(usize::try_from(bytes).unwrap_or(usize::MAX));
             }
             let result = daemon.run();
@@ -589,18 +658,11 @@ mod tests {
             "0",
         ])
         .unwrap();
-        let Cmd::Serve {
-            readahead,
-            threads,
-            tag,
-            sequential_ahead,
-            ..
-        } = cli.command
-        else {
+        let Cmd::Serve { serving, tag, .. } = cli.command else {
             panic!("parsed as serve");
         };
-        assert_eq!((readahead, threads, tag), (0, 4, None));
-        assert_eq!(sequential_ahead, 8 << 20);
+        assert_eq!((serving.readahead, serving.threads, tag), (0, 4, None));
+        assert_eq!(serving.sequential_ahead, 8 << 20);
     }
 
     #[test]
@@ -626,16 +688,24 @@ mod tests {
             image,
             devices,
             mountpoint,
-            readahead,
+            serving,
             on_open,
-            threads,
             ..
         }) = cli.command
         else {
             panic!("parsed as fanotify");
         };
         assert_eq!((image.as_str(), devices.len()), ("boot", 2));
-        assert_eq!((mountpoint, readahead, threads), (None, 1 << 20, 1));
+        // The same defaults as `serve`.
+        assert_eq!(
+            (
+                mountpoint,
+                serving.readahead,
+                serving.threads,
+                serving.sequential_ahead
+            ),
+            (None, 1 << 20, 4, 8 << 20)
+        );
         assert!(matches!(on_open, OnOpen::Nothing));
         assert!(
             Cli::try_parse_from(["erofs-ondemand", "fanotify", "--cache-dir", "/c"]).is_err(),

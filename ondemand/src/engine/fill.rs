@@ -204,10 +204,20 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
         }
-        let mut claims = r.written.gaps(requested.clone());
-        // Written before: the kernel asked anyway, so check the cache file (a READ can race
-        // with the write that made the range present); refill what is not there.
-        let covered = r.written.intersection(requested.clone());
+        let (mut claims, covered) = if self.asks_for_present {
+            // The kernel asks for present bytes too (fanotify): what is known present (written,
+            // or found in the backing file) is not fetched again.
+            let mut present = r.written.clone();
+            present.extend(&r.scanned);
+            (present.gaps(requested.clone()), Vec::new())
+        } else {
+            // Written before: the kernel asked anyway, so check the cache file (a READ can
+            // race with the write that made the range present); refill what is not there.
+            (
+                r.written.gaps(requested.clone()),
+                r.written.intersection(requested.clone()),
+            )
+        };
         Stats::bump(
             &self.stats.served_by_prefetch_bytes,
             r.prefetched.intersection_len(requested.clone()),

@@ -11,11 +11,13 @@
 //!
 //! Files: `object.rs` (an object and its range claims), `window.rs` (the READ window and
 //! the sequential stream), `fill.rs` (the fill loop, READ fills, fill ahead), `prefetch.rs`
-//! (background filling), `sink.rs` (what a transport provides).
+//! (background filling), `report.rs` (metrics file, prefetch progress), `sink.rs` (what a
+//! transport provides).
 
 mod fill;
 mod object;
 mod prefetch;
+mod report;
 mod sink;
 mod window;
 
@@ -26,6 +28,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use cachefiles_proto::ObjectId;
 
+pub(crate) use fill::Later;
 pub use fill::ReadPlan;
 pub use object::Object;
 pub(crate) use prefetch::Prefetcher;
@@ -51,6 +54,9 @@ pub struct Engine<S: OnDemandServer, K> {
     readahead: u64,
     async_readahead: bool,
     sequential_ahead: u64,
+    /// The kernel sends a request even for present bytes (fanotify): present ranges of a
+    /// request are trusted, not fetched again.
+    pub(crate) asks_for_present: bool,
     pub(crate) stats: Stats,
     /// READ fills in progress (prefetch gives way while there are any).
     pub(crate) active_reads: AtomicUsize,
@@ -88,6 +94,7 @@ impl<S: OnDemandServer, K> Engine<S, K> {
             readahead: DEFAULT_READAHEAD,
             async_readahead: false,
             sequential_ahead: DEFAULT_SEQUENTIAL_AHEAD,
+            asks_for_present: false,
             stats: Stats::default(),
             active_reads: AtomicUsize::new(0),
             prefetch: None,
@@ -171,7 +178,16 @@ impl<S: OnDemandServer, K> Engine<S, K> {
             objects: self.object_count() as u64,
             prefetch_pending_bytes: self.prefetch_pending_bytes(),
         };
-        crate::metrics::render_prometheus(&self.stats, gauges)
+        let mut text = crate::metrics::render_prometheus(&self.stats, gauges);
+        let mut objects = self.objects();
+        objects.sort_by(|a, b| a.key().cmp(b.key()));
+        crate::metrics::render_objects(
+            &mut text,
+            objects
+                .iter()
+                .map(|o| (o.key(), o.size(), o.present().intersection_len(0..o.size()))),
+        );
+        text
     }
 
     /// Bytes queued for prefetch and not yet fetched or skipped (0 without prefetch).

@@ -1,0 +1,97 @@
+//! What runs beside a transport's workers: the prefetch threads, and a reporter that rewrites
+//! the metrics file and logs prefetch progress.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::{Engine, Sink};
+use crate::daemon::{POLL_INTERVAL, Shutdown};
+use crate::metrics::write_atomically;
+use crate::server::OnDemandServer;
+
+impl<S: OnDemandServer, K: Sink> Engine<S, K> {
+    /// Start the prefetch threads (if prefetch is configured) and the reporter (if there is a
+    /// metrics file or prefetch) on `scope`; they stop with `shutdown`.
+    pub(crate) fn spawn_background<'scope>(
+        &'scope self,
+        scope: &'scope std::thread::Scope<'scope, '_>,
+        shutdown: &'scope Shutdown,
+        metrics_file: Option<&'scope (PathBuf, Duration)>,
+    ) {
+        let prefetch_threads = self.prefetch.as_ref().map_or(0, |p| p.config().threads());
+        for i in 0..prefetch_threads {
+            let spawned = std::thread::Builder::new()
+                .name(format!("prefetch-{i}"))
+                .spawn_scoped(scope, move || self.prefetch_worker(shutdown));
+            if let Err(e) = spawned {
+                log::error!("cannot start prefetch thread {i}: {e}");
+            }
+        }
+        if metrics_file.is_some() || prefetch_threads > 0 {
+            let spawned = std::thread::Builder::new()
+                .name("reporter".into())
+                .spawn_scoped(scope, move || self.reporter(shutdown, metrics_file));
+            if let Err(e) = spawned {
+                log::error!("cannot start the metrics thread: {e}");
+            }
+        }
+    }
+
+    /// Rewrite the metrics file at `path`; `failing` remembers a failure so it is logged
+    /// once, not every interval (and its end is logged too).
+    pub(crate) fn write_metrics(&self, path: &Path, failing: &mut bool) {
+        let text = self.render_prometheus();
+        match write_atomically(path, text.as_bytes()) {
+            Err(e) if !*failing => {
+                log::warn!("metrics file {}: {e}", path.display());
+                *failing = true;
+            }
+            Err(_) => {}
+            Ok(()) if *failing => {
+                log::info!("metrics file {} written again", path.display());
+                *failing = false;
+            }
+            Ok(()) => {}
+        }
+    }
+
+    /// The metrics file and prefetch progress: every interval (at most 1 s) until shutdown.
+    fn reporter(&self, shutdown: &Shutdown, metrics_file: Option<&(PathBuf, Duration)>) {
+        let interval = metrics_file.map_or(Duration::from_secs(1), |(_, i)| {
+            (*i).min(Duration::from_secs(1))
+        });
+        let mut last_write = Instant::now();
+        let mut last_progress = Instant::now();
+        let mut last_seen = None;
+        let mut failing = false;
+        if let Some((path, _)) = metrics_file {
+            self.write_metrics(path, &mut failing);
+        }
+        while !shutdown.is_triggered() {
+            std::thread::sleep(interval.min(POLL_INTERVAL));
+            if let Some((path, _)) = metrics_file
+                && last_write.elapsed() >= interval
+            {
+                self.write_metrics(path, &mut failing);
+                last_write = Instant::now();
+            }
+            if self.prefetch.is_some() && last_progress.elapsed() >= Duration::from_secs(1) {
+                last_progress = Instant::now();
+                let s = self.stats();
+                let pending = self.prefetch_pending_bytes();
+                let now = (s.prefetched_bytes, s.prefetch_skipped_bytes, pending);
+                if last_seen != Some(now) {
+                    last_seen = Some(now);
+                    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+                    log::info!(
+                        "prefetch: fetched {:.1} MiB, already present {:.1} MiB, pending {:.1} MiB{}",
+                        mib(s.prefetched_bytes),
+                        mib(s.prefetch_skipped_bytes),
+                        mib(pending),
+                        if self.prefetch_idle() { " (idle)" } else { "" }
+                    );
+                }
+            }
+        }
+    }
+}

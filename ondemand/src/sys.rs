@@ -1,0 +1,94 @@
+//! The crate's only `unsafe` code: taking ownership of an fd number the kernel installed in
+//! this process (the fd of a cachefiles OPEN message, of a fanotify event, or of an
+//! `SCM_RIGHTS` message), taking a received fd as a fanotify group, and the cachefiles
+//! `READ_COMPLETE` ioctl. Every block says why it
+//! holds.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use cachefiles_proto::ioctl::CACHEFILES_IOC_READ_COMPLETE;
+
+/// Take ownership of an fd number that the kernel put in this process's fd table while
+/// delivering a message (a cachefiles OPEN, a fanotify event, an `SCM_RIGHTS` control
+/// message) and reported only in that message. Call it once per message, immediately: the
+/// returned `OwnedFd` closes the fd when dropped.
+///
+/// # Errors
+///
+/// `EBADF` for a negative number or one that is not open.
+pub(crate) fn adopt_fd(fd: RawFd) -> io::Result<OwnedFd> {
+    if fd < 0 {
+        return Err(io::Error::from_raw_os_error(nix::libc::EBADF));
+    }
+    // Check it is open before claiming it (F_GETFD has no side effects).
+    // SAFETY: `fcntl(F_GETFD)` only reads the fd table; an invalid number yields EBADF.
+    if unsafe { nix::libc::fcntl(fd, nix::libc::F_GETFD) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel created this fd in our table during the `read()`/`recvmsg()` that
+    // returned the message, and its number appears only in that message, which each caller
+    // decodes and adopts once (one OPEN per `Device::adopt`, one event per worker, one control
+    // message per `recvmsg`). So nothing else owns it, and the `OwnedFd` becomes its only
+    // owner.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `fd` as a fanotify group, once checked to be one (`/proc/self/fdinfo` of a fanotify
+/// group names its flags, `fanotify flags:`).
+///
+/// # Errors
+///
+/// `EINVAL` when `fd` is not a fanotify group; reading its fdinfo.
+pub(crate) fn fanotify_group(fd: OwnedFd) -> io::Result<nix::sys::fanotify::Fanotify> {
+    let link = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))?;
+    if link.as_os_str() != "anon_inode:[fanotify]" {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "fd {} is {}, not a fanotify group",
+                fd.as_raw_fd(),
+                link.display()
+            ),
+        ));
+    }
+    // SAFETY: `from_owned_fd` requires a fanotify group fd; the kernel names this one
+    // `anon_inode:[fanotify]`, which only fanotify_init creates. We own `fd` and hand it over.
+    Ok(unsafe { nix::sys::fanotify::Fanotify::from_owned_fd(fd) })
+}
+
+/// `ioctl(fd, CACHEFILES_IOC_READ_COMPLETE, msg_id)`.
+pub(crate) fn read_complete(fd: BorrowedFd<'_>, msg_id: u32) -> io::Result<()> {
+    // SAFETY: this ioctl takes its argument by value (the msg_id as an unsigned long, not
+    // a pointer), so the kernel reads no memory of ours; `fd` is a live borrowed fd. On a
+    // non-cachefiles fd the kernel returns an error and does nothing.
+    let r = unsafe {
+        nix::libc::ioctl(
+            fd.as_raw_fd(),
+            CACHEFILES_IOC_READ_COMPLETE as _,
+            nix::libc::c_ulong::from(msg_id),
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_open_fds_are_adopted() {
+        assert!(adopt_fd(-1).is_err());
+        assert!(adopt_fd(1_000_000).is_err());
+        let file = std::fs::File::open("/dev/null").unwrap();
+        let dup = nix::unistd::dup(&file).unwrap();
+        let raw = std::os::fd::IntoRawFd::into_raw_fd(dup);
+        let owned = adopt_fd(raw).unwrap();
+        assert_eq!(owned.as_raw_fd(), raw);
+    }
+}
