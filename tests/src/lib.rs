@@ -9,7 +9,14 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+pub mod http;
+pub mod oci_images;
+pub mod oci_layout;
 pub mod raw;
+pub mod registry;
+pub mod skopeo;
+pub mod tls;
+pub mod token_server;
 pub mod tree;
 pub mod vm;
 
