@@ -474,10 +474,15 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
         }
         let mut volume_key = b"erofs,".to_vec();
         volume_key.extend_from_slice(volume);
-        let opened = self.engine.server().open(&ObjectKey {
-            volume_key: &volume_key,
-            cookie_key: key,
-        })?;
+        Stats::bump(&self.engine.stats.opens, 1);
+        let opened = self
+            .engine
+            .server()
+            .open(&ObjectKey {
+                volume_key: &volume_key,
+                cookie_key: key,
+            })
+            .inspect_err(|_| Stats::bump(&self.engine.stats.open_errors, 1))?;
         let path = self.cache_dir.join(std::ffi::OsStr::from_bytes(key));
         let file = match open_backing_file(&path, opened.size) {
             Ok(f) => f,
