@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+pub mod fault_proxy;
 pub mod http;
 pub mod oci_images;
 pub mod oci_layout;

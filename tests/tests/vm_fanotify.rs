@@ -424,3 +424,135 @@ fn host_two_workers_serve_concurrent_readers() {
         serving.join().expect("no panic").expect("run");
     });
 }
+
+/// `fanotify` at parity with `serve`, on the host kernel's ordinary reads of marked files:
+/// two readers of one file with four workers fetch no byte twice; a daemon started again on
+/// the same cache dir keeps what the first one fetched and fetches none of it again;
+/// prefetch fills a file before it is read, so the read has no fill on its path.
+#[test]
+fn host_dedup_restart_and_prefetch() {
+    if require_root("fanotify_init(FAN_CLASS_PRE_CONTENT) needs CAP_SYS_ADMIN").is_none() {
+        return;
+    }
+    let dir = scratch_dir("vm_fanotify/host-parity");
+    let blobs = dir.join("blobs");
+    std::fs::create_dir_all(&blobs).expect("mkdir");
+    let len = 6 * 1024 * 1024 + 123;
+    let data = noise(31, len);
+    std::fs::write(blobs.join("blob"), &data).expect("write blob");
+    let cache = dir.join("cache");
+    let read_all = |p: &Path, step: usize, upto: usize| {
+        let f = std::fs::File::open(p).expect("open");
+        let mut out = vec![0u8; upto];
+        for (k, chunk) in out.chunks_mut(step).enumerate() {
+            f.read_exact_at(chunk, (k * step) as u64).expect("read");
+        }
+        out
+    };
+    // Two readers of the first 4 MiB at once, four workers.
+    let first = 4 << 20;
+    let present = {
+        let daemon = FanotifyDaemon::new(LocalDirServer::new(&blobs), &cache)
+            .expect("fanotify_init")
+            .with_readahead(128 << 10)
+            // No fill ahead: part of the file stays missing for the restart below.
+            .with_sequential_ahead(0)
+            .with_threads(4);
+        assert_eq!(
+            daemon.objects().len(),
+            0,
+            "library default: {} threads",
+            ondemand::DEFAULT_THREADS
+        );
+        let path = daemon.add_object(b"img", b"blob").expect("add_object");
+        let stop = daemon.shutdown_handle();
+        std::thread::scope(|s| {
+            let _stop = StopOnDrop(stop.clone());
+            let serving = s.spawn(|| daemon.run());
+            let readers: Vec<_> = [65536, 40960]
+                .into_iter()
+                .map(|step| {
+                    let path = &path;
+                    s.spawn(move || read_all(path, step, first))
+                })
+                .collect();
+            for r in readers {
+                let got = r.join().expect("reader");
+                let bad = got.iter().zip(&data).position(|(a, b)| a != b);
+                assert!(
+                    bad.is_none(),
+                    "contents differ at {bad:?}: {}",
+                    daemon.stats()
+                );
+            }
+            stop.trigger();
+            serving.join().expect("no panic").expect("run");
+        });
+        let stats = daemon.stats();
+        let present = daemon.objects()[0].present;
+        println!("host, two readers, four workers: {stats}; present {present}");
+        assert_eq!(stats.errors(), 0, "{stats}");
+        assert!(present >= first as u64 && present < len as u64, "{present}");
+        // Every present byte fetched once (the last block's padding is not counted).
+        assert_eq!(
+            stats.fetched_bytes, present,
+            "a byte was fetched twice: {stats}"
+        );
+        present
+    };
+    // Started again on the same cache dir: what is there is kept and not fetched again.
+    {
+        let daemon = FanotifyDaemon::new(LocalDirServer::new(&blobs), &cache)
+            .expect("fanotify_init")
+            .with_readahead(128 << 10);
+        let path = daemon.add_object(b"img", b"blob").expect("add_object");
+        assert_eq!(
+            daemon.objects()[0].present,
+            present,
+            "the scan found it all"
+        );
+        let stop = daemon.shutdown_handle();
+        std::thread::scope(|s| {
+            let _stop = StopOnDrop(stop.clone());
+            let serving = s.spawn(|| daemon.run());
+            assert!(read_all(&path, 65536, len) == data, "contents differ");
+            stop.trigger();
+            serving.join().expect("no panic").expect("run");
+        });
+        let stats = daemon.stats();
+        println!("host, restarted: {stats}");
+        assert_eq!(stats.errors(), 0, "{stats}");
+        assert_eq!(
+            stats.fetched_bytes,
+            len as u64 - present,
+            "only what was missing is fetched: {stats}"
+        );
+    }
+    // Prefetch: the whole file is filled before the read, which then fetches nothing.
+    {
+        let daemon = FanotifyDaemon::new(LocalDirServer::new(&blobs), dir.join("cache-prefetch"))
+            .expect("fanotify_init")
+            .with_prefetch(ondemand::PrefetchConfig::whole_objects());
+        let path = daemon.add_object(b"img", b"blob").expect("add_object");
+        let stop = daemon.shutdown_handle();
+        std::thread::scope(|s| {
+            let _stop = StopOnDrop(stop.clone());
+            let serving = s.spawn(|| daemon.run());
+            let t = std::time::Instant::now();
+            while daemon.stats().prefetched_bytes < len as u64 {
+                assert!(t.elapsed() < Duration::from_secs(60), "{}", daemon.stats());
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let before = daemon.stats();
+            assert!(read_all(&path, 65536, len) == data, "contents differ");
+            let after = daemon.stats();
+            println!("host, prefetched: before the read {before}; after {after}");
+            assert_eq!(after.fetched_bytes, 0, "a fill on the read path: {after}");
+            assert_eq!(after.prefetched_bytes, len as u64, "{after}");
+            assert_eq!(after.errors(), 0, "{after}");
+            assert!(!daemon.objects()[0].marked, "complete, so unmarked");
+            stop.trigger();
+            serving.join().expect("no panic").expect("run");
+        });
+    }
+}

@@ -89,6 +89,7 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
             requested_end,
             buf,
             self.async_readahead.then_some(&mut deferred),
+            false,
         );
         self.active_reads.fetch_sub(1, Ordering::SeqCst);
         if !deferred.is_empty() {
@@ -114,6 +115,24 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
                 Ok(())
             }
         }
+    }
+
+    /// Make `range` (block-aligned) present as a prefetch does (counted as prefetched), but
+    /// waiting for fills in flight over it as a READ does: when this returns `Ok`, all of
+    /// `range` is written.
+    ///
+    /// # Errors
+    ///
+    /// Where the fill failed.
+    pub(crate) fn fill_for_prefetch(
+        &self,
+        object: &Object<S::Object, K>,
+        range: Range<u64>,
+        buf: &mut AlignedBuf,
+    ) -> io::Result<()> {
+        let end = range.end;
+        self.fill_read(object, range, end, buf, None, true)
+            .map_err(|(_, e)| e)
     }
 
     /// Fill the readahead that [`fill_window`](Self::fill_window) left for after the READ's
@@ -183,6 +202,7 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
         requested_end: u64,
         buf: &mut AlignedBuf,
         mut later: Option<&mut Vec<Range<u64>>>,
+        by_prefetch: bool,
     ) -> Result<(), (u64, io::Error)> {
         let requested = range.start..requested_end;
         let readahead = requested_end..range.end;
@@ -245,7 +265,7 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
                     "object {}: {m:?} written before but not present",
                     object.id()
                 );
-                if let Err(e) = self.fill(object, m, buf, false) {
+                if let Err(e) = self.fill(object, m, buf, by_prefetch) {
                     first_err.get_or_insert(e);
                 }
             }
@@ -261,9 +281,9 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
                 }
                 _ => c,
             };
-            let result = self.fill(object, c.clone(), buf, false);
+            let result = self.fill(object, c.clone(), buf, by_prefetch);
             // Whatever was not written is released too (fill marks written chunks itself).
-            object.release(c, false, false);
+            object.release(c, false, by_prefetch);
             if let Err(e) = result {
                 first_err.get_or_insert(e);
             }

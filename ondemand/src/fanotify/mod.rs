@@ -146,6 +146,8 @@ pub struct BackingFile {
     writer: Mutex<Option<Arc<OwnedFd>>>,
     /// Cleared once every byte is present and the mark was removed.
     marked: AtomicBool,
+    /// Set while the daemon reads the first byte itself, to get an fd to write through.
+    kick: AtomicBool,
 }
 
 impl BackingFile {
@@ -472,10 +474,15 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
         }
         let mut volume_key = b"erofs,".to_vec();
         volume_key.extend_from_slice(volume);
-        let opened = self.engine.server().open(&ObjectKey {
-            volume_key: &volume_key,
-            cookie_key: key,
-        })?;
+        Stats::bump(&self.engine.stats.opens, 1);
+        let opened = self
+            .engine
+            .server()
+            .open(&ObjectKey {
+                volume_key: &volume_key,
+                cookie_key: key,
+            })
+            .inspect_err(|_| Stats::bump(&self.engine.stats.open_errors, 1))?;
         let path = self.cache_dir.join(std::ffi::OsStr::from_bytes(key));
         let file = match open_backing_file(&path, opened.size) {
             Ok(f) => f,
@@ -498,6 +505,7 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
             file,
             writer: Mutex::new(None),
             marked: AtomicBool::new(false),
+            kick: AtomicBool::new(false),
         };
         let object = self
             .engine
@@ -669,14 +677,17 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
     }
 
     /// Give every incomplete file an fd to write through, by reading its first byte (an
-    /// event the workers serve, which keeps its fd and queues the file's prefetch).
+    /// event the workers serve, keeping its fd and queueing the file's prefetch; its block is
+    /// filled as prefetch).
     fn start_prefetch(&self) {
         for object in self.engine.objects() {
             let backing = object.sink();
             if self.shutdown.is_triggered() || backing.has_writer() || !backing.is_marked() {
                 continue;
             }
+            backing.kick.store(true, Ordering::SeqCst);
             let read = File::open(&backing.path).and_then(|f| f.read_at(&mut [0u8; 1], 0));
+            backing.kick.store(false, Ordering::SeqCst);
             if let Err(e) = read {
                 log::warn!("prefetch: first read of {}: {e}", backing.path.display());
             }
@@ -821,6 +832,16 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
             ev.pid,
             ev.range.map(|r| (r.offset, r.count)),
         );
+        let own = u32::try_from(ev.pid).is_ok_and(|pid| pid == std::process::id());
+        if own && object.sink().kick.swap(false, Ordering::SeqCst) {
+            // Most likely the daemon's own read of the first byte (`start_prefetch`), made for
+            // an fd to write through: its block is filled as prefetch, without readahead (if
+            // it was another thread's read after all, that thread gets its bytes).
+            return match crate::engine::window(off, len, object.size(), 0) {
+                Some((range, _)) => self.engine.fill_for_prefetch(&object, range, buf),
+                None => Ok(()),
+            };
+        }
         let plan = self.engine.plan_read(&object, off, len);
         let result = match plan.window {
             Some((range, requested_end)) => {
