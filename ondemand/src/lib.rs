@@ -143,6 +143,8 @@ pub mod mount;
 pub mod plan;
 pub mod rafs;
 pub mod ranges;
+#[cfg(feature = "registry")]
+pub mod registry;
 pub mod server;
 pub mod session;
 mod sys;

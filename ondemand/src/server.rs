@@ -109,6 +109,12 @@ pub trait OnDemandServer: Send + Sync {
     fn close(&self, object: &Self::Object) {
         let _ = object;
     }
+
+    /// Append the server's own metrics (Prometheus text, names prefixed `erofs_ondemand_`)
+    /// to the daemon's metrics file. The default appends nothing.
+    fn render_metrics(&self, out: &mut String) {
+        let _ = out;
+    }
 }
 
 impl<S: OnDemandServer + ?Sized> OnDemandServer for std::sync::Arc<S> {
@@ -128,6 +134,10 @@ impl<S: OnDemandServer + ?Sized> OnDemandServer for std::sync::Arc<S> {
 
     fn close(&self, object: &Self::Object) {
         (**self).close(object)
+    }
+
+    fn render_metrics(&self, out: &mut String) {
+        (**self).render_metrics(out)
     }
 }
 

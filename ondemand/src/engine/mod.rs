@@ -187,6 +187,7 @@ impl<S: OnDemandServer, K> Engine<S, K> {
                 .iter()
                 .map(|o| (o.key(), o.size(), o.present().intersection_len(0..o.size()))),
         );
+        self.server().render_metrics(&mut text);
         text
     }
 
