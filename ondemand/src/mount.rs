@@ -255,7 +255,10 @@ pub fn mount_overlay(lowers: &[PathBuf], target: &Path) -> io::Result<()> {
             _ => {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidInput,
-                    format!("overlay layer {}: a UTF-8 path without ':', ',' or '\\' is needed", l.display()),
+                    format!(
+                        "overlay layer {}: a UTF-8 path without ':', ',' or '\\' is needed",
+                        l.display()
+                    ),
                 ));
             }
         }

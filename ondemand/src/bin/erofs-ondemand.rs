@@ -68,7 +68,12 @@ enum Cmd {
         #[arg(long, value_name = "DIR")]
         cache_dir: PathBuf,
         /// Directory holding the blobs, each named by its cookie key (fsid, tag or device= name).
-        #[arg(long, value_name = "DIR", required_unless_present = "image", conflicts_with = "image")]
+        #[arg(
+            long,
+            value_name = "DIR",
+            required_unless_present = "image",
+            conflicts_with = "image"
+        )]
         blob_dir: Option<PathBuf>,
         /// Serve this image from its OCI registry (`[host[:port]/]repo[:tag|@digest]`; Nydus
         /// RAFS v6 or containerd EROFS layers) and mount its rootfs on --mountpoint.
@@ -278,7 +283,10 @@ impl Serving {
             if !self.prefetch_path.is_empty() {
                 return Err("--prefetch-path needs --blob-dir".into());
             }
-            log::info!("prefetch on: whole objects, {} threads", self.prefetch_threads);
+            log::info!(
+                "prefetch on: whole objects, {} threads",
+                self.prefetch_threads
+            );
             return Ok(Some(
                 PrefetchConfig::whole_objects()
                     .with_threads(usize::from(self.prefetch_threads))
@@ -608,17 +616,18 @@ impl CachefilesRun<'_> {
                 let mount_one = |key: &str, dir: &std::path::Path| {
                     ondemand::mount::mount_fscache(key, None, &[], dir)
                 };
-                let mounted = match ondemand::registry::Rootfs::mount(image, self.cache_dir, m, mount_one) {
-                    Ok(rootfs) => {
-                        log::info!("mounted {} on {}", image.reference, m.display());
-                        Some(rootfs)
-                    }
-                    Err(e) => {
-                        eprintln!("erofs-ondemand: mounting {}: {e}", image.reference);
-                        failed = true;
-                        None
-                    }
-                };
+                let mounted =
+                    match ondemand::registry::Rootfs::mount(image, self.cache_dir, m, mount_one) {
+                        Ok(rootfs) => {
+                            log::info!("mounted {} on {}", image.reference, m.display());
+                            Some(rootfs)
+                        }
+                        Err(e) => {
+                            eprintln!("erofs-ondemand: mounting {}: {e}", image.reference);
+                            failed = true;
+                            None
+                        }
+                    };
                 while !failed && !self.shutdown.is_triggered() && !serving.is_finished() {
                     std::thread::sleep(Duration::from_millis(100));
                 }

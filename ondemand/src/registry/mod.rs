@@ -231,7 +231,9 @@ fn nydus(
     };
     // Fetched whole and digest-checked before it is unpacked.
     let tgz = client.fetch_blob(reference.repository(), &boot.digest, MAX_BOOTSTRAP)?;
-    let bytes: Arc<[u8]> = unpack_bootstrap(&tgz).map_err(|e| fail(e.to_string()))?.into();
+    let bytes: Arc<[u8]> = unpack_bootstrap(&tgz)
+        .map_err(|e| fail(e.to_string()))?
+        .into();
     let image = ImageBuilder::new(bytes.clone())
         .build()
         .map_err(|e| fail(e.to_string()))?;
