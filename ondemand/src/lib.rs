@@ -17,6 +17,11 @@
 //! are live and a successor take over with `restore`), and [`mount`] (file-backed mounts with
 //! no daemon when every blob is local).
 //!
+//! Straight from an OCI registry (feature `registry`): [`registry`] resolves an image (Nydus
+//! RAFS v6 as nydusify pushes it, or containerd's native EROFS layers), serves its blobs
+//! lazily by byte ranges through `oci-lazy` behind either transport, and mounts its rootfs
+//! (the overlay of the EROFS layers).
+//!
 //! For Linux 7.2+, which has no EROFS over fscache: [`fanotify`] serves the same
 //! [`OnDemandServer`] behind file-backed mounts, filling sparse backing files on fanotify
 //! pre-content (`FAN_PRE_ACCESS`) events.
@@ -123,7 +128,9 @@
 //!
 //! # Features
 //!
-//! - `cli`: the `erofs-ondemand` binary (clap, env_logger).
+//! - `cli`: the `erofs-ondemand` binary (clap, env_logger; turns on `registry`).
+//! - `registry`: [`registry`], serving images from OCI registries (`oci-lazy`, `tar`,
+//!   `flate2`).
 //!
 //! # Safety
 //!
