@@ -275,8 +275,8 @@ mod tests {
     use cachefiles_proto::{CloseRequest, MsgId, ObjectId, OpenRequest, ReadRequest, Request};
 
     use super::*;
-    use crate::fake::FakeDevice;
     use crate::local::LocalDirServer;
+    use crate::testing::FakeDevice;
 
     fn blob(seed: u8, len: usize) -> Vec<u8> {
         (0..len).map(|i| seed.wrapping_add((i / 3) as u8)).collect()

@@ -133,12 +133,13 @@ fn host_failed_fills_deny_with_eio() {
 }
 
 /// The guest script's helpers (after [`DAEMON_PRELUDE`]): `fan_start NAME MNT ARGS...` runs
-/// `erofs-ondemand fanotify` with a cache dir and a metrics file of its own and waits for MNT
-/// to be mounted (check `mount-NAME`);
+/// `erofs-ondemand fanotify` with a cache dir (`/data/cache/NAME`, or `$FAN_CACHE`) and a
+/// metrics file of its own and waits for MNT to be mounted (check `mount-NAME`);
 /// `metrics_line NAME` turns the metrics file's counters into `name=N ...` (`read_requests`,
 /// `fetched_bytes`, `errors`, ...);
 /// `present_of NAME OBJECT` reads an object's present bytes from the metrics file;
-/// `complete_of NAME` counts the objects all present, `COMPLETE/ALL`;
+/// `complete_of NAME` counts the objects all present, `COMPLETE/ALL`; `sum_present NAME`
+/// adds up the objects' present bytes;
 /// `fan_round NAME MNT SMALL BLOB` reads one small file (checked against the host sums),
 /// records the counters, reads every file (`verify_tree NAME`), records them again, re-reads
 /// everything cold (`NAME-reread`), stops the daemon and checks the mount is gone.
@@ -147,9 +148,10 @@ fan_start() {
     _fn=$1
     _fm=$2
     shift 2
-    mkdir -p "$_fm" /data/cache/$_fn
+    _fc=/data/cache/${FAN_CACHE:-$_fn}
+    mkdir -p "$_fm" $_fc
     DLOG=/tmp/$_fn.log
-    erofs-ondemand fanotify --cache-dir /data/cache/$_fn --blob-dir $B --mountpoint "$_fm" \
+    erofs-ondemand fanotify --cache-dir $_fc --blob-dir $B --mountpoint "$_fm" \
         --metrics /tmp/$_fn.prom "$@" >"$DLOG" 2>&1 &
     DPID=$!
     await_daemon "mount-$_fn" "not mounted" 600 grep -q " $_fm erofs " /proc/mounts
@@ -157,6 +159,7 @@ fan_start() {
 settle() { sleep 1; }
 metrics_line() { sed -n 's/^erofs_ondemand_\([a-z_]*\)_total \([0-9]*\)$/\1=\2/p' /tmp/$1.prom | tr '\n' ' '; }
 present_of() { sed -n "s|^erofs_ondemand_object_present_bytes{object=\"[^\"]*/$2\"} ||p" /tmp/$1.prom; }
+sum_present() { sed -n 's/^erofs_ondemand_object_present_bytes{[^}]*} //p' /tmp/$1.prom | awk '{ s += $1 } END { print s + 0 }'; }
 complete_of() {
     awk -F'[{}" ]+' '/^erofs_ondemand_object_size_bytes[{]/ { s[$3] = $4 }
         /^erofs_ondemand_object_present_bytes[{]/ { p[$3] = $4 }
@@ -555,4 +558,177 @@ fn host_dedup_restart_and_prefetch() {
             serving.join().expect("no panic").expect("run");
         });
     }
+}
+
+/// The failover script's part: a holder, a daemon under it killed with SIGKILL while a reader
+/// reads `big.bin`, a successor taking the group over; the reader's result and the tree.
+const FAILOVER_SCRIPT: &str = r#"
+erofs-ondemand hold --socket /tmp/hold.sock >/tmp/hold.log 2>&1 &
+HPID=$!
+_i=0
+while [ ! -S /tmp/hold.sock ] && [ $_i -lt 200 ]; do sleep 0.05; _i=$((_i + 1)); done
+fan_start fo /mnt/fo --image rzstd --threads 1 --supervisor /tmp/hold.sock
+(cd /mnt/fo && sha256sum big.bin >/tmp/fo.big 2>/tmp/fo.err; echo $? >/tmp/fo.rc) &
+RPID=$!
+sleep 0.5
+kill -KILL $DPID
+wait $DPID 2>/dev/null
+data fo_reader_alive_at_kill "$(kill -0 $RPID 2>/dev/null && echo yes || echo no)"
+data fo_present_at_kill "$(sum_present fo)"
+check fo-mount-stays grep -q " /mnt/fo erofs " /proc/mounts
+DLOG=/tmp/fo2.log
+erofs-ondemand fanotify --cache-dir /data/cache/fo --blob-dir $B --mountpoint /mnt/fo \
+    --metrics /tmp/fo2.prom --image rzstd --supervisor /tmp/hold.sock >$DLOG 2>&1 &
+DPID=$!
+_i=0
+while kill -0 $RPID 2>/dev/null && [ $_i -lt 1200 ]; do sleep 0.1; _i=$((_i + 1)); done
+data fo_reader "$(kill -0 $RPID 2>/dev/null && echo hung || echo "done rc=$(cat /tmp/fo.rc) $(cat /tmp/fo.err)")"
+_want=$(grep ' ./big.bin$' /vmtest/sums | cut -d' ' -f1)
+check fo-reader-sum sh -c "[ \"\$(cut -d' ' -f1 /tmp/fo.big)\" = $_want ]"
+verify_tree fo /mnt/fo
+settle
+data fo2_stats "$(metrics_line fo2)"
+stop_daemon daemon-exit-fo2
+data fo2_summary "$(grep '^erofs-ondemand: opens=' $DLOG)"
+grep -i 'took over\|handed' /tmp/fo.log /tmp/fo2.log
+umount /mnt/fo
+kill -TERM $HPID
+wait $HPID
+"#;
+
+/// `fanotify` at parity with `serve` on the 7.2 kernel, with a zstd Nydus RAFS image mounted
+/// file-backed:
+///
+/// - two readers of the whole tree at once with `--threads 4` fetch no byte twice (the bytes
+///   fetched equal the bytes present, from the metrics file);
+/// - a daemon started again on the same cache dir re-reads the whole tree cold with 0 bytes
+///   fetched;
+/// - with `--prefetch`, once the files are complete, a cold read of the tree has no fill on
+///   its path (no fetch, no event);
+/// - a daemon under `hold` (`--supervisor`) killed with SIGKILL while a reader reads a big
+///   file is replaced by a successor that takes the fanotify group over: the reader's bytes
+///   equal the source (no zeros, no error), and so does the tree.
+#[test]
+fn parity_and_failover_on_7_2() {
+    let (Some(nydus_image), Some(busybox)) = (require_tool("nydus-image"), busybox()) else {
+        return;
+    };
+    let daemon = tests::vm::static_binary("ondemand", "erofs-ondemand", &["cli"]);
+    let dir = scratch_dir("vm_fanotify/parity");
+    let tree = dir.join("tree");
+    dense_tree(&tree);
+    std::fs::write(tree.join("big.bin"), noise(77, 24 << 20)).expect("write big.bin");
+    let blobs = dir.join("blobs");
+    std::fs::create_dir_all(&blobs).expect("mkdir");
+    nydus_zstd(&nydus_image, &blobs, "rzstd", &tree);
+    let script = format!(
+        "{DAEMON_PRELUDE}{FAN_SCRIPT_HEAD}
+fan_start par /mnt/par --image rzstd --threads 4
+(cd /mnt/par && find . -type f | sort | xargs cat >/dev/null) &
+R1=$!
+(cd /mnt/par && find . -type f | sort -r | xargs cat >/dev/null) &
+R2=$!
+wait $R1
+wait $R2
+verify_tree par /mnt/par
+settle
+data par_stats \"$(metrics_line par)\"
+data par_present \"$(sum_present par)\"
+stop_daemon daemon-exit-par
+FAN_CACHE=par fan_start re /mnt/re --image rzstd
+drop_caches
+verify_tree re /mnt/re
+settle
+data re_stats \"$(metrics_line re)\"
+stop_daemon daemon-exit-re
+fan_start pf /mnt/pf --image rzstd --prefetch
+prefetched() {{ [ \"$(complete_of pf)\" = 2/2 ]; }}
+await_daemon pf-complete \"prefetch not complete\" 1200 prefetched
+drop_caches
+data pf_before \"$(metrics_line pf)\"
+verify_tree pf /mnt/pf
+settle
+data pf_after \"$(metrics_line pf)\"
+stop_daemon daemon-exit-pf
+{FAILOVER_SCRIPT}"
+    );
+    let Some(out) = VmRun::new("fanotify-parity")
+        .kernel(Kernel::V7_2)
+        .file("bin/erofs-ondemand", &daemon)
+        .disk_file("blobs", &blobs)
+        .disk_size(1 << 30)
+        .manifests(&manifests(&busybox, &tree))
+        .script(&script)
+        .timeout(Duration::from_secs(600))
+        .run()
+    else {
+        return;
+    };
+    println!(
+        "vm_fanotify parity: VM {:.1?} ({}); failover: reader alive at the kill: {}, present at the kill {}, reader {}",
+        out.elapsed,
+        out.accel,
+        out.data("fo_reader_alive_at_kill").unwrap_or("?"),
+        out.data("fo_present_at_kill").unwrap_or("?"),
+        out.data("fo_reader").unwrap_or("?"),
+    );
+    for k in [
+        "par_stats",
+        "par_present",
+        "re_stats",
+        "pf_before",
+        "pf_after",
+        "fo2_stats",
+        "fo2_summary",
+    ] {
+        println!("  {k}: {}", out.data(k).unwrap_or("?"));
+    }
+    out.assert_passed(&[
+        "kernel-7.2",
+        "mount-par",
+        "par-sums",
+        "par-stats",
+        "daemon-exit-par",
+        "mount-re",
+        "re-sums",
+        "re-stats",
+        "daemon-exit-re",
+        "mount-pf",
+        "pf-complete",
+        "pf-sums",
+        "pf-stats",
+        "daemon-exit-pf",
+        "mount-fo",
+        "fo-mount-stays",
+        "fo-reader-sum",
+        "fo-sums",
+        "fo-stats",
+        "daemon-exit-fo2",
+    ]);
+    let par = out.data("par_stats").unwrap_or_default();
+    // Two readers, four workers: every byte present was fetched once.
+    assert_eq!(field(par, "errors"), 0, "{par}");
+    assert_eq!(
+        field(par, "fetched_bytes") + field(par, "prefetched_bytes"),
+        out.data_u64("par_present"),
+        "a byte was fetched twice: {par}"
+    );
+    // Restarted on the same cache dir: the whole tree with nothing fetched.
+    let re = out.data("re_stats").unwrap_or_default();
+    assert_eq!(field(re, "errors"), 0, "{re}");
+    assert_eq!(field(re, "fetched_bytes"), 0, "{re}");
+    // Prefetched: the cold read fetched nothing and sent no event.
+    let (before, after) = (
+        out.data("pf_before").unwrap_or_default(),
+        out.data("pf_after").unwrap_or_default(),
+    );
+    assert!(field(before, "prefetched_bytes") > 0, "{before}");
+    assert_eq!(field(after, "fetched_bytes"), 0, "{after}");
+    assert_eq!(
+        field(after, "read_requests"),
+        field(before, "read_requests"),
+        "{after}"
+    );
+    let fo2 = out.data("fo2_stats").unwrap_or_default();
+    assert_eq!(field(fo2, "errors"), 0, "{fo2}");
 }
