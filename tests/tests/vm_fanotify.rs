@@ -732,3 +732,127 @@ stop_daemon daemon-exit-pf
     let fo2 = out.data("fo2_stats").unwrap_or_default();
     assert_eq!(field(fo2, "errors"), 0, "{fo2}");
 }
+
+/// A benchmark, not a timed test: in one 7.2 VM run, three rounds alternating a cold read of
+/// the 48 MiB benchmark tree ([`tests::vm::bench_tree`]) from the uncompressed mkfs.erofs
+/// image mounted file-backed and from the zstd Nydus RAFS image served by
+/// `erofs-ondemand fanotify` (defaults, a fresh cache dir each round). Prints the throughputs,
+/// the ratio of the best of each (target: at least 0.6), and the pre-content events per MiB
+/// read. Only the bytes are checked.
+#[test]
+fn figures_fanotify_vs_file_backed() {
+    let (Some(nydus_image), Some(mkfs_erofs), Some(busybox)) = (
+        require_tool("nydus-image"),
+        require_tool("mkfs.erofs"),
+        busybox(),
+    ) else {
+        return;
+    };
+    let daemon = tests::vm::static_binary("ondemand", "erofs-ondemand", &["cli"]);
+    let dir = scratch_dir("vm_fanotify/figures");
+    let tree = dir.join("tree");
+    tests::vm::bench_tree(&tree);
+    let blobs = dir.join("blobs");
+    std::fs::create_dir_all(&blobs).expect("mkdir");
+    nydus_zstd(&nydus_image, &blobs, "bench", &tree);
+    run(Command::new(&mkfs_erofs)
+        .arg("--quiet")
+        .arg("-b4096")
+        .arg(blobs.join("plain.erofs"))
+        .arg(&tree));
+    let mut script = format!(
+        "{DAEMON_PRELUDE}{FAN_SCRIPT_HEAD}
+mkdir -p /mnt/fb
+check mount-file-backed vmtool mount erofs $B/plain.erofs /mnt/fb
+ls -lR /mnt/fb >/dev/null
+"
+    );
+    for r in 1..=3 {
+        script.push_str(&format!(
+            "drop_caches
+read_tree fb_{r} /mnt/fb
+fan_start fz{r} /mnt/fz{r} --image bench
+ls -lR /mnt/fz{r} >/dev/null
+drop_caches
+settle
+data fz{r}_before \"$(metrics_line fz{r})\"
+read_tree fz{r} /mnt/fz{r}
+settle
+data fz{r}_after \"$(metrics_line fz{r})\"
+stop_daemon daemon-exit-fz{r}
+"
+        ));
+    }
+    script.push_str("check fb-sums sh -c \"cd /mnt/fb && sha256sum -c /vmtest/sums\"\n");
+    let Some(out) = VmRun::new("fanotify-figures")
+        .kernel(Kernel::V7_2)
+        .file("bin/erofs-ondemand", &daemon)
+        .disk_file("blobs", &blobs)
+        .disk_size(1 << 30)
+        .manifests(&manifests(&busybox, &tree))
+        .script(&script)
+        .timeout(Duration::from_secs(900))
+        .run()
+    else {
+        return;
+    };
+    let mut expected = vec![
+        "kernel-7.2".to_string(),
+        "mount-file-backed".into(),
+        "fb-sums".into(),
+    ];
+    for r in 1..=3 {
+        expected.push(format!("mount-fz{r}"));
+        expected.push(format!("daemon-exit-fz{r}"));
+    }
+    let expected: Vec<&str> = expected.iter().map(String::as_str).collect();
+    out.assert_passed(&expected);
+    let read = out.data_u64("fb_1_bytes");
+    let mib = read as f64 / (1 << 20) as f64;
+    let ns = |k: &str| out.data_u64(&format!("{k}_ns")) as f64;
+    let mib_s = |ns: f64| mib / (ns / 1e9);
+    let fb: Vec<f64> = (1..=3).map(|r| ns(&format!("fb_{r}"))).collect();
+    let fz: Vec<f64> = (1..=3).map(|r| ns(&format!("fz{r}"))).collect();
+    let best = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
+    let show = |v: &[f64]| {
+        v.iter()
+            .map(|&n| format!("{:.0} MiB/s ({:.0} ms)", mib_s(n), n / 1e6))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "vm_fanotify figures ({} guest, VM {:.1?}, host load {}): cold read of the 48 MiB tree ({read} bytes), Linux 7.2",
+        out.accel,
+        out.elapsed,
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    println!(
+        "  uncompressed mkfs.erofs image, file-backed: {}",
+        show(&fb)
+    );
+    println!(
+        "  zstd RAFS through erofs-ondemand fanotify (defaults): {}",
+        show(&fz)
+    );
+    println!(
+        "  ratio, best against best: {:.2} of the file-backed speed (target >= 0.6)",
+        best(&fb) / best(&fz)
+    );
+    for r in 1..=3 {
+        let before = out.data(&format!("fz{r}_before")).unwrap_or_default();
+        let after = out.data(&format!("fz{r}_after")).unwrap_or_default();
+        assert_eq!(out.data_u64(&format!("fz{r}_bytes")), read, "round {r}");
+        assert_eq!(field(after, "errors"), 0, "{after}");
+        let events = field(after, "read_requests") - field(before, "read_requests");
+        println!(
+            "  round {r}: {events} pre-content events ({:.1} per MiB read), fetched {} bytes ({} ahead of the reader)",
+            events as f64 / mib,
+            field(after, "fetched_bytes") - field(before, "fetched_bytes"),
+            field(after, "ahead_bytes") - field(before, "ahead_bytes"),
+        );
+    }
+}
