@@ -870,6 +870,20 @@ pub fn dense_tree(root: &Path) {
     std::fs::create_dir_all(root.join("empty-dir")).expect("mkdir");
 }
 
+/// The smallest of some timings (the best of alternated rounds: the host is shared).
+pub fn best(samples: &[f64]) -> f64 {
+    samples.iter().copied().fold(f64::INFINITY, f64::min)
+}
+
+/// The host's load averages (`1 5 15` minutes), for benchmark lines.
+pub fn host_load() -> String {
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    load.split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// The benchmark tree of `vm_rafs` and `vm_fanotify` figures: "log-like" text (compressible about 3:1 by zstd, so chunks really are
 /// decompressed) and some incompressible files: 48 MiB in 1 + 64 files.
 pub fn bench_tree(root: &Path) {

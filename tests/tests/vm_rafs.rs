@@ -517,22 +517,18 @@ fn figures_zstd_vs_file_backed() {
     let read = out.data_u64("fb_1_bytes");
     let ns = |k: &str| out.data_u64(&format!("{k}_ns")) as f64;
     let mib_s = |ns: f64| read as f64 / (1 << 20) as f64 / (ns / 1e9);
-    let best = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
+    let best = tests::vm::best;
     let show = |v: &[f64]| {
         v.iter()
             .map(|&n| format!("{:.0}", mib_s(n)))
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
         "vm_rafs figures ({} guest, VM {:.1?}, host load {}): cold read of a 48 MiB tree (65 files, {read} bytes; log text that zstd shrinks ~2.5:1, half the small files random)",
         out.accel,
         out.elapsed,
-        load.split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" ")
+        tests::vm::host_load()
     );
     let fb: Vec<f64> = (1..=3).map(|r| ns(&format!("fb_{r}"))).collect();
     println!(

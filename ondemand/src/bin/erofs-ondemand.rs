@@ -330,6 +330,17 @@ fn fanotify(args: FanotifyArgs) -> ExitCode {
     if let Some(bytes) = serving.fill_buffer {
         daemon = daemon.with_fill_buffer(usize::try_from(bytes).unwrap_or(usize::MAX));
     }
+    if supervisor.is_some() {
+        // Under a holder, a successor answers the events this daemon leaves unanswered.
+        let journal = cache_dir.join(ondemand::fanotify::EVENT_JOURNAL);
+        daemon = match daemon.with_event_journal(&journal) {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("erofs-ondemand: event journal: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+    }
     let device_keys: Vec<&str> = devices.iter().map(String::as_str).collect();
     let files = match daemon.add_image(&image, &device_keys) {
         Ok(f) => f,
