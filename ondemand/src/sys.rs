@@ -127,7 +127,10 @@ mod tests {
         drop(held);
         // SAFETY: as above.
         assert!(unsafe { nix::libc::fcntl(900, nix::libc::F_GETFD) } < 0);
-        assert!(reserve_fd_number(file.as_raw_fd()).unwrap().is_none(), "in use");
+        assert!(
+            reserve_fd_number(file.as_raw_fd()).unwrap().is_none(),
+            "in use"
+        );
         assert!(reserve_fd_number(-1).is_err());
     }
 }

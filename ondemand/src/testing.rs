@@ -29,6 +29,8 @@ pub struct FdLog {
     pub writes: Mutex<Vec<(u64, usize)>>,
     /// Whether it was closed (dropped).
     pub closed: AtomicBool,
+    /// Writes refused for breaking the direct-I/O rules: `(offset, length)`.
+    pub rejected: Mutex<Vec<(u64, usize)>>,
     /// Make writes fail with ENOBUFS.
     pub fail_writes: AtomicBool,
 }
@@ -90,6 +92,7 @@ impl Sink for FakeFd {
             || !data.len().is_multiple_of(b)
             || !off.is_multiple_of(b as u64)
         {
+            self.log.rejected.lock().unwrap().push((off, data.len()));
             return Err(io::Error::from_raw_os_error(nix::libc::EINVAL));
         }
         if self.log.fail_writes.load(Ordering::SeqCst) {
@@ -127,6 +130,8 @@ pub struct FakeDevice {
     stop_when_empty: Option<Shutdown>,
     /// Refuse `copen` writes.
     pub fail_copen: AtomicBool,
+    /// Writes through the fd of this number fail with `ENOBUFS`, from its OPEN on.
+    pub fail_writes_on: Mutex<Option<u32>>,
 }
 
 impl FakeDevice {
@@ -139,6 +144,7 @@ impl FakeDevice {
             fds: Mutex::new(HashMap::new()),
             stop_when_empty: None,
             fail_copen: AtomicBool::new(false),
+            fail_writes_on: Mutex::new(None),
         }
     }
 
@@ -227,7 +233,14 @@ impl Device for FakeDevice {
     }
 
     fn adopt(&self, fd: u32) -> io::Result<FakeFd> {
+        // As the real device: a number no fd can have is refused.
+        if i32::try_from(fd).is_err() {
+            return Err(io::Error::from_raw_os_error(nix::libc::EBADF));
+        }
         let (fake, log) = FakeFd::create(&self.cache_file(fd));
+        if *self.fail_writes_on.lock().unwrap() == Some(fd) {
+            log.fail_writes.store(true, Ordering::SeqCst);
+        }
         self.fds.lock().unwrap().insert(fd, log);
         Ok(fake)
     }
