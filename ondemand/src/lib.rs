@@ -38,7 +38,7 @@
 //! # Example
 //!
 //! A custom server (blobs in memory), served by the reference daemon to a scripted kernel
-//! ([`testing::FakeDevice`], feature `test-util`) that sends one OPEN and one READ:
+//! (`testing::FakeDevice`, feature `test-util`) that sends one OPEN and one READ:
 //!
 //! ```
 //! # fn main() -> std::io::Result<()> {
@@ -112,7 +112,7 @@
 //! # Features
 //!
 //! - `cli`: the `erofs-ondemand` binary (clap, env_logger).
-//! - `test-util`: [`testing`], a fake `/dev/cachefiles` for tests without a kernel.
+//! - `test-util`: `testing`, a fake `/dev/cachefiles` for tests without a kernel.
 //!
 //! # Safety
 //!

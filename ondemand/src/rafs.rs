@@ -95,7 +95,8 @@ impl fmt::Debug for RafsObject {
     }
 }
 
-/// A Nydus data blob being served: its decoded view over a [`Staged`] store blob.
+/// A Nydus data blob being served: its decoded view over the stored blob, with the stored ranges
+/// of a read fetched ahead of decoding in one batch.
 #[derive(Debug)]
 pub struct RafsBlob {
     source: Arc<BlobSource>,

@@ -53,7 +53,10 @@
 //!   ranges then read as zeros. Unmount before dropping the daemon (the `erofs-ondemand
 //!   fanotify` command does), or keep a copy of the group's fd in a holder
 //!   ([`crate::failover`], `erofs-ondemand fanotify --supervisor`), so that a successor
-//!   ([`FanotifyDaemon::from_group`]) serves the events the dead daemon left.
+//!   ([`FanotifyDaemon::from_group`]) serves the events queued after the death. An event the
+//!   dead daemon had read stays pending as long as the group lives (its reader waits): with
+//!   [`FanotifyDaemon::with_event_journal`] each event is journaled while in progress, and
+//!   the successor fills and answers those by their fd numbers.
 //!
 //! Threads: [`FanotifyDaemon::run`] serves with [`FanotifyDaemon::with_threads`] workers
 //! (default [`crate::DEFAULT_THREADS`], as `serve`), each reading events from the group and
