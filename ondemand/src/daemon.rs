@@ -30,6 +30,11 @@ pub(crate) fn default_fill_buffer(readahead: u64) -> usize {
         .clamp(64 << 10, 4 << 20)
 }
 
+/// A fill buffer asked for: rounded up to 4 KiB, between 64 KiB and 16 MiB.
+pub(crate) fn fill_buffer_size(bytes: usize) -> usize {
+    bytes.clamp(64 << 10, 16 << 20).div_ceil(4096) * 4096
+}
+
 /// How long a worker waits in `poll` before looking at the shutdown flag again.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -176,7 +181,7 @@ impl<S: OnDemandServer, D: Device> Daemon<S, D> {
     /// parallel sees several chunks). Rounded up to 4 KiB, between 64 KiB and 16 MiB.
     /// Default: the readahead window, between 64 KiB and 4 MiB.
     pub fn with_fill_buffer(mut self, bytes: usize) -> Self {
-        self.fill_buffer = bytes.clamp(64 << 10, 16 << 20).div_ceil(4096) * 4096;
+        self.fill_buffer = fill_buffer_size(bytes);
         self
     }
 
@@ -275,8 +280,8 @@ mod tests {
     use cachefiles_proto::{CloseRequest, MsgId, ObjectId, OpenRequest, ReadRequest, Request};
 
     use super::*;
-    use crate::fake::FakeDevice;
     use crate::local::LocalDirServer;
+    use crate::testing::FakeDevice;
 
     fn blob(seed: u8, len: usize) -> Vec<u8> {
         (0..len).map(|i| seed.wrapping_add((i / 3) as u8)).collect()

@@ -1,51 +1,56 @@
-//! An embeddable backend for Linux's native lazy image pulling: EROFS over fscache, with
-//! cachefiles in **on-demand** mode. The kernel mounts an image with
-//! `mount -t erofs none -o fsid=ID`; whenever it needs bytes of a blob that are not in its
-//! cache, it asks a user-space daemon through `/dev/cachefiles`. This crate is that daemon,
-//! split so a container runtime can embed it with its own source of blobs.
+//! An embeddable backend for Linux's native lazy image pulling. The kernel mounts an EROFS
+//! image whose blobs are not all there; whenever it needs bytes that are missing, it asks a
+//! user-space daemon, and this crate is that daemon, split so a container runtime can embed
+//! it with its own source of blobs. Two kernel paths, one engine:
 //!
-//! Where it sits: kernel (EROFS → fscache → cachefiles) ⇄ [`device`] (the only syscalls) ⇄
-//! [`session`] (object table, request → actions; no syscalls) ⇄ your [`OnDemandServer`]
-//! (where the bytes come from). [`daemon`] is the reference loop on top; [`local`] is a
-//! server for blobs in a local directory; the `erofs-ondemand` binary (feature `cli`) runs it.
-//! The wire format is `cachefiles-proto`.
+//! - **EROFS over fscache** (Linux 5.19 to 7.1): cachefiles in on-demand mode,
+//!   `mount -t erofs none -o fsid=ID`. The kernel sends OPEN / READ / CLOSE through
+//!   `/dev/cachefiles` ([`CachefilesDevice`], [`Session`], [`Daemon`]).
+//! - **File-backed EROFS with fanotify pre-content events** (Linux 7.2+, which removed the
+//!   fscache backend): sparse backing files marked `FAN_PRE_ACCESS`; each read of a missing
+//!   range is an event ([`FanotifyDaemon`], [`fanotify`]).
 //!
-//! For production: [`metrics`] (counters and latency histograms, Prometheus text, an
-//! atomically rewritten metrics file), [`prefetch`] (background filling of objects, with
-//! [`plan`] to turn a list of paths into blob ranges; present ranges are rebuilt from the
-//! cache files after a restart), [`failover`] (an fd holder so a daemon can die while mounts
-//! are live and a successor take over with `restore`), and [`mount`] (file-backed mounts with
-//! no daemon when every blob is local).
+//! Where it sits: kernel ⇄ a transport (the only syscalls; cachefiles messages or fanotify
+//! events turned into engine calls) ⇄ the [`Engine`] (object table, range claims, READ
+//! window, the fill loop, fill ahead of sequential readers, prefetch, the scan of what an
+//! earlier daemon left; no syscalls but the sink's writes) ⇄ your [`OnDemandServer`] (where
+//! the bytes come from). Servers included: [`LocalDirServer`] (a file per cookie key) and
+//! [`rafs::RafsServer`] (Nydus RAFS v6 images over any [`BlobStore`], local directory
+//! included). The wire format is `cachefiles-proto`.
+//!
+//! For production: [`metrics`] (Prometheus text, the same names on both paths),
+//! [`PrefetchConfig`] (background filling, with [`plan`] to turn a list of paths into blob
+//! ranges), [`failover`] (an fd holder so a daemon can die while mounts are live and a
+//! successor take over), and [`mount`] (file-backed mounts with no daemon when every blob is
+//! local).
 //!
 //! Straight from an OCI registry (feature `registry`): [`registry`] resolves an image (Nydus
 //! RAFS v6 as nydusify pushes it, or containerd's native EROFS layers), serves its blobs
 //! lazily by byte ranges through `oci-lazy` behind either transport, and mounts its rootfs
 //! (the overlay of the EROFS layers).
 //!
-//! For Linux 7.2+, which has no EROFS over fscache: [`fanotify`] serves the same
-//! [`OnDemandServer`] behind file-backed mounts, filling sparse backing files on fanotify
-//! pre-content (`FAN_PRE_ACCESS`) events.
-//!
-//! The sequence: the kernel sends OPEN (volume key `erofs,<fsid>`, cookie key = fsid or blob
-//! name, and a new fd in our fd table); the server says how big the object is and the daemon
-//! answers `copen <id>,<size>`. For every missing range the kernel sends READ; the daemon asks
-//! the server for the bytes (plus a readahead window), `pwrite`s them into the object's fd and
-//! completes the READ with an ioctl, always, even on failure (then the reader gets `EIO`).
-//! When READs follow each other through an object, the worker then goes on filling past the
-//! window, further each time ([`Session::with_sequential_ahead`]), so a sequential reader
-//! mostly finds its bytes present while the server produces the next ones. On unmount the
-//! kernel sends CLOSE and the daemon closes the fd.
+//! The cachefiles sequence: the kernel sends OPEN (volume key `erofs,<fsid>`, cookie key =
+//! fsid or blob name, and a new fd in our fd table); the server says how big the object is
+//! and the daemon answers `copen <id>,<size>`. For every missing range the kernel sends READ;
+//! the engine asks the server for the bytes (plus a readahead window), writes them through the
+//! object's fd and the session completes the READ with an ioctl, always, even on failure
+//! (then the reader gets `EIO`). When READs follow each other through an object, the worker
+//! then goes on filling past the window, further each time
+//! ([`Engine::with_sequential_ahead`]). On unmount the kernel sends CLOSE. The fanotify
+//! sequence is the same with an event for each READ and `FAN_ALLOW` / `FAN_DENY` for the
+//! completion.
 //!
 //! # Example
 //!
-//! A custom server (blobs in memory), driven through the pure session with a scripted OPEN and
-//! READ instead of the kernel:
+//! A custom server (blobs in memory), served by the reference daemon to a scripted kernel
+//! (`testing::FakeDevice`, feature `test-util`) that sends one OPEN and one READ:
 //!
 //! ```
+//! # fn main() -> std::io::Result<()> {
 //! use std::io;
-//! use std::sync::Mutex;
-//! use ondemand::{AlignedBuf, Action, ObjectFd, ObjectKey, OnDemandServer, Opened, Session, Sink};
-//! use ondemand::proto::{MsgId, ObjectId, OpenReply, OpenRequest, ReadRequest, Request};
+//! use ondemand::proto::{MsgId, ObjectId, OpenRequest, ReadRequest, Request};
+//! use ondemand::testing::FakeDevice;
+//! use ondemand::{Daemon, ObjectKey, OnDemandServer, Opened, Session, Shutdown};
 //!
 //! /// Every blob is 10000 bytes of its key's first byte.
 //! struct Memory;
@@ -62,53 +67,36 @@
 //!     }
 //! }
 //!
-//! /// Stands in for the kernel's per-object fd.
-//! #[derive(Default)]
-//! struct Recorder { writes: Mutex<Vec<(u64, usize)>>, completed: Mutex<Vec<MsgId>> }
-//!
-//! impl Sink for Recorder {
-//!     fn write_at(&self, data: &[u8], off: u64) -> io::Result<()> {
-//!         self.writes.lock().unwrap().push((off, data.len()));
-//!         Ok(())
-//!     }
-//! }
-//!
-//! impl ObjectFd for Recorder {
-//!     fn read_complete(&self, msg_id: MsgId) -> io::Result<()> {
-//!         self.completed.lock().unwrap().push(msg_id);
-//!         Ok(())
-//!     }
-//! }
-//!
-//! let session = Session::<Memory, Recorder>::new(Memory).with_readahead(1 << 20);
-//! let open = Request::Open(OpenRequest {
+//! let dir = tempfile::tempdir()?;
+//! let stop = Shutdown::new();
+//! let kernel = FakeDevice::new(dir.path()).stop_when_empty(stop.clone());
+//! kernel.push(Request::Open(OpenRequest {
 //!     msg_id: MsgId(1), object_id: ObjectId(1),
 //!     volume_key: b"erofs,img", cookie_key: b"img", fd: 9, flags: 0,
-//! });
-//! let actions = session.handle(&open, Some(Recorder::default()));
-//! assert!(matches!(actions[..],
-//!     [Action::Copen { reply: OpenReply::Size(10_000), .. }]));
-//!
-//! // A 4 KiB READ: readahead widens it to the whole object (10000 bytes → 3 blocks).
-//! let read = Request::Read(ReadRequest { msg_id: MsgId(2), object_id: ObjectId(1), off: 0, len: 4096 });
-//! let actions = session.handle(&read, None);
-//! let mut buf = AlignedBuf::new(1 << 20);
-//! let send = |c: &ondemand::proto::Command<'_>| { let _ = c; Ok(()) };
-//! session.execute(actions, &send, &mut buf);
-//! let fd = session.object(ObjectId(1)).unwrap();
-//! assert_eq!(*fd.sink().writes.lock().unwrap(), [(0, 12288)]);
-//! assert_eq!(*fd.sink().completed.lock().unwrap(), [MsgId(2)]);
+//! }));
+//! kernel.push(Request::Read(ReadRequest { msg_id: MsgId(2), object_id: ObjectId(1), off: 0, len: 4096 }));
+//! // With the kernel: `CachefilesDevice::open()?` and `bind_ondemand` instead.
+//! let daemon = Daemon::new(kernel, Session::new(Memory)).with_shutdown(stop);
+//! let stats = daemon.run()?;
+//! assert_eq!((stats.opens, stats.reads, stats.read_errors), (1, 1, 0));
+//! let kernel = daemon.device();
+//! assert_eq!(kernel.commands(), ["copen 1,10000"]);
+//! // The READ was completed, after the readahead window (the whole object) was written.
+//! assert_eq!(*kernel.fd_log(9).completed.lock().unwrap(), [MsgId(2)]);
+//! assert_eq!(&std::fs::read(kernel.cache_file(9))?[..10_000], &[b'i'; 10_000][..]);
+//! # Ok(()) }
 //! ```
 //!
-//! With the kernel, [`Daemon`] does the same with a [`CachefilesDevice`]:
+//! With the kernel, [`Daemon`] does the same with a [`CachefilesDevice`] (on Linux 7.2+,
+//! [`FanotifyDaemon`] with the same server):
 //!
 //! ```no_run
 //! # fn main() -> std::io::Result<()> {
 //! use ondemand::{CachefilesDevice, Daemon, LocalDirServer, Session, shutdown_on_signals};
 //! let device = CachefilesDevice::open()?;
 //! device.bind_ondemand("/var/cache/erofs".as_ref(), Some("images"))?;
-//! let daemon = Daemon::new(device, Session::new(LocalDirServer::new("/var/lib/blobs")))
-//!     .with_threads(4);
+//! // DEFAULT_THREADS workers, as the CLI.
+//! let daemon = Daemon::new(device, Session::new(LocalDirServer::new("/var/lib/blobs")));
 //! shutdown_on_signals(daemon.shutdown_handle())?;
 //! let stats = daemon.run()?;
 //! println!("{stats}");
@@ -131,30 +119,34 @@
 //! - `cli`: the `erofs-ondemand` binary (clap, env_logger; turns on `registry`).
 //! - `registry`: [`registry`], serving images from OCI registries (`oci-lazy`, `tar`,
 //!   `flate2`).
+//! - `test-util`: `testing`, a fake `/dev/cachefiles` for tests without a kernel.
 //!
 //! # Safety
 //!
-//! `unsafe` is denied crate-wide except in two small `sys` modules: in [`device`], adopting
-//! the fd number the kernel put in an OPEN message and the `READ_COMPLETE` ioctl; in
-//! [`fanotify`], adopting the fd a pre-content event carries. Each block says why it holds.
+//! `unsafe` is denied crate-wide except in one private `sys` module: adopting the fd number
+//! the kernel put in an OPEN message, a fanotify event or an `SCM_RIGHTS` message, taking a
+//! received fd as a fanotify group, and the `READ_COMPLETE` ioctl. Each block says why it
+//! holds.
 
-pub mod blob_store;
-pub mod daemon;
-pub mod device;
+mod blob_store;
+mod daemon;
+mod device;
 mod engine;
 pub mod failover;
 pub mod fanotify;
-pub mod local;
+mod local;
 pub mod metrics;
 pub mod mount;
 pub mod plan;
 pub mod rafs;
-pub mod ranges;
+mod ranges;
 #[cfg(feature = "registry")]
 pub mod registry;
-pub mod server;
-pub mod session;
+mod server;
+mod session;
 mod sys;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
 
 /// The wire protocol crate, re-exported.
 pub use cachefiles_proto as proto;
@@ -163,6 +155,7 @@ pub use blob_store::{BlobStore, LocalDirStore, RangeRead, StoredBlob};
 pub use daemon::{DEFAULT_THREADS, Daemon, POLL_INTERVAL, Shutdown, shutdown_on_signals};
 pub use device::{
     AlignedBuf, AnonFd, BLOCK_SIZE, CachefilesDevice, DEFAULT_DEVICE_PATH, Device, ObjectFd,
+    data_ranges,
 };
 pub use engine::{
     DEFAULT_PREFETCH_CHUNK, DEFAULT_READAHEAD, DEFAULT_SEQUENTIAL_AHEAD, Engine, MAX_READ_FILL,
@@ -174,6 +167,3 @@ pub use metrics::{HistogramSnapshot, Stats, StatsSnapshot};
 pub use ranges::RangeSet;
 pub use server::{ObjectKey, OnDemandServer, Opened, errno_of};
 pub use session::{Action, Session};
-
-#[cfg(test)]
-mod fake;

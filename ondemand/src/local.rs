@@ -6,10 +6,8 @@
 //! `/` or NUL) is refused with `EINVAL` and logged, so the kernel cannot make the daemon open
 //! anything outside the directory.
 
-use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -38,15 +36,7 @@ impl LocalDirServer {
     ///
     /// `EINVAL` (as an OS error) for a key that is empty, `.`, `..`, or holds `/` or NUL.
     pub fn path_for(&self, cookie_key: &[u8]) -> io::Result<PathBuf> {
-        if erofs_reader::is_plain_name(cookie_key) {
-            Ok(self.dir.join(OsStr::from_bytes(cookie_key)))
-        } else {
-            log::warn!(
-                "refusing cookie key {:?}: not a plain file name",
-                cookie_key.escape_ascii().to_string()
-            );
-            Err(io::Error::from_raw_os_error(nix::libc::EINVAL))
-        }
+        crate::blob_store::LocalDirStore::new(&self.dir).path_for(cookie_key)
     }
 }
 

@@ -95,11 +95,16 @@ impl fmt::Debug for RafsObject {
     }
 }
 
-/// A Nydus data blob being served: its decoded view over a [`Staged`] store blob.
+/// A Nydus data blob being served: its decoded view over the stored blob, with the stored ranges
+/// of a read fetched ahead of decoding in one batch.
 #[derive(Debug)]
 pub struct RafsBlob {
     source: Arc<BlobSource>,
     staged: Arc<Staged>,
+    /// Chunks being read by some thread: a read that touches one waits, so two workers never
+    /// fetch and decode the same chunk for two parts of it.
+    busy: Mutex<std::collections::HashSet<usize>>,
+    freed: std::sync::Condvar,
 }
 
 impl RafsBlob {
@@ -113,6 +118,39 @@ impl RafsBlob {
     /// (which finds them staged).
     fn read_exact_at(&self, buf: &mut [u8], off: u64) -> io::Result<()> {
         let end = off.saturating_add(buf.len() as u64);
+        let chunks = self.chunk_span(off..end);
+        {
+            let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+            while chunks.clone().any(|c| busy.contains(&c)) {
+                busy = self.freed.wait(busy).unwrap_or_else(|p| p.into_inner());
+            }
+            busy.extend(chunks.clone());
+        }
+        let result = self.read_claimed(buf, off, end);
+        let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        for c in chunks {
+            busy.remove(&c);
+        }
+        drop(busy);
+        self.freed.notify_all();
+        result
+    }
+
+    /// The indices of the chunks overlapping `range` (none if the chunk map cannot be read:
+    /// the read then fails on its own).
+    fn chunk_span(&self, range: Range<u64>) -> Range<usize> {
+        let Ok(chunks) = self.source.chunk_infos() else {
+            return 0..0;
+        };
+        let first = chunks.partition_point(|c| c.uncompressed_end() <= range.start);
+        let last = chunks
+            .partition_point(|c| c.uncompressed_offset < range.end)
+            .max(first);
+        first..last
+    }
+
+    /// [`read_exact_at`](Self::read_exact_at) once its chunks are claimed.
+    fn read_claimed(&self, buf: &mut [u8], off: u64, end: u64) -> io::Result<()> {
         let ranges = self.stored_ranges(off..end);
         if ranges.len() < 2 {
             // One range: the decoder's own read is already one request.
@@ -133,11 +171,7 @@ impl RafsBlob {
         if self.source.zran_contexts().is_ok_and(|z| !z.is_empty()) {
             return Vec::new();
         }
-        let first = chunks.partition_point(|c| c.uncompressed_end() <= range.start);
-        let last = chunks
-            .partition_point(|c| c.uncompressed_offset < range.end)
-            .max(first);
-        let mut out: Vec<Range<u64>> = chunks[first..last]
+        let mut out: Vec<Range<u64>> = chunks[self.chunk_span(range)]
             .iter()
             .map(|c| c.compressed_offset..c.compressed_end())
             .filter(|r| !r.is_empty())
@@ -569,6 +603,8 @@ impl<B: BlobStore> RafsServer<B> {
         let blob = Arc::new(RafsBlob {
             source: Arc::new(src),
             staged,
+            busy: Mutex::new(std::collections::HashSet::new()),
+            freed: std::sync::Condvar::new(),
         });
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         // Another thread may have opened it meanwhile: keep the first.

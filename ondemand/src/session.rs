@@ -384,10 +384,10 @@ mod tests {
 
     use super::*;
     use crate::engine::{DEFAULT_READAHEAD, Sink};
-    use crate::fake::{FakeDevice, FakeFd};
     use crate::local::LocalDirServer;
     use crate::metrics::StatsSnapshot;
     use crate::server::Opened;
+    use crate::testing::{FakeDevice, FakeFd};
 
     const BLOB_LEN: usize = 3 * 1024 * 1024 + 1000;
 

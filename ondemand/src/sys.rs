@@ -1,7 +1,7 @@
 //! The crate's only `unsafe` code: taking ownership of an fd number the kernel installed in
 //! this process (the fd of a cachefiles OPEN message, of a fanotify event, or of an
-//! `SCM_RIGHTS` message), taking a received fd as a fanotify group, and the cachefiles
-//! `READ_COMPLETE` ioctl. Every block says why it
+//! `SCM_RIGHTS` message), taking a received fd as a fanotify group, reserving an fd number,
+//! and the cachefiles `READ_COMPLETE` ioctl. Every block says why it
 //! holds.
 #![allow(unsafe_code)]
 
@@ -58,6 +58,34 @@ pub(crate) fn fanotify_group(fd: OwnedFd) -> io::Result<nix::sys::fanotify::Fano
     Ok(unsafe { nix::sys::fanotify::Fanotify::from_owned_fd(fd) })
 }
 
+/// Keep fd number `n` from being given out by the kernel (to a new event's fd): if it is free,
+/// make it a copy of `/dev/null`, owned by the returned `OwnedFd` (drop it to free the number);
+/// if it is in use in this process already, nothing (`None`: it cannot be given out either).
+/// Call it before other threads open fds: between the check and the `dup3` an fd opened by
+/// another thread could take the number (and be closed by the `dup3`).
+///
+/// # Errors
+///
+/// A negative number; `/dev/null` cannot be opened; `dup3` fails (`EBADF` above the limit).
+pub(crate) fn reserve_fd_number(n: RawFd) -> io::Result<Option<OwnedFd>> {
+    if n < 0 {
+        return Err(io::Error::from_raw_os_error(nix::libc::EBADF));
+    }
+    // SAFETY: `fcntl(F_GETFD)` only reads the fd table.
+    if unsafe { nix::libc::fcntl(n, nix::libc::F_GETFD) } >= 0 {
+        return Ok(None);
+    }
+    let null = std::fs::File::open("/dev/null")?;
+    // SAFETY: `n` is not open in this process (checked just above, with no other thread
+    // opening fds meanwhile, as the caller guarantees), so `dup3` closes nothing anyone owns;
+    // it makes `n` a new fd that nothing else knows.
+    if unsafe { nix::libc::dup3(null.as_raw_fd(), n, nix::libc::O_CLOEXEC) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `dup3` just created fd `n` for us; the `OwnedFd` is its only owner.
+    Ok(Some(unsafe { OwnedFd::from_raw_fd(n) }))
+}
+
 /// `ioctl(fd, CACHEFILES_IOC_READ_COMPLETE, msg_id)`.
 pub(crate) fn read_complete(fd: BorrowedFd<'_>, msg_id: u32) -> io::Result<()> {
     // SAFETY: this ioctl takes its argument by value (the msg_id as an unsigned long, not
@@ -90,5 +118,19 @@ mod tests {
         let raw = std::os::fd::IntoRawFd::into_raw_fd(dup);
         let owned = adopt_fd(raw).unwrap();
         assert_eq!(owned.as_raw_fd(), raw);
+        // A free number (far above what the other tests open) is held until dropped; one in
+        // use is left alone.
+        let held = reserve_fd_number(900).unwrap().expect("900 is free");
+        assert_eq!(held.as_raw_fd(), 900);
+        // SAFETY: F_GETFD only reads the fd table.
+        assert!(unsafe { nix::libc::fcntl(900, nix::libc::F_GETFD) } >= 0);
+        drop(held);
+        // SAFETY: as above.
+        assert!(unsafe { nix::libc::fcntl(900, nix::libc::F_GETFD) } < 0);
+        assert!(
+            reserve_fd_number(file.as_raw_fd()).unwrap().is_none(),
+            "in use"
+        );
+        assert!(reserve_fd_number(-1).is_err());
     }
 }

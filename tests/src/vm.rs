@@ -870,6 +870,58 @@ pub fn dense_tree(root: &Path) {
     std::fs::create_dir_all(root.join("empty-dir")).expect("mkdir");
 }
 
+/// The smallest of some timings (the best of alternated rounds: the host is shared).
+pub fn best(samples: &[f64]) -> f64 {
+    samples.iter().copied().fold(f64::INFINITY, f64::min)
+}
+
+/// The host's load averages (`1 5 15` minutes), for benchmark lines.
+pub fn host_load() -> String {
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    load.split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The benchmark tree of `vm_rafs` and `vm_fanotify` figures: "log-like" text (compressible about 3:1 by zstd, so chunks really are
+/// decompressed) and some incompressible files: 48 MiB in 1 + 64 files.
+pub fn bench_tree(root: &Path) {
+    std::fs::create_dir_all(root.join("many")).expect("mkdir");
+    let digits = noise(5, 8 << 20);
+    let mut text = Vec::with_capacity(33 << 20);
+    let mut i = 0usize;
+    while text.len() < 32 << 20 {
+        let d = &digits[(i * 8) % (digits.len() - 8)..][..8];
+        let n = u64::from_le_bytes(d.try_into().expect("8 bytes"));
+        text.extend_from_slice(
+            format!(
+                "2026-11-28T06:{:02}:{:02}.{:06}Z worker-{} request id={:016x} status={} bytes={}\n",
+                n % 60,
+                (n >> 8) % 60,
+                (n >> 16) % 1_000_000,
+                (n >> 40) % 16,
+                n,
+                [200, 200, 200, 404, 500][(n >> 50) as usize % 5],
+                (n >> 20) % 100_000
+            )
+            .as_bytes(),
+        );
+        i += 1;
+    }
+    text.truncate(32 << 20);
+    std::fs::write(root.join("access.log"), &text).expect("write");
+    for k in 0..64u64 {
+        let len = 256 * 1024;
+        let data = if k % 2 == 0 {
+            noise(100 + k, len)
+        } else {
+            text[(k as usize) * len..][..len].to_vec()
+        };
+        std::fs::write(root.join(format!("many/f{k:02}")), data).expect("write");
+    }
+}
+
 /// What the guest's `verify_tree NAME DIR` compares a mount with, made from a host tree by
 /// [`manifests`] and put into the initramfs by [`VmRun::manifests`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -967,7 +1019,7 @@ pub fn set_device_tag(image: &Path, slot: u16, tag: &str) -> io::Result<()> {
 /// `fail`, `check`): `B` (the blob dir on the ext4 disk), `await_daemon NAME WHAT POLLS CMD...`,
 /// `start_daemon LOG TAG ARGS...`,
 /// `stop_daemon NAME`, `od_mount FSID DIR [OPTIONS]`, `summary LOG`, `reads_of FSID/KEY LOG`,
-/// `drop_caches`, `field KEY LINE`. A macro so that test files can `concat!` more onto it.
+/// `drop_caches`, `field KEY LINE`, `read_tree KEY DIR`. A macro so that test files can `concat!` more onto it.
 #[macro_export]
 macro_rules! daemon_prelude {
     () => {
@@ -1044,6 +1096,19 @@ drop_caches() {
 }
 # field KEY LINE: the value of KEY=N in a summary line.
 field() { echo "$2" | tr ' ' '\n' | sed -n "s/^$1=//p"; }
+# read_tree KEY DIR: read every file under DIR once (sorted, timed by vmtool), DATA KEY_ns
+# and KEY_bytes.
+read_tree() {
+    _out=$(cd "$2" && vmtool read $(find . -type f | sort))
+    case $_out in
+    bytes=*ns=*)
+        _b=${_out#bytes=}
+        data "$1_bytes" "${_b%% *}"
+        data "$1_ns" "${_out##*ns=}"
+        ;;
+    *) fail "$1" "$_out" ;;
+    esac
+}
 "#
     };
 }

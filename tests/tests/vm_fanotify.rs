@@ -133,12 +133,13 @@ fn host_failed_fills_deny_with_eio() {
 }
 
 /// The guest script's helpers (after [`DAEMON_PRELUDE`]): `fan_start NAME MNT ARGS...` runs
-/// `erofs-ondemand fanotify` with a cache dir and a metrics file of its own and waits for MNT
-/// to be mounted (check `mount-NAME`);
+/// `erofs-ondemand fanotify` with a cache dir (`/data/cache/NAME`, or `$FAN_CACHE`) and a
+/// metrics file of its own and waits for MNT to be mounted (check `mount-NAME`);
 /// `metrics_line NAME` turns the metrics file's counters into `name=N ...` (`read_requests`,
 /// `fetched_bytes`, `errors`, ...);
 /// `present_of NAME OBJECT` reads an object's present bytes from the metrics file;
-/// `complete_of NAME` counts the objects all present, `COMPLETE/ALL`;
+/// `complete_of NAME` counts the objects all present, `COMPLETE/ALL`; `sum_present NAME`
+/// adds up the objects' present bytes;
 /// `fan_round NAME MNT SMALL BLOB` reads one small file (checked against the host sums),
 /// records the counters, reads every file (`verify_tree NAME`), records them again, re-reads
 /// everything cold (`NAME-reread`), stops the daemon and checks the mount is gone.
@@ -147,9 +148,10 @@ fan_start() {
     _fn=$1
     _fm=$2
     shift 2
-    mkdir -p "$_fm" /data/cache/$_fn
+    _fc=/data/cache/${FAN_CACHE:-$_fn}
+    mkdir -p "$_fm" $_fc
     DLOG=/tmp/$_fn.log
-    erofs-ondemand fanotify --cache-dir /data/cache/$_fn --blob-dir $B --mountpoint "$_fm" \
+    erofs-ondemand fanotify --cache-dir $_fc --blob-dir $B --mountpoint "$_fm" \
         --metrics /tmp/$_fn.prom "$@" >"$DLOG" 2>&1 &
     DPID=$!
     await_daemon "mount-$_fn" "not mounted" 600 grep -q " $_fm erofs " /proc/mounts
@@ -157,6 +159,7 @@ fan_start() {
 settle() { sleep 1; }
 metrics_line() { sed -n 's/^erofs_ondemand_\([a-z_]*\)_total \([0-9]*\)$/\1=\2/p' /tmp/$1.prom | tr '\n' ' '; }
 present_of() { sed -n "s|^erofs_ondemand_object_present_bytes{object=\"[^\"]*/$2\"} ||p" /tmp/$1.prom; }
+sum_present() { sed -n 's/^erofs_ondemand_object_present_bytes{[^}]*} //p' /tmp/$1.prom | awk '{ s += $1 } END { print s + 0 }'; }
 complete_of() {
     awk -F'[{}" ]+' '/^erofs_ondemand_object_size_bytes[{]/ { s[$3] = $4 }
         /^erofs_ondemand_object_present_bytes[{]/ { p[$3] = $4 }
@@ -555,4 +558,400 @@ fn host_dedup_restart_and_prefetch() {
             serving.join().expect("no panic").expect("run");
         });
     }
+}
+
+/// The failover script's part: a holder, a daemon under it killed with SIGKILL while a reader
+/// reads `big.bin`, a successor taking the group over; the reader's result and the tree.
+const FAILOVER_SCRIPT: &str = r#"
+erofs-ondemand hold --socket /tmp/hold.sock >/tmp/hold.log 2>&1 &
+HPID=$!
+_i=0
+while [ ! -S /tmp/hold.sock ] && [ $_i -lt 200 ]; do sleep 0.05; _i=$((_i + 1)); done
+fan_start fo /mnt/fo --image rzstd --threads 1 --supervisor /tmp/hold.sock
+(cd /mnt/fo && sha256sum big.bin >/tmp/fo.big 2>/tmp/fo.err; echo $? >/tmp/fo.rc) &
+RPID=$!
+sleep 0.5
+kill -KILL $DPID
+wait $DPID 2>/dev/null
+data fo_reader_alive_at_kill "$(kill -0 $RPID 2>/dev/null && echo yes || echo no)"
+data fo_present_at_kill "$(sum_present fo)"
+check fo-mount-stays grep -q " /mnt/fo erofs " /proc/mounts
+DLOG=/tmp/fo2.log
+erofs-ondemand fanotify --cache-dir /data/cache/fo --blob-dir $B --mountpoint /mnt/fo \
+    --metrics /tmp/fo2.prom --image rzstd --supervisor /tmp/hold.sock >$DLOG 2>&1 &
+DPID=$!
+_i=0
+while kill -0 $RPID 2>/dev/null && [ $_i -lt 1200 ]; do sleep 0.1; _i=$((_i + 1)); done
+data fo_reader "$(kill -0 $RPID 2>/dev/null && echo hung || echo "done rc=$(cat /tmp/fo.rc) $(cat /tmp/fo.err)")"
+_want=$(grep ' ./big.bin$' /vmtest/sums | cut -d' ' -f1)
+check fo-reader-sum sh -c "[ \"\$(cut -d' ' -f1 /tmp/fo.big)\" = $_want ]"
+verify_tree fo /mnt/fo
+settle
+data fo2_stats "$(metrics_line fo2)"
+stop_daemon daemon-exit-fo2
+data fo2_summary "$(grep '^erofs-ondemand: opens=' $DLOG)"
+grep -i 'took over\|handed' /tmp/fo.log /tmp/fo2.log
+umount /mnt/fo
+kill -TERM $HPID
+wait $HPID
+"#;
+
+/// `fanotify` at parity with `serve` on the 7.2 kernel, with a zstd Nydus RAFS image mounted
+/// file-backed:
+///
+/// - two readers of the whole tree at once with `--threads 4` fetch no byte twice (the bytes
+///   fetched equal the bytes present, from the metrics file);
+/// - a daemon started again on the same cache dir re-reads the whole tree cold with 0 bytes
+///   fetched;
+/// - with `--prefetch`, once the files are complete, a cold read of the tree has no fill on
+///   its path (no fetch, no event);
+/// - a daemon under `hold` (`--supervisor`) killed with SIGKILL while a reader reads a big
+///   file is replaced by a successor that takes the fanotify group over: the reader's bytes
+///   equal the source (no zeros, no error), and so does the tree.
+#[test]
+fn parity_and_failover_on_7_2() {
+    let (Some(nydus_image), Some(busybox)) = (require_tool("nydus-image"), busybox()) else {
+        return;
+    };
+    let daemon = tests::vm::static_binary("ondemand", "erofs-ondemand", &["cli"]);
+    let dir = scratch_dir("vm_fanotify/parity");
+    let tree = dir.join("tree");
+    dense_tree(&tree);
+    std::fs::write(tree.join("big.bin"), noise(77, 24 << 20)).expect("write big.bin");
+    let blobs = dir.join("blobs");
+    std::fs::create_dir_all(&blobs).expect("mkdir");
+    nydus_zstd(&nydus_image, &blobs, "rzstd", &tree);
+    let script = format!(
+        "{DAEMON_PRELUDE}{FAN_SCRIPT_HEAD}
+fan_start par /mnt/par --image rzstd --threads 4
+(cd /mnt/par && find . -type f | sort | xargs cat >/dev/null) &
+R1=$!
+(cd /mnt/par && find . -type f | sort -r | xargs cat >/dev/null) &
+R2=$!
+wait $R1
+wait $R2
+verify_tree par /mnt/par
+settle
+data par_stats \"$(metrics_line par)\"
+data par_present \"$(sum_present par)\"
+stop_daemon daemon-exit-par
+FAN_CACHE=par fan_start re /mnt/re --image rzstd
+drop_caches
+verify_tree re /mnt/re
+settle
+data re_stats \"$(metrics_line re)\"
+stop_daemon daemon-exit-re
+fan_start pf /mnt/pf --image rzstd --prefetch
+prefetched() {{ [ \"$(complete_of pf)\" = 2/2 ]; }}
+await_daemon pf-complete \"prefetch not complete\" 1200 prefetched
+drop_caches
+data pf_before \"$(metrics_line pf)\"
+verify_tree pf /mnt/pf
+settle
+data pf_after \"$(metrics_line pf)\"
+stop_daemon daemon-exit-pf
+{FAILOVER_SCRIPT}"
+    );
+    let Some(out) = VmRun::new("fanotify-parity")
+        .kernel(Kernel::V7_2)
+        .file("bin/erofs-ondemand", &daemon)
+        .disk_file("blobs", &blobs)
+        .disk_size(1 << 30)
+        .manifests(&manifests(&busybox, &tree))
+        .script(&script)
+        .timeout(Duration::from_secs(600))
+        .run()
+    else {
+        return;
+    };
+    println!(
+        "vm_fanotify parity: VM {:.1?} ({}); failover: reader alive at the kill: {}, present at the kill {}, reader {}",
+        out.elapsed,
+        out.accel,
+        out.data("fo_reader_alive_at_kill").unwrap_or("?"),
+        out.data("fo_present_at_kill").unwrap_or("?"),
+        out.data("fo_reader").unwrap_or("?"),
+    );
+    for k in [
+        "par_stats",
+        "par_present",
+        "re_stats",
+        "pf_before",
+        "pf_after",
+        "fo2_stats",
+        "fo2_summary",
+    ] {
+        println!("  {k}: {}", out.data(k).unwrap_or("?"));
+    }
+    out.assert_passed(&[
+        "kernel-7.2",
+        "mount-par",
+        "par-sums",
+        "par-stats",
+        "daemon-exit-par",
+        "mount-re",
+        "re-sums",
+        "re-stats",
+        "daemon-exit-re",
+        "mount-pf",
+        "pf-complete",
+        "pf-sums",
+        "pf-stats",
+        "daemon-exit-pf",
+        "mount-fo",
+        "fo-mount-stays",
+        "fo-reader-sum",
+        "fo-sums",
+        "fo-stats",
+        "daemon-exit-fo2",
+    ]);
+    let par = out.data("par_stats").unwrap_or_default();
+    // Two readers, four workers: every byte present was fetched once.
+    assert_eq!(field(par, "errors"), 0, "{par}");
+    assert_eq!(
+        field(par, "fetched_bytes") + field(par, "prefetched_bytes"),
+        out.data_u64("par_present"),
+        "a byte was fetched twice: {par}"
+    );
+    // Restarted on the same cache dir: the whole tree with nothing fetched.
+    let re = out.data("re_stats").unwrap_or_default();
+    assert_eq!(field(re, "errors"), 0, "{re}");
+    assert_eq!(field(re, "fetched_bytes"), 0, "{re}");
+    // Prefetched: the cold read fetched nothing and sent no event.
+    let (before, after) = (
+        out.data("pf_before").unwrap_or_default(),
+        out.data("pf_after").unwrap_or_default(),
+    );
+    assert!(field(before, "prefetched_bytes") > 0, "{before}");
+    // (What the mount read before prefetch began was fetched on its path, before.)
+    assert_eq!(
+        field(after, "fetched_bytes"),
+        field(before, "fetched_bytes"),
+        "{after}"
+    );
+    assert_eq!(
+        field(after, "read_requests"),
+        field(before, "read_requests"),
+        "{after}"
+    );
+    let fo2 = out.data("fo2_stats").unwrap_or_default();
+    assert_eq!(field(fo2, "errors"), 0, "{fo2}");
+}
+
+/// A benchmark, not a timed test: in one 7.2 VM run, three rounds alternating a cold read of
+/// the 48 MiB benchmark tree ([`tests::vm::bench_tree`]) from the uncompressed mkfs.erofs
+/// image mounted file-backed and from the zstd Nydus RAFS image served by
+/// `erofs-ondemand fanotify` (defaults, a fresh cache dir each round). Prints the throughputs,
+/// the ratio of the best of each (target: at least 0.6), and the pre-content events per MiB
+/// read. Only the bytes are checked.
+#[test]
+fn figures_fanotify_vs_file_backed() {
+    let (Some(nydus_image), Some(mkfs_erofs), Some(busybox)) = (
+        require_tool("nydus-image"),
+        require_tool("mkfs.erofs"),
+        busybox(),
+    ) else {
+        return;
+    };
+    let daemon = tests::vm::static_binary("ondemand", "erofs-ondemand", &["cli"]);
+    let dir = scratch_dir("vm_fanotify/figures");
+    let tree = dir.join("tree");
+    tests::vm::bench_tree(&tree);
+    let blobs = dir.join("blobs");
+    std::fs::create_dir_all(&blobs).expect("mkdir");
+    nydus_zstd(&nydus_image, &blobs, "bench", &tree);
+    run(Command::new(&mkfs_erofs)
+        .arg("--quiet")
+        .arg("-b4096")
+        .arg(blobs.join("plain.erofs"))
+        .arg(&tree));
+    let mut script = format!(
+        "{DAEMON_PRELUDE}{FAN_SCRIPT_HEAD}
+mkdir -p /mnt/fb
+check mount-file-backed vmtool mount erofs $B/plain.erofs /mnt/fb
+ls -lR /mnt/fb >/dev/null
+"
+    );
+    for r in 1..=3 {
+        script.push_str(&format!(
+            "drop_caches
+read_tree fb_{r} /mnt/fb
+fan_start fz{r} /mnt/fz{r} --image bench
+ls -lR /mnt/fz{r} >/dev/null
+drop_caches
+settle
+data fz{r}_before \"$(metrics_line fz{r})\"
+read_tree fz{r} /mnt/fz{r}
+settle
+data fz{r}_after \"$(metrics_line fz{r})\"
+stop_daemon daemon-exit-fz{r}
+"
+        ));
+    }
+    script.push_str("check fb-sums sh -c \"cd /mnt/fb && sha256sum -c /vmtest/sums\"\n");
+    let Some(out) = VmRun::new("fanotify-figures")
+        .kernel(Kernel::V7_2)
+        .file("bin/erofs-ondemand", &daemon)
+        .disk_file("blobs", &blobs)
+        .disk_size(1 << 30)
+        .manifests(&manifests(&busybox, &tree))
+        .script(&script)
+        .timeout(Duration::from_secs(900))
+        .run()
+    else {
+        return;
+    };
+    let mut expected = vec![
+        "kernel-7.2".to_string(),
+        "mount-file-backed".into(),
+        "fb-sums".into(),
+    ];
+    for r in 1..=3 {
+        expected.push(format!("mount-fz{r}"));
+        expected.push(format!("daemon-exit-fz{r}"));
+    }
+    let expected: Vec<&str> = expected.iter().map(String::as_str).collect();
+    out.assert_passed(&expected);
+    let read = out.data_u64("fb_1_bytes");
+    let mib = read as f64 / (1 << 20) as f64;
+    let ns = |k: &str| out.data_u64(&format!("{k}_ns")) as f64;
+    let mib_s = |ns: f64| mib / (ns / 1e9);
+    let fb: Vec<f64> = (1..=3).map(|r| ns(&format!("fb_{r}"))).collect();
+    let fz: Vec<f64> = (1..=3).map(|r| ns(&format!("fz{r}"))).collect();
+    let best = tests::vm::best;
+    let show = |v: &[f64]| {
+        v.iter()
+            .map(|&n| format!("{:.0} MiB/s ({:.0} ms)", mib_s(n), n / 1e6))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!(
+        "vm_fanotify figures ({} guest, VM {:.1?}, host load {}): cold read of the 48 MiB tree ({read} bytes), Linux 7.2",
+        out.accel,
+        out.elapsed,
+        tests::vm::host_load()
+    );
+    println!(
+        "  uncompressed mkfs.erofs image, file-backed: {}",
+        show(&fb)
+    );
+    println!(
+        "  zstd RAFS through erofs-ondemand fanotify (defaults): {}",
+        show(&fz)
+    );
+    println!(
+        "  ratio, best against best: {:.2} of the file-backed speed (target >= 0.6)",
+        best(&fb) / best(&fz)
+    );
+    for r in 1..=3 {
+        let before = out.data(&format!("fz{r}_before")).unwrap_or_default();
+        let after = out.data(&format!("fz{r}_after")).unwrap_or_default();
+        assert_eq!(out.data_u64(&format!("fz{r}_bytes")), read, "round {r}");
+        assert_eq!(field(after, "errors"), 0, "{after}");
+        let events = field(after, "read_requests") - field(before, "read_requests");
+        println!(
+            "  round {r}: {events} pre-content events ({:.1} per MiB read), fetched {} bytes ({} ahead of the reader)",
+            events as f64 / mib,
+            field(after, "fetched_bytes") - field(before, "fetched_bytes"),
+            field(after, "ahead_bytes") - field(before, "ahead_bytes"),
+        );
+    }
+}
+
+/// Failover with an event the dead daemon read and never answered: a daemon under `hold`
+/// serving one event at a time (no readahead, so a reader of `big.bin` sends many) is stopped
+/// until its log shows an event it started and did not answer, then killed with SIGKILL; a
+/// successor takes the group over. The reader must finish with the source's bytes (no
+/// zeros, no error).
+#[test]
+fn failover_with_an_unanswered_event_on_7_2() {
+    let (Some(nydus_image), Some(busybox)) = (require_tool("nydus-image"), busybox()) else {
+        return;
+    };
+    let daemon = tests::vm::static_binary("ondemand", "erofs-ondemand", &["cli"]);
+    let dir = scratch_dir("vm_fanotify/unanswered");
+    let tree = dir.join("tree");
+    dense_tree(&tree);
+    std::fs::write(tree.join("big.bin"), noise(78, 16 << 20)).expect("write big.bin");
+    let blobs = dir.join("blobs");
+    std::fs::create_dir_all(&blobs).expect("mkdir");
+    nydus_zstd(&nydus_image, &blobs, "rzstd", &tree);
+    let script = format!(
+        r#"{DAEMON_PRELUDE}{FAN_SCRIPT_HEAD}
+erofs-ondemand hold --socket /tmp/hold.sock >/tmp/hold.log 2>&1 &
+HPID=$!
+_i=0
+while [ ! -S /tmp/hold.sock ] && [ $_i -lt 200 ]; do sleep 0.05; _i=$((_i + 1)); done
+RUST_LOG=info,ondemand::fanotify=debug fan_start st /mnt/st --image rzstd --threads 1 \
+    --readahead 0 --sequential-ahead 0 --supervisor /tmp/hold.sock
+(cd /mnt/st && sha256sum big.bin >/tmp/st.big 2>/tmp/st.err; echo $? >/tmp/st.rc) &
+RPID=$!
+sleep 0.5
+_n=0
+_last=
+while [ $_n -lt 300 ]; do
+    kill -STOP $DPID
+    _last=$(grep -E 'read \[|event fd' $DLOG | tail -1)
+    case "$_last" in *"read ["*) break ;; esac
+    kill -CONT $DPID
+    sleep 0.02
+    _n=$((_n + 1))
+done
+data st_tries $_n
+data st_last "$_last"
+kill -KILL $DPID
+kill -CONT $DPID 2>/dev/null
+wait $DPID 2>/dev/null
+data st_reader_alive_at_kill "$(kill -0 $RPID 2>/dev/null && echo yes || echo no)"
+DLOG=/tmp/st2.log
+RUST_LOG=info,ondemand::fanotify=debug erofs-ondemand fanotify --cache-dir /data/cache/st \
+    --blob-dir $B --mountpoint /mnt/st --metrics /tmp/st2.prom --image rzstd \
+    --supervisor /tmp/hold.sock >$DLOG 2>&1 &
+DPID=$!
+_i=0
+while kill -0 $RPID 2>/dev/null && [ $_i -lt 600 ]; do sleep 0.1; _i=$((_i + 1)); done
+data st_reader "$(kill -0 $RPID 2>/dev/null && echo hung || echo "done rc=$(cat /tmp/st.rc) $(cat /tmp/st.err)")"
+kill -KILL $RPID 2>/dev/null
+_want=$(grep ' ./big.bin$' /vmtest/sums | cut -d' ' -f1)
+check st-reader-sum sh -c "[ \"\$(cut -d' ' -f1 /tmp/st.big)\" = $_want ]"
+verify_tree st /mnt/st
+stop_daemon daemon-exit-st2
+grep -m 5 -E 'took over|unanswered|orphan' /tmp/st2.log
+umount /mnt/st
+kill -TERM $HPID
+wait $HPID
+"#
+    );
+    let Some(out) = VmRun::new("fanotify-unanswered")
+        .kernel(Kernel::V7_2)
+        .file("bin/erofs-ondemand", &daemon)
+        .disk_file("blobs", &blobs)
+        .disk_size(1 << 30)
+        .manifests(&manifests(&busybox, &tree))
+        .script(&script)
+        .timeout(Duration::from_secs(600))
+        .run()
+    else {
+        return;
+    };
+    println!(
+        "vm_fanotify unanswered: VM {:.1?}; stopped after {} tries with the last log line {:?}; reader alive at the kill: {}; reader: {}",
+        out.elapsed,
+        out.data("st_tries").unwrap_or("?"),
+        out.data("st_last").unwrap_or("?"),
+        out.data("st_reader_alive_at_kill").unwrap_or("?"),
+        out.data("st_reader").unwrap_or("?"),
+    );
+    assert!(
+        out.data("st_last").unwrap_or_default().contains("read ["),
+        "the daemon was not caught with an unanswered event"
+    );
+    out.assert_passed(&[
+        "kernel-7.2",
+        "mount-st",
+        "st-reader-sum",
+        "st-sums",
+        "st-stats",
+        "daemon-exit-st2",
+    ]);
 }

@@ -459,6 +459,17 @@ fn fanotify_serve<B: ondemand::BlobStore>(
     if let Some(bytes) = serving.fill_buffer {
         daemon = daemon.with_fill_buffer(usize::try_from(bytes).unwrap_or(usize::MAX));
     }
+    if supervisor.is_some() {
+        // Under a holder, a successor answers the events this daemon leaves unanswered.
+        let journal = cache_dir.join(ondemand::fanotify::EVENT_JOURNAL);
+        daemon = match daemon.with_event_journal(&journal) {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("erofs-ondemand: event journal: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+    }
     // The backing files: the blob dir's image and its devices, or each object the remote
     // image mounts (a Nydus bootstrap and its blobs, or every EROFS layer).
     let mut files: Vec<(String, ImageFiles)> = Vec::new();

@@ -274,7 +274,7 @@ impl<S: OnDemandServer, K> Engine<S, K> {
             opened.object,
             sink,
         ));
-        log::info!("object {id} ({key}): size {}", opened.size);
+        log::info!("OPEN object {id} ({key}): size {}", opened.size);
         table.insert(id, Arc::clone(&object));
         Ok(object)
     }

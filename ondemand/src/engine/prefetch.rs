@@ -408,9 +408,9 @@ mod session_tests {
     use cachefiles_proto::{Command, MsgId, ObjectId, OpenRequest, ReadRequest, Request};
 
     use super::*;
-    use crate::fake::FakeFd;
     use crate::server::{ObjectKey, Opened};
     use crate::session::Session;
+    use crate::testing::FakeFd;
 
     const LEN: usize = 5 * 1024 * 1024 + 123;
 

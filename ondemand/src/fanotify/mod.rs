@@ -53,7 +53,10 @@
 //!   ranges then read as zeros. Unmount before dropping the daemon (the `erofs-ondemand
 //!   fanotify` command does), or keep a copy of the group's fd in a holder
 //!   ([`crate::failover`], `erofs-ondemand fanotify --supervisor`), so that a successor
-//!   ([`FanotifyDaemon::from_group`]) serves the events the dead daemon left.
+//!   ([`FanotifyDaemon::from_group`]) serves the events queued after the death. An event the
+//!   dead daemon had read stays pending as long as the group lives (its reader waits): with
+//!   [`FanotifyDaemon::with_event_journal`] each event is journaled while in progress, and
+//!   the successor fills and answers those by their fd numbers.
 //!
 //! Threads: [`FanotifyDaemon::run`] serves with [`FanotifyDaemon::with_threads`] workers
 //! (default [`crate::DEFAULT_THREADS`], as `serve`), each reading events from the group and
@@ -97,6 +100,7 @@
 //! ```
 
 mod event;
+mod journal;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -122,12 +126,17 @@ pub use event::{
     FANOTIFY_METADATA_VERSION, FileRange, ZeroCount, event_read, response_word,
 };
 use event::{FAN_DENY, write_response};
+use journal::{Journal, Pending};
 
 use crate::daemon::{POLL_INTERVAL, Shutdown};
 use crate::device::{AlignedBuf, BLOCK_SIZE};
 use crate::engine::{Engine, Object, PrefetchConfig, Sink, round_up};
 use crate::metrics::{Stats, StatsSnapshot};
 use crate::server::{ObjectKey, OnDemandServer, errno_of};
+
+/// The file name `erofs-ondemand fanotify --supervisor` keeps its event journal under, in the
+/// cache dir ([`FanotifyDaemon::with_event_journal`]); no object may have it as key.
+pub const EVENT_JOURNAL: &str = ".erofs-ondemand-events";
 
 /// How many bytes of events one `read` of the group may return.
 const EVENT_BUFFER: usize = 64 * 1024;
@@ -265,6 +274,8 @@ pub struct FanotifyDaemon<S: OnDemandServer> {
     shutdown: Shutdown,
     deny_errno: AtomicBool,
     metrics_file: Option<(PathBuf, Duration)>,
+    /// Events in progress, for a successor ([`with_event_journal`](Self::with_event_journal)).
+    journal: Option<Journal>,
 }
 
 impl<S: OnDemandServer> fmt::Debug for FanotifyDaemon<S> {
@@ -335,6 +346,7 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
             shutdown: Shutdown::new(),
             deny_errno: AtomicBool::new(true),
             metrics_file: None,
+            journal: None,
         })
     }
 
@@ -384,7 +396,7 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
 
     /// Each worker's fill buffer, as [`crate::Daemon::with_fill_buffer`].
     pub fn with_fill_buffer(mut self, bytes: usize) -> Self {
-        self.fill_buffer = bytes.clamp(64 << 10, 16 << 20).div_ceil(4096) * 4096;
+        self.fill_buffer = crate::daemon::fill_buffer_size(bytes);
         self
     }
 
@@ -400,6 +412,20 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
     pub fn with_metrics_file(mut self, path: impl Into<PathBuf>, interval: Duration) -> Self {
         self.metrics_file = Some((path.into(), interval.max(Duration::from_millis(10))));
         self
+    }
+
+    /// Keep a journal of the events in progress at `path` (in the cache dir, for example),
+    /// for failover under a holder of the group's fd: a daemon started with the same journal
+    /// and the held group ([`from_group`](Self::from_group)) answers, in [`run`](Self::run),
+    /// the events this one read and never answered (the kernel keeps them pending, and their
+    /// readers waiting, for as long as the group lives).
+    ///
+    /// # Errors
+    ///
+    /// The journal cannot be opened or created.
+    pub fn with_event_journal(mut self, path: impl AsRef<Path>) -> io::Result<Self> {
+        self.journal = Some(Journal::open(path.as_ref())?);
+        Ok(self)
     }
 
     /// The flag that stops [`run`](Self::run).
@@ -459,7 +485,7 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
     /// file; `fanotify_mark` (`EINVAL`: the cache directory's filesystem does not allow
     /// pre-content marks, or the kernel has none).
     pub fn add_object(&self, volume: &[u8], key: &[u8]) -> io::Result<PathBuf> {
-        if !erofs_reader::is_plain_name(key) {
+        if !erofs_reader::is_plain_name(key) || key == EVENT_JOURNAL.as_bytes() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!(
@@ -646,6 +672,9 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
     /// A failing `poll` on the group (the first one seen); the other workers stop too.
     pub fn run(&self) -> io::Result<StatsSnapshot> {
         let failure: Mutex<Option<io::Error>> = Mutex::new(None);
+        // A predecessor's unanswered events: their fd numbers are kept from this daemon's own
+        // events (before any worker reads one) until each is answered.
+        let orphans = self.orphans();
         std::thread::scope(|scope| {
             self.engine
                 .spawn_background(scope, &self.shutdown, self.metrics_file.as_ref());
@@ -657,6 +686,19 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
                     &failure,
                     move || self.worker(),
                 );
+            }
+            if !orphans.is_empty() {
+                let spawned = std::thread::Builder::new()
+                    .name("fanotify-recover".into())
+                    .spawn_scoped(scope, move || {
+                        for (pending, reserved) in orphans {
+                            self.answer_orphan(pending);
+                            drop(reserved);
+                        }
+                    });
+                if let Err(e) = spawned {
+                    log::error!("cannot start the recovery of unanswered events: {e}");
+                }
             }
             if self.engine.prefetch.is_some() {
                 let spawned = std::thread::Builder::new()
@@ -676,21 +718,98 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
         }
     }
 
-    /// Give every incomplete file an fd to write through, by reading its first byte (an
-    /// event the workers serve, keeping its fd and queueing the file's prefetch; its block is
-    /// filled as prefetch).
+    /// Give every incomplete file an fd to write through (and so its prefetch a start).
     fn start_prefetch(&self) {
         for object in self.engine.objects() {
-            let backing = object.sink();
-            if self.shutdown.is_triggered() || backing.has_writer() || !backing.is_marked() {
-                continue;
+            if self.shutdown.is_triggered() {
+                break;
             }
-            backing.kick.store(true, Ordering::SeqCst);
-            let read = File::open(&backing.path).and_then(|f| f.read_at(&mut [0u8; 1], 0));
-            backing.kick.store(false, Ordering::SeqCst);
-            if let Err(e) = read {
-                log::warn!("prefetch: first read of {}: {e}", backing.path.display());
+            self.kick(object.sink());
+        }
+    }
+
+    /// If `backing` is marked and has no fd to write through, read its first byte: an event
+    /// the workers serve, keeping its fd and queueing the file's prefetch (its block is
+    /// filled as prefetch).
+    fn kick(&self, backing: &BackingFile) {
+        if backing.has_writer() || !backing.is_marked() {
+            return;
+        }
+        backing.kick.store(true, Ordering::SeqCst);
+        let read = File::open(&backing.path).and_then(|f| f.read_at(&mut [0u8; 1], 0));
+        backing.kick.store(false, Ordering::SeqCst);
+        if let Err(e) = read {
+            log::warn!("first read of {}: {e}", backing.path.display());
+        }
+    }
+
+    /// The events the journal says a predecessor left unanswered, each with its fd number
+    /// reserved (so none of this daemon's own events gets it while it is pending).
+    fn orphans(&self) -> Vec<(Pending, Option<OwnedFd>)> {
+        let Some(journal) = &self.journal else {
+            return Vec::new();
+        };
+        let pending = journal.pending().unwrap_or_else(|e| {
+            log::error!("event journal: {e}");
+            Vec::new()
+        });
+        pending
+            .into_iter()
+            .map(|p| {
+                let reserved = crate::sys::reserve_fd_number(p.fd).unwrap_or_else(|e| {
+                    log::warn!("reserving fd number {}: {e}", p.fd);
+                    None
+                });
+                log::info!(
+                    "event fd {} left unanswered by the previous daemon: {p:?}",
+                    p.fd
+                );
+                (p, reserved)
+            })
+            .collect()
+    }
+
+    /// Fill what an unanswered event of a predecessor asked for, then answer it by its fd
+    /// number (`ENOENT` from the kernel: it was answered after all).
+    fn answer_orphan(&self, p: Pending) {
+        let id = self
+            .ids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&p.file)
+            .copied();
+        let result = match id.and_then(|id| self.engine.object(id)) {
+            // A file this daemon does not serve: allowed, as any event on one.
+            None => Ok(()),
+            Some(object) => {
+                self.kick(object.sink());
+                match event_read(p.range, object.size(), self.zero_count) {
+                    None => Ok(()),
+                    Some((off, len)) => {
+                        let mut buf = AlignedBuf::new(self.fill_buffer);
+                        let plan = self.engine.plan_read(&object, off, len);
+                        match plan.window {
+                            Some((range, requested_end)) => self.engine.fill_window(
+                                &object,
+                                range,
+                                requested_end,
+                                &mut buf,
+                                &mut Vec::new(),
+                            ),
+                            None => Ok(()),
+                        }
+                    }
+                }
             }
+        };
+        log::info!(
+            "answering the previous daemon's event fd {} ({})",
+            p.fd,
+            if result.is_ok() { "filled" } else { "failed" }
+        );
+        self.respond(p.fd, result);
+        if let Some(journal) = &self.journal {
+            journal.clear(p.fd);
         }
     }
 
@@ -702,7 +821,13 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
             let mut fds = [PollFd::new(self.group.as_fd(), PollFlags::POLLIN)];
             let timeout = PollTimeout::try_from(POLL_INTERVAL).unwrap_or(PollTimeout::MAX);
             match poll(&mut fds, timeout) {
-                Ok(0) | Err(Errno::EINTR) => {}
+                Ok(0) => {
+                    // Idle: files that prefetch completed need their mark no more.
+                    for object in self.engine.objects() {
+                        self.unmark_if_complete(&object);
+                    }
+                }
+                Err(Errno::EINTR) => {}
                 Ok(_) => {
                     self.serve_pending(&mut buf, &mut fill);
                 }
@@ -781,6 +906,9 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
         let result = self.serve(&ev, fd.as_fd(), fill, &mut after);
         // Respond before closing: once closed, the number may name another event's fd.
         self.respond(ev.fd, result);
+        if let (Some(journal), true) = (&self.journal, after.noted) {
+            journal.clear(ev.fd);
+        }
         drop(fd);
         self.engine.stats.read_latency.observe(started.elapsed());
         if let Some(object) = after.object {
@@ -819,6 +947,14 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
             );
             return Ok(());
         };
+        if let Some(journal) = &self.journal {
+            journal.note(Pending {
+                fd: ev.fd,
+                file: (st.st_dev, st.st_ino),
+                range: ev.range,
+            });
+            after.noted = true;
+        }
         if object.sink().keep_writer(fd)? {
             // Writable from now on: its prefetch may start.
             self.engine.object_ready(&object);
@@ -883,6 +1019,10 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
         let allow = result.is_ok();
         let with_errno = self.deny_errno.load(Ordering::Relaxed);
         let word = response_word(allow, errno.filter(|_| with_errno));
+        log::debug!(
+            "event fd {fd}: {}",
+            if allow { "allowed" } else { "denied" }
+        );
         match write_response(&self.group, fd, word) {
             Ok(()) => {}
             Err(Errno::EINVAL) if !allow && word != FAN_DENY => {
@@ -900,6 +1040,8 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
 
 /// What an event leaves to do once it is answered.
 struct After<O> {
+    /// The event is in the journal.
+    noted: bool,
     object: Option<Arc<Object<O, BackingFile>>>,
     later: crate::engine::Later<O, BackingFile>,
     ahead: Option<Range<u64>>,
@@ -908,6 +1050,7 @@ struct After<O> {
 impl<O> Default for After<O> {
     fn default() -> Self {
         After {
+            noted: false,
             object: None,
             later: Vec::new(),
             ahead: None,

@@ -1,5 +1,9 @@
-//! Test doubles of the kernel: a scripted [`Device`] whose per-object fds are files in a
-//! temporary directory and which checks the direct-I/O alignment rules of the real one.
+//! A fake kernel for tests (feature `test-util`): [`FakeDevice`], a scripted
+//! `/dev/cachefiles` whose per-object fds ([`FakeFd`]) are files in a directory, checking the
+//! direct-I/O alignment rules of the real one, and recording every command, write, completion
+//! and close ([`FdLog`]). The crate's own tests, `fuzz/` and embedders' tests use it.
+//!
+//! Test code: its methods panic (with the reason) when the directory cannot be written.
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
@@ -18,22 +22,29 @@ use crate::engine::Sink;
 
 /// What happened to one fake fd.
 #[derive(Debug, Default)]
-pub(crate) struct FdLog {
-    pub(crate) completed: Mutex<Vec<MsgId>>,
-    pub(crate) writes: Mutex<Vec<(u64, usize)>>,
-    pub(crate) closed: AtomicBool,
+pub struct FdLog {
+    /// The READs completed through it, in order.
+    pub completed: Mutex<Vec<MsgId>>,
+    /// Its writes: `(offset, length)`, in order.
+    pub writes: Mutex<Vec<(u64, usize)>>,
+    /// Whether it was closed (dropped).
+    pub closed: AtomicBool,
+    /// Writes refused for breaking the direct-I/O rules: `(offset, length)`.
+    pub rejected: Mutex<Vec<(u64, usize)>>,
     /// Make writes fail with ENOBUFS.
-    pub(crate) fail_writes: AtomicBool,
+    pub fail_writes: AtomicBool,
 }
 
 /// A per-object fd backed by a file.
-pub(crate) struct FakeFd {
+#[derive(Debug)]
+pub struct FakeFd {
     file: File,
     log: Arc<FdLog>,
 }
 
 impl FakeFd {
-    pub(crate) fn create(path: &Path) -> (FakeFd, Arc<FdLog>) {
+    /// A fd over a new (emptied) cache file at `path`, and its log.
+    pub fn create(path: &Path) -> (FakeFd, Arc<FdLog>) {
         let file = File::options()
             .read(true)
             .write(true)
@@ -54,7 +65,7 @@ impl FakeFd {
 
 impl FakeFd {
     /// A fd over an existing cache file (a restarted daemon's view of it).
-    pub(crate) fn reopen(path: &Path) -> (FakeFd, Arc<FdLog>) {
+    pub fn reopen(path: &Path) -> (FakeFd, Arc<FdLog>) {
         let file = File::options().read(true).write(true).open(path).unwrap();
         let log = Arc::new(FdLog::default());
         (
@@ -81,6 +92,7 @@ impl Sink for FakeFd {
             || !data.len().is_multiple_of(b)
             || !off.is_multiple_of(b as u64)
         {
+            self.log.rejected.lock().unwrap().push((off, data.len()));
             return Err(io::Error::from_raw_os_error(nix::libc::EINVAL));
         }
         if self.log.fail_writes.load(Ordering::SeqCst) {
@@ -104,20 +116,27 @@ impl ObjectFd for FakeFd {
     }
 }
 
-/// A scripted `/dev/cachefiles`.
-pub(crate) struct FakeDevice {
+/// A scripted `/dev/cachefiles`: messages pushed with [`push`](Self::push) are read in order;
+/// the fd of an OPEN becomes a [`FakeFd`] over `DIR/fd-N`.
+#[derive(Debug)]
+pub struct FakeDevice {
     dir: PathBuf,
     queue: Mutex<VecDeque<Vec<u8>>>,
-    pub(crate) commands: Mutex<Vec<String>>,
-    pub(crate) fds: Mutex<HashMap<u32, Arc<FdLog>>>,
+    /// The commands written, as text (`copen 1,4096`).
+    pub commands: Mutex<Vec<String>>,
+    /// The log of each fd adopted, by number.
+    pub fds: Mutex<HashMap<u32, Arc<FdLog>>>,
     /// Trigger this when the queue is empty.
     stop_when_empty: Option<Shutdown>,
     /// Refuse `copen` writes.
-    pub(crate) fail_copen: AtomicBool,
+    pub fail_copen: AtomicBool,
+    /// Writes through the fd of this number fail with `ENOBUFS`, from its OPEN on.
+    pub fail_writes_on: Mutex<Option<u32>>,
 }
 
 impl FakeDevice {
-    pub(crate) fn new(dir: &Path) -> Self {
+    /// A device whose cache files go in `dir`.
+    pub fn new(dir: &Path) -> Self {
         FakeDevice {
             dir: dir.to_path_buf(),
             queue: Mutex::new(VecDeque::new()),
@@ -125,39 +144,46 @@ impl FakeDevice {
             fds: Mutex::new(HashMap::new()),
             stop_when_empty: None,
             fail_copen: AtomicBool::new(false),
+            fail_writes_on: Mutex::new(None),
         }
     }
 
-    pub(crate) fn stop_when_empty(mut self, shutdown: Shutdown) -> Self {
+    /// Trigger `shutdown` once every pushed message was read (a [`crate::Daemon`] then
+    /// stops after handling them).
+    pub fn stop_when_empty(mut self, shutdown: Shutdown) -> Self {
         self.stop_when_empty = Some(shutdown);
         self
     }
 
     /// Queue a request, encoded as the kernel would.
-    pub(crate) fn push(&self, request: Request<'_>) {
+    pub fn push(&self, request: Request<'_>) {
         let mut buf = [0u8; MSG_MAX_SIZE];
         let n = request.encode(&mut buf).unwrap();
         self.push_raw(buf[..n].to_vec());
     }
 
-    pub(crate) fn push_raw(&self, msg: Vec<u8>) {
+    /// Queue raw message bytes (for malformed messages).
+    pub fn push_raw(&self, msg: Vec<u8>) {
         self.queue.lock().unwrap().push_back(msg);
     }
 
     /// The cache file behind fake fd `fd`.
-    pub(crate) fn cache_file(&self, fd: u32) -> PathBuf {
+    pub fn cache_file(&self, fd: u32) -> PathBuf {
         self.dir.join(format!("fd-{fd}"))
     }
 
-    pub(crate) fn fd_log(&self, fd: u32) -> Arc<FdLog> {
+    /// The log of fd `fd` (panics if no OPEN carried it).
+    pub fn fd_log(&self, fd: u32) -> Arc<FdLog> {
         Arc::clone(&self.fds.lock().unwrap()[&fd])
     }
 
-    pub(crate) fn queue_len(&self) -> usize {
+    /// Messages not read yet.
+    pub fn queue_len(&self) -> usize {
         self.queue.lock().unwrap().len()
     }
 
-    pub(crate) fn commands(&self) -> Vec<String> {
+    /// The commands written so far, as text.
+    pub fn commands(&self) -> Vec<String> {
         self.commands.lock().unwrap().clone()
     }
 }
@@ -207,7 +233,14 @@ impl Device for FakeDevice {
     }
 
     fn adopt(&self, fd: u32) -> io::Result<FakeFd> {
+        // As the real device: a number no fd can have is refused.
+        if i32::try_from(fd).is_err() {
+            return Err(io::Error::from_raw_os_error(nix::libc::EBADF));
+        }
         let (fake, log) = FakeFd::create(&self.cache_file(fd));
+        if *self.fail_writes_on.lock().unwrap() == Some(fd) {
+            log.fail_writes.store(true, Ordering::SeqCst);
+        }
         self.fds.lock().unwrap().insert(fd, log);
         Ok(fake)
     }
