@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 pub mod http;
+pub mod netem;
 pub mod oci_images;
 pub mod oci_layout;
 pub mod raw;
