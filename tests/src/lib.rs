@@ -11,6 +11,7 @@ use std::process::Command;
 
 pub mod fault_proxy;
 pub mod http;
+pub mod netem;
 pub mod oci_images;
 pub mod oci_layout;
 pub mod raw;
