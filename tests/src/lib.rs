@@ -5,10 +5,19 @@
 //! [`require_root`]. If the requirement is missing the test **fails** with a message naming
 //! it, unless `EROFS_TESTS_ALLOW_SKIP=1` is set, in which case it prints `SKIP: …` to stderr
 //! and returns `None`. CI never sets that variable, so nothing is skipped silently there.
+//!
+//! Registry fixtures (see DESIGN.md, "The test registry"): [`registry`] (Debian's
+//! `docker-registry`: plain, htpasswd over TLS, token auth), [`token_server`], [`tls`] (test
+//! CA and signing certificates), [`oci_layout`] (hand-written OCI layouts), [`oci_images`]
+//! (tar+gzip, EROFS-layer, Nydus and zran images, indexes), [`skopeo`] (the pusher),
+//! [`docker_config`] (`config.json` with `auths`, `credHelpers`, `credsStore`, and a helper),
+//! [`fault_proxy`] (counters, latency, bandwidth, faults, redirects) and [`http`] (a tiny
+//! std-only HTTP/1.1 codec and client).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+pub mod docker_config;
 pub mod fault_proxy;
 pub mod http;
 pub mod netem;
@@ -88,6 +97,20 @@ pub fn require_tool(name: &str) -> Option<PathBuf> {
             missing(&format!(
                 "this test needs `{name}` (PATH, ${}, or ../shared/tools/bin)",
                 name.to_uppercase()
+            ))?;
+            None
+        }
+    }
+}
+
+/// A tool that a Debian package provides (`.ci/run` installs it): like [`require_tool`], with
+/// the package named in the failure.
+pub fn require_package_tool(name: &str, package: &str) -> Option<PathBuf> {
+    match find_tool(name) {
+        Some(p) => Some(p),
+        None => {
+            missing(&format!(
+                "this test needs `{name}` (Debian package `{package}`; .ci/run installs it)"
             ))?;
             None
         }

@@ -7,9 +7,9 @@
 //!   (annotation `containerd.io/snapshot/nydus-blob: "true"`, digest `sha256:<blob id>`), then
 //!   the bootstrap layer: a gzip tar holding `image/image.boot`
 //!   (annotation `containerd.io/snapshot/nydus-bootstrap: "true"`).
-//! - [`nydus_zran_image`]: the zran / targz-ref variant: `nydus-image create -t targz-ref` of
-//!   each original `.tar.gz`; the original `.tar.gz` layers are the data blobs (blob id = their
-//!   sha256), each followed by its separate meta blob (chunk infos and ZRan contexts), then the
+//! - [`nydus_zran_image`]: the zran / targz-ref variant (one layer): `nydus-image create -t
+//!   targz-ref` of the original `.tar.gz`; the `.tar.gz` is the data blob (blob id = its
+//!   sha256), followed by its separate meta blob (chunk infos and ZRan contexts), then the
 //!   bootstrap layer.
 //! - [`erofs_image`]: containerd's native EROFS layers (`application/vnd.erofs.layer.v1`):
 //!   each layer `mkfs.erofs --tar=f --aufs` of the layer's tar (aufs `.wh.` whiteouts become
@@ -22,6 +22,31 @@
 //! below, `.wh..wh..opq` makes its directory opaque. [`layered_tree`] makes a lower and an
 //! upper layer that delete, override and add files, and the merged tree they should show;
 //! [`apply_layer`] computes a merged tree for any layers.
+//!
+//! A whole set-up, as a registry client's test would write it:
+//!
+//! ```no_run
+//! use tests::fault_proxy::{Fault, FaultProxy, Match};
+//! use tests::oci_images;
+//! use tests::oci_layout::{OciLayout, Platform};
+//! use tests::registry::Registry;
+//! use tests::skopeo::Skopeo;
+//!
+//! let Some(reg) = Registry::token("example/nydus") else { return };
+//! let dir = reg.dir().to_path_buf();
+//! let tree = oci_images::layered_tree(&dir.join("tree"), 4 << 20);
+//! let layout = OciLayout::create(&dir.join("layout"));
+//! let nydus = oci_images::nydus_image(&layout, &tree.layers(), &Platform::host(), &dir.join("work"))
+//!     .unwrap();
+//! layout.tag("v1", &nydus.image.manifest);
+//! Skopeo::new(&dir.join("skopeo")).unwrap().push(layout.dir(), "v1", &reg, "demo/nydus:v1");
+//! let proxy = FaultProxy::in_front_of(&reg);
+//! proxy.inject(Match::Blobs, Fault::Status { status: 503, retry_after: Some(1) }, 1);
+//! // The client under test reads `proxy.reference("demo/nydus:v1")` with the credentials
+//! // `reg.credentials()`, and must show `tree.merged`; then count at the registry:
+//! let (requests, bytes) = reg.blob_served(&nydus.image.layers[0].digest);
+//! # let _ = (requests, bytes);
+//! ```
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -221,24 +246,12 @@ fn remove(p: &Path) {
     }
 }
 
-/// `gzip -n -c IN > OUT`.
-fn gzip(input: &Path, output: &Path) {
-    let gz = crate::require_tool("gzip").expect("gzip");
-    let out = Command::new(gz)
-        .args(["-n", "-c"])
-        .arg(input)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "gzip {} failed", input.display());
-    std::fs::write(output, out.stdout).unwrap();
-}
-
 /// Tar `layer` (`layer-i.tar`) and gzip it (`layer-i.tar.gz`) in `work`.
 fn tar_layer(work: &Path, i: usize, layer: &Path) -> (PathBuf, PathBuf) {
     let tar = work.join(format!("layer-{i}.tar"));
     let tgz = work.join(format!("layer-{i}.tar.gz"));
     crate::tree::make_tarball(layer, &tar);
-    gzip(&tar, &tgz);
+    crate::tree::gzip(&tar, &tgz);
     (tar, tgz)
 }
 
@@ -359,12 +372,37 @@ fn bootstrap_layer(layout: &OciLayout, boot: &Path, work: &Path) -> (Descriptor,
             .arg("image/image.boot"),
     );
     let tgz = work.join("bootstrap.tar.gz");
-    gzip(&tar, &tgz);
+    crate::tree::gzip(&tar, &tgz);
     let desc = layout
         .add_blob_file(media::LAYER_TAR_GZIP, &tgz)
         .annotate(annotation::NYDUS_BOOTSTRAP, "true")
         .annotate(NYDUS_FS_VERSION, "6");
     (desc, sha256_file(&tar))
+}
+
+/// Append the bootstrap layer to a Nydus image's blob layers and write config and manifest
+/// (platform with `os.features: ["nydus.remoteimage.v1"]`).
+#[allow(clippy::too_many_arguments)]
+fn finish_nydus(
+    layout: &OciLayout,
+    platform: &Platform,
+    work: &Path,
+    mut descs: Vec<Descriptor>,
+    mut diff_ids: Vec<String>,
+    bootstrap: PathBuf,
+    blob_dir: PathBuf,
+    blob_ids: Vec<String>,
+) -> NydusImage {
+    let (boot_desc, boot_diff) = bootstrap_layer(layout, &bootstrap, work);
+    descs.push(boot_desc);
+    diff_ids.push(boot_diff);
+    let platform = platform.clone().with_features(&[NYDUS_OS_FEATURE]);
+    NydusImage {
+        image: finish(layout, &platform, descs, &diff_ids),
+        bootstrap,
+        blob_dir,
+        blob_ids,
+    }
 }
 
 /// Nydus RAFS v6 image, one blob per layer that has file data (see the module docs). The
@@ -396,29 +434,32 @@ pub fn nydus_image(
         diff_ids.push(d.digest.clone());
         descs.push(d);
     }
-    let (boot_desc, boot_diff) = bootstrap_layer(layout, &bootstrap, work);
-    descs.push(boot_desc);
-    diff_ids.push(boot_diff);
-    let platform = platform.clone().with_features(&[NYDUS_OS_FEATURE]);
-    Some(NydusImage {
-        image: finish(layout, &platform, descs, &diff_ids),
-        bootstrap,
-        blob_dir,
-        blob_ids,
-    })
+    Some(finish_nydus(
+        layout, platform, work, descs, diff_ids, bootstrap, blob_dir, blob_ids,
+    ))
 }
 
-/// Nydus zran (targz-ref) image: per layer `nydus-image create -t targz-ref` of its
-/// `.tar.gz` (on the parent's bootstrap). Layers: each original `.tar.gz` (media type
-/// `tar+gzip`, annotation `nydus-blob`, digest = blob id), each followed by its meta blob
-/// (media type Nydus blob), then the bootstrap layer. `blob_dir` holds the `.tar.gz` files
-/// under their blob ids and the meta blobs under their digests, as `erofs --blob-dir` reads.
+/// Nydus zran (targz-ref) image of one layer: `nydus-image create -t targz-ref` of its
+/// `.tar.gz`. Layers: the original `.tar.gz` (media type `tar+gzip`, annotation `nydus-blob`,
+/// digest = blob id), its meta blob (media type Nydus blob: chunk infos and ZRan contexts),
+/// then the bootstrap layer. `blob_dir` holds the `.tar.gz` under its blob id and the meta blob
+/// under its digest, as `erofs --blob-dir` reads them.
+///
+/// One layer only: nydus-image 2.2's `-t targz-ref` on a `--parent-bootstrap` records the new
+/// layer's chunks with `blob_index 0` (its own `check -v` shows it), so a stacked zran
+/// bootstrap reads the upper files from the lower blob; nydusify instead merges per-layer
+/// bootstraps with TOC digests, which this fixture does not reproduce. Panics for more layers.
 pub fn nydus_zran_image(
     layout: &OciLayout,
     layers: &[&Path],
     platform: &Platform,
     work: &Path,
 ) -> Option<NydusImage> {
+    assert_eq!(
+        layers.len(),
+        1,
+        "nydus_zran_image builds one layer (see its docs: stacked targz-ref bootstraps are wrong)"
+    );
     need(&["tar", "gzip", "nydus-image"])?;
     let blob_dir = work.join("blobs");
     std::fs::create_dir_all(&blob_dir).unwrap();
@@ -455,16 +496,9 @@ pub fn nydus_zran_image(
         }
     }
     let bootstrap = parent.expect("at least one layer");
-    let (boot_desc, boot_diff) = bootstrap_layer(layout, &bootstrap, work);
-    descs.push(boot_desc);
-    diff_ids.push(boot_diff);
-    let platform = platform.clone().with_features(&[NYDUS_OS_FEATURE]);
-    Some(NydusImage {
-        image: finish(layout, &platform, descs, &diff_ids),
-        bootstrap,
-        blob_dir,
-        blob_ids,
-    })
+    Some(finish_nydus(
+        layout, platform, work, descs, diff_ids, bootstrap, blob_dir, blob_ids,
+    ))
 }
 
 /// An image index over `images` (each manifest descriptor with its platform).

@@ -102,19 +102,6 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// `docker-registry`, or a loud failure naming the Debian package.
-pub fn registry_binary() -> Option<PathBuf> {
-    match crate::find_tool("docker-registry") {
-        Some(p) => Some(p),
-        None => {
-            crate::missing(
-                "this test needs `docker-registry` (Debian package `docker-registry`; .ci/run installs it)",
-            )?;
-            None
-        }
-    }
-}
-
 impl Registry {
     /// Plain HTTP, anonymous. `name` names the scratch directory (see [`crate::scratch_dir`]).
     pub fn plain(name: &str) -> Option<Registry> {
@@ -157,7 +144,7 @@ impl Registry {
     /// when a tool is missing and skipping is allowed; any other failure panics with the
     /// registry's log.
     pub fn start(name: &str, opts: RegistryOptions) -> Option<Registry> {
-        let bin = registry_binary()?;
+        let bin = crate::require_package_tool("docker-registry", "docker-registry")?;
         let dir = crate::scratch_dir(name);
         let ca = if opts.tls {
             Some(TestCa::new(&dir.join("tls"))?)
@@ -336,6 +323,64 @@ impl Registry {
             .filter(|e| e.blob() == Some(digest) && (e.method == "GET" || e.method == "HEAD"))
             .fold((0, 0), |(n, b), e| (n + 1, b + e.bytes))
     }
+}
+
+/// The guest's registry port ([`Registry::into_guest`]).
+pub const GUEST_PORT: u16 = 5000;
+
+/// A shell function for a VM script: `registry_up` brings the loopback up, starts the
+/// registry [`Registry::into_guest`] put in the VM on `127.0.0.1:5000` (log in
+/// `/tmp/registry.log`) and waits (up to 120 s) until `GET /v2/` answers; it returns non-zero
+/// (with the log on stderr) if the registry never did.
+pub const GUEST_REGISTRY_UP: &str = r#"
+registry_up() {
+    ip link set lo up
+    /usr/bin/docker-registry serve /etc/docker-registry.yml >/tmp/registry.log 2>&1 &
+    _i=0
+    while ! wget -q -O /dev/null http://127.0.0.1:5000/v2/ 2>/dev/null; do
+        _i=$((_i + 1))
+        if [ $_i -gt 240 ]; then cat /tmp/registry.log >&2; return 1; fi
+        usleep 500000
+    done
+}
+"#;
+
+impl Registry {
+    /// Put this registry into a VM: the `docker-registry` binary with the shared libraries
+    /// `ldd` lists, a config for `127.0.0.1:5000` with anonymous access, and a copy of the
+    /// storage (as pushed on the host) on the VM's disk at `/data/registry`. Start it in the
+    /// script with [`GUEST_REGISTRY_UP`]'s `registry_up`. Call it after the pushes; the host
+    /// registry may keep running.
+    pub fn into_guest(&self, vm: crate::vm::VmRun) -> crate::vm::VmRun {
+        let bin = crate::find_tool("docker-registry").expect("the registry is running");
+        let mut vm = vm.file("usr/bin/docker-registry", &bin);
+        for lib in shared_libraries(&bin) {
+            let guest = lib.to_string_lossy().trim_start_matches('/').to_string();
+            vm = vm.file(&guest, &lib);
+        }
+        let config = format!(
+            "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: /data/registry\n  \
+             maintenance:\n    uploadpurging:\n      enabled: false\n\
+             http:\n  addr: 127.0.0.1:{GUEST_PORT}\n  secret: erofs-rs-test-secret\n"
+        );
+        vm.bytes("etc/docker-registry.yml", config.as_bytes(), 0o644)
+            .disk_file("registry", &self.storage_dir())
+    }
+}
+
+/// The shared libraries `ldd` lists for `bin` (absolute paths, the loader included).
+fn shared_libraries(bin: &Path) -> Vec<PathBuf> {
+    let out = crate::run(Command::new("ldd").arg(bin));
+    out.lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            let path = match l.split_once("=>") {
+                Some((_, rhs)) => rhs.trim().split(' ').next()?,
+                None => l.split(' ').next()?,
+            };
+            path.starts_with('/').then(|| PathBuf::from(path))
+        })
+        .collect()
 }
 
 impl Drop for Registry {

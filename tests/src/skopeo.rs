@@ -22,19 +22,6 @@ pub struct Skopeo {
     dir: PathBuf,
 }
 
-/// `skopeo`, or a loud failure naming the Debian package.
-pub fn skopeo_binary() -> Option<PathBuf> {
-    match crate::find_tool("skopeo") {
-        Some(p) => Some(p),
-        None => {
-            crate::missing(
-                "this test needs `skopeo` (Debian package `skopeo`; .ci/run installs it)",
-            )?;
-            None
-        }
-    }
-}
-
 /// Which side of a copy a registry is on (skopeo's flag prefixes).
 #[derive(Clone, Copy)]
 enum Side {
@@ -47,7 +34,7 @@ impl Skopeo {
     /// Set up a private configuration in `dir` (created). `None` only when skopeo is missing
     /// and skipping is allowed.
     pub fn new(dir: &Path) -> Option<Skopeo> {
-        let bin = skopeo_binary()?;
+        let bin = crate::require_package_tool("skopeo", "skopeo")?;
         for d in ["tmp", "run", "registries.d", "home"] {
             std::fs::create_dir_all(dir.join(d)).unwrap();
         }

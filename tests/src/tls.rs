@@ -20,18 +20,6 @@ pub struct TestCa {
     pub server_key: PathBuf,
 }
 
-fn openssl() -> Option<PathBuf> {
-    match crate::find_tool("openssl") {
-        Some(p) => Some(p),
-        None => {
-            crate::missing(
-                "this test needs `openssl` (Debian package `openssl`) to make test certificates",
-            )?;
-            None
-        }
-    }
-}
-
 /// `openssl req -x509` with a new P-256 key: a self-signed certificate.
 fn self_signed(openssl: &Path, cert: &Path, key: &Path, cn: &str, extra: &[&str]) {
     crate::run(
@@ -58,7 +46,7 @@ impl TestCa {
     /// Make a CA and a server certificate in `dir` (created). `None` only when `openssl` is
     /// missing and skipping is allowed.
     pub fn new(dir: &Path) -> Option<TestCa> {
-        let openssl = openssl()?;
+        let openssl = crate::require_package_tool("openssl", "openssl")?;
         std::fs::create_dir_all(dir).unwrap();
         let ca_key = dir.join("ca.key");
         let cert_dir = dir.join("certs");
@@ -143,7 +131,7 @@ pub struct SigningCert {
 impl SigningCert {
     /// Make one in `dir` (created), named `name.crt` / `name.key`.
     pub fn new(dir: &Path, name: &str) -> Option<SigningCert> {
-        let openssl = openssl()?;
+        let openssl = crate::require_package_tool("openssl", "openssl")?;
         std::fs::create_dir_all(dir).unwrap();
         let cert = dir.join(format!("{name}.crt"));
         let key = dir.join(format!("{name}.key"));

@@ -425,6 +425,18 @@ pub fn make_tarball(root: &Path, tar: &Path) {
     );
 }
 
+/// `gzip -c -n INPUT > OUTPUT` (no name or time in the header: the same bytes every run).
+pub fn gzip(input: &Path, output: &Path) {
+    let gz = crate::require_tool("gzip").expect("gzip");
+    let out = Command::new(gz)
+        .args(["-c", "-n"])
+        .arg(input)
+        .output()
+        .unwrap_or_else(|e| panic!("gzip {}: {e}", input.display()));
+    assert!(out.status.success(), "gzip {} failed", input.display());
+    std::fs::write(output, out.stdout).unwrap();
+}
+
 fn read_xattrs(path: &Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
     let mut out = BTreeMap::new();
     let mut names = vec![0u8; 65536];

@@ -251,3 +251,162 @@ fn token_registry_follows_the_token_server() {
     assert_eq!(short["expires_in"], 2);
     assert_eq!(get_with(short["token"].as_str().unwrap()).status, 200);
 }
+
+#[test]
+fn anonymous_pull_tokens_grant_pull_only() {
+    let opts = tests::registry::RegistryOptions {
+        tls: false,
+        auth: tests::registry::Auth::Token(tests::token_server::TokenOptions {
+            anonymous_pull: true,
+            ..Default::default()
+        }),
+    };
+    let Some(reg) = Registry::start("fixture_registry/anonymous", opts) else {
+        return;
+    };
+    let dir = reg.dir().to_path_buf();
+    let Some(skopeo) = Skopeo::new(&dir.join("skopeo")) else {
+        return;
+    };
+    let (layout, image) = small_image(&dir).unwrap();
+    skopeo.push(layout.dir(), "v1", &reg, "public/app:v1");
+    let ts = reg.token_server().unwrap();
+    // Anonymous, asking for pull and push: only pull is granted, and it reads the manifest.
+    let (st, anon) = fetch_token(&ts.realm(), "repository:public/app:pull,push", None);
+    assert_eq!(st, 200);
+    let last = ts.issued().pop().unwrap();
+    assert_eq!(last.user, None);
+    assert_eq!(last.access.len(), 1);
+    assert_eq!(last.access[0].actions, vec!["pull".to_string()]);
+    let r = http::get(
+        &format!("{}/v2/public/app/manifests/v1", reg.url()),
+        &[
+            ("Accept", media::MANIFEST),
+            (
+                "Authorization",
+                &format!("Bearer {}", anon["token"].as_str().unwrap()),
+            ),
+        ],
+    )
+    .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, layout.read_blob(&image.manifest.digest));
+}
+
+#[test]
+fn a_missing_tool_names_its_package() {
+    let allow = std::env::var_os("EROFS_TESTS_ALLOW_SKIP").is_some_and(|v| v == "1");
+    let got = std::panic::catch_unwind(|| {
+        tests::require_package_tool("erofs-rs-no-such-tool", "erofs-rs-no-such-package")
+    });
+    match got {
+        Ok(found) => {
+            assert!(
+                allow,
+                "a missing tool passed without EROFS_TESTS_ALLOW_SKIP=1"
+            );
+            assert!(found.is_none());
+        }
+        Err(e) => {
+            let msg = e.downcast_ref::<String>().cloned().unwrap_or_default();
+            assert!(
+                msg.contains("Debian package `erofs-rs-no-such-package`"),
+                "{msg}"
+            );
+        }
+    }
+}
+
+#[test]
+fn docker_config_files_authenticate_skopeo() {
+    use tests::docker_config::DockerConfig;
+    let Some(reg) = Registry::token("fixture_registry/docker_config") else {
+        return;
+    };
+    let dir = reg.dir().to_path_buf();
+    let Some(skopeo) = Skopeo::new(&dir.join("skopeo")) else {
+        return;
+    };
+    let (layout, image) = small_image(&dir).unwrap();
+    skopeo.push(layout.dir(), "v1", &reg, "cfg/app:v1");
+    let want = layout.read_blob(&image.manifest.digest);
+    let (user, password) = reg.credentials().unwrap();
+    let host = reg.host();
+    // skopeo inspect with only the config file (and PATH for a helper) as credentials.
+    let inspect = |cfg: &DockerConfig| {
+        let mut c = skopeo.command();
+        c.env("PATH", cfg.path_env())
+            .args(["inspect", "--raw", "--tls-verify=false", "--authfile"])
+            .arg(&cfg.file)
+            .arg(format!("docker://{}", reg.reference("cfg/app:v1")));
+        let out = c.output().unwrap();
+        (
+            out.status.success(),
+            out.stdout,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    let cfg = DockerConfig::auths(&dir.join("cfg-auths"), &[(&host, &user, &password)]);
+    let (ok, out, err) = inspect(&cfg);
+    assert!(ok && out == want, "{err}");
+    let cfg = DockerConfig::auths(&dir.join("cfg-wrong"), &[(&host, &user, "wrong")]);
+    let (ok, _, err) = inspect(&cfg);
+    assert!(!ok, "a wrong password in auths was accepted: {err}");
+    let cfg = DockerConfig::auths(
+        &dir.join("cfg-other"),
+        &[("other.example:5000", &user, &password)],
+    );
+    assert!(!inspect(&cfg).0, "credentials for another host were used");
+
+    let cfg = DockerConfig::cred_helper(
+        &dir.join("cfg-helper"),
+        "erofs-test",
+        &host,
+        &user,
+        &password,
+    );
+    let (ok, out, err) = inspect(&cfg);
+    assert!(ok && out == want, "{err}");
+    assert!(cfg.helper_calls().iter().all(|h| h.contains(&host)) && !cfg.helper_calls().is_empty());
+
+    // The helper alone: known host → JSON with the secret; another host → exit 1.
+    let run_helper = |cfg: &DockerConfig, h: &str| {
+        use std::io::Write;
+        let bin = cfg
+            .helper_dir
+            .as_ref()
+            .unwrap()
+            .join("docker-credential-erofs-store");
+        let mut child = std::process::Command::new(bin)
+            .arg("get")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        writeln!(child.stdin.take().unwrap(), "{h}").unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let cfg = DockerConfig::creds_store(
+        &dir.join("cfg-store"),
+        "erofs-store",
+        &host,
+        &user,
+        &password,
+    );
+    let (ok, out) = run_helper(&cfg, &host);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(ok);
+    assert_eq!(
+        (v["Username"].as_str(), v["Secret"].as_str()),
+        (Some(user.as_str()), Some(password.as_str()))
+    );
+    assert!(!run_helper(&cfg, "other.example").0);
+    let stored: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&cfg.file).unwrap()).unwrap();
+    assert_eq!(stored["credsStore"], "erofs-store");
+}

@@ -66,18 +66,6 @@ fn nydus_create(kind: &str, input: &Path, blobs: &Path, boot: &Path) {
     );
 }
 
-/// `gzip -c -n INPUT > OUTPUT`.
-fn gzip(input: &Path, output: &Path) {
-    let gz = tests::require_tool("gzip").expect("gzip");
-    let out = Command::new(gz)
-        .args(["-c", "-n"])
-        .arg(input)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "gzip failed");
-    std::fs::write(output, out.stdout).unwrap();
-}
-
 /// Build the tree, its tarball (`layer.tar`) and `layer.tar.gz`, in a scratch dir.
 fn layer_dir(name: &str) -> Option<(PathBuf, PathBuf)> {
     tests::require_tool("nydus-image")?;
@@ -87,7 +75,7 @@ fn layer_dir(name: &str) -> Option<(PathBuf, PathBuf)> {
     let src = dir.join("src");
     make_tree(&src);
     tree::make_tarball(&src, &dir.join("layer.tar"));
-    gzip(&dir.join("layer.tar"), &dir.join("layer.tar.gz"));
+    tree::gzip(&dir.join("layer.tar"), &dir.join("layer.tar.gz"));
     Some((dir, src))
 }
 
@@ -340,8 +328,8 @@ fn targz_ref_multi_member_gzip() {
     let cut = tar.len() / 2 + 12_345;
     std::fs::write(dir.join("p1"), &tar[..cut]).unwrap();
     std::fs::write(dir.join("p2"), &tar[cut..]).unwrap();
-    gzip(&dir.join("p1"), &dir.join("p1.gz"));
-    gzip(&dir.join("p2"), &dir.join("p2.gz"));
+    tree::gzip(&dir.join("p1"), &dir.join("p1.gz"));
+    tree::gzip(&dir.join("p2"), &dir.join("p2.gz"));
     let mut gz = std::fs::read(dir.join("p1.gz")).unwrap();
     gz.extend(std::fs::read(dir.join("p2.gz")).unwrap());
     let member_end = std::fs::metadata(dir.join("p1.gz")).unwrap().len();

@@ -1,252 +1,73 @@
-//! Images served to real kernels straight from a registry running inside the guest.
-//!
-//! The host builds a two-layer tree (deletions, an opaque directory, an override) as a Nydus
-//! RAFS v6 image (nydus-image) and as containerd EROFS layers (mkfs.erofs `--tar=f --aufs`),
-//! pushes both with skopeo to Debian's docker-registry, and copies the registry's storage
-//! onto the VM's disk. In the guest, the same docker-registry binary (with its ld-linux and
-//! libc) serves it on the guest's `127.0.0.1:5000`, and:
-//!
-//! - Linux 6.12: `erofs-ondemand serve --image REF --mountpoint MNT` (EROFS over fscache);
-//! - Linux 7.2: `erofs-ondemand fanotify --image REF --mountpoint MNT` (fanotify pre-content);
-//!
-//! mount each image's rootfs (the Nydus bootstrap with its blob devices; the overlay of the
-//! EROFS layers), read one small file, then every file (checked against the host tree's
-//! sha256 sums and stats), and stop at SIGTERM after unmounting. The registry's access log
-//! counts the requests and body bytes of the mount, the small file and the cold walk; they
-//! are printed against the image's size, and the daemon's exported
-//! `erofs_ondemand_registry_*_total` counters must agree with the registry's count.
+//! The registry inside the test VM (`Registry::into_guest`): an image pushed by skopeo on the
+//! host, the registry's storage copied onto the VM's disk, Debian's `docker-registry` started
+//! on the guest's loopback, and busybox `wget` reading the manifest, a whole blob and the rest
+//! of a blob from byte 1000 (`206`, counted in the guest registry's access log), checked
+//! against digests and sizes computed on the host.
 
-use std::path::{Path, PathBuf};
-use std::time::Duration;
-
-use tests::oci_images::{self, LayeredTree};
-use tests::oci_layout::{OciLayout, Platform};
-use tests::registry::{Registry, registry_binary};
+use tests::oci_images;
+use tests::oci_layout::{OciLayout, Platform, media};
+use tests::registry::{self, Registry};
 use tests::skopeo::Skopeo;
-use tests::vm::{DAEMON_PRELUDE, Kernel, VmOutcome, VmRun, busybox, manifests};
+use tests::vm::{Kernel, VmRun};
 
-/// What the guest's registry serves: its storage and the images' sizes.
-struct Pushed {
-    storage: PathBuf,
-    tree: LayeredTree,
-    /// (tag, sum of the layers' sizes, small file to read).
-    images: Vec<(&'static str, u64)>,
-    _reg: Registry,
-}
-
-fn push_images(name: &str, big: usize) -> Option<Pushed> {
-    let reg = Registry::plain(name)?;
+#[test]
+fn registry_serves_inside_the_vm() {
+    let Some(reg) = Registry::plain("vm_registry") else {
+        return;
+    };
     let dir = reg.dir().to_path_buf();
-    let skopeo = Skopeo::new(&dir.join("skopeo"))?;
-    let tree = oci_images::layered_tree(&dir.join("tree"), big);
+    let Some(skopeo) = Skopeo::new(&dir.join("skopeo")) else {
+        return;
+    };
+    let layers = oci_images::layered_tree(&dir.join("tree"), 200_000);
     let layout = OciLayout::create(&dir.join("layout"));
-    let platform = Platform::host();
-    let erofs = oci_images::erofs_image(&layout, &tree.layers(), &platform, &dir.join("erofs"))?;
-    layout.tag("erofs", &erofs.manifest);
-    let nydus = oci_images::nydus_image(&layout, &tree.layers(), &platform, &dir.join("nydus"))?;
-    layout.tag("nydus", &nydus.image.manifest);
-    let mut images = Vec::new();
-    for (tag, layers) in [("erofs", &erofs.layers), ("nydus", &nydus.image.layers)] {
-        skopeo.push(layout.dir(), tag, &reg, &format!("rootfs:{tag}"));
-        images.push((tag, layers.iter().map(|l| l.size).sum()));
-    }
-    Some(Pushed {
-        storage: reg.storage_dir(),
-        tree,
-        images,
-        _reg: reg,
-    })
-}
-
-/// The guest script: the registry on the loopback, then one round per image.
-const SCRIPT_HEAD: &str = r#"
-ip link set lo up
-docker-registry serve /etc/registry.yml >/tmp/registry.log 2>&1 &
-RPID=$!
-_i=0
-while ! wget -q -O /dev/null http://127.0.0.1:5000/v2/ 2>/dev/null; do
-    _i=$((_i + 1)); [ $_i -gt 1200 ] && break; sleep 0.1
-done
-check registry-up wget -q -O /dev/null http://127.0.0.1:5000/v2/
-# reg_mark: access-log lines so far; reg_count N: requests and body bytes after line N.
-reg_mark() { grep -c 'HTTP/1.1"' /tmp/registry.log; }
-reg_count() {
-    grep 'HTTP/1.1"' /tmp/registry.log | awk -v n=$1 'NR > n { r++; if ($10 ~ /^[0-9]+$/) b += $10 }
-        END { printf "requests=%d bytes=%d", r, b }'
-}
-metrics_line() { sed -n 's/^erofs_ondemand_\([a-z_]*\)_total \([0-9]*\)$/\1=\2/p' /tmp/$1.prom | tr '\n' ' '; }
-# img_round NAME CMD REF MNT SMALL: serve REF with `erofs-ondemand CMD`, its rootfs on MNT.
-img_round() {
-    _n=$1
-    _cmd=$2
-    _ref=$3
-    _m=$4
-    _small=$5
-    mkdir -p "$_m" /data/cache/$_n
-    DLOG=/tmp/$_n.log
-    _m0=$(reg_mark)
-    erofs-ondemand $_cmd --cache-dir /data/cache/$_n --image "$_ref" --mountpoint "$_m" \
-        --metrics /tmp/$_n.prom >"$DLOG" 2>&1 &
-    DPID=$!
-    await_daemon "mount-$_n" "not mounted" 2400 grep -q " $_m " /proc/mounts || return 1
-    data ${_n}_mount_registry "$(reg_count $_m0)"
-    _m1=$(reg_mark)
-    grep " ./$_small\$" /vmtest/sums >/tmp/$_n.one
-    check $_n-small sh -c "cd $_m && sha256sum -c /tmp/$_n.one"
-    data ${_n}_small_registry "$(reg_count $_m1)"
-    verify_tree $_n "$_m"
-    data ${_n}_walk_registry "$(reg_count $_m0)"
-    stop_daemon daemon-exit-$_n
-    data ${_n}_metrics "$(metrics_line $_n)"
-    data ${_n}_totals "$(grep '^erofs-ondemand: registry ' $DLOG)"
-    data ${_n}_after_registry "$(reg_count $_m0)"
-    check_fails $_n-unmounted grep -q " $_m " /proc/mounts
-}
-"#;
-
-/// The guest's registry: the binary, its loader and libc, a config.
-fn with_registry(run: VmRun, bin: &Path) -> VmRun {
-    let config = "version: 0.1\n\
-        log:\n  level: warn\n  accesslog:\n    disabled: false\n\
-        storage:\n  filesystem:\n    rootdirectory: /data/registry\n  \
-        maintenance:\n    uploadpurging:\n      enabled: false\n\
-        http:\n  addr: 127.0.0.1:5000\n  secret: erofs-rs-vm-secret\n";
-    run.file("bin/docker-registry", bin)
-        .file(
-            "lib64/ld-linux-x86-64.so.2",
-            Path::new("/lib64/ld-linux-x86-64.so.2"),
-        )
-        .file(
-            "lib/x86_64-linux-gnu/libc.so.6",
-            Path::new("/lib/x86_64-linux-gnu/libc.so.6"),
-        )
-        .bytes("etc/registry.yml", config.as_bytes(), 0o644)
-}
-
-/// `k=N` from a counters line.
-fn field(line: &str, k: &str) -> u64 {
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix(&format!("{k}=")))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {k} in {line:?}"))
-}
-
-fn run_kernel(name: &str, kernel: Kernel, cmd: &str, big: usize) {
-    let (Some(busybox), Some(registry)) = (busybox(), registry_binary()) else {
+    let Some(image) = oci_images::targz_image(
+        &layout,
+        &layers.layers(),
+        &Platform::host(),
+        &dir.join("work"),
+    ) else {
         return;
     };
-    let Some(p) = push_images(&format!("vm_registry/{name}"), big) else {
-        return;
-    };
-    let daemon = tests::vm::static_binary("ondemand", "erofs-ondemand", &["cli"]);
-    let mut script = format!("{DAEMON_PRELUDE}{SCRIPT_HEAD}");
-    for (tag, _) in &p.images {
-        script.push_str(&format!(
-            "img_round {tag} {cmd} 127.0.0.1:5000/rootfs:{tag} /mnt/{tag} small/s3\n"
-        ));
-    }
-    let disk: u64 = p.images.iter().map(|i| i.1).sum::<u64>() * 3 + (256 << 20);
-    let run = VmRun::new(&format!("registry-{name}"))
-        .kernel(kernel)
-        .file("bin/erofs-ondemand", &daemon)
-        .disk_file("registry", &p.storage)
-        .disk_size(disk)
-        .manifests(&manifests(&busybox, &p.tree.merged))
-        .script(&script)
-        .timeout(Duration::from_secs(900));
-    let Some(out) = with_registry(run, &registry).run() else {
-        return;
-    };
-    report(&out, &p, name);
-}
-
-fn report(out: &VmOutcome, p: &Pushed, name: &str) {
-    let mut expected = vec!["registry-up".to_string()];
-    for (tag, _) in &p.images {
-        for c in [
-            "mount-",
-            "small",
-            "sums",
-            "stats",
-            "daemon-exit-",
-            "unmounted",
-        ] {
-            expected.push(if c.ends_with('-') {
-                format!("{c}{tag}")
-            } else {
-                format!("{tag}-{c}")
-            });
-        }
-    }
-    let expected: Vec<&str> = expected.iter().map(String::as_str).collect();
-    out.assert_passed(&expected);
-    println!(
-        "vm_registry {name}: {} checks passed, VM {:.1?}",
-        out.passed.len(),
-        out.elapsed
+    layout.tag("v1", &image.manifest);
+    skopeo.push(layout.dir(), "v1", &reg, "demo/app:v1");
+    let layer = &image.layers[0];
+    let script = format!(
+        r#"{up}
+check registry-up registry_up
+base=http://127.0.0.1:{port}/v2/demo/app
+wget -q -O /tmp/manifest --header 'Accept: {accept}' $base/manifests/v1
+check manifest-digest test "$(sha256sum /tmp/manifest | cut -d' ' -f1)" = {manifest}
+wget -q -O /tmp/blob $base/blobs/{digest}
+check blob-digest test "$(sha256sum /tmp/blob | cut -d' ' -f1)" = {hex}
+# A range: busybox wget -c sends `Range: bytes=1000-` after 1000 bytes it holds and accepts 206.
+head -c 1000 /tmp/blob > /tmp/range
+check range-continue wget -q -c -O /tmp/range $base/blobs/{digest}
+check range-digest test "$(sha256sum /tmp/range | cut -d' ' -f1)" = {hex}
+check range-206 grep -q '"GET /v2/demo/app/blobs/{digest} HTTP/1.1" 206 {rest} ' /tmp/registry.log
+"#,
+        up = registry::GUEST_REGISTRY_UP,
+        port = registry::GUEST_PORT,
+        accept = media::MANIFEST,
+        manifest = image.manifest.hex(),
+        digest = layer.digest,
+        hex = layer.hex(),
+        rest = layer.size - 1000,
     );
-    for (tag, size) in &p.images {
-        let get = |k: &str| {
-            out.data(&format!("{tag}_{k}"))
-                .unwrap_or_default()
-                .to_string()
-        };
-        let (mount, small, walk) = (
-            get("mount_registry"),
-            get("small_registry"),
-            get("walk_registry"),
-        );
-        let pct = |line: &str| field(line, "bytes") as f64 * 100.0 / *size as f64;
-        println!("  {tag}: image {size} bytes (sum of its layers), counted at the registry:");
-        println!(
-            "    mount:              {mount} ({:.2}% of the image)",
-            pct(&mount)
-        );
-        println!(
-            "    one small file:     {small} ({:.2}% of the image)",
-            pct(&small)
-        );
-        println!(
-            "    mount + cold walk:  {walk} ({:.2}% of the image)",
-            pct(&walk)
-        );
-        let metrics = get("metrics");
-        println!("    daemon metrics:     {metrics}");
-        println!("    daemon totals:      {}", get("totals"));
-        // Every byte of the tree was read: at least the layers' file data came; nothing
-        // was fetched much more than once.
-        assert!(
-            field(&walk, "bytes") <= size + size / 4 + (1 << 20),
-            "{tag}: {walk}"
-        );
-        assert_eq!(field(&metrics, "read_errors"), 0, "{tag}: {metrics}");
-        // The daemon's exported registry counters are the registry's own count.
-        let after = get("after_registry");
-        assert_eq!(
-            field(&metrics, "registry_requests"),
-            field(&after, "requests"),
-            "{tag}: {metrics} vs {after}"
-        );
-        assert_eq!(
-            field(&metrics, "registry_bytes"),
-            field(&after, "bytes"),
-            "{tag}: {metrics} vs {after}"
-        );
-        assert_eq!(field(&metrics, "registry_retries"), 0, "{tag}: {metrics}");
-        // One small file is a small part of the image.
-        assert!(
-            field(&small, "bytes") < size / 4,
-            "{tag}: {small} of {size}"
-        );
-    }
-}
-
-#[test]
-fn registry_images_on_6_12_cachefiles() {
-    run_kernel("cachefiles", Kernel::V6_12, "serve", 1 << 20);
-}
-
-#[test]
-fn registry_images_on_7_2_fanotify() {
-    run_kernel("fanotify", Kernel::V7_2, "fanotify", 1 << 20);
+    let Some(out) = reg
+        .into_guest(VmRun::new("registry").kernel(Kernel::V6_12))
+        .script(&script)
+        .timeout(std::time::Duration::from_secs(300))
+        .run()
+    else {
+        return;
+    };
+    out.assert_passed(&[
+        "registry-up",
+        "manifest-digest",
+        "blob-digest",
+        "range-continue",
+        "range-digest",
+        "range-206",
+    ]);
 }
