@@ -334,7 +334,8 @@ fn nydus_round_trip(name: &str, zran: bool) {
     let Some(p) = push(name, "nydus", |layout, tree, dir| {
         let work = dir.join("work");
         let i = if zran {
-            oci_images::nydus_zran_image(layout, &tree.layers(), &Platform::host(), &work)
+            // One layer: nydus-image 2.2 cannot stack targz-ref layers (see the fixture).
+            oci_images::nydus_zran_image(layout, &[&tree.lower], &Platform::host(), &work)
         } else {
             oci_images::nydus_image(layout, &tree.layers(), &Platform::host(), &work)
         }
@@ -383,7 +384,7 @@ fn nydus_round_trip(name: &str, zran: bool) {
         s.bytes
     );
     let m = tree::KernelMount::new(&boot_file, &devices);
-    compare_trees(&p.tree.merged, m.path());
+    compare_trees(if zran { &p.tree.lower } else { &p.tree.merged }, m.path());
 }
 
 #[test]
