@@ -20,15 +20,27 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")" && pwd)
-SHARED=${EROFS_SHARED_DIR:-$ROOT/../shared}
-SHARED=$(cd "$SHARED" && pwd)
-export PATH="$SHARED/tools/bin:$PATH:/usr/sbin:/sbin"
+if [ -f "$ROOT/scripts/env.sh" ]; then
+    # Installs the missing Debian packages and finds the test environment.
+    . "$ROOT/scripts/env.sh"
+    erofs_setup
+    SHARED=$EROFS_SHARED_DIR
+else
+    SHARED=${EROFS_SHARED_DIR:-$ROOT/../shared}
+    SHARED=$(cd "$SHARED" && pwd)
+    export PATH="$SHARED/tools/bin:$PATH:/usr/sbin:/sbin"
+fi
 KERNEL=$SHARED/vm/linux-6.12.bzImage
 WORK=${DEMO_DIR:-$ROOT/target/demo}
 STATIC_TARGET=${EROFS_VM_TARGET_DIR:-${CARGO_TARGET_DIR:-$ROOT/target}/vm-static}
 TRIPLE=x86_64-unknown-linux-gnu
 
-say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+# Bold headings on a terminal only: no escapes into a pipe or a file.
+if [ -t 1 ]; then
+    say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+else
+    say() { printf '\n== %s\n' "$*"; }
+fi
 die() {
     echo "demo: $*" >&2
     exit 1
