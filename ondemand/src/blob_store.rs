@@ -134,8 +134,8 @@ pub trait BlobStore: Send + Sync {
         Ok(Vec::new())
     }
 
-    /// Append the store's own metrics (Prometheus text, such as a remote store's request
-    /// counters) to the daemon's metrics file. The default appends nothing.
+    /// Write the store's own metrics (Prometheus text, such as a remote store's request
+    /// counters) into `out`, for the daemon's metrics file. The default writes nothing.
     fn render_metrics(&self, out: &mut String) {
         let _ = out;
     }

@@ -248,7 +248,7 @@ pub struct Gauges {
 
 /// Append the per-object gauges: `erofs_ondemand_object_size_bytes{object="KEY"}` and
 /// `erofs_ondemand_object_present_bytes{object="KEY"}` for each `(key, size, present)`.
-pub fn render_objects<'a>(out: &mut String, objects: impl Iterator<Item = (&'a str, u64, u64)>) {
+fn render_objects<'a>(out: &mut String, objects: impl Iterator<Item = (&'a str, u64, u64)>) {
     let objects: Vec<_> = objects.collect();
     for (name, help, pick) in [
         (
@@ -298,6 +298,18 @@ fn histogram(out: &mut String, name: &str, help: &str, h: &HistogramSnapshot) {
 /// The Prometheus text exposition (format 0.0.4) of `stats` and `gauges`. Every metric is
 /// prefixed `erofs_ondemand_`.
 pub fn render_prometheus(stats: &Stats, gauges: Gauges) -> String {
+    render_prometheus_with_objects(stats, gauges, std::iter::empty())
+}
+
+/// [`render_prometheus`] with the per-object gauges of `objects` (`(key, size, present)`:
+/// `erofs_ondemand_object_size_bytes{object="KEY"}` and
+/// `erofs_ondemand_object_present_bytes{object="KEY"}`) after the other gauges: the last line stays the fetch latency
+/// histogram's count (readers of a rewritten file use it to tell that they read all of it).
+pub fn render_prometheus_with_objects<'a>(
+    stats: &Stats,
+    gauges: Gauges,
+    objects: impl Iterator<Item = (&'a str, u64, u64)>,
+) -> String {
     let s = stats.snapshot();
     let mut out = String::with_capacity(4096);
     let c = &mut out;
@@ -409,6 +421,7 @@ pub fn render_prometheus(stats: &Stats, gauges: Gauges) -> String {
         "Bytes queued for prefetch and not yet fetched or skipped.",
         gauges.prefetch_pending_bytes,
     );
+    render_objects(c, objects);
     histogram(
         c,
         "erofs_ondemand_open_duration_seconds",

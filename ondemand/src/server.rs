@@ -110,8 +110,9 @@ pub trait OnDemandServer: Send + Sync {
         let _ = object;
     }
 
-    /// Append the server's own metrics (Prometheus text, names prefixed `erofs_ondemand_`)
-    /// to the daemon's metrics file. The default appends nothing.
+    /// Write the server's own metrics (Prometheus text, names prefixed `erofs_ondemand_`)
+    /// into `out`; the daemon's metrics file puts them before its own. The default writes
+    /// nothing.
     fn render_metrics(&self, out: &mut String) {
         let _ = out;
     }

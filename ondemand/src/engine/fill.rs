@@ -164,7 +164,9 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
         if object.is_closed() {
             return;
         }
-        object.scan_present(range.clone());
+        if !self.asks_for_present {
+            object.scan_present(range.clone());
+        }
         let mut stopped = false;
         for c in object.claim_gaps(range) {
             if !stopped && !object.is_closed() {
@@ -207,7 +209,9 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
         let requested = range.start..requested_end;
         let readahead = requested_end..range.end;
         // What the cache file already holds in the readahead part is not fetched again.
-        if !readahead.is_empty() {
+        // (With fanotify the engine is the file's only writer and scanned it whole when the
+        // object was added: no `lseek`s on every event.)
+        if !readahead.is_empty() && !self.asks_for_present {
             object.scan_present(readahead.clone());
         }
         let mut r = object.lock_ranges();

@@ -178,16 +178,18 @@ impl<S: OnDemandServer, K> Engine<S, K> {
             objects: self.object_count() as u64,
             prefetch_pending_bytes: self.prefetch_pending_bytes(),
         };
-        let mut text = crate::metrics::render_prometheus(&self.stats, gauges);
         let mut objects = self.objects();
         objects.sort_by(|a, b| a.key().cmp(b.key()));
-        crate::metrics::render_objects(
-            &mut text,
+        // The server's own metrics first: the last line stays the fetch latency count.
+        let mut text = String::new();
+        self.server().render_metrics(&mut text);
+        text.push_str(&crate::metrics::render_prometheus_with_objects(
+            &self.stats,
+            gauges,
             objects
                 .iter()
                 .map(|o| (o.key(), o.size(), o.present().intersection_len(0..o.size()))),
-        );
-        self.server().render_metrics(&mut text);
+        ));
         text
     }
 
