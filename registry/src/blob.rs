@@ -174,7 +174,7 @@ impl Blob {
 
     /// Fill each buffer with the blob's bytes at its offset. Ranges closer than
     /// [`Config::merge_gap`](crate::Config::merge_gap) share one request (up to
-    /// [`Config::max_request`](crate::Config::max_request) bytes), large ones are split,
+    /// [`Config::split_size`](crate::Config::split_size) bytes), large ones are split,
     /// and the requests run in parallel (at most [`Config::parallel`](crate::Config::parallel)).
     ///
     /// # Errors
@@ -201,7 +201,7 @@ impl Blob {
             }
         }
         pieces.sort_by_key(|p| p.offset);
-        let groups = merge(pieces, cfg.merge_gap, cfg.max_request.max(split));
+        let groups = merge(pieces, cfg.merge_gap, split);
         let workers = cfg.parallel.max(1).min(groups.len());
         if workers <= 1 {
             for g in groups {

@@ -37,13 +37,12 @@ pub struct Config {
     pub retry: RetryPolicy,
     /// Most range requests in flight at once for one read.
     pub parallel: usize,
-    /// Reads larger than this are split into requests of this size, fetched in parallel.
+    /// The most one range request asks for: larger reads are split into requests of this
+    /// size (fetched in parallel), and merged ranges stop growing at it.
     pub split_size: u64,
     /// Ranges of one call at most this far apart are merged into one request (the bytes
     /// between them are read and dropped).
     pub merge_gap: u64,
-    /// A merged request spans at most this many bytes.
-    pub max_request: u64,
     /// The platform an index is resolved for.
     pub platform: Platform,
     /// The `User-Agent` header.
@@ -65,7 +64,6 @@ impl Default for Config {
             parallel: 8,
             split_size: 4 << 20,
             merge_gap: 64 << 10,
-            max_request: 16 << 20,
             platform: Platform::current(),
             user_agent: concat!("oci-lazy/", env!("CARGO_PKG_VERSION")).to_owned(),
         }

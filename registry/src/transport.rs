@@ -200,6 +200,8 @@ pub(crate) struct Transport {
     pub(crate) counters: Counters,
     auth: Mutex<HashMap<String, Arc<Mutex<HostAuth>>>>,
     creds: Mutex<HashMap<String, Option<Credentials>>>,
+    /// `http` or `https` for hosts that may speak either (see `probe_scheme`).
+    schemes: Mutex<HashMap<String, &'static str>>,
 }
 
 /// Whether `host[:port]` is a loopback host.
@@ -292,6 +294,7 @@ impl Transport {
             counters: Counters::default(),
             auth: Mutex::new(HashMap::new()),
             creds: Mutex::new(HashMap::new()),
+            schemes: Mutex::new(HashMap::new()),
         })
     }
 
@@ -321,19 +324,52 @@ impl Transport {
             });
         }
         let host = repo.api_host();
-        let plain = is_loopback(host)
+        let insecure = is_loopback(host)
             || self
                 .config
                 .insecure_registries
                 .iter()
                 .any(|h| h == host || h == repo.registry());
+        let scheme = if insecure {
+            self.probe_scheme(host)?
+        } else {
+            "https"
+        };
         out.push(Endpoint {
-            base: format!("{}://{host}", if plain { "http" } else { "https" }),
+            base: format!("{scheme}://{host}"),
             host: host.to_owned(),
             query: String::new(),
             mirror: false,
         });
         Ok(out)
+    }
+
+    /// For a host that may speak plain HTTP (loopback, insecure): HTTPS if it answers
+    /// over TLS (with a certificate the client trusts), else HTTP, as Docker does; the
+    /// answer is kept. A certificate the client does not trust is an error, not a reason
+    /// to fall back.
+    fn probe_scheme(&self, host: &str) -> Result<&'static str> {
+        if let Some(s) = lock(&self.schemes).get(host) {
+            return Ok(s);
+        }
+        let url = format!("https://{host}/v2/");
+        Counters::add(&self.counters.requests, 1);
+        let scheme = match self.agent_for(&url).get(&url).call() {
+            Ok(_) => "https",
+            Err(e) => {
+                let msg = e.to_string();
+                if msg.to_ascii_lowercase().contains("certificate") {
+                    return Err(Error::Transport {
+                        url,
+                        source: e.into_io(),
+                    });
+                }
+                log::debug!("{url}: {msg}: using plain HTTP");
+                "http"
+            }
+        };
+        lock(&self.schemes).insert(host.to_owned(), scheme);
+        Ok(scheme)
     }
 
     fn host_auth(&self, host: &str) -> Arc<Mutex<HostAuth>> {

@@ -30,9 +30,8 @@ struct Cli {
 /// Options every subcommand takes.
 #[derive(Args, Clone)]
 struct ImageArgs {
-    /// The image file (primary device); or `--image REF` for an image in a registry.
-    #[arg(required_unless_present = "reference", conflicts_with = "reference")]
-    image: Option<PathBuf>,
+    /// The image file (primary device); `--image REF` instead reads an image from a registry.
+    image: PathBuf,
     #[command(flatten)]
     remote: remote::RemoteArgs,
     /// An extra device (blob) file, in device-table order; repeat for each device.
@@ -112,10 +111,9 @@ enum Cmd {
 impl ImageArgs {
     /// The image's name for messages: its path or its reference.
     fn name(&self) -> String {
-        match (&self.image, &self.remote.reference) {
-            (Some(p), _) => p.display().to_string(),
-            (None, Some(r)) => r.clone(),
-            (None, None) => String::new(),
+        match &self.remote.reference {
+            Some(r) => r.clone(),
+            None => self.image.display().to_string(),
         }
     }
 }
@@ -136,9 +134,10 @@ impl Cmd {
 }
 
 fn open(args: &ImageArgs) -> Result<Image, Box<dyn std::error::Error>> {
-    let Some(path) = &args.image else {
+    if args.remote.reference.is_some() {
         return remote::open(&args.remote);
-    };
+    }
+    let path = &args.image;
     // A Nydus `--blob-inline-meta` data blob carries its own bootstrap (nydus.rs).
     if args.devices.is_empty()
         && let Some(image) = erofs_reader::nydus::open_inline_blob(path, args.blob_dir.as_deref())?
@@ -156,7 +155,7 @@ fn open(args: &ImageArgs) -> Result<Image, Box<dyn std::error::Error>> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(remote::argv(std::env::args_os()));
     // `--image REF -v`: the registry client's request lines too.
     let filter = if remote::verbose(&cli.cmd.img().remote) {
         "warn,oci_lazy=debug,erofs=info"

@@ -85,6 +85,26 @@ pub(crate) fn report() {
     }
 }
 
+/// The command line with `--image REF` also standing in for the IMAGE positional (right
+/// after the subcommand), so that every subcommand's own positionals keep their places:
+/// `erofs cat --image REF /file` parses as `erofs cat REF /file --image REF`.
+pub(crate) fn argv(args: impl Iterator<Item = std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let mut v: Vec<std::ffi::OsString> = args.collect();
+    let reference = v.iter().enumerate().find_map(|(i, a)| {
+        if a == "--image" {
+            v.get(i + 1).cloned()
+        } else {
+            a.to_str()?.strip_prefix("--image=").map(Into::into)
+        }
+    });
+    if let Some(r) = reference
+        && v.len() >= 2
+    {
+        v.insert(2, r);
+    }
+    v
+}
+
 /// Whether the logger should show the client's request lines.
 pub(crate) fn verbose(args: &RemoteArgs) -> bool {
     args.reference.is_some() && args.verbose
