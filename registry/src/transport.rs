@@ -214,7 +214,7 @@ pub(crate) fn is_loopback(host: &str) -> bool {
 
 fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
-        return host.split_once(']').map_or(host, |(h, _)| &h[..]);
+        return host.split_once(']').map_or(host, |(h, _)| h);
     }
     match host.rsplit_once(':') {
         Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,

@@ -50,8 +50,8 @@ fn main() {
     }
     let layer = layout.add_blob("application/octet-stream", &data);
     drop(data);
-    let config = layout.add_config(&Platform::host(), &[layer.digest.clone()]);
-    let manifest = layout.add_manifest(&config, &[layer.clone()], &Default::default());
+    let config = layout.add_config(&Platform::host(), std::slice::from_ref(&layer.digest));
+    let manifest = layout.add_manifest(&config, std::slice::from_ref(&layer), &Default::default());
     layout.tag("v1", &manifest);
     skopeo.push(layout.dir(), "v1", &reg, "bench/blob:v1");
     let digest: Digest = layer.digest.parse().unwrap();

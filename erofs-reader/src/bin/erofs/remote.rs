@@ -269,8 +269,11 @@ const DIRECT: usize = 128 << 10;
 /// (file data) are fetched directly with parallel range requests.
 struct CachedBlob {
     blob: Blob,
-    cache: Mutex<(HashMap<u64, Arc<[u8]>>, std::collections::VecDeque<u64>)>,
+    cache: Mutex<Blocks>,
 }
+
+/// Cached blocks by index, and their indexes oldest first (evicted first).
+type Blocks = (HashMap<u64, Arc<[u8]>>, std::collections::VecDeque<u64>);
 
 impl CachedBlob {
     fn new(blob: Blob) -> CachedBlob {
@@ -301,9 +304,7 @@ impl CachedBlob {
         Ok(b)
     }
 
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, (HashMap<u64, Arc<[u8]>>, std::collections::VecDeque<u64>)> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Blocks> {
         self.cache
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
