@@ -16,7 +16,7 @@ use crate::transport::{Endpoint, Reply, Request, lock};
 /// A blob of a repository, read by positional reads (`Send + Sync`: share it between
 /// threads). Wrapping it as another crate's source trait takes three lines:
 ///
-/// ```ignore
+/// ```text
 /// impl erofs_reader::Source for MyBlob {
 ///     fn read_exact_at(&self, buf: &mut [u8], off: u64) -> io::Result<()> { Ok(self.0.read_exact_at(buf, off)?) }
 ///     fn size(&self) -> io::Result<u64> { Ok(self.0.size()) }
