@@ -20,6 +20,7 @@ use std::process::{Command, Output};
 
 use erofs_reader::{Image, ImageBuilder, Source};
 use oci_lazy::{Blob, Client, Config, Credentials, Digest, Error, Reference};
+use tests::docker_config::DockerConfig;
 use tests::oci_images::{self, LayeredTree};
 use tests::oci_layout::{OciLayout, Platform};
 use tests::registry::{Auth, Registry, RegistryOptions};
@@ -492,13 +493,8 @@ fn basic_auth_over_tls() {
         "{e}"
     );
     // From a Docker config file (`auths`).
-    let auth_file = reg.dir().join("config.json");
-    let b64 = base64_encode(&format!("{user}:{password}"));
-    std::fs::write(
-        &auth_file,
-        format!(r#"{{"auths":{{"{host}":{{"auth":"{b64}"}}}}}}"#),
-    )
-    .unwrap();
+    let auth_file =
+        DockerConfig::auths(&reg.dir().join("auths"), &[(&host, &user, &password)]).file;
     let mut from_file = cfg.clone();
     from_file.credentials.clear();
     from_file.auth_file = Some(auth_file.clone());
@@ -526,29 +522,28 @@ fn basic_auth_over_tls() {
         &[("REGISTRY_AUTH_FILE", &reg.dir().join("none.json"))],
     );
     assert!(ok(&out).contains("etc"));
-    let bin = reg.dir().join("helper-bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    let helper = bin.join("docker-credential-erofstest");
-    std::fs::write(
-        &helper,
-        format!(
-            "#!/bin/sh\n[ \"$1\" = get ] || exit 1\nread h\n[ \"$h\" = \"{host}\" ] || {{ echo \"unknown $h\" >&2; exit 1; }}\n\
-             printf '{{\"ServerURL\":\"%s\",\"Username\":\"{user}\",\"Secret\":\"{password}\"}}' \"$h\"\n"
+    for (kind, dc) in [
+        (
+            "credHelpers",
+            DockerConfig::cred_helper(
+                &reg.dir().join("helper"),
+                "erofstest",
+                &host,
+                &user,
+                &password,
+            ),
         ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&helper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let path = format!(
-        "{}:{}",
-        bin.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    for config in [
-        format!(r#"{{"credHelpers":{{"{host}":"erofstest"}}}}"#),
-        r#"{"credsStore":"erofstest"}"#.to_string(),
+        (
+            "credsStore",
+            DockerConfig::creds_store(
+                &reg.dir().join("store"),
+                "erofstest2",
+                &host,
+                &user,
+                &password,
+            ),
+        ),
     ] {
-        let f = reg.dir().join("helper-config.json");
-        std::fs::write(&f, &config).unwrap();
         let out = erofs(
             &[
                 &"cat",
@@ -557,12 +552,13 @@ fn basic_auth_over_tls() {
                 &"--ca-file",
                 &ca,
                 &"--auth-file",
-                &f,
+                &dc.file,
                 &"/etc/config",
             ],
-            &[("PATH", &path)],
+            &[("PATH", &dc.path_env())],
         );
-        assert_eq!(ok(&out), "version = 2, from the upper layer\n", "{config}");
+        assert_eq!(ok(&out), "version = 2, from the upper layer\n", "{kind}");
+        assert_eq!(dc.helper_calls(), vec![host.clone()], "{kind}");
     }
     // Without any credentials the CLI says unauthorized.
     let out = erofs(
@@ -574,11 +570,6 @@ fn basic_auth_over_tls() {
     );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unauthorized"));
-}
-
-fn base64_encode(s: &str) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD.encode(s)
 }
 
 #[test]
