@@ -2,7 +2,8 @@
 //! `docker-registry`: every fault is either survived (retried, re-authenticated, read past)
 //! with the right bytes, or ends in a typed error; never short or wrong data.
 //!
-//! - `401` on an expired token: a new token, the same bytes;
+//! - `401` on an expired token: a new token, the same bytes; and a token refreshed before it
+//!   expires (no `401` at all);
 //! - `429` / `503` with `Retry-After`: waited for and retried; a `Retry-After` beyond the
 //!   client's limit fails at once; a registry that keeps failing runs out of retries;
 //! - connection resets and bodies cut short: retried; cut every time: an error;
@@ -294,4 +295,60 @@ fn erofs_cat_through_faults() {
     assert!(out.stdout.is_empty(), "no partial data on stdout");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cut short"), "{err}");
+}
+
+/// A token is replaced before it expires (60 s tokens, refreshed 15 s early), not after a
+/// `401`: the registry never refuses one.
+#[test]
+fn token_refreshed_before_expiry() {
+    let reg = Registry::start(
+        "registry_faults/refresh",
+        RegistryOptions {
+            tls: false,
+            auth: Auth::Token(TokenOptions {
+                expires_in: 60,
+                ..TokenOptions::default()
+            }),
+        },
+    );
+    let Some(reg) = reg else {
+        return;
+    };
+    let Some(skopeo) = Skopeo::new(&reg.dir().join("skopeo")) else {
+        return;
+    };
+    let dir = reg.dir().join("img");
+    let tree = oci_images::layered_tree(&dir.join("tree"), 10_000);
+    let layout = OciLayout::create(&dir.join("layout"));
+    let image = oci_images::erofs_image(
+        &layout,
+        &[&tree.lower],
+        &Platform::host(),
+        &dir.join("work"),
+    )
+    .unwrap();
+    layout.tag("v1", &image.manifest);
+    skopeo.push(layout.dir(), "v1", &reg, "f/app:v1");
+    let proxy = FaultProxy::in_front_of(&reg);
+    let s = Setup {
+        reg,
+        proxy,
+        layout,
+        tree,
+    };
+    let client = Client::new(s.config()).unwrap();
+    let (blob, want) = s.blob(&client);
+    check(&blob, &want, 0, 100);
+    assert_eq!(client.stats().tokens, 1);
+    std::thread::sleep(Duration::from_secs(46));
+    check(&blob, &want, 100, 100);
+    assert_eq!(client.stats().tokens, 2, "a new token after 45 s");
+    let refused: Vec<_> = s
+        .proxy
+        .log()
+        .into_iter()
+        .filter(|e| e.status == 401)
+        .collect();
+    // The first request of all learns the challenge; no later 401.
+    assert_eq!(refused.len(), 1, "{refused:?}");
 }
