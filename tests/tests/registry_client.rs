@@ -688,3 +688,88 @@ fn mirrors_tried_in_order() {
     let image = client.resolve(&reference(&upstream, "m/only:v1")).unwrap();
     assert_eq!(image.digest.to_string(), only.image.manifest.digest);
 }
+
+/// A registry that serves other bytes than the digest names (its storage flipped under it):
+/// manifests, configs and whole blobs are refused with `DigestMismatch`, never returned.
+#[test]
+fn lying_registry_is_caught() {
+    let Some(reg) = Registry::plain("registry_client/liar") else {
+        return;
+    };
+    let Some(skopeo) = Skopeo::new(&reg.dir().join("skopeo")) else {
+        return;
+    };
+    let p = push_erofs(&reg, &skopeo, "liar/app", 10_000);
+    let flip = |digest: &str| {
+        let hex = digest.strip_prefix("sha256:").unwrap();
+        let path = reg.storage_dir().join(format!(
+            "docker/registry/v2/blobs/sha256/{}/{hex}/data",
+            &hex[..2]
+        ));
+        let mut b = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let i = b.len() / 2;
+        b[i] ^= 0x20;
+        std::fs::write(&path, b).unwrap();
+    };
+    let client = Client::new(plain_config()).unwrap();
+    let r = reference(&reg, "liar/app:v1");
+    let image = client.resolve(&r).unwrap();
+    flip(&p.image.config.digest);
+    let e = client
+        .fetch_blob(r.repository(), &image.config.digest, 1 << 20)
+        .unwrap_err();
+    assert!(matches!(e, Error::DigestMismatch { .. }), "{e}");
+    let l = &image.layers[1];
+    flip(&l.digest.to_string());
+    let blob = client.blob_with_size(r.repository(), &l.digest, l.size);
+    assert!(matches!(
+        blob.read_all(1 << 30),
+        Err(Error::DigestMismatch { .. })
+    ));
+    // (The registry itself refuses to serve a manifest whose bytes changed: 500.)
+    let _ = p.tree;
+}
+
+/// A server that answers every request with `200`, `body` and `headers` (a registry lying
+/// about a manifest), on 127.0.0.1.
+fn liar(body: &'static str, headers: String) -> String {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut c) = c else { continue };
+            // One read takes the request (or a TLS hello, which gets this plain answer too).
+            let _ = c.set_read_timeout(Some(std::time::Duration::from_millis(300)));
+            let _ = c.read(&mut [0u8; 8192]);
+            let _ = write!(
+                c,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\n{headers}Connection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    addr.to_string()
+}
+
+#[test]
+fn manifests_are_digest_checked() {
+    const M: &str = r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:1111111111111111111111111111111111111111111111111111111111111111","size":2},"layers":[]}"#;
+    let other = Digest::sha256(b"another manifest");
+    let client = Client::new(plain_config()).unwrap();
+    // By digest: the bytes must hash to it.
+    let host = liar(M, String::new());
+    let r: Reference = format!("{host}/x@{other}").parse().unwrap();
+    let e = client.resolve(&r).unwrap_err();
+    assert!(matches!(e, Error::DigestMismatch { .. }), "{e}");
+    let good: Reference = format!("{host}/x@{}", Digest::sha256(M.as_bytes()))
+        .parse()
+        .unwrap();
+    client.resolve(&good).unwrap();
+    // By tag: the registry's Docker-Content-Digest must be the bytes' digest.
+    let host = liar(M, format!("Docker-Content-Digest: {other}\r\n"));
+    let e = client
+        .resolve(&format!("{host}/x:v1").parse().unwrap())
+        .unwrap_err();
+    assert!(matches!(e, Error::DigestMismatch { .. }), "{e}");
+}
