@@ -426,6 +426,23 @@ fn nydus_image_through_the_registry() {
     // And cat of one small file.
     let out = erofs(&[&"cat", &"--image", &r, &"/small/s1"], &[]);
     assert!(out.stdout == std::fs::read(tree.merged.join("small/s1")).unwrap());
+
+    // The registry serves a data blob with one byte changed: the chunk digests catch it,
+    // the file reads fail (EIO), no wrong byte is written.
+    let blob = &n.image.layers[0];
+    let hex = blob.hex();
+    let path = reg.storage_dir().join(format!(
+        "docker/registry/v2/blobs/sha256/{}/{hex}/data",
+        &hex[..2]
+    ));
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[100] ^= 1;
+    std::fs::write(&path, bytes).unwrap();
+    let c = dir.join("corrupt");
+    let out = erofs(&[&"extract", &"--image", &r, &c], &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("digest"), "{err}");
 }
 
 fn basic_registry(name: &str) -> Option<(Registry, Skopeo, Pushed)> {
