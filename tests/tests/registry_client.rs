@@ -364,6 +364,12 @@ fn erofs_extract_and_fsck_through_the_registry() {
             &Compare::default(),
         )
         .unwrap_or_else(|d| panic!("layer {layer}: {d}"));
+        let stat = ok(&erofs(
+            &[&"stat", &"--image", &r, &"--layer", &layer, &"/etc/config"],
+            &[],
+        ));
+        let local_stat = ok(&erofs(&[&"stat", &local, &"/etc/config"], &[]));
+        assert_eq!(stat, local_stat);
         let fsck = ok(&erofs(&[&"fsck", &"--image", &r, &"--layer", &layer], &[]));
         assert!(fsck.contains(", 0 errors"), "{fsck}");
     }

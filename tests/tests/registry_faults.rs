@@ -6,7 +6,8 @@
 //!   expires (no `401` at all);
 //! - `429` / `503` with `Retry-After`: waited for and retried; a `Retry-After` beyond the
 //!   client's limit fails at once; a registry that keeps failing runs out of retries;
-//! - connection resets and bodies cut short: retried; cut every time: an error;
+//! - connection resets, bodies cut short, replies slower than the I/O timeout: retried; cut
+//!   every time: an error;
 //! - `200` with the whole blob for a range request: the range is read by skipping;
 //! - `307` to a second host: followed without the registry's `Authorization`, and cached for
 //!   the blob's later ranges;
@@ -151,6 +152,22 @@ fn survivable_faults() {
         assert_eq!(client.stats().retries, before + 2, "{fault:?}");
         assert_eq!(s.proxy.pending_faults(), 0, "{fault:?}");
     }
+    // A reply slower than the client's I/O timeout: the request times out and is retried.
+    let mut slow_cfg = s.config();
+    slow_cfg.io_timeout = Duration::from_millis(700);
+    let slow = Client::new(slow_cfg).unwrap();
+    let (slow_blob, _) = s.blob(&slow);
+    s.proxy
+        .inject(Match::Blobs, Fault::Delay(Duration::from_secs(3)), 1);
+    let t = Instant::now();
+    check(&slow_blob, &want, 40_000, 1000);
+    assert_eq!(slow.stats().retries, 1);
+    assert!(
+        t.elapsed() < Duration::from_millis(2900),
+        "{:?}",
+        t.elapsed()
+    );
+
     // A faulty manifest request too.
     s.proxy.inject(
         Match::Manifests,
