@@ -196,6 +196,14 @@ fn plain_registry_ranges_and_whole_image() {
     let after = reg.blob_served(&lower.digest.to_string());
     assert_eq!(after.0 - before.0, want.len().div_ceil(256 << 10) as u64);
 
+    // Streamed whole, digest-checked at the end.
+    let mut streamed = Vec::new();
+    let n = client
+        .copy_blob(r.repository(), &lower.digest, &mut streamed)
+        .unwrap();
+    assert_eq!(n, want.len() as u64);
+    assert!(streamed == want);
+
     // Reads outside the blob and wrong digests are errors, never bytes.
     let mut b = [0u8; 2];
     assert!(matches!(
