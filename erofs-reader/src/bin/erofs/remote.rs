@@ -48,8 +48,8 @@ pub(crate) struct RemoteArgs {
     /// With `--image`: a PEM file of CA certificates to trust besides the system's.
     #[arg(long = "ca-file", value_name = "PATH", requires = "reference")]
     ca_files: Vec<PathBuf>,
-    /// With `--image`: a registry (`host[:port]`) to speak plain HTTP to (loopback
-    /// registries always are); repeatable.
+    /// With `--image`: a registry (`host[:port]`) that may speak plain HTTP (HTTPS is
+    /// tried first; loopback registries are treated so too); repeatable.
     #[arg(
         long = "insecure-registry",
         value_name = "HOST",
