@@ -338,3 +338,42 @@ impl Source for CachedBlob {
         Ok(self.blob.size())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(v: &[&str]) -> Vec<std::ffi::OsString> {
+        argv(v.iter().map(Into::into))
+    }
+
+    #[test]
+    fn image_stands_in_for_the_positional() {
+        let want: Vec<std::ffi::OsString> = ["erofs", "cat", "r:1", "--image", "r:1", "/f"]
+            .iter()
+            .map(Into::into)
+            .collect();
+        assert_eq!(args(&["erofs", "cat", "--image", "r:1", "/f"]), want);
+        assert_eq!(args(&["erofs", "cat", "/f", "--image=r:1"])[2], "r:1");
+        assert_eq!(args(&["erofs", "cat", "img", "/f"]).len(), 4);
+    }
+
+    #[test]
+    fn bootstrap_layer_unpacks() {
+        // A gzip tar with image/image.boot, as nydusify writes it.
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(5);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tar.append_data(&mut h, "image/image.boot", &b"RAFS!"[..])
+            .unwrap();
+        let raw = tar.into_inner().unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &raw).unwrap();
+        let tgz = gz.finish().unwrap();
+        assert_eq!(unpack_bootstrap(&tgz).unwrap(), b"RAFS!");
+        assert!(unpack_bootstrap(&tgz[..tgz.len() / 2]).is_err());
+        assert!(unpack_bootstrap(b"not gzip").is_err());
+    }
+}
