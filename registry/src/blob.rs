@@ -1,7 +1,7 @@
 //! A blob read by byte ranges: one range per request, large reads split and fetched in
 //! parallel, near ranges merged, redirects cached, every byte accounted for.
 
-use std::io::{self, Read};
+use std::io::Read;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 
@@ -16,7 +16,7 @@ use crate::transport::{Endpoint, Reply, Request, lock};
 /// A blob of a repository, read by positional reads (`Send + Sync`: share it between
 /// threads). Wrapping it as another crate's source trait takes three lines:
 ///
-/// ```ignore
+/// ```text
 /// impl erofs_reader::Source for MyBlob {
 ///     fn read_exact_at(&self, buf: &mut [u8], off: u64) -> io::Result<()> { Ok(self.0.read_exact_at(buf, off)?) }
 ///     fn size(&self) -> io::Result<u64> { Ok(self.0.size()) }
@@ -416,47 +416,47 @@ impl Blob {
             g.start
         };
         let mut r = reply.into_reader(counters);
-        let mut pos = 0u64; // bytes of the body consumed
-        let short = |got: u64, url: &str| Error::ShortBody {
-            url: url.to_owned(),
+        // Bytes of the body consumed. A body that ends or breaks before the bytes asked for
+        // is a short body (transient: the group is fetched again).
+        let mut pos = 0u64;
+        let short = |got: u64| Error::ShortBody {
+            url: url.clone(),
             got,
             want: skip + want,
         };
-        let discard = |r: &mut dyn Read, n: u64, pos: &mut u64| -> Result<()> {
-            let got =
-                io::copy(&mut r.take(n), &mut io::sink()).map_err(|source| Error::Transport {
-                    url: url.clone(),
-                    source,
-                })?;
-            *pos += got;
-            if got < n {
-                return Err(short(*pos, &url));
+        let mut scratch = vec![0u8; 64 << 10];
+        let mut fill = |r: &mut dyn Read, dst: Option<&mut [u8]>, n: u64, pos: &mut u64| {
+            let mut dst = dst;
+            let mut done = 0u64;
+            while done < n {
+                let k = (n - done).min(scratch.len() as u64) as usize;
+                let buf: &mut [u8] = match dst.as_deref_mut() {
+                    Some(d) => &mut d[done as usize..],
+                    None => &mut scratch[..k],
+                };
+                match r.read(buf) {
+                    Ok(0) => return Err(*pos + done),
+                    Ok(k) => done += k as u64,
+                    Err(e) => {
+                        log::debug!("body broke after {} bytes: {e}", *pos + done);
+                        return Err(*pos + done);
+                    }
+                }
             }
+            *pos += done;
             Ok(())
         };
-        discard(&mut r, skip, &mut pos)?;
+        fill(&mut r, None, skip, &mut pos).map_err(short)?;
         let mut at = g.start;
         for p in g.pieces.iter_mut() {
             // Bytes between merged ranges.
-            discard(&mut r, p.offset - at, &mut pos)?;
-            let mut filled = 0;
-            while filled < p.buf.len() {
-                let n = r
-                    .read(&mut p.buf[filled..])
-                    .map_err(|source| Error::Transport {
-                        url: url.clone(),
-                        source,
-                    })?;
-                if n == 0 {
-                    return Err(short(pos + filled as u64, &url));
-                }
-                filled += n;
-            }
-            pos += filled as u64;
-            at = p.offset + p.buf.len() as u64;
+            fill(&mut r, None, p.offset - at, &mut pos).map_err(short)?;
+            let len = p.buf.len() as u64;
+            fill(&mut r, Some(&mut *p.buf), len, &mut pos).map_err(short)?;
+            at = p.offset + len;
         }
         // Trailing bytes up to the group's end (a piece may end before it when merged).
-        discard(&mut r, g.end.saturating_sub(at), &mut pos)?;
+        fill(&mut r, None, g.end.saturating_sub(at), &mut pos).map_err(short)?;
         if skip == 0 {
             // A 206 body ends here; reading its end returns the connection to the pool.
             let mut extra = [0u8; 1];

@@ -13,8 +13,10 @@ use crate::retry::RetryPolicy;
 pub struct Config {
     /// Extra PEM files of CA certificates trusted besides the system roots (`--ca-file`).
     pub ca_files: Vec<PathBuf>,
-    /// Registries (`host[:port]`) spoken to over plain HTTP (`--insecure-registry`).
-    /// Loopback hosts (`localhost`, `127.0.0.0/8`, `::1`) always are, as Docker does.
+    /// Registries (`host[:port]`) that may speak plain HTTP (`--insecure-registry`): HTTPS
+    /// is tried first (with certificate checks), plain HTTP when the host does not answer
+    /// TLS. Loopback hosts (`localhost`, `127.0.0.0/8`, `::1`) are always treated so, as
+    /// Docker does.
     pub insecure_registries: Vec<String>,
     /// Mirror base URLs (`https://mirror:5000`) tried in order before the registry itself
     /// (`--mirror`), with `?ns=<registry>` as containerd sends it. A mirror that fails is

@@ -28,9 +28,9 @@ pub(crate) fn accept() -> String {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Manifest {
     /// An index (manifest list): one manifest per platform.
-    Index(ImageIndex),
+    Index(Box<ImageIndex>),
     /// An image manifest.
-    Image(ImageManifest),
+    Image(Box<ImageManifest>),
 }
 
 #[derive(Deserialize)]
@@ -72,14 +72,14 @@ pub fn decode_manifest(bytes: &[u8], content_type: Option<&str>) -> Result<Manif
         for d in index.manifests() {
             check_descriptor(d)?;
         }
-        Ok(Manifest::Index(index))
+        Ok(Manifest::Index(Box::new(index)))
     } else {
         let m = ImageManifest::from_reader(bytes).map_err(|e| format!("manifest: {e}"))?;
         check_descriptor(m.config())?;
         for d in m.layers() {
             check_descriptor(d)?;
         }
-        Ok(Manifest::Image(m))
+        Ok(Manifest::Image(Box::new(m)))
     }
 }
 

@@ -121,10 +121,15 @@ impl Reply {
         let announced = self.content_length()?;
         let mut out = Vec::new();
         let mut r = self.into_reader(counters).take(limit + 1);
-        r.read_to_end(&mut out).map_err(|e| Error::Transport {
-            url: url.clone(),
-            source: e,
-        })?;
+        if let Err(e) = r.read_to_end(&mut out) {
+            // The body broke off: short (and retried by the callers that retry).
+            log::debug!("{url}: body broke after {} bytes: {e}", out.len());
+            return Err(Error::ShortBody {
+                url,
+                got: out.len() as u64,
+                want: announced.unwrap_or(out.len() as u64 + 1),
+            });
+        }
         if out.len() as u64 > limit {
             return Err(Error::TooLarge {
                 url,
@@ -214,7 +219,7 @@ pub(crate) fn is_loopback(host: &str) -> bool {
 
 fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
-        return host.split_once(']').map_or(host, |(h, _)| &h[..]);
+        return host.split_once(']').map_or(host, |(h, _)| h);
     }
     match host.rsplit_once(':') {
         Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,

@@ -1,6 +1,7 @@
 //! Cold sequential read throughput of a 256 MiB blob from Debian's `docker-registry`
-//! through an emulated WAN link (20 ms round trip, 200 Mbit/s, shared by all connections:
-//! `tests::netem`), as a fraction of the link's bandwidth, for several ways of reading:
+//! through an emulated WAN link (the fault proxy with 20 ms latency per request and a
+//! 200 Mbit/s link shared by all connections: `tests::fault_proxy`), as a fraction of the
+//! link's bandwidth, for several ways of reading:
 //!
 //! * `oci-lazy` reads of 32 MiB windows (`Blob::read_exact_at`: split into 4 MiB range
 //!   requests, 8 in flight) — the parallel range requests;
@@ -18,7 +19,7 @@
 use std::time::{Duration, Instant};
 
 use oci_lazy::{Client, Config, Digest, Hasher, Reference};
-use tests::netem::{Link, LinkSpec};
+use tests::fault_proxy::FaultProxy;
 use tests::oci_layout::{OciLayout, Platform};
 use tests::registry::Registry;
 use tests::skopeo::Skopeo;
@@ -50,14 +51,16 @@ fn main() {
     }
     let layer = layout.add_blob("application/octet-stream", &data);
     drop(data);
-    let config = layout.add_config(&Platform::host(), &[layer.digest.clone()]);
-    let manifest = layout.add_manifest(&config, &[layer.clone()], &Default::default());
+    let config = layout.add_config(&Platform::host(), std::slice::from_ref(&layer.digest));
+    let manifest = layout.add_manifest(&config, std::slice::from_ref(&layer), &Default::default());
     layout.tag("v1", &manifest);
     skopeo.push(layout.dir(), "v1", &reg, "bench/blob:v1");
     let digest: Digest = layer.digest.parse().unwrap();
 
-    let link = Link::start(reg.addr(), LinkSpec { rtt, bytes_per_sec });
-    let reference: Reference = format!("{}/bench/blob:v1", link.host()).parse().unwrap();
+    let link = FaultProxy::in_front_of(&reg);
+    link.set_latency(rtt);
+    link.set_bandwidth(Some(bytes_per_sec));
+    let reference: Reference = link.reference("bench/blob:v1").parse().unwrap();
     println!(
         "registry_throughput: {mib} MiB blob, link {} ms RTT, {mbit} Mbit/s ({:.1} MB/s)",
         rtt.as_millis(),
@@ -80,7 +83,7 @@ fn main() {
         let client = Client::new(cfg).unwrap();
         let blob = client.blob(reference.repository(), &digest).unwrap();
         assert_eq!(blob.size(), size);
-        let before = link.downstream_bytes();
+        let before = link.total_bytes();
         let mut buf = vec![0u8; window];
         let mut h = Hasher::new(digest.algorithm());
         let mut fetch = Duration::ZERO;
@@ -99,12 +102,12 @@ fn main() {
         let fraction = mbps / bytes_per_sec as f64;
         let s = client.stats();
         println!(
-            "  {name:<52} {:>7.2} s {:>7.1} MB/s  {:.3} of the link  ({} requests, {} bytes over the link)",
+            "  {name:<52} {:>7.2} s {:>7.1} MB/s  {:.3} of the link  ({} requests, {} body bytes over the link)",
             fetch.as_secs_f64(),
             mbps / 1e6,
             fraction,
             s.requests,
-            link.downstream_bytes() - before
+            link.total_bytes() - before
         );
         rows.push(fraction);
     }

@@ -20,6 +20,7 @@ use std::process::{Command, Output};
 
 use erofs_reader::{Image, ImageBuilder, Source};
 use oci_lazy::{Blob, Client, Config, Credentials, Digest, Error, Reference};
+use tests::docker_config::DockerConfig;
 use tests::oci_images::{self, LayeredTree};
 use tests::oci_layout::{OciLayout, Platform};
 use tests::registry::{Auth, Registry, RegistryOptions};
@@ -195,6 +196,14 @@ fn plain_registry_ranges_and_whole_image() {
     let after = reg.blob_served(&lower.digest.to_string());
     assert_eq!(after.0 - before.0, want.len().div_ceil(256 << 10) as u64);
 
+    // Streamed whole, digest-checked at the end.
+    let mut streamed = Vec::new();
+    let n = client
+        .copy_blob(r.repository(), &lower.digest, &mut streamed)
+        .unwrap();
+    assert_eq!(n, want.len() as u64);
+    assert!(streamed == want);
+
     // Reads outside the blob and wrong digests are errors, never bytes.
     let mut b = [0u8; 2];
     assert!(matches!(
@@ -363,6 +372,12 @@ fn erofs_extract_and_fsck_through_the_registry() {
             &Compare::default(),
         )
         .unwrap_or_else(|d| panic!("layer {layer}: {d}"));
+        let stat = ok(&erofs(
+            &[&"stat", &"--image", &r, &"--layer", &layer, &"/etc/config"],
+            &[],
+        ));
+        let local_stat = ok(&erofs(&[&"stat", &local, &"/etc/config"], &[]));
+        assert_eq!(stat, local_stat);
         let fsck = ok(&erofs(&[&"fsck", &"--image", &r, &"--layer", &layer], &[]));
         assert!(fsck.contains(", 0 errors"), "{fsck}");
     }
@@ -425,6 +440,23 @@ fn nydus_image_through_the_registry() {
     // And cat of one small file.
     let out = erofs(&[&"cat", &"--image", &r, &"/small/s1"], &[]);
     assert!(out.stdout == std::fs::read(tree.merged.join("small/s1")).unwrap());
+
+    // The registry serves a data blob with one byte changed: the chunk digests catch it,
+    // the file reads fail (EIO), no wrong byte is written.
+    let blob = &n.image.layers[0];
+    let hex = blob.hex();
+    let path = reg.storage_dir().join(format!(
+        "docker/registry/v2/blobs/sha256/{}/{hex}/data",
+        &hex[..2]
+    ));
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[100] ^= 1;
+    std::fs::write(&path, bytes).unwrap();
+    let c = dir.join("corrupt");
+    let out = erofs(&[&"extract", &"--image", &r, &c], &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("digest"), "{err}");
 }
 
 fn basic_registry(name: &str) -> Option<(Registry, Skopeo, Pushed)> {
@@ -492,13 +524,8 @@ fn basic_auth_over_tls() {
         "{e}"
     );
     // From a Docker config file (`auths`).
-    let auth_file = reg.dir().join("config.json");
-    let b64 = base64_encode(&format!("{user}:{password}"));
-    std::fs::write(
-        &auth_file,
-        format!(r#"{{"auths":{{"{host}":{{"auth":"{b64}"}}}}}}"#),
-    )
-    .unwrap();
+    let auth_file =
+        DockerConfig::auths(&reg.dir().join("auths"), &[(&host, &user, &password)]).file;
     let mut from_file = cfg.clone();
     from_file.credentials.clear();
     from_file.auth_file = Some(auth_file.clone());
@@ -526,29 +553,28 @@ fn basic_auth_over_tls() {
         &[("REGISTRY_AUTH_FILE", &reg.dir().join("none.json"))],
     );
     assert!(ok(&out).contains("etc"));
-    let bin = reg.dir().join("helper-bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    let helper = bin.join("docker-credential-erofstest");
-    std::fs::write(
-        &helper,
-        format!(
-            "#!/bin/sh\n[ \"$1\" = get ] || exit 1\nread h\n[ \"$h\" = \"{host}\" ] || {{ echo \"unknown $h\" >&2; exit 1; }}\n\
-             printf '{{\"ServerURL\":\"%s\",\"Username\":\"{user}\",\"Secret\":\"{password}\"}}' \"$h\"\n"
+    for (kind, dc) in [
+        (
+            "credHelpers",
+            DockerConfig::cred_helper(
+                &reg.dir().join("helper"),
+                "erofstest",
+                &host,
+                &user,
+                &password,
+            ),
         ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&helper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let path = format!(
-        "{}:{}",
-        bin.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    for config in [
-        format!(r#"{{"credHelpers":{{"{host}":"erofstest"}}}}"#),
-        r#"{"credsStore":"erofstest"}"#.to_string(),
+        (
+            "credsStore",
+            DockerConfig::creds_store(
+                &reg.dir().join("store"),
+                "erofstest2",
+                &host,
+                &user,
+                &password,
+            ),
+        ),
     ] {
-        let f = reg.dir().join("helper-config.json");
-        std::fs::write(&f, &config).unwrap();
         let out = erofs(
             &[
                 &"cat",
@@ -557,12 +583,13 @@ fn basic_auth_over_tls() {
                 &"--ca-file",
                 &ca,
                 &"--auth-file",
-                &f,
+                &dc.file,
                 &"/etc/config",
             ],
-            &[("PATH", &path)],
+            &[("PATH", &dc.path_env())],
         );
-        assert_eq!(ok(&out), "version = 2, from the upper layer\n", "{config}");
+        assert_eq!(ok(&out), "version = 2, from the upper layer\n", "{kind}");
+        assert_eq!(dc.helper_calls(), vec![host.clone()], "{kind}");
     }
     // Without any credentials the CLI says unauthorized.
     let out = erofs(
@@ -574,11 +601,6 @@ fn basic_auth_over_tls() {
     );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unauthorized"));
-}
-
-fn base64_encode(s: &str) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD.encode(s)
 }
 
 #[test]
@@ -696,4 +718,89 @@ fn mirrors_tried_in_order() {
     let only = push_erofs(&upstream, &skopeo, "m/only", 10_000);
     let image = client.resolve(&reference(&upstream, "m/only:v1")).unwrap();
     assert_eq!(image.digest.to_string(), only.image.manifest.digest);
+}
+
+/// A registry that serves other bytes than the digest names (its storage flipped under it):
+/// manifests, configs and whole blobs are refused with `DigestMismatch`, never returned.
+#[test]
+fn lying_registry_is_caught() {
+    let Some(reg) = Registry::plain("registry_client/liar") else {
+        return;
+    };
+    let Some(skopeo) = Skopeo::new(&reg.dir().join("skopeo")) else {
+        return;
+    };
+    let p = push_erofs(&reg, &skopeo, "liar/app", 10_000);
+    let flip = |digest: &str| {
+        let hex = digest.strip_prefix("sha256:").unwrap();
+        let path = reg.storage_dir().join(format!(
+            "docker/registry/v2/blobs/sha256/{}/{hex}/data",
+            &hex[..2]
+        ));
+        let mut b = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let i = b.len() / 2;
+        b[i] ^= 0x20;
+        std::fs::write(&path, b).unwrap();
+    };
+    let client = Client::new(plain_config()).unwrap();
+    let r = reference(&reg, "liar/app:v1");
+    let image = client.resolve(&r).unwrap();
+    flip(&p.image.config.digest);
+    let e = client
+        .fetch_blob(r.repository(), &image.config.digest, 1 << 20)
+        .unwrap_err();
+    assert!(matches!(e, Error::DigestMismatch { .. }), "{e}");
+    let l = &image.layers[1];
+    flip(&l.digest.to_string());
+    let blob = client.blob_with_size(r.repository(), &l.digest, l.size);
+    assert!(matches!(
+        blob.read_all(1 << 30),
+        Err(Error::DigestMismatch { .. })
+    ));
+    // (The registry itself refuses to serve a manifest whose bytes changed: 500.)
+    let _ = p.tree;
+}
+
+/// A server that answers every request with `200`, `body` and `headers` (a registry lying
+/// about a manifest), on 127.0.0.1.
+fn liar(body: &'static str, headers: String) -> String {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut c) = c else { continue };
+            // One read takes the request (or a TLS hello, which gets this plain answer too).
+            let _ = c.set_read_timeout(Some(std::time::Duration::from_millis(300)));
+            let _ = c.read(&mut [0u8; 8192]);
+            let _ = write!(
+                c,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\n{headers}Connection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    addr.to_string()
+}
+
+#[test]
+fn manifests_are_digest_checked() {
+    const M: &str = r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:1111111111111111111111111111111111111111111111111111111111111111","size":2},"layers":[]}"#;
+    let other = Digest::sha256(b"another manifest");
+    let client = Client::new(plain_config()).unwrap();
+    // By digest: the bytes must hash to it.
+    let host = liar(M, String::new());
+    let r: Reference = format!("{host}/x@{other}").parse().unwrap();
+    let e = client.resolve(&r).unwrap_err();
+    assert!(matches!(e, Error::DigestMismatch { .. }), "{e}");
+    let good: Reference = format!("{host}/x@{}", Digest::sha256(M.as_bytes()))
+        .parse()
+        .unwrap();
+    client.resolve(&good).unwrap();
+    // By tag: the registry's Docker-Content-Digest must be the bytes' digest.
+    let host = liar(M, format!("Docker-Content-Digest: {other}\r\n"));
+    let e = client
+        .resolve(&format!("{host}/x:v1").parse().unwrap())
+        .unwrap_err();
+    assert!(matches!(e, Error::DigestMismatch { .. }), "{e}");
 }

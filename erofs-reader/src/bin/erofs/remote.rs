@@ -48,8 +48,8 @@ pub(crate) struct RemoteArgs {
     /// With `--image`: a PEM file of CA certificates to trust besides the system's.
     #[arg(long = "ca-file", value_name = "PATH", requires = "reference")]
     ca_files: Vec<PathBuf>,
-    /// With `--image`: a registry (`host[:port]`) to speak plain HTTP to (loopback
-    /// registries always are); repeatable.
+    /// With `--image`: a registry (`host[:port]`) that may speak plain HTTP (HTTPS is
+    /// tried first; loopback registries are treated so too); repeatable.
     #[arg(
         long = "insecure-registry",
         value_name = "HOST",
@@ -269,8 +269,11 @@ const DIRECT: usize = 128 << 10;
 /// (file data) are fetched directly with parallel range requests.
 struct CachedBlob {
     blob: Blob,
-    cache: Mutex<(HashMap<u64, Arc<[u8]>>, std::collections::VecDeque<u64>)>,
+    cache: Mutex<Blocks>,
 }
+
+/// Cached blocks by index, and their indexes oldest first (evicted first).
+type Blocks = (HashMap<u64, Arc<[u8]>>, std::collections::VecDeque<u64>);
 
 impl CachedBlob {
     fn new(blob: Blob) -> CachedBlob {
@@ -301,9 +304,7 @@ impl CachedBlob {
         Ok(b)
     }
 
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, (HashMap<u64, Arc<[u8]>>, std::collections::VecDeque<u64>)> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Blocks> {
         self.cache
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -335,5 +336,44 @@ impl Source for CachedBlob {
 
     fn size(&self) -> io::Result<u64> {
         Ok(self.blob.size())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(v: &[&str]) -> Vec<std::ffi::OsString> {
+        argv(v.iter().map(Into::into))
+    }
+
+    #[test]
+    fn image_stands_in_for_the_positional() {
+        let want: Vec<std::ffi::OsString> = ["erofs", "cat", "r:1", "--image", "r:1", "/f"]
+            .iter()
+            .map(Into::into)
+            .collect();
+        assert_eq!(args(&["erofs", "cat", "--image", "r:1", "/f"]), want);
+        assert_eq!(args(&["erofs", "cat", "/f", "--image=r:1"])[2], "r:1");
+        assert_eq!(args(&["erofs", "cat", "img", "/f"]).len(), 4);
+    }
+
+    #[test]
+    fn bootstrap_layer_unpacks() {
+        // A gzip tar with image/image.boot, as nydusify writes it.
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(5);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tar.append_data(&mut h, "image/image.boot", &b"RAFS!"[..])
+            .unwrap();
+        let raw = tar.into_inner().unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &raw).unwrap();
+        let tgz = gz.finish().unwrap();
+        assert_eq!(unpack_bootstrap(&tgz).unwrap(), b"RAFS!");
+        assert!(unpack_bootstrap(&tgz[..tgz.len() / 2]).is_err());
+        assert!(unpack_bootstrap(b"not gzip").is_err());
     }
 }
