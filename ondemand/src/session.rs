@@ -6,7 +6,7 @@
 //! carries the actions out through the [`ObjectFd`] trait and a command sink, and
 //! [`Session::serve_message`] does both for one raw message read from a [`Device`]; tests drive
 //! all three with scripted messages and temporary files instead of the kernel
-//! ([`crate::testing`], feature `test-util`).
+//! (`ondemand::testing`, feature `test-util`).
 //!
 //! Rules the session keeps:
 //! - An object enters the table **before** its `copen` is written, so a READ that another
