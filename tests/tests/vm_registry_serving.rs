@@ -226,7 +226,7 @@ fn report(out: &VmOutcome, p: &Pushed, name: &str) {
             // registry came back every file read equal (the walk's checks passed).
             let down = get("down_error");
             println!("    registry down:      the reader saw {down:?}; the daemon kept serving");
-            assert!(down.contains("I/O error"), "{tag}: {down}");
+            assert!(down.contains("Input/output error"), "{tag}: {down}");
             assert!(field(&metrics, "read_errors") > 0, "{tag}: {metrics}");
             continue;
         }
