@@ -133,6 +133,11 @@ impl FromStr for Reference {
             return Err(err("longer than 1024 bytes".into()));
         }
         let r = oci_spec::distribution::Reference::try_from(s).map_err(|e| err(e.to_string()))?;
+        // oci-spec 0.10 lets an upper-case first component through when it looks like a host
+        // but is not one (`Ab/c` → `docker.io/Ab/c`); Docker refuses it (found by fuzzing).
+        if r.repository().bytes().any(|b| b.is_ascii_uppercase()) {
+            return Err(err("repository name must be lowercase".into()));
+        }
         let digest = r
             .digest()
             .map(|d| d.parse::<Digest>().map_err(|e| err(e.to_string())))
@@ -196,6 +201,8 @@ mod tests {
         for bad in [
             "",
             "UPPER",
+            "D8b/1",
+            "Team/app:v1",
             "app:",
             "app:-x",
             "app@sha256:xyz",
