@@ -16,7 +16,7 @@ pub enum Error {
         /// The string given.
         reference: String,
         /// Why it was refused.
-        reason: &'static str,
+        reason: String,
     },
     /// A digest string that is not `algorithm:hex` with a supported algorithm.
     #[error("invalid digest {0:?}")]
