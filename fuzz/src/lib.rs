@@ -67,6 +67,9 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("cachefiles_command", cachefiles_command),
     ("ondemand_session", ondemand_session),
     ("fanotify_events", fanotify_events),
+    ("registry_headers", registry_headers),
+    ("registry_token", registry_token),
+    ("registry_manifest", registry_manifest),
 ];
 
 /// Iterations over anything whose count comes from the input stop here: a count of 2^40
@@ -1434,4 +1437,112 @@ fn encode_op(op: &SessionOp, sizes: &[u64]) -> Vec<u8> {
         Err(_) => buf.clear(),
     }
     buf
+}
+
+/// The headers an OCI registry client reads, as a registry (or anything on the path) may
+/// send them: the first byte picks the decoder, the rest is the header value.
+/// `WWW-Authenticate` challenges keep only Bearer-with-realm and Basic; a `Content-Range`
+/// that decodes is a non-empty range inside its length; `Content-Length`, `Retry-After`
+/// and `Location` (resolved against a registry URL) decode or refuse; a resolved redirect
+/// target is always an absolute http(s) URL without user info. Image references (what a
+/// user types) are in here too: a parsed reference prints as one that parses back to it.
+pub fn registry_headers(data: &[u8]) {
+    use oci_lazy::wire::{
+        Challenge, ContentRange, parse_challenges, parse_content_length, parse_retry_after,
+        resolve_location,
+    };
+    let (sel, rest) = split_first(data);
+    let Ok(text) = std::str::from_utf8(rest) else {
+        return;
+    };
+    match sel % 6 {
+        0 => {
+            // Several header values separated by newlines, as several header lines.
+            for c in parse_challenges(text.split('\n')) {
+                if let Challenge::Bearer { realm, .. } = c {
+                    assert!(!realm.is_empty());
+                }
+            }
+        }
+        1 => match ContentRange::parse(text) {
+            Some(ContentRange::Bytes {
+                first,
+                last,
+                complete,
+            }) => {
+                assert!(first <= last);
+                assert!(complete.is_none_or(|c| last < c));
+            }
+            Some(ContentRange::Unsatisfied { .. }) | None => {}
+        },
+        2 => {
+            if let Some(n) = parse_content_length(text) {
+                assert_eq!(Some(n), text.trim().parse::<u64>().ok());
+            }
+        }
+        3 => {
+            let _ = parse_retry_after(text, std::time::SystemTime::UNIX_EPOCH);
+            let _ = parse_retry_after(text, std::time::SystemTime::now());
+        }
+        4 => {
+            let base = "https://registry.example:5000/v2/a/b/blobs/sha256:00?x=1";
+            if let Some(url) = resolve_location(base, text) {
+                let (scheme, rest) = url.split_once("://").expect("absolute URL");
+                assert!(
+                    scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https")
+                );
+                let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+                assert!(!authority.is_empty() && !authority.contains('@'), "{url}");
+            }
+        }
+        _ => {
+            if let Ok(r) = text.parse::<oci_lazy::Reference>() {
+                let again: oci_lazy::Reference = r
+                    .to_string()
+                    .parse()
+                    .unwrap_or_else(|e| panic!("{r} does not parse back: {e}"));
+                assert_eq!(again, r);
+            }
+        }
+    }
+}
+
+/// A token endpoint's reply body: decodes to a non-empty token that a header can carry
+/// (visible ASCII), with a lifetime of at least the spec's 60 s, or is refused.
+pub fn registry_token(data: &[u8]) {
+    if let Ok(t) = oci_lazy::wire::parse_token_reply(data) {
+        assert!(!t.token.is_empty());
+        assert!(t.token.bytes().all(|b| b.is_ascii_graphic()));
+        assert!(t.lifetime >= std::time::Duration::from_secs(60));
+    }
+}
+
+/// A manifest or index reply: the first line is the `Content-Type`, the rest the body.
+/// Decoding refuses or gives a manifest whose every descriptor has a digest the client can
+/// check, whatever the bytes.
+pub fn registry_manifest(data: &[u8]) {
+    use oci_lazy::wire::{Manifest, decode_manifest};
+    let (ct, body) = match data.iter().position(|&b| b == b'\n') {
+        Some(i) => (std::str::from_utf8(&data[..i]).ok(), &data[i + 1..]),
+        None => (None, data),
+    };
+    match decode_manifest(body, ct) {
+        Ok(Manifest::Image(m)) => {
+            for d in m.layers().iter().chain([m.config()]) {
+                d.digest()
+                    .to_string()
+                    .parse::<oci_lazy::Digest>()
+                    .expect("a checked digest");
+            }
+        }
+        Ok(Manifest::Index(i)) => {
+            for d in i.manifests() {
+                d.digest()
+                    .to_string()
+                    .parse::<oci_lazy::Digest>()
+                    .expect("a checked digest");
+            }
+        }
+        Err(_) => {}
+    }
 }

@@ -133,6 +133,12 @@ pub trait BlobStore: Send + Sync {
     fn names(&self) -> io::Result<Vec<Vec<u8>>> {
         Ok(Vec::new())
     }
+
+    /// Write the store's own metrics (Prometheus text, such as a remote store's request
+    /// counters) into `out`, for the daemon's metrics file. The default writes nothing.
+    fn render_metrics(&self, out: &mut String) {
+        let _ = out;
+    }
 }
 
 impl<B: BlobStore + ?Sized> BlobStore for Arc<B> {
@@ -142,6 +148,10 @@ impl<B: BlobStore + ?Sized> BlobStore for Arc<B> {
 
     fn names(&self) -> io::Result<Vec<Vec<u8>>> {
         (**self).names()
+    }
+
+    fn render_metrics(&self, out: &mut String) {
+        (**self).render_metrics(out)
     }
 }
 

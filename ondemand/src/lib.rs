@@ -24,6 +24,11 @@
 //! successor take over), and [`mount`] (file-backed mounts with no daemon when every blob is
 //! local).
 //!
+//! Straight from an OCI registry (feature `registry`): [`registry`] resolves an image (Nydus
+//! RAFS v6 as nydusify pushes it, or containerd's native EROFS layers), serves its blobs
+//! lazily by byte ranges through `oci-lazy` behind either transport, and mounts its rootfs
+//! (the overlay of the EROFS layers).
+//!
 //! The cachefiles sequence: the kernel sends OPEN (volume key `erofs,<fsid>`, cookie key =
 //! fsid or blob name, and a new fd in our fd table); the server says how big the object is
 //! and the daemon answers `copen <id>,<size>`. For every missing range the kernel sends READ;
@@ -111,7 +116,9 @@
 //!
 //! # Features
 //!
-//! - `cli`: the `erofs-ondemand` binary (clap, env_logger).
+//! - `cli`: the `erofs-ondemand` binary (clap, env_logger; turns on `registry`).
+//! - `registry`: [`registry`], serving images from OCI registries (`oci-lazy`, `tar`,
+//!   `flate2`).
 //! - `test-util`: `testing`, a fake `/dev/cachefiles` for tests without a kernel.
 //!
 //! # Safety
@@ -133,6 +140,8 @@ pub mod mount;
 pub mod plan;
 pub mod rafs;
 mod ranges;
+#[cfg(feature = "registry")]
+pub mod registry;
 mod server;
 mod session;
 mod sys;

@@ -240,6 +240,51 @@ pub fn mount_fscache(
     .map_err(|e| io::Error::new(io::Error::from(e).kind(), format!("mount -o {opts}: {e}")))
 }
 
+/// `mount("overlay", TARGET, "overlay", MS_RDONLY, "lowerdir=L1:L2:...")`: a read-only
+/// overlay of `lowers`, the **top** layer first (at least two; with one, mount it directly).
+///
+/// # Errors
+///
+/// The kernel's error; fewer than two layers, or a path holding `:`, `,` or a backslash.
+pub fn mount_overlay(lowers: &[PathBuf], target: &Path) -> io::Result<()> {
+    use nix::mount::{MsFlags, mount};
+    let mut dirs = Vec::with_capacity(lowers.len());
+    for l in lowers {
+        match l.to_str() {
+            Some(s) if !s.is_empty() && !s.contains([':', ',', '\\']) => dirs.push(s),
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "overlay layer {}: a UTF-8 path without ':', ',' or '\\' is needed",
+                        l.display()
+                    ),
+                ));
+            }
+        }
+    }
+    if dirs.len() < 2 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "an overlay with no upper layer needs at least two lower layers",
+        ));
+    }
+    let opts = format!("lowerdir={}", dirs.join(":"));
+    mount(
+        Some("overlay"),
+        target,
+        Some("overlay"),
+        MsFlags::MS_RDONLY,
+        Some(opts.as_str()),
+    )
+    .map_err(|e| {
+        io::Error::new(
+            io::Error::from(e).kind(),
+            format!("mount -t overlay -o {opts} {}: {e}", target.display()),
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

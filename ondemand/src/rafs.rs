@@ -719,6 +719,10 @@ impl<B: BlobStore> OnDemandServer for RafsServer<B> {
         }
     }
 
+    fn render_metrics(&self, out: &mut String) {
+        self.store.render_metrics(out);
+    }
+
     fn close(&self, object: &RafsObject) {
         if let RafsObject::Blob(blob) = object {
             let src = &blob.source;

@@ -109,6 +109,13 @@ pub trait OnDemandServer: Send + Sync {
     fn close(&self, object: &Self::Object) {
         let _ = object;
     }
+
+    /// Write the server's own metrics (Prometheus text, names prefixed `erofs_ondemand_`)
+    /// into `out`; the daemon's metrics file puts them before its own. The default writes
+    /// nothing.
+    fn render_metrics(&self, out: &mut String) {
+        let _ = out;
+    }
 }
 
 impl<S: OnDemandServer + ?Sized> OnDemandServer for std::sync::Arc<S> {
@@ -128,6 +135,10 @@ impl<S: OnDemandServer + ?Sized> OnDemandServer for std::sync::Arc<S> {
 
     fn close(&self, object: &Self::Object) {
         (**self).close(object)
+    }
+
+    fn render_metrics(&self, out: &mut String) {
+        (**self).render_metrics(out)
     }
 }
 

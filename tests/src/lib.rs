@@ -20,6 +20,7 @@ use std::process::Command;
 pub mod docker_config;
 pub mod fault_proxy;
 pub mod http;
+pub mod netem;
 pub mod oci_images;
 pub mod oci_layout;
 pub mod raw;

@@ -128,6 +128,9 @@ replay_tests!(
     cachefiles_command,
     ondemand_session,
     fanotify_events,
+    registry_headers,
+    registry_token,
+    registry_manifest,
 );
 
 /// The seed images the structured targets start from are real images the reader opens.

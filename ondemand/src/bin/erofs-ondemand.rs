@@ -68,8 +68,22 @@ enum Cmd {
         #[arg(long, value_name = "DIR")]
         cache_dir: PathBuf,
         /// Directory holding the blobs, each named by its cookie key (fsid, tag or device= name).
-        #[arg(long, value_name = "DIR")]
-        blob_dir: PathBuf,
+        #[arg(
+            long,
+            value_name = "DIR",
+            required_unless_present = "image",
+            conflicts_with = "image"
+        )]
+        blob_dir: Option<PathBuf>,
+        /// Serve this image from its OCI registry (`[host[:port]/]repo[:tag|@digest]`; Nydus
+        /// RAFS v6 or containerd EROFS layers) and mount its rootfs on --mountpoint.
+        #[arg(long, value_name = "REF", requires = "mountpoint")]
+        image: Option<String>,
+        /// With --image: where the image's rootfs is mounted (until SIGINT/SIGTERM).
+        #[arg(long, value_name = "DIR", requires = "image")]
+        mountpoint: Option<PathBuf>,
+        #[command(flatten)]
+        registry: RegistryArgs,
         /// The cache's tag (`tag` command).
         #[arg(long)]
         tag: Option<String>,
@@ -122,15 +136,18 @@ struct FanotifyArgs {
     #[arg(long, value_name = "DIR")]
     cache_dir: PathBuf,
     /// Directory holding the image and its blobs (plain files, or Nydus RAFS v6
-    /// bootstraps and blobs, served decompressed).
+    /// bootstraps and blobs, served decompressed). Without it, --image is a registry
+    /// reference.
     #[arg(long, value_name = "DIR")]
-    blob_dir: PathBuf,
-    /// The image (bootstrap) file's name in the blob dir.
-    #[arg(long, value_name = "KEY")]
+    blob_dir: Option<PathBuf>,
+    /// With --blob-dir: the image (bootstrap) file's name in the blob dir. Without: an image
+    /// in an OCI registry (`[host[:port]/]repo[:tag|@digest]`; Nydus RAFS v6 or containerd
+    /// EROFS layers), whose rootfs is mounted on --mountpoint.
+    #[arg(long, value_name = "KEY|REF")]
     image: String,
     /// A blob device's file name in the blob dir, in device-table order (repeatable).
     /// Default: the device table's tags (Nydus images tag each device with its blob id).
-    #[arg(long = "device", value_name = "KEY")]
+    #[arg(long = "device", value_name = "KEY", requires = "blob_dir")]
     devices: Vec<String>,
     /// Where to mount the image; without it, only serve (for a mount made elsewhere of
     /// the files the log names).
@@ -141,12 +158,76 @@ struct FanotifyArgs {
     on_open: OnOpen,
     #[command(flatten)]
     serving: Serving,
+    #[command(flatten)]
+    registry: RegistryArgs,
     /// Fail-over through the fd holder at this socket (`erofs-ondemand hold`): take over the
     /// fanotify group it holds (its marks and queued events; the mount is the first daemon's
     /// and stays), or create a group, mount, and hand the holder a copy of the group's fd.
     /// Under a holder, SIGTERM leaves the mount to a successor.
     #[arg(long, value_name = "PATH")]
     supervisor: Option<PathBuf>,
+}
+
+/// Registry options, for `--image REF` (both transports). `HTTPS_PROXY`, `HTTP_PROXY` and
+/// `NO_PROXY` are honored.
+#[derive(clap::Args, Clone, Debug, Default)]
+struct RegistryArgs {
+    /// A Docker config file with credentials (default: `$REGISTRY_AUTH_FILE`, else
+    /// `~/.docker/config.json`).
+    #[arg(long, value_name = "PATH")]
+    auth_file: Option<PathBuf>,
+    /// A PEM file of CA certificates to trust besides the system's (repeatable).
+    #[arg(long = "ca-file", value_name = "PATH")]
+    ca_files: Vec<PathBuf>,
+    /// A registry (`host[:port]`) to speak plain HTTP to (loopback registries always are);
+    /// repeatable.
+    #[arg(long = "insecure-registry", value_name = "HOST")]
+    insecure: Vec<String>,
+    /// A mirror URL tried before the registry; repeatable, tried in order.
+    #[arg(long = "mirror", value_name = "URL")]
+    mirrors: Vec<String>,
+}
+
+impl RegistryArgs {
+    /// Resolve `reference` with these options.
+    fn resolve(&self, reference: &str) -> Result<ondemand::registry::RemoteImage, String> {
+        use ondemand::registry::{RemoteImage, lazy_config};
+        let parsed: oci_lazy::Reference = reference
+            .parse()
+            .map_err(|e| format!("--image {reference}: {e}"))?;
+        let mut config = oci_lazy::Config::default();
+        config.ca_files = self.ca_files.clone();
+        config.insecure_registries = self.insecure.clone();
+        config.mirrors = self.mirrors.clone();
+        config.auth_file = self.auth_file.clone();
+        let client = oci_lazy::Client::new(lazy_config(config))
+            .map_err(|e| format!("--image {reference}: {e}"))?;
+        let image = RemoteImage::resolve(&client, &parsed).map_err(|e| e.to_string())?;
+        log::info!(
+            "{reference}: {} ({} bytes of layers)",
+            match &image.kind {
+                ondemand::registry::ImageKind::Nydus { blobs, .. } =>
+                    format!("Nydus RAFS v6, {} blobs", blobs.len()),
+                ondemand::registry::ImageKind::ErofsLayers { layers } =>
+                    format!("{} EROFS layers", layers.len()),
+            },
+            image.size
+        );
+        Ok(image)
+    }
+}
+
+/// Print the registry totals against the image's size (for logs and the demo).
+fn report_registry(image: &ondemand::registry::RemoteImage) {
+    let s = image.store().client().stats();
+    println!(
+        "erofs-ondemand: registry requests={} bytes={} retries={} image_bytes={} fetched_percent={:.2}",
+        s.requests,
+        s.bytes,
+        s.retries,
+        image.size,
+        s.bytes as f64 * 100.0 / image.size.max(1) as f64
+    );
 }
 
 /// How both transports serve: the same flags, the same defaults.
@@ -193,11 +274,25 @@ impl Serving {
     /// The prefetch configuration the flags ask for, if any.
     fn prefetch_config(
         &self,
-        blob_dir: &std::path::Path,
+        blob_dir: Option<&std::path::Path>,
     ) -> Result<Option<PrefetchConfig>, String> {
         if !self.prefetch && self.prefetch_path.is_empty() {
             return Ok(None);
         }
+        let Some(blob_dir) = blob_dir else {
+            if !self.prefetch_path.is_empty() {
+                return Err("--prefetch-path needs --blob-dir".into());
+            }
+            log::info!(
+                "prefetch on: whole objects, {} threads",
+                self.prefetch_threads
+            );
+            return Ok(Some(
+                PrefetchConfig::whole_objects()
+                    .with_threads(usize::from(self.prefetch_threads))
+                    .with_bandwidth(Some(self.prefetch_bandwidth)),
+            ));
+        };
         let mut config = if self.prefetch {
             PrefetchConfig::whole_objects()
         } else {
@@ -259,34 +354,68 @@ enum OnOpen {
     Whole,
 }
 
-/// The `fanotify` command.
+/// The `fanotify` command: a blob directory or a registry image.
 fn fanotify(args: FanotifyArgs) -> ExitCode {
-    let FanotifyArgs {
-        cache_dir,
-        blob_dir,
-        image,
-        devices,
-        mountpoint,
-        on_open,
-        serving,
-        supervisor,
-    } = args;
-    use ondemand::fanotify::{FanotifyDaemon, ZeroCount};
     // First, before any thread starts: SIGINT/SIGTERM go to a signalfd.
     let signal = Shutdown::new();
     if let Err(e) = shutdown_on_signals(signal.clone()) {
         eprintln!("erofs-ondemand: cannot handle signals: {e}");
         return ExitCode::FAILURE;
     }
-    let prefetch = match serving.prefetch_config(&blob_dir) {
+    let prefetch = match args.serving.prefetch_config(args.blob_dir.as_deref()) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("erofs-ondemand: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let server =
-        ondemand::rafs::RafsDirServer::new(&blob_dir).with_verify_digests(serving.verify_digests);
+    match args.blob_dir.clone() {
+        Some(dir) => {
+            let server = ondemand::rafs::RafsDirServer::new(&dir)
+                .with_verify_digests(args.serving.verify_digests);
+            fanotify_serve(server, args, prefetch, &signal, None)
+        }
+        None => {
+            if args.mountpoint.is_none() {
+                eprintln!("erofs-ondemand: --image REF needs --mountpoint (or give --blob-dir)");
+                return ExitCode::FAILURE;
+            }
+            let image = match args.registry.resolve(&args.image) {
+                Ok(i) => i,
+                Err(e) => {
+                    eprintln!("erofs-ondemand: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let server = image
+                .server()
+                .with_verify_digests(args.serving.verify_digests);
+            let code = fanotify_serve(server, args, prefetch, &signal, Some(&image));
+            report_registry(&image);
+            code
+        }
+    }
+}
+
+/// Serve `server` by fanotify until `signal`; mount the blob dir's image, or `remote`'s rootfs.
+fn fanotify_serve<B: ondemand::BlobStore>(
+    server: ondemand::rafs::RafsServer<B>,
+    args: FanotifyArgs,
+    prefetch: Option<PrefetchConfig>,
+    signal: &Shutdown,
+    remote: Option<&ondemand::registry::RemoteImage>,
+) -> ExitCode {
+    let FanotifyArgs {
+        cache_dir,
+        image,
+        devices,
+        mountpoint,
+        on_open,
+        serving,
+        supervisor,
+        ..
+    } = args;
+    use ondemand::fanotify::{FanotifyDaemon, ImageFiles, ZeroCount};
     // Under a holder: the group it holds (a predecessor's), or a new one handed to it.
     let held = match &supervisor {
         Some(socket) => match failover::fetch_fd(socket) {
@@ -341,14 +470,23 @@ fn fanotify(args: FanotifyArgs) -> ExitCode {
             }
         };
     }
-    let device_keys: Vec<&str> = devices.iter().map(String::as_str).collect();
-    let files = match daemon.add_image(&image, &device_keys) {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("erofs-ondemand: {image}: {e}");
-            return ExitCode::FAILURE;
-        }
+    // The backing files: the blob dir's image and its devices, or each object the remote
+    // image mounts (a Nydus bootstrap and its blobs, or every EROFS layer).
+    let mut files: Vec<(String, ImageFiles)> = Vec::new();
+    let keys: Vec<String> = match remote {
+        Some(r) => r.mount_keys().into_iter().map(str::to_owned).collect(),
+        None => vec![image.clone()],
     };
+    let device_keys: Vec<&str> = devices.iter().map(String::as_str).collect();
+    for key in keys {
+        match daemon.add_image(&key, &device_keys) {
+            Ok(f) => files.push((key, f)),
+            Err(e) => {
+                eprintln!("erofs-ondemand: {key}: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     if let (Some(socket), false) = (&supervisor, took_over) {
         use std::os::fd::AsFd;
         if let Err(e) = failover::store_fd(socket, daemon.as_fd()) {
@@ -369,24 +507,43 @@ fn fanotify(args: FanotifyArgs) -> ExitCode {
                 .display()
         );
     }
-    log::info!(
-        "serving {} (devices {:?}) from {} by fanotify pre-content events (readahead {readahead} bytes, {threads} threads)",
-        files.image.display(),
-        files.devices,
-        blob_dir.display()
-    );
+    for (_, f) in &files {
+        log::info!(
+            "serving {} (devices {:?}) by fanotify pre-content events (readahead {readahead} bytes, {threads} threads)",
+            f.image.display(),
+            f.devices,
+        );
+    }
     let stop = daemon.shutdown_handle();
     let mut failed = false;
     let result = std::thread::scope(|s| {
         let serving = s.spawn(|| daemon.run());
         // The mount opens and reads the backing files: the daemon serves them already.
-        let mounted = match &mountpoint {
+        let mounted = match (&mountpoint, remote) {
             // A predecessor's mount: it is live, served from now on by this daemon.
-            Some(_) if took_over => None,
-            Some(m) => match files.mount(m) {
+            (Some(_), _) if took_over => None,
+            (Some(m), Some(r)) => {
+                let mount_one = |key: &str, dir: &std::path::Path| {
+                    let f = files.iter().find(|(k, _)| k == key).map(|(_, f)| f);
+                    f.ok_or_else(|| std::io::Error::other(format!("no backing file for {key}")))?
+                        .mount(dir)
+                };
+                match ondemand::registry::Rootfs::mount(r, &cache_dir, m, mount_one) {
+                    Ok(rootfs) => {
+                        log::info!("mounted {} on {}", r.reference, m.display());
+                        Some(Mounted::Rootfs(rootfs))
+                    }
+                    Err(e) => {
+                        eprintln!("erofs-ondemand: mounting {}: {e}", r.reference);
+                        failed = true;
+                        None
+                    }
+                }
+            }
+            (Some(m), None) => match files[0].1.mount(m) {
                 Ok(()) => {
-                    log::info!("mounted {} on {}", files.image.display(), m.display());
-                    Some(m)
+                    log::info!("mounted {} on {}", files[0].1.image.display(), m.display());
+                    Some(Mounted::One(m.clone()))
                 }
                 Err(e) => {
                     eprintln!("erofs-ondemand: {e}");
@@ -394,32 +551,18 @@ fn fanotify(args: FanotifyArgs) -> ExitCode {
                     None
                 }
             },
-            None => None,
+            (None, _) => None,
         };
         while !failed && !signal.is_triggered() && !serving.is_finished() {
             std::thread::sleep(Duration::from_millis(100));
         }
         // Unmount while still serving: once the group is gone, unfilled ranges read as zeros.
         // Under a holder the group outlives this daemon: the mount stays for a successor.
-        if let (Some(m), None) = (mounted, &supervisor) {
-            use nix::mount::{MntFlags, umount2};
-            match umount2(m.as_path(), MntFlags::empty()) {
-                Ok(()) => log::info!("unmounted {}", m.display()),
-                Err(nix::errno::Errno::EBUSY) => {
-                    log::warn!(
-                        "{} is busy: detaching it lazily (its unfilled ranges will read as zeros)",
-                        m.display()
-                    );
-                    if let Err(e) = umount2(m.as_path(), MntFlags::MNT_DETACH) {
-                        eprintln!("erofs-ondemand: unmounting {}: {e}", m.display());
-                        failed = true;
-                    }
-                }
-                Err(e) => {
-                    eprintln!("erofs-ondemand: unmounting {}: {e}", m.display());
-                    failed = true;
-                }
-            }
+        if let (Some(m), None) = (mounted, &supervisor)
+            && let Err(e) = m.unmount()
+        {
+            eprintln!("erofs-ondemand: {e}");
+            failed = true;
         }
         stop.trigger();
         serving.join()
@@ -435,6 +578,130 @@ fn fanotify(args: FanotifyArgs) -> ExitCode {
         );
     }
     println!("erofs-ondemand: {}", daemon.server().totals());
+    exit_code(result, failed)
+}
+
+/// A bound cachefiles device and how to serve it.
+struct CachefilesRun<'a> {
+    dev: CachefilesDevice,
+    serving: &'a Serving,
+    async_readahead: bool,
+    prefetch: Option<PrefetchConfig>,
+    /// Triggered by SIGINT/SIGTERM.
+    shutdown: &'a Shutdown,
+    cache_dir: &'a std::path::Path,
+}
+
+impl CachefilesRun<'_> {
+    /// Serve `server` until SIGINT/SIGTERM. With `remote`, mount its rootfs on the mount
+    /// point once the daemon serves, and unmount it (still serving) at the signal.
+    fn serve<B: ondemand::BlobStore>(
+        self,
+        server: ondemand::rafs::RafsServer<B>,
+        remote: Option<(&ondemand::registry::RemoteImage, &std::path::Path)>,
+    ) -> ExitCode {
+        let serving = self.serving;
+        let mut session = Session::new(server)
+            .with_readahead(serving.readahead)
+            .with_async_readahead(self.async_readahead)
+            .with_sequential_ahead(serving.sequential_ahead);
+        if let Some(config) = self.prefetch {
+            session = session.with_prefetch(config);
+        }
+        let mut daemon = Daemon::new(self.dev, session).with_threads(usize::from(serving.threads));
+        if remote.is_none() {
+            // The signal stops the daemon itself.
+            daemon = daemon.with_shutdown(self.shutdown.clone());
+        }
+        if let Some(path) = &serving.metrics {
+            daemon = daemon.with_metrics_file(path, Duration::from_millis(500));
+        }
+        if let Some(bytes) = serving.fill_buffer {
+            daemon = daemon.with_fill_buffer(usize::try_from(bytes).unwrap_or(usize::MAX));
+        }
+        let stop = daemon.shutdown_handle();
+        let mut failed = false;
+        let result = std::thread::scope(|s| {
+            let serving = s.spawn(|| daemon.run());
+            if let Some((image, m)) = remote {
+                let mount_one = |key: &str, dir: &std::path::Path| {
+                    ondemand::mount::mount_fscache(key, None, &[], dir)
+                };
+                let mounted =
+                    match ondemand::registry::Rootfs::mount(image, self.cache_dir, m, mount_one) {
+                        Ok(rootfs) => {
+                            log::info!("mounted {} on {}", image.reference, m.display());
+                            Some(rootfs)
+                        }
+                        Err(e) => {
+                            eprintln!("erofs-ondemand: mounting {}: {e}", image.reference);
+                            failed = true;
+                            None
+                        }
+                    };
+                while !failed && !self.shutdown.is_triggered() && !serving.is_finished() {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                // Unmount while still serving, then stop.
+                if let Some(rootfs) = mounted
+                    && let Err(e) = rootfs.unmount()
+                {
+                    eprintln!("erofs-ondemand: {e}");
+                    failed = true;
+                }
+                stop.trigger();
+            }
+            serving.join()
+        });
+        println!("erofs-ondemand: {}", daemon.session().stats());
+        println!("erofs-ondemand: {}", daemon.session().server().totals());
+        exit_code(result, failed)
+    }
+}
+
+/// What a command mounted, to unmount at the end.
+enum Mounted {
+    /// One mount point.
+    One(PathBuf),
+    /// A registry image's rootfs (its layers and their overlay).
+    Rootfs(ondemand::registry::Rootfs),
+}
+
+impl Mounted {
+    fn unmount(self) -> std::io::Result<()> {
+        match self {
+            Mounted::Rootfs(r) => r.unmount(),
+            Mounted::One(m) => {
+                use nix::mount::{MntFlags, umount2};
+                match umount2(m.as_path(), MntFlags::empty()) {
+                    Ok(()) => {
+                        log::info!("unmounted {}", m.display());
+                        Ok(())
+                    }
+                    Err(nix::errno::Errno::EBUSY) => {
+                        log::warn!(
+                            "{} is busy: detaching it lazily (its unfilled ranges will read as zeros)",
+                            m.display()
+                        );
+                        umount2(m.as_path(), MntFlags::MNT_DETACH).map_err(|e| {
+                            std::io::Error::other(format!("unmounting {}: {e}", m.display()))
+                        })
+                    }
+                    Err(e) => Err(std::io::Error::other(format!(
+                        "unmounting {}: {e}",
+                        m.display()
+                    ))),
+                }
+            }
+        }
+    }
+}
+
+/// The exit status of a serving thread's result.
+fn exit_code(
+    result: std::thread::Result<std::io::Result<ondemand::StatsSnapshot>>,
+    failed: bool,
+) -> ExitCode {
     match result {
         Ok(Ok(_)) if !failed => ExitCode::SUCCESS,
         Ok(Ok(_)) => ExitCode::FAILURE,
@@ -486,6 +753,9 @@ fn main() -> ExitCode {
         Cmd::Serve {
             cache_dir,
             blob_dir,
+            image,
+            mountpoint,
+            registry,
             tag,
             serving,
             async_readahead,
@@ -498,6 +768,24 @@ fn main() -> ExitCode {
                 eprintln!("erofs-ondemand: cannot handle signals: {e}");
                 return ExitCode::FAILURE;
             }
+            // Resolved before the cache is bound: a bad reference binds nothing.
+            let remote = match &image {
+                Some(reference) => match registry.resolve(reference) {
+                    Ok(i) => Some(i),
+                    Err(e) => {
+                        eprintln!("erofs-ondemand: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                },
+                None => None,
+            };
+            let prefetch = match serving.prefetch_config(blob_dir.as_deref()) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("erofs-ondemand: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
             if let Err(e) = std::fs::create_dir_all(&cache_dir) {
                 eprintln!("erofs-ondemand: cannot create {}: {e}", cache_dir.display());
                 return ExitCode::FAILURE;
@@ -543,50 +831,45 @@ fn main() -> ExitCode {
                     dev
                 }
             };
-            log::info!(
-                "serving blobs from {} (cache {}, {} threads, readahead {} bytes, sequential ahead up to {} bytes)",
-                blob_dir.display(),
-                cache_dir.display(),
-                serving.threads,
-                serving.readahead,
-                serving.sequential_ahead
-            );
-            let prefetch = match serving.prefetch_config(&blob_dir) {
-                Ok(p) => p,
-                Err(e) => {
-                    eprintln!("erofs-ondemand: {e}");
-                    return ExitCode::FAILURE;
-                }
+            let run = CachefilesRun {
+                dev,
+                serving: &serving,
+                async_readahead,
+                prefetch,
+                shutdown: &shutdown,
+                cache_dir: &cache_dir,
             };
-            let mut session =
-                // Nydus RAFS v6 images in the blob dir are served decompressed (ondemand::rafs);
-                // every other cookie key names a plain file, as with LocalDirServer.
-                Session::new(
-                    ondemand::rafs::RafsDirServer::new(&blob_dir)
-                        .with_verify_digests(serving.verify_digests),
-                )
-                .with_readahead(serving.readahead)
-                .with_async_readahead(async_readahead)
-                .with_sequential_ahead(serving.sequential_ahead);
-            if let Some(config) = prefetch {
-                session = session.with_prefetch(config);
-            }
-            let mut daemon = Daemon::new(dev, session)
-                .with_threads(usize::from(serving.threads))
-                .with_shutdown(shutdown);
-            if let Some(path) = &serving.metrics {
-                daemon = daemon.with_metrics_file(path, Duration::from_millis(500));
-            }
-            if let Some(bytes) = serving.fill_buffer {
-                daemon = daemon.with_fill_buffer(usize::try_from(bytes).unwrap_or(usize::MAX));
-            }
-            let result = daemon.run();
-            println!("erofs-ondemand: {}", daemon.session().stats());
-            println!("erofs-ondemand: {}", daemon.session().server().totals());
-            match result {
-                Ok(_) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("erofs-ondemand: {e}");
+            match (&remote, &mountpoint, &blob_dir) {
+                (Some(image), Some(m), _) => {
+                    log::info!(
+                        "serving {} from its registry (cache {}, {} threads, readahead {} bytes)",
+                        image.reference,
+                        cache_dir.display(),
+                        serving.threads,
+                        serving.readahead
+                    );
+                    let server = image.server().with_verify_digests(serving.verify_digests);
+                    let code = run.serve(server, Some((image, m.as_path())));
+                    report_registry(image);
+                    code
+                }
+                (_, _, Some(dir)) => {
+                    log::info!(
+                        "serving blobs from {} (cache {}, {} threads, readahead {} bytes, sequential ahead up to {} bytes)",
+                        dir.display(),
+                        cache_dir.display(),
+                        serving.threads,
+                        serving.readahead,
+                        serving.sequential_ahead
+                    );
+                    // Nydus RAFS v6 images in the blob dir are served decompressed
+                    // (ondemand::rafs); every other cookie key names a plain file.
+                    let server = ondemand::rafs::RafsDirServer::new(dir)
+                        .with_verify_digests(serving.verify_digests);
+                    run.serve(server, None)
+                }
+                _ => {
+                    eprintln!("erofs-ondemand: give --blob-dir, or --image and --mountpoint");
                     ExitCode::FAILURE
                 }
             }
@@ -677,6 +960,73 @@ mod tests {
     }
 
     #[test]
+    fn image_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "erofs-ondemand",
+            "serve",
+            "--cache-dir",
+            "/c",
+            "--image",
+            "127.0.0.1:5000/app:v1",
+            "--mountpoint",
+            "/mnt",
+            "--mirror",
+            "http://m1",
+            "--mirror",
+            "http://m2",
+            "--insecure-registry",
+            "reg:5000",
+            "--ca-file",
+            "/ca.pem",
+            "--auth-file",
+            "/auth.json",
+        ])
+        .unwrap();
+        let Cmd::Serve {
+            image,
+            mountpoint,
+            registry,
+            blob_dir,
+            ..
+        } = cli.command
+        else {
+            panic!("parsed as serve");
+        };
+        assert_eq!(image.as_deref(), Some("127.0.0.1:5000/app:v1"));
+        assert_eq!(mountpoint, Some(PathBuf::from("/mnt")));
+        assert_eq!(blob_dir, None);
+        assert_eq!(registry.mirrors, ["http://m1", "http://m2"], "in order");
+        assert_eq!(registry.insecure, ["reg:5000"]);
+        assert_eq!(registry.ca_files, [PathBuf::from("/ca.pem")]);
+        assert_eq!(registry.auth_file, Some(PathBuf::from("/auth.json")));
+        // --image needs --mountpoint and excludes --blob-dir; one of them is needed.
+        for bad in [
+            &["--image", "r"][..],
+            &["--image", "r", "--mountpoint", "/m", "--blob-dir", "/b"],
+            &[],
+        ] {
+            let mut args = vec!["erofs-ondemand", "serve", "--cache-dir", "/c"];
+            args.extend_from_slice(bad);
+            assert!(Cli::try_parse_from(&args).is_err(), "{bad:?}");
+        }
+        let cli = Cli::try_parse_from([
+            "erofs-ondemand",
+            "fanotify",
+            "--cache-dir",
+            "/c",
+            "--image",
+            "127.0.0.1:5000/app:v1",
+            "--mountpoint",
+            "/mnt",
+        ])
+        .unwrap();
+        let Cmd::Fanotify(args) = cli.command else {
+            panic!("parsed as fanotify");
+        };
+        assert_eq!(args.blob_dir, None);
+    }
+
+    #[test]
     fn fanotify_command_parses() {
         let cli = Cli::try_parse_from([
             "erofs-ondemand",
@@ -720,7 +1070,7 @@ mod tests {
         assert!(matches!(on_open, OnOpen::Nothing));
         assert!(
             Cli::try_parse_from(["erofs-ondemand", "fanotify", "--cache-dir", "/c"]).is_err(),
-            "--blob-dir and --image are required"
+            "--image is required"
         );
     }
 }

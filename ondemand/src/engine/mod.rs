@@ -180,13 +180,17 @@ impl<S: OnDemandServer, K> Engine<S, K> {
         };
         let mut objects = self.objects();
         objects.sort_by(|a, b| a.key().cmp(b.key()));
-        crate::metrics::render_prometheus_with_objects(
+        // The server's own metrics first: the last line stays the fetch latency count.
+        let mut text = String::new();
+        self.server().render_metrics(&mut text);
+        text.push_str(&crate::metrics::render_prometheus_with_objects(
             &self.stats,
             gauges,
             objects
                 .iter()
                 .map(|o| (o.key(), o.size(), o.present().intersection_len(0..o.size()))),
-        )
+        ));
+        text
     }
 
     /// Bytes queued for prefetch and not yet fetched or skipped (0 without prefetch).

@@ -7,6 +7,7 @@
 
 mod extract;
 mod fsck;
+mod remote;
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -29,8 +30,10 @@ struct Cli {
 /// Options every subcommand takes.
 #[derive(Args, Clone)]
 struct ImageArgs {
-    /// The image file (primary device).
+    /// The image file (primary device); `--image REF` instead reads an image from a registry.
     image: PathBuf,
+    #[command(flatten)]
+    remote: remote::RemoteArgs,
     /// An extra device (blob) file, in device-table order; repeat for each device.
     #[arg(long = "device", value_name = "PATH")]
     devices: Vec<PathBuf>,
@@ -105,29 +108,65 @@ enum Cmd {
     },
 }
 
-fn open(args: &ImageArgs) -> erofs_reader::Result<Image> {
+impl ImageArgs {
+    /// The image's name for messages: its path or its reference.
+    fn name(&self) -> String {
+        match &self.remote.reference {
+            Some(r) => r.clone(),
+            None => self.image.display().to_string(),
+        }
+    }
+}
+
+impl Cmd {
+    fn img(&self) -> &ImageArgs {
+        match self {
+            Cmd::Sb { img }
+            | Cmd::Ls { img, .. }
+            | Cmd::Stat { img, .. }
+            | Cmd::Cat { img, .. }
+            | Cmd::Xattrs { img, .. }
+            | Cmd::Chunks { img, .. }
+            | Cmd::Extract { img, .. }
+            | Cmd::Fsck { img, .. } => img,
+        }
+    }
+}
+
+fn open(args: &ImageArgs) -> Result<Image, Box<dyn std::error::Error>> {
+    if args.remote.reference.is_some() {
+        return remote::open(&args.remote);
+    }
+    let path = &args.image;
     // A Nydus `--blob-inline-meta` data blob carries its own bootstrap (nydus.rs).
     if args.devices.is_empty()
-        && let Some(image) =
-            erofs_reader::nydus::open_inline_blob(&args.image, args.blob_dir.as_deref())?
+        && let Some(image) = erofs_reader::nydus::open_inline_blob(path, args.blob_dir.as_deref())?
     {
         return Ok(image);
     }
-    let mut b = ImageBuilder::open(&args.image)?;
+    let mut b = ImageBuilder::open(path)?;
     for d in &args.devices {
         b = b.device_file(d)?;
     }
     if let Some(dir) = &args.blob_dir {
         b = b.blob_dir(dir);
     }
-    b.build()
+    Ok(b.build()?)
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+    let cli = Cli::parse_from(remote::argv(std::env::args_os()));
+    // `--image REF -v`: the registry client's request lines too.
+    let filter = if remote::verbose(&cli.cmd.img().remote) {
+        "warn,oci_lazy=debug,erofs=info"
+    } else {
+        "warn"
+    };
+    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(filter))
         .try_init();
-    match run(cli.cmd) {
+    let result = run(cli.cmd);
+    remote::report();
+    match result {
         Ok(code) => code,
         Err(e) => {
             // A closed stdout (e.g. `erofs cat ... | head`) is not an error worth a message.
@@ -265,7 +304,7 @@ fn run(cmd: Cmd) -> CliResult {
             writeln!(
                 out,
                 "{}: {} inodes ({} dirs, {} files, {} symlinks, {} other), {} bytes read in {:.3}s, {} errors",
-                img.image.display(),
+                img.name(),
                 report.inodes,
                 report.dirs,
                 report.files,

@@ -1,0 +1,395 @@
+//! Images served straight from an OCI registry, behind either kernel transport.
+//!
+//! [`RemoteImage::resolve`] turns a reference into what the kernel mounts and a
+//! [`RegistryStore`] (a [`BlobStore`](crate::BlobStore) whose blobs are read lazily by byte
+//! ranges through `oci-lazy`). [`RemoteImage::server`] is a
+//! [`RafsServer`] over that store, so cachefiles ([`crate::Session`]) and fanotify
+//! ([`crate::FanotifyDaemon`]) serve it with no other change. Two image kinds:
+//!
+//! - **Nydus RAFS v6** as nydusify pushes it: the bootstrap layer (a gzip tar holding
+//!   `image/image.boot`, annotation `containerd.io/snapshot/nydus-bootstrap`) is fetched whole,
+//!   digest-checked and unpacked into memory; the kernel opens it under its layer's digest
+//!   hex, then each blob device under its blob id, which is its layer's digest hex. Zran
+//!   (targz-ref) blobs are the original `.tar.gz` layers, their separate meta blobs layers
+//!   too. One mount.
+//! - **containerd native EROFS layers** (`application/vnd.erofs.layer.v1`): each layer is a
+//!   whole EROFS image (`mkfs.erofs --tar=f --aufs`: whiteouts are overlayfs whiteouts, opaque
+//!   directories carry `trusted.overlay.opaque`), served lazily as an object of its own under
+//!   its digest hex (cachefiles: that is the mount's `fsid`; fanotify: the name of its sparse
+//!   backing file). The rootfs is the overlay of the layers, bottom layer lowest.
+//!
+//! [`Rootfs::mount`] mounts either kind on a target with a transport's own way of mounting
+//! one object (`mount -t erofs none -o fsid=KEY` for cachefiles, a file-backed mount of the
+//! backing file for fanotify) and [`Rootfs::unmount`] takes it all down again.
+//!
+//! ```no_run
+//! use ondemand::registry::{RemoteImage, lazy_config};
+//! use oci_lazy::{Client, Config};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let client = Client::new(lazy_config(Config::default()))?;
+//! let image = RemoteImage::resolve(&client, &"127.0.0.1:5000/app:v1".parse()?)?;
+//! println!("{}: {:?}, {} bytes of layers", image.reference, image.kind, image.size);
+//! let server = image.server(); // serve it: Session::new(server) or FanotifyDaemon::new(server, ..)
+//! # let _ = server; Ok(()) }
+//! ```
+
+mod store;
+
+use std::collections::HashMap;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use erofs_reader::ImageBuilder;
+use erofs_reader::nydus::RafsMeta;
+use oci_lazy::{Client, Config, Digest, Layer, Reference};
+
+use crate::rafs::RafsServer;
+
+pub use store::RegistryStore;
+
+/// Media type of a containerd EROFS layer.
+pub const EROFS_LAYER: &str = "application/vnd.erofs.layer.v1";
+/// Annotation on a Nydus image's bootstrap layer.
+pub const NYDUS_BOOTSTRAP: &str = "containerd.io/snapshot/nydus-bootstrap";
+/// The bootstrap's path inside the bootstrap layer.
+pub const BOOTSTRAP_PATH: &str = "image/image.boot";
+/// The OS feature that marks a Nydus manifest in an index.
+pub const NYDUS_FEATURE: &str = "nydus.remoteimage.v1";
+/// Largest bootstrap layer fetched (compressed), and bootstrap unpacked.
+pub const MAX_BOOTSTRAP: u64 = 512 << 20;
+
+/// `config` preferring, in an index, the manifest marked as a Nydus image for this platform
+/// (the one that can be served lazily).
+pub fn lazy_config(mut config: Config) -> Config {
+    if !config
+        .platform
+        .preferred_features
+        .iter()
+        .any(|f| f == NYDUS_FEATURE)
+    {
+        config
+            .platform
+            .preferred_features
+            .push(NYDUS_FEATURE.to_owned());
+    }
+    config
+}
+
+/// What the kernel mounts for an image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageKind {
+    /// One RAFS v6 mount: the bootstrap object, then each blob device by blob id.
+    Nydus {
+        /// The bootstrap's object key (its layer's digest hex).
+        bootstrap: String,
+        /// The blob ids, in the bootstrap's device-table order.
+        blobs: Vec<String>,
+    },
+    /// One EROFS mount per layer (object key: the layer's digest hex), overlaid.
+    ErofsLayers {
+        /// The layers' keys, bottom first.
+        layers: Vec<String>,
+    },
+}
+
+/// Why an image cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    /// The registry's error (reference, auth, transport, digest).
+    #[error(transparent)]
+    Registry(#[from] oci_lazy::Error),
+    /// Neither EROFS layers nor a Nydus bootstrap layer.
+    #[error(
+        "{reference}: neither EROFS layers ({EROFS_LAYER}) nor a Nydus bootstrap layer; layer media types: {media_types:?}"
+    )]
+    NotLazy {
+        /// The reference.
+        reference: String,
+        /// The media types of its layers.
+        media_types: Vec<String>,
+    },
+    /// The bootstrap layer is not a usable RAFS v6 bootstrap, or names blobs that are not
+    /// layers of the image.
+    #[error("{reference}: bootstrap layer {digest}: {what}")]
+    Bootstrap {
+        /// The reference.
+        reference: String,
+        /// The bootstrap layer's digest.
+        digest: String,
+        /// What is wrong.
+        what: String,
+    },
+}
+
+impl From<ResolveError> for io::Error {
+    fn from(e: ResolveError) -> io::Error {
+        match e {
+            ResolveError::Registry(e) => e.into(),
+            other => io::Error::new(io::ErrorKind::InvalidData, other),
+        }
+    }
+}
+
+/// An image resolved in its registry: what to mount, and the store that serves it.
+#[derive(Debug, Clone)]
+pub struct RemoteImage {
+    /// The reference resolved.
+    pub reference: Reference,
+    /// The manifest's digest.
+    pub manifest: Digest,
+    /// What the kernel mounts.
+    pub kind: ImageKind,
+    /// The sum of the layers' sizes (what a full pull fetches), in bytes.
+    pub size: u64,
+    store: RegistryStore,
+}
+
+impl RemoteImage {
+    /// Resolve `reference` (manifest for this platform; for a Nydus image the bootstrap layer
+    /// is fetched whole, digest-checked and unpacked, and its blob table checked against the
+    /// layers).
+    ///
+    /// # Errors
+    ///
+    /// [`ResolveError`].
+    pub fn resolve(client: &Client, reference: &Reference) -> Result<RemoteImage, ResolveError> {
+        let image = client.resolve(reference)?;
+        let size = image.layers.iter().map(|l| l.size).sum();
+        let repo = reference.repository().clone();
+        log::info!(
+            "{reference}: manifest {}, {} layers, {size} bytes",
+            image.digest,
+            image.layers.len()
+        );
+        let bootstrap = image.layers.iter().find(|l| {
+            l.annotations
+                .get(NYDUS_BOOTSTRAP)
+                .is_some_and(|v| v == "true")
+        });
+        let (kind, memory) = match bootstrap {
+            Some(boot) => {
+                let (kind, bytes) = nydus(client, reference, boot, &image.layers)?;
+                (kind, vec![(boot.digest.hex().as_bytes().to_vec(), bytes)])
+            }
+            None => {
+                let layers: Vec<String> = image
+                    .layers
+                    .iter()
+                    .filter(|l| l.media_type == EROFS_LAYER)
+                    .map(|l| l.digest.hex().to_owned())
+                    .collect();
+                if layers.is_empty() {
+                    return Err(ResolveError::NotLazy {
+                        reference: reference.to_string(),
+                        media_types: image.layers.iter().map(|l| l.media_type.clone()).collect(),
+                    });
+                }
+                (ImageKind::ErofsLayers { layers }, Vec::new())
+            }
+        };
+        Ok(RemoteImage {
+            reference: reference.clone(),
+            manifest: image.digest,
+            kind,
+            size,
+            store: RegistryStore::new(client.clone(), repo, &image.layers, memory),
+        })
+    }
+
+    /// The store of the image's blobs.
+    pub fn store(&self) -> &RegistryStore {
+        &self.store
+    }
+
+    /// A server for the image (Nydus blobs decoded, EROFS layers as they are), over a clone
+    /// of the store (sharing its client and counters).
+    pub fn server(&self) -> RafsServer<RegistryStore> {
+        RafsServer::with_store(self.store.clone())
+    }
+
+    /// The object keys the kernel mounts: the bootstrap, or the layers bottom first.
+    pub fn mount_keys(&self) -> Vec<&str> {
+        match &self.kind {
+            ImageKind::Nydus { bootstrap, .. } => vec![bootstrap.as_str()],
+            ImageKind::ErofsLayers { layers } => layers.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
+/// The Nydus bootstrap layer `boot`: fetched, checked, unpacked; its blobs must be layers.
+fn nydus(
+    client: &Client,
+    reference: &Reference,
+    boot: &Layer,
+    layers: &[Layer],
+) -> Result<(ImageKind, Arc<[u8]>), ResolveError> {
+    let fail = |what: String| ResolveError::Bootstrap {
+        reference: reference.to_string(),
+        digest: boot.digest.to_string(),
+        what,
+    };
+    // Fetched whole and digest-checked before it is unpacked.
+    let tgz = client.fetch_blob(reference.repository(), &boot.digest, MAX_BOOTSTRAP)?;
+    let bytes: Arc<[u8]> = unpack_bootstrap(&tgz)
+        .map_err(|e| fail(e.to_string()))?
+        .into();
+    let image = ImageBuilder::new(bytes.clone())
+        .build()
+        .map_err(|e| fail(e.to_string()))?;
+    let meta = RafsMeta::from_image(&image)
+        .map_err(|e| fail(e.to_string()))?
+        .ok_or_else(|| fail(format!("{BOOTSTRAP_PATH} is not a RAFS v6 bootstrap")))?;
+    let have: HashMap<&str, &Layer> = layers.iter().map(|l| (l.digest.hex(), l)).collect();
+    let mut blobs = Vec::new();
+    for b in meta.blobs() {
+        if !have.contains_key(b.id.as_str()) {
+            return Err(fail(format!(
+                "blob {} ({}) is not a layer of the image",
+                b.index, b.id
+            )));
+        }
+        if let Some(m) = b.separate_meta_name()
+            && !have.contains_key(m.as_str())
+        {
+            return Err(fail(format!(
+                "meta blob {m} of blob {} is not a layer of the image",
+                b.id
+            )));
+        }
+        blobs.push(b.id.clone());
+    }
+    log::info!(
+        "{reference}: Nydus RAFS v6 bootstrap of {} bytes, {} blobs",
+        <[u8]>::len(&bytes),
+        blobs.len()
+    );
+    Ok((
+        ImageKind::Nydus {
+            bootstrap: boot.digest.hex().to_owned(),
+            blobs,
+        },
+        bytes,
+    ))
+}
+
+/// `image/image.boot` out of a gzip tar, bounded by [`MAX_BOOTSTRAP`].
+///
+/// # Errors
+///
+/// A broken gzip or tar, no bootstrap, or one too large.
+pub fn unpack_bootstrap(tgz: &[u8]) -> io::Result<Vec<u8>> {
+    let too_large = || io::Error::new(io::ErrorKind::InvalidData, "bootstrap too large");
+    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(tgz));
+    for entry in tar.entries()? {
+        let entry = entry?;
+        let path = entry.path()?;
+        let path = path.to_string_lossy();
+        if path.trim_start_matches("./") != BOOTSTRAP_PATH {
+            continue;
+        }
+        if entry.header().size()? > MAX_BOOTSTRAP {
+            return Err(too_large());
+        }
+        let mut out = Vec::new();
+        entry.take(MAX_BOOTSTRAP + 1).read_to_end(&mut out)?;
+        if out.len() as u64 > MAX_BOOTSTRAP {
+            return Err(too_large());
+        }
+        return Ok(out);
+    }
+    Err(io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("no {BOOTSTRAP_PATH} in the bootstrap layer"),
+    ))
+}
+
+/// An image's rootfs as mounted: the mounts to take down, last first.
+#[derive(Debug)]
+#[must_use = "unmount it"]
+pub struct Rootfs {
+    mounts: Vec<PathBuf>,
+}
+
+impl Rootfs {
+    /// Mount `image` on `target` read-only: a Nydus image or a single EROFS layer is one
+    /// mount of its key on `target`; several EROFS layers are each mounted on
+    /// `work/layers/<i>` (created) and `target` becomes their overlay (`lowerdir=` top
+    /// first). `mount_one(key, dir)` mounts one object the transport's way; the daemon must
+    /// be serving already. On an error, what was mounted is unmounted again.
+    ///
+    /// # Errors
+    ///
+    /// `mount_one`'s errors; an overlay the kernel refuses; a work path holding `:` or `,`.
+    pub fn mount(
+        image: &RemoteImage,
+        work: &Path,
+        target: &Path,
+        mut mount_one: impl FnMut(&str, &Path) -> io::Result<()>,
+    ) -> io::Result<Rootfs> {
+        let mut rootfs = Rootfs { mounts: Vec::new() };
+        let keys = image.mount_keys();
+        if let [key] = keys[..] {
+            mount_one(key, target)?;
+            rootfs.mounts.push(target.to_path_buf());
+            return Ok(rootfs);
+        }
+        let result = (|| {
+            let mut lowers = Vec::new();
+            for (i, key) in keys.iter().enumerate() {
+                let dir = work.join("layers").join(i.to_string());
+                std::fs::create_dir_all(&dir)?;
+                mount_one(key, &dir)
+                    .map_err(|e| io::Error::new(e.kind(), format!("layer {i} ({key}): {e}")))?;
+                rootfs.mounts.push(dir.clone());
+                lowers.push(dir);
+            }
+            lowers.reverse();
+            crate::mount::mount_overlay(&lowers, target)?;
+            rootfs.mounts.push(target.to_path_buf());
+            Ok(())
+        })();
+        match result {
+            Ok(()) => Ok(rootfs),
+            Err(e) => {
+                let _ = rootfs.unmount();
+                Err(e)
+            }
+        }
+    }
+
+    /// The mount points, in mount order (layers, then the target).
+    pub fn mounts(&self) -> &[PathBuf] {
+        &self.mounts
+    }
+
+    /// Unmount everything, last mounted first. A busy mount is detached lazily (its
+    /// unfilled ranges fail to read once the daemon is gone).
+    ///
+    /// # Errors
+    ///
+    /// The first `umount2` error (the others are still tried).
+    pub fn unmount(self) -> io::Result<()> {
+        use nix::mount::{MntFlags, umount2};
+        let mut first = None;
+        for m in self.mounts.iter().rev() {
+            let r = match umount2(m.as_path(), MntFlags::empty()) {
+                Err(nix::errno::Errno::EBUSY) => {
+                    log::warn!("{} is busy: detaching it lazily", m.display());
+                    umount2(m.as_path(), MntFlags::MNT_DETACH)
+                }
+                r => r,
+            };
+            match r {
+                Ok(()) => log::info!("unmounted {}", m.display()),
+                Err(e) => {
+                    first.get_or_insert(io::Error::new(
+                        io::Error::from(e).kind(),
+                        format!("unmounting {}: {e}", m.display()),
+                    ));
+                }
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+}

@@ -1,0 +1,157 @@
+//! An emulated network link on 127.0.0.1: a TCP proxy that delays every byte by half a
+//! round trip in each direction and shares one downstream bandwidth among all its
+//! connections (a FIFO link, like `netem delay` + `tbf rate` on an interface).
+//!
+//! Put it in front of a [`Registry`](crate::registry::Registry) and point a client at
+//! [`Link::host`] to measure what a client makes of a WAN link.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The link's shape.
+#[derive(Debug, Clone, Copy)]
+pub struct LinkSpec {
+    /// Round-trip time added (half each way).
+    pub rtt: Duration,
+    /// Downstream bandwidth (upstream → client) in bytes per second.
+    pub bytes_per_sec: u64,
+}
+
+/// A running link; stops accepting on drop (connections in flight finish).
+#[derive(Debug)]
+pub struct Link {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    downstream: Arc<AtomicU64>,
+}
+
+/// The shared downstream link: when it is next free.
+struct Wire {
+    next_free: Mutex<Instant>,
+    bytes_per_sec: u64,
+}
+
+impl Wire {
+    /// Queue `n` bytes arriving at `at` behind what the link holds already (FIFO): when
+    /// their last bit is sent.
+    fn reserve(&self, at: Instant, n: usize) -> Instant {
+        let tx = Duration::from_secs_f64(n as f64 / self.bytes_per_sec as f64);
+        let mut next = self.next_free.lock().unwrap();
+        let start = (*next).max(at);
+        *next = start + tx;
+        *next
+    }
+}
+
+fn sleep_until(t: Instant) {
+    let now = Instant::now();
+    if t > now {
+        std::thread::sleep(t - now);
+    }
+}
+
+impl Link {
+    /// Start a link to `upstream`.
+    pub fn start(upstream: SocketAddr, spec: LinkSpec) -> Link {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let downstream = Arc::new(AtomicU64::new(0));
+        let wire = Arc::new(Wire {
+            next_free: Mutex::new(Instant::now()),
+            bytes_per_sec: spec.bytes_per_sec.max(1),
+        });
+        let (s, d) = (stop.clone(), downstream.clone());
+        std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((client, _)) => {
+                        client.set_nonblocking(false).unwrap();
+                        let Ok(server) = TcpStream::connect(upstream) else {
+                            continue;
+                        };
+                        let _ = client.set_nodelay(true);
+                        let _ = server.set_nodelay(true);
+                        let half = spec.rtt / 2;
+                        pipe(
+                            client.try_clone().unwrap(),
+                            server.try_clone().unwrap(),
+                            half,
+                            None,
+                            None,
+                        );
+                        pipe(server, client, half, Some(wire.clone()), Some(d.clone()));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                }
+            }
+        });
+        Link {
+            addr,
+            stop,
+            downstream,
+        }
+    }
+
+    /// `127.0.0.1:PORT` of the link's client side.
+    pub fn host(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// Bytes sent downstream so far.
+    pub fn downstream_bytes(&self) -> u64 {
+        self.downstream.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Copy `from` → `to` through a delay line of `delay` (and the shared wire, if any).
+fn pipe(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    delay: Duration,
+    wire: Option<Arc<Wire>>,
+    count: Option<Arc<AtomicU64>>,
+) {
+    // The reader stamps each chunk with when it leaves the link (queued on the shared wire,
+    // then the propagation delay); the writer delivers it then. Stamps only grow, so the
+    // line is pipelined: a chunk's delay overlaps the next one's transmission.
+    let (tx, rx) = mpsc::channel::<(Instant, Vec<u8>)>();
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 16 << 10];
+        loop {
+            match from.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let now = Instant::now();
+                    let sent = wire.as_ref().map_or(now, |w| w.reserve(now, n));
+                    if tx.send((sent + delay, buf[..n].to_vec())).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    std::thread::spawn(move || {
+        for (at, chunk) in rx {
+            sleep_until(at);
+            if to.write_all(&chunk).is_err() {
+                return;
+            }
+            if let Some(c) = &count {
+                c.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            }
+        }
+        let _ = to.shutdown(Shutdown::Write);
+    });
+}

@@ -1,0 +1,509 @@
+//! `ondemand::registry` against a real registry (Debian's docker-registry, images pushed by
+//! skopeo), through the engine as the kernel drives it, on the host: the session gets OPEN
+//! and READ requests for every object the kernel would mount, its writes go to files (each
+//! write checked against the independent truth: the layer blob skopeo pushed, or the blob
+//! decoded from the local files nydus-image wrote), and the files are then mounted by the
+//! host kernel (file-backed, the EROFS layers overlaid by `Rootfs::mount`) and compared with
+//! the source tree. The host kernel (6.18) has neither fscache ondemand nor fanotify on
+//! EROFS; the VM tests run the same server under both transports.
+//!
+//! Faults (the fault proxy between the client and the registry): each is survived (retried)
+//! or the READ fails with nothing written, the session keeps serving, and a later READ fills
+//! the range. No write ever carries a wrong byte.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use oci_lazy::{Client, Config, Reference, RetryPolicy};
+use ondemand::proto::{MsgId, ObjectId, OpenRequest, ReadRequest, Request};
+use ondemand::rafs::RafsServer;
+use ondemand::registry::{ImageKind, RegistryStore, RemoteImage, Rootfs, lazy_config};
+use ondemand::{AlignedBuf, ObjectFd, ObjectKey, OnDemandServer, Session, Sink};
+use tests::fault_proxy::{Fault, FaultProxy, Match};
+use tests::oci_images::{self, LayeredTree};
+use tests::oci_layout::{OciLayout, Platform};
+use tests::registry::Registry;
+use tests::skopeo::Skopeo;
+use tests::tree::{self, Compare, MtimeCheck};
+
+/// The kernel's per-object fd: a file, every write checked against `want`.
+struct FileSink {
+    file: File,
+    want: Arc<Vec<u8>>,
+    wrong: AtomicU64,
+    written: AtomicU64,
+    completed: Mutex<Vec<MsgId>>,
+}
+
+impl Sink for FileSink {
+    fn write_at(&self, data: &[u8], off: u64) -> io::Result<()> {
+        let start = (off as usize).min(self.want.len());
+        let end = (off as usize + data.len()).min(self.want.len());
+        let (inside, past) = data.split_at(end - start);
+        if inside != &self.want[start..end] || past.iter().any(|&b| b != 0) {
+            self.wrong.fetch_add(1, Ordering::SeqCst);
+        }
+        self.written.fetch_add(data.len() as u64, Ordering::SeqCst);
+        self.file.write_all_at(data, off)
+    }
+}
+
+impl ObjectFd for FileSink {
+    fn read_complete(&self, msg_id: MsgId) -> io::Result<()> {
+        self.completed.lock().unwrap().push(msg_id);
+        Ok(())
+    }
+}
+
+type Served = Session<RafsServer<RegistryStore>, FileSink>;
+
+/// Plays the kernel: OPENs, READs, files under `out`.
+struct Kernel {
+    session: Served,
+    out: PathBuf,
+    ids: HashMap<String, (ObjectId, u64)>,
+    next: u32,
+    buf: AlignedBuf,
+}
+
+impl Kernel {
+    fn new(image: &RemoteImage, out: &Path) -> Kernel {
+        Kernel::with(image, out, 1 << 20, true)
+    }
+
+    /// `verify`: check Nydus chunk digests.
+    fn with(image: &RemoteImage, out: &Path, readahead: u64, verify: bool) -> Kernel {
+        std::fs::create_dir_all(out).unwrap();
+        Kernel {
+            session: Session::new(image.server().with_verify_digests(verify))
+                .with_readahead(readahead)
+                .with_sequential_ahead(0),
+            out: out.to_path_buf(),
+            ids: HashMap::new(),
+            next: 1,
+            buf: AlignedBuf::new(4 << 20),
+        }
+    }
+
+    fn send(&mut self, request: &Request<'_>, fd: Option<FileSink>) {
+        let actions = self.session.handle(request, fd);
+        self.session.execute(actions, &|_| Ok(()), &mut self.buf);
+    }
+
+    /// OPEN `key` in volume `erofs,VOLUME`, its writes checked against `want`.
+    fn open(&mut self, volume: &str, key: &str, want: Vec<u8>) -> u64 {
+        let path = self.out.join(key);
+        let sink = FileSink {
+            file: File::create(&path).unwrap(),
+            want: Arc::new(want),
+            wrong: AtomicU64::new(0),
+            written: AtomicU64::new(0),
+            completed: Mutex::new(Vec::new()),
+        };
+        let id = ObjectId(self.next);
+        let volume_key = format!("erofs,{volume}");
+        self.send(
+            &Request::Open(OpenRequest {
+                msg_id: MsgId(self.next),
+                object_id: id,
+                volume_key: volume_key.as_bytes(),
+                cookie_key: key.as_bytes(),
+                fd: 100 + self.next,
+                flags: 0,
+            }),
+            Some(sink),
+        );
+        self.next += 1;
+        let object = self.session.object(id).expect("the OPEN was accepted");
+        let size = object.size();
+        self.ids.insert(key.to_owned(), (id, size));
+        size
+    }
+
+    fn sink(&self, key: &str) -> Arc<ondemand::Object<ondemand::rafs::RafsObject, FileSink>> {
+        self.session.object(self.ids[key].0).unwrap()
+    }
+
+    /// One READ of `len` bytes at `off` (block-aligned, as the kernel sends them).
+    fn read(&mut self, key: &str, off: u64, len: u64) {
+        let id = self.ids[key].0;
+        self.next += 1;
+        self.send(
+            &Request::Read(ReadRequest {
+                msg_id: MsgId(self.next),
+                object_id: id,
+                off,
+                len,
+            }),
+            None,
+        );
+    }
+
+    /// READs through the whole object, 1 MiB at a time; the file then holds every byte.
+    fn read_all(&mut self, key: &str) -> PathBuf {
+        let size = self.ids[key].1;
+        let mut off = 0;
+        while off < size {
+            self.read(key, off, (size - off).min(1 << 20).next_multiple_of(4096));
+            off += 1 << 20;
+        }
+        let path = self.out.join(key);
+        File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(size)
+            .unwrap();
+        path
+    }
+
+    fn wrong_writes(&self) -> u64 {
+        self.ids
+            .keys()
+            .map(|k| self.sink(k).sink().wrong.load(Ordering::SeqCst))
+            .sum()
+    }
+}
+
+fn compare_trees(want: &Path, got: &Path) {
+    let mut w = tree::snapshot_dir(want);
+    let mut g = tree::snapshot_dir(got);
+    tree::fill_link_groups(&mut w);
+    tree::fill_link_groups(&mut g);
+    let how = Compare {
+        mtime: MtimeCheck::Seconds,
+        root_metadata: false,
+        xattrs: false,
+        dir_nlink: false,
+    };
+    if let Err(d) = tree::compare(&w, &g, &how) {
+        panic!("{} differs from {}:\n{d}", got.display(), want.display());
+    }
+}
+
+/// A plain registry with `build`'s image pushed as `serving:TAG`.
+struct Pushed {
+    reg: Registry,
+    dir: PathBuf,
+    tree: LayeredTree,
+    layout: OciLayout,
+}
+
+fn push(
+    name: &str,
+    tag: &str,
+    build: impl FnOnce(&OciLayout, &LayeredTree, &Path),
+) -> Option<Pushed> {
+    let reg = Registry::plain(name)?;
+    let dir = reg.dir().to_path_buf();
+    let skopeo = Skopeo::new(&dir.join("skopeo"))?;
+    let tree = oci_images::layered_tree(&dir.join("tree"), 1 << 20);
+    let layout = OciLayout::create(&dir.join("layout"));
+    build(&layout, &tree, &dir);
+    skopeo.push(layout.dir(), tag, &reg, &format!("serving:{tag}"));
+    Some(Pushed {
+        reg,
+        dir,
+        tree,
+        layout,
+    })
+}
+
+fn client(retry_attempts: u32) -> Client {
+    let mut config = Config::default();
+    config.retry = RetryPolicy {
+        attempts: retry_attempts,
+        base: Duration::from_millis(10),
+        max: Duration::from_millis(50),
+    };
+    Client::new(lazy_config(config)).unwrap()
+}
+
+fn resolve(reference: &str, retry_attempts: u32) -> RemoteImage {
+    let r: Reference = reference.parse().unwrap();
+    RemoteImage::resolve(&client(retry_attempts), &r).unwrap()
+}
+
+/// Mount each served layer file-backed and overlay them with `Rootfs::mount`; compare.
+fn mount_and_compare(
+    image: &RemoteImage,
+    files: &HashMap<String, PathBuf>,
+    work: &Path,
+    want: &Path,
+) {
+    let target = work.join("rootfs");
+    std::fs::create_dir_all(&target).unwrap();
+    let rootfs = Rootfs::mount(image, work, &target, |key, dir| {
+        ondemand::mount::mount_file_backed(&files[key], &[], dir)
+    })
+    .expect("mount the layers and their overlay");
+    let result = std::panic::catch_unwind(|| compare_trees(want, &target));
+    rootfs.unmount().unwrap();
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
+
+#[test]
+fn erofs_layers_served_from_the_registry_overlay_to_the_tree() {
+    if tests::require_root("mounting EROFS layers and overlayfs with the host kernel").is_none() {
+        return;
+    }
+    let mut built = None;
+    let Some(p) = push("registry_serving/erofs", "erofs", |layout, tree, dir| {
+        let i =
+            oci_images::erofs_image(layout, &tree.layers(), &Platform::host(), &dir.join("work"))
+                .unwrap();
+        layout.tag("erofs", &i.manifest);
+        built = Some(i);
+    }) else {
+        return;
+    };
+    let built = built.unwrap();
+    let image = resolve(&p.reg.reference("serving:erofs"), 3);
+    let ImageKind::ErofsLayers { layers } = &image.kind else {
+        panic!("an EROFS-layer image, got {:?}", image.kind);
+    };
+    assert_eq!(layers.len(), 2);
+    let mut kernel = Kernel::new(&image, &p.dir.join("objects"));
+    let mut files = HashMap::new();
+    for (key, desc) in layers.iter().zip(&built.layers) {
+        assert_eq!(key, desc.hex(), "a layer's object key is its digest");
+        let want = p.layout.read_blob(&desc.digest);
+        // fsid = the layer's digest: one volume per layer.
+        let size = kernel.open(key, key, want.clone());
+        assert_eq!(size, want.len() as u64);
+        files.insert(key.to_string(), kernel.read_all(key));
+        assert_eq!(std::fs::read(&files[key]).unwrap(), want);
+    }
+    assert_eq!(kernel.wrong_writes(), 0);
+    let stats = kernel.session.stats();
+    assert_eq!(stats.read_errors, 0, "{stats:?}");
+    let s = image.store().client().stats();
+    let layer_bytes: u64 = built.layers.iter().map(|l| l.size).sum();
+    eprintln!(
+        "EROFS layers ({layer_bytes} bytes): {} requests, {} bytes from the registry",
+        s.requests, s.bytes
+    );
+    // Each layer's bytes came once (plus the manifest), in ranged requests.
+    let (served_requests, served_bytes) = built
+        .layers
+        .iter()
+        .map(|l| p.reg.blob_served(&l.digest))
+        .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+    // Counted at the registry: every byte once, plus the server's look at each layer's
+    // head (is it a RAFS bootstrap?) when it is opened.
+    assert!(
+        (layer_bytes..layer_bytes + 2 * 16384).contains(&served_bytes),
+        "{served_bytes} bytes served for {layer_bytes} bytes of layers"
+    );
+    assert!(served_requests >= 2);
+    mount_and_compare(&image, &files, &p.dir, &p.tree.merged);
+}
+
+/// The uncompressed space of each blob, from the local files nydus-image wrote (the truth
+/// the registry path must reproduce).
+fn local_space(nydus: &oci_images::NydusImage, id: &str) -> Vec<u8> {
+    let dir = nydus.blob_dir.clone();
+    std::fs::copy(&nydus.bootstrap, dir.join("local-boot")).unwrap();
+    let server = ondemand::rafs::RafsDirServer::new(&dir);
+    let key = |c: &'static [u8]| ObjectKey {
+        volume_key: b"erofs,local",
+        cookie_key: c,
+    };
+    let boot = server.open(&key(b"local-boot")).unwrap();
+    server.close(&boot.object);
+    let id: &'static [u8] = Box::leak(id.as_bytes().to_vec().into_boxed_slice());
+    let opened = server.open(&key(id)).unwrap();
+    let mut out = vec![0u8; opened.size as usize];
+    server.fill(&opened.object, 0, &mut out).unwrap();
+    out
+}
+
+fn nydus_round_trip(name: &str, zran: bool) {
+    if tests::require_root("mounting RAFS v6 with the host kernel").is_none() {
+        return;
+    }
+    let mut built = None;
+    let Some(p) = push(name, "nydus", |layout, tree, dir| {
+        let work = dir.join("work");
+        let i = if zran {
+            // One layer: nydus-image 2.2 cannot stack targz-ref layers (see the fixture).
+            oci_images::nydus_zran_image(layout, &[&tree.lower], &Platform::host(), &work)
+        } else {
+            oci_images::nydus_image(layout, &tree.layers(), &Platform::host(), &work)
+        }
+        .unwrap();
+        layout.tag("nydus", &i.image.manifest);
+        built = Some(i);
+    }) else {
+        return;
+    };
+    let built = built.unwrap();
+    let image = resolve(&p.reg.reference("serving:nydus"), 3);
+    let ImageKind::Nydus { bootstrap, blobs } = image.kind.clone() else {
+        panic!("a Nydus image, got {:?}", image.kind);
+    };
+    assert_eq!(blobs, built.blob_ids);
+    let mut kernel = Kernel::with(&image, &p.dir.join("objects"), 1 << 20, true);
+    let want_boot = std::fs::read(&built.bootstrap).unwrap();
+    assert_eq!(
+        kernel.open(&bootstrap, &bootstrap, want_boot.clone()),
+        want_boot.len() as u64
+    );
+    let boot_file = kernel.read_all(&bootstrap);
+    let mut devices = Vec::new();
+    for id in &blobs {
+        let want = local_space(&built, id);
+        // The kernel opens each device in the bootstrap's volume, by blob id.
+        assert_eq!(kernel.open(&bootstrap, id, want.clone()), want.len() as u64);
+        devices.push(kernel.read_all(id));
+        let got = std::fs::read(devices.last().unwrap()).unwrap();
+        let first = got.iter().zip(&want).position(|(a, b)| a != b);
+        assert!(
+            got == want,
+            "blob {id}: {} vs {} bytes, first difference at {first:?}",
+            got.len(),
+            want.len()
+        );
+    }
+    assert_eq!(kernel.wrong_writes(), 0);
+    assert_eq!(kernel.session.stats().read_errors, 0);
+    let s = image.store().client().stats();
+    eprintln!(
+        "Nydus{} ({} bytes of layers): {} requests, {} bytes from the registry",
+        if zran { " zran" } else { "" },
+        image.size,
+        s.requests,
+        s.bytes
+    );
+    let m = tree::KernelMount::new(&boot_file, &devices);
+    compare_trees(if zran { &p.tree.lower } else { &p.tree.merged }, m.path());
+}
+
+#[test]
+fn nydus_image_served_from_the_registry_mounts_as_the_tree() {
+    nydus_round_trip("registry_serving/nydus", false);
+}
+
+#[test]
+fn nydus_zran_image_served_from_the_original_targz_layer() {
+    nydus_round_trip("registry_serving/zran", true);
+}
+
+#[test]
+fn faults_are_survived_or_fail_the_read_cleanly() {
+    let mut built = None;
+    let Some(p) = push("registry_serving/faults", "erofs", |layout, tree, dir| {
+        let i =
+            oci_images::erofs_image(layout, &tree.layers(), &Platform::host(), &dir.join("work"))
+                .unwrap();
+        layout.tag("erofs", &i.manifest);
+        built = Some(i);
+    }) else {
+        return;
+    };
+    let built = built.unwrap();
+    let proxy = FaultProxy::in_front_of(&p.reg);
+    let image = resolve(&proxy.reference("serving:erofs"), 3);
+    let layer = &built.layers[0];
+    let key = layer.hex().to_owned();
+    let want = p.layout.read_blob(&layer.digest);
+    let mut kernel = Kernel::with(&image, &p.dir.join("objects"), 0, true);
+    kernel.open(&key, &key, want.clone());
+    let size = want.len() as u64;
+    let window = 64u64 << 10;
+    assert!(size > 10 * window);
+    let mut off = 0;
+    let mut read_next = |kernel: &mut Kernel, what: &str| -> bool {
+        let errors = kernel.session.stats().read_errors;
+        let before = kernel.sink(&key).sink().written.load(Ordering::SeqCst);
+        let at = off;
+        assert!(at < size);
+        kernel.read(&key, at, window.min(size - at).next_multiple_of(4096));
+        off += window;
+        let ok = kernel.session.stats().read_errors == errors;
+        let wrote = kernel.sink(&key).sink().written.load(Ordering::SeqCst) > before;
+        assert_eq!(
+            ok, wrote,
+            "{what}: a failed READ writes nothing, a good one writes"
+        );
+        assert_eq!(kernel.wrong_writes(), 0, "{what}: no wrong byte");
+        ok
+    };
+    // Survived: retried, or read past.
+    for (what, fault) in [
+        (
+            "503 with Retry-After",
+            Fault::Status {
+                status: 503,
+                retry_after: Some(0),
+            },
+        ),
+        ("connection reset", Fault::Reset),
+        ("body cut short", Fault::CutShort { after: 1000 }),
+        ("200 for a range request", Fault::IgnoreRange),
+        (
+            "429",
+            Fault::Status {
+                status: 429,
+                retry_after: None,
+            },
+        ),
+    ] {
+        let retries = image.store().client().stats().retries;
+        proxy.inject(Match::Blobs, fault, 1);
+        assert!(read_next(&mut kernel, what), "{what} is survived");
+        assert_eq!(proxy.pending_faults(), 0, "{what} was hit");
+        if what != "200 for a range request" {
+            assert!(
+                image.store().client().stats().retries > retries,
+                "{what}: retried"
+            );
+        }
+    }
+    // Not survivable: every attempt fails. The READ fails (EIO), nothing is written.
+    proxy.inject_always(
+        Match::Blobs,
+        Fault::Status {
+            status: 503,
+            retry_after: None,
+        },
+    );
+    assert!(!read_next(&mut kernel, "503 forever"));
+    proxy.clear_faults();
+    proxy.inject_always(Match::Blobs, Fault::CutShort { after: 100 });
+    assert!(!read_next(&mut kernel, "every body cut short"));
+    proxy.clear_faults();
+    // The session keeps serving: the whole object reads back right.
+    let file = kernel.read_all(&key);
+    assert_eq!(std::fs::read(file).unwrap(), want);
+    assert_eq!(kernel.wrong_writes(), 0);
+    let stats = kernel.session.stats();
+    assert_eq!(stats.read_errors, 2, "{stats:?}");
+}
+
+#[test]
+fn not_a_lazy_image_is_a_typed_error() {
+    let Some(p) = push("registry_serving/targz", "targz", |layout, tree, dir| {
+        let i =
+            oci_images::targz_image(layout, &tree.layers(), &Platform::host(), &dir.join("work"))
+                .unwrap();
+        layout.tag("targz", &i.manifest);
+    }) else {
+        return;
+    };
+    let r: Reference = p.reg.reference("serving:targz").parse().unwrap();
+    match RemoteImage::resolve(&client(1), &r) {
+        Err(ondemand::registry::ResolveError::NotLazy { media_types, .. }) => {
+            assert_eq!(media_types.len(), 2)
+        }
+        other => panic!("expected NotLazy, got {other:?}"),
+    }
+}
