@@ -10,32 +10,34 @@
 #   4. show what the kernel asked the daemon for (one log line per OPEN/READ/CLOSE) and what
 #      was fetched in total, against the blob's size.
 #
-# Needs: cargo, qemu-system-x86_64, a static busybox (Debian: busybox-static), cpio,
-# mkfs.ext4, and mkfs.erofs (../shared/tools/bin). Run from anywhere; nothing is mounted on
-# the host. Work files go to $DEMO_DIR (default: target/demo).
+# Needs root on a Debian machine: it installs what it lacks (scripts/packages.txt: qemu, a static
+# busybox, cpio, mkfs.ext4, ...) and uses the test kernel and mkfs.erofs of the test environment
+# (../shared, or what scripts/build-testenv.sh builds; scripts/env.sh says which). Run from
+# anywhere; nothing is mounted on the host. Work files go to $DEMO_DIR (default: target/demo).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")" && pwd)
-SHARED=${EROFS_SHARED_DIR:-$ROOT/../shared}
-SHARED=$(cd "$SHARED" && pwd)
-export PATH="$SHARED/tools/bin:$PATH:/usr/sbin:/sbin"
+. "$ROOT/scripts/env.sh"
+erofs_setup
+SHARED=$EROFS_SHARED_DIR
 KERNEL=$SHARED/vm/linux-6.12.bzImage
 WORK=${DEMO_DIR:-$ROOT/target/demo}
 STATIC_TARGET=${EROFS_VM_TARGET_DIR:-${CARGO_TARGET_DIR:-$ROOT/target}/vm-static}
 TRIPLE=x86_64-unknown-linux-gnu
 
-say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+# Bold headings on a terminal only: no escapes into a pipe or a file.
+if [ -t 1 ]; then
+    say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+else
+    say() { printf '\n== %s\n' "$*"; }
+fi
 die() {
     echo "demo: $*" >&2
     exit 1
 }
 
-for tool in cargo qemu-system-x86_64 cpio mkfs.ext4 mkfs.erofs; do
-    command -v "$tool" >/dev/null || die "needs $tool (see the comment at the top)"
-done
 BUSYBOX=${BUSYBOX:-/bin/busybox}
 [ -x "$BUSYBOX" ] || die "needs a static busybox at $BUSYBOX (apt-get install busybox-static)"
-[ -f "$KERNEL" ] || die "no test kernel at $KERNEL"
 
 say "building erofs-ondemand (static, for the VM) and the erofs tool"
 RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR=$STATIC_TARGET \

@@ -38,11 +38,19 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// `../shared` beside the workspace, or `$EROFS_SHARED_DIR`.
+/// The test environment (test kernels in `vm/`, image tools in `tools/bin/`):
+/// `$EROFS_SHARED_DIR`, else `../shared` beside the workspace (a ready-made copy), else
+/// `target/testenv` (what `scripts/build-testenv.sh` builds).
 pub fn shared_dir() -> PathBuf {
-    match std::env::var_os("EROFS_SHARED_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => workspace_root().join("../shared"),
+    if let Some(d) = std::env::var_os("EROFS_SHARED_DIR") {
+        return PathBuf::from(d);
+    }
+    let shared = workspace_root().join("../shared");
+    let built = workspace_root().join("target/testenv");
+    if !shared.is_dir() && built.is_dir() {
+        built
+    } else {
+        shared
     }
 }
 
@@ -94,7 +102,8 @@ pub fn require_tool(name: &str) -> Option<PathBuf> {
         Some(p) => Some(p),
         None => {
             missing(&format!(
-                "this test needs `{name}` (PATH, ${}, or ../shared/tools/bin)",
+                "this test needs `{name}` (PATH, ${}, or the test environment's tools/bin: \
+                 scripts/test.sh installs packages, scripts/build-testenv.sh builds the tools)",
                 name.to_uppercase()
             ))?;
             None

@@ -546,7 +546,8 @@ impl VmRun {
         let kernel = self.kernel.image();
         assert!(
             kernel.is_file(),
-            "kernel {} missing (see ../shared/vm/README.md)",
+            "kernel {} missing: run scripts/build-testenv.sh, or set EROFS_SHARED_DIR \
+             to a copy of the test environment (see scripts/env.sh)",
             kernel.display()
         );
         let dir = scratch_dir(&format!("vm-{}", self.name));
