@@ -4,6 +4,13 @@
 //! `O_NOFOLLOW`/`O_EXCL` or their equivalents, so neither hostile names (refused: empty,
 //! `.`/`..`, containing `/` or NUL) nor symlinks created earlier (by the image or by
 //! anyone else) can make it write outside the destination.
+//!
+//! All or nothing: the tree is built in a temporary sibling of the destination
+//! (`.DEST.erofs-extract-PID`, on the same filesystem) and renamed into place only once it is
+//! complete; on an error the temporary tree is removed, so no half tree is left to block the
+//! next try. A destination that exists must be an empty directory, unless `--force`: then the
+//! image's top-level entries replace the destination's entries of the same name and the
+//! others stay.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
@@ -13,6 +20,8 @@ use std::path::{Path, PathBuf};
 
 use erofs_reader::{Context, Error, FileType, Image, Inode, Nid, Piece};
 use rustix::fs::{AtFlags, CWD, Mode, OFlags, Timespec, Timestamps, XattrFlags};
+
+use crate::progress::Progress;
 
 /// What an extraction did.
 #[derive(Debug, Default)]
@@ -24,6 +33,7 @@ pub(crate) struct Report {
 
 struct Extractor<'a> {
     image: &'a Image,
+    progress: &'a Progress,
     dest: OwnedFd,
     /// First extracted path (relative to dest) of every non-directory inode.
     links: HashMap<Nid, PathBuf>,
@@ -39,8 +49,108 @@ fn errno_io(e: rustix::io::Errno, what: &str, path: &Path) -> Box<dyn std::error
     format!("{what} {}: {}", path.display(), std::io::Error::from(e)).into()
 }
 
-pub(crate) fn extract(image: &Image, dest: &Path) -> Result<Report> {
-    std::fs::create_dir_all(dest).map_err(|e| format!("{}: {e}", dest.display()))?;
+/// Extract `image` to `dest` (see the module docs): all or nothing.
+pub(crate) fn extract(
+    image: &Image,
+    dest: &Path,
+    force: bool,
+    progress: &Progress,
+) -> Result<Report> {
+    let dest_state = match std::fs::symlink_metadata(dest) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Dest::Absent,
+        Err(e) => return Err(format!("{}: {e}", dest.display()).into()),
+        Ok(md) if !md.is_dir() => {
+            return Err(format!(
+                "{} exists and is not a directory: choose a new or empty directory",
+                dest.display()
+            )
+            .into());
+        }
+        Ok(_) => {
+            let mut entries =
+                std::fs::read_dir(dest).map_err(|e| format!("{}: {e}", dest.display()))?;
+            if entries.next().is_none() {
+                Dest::Empty
+            } else if force {
+                Dest::Merge
+            } else {
+                return Err(format!(
+                    "{} is not empty: choose a new or empty directory, or pass --force to \
+                     replace its entries that the image also has",
+                    dest.display()
+                )
+                .into());
+            }
+        }
+    };
+    let name = dest
+        .file_name()
+        .ok_or_else(|| format!("{}: not a directory name", dest.display()))?;
+    let parent = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".erofs-extract-{}", std::process::id()));
+    let tmp = parent.join(tmp_name);
+    std::fs::create_dir(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    let done = extract_into(image, &tmp, progress).and_then(|report| {
+        place(&tmp, dest, dest_state)?;
+        Ok(report)
+    });
+    match done {
+        Ok(report) => Ok(report),
+        Err(e) => {
+            let cleaned = match std::fs::remove_dir_all(&tmp) {
+                Ok(()) => "removed the partial tree".to_string(),
+                Err(r) if r.kind() == std::io::ErrorKind::NotFound => {
+                    "no partial tree left".to_string()
+                }
+                Err(r) => format!("could not remove the partial tree {}: {r}", tmp.display()),
+            };
+            Err(format!("{e} ({cleaned}; {} is as it was)", dest.display()).into())
+        }
+    }
+}
+
+/// What the destination was before extracting.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Dest {
+    Absent,
+    Empty,
+    /// Not empty, and `--force` was given.
+    Merge,
+}
+
+/// Move the finished tree `tmp` to `dest`.
+fn place(tmp: &Path, dest: &Path, state: Dest) -> Result<()> {
+    match state {
+        // rename(2) replaces an empty directory atomically.
+        Dest::Absent | Dest::Empty => std::fs::rename(tmp, dest)
+            .map_err(|e| format!("rename {} to {}: {e}", tmp.display(), dest.display()).into()),
+        Dest::Merge => {
+            for entry in std::fs::read_dir(tmp)? {
+                let entry = entry?;
+                let target = dest.join(entry.file_name());
+                match std::fs::symlink_metadata(&target) {
+                    Ok(md) if md.is_dir() => std::fs::remove_dir_all(&target)
+                        .map_err(|e| format!("replace {}: {e}", target.display()))?,
+                    Ok(_) => std::fs::remove_file(&target)
+                        .map_err(|e| format!("replace {}: {e}", target.display()))?,
+                    Err(_) => {}
+                }
+                std::fs::rename(entry.path(), &target)
+                    .map_err(|e| format!("move into {}: {e}", target.display()))?;
+            }
+            std::fs::remove_dir(tmp).map_err(|e| format!("{}: {e}", tmp.display()).into())
+        }
+    }
+}
+
+/// Extract into the empty directory `dest`.
+fn extract_into(image: &Image, dest: &Path, progress: &Progress) -> Result<Report> {
     let dfd = rustix::fs::openat(
         CWD,
         dest,
@@ -50,6 +160,7 @@ pub(crate) fn extract(image: &Image, dest: &Path) -> Result<Report> {
     .map_err(|e| errno_io(e, "open", dest))?;
     let mut x = Extractor {
         image,
+        progress,
         dest: dfd,
         links: HashMap::new(),
         dirs: HashSet::new(),
@@ -108,6 +219,7 @@ impl Extractor<'_> {
             let inode = self.image.inode(entry.nid())?;
             let md = inode.metadata();
             self.report.entries += 1;
+            self.progress.file();
             if md.file_type() != FileType::Directory {
                 if let Some(first) = self.links.get(&inode.nid()) {
                     rustix::fs::linkat(&self.dest, first.as_path(), dfd, name_os, AtFlags::empty())
@@ -205,6 +317,7 @@ impl Extractor<'_> {
                         done += n;
                     }
                     pos += d.len() as u64;
+                    self.progress.bytes(d.len() as u64);
                 }
                 Piece::Zeros(n) => pos += n,
             }
