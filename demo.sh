@@ -103,11 +103,34 @@ kill -TERM \$DAEMON
 wait \$DAEMON
 say "the daemon's log: every OPEN, READ (debug level) and CLOSE"
 sed 's/^\[[^ ]* /[/' /tmp/daemon.log
-say "fetched on demand vs the blob on disk"
+say "what was fetched on demand, and why"
+# The daemon's exit line: opens=.. reads=.. bytes_written=.. requested_bytes=.. fetched_bytes=..
+counter() { sed -n "s/.* \$1=\([0-9]*\).*/\\1/p" /tmp/daemon.log | tail -1; }
+requested=\$(counter requested_bytes)
+fetched=\$(counter fetched_bytes)
+ahead=\$(counter ahead_bytes)
+prefetched=\$(counter prefetched_bytes)
+written=\$(counter bytes_written)
+# The READ lines above: "filling A..B" is the window the daemon filled for that READ.
+windows=\$(sed -n 's/.*: filling \([0-9]*\)\.\.\([0-9]*\).*/\\1 \\2/p' /tmp/daemon.log |
+    awk '{ s += \$2 - \$1 } END { print s + 0 }')
+echo "the kernel's READ requests asked for        \$requested bytes"
+echo "the daemon filled READ windows (logged)      \$windows bytes (each request rounded up to the readahead window)"
+echo "  plus ahead of the sequential reader        \$ahead bytes (not logged per fill; counted in fetched)"
+echo "  = fetched for READs                        \$fetched bytes (\$((windows + ahead)) from the two lines above)"
+echo "prefetched in the background                 \$prefetched bytes"
+echo "written into the cache files                 \$written bytes (fetched + prefetched, zero padding to 4 KiB included)"
 blob=\$(stat -c %s /data/blobs/demo-blob)
-fetched=\$(sed -n 's/.* bytes_written=\([0-9]*\) .*/\1/p' /tmp/daemon.log)
-echo "fetched \$fetched of the blob's \$blob bytes (\$((fetched * 100 / blob))%); the bootstrap is \$(stat -c %s /data/blobs/demo) bytes"
-echo "cache files on the guest's disk: \$(du -s -k /data/cache/cache | cut -f1) KiB"
+boot=\$(stat -c %s /data/blobs/demo)
+echo
+echo "per object, as allocated in the cache (du):"
+for f in \$(find /data/cache/cache -type f); do
+    kib=\$(du -k "\$f" | cut -f1)
+    case \$f in
+    *demo-blob*) echo "  blob demo-blob:  \$kib KiB of the blob's \$((blob / 1024)) KiB (\$((kib * 1024 * 100 / blob))%)" ;;
+    *demo*) echo "  bootstrap demo:  \$kib KiB of \$((boot / 1024)) KiB (metadata: read once at mount)" ;;
+    esac
+done
 EOF
 (cd "$WORK/initramfs" && find . | cpio --quiet -o -H newc) >"$WORK/initrd.cpio"
 # The disk's root gets blobs/ (mkfs.ext4 -d copies a directory's contents).

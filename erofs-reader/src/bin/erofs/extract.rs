@@ -110,7 +110,12 @@ pub(crate) fn extract(
                 }
                 Err(r) => format!("could not remove the partial tree {}: {r}", tmp.display()),
             };
-            Err(format!("{e} ({cleaned}; {} is as it was)", dest.display()).into())
+            Err(format!(
+                "{} ({cleaned}; {} is as it was)",
+                crate::explain(e.as_ref()),
+                dest.display()
+            )
+            .into())
         }
     }
 }

@@ -172,6 +172,14 @@ fn hint(e: &erofs_reader::Error) -> String {
     }
 }
 
+/// An error's text with its hint, if it is the reader's error.
+pub(crate) fn explain(e: &(dyn std::error::Error + 'static)) -> String {
+    match e.downcast_ref::<erofs_reader::Error>() {
+        Some(r) => format!("{r}{}", hint(r)),
+        None => e.to_string(),
+    }
+}
+
 /// An error about `path` in the image, with a hint when there is one.
 fn at(path: &str, e: erofs_reader::Error) -> Box<dyn std::error::Error> {
     let hint = hint(&e);
@@ -214,7 +222,7 @@ fn main() -> ExitCode {
             {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("erofs: {e}");
+            eprintln!("erofs: {}", explain(e.as_ref()));
             ExitCode::FAILURE
         }
     }
