@@ -21,7 +21,13 @@
 //! (default 5), the two commands of a pair back to back so that both see the same load, and
 //! prints medians, the spread of the per-run ratios, the machine's load average and each
 //! side's peak memory split into heap (anonymous) and mapped page cache (file-backed).
-//! Extraction directories are removed and `sync`ed before each run, untimed.
+//!
+//! Extraction is fair only with care: every run extracts into a fresh directory, and the
+//! trees are deleted only after the last run, because ext4 skips recently deleted inodes when
+//! it allocates new ones (`recently_deleted()`, a window of one to five minutes), which made
+//! whichever command ran right after a deletion several times slower. Dirty pages are
+//! flushed (`sync`, untimed) before each timed extraction, and the two commands take turns
+//! going first. This needs about 2 × runs × 370 MB of free disk under the target directory.
 //! `EROFS_BENCH_SCALE` (default 1.0) scales the file counts.
 
 use std::path::{Path, PathBuf};
@@ -109,9 +115,8 @@ fn read_mount(root: &Path, threads: usize) -> u64 {
     total.into_inner()
 }
 
-/// Remove an extraction directory and flush dirty pages, so no run pays for the last one.
-fn clean(dir: &Path) {
-    let _ = std::fs::remove_dir_all(dir);
+/// Flush dirty pages, so that no run pays for the writeback of the one before.
+fn sync() {
     let _ = Command::new("sync").status();
 }
 
@@ -152,13 +157,14 @@ fn main() {
     // Warm the page cache for the image file.
     let _ = std::fs::read(&image).unwrap();
 
-    let ours_dir = base.join("extract-erofs");
-    let theirs_dir = base.join("extract-fsck.erofs");
+    let extracts = base.join("extracts");
+    let _ = std::fs::remove_dir_all(&extracts);
+    std::fs::create_dir_all(&extracts).unwrap();
     let mnt = base.join("mnt");
     std::fs::create_dir_all(&mnt).unwrap();
     let (mut fsck_pair, mut extract_pair) = (Pair::default(), Pair::default());
     let (mut one_thread, mut kernel) = (Vec::new(), Vec::<Duration>::new());
-    for _ in 0..runs {
+    for run in 0..runs {
         fsck_pair
             .ours
             .push(run_measured(Command::new(&erofs).arg("fsck").arg(&image)));
@@ -166,21 +172,25 @@ fn main() {
             Command::new(&fsck).arg("--extract").arg(&image),
         ));
 
-        clean(&ours_dir);
-        extract_pair.ours.push(run_measured(
-            Command::new(&erofs)
-                .args(["extract", "--quiet"])
-                .arg(&image)
-                .arg(&ours_dir),
-        ));
-        clean(&theirs_dir);
-        extract_pair.theirs.push(run_measured(
-            Command::new(&fsck)
-                .arg(format!("--extract={}", theirs_dir.display()))
-                .arg(&image),
-        ));
-        clean(&ours_dir);
-        clean(&theirs_dir);
+        let ours_dir = extracts.join(format!("erofs-{run}"));
+        let theirs_dir = extracts.join(format!("fsck.erofs-{run}"));
+        let mut ours = Command::new(&erofs);
+        ours.args(["extract", "--quiet"]).arg(&image).arg(&ours_dir);
+        let mut theirs = Command::new(&fsck);
+        theirs
+            .arg(format!("--extract={}", theirs_dir.display()))
+            .arg(&image);
+        if run % 2 == 0 {
+            sync();
+            extract_pair.ours.push(run_measured(&mut ours));
+            sync();
+            extract_pair.theirs.push(run_measured(&mut theirs));
+        } else {
+            sync();
+            extract_pair.theirs.push(run_measured(&mut theirs));
+            sync();
+            extract_pair.ours.push(run_measured(&mut ours));
+        }
 
         one_thread.push(run_measured(
             Command::new(&erofs)
@@ -202,6 +212,7 @@ fn main() {
         assert!(st.success(), "umount failed");
         assert_eq!(read, bytes, "kernel mount read a different byte count");
     }
+    let _ = std::fs::remove_dir_all(&extracts);
 
     println!(
         "\nfsck bench: {files} files, {:.1} MB of data, image {:.1} MB, {runs} runs (medians), \

@@ -41,7 +41,12 @@ struct Extractor<'a> {
     is_root: bool,
     report: Report,
     warned_owner: bool,
+    /// Bytes written since the last [`Image::release_memory`].
+    since_release: u64,
 }
+
+/// Bytes written between calls to [`Image::release_memory`].
+const RELEASE_EVERY: u64 = 8 << 20;
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
@@ -172,6 +177,7 @@ fn extract_into(image: &Image, dest: &Path, progress: &Progress) -> Result<Repor
         is_root: rustix::process::geteuid().is_root(),
         report: Report::default(),
         warned_owner: false,
+        since_release: 0,
     };
     let root = image.inode(image.root_nid())?;
     let root_fd = x.dest.try_clone()?;
@@ -323,6 +329,13 @@ impl Extractor<'_> {
                     }
                     pos += d.len() as u64;
                     self.progress.bytes(d.len() as u64);
+                    // Keep the resident set small: mapped pages already written go back
+                    // to the page cache only.
+                    self.since_release += d.len() as u64;
+                    if self.since_release >= RELEASE_EVERY {
+                        self.image.release_memory();
+                        self.since_release = 0;
+                    }
                 }
                 Piece::Zeros(n) => pos += n,
             }
