@@ -62,14 +62,15 @@ pub fn require_tool(name: &str) -> Option<PathBuf> {
     }
 }
 
-/// A tool that a Debian package provides (`.ci/run` installs it): like [`require_tool`], with
+/// A tool that a Debian package provides (`scripts/packages.txt`, installed by
+/// `scripts/test.sh` and `.ci/run`): like [`require_tool`], with
 /// the package named in the failure.
 pub fn require_package_tool(name: &str, package: &str) -> Option<PathBuf> {
     match find_tool(name) {
         Some(p) => Some(p),
         None => {
             missing(&format!(
-                "this test needs `{name}` (Debian package `{package}`; .ci/run installs it)"
+                "this test needs `{name}` (Debian package `{package}`; scripts/test.sh installs it from scripts/packages.txt)"
             ))?;
             None
         }
