@@ -45,6 +45,18 @@ pub(crate) struct Measured {
     /// Peak resident file-backed memory (mapped page cache: the image, the binary) in KiB
     /// (`RssFile`), sampled likewise. These pages belong to the page cache, not the process.
     pub(crate) peak_file_kb: u64,
+    /// User + system CPU time, as last sampled from `/proc/PID/stat` (up to 2 ms short; in
+    /// clock ticks of 10 ms): what the run cost, whatever the machine's load.
+    pub(crate) cpu: Duration,
+}
+
+/// utime + stime of `/proc/PID/stat`, in ticks.
+fn cpu_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut f = rest.split_whitespace().skip(11);
+    let user: u64 = f.next()?.parse().ok()?;
+    let sys: u64 = f.next()?.parse().ok()?;
+    Some(user + sys)
 }
 
 fn status_kb(status: &str, key: &str) -> u64 {
@@ -65,6 +77,7 @@ pub(crate) fn run_measured(cmd: &mut Command) -> Measured {
         .spawn()
         .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     let status_path = format!("/proc/{}/status", child.id());
+    let stat_path = format!("/proc/{}/stat", child.id());
     let mut m = Measured::default();
     let status = loop {
         if let Some(st) = child.try_wait().expect("wait") {
@@ -73,6 +86,13 @@ pub(crate) fn run_measured(cmd: &mut Command) -> Measured {
         if let Ok(s) = std::fs::read_to_string(&status_path) {
             m.peak_anon_kb = m.peak_anon_kb.max(status_kb(&s, "RssAnon:"));
             m.peak_file_kb = m.peak_file_kb.max(status_kb(&s, "RssFile:"));
+        }
+        if let Some(t) = std::fs::read_to_string(&stat_path)
+            .ok()
+            .and_then(|s| cpu_ticks(&s))
+        {
+            // USER_HZ is 100 on Linux.
+            m.cpu = Duration::from_millis(t * 10);
         }
         std::thread::sleep(Duration::from_millis(2));
     };
@@ -111,6 +131,11 @@ impl Pair {
         v.sort_by(f64::total_cmp);
         v
     }
+}
+
+/// The median CPU time of runs (not empty).
+pub(crate) fn cpu(runs: &[Measured]) -> Duration {
+    median(runs.iter().map(|m| m.cpu).collect())
 }
 
 /// The median wall time of runs (not empty).
@@ -152,6 +177,12 @@ pub(crate) fn print_pair(what: &str, ours: &str, theirs: &str, p: &Pair, target:
         spread.first().copied().unwrap_or(0.0),
         spread.last().copied().unwrap_or(0.0),
         if p.ratio() <= target { "ok" } else { "MISSED" },
+    );
+    println!(
+        "{:<10} CPU (user+sys, median): ours {:.2}s, theirs {:.2}s",
+        "",
+        cpu(&p.ours).as_secs_f64(),
+        cpu(&p.theirs).as_secs_f64()
     );
     println!(
         "{:<10} peak memory: ours heap {oa:.1} MB + mapped page cache {of:.1} MB; theirs heap {ta:.1} MB + mapped {tf:.1} MB",
