@@ -76,7 +76,7 @@ impl Progress {
         let bytes = self.bytes.load(Ordering::Relaxed);
         let rate = bytes as f64 / elapsed.as_secs_f64().max(1e-3);
         format!(
-            "{files} files, {} in {:.0}s ({}/s)",
+            "{files} files, {} in {:.1}s ({}/s)",
             human_bytes(bytes as f64),
             elapsed.as_secs_f64(),
             human_bytes(rate)
@@ -129,7 +129,7 @@ mod tests {
         p.bytes(10 << 20);
         assert_eq!(
             p.line(Duration::from_secs(2)),
-            "2 files, 10.0 MiB in 2s (5.0 MiB/s)"
+            "2 files, 10.0 MiB in 2.0s (5.0 MiB/s)"
         );
     }
 }
