@@ -62,9 +62,12 @@
 //!
 //! # Features
 //!
-//! * `lz4`, `lzma`, `deflate`, `zstd` (default): the decompressors (`lz4_flex`; liblzma;
-//!   libdeflate and `flate2` on `zlib-rs`; libzstd). Without one, that algorithm's data is
-//!   [`Error::Unsupported`].
+//! * `lz4`, `lzma`, `libdeflate`, `zstd` (default): the decompressors (`lz4_flex`; liblzma;
+//!   libdeflate for whole extents with `flate2` on `zlib-rs` for the rest; libzstd).
+//!   `deflate` is DEFLATE with `flate2` alone (pure Rust; `libdeflate` turns it on). Without
+//!   one, that algorithm's data is [`Error::Unsupported`].
+//! * `pure-rust`: the decompressors that need no C library (`lz4`, `deflate`); with
+//!   `default-features = false` it builds for `x86_64-unknown-linux-musl`.
 //! * `cli`: the `erofs` command-line tool (`sb`, `ls`, `stat`, `cat`, `xattrs`,
 //!   `chunks`, `extract`, `fsck`).
 //!

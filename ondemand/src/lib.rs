@@ -116,6 +116,12 @@
 //!
 //! # Features
 //!
+//! - `lz4`, `lzma`, `deflate`, `libdeflate`, `zstd`: `erofs-reader`'s decompressors,
+//!   forwarded; they decide which compressed images and Nydus blobs the servers decode. The
+//!   default is `lz4`, `lzma`, `libdeflate` (which includes `deflate`) and `zstd`.
+//! - `pure-rust`: only the decompressors without C libraries (`lz4`, `deflate`); with
+//!   `default-features = false`, a static `x86_64-unknown-linux-musl` build needs no C
+//!   toolchain for the target.
 //! - `cli`: the `erofs-ondemand` binary (clap, env_logger; turns on `registry`).
 //! - `registry`: [`registry`], serving images from OCI registries (`oci-lazy`, `tar`,
 //!   `flate2`).

@@ -14,7 +14,7 @@
 //! [`fault_proxy`] (counters, latency, bandwidth, faults, redirects) and [`http`] (a tiny
 //! std-only HTTP/1.1 codec and client).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 pub mod docker_config;
@@ -28,24 +28,11 @@ pub mod registry;
 pub mod skopeo;
 pub mod tls;
 pub mod token_server;
+mod tools;
 pub mod tree;
 pub mod vm;
 
-/// The workspace root (the directory holding the top-level `Cargo.toml`).
-pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_path_buf()
-}
-
-/// `../shared` beside the workspace, or `$EROFS_SHARED_DIR`.
-pub fn shared_dir() -> PathBuf {
-    match std::env::var_os("EROFS_SHARED_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => workspace_root().join("../shared"),
-    }
-}
+pub use tools::{Rng, WORDS, find_tool, pattern, shared_dir, text, workspace_root};
 
 fn allow_skip() -> bool {
     std::env::var_os("EROFS_TESTS_ALLOW_SKIP").is_some_and(|v| v == "1")
@@ -61,41 +48,14 @@ pub fn missing(what: &str) -> Option<std::convert::Infallible> {
     }
 }
 
-/// Locate a tool: `$NAME_IN_UPPER_SNAKE` (e.g. `MKFS_EROFS`), then `$PATH`, then
-/// `../shared/tools/bin`.
-pub fn find_tool(name: &str) -> Option<PathBuf> {
-    let var: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_uppercase()
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if let Some(p) = std::env::var_os(&var) {
-        return Some(PathBuf::from(p));
-    }
-    if let Some(paths) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&paths) {
-            let p = dir.join(name);
-            if p.is_file() {
-                return Some(p);
-            }
-        }
-    }
-    let p = shared_dir().join("tools/bin").join(name);
-    p.is_file().then_some(p)
-}
-
 /// A tool the test cannot run without (see the module docs for the skip policy).
 pub fn require_tool(name: &str) -> Option<PathBuf> {
     match find_tool(name) {
         Some(p) => Some(p),
         None => {
             missing(&format!(
-                "this test needs `{name}` (PATH, ${}, or ../shared/tools/bin)",
+                "this test needs `{name}` (PATH, ${}, or the test environment's tools/bin: \
+                 scripts/test.sh installs packages, scripts/build-testenv.sh builds the tools)",
                 name.to_uppercase()
             ))?;
             None
@@ -103,14 +63,15 @@ pub fn require_tool(name: &str) -> Option<PathBuf> {
     }
 }
 
-/// A tool that a Debian package provides (`.ci/run` installs it): like [`require_tool`], with
+/// A tool that a Debian package provides (`scripts/packages.txt`, installed by
+/// `scripts/test.sh` and `.ci/run`): like [`require_tool`], with
 /// the package named in the failure.
 pub fn require_package_tool(name: &str, package: &str) -> Option<PathBuf> {
     match find_tool(name) {
         Some(p) => Some(p),
         None => {
             missing(&format!(
-                "this test needs `{name}` (Debian package `{package}`; .ci/run installs it)"
+                "this test needs `{name}` (Debian package `{package}`; scripts/test.sh installs it from scripts/packages.txt)"
             ))?;
             None
         }
@@ -164,62 +125,4 @@ pub fn scratch_dir(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).expect("create scratch dir");
     d
-}
-
-/// Words of [`text`].
-pub const WORDS: [&str; 16] = [
-    "erofs ",
-    "kernel ",
-    "lz4 ",
-    "zstd ",
-    "deflate ",
-    "lzma ",
-    "pcluster\n",
-    "extent ",
-    "lcluster ",
-    "fragment ",
-    "inline ",
-    "dedupe ",
-    "block ",
-    "reader ",
-    "mount ",
-    "image\n",
-];
-
-/// `n` bytes of deterministic "word salad" ([`WORDS`] drawn by [`Rng`] from `seed`): text
-/// that compresses well, but not trivially.
-pub fn text(seed: u64, n: usize) -> Vec<u8> {
-    Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1).text(&WORDS, n)
-}
-
-/// A small deterministic generator (xorshift64*) for test data: the same seed gives the
-/// same bytes on every run and machine.
-#[derive(Debug, Clone)]
-pub struct Rng(pub u64);
-
-impl Rng {
-    /// The next 64 pseudo-random bits.
-    #[allow(clippy::should_implement_trait)]
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// `n` incompressible bytes.
-    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
-
-    /// `n` bytes of compressible text: `words` drawn at random, cut at `n`.
-    pub fn text(&mut self, words: &[&str], n: usize) -> Vec<u8> {
-        let mut out = Vec::with_capacity(n + 8);
-        while out.len() < n {
-            let i = (self.next() % words.len() as u64) as usize;
-            out.extend_from_slice(words[i].as_bytes());
-        }
-        out.truncate(n);
-        out
-    }
 }

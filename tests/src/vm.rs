@@ -444,6 +444,7 @@ pub struct VmRun {
     disk: Vec<(String, PathBuf)>,
     disk_size: u64,
     script: String,
+    boot_timeout: Duration,
     timeout: Duration,
     memory_mib: u32,
     cpus: u32,
@@ -452,7 +453,8 @@ pub struct VmRun {
 
 impl VmRun {
     /// A run named `name` (its scratch directory is `vm-NAME`) on the 6.12 kernel, with a
-    /// 256 MiB ext4 disk, 512 MiB of memory, 2 CPUs and a 120 s timeout.
+    /// 256 MiB ext4 disk, 512 MiB of memory, 2 CPUs, [`DEFAULT_BOOT_TIMEOUT`] to boot and a
+    /// 240 s timeout for the script.
     pub fn new(name: &str) -> Self {
         Self {
             name: name.to_string(),
@@ -461,7 +463,8 @@ impl VmRun {
             disk: Vec::new(),
             disk_size: 256 << 20,
             script: String::new(),
-            timeout: Duration::from_secs(120),
+            boot_timeout: DEFAULT_BOOT_TIMEOUT,
+            timeout: Duration::from_secs(240),
             memory_mib: 512,
             cpus: 2,
             cmdline: String::new(),
@@ -511,9 +514,17 @@ impl VmRun {
             .bytes("vmtest/stats", manifests.stats.as_bytes(), 0o644)
     }
 
-    /// Kill qemu and fail after this long.
+    /// Kill qemu and fail when the script has run this long, counted from the guest's
+    /// `VMTEST BEGIN` line (so a slow boot on a loaded machine does not eat into it).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// Kill qemu and fail when the guest has not reached its script (`VMTEST BEGIN`) after
+    /// this long ([`DEFAULT_BOOT_TIMEOUT`] unless set); [`VmOutcome::booted`] then says so.
+    pub fn boot_timeout(mut self, timeout: Duration) -> Self {
+        self.boot_timeout = timeout;
         self
     }
 
@@ -546,7 +557,8 @@ impl VmRun {
         let kernel = self.kernel.image();
         assert!(
             kernel.is_file(),
-            "kernel {} missing (see ../shared/vm/README.md)",
+            "kernel {} missing: run scripts/build-testenv.sh, or set EROFS_SHARED_DIR \
+             to a copy of the test environment (see scripts/env.sh)",
             kernel.display()
         );
         let dir = scratch_dir(&format!("vm-{}", self.name));
@@ -616,12 +628,25 @@ impl VmRun {
             let _ = stderr.read_to_string(&mut s);
             s
         });
+        // Two deadlines: the boot (until the guest's `VMTEST BEGIN` reaches the results
+        // port) and the script (from then on). The results file is small; re-reading it while
+        // waiting for the first line costs nothing.
         let mut timed_out = false;
+        let mut booted_at: Option<Instant> = None;
         let status = loop {
             if let Some(status) = child.try_wait().expect("wait for qemu") {
                 break Some(status);
             }
-            if start.elapsed() > self.timeout {
+            if booted_at.is_none()
+                && std::fs::read(&results).is_ok_and(|r| contains(&r, b"VMTEST BEGIN"))
+            {
+                booted_at = Some(Instant::now());
+            }
+            let late = match booted_at {
+                Some(t) => t.elapsed() > self.timeout,
+                None => start.elapsed() > self.boot_timeout,
+            };
+            if late {
                 timed_out = true;
                 let _ = child.kill();
                 let _ = child.wait();
@@ -638,6 +663,7 @@ impl VmRun {
         outcome.qemu_stderr = qemu_stderr;
         outcome.elapsed = elapsed;
         outcome.timed_out = timed_out;
+        outcome.boot_time = booted_at.map(|t| t.duration_since(start));
         outcome.qemu_status = status.map(|s| s.to_string());
         outcome.accel = accel;
         outcome.name = self.name;
@@ -649,6 +675,14 @@ impl VmRun {
         }
         Some(outcome)
     }
+}
+
+/// How long a guest may take to reach its script by default: it boots in about a second on an
+/// idle 2-core machine, but CI runs on a loaded one under software emulation.
+pub const DEFAULT_BOOT_TIMEOUT: Duration = Duration::from_secs(300);
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 /// A path as a qemu option value: a comma is written twice.
@@ -695,8 +729,11 @@ pub struct VmOutcome {
     pub qemu_stderr: String,
     /// qemu's exit status, `None` if it was killed at the timeout.
     pub qemu_status: Option<String>,
-    /// Whether the timeout killed qemu.
+    /// Whether a timeout (boot or script) killed qemu.
     pub timed_out: bool,
+    /// How long the guest took to reach its script (`VMTEST BEGIN` on the results port);
+    /// `None` if it never did.
+    pub boot_time: Option<Duration>,
     /// Wall time from starting qemu to its exit.
     pub elapsed: Duration,
     /// The qemu accelerator used (`kvm` or `tcg`).
@@ -738,6 +775,24 @@ impl VmOutcome {
             }
         }
         out
+    }
+
+    /// Whether the guest reached its script (its `VMTEST BEGIN` line arrived).
+    pub fn booted(&self) -> bool {
+        self.begin.is_some()
+    }
+
+    /// What stopped the run, in words: "never booted" (killed before the script started),
+    /// "hung" (killed while the script ran), or qemu's exit.
+    pub fn verdict(&self) -> &'static str {
+        match (self.timed_out, self.booted(), self.script_rc) {
+            (true, false, _) => "never booted (killed at the boot timeout)",
+            (true, true, _) => "hung (killed at the script timeout)",
+            (false, false, _) => "qemu exited before the guest's script started",
+            (false, true, None) => "the script did not reach its end",
+            (false, true, Some(0)) => "ran to its end",
+            (false, true, Some(_)) => "the script ended with an error",
+        }
     }
 
     /// Whether the script ran to its end with status 0 and no check failed.
@@ -786,11 +841,14 @@ impl VmOutcome {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "--- VM run {:?} ({}): accel={} elapsed={:.1?} qemu={} timed_out={} script_rc={:?}",
+            "--- VM run {:?} ({}): {}; accel={} elapsed={:.1?} boot={:.1?} qemu={} \
+             timed_out={} script_rc={:?}",
             self.name,
             self.dir.display(),
+            self.verdict(),
             self.accel,
             self.elapsed,
+            self.boot_time,
             self.qemu_status.as_deref().unwrap_or("killed"),
             self.timed_out,
             self.script_rc

@@ -365,3 +365,143 @@ fn reader_cli_inspection() {
     let out = erofs(&[&"frobnicate"]);
     assert_eq!(out.status.code(), Some(2), "usage errors exit 2");
 }
+
+/// `extract` is all or nothing: a non-empty DEST is refused unless `--force`, a failure
+/// leaves neither a partial tree nor a temporary one, and `--force` replaces only the
+/// entries the image has.
+#[test]
+fn reader_cli_extract_all_or_nothing() {
+    let Some(f) = fixture() else { return };
+    let dir = tests::scratch_dir("reader_cli_extract_aon");
+    let siblings = |dir: &Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+
+    // A non-empty DEST: refused, untouched, with what to do.
+    let dest = dir.join("busy");
+    std::fs::create_dir_all(dest.join("small.txt")).unwrap();
+    std::fs::write(dest.join("mine"), b"keep me").unwrap();
+    let out = erofs(&[&"extract", &f.image, &dest]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not empty") && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(siblings(&dest), ["mine", "small.txt"]);
+
+    // --force: the image's entries replace those of the same name, others stay.
+    ok(&erofs(&[&"extract", &"--force", &f.image, &dest]));
+    assert_eq!(std::fs::read(dest.join("mine")).unwrap(), b"keep me");
+    assert_eq!(
+        std::fs::read(dest.join("small.txt")).unwrap(),
+        std::fs::read(f.tree.join("small.txt")).unwrap()
+    );
+    assert_eq!(siblings(&dir), ["busy"], "no temporary tree left");
+
+    // A failure half way (the blob device is missing): no DEST, no temporary tree, a hint.
+    let dest = dir.join("fails");
+    let out = erofs(&[&"extract", &f.chunked, &dest]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--device") && err.contains("removed the partial tree"),
+        "{err}"
+    );
+    assert!(!dest.exists());
+    assert_eq!(siblings(&dir), ["busy"], "no temporary tree left");
+    // ... so the next try, with the device, succeeds.
+    ok(&erofs(&[
+        &"extract",
+        &f.chunked,
+        &dest,
+        &"--device",
+        &f.blob,
+    ]));
+
+    // An empty DEST is fine.
+    let dest = dir.join("empty");
+    std::fs::create_dir(&dest).unwrap();
+    ok(&erofs(&[&"extract", &"--quiet", &f.image, &dest]));
+    let got = tree::snapshot_dir(&dest);
+    tree::compare(&tree::snapshot_dir(&f.tree), &got, &Compare::default()).unwrap();
+}
+
+/// The inspection commands as handy as dump.erofs: several paths for `cat`, dashed UUIDs and
+/// readable times, on-disk size in `stat`, extents of compressed files, errors with hints.
+#[test]
+fn reader_cli_like_dump_erofs() {
+    let Some(f) = fixture() else { return };
+    let cat = ok(&erofs(&[&"cat", &f.image, &"/small.txt", &"/small.txt"]));
+    let small = std::fs::read_to_string(f.tree.join("small.txt")).unwrap();
+    assert_eq!(cat, format!("{small}{small}"));
+    // One missing path: the others are still written, the exit code says it failed.
+    let out = erofs(&[&"cat", &f.image, &"/nope", &"/small.txt"]);
+    assert!(!out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), small);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nope"));
+
+    let sb = ok(&erofs(&[&"sb", &f.image]));
+    let uuid = sb
+        .lines()
+        .find_map(|l| l.strip_prefix("uuid:"))
+        .unwrap()
+        .trim();
+    let groups: Vec<usize> = uuid.split('-').map(str::len).collect();
+    assert_eq!(groups, [8, 4, 4, 4, 12], "{sb}");
+    let dump = tests::run(Command::new(tests::require_tool("dump.erofs").unwrap()).arg(&f.image));
+    assert!(dump.contains(uuid), "dump.erofs: {dump}\nerofs: {sb}");
+    let created = dump
+        .lines()
+        .find_map(|l| l.strip_prefix("Filesystem created:"))
+        .unwrap()
+        .trim();
+    // dump.erofs prints local time; the tests run with TZ unset (UTC) as CI does.
+    if std::env::var_os("TZ").is_none() {
+        assert!(sb.contains(created), "dump.erofs: {created}\nerofs: {sb}");
+    }
+
+    let stat = ok(&erofs(&[&"stat", &f.image, &"/large.bin"]));
+    assert!(stat.contains("  disk: "), "{stat}");
+    assert!(stat.contains(" UTC"), "{stat}");
+
+    // A compressed file: its extents, as dump.erofs -e counts them.
+    let dir = tests::scratch_dir("reader_cli_extents");
+    let src = dir.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("text"), tests::text(7, 300_000)).unwrap();
+    let img = dir.join("lz4.erofs");
+    tree::mkfs(&img, &src, &["-zlz4hc", "-C16384"]);
+    let ext = ok(&erofs(&[&"extents", &img, &"/text"]));
+    let dumped = tests::run(
+        Command::new(tests::require_tool("dump.erofs").unwrap())
+            .args(["--path=/text", "-e"])
+            .arg(&img),
+    );
+    let count = dumped
+        .lines()
+        .find_map(|l| l.strip_suffix(" extents found"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or_else(|| panic!("{dumped}"));
+    assert_eq!(ext.lines().count(), count + 1, "{ext}\n{dumped}");
+    assert!(ext.contains("lz4"), "{ext}");
+    let stat = ok(&erofs(&[&"stat", &img, &"/text"]));
+    assert!(stat.contains("(ratio "), "{stat}");
+
+    // Errors name the file and say what to do.
+    let out = erofs(&[&"cat", &f.chunked, &"/large.bin"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("/large.bin") && err.contains("--device"),
+        "{err}"
+    );
+    let out = erofs(&[&"sb", &dir]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is a directory"), "{err}");
+}

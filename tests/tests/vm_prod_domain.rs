@@ -101,7 +101,7 @@ fn two_images_share_a_blob() {
         .bytes("vmtest/sums1", m1.sums.as_bytes(), 0o644)
         .bytes("vmtest/sums2", m2.sums.as_bytes(), 0o644)
         .script(&format!("{PRELUDE}{SCRIPT}"))
-        .timeout(Duration::from_secs(120))
+        .timeout(Duration::from_secs(240))
         .run()
     else {
         return;

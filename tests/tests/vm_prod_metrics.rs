@@ -70,7 +70,7 @@ fn metrics_match_the_workload() {
         .bytes("vmtest/big.sha256", big_sum.as_bytes(), 0o644)
         .bytes("vmtest/small.sha256", small_sum.as_bytes(), 0o644)
         .script(&format!("{PRELUDE}{SCRIPT}"))
-        .timeout(Duration::from_secs(120))
+        .timeout(Duration::from_secs(240))
         .run()
     else {
         return;

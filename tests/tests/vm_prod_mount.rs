@@ -138,7 +138,7 @@ fn vm_mounts_local_images_without_a_daemon() {
         .disk_file("blobs", &dir.join("blobs"))
         .bytes("vmtest/f.sha256", sum.as_bytes(), 0o644)
         .script(&format!("{PRELUDE}{SCRIPT}"))
-        .timeout(Duration::from_secs(90))
+        .timeout(Duration::from_secs(240))
         .run()
     else {
         return;

@@ -90,7 +90,7 @@ fn file_backed_images_and_cachefiles_bind() {
         .disk_file("img", &img)
         .manifests(&manifests)
         .script(SCRIPT)
-        .timeout(std::time::Duration::from_secs(60))
+        .timeout(std::time::Duration::from_secs(240))
         .run()
     else {
         return;
@@ -156,7 +156,7 @@ umount /mnt/plain
         .disk_file("img", &img)
         .manifests(&manifests(&busybox, &tree))
         .script(script)
-        .timeout(std::time::Duration::from_secs(60))
+        .timeout(std::time::Duration::from_secs(240))
         .run()
     else {
         return;

@@ -1,19 +1,26 @@
-//! What the benchmarks share: their settings, finding the external tools, timing a
-//! command and the median of runs.
+//! What the benchmarks share: their settings, timing a command with its peak memory, pairs
+//! of commands run back to back, and the median of runs. Tool lookup and test data come from
+//! the test crate's `tools.rs` (compiled in, one copy).
 //!
 //! Compiled into each benchmark (`mod common;`); each reads the figures it reports.
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// `EROFS_BENCH_RUNS` (default 3, at least 1) and `EROFS_BENCH_SCALE` (default 1.0).
+#[path = "../../../tests/src/tools.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod tools;
+#[allow(unused_imports)] // each benchmark uses its part
+pub(crate) use tools::{find_tool, pattern, text};
+
+/// `EROFS_BENCH_RUNS` (default 5, at least 1) and `EROFS_BENCH_SCALE` (default 1.0).
 pub(crate) fn settings() -> (usize, f64) {
     let runs = std::env::var("EROFS_BENCH_RUNS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(3usize)
+        .unwrap_or(5usize)
         .max(1);
     let scale = std::env::var("EROFS_BENCH_SCALE")
         .ok()
@@ -22,89 +29,163 @@ pub(crate) fn settings() -> (usize, f64) {
     (runs, scale)
 }
 
-/// What [`run_timed`] measured.
+/// The `erofs` binary of this package, built with the benchmark profile.
+pub(crate) fn erofs() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_erofs"))
+}
+
+/// What [`run_measured`] saw.
+#[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Measured {
     /// Wall time.
     pub(crate) wall: Duration,
-    /// User + system CPU time (from `/usr/bin/time`, when present).
-    pub(crate) cpu: Option<Duration>,
-    /// Peak RSS in KiB (from `/usr/bin/time`, when present).
-    pub(crate) max_rss_kb: Option<u64>,
+    /// Peak anonymous resident memory (heap, stacks) in KiB, sampled every 2 ms from
+    /// `/proc/PID/status` (`RssAnon`).
+    pub(crate) peak_anon_kb: u64,
+    /// Peak resident file-backed memory (mapped page cache: the image, the binary) in KiB
+    /// (`RssFile`), sampled likewise. These pages belong to the page cache, not the process.
+    pub(crate) peak_file_kb: u64,
+    /// User + system CPU time, as last sampled from `/proc/PID/stat` (up to 2 ms short; in
+    /// clock ticks of 10 ms): what the run cost, whatever the machine's load.
+    pub(crate) cpu: Duration,
 }
 
-/// Run `cmd`, which must succeed, under `/usr/bin/time` when present (its figures go to a
-/// file in `scratch`), and time it.
-pub(crate) fn run_timed(cmd: &Command, scratch: &Path) -> Measured {
-    let timer = Path::new("/usr/bin/time");
-    let report = scratch.join("time.txt");
-    let _ = std::fs::remove_file(&report);
-    let mut run = if timer.is_file() {
-        let mut c = Command::new(timer);
-        c.arg("-f").arg("%U %S %M").arg("-o").arg(&report);
-        c.arg(cmd.get_program());
-        c
-    } else {
-        Command::new(cmd.get_program())
-    };
-    run.args(cmd.get_args());
-    let start = Instant::now();
-    let out = run.output().unwrap_or_else(|e| panic!("{run:?}: {e}"));
-    let wall = start.elapsed();
-    assert!(
-        out.status.success(),
-        "{run:?} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let figures = std::fs::read_to_string(&report).unwrap_or_default();
-    let mut it = figures
+/// utime + stime of `/proc/PID/stat`, in ticks.
+fn cpu_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut f = rest.split_whitespace().skip(11);
+    let user: u64 = f.next()?.parse().ok()?;
+    let sys: u64 = f.next()?.parse().ok()?;
+    Some(user + sys)
+}
+
+fn status_kb(status: &str, key: &str) -> u64 {
+    status
         .lines()
-        .last()
-        .unwrap_or_default()
-        .split_whitespace();
-    let (user, sys, rss) = (it.next(), it.next(), it.next());
-    let secs = |v: Option<&str>| v.and_then(|v| v.parse::<f64>().ok());
-    Measured {
-        wall,
-        cpu: secs(user)
-            .zip(secs(sys))
-            .map(|(u, s)| Duration::from_secs_f64(u + s)),
-        max_rss_kb: rss.and_then(|v| v.parse().ok()),
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Run `cmd`, which must succeed, with stdout discarded; time it and sample its memory.
+pub(crate) fn run_measured(cmd: &mut Command) -> Measured {
+    let start = Instant::now();
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    let status_path = format!("/proc/{}/status", child.id());
+    let stat_path = format!("/proc/{}/stat", child.id());
+    let mut m = Measured::default();
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            break st;
+        }
+        if let Ok(s) = std::fs::read_to_string(&status_path) {
+            m.peak_anon_kb = m.peak_anon_kb.max(status_kb(&s, "RssAnon:"));
+            m.peak_file_kb = m.peak_file_kb.max(status_kb(&s, "RssFile:"));
+        }
+        if let Some(t) = std::fs::read_to_string(&stat_path)
+            .ok()
+            .and_then(|s| cpu_ticks(&s))
+        {
+            // USER_HZ is 100 on Linux.
+            m.cpu = Duration::from_millis(t * 10);
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    m.wall = start.elapsed();
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        use std::io::Read;
+        let _ = e.read_to_string(&mut err);
+    }
+    assert!(status.success(), "{cmd:?} failed: {err}");
+    m
+}
+
+/// Runs of a command under test and of its peer, made back to back so that both see the
+/// same machine load; the figures are medians.
+#[derive(Default)]
+pub(crate) struct Pair {
+    pub(crate) ours: Vec<Measured>,
+    pub(crate) theirs: Vec<Measured>,
+}
+
+impl Pair {
+    /// Median wall time of ours / median wall time of theirs.
+    pub(crate) fn ratio(&self) -> f64 {
+        wall(&self.ours).as_secs_f64() / wall(&self.theirs).as_secs_f64()
+    }
+
+    /// Each run's own ratio (ours / theirs), sorted: shows the spread.
+    pub(crate) fn run_ratios(&self) -> Vec<f64> {
+        let mut v: Vec<f64> = self
+            .ours
+            .iter()
+            .zip(&self.theirs)
+            .map(|(a, b)| a.wall.as_secs_f64() / b.wall.as_secs_f64())
+            .collect();
+        v.sort_by(f64::total_cmp);
+        v
     }
 }
 
-/// The external tool `name`: from `$NAME` (upper case, `-`/`.` as `_`), `$PATH`, or
-/// `$EROFS_SHARED_DIR/tools/bin` (default `../shared/tools/bin` beside the workspace).
-pub(crate) fn find_tool(name: &str) -> Option<PathBuf> {
-    let var: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_uppercase()
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if let Some(p) = std::env::var_os(var) {
-        return Some(PathBuf::from(p));
-    }
-    if let Some(paths) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&paths) {
-            if dir.join(name).is_file() {
-                return Some(dir.join(name));
-            }
-        }
-    }
-    let shared = std::env::var_os("EROFS_SHARED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"));
-    let p = shared.join("tools/bin").join(name);
-    p.is_file().then_some(p)
+/// The median CPU time of runs (not empty).
+pub(crate) fn cpu(runs: &[Measured]) -> Duration {
+    median(runs.iter().map(|m| m.cpu).collect())
+}
+
+/// The median wall time of runs (not empty).
+pub(crate) fn wall(runs: &[Measured]) -> Duration {
+    median(runs.iter().map(|m| m.wall).collect())
+}
+
+/// Peak (anonymous, file-backed) memory over runs, in MB.
+pub(crate) fn peak_mb(runs: &[Measured]) -> (f64, f64) {
+    let a = runs.iter().map(|m| m.peak_anon_kb).max().unwrap_or(0);
+    let f = runs.iter().map(|m| m.peak_file_kb).max().unwrap_or(0);
+    (a as f64 / 1024.0, f as f64 / 1024.0)
 }
 
 /// The median of `v` (not empty).
 pub(crate) fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
+}
+
+/// The machine's load average over the last minute, to print beside the figures.
+pub(crate) fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".into())
+}
+
+/// One table row: a pair's medians, ratio, spread and memory.
+pub(crate) fn print_pair(what: &str, ours: &str, theirs: &str, p: &Pair, target: f64) {
+    let (oa, of) = peak_mb(&p.ours);
+    let (ta, tf) = peak_mb(&p.theirs);
+    let spread = p.run_ratios();
+    println!(
+        "{what:<10} {ours} {:.3}s vs {theirs} {:.3}s: ratio {:.2} (runs {:.2}..{:.2}, target <= {target}) {}",
+        wall(&p.ours).as_secs_f64(),
+        wall(&p.theirs).as_secs_f64(),
+        p.ratio(),
+        spread.first().copied().unwrap_or(0.0),
+        spread.last().copied().unwrap_or(0.0),
+        if p.ratio() <= target { "ok" } else { "MISSED" },
+    );
+    println!(
+        "{:<10} CPU (user+sys, median): ours {:.2}s, theirs {:.2}s",
+        "",
+        cpu(&p.ours).as_secs_f64(),
+        cpu(&p.theirs).as_secs_f64()
+    );
+    println!(
+        "{:<10} peak memory: ours heap {oa:.1} MB + mapped page cache {of:.1} MB; theirs heap {ta:.1} MB + mapped {tf:.1} MB",
+        ""
+    );
 }

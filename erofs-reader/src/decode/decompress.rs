@@ -5,7 +5,7 @@
 //! | --- | --- | --- |
 //! | LZ4 (lz4 and lz4hc images) | `lz4_flex` (safe Rust), plus a small partial decoder here | `lz4` |
 //! | MicroLZMA | `liblzma` (liblzma, C), as a raw LZMA1 stream | `lzma` |
-//! | DEFLATE (raw) | `flate2` on `zlib-rs` (Rust) | `deflate` |
+//! | DEFLATE (raw) | `flate2` on `zlib-rs` (Rust); whole extents with `libdeflater` (C) | `deflate`; `libdeflate` |
 //! | Zstandard | `zstd` (libzstd, C) | `zstd` |
 //!
 //! Rules shared by all algorithms, as in the kernel:
@@ -258,7 +258,12 @@ fn lzma(_: &Request, _: &[u8], _: &mut [u8]) -> Result<()> {
     Err(disabled("lzma", "lzma"))
 }
 
-#[cfg(feature = "deflate")]
+#[cfg(all(feature = "deflate", not(feature = "libdeflate")))]
+fn deflate(req: &Request, input: &[u8], out: &mut [u8]) -> Result<()> {
+    deflate_stream(req, input, out)
+}
+
+#[cfg(feature = "libdeflate")]
 fn deflate(req: &Request, input: &[u8], out: &mut [u8]) -> Result<()> {
     use libdeflater::{DecompressionError, Decompressor};
     use std::cell::RefCell;

@@ -53,7 +53,9 @@ use ondemand::{CachefilesDevice, Daemon, PrefetchConfig, Session, Shutdown, shut
 #[command(
     name = "erofs-ondemand",
     version,
-    about = "EROFS over fscache: a cachefiles on-demand daemon"
+    about = "EROFS over fscache: a cachefiles on-demand daemon",
+    after_help = "Logging: RUST_LOG=debug logs every READ (default: info, one line per \
+        OPEN and CLOSE and a summary at exit); RUST_LOG=warn keeps only problems."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -746,6 +748,22 @@ fn plan_paths(
         .map_err(|e| e.to_string())
 }
 
+/// What to do when the cachefiles device cannot be opened.
+fn device_hint(device: &std::path::Path, e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        std::io::ErrorKind::NotFound if device == std::path::Path::new("/dev/cachefiles") => {
+            " (load the cachefiles module: `modprobe cachefiles`; the kernel needs \
+             CONFIG_CACHEFILES_ONDEMAND, Linux 5.19 to 7.1)"
+        }
+        std::io::ErrorKind::PermissionDenied => " (run as root, or with CAP_SYS_ADMIN)",
+        std::io::ErrorKind::ResourceBusy => {
+            " (another daemon holds it: each open binds one cache; stop it or use \
+             `serve --supervisor` for a hand-over)"
+        }
+        _ => "",
+    }
+}
+
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
@@ -817,7 +835,11 @@ fn main() -> ExitCode {
                     let dev = match CachefilesDevice::open_path(&device) {
                         Ok(d) => d,
                         Err(e) => {
-                            eprintln!("erofs-ondemand: cannot open {}: {e}", device.display());
+                            eprintln!(
+                                "erofs-ondemand: cannot open {}: {e}{}",
+                                device.display(),
+                                device_hint(&device, &e)
+                            );
                             return ExitCode::FAILURE;
                         }
                     };

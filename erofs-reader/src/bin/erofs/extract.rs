@@ -4,15 +4,30 @@
 //! `O_NOFOLLOW`/`O_EXCL` or their equivalents, so neither hostile names (refused: empty,
 //! `.`/`..`, containing `/` or NUL) nor symlinks created earlier (by the image or by
 //! anyone else) can make it write outside the destination.
+//!
+//! All or nothing: the tree is built in a temporary sibling of the destination
+//! (`.DEST.erofs-extract-PID`, on the same filesystem) and renamed into place only once it is
+//! complete; on an error the temporary tree is removed, so no half tree is left to block the
+//! next try. A destination that exists must be an empty directory, unless `--force`: then the
+//! image's top-level entries replace the destination's entries of the same name and the
+//! others stay.
+//!
+//! One thread walks the image and creates directories, files (empty), links and special
+//! files; worker threads write the files' data and set their metadata, taking open files from
+//! a bounded queue (so a few dozen fds at most are open).
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, mpsc};
 
 use erofs_reader::{Context, Error, FileType, Image, Inode, Nid, Piece};
 use rustix::fs::{AtFlags, CWD, Mode, OFlags, Timespec, Timestamps, XattrFlags};
+
+use crate::progress::Progress;
 
 /// What an extraction did.
 #[derive(Debug, Default)]
@@ -22,16 +37,41 @@ pub(crate) struct Report {
     pub(crate) warnings: Vec<String>,
 }
 
+/// What the walking thread and the workers share.
+struct Ctx<'a> {
+    image: &'a Image,
+    progress: &'a Progress,
+    is_root: bool,
+    warnings: Mutex<Vec<String>>,
+    warned_owner: AtomicBool,
+    bytes: AtomicU64,
+    /// Bytes written since the last [`Image::release_memory`].
+    since_release: AtomicU64,
+    /// Set when a worker failed: the walk stops.
+    failed: AtomicBool,
+}
+
+/// A regular file created by the walk, for a worker to fill and finish.
+struct Job {
+    inode: Inode,
+    fd: OwnedFd,
+    rel: PathBuf,
+}
+
+/// The walking thread's state.
 struct Extractor<'a> {
+    ctx: &'a Ctx<'a>,
     image: &'a Image,
     dest: OwnedFd,
     /// First extracted path (relative to dest) of every non-directory inode.
     links: HashMap<Nid, PathBuf>,
     dirs: HashSet<Nid>,
-    is_root: bool,
-    report: Report,
-    warned_owner: bool,
+    entries: u64,
+    jobs: mpsc::SyncSender<Job>,
 }
+
+/// Bytes written between calls to [`Image::release_memory`].
+const RELEASE_EVERY: u64 = 8 << 20;
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
@@ -39,8 +79,113 @@ fn errno_io(e: rustix::io::Errno, what: &str, path: &Path) -> Box<dyn std::error
     format!("{what} {}: {}", path.display(), std::io::Error::from(e)).into()
 }
 
-pub(crate) fn extract(image: &Image, dest: &Path) -> Result<Report> {
-    std::fs::create_dir_all(dest).map_err(|e| format!("{}: {e}", dest.display()))?;
+/// Extract `image` to `dest` (see the module docs): all or nothing.
+pub(crate) fn extract(
+    image: &Image,
+    dest: &Path,
+    force: bool,
+    progress: &Progress,
+) -> Result<Report> {
+    let dest_state = match std::fs::symlink_metadata(dest) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Dest::Absent,
+        Err(e) => return Err(format!("{}: {e}", dest.display()).into()),
+        Ok(md) if !md.is_dir() => {
+            return Err(format!(
+                "{} exists and is not a directory: choose a new or empty directory",
+                dest.display()
+            )
+            .into());
+        }
+        Ok(_) => {
+            let mut entries =
+                std::fs::read_dir(dest).map_err(|e| format!("{}: {e}", dest.display()))?;
+            if entries.next().is_none() {
+                Dest::Empty
+            } else if force {
+                Dest::Merge
+            } else {
+                return Err(format!(
+                    "{} is not empty: choose a new or empty directory, or pass --force to \
+                     replace its entries that the image also has",
+                    dest.display()
+                )
+                .into());
+            }
+        }
+    };
+    let name = dest
+        .file_name()
+        .ok_or_else(|| format!("{}: not a directory name", dest.display()))?;
+    let parent = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".erofs-extract-{}", std::process::id()));
+    let tmp = parent.join(tmp_name);
+    std::fs::create_dir(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    let done = extract_into(image, &tmp, progress).and_then(|report| {
+        place(&tmp, dest, dest_state)?;
+        Ok(report)
+    });
+    match done {
+        Ok(report) => Ok(report),
+        Err(e) => {
+            let cleaned = match std::fs::remove_dir_all(&tmp) {
+                Ok(()) => "removed the partial tree".to_string(),
+                Err(r) if r.kind() == std::io::ErrorKind::NotFound => {
+                    "no partial tree left".to_string()
+                }
+                Err(r) => format!("could not remove the partial tree {}: {r}", tmp.display()),
+            };
+            Err(format!(
+                "{} ({cleaned}; {} is as it was)",
+                crate::explain(e.as_ref()),
+                dest.display()
+            )
+            .into())
+        }
+    }
+}
+
+/// What the destination was before extracting.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Dest {
+    Absent,
+    Empty,
+    /// Not empty, and `--force` was given.
+    Merge,
+}
+
+/// Move the finished tree `tmp` to `dest`.
+fn place(tmp: &Path, dest: &Path, state: Dest) -> Result<()> {
+    match state {
+        // rename(2) replaces an empty directory atomically.
+        Dest::Absent | Dest::Empty => std::fs::rename(tmp, dest)
+            .map_err(|e| format!("rename {} to {}: {e}", tmp.display(), dest.display()).into()),
+        Dest::Merge => {
+            for entry in std::fs::read_dir(tmp)? {
+                let entry = entry?;
+                let target = dest.join(entry.file_name());
+                match std::fs::symlink_metadata(&target) {
+                    Ok(md) if md.is_dir() => std::fs::remove_dir_all(&target)
+                        .map_err(|e| format!("replace {}: {e}", target.display()))?,
+                    Ok(_) => std::fs::remove_file(&target)
+                        .map_err(|e| format!("replace {}: {e}", target.display()))?,
+                    Err(_) => {}
+                }
+                std::fs::rename(entry.path(), &target)
+                    .map_err(|e| format!("move into {}: {e}", target.display()))?;
+            }
+            std::fs::remove_dir(tmp).map_err(|e| format!("{}: {e}", tmp.display()).into())
+        }
+    }
+}
+
+/// Extract into the empty directory `dest`.
+fn extract_into(image: &Image, dest: &Path, progress: &Progress) -> Result<Report> {
     let dfd = rustix::fs::openat(
         CWD,
         dest,
@@ -48,21 +193,75 @@ pub(crate) fn extract(image: &Image, dest: &Path) -> Result<Report> {
         Mode::empty(),
     )
     .map_err(|e| errno_io(e, "open", dest))?;
-    let mut x = Extractor {
+    let ctx = Ctx {
         image,
-        dest: dfd,
-        links: HashMap::new(),
-        dirs: HashSet::new(),
+        progress,
         is_root: rustix::process::geteuid().is_root(),
-        report: Report::default(),
-        warned_owner: false,
+        warnings: Mutex::new(Vec::new()),
+        warned_owner: AtomicBool::new(false),
+        bytes: AtomicU64::new(0),
+        since_release: AtomicU64::new(0),
+        failed: AtomicBool::new(false),
     };
-    let root = image.inode(image.root_nid())?;
-    let root_fd = x.dest.try_clone()?;
-    x.dirs.insert(root.nid());
-    x.extract_dir(&root, &root_fd, PathBuf::new(), 0)?;
-    x.finish_inode(&root, Target::Fd(&root_fd), Path::new("."))?;
-    Ok(x.report)
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (tx, rx) = mpsc::sync_channel::<Job>(4 * workers);
+    let rx = Mutex::new(rx);
+    let first_error: Mutex<Option<String>> = Mutex::new(None);
+    let walked = std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| {
+                loop {
+                    // The lock is held only to take a job.
+                    let job = match rx.lock() {
+                        Ok(r) => r.recv(),
+                        Err(_) => return,
+                    };
+                    let Ok(job) = job else { return };
+                    if ctx.failed.load(Ordering::Relaxed) {
+                        continue; // drain: the walk is stopping
+                    }
+                    let r = ctx
+                        .write_data(&job.inode, &job.fd, &job.rel)
+                        .and_then(|()| ctx.finish_inode(&job.inode, Target::Fd(&job.fd), &job.rel));
+                    if let Err(e) = r {
+                        ctx.failed.store(true, Ordering::Relaxed);
+                        let mut first = first_error.lock().unwrap_or_else(|p| p.into_inner());
+                        first.get_or_insert_with(|| crate::explain(e.as_ref()));
+                    }
+                }
+            });
+        }
+        let mut x = Extractor {
+            ctx: &ctx,
+            image,
+            dest: dfd,
+            links: HashMap::new(),
+            dirs: HashSet::new(),
+            entries: 0,
+            jobs: tx,
+        };
+        let walked = (|| -> Result<u64> {
+            let root = image.inode(image.root_nid())?;
+            let root_fd = x.dest.try_clone()?;
+            x.dirs.insert(root.nid());
+            x.extract_dir(&root, &root_fd, PathBuf::new(), 0)?;
+            ctx.finish_inode(&root, Target::Fd(&root_fd), Path::new("."))?;
+            Ok(x.entries)
+        })()
+        .map_err(|e| crate::explain(e.as_ref()));
+        // Dropping the sender ends the workers once the queue is empty.
+        drop(x);
+        walked
+    });
+    if let Some(e) = first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        return Err(e.into());
+    }
+    let entries = walked?;
+    Ok(Report {
+        entries,
+        bytes: ctx.bytes.into_inner(),
+        warnings: ctx.warnings.into_inner().unwrap_or_else(|p| p.into_inner()),
+    })
 }
 
 enum Target<'a> {
@@ -72,13 +271,16 @@ enum Target<'a> {
     At(&'a OwnedFd, &'a OsStr),
 }
 
-impl Extractor<'_> {
-    fn warn(&mut self, w: String) {
-        if self.report.warnings.len() < 100 {
-            self.report.warnings.push(w);
+impl Ctx<'_> {
+    fn warn(&self, w: String) {
+        let mut warnings = self.warnings.lock().unwrap_or_else(|p| p.into_inner());
+        if warnings.len() < 100 {
+            warnings.push(w);
         }
     }
+}
 
+impl Extractor<'_> {
     fn extract_dir(&mut self, dir: &Inode, dfd: &OwnedFd, rel: PathBuf, depth: u32) -> Result<()> {
         if depth > self.image.limits().max_depth {
             return Err(Error::corrupt(
@@ -107,7 +309,11 @@ impl Extractor<'_> {
             let child_rel = rel.join(name_os);
             let inode = self.image.inode(entry.nid())?;
             let md = inode.metadata();
-            self.report.entries += 1;
+            self.entries += 1;
+            self.ctx.progress.file();
+            if self.ctx.failed.load(Ordering::Relaxed) {
+                return Err("stopped: a worker failed".into());
+            }
             if md.file_type() != FileType::Directory {
                 if let Some(first) = self.links.get(&inode.nid()) {
                     rustix::fs::linkat(&self.dest, first.as_path(), dfd, name_os, AtFlags::empty())
@@ -135,7 +341,8 @@ impl Extractor<'_> {
                     )
                     .map_err(|e| errno_io(e, "open", &child_rel))?;
                     self.extract_dir(&inode, &sub, child_rel.clone(), depth + 1)?;
-                    self.finish_inode(&inode, Target::Fd(&sub), &child_rel)?;
+                    self.ctx
+                        .finish_inode(&inode, Target::Fd(&sub), &child_rel)?;
                 }
                 FileType::Regular => {
                     let fd = rustix::fs::openat(
@@ -149,14 +356,21 @@ impl Extractor<'_> {
                         Mode::from_raw_mode(0o600),
                     )
                     .map_err(|e| errno_io(e, "create", &child_rel))?;
-                    self.write_data(&inode, &fd, &child_rel)?;
-                    self.finish_inode(&inode, Target::Fd(&fd), &child_rel)?;
+                    let job = Job {
+                        inode,
+                        fd,
+                        rel: child_rel,
+                    };
+                    if self.jobs.send(job).is_err() {
+                        return Err("the writer threads stopped".into());
+                    }
                 }
                 FileType::Symlink => {
                     let target = self.image.read_link_inode(&inode)?;
                     rustix::fs::symlinkat(OsStr::from_bytes(&target), dfd, name_os)
                         .map_err(|e| errno_io(e, "symlink", &child_rel))?;
-                    self.finish_inode(&inode, Target::At(dfd, name_os), &child_rel)?;
+                    self.ctx
+                        .finish_inode(&inode, Target::At(dfd, name_os), &child_rel)?;
                 }
                 ft => {
                     let (kind, dev) = match ft {
@@ -173,10 +387,11 @@ impl Extractor<'_> {
                     };
                     match rustix::fs::mknodat(dfd, name_os, kind, Mode::from_raw_mode(0o600), dev) {
                         Ok(()) => {
-                            self.finish_inode(&inode, Target::At(dfd, name_os), &child_rel)?
+                            self.ctx
+                                .finish_inode(&inode, Target::At(dfd, name_os), &child_rel)?
                         }
                         Err(e) if e == rustix::io::Errno::PERM => {
-                            self.warn(format!(
+                            self.ctx.warn(format!(
                                 "{}: cannot create device node: {}",
                                 child_rel.display(),
                                 std::io::Error::from(e)
@@ -189,9 +404,12 @@ impl Extractor<'_> {
         }
         Ok(())
     }
+}
 
-    fn write_data(&mut self, inode: &Inode, fd: &OwnedFd, rel: &Path) -> Result<()> {
+impl Ctx<'_> {
+    fn write_data(&self, inode: &Inode, fd: &OwnedFd, rel: &Path) -> Result<()> {
         let mut pos = 0u64;
+        let mut data_end = 0u64;
         self.image.for_each_piece(inode, |piece| -> Result<()> {
             match piece {
                 Piece::Data(d) => {
@@ -205,19 +423,34 @@ impl Extractor<'_> {
                         done += n;
                     }
                     pos += d.len() as u64;
+                    data_end = pos;
+                    self.progress.bytes(d.len() as u64);
+                    // Keep the resident set small: mapped pages already written go back
+                    // to the page cache only.
+                    let since = self
+                        .since_release
+                        .fetch_add(d.len() as u64, Ordering::Relaxed);
+                    if since >= RELEASE_EVERY {
+                        self.since_release.store(0, Ordering::Relaxed);
+                        self.image.release_memory();
+                    }
                 }
                 Piece::Zeros(n) => pos += n,
             }
             Ok(())
         })?;
-        rustix::fs::ftruncate(fd, pos).map_err(|e| errno_io(e, "truncate", rel))?;
-        self.report.bytes += pos;
+        // The file (created empty) ends where the last data was written, unless it ends in
+        // a hole: only then does the size need setting.
+        if pos != data_end {
+            rustix::fs::ftruncate(fd, pos).map_err(|e| errno_io(e, "truncate", rel))?;
+        }
+        self.bytes.fetch_add(pos, Ordering::Relaxed);
         Ok(())
     }
 
     /// Owner, mode, xattrs and times, in that order (chown clears setuid bits, and any
     /// change but the last would disturb the mtime).
-    fn finish_inode(&mut self, inode: &Inode, t: Target<'_>, rel: &Path) -> Result<()> {
+    fn finish_inode(&self, inode: &Inode, t: Target<'_>, rel: &Path) -> Result<()> {
         let md = inode.metadata();
         let uid = rustix::fs::Uid::from_raw(md.uid());
         let gid = rustix::fs::Gid::from_raw(md.gid());
@@ -228,9 +461,8 @@ impl Extractor<'_> {
             }
         };
         if let Err(e) = owner
-            && (self.is_root || !self.warned_owner)
+            && (self.is_root || !self.warned_owner.swap(true, Ordering::Relaxed))
         {
-            self.warned_owner = true;
             self.warn(format!(
                 "{}: cannot set owner {}:{}: {}",
                 rel.display(),

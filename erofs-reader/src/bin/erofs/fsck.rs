@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use erofs_reader::{FileType, Image, Nid, Piece};
 
+use crate::progress::Progress;
+
 /// Bytes a worker reads between calls to [`Image::release_memory`].
 const RELEASE_EVERY: u64 = 1 << 20;
 
@@ -45,7 +47,7 @@ impl Report {
     }
 }
 
-pub(crate) fn fsck(image: &Image, threads: usize) -> Report {
+pub(crate) fn fsck(image: &Image, threads: usize, progress: &Progress) -> Report {
     let start = Instant::now();
     let mut r = Report::default();
     let mut files: Vec<(Nid, PathBuf, u64)> = Vec::new();
@@ -223,6 +225,7 @@ pub(crate) fn fsck(image: &Image, threads: usize) -> Report {
                         image.for_each_piece(&inode, |p| {
                             match p {
                                 Piece::Data(d) => {
+                                    progress.bytes(d.len() as u64);
                                     for c in d.chunks(RELEASE_EVERY as usize) {
                                         sum = sum.wrapping_add(fold(c));
                                         since_release += c.len() as u64;
@@ -241,6 +244,7 @@ pub(crate) fn fsck(image: &Image, threads: usize) -> Report {
                         })?;
                         Ok(n)
                     });
+                    progress.file();
                     match result {
                         Ok(n) if n == *size => {
                             bytes.fetch_add(n, Ordering::Relaxed);

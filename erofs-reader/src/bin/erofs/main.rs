@@ -2,25 +2,37 @@
 //!
 //! Every subcommand takes the image first, then its arguments, plus `--device PATH`
 //! (repeatable, device-table order) and `--blob-dir DIR` (devices found by tag).
-//! Errors go to stderr; the exit code is 0 on success, 1 on errors (corruption found by
-//! `fsck` included) and 2 on usage errors.
+//! Errors go to stderr, naming the image or path and, where there is one, what to do about
+//! it; the exit code is 0 on success, 1 on errors (corruption found by `fsck` included) and 2
+//! on usage errors. `RUST_LOG` sets the log level (default `warn`).
 
 mod extract;
 mod fsck;
+mod progress;
 mod remote;
+mod show;
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use erofs_reader::{Extent, ExtentTarget, FileType, Image, ImageBuilder, Metadata};
+use erofs_reader::{
+    CompressedExtent, Encoding, Extent, ExtentSource, ExtentTarget, FileType, Image, ImageBuilder,
+    Inode, Metadata,
+};
 
 #[derive(Parser)]
 #[command(
     name = "erofs",
     version,
-    about = "Inspect, extract and check EROFS images"
+    about = "Inspect, extract and check EROFS images",
+    after_help = "Times are printed in UTC.\n\n\
+        Logging: RUST_LOG=info, debug or trace prints the reader's log on stderr \
+        (default: warn); RUST_LOG=erofs_reader=debug limits it to the reader.\n\n\
+        Multi-device images (chunk-based with --blobdev, Nydus RAFS v6): pass each extra \
+        device with --device in device-table order (`erofs sb IMAGE` lists them) or put \
+        them in a directory under their tags and pass --blob-dir."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -70,12 +82,13 @@ enum Cmd {
         /// The file.
         path: String,
     },
-    /// Write a file's contents to stdout.
+    /// Write files' contents to stdout, one after the other.
     Cat {
         #[command(flatten)]
         img: ImageArgs,
-        /// The file.
-        path: String,
+        /// The files.
+        #[arg(required = true)]
+        paths: Vec<String>,
     },
     /// List a file's extended attributes.
     Xattrs {
@@ -84,19 +97,29 @@ enum Cmd {
         /// The file.
         path: String,
     },
-    /// Print a file's chunk map: where each byte range lives.
+    /// Print where each byte range of a file lives: the chunk map of a plain or chunk-based
+    /// file, the extents (pclusters) of a compressed one, as `dump.erofs -e` does.
+    #[command(alias = "extents")]
     Chunks {
         #[command(flatten)]
         img: ImageArgs,
         /// The file.
         path: String,
     },
-    /// Recreate the image's tree under DEST (never writing outside it).
+    /// Recreate the image's tree as DEST (never writing outside it), all or nothing: it is
+    /// built in a temporary sibling and renamed into place when complete.
     Extract {
         #[command(flatten)]
         img: ImageArgs,
-        /// Destination directory (created if missing; must be empty or absent).
+        /// Destination directory: must be absent or empty (unless --force).
         dest: PathBuf,
+        /// Extract into a non-empty DEST: the image's top-level entries replace DEST's
+        /// entries of the same name, other entries stay.
+        #[arg(long)]
+        force: bool,
+        /// No progress line (it is shown only on a terminal anyway).
+        #[arg(short, long)]
+        quiet: bool,
     },
     /// Check every inode and read every byte; exit 1 on corruption.
     Fsck {
@@ -105,6 +128,9 @@ enum Cmd {
         /// Worker threads for data reads (default: available cores).
         #[arg(long)]
         threads: Option<usize>,
+        /// No progress line (it is shown only on a terminal anyway).
+        #[arg(short, long)]
+        quiet: bool,
     },
 }
 
@@ -133,10 +159,71 @@ impl Cmd {
     }
 }
 
+/// Open the image, or say which file is wrong and what to do.
 fn open(args: &ImageArgs) -> Result<Image, Box<dyn std::error::Error>> {
     if args.remote.reference.is_some() {
         return remote::open(&args.remote);
     }
+    for (what, p) in
+        std::iter::once(("image", &args.image)).chain(args.devices.iter().map(|d| ("device", d)))
+    {
+        match std::fs::metadata(p) {
+            Err(e) => return Err(format!("{what} {}: {e}", p.display()).into()),
+            Ok(md) if md.is_dir() => {
+                return Err(format!(
+                    "{what} {} is a directory: give the image file (a Nydus image's \
+                     bootstrap; its blobs go with --blob-dir)",
+                    p.display()
+                )
+                .into());
+            }
+            Ok(_) => {}
+        }
+    }
+    open_image(args).map_err(|e| {
+        let hint = hint(&e);
+        format!("{}: {e}{hint}", args.image.display()).into()
+    })
+}
+
+/// What to do about an error, as a sentence starting with "; " (or nothing).
+fn hint(e: &erofs_reader::Error) -> String {
+    match e {
+        erofs_reader::Error::MissingDevice { .. } => "; pass each extra device with --device PATH \
+             in device-table order (`erofs sb IMAGE` lists them), or --blob-dir DIR holding them \
+             by tag"
+            .into(),
+        erofs_reader::Error::Corrupt {
+            kind: erofs_reader::CorruptKind::Superblock,
+            ..
+        } => "; is this an EROFS image? (`dump.erofs IMAGE` reads the same superblock)".into(),
+        erofs_reader::Error::Unsupported { .. } => {
+            "; this build of erofs may lack the decompressor (see `erofs sb IMAGE`)".into()
+        }
+        _ => String::new(),
+    }
+}
+
+/// An error's text with its hint, if it is the reader's error.
+pub(crate) fn explain(e: &(dyn std::error::Error + 'static)) -> String {
+    match e.downcast_ref::<erofs_reader::Error>() {
+        Some(r) => format!("{r}{}", hint(r)),
+        None => e.to_string(),
+    }
+}
+
+/// An error about `path` in the image, with a hint when there is one.
+fn at(path: &str, e: erofs_reader::Error) -> Box<dyn std::error::Error> {
+    let hint = hint(&e);
+    let text = e.to_string();
+    if text.contains(path) {
+        format!("{text}{hint}").into()
+    } else {
+        format!("{path}: {text}{hint}").into()
+    }
+}
+
+fn open_image(args: &ImageArgs) -> erofs_reader::Result<Image> {
     let path = &args.image;
     // A Nydus `--blob-inline-meta` data blob carries its own bootstrap (nydus.rs).
     if args.devices.is_empty()
@@ -175,7 +262,7 @@ fn main() -> ExitCode {
             {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("erofs: {e}");
+            eprintln!("erofs: {}", explain(e.as_ref()));
             ExitCode::FAILURE
         }
     }
@@ -205,29 +292,34 @@ fn run(cmd: Cmd) -> CliResult {
         }
         Cmd::Stat { img, path } => {
             let image = open(&img)?;
-            let md = image.symlink_metadata(&path)?;
+            let md = image.symlink_metadata(&path).map_err(|e| at(&path, e))?;
             print_stat(&image, &path, &md, &mut out)?;
         }
-        Cmd::Cat { img, path } => {
+        Cmd::Cat { img, paths } => {
             let image = open(&img)?;
-            let inode = image.lookup(&path)?;
-            if inode.metadata().is_dir() {
-                return Err(erofs_reader::Error::IsADirectory(path).into());
-            }
+            // Like cat(1): a file that fails is reported, the others are still written.
+            let mut failed = false;
             let mut buf = vec![0u8; 1 << 20];
-            let mut off = 0u64;
-            loop {
-                let n = image.read_at(&inode, off, &mut buf)?;
-                if n == 0 {
-                    break;
+            for path in &paths {
+                if let Err(e) = cat(&image, path, &mut buf, &mut out) {
+                    if let Some(io) = e.downcast_ref::<io::Error>()
+                        && io.kind() == io::ErrorKind::BrokenPipe
+                    {
+                        return Err(e);
+                    }
+                    out.flush()?;
+                    eprintln!("erofs: {e}");
+                    failed = true;
                 }
-                out.write_all(&buf[..n])?;
-                off += n as u64;
+            }
+            out.flush()?;
+            if failed {
+                return Ok(ExitCode::FAILURE);
             }
         }
         Cmd::Xattrs { img, path } => {
             let image = open(&img)?;
-            for x in image.xattrs(&path)? {
+            for x in image.xattrs(&path).map_err(|e| at(&path, e))? {
                 writeln!(
                     out,
                     "{}={}",
@@ -238,14 +330,20 @@ fn run(cmd: Cmd) -> CliResult {
         }
         Cmd::Chunks { img, path } => {
             let image = open(&img)?;
-            let inode = image.lookup(&path)?;
+            let inode = image.lookup(&path).map_err(|e| at(&path, e))?;
             let size = inode.metadata().len();
+            if inode.metadata().layout().is_compressed() {
+                let extents = image.compressed_extents(&inode).map_err(|e| at(&path, e))?;
+                print_compressed_extents(&extents, &mut out)?;
+                out.flush()?;
+                return Ok(ExitCode::SUCCESS);
+            }
             writeln!(out, "{:>14} {:>12}  target", "file offset", "length")?;
             for Extent {
                 file_offset,
                 len,
                 target,
-            } in image.extents(&inode, 0..size)?
+            } in image.extents(&inode, 0..size).map_err(|e| at(&path, e))?
             {
                 let t = match target {
                     ExtentTarget::Hole => "hole".to_string(),
@@ -262,27 +360,43 @@ fn run(cmd: Cmd) -> CliResult {
                 writeln!(out, "{file_offset:>14} {len:>12}  {t}")?;
             }
         }
-        Cmd::Extract { img, dest } => {
+        Cmd::Extract {
+            img,
+            dest,
+            force,
+            quiet,
+        } => {
             let image = open(&img)?;
-            let report = extract::extract(&image, &dest)?;
+            let progress = progress::Progress::new(quiet);
+            let report = extract::extract(&image, &dest, force, &progress);
+            progress.finish();
+            let report = report?;
             out.flush()?;
             for w in &report.warnings {
                 eprintln!("erofs: warning: {w}");
             }
-            eprintln!(
-                "extracted {} entries, {} bytes into {}",
-                report.entries,
-                report.bytes,
-                dest.display()
-            );
+            if !quiet {
+                eprintln!(
+                    "extracted {} entries, {} bytes into {}",
+                    report.entries,
+                    report.bytes,
+                    dest.display()
+                );
+            }
         }
-        Cmd::Fsck { img, threads } => {
+        Cmd::Fsck {
+            img,
+            threads,
+            quiet,
+        } => {
             let image = open(&img)?;
             let threads = threads
                 .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
                 .unwrap_or(1)
                 .max(1);
-            let mut report = fsck::fsck(&image, threads);
+            let progress = progress::Progress::new(quiet);
+            let mut report = fsck::fsck(&image, threads, &progress);
+            progress.finish();
             // RAFS v6 with a blob dir: decode every blob chunk and check its digest (nydus.rs).
             if let (Some(dir), Some(rafs)) = (
                 &img.blob_dir,
@@ -324,6 +438,105 @@ fn run(cmd: Cmd) -> CliResult {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Write one file of `erofs cat`.
+fn cat(
+    image: &Image,
+    path: &str,
+    buf: &mut [u8],
+    out: &mut impl Write,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let inode = image.lookup(path).map_err(|e| at(path, e))?;
+    if inode.metadata().is_dir() {
+        return Err(at(
+            path,
+            erofs_reader::Error::IsADirectory(path.to_string()),
+        ));
+    }
+    let mut off = 0u64;
+    loop {
+        let n = image.read_at(&inode, off, buf).map_err(|e| at(path, e))?;
+        if n == 0 {
+            break;
+        }
+        out.write_all(&buf[..n])?;
+        off += n as u64;
+    }
+    Ok(())
+}
+
+/// `dump.erofs -e` for a compressed file: logical range, length, where it is stored.
+fn print_compressed_extents(extents: &[CompressedExtent], out: &mut impl Write) -> io::Result<()> {
+    writeln!(
+        out,
+        "{:>4}  {:>24} {:>10}  stored",
+        "ext", "logical offset", "length"
+    )?;
+    for (i, e) in extents.iter().enumerate() {
+        let stored = match e.source {
+            ExtentSource::Hole => "hole".to_string(),
+            ExtentSource::Fragment { offset } => format!("fragment, packed inode offset {offset}"),
+            ExtentSource::Pcluster {
+                device,
+                offset,
+                len,
+                encoding,
+                inline,
+            } => {
+                let enc = match encoding {
+                    Encoding::Shifted => "plain".to_string(),
+                    Encoding::Interlaced => "plain, interlaced".to_string(),
+                    Encoding::Compressed(a) => a.to_string(),
+                };
+                let dev = match device {
+                    0 => String::new(),
+                    u16::MAX => "metabox ".to_string(),
+                    d => format!("device {d} "),
+                };
+                format!(
+                    "{dev}{offset}..{} ({len} bytes, {enc}{}{})",
+                    offset + len,
+                    if inline { ", inline" } else { "" },
+                    if e.partial_ref { ", partial" } else { "" }
+                )
+            }
+        };
+        writeln!(
+            out,
+            "{i:>4}: {:>11}..{:>11} {:>10}  {stored}",
+            e.file_offset,
+            e.file_offset + e.len,
+            e.len
+        )?;
+    }
+    Ok(())
+}
+
+/// Bytes a file occupies in the image: the stored pclusters of a compressed file, the
+/// blocks of its data (on any device) otherwise; inline tails and fragments count their
+/// length.
+fn on_disk_size(image: &Image, inode: &Inode) -> erofs_reader::Result<u64> {
+    let md = inode.metadata();
+    if md.layout().is_compressed() {
+        return Ok(image
+            .compressed_extents(inode)?
+            .iter()
+            .map(|e| match e.source {
+                ExtentSource::Pcluster { len, .. } => len,
+                ExtentSource::Fragment { .. } => e.len,
+                ExtentSource::Hole => 0,
+            })
+            .sum());
+    }
+    Ok(image
+        .extents(inode, 0..md.len())?
+        .iter()
+        .map(|e| match e.target {
+            ExtentTarget::Hole => 0,
+            _ => e.len,
+        })
+        .sum())
+}
+
 fn show_value(v: &[u8]) -> String {
     if !v.is_empty() && v.iter().all(|&b| b.is_ascii_graphic() || b == b' ') {
         format!("\"{}\"", String::from_utf8_lossy(v))
@@ -344,9 +557,11 @@ fn print_sb(image: &Image, out: &mut impl Write) -> io::Result<()> {
     writeln!(out, "blocks:          {}", sb.blocks())?;
     writeln!(out, "meta blkaddr:    {}", sb.meta_blkaddr.get())?;
     writeln!(out, "xattr blkaddr:   {}", sb.xattr_blkaddr.get())?;
+    let built = i64::try_from(sb.build_time()).unwrap_or(i64::MAX);
     writeln!(
         out,
-        "build time:      {}.{:09}",
+        "build time:      {} UTC ({}.{:09})",
+        show::ctime(built),
         sb.build_time(),
         sb.fixed_nsec.get()
     )?;
@@ -355,8 +570,7 @@ fn print_sb(image: &Image, out: &mut impl Write) -> io::Result<()> {
         "volume name:     {}",
         String::from_utf8_lossy(sb.volume_name())
     )?;
-    let uuid: String = sb.uuid.iter().map(|b| format!("{b:02x}")).collect();
-    writeln!(out, "uuid:            {uuid}")?;
+    writeln!(out, "uuid:            {}", show::uuid(&sb.uuid))?;
     let compat: Vec<_> = sb.compat().names().collect();
     let incompat: Vec<_> = sb.incompat().names().collect();
     writeln!(
@@ -425,14 +639,13 @@ fn long_line(image: &Image, md: &Metadata, name: &str, target_of: Option<&str>) 
         md.len().to_string()
     };
     let mut line = format!(
-        "{} {:>3} {:>6} {:>6} {:>10} {}.{:09} {}",
+        "{} {:>3} {:>6} {:>6} {:>10} {} {}",
         mode_string(md),
         md.nlink(),
         md.uid(),
         md.gid(),
         size,
-        md.mtime(),
-        md.mtime_nsec(),
+        show::short_time(md.mtime()),
         name
     );
     if md.file_type() == FileType::Symlink
@@ -497,7 +710,7 @@ fn ls(image: &Image, path: &str, long: bool, recursive: bool, out: &mut impl Wri
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_stat(image: &Image, path: &str, md: &Metadata, out: &mut impl Write) -> io::Result<()> {
+fn print_stat(image: &Image, path: &str, md: &Metadata, out: &mut impl Write) -> CliResult {
     writeln!(out, "  path: {path}")?;
     writeln!(out, "   nid: {}", md.nid())?;
     writeln!(out, "  type: {:?}", md.file_type())?;
@@ -511,7 +724,22 @@ fn print_stat(image: &Image, path: &str, md: &Metadata, out: &mut impl Write) ->
     writeln!(out, "   uid: {}", md.uid())?;
     writeln!(out, "   gid: {}", md.gid())?;
     writeln!(out, "  size: {}", md.len())?;
-    writeln!(out, " mtime: {}.{:09}", md.mtime(), md.mtime_nsec())?;
+    if md.file_type() == FileType::Regular {
+        let stored = image
+            .inode(md.nid())
+            .and_then(|inode| on_disk_size(image, &inode))
+            .map_err(|e| at(path, e))?;
+        writeln!(
+            out,
+            "  disk: {stored} bytes (ratio {})",
+            show::ratio(stored, md.len())
+        )?;
+    }
+    writeln!(
+        out,
+        " mtime: {} UTC",
+        show::timestamp(md.mtime(), md.mtime_nsec())
+    )?;
     writeln!(out, "layout: {:?}", md.layout())?;
     writeln!(
         out,
@@ -527,5 +755,5 @@ fn print_stat(image: &Image, path: &str, md: &Metadata, out: &mut impl Write) ->
     {
         writeln!(out, "target: {}", t.to_string_lossy())?;
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
