@@ -171,9 +171,13 @@ impl RafsBlob {
         if self.source.zran_contexts().is_ok_and(|z| !z.is_empty()) {
             return Vec::new();
         }
-        let mut out: Vec<Range<u64>> = chunks[self.chunk_span(range)]
-            .iter()
-            .map(|c| c.compressed_offset..c.compressed_end())
+        let span = self.chunk_span(range);
+        // A chunk already decoded (a window that ended inside it) needs no stored bytes:
+        // staging it again would fetch it twice.
+        let mut out: Vec<Range<u64>> = (span.start..)
+            .zip(&chunks[span])
+            .filter(|(ci, _)| u32::try_from(*ci).is_ok_and(|ci| !self.source.is_decoded(ci)))
+            .map(|(_, c)| c.compressed_offset..c.compressed_end())
             .filter(|r| !r.is_empty())
             .collect();
         out.sort_by_key(|r| r.start);

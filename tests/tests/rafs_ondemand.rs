@@ -259,12 +259,26 @@ struct Recording {
     dir: ondemand::LocalDirStore,
     batches: std::sync::Arc<std::sync::Mutex<Vec<usize>>>,
     fail: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Stored bytes read, by single reads and batches.
+    bytes: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 struct RecordingBlob {
     inner: std::sync::Arc<dyn ondemand::StoredBlob>,
     batches: std::sync::Arc<std::sync::Mutex<Vec<usize>>>,
     fail: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    bytes: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Recording {
+    fn new(blobs: &std::path::Path) -> Self {
+        Recording {
+            dir: ondemand::LocalDirStore::new(blobs),
+            batches: Default::default(),
+            fail: Default::default(),
+            bytes: Default::default(),
+        }
+    }
 }
 
 impl erofs_reader::Source for RecordingBlob {
@@ -272,6 +286,8 @@ impl erofs_reader::Source for RecordingBlob {
         if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(io::Error::other("store down"));
         }
+        self.bytes
+            .fetch_add(buf.len() as u64, std::sync::atomic::Ordering::SeqCst);
         self.inner.read_exact_at(buf, offset)
     }
     fn size(&self) -> io::Result<u64> {
@@ -287,6 +303,9 @@ impl ondemand::StoredBlob for RecordingBlob {
             reads[0].buf.fill(0xee);
             return Err(io::Error::other("connection reset"));
         }
+        let n: usize = reads.iter().map(|r| r.buf.len()).sum();
+        self.bytes
+            .fetch_add(n as u64, std::sync::atomic::Ordering::SeqCst);
         self.inner.read_ranges(reads)
     }
 }
@@ -297,6 +316,7 @@ impl ondemand::BlobStore for Recording {
             inner: self.dir.open(name)?,
             batches: self.batches.clone(),
             fail: self.fail.clone(),
+            bytes: self.bytes.clone(),
         }))
     }
     fn names(&self) -> io::Result<Vec<Vec<u8>>> {
@@ -319,11 +339,7 @@ fn a_blob_store_gets_one_batch_per_window_and_its_errors_fail_the_read() {
         return;
     }
     let blobs = dir.join("blobs");
-    let store = Recording {
-        dir: ondemand::LocalDirStore::new(&blobs),
-        batches: Default::default(),
-        fail: Default::default(),
-    };
+    let store = Recording::new(&blobs);
     let (batches, fail) = (store.batches.clone(), store.fail.clone());
     let server = ondemand::rafs::RafsServer::with_store(store).with_verify_digests(true);
     let boot = read_object(&RafsDirServer::new(&blobs), b"img");
@@ -348,4 +364,42 @@ fn a_blob_store_gets_one_batch_per_window_and_its_errors_fail_the_read() {
     fail.store(false, std::sync::atomic::Ordering::SeqCst);
     server.fill(&opened.object, 2 << 20, &mut next).unwrap();
     assert_eq!(&next[..], &want[2 << 20..3 << 20]);
+}
+
+/// Two windows that split a chunk between them fetch its stored bytes once: the second finds
+/// it decoded (the kernel's windows and fills ahead need not be chunk-aligned).
+#[test]
+fn windows_that_split_a_chunk_fetch_it_once() {
+    let dir = tests::scratch_dir("rafs_ondemand/split");
+    if build(
+        &dir,
+        "img",
+        &["--compressor", "zstd", "--chunk-size", "0x10000"],
+    )
+    .is_none()
+    {
+        return;
+    }
+    let blobs = dir.join("blobs");
+    let boot = read_object(&RafsDirServer::new(&blobs), b"img");
+    let image = Image::from_source(boot).unwrap();
+    let id = image.devices()[0].tag.clone();
+    let want = read_object(&RafsDirServer::new(&blobs), &id);
+    let fetched = |windows: &[(u64, usize)]| {
+        let store = Recording::new(&blobs);
+        let bytes = store.bytes.clone();
+        let server = ondemand::rafs::RafsServer::with_store(store);
+        let opened = server.open(&key(&id)).unwrap();
+        for &(off, len) in windows {
+            let mut buf = vec![0u8; len];
+            server.fill(&opened.object, off, &mut buf).unwrap();
+            assert_eq!(&buf[..], &want[off as usize..off as usize + len]);
+        }
+        bytes.load(std::sync::atomic::Ordering::SeqCst)
+    };
+    // 64 KiB chunks: [0, 160 KiB) ends in chunk 2, [160 KiB, 320 KiB) starts in it.
+    let whole = fetched(&[(0, 320 << 10)]);
+    let split = fetched(&[(0, 160 << 10), (160 << 10, 160 << 10)]);
+    assert!(whole > 0);
+    assert_eq!(split, whole, "the split chunk was fetched twice");
 }

@@ -232,6 +232,12 @@ impl BlobSource {
         Ok((data, checked))
     }
 
+    /// Whether chunk `ci` is decoded in the cache right now, so that reading it needs no
+    /// stored bytes (it may still be evicted before that read). Not counted as a cache hit.
+    pub fn is_decoded(&self, ci: u32) -> bool {
+        self.cache.lock().is_ok_and(|c| c.get(ci).is_some())
+    }
+
     fn digest_for(&self, ci: u32) -> Option<&Digest> {
         self.digests.as_ref()?.get(ci as usize)?.as_ref()
     }
