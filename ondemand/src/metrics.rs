@@ -117,6 +117,7 @@ pub struct Stats {
     pub(crate) ahead_bytes: AtomicU64,
     pub(crate) open_latency: Histogram,
     pub(crate) read_latency: Histogram,
+    pub(crate) claim_wait: Histogram,
     pub(crate) fetch_latency: Histogram,
 }
 
@@ -229,6 +230,12 @@ impl Stats {
     /// Time from reading a READ to its completion (fill, writes and the ioctl).
     pub fn read_latency(&self) -> HistogramSnapshot {
         self.read_latency.snapshot()
+    }
+
+    /// Time a READ waited for fills in flight over its requested part (another READ's
+    /// window, a fill ahead or a prefetch), observed only for READs that waited.
+    pub fn claim_wait(&self) -> HistogramSnapshot {
+        self.claim_wait.snapshot()
     }
 
     /// Time of one server fill (one chunk of at most the fill buffer), for READs and prefetch.
@@ -433,6 +440,12 @@ pub fn render_prometheus_with_objects<'a>(
         "erofs_ondemand_read_duration_seconds",
         "Time from reading a READ to completing it.",
         &stats.read_latency(),
+    );
+    histogram(
+        c,
+        "erofs_ondemand_read_wait_duration_seconds",
+        "Time a READ waited for fills in flight over its requested part (READs that waited).",
+        &stats.claim_wait(),
     );
     histogram(
         c,
