@@ -519,6 +519,7 @@ mod tests {
         Stats::bump(&stats.fetched_bytes, 4096);
         Stats::bump(&stats.prefetched_bytes, 8192);
         stats.read_latency.observe(Duration::from_millis(2));
+        stats.claim_wait.observe(Duration::from_millis(3));
         let text = render_prometheus(
             &stats,
             Gauges {
@@ -548,6 +549,8 @@ mod tests {
             1.0
         );
         assert_eq!(m["erofs_ondemand_read_duration_seconds_count"], 1.0);
+        assert_eq!(m["erofs_ondemand_read_wait_duration_seconds_count"], 1.0);
+        assert!((m["erofs_ondemand_read_wait_duration_seconds_sum"] - 0.003).abs() < 1e-9);
         assert!((m["erofs_ondemand_read_duration_seconds_sum"] - 0.002).abs() < 1e-9);
         // Every sample has a TYPE line for its family, declared once.
         let mut types = std::collections::BTreeSet::new();
