@@ -61,7 +61,8 @@
 //! Threads: [`FanotifyDaemon::run`] serves with [`FanotifyDaemon::with_threads`] workers
 //! (default [`crate::DEFAULT_THREADS`], as `serve`), each reading events from the group and
 //! filling with its own buffer, plus the prefetch threads and the metrics reporter of the
-//! engine.
+//! engine. A worker answers every event of one `read(2)` before it fills ahead of any of
+//! them, and fills ahead only while the group has no event pending for it.
 //!
 //! # Example
 //!
