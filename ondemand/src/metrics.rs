@@ -117,6 +117,7 @@ pub struct Stats {
     pub(crate) ahead_bytes: AtomicU64,
     pub(crate) open_latency: Histogram,
     pub(crate) read_latency: Histogram,
+    pub(crate) claim_wait: Histogram,
     pub(crate) fetch_latency: Histogram,
 }
 
@@ -229,6 +230,12 @@ impl Stats {
     /// Time from reading a READ to its completion (fill, writes and the ioctl).
     pub fn read_latency(&self) -> HistogramSnapshot {
         self.read_latency.snapshot()
+    }
+
+    /// Time a READ waited for fills in flight over its requested part (another READ's
+    /// window, a fill ahead or a prefetch), observed only for READs that waited.
+    pub fn claim_wait(&self) -> HistogramSnapshot {
+        self.claim_wait.snapshot()
     }
 
     /// Time of one server fill (one chunk of at most the fill buffer), for READs and prefetch.
@@ -436,6 +443,12 @@ pub fn render_prometheus_with_objects<'a>(
     );
     histogram(
         c,
+        "erofs_ondemand_read_wait_duration_seconds",
+        "Time a READ waited for fills in flight over its requested part (READs that waited).",
+        &stats.claim_wait(),
+    );
+    histogram(
+        c,
         "erofs_ondemand_fetch_duration_seconds",
         "Time of one server fill (one chunk).",
         &stats.fetch_latency(),
@@ -506,6 +519,7 @@ mod tests {
         Stats::bump(&stats.fetched_bytes, 4096);
         Stats::bump(&stats.prefetched_bytes, 8192);
         stats.read_latency.observe(Duration::from_millis(2));
+        stats.claim_wait.observe(Duration::from_millis(3));
         let text = render_prometheus(
             &stats,
             Gauges {
@@ -535,6 +549,8 @@ mod tests {
             1.0
         );
         assert_eq!(m["erofs_ondemand_read_duration_seconds_count"], 1.0);
+        assert_eq!(m["erofs_ondemand_read_wait_duration_seconds_count"], 1.0);
+        assert!((m["erofs_ondemand_read_wait_duration_seconds_sum"] - 0.003).abs() < 1e-9);
         assert!((m["erofs_ondemand_read_duration_seconds_sum"] - 0.002).abs() < 1e-9);
         // Every sample has a TYPE line for its family, declared once.
         let mut types = std::collections::BTreeSet::new();

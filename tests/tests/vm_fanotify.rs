@@ -160,6 +160,9 @@ fan_start() {
     await_daemon "mount-$_fn" "not mounted" 600 grep -q " $_fm erofs " /proc/mounts
 }
 settle() { sleep 1; }
+latency_line() { sed -nE 's/^erofs_ondemand_(read|read_wait|fetch)_duration_seconds_(sum|count) /\1_\2=/p' /tmp/$1.prom | tr '\n' ' '; }
+# cpu_line: the daemon's minor faults, user and system time in clock ticks (/proc/PID/stat).
+cpu_line() { cut -d' ' -f10,14,15 /proc/$DPID/stat | sed 's/^\([0-9]*\) \([0-9]*\) \([0-9]*\)$/minflt=\1 utime=\2 stime=\3/'; }
 metrics_line() { sed -n 's/^erofs_ondemand_\([a-z_]*\)_total \([0-9]*\)$/\1=\2/p' /tmp/$1.prom | tr '\n' ' '; }
 present_of() { sed -n "s|^erofs_ondemand_object_present_bytes{object=\"[^\"]*/$2\"} ||p" /tmp/$1.prom; }
 sum_present() { sed -n 's/^erofs_ondemand_object_present_bytes{[^}]*} //p' /tmp/$1.prom | awk '{ s += $1 } END { print s + 0 }'; }
@@ -800,9 +803,12 @@ ls -lR /mnt/{k}{r} >/dev/null
 drop_caches
 settle
 data {k}{r}_before \"$(metrics_line {k}{r})\"
+data {k}{r}_cpu_before \"$(cpu_line)\"
 read_tree {k}{r} /mnt/{k}{r}
+data {k}{r}_cpu_after \"$(cpu_line)\"
 settle
 data {k}{r}_after \"$(metrics_line {k}{r})\"
+data {k}{r}_latency \"$(latency_line {k}{r})\"
 stop_daemon daemon-exit-{k}{r}
 "
             ));
@@ -859,6 +865,7 @@ stop_daemon daemon-exit-{k}{r}
     for (k, _, what) in &variants {
         let samples: Vec<f64> = (1..=3).map(|r| ns(&format!("{k}{r}"))).collect();
         let mut events = Vec::new();
+        let mut inside = Vec::new();
         for r in 1..=3 {
             let before = out.data(&format!("{k}{r}_before")).unwrap_or_default();
             let after = out.data(&format!("{k}{r}_after")).unwrap_or_default();
@@ -869,6 +876,7 @@ stop_daemon daemon-exit-{k}{r}
             );
             assert_eq!(field(after, "errors"), 0, "{after}");
             events.push(field(after, "read_requests") - field(before, "read_requests"));
+            inside.push(daemon_figures(&out, &format!("{k}{r}")));
         }
         println!(
             "  zstd RAFS through erofs-ondemand fanotify, {what}: {}; {:.2} of the file-backed speed (best against best; target >= 0.6); pre-content events {events:?} ({:.1} per MiB read)",
@@ -876,5 +884,39 @@ stop_daemon daemon-exit-{k}{r}
             best(&fb) / best(&samples),
             events[0] as f64 / mib,
         );
+        for (r, line) in inside.iter().enumerate() {
+            println!("    round {}: {line}", r + 1);
+        }
     }
+}
+
+/// Where one figures round's time went inside the daemon: per event, the mean time from its
+/// read to its answer; how many events waited for a fill in flight (and how long); the time
+/// spent in the server's fills; the daemon's CPU time (user, system) and minor faults
+/// during the read.
+fn daemon_figures(out: &tests::vm::VmOutcome, key: &str) -> String {
+    let get = |what: &str, name: &str| -> f64 {
+        out.data(&format!("{key}_{what}"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let ms = |sum: f64, n: f64| if n > 0.0 { sum / n * 1e3 } else { 0.0 };
+    let cpu = |name: &str| get("cpu_after", name) - get("cpu_before", name);
+    format!(
+        "event to answer {:.2} ms mean, {} waited for a fill in flight ({:.1} ms mean); fills {:.0} ms in {}; daemon CPU user {:.2} s, system {:.2} s, {} minor faults",
+        ms(get("latency", "read_sum"), get("latency", "read_count")),
+        get("latency", "read_wait_count"),
+        ms(
+            get("latency", "read_wait_sum"),
+            get("latency", "read_wait_count")
+        ),
+        get("latency", "fetch_sum") * 1e3,
+        get("latency", "fetch_count"),
+        cpu("utime") / 100.0,
+        cpu("stime") / 100.0,
+        cpu("minflt"),
+    )
 }

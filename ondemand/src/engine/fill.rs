@@ -217,7 +217,9 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
         let mut r = object.lock_ranges();
         // Bounded: fills in flight always end (success or failure); the bound only guards
         // against a server that hangs.
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let waited = Instant::now();
+        let deadline = waited + Duration::from_secs(60);
+        let must_wait = r.inflight.intersects(requested.clone());
         while r.inflight.intersects(requested.clone())
             && !object.is_closed()
             && Instant::now() < deadline
@@ -227,6 +229,9 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
                 .wait_timeout(r, Duration::from_millis(100))
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
+        }
+        if must_wait {
+            self.stats.claim_wait.observe(waited.elapsed());
         }
         let (mut claims, covered) = if self.asks_for_present {
             // The kernel asks for present bytes too (fanotify): what is known present (written,

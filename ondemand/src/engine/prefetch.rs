@@ -600,6 +600,10 @@ mod session_tests {
         let st = s.stats();
         assert_eq!(st.fetched_bytes, 0, "the READ fetched nothing itself");
         assert_eq!(st.served_by_prefetch_bytes, 4096);
+        // The wait is measured: one READ waited, for part of a 20 ms chunk at most.
+        let waited = s.metrics().claim_wait();
+        assert_eq!(waited.count, 1);
+        assert!(waited.sum < Duration::from_secs(5), "{waited:?}");
         assert_eq!(s.server().produced.load(Ordering::SeqCst), LEN as u64);
         assert_eq!(&std::fs::read(&path).unwrap()[..LEN], &blob()[..]);
     }

@@ -61,7 +61,8 @@
 //! Threads: [`FanotifyDaemon::run`] serves with [`FanotifyDaemon::with_threads`] workers
 //! (default [`crate::DEFAULT_THREADS`], as `serve`), each reading events from the group and
 //! filling with its own buffer, plus the prefetch threads and the metrics reporter of the
-//! engine.
+//! engine. A worker answers every event of one `read(2)` before it fills ahead of any of
+//! them, and fills ahead only while the group has no event pending for it.
 //!
 //! # Example
 //!
@@ -846,23 +847,44 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
     /// return how many were handled. `buf` receives the events (at least 4 KiB: one read
     /// returns whole events only); `fill` is the fill buffer (any size). For embedders with
     /// their own loop: poll [`AsFd::as_fd`] of this daemon for `POLLIN`, then call this.
+    ///
+    /// Every event of a read is answered before any work that can wait (the fill ahead of a
+    /// sequential reader, asynchronous readahead): that work is done one event's worth at a
+    /// time, each time the group has no event pending, so an event that finds its bytes
+    /// present is never queued behind a fill for another reader.
     pub fn serve_pending(&self, buf: &mut [u8], fill: &mut AlignedBuf) -> usize {
         let mut handled = 0;
-        while !self.shutdown.is_triggered() {
-            let n = match nix::unistd::read(&self.group, buf) {
-                Ok(0) | Err(Errno::EAGAIN) => break,
-                Ok(n) => n.min(buf.len()),
-                Err(Errno::EINTR) => continue,
-                Err(e) => {
-                    log::error!("reading fanotify events: {e}");
-                    Stats::bump(&self.engine.stats.bad_messages, 1);
-                    break;
+        let mut afters = std::collections::VecDeque::new();
+        loop {
+            let n = if self.shutdown.is_triggered() {
+                // Claims taken for later fills must still be filled and released.
+                0
+            } else {
+                match nix::unistd::read(&self.group, buf) {
+                    Ok(0) | Err(Errno::EAGAIN) => 0,
+                    Ok(n) => n.min(buf.len()),
+                    Err(Errno::EINTR) => continue,
+                    Err(e) => {
+                        log::error!("reading fanotify events: {e}");
+                        Stats::bump(&self.engine.stats.bad_messages, 1);
+                        0
+                    }
                 }
             };
+            if n == 0 {
+                match afters.pop_front() {
+                    Some(after) => {
+                        self.finish(after, fill);
+                        continue;
+                    }
+                    None => break,
+                }
+            }
+            let read_at = Instant::now();
             for event in Events::new(&buf[..n]) {
                 handled += 1;
                 match event {
-                    Ok(ev) => self.handle(ev, fill),
+                    Ok(ev) => afters.extend(self.handle(ev, fill, read_at)),
                     Err(bad) => {
                         log::error!("undecodable fanotify event: {}", bad.error);
                         Stats::bump(&self.engine.stats.bad_messages, 1);
@@ -879,9 +901,15 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
         handled
     }
 
-    /// Serve one event: fill, respond, close its fd; then fill what comes after the answer
-    /// (asynchronous readahead, the fill ahead of a sequential reader).
-    fn handle(&self, ev: Event, fill: &mut AlignedBuf) {
+    /// Serve one event read at `read_at`: fill, respond, close its fd. Returns what to fill
+    /// after the answer (asynchronous readahead, the fill ahead of a sequential reader), for
+    /// [`finish`](Self::finish).
+    fn handle(
+        &self,
+        ev: Event,
+        fill: &mut AlignedBuf,
+        read_at: Instant,
+    ) -> Option<After<S::Object>> {
         if ev.fd < 0 {
             // Only notification events come without an fd; this group asks for none but a
             // queue overflow can still arrive.
@@ -890,7 +918,7 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
                 "fanotify event without fd (mask {:#x}): queue overflow?",
                 ev.mask
             );
-            return;
+            return None;
         }
         let fd = match crate::sys::adopt_fd(ev.fd) {
             Ok(fd) => fd,
@@ -898,10 +926,9 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
                 log::error!("event fd {}: {e}", ev.fd);
                 Stats::bump(&self.engine.stats.bad_messages, 1);
                 self.respond(ev.fd, Err(e));
-                return;
+                return None;
             }
         };
-        let started = Instant::now();
         let mut after = After::default();
         let result = self.serve(&ev, fd.as_fd(), fill, &mut after);
         // Respond before closing: once closed, the number may name another event's fd.
@@ -910,9 +937,15 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
             journal.clear(ev.fd);
         }
         drop(fd);
-        self.engine.stats.read_latency.observe(started.elapsed());
+        // From the read of the event (other events of the same read came first) to the answer.
+        self.engine.stats.read_latency.observe(read_at.elapsed());
+        after.object.is_some().then_some(after)
+    }
+
+    /// Fill what an answered event left for later, then unmark its file if it is complete.
+    fn finish(&self, after: After<S::Object>, fill: &mut AlignedBuf) {
+        self.engine.fill_later(after.later, fill);
         if let Some(object) = after.object {
-            self.engine.fill_later(after.later, fill);
             if let Some(range) = after.ahead {
                 self.engine.fill_ahead(&object, range, fill);
             }
