@@ -122,6 +122,8 @@
 //! - `pure-rust`: only the decompressors without C libraries (`lz4`, `deflate`); with
 //!   `default-features = false`, a static `x86_64-unknown-linux-musl` build needs no C
 //!   toolchain for the target.
+//!   (`registry`, and so `cli`, add rustls on `ring`, which compiles C and assembly: a
+//!   musl build of the binaries needs `musl-gcc`.)
 //! - `cli`: the `erofs-ondemand` binary (clap, env_logger; turns on `registry`).
 //! - `registry`: [`registry`], serving images from OCI registries (`oci-lazy`, `tar`,
 //!   `flate2`).
