@@ -21,9 +21,12 @@
 //! it an `Authorization` header of its own (it must not: the token is for the registry).
 //! Only plain HTTP upstreams: put the proxy in front of [`Registry::plain`] or
 //! [`Registry::token`] (its token server stays direct: the realm is an absolute URL). It also
-//! serves absolute-form requests (`GET http://HOST/v2/…`), so it can stand as a client's
-//! `HTTP_PROXY` for a plain-HTTP registry (every request goes to its one upstream); `CONNECT`
-//! (an `HTTPS_PROXY`) is not supported.
+//! serves absolute-form requests (`GET http://HOST/v2/…`) and `CONNECT HOST:PORT` tunnels
+//! (answered `200 Connection established`, logged as a [`Served`] with method `CONNECT`), so
+//! it can stand as a client's `HTTP_PROXY` / `HTTPS_PROXY` for a plain-HTTP registry: every
+//! request, whatever host it names, goes to its one upstream. The HTTP requests that come
+//! through a tunnel are served, logged and faulted like direct ones (a TLS handshake through
+//! a tunnel is not HTTP: the proxy closes the connection).
 //!
 //! [`Registry::plain`]: crate::registry::Registry::plain
 //! [`Registry::token`]: crate::registry::Registry::token
@@ -99,7 +102,7 @@ pub enum Fault {
 /// One request the proxy answered.
 #[derive(Debug, Clone)]
 pub struct Served {
-    /// Method.
+    /// Method (`CONNECT` for a tunnel opened, with target `HOST:PORT`).
     pub method: String,
     /// Target (path and query).
     pub target: String,
@@ -580,6 +583,28 @@ fn serve_proxy(conn: TcpStream, shared: &Shared) {
         let Ok(Some(mut req)) = http::read_request(&mut reader) else {
             return;
         };
+        if req.method.eq_ignore_ascii_case("CONNECT") {
+            // An `HTTPS_PROXY`-style tunnel: whatever host it names, the tunnel ends at the
+            // one upstream. The requests that come through it are plain HTTP to that
+            // upstream, so they are served (logged, faulted) like any other below; a TLS
+            // handshake is not HTTP and closes the connection.
+            shared.log.lock().unwrap().push(Served {
+                method: "CONNECT".into(),
+                target: req.target.clone(),
+                range: None,
+                authorization: req.header("proxy-authorization").is_some(),
+                status: 200,
+                bytes: 0,
+                fault: None,
+            });
+            if client
+                .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                .is_err()
+            {
+                return;
+            }
+            continue;
+        }
         shared.in_flight.fetch_add(1, Ordering::SeqCst);
         let fault = shared.take_fault(&req);
         let mut served = Served {

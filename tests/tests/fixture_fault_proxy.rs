@@ -4,6 +4,8 @@
 //! - pass-through: manifests and ranges arrive intact, kept-alive connections carry several
 //!   requests, an absolute-form request (the proxy as `HTTP_PROXY`) is served too, and the
 //!   proxy's counts equal the registry's own access log;
+//! - a `CONNECT` tunnel (the proxy as `HTTPS_PROXY`) to any host name carries plain HTTP to
+//!   the registry, counted like direct requests; a TLS handshake in it closes the connection;
 //! - each fault hits exactly the next N matching requests, then traffic is clean again:
 //!   `429`/`503` with `Retry-After`, a reset, a body cut short (the client sees fewer bytes
 //!   than `Content-Length`), `200` with the whole blob for a range request, an extra delay;
@@ -43,6 +45,85 @@ fn pushed(reg: &Registry, dir: &Path) -> Option<(OciLayout, Image)> {
 
 fn blob_url(base: &str, digest: &str) -> String {
     format!("{base}/v2/demo/app/blobs/{digest}")
+}
+
+#[test]
+fn connect_tunnel_serves_and_counts() {
+    let Some(reg) = Registry::plain("fixture_fault_proxy/connect") else {
+        return;
+    };
+    let (layout, image) = pushed(&reg, reg.dir()).unwrap();
+    let proxy = FaultProxy::in_front_of(&reg);
+    let layer = &image.layers[0];
+    let blob = layout.read_blob(&layer.digest);
+    let before = reg.blob_served(&layer.digest);
+
+    // As an HTTPS_PROXY: CONNECT to a host that does not exist, then plain HTTP through the
+    // tunnel (two requests on it) reaches the one upstream.
+    let mut s = TcpStream::connect(proxy.addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut rd = BufReader::new(s.try_clone().unwrap());
+    write!(
+        s,
+        "CONNECT registry.invalid:5000 HTTP/1.1\r\nHost: registry.invalid:5000\r\n\r\n"
+    )
+    .unwrap();
+    let head = http::read_response_head(&mut rd).unwrap();
+    assert_eq!(
+        (head.status, head.reason.as_str()),
+        (200, "Connection established")
+    );
+    for (a, b) in [(0u64, 999u64), (5000, 5099)] {
+        write!(
+            s,
+            "GET /v2/demo/app/blobs/{} HTTP/1.1\r\nHost: registry.invalid:5000\r\nRange: bytes={a}-{b}\r\n\r\n",
+            layer.digest
+        )
+        .unwrap();
+        let head = http::read_response_head(&mut rd).unwrap();
+        assert_eq!(head.status, 206);
+        let mut body = Vec::new();
+        http::copy_body(&mut rd, &mut body, head.framing("GET").unwrap(), u64::MAX).unwrap();
+        assert_eq!(body, &blob[a as usize..=b as usize]);
+    }
+    drop((s, rd));
+
+    // A TLS handshake through a tunnel is not HTTP: the proxy closes the connection.
+    let mut s = TcpStream::connect(proxy.addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut rd = BufReader::new(s.try_clone().unwrap());
+    write!(
+        s,
+        "CONNECT registry.invalid:443 HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    .unwrap();
+    assert_eq!(http::read_response_head(&mut rd).unwrap().status, 200);
+    s.write_all(&[
+        0x16, 0x03, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5, b'\r', b'\n', b'\r', b'\n',
+    ])
+    .unwrap();
+    let mut rest = Vec::new();
+    let _ = rd.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "{rest:?}");
+
+    let log = proxy.log();
+    let tunnels: Vec<_> = log
+        .iter()
+        .filter(|s| s.method == "CONNECT")
+        .map(|s| (s.target.as_str(), s.status))
+        .collect();
+    assert_eq!(
+        tunnels,
+        [
+            ("registry.invalid:5000", 200),
+            ("registry.invalid:443", 200)
+        ]
+    );
+    // The proxy counts what the registry itself logged.
+    let at_proxy = proxy.blob_served(&layer.digest);
+    assert_eq!(at_proxy, (2, 1000 + 100));
+    let after = reg.blob_served(&layer.digest);
+    assert_eq!((after.0 - before.0, after.1 - before.1), at_proxy);
 }
 
 #[test]
