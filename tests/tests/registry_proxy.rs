@@ -4,7 +4,7 @@
 //! that does not resolve (`registry.invalid`), so the bytes can only arrive through the
 //! proxy.
 //!
-//! - `HTTP_PROXY` and `HTTPS_PROXY`: ureq 3 tunnels every proxied request with `CONNECT`
+//! - `HTTPS_PROXY`, then `HTTP_PROXY`, each alone: ureq 3 tunnels every proxied request with `CONNECT`
 //!   (for `http://` URLs too); the file's bytes equal the source tree's, and the proxy
 //!   counted the tunnels and the GETs (at the proxy, not by the client), the same GETs the
 //!   registry's own access log holds;
@@ -82,52 +82,68 @@ fn erofs_cat_through_an_http_proxy_and_not_with_no_proxy() {
     let authority = format!("{HOST}:{}", reg.addr().port());
     let reference = format!("{authority}/lazy/proxy:v1");
     let proxy_url = proxy.url();
-    let start = reg.access_log().len();
+    // Through the proxy, named by either variable alone (ureq takes one proxy for both
+    // schemes: ALL_PROXY, then HTTPS_PROXY, then HTTP_PROXY, lower-case too).
+    for var in ["HTTPS_PROXY", "HTTP_PROXY"] {
+        proxy.reset_logs();
+        let start = reg.access_log().len();
+        let out = erofs_cat(&reference, &authority, "/etc/config", &[(var, &proxy_url)]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "{var}: erofs failed ({}): {err}",
+            out.status
+        );
+        let want = std::fs::read(tree.upper.join("etc/config")).unwrap();
+        assert!(
+            out.stdout == want,
+            "{var}: {} bytes, want {}",
+            out.stdout.len(),
+            want.len()
+        );
 
-    // Through the proxy: both variables (HTTPS_PROXY is the one ureq picks first).
-    let out = erofs_cat(
-        &reference,
-        &authority,
-        "/etc/config",
-        &[("HTTP_PROXY", &proxy_url), ("HTTPS_PROXY", &proxy_url)],
-    );
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "erofs failed ({}): {err}", out.status);
-    let want = std::fs::read(tree.upper.join("etc/config")).unwrap();
-    assert!(
-        out.stdout == want,
-        "{} bytes, want {}",
-        out.stdout.len(),
-        want.len()
-    );
-
-    // Counted at the proxy: the tunnels it opened to our host, and the GETs through them.
-    let log = proxy.log();
-    let tunnels: Vec<_> = log.iter().filter(|s| s.method == "CONNECT").collect();
-    let gets: Vec<_> = log.iter().filter(|s| s.method == "GET").collect();
-    eprintln!(
-        "through the proxy: {} CONNECTs ({:?}), {} GETs, {} body bytes",
-        tunnels.len(),
-        tunnels
+        // Counted at the proxy: the tunnels it opened to our host, and the GETs through them.
+        let log = proxy.log();
+        let tunnels: Vec<_> = log.iter().filter(|s| s.method == "CONNECT").collect();
+        let gets: Vec<_> = log.iter().filter(|s| s.method == "GET").collect();
+        eprintln!(
+            "{var}: {} CONNECTs ({:?}), GETs {:?}, {} body bytes; client: {}",
+            tunnels.len(),
+            tunnels
+                .iter()
+                .map(|s| s.target.as_str())
+                .collect::<Vec<_>>(),
+            gets.iter()
+                .map(|s| (s.target.as_str(), s.status, s.bytes))
+                .collect::<Vec<_>>(),
+            proxy.total_bytes(),
+            err.lines().last().unwrap_or("")
+        );
+        assert!(!tunnels.is_empty(), "{var}");
+        assert!(tunnels.iter().all(|s| s.target == authority), "{tunnels:?}");
+        assert!(
+            log.iter()
+                .all(|s| s.method == "CONNECT" || s.method == "GET"),
+            "{log:?}"
+        );
+        assert!(
+            gets.iter().any(|s| s.target.contains("/manifests/v1")),
+            "{gets:?}"
+        );
+        assert!(gets.iter().any(|s| s.blob().is_some()), "{gets:?}");
+        assert!(
+            gets.iter().all(|s| s.status == 200 || s.status == 206),
+            "{gets:?}"
+        );
+        // ... and they are the GETs the registry logged: nothing reached it another way.
+        let registry_gets = reg
+            .access_log()
             .iter()
-            .map(|s| s.target.as_str())
-            .collect::<Vec<_>>(),
-        gets.len(),
-        proxy.total_bytes()
-    );
-    assert!(!tunnels.is_empty());
-    assert!(tunnels.iter().all(|s| s.target == authority), "{tunnels:?}");
-    assert!(gets.iter().any(|s| s.target.contains("/manifests/v1")));
-    assert!(gets.iter().any(|s| s.blob().is_some()), "{gets:?}");
-    assert!(gets.iter().all(|s| s.status == 200 || s.status == 206));
-    // ... and they are the GETs the registry logged: nothing reached it another way.
-    let registry_gets = reg
-        .access_log()
-        .iter()
-        .skip(start)
-        .filter(|e| e.method == "GET")
-        .count();
-    assert_eq!(registry_gets, gets.len());
+            .skip(start)
+            .filter(|e| e.method == "GET")
+            .count();
+        assert_eq!(registry_gets, gets.len(), "{var}");
+    }
 
     // NO_PROXY names the host: contacted directly, it does not resolve.
     proxy.reset_logs();
