@@ -83,8 +83,6 @@
 
 mod builder;
 mod counter;
-// Not yet brought under the lints above (DESIGN.md, "Lints for untrusted input").
-#[allow(clippy::arithmetic_side_effects, clippy::cast_possible_truncation)]
 mod decode;
 mod dir;
 mod error;
