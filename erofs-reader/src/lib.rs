@@ -92,8 +92,6 @@ mod inode;
 mod layout;
 mod mmap;
 mod name;
-// Not yet brought under the lints above (DESIGN.md, "Lints for untrusted input").
-#[allow(clippy::arithmetic_side_effects, clippy::cast_possible_truncation)]
 pub mod nydus;
 mod path;
 mod source;
