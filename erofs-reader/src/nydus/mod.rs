@@ -73,8 +73,6 @@ mod digest;
 mod inline;
 mod limits;
 mod meta;
-// Not yet brought under the crate's lints (DESIGN.md, "Lints for untrusted input").
-#[allow(clippy::arithmetic_side_effects, clippy::cast_possible_truncation)]
 mod read;
 // Not yet brought under the crate's lints (DESIGN.md, "Lints for untrusted input").
 #[allow(clippy::arithmetic_side_effects, clippy::cast_possible_truncation)]
