@@ -74,13 +74,9 @@ mod inline;
 mod limits;
 mod meta;
 mod read;
-// Not yet brought under the crate's lints (DESIGN.md, "Lints for untrusted input").
-#[allow(clippy::arithmetic_side_effects, clippy::cast_possible_truncation)]
 mod source;
 mod stats;
 mod stored;
-// Not yet brought under the crate's lints (DESIGN.md, "Lints for untrusted input").
-#[allow(clippy::arithmetic_side_effects, clippy::cast_possible_truncation)]
 mod zran;
 
 // The hand-built blobs compress chunks with zstd.

@@ -221,7 +221,7 @@ impl BlobSource {
 
 /// Chunk index `i` as the u32 the caches and decoders take: chunk arrays hold at most
 /// `u32::MAX` entries (the blob's `chunk_count` is a u32).
-fn chunk_index(i: usize) -> u32 {
+pub(super) fn chunk_index(i: usize) -> u32 {
     u32::try_from(i).unwrap_or(u32::MAX)
 }
 
