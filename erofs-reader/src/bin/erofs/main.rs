@@ -238,7 +238,7 @@ fn open_image(args: &ImageArgs) -> erofs_reader::Result<Image> {
     if let Some(dir) = &args.blob_dir {
         b = b.blob_dir(dir);
     }
-    Ok(b.build()?)
+    b.build()
 }
 
 fn main() -> ExitCode {
