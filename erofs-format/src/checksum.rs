@@ -22,15 +22,22 @@ use crate::error::Error;
 /// Byte offset of the `checksum` field in the image (1024 + 4).
 const CHECKSUM_FIELD: usize = 1028;
 
+/// Where the checksummed range starts (the superblock).
+const CHECKSUM_START: usize = 1024;
+
+/// The `checksum` field within the checksummed range.
+const FIELD_IN_RANGE: core::ops::Range<usize> =
+    CHECKSUM_FIELD - CHECKSUM_START..CHECKSUM_FIELD - CHECKSUM_START + 4;
+
 /// The CRC-32C (Castagnoli) polynomial, bit-reversed.
 const POLY: u32 = 0x82F6_3B78;
 
 /// Lookup table for the byte-wise CRC-32C, computed at compile time.
 const TABLE: [u32; 256] = {
     let mut table = [0u32; 256];
-    let mut i = 0;
+    let mut i: u32 = 0;
     while i < 256 {
-        let mut crc = i as u32;
+        let mut crc = i;
         let mut bit = 0;
         while bit < 8 {
             crc = if crc & 1 != 0 {
@@ -40,7 +47,7 @@ const TABLE: [u32; 256] = {
             };
             bit += 1;
         }
-        table[i] = crc;
+        table[i as usize] = crc;
         i += 1;
     }
     table
@@ -83,6 +90,10 @@ pub fn crc32c(data: &[u8]) -> u32 {
 /// # Errors
 ///
 /// [`Error::UnsupportedBlockSize`] if `blkszbits` is outside 9..=12.
+#[allow(
+    clippy::arithmetic_side_effects,
+    reason = "blkszbits is 9..=12 (checked first), so blksz <= 4096 and 1024 + len <= 4096"
+)]
 pub fn checksum_range(blkszbits: u8) -> Result<Range<usize>, Error> {
     if !(MIN_BLKSZBITS..=MAX_BLKSZBITS).contains(&blkszbits) {
         return Err(Error::UnsupportedBlockSize { blkszbits });
@@ -111,10 +122,9 @@ pub fn compute_superblock_checksum(head: &[u8], blkszbits: u8) -> Result<u32, Er
     })?;
     // `covered` starts at byte 1024 and is at least 512 bytes long, so the split points
     // (4 and 8) are in bounds.
-    let field = CHECKSUM_FIELD - range.start;
-    let crc = crc32c_append(0, &covered[..field]);
+    let crc = crc32c_append(0, &covered[..FIELD_IN_RANGE.start]);
     let crc = crc32c_append(crc, &[0u8; 4]);
-    let crc = crc32c_append(crc, &covered[field + 4..]);
+    let crc = crc32c_append(crc, &covered[FIELD_IN_RANGE.end..]);
     Ok(!crc)
 }
 

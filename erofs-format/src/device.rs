@@ -82,6 +82,10 @@ impl DeviceSlot {
     /// # Errors
     ///
     /// [`Error::Truncated`] if `bytes` holds fewer than `count` slots.
+    #[allow(
+        clippy::arithmetic_side_effects,
+        reason = "a u16 count times the 128-byte slot size cannot overflow u64"
+    )]
     pub fn table(bytes: &[u8], count: u16) -> Result<&[DeviceSlot], Error> {
         <[DeviceSlot]>::ref_from_prefix_with_elems(bytes, usize::from(count))
             .map(|(slots, _)| slots)

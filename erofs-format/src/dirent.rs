@@ -90,6 +90,11 @@ impl<'a> DirBlock<'a> {
     ///
     /// [`Error::Truncated`], [`Error::BadDirentTable`], [`Error::BadDirentName`],
     /// [`Error::BadNameLength`].
+    #[allow(
+        clippy::arithmetic_side_effects,
+        reason = "i + 1 is a loop index below dirents.len(); start + the NUL position is at \
+                  most block.len(); end - start is taken only when end > start"
+    )]
     pub fn parse(block: &'a [u8]) -> Result<Self, Error> {
         let block_len = u32::try_from(block.len()).unwrap_or(u32::MAX);
         let (first, _) = Dirent::ref_from_prefix(block).map_err(|_| Error::Truncated {
@@ -158,6 +163,10 @@ impl<'a> DirBlock<'a> {
     }
 
     /// Name of entry `i`. Validation proved the bounds; the fallbacks are never taken.
+    #[allow(
+        clippy::arithmetic_side_effects,
+        reason = "i < dirents.len() (checked by the get above), so i + 1 cannot overflow"
+    )]
     fn name(&self, i: usize) -> &'a [u8] {
         let Some(d) = self.dirents.get(i) else {
             return &[];
@@ -205,10 +214,11 @@ impl<'a> DirBlock<'a> {
     pub fn lookup(&self, name: &[u8]) -> Option<DirEntry<'a>> {
         let (mut lo, mut hi) = (0usize, self.len());
         while lo < hi {
-            let mid = lo + (hi - lo) / 2;
+            let mid = lo.midpoint(hi);
             match self.name(mid).cmp(name) {
                 Ordering::Equal => return self.get(mid),
-                Ordering::Less => lo = mid + 1,
+                // mid < hi <= len(), so mid + 1 cannot overflow.
+                Ordering::Less => lo = mid.saturating_add(1),
                 Ordering::Greater => hi = mid,
             }
         }
@@ -224,8 +234,8 @@ impl<'a> DirBlock<'a> {
     /// [`Error::UnsortedDirents`] with the index of the first entry not greater than its
     /// predecessor.
     pub fn check_sorted(&self) -> Result<(), Error> {
-        for i in 1..self.len() {
-            if self.name(i - 1) >= self.name(i) {
+        for (prev, i) in (0..self.len()).zip(1..self.len()) {
+            if self.name(prev) >= self.name(i) {
                 return Err(Error::UnsortedDirents {
                     index: u16::try_from(i).unwrap_or(u16::MAX),
                 });
@@ -256,7 +266,8 @@ impl<'a> Iterator for DirBlockIter<'a> {
 
     fn next(&mut self) -> Option<Self::Item> {
         let e = self.block.get(self.next)?;
-        self.next += 1;
+        // next < len() (get returned an entry), so this cannot saturate.
+        self.next = self.next.saturating_add(1);
         Some(e)
     }
 

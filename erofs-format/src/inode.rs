@@ -111,6 +111,10 @@ const _: () = assert!(offset_of!(InodeExtended, i_mtime) == 32);
 const _: () = assert!(offset_of!(InodeExtended, i_nlink) == 44);
 
 /// Size of the inline xattr area for `i_xattr_icount`: 0, or `12 + 4 * (icount - 1)`.
+#[allow(
+    clippy::arithmetic_side_effects,
+    reason = "n is a u16 >= 1: 12 + 4 * (n - 1) < 2^19 fits in u32"
+)]
 pub fn xattr_ibody_size(i_xattr_icount: u16) -> u32 {
     match i_xattr_icount {
         0 => 0,
@@ -643,7 +647,8 @@ impl Inode {
             .ok_or(Error::Overflow {
                 what: "chunk table offset",
             })?;
-        let blkszbits = self.block_size.trailing_zeros() as u8;
+        // trailing_zeros of a u64 is at most 64.
+        let blkszbits = u8::try_from(self.block_size.trailing_zeros()).unwrap_or(u8::MAX);
         let count = format.chunk_count(self.size, blkszbits)?;
         Ok(Some((offset, format, count)))
     }
@@ -674,14 +679,23 @@ impl Inode {
         if self.layout != DataLayout::FlatInline || self.size == 0 {
             return Ok(None);
         }
-        // size > 0, so data_blocks >= 1 and the subtraction cannot underflow.
-        let len = self.size - (self.data_blocks() - 1) * self.block_size;
+        let overflow = Error::Overflow {
+            what: "inline data",
+        };
+        // size > 0, so data_blocks >= 1 and none of these fails on a valid inode.
+        let len = self
+            .data_blocks()
+            .checked_sub(1)
+            .and_then(|b| b.checked_mul(self.block_size))
+            .and_then(|head| self.size.checked_sub(head))
+            .ok_or(overflow)?;
         let offset = self.meta_end()?;
-        let in_block = offset % self.block_size;
-        if in_block + len > self.block_size {
+        let in_block = offset.checked_rem(self.block_size).ok_or(overflow)?;
+        let needed = in_block.checked_add(len).ok_or(overflow)?;
+        if needed > self.block_size {
             return Err(Error::Truncated {
                 what: "inline data",
-                needed: in_block + len,
+                needed,
                 available: self.block_size,
             });
         }
@@ -708,7 +722,9 @@ impl Inode {
             _ => self.data_blocks(),
         };
         let len = match self.layout {
-            DataLayout::FlatInline => blocks * self.block_size,
+            DataLayout::FlatInline => blocks
+                .checked_mul(self.block_size)
+                .ok_or(Error::Overflow { what: "flat data" })?,
             _ => self.size,
         };
         if len == 0 {

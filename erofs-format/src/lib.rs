@@ -83,6 +83,13 @@
 //! `#![forbid(unsafe_code)]`: all byte-to-struct conversions are zerocopy's checked ones.
 #![no_std]
 #![forbid(unsafe_code)]
+// The style guide's "every offset and length from the image goes through checked
+// arithmetic", held by lints (see DESIGN.md, "Lints for untrusted input"). Unit tests
+// are exempt: they build their inputs from constants.
+#![cfg_attr(
+    not(test),
+    warn(clippy::arithmetic_side_effects, clippy::cast_possible_truncation)
+)]
 
 #[cfg(test)]
 extern crate std;

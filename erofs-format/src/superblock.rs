@@ -316,6 +316,11 @@ impl SuperBlock {
     /// # Errors
     ///
     /// [`Error::Truncated`] if `head` is shorter than 1152 bytes.
+    #[allow(
+        clippy::arithmetic_side_effects,
+        clippy::cast_possible_truncation,
+        reason = "compile-time constants: 1024 fits usize, 1024 + 128 fits u64"
+    )]
     pub fn locate(head: &[u8]) -> Result<&SuperBlock, Error> {
         let bytes = head.get(SUPERBLOCK_OFFSET as usize..).unwrap_or(&[]);
         Self::ref_from_prefix(bytes)
@@ -350,6 +355,10 @@ impl SuperBlock {
     }
 
     /// Size of the superblock including extension slots: `128 + 16 * sb_extslots`.
+    #[allow(
+        clippy::arithmetic_side_effects,
+        reason = "128 + 16 * a u8 widened to usize cannot overflow"
+    )]
     pub fn sb_size(&self) -> usize {
         size_of::<SuperBlock>() + SB_EXTSLOT_SIZE * usize::from(self.sb_extslots)
     }
@@ -422,6 +431,10 @@ impl SuperBlock {
     }
 
     /// Byte offset of the device table: `devt_slotoff * 128`.
+    #[allow(
+        clippy::arithmetic_side_effects,
+        reason = "a u16 times 128 widened to u64 cannot overflow"
+    )]
     pub fn device_table_offset(&self) -> u64 {
         u64::from(self.devt_slotoff.get()) * crate::device::DEVICE_SLOT_SIZE as u64
     }
@@ -436,6 +449,11 @@ impl SuperBlock {
     }
 
     /// The kernel's `device_id_mask`: `roundup_pow_of_two(extra_devices + 1) - 1`.
+    #[allow(
+        clippy::arithmetic_side_effects,
+        clippy::cast_possible_truncation,
+        reason = "n is a u16 + 1 <= 65536, its power of two minus 1 fits in u16"
+    )]
     pub fn device_id_mask(&self) -> u16 {
         let n = u32::from(self.extra_devices()) + 1;
         // n <= 65536, so the power of two is at most 65536 and the mask fits in u16.
@@ -478,6 +496,11 @@ impl SuperBlock {
     }
 
     /// The first extension slot, when `sb_extslots >= 1` and `head` holds it.
+    #[allow(
+        clippy::arithmetic_side_effects,
+        clippy::cast_possible_truncation,
+        reason = "compile-time constants: 1024 + 128"
+    )]
     pub fn ext_slot1<'a>(&self, head: &'a [u8]) -> Option<&'a SuperBlockExtSlot1> {
         if self.sb_extslots == 0 {
             return None;

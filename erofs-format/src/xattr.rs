@@ -92,6 +92,10 @@ const _: () = assert!(offset_of!(XattrEntry, e_value_size) == 2);
 
 impl XattrEntry {
     /// Size of the entry including name, value and padding: `ALIGN(4 + name + value, 4)`.
+    #[allow(
+        clippy::arithmetic_side_effects,
+        reason = "4 + a u8 + a u16 widened to usize cannot overflow"
+    )]
     pub fn entry_size(&self) -> usize {
         (4 + usize::from(self.e_name_len) + usize::from(self.e_value_size.get()))
             .next_multiple_of(4)
@@ -144,10 +148,11 @@ impl<'a> Xattr<'a> {
         })?;
         let name_len = usize::from(entry.e_name_len);
         let value_len = usize::from(entry.e_value_size.get());
-        let total = name_len + value_len;
+        // A u8 plus a u16 widened to usize: cannot overflow.
+        let total = name_len.saturating_add(value_len);
         let payload = rest.get(..total).ok_or(Error::Truncated {
             what: "xattr entry",
-            needed: 4 + total as u64,
+            needed: u64::try_from(total).map_or(u64::MAX, |t| t.saturating_add(4)),
             available: bytes.len() as u64,
         })?;
         let (name, value) = payload.split_at(name_len);
@@ -196,14 +201,14 @@ impl<'a> InlineXattrs<'a> {
         let (shared, entries) =
             <[U32]>::ref_from_prefix_with_elems(rest, count).map_err(|_| Error::XattrOverflow {
                 offset: 12,
-                len: 4 * count as u32,
+                len: shared_len(count),
                 isize,
             })?;
         Ok(InlineXattrs {
             header,
             shared,
             entries,
-            entries_offset: 12 + 4 * count as u32,
+            entries_offset: shared_len(count).saturating_add(12),
         })
     }
 
@@ -222,7 +227,8 @@ impl<'a> InlineXattrs<'a> {
         XattrIter {
             rest: self.entries,
             offset: self.entries_offset,
-            isize: self.entries_offset + self.entries.len() as u32,
+            isize: u32::try_from(self.entries.len())
+                .map_or(u32::MAX, |len| len.saturating_add(self.entries_offset)),
         }
     }
 }
@@ -252,12 +258,15 @@ impl<'a> Iterator for XattrIter<'a> {
             Ok((x, size)) => match self.rest.get(size..) {
                 Some(rest) => {
                     self.rest = rest;
-                    self.offset += size as u32;
+                    // Offsets only label errors; they saturate on absurd areas.
+                    self.offset = self.offset.saturating_add(to_u32(size));
                     return Some(Ok(x));
                 }
-                None => Err(overflow(size as u32)),
+                None => Err(overflow(to_u32(size))),
             },
-            Err(Error::Truncated { needed, .. }) => Err(overflow(needed as u32)),
+            Err(Error::Truncated { needed, .. }) => {
+                Err(overflow(u32::try_from(needed).unwrap_or(u32::MAX)))
+            }
             Err(e) => Err(e),
         };
         self.rest = &[];
@@ -340,10 +349,7 @@ impl<'a> Iterator for LongPrefixes<'a> {
     type Item = Result<LongPrefix<'a>, Error>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.remaining == 0 {
-            return None;
-        }
-        self.remaining -= 1;
+        self.remaining = self.remaining.checked_sub(1)?;
         let item = read_metadata_record(self.bytes, self.offset).and_then(|(payload, next)| {
             self.offset = next;
             LongPrefix::parse(payload)
@@ -353,6 +359,16 @@ impl<'a> Iterator for LongPrefixes<'a> {
         }
         Some(item)
     }
+}
+
+/// Bytes taken by `count` shared xattr ids (4 each); `count` is the u8 `h_shared_count`.
+fn shared_len(count: usize) -> u32 {
+    u32::try_from(count).map_or(u32::MAX, |c| c.saturating_mul(4))
+}
+
+/// A length as a `u32` error label, saturating.
+fn to_u32(len: usize) -> u32 {
+    u32::try_from(len).unwrap_or(u32::MAX)
 }
 
 #[cfg(test)]

@@ -84,7 +84,7 @@ impl ImageBuilder {
     pub fn device_file(self, path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let src = MmapSource::open(path).map_err(|e| Error::Io {
-            device: self.devices.len() as u16 + 1,
+            device: device_index(self.devices.len()),
             source: io::Error::new(e.kind(), format!("{}: {e}", path.display())),
         })?;
         Ok(self.device(src))
@@ -118,7 +118,7 @@ impl ImageBuilder {
             device: 0,
             source: e,
         })?;
-        let head_len = primary_len.min(HEAD_LEN as u64) as usize;
+        let head_len = usize::try_from(primary_len).map_or(HEAD_LEN, |l| l.min(HEAD_LEN));
         let mut head = vec![0u8; head_len];
         self.primary
             .read_exact_at(&mut head, 0)
@@ -196,7 +196,7 @@ impl ImageBuilder {
             let mut devices = Vec::with_capacity(slots.len());
             for (i, slot) in slots.iter().enumerate() {
                 devices.push(DeviceInfo {
-                    index: i as u16 + 1,
+                    index: device_index(i),
                     tag: slot.tag().to_vec(),
                     blocks: slot.blocks(sb.has_48bit()),
                     mapped_blkaddr: slot.mapped_blkaddr(sb.has_48bit()),
@@ -264,4 +264,10 @@ impl ImageBuilder {
         }
         Ok(inner)
     }
+}
+
+/// The device index (1-based, 0 is the primary) of extra device `i` (0-based). The device
+/// table holds at most `u16::MAX` slots, so this only saturates for an index used as a label.
+fn device_index(i: usize) -> u16 {
+    u16::try_from(i).map_or(u16::MAX, |i| i.saturating_add(1))
 }

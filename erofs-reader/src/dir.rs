@@ -76,7 +76,8 @@ impl Iterator for ReadDir {
                 return None;
             }
             let i = self.next_block;
-            self.next_block += 1;
+            // i < blocks (checked above): cannot saturate.
+            self.next_block = i.saturating_add(1);
             match self.inner.dir_block_entries(&self.dir, i) {
                 Ok(v) => self.pending = v.into_iter(),
                 Err(e) => {
@@ -117,7 +118,16 @@ impl Inner {
             )
         })?;
         let size = dir.metadata().len();
-        let len = (size - start).min(bs) as usize;
+        let len = size
+            .checked_sub(start)
+            .and_then(|rest| usize::try_from(rest.min(bs)).ok())
+            .ok_or_else(|| {
+                Error::corrupt_as(
+                    CorruptKind::Directory,
+                    format!("directory block {i} beyond the directory's size"),
+                    Context::nid(dir.nid().0),
+                )
+            })?;
         let bytes = self.data_range(dir, start, len)?;
         let block = DirBlock::parse(&bytes).map_err(|e| {
             Error::corrupt_as(
@@ -174,7 +184,7 @@ impl Inner {
         }
         let (mut lo, mut hi) = (0u64, self.dir_blocks(dir));
         while lo < hi {
-            let mid = lo + (hi - lo) / 2;
+            let mid = lo.midpoint(hi);
             let found = self.with_dir_block(dir, mid, |block| {
                 if name < block.first_name() {
                     return Ok(Err(Ordering::Greater));
@@ -188,7 +198,8 @@ impl Inner {
             })?;
             match found {
                 Err(Ordering::Greater) => hi = mid,
-                Err(_) => lo = mid + 1,
+                // mid < hi, so this cannot saturate.
+                Err(_) => lo = mid.saturating_add(1),
                 Ok(None) => return Ok(None),
                 Ok(Some((nid, ft, name))) => {
                     let file_type = match ft {

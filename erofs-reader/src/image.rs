@@ -204,7 +204,7 @@ impl Image {
         }
         self.inner
             .sources
-            .get(usize::from(index) - 1)
+            .get(usize::from(index.checked_sub(1)?))
             .and_then(|s| s.as_deref())
     }
 

@@ -135,7 +135,8 @@ impl Inner {
         if index == 0 {
             return Ok((&*self.primary, offset));
         }
-        let i = usize::from(index) - 1;
+        // index >= 1 here: extra devices are numbered from 1.
+        let i = usize::from(index.saturating_sub(1));
         let Some(dev) = self.devices.get(i) else {
             return Err(Error::corrupt_as(
                 CorruptKind::DeviceTable,

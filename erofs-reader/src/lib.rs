@@ -76,6 +76,11 @@
 //! The only `unsafe` code is the memory map in [`MmapSource`]; a mapped image file must
 //! not be modified or truncated while the map lives.
 
+#![cfg_attr(
+    not(test),
+    warn(clippy::arithmetic_side_effects, clippy::cast_possible_truncation)
+)]
+
 mod builder;
 mod counter;
 mod decode;

@@ -29,7 +29,8 @@ impl Inner {
         let mut walked: Vec<u8> = Vec::new();
         let (mut hops, mut steps) = (0u32, 0u32);
         while let Some(comp) = pending.pop_front() {
-            steps += 1;
+            // Checked against the limit right below; saturating keeps the check exact.
+            steps = steps.saturating_add(1);
             if steps > limits.max_components {
                 return Err(Error::corrupt_as(
                     CorruptKind::PathLimit,
@@ -63,7 +64,7 @@ impl Inner {
             let inode = self.inode(entry.nid())?;
             let last = pending.is_empty();
             if inode.metadata().is_symlink() && (!last || follow_last) {
-                hops += 1;
+                hops = hops.saturating_add(1);
                 if hops > limits.max_symlinks {
                     return Err(Error::corrupt_as(
                         CorruptKind::PathLimit,

@@ -48,14 +48,16 @@ impl Inner {
             Some(nid) => {
                 let packed = self.inode(nid)?;
                 let size = packed.metadata().len();
-                let avail = size.saturating_sub(start).min(max_len as u64) as usize;
+                let avail =
+                    usize::try_from(size.saturating_sub(start)).map_or(max_len, |a| a.min(max_len));
                 let mut buf = vec![0u8; avail];
                 let n = self.read_inode_at(&packed, start, &mut buf)?;
                 buf.truncate(n);
                 buf
             }
             None => {
-                let avail = self.primary_len.saturating_sub(start).min(max_len as u64) as usize;
+                let avail = usize::try_from(self.primary_len.saturating_sub(start))
+                    .map_or(max_len, |a| a.min(max_len));
                 self.read_primary(start, avail, ctx)?.into_owned()
             }
         };
@@ -73,7 +75,7 @@ impl Inner {
     }
 
     fn full_name(&self, x: &RawXattr<'_>, ctx: Context) -> Result<Option<Vec<u8>>> {
-        let mut name = Vec::with_capacity(x.name.len() + 32);
+        let mut name = Vec::with_capacity(x.name.len().saturating_add(32));
         if let Some(i) = x.long_prefix_index() {
             if let Some(why) = &self.prefixes_unsupported {
                 return Err(Error::unsupported(format!(
@@ -146,10 +148,9 @@ impl Inner {
             let soff = self.sb.shared_xattr_offset(id).map_err(|e| {
                 Error::corrupt_as(CorruptKind::Xattr, format!("shared xattr {id}: {e}"), ctx)
             })?;
-            let avail = self
-                .meta_space_len(shared_in_metabox)
-                .saturating_sub(soff)
-                .min(MAX_ENTRY as u64) as usize;
+            let avail =
+                usize::try_from(self.meta_space_len(shared_in_metabox).saturating_sub(soff))
+                    .map_or(MAX_ENTRY, |a| a.min(MAX_ENTRY));
             if avail < 4 {
                 return Err(Error::corrupt_as(
                     CorruptKind::Xattr,

@@ -29,7 +29,9 @@ impl<'a> CompactPack<'a> {
             32 if lcluster_bits <= COMPACT_2B_MAX_LCLUSTER_BITS => {}
             8 | 32 => return Err(Error::UnsupportedLclusterBits { lcluster_bits }),
             len => {
-                return Err(Error::BadCompactPack { len: len as u32 });
+                return Err(Error::BadCompactPack {
+                    len: u32::try_from(len).unwrap_or(u32::MAX),
+                });
             }
         }
         Ok(CompactPack {
@@ -51,22 +53,28 @@ impl<'a> CompactPack<'a> {
 
     /// The pack's base block address (its last four bytes).
     pub fn base_blkaddr(&self) -> u32 {
-        let n = self.bytes.len();
-        let mut b = [0u8; 4];
-        b.copy_from_slice(&self.bytes[n - 4..]); // len is 8 or 32 (checked in new)
-        u32::from_le_bytes(b)
+        // len is 8 or 32 (checked in new), so the last chunk exists.
+        self.bytes
+            .last_chunk::<4>()
+            .map_or(0, |b| u32::from_le_bytes(*b))
     }
 
     fn lobits(&self) -> u32 {
         u32::from(self.lcluster_bits.max(12))
     }
 
+    /// `(pack bytes - 4) * 8 / entries`: 16 bits for a 4B pack, 14 for a 2B pack.
     fn encodebits(&self) -> usize {
-        (self.bytes.len() - 4) * 8 / self.len()
+        if self.bytes.len() == 8 { 16 } else { 14 }
     }
 
     /// Entry `i`'s raw `(lo, type)` pair: `lo` is the cluster offset (HEAD), a delta or a
     /// CBLKCNT value (NONHEAD). Returns `None` for `i >= len()`.
+    #[allow(
+        clippy::arithmetic_side_effects,
+        clippy::cast_possible_truncation,
+        reason = "i < len() <= 16 so pos <= 210; lo is masked to lobits <= 14 bits and the type to 2"
+    )]
     pub fn raw_entry(&self, i: usize) -> Option<(u16, LclusterType)> {
         if i >= self.len() {
             return None;
@@ -90,6 +98,11 @@ impl<'a> CompactPack<'a> {
     /// [`Error::LclusterOutOfRange`] for `i >= len()`, [`Error::BadLcluster`] for a CBLKCNT
     /// entry without big pclusters, a big-pcluster delta ≤ 1, a HEAD cluster offset beyond
     /// the lcluster, or a block address that overflows.
+    #[allow(
+        clippy::arithmetic_side_effects,
+        reason = "i, j < len() <= 16 and plo <= u16::MAX, so the i64 j and the u32 nblk (<= 16 \
+                  increments) cannot overflow"
+    )]
     pub fn decode(&self, i: usize, lcn: u64) -> Result<Lcluster, Error> {
         let vcnt = self.len();
         let (lo, kind) = self.raw_entry(i).ok_or(Error::LclusterOutOfRange {
@@ -139,8 +152,9 @@ impl<'a> CompactPack<'a> {
             while j > 0 {
                 j -= 1;
                 // j is in 0..i here, so the entry exists.
-                let (plo, pkind) = self
-                    .raw_entry(j as usize)
+                let (plo, pkind) = usize::try_from(j)
+                    .ok()
+                    .and_then(|j| self.raw_entry(j))
                     .unwrap_or((0, LclusterType::Plain));
                 if pkind == LclusterType::NonHead {
                     j -= i64::from(plo);
@@ -152,8 +166,9 @@ impl<'a> CompactPack<'a> {
         } else {
             while j > 0 {
                 j -= 1;
-                let (plo, pkind) = self
-                    .raw_entry(j as usize)
+                let (plo, pkind) = usize::try_from(j)
+                    .ok()
+                    .and_then(|j| self.raw_entry(j))
                     .unwrap_or((0, LclusterType::Plain));
                 if pkind == LclusterType::NonHead {
                     if plo & D0_CBLKCNT != 0 {
@@ -189,6 +204,10 @@ impl<'a> CompactPack<'a> {
     }
 
     /// `get_compacted_la_distance`: the distance to the next HEAD as far as this pack tells.
+    #[allow(
+        clippy::arithmetic_side_effects,
+        reason = "d1 counts at most len() <= 16 entries"
+    )]
     fn lookahead(&self, i: usize) -> u16 {
         let vcnt = self.len();
         let mut d1: u16 = 0;
@@ -228,11 +247,12 @@ impl CompactLayout {
     /// The layout of `total` lclusters whose packs start at absolute byte offset `ebase`
     /// (`round_up(inode end, 8) + 8`), as zmap.c computes it.
     pub fn new(ebase: u64, total: u64, advise: MapAdvise) -> CompactLayout {
-        let initial_4b = ((32 - ebase % 32) / 4) & 7;
-        let count_2b = if advise.contains(MapAdvise::COMPACTED_2B) && initial_4b < total {
-            (total - initial_4b) / 16 * 16
-        } else {
-            0
+        // Entries up to the next 32-byte boundary: `(round_up(ebase, 32) - ebase) / 4`.
+        let initial_4b = (ebase.wrapping_neg() % 32) / 4;
+        let count_2b = match total.checked_sub(initial_4b) {
+            // Whole 2B packs of 16 entries: `rest / 16 * 16`.
+            Some(rest) if advise.contains(MapAdvise::COMPACTED_2B) && rest > 0 => rest & !15,
+            _ => 0,
         };
         CompactLayout {
             ebase,
@@ -248,8 +268,11 @@ impl CompactLayout {
         if self.total <= self.initial_4b {
             return self.total.div_ceil(2).saturating_mul(8);
         }
-        let tail = self.total - self.initial_4b - self.count_2b;
-        (self.initial_4b * 4)
+        let tail = self
+            .total
+            .saturating_sub(self.initial_4b)
+            .saturating_sub(self.count_2b);
+        (self.initial_4b.saturating_mul(4))
             .saturating_add(self.count_2b.saturating_mul(2))
             .saturating_add(tail.div_ceil(2).saturating_mul(8))
     }
@@ -261,27 +284,28 @@ impl CompactLayout {
             return None;
         }
         let (pos, shift) = if lcn < self.initial_4b {
-            (lcn * 4, 2)
+            (lcn.checked_mul(4)?, 2)
         } else {
-            let rest = lcn - self.initial_4b;
-            let start_2b = self.initial_4b * 4; // initial_4b <= 7
+            let rest = lcn.checked_sub(self.initial_4b)?;
+            let start_2b = self.initial_4b.checked_mul(4)?; // initial_4b <= 7
             if rest < self.count_2b {
                 (start_2b.checked_add(rest.checked_mul(2)?)?, 1)
             } else {
                 let start_4b = start_2b.checked_add(self.count_2b.checked_mul(2)?)?;
                 (
-                    start_4b.checked_add((rest - self.count_2b).checked_mul(4)?)?,
+                    start_4b.checked_add(rest.checked_sub(self.count_2b)?.checked_mul(4)?)?,
                     2,
                 )
             }
         };
-        let pack_len: u64 = if shift == 2 { 8 } else { 32 };
+        let pack_len: u8 = if shift == 2 { 8 } else { 32 };
         // Pack boundaries are aligned in the absolute address space (ebase is 8-aligned and
         // 2B packs start 32-aligned), so align there and convert back.
         let abs = self.ebase.checked_add(pos)?;
-        let within = abs % pack_len;
+        let within = abs.checked_rem(u64::from(pack_len))?;
         let pack_start = pos.checked_sub(within)?;
-        Some((pack_start, pack_len as usize, (within >> shift) as usize))
+        let index = usize::try_from(within >> shift).ok()?;
+        Some((pack_start, usize::from(pack_len), index))
     }
 }
 

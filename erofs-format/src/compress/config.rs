@@ -96,7 +96,7 @@ fn read_config<T: FromBytes + KnownLayout + Immutable>(
         bad_config(
             algorithm,
             "record shorter than the struct",
-            body.len() as u32,
+            u32::try_from(body.len()).unwrap_or(u32::MAX),
         )
     })
 }

@@ -79,6 +79,11 @@ impl EncodedExtent {
     }
 
     /// How the data is encoded.
+    #[allow(
+        clippy::arithmetic_side_effects,
+        clippy::cast_possible_truncation,
+        reason = "the format field is the top bits of a u32 (fits u8); f - 1 only for f >= 1"
+    )]
     pub fn encoding(&self) -> ExtentEncoding {
         match (self.plen >> EXTENT_PLEN_FMT_BIT) as u8 {
             0 => ExtentEncoding::Stored,
@@ -155,8 +160,12 @@ impl<'a> EncodedExtents<'a> {
 
     fn record(&self, i: u64) -> Extent {
         let mut full = [0u8; 32];
-        let start = (i as usize) * self.record_size; // i < count, checked against len in new
-        if let Some(src) = self.bytes.get(start..start + self.record_size) {
+        // i < count, checked against the length in new, so the range is always found.
+        let range = usize::try_from(i)
+            .ok()
+            .and_then(|i| i.checked_mul(self.record_size))
+            .and_then(|start| Some(start..start.checked_add(self.record_size)?));
+        if let Some(src) = range.and_then(|r| self.bytes.get(r)) {
             full[..self.record_size].copy_from_slice(src);
         }
         Extent::read_from_bytes(&full).unwrap_or_else(|_| Extent::new_zeroed())

@@ -290,7 +290,9 @@ impl ExtentMap {
         let aligned = end.div_ceil(r).checked_mul(r).ok_or(Error::Overflow {
             what: "extent records",
         })?;
-        Ok(aligned - header_pos)
+        aligned.checked_sub(header_pos).ok_or(Error::Overflow {
+            what: "extent records",
+        })
     }
 
     /// Number of extent records for a file of `i_size` bytes.

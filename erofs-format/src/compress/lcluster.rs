@@ -120,6 +120,10 @@ impl LclusterIndex {
     }
 
     /// `di_u.delta` (NONHEAD lclusters).
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "the low and high 16-bit halves of a u32, as the kernel's di_u.delta[2]"
+    )]
     pub fn delta(&self) -> [u16; 2] {
         let v = self.di_u.get();
         [v as u16, (v >> 16) as u16]

@@ -42,20 +42,17 @@ impl<'a> MetadataRecords<'a> {
             offset: start as u64,
             len,
         };
-        let len_bytes = start
-            .checked_add(2)
-            .and_then(|e| self.bytes.get(start..e))
-            .ok_or(bad(0))?;
+        let body_start = start.checked_add(2).ok_or(bad(0))?;
+        let len_bytes = self.bytes.get(start..body_start).ok_or(bad(0))?;
         let len = match u16::from_le_bytes([len_bytes[0], len_bytes[1]]) {
             0 => 65536usize,
             n => usize::from(n),
         };
-        let body_start = start + 2; // checked above
-        let body = body_start
-            .checked_add(len)
+        let body_end = body_start.checked_add(len);
+        let body = body_end
             .and_then(|e| self.bytes.get(body_start..e))
-            .ok_or(bad(len as u32))?;
-        self.pos = body_start + len;
+            .ok_or(bad(u32::try_from(len).unwrap_or(u32::MAX)))?;
+        self.pos = body_end.unwrap_or(self.bytes.len()); // Some: the get above succeeded
         Ok(body)
     }
 }

@@ -241,6 +241,10 @@ impl RafsV6Blob {
                 self.ci_compressed_size.get(),
             ));
         }
+        #[allow(
+            clippy::arithmetic_side_effects,
+            reason = "a u32 count times a record size of at most 32 cannot overflow u64"
+        )]
         let min = u64::from(self.chunk_count.get()) * self.chunk_info_size();
         let ci = self.ci_uncompressed_size.get();
         if (features.contains(BlobFeatures::ZRAN) && ci < min)

@@ -44,7 +44,8 @@ impl RafsV6InodeChunkAddr {
     /// The blob index (`(device_id & 0xFF) - 1`), or `None` if the low byte is 0 (the
     /// bootstrap itself, never used for data).
     pub fn blob_index(&self) -> Option<u8> {
-        (self.c_blob_addr_lo.get() as u8).checked_sub(1)
+        // The kernel's `device_id & 0xFF`: the low byte.
+        self.c_blob_addr_lo.get().to_le_bytes()[0].checked_sub(1)
     }
 
     /// The chunk-info index within the blob (24 bits).

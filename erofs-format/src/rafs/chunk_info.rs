@@ -32,6 +32,11 @@ impl ChunkInfoV1 {
     }
 
     /// Uncompressed size (1 to 16 MiB).
+    #[allow(
+        clippy::arithmetic_side_effects,
+        clippy::cast_possible_truncation,
+        reason = "a 4-bit and a 20-bit field plus 1 fit in 25 bits"
+    )]
     pub fn uncompressed_size(&self) -> u32 {
         let u = self.uncomp_info.get();
         ((((u >> 8) & 0xF) << 20 | u >> 44) + 1) as u32
@@ -43,6 +48,11 @@ impl ChunkInfoV1 {
     }
 
     /// Stored size (1 to 16 MiB).
+    #[allow(
+        clippy::arithmetic_side_effects,
+        clippy::cast_possible_truncation,
+        reason = "a 4-bit and a 20-bit field plus 1 fit in 25 bits"
+    )]
     pub fn compressed_size(&self) -> u32 {
         let c = self.comp_info.get();
         ((((c >> 40) & 0xF) << 20 | c >> 44) + 1) as u32
@@ -101,11 +111,17 @@ impl ChunkInfoV2 {
     }
 
     /// Uncompressed size.
+    #[allow(
+        clippy::arithmetic_side_effects,
+        clippy::cast_possible_truncation,
+        reason = "a 24-bit field plus 1 fits in u32"
+    )]
     pub fn uncompressed_size(&self) -> u32 {
         (((self.uncomp_info.get() >> 32) & 0xFF_FFFF) + 1) as u32
     }
 
     /// The flags (unknown bits retained).
+    #[allow(clippy::cast_possible_truncation, reason = "the top 8 bits of a u64")]
     pub fn flags(&self) -> ChunkInfoV2Flags {
         ChunkInfoV2Flags::from_bits_retain((self.uncomp_info.get() >> 56) as u8)
     }
@@ -116,11 +132,16 @@ impl ChunkInfoV2 {
     }
 
     /// Stored size (not minus one).
+    #[allow(clippy::cast_possible_truncation, reason = "the top 24 bits of a u64")]
     pub fn compressed_size(&self) -> u32 {
         (self.comp_info.get() >> 40) as u32
     }
 
     /// ZRAN: `(context index, offset in the context's inflated output)`.
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "the high and low 32-bit halves of a u64"
+    )]
     pub fn zran(&self) -> Option<(u32, u32)> {
         let d = self.data.get();
         self.flags()
@@ -196,6 +217,10 @@ impl<'a> ChunkInfoArray<'a> {
     /// # Errors
     ///
     /// [`Error::Truncated`] if `bytes` is too short.
+    #[allow(
+        clippy::arithmetic_side_effects,
+        reason = "a u32 count times a record size of at most 32 cannot overflow u64"
+    )]
     pub fn new(bytes: &'a [u8], features: BlobFeatures, count: u32) -> Result<Self, Error> {
         let n = count as usize;
         let v2 = features.contains(BlobFeatures::CHUNK_INFO_V2);

@@ -87,6 +87,10 @@ impl RafsV6SuperBlockExt {
     /// # Errors
     ///
     /// [`Error::Truncated`] if the bootstrap is too short.
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "a compile-time constant offset (1024 + 128)"
+    )]
     pub fn from_bootstrap(bootstrap: &[u8]) -> Result<&Self, Error> {
         let start = EXT_SUPERBLOCK_OFFSET as usize;
         bootstrap
@@ -132,6 +136,11 @@ impl RafsV6SuperBlockExt {
     }
 
     /// Number of blobs the blob table holds.
+    #[allow(
+        clippy::arithmetic_side_effects,
+        clippy::cast_possible_truncation,
+        reason = "division by the nonzero constant BLOB_RECORD_SIZE (256)"
+    )]
     pub fn blob_count(&self) -> u32 {
         self.s_blob_table_size.get() / BLOB_RECORD_SIZE as u32
     }
@@ -156,7 +165,7 @@ impl RafsV6SuperBlockExt {
         }
         let bt_off = self.s_blob_table_offset.get();
         let bt_size = u64::from(self.s_blob_table_size.get());
-        if bt_size % BLOB_RECORD_SIZE as u64 != 0 {
+        if !bt_size.is_multiple_of(BLOB_RECORD_SIZE as u64) {
             return Err(bad("blob table size not a multiple of 256", bt_size));
         }
         if bt_size != 0 && (!bt_off.is_multiple_of(RAFS_BLOCK_SIZE) || bt_off < RAFS_BLOCK_SIZE) {

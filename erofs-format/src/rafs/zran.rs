@@ -70,6 +70,10 @@ impl ZranInflateContext {
     /// The bits to feed the inflater before the input (zlib's `inflatePrime`):
     /// `(count, value)`, the `ctx_bits` high bits of `ctx_byte` shifted down, or `None` when
     /// the context starts on a byte boundary.
+    #[allow(
+        clippy::arithmetic_side_effects,
+        reason = "8 - bits only for bits in 1..=7"
+    )]
     pub fn prime(&self) -> Option<(u8, u8)> {
         let bits = self.ctx_bits;
         (1..=7)
@@ -137,6 +141,10 @@ impl<'a> ZranTable<'a> {
         let offset = header.s_ci_zran_offset.get();
         let size = header.s_ci_zran_size.get();
         let count = header.s_ci_zran_count.get();
+        #[allow(
+            clippy::arithmetic_side_effects,
+            reason = "a u32 count times the 32-byte record size cannot overflow u64"
+        )]
         if offset != u64::from(entries) * size_of::<ChunkInfoV2>() as u64 {
             return Err(bad("ZRan table offset", offset));
         }

@@ -82,10 +82,17 @@ pub(crate) fn decode(req: &Request, input: &[u8], out: &mut [u8]) -> Result<()> 
             if n > input.len() {
                 return Err(corrupt(req, "shorter than its extent"));
             }
-            let head = (req.block_size - req.block_offset % req.block_size).min(n);
-            let from = input.len() - head;
-            out[..head].copy_from_slice(&input[from..]);
-            out[head..].copy_from_slice(&input[..n - head]);
+            let head = req
+                .block_offset
+                .checked_rem(req.block_size)
+                .and_then(|r| req.block_size.checked_sub(r))
+                .ok_or_else(|| corrupt(req, "block offset past the block"))?
+                .min(n);
+            // head <= n <= input.len() (checked above).
+            let from = input.len().saturating_sub(head);
+            let (first, rest) = out.split_at_mut(head);
+            first.copy_from_slice(&input[from..]);
+            rest.copy_from_slice(&input[..rest.len()]);
             Ok(())
         }
         Encoding::Compressed(alg) => {
@@ -144,6 +151,12 @@ fn lz4(_: &Request, _: &[u8], _: &mut [u8]) -> Result<()> {
 /// LZ4 block decoding that stops as soon as `out` is full (`LZ4_decompress_safe_partial`).
 /// Fails if the input ends first or refers before the output start.
 #[cfg_attr(not(feature = "lz4"), allow(dead_code))]
+#[allow(
+    clippy::arithmetic_side_effects,
+    reason = "output indices only: o < n by the loop condition, o + take and o + mlen <= n by \
+              their min(n - o), start = o - offset after offset <= o, k < mlen; every input \
+              position and length read from the input uses checked_add"
+)]
 pub(crate) fn lz4_partial(src: &[u8], out: &mut [u8]) -> std::result::Result<(), String> {
     let n = out.len();
     let (mut i, mut o) = (0usize, 0usize);
@@ -151,7 +164,7 @@ pub(crate) fn lz4_partial(src: &[u8], out: &mut [u8]) -> std::result::Result<(),
     let read_len = |i: &mut usize, mut len: usize| -> std::result::Result<usize, String> {
         loop {
             let b = *src.get(*i).ok_or_else(truncated)?;
-            *i += 1;
+            *i = i.checked_add(1).ok_or_else(truncated)?;
             len = len.checked_add(usize::from(b)).ok_or_else(truncated)?;
             if b != 255 {
                 return Ok(len);
@@ -162,25 +175,29 @@ pub(crate) fn lz4_partial(src: &[u8], out: &mut [u8]) -> std::result::Result<(),
         let token = *src
             .get(i)
             .ok_or_else(|| format!("input ends after {o} of {n} bytes"))?;
-        i += 1;
+        i = i.checked_add(1).ok_or_else(truncated)?;
         let mut lit = usize::from(token >> 4);
         if lit == 15 {
             lit = read_len(&mut i, lit)?;
         }
         let take = lit.min(n - o);
-        let lits = src.get(i..i + take).ok_or_else(truncated)?;
+        let lits = i
+            .checked_add(take)
+            .and_then(|end| src.get(i..end))
+            .ok_or_else(truncated)?;
         out[o..o + take].copy_from_slice(lits);
         o += take;
         if o == n {
             return Ok(());
         }
-        i += lit;
+        i = i.checked_add(lit).ok_or_else(truncated)?;
         if i >= src.len() {
             return Err(format!("input ends after {o} of {n} bytes"));
         }
-        let off = src.get(i..i + 2).ok_or_else(truncated)?;
+        let off_end = i.checked_add(2).ok_or_else(truncated)?;
+        let off = src.get(i..off_end).ok_or_else(truncated)?;
         let offset = usize::from(u16::from_le_bytes([off[0], off[1]]));
-        i += 2;
+        i = off_end;
         if offset == 0 || offset > o {
             return Err(format!("match offset {offset} before the output start"));
         }
@@ -188,7 +205,7 @@ pub(crate) fn lz4_partial(src: &[u8], out: &mut [u8]) -> std::result::Result<(),
         if mlen == 15 {
             mlen = read_len(&mut i, mlen)?;
         }
-        let mlen = (mlen + 4).min(n - o);
+        let mlen = mlen.checked_add(4).ok_or_else(truncated)?.min(n - o);
         let start = o - offset;
         if offset >= mlen {
             out.copy_within(start..start + mlen, o);
@@ -210,13 +227,16 @@ fn lzma(req: &Request, input: &[u8], out: &mut [u8]) -> Result<()> {
         return Err(corrupt(req, format!("bad properties byte {:#x}", input[0])));
     }
     let (lc, lp, pb) = (props % 9, (props / 9) % 5, props / 45);
-    if lc + lp > 4 {
+    // lc < 9 and lp < 5: the sum cannot saturate.
+    if lc.saturating_add(lp) > 4 {
         return Err(corrupt(req, format!("lc {lc} + lp {lp} over 4")));
     }
     let mut opts = LzmaOptions::new();
     // No match reaches before the extent's start, so the extent's length is dictionary
     // enough; this keeps memory proportional to the output.
-    let dict = (out.len() as u32).clamp(4096, erofs_format::compress::LZMA_MAX_DICT_SIZE);
+    let dict = u32::try_from(out.len())
+        .unwrap_or(u32::MAX)
+        .clamp(4096, erofs_format::compress::LZMA_MAX_DICT_SIZE);
     opts.dict_size(dict)
         .literal_context_bits(u32::from(lc))
         .literal_position_bits(u32::from(lp))
@@ -234,12 +254,10 @@ fn lzma(req: &Request, input: &[u8], out: &mut [u8]) -> Result<()> {
         st = s
             .process(&input[used..], &mut out[done..], Action::Run)
             .map_err(|e| corrupt(req, e))?;
-        let (di, dout) = (
-            (s.total_in() - in0) as usize,
-            (s.total_out() - out0) as usize,
-        );
-        used += di;
-        done += dout;
+        let (di, dout) = (advanced(in0, s.total_in()), advanced(out0, s.total_out()));
+        // At most the slices handed to the decoder: no saturation.
+        used = used.saturating_add(di);
+        done = done.saturating_add(dout);
         if di == 0 && dout == 0 {
             break;
         }
@@ -313,12 +331,10 @@ fn deflate_stream(req: &Request, input: &[u8], out: &mut [u8]) -> Result<()> {
             let st = d
                 .decompress(&input[used..], &mut out[done..], FlushDecompress::Sync)
                 .map_err(|e| corrupt(req, e))?;
-            let (di, dout) = (
-                (d.total_in() - in0) as usize,
-                (d.total_out() - out0) as usize,
-            );
-            used += di;
-            done += dout;
+            let (di, dout) = (advanced(in0, d.total_in()), advanced(out0, d.total_out()));
+            // At most the slices handed to the decoder: no saturation.
+            used = used.saturating_add(di);
+            done = done.saturating_add(dout);
             if st == Status::StreamEnd {
                 ended = true;
                 break;
@@ -400,6 +416,13 @@ fn zstd(req: &Request, input: &[u8], out: &mut [u8]) -> Result<()> {
 #[cfg(not(feature = "zstd"))]
 fn zstd(_: &Request, _: &[u8], _: &mut [u8]) -> Result<()> {
     Err(disabled("zstd", "zstd"))
+}
+
+/// Bytes a streaming decoder consumed or produced in one call, from its running counters
+/// (which only grow, by at most the slice handed to it).
+#[cfg_attr(not(any(feature = "lzma", feature = "deflate")), allow(dead_code))]
+fn advanced(before: u64, after: u64) -> usize {
+    usize::try_from(after.saturating_sub(before)).unwrap_or(usize::MAX)
 }
 
 #[cfg(test)]

@@ -77,19 +77,20 @@ impl ZCache {
     /// The cached extent for `key`, marking it most recently used.
     pub(crate) fn get(&self, key: &Key) -> Option<Arc<[u8]>> {
         let mut s = self.lock();
-        s.clock += 1;
+        // The u64 counters count calls; saturating keeps them panic-free.
+        s.clock = s.clock.saturating_add(1);
         let stamp = s.clock;
         match s.map.get_mut(key) {
             Some(e) => {
                 e.stamp = stamp;
                 let data = e.data.clone();
                 s.order.push_back((*key, stamp));
-                s.hits += 1;
+                s.hits = s.hits.saturating_add(1);
                 s.compact();
                 Some(data)
             }
             None => {
-                s.misses += 1;
+                s.misses = s.misses.saturating_add(1);
                 None
             }
         }
@@ -102,13 +103,14 @@ impl ZCache {
         if data.len() > s.capacity {
             return;
         }
-        s.clock += 1;
+        s.clock = s.clock.saturating_add(1);
         let stamp = s.clock;
         let len = data.len();
         if let Some(old) = s.map.insert(key, Entry { data, stamp }) {
-            s.bytes -= old.data.len();
+            // `bytes` is the sum of the cached entries' lengths: no underflow.
+            s.bytes = s.bytes.saturating_sub(old.data.len());
         }
-        s.bytes += len;
+        s.bytes = s.bytes.saturating_add(len);
         s.order.push_back((key, stamp));
         s.evict();
         s.compact();
@@ -141,7 +143,7 @@ impl State {
             if self.map.get(&key).is_some_and(|e| e.stamp == stamp)
                 && let Some(e) = self.map.remove(&key)
             {
-                self.bytes -= e.data.len();
+                self.bytes = self.bytes.saturating_sub(e.data.len());
             }
         }
         if self.map.is_empty() {
@@ -152,7 +154,7 @@ impl State {
     /// Drop stale queue entries once they outnumber the live ones, so the queue stays
     /// proportional to the cache.
     fn compact(&mut self) {
-        if self.order.len() > 2 * self.map.len() + 64 {
+        if self.order.len() > self.map.len().saturating_mul(2).saturating_add(64) {
             let map = &self.map;
             self.order
                 .retain(|(k, stamp)| map.get(k).is_some_and(|e| e.stamp == *stamp));

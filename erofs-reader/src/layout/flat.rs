@@ -34,6 +34,13 @@ impl Inner {
         let fmt_err =
             |e: erofs_format::Error| Error::corrupt_as(CorruptKind::DataMap, format!("{e}"), ctx);
         let bs = self.block_size();
+        let overflow = || {
+            Error::corrupt_as(
+                CorruptKind::DataMap,
+                "data position overflows its extent",
+                ctx,
+            )
+        };
         let check_primary = |off: u64, len: u64| -> Result<()> {
             if off.checked_add(len).is_none_or(|e| e > self.primary_len) {
                 Err(Error::corrupt_as(
@@ -55,20 +62,24 @@ impl Inner {
             DataLayout::FlatPlain | DataLayout::FlatInline => {
                 let flat = raw.flat_extent().map_err(fmt_err)?;
                 let flat_len = match raw.layout {
-                    DataLayout::FlatInline => raw.data_blocks().saturating_sub(1) * bs,
+                    DataLayout::FlatInline => raw
+                        .data_blocks()
+                        .saturating_sub(1)
+                        .checked_mul(bs)
+                        .ok_or_else(overflow)?,
                     _ => size,
                 };
                 if pos < flat_len {
                     return match flat {
-                        None => Ok((Seg::Hole, flat_len - pos)),
+                        None => Ok((Seg::Hole, flat_len.checked_sub(pos).ok_or_else(overflow)?)),
                         Some((off, len)) => {
                             check_primary(off, len)?;
                             Ok((
                                 Seg::Dev {
                                     index: 0,
-                                    offset: off + pos,
+                                    offset: off.checked_add(pos).ok_or_else(overflow)?,
                                 },
-                                len - pos,
+                                len.checked_sub(pos).ok_or_else(overflow)?,
                             ))
                         }
                     };
@@ -76,7 +87,9 @@ impl Inner {
                 let (off, len) = raw.inline_tail().map_err(fmt_err)?.ok_or_else(|| {
                     Error::corrupt_as(CorruptKind::DataMap, "flat inode without data", ctx)
                 })?;
-                let in_tail = pos - flat_len;
+                let in_tail = pos.checked_sub(flat_len).ok_or_else(overflow)?;
+                let tail_offset = off.checked_add(in_tail).ok_or_else(overflow)?;
+                let tail_len = len.checked_sub(in_tail).ok_or_else(overflow)?;
                 if raw.in_metabox() {
                     if off
                         .checked_add(len)
@@ -90,18 +103,18 @@ impl Inner {
                     }
                     return Ok((
                         Seg::Meta {
-                            offset: off + in_tail,
+                            offset: tail_offset,
                         },
-                        len - in_tail,
+                        tail_len,
                     ));
                 }
                 check_primary(off, len)?;
                 Ok((
                     Seg::Dev {
                         index: 0,
-                        offset: off + in_tail,
+                        offset: tail_offset,
                     },
-                    len - in_tail,
+                    tail_len,
                 ))
             }
             DataLayout::ChunkBased => {
@@ -122,14 +135,15 @@ impl Inner {
                         ctx,
                     ));
                 }
-                let esize = format.entry_size() as u64;
+                let esize_bytes = format.entry_size();
+                let esize = esize_bytes as u64;
                 let eoff = i
                     .checked_mul(esize)
                     .and_then(|o| o.checked_add(table))
                     .ok_or_else(|| {
                         Error::corrupt_as(CorruptKind::DataMap, "chunk table offset overflows", ctx)
                     })?;
-                let bytes = self.read_meta(raw.in_metabox(), eoff, esize as usize, ctx)?;
+                let bytes = self.read_meta(raw.in_metabox(), eoff, esize_bytes, ctx)?;
                 let entry = ChunkTable::parse(&bytes, format, 1)
                     .map_err(fmt_err)?
                     .get(0, format, self.sb.device_id_mask())
@@ -141,9 +155,12 @@ impl Inner {
                         )
                     })?;
                 let chunk_start = i << chunkbits;
-                let chunk_len = (1u64 << chunkbits).min(size - chunk_start);
-                let in_chunk = pos - chunk_start;
-                let len = chunk_len - in_chunk;
+                let chunk_len = size
+                    .checked_sub(chunk_start)
+                    .ok_or_else(overflow)?
+                    .min(1u64 << chunkbits);
+                let in_chunk = pos.checked_sub(chunk_start).ok_or_else(overflow)?;
+                let len = chunk_len.checked_sub(in_chunk).ok_or_else(overflow)?;
                 match entry {
                     ChunkMapping::Hole => Ok((Seg::Hole, len)),
                     ChunkMapping::Mapped { device_id, blkaddr } => {
@@ -242,10 +259,10 @@ impl Inner {
             if !self.flat_devices {
                 for d in &self.devices {
                     if d.mapped_blkaddr != 0
-                        && blk >= d.mapped_blkaddr
-                        && blk - d.mapped_blkaddr < d.blocks
+                        && let Some(rel) = blk.checked_sub(d.mapped_blkaddr)
+                        && rel < d.blocks
                     {
-                        return Ok((d.index, blk - d.mapped_blkaddr));
+                        return Ok((d.index, rel));
                     }
                 }
             }

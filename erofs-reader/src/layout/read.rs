@@ -26,16 +26,18 @@ impl Inner {
         if offset >= size || buf.is_empty() || no_data(inode) {
             return Ok(0);
         }
-        let n = (size - offset).min(buf.len() as u64) as usize;
+        // offset < size (checked above), so the subtraction cannot saturate.
+        let n =
+            usize::try_from(size.saturating_sub(offset)).map_or(buf.len(), |r| r.min(buf.len()));
         if inode.raw().layout.is_compressed() {
             return self.read_compressed_at(inode, offset, &mut buf[..n]);
         }
         let ctx = Context::nid(inode.nid().0);
-        let mut done = 0usize;
-        while done < n {
-            let pos = offset + done as u64;
+        let mut rest = &mut buf[..n];
+        let mut pos = offset;
+        while !rest.is_empty() {
             let (seg, len) = self.map(inode, pos)?;
-            let take = len.min((n - done) as u64) as usize;
+            let take = usize::try_from(len).map_or(rest.len(), |l| l.min(rest.len()));
             if take == 0 {
                 return Err(Error::corrupt_as(
                     CorruptKind::DataMap,
@@ -43,8 +45,13 @@ impl Inner {
                     ctx.at(pos),
                 ));
             }
-            self.read_seg(seg, &mut buf[done..done + take], ctx)?;
-            done += take;
+            let (head, tail) = std::mem::take(&mut rest).split_at_mut(take);
+            self.read_seg(seg, head, ctx)?;
+            rest = tail;
+            // pos + take <= offset + n <= size.
+            pos = pos
+                .checked_add(take as u64)
+                .ok_or_else(|| overflow(ctx.at(pos)))?;
         }
         Ok(n)
     }
@@ -135,7 +142,8 @@ impl Inner {
         let mut pos = 0u64;
         while pos < size {
             let (seg, len) = self.map(inode, pos)?;
-            let len = len.min(size - pos);
+            // pos < size (loop condition).
+            let len = len.min(size.saturating_sub(pos));
             if len == 0 {
                 return Err(Error::corrupt_as(
                     CorruptKind::DataMap,
@@ -162,18 +170,23 @@ impl Inner {
                         None => {
                             let mut done = 0u64;
                             while done < len {
-                                let take = (len - done).min(COPY_CHUNK as u64) as usize;
+                                // done < len (loop condition).
+                                let take = usize::try_from(len.saturating_sub(done))
+                                    .map_or(COPY_CHUNK, |r| r.min(COPY_CHUNK));
+                                let at =
+                                    off.checked_add(done).ok_or_else(|| overflow(ctx.at(off)))?;
                                 buf.resize(take, 0);
-                                src.read_exact_at(&mut buf, off + done)
-                                    .map_err(|e| io_err(index, e, ctx.at(off + done)))?;
+                                src.read_exact_at(&mut buf, at)
+                                    .map_err(|e| io_err(index, e, ctx.at(at)))?;
                                 f(Piece::Data(&buf))?;
-                                done += take as u64;
+                                // take <= len - done.
+                                done = done.saturating_add(take as u64);
                             }
                         }
                     }
                 }
             }
-            pos += len;
+            pos = pos.checked_add(len).ok_or_else(|| overflow(ctx.at(pos)))?;
         }
         Ok(())
     }
@@ -190,7 +203,8 @@ impl Inner {
         let mut pos = range.start;
         while pos < end {
             let (seg, len) = self.map(inode, pos)?;
-            let len = len.min(end - pos);
+            // pos < end (loop condition).
+            let len = len.min(end.saturating_sub(pos));
             if len == 0 {
                 return Err(Error::corrupt_as(
                     CorruptKind::DataMap,
@@ -213,8 +227,7 @@ impl Inner {
             };
             let merged = match (out.last_mut(), &target) {
                 (Some(last), ExtentTarget::Hole) if last.target == ExtentTarget::Hole => {
-                    last.len += len;
-                    true
+                    merge_len(last, len)
                 }
                 (Some(last), ExtentTarget::Device { index, offset, .. }) => match &last.target {
                     ExtentTarget::Device {
@@ -222,8 +235,7 @@ impl Inner {
                         offset: lo,
                         ..
                     } if li == index && lo.checked_add(last.len) == Some(*offset) => {
-                        last.len += len;
-                        true
+                        merge_len(last, len)
                     }
                     _ => false,
                 },
@@ -236,7 +248,9 @@ impl Inner {
                     target,
                 });
             }
-            pos += len;
+            pos = pos
+                .checked_add(len)
+                .ok_or_else(|| overflow(Context::nid(inode.nid().0).at(pos)))?;
         }
         Ok(out)
     }
@@ -255,7 +269,25 @@ impl Inner {
                 ctx,
             ));
         }
-        let target = self.data_range(inode, 0, md.len() as usize)?.into_owned();
+        // 1..=4096 bytes (checked above).
+        let len = usize::try_from(md.len()).unwrap_or(4096);
+        let target = self.data_range(inode, 0, len)?.into_owned();
         Ok(target)
+    }
+}
+
+/// A file position that overflows `u64` while walking an inode's segments.
+fn overflow(ctx: Context) -> Error {
+    Error::corrupt_as(CorruptKind::DataMap, "data position overflows", ctx)
+}
+
+/// Grow `last` by `len` bytes if the sum fits; `false` keeps them as separate extents.
+fn merge_len(last: &mut Extent, len: u64) -> bool {
+    match last.len.checked_add(len) {
+        Some(sum) => {
+            last.len = sum;
+            true
+        }
+        None => false,
     }
 }

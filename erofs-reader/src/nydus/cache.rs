@@ -31,13 +31,14 @@ impl ContextCache {
         if n > self.capacity || self.get(index).is_some() {
             return;
         }
-        self.bytes += n;
+        // `bytes` is the sum of the cached entries' lengths (each <= capacity).
+        self.bytes = self.bytes.saturating_add(n);
         self.entries.push_back((index, data));
         while self.bytes > self.capacity {
             let Some((_, old)) = self.entries.pop_front() else {
                 break;
             };
-            self.bytes -= old.len();
+            self.bytes = self.bytes.saturating_sub(old.len());
         }
     }
 }
@@ -68,7 +69,8 @@ impl ChunkCache {
         if n > self.capacity || self.map.contains_key(&ci) {
             return;
         }
-        self.bytes += n;
+        // `bytes` is the sum of the cached chunks' lengths (each <= capacity).
+        self.bytes = self.bytes.saturating_add(n);
         self.map.insert(ci, data);
         self.order.push_back(ci);
         while self.bytes > self.capacity {
@@ -76,7 +78,7 @@ impl ChunkCache {
                 break;
             };
             if let Some(d) = self.map.remove(&old) {
-                self.bytes -= <[u8]>::len(&d);
+                self.bytes = self.bytes.saturating_sub(<[u8]>::len(&d));
             }
         }
     }

@@ -60,9 +60,13 @@ impl BlobMap {
         let count = r.chunk_count.get();
         let usize_ = r.ci_uncompressed_size.get();
         let csize = r.ci_compressed_size.get();
-        let infos = u64::from(count) * r.chunk_info_size();
+        let infos = u64::from(count)
+            .checked_mul(r.chunk_info_size())
+            .ok_or_else(|| blob.blob_err(format!("chunk-info array for {count} chunks")))?;
         let fits = if zran {
-            usize_ >= infos && usize_ - infos <= MAX_ZRAN_TABLE_BYTES
+            usize_
+                .checked_sub(infos)
+                .is_some_and(|extra| extra <= MAX_ZRAN_TABLE_BYTES)
         } else {
             usize_ == infos
         };
@@ -71,7 +75,8 @@ impl BlobMap {
                 "chunk-info array of {usize_} bytes for {count} chunks"
             )));
         }
-        if csize > usize_.max(64) + 1024 {
+        // Saturating: a bound of u64::MAX refuses nothing more than the sum would.
+        if csize > usize_.max(64).saturating_add(1024) {
             return Err(blob.blob_err(format!("compressed chunk-info array of {csize} bytes")));
         }
         let meta: &dyn Source = match (&blob.meta_source, features.contains(BlobFeatures::SEPARATE))
@@ -130,18 +135,23 @@ impl BlobMap {
         if u64::from(count) > stored_len {
             return Err(blob.blob_err(format!("{count} chunks in a blob of {stored_len} bytes")));
         }
-        let mut raw = vec![0u8; csize as usize];
+        let zeroed = |n: u64| {
+            usize::try_from(n)
+                .map(|n| vec![0u8; n])
+                .map_err(|_| blob.blob_err(format!("chunk-info array of {n} bytes")))
+        };
+        let mut raw = zeroed(csize)?;
         read(&mut raw, r.ci_offset.get())?;
         let bytes = match r.ci_compressor() {
             Some(BlobCompressor::None) => raw,
             Some(BlobCompressor::Zstd) => {
-                let mut out = vec![0u8; usize_ as usize];
+                let mut out = zeroed(usize_)?;
                 zstd_frame(&raw, &mut out)
                     .map_err(|e| blob.blob_err(format!("chunk-info array: {e}")))?;
                 out
             }
             Some(BlobCompressor::Lz4Block) => {
-                let mut out = vec![0u8; usize_ as usize];
+                let mut out = zeroed(usize_)?;
                 lz4_block(&raw, &mut out)
                     .map_err(|e| blob.blob_err(format!("chunk-info array: {e}")))?;
                 out
@@ -156,7 +166,7 @@ impl BlobMap {
             Some(h) => {
                 let t = ZranTable::new(&bytes, h)
                     .map_err(|e| blob.blob_err(format!("ZRan table: {e}")))?;
-                for i in 0..t.len() as u32 {
+                for i in 0..u32::try_from(t.len()).unwrap_or(u32::MAX) {
                     t.context(i)
                         .map_err(|e| blob.blob_err(format!("ZRan context {i}: {e}")))?;
                 }
@@ -205,8 +215,9 @@ impl BlobMap {
                     let (ctx, _) = t
                         .context(index)
                         .map_err(|e| bad(&format!("ZRan context: {e}")))?;
-                    if u64::from(offset) + u64::from(c.uncompressed_size)
-                        > u64::from(ctx.out_len.get())
+                    if u64::from(offset)
+                        .checked_add(u64::from(c.uncompressed_size))
+                        .is_none_or(|end| end > u64::from(ctx.out_len.get()))
                     {
                         return Err(bad("runs past the output of its ZRan context"));
                     }

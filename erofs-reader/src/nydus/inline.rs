@@ -45,11 +45,12 @@ pub fn inlined_bootstrap(blob: &dyn Source) -> Result<Option<Vec<u8>>> {
         source: e,
     };
     let len = blob.size().map_err(io)?;
-    if len < 512 {
+    // The tar header of the last entry: the blob's last 512 bytes.
+    let Some(body_end) = len.checked_sub(512) else {
         return Ok(None);
-    }
+    };
     let mut h = [0u8; 512];
-    blob.read_exact_at(&mut h, len - 512).map_err(io)?;
+    blob.read_exact_at(&mut h, body_end).map_err(io)?;
     let Some((name, size)) = tar_header(&h) else {
         return Ok(None);
     };
@@ -60,35 +61,40 @@ pub fn inlined_bootstrap(blob: &dyn Source) -> Result<Option<Vec<u8>>> {
             Context::NONE,
         )
     };
-    let body_end = len - 512;
-    if size > body_end {
-        return Err(bad("tar entry larger than the blob"));
-    }
+    let body_start = body_end
+        .checked_sub(size)
+        .ok_or_else(|| bad("tar entry larger than the blob"))?;
+    let zeroed = |n: u64| {
+        usize::try_from(n)
+            .map(|n| vec![0u8; n])
+            .map_err(|_| bad("entry does not fit in memory"))
+    };
     match name {
         b"image.boot" => {
             if size > MAX_INLINE_BOOTSTRAP {
                 return Err(bad("too large"));
             }
-            let mut boot = vec![0u8; size as usize];
-            blob.read_exact_at(&mut boot, body_end - size).map_err(io)?;
+            let mut boot = zeroed(size)?;
+            blob.read_exact_at(&mut boot, body_start).map_err(io)?;
             Ok(Some(boot))
         }
         b"rafs.blob.toc" => {
             if size % 128 != 0 || size > 64 * 128 {
                 return Err(bad("ToC size"));
             }
-            let mut toc = vec![0u8; size as usize];
-            blob.read_exact_at(&mut toc, body_end - size).map_err(io)?;
+            let mut toc = zeroed(size)?;
+            blob.read_exact_at(&mut toc, body_start).map_err(io)?;
             for e in toc.chunks_exact(128) {
                 let name = &e[8..24];
                 let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(16)];
                 if name != b"image.boot" {
                     continue;
                 }
+                // o <= 72 in a 128-byte entry.
                 let u64_at = |o: usize| {
-                    let mut b = [0u8; 8];
-                    b.copy_from_slice(&e[o..o + 8]);
-                    u64::from_le_bytes(b)
+                    e[o..]
+                        .first_chunk::<8>()
+                        .map_or(0, |b| u64::from_le_bytes(*b))
                 };
                 let flags = u32::from_le_bytes([e[0], e[1], e[2], e[3]]);
                 let (coff, csize, usize_) = (u64_at(56), u64_at(64), u64_at(72));
@@ -97,17 +103,17 @@ pub fn inlined_bootstrap(blob: &dyn Source) -> Result<Option<Vec<u8>>> {
                 {
                     return Err(bad("ToC entry outside the blob"));
                 }
-                let mut stored = vec![0u8; csize as usize];
+                let mut stored = zeroed(csize)?;
                 blob.read_exact_at(&mut stored, coff).map_err(io)?;
                 let boot = match flags {
                     1 if csize == usize_ => stored,
                     2 => {
-                        let mut out = vec![0u8; usize_ as usize];
+                        let mut out = zeroed(usize_)?;
                         zstd_frame(&stored, &mut out).map_err(|e| bad(&e))?;
                         out
                     }
                     4 => {
-                        let mut out = vec![0u8; usize_ as usize];
+                        let mut out = zeroed(usize_)?;
                         lz4_block(&stored, &mut out).map_err(|e| bad(&e))?;
                         out
                     }

@@ -93,8 +93,10 @@ impl RafsMeta {
         }
         let mut blobs = Vec::with_capacity(records.len());
         for (i, r) in records.iter().enumerate() {
-            let ctx = Context::offset(bt_off + 256 * i as u64);
-            r.validate(i as u32, ext.chunk_size())
+            // The table holds at most u32::MAX / 256 records; the offset only labels errors.
+            let index = u32::try_from(i).unwrap_or(u32::MAX);
+            let ctx = Context::offset(bt_off.saturating_add((i as u64).saturating_mul(256)));
+            r.validate(index, ext.chunk_size())
                 .map_err(|e| Error::corrupt_as(CorruptKind::Rafs, format!("blob {i}: {e}"), ctx))?;
             let dev = &inner.devices[i];
             if dev.blocks.checked_mul(RAFS_BLOCK_SIZE) != Some(r.uncompressed_size.get()) {
@@ -109,7 +111,7 @@ impl RafsMeta {
                 ));
             }
             blobs.push(BlobInfo {
-                index: i as u32,
+                index,
                 id: r
                     .blob_id()
                     .map_err(|e| rafs_corrupt(e, ctx.offset.unwrap_or(0)))?
@@ -275,18 +277,19 @@ impl RafsMeta {
                     continue;
                 }
             };
-            for ci in 0..n {
-                match src.decode_chunk(ci as u32) {
+            // Chunk indexes are u32 (ChunkInfoArray's count); counters saturate.
+            for ci in 0..u32::try_from(n).unwrap_or(u32::MAX) {
+                match src.decode_chunk(ci) {
                     Ok((_, checked)) => {
-                        report.chunks += 1;
+                        report.chunks = report.chunks.saturating_add(1);
                         if checked {
-                            report.verified += 1;
+                            report.verified = report.verified.saturating_add(1);
                         }
                     }
                     Err(e) => report.errors.push(e.to_string()),
                 }
             }
-            report.stored_bytes += src.stats().stored_bytes;
+            report.stored_bytes = report.stored_bytes.saturating_add(src.stats().stored_bytes);
         }
         report
     }
@@ -321,7 +324,8 @@ impl RafsMeta {
             let dir = image.inode(nid)?;
             for e in image.read_dir_inode(&dir)? {
                 let e = e?;
-                seen += 1;
+                // Bounded by max_entries (checked per directory); cannot saturate.
+                seen = seen.saturating_add(1);
                 let name = e.name();
                 if name == b"." || name == b".." {
                     continue;
@@ -329,10 +333,12 @@ impl RafsMeta {
                 let p = format!("{path}/{}", String::from_utf8_lossy(name));
                 if let Some(slot @ None) = want.get_mut(&e.nid().0) {
                     *slot = Some(p.clone());
-                    missing -= 1;
+                    // A slot turned from None to Some: missing counted it.
+                    missing = missing.saturating_sub(1);
                 }
                 if e.file_type() == crate::FileType::Directory && depth < image.limits().max_depth {
-                    stack.push((e.nid(), p, depth + 1));
+                    // depth < max_depth: cannot saturate.
+                    stack.push((e.nid(), p, depth.saturating_add(1)));
                 }
             }
         }

@@ -39,51 +39,71 @@ impl BlobSource {
         let mut i = range.start;
         while i < range.end {
             let c = map.chunks[i];
-            self.wait_inflight(i as u32);
-            if let Some(data) = self.cache_get(i as u32) {
+            self.wait_inflight(chunk_index(i));
+            if let Some(data) = self.cache_get(chunk_index(i)) {
                 let to = c.uncompressed_end().min(end);
-                let skip = pos.max(c.uncompressed_offset) - c.uncompressed_offset;
+                // `pos.max(offset) - offset`.
+                let skip = pos.saturating_sub(c.uncompressed_offset);
                 let dst = take(&mut rest, &mut pos, c.uncompressed_offset, to);
-                dst.copy_from_slice(&data[skip as usize..skip as usize + dst.len()]);
-                i += 1;
+                let src = usize::try_from(skip)
+                    .ok()
+                    .and_then(|s| data.get(s..)?.get(..dst.len()))
+                    .ok_or_else(|| self.blob.blob_err(format!("chunk {i}: read past its end")))?;
+                dst.copy_from_slice(src);
+                // i < range.end: cannot saturate.
+                i = i.saturating_add(1);
                 continue;
             }
             // A run of missing chunks whose stored bytes are adjacent: one read.
             let start = c.compressed_offset;
             let mut stop = c.compressed_end();
-            let mut j = i + 1;
+            // i < j <= range.end <= chunks.len(): these cannot saturate.
+            let mut j = i.saturating_add(1);
             while j < range.end {
                 let n = &map.chunks[j];
                 if n.compressed_offset != stop
-                    || n.compressed_end() - start > MAX_FETCH_SPAN
-                    || self.cache_has(j as u32)
-                    || self.is_inflight(j as u32)
+                    || n.compressed_end()
+                        .checked_sub(start)
+                        .is_none_or(|span| span > MAX_FETCH_SPAN)
+                    || self.cache_has(chunk_index(j))
+                    || self.is_inflight(chunk_index(j))
                 {
                     break;
                 }
                 stop = n.compressed_end();
-                j += 1;
+                j = j.saturating_add(1);
             }
             SCRATCH.with(|cell| -> Result<()> {
                 let mut scratch = cell.borrow_mut();
-                let len = (stop - start) as usize;
+                let span_err = || self.blob.blob_err(format!("stored span {start}..{stop}"));
+                let len = stop
+                    .checked_sub(start)
+                    .and_then(|l| usize::try_from(l).ok())
+                    .ok_or_else(span_err)?;
                 if scratch.len() < len {
                     scratch.resize(len, 0);
                 }
                 let stored = &mut scratch[..len];
                 self.fetch(stored, start)?;
-                let mut tasks = Vec::with_capacity(j - i);
+                let mut tasks = Vec::with_capacity(j.saturating_sub(i));
                 for k in i..j {
                     let c = &map.chunks[k];
-                    let s = (c.compressed_offset - start) as usize;
+                    // The chunks of the run are adjacent from `start` to `stop`.
+                    let stored = c
+                        .compressed_offset
+                        .checked_sub(start)
+                        .and_then(|s| usize::try_from(s).ok())
+                        .and_then(|s| stored.get(s..)?.get(..c.compressed_size as usize))
+                        .ok_or_else(span_err)?;
                     let to = c.uncompressed_end().min(end);
-                    let skip = pos.max(c.uncompressed_offset) - c.uncompressed_offset;
+                    let skip = usize::try_from(pos.saturating_sub(c.uncompressed_offset))
+                        .map_err(|_| span_err())?;
                     let dst = take(&mut rest, &mut pos, c.uncompressed_offset, to);
                     tasks.push(Task {
                         ci: k,
-                        stored: &stored[s..s + c.compressed_size as usize],
+                        stored,
                         dst,
-                        skip: skip as usize,
+                        skip,
                     });
                 }
                 self.run_tasks(&map.chunks, tasks)?;
@@ -108,10 +128,12 @@ impl BlobSource {
         let range = overlapping(&map.chunks, offset, end);
         for i in range.clone() {
             let c = map.chunks[i];
-            let ci = i as u32;
+            let ci = chunk_index(i);
             self.wait_inflight(ci);
             let to = c.uncompressed_end().min(end);
-            let skip = (pos.max(c.uncompressed_offset) - c.uncompressed_offset) as usize;
+            // `pos.max(offset) - offset`, at most a chunk (<= 16 MiB).
+            let skip =
+                usize::try_from(pos.saturating_sub(c.uncompressed_offset)).unwrap_or(usize::MAX);
             let dst = take(&mut rest, &mut pos, c.uncompressed_offset, to);
             let cached = self.cache_get(ci);
             if cached.is_none() {
@@ -123,7 +145,8 @@ impl BlobSource {
             };
             let part = &data[part];
             let src = part
-                .get(skip..skip + dst.len())
+                .get(skip..)
+                .and_then(|p| p.get(..dst.len()))
                 .ok_or_else(|| self.blob.blob_err(format!("chunk {ci}: read past its end")))?;
             dst.copy_from_slice(src);
             if cached.is_none() && dst.len() != part.len() {
@@ -153,11 +176,13 @@ impl BlobSource {
         let cut = tasks
             .iter()
             .position(|t| {
-                acc += u64::from(chunks[t.ci].uncompressed_size);
-                acc * 2 >= total
+                // Sums of u32 chunk sizes over in-memory tasks: no saturation.
+                acc = u64::saturating_add(acc, u64::from(chunks[t.ci].uncompressed_size));
+                acc.saturating_mul(2) >= total
             })
-            .map_or(tasks.len(), |p| p + 1)
-            .min(tasks.len() - 1);
+            // p < tasks.len() and tasks.len() >= 2: neither saturates.
+            .map_or(tasks.len(), |p| p.saturating_add(1))
+            .min(tasks.len().saturating_sub(1));
         let second = tasks.split_off(cut);
         std::thread::scope(|scope| {
             let helper = scope.spawn(|| {
@@ -178,27 +203,40 @@ impl BlobSource {
         let c = &chunks[t.ci];
         if t.skip == 0 && t.dst.len() == c.uncompressed_size as usize {
             // Wholly inside the read: decode in place, nothing to keep.
-            return self.decode_into(t.ci as u32, c, t.stored, t.dst);
+            return self.decode_into(chunk_index(t.ci), c, t.stored, t.dst);
         }
-        let data = self.decode(t.ci as u32, c, t.stored)?;
-        let part = data.get(t.skip..t.skip + t.dst.len()).ok_or_else(|| {
-            self.blob
-                .blob_err(format!("chunk {}: read past its end", t.ci))
-        })?;
+        let data = self.decode(chunk_index(t.ci), c, t.stored)?;
+        let part = data
+            .get(t.skip..)
+            .and_then(|p| p.get(..t.dst.len()))
+            .ok_or_else(|| {
+                self.blob
+                    .blob_err(format!("chunk {}: read past its end", t.ci))
+            })?;
         t.dst.copy_from_slice(part);
-        self.cache_put(t.ci as u32, data);
+        self.cache_put(chunk_index(t.ci), data);
         Ok(())
     }
+}
+
+/// Chunk index `i` as the u32 the caches and decoders take: chunk arrays hold at most
+/// `u32::MAX` entries (the blob's `chunk_count` is a u32).
+pub(super) fn chunk_index(i: usize) -> u32 {
+    u32::try_from(i).unwrap_or(u32::MAX)
 }
 
 /// The bytes of `rest` (which starts at absolute offset `pos`) up to `to`, after zeroing the
 /// gap before `at`; `rest` and `pos` move past them.
 pub(super) fn take<'a>(rest: &mut &'a mut [u8], pos: &mut u64, at: u64, to: u64) -> &'a mut [u8] {
     let r = std::mem::take(rest);
-    let (gap, r) = r.split_at_mut(at.saturating_sub(*pos) as usize);
+    // The callers' chunks lie inside the read, so the gap and the part fit in `rest`; the
+    // `min`s keep a broken invariant from panicking.
+    let gap = usize::try_from(at.saturating_sub(*pos)).unwrap_or(usize::MAX);
+    let (gap, r) = r.split_at_mut(gap.min(r.len()));
     gap.fill(0);
     *pos = (*pos).max(at);
-    let (dst, r) = r.split_at_mut((to - *pos) as usize);
+    let part = usize::try_from(to.saturating_sub(*pos)).unwrap_or(usize::MAX);
+    let (dst, r) = r.split_at_mut(part.min(r.len()));
     *rest = r;
     *pos = to;
     dst

@@ -4,6 +4,7 @@ use super::cache::{ChunkCache, ContextCache};
 use super::chunk_map::{BlobMap, MapError, ZranMap, overlapping};
 use super::digest::{digest, hex};
 use super::limits::{DEFAULT_CHUNK_CACHE_BYTES, MAX_FETCH_SPAN, ZRAN_CONTEXT_CACHE_BYTES};
+use super::read::chunk_index;
 use super::stats::{BlobStats, Counters};
 use super::stored::StoredBlob;
 use super::zran;
@@ -304,7 +305,7 @@ impl BlobSource {
             let mut stop = None;
             for k in chunks {
                 let c = &map.chunks[k];
-                if set.contains(&(k as u32)) || self.cache_has(k as u32) {
+                if set.contains(&(chunk_index(k))) || self.cache_has(chunk_index(k)) {
                     if stop.is_some() {
                         break;
                     }
@@ -312,12 +313,13 @@ impl BlobSource {
                 }
                 if let Some(s) = stop
                     && (c.compressed_offset != s
-                        || c.compressed_end() - map.chunks[claimed[0]].compressed_offset
-                            > MAX_FETCH_SPAN)
+                        || c.compressed_end()
+                            .checked_sub(map.chunks[claimed[0]].compressed_offset)
+                            .is_none_or(|span| span > MAX_FETCH_SPAN))
                 {
                     break;
                 }
-                set.insert(k as u32);
+                set.insert(chunk_index(k));
                 claimed.push(k);
                 stop = Some(c.compressed_end());
             }
@@ -328,19 +330,30 @@ impl BlobSource {
         let result = (|| -> Result<()> {
             let start = map.chunks[first].compressed_offset;
             let stop = map.chunks[*claimed.last().unwrap_or(&first)].compressed_end();
-            let mut stored = vec![0u8; (stop - start) as usize];
+            let span_err = || self.blob.blob_err(format!("stored span {start}..{stop}"));
+            let len = stop
+                .checked_sub(start)
+                .and_then(|l| usize::try_from(l).ok())
+                .ok_or_else(span_err)?;
+            let mut stored = vec![0u8; len];
             self.fetch(&mut stored, start)?;
             for &k in &claimed {
                 let c = &map.chunks[k];
-                let s = (c.compressed_offset - start) as usize;
-                let data = self.decode(k as u32, c, &stored[s..s + c.compressed_size as usize])?;
-                self.cache_put(k as u32, data);
+                // The claimed chunks are adjacent from `start` to `stop`.
+                let part = c
+                    .compressed_offset
+                    .checked_sub(start)
+                    .and_then(|s| usize::try_from(s).ok())
+                    .and_then(|s| stored.get(s..)?.get(..c.compressed_size as usize))
+                    .ok_or_else(span_err)?;
+                let data = self.decode(chunk_index(k), c, part)?;
+                self.cache_put(chunk_index(k), data);
             }
             Ok(())
         })();
         if let Ok(mut set) = self.inflight.lock() {
             for k in &claimed {
-                set.remove(&(*k as u32));
+                set.remove(&(chunk_index(*k)));
             }
         }
         self.inflight_done.notify_all();
@@ -351,7 +364,7 @@ impl BlobSource {
     fn warm_zran(&self, map: &BlobMap, chunks: Range<usize>) -> Result<()> {
         let mut held = Vec::new();
         for k in chunks {
-            let ci = k as u32;
+            let ci = chunk_index(k);
             {
                 let Ok(mut set) = self.inflight.lock() else {
                     return Ok(());
@@ -389,7 +402,7 @@ impl BlobSource {
         let t0 = std::time::Instant::now();
         let mut out = vec![0u8; ctx.out_len.get() as usize];
         let r = zran::inflate_context(ctx, dict, &input, &mut out);
-        self.counters.decode_ns.add(t0.elapsed().as_nanos() as u64);
+        self.counters.decode_ns.add(elapsed_ns(t0));
         r.map_err(|e| {
             self.blob.blob_err(format!(
                 "ZRan context {index} (gzip {}+{}): {e}",
@@ -426,11 +439,13 @@ impl BlobSource {
             return Ok(());
         }
         // The first later chunk (not cached) cut from another context.
-        let next = map.chunks[i + 1..end]
+        // i < end <= chunks.len(): the sums are indexes into the chunk array.
+        let after = i.saturating_add(1);
+        let next = map.chunks[after..end]
             .iter()
             .enumerate()
-            .filter_map(|(k, c)| Some((i + 1 + k, c.zran?.0)))
-            .find(|&(k, x)| x != index && !self.cache_has(k as u32))
+            .filter_map(|(k, c)| Some((after.saturating_add(k), c.zran?.0)))
+            .find(|&(k, x)| x != index && !self.cache_has(chunk_index(k)))
             .map(|(_, x)| x)
             .filter(|&x| missing(x));
         let Some(next) = next else {
@@ -492,7 +507,7 @@ impl BlobSource {
         })?;
         let t0 = std::time::Instant::now();
         let r = self.check_digest(ci, c, part);
-        self.counters.decode_ns.add(t0.elapsed().as_nanos() as u64);
+        self.counters.decode_ns.add(elapsed_ns(t0));
         r?;
         Ok((out, range))
     }
@@ -516,7 +531,7 @@ impl BlobSource {
         self.counters.stored_bytes.add(buf.len() as u64);
         let t0 = std::time::Instant::now();
         let r = self.blob.stored.read_exact_at(buf, offset);
-        self.counters.fetch_ns.add(t0.elapsed().as_nanos() as u64);
+        self.counters.fetch_ns.add(elapsed_ns(t0));
         r.map_err(|e| {
             let len = buf.len();
             self.blob.read_err(
@@ -549,7 +564,7 @@ impl BlobSource {
         }
         let t0 = std::time::Instant::now();
         let r = self.decode_checked(ci, c, stored, out);
-        self.counters.decode_ns.add(t0.elapsed().as_nanos() as u64);
+        self.counters.decode_ns.add(elapsed_ns(t0));
         r
     }
 
@@ -603,4 +618,9 @@ impl BlobSource {
             Err(e) => Err(e.to_error()),
         }
     }
+}
+
+/// Nanoseconds since `t0` for the counters (saturating: 584 years).
+fn elapsed_ns(t0: std::time::Instant) -> u64 {
+    u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }

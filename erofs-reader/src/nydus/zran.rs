@@ -43,11 +43,13 @@ impl BitWriter {
             if self.bits.is_multiple_of(8) {
                 self.bytes.push(0);
             }
-            if value >> i & 1 == 1 {
-                let last = self.bytes.len() - 1;
-                self.bytes[last] |= 1 << (self.bits % 8);
+            if value >> i & 1 == 1
+                && let Some(last) = self.bytes.last_mut()
+            {
+                *last |= 1 << (self.bits % 8);
             }
-            self.bits += 1;
+            // Counts the bits of a primer of a few dozen bits: cannot saturate.
+            self.bits = self.bits.saturating_add(1);
         }
     }
 
@@ -66,6 +68,7 @@ impl BitWriter {
 fn primer(bits: u8, value: u8) -> (Vec<u8>, usize, usize) {
     let bits = usize::from(bits);
     // 10 + 9n ≡ 8 - bits (mod 8)  ⇔  n ≡ 6 - bits (mod 8).
+    #[allow(clippy::arithmetic_side_effects, reason = "bits is 1..=7")]
     let literals = (14 - bits) % 8;
     let mut w = BitWriter::default();
     w.put(0, 1); // BFINAL: more blocks follow
@@ -112,7 +115,11 @@ pub(super) fn inflate_context(
         if inflater.total_out() != literals as u64 || dropped.iter().any(|&b| b != PRIMER_LITERAL) {
             return Err("the inflater did not take the ZRan primer".into());
         }
-        head = primer[inflater.total_in() as usize..].to_vec();
+        head = usize::try_from(inflater.total_in())
+            .ok()
+            .and_then(|n| primer.get(n..))
+            .ok_or("the inflater took more than the ZRan primer")?
+            .to_vec();
     }
     if !dict.is_empty() {
         inflater
@@ -124,7 +131,9 @@ pub(super) fn inflate_context(
     inflater
         .decompress(&head, out, FlushDecompress::None)
         .map_err(|e| format!("ZRan primer: {e}"))?;
-    if inflater.total_in() - in0 != head.len() as u64 || inflater.total_out() != out0 {
+    if inflater.total_in().checked_sub(in0) != Some(head.len() as u64)
+        || inflater.total_out() != out0
+    {
         return Err("the inflater did not take the ZRan pending bits".into());
     }
     let mut pos = 0usize;
@@ -135,10 +144,10 @@ pub(super) fn inflate_context(
             .decompress(&input[pos..], &mut out[done..], FlushDecompress::None)
             .map_err(|e| format!("inflate at ZRan output byte {done}: {e}"))?;
         // Both totals grow by at most the slice lengths given.
-        let used = (inflater.total_in() - in0) as usize;
-        let made = (inflater.total_out() - out0) as usize;
-        pos += used;
-        done += made;
+        let used = grown(in0, inflater.total_in());
+        let made = grown(out0, inflater.total_out());
+        pos = pos.saturating_add(used);
+        done = done.saturating_add(made);
         if done == out.len() {
             break;
         }
@@ -146,7 +155,7 @@ pub(super) fn inflate_context(
             Status::StreamEnd => {
                 // The member's deflate stream ends at `pos`: its trailer, then the next
                 // member's header.
-                let header = pos + GZIP_TRAILER;
+                let header = pos.saturating_add(GZIP_TRAILER);
                 let body = input
                     .get(header..)
                     .and_then(gzip_header_len)
@@ -157,7 +166,8 @@ pub(super) fn inflate_context(
                             out.len()
                         )
                     })?;
-                pos = header + body;
+                // body <= input.len() - header (gzip_header_len).
+                pos = header.saturating_add(body);
                 inflater.reset(false);
             }
             _ if used == 0 && made == 0 => {
@@ -198,18 +208,28 @@ fn gzip_header_len(b: &[u8]) -> Option<usize> {
     let flags = fixed[3];
     let mut at = 10usize;
     if flags & FEXTRA != 0 {
-        let xlen = b.get(at..at + 2)?;
-        at += 2 + usize::from(u16::from_le_bytes([xlen[0], xlen[1]]));
+        let xlen = b.get(at..at.checked_add(2)?)?;
+        at = at
+            .checked_add(2)?
+            .checked_add(usize::from(u16::from_le_bytes([xlen[0], xlen[1]])))?;
     }
     for flag in [FNAME, FCOMMENT] {
         if flags & flag != 0 {
-            at += b.get(at..)?.iter().position(|&c| c == 0)? + 1;
+            let nul = b.get(at..)?.iter().position(|&c| c == 0)?;
+            at = at.checked_add(nul)?.checked_add(1)?;
         }
     }
     if flags & FHCRC != 0 {
-        at += 2;
+        at = at.checked_add(2)?;
     }
     (at <= b.len()).then_some(at)
+}
+
+/// Bytes an inflater consumed or produced in one call, from its running counters (which
+/// grow by at most the slices handed to it, so the sums above cannot saturate).
+#[cfg_attr(not(feature = "deflate"), allow(dead_code))]
+fn grown(before: u64, after: u64) -> usize {
+    usize::try_from(after.saturating_sub(before)).unwrap_or(usize::MAX)
 }
 
 #[cfg(all(test, feature = "deflate"))]

@@ -23,6 +23,10 @@ impl Compression {
     pub(crate) fn new(sb: &SuperBlock, head: &[u8]) -> Result<Self> {
         let configs = match sb.available_compr_algs() {
             Some(algs) => {
+                #[allow(
+                    clippy::arithmetic_side_effects,
+                    reason = "the superblock offset 1024 plus sb_size() <= 128 + 16 * 255"
+                )]
                 let start = 1024 + sb.sb_size();
                 CompressionConfigs::parse(head, start, algs, sb.blkszbits).map_err(|e| {
                     Error::corrupt_as(

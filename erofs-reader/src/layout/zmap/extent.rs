@@ -51,6 +51,14 @@ pub struct CompressedExtent {
 }
 
 impl CompressedExtent {
+    /// `(pos - file_offset, bytes of the extent from pos)` for a `pos` the extent holds
+    /// (as `ZInode::map` checks); `None` otherwise.
+    pub(crate) fn split_at(&self, pos: u64) -> Option<(u64, u64)> {
+        let within = pos.checked_sub(self.file_offset)?;
+        let rest = self.len.checked_sub(within).filter(|&r| r > 0)?;
+        Some((within, rest))
+    }
+
     /// Whether decoding may stop once `len` bytes are out (a partially referenced
     /// pcluster, or one whose recorded end lies past EOF), rather than having to decode
     /// to exactly `len` bytes.

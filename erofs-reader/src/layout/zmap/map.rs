@@ -175,11 +175,10 @@ impl<'a> ZInode<'a> {
             } => match map.format {
                 IndexFormat::Full => total
                     .checked_mul(8)
-                    .and_then(|n| n.checked_add(header + FULL_INDEX_OFFSET)),
-                IndexFormat::Compact => {
-                    let ebase = header + 8;
+                    .and_then(|n| n.checked_add(header.checked_add(FULL_INDEX_OFFSET)?)),
+                IndexFormat::Compact => header.checked_add(8).and_then(|ebase| {
                     ebase.checked_add(CompactLayout::new(ebase, total, map.advise).byte_len())
-                }
+                }),
             },
             Kind::Extents {
                 map,
@@ -187,7 +186,8 @@ impl<'a> ZInode<'a> {
                 count,
             } => count
                 .checked_mul(u64::from(map.record_size))
-                .and_then(|n| n.checked_add(records + if map.record_size == 4 { 8 } else { 0 })),
+                .and_then(|n| n.checked_add(records))
+                .and_then(|n| n.checked_add(if map.record_size == 4 { 8 } else { 0 })),
         };
         match end {
             Some(e) if e <= self.inner.meta_space_len(self.in_metabox()) => Ok(()),
@@ -222,18 +222,21 @@ impl<'a> ZInode<'a> {
             IndexFormat::Full => {
                 let pos = lcn
                     .checked_mul(8)
-                    .and_then(|o| o.checked_add(*header + FULL_INDEX_OFFSET))
+                    .and_then(|o| o.checked_add(header.checked_add(FULL_INDEX_OFFSET)?))
                     .ok_or_else(|| bad("index offset overflows", ctx))?;
                 let bytes = self.inner.read_meta(self.in_metabox(), pos, 8, ctx)?;
                 let idx = LclusterIndex::read_from_bytes(&bytes)
                     .map_err(|_| bad("short lcluster index", ctx.at(pos)))?;
                 Ok(Loaded {
                     lc: idx.decode(lcn, map).map_err(fmt_err)?,
-                    next_pack: pos + 8,
+                    // The 8 bytes at pos were just read, so this cannot overflow.
+                    next_pack: pos.saturating_add(8),
                 })
             }
             IndexFormat::Compact => {
-                let ebase = *header + 8;
+                let ebase = header
+                    .checked_add(8)
+                    .ok_or_else(|| bad("index offset overflows", ctx))?;
                 let layout = CompactLayout::new(ebase, *total, map.advise);
                 let (start, len, i) = layout
                     .locate(lcn)
@@ -246,7 +249,8 @@ impl<'a> ZInode<'a> {
                     .map_err(fmt_err)?;
                 Ok(Loaded {
                     lc: pack.decode(i, lcn).map_err(fmt_err)?,
-                    next_pack: pos + len as u64,
+                    // The len bytes at pos were just read, so this cannot overflow.
+                    next_pack: pos.saturating_add(len as u64),
                 })
             }
         }
@@ -256,13 +260,15 @@ impl<'a> ZInode<'a> {
     /// (`z_erofs_extent_lookback`): returns its lcn and decoded index.
     fn lookback(&self, mut lcn: u64, mut dist: u64) -> Result<(u64, Lcluster)> {
         loop {
-            if dist == 0 || dist > lcn {
-                return Err(bad(
-                    format!("bogus lookback distance {dist} at lcluster {lcn}"),
-                    self.ctx(),
-                ));
-            }
-            lcn -= dist;
+            lcn = match lcn.checked_sub(dist) {
+                Some(l) if dist != 0 => l,
+                _ => {
+                    return Err(bad(
+                        format!("bogus lookback distance {dist} at lcluster {lcn}"),
+                        self.ctx(),
+                    ));
+                }
+            };
             let l = self.load(lcn)?;
             match l.lc {
                 Lcluster::NonHead { lookback, .. } => dist = u64::from(lookback),
@@ -276,7 +282,7 @@ impl<'a> ZInode<'a> {
     fn head_of(&self, map: &LclusterMap, pos: u64) -> Result<(u64, Lcluster, u64, u64)> {
         let bits = map.lcluster_bits;
         let lcn = pos >> bits;
-        let endoff = pos & ((1u64 << bits) - 1);
+        let endoff = pos & !(u64::MAX << bits);
         let first = self.load(lcn)?;
         let (head_lcn, head) = match first.lc {
             Lcluster::Head { cluster_offset, .. } if endoff >= u64::from(cluster_offset) => {
@@ -300,10 +306,13 @@ impl<'a> ZInode<'a> {
     /// `EROFS_GET_BLOCKS_FINDTAIL`: which extent is inline or a fragment.
     fn find_tail(&self, map: &LclusterMap, size: u64) -> Result<Tail> {
         let inline = map.inline_size.filter(|&n| n != 0);
-        if size == 0 || (inline.is_none() && map.fragment_offset.is_none()) {
+        let Some(last_byte) = size.checked_sub(1) else {
+            return Ok(Tail::None);
+        };
+        if inline.is_none() && map.fragment_offset.is_none() {
             return Ok(Tail::None);
         }
-        let (head_lcn, head, _, next_pack) = self.head_of(map, size - 1)?;
+        let (head_lcn, head, _, next_pack) = self.head_of(map, last_byte)?;
         if let Some(frag) = map.fragment_offset {
             if !self
                 .inner
@@ -327,7 +336,8 @@ impl<'a> ZInode<'a> {
         }
         let size = u64::from(inline.unwrap_or(0));
         let bs = self.inner.block_size();
-        if next_pack % bs + size > bs {
+        let in_block = next_pack & !(u64::MAX << self.inner.blkszbits);
+        if in_block.checked_add(size).is_none_or(|end| end > bs) {
             return Err(bad(
                 format!("inline pcluster of {size} bytes crosses a block boundary"),
                 self.ctx().at(next_pack),
@@ -433,12 +443,18 @@ impl<'a> ZInode<'a> {
                 )));
             }
             match self.load(lcn)?.lc {
-                Lcluster::NonHead { lookahead: 0, .. } => break (lcn + 1) << bits,
-                Lcluster::NonHead { lookahead, .. } => lcn += u64::from(lookahead),
-                Lcluster::Head { cluster_offset, .. } if lcn != head_lcn => {
-                    break (lcn << bits) + u64::from(cluster_offset);
+                Lcluster::NonHead { lookahead: 0, .. } => {
+                    break next_lcn(lcn, 1, self.ctx())? << bits;
                 }
-                Lcluster::Head { .. } => lcn += 1,
+                Lcluster::NonHead { lookahead, .. } => {
+                    lcn = next_lcn(lcn, u64::from(lookahead), self.ctx())?;
+                }
+                Lcluster::Head { cluster_offset, .. } if lcn != head_lcn => {
+                    break (lcn << bits)
+                        .checked_add(u64::from(cluster_offset))
+                        .ok_or_else(|| bad("extent end overflows", self.ctx()))?;
+                }
+                Lcluster::Head { .. } => lcn = next_lcn(lcn, 1, self.ctx())?,
             }
         };
         let past_eof = end > self.size;
@@ -510,10 +526,11 @@ impl<'a> ZInode<'a> {
             HeadKind::Head2 => map.big_pcluster_2(),
         };
         let lsize = 1u64 << bits;
-        if !big || (head_lcn + 1) << bits >= self.size {
+        let next = next_lcn(head_lcn, 1, self.ctx())?;
+        if !big || next << bits >= self.size {
             return Ok(lsize);
         }
-        let blocks = match self.load(head_lcn + 1)?.lc {
+        let blocks = match self.load(next)?.lc {
             Lcluster::Head { .. } => return Ok(lsize),
             Lcluster::NonHead {
                 lookback: 1,
@@ -538,10 +555,10 @@ impl<'a> ZInode<'a> {
         if !self.inner.flat_devices {
             for d in &self.inner.devices {
                 if d.mapped_blkaddr != 0
-                    && blk >= d.mapped_blkaddr
-                    && blk - d.mapped_blkaddr < d.blocks
+                    && let Some(rel) = blk.checked_sub(d.mapped_blkaddr)
+                    && rel < d.blocks
                 {
-                    return Ok((d.index, (blk - d.mapped_blkaddr) << bs_bits));
+                    return Ok((d.index, rel << bs_bits));
                 }
             }
         }
@@ -563,9 +580,9 @@ impl<'a> ZInode<'a> {
         let ctx = self.ctx();
         let recsz = u64::from(map.record_size);
         let read_rec = |at: u64| -> Result<Extent> {
-            let bytes = self
-                .inner
-                .read_meta(self.in_metabox(), at, recsz as usize, ctx)?;
+            let bytes =
+                self.inner
+                    .read_meta(self.in_metabox(), at, usize::from(map.record_size), ctx)?;
             let mut full = [0u8; 32];
             full[..bytes.len()].copy_from_slice(&bytes);
             Extent::read_from_bytes(&full).map_err(|_| bad("short extent record", ctx.at(at)))
@@ -586,11 +603,14 @@ impl<'a> ZInode<'a> {
                         let bytes = self.inner.read_meta(self.in_metabox(), records, 8, ctx)?;
                         let mut b = [0u8; 8];
                         b.copy_from_slice(&bytes);
-                        (0, records + 8, u64::from_le_bytes(b))
+                        let first = records
+                            .checked_add(8)
+                            .ok_or_else(|| bad("extent record offset", ctx))?;
+                        (0, first, u64::from_le_bytes(b))
                     }
                 }
             } else {
-                let l = pos & !(lsize - 1);
+                let l = pos & (u64::MAX << bits);
                 let at = (l >> bits)
                     .checked_mul(recsz)
                     .and_then(|o| o.checked_add(records))
@@ -616,8 +636,12 @@ impl<'a> ZInode<'a> {
                     cur_pa = u64::from(e.pstart_lo.get());
                 }
                 seen = true;
-                at += recsz;
-                l += lsize;
+                at = at
+                    .checked_add(recsz)
+                    .ok_or_else(|| bad("extent record offset", ctx))?;
+                l = l
+                    .checked_add(lsize)
+                    .ok_or_else(|| bad("extent offset overflows", ctx))?;
                 if recsz == 4 {
                     self.cursor.set(Some((l, at, run)));
                 }
@@ -631,14 +655,17 @@ impl<'a> ZInode<'a> {
                     .checked_next_multiple_of(lsize)
                     .unwrap_or(u64::MAX);
             lend = lend.min(l);
-            lstart = l - lsize;
+            // At least one record was read, so l >= lsize.
+            lstart = l
+                .checked_sub(lsize)
+                .ok_or_else(|| bad("no extent record", ctx))?;
             plen = cur_plen;
             pa = cur_pa;
         } else {
             let mut found = None;
             let (mut lo, mut hi) = (0u64, count);
             while lo < hi {
-                let mid = lo + (hi - lo) / 2;
+                let mid = lo.midpoint(hi);
                 let at = mid
                     .checked_mul(recsz)
                     .and_then(|o| o.checked_add(records))
@@ -656,9 +683,10 @@ impl<'a> ZInode<'a> {
                     }
                     lend = la;
                 } else {
-                    lo = mid + 1;
+                    // mid < hi <= count: neither saturates.
+                    lo = mid.saturating_add(1);
                     if la == pos {
-                        hi = hi.min(lo + 1);
+                        hi = hi.min(lo.saturating_add(1));
                     }
                     found = Some((la, e.plen.get(), epa));
                 }
@@ -679,7 +707,9 @@ impl<'a> ZInode<'a> {
                 past_eof: false,
             });
         }
-        let len = lend - lstart;
+        let len = lend
+            .checked_sub(lstart)
+            .ok_or_else(|| bad("empty extent", ctx))?;
         let source = if last && map.advise.contains(MapAdvise::FRAGMENT_PCLUSTER) {
             let mut offset = u64::from(plen);
             if recsz > 4 {
@@ -688,18 +718,18 @@ impl<'a> ZInode<'a> {
             ExtentSource::Fragment { offset }
         } else if plen & EXTENT_PLEN_MASK != 0 {
             let fmt = plen >> EXTENT_PLEN_FMT_BIT;
-            let bs = self.inner.block_size();
-            let encoding = match fmt {
-                0 if map.advise.contains(MapAdvise::INTERLACED_PCLUSTER) && pa % bs == 0 => {
+            let block_aligned = pa.is_multiple_of(self.inner.block_size());
+            // Format 0 is stored data; n > 0 is algorithm n - 1.
+            let encoding = match fmt.checked_sub(1) {
+                None if map.advise.contains(MapAdvise::INTERLACED_PCLUSTER) && block_aligned => {
                     Encoding::Interlaced
                 }
-                0 => Encoding::Shifted,
-                f => match Algorithm::from_id((f - 1) as u8) {
+                None => Encoding::Shifted,
+                Some(id) => match u8::try_from(id).ok().and_then(Algorithm::from_id) {
                     Some(a) => Encoding::Compressed(a),
                     None => {
                         return Err(Error::unsupported(format!(
-                            "compression format {} (nid {})",
-                            f - 1,
+                            "compression format {id} (nid {})",
                             self.nid
                         )));
                     }
@@ -712,8 +742,8 @@ impl<'a> ZInode<'a> {
             {
                 return Err(bad("pcluster beyond 48-bit block addresses", ctx));
             }
-            let (device, offset) = if pa % bs == 0 {
-                self.resolve(pa / bs, plen_bytes)?
+            let (device, offset) = if block_aligned {
+                self.resolve(pa >> self.inner.blkszbits, plen_bytes)?
             } else {
                 (0, pa)
             };
@@ -766,11 +796,21 @@ impl Inner {
         let mut pos = 0;
         while pos < size {
             let e = z.map(pos)?;
-            pos = e.file_offset + e.len;
+            // map checked that the extent's end fits.
+            pos = e
+                .file_offset
+                .checked_add(e.len)
+                .ok_or_else(|| bad("extent end overflows", Context::nid(inode.nid().0)))?;
             out.push(e);
         }
         Ok(out)
     }
+}
+
+/// `lcn + step`, the next lcluster to load (`load` then checks it against the index).
+fn next_lcn(lcn: u64, step: u64, ctx: Context) -> Result<u64> {
+    lcn.checked_add(step)
+        .ok_or_else(|| bad("lcluster number overflows", ctx))
 }
 
 /// A corrupt compressed-file map.

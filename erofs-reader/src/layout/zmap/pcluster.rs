@@ -47,12 +47,11 @@ impl Inner {
         let (device, offset, len, encoding) = ext.pcluster(ctx)?;
         let ctx = ctx.device(device).at(offset);
         let input = self.pcluster_bytes(device, offset, len, ctx)?;
-        let bs = self.block_size();
         let req = Request {
             encoding,
             partial: ext.partial_decode(),
-            block_offset: (ext.file_offset % bs) as usize,
-            block_size: bs as usize,
+            block_offset: usize::from(self.block_offset(ext.file_offset)),
+            block_size: 1usize << self.blkszbits,
             lz4_zero_padding: self.compression.zero_padding,
             ctx,
         };
@@ -68,7 +67,7 @@ impl Inner {
             stored_len: len,
             encoding,
             decoded_len: ext.len,
-            block_offset: (ext.file_offset % self.block_size()) as u32,
+            block_offset: u32::from(self.block_offset(ext.file_offset)),
         };
         let cache = &self.compression.cache;
         if let Some(d) = cache.get(&key) {
@@ -79,6 +78,17 @@ impl Inner {
         let data: Arc<[u8]> = out.into();
         cache.insert(key, data.clone());
         Ok(data)
+    }
+}
+
+impl Inner {
+    /// `pos % block size`: the offset of `pos` within its block.
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "masked below the block size, at most 4096"
+    )]
+    fn block_offset(&self, pos: u64) -> u16 {
+        (pos & !(u64::MAX << self.blkszbits)) as u16
     }
 }
 
@@ -118,14 +128,23 @@ impl Inner {
                         ctx,
                     ));
                 }
-                let at = p + within; // within < ext.len <= len, and p + len was checked
+                // within < ext.len <= len, and p + len was checked.
+                let at = p.checked_add(within).ok_or_else(|| {
+                    Error::corrupt_as(CorruptKind::CompressedMap, "pcluster offset overflows", ctx)
+                })?;
                 let bytes = self.pcluster_bytes(device, at, dst.len() as u64, ctx)?;
                 dst.copy_from_slice(&bytes);
             }
             ExtentSource::Pcluster { .. } => {
                 let data = self.cached_extent(ext, ctx)?;
-                let w = within as usize;
-                dst.copy_from_slice(&data[w..w + dst.len()]);
+                // within + dst.len() <= ext.len = data.len() (the caller's contract).
+                let part = usize::try_from(within)
+                    .ok()
+                    .and_then(|w| data.get(w..)?.get(..dst.len()))
+                    .ok_or_else(|| {
+                        Error::corrupt_as(CorruptKind::CompressedMap, "read past the extent", ctx)
+                    })?;
+                dst.copy_from_slice(part);
             }
         }
         Ok(())

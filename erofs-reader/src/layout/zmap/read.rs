@@ -66,19 +66,23 @@ impl Inner {
         let nid = inode.nid().0;
         let ctx = Context::nid(nid);
         let z = ZInode::new(self, inode)?;
-        let mut done = 0usize;
-        while done < buf.len() {
-            let pos = offset + done as u64;
+        let n = buf.len();
+        let mut rest = buf;
+        let mut pos = offset;
+        while !rest.is_empty() {
             let ext = z.map(pos)?;
-            let within = pos - ext.file_offset;
-            let take = (ext.len - within).min((buf.len() - done) as u64) as usize;
-            let dst = &mut buf[done..done + take];
+            let (within, ext_rest) = ext.split_at(pos).ok_or_else(|| not_held(ctx.at(pos)))?;
+            let take = usize::try_from(ext_rest).map_or(rest.len(), |r| r.min(rest.len()));
+            let (dst, tail) = std::mem::take(&mut rest).split_at_mut(take);
             self.read_extent_part(&ext, within, dst, ctx, |at, dst| {
                 self.read_fragment(nid, at, dst)
             })?;
-            done += take;
+            rest = tail;
+            pos = pos
+                .checked_add(take as u64)
+                .ok_or_else(|| not_held(ctx.at(pos)))?;
         }
-        Ok(done)
+        Ok(n)
     }
 
     /// `len` bytes at `offset` of compressed `inode` (bounded by the caller).
@@ -115,16 +119,18 @@ impl Inner {
         let mut pos = 0u64;
         while pos < size {
             let ext = z.map(pos)?;
-            let within = pos - ext.file_offset;
-            let len = ext.len - within;
+            let (within, len) = ext.split_at(pos).ok_or_else(|| not_held(ctx.at(pos)))?;
             match ext.source {
                 ExtentSource::Hole => f(Piece::Zeros(len))?,
                 ExtentSource::Fragment { offset: fo } => {
                     let mut done = 0u64;
                     while done < len {
-                        let take = (len - done).min(PIECE_CHUNK as u64) as usize;
+                        // done < len (loop condition).
+                        let take = usize::try_from(len.saturating_sub(done))
+                            .map_or(PIECE_CHUNK, |r| r.min(PIECE_CHUNK));
                         buf.resize(take, 0);
-                        let at = fo.checked_add(within + done).ok_or_else(|| {
+                        // within + done < ext.len: no overflow.
+                        let at = fo.checked_add(within.saturating_add(done)).ok_or_else(|| {
                             Error::corrupt_as(
                                 CorruptKind::CompressedMap,
                                 "fragment offset overflows",
@@ -133,7 +139,8 @@ impl Inner {
                         })?;
                         self.read_fragment(nid, at, &mut buf)?;
                         f(Piece::Data(&buf))?;
-                        done += take as u64;
+                        // take <= len - done.
+                        done = done.saturating_add(take as u64);
                     }
                 }
                 ExtentSource::Pcluster {
@@ -142,15 +149,15 @@ impl Inner {
                     encoding: Encoding::Shifted,
                     ..
                 } => {
-                    let bytes = self.pcluster_bytes(device, p + within, len, ctx)?;
+                    let at = p.checked_add(within).ok_or_else(|| not_held(ctx.at(pos)))?;
+                    let bytes = self.pcluster_bytes(device, at, len, ctx)?;
                     f(Piece::Data(&bytes))?;
                 }
                 ExtentSource::Pcluster { .. } => {
                     let n = usize::try_from(ext.len).map_err(|_| {
                         Error::corrupt_as(CorruptKind::CompressedMap, "extent length", ctx)
                     })?;
-                    if buf.len() < n {
-                        let extra = n - buf.len();
+                    if let Some(extra) = n.checked_sub(buf.len()).filter(|&e| e > 0) {
                         buf.try_reserve(extra).map_err(|_| {
                             Error::corrupt_as(
                                 CorruptKind::CompressedMap,
@@ -161,11 +168,22 @@ impl Inner {
                     }
                     buf.resize(n, 0);
                     self.decode_extent(&ext, &mut buf, ctx)?;
-                    f(Piece::Data(&buf[within as usize..]))?;
+                    // within < ext.len = n (split_at), so it fits and is in bounds.
+                    let w = usize::try_from(within).unwrap_or(n);
+                    f(Piece::Data(buf.get(w..).unwrap_or(&[])))?;
                 }
             }
-            pos += len;
+            pos = pos.checked_add(len).ok_or_else(|| not_held(ctx.at(pos)))?;
         }
         Ok(())
     }
+}
+
+/// A position the extent map returned no extent for (`map` checks this; kept typed).
+fn not_held(ctx: Context) -> Error {
+    Error::corrupt_as(
+        CorruptKind::CompressedMap,
+        "extent does not hold the position",
+        ctx,
+    )
 }
