@@ -3,7 +3,8 @@
 //! ([`render_prometheus`]), plus [`write_atomically`] for a metrics file that a node exporter's
 //! textfile collector (or a test) reads while the daemon rewrites it.
 //!
-//! Everything is lock-free atomics, bumped on the request path: a counter costs one relaxed
+//! Everything is lock-free atomics (`erofs_reader::Counter`, the one counter type of the
+//! workspace), bumped on the request path: a counter costs one relaxed
 //! `fetch_add`, a histogram observation three.
 //!
 //! What the byte counters mean:
@@ -18,10 +19,10 @@
 //! | `served_by_prefetch_bytes` | requested by READs and covered by a prefetch (a READ that waited for an in-flight prefetch, or found the range already written) |
 //! | `prefetch_skipped_bytes` | considered for prefetch but already present (cache file or earlier fills) |
 
+use erofs_reader::Counter;
 use std::fmt::{self, Write as _};
 use std::io::{self, Write as _};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Upper bounds of the latency histogram buckets, in seconds (plus `+Inf`).
@@ -34,9 +35,9 @@ pub const LATENCY_BUCKETS: [f64; 16] = [
 #[derive(Debug, Default)]
 pub struct Histogram {
     /// Non-cumulative counts; the last one is `+Inf`.
-    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
-    count: AtomicU64,
-    sum_ns: AtomicU64,
+    buckets: [Counter; LATENCY_BUCKETS.len() + 1],
+    count: Counter,
+    sum_ns: Counter,
 }
 
 /// A copy of a [`Histogram`] at one moment.
@@ -72,10 +73,10 @@ impl Histogram {
             .iter()
             .position(|&b| secs <= b)
             .unwrap_or(LATENCY_BUCKETS.len());
-        self.buckets[i].fetch_add(1, Ordering::Relaxed);
-        self.count.fetch_add(1, Ordering::Relaxed);
+        self.buckets[i].incr();
+        self.count.incr();
         let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-        self.sum_ns.fetch_add(ns, Ordering::Relaxed);
+        self.sum_ns.add(ns);
     }
 
     /// The current values (cumulative buckets).
@@ -85,14 +86,14 @@ impl Histogram {
             .buckets
             .iter()
             .map(|b| {
-                acc = acc.saturating_add(b.load(Ordering::Relaxed));
+                acc = acc.saturating_add(b.get());
                 acc
             })
             .collect();
         HistogramSnapshot {
             buckets,
-            count: self.count.load(Ordering::Relaxed),
-            sum: Duration::from_nanos(self.sum_ns.load(Ordering::Relaxed)),
+            count: self.count.get(),
+            sum: Duration::from_nanos(self.sum_ns.get()),
         }
     }
 }
@@ -100,21 +101,21 @@ impl Histogram {
 /// Counters and histograms of one session, shared by all worker and prefetch threads.
 #[derive(Debug, Default)]
 pub struct Stats {
-    pub(crate) opens: AtomicU64,
-    pub(crate) open_errors: AtomicU64,
-    pub(crate) reads: AtomicU64,
-    pub(crate) read_errors: AtomicU64,
-    pub(crate) closes: AtomicU64,
-    pub(crate) writes: AtomicU64,
-    pub(crate) bytes_written: AtomicU64,
-    pub(crate) bad_messages: AtomicU64,
-    pub(crate) requested_bytes: AtomicU64,
-    pub(crate) fetched_bytes: AtomicU64,
-    pub(crate) prefetched_bytes: AtomicU64,
-    pub(crate) served_by_prefetch_bytes: AtomicU64,
-    pub(crate) prefetch_skipped_bytes: AtomicU64,
-    pub(crate) prefetch_errors: AtomicU64,
-    pub(crate) ahead_bytes: AtomicU64,
+    pub(crate) opens: Counter,
+    pub(crate) open_errors: Counter,
+    pub(crate) reads: Counter,
+    pub(crate) read_errors: Counter,
+    pub(crate) closes: Counter,
+    pub(crate) writes: Counter,
+    pub(crate) bytes_written: Counter,
+    pub(crate) bad_messages: Counter,
+    pub(crate) requested_bytes: Counter,
+    pub(crate) fetched_bytes: Counter,
+    pub(crate) prefetched_bytes: Counter,
+    pub(crate) served_by_prefetch_bytes: Counter,
+    pub(crate) prefetch_skipped_bytes: Counter,
+    pub(crate) prefetch_errors: Counter,
+    pub(crate) ahead_bytes: Counter,
     pub(crate) open_latency: Histogram,
     pub(crate) read_latency: Histogram,
     pub(crate) claim_wait: Histogram,
@@ -196,13 +197,9 @@ impl fmt::Display for StatsSnapshot {
 }
 
 impl Stats {
-    pub(crate) fn bump(counter: &AtomicU64, by: u64) {
-        counter.fetch_add(by, Ordering::Relaxed);
-    }
-
     /// The current counter values.
     pub fn snapshot(&self) -> StatsSnapshot {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let get = Counter::get;
         StatsSnapshot {
             opens: get(&self.opens),
             open_errors: get(&self.open_errors),
@@ -512,12 +509,12 @@ mod tests {
     #[test]
     fn prometheus_text_is_well_formed() {
         let stats = Stats::default();
-        Stats::bump(&stats.opens, 3);
-        Stats::bump(&stats.open_errors, 1);
-        Stats::bump(&stats.reads, 10);
-        Stats::bump(&stats.read_errors, 2);
-        Stats::bump(&stats.fetched_bytes, 4096);
-        Stats::bump(&stats.prefetched_bytes, 8192);
+        stats.opens.add(3);
+        stats.open_errors.add(1);
+        stats.reads.add(10);
+        stats.read_errors.add(2);
+        stats.fetched_bytes.add(4096);
+        stats.prefetched_bytes.add(8192);
         stats.read_latency.observe(Duration::from_millis(2));
         stats.claim_wait.observe(Duration::from_millis(3));
         let text = render_prometheus(

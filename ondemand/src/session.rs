@@ -36,7 +36,6 @@ use zerocopy::FromBytes;
 
 use crate::device::{AlignedBuf, Device, ObjectFd};
 use crate::engine::{Engine, Object, Refused};
-use crate::metrics::Stats;
 use crate::server::{ObjectKey, OnDemandServer, errno_of};
 
 /// The engine driven by cachefiles messages: its object ids are the kernel's, its sinks the
@@ -139,8 +138,8 @@ impl<S: OnDemandServer, F> Engine<S, F> {
             Request::Open(open) => match fd {
                 Some(fd) => self.handle_open(open, fd),
                 None => {
-                    Stats::bump(&self.stats.opens, 1);
-                    Stats::bump(&self.stats.open_errors, 1);
+                    self.stats.opens.add(1);
+                    self.stats.open_errors.add(1);
                     vec![Action::Copen {
                         msg_id: open.msg_id,
                         reply: OpenReply::Error(Errno::EIO),
@@ -154,13 +153,13 @@ impl<S: OnDemandServer, F> Engine<S, F> {
     }
 
     fn handle_open(&self, open: &OpenRequest<'_>, fd: F) -> Vec<Action<S::Object, F>> {
-        Stats::bump(&self.stats.opens, 1);
+        self.stats.opens.add(1);
         let key = ObjectKey {
             volume_key: open.volume_key,
             cookie_key: open.cookie_key,
         };
         let refuse = |errno: Errno, fd: F| {
-            Stats::bump(&self.stats.open_errors, 1);
+            self.stats.open_errors.add(1);
             vec![
                 Action::Copen {
                     msg_id: open.msg_id,
@@ -203,9 +202,9 @@ impl<S: OnDemandServer, F> Engine<S, F> {
 
     fn handle_read(&self, read: &ReadRequest) -> Vec<Action<S::Object, F>> {
         let Some(object) = self.object(read.object_id) else {
-            Stats::bump(&self.stats.reads, 1);
-            Stats::bump(&self.stats.requested_bytes, read.len);
-            Stats::bump(&self.stats.read_errors, 1);
+            self.stats.reads.add(1);
+            self.stats.requested_bytes.add(read.len);
+            self.stats.read_errors.add(1);
             log::error!(
                 "READ msg {} for unknown object {}: no fd to complete it with",
                 read.msg_id,
@@ -241,7 +240,7 @@ impl<S: OnDemandServer, F> Engine<S, F> {
     }
 
     fn handle_close(&self, close: &CloseRequest) -> Vec<Action<S::Object, F>> {
-        Stats::bump(&self.stats.closes, 1);
+        self.stats.closes.add(1);
         match self.forget(close.object_id) {
             Some(object) => {
                 log::info!("CLOSE object {} ({})", object.id(), object.key());
@@ -280,7 +279,7 @@ impl<S: OnDemandServer, F: ObjectFd> Engine<S, F> {
                         log::error!("copen {msg_id} failed: {e}");
                         if let Some(id) = inserted {
                             // The object went into the table before the copen; take it out.
-                            Stats::bump(&self.stats.open_errors, 1);
+                            self.stats.open_errors.add(1);
                             drop(self.forget(id));
                         }
                     }
@@ -326,7 +325,7 @@ impl<S: OnDemandServer, F: ObjectFd> Engine<S, F> {
         let request = match Request::decode(msg) {
             Ok(r) => r,
             Err(e) => {
-                Stats::bump(&self.stats.bad_messages, 1);
+                self.stats.bad_messages.add(1);
                 self.refuse_undecodable(device, msg, e);
                 return;
             }

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use super::window::{AHEAD_MIN, ASYNC_CHUNK, BLOCK, round_up};
 use super::{Engine, Object, Sink};
 use crate::device::AlignedBuf;
-use crate::metrics::Stats;
 use crate::ranges::RangeSet;
 use crate::server::OnDemandServer;
 
@@ -35,8 +34,8 @@ impl<S: OnDemandServer, K> Engine<S, K> {
     /// Count a read of `len` bytes at `off` of `object` and decide its window and the fill
     /// ahead of it (which advances the object's sequential stream).
     pub fn plan_read(&self, object: &Object<S::Object, K>, off: u64, len: u64) -> ReadPlan {
-        Stats::bump(&self.stats.reads, 1);
-        Stats::bump(&self.stats.requested_bytes, len);
+        self.stats.reads.add(1);
+        self.stats.requested_bytes.add(len);
         let window = super::window(off, len, object.size(), self.readahead());
         let ahead = match &window {
             Some((range, _)) if self.sequential_ahead() > 0 => {
@@ -49,7 +48,7 @@ impl<S: OnDemandServer, K> Engine<S, K> {
             }
             Some(_) => None,
             None => {
-                Stats::bump(&self.stats.read_errors, 1);
+                self.stats.read_errors.add(1);
                 log::warn!(
                     "object {} ({}): read [{off}, +{len}) is past its size {}",
                     object.id(),
@@ -98,7 +97,7 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
         match result {
             Ok(()) => Ok(()),
             Err((pos, e)) if pos < requested_end => {
-                Stats::bump(&self.stats.read_errors, 1);
+                self.stats.read_errors.add(1);
                 log::error!(
                     "object {} ({}): filling {range:?} failed at {pos}: {e}",
                     object.id(),
@@ -171,10 +170,10 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
         for c in object.claim_gaps(range) {
             if !stopped && !object.is_closed() {
                 match self.fill(object, c.clone(), buf, false) {
-                    Ok(()) => Stats::bump(
-                        &self.stats.ahead_bytes,
-                        c.end.min(object.size()).saturating_sub(c.start),
-                    ),
+                    Ok(()) => self
+                        .stats
+                        .ahead_bytes
+                        .add(c.end.min(object.size()).saturating_sub(c.start)),
                     Err((pos, e)) => {
                         stopped = true;
                         log::warn!(
@@ -247,10 +246,9 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
                 r.written.intersection(requested.clone()),
             )
         };
-        Stats::bump(
-            &self.stats.served_by_prefetch_bytes,
-            r.prefetched.intersection_len(requested.clone()),
-        );
+        self.stats
+            .served_by_prefetch_bytes
+            .add(r.prefetched.intersection_len(requested.clone()));
         if !readahead.is_empty() {
             claims.extend(r.busy_or_present().gaps(readahead));
         }
@@ -344,11 +342,11 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
             } else {
                 &self.stats.fetched_bytes
             };
-            Stats::bump(fetched, valid as u64);
+            fetched.add(valid as u64);
             out[valid..].fill(0);
             object.sink().write_at(out, pos).map_err(|e| (pos, e))?;
-            Stats::bump(&self.stats.writes, 1);
-            Stats::bump(&self.stats.bytes_written, n as u64);
+            self.stats.writes.incr();
+            self.stats.bytes_written.add(n as u64);
             object.release(pos..end, true, prefetch);
             pos = end;
         }

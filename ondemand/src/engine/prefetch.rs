@@ -35,7 +35,6 @@ use super::window::BLOCK;
 use super::{Engine, Object, Sink};
 use crate::daemon::Shutdown;
 use crate::device::AlignedBuf;
-use crate::metrics::Stats;
 use crate::ranges::RangeSet;
 use crate::server::OnDemandServer;
 
@@ -336,12 +335,12 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
                 }
                 let gaps = object.claim_gaps(pos..end);
                 let missing: u64 = gaps.iter().map(|g| g.end - g.start).sum();
-                Stats::bump(&self.stats.prefetch_skipped_bytes, (end - pos) - missing);
+                self.stats.prefetch_skipped_bytes.add((end - pos) - missing);
                 for g in gaps {
                     let result = self.fill(object, g.clone(), buf, true);
                     object.release(g.clone(), false, true);
                     if let Err((at, e)) = result {
-                        Stats::bump(&self.stats.prefetch_errors, 1);
+                        self.stats.prefetch_errors.add(1);
                         log::warn!(
                             "prefetch: object {} ({}): {g:?} failed at {at}: {e}",
                             object.id(),

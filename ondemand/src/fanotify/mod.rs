@@ -132,7 +132,7 @@ use journal::{Journal, Pending};
 use crate::daemon::{POLL_INTERVAL, Shutdown};
 use crate::device::{AlignedBuf, BLOCK_SIZE};
 use crate::engine::{Engine, Object, PrefetchConfig, Sink, round_up};
-use crate::metrics::{Stats, StatsSnapshot};
+use crate::metrics::StatsSnapshot;
 use crate::server::{ObjectKey, OnDemandServer, errno_of};
 
 /// The file name `erofs-ondemand fanotify --supervisor` keeps its event journal under, in the
@@ -501,7 +501,7 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
         }
         let mut volume_key = b"erofs,".to_vec();
         volume_key.extend_from_slice(volume);
-        Stats::bump(&self.engine.stats.opens, 1);
+        self.engine.stats.opens.add(1);
         let opened = self
             .engine
             .server()
@@ -509,7 +509,7 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
                 volume_key: &volume_key,
                 cookie_key: key,
             })
-            .inspect_err(|_| Stats::bump(&self.engine.stats.open_errors, 1))?;
+            .inspect_err(|_| self.engine.stats.open_errors.add(1))?;
         let path = self.cache_dir.join(std::ffi::OsStr::from_bytes(key));
         let file = match open_backing_file(&path, opened.size) {
             Ok(f) => f,
@@ -866,7 +866,7 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
                     Err(Errno::EINTR) => continue,
                     Err(e) => {
                         log::error!("reading fanotify events: {e}");
-                        Stats::bump(&self.engine.stats.bad_messages, 1);
+                        self.engine.stats.bad_messages.add(1);
                         0
                     }
                 }
@@ -887,7 +887,7 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
                     Ok(ev) => afters.extend(self.handle(ev, fill, read_at)),
                     Err(bad) => {
                         log::error!("undecodable fanotify event: {}", bad.error);
-                        Stats::bump(&self.engine.stats.bad_messages, 1);
+                        self.engine.stats.bad_messages.add(1);
                         if let Some(fd) = bad.fd {
                             // Deny it so the reader does not wait forever, then close it.
                             let owned = crate::sys::adopt_fd(fd).ok();
@@ -913,7 +913,7 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
         if ev.fd < 0 {
             // Only notification events come without an fd; this group asks for none but a
             // queue overflow can still arrive.
-            Stats::bump(&self.engine.stats.bad_messages, 1);
+            self.engine.stats.bad_messages.add(1);
             log::warn!(
                 "fanotify event without fd (mask {:#x}): queue overflow?",
                 ev.mask
@@ -924,7 +924,7 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
             Ok(fd) => fd,
             Err(e) => {
                 log::error!("event fd {}: {e}", ev.fd);
-                Stats::bump(&self.engine.stats.bad_messages, 1);
+                self.engine.stats.bad_messages.add(1);
                 self.respond(ev.fd, Err(e));
                 return None;
             }
@@ -973,7 +973,7 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
             .get(&(st.st_dev, st.st_ino))
             .copied();
         let Some(object) = id.and_then(|id| self.engine.object(id)) else {
-            Stats::bump(&self.engine.stats.bad_messages, 1);
+            self.engine.stats.bad_messages.add(1);
             log::warn!(
                 "event on a file this daemon does not serve (inode {})",
                 st.st_ino
