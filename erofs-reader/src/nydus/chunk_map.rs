@@ -298,3 +298,9 @@ pub(super) fn overlapping(chunks: &[ChunkInfo], start: u64, end: u64) -> Range<u
     let last = chunks.partition_point(|c| c.uncompressed_offset < end);
     first..last.max(first)
 }
+
+/// Chunk index `i` as the u32 the caches and decoders take: chunk arrays hold at most
+/// `u32::MAX` entries (the blob's `chunk_count` is a u32).
+pub(super) fn chunk_index(i: usize) -> u32 {
+    u32::try_from(i).unwrap_or(u32::MAX)
+}

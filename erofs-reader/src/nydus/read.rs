@@ -1,7 +1,7 @@
 //! Reads of a [`BlobSource`]'s uncompressed space: runs of chunks fetched in one read and
 //! decoded (on two threads when large), ZRAN chunks context by context.
 
-use super::chunk_map::{BlobMap, overlapping};
+use super::chunk_map::{BlobMap, chunk_index, overlapping};
 use super::limits::MAX_FETCH_SPAN;
 use super::source::BlobSource;
 use crate::error::{Error, Result};
@@ -217,12 +217,6 @@ impl BlobSource {
         self.cache_put(chunk_index(t.ci), data);
         Ok(())
     }
-}
-
-/// Chunk index `i` as the u32 the caches and decoders take: chunk arrays hold at most
-/// `u32::MAX` entries (the blob's `chunk_count` is a u32).
-pub(super) fn chunk_index(i: usize) -> u32 {
-    u32::try_from(i).unwrap_or(u32::MAX)
 }
 
 /// The bytes of `rest` (which starts at absolute offset `pos`) up to `to`, after zeroing the

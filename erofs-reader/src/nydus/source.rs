@@ -1,10 +1,9 @@
 //! [`BlobSource`]: a stored Nydus data blob presented as its uncompressed address space.
 
 use super::cache::{ChunkCache, ContextCache};
-use super::chunk_map::{BlobMap, MapError, ZranMap, overlapping};
+use super::chunk_map::{BlobMap, MapError, ZranMap, chunk_index, overlapping};
 use super::digest::{digest, hex};
 use super::limits::{DEFAULT_CHUNK_CACHE_BYTES, MAX_FETCH_SPAN, ZRAN_CONTEXT_CACHE_BYTES};
-use super::read::chunk_index;
 use super::stats::{BlobStats, Counters};
 use super::stored::StoredBlob;
 use super::zran;
