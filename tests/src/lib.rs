@@ -14,7 +14,7 @@
 //! [`fault_proxy`] (counters, latency, bandwidth, faults, redirects) and [`http`] (a tiny
 //! std-only HTTP/1.1 codec and client).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 pub mod docker_config;
@@ -116,13 +116,59 @@ pub fn run(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// A fresh scratch directory under the target dir, removed and recreated.
-pub fn scratch_dir(name: &str) -> PathBuf {
+/// A fresh scratch directory under the target dir, removed and recreated; see [`Scratch`].
+pub fn scratch_dir(name: &str) -> Scratch {
     let base = std::env::var_os("CARGO_TARGET_TMPDIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("target/tmp"));
     let d = base.join(name);
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).expect("create scratch dir");
-    d
+    Scratch(d)
+}
+
+/// A test's scratch directory: removed when it goes out of scope after the test went well,
+/// kept for a look when the thread is panicking (a failed assertion). The suite makes
+/// several GB of images, trees and registries: kept all together, they fill a CI disk.
+#[derive(Debug)]
+pub struct Scratch(PathBuf);
+
+impl Scratch {
+    /// The directory's path.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// Keep the directory whatever happens (for logs a caller reports later).
+    pub fn keep(self) -> PathBuf {
+        let me = std::mem::ManuallyDrop::new(self);
+        me.0.clone()
+    }
+}
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for Scratch {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for Scratch {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.0.as_os_str()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if !std::thread::panicking() && std::env::var_os("EROFS_KEEP_SCRATCH").is_none() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
 }

@@ -3,7 +3,8 @@
 //!
 //! ```no_run
 //! use tests::oci_layout::{OciLayout, Platform, media};
-//! let layout = OciLayout::create(&tests::scratch_dir("example/layout"));
+//! let scratch = tests::scratch_dir("example/layout");
+//! let layout = OciLayout::create(&scratch);
 //! let layer = layout.add_blob(media::LAYER_TAR_GZIP, b"...gzip bytes...");
 //! let config = layout.add_config(&Platform::host(), &["sha256:<diff id>".into()]);
 //! let manifest = layout.add_manifest(&config, &[layer], &Default::default());

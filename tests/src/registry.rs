@@ -87,6 +87,8 @@ impl AccessEntry {
 pub struct Registry {
     child: Child,
     dir: PathBuf,
+    /// Removes `dir` once the registry is stopped (after a test that went well).
+    scratch: Option<crate::Scratch>,
     addr: SocketAddr,
     opts: RegistryOptions,
     ca: Option<TestCa>,
@@ -181,7 +183,8 @@ impl Registry {
                 .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
             let mut reg = Registry {
                 child,
-                dir: dir.clone(),
+                dir: dir.to_path_buf(),
+                scratch: None,
                 addr,
                 opts: opts.clone(),
                 ca: ca.clone(),
@@ -190,6 +193,7 @@ impl Registry {
             match reg.wait_ready() {
                 Ok(()) => {
                     reg.token = token;
+                    reg.scratch = Some(dir);
                     return Some(reg);
                 }
                 Err(log) if log.contains("address already in use") => {

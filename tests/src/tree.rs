@@ -791,7 +791,7 @@ pub fn mkfs_with_prefixes(image: &Path, source: &Path, extra: &[&str]) {
 
 /// A fresh scratch directory `name` (see [`crate::scratch_dir`]) holding `tree/`, the
 /// default test tree ([`build_tree`]); returns both paths.
-pub fn scratch_tree(name: &str) -> (PathBuf, PathBuf) {
+pub fn scratch_tree(name: &str) -> (crate::Scratch, PathBuf) {
     let dir = crate::scratch_dir(name);
     let src = dir.join("tree");
     fs::create_dir(&src).expect("mkdir tree");

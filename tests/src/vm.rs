@@ -667,11 +667,12 @@ impl VmRun {
         outcome.qemu_status = status.map(|s| s.to_string());
         outcome.accel = accel;
         outcome.name = self.name;
-        outcome.dir = dir;
+        outcome.dir = dir.keep();
         // The disk can be hundreds of MiB; keep it only when asked (the console log, the
         // results and the initramfs stay in the scratch directory).
         if std::env::var_os("EROFS_VM_KEEP").is_none_or(|v| v != "1") {
             let _ = std::fs::remove_file(&disk);
+            let _ = std::fs::remove_file(outcome.dir.join("initrd.cpio"));
         }
         Some(outcome)
     }
@@ -738,8 +739,8 @@ pub struct VmOutcome {
     pub elapsed: Duration,
     /// The qemu accelerator used (`kvm` or `tcg`).
     pub accel: String,
-    /// The run's scratch directory (`console.log`, `results.log`, `initrd.cpio`; `disk.ext4`
-    /// too with `EROFS_VM_KEEP=1`).
+    /// The run's scratch directory (`console.log`, `results.log`; `initrd.cpio` and
+    /// `disk.ext4` too with `EROFS_VM_KEEP=1`).
     pub dir: PathBuf,
 }
 

@@ -59,8 +59,8 @@ fn make_tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
     files
 }
 
-/// The image bytes, its path, and the source files by path.
-type Built = (Vec<u8>, PathBuf, BTreeMap<String, Vec<u8>>);
+/// The image bytes, its path, the source files by path, and the scratch dir holding them.
+type Built = (Vec<u8>, PathBuf, BTreeMap<String, Vec<u8>>, tests::Scratch);
 
 fn build(name: &str, opts: &[&str]) -> Option<Built> {
     let mkfs = tests::require_tool("mkfs.erofs")?;
@@ -75,7 +75,7 @@ fn build(name: &str, opts: &[&str]) -> Option<Built> {
             .arg(&img)
             .arg(&src),
     );
-    Some((std::fs::read(&img).unwrap(), img, files))
+    Some((std::fs::read(&img).unwrap(), img, files, dir))
 }
 
 use tests::raw::{read_inode, walk};
@@ -410,7 +410,7 @@ struct Seen {
 
 /// Build, decode every compressed file, and compare with the tree and dump.erofs.
 fn check_image(name: &str, opts: &[&str], expect_alg: Algorithm) -> Option<Seen> {
-    let (img, path, files) = build(name, opts)?;
+    let (img, path, files, _dir) = build(name, opts)?;
     let sb = SuperBlock::parse(&img).unwrap();
     let configs = match sb.available_compr_algs() {
         Some(algs) => {
@@ -596,7 +596,7 @@ fn lzma_fragments() {
 
 #[test]
 fn lzma_config_record() {
-    let Some((img, _, _)) = build("lzma-cfg", &["-zlzma,dictsize=65536", "-C65536"]) else {
+    let Some((img, _, _, _dir)) = build("lzma-cfg", &["-zlzma,dictsize=65536", "-C65536"]) else {
         return;
     };
     let sb = SuperBlock::parse(&img).unwrap();
@@ -639,7 +639,7 @@ fn zstd_48bit_extents() {
 fn two_algorithms() {
     // mkfs.erofs 1.9.4 crashes when compress hints pick the second algorithm, so this only
     // checks that the superblock lists both and carries one record each.
-    let Some((img, _, _)) = build("two-algs", &["-zlz4hc:lzma"]) else {
+    let Some((img, _, _, _dir)) = build("two-algs", &["-zlz4hc:lzma"]) else {
         return;
     };
     let sb = SuperBlock::parse(&img).unwrap();
@@ -651,7 +651,7 @@ fn two_algorithms() {
 
 #[test]
 fn corrupted_map_header_is_refused() {
-    let Some((mut img, _, _)) = build("corrupt", &["-zlz4"]) else {
+    let Some((mut img, _, _, _dir)) = build("corrupt", &["-zlz4"]) else {
         return;
     };
     let sb = SuperBlock::parse(&img).unwrap().to_owned();

@@ -693,7 +693,7 @@ fn check_inode(
     );
 }
 
-fn setup(name: &str, xattrs: bool) -> (PathBuf, PathBuf) {
+fn setup(name: &str, xattrs: bool) -> (tests::Scratch, PathBuf) {
     tests::require_tool("mkfs.erofs").expect("mkfs.erofs");
     tests::require_tool("dump.erofs").expect("dump.erofs");
     tests::require_root("mknod and chown in the source tree").expect("root");

@@ -42,6 +42,8 @@ fn make_tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
 }
 
 struct Built {
+    /// Removed with the build (kept when a test fails).
+    _scratch: tests::Scratch,
     boot: Vec<u8>,
     boot_path: PathBuf,
     blob_dir: PathBuf,
@@ -89,6 +91,7 @@ fn build(
         String::from_utf8_lossy(&out.stderr)
     );
     Some(Built {
+        _scratch: dir,
         boot: std::fs::read(&boot_path).unwrap(),
         boot_path,
         blob_dir,

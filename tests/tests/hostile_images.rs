@@ -88,7 +88,7 @@ fn fixture() -> Option<&'static Fixture> {
             chunked: std::fs::read(&chunked).unwrap(),
             blob: std::fs::read(&blob).unwrap(),
             lz4: std::fs::read(&lz4).unwrap(),
-            dir,
+            dir: dir.keep(),
         })
     })
     .as_ref()

@@ -25,6 +25,8 @@ use tests::tree::{self, Compare, TreeOptions};
 
 /// A built image: the bootstrap, its blob directory and the source tree.
 struct Built {
+    /// Removed with the build (kept when a test fails).
+    _scratch: tests::Scratch,
     boot: PathBuf,
     blobs: PathBuf,
     src: PathBuf,
@@ -98,7 +100,12 @@ fn build(name: &str, args: &[&str], prefetch: Option<&str>) -> Option<Built> {
     let blobs = dir.join("blobs");
     let boot = dir.join("bootstrap");
     nydus_create(&src, &blobs, &boot, args, prefetch);
-    Some(Built { boot, blobs, src })
+    Some(Built {
+        _scratch: dir,
+        boot,
+        blobs,
+        src,
+    })
 }
 
 /// `erofs ARGS` → (success, stdout, stderr).

@@ -67,7 +67,7 @@ fn nydus_create(kind: &str, input: &Path, blobs: &Path, boot: &Path) {
 }
 
 /// Build the tree, its tarball (`layer.tar`) and `layer.tar.gz`, in a scratch dir.
-fn layer_dir(name: &str) -> Option<(PathBuf, PathBuf)> {
+fn layer_dir(name: &str) -> Option<(tests::Scratch, PathBuf)> {
     tests::require_tool("nydus-image")?;
     tests::require_tool("tar")?;
     tests::require_tool("gzip")?;

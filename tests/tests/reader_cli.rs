@@ -21,6 +21,8 @@ fn fixture() -> Option<&'static Fixture> {
         tests::require_tool("mkfs.erofs")?;
         tests::require_root("device nodes, owners and trusted xattrs")?;
         let (dir, src) = tree::scratch_tree("reader_cli");
+        // Shared by every test of the binary: kept.
+        let dir = dir.keep();
         let image = dir.join("image.erofs");
         tree::mkfs_with_prefixes(&image, &src, &[]);
         let chunked = dir.join("chunked.erofs");
@@ -64,7 +66,8 @@ fn ok(out: &Output) -> String {
 #[test]
 fn reader_cli_extract_round_trip() {
     let Some(f) = fixture() else { return };
-    let dest = tests::scratch_dir("reader_cli_extract").join("out");
+    let scratch = tests::scratch_dir("reader_cli_extract");
+    let dest = scratch.join("out");
     let out = erofs(&[&"extract", &f.image, &dest]);
     ok(&out);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -77,7 +80,8 @@ fn reader_cli_extract_round_trip() {
 #[test]
 fn reader_cli_extract_with_blob_device() {
     let Some(f) = fixture() else { return };
-    let dest = tests::scratch_dir("reader_cli_extract_blob").join("out");
+    let scratch = tests::scratch_dir("reader_cli_extract_blob");
+    let dest = scratch.join("out");
     ok(&erofs(&[
         &"extract",
         &f.chunked,
@@ -89,7 +93,8 @@ fn reader_cli_extract_with_blob_device() {
     let got = tree::snapshot_dir(&dest);
     tree::compare(&want, &got, &Compare::default()).unwrap();
     // Without the blob: a clear error, non-zero exit.
-    let dest2 = tests::scratch_dir("reader_cli_extract_noblob").join("out");
+    let scratch2 = tests::scratch_dir("reader_cli_extract_noblob");
+    let dest2 = scratch2.join("out");
     let out = erofs(&[&"extract", &f.chunked, &dest2]);
     assert!(!out.status.success());
     assert!(
@@ -132,7 +137,9 @@ fn damaged(name: &str, image: &Path, patch: impl FnOnce(&mut Vec<u8>, &Image)) -
     // damage itself is what the tool meets.
     let n = bytes.len().min(4096);
     erofs_format::checksum::write_superblock_checksum(&mut bytes[..n]).unwrap();
-    let p = tests::scratch_dir(&format!("reader_cli_damaged/{name}")).join("bad.erofs");
+    let p = tests::scratch_dir(&format!("reader_cli_damaged/{name}"))
+        .keep()
+        .join("bad.erofs");
     std::fs::write(&p, &bytes).unwrap();
     p
 }

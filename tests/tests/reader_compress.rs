@@ -58,6 +58,8 @@ pub fn add_compressible(root: &Path) {
 }
 
 pub struct Built {
+    /// Removed with the build (kept when a test fails).
+    _scratch: tests::Scratch,
     pub image: PathBuf,
     pub src: PathBuf,
     pub want: tree::Tree,
@@ -72,7 +74,12 @@ pub fn build(name: &str, args: &[&str]) -> Option<Built> {
     let want = tree::snapshot_dir(&src);
     let image = dir.join("image.erofs");
     tree::mkfs_with_prefixes(&image, &src, args);
-    Some(Built { image, src, want })
+    Some(Built {
+        _scratch: dir,
+        image,
+        src,
+        want,
+    })
 }
 
 fn read_bytes(path: &Path, at: u64, len: usize) -> Vec<u8> {

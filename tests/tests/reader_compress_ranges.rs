@@ -35,6 +35,8 @@ fn sources() -> Vec<(&'static str, Vec<u8>)> {
 }
 
 struct Built {
+    /// Removed with the build (kept when a test fails).
+    _scratch: tests::Scratch,
     image: PathBuf,
     files: Vec<(&'static str, Vec<u8>)>,
 }
@@ -51,7 +53,11 @@ fn build(name: &str, args: &[&str], files: Vec<(&'static str, Vec<u8>)>) -> Opti
     let mut argv = vec!["-T0", "--all-root"];
     argv.extend_from_slice(args);
     tests::tree::mkfs(&image, &src, &argv);
-    Some(Built { image, files })
+    Some(Built {
+        _scratch: dir,
+        image,
+        files,
+    })
 }
 
 fn check_ranges(b: &Built, image: &Image, file: usize, offset: u64, len: usize) {

@@ -28,6 +28,8 @@ fn fixture() -> Option<&'static Fixture> {
         tests::require_tool("mkfs.erofs")?;
         tests::require_root("device nodes and chown in the test tree")?;
         let (dir, src) = tree::scratch_tree("reader_guards");
+        // Shared by every test of the binary: kept.
+        let dir = dir.keep();
         let flat = dir.join("flat.erofs");
         tree::mkfs(&flat, &src, &[]);
         let noinline = dir.join("noinline.erofs");

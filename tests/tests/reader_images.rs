@@ -35,6 +35,8 @@ fn case(name: &'static str, extra: &[&str]) -> Case {
 }
 
 struct Built {
+    /// Removed with the build (kept when a test fails).
+    _scratch: tests::Scratch,
     image: PathBuf,
     blobs: Vec<PathBuf>,
     want: tree::Tree,
@@ -64,7 +66,12 @@ fn build(c: &Case) -> Option<Built> {
     } else {
         tree::mkfs(&image, &src, &argv);
     }
-    Some(Built { image, blobs, want })
+    Some(Built {
+        _scratch: dir,
+        image,
+        blobs,
+        want,
+    })
 }
 
 fn open(b: &Built) -> Image {

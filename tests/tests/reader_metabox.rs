@@ -22,6 +22,8 @@ use tests::text;
 use tests::tree::{self, Compare, KernelMount, MtimeCheck};
 
 struct Built {
+    /// Removed with the build (kept when a test fails).
+    _scratch: tests::Scratch,
     image: PathBuf,
     want: tree::Tree,
 }
@@ -41,7 +43,11 @@ fn build(name: &str, args: &[&str]) -> Option<Built> {
     let want = tree::snapshot_dir(&src);
     let image = dir.join("image.erofs");
     tree::mkfs_with_prefixes(&image, &src, args);
-    Some(Built { image, want })
+    Some(Built {
+        _scratch: dir,
+        image,
+        want,
+    })
 }
 
 fn cli(args: &[&std::ffi::OsStr], name: &str) {

@@ -34,7 +34,7 @@ impl Drop for StopOnDrop {
 
 /// A host test's start: `None` without root; else a scratch dir `vm_fanotify/NAME` with
 /// `blobs/blob` holding `len` bytes of noise (seed `seed`): `(dir, blobs dir, the bytes)`.
-fn host_blob(name: &str, seed: u64, len: usize) -> Option<(PathBuf, PathBuf, Vec<u8>)> {
+fn host_blob(name: &str, seed: u64, len: usize) -> Option<(tests::Scratch, PathBuf, Vec<u8>)> {
     require_root("fanotify_init(FAN_CLASS_PRE_CONTENT) needs CAP_SYS_ADMIN")?;
     let dir = scratch_dir(&format!("vm_fanotify/{name}"));
     let blobs = dir.join("blobs");
