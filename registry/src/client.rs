@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::manifest::{self, Layer, MAX_MANIFEST, Manifest, decode_manifest};
 use crate::reference::{Reference, Repository};
 use crate::stats::{Counters, Stats};
-use crate::transport::{Endpoint, Request, Transport};
+use crate::transport::{Endpoint, Reply, Request, Transport};
 
 /// A registry client. Cheap to clone (clones share connections, tokens and counters);
 /// `Send + Sync`, blocking: one thread per request in flight.
@@ -260,36 +260,11 @@ impl Client {
     /// # Errors
     /// [`Error::TooLarge`], [`Error::DigestMismatch`], and the transport's errors.
     pub fn fetch_blob(&self, repo: &Repository, digest: &Digest, limit: u64) -> Result<Vec<u8>> {
-        let endpoints = self.t.endpoints(repo)?;
-        let scope = scope(repo);
-        let path = format!("/v2/{}/blobs/{digest}", repo.name());
-        let (_, data) = self.on_endpoints(&endpoints, 0, |ep| {
-            let req = Request {
-                head: false,
-                url: ep.url(&path),
-                endpoint: ep,
-                scope: &scope,
-                headers: Vec::new(),
-            };
-            let reply = self.t.send(&req)?;
-            let url = reply.url.clone();
-            match reply.status() {
-                200 => {}
-                404 => return Err(Error::NotFound { url }),
-                status => {
-                    let detail = reply.excerpt(self.counters());
-                    return Err(Error::Status {
-                        url,
-                        status,
-                        detail,
-                    });
-                }
-            }
+        self.get_blob(repo, digest, |reply, url| {
             let body = reply.read_limited(self.counters(), limit, "a whole blob")?;
-            digest.verify(&body, || url.clone())?;
+            digest.verify(&body, || url.to_owned())?;
             Ok(body)
-        })?;
-        Ok(data)
+        })
     }
 
     /// Stream a whole blob into `out`, checking its digest at the end; returns the bytes
@@ -304,10 +279,51 @@ impl Client {
         digest: &Digest,
         out: &mut dyn std::io::Write,
     ) -> Result<u64> {
+        self.get_blob(repo, digest, |reply, url| {
+            let transport = |source| Error::Transport {
+                url: url.to_owned(),
+                source,
+            };
+            let announced = reply.content_length()?;
+            let mut r = reply.into_reader(self.counters());
+            let mut h = Hasher::new(digest.algorithm());
+            let mut buf = vec![0u8; 256 << 10];
+            let mut n = 0u64;
+            loop {
+                let k = r.read(&mut buf).map_err(transport)?;
+                if k == 0 {
+                    break;
+                }
+                h.update(&buf[..k]);
+                out.write_all(&buf[..k]).map_err(transport)?;
+                n += k as u64;
+            }
+            if let Some(want) = announced
+                && want != n
+            {
+                return Err(Error::ShortBody {
+                    url: url.to_owned(),
+                    got: n,
+                    want,
+                });
+            }
+            h.check(digest, || url.to_owned())?;
+            Ok(n)
+        })
+    }
+
+    /// `GET` blob `digest` of `repo` from the first endpoint that answers (mirrors, then the
+    /// registry); `body(reply, url)` consumes a `200`'s body. Any other status is an error.
+    fn get_blob<T>(
+        &self,
+        repo: &Repository,
+        digest: &Digest,
+        mut body: impl FnMut(Reply, &str) -> Result<T>,
+    ) -> Result<T> {
         let endpoints = self.t.endpoints(repo)?;
         let scope = scope(repo);
         let path = format!("/v2/{}/blobs/{digest}", repo.name());
-        let (_, n) = self.on_endpoints(&endpoints, 0, |ep| {
+        let (_, v) = self.on_endpoints(&endpoints, 0, |ep| {
             let req = Request {
                 head: false,
                 url: ep.url(&path),
@@ -317,48 +333,20 @@ impl Client {
             };
             let reply = self.t.send(&req)?;
             let url = reply.url.clone();
-            if reply.status() != 200 {
-                let status = reply.status();
-                if status == 404 {
-                    return Err(Error::NotFound { url });
+            match reply.status() {
+                200 => body(reply, &url),
+                404 => Err(Error::NotFound { url }),
+                status => {
+                    let detail = reply.excerpt(self.counters());
+                    Err(Error::Status {
+                        url,
+                        status,
+                        detail,
+                    })
                 }
-                let detail = reply.excerpt(self.counters());
-                return Err(Error::Status {
-                    url,
-                    status,
-                    detail,
-                });
             }
-            let announced = reply.content_length()?;
-            let mut r = reply.into_reader(self.counters());
-            let mut h = Hasher::new(digest.algorithm());
-            let mut buf = vec![0u8; 256 << 10];
-            let mut n = 0u64;
-            loop {
-                let k = r.read(&mut buf).map_err(|source| Error::Transport {
-                    url: url.clone(),
-                    source,
-                })?;
-                if k == 0 {
-                    break;
-                }
-                h.update(&buf[..k]);
-                out.write_all(&buf[..k])
-                    .map_err(|source| Error::Transport {
-                        url: url.clone(),
-                        source,
-                    })?;
-                n += k as u64;
-            }
-            if let Some(want) = announced
-                && want != n
-            {
-                return Err(Error::ShortBody { url, got: n, want });
-            }
-            h.check(digest, || url.clone())?;
-            Ok(n)
         })?;
-        Ok(n)
+        Ok(v)
     }
 }
 

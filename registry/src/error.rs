@@ -108,6 +108,15 @@ pub enum Error {
         /// The digest of the bytes received.
         actual: Digest,
     },
+    /// A layer whose content is not what its kind needs (a Nydus bootstrap layer without a
+    /// readable bootstrap).
+    #[error("layer {digest}: {what}")]
+    BadLayer {
+        /// The layer's digest.
+        digest: Digest,
+        /// What is wrong.
+        what: String,
+    },
     /// A read outside a blob.
     #[error("read of {len} bytes at {offset} is outside blob {digest} of {size} bytes")]
     OutOfRange {

@@ -68,6 +68,7 @@ mod content_range;
 mod credentials;
 mod digest;
 mod error;
+mod lazy;
 mod manifest;
 mod platform;
 mod reference;
@@ -82,6 +83,10 @@ pub use config::Config;
 pub use credentials::Credentials;
 pub use digest::{Algorithm, Digest, Hasher};
 pub use error::{Error, Result};
+pub use lazy::{
+    BOOTSTRAP_PATH, EROFS_LAYER, LazyLayout, MAX_BOOTSTRAP, NYDUS_BOOTSTRAP, NYDUS_FEATURE,
+    unpack_bootstrap,
+};
 pub use manifest::Layer;
 pub use platform::Platform;
 pub use reference::{DOCKER_HUB, DOCKER_HUB_API, Reference, Repository, Target};

@@ -36,44 +36,26 @@
 mod store;
 
 use std::collections::HashMap;
-use std::io::{self, Read};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use erofs_reader::ImageBuilder;
 use erofs_reader::nydus::RafsMeta;
-use oci_lazy::{Client, Config, Digest, Layer, Reference};
+use oci_lazy::{Client, Config, Digest, Layer, LazyLayout, Reference};
 
 use crate::rafs::RafsServer;
 
 pub use store::RegistryStore;
 
-/// Media type of a containerd EROFS layer.
-pub const EROFS_LAYER: &str = "application/vnd.erofs.layer.v1";
-/// Annotation on a Nydus image's bootstrap layer.
-pub const NYDUS_BOOTSTRAP: &str = "containerd.io/snapshot/nydus-bootstrap";
-/// The bootstrap's path inside the bootstrap layer.
-pub const BOOTSTRAP_PATH: &str = "image/image.boot";
-/// The OS feature that marks a Nydus manifest in an index.
-pub const NYDUS_FEATURE: &str = "nydus.remoteimage.v1";
-/// Largest bootstrap layer fetched (compressed), and bootstrap unpacked.
-pub const MAX_BOOTSTRAP: u64 = 512 << 20;
+pub use oci_lazy::{
+    BOOTSTRAP_PATH, EROFS_LAYER, MAX_BOOTSTRAP, NYDUS_BOOTSTRAP, NYDUS_FEATURE, unpack_bootstrap,
+};
 
 /// `config` preferring, in an index, the manifest marked as a Nydus image for this platform
-/// (the one that can be served lazily).
-pub fn lazy_config(mut config: Config) -> Config {
-    if !config
-        .platform
-        .preferred_features
-        .iter()
-        .any(|f| f == NYDUS_FEATURE)
-    {
-        config
-            .platform
-            .preferred_features
-            .push(NYDUS_FEATURE.to_owned());
-    }
-    config
+/// (the one that can be served lazily): [`Config::prefer_nydus`].
+pub fn lazy_config(config: Config) -> Config {
+    config.prefer_nydus()
 }
 
 /// What the kernel mounts for an image.
@@ -162,30 +144,26 @@ impl RemoteImage {
             image.digest,
             image.layers.len()
         );
-        let bootstrap = image.layers.iter().find(|l| {
-            l.annotations
-                .get(NYDUS_BOOTSTRAP)
-                .is_some_and(|v| v == "true")
-        });
-        let (kind, memory) = match bootstrap {
-            Some(boot) => {
+        let (kind, memory) = match image.lazy_layout() {
+            Some(LazyLayout::Nydus { bootstrap: boot }) => {
                 let (kind, bytes) = nydus(client, reference, boot, &image.layers)?;
                 (kind, vec![(boot.digest.hex().as_bytes().to_vec(), bytes)])
             }
+            Some(LazyLayout::Erofs) => {
+                let layers = image.erofs_layers().into_iter();
+                let layers = layers.map(|i| image.layers[i].digest.hex().to_owned());
+                (
+                    ImageKind::ErofsLayers {
+                        layers: layers.collect(),
+                    },
+                    Vec::new(),
+                )
+            }
             None => {
-                let layers: Vec<String> = image
-                    .layers
-                    .iter()
-                    .filter(|l| l.media_type == EROFS_LAYER)
-                    .map(|l| l.digest.hex().to_owned())
-                    .collect();
-                if layers.is_empty() {
-                    return Err(ResolveError::NotLazy {
-                        reference: reference.to_string(),
-                        media_types: image.layers.iter().map(|l| l.media_type.clone()).collect(),
-                    });
-                }
-                (ImageKind::ErofsLayers { layers }, Vec::new())
+                return Err(ResolveError::NotLazy {
+                    reference: reference.to_string(),
+                    media_types: image.layers.iter().map(|l| l.media_type.clone()).collect(),
+                });
             }
         };
         Ok(RemoteImage {
@@ -230,9 +208,8 @@ fn nydus(
         what,
     };
     // Fetched whole and digest-checked before it is unpacked.
-    let tgz = client.fetch_blob(reference.repository(), &boot.digest, MAX_BOOTSTRAP)?;
-    let bytes: Arc<[u8]> = unpack_bootstrap(&tgz)
-        .map_err(|e| fail(e.to_string()))?
+    let bytes: Arc<[u8]> = client
+        .fetch_nydus_bootstrap(reference.repository(), boot)?
         .into();
     let image = ImageBuilder::new(bytes.clone())
         .build()
@@ -270,37 +247,6 @@ fn nydus(
             blobs,
         },
         bytes,
-    ))
-}
-
-/// `image/image.boot` out of a gzip tar, bounded by [`MAX_BOOTSTRAP`].
-///
-/// # Errors
-///
-/// A broken gzip or tar, no bootstrap, or one too large.
-pub fn unpack_bootstrap(tgz: &[u8]) -> io::Result<Vec<u8>> {
-    let too_large = || io::Error::new(io::ErrorKind::InvalidData, "bootstrap too large");
-    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(tgz));
-    for entry in tar.entries()? {
-        let entry = entry?;
-        let path = entry.path()?;
-        let path = path.to_string_lossy();
-        if path.trim_start_matches("./") != BOOTSTRAP_PATH {
-            continue;
-        }
-        if entry.header().size()? > MAX_BOOTSTRAP {
-            return Err(too_large());
-        }
-        let mut out = Vec::new();
-        entry.take(MAX_BOOTSTRAP + 1).read_to_end(&mut out)?;
-        if out.len() as u64 > MAX_BOOTSTRAP {
-            return Err(too_large());
-        }
-        return Ok(out);
-    }
-    Err(io::Error::new(
-        io::ErrorKind::InvalidData,
-        format!("no {BOOTSTRAP_PATH} in the bootstrap layer"),
     ))
 }
 

@@ -8,25 +8,16 @@
 //! their chunks checked against the bootstrap's chunk digests).
 
 use std::collections::HashMap;
-use std::io::{self, Read};
+use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use clap::Args;
 use erofs_reader::nydus::{BlobSource, RafsMeta};
 use erofs_reader::{Image, ImageBuilder, Source};
-use oci_lazy::{Blob, Client, Config, Credentials, Layer, Reference};
-
-/// Media type of a containerd EROFS layer.
-const EROFS_LAYER: &str = "application/vnd.erofs.layer.v1";
-/// Annotation on a Nydus image's bootstrap layer.
-const NYDUS_BOOTSTRAP: &str = "containerd.io/snapshot/nydus-bootstrap";
-/// The bootstrap's path inside the bootstrap layer.
-const BOOTSTRAP_PATH: &str = "image/image.boot";
-/// Largest bootstrap layer fetched (compressed) and bootstrap unpacked.
-const MAX_BOOTSTRAP: u64 = 512 << 20;
-/// The OS feature that marks a Nydus manifest in an index.
-const NYDUS_FEATURE: &str = "nydus.remoteimage.v1";
+use oci_lazy::{
+    Blob, Client, Config, Credentials, EROFS_LAYER, Layer, LazyLayout, MAX_BOOTSTRAP, Reference,
+};
 
 /// Registry options, for `--image REF`.
 #[derive(Args, Clone, Debug, Default)]
@@ -119,12 +110,11 @@ pub(crate) fn open(args: &RemoteArgs) -> Result<Image, BoxError> {
         .as_deref()
         .ok_or("no --image given")?
         .parse()?;
-    let mut config = Config::default();
+    let mut config = Config::default().prefer_nydus();
     config.ca_files = args.ca_files.clone();
     config.insecure_registries = args.insecure.clone();
     config.mirrors = args.mirrors.clone();
     config.auth_file = args.auth_file.clone();
-    config.platform.preferred_features = vec![NYDUS_FEATURE.to_owned()];
     if let Some(c) = &args.creds {
         let (username, password) = c.split_once(':').ok_or("--creds wants USER:PASSWORD")?;
         config.credentials.push((
@@ -150,37 +140,26 @@ pub(crate) fn open(args: &RemoteArgs) -> Result<Image, BoxError> {
         image.layers.len()
     );
     let repo = reference.repository();
-    if let Some(boot) = image.layers.iter().find(|l| {
-        l.annotations
-            .get(NYDUS_BOOTSTRAP)
-            .is_some_and(|v| v == "true")
-    }) {
-        return open_nydus(&client, repo, boot, &image.layers);
-    }
-    let erofs: Vec<(usize, &Layer)> = image
-        .layers
-        .iter()
-        .enumerate()
-        .filter(|(_, l)| l.media_type == EROFS_LAYER)
-        .collect();
-    let Some(&(top, _)) = erofs.last() else {
-        let kinds: Vec<&str> = image.layers.iter().map(|l| l.media_type.as_str()).collect();
-        return Err(format!(
-            "{reference}: neither EROFS layers ({EROFS_LAYER}) nor a Nydus bootstrap layer; layers: {kinds:?}"
-        )
-        .into());
+    let erofs = match image.lazy_layout() {
+        Some(LazyLayout::Nydus { bootstrap }) => {
+            return open_nydus(&client, repo, bootstrap, &image.layers);
+        }
+        Some(LazyLayout::Erofs) => image.erofs_layers(),
+        None => {
+            let kinds: Vec<&str> = image.layers.iter().map(|l| l.media_type.as_str()).collect();
+            return Err(format!(
+                "{reference}: neither EROFS layers ({EROFS_LAYER}) nor a Nydus bootstrap layer; layers: {kinds:?}"
+            )
+            .into());
+        }
     };
+    let top = *erofs.last().expect("LazyLayout::Erofs has an EROFS layer");
     let n = args.layer.unwrap_or(top);
     let layer = image
         .layers
         .get(n)
         .filter(|l| l.media_type == EROFS_LAYER)
-        .ok_or_else(|| {
-            format!(
-                "--layer {n}: the EROFS layers are {:?}",
-                erofs.iter().map(|(i, _)| i).collect::<Vec<_>>()
-            )
-        })?;
+        .ok_or_else(|| format!("--layer {n}: the EROFS layers are {erofs:?}"))?;
     if erofs.len() > 1 {
         eprintln!(
             "erofs: {reference} has {} EROFS layers (the rootfs is their overlay); reading layer {n} ({}{}); pick another with --layer N",
@@ -204,8 +183,7 @@ fn open_nydus(
         return Err(format!("bootstrap layer of {} bytes is too large", boot.size).into());
     }
     // Fetched whole and digest-checked before it is unpacked.
-    let tgz = client.fetch_blob(repo, &boot.digest, MAX_BOOTSTRAP)?;
-    let bootstrap: Arc<[u8]> = unpack_bootstrap(&tgz)?.into();
+    let bootstrap: Arc<[u8]> = client.fetch_nydus_bootstrap(repo, boot)?.into();
     let meta_image = ImageBuilder::new(bootstrap.clone()).build()?;
     let meta = RafsMeta::from_image(&meta_image)?
         .ok_or("the bootstrap layer's image/image.boot is not a RAFS v6 bootstrap")?;
@@ -229,32 +207,6 @@ fn open_nydus(
         builder = builder.device(src);
     }
     Ok(builder.build()?)
-}
-
-/// `image/image.boot` out of a gzip tar, bounded.
-fn unpack_bootstrap(tgz: &[u8]) -> Result<Vec<u8>, BoxError> {
-    let gz = flate2::read::GzDecoder::new(tgz);
-    let mut tar = tar::Archive::new(gz);
-    for entry in tar.entries()? {
-        let entry = entry?;
-        let path = entry
-            .path()?
-            .to_string_lossy()
-            .trim_start_matches("./")
-            .to_owned();
-        if path == BOOTSTRAP_PATH {
-            if entry.header().size()? > MAX_BOOTSTRAP {
-                return Err("bootstrap too large".into());
-            }
-            let mut out = Vec::new();
-            entry.take(MAX_BOOTSTRAP + 1).read_to_end(&mut out)?;
-            if out.len() as u64 > MAX_BOOTSTRAP {
-                return Err("bootstrap too large".into());
-            }
-            return Ok(out);
-        }
-    }
-    Err(format!("no {BOOTSTRAP_PATH} in the bootstrap layer").into())
 }
 
 /// Granule of the metadata cache: small reads fetch this much, aligned.
@@ -356,24 +308,5 @@ mod tests {
         assert_eq!(args(&["erofs", "cat", "--image", "r:1", "/f"]), want);
         assert_eq!(args(&["erofs", "cat", "/f", "--image=r:1"])[2], "r:1");
         assert_eq!(args(&["erofs", "cat", "img", "/f"]).len(), 4);
-    }
-
-    #[test]
-    fn bootstrap_layer_unpacks() {
-        // A gzip tar with image/image.boot, as nydusify writes it.
-        let mut tar = tar::Builder::new(Vec::new());
-        let mut h = tar::Header::new_gnu();
-        h.set_size(5);
-        h.set_mode(0o644);
-        h.set_cksum();
-        tar.append_data(&mut h, "image/image.boot", &b"RAFS!"[..])
-            .unwrap();
-        let raw = tar.into_inner().unwrap();
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        std::io::Write::write_all(&mut gz, &raw).unwrap();
-        let tgz = gz.finish().unwrap();
-        assert_eq!(unpack_bootstrap(&tgz).unwrap(), b"RAFS!");
-        assert!(unpack_bootstrap(&tgz[..tgz.len() / 2]).is_err());
-        assert!(unpack_bootstrap(b"not gzip").is_err());
     }
 }
