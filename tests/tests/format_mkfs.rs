@@ -260,50 +260,23 @@ fn dump_inode(img: &Path, blobs: &[PathBuf], nid: Nid) -> DumpInode {
 }
 
 // ---------------------------------------------------------------------------------------
-// Time formatting (UTC), to compare with dump.erofs.
+// Time formatting (UTC), to compare with dump.erofs: GNU date(1) does the calendar.
 
-/// (year, month, day) of a day count since 1970-01-01 (proleptic Gregorian).
-fn civil(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
+/// `secs` formatted by `date -u` with `format`.
+fn gnu_date(secs: u64, format: &str) -> String {
+    tests::run(Command::new("date").args(["-u", "-d", &format!("@{secs}"), format]))
+        .trim_end()
+        .to_string()
 }
 
 /// `2026-11-28 05:39:12.879275528`, as dump.erofs prints inode times.
 fn fmt_timestamp(secs: u64, nsec: u32) -> String {
-    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
-    let (y, m, d) = civil(days);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}.{nsec:09}",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
+    format!("{}.{nsec:09}", gnu_date(secs, "+%Y-%m-%d %H:%M:%S"))
 }
 
 /// `Sat Nov 28 05:39:12 2026`, as ctime(3) prints the build time.
 fn fmt_ctime(secs: u64) -> String {
-    const WD: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MON: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
-    let (y, m, d) = civil(days);
-    format!(
-        "{} {} {d:2} {:02}:{:02}:{:02} {y}",
-        WD[(days % 7) as usize],
-        MON[m as usize - 1],
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
+    gnu_date(secs, "+%a %b %e %H:%M:%S %Y")
 }
 
 #[test]
