@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {
-    /// HTTP requests sent (token requests and redirected hops included).
+    /// HTTP requests sent (token requests, redirected hops, and the one HTTPS probe of a
+    /// registry that may speak plain HTTP included).
     pub requests: u64,
     /// Response body bytes received (manifests, tokens, blob data, bytes skipped).
     pub bytes: u64,
