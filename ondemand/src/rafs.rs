@@ -187,7 +187,17 @@ impl RafsBlob {
         if total > MAX_BATCH_BYTES || out.windows(2).any(|w| w[1].start < w[0].end) {
             return Vec::new();
         }
-        out
+        // Chunks stored back to back are one range: the decoder reads such a run in one
+        // request itself, so a window whose chunks are adjacent (the usual case) is not
+        // staged (a copy of its stored bytes in fresh buffers) at all.
+        let mut merged: Vec<Range<u64>> = Vec::with_capacity(out.len());
+        for r in out {
+            match merged.last_mut() {
+                Some(last) if last.end == r.start => last.end = r.end,
+                _ => merged.push(r),
+            }
+        }
+        merged
     }
 }
 

@@ -434,6 +434,161 @@ fn host_two_workers_serve_concurrent_readers() {
     });
 }
 
+/// A server whose reads wait until the gate opens, counting the reads that started.
+struct Gate {
+    inner: LocalDirServer,
+    open: std::sync::Mutex<bool>,
+    opened: std::sync::Condvar,
+    entered: std::sync::atomic::AtomicUsize,
+}
+
+impl ondemand::OnDemandServer for Gate {
+    type Object = <LocalDirServer as ondemand::OnDemandServer>::Object;
+
+    fn open(
+        &self,
+        key: &ondemand::ObjectKey<'_>,
+    ) -> std::io::Result<ondemand::Opened<Self::Object>> {
+        self.inner.open(key)
+    }
+
+    fn read_at(&self, object: &Self::Object, off: u64, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.entered
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let mut open = self.open.lock().unwrap();
+        while !*open {
+            open = self.opened.wait(open).unwrap();
+        }
+        drop(open);
+        self.inner.read_at(object, off, buf)
+    }
+}
+
+impl Gate {
+    fn open(&self) {
+        *self.open.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.opened.notify_all();
+    }
+}
+
+/// Opens the gate when dropped, so a failing assertion does not leave the worker waiting.
+struct OpenOnDrop<'a>(&'a Gate);
+
+impl Drop for OpenOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.open();
+    }
+}
+
+/// The fd numbers of the events in progress that the event journal at `path` holds: a
+/// 48-byte slot at `fd * 48` (`fanotify/journal.rs`), in use when it starts with the magic
+/// 0x45764a6e (host-endian) followed by its own fd number.
+fn journaled(path: &Path) -> Vec<i32> {
+    let bytes = std::fs::read(path).unwrap_or_default();
+    bytes
+        .chunks_exact(48)
+        .enumerate()
+        .filter(|(i, slot)| {
+            slot[..4] == 0x4576_4a6eu32.to_ne_bytes()
+                && slot[4..8] == i32::try_from(*i).unwrap().to_ne_bytes()
+        })
+        .map(|(i, _)| i32::try_from(i).unwrap())
+        .collect()
+}
+
+/// Failover's journal holds every event the daemon has read, not only the one it serves:
+/// two readers' events queued before the only worker starts arrive in one `read(2)`; while
+/// the first one's fill waits (the server is held), the second one is journaled too (a
+/// successor would answer it if this daemon died now). Once served, the journal is empty.
+#[test]
+fn host_journal_holds_every_event_read() {
+    if require_root("fanotify_init(FAN_CLASS_PRE_CONTENT) needs CAP_SYS_ADMIN").is_none() {
+        return;
+    }
+    let dir = scratch_dir("vm_fanotify/host-journal");
+    let blobs = dir.join("blobs");
+    std::fs::create_dir_all(&blobs).expect("mkdir");
+    let data: Vec<Vec<u8>> = (0..2).map(|i| noise(40 + i, 200_000)).collect();
+    for (i, d) in data.iter().enumerate() {
+        std::fs::write(blobs.join(format!("b{i}")), d).expect("write blob");
+    }
+    let journal = dir.join("cache").join(ondemand::fanotify::EVENT_JOURNAL);
+    let gate = Gate {
+        inner: LocalDirServer::new(&blobs),
+        open: std::sync::Mutex::new(false),
+        opened: std::sync::Condvar::new(),
+        entered: Default::default(),
+    };
+    let daemon = FanotifyDaemon::new(gate, dir.join("cache"))
+        .expect("fanotify_init")
+        .with_threads(1)
+        .with_event_journal(&journal)
+        .expect("journal");
+    let paths: Vec<_> = (0..2)
+        .map(|i| {
+            daemon
+                .add_object(b"img", format!("b{i}").as_bytes())
+                .expect("add_object")
+        })
+        .collect();
+    let stop = daemon.shutdown_handle();
+    let wait_for = |what: &str, done: &dyn Fn() -> bool| {
+        let t = std::time::Instant::now();
+        while !done() {
+            assert!(t.elapsed() < Duration::from_secs(60), "waiting for {what}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    std::thread::scope(|s| {
+        let _stop = StopOnDrop(stop.clone());
+        let open_on_drop = OpenOnDrop(daemon.server());
+        let (tids, tid) = std::sync::mpsc::channel();
+        let readers: Vec<_> = paths
+            .iter()
+            .map(|p| {
+                let tids = tids.clone();
+                s.spawn(move || {
+                    let me = std::fs::read_link("/proc/thread-self").expect("thread-self");
+                    tids.send(me).expect("send");
+                    let mut out = vec![0u8; 200_000];
+                    std::fs::File::open(p)
+                        .expect("open")
+                        .read_exact_at(&mut out, 0)
+                        .expect("read");
+                    out
+                })
+            })
+            .collect();
+        // Both readers blocked in pread64 (17): their events are queued, no worker runs yet.
+        for _ in 0..2 {
+            let me = tid.recv().expect("tid");
+            wait_for("a reader blocked in its event", &|| {
+                std::fs::read_to_string(Path::new("/proc").join(&me).join("syscall"))
+                    .is_ok_and(|s| s.starts_with("17 "))
+            });
+        }
+        let serving = s.spawn(|| daemon.run());
+        wait_for("the first fill", &|| {
+            daemon
+                .server()
+                .entered
+                .load(std::sync::atomic::Ordering::SeqCst)
+                > 0
+        });
+        let held = journaled(&journal);
+        println!("host, journal while the first fill waits: event fds {held:?}");
+        assert_eq!(held.len(), 2, "both events read are journaled: {held:?}");
+        drop(open_on_drop);
+        for (r, d) in readers.into_iter().zip(&data) {
+            assert!(r.join().expect("reader") == *d, "contents differ");
+        }
+        // Each slot is cleared right after its answer.
+        wait_for("the journal to empty", &|| journaled(&journal).is_empty());
+        stop.trigger();
+        serving.join().expect("no panic").expect("run");
+    });
+}
+
 /// `fanotify` at parity with `serve`, on the host kernel's ordinary reads of marked files:
 /// two readers of one file with four workers fetch no byte twice; a daemon started again on
 /// the same cache dir keeps what the first one fetched and fetches none of it again;

@@ -540,11 +540,15 @@ impl BlobSource {
         })
     }
 
-    /// Decode one chunk from its stored bytes into a new buffer, checking its digest.
+    /// Decode one chunk from its stored bytes into a new buffer, checking its digest. The
+    /// buffer is allocated shared from the start: `Arc::from(Vec)` would allocate and copy
+    /// the chunk a second time (a megabyte of fresh pages per chunk).
     pub(super) fn decode(&self, ci: u32, c: &ChunkInfo, stored: &[u8]) -> Result<Arc<[u8]>> {
-        let mut out = vec![0u8; c.uncompressed_size as usize];
-        self.decode_into(ci, c, stored, &mut out)?;
-        Ok(Arc::from(out))
+        let mut out: Arc<[u8]> = std::iter::repeat_n(0u8, c.uncompressed_size as usize).collect();
+        let buf =
+            Arc::get_mut(&mut out).ok_or_else(|| self.blob.blob_err("decode buffer shared"))?;
+        self.decode_into(ci, c, stored, buf)?;
+        Ok(out)
     }
 
     /// Decode one chunk from its stored bytes into `out` (exactly its uncompressed size)

@@ -314,7 +314,9 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
         self.fill_in_chunks(object, range, buf, prefetch, u64::MAX)
     }
 
-    /// [`fill`](Self::fill) in chunks of at most `max_chunk` bytes (whole blocks).
+    /// [`fill`](Self::fill) in chunks of at most `max_chunk` bytes (whole blocks), cut at
+    /// multiples of the chunk size (a range that starts mid-chunk begins with a short one),
+    /// so that fills of one stream line up with a server's fixed-size chunks.
     pub(crate) fn fill_in_chunks(
         &self,
         object: &Object<S::Object, K>,
@@ -327,7 +329,9 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
         let bytes = buf.as_mut_bytes();
         let mut pos = range.start;
         while pos < range.end {
-            let end = range.end.min(pos.saturating_add(chunk));
+            let end = range
+                .end
+                .min((pos / chunk).saturating_add(1).saturating_mul(chunk));
             // At most `chunk` bytes: fits in usize.
             let n = (end - pos) as usize;
             let valid = (end.min(object.size()).saturating_sub(pos)) as usize;

@@ -76,7 +76,15 @@ impl Stream {
             (true, 0) => base.min(max),
             (true, a) => a.saturating_mul(2).min(max),
         };
-        let ahead_end = window.end.saturating_add(self.ahead).min(limit);
+        // The end is rounded up to a multiple of `base` (the readahead window), so the next
+        // fill ahead starts there: fills cut a sequential stream at the same offsets as a
+        // server's fixed-size chunks (Nydus: 1 MiB) and each chunk is decoded straight into
+        // the fill buffer, not into a buffer of its own to be split between two fills.
+        let ahead_end = match window.end.saturating_add(self.ahead) {
+            end if self.ahead > 0 && base > 0 => end.div_ceil(base).saturating_mul(base),
+            end => end,
+        }
+        .min(limit);
         self.start = window.start;
         self.end = ahead_end.max(window.end);
         (ahead_end > window.end).then_some(window.end..ahead_end)
@@ -94,12 +102,13 @@ mod tests {
         let steps: [Step; 9] = [
             ((0, 2), 200, None),
             ((2, 4), 200, Some((4, 6))),
-            // Within what was filled ahead: twice as far, each time.
-            ((5, 7), 200, Some((7, 11))),
-            ((11, 13), 200, Some((13, 21))),
-            ((21, 23), 200, Some((23, 39))),
-            // At most `max` (8 MiB).
-            ((39, 41), 200, Some((41, 57))),
+            // Within what was filled ahead: twice as far, each time, to the next multiple of
+            // `base` (1 MiB).
+            ((5, 7), 200, Some((7, 12))),
+            ((11, 13), 200, Some((13, 22))),
+            ((21, 23), 200, Some((23, 40))),
+            // At most `max` (8 MiB), rounded up as well.
+            ((39, 41), 200, Some((41, 58))),
             // Not past the object; nothing at all at its end.
             ((57, 59), 60, Some((59, 60))),
             ((58, 60), 60, None),

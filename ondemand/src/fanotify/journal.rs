@@ -10,12 +10,21 @@
 //! successor reads only events queued after the death. Without a holder the group dies with
 //! the daemon and the kernel allows every pending event: the reader gets zeros from the holes.
 //!
-//! So a daemon under a holder writes, for each event before serving it, a slot indexed by the
-//! event's fd number: the backing file (device, inode) and the range; and clears it once the
-//! event is answered. A successor reads the slots left set, keeps those fd numbers from being
-//! given to its own events (see [`crate::sys::reserve_fd_number`]), fills each range like any
-//! event, and answers it by number. The one window left: an event read from the group but
-//! killed before its slot is written (a few instructions) stays pending.
+//! So a daemon under a holder writes a slot indexed by the event's fd number for every event
+//! of a `read(2)`, right after that read and before it serves any of them (an event that
+//! waits in the worker behind another one's fill is journaled too): the backing file
+//! (device, inode) and the range; and clears it once the event is answered. A successor
+//! reads the slots left set, keeps those fd numbers from being given to its own events (see
+//! [`crate::sys::reserve_fd_number`]), fills each range like any event, and answers it by
+//! number.
+//!
+//! The window left: a daemon killed between the return of a `read(2)` and the journal writes
+//! for its events (taking each fd, one `fstat` and one `pwrite` per event; no fill in
+//! between) leaves those events pending, and their readers wait. It cannot be closed from
+//! here: the fd numbers are known only once `read(2)` has returned, and the 7.2 kernel gives
+//! no other reader of the group a way to learn a dead reader's events (their numbers and
+//! ranges) nor puts them back in the queue. Answering numbers blindly would allow reads of
+//! holes (zeros) unless every marked file were completed first.
 
 use std::fs::File;
 use std::io;

@@ -815,13 +815,25 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
     }
 
     fn worker(&self) -> io::Result<()> {
-        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
         let mut buf = vec![0u8; EVENT_BUFFER];
         let mut fill = AlignedBuf::new(self.fill_buffer);
+        // One epoll instance per worker, waiting exclusively: an event wakes one idle worker,
+        // not all of them (with `poll`, every worker woke for each event and all but one found
+        // nothing to read: CPU the fills need, on a machine with fewer cores than workers).
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)
+            .and_then(|ep| {
+                ep.add(
+                    self.group.as_fd(),
+                    EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLEXCLUSIVE, 0),
+                )?;
+                Ok(ep)
+            })
+            .map_err(|e| io::Error::new(io::Error::from(e).kind(), format!("epoll: {e}")))?;
+        let timeout = EpollTimeout::try_from(POLL_INTERVAL).unwrap_or(EpollTimeout::NONE);
         while !self.shutdown.is_triggered() {
-            let mut fds = [PollFd::new(self.group.as_fd(), PollFlags::POLLIN)];
-            let timeout = PollTimeout::try_from(POLL_INTERVAL).unwrap_or(PollTimeout::MAX);
-            match poll(&mut fds, timeout) {
+            let mut ready = [EpollEvent::empty()];
+            match epoll.wait(&mut ready, timeout) {
                 Ok(0) => {
                     // Idle: files that prefetch completed need their mark no more.
                     for object in self.engine.objects() {
@@ -881,10 +893,16 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
                 }
             }
             let read_at = Instant::now();
-            for event in Events::new(&buf[..n]) {
+            // Every event of the read is adopted (its fd closed on every path) and journaled
+            // before any is served: an event waiting behind another one's fill is in the
+            // journal too, should the daemon die meanwhile.
+            let events: Vec<_> = Events::new(&buf[..n])
+                .map(|event| event.map(|ev| self.adopt(ev)))
+                .collect();
+            for event in events {
                 handled += 1;
                 match event {
-                    Ok(ev) => afters.extend(self.handle(ev, fill, read_at)),
+                    Ok(adopted) => afters.extend(self.handle(adopted, fill, read_at)),
                     Err(bad) => {
                         log::error!("undecodable fanotify event: {}", bad.error);
                         self.engine.stats.bad_messages.add(1);
@@ -901,16 +919,52 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
         handled
     }
 
+    /// Take ownership of an event's fd and, with a journal, note the event in it (a
+    /// pre-content event on a file this daemon serves).
+    fn adopt(&self, ev: Event) -> Adopted {
+        if ev.fd < 0 {
+            return Adopted {
+                ev,
+                fd: None,
+                noted: false,
+            };
+        }
+        let fd = crate::sys::adopt_fd(ev.fd);
+        let mut noted = false;
+        if let (Some(journal), Ok(fd)) = (&self.journal, &fd)
+            && ev.mask & FAN_PRE_ACCESS != 0
+            && let Ok(st) = fstat(fd)
+            && self
+                .ids
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains_key(&(st.st_dev, st.st_ino))
+        {
+            journal.note(Pending {
+                fd: ev.fd,
+                file: (st.st_dev, st.st_ino),
+                range: ev.range,
+            });
+            noted = true;
+        }
+        Adopted {
+            ev,
+            fd: Some(fd),
+            noted,
+        }
+    }
+
     /// Serve one event read at `read_at`: fill, respond, close its fd. Returns what to fill
     /// after the answer (asynchronous readahead, the fill ahead of a sequential reader), for
     /// [`finish`](Self::finish).
     fn handle(
         &self,
-        ev: Event,
+        adopted: Adopted,
         fill: &mut AlignedBuf,
         read_at: Instant,
     ) -> Option<After<S::Object>> {
-        if ev.fd < 0 {
+        let Adopted { ev, fd, noted } = adopted;
+        let Some(fd) = fd else {
             // Only notification events come without an fd; this group asks for none but a
             // queue overflow can still arrive.
             self.engine.stats.bad_messages.add(1);
@@ -919,8 +973,8 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
                 ev.mask
             );
             return None;
-        }
-        let fd = match crate::sys::adopt_fd(ev.fd) {
+        };
+        let fd = match fd {
             Ok(fd) => fd,
             Err(e) => {
                 log::error!("event fd {}: {e}", ev.fd);
@@ -933,7 +987,7 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
         let result = self.serve(&ev, fd.as_fd(), fill, &mut after);
         // Respond before closing: once closed, the number may name another event's fd.
         self.respond(ev.fd, result);
-        if let (Some(journal), true) = (&self.journal, after.noted) {
+        if let (Some(journal), true) = (&self.journal, noted) {
             journal.clear(ev.fd);
         }
         drop(fd);
@@ -980,14 +1034,6 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
             );
             return Ok(());
         };
-        if let Some(journal) = &self.journal {
-            journal.note(Pending {
-                fd: ev.fd,
-                file: (st.st_dev, st.st_ino),
-                range: ev.range,
-            });
-            after.noted = true;
-        }
         if object.sink().keep_writer(fd)? {
             // Writable from now on: its prefetch may start.
             self.engine.object_ready(&object);
@@ -1071,10 +1117,16 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
     }
 }
 
+/// An event whose fd this daemon owns now (`None`: it came without one; `Err`: adopting it
+/// failed), and whether it is in the journal.
+struct Adopted {
+    ev: Event,
+    fd: Option<io::Result<OwnedFd>>,
+    noted: bool,
+}
+
 /// What an event leaves to do once it is answered.
 struct After<O> {
-    /// The event is in the journal.
-    noted: bool,
     object: Option<Arc<Object<O, BackingFile>>>,
     later: crate::engine::Later<O, BackingFile>,
     ahead: Option<Range<u64>>,
@@ -1083,7 +1135,6 @@ struct After<O> {
 impl<O> Default for After<O> {
     fn default() -> Self {
         After {
-            noted: false,
             object: None,
             later: Vec::new(),
             ahead: None,
