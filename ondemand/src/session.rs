@@ -579,12 +579,14 @@ mod tests {
             let events = object.sink().0.lock().unwrap().clone();
             (events, object.present(), s.stats().fetched_bytes)
         };
-        // Synchronous: the whole window, then the completion.
+        // Synchronous: the whole window (cut at the multiple of the 1 MiB buffer inside it),
+        // then the completion.
         let (events, present, fetched) = run(false);
-        assert_eq!(events, [('w', 8192), ('c', 2)]);
+        assert_eq!(events, [('w', 8192), ('w', 1 << 20), ('c', 2)]);
         assert_eq!(present.ranges().len(), 1);
         assert_eq!(present.ranges()[0], 8192..8192 + (1 << 20));
-        // Asynchronous: the requested block, the completion, then the window in 256 KiB chunks.
+        // Asynchronous: the requested block, the completion, then the window in 256 KiB chunks
+        // (cut at multiples of 256 KiB).
         let (events, present2, fetched2) = run(true);
         assert_eq!(
             events,
@@ -592,9 +594,10 @@ mod tests {
                 ('w', 8192),
                 ('c', 2),
                 ('w', 12288),
-                ('w', 12288 + (256 << 10)),
-                ('w', 12288 + (512 << 10)),
-                ('w', 12288 + (768 << 10)),
+                ('w', 256 << 10),
+                ('w', 512 << 10),
+                ('w', 768 << 10),
+                ('w', 1 << 20),
             ]
         );
         assert_eq!(present2, present);
