@@ -55,12 +55,14 @@
 //!   ([`crate::failover`], `erofs-ondemand fanotify --supervisor`), so that a successor
 //!   ([`FanotifyDaemon::from_group`]) serves the events queued after the death. An event the
 //!   dead daemon had read stays pending as long as the group lives (its reader waits): with
-//!   [`FanotifyDaemon::with_event_journal`] each event is journaled while in progress, and
-//!   the successor fills and answers those by their fd numbers.
+//!   [`FanotifyDaemon::with_event_journal`] every event of a `read(2)` is journaled before
+//!   any of them is served, and the successor fills and answers those by their fd numbers
+//!   (the window left: a death between a `read(2)` and its journal writes, see
+//!   `journal.rs`).
 //!
 //! Threads: [`FanotifyDaemon::run`] serves with [`FanotifyDaemon::with_threads`] workers
-//! (default [`crate::DEFAULT_THREADS`], as `serve`), each reading events from the group and
-//! filling with its own buffer, plus the prefetch threads and the metrics reporter of the
+//! (default [`crate::DEFAULT_THREADS`], as `serve`), each reading events from the group (an
+//! event wakes one idle worker: `EPOLLEXCLUSIVE`) and filling with its own buffer, plus the prefetch threads and the metrics reporter of the
 //! engine. A worker answers every event of one `read(2)` before it fills ahead of any of
 //! them, and fills ahead only while the group has no event pending for it.
 //!
@@ -419,7 +421,9 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
     /// for failover under a holder of the group's fd: a daemon started with the same journal
     /// and the held group ([`from_group`](Self::from_group)) answers, in [`run`](Self::run),
     /// the events this one read and never answered (the kernel keeps them pending, and their
-    /// readers waiting, for as long as the group lives).
+    /// readers waiting, for as long as the group lives). Every event of a `read(2)` is
+    /// journaled before any of them is served; a daemon killed between a `read(2)` and those
+    /// journal writes (microseconds, no fill in between) leaves its events unanswered.
     ///
     /// # Errors
     ///
