@@ -226,6 +226,7 @@ impl<S: OnDemandServer, D: Device> Daemon<S, D> {
                 );
             }
         });
+        self.session.flush_recorder();
         if let Some((path, _)) = &self.metrics_file {
             self.session.write_metrics(path, &mut false);
         }

@@ -153,6 +153,7 @@ pub mod registry;
 mod server;
 mod session;
 mod sys;
+mod trace;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 
@@ -175,3 +176,6 @@ pub use metrics::{HistogramSnapshot, Stats, StatsSnapshot};
 pub use ranges::RangeSet;
 pub use server::{ObjectKey, OnDemandServer, Opened, errno_of};
 pub use session::{Action, Session};
+pub use trace::{
+    AccessTrace, MAX_TRACE_ENTRIES, MAX_TRACE_FILE, Recorder, TRACE_HEADER, TraceEntry, TraceError,
+};

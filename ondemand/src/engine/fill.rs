@@ -36,6 +36,13 @@ impl<S: OnDemandServer, K> Engine<S, K> {
     pub fn plan_read(&self, object: &Object<S::Object, K>, off: u64, len: u64) -> ReadPlan {
         self.stats.reads.add(1);
         self.stats.requested_bytes.add(len);
+        if let Some(recorder) = self.recorder() {
+            // What the kernel demanded within the object, before the window grows it.
+            let end = off.saturating_add(len).min(object.size());
+            if off < end {
+                recorder.record(object.cookie_key(), off, end - off);
+            }
+        }
         let window = super::window(off, len, object.size(), self.readahead());
         let ahead = match &window {
             Some((range, _)) if self.sequential_ahead() > 0 => {

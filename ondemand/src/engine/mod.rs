@@ -39,6 +39,7 @@ pub use window::{DEFAULT_READAHEAD, DEFAULT_SEQUENTIAL_AHEAD, MAX_READ_FILL, win
 
 use crate::metrics::{Stats, StatsSnapshot};
 use crate::server::{OnDemandServer, Opened};
+use crate::trace::Recorder;
 
 /// Open objects by id.
 type ObjectTable<O, K> = HashMap<ObjectId, Arc<Object<O, K>>>;
@@ -61,6 +62,8 @@ pub struct Engine<S: OnDemandServer, K> {
     /// READ fills in progress (prefetch gives way while there are any).
     pub(crate) active_reads: AtomicUsize,
     pub(crate) prefetch: Option<Prefetcher<S::Object, K>>,
+    /// Where the ranges readers ask for are recorded ([`Engine::with_recorder`]).
+    recorder: Option<Arc<Recorder>>,
 }
 
 impl<S: OnDemandServer, K> fmt::Debug for Engine<S, K> {
@@ -98,6 +101,34 @@ impl<S: OnDemandServer, K> Engine<S, K> {
             stats: Stats::default(),
             active_reads: AtomicUsize::new(0),
             prefetch: None,
+            recorder: None,
+        }
+    }
+
+    /// Record every range the kernel demands (each READ; each fanotify pre-content event),
+    /// before the window grows it, keyed by the object's cookie key: an access trace for
+    /// [`PrefetchConfig::with_trace`] on the next cold start (see [`Recorder`]).
+    pub fn with_recorder(mut self, recorder: Arc<Recorder>) -> Self {
+        self.recorder = Some(recorder);
+        self
+    }
+
+    /// The recorder, if any.
+    pub fn recorder(&self) -> Option<&Arc<Recorder>> {
+        self.recorder.as_ref()
+    }
+
+    /// Make the recorded trace durable (the daemons call it as their `run` returns).
+    pub(crate) fn flush_recorder(&self) {
+        if let Some(recorder) = &self.recorder {
+            match recorder.flush() {
+                Ok(()) => log::info!(
+                    "access trace: {} ranges, {} bytes recorded",
+                    recorder.entries(),
+                    recorder.bytes()
+                ),
+                Err(e) => log::error!("access trace: {e}"),
+            }
         }
     }
 

@@ -25,10 +25,10 @@
 //! A prefetch that fails (server error, object closed) leaves the range to on-demand READs
 //! and counts a prefetch error.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::window::BLOCK;
@@ -45,7 +45,9 @@ pub const DEFAULT_PREFETCH_CHUNK: u64 = 1 << 20;
 #[derive(Clone, Debug)]
 pub struct PrefetchConfig {
     whole_objects: bool,
-    listed: HashMap<Vec<u8>, RangeSet>,
+    /// Per cookie key, the listed ranges in the order given (block-aligned; a range that
+    /// touches the one before it is merged into it).
+    listed: HashMap<Vec<u8>, Vec<Range<u64>>>,
     threads: usize,
     chunk: u64,
     bandwidth: Option<u64>,
@@ -69,7 +71,8 @@ impl PrefetchConfig {
         }
     }
 
-    /// Prefetch only ranges given with [`with_ranges`](Self::with_ranges).
+    /// Prefetch only ranges given with [`with_ranges`](Self::with_ranges) or
+    /// [`with_trace`](Self::with_trace).
     pub fn listed_only() -> Self {
         PrefetchConfig {
             whole_objects: false,
@@ -78,17 +81,37 @@ impl PrefetchConfig {
     }
 
     /// Prefetch `ranges` (byte ranges, widened to 4 KiB blocks) of the object whose cookie key
-    /// is `cookie_key` (a fsid, a blob id or `device=` name), first, when it is opened.
+    /// is `cookie_key` (a fsid, a blob id or `device=` name), first, when it is opened, in
+    /// the order given after the ranges listed before (what was listed before is not
+    /// fetched twice; ranges that touch merge).
     pub fn with_ranges(
         mut self,
         cookie_key: &[u8],
         ranges: impl IntoIterator<Item = Range<u64>>,
     ) -> Self {
-        let set = self.listed.entry(cookie_key.to_vec()).or_default();
+        let list = self.listed.entry(cookie_key.to_vec()).or_default();
         for r in ranges {
             let start = r.start / BLOCK * BLOCK;
             let end = r.end.div_ceil(BLOCK).saturating_mul(BLOCK);
-            set.insert(start..end);
+            if start >= end {
+                continue;
+            }
+            match list.last_mut() {
+                Some(last) if start <= last.end && end >= last.start => {
+                    *last = last.start.min(start)..last.end.max(end);
+                }
+                _ => list.push(start..end),
+            }
+        }
+        self
+    }
+
+    /// Prefetch the ranges of an access trace recorded by an earlier run
+    /// ([`crate::Recorder`]), first, in the trace's order: each object's ranges are queued
+    /// when it opens, and the prefetch threads fetch them in that order, in parallel.
+    pub fn with_trace(mut self, trace: &crate::AccessTrace) -> Self {
+        for e in trace.entries() {
+            self = self.with_ranges(&e.key, [e.range.clone()]);
         }
         self
     }
@@ -121,27 +144,68 @@ impl PrefetchConfig {
         self.chunk
     }
 
-    /// The ranges planned for an object of `size` bytes with this cookie key, in order.
+    /// The ranges planned for an object of `size` bytes with this cookie key, in order: the
+    /// listed ranges within the object (in the order listed, each without what came before
+    /// it), then, prefetching whole objects, the rest in offset order.
     pub fn plan(&self, cookie_key: &[u8], size: u64) -> Vec<Range<u64>> {
         let limit = size.div_ceil(BLOCK).saturating_mul(BLOCK);
-        let mut out = Vec::new();
-        let mut planned = RangeSet::new();
-        if let Some(listed) = self.listed.get(cookie_key) {
-            for r in listed.intersection(0..limit) {
-                planned.insert(r.clone());
-                out.push(r);
+        let mut out: Vec<Range<u64>> = Vec::new();
+        // Start -> end of what is planned: a list in any order costs O(n log n).
+        let mut planned: BTreeMap<u64, u64> = BTreeMap::new();
+        for r in self.listed.get(cookie_key).into_iter().flatten() {
+            let r = r.start.min(limit)..r.end.min(limit);
+            for gap in unplanned(&planned, r) {
+                planned.insert(gap.start, gap.end);
+                match out.last_mut() {
+                    Some(last) if last.end == gap.start => last.end = gap.end,
+                    _ => out.push(gap),
+                }
             }
         }
         if self.whole_objects {
-            out.extend(planned.gaps(0..limit));
+            let mut pos = 0;
+            for (&start, &end) in &planned {
+                if start > pos {
+                    out.push(pos..start);
+                }
+                pos = pos.max(end);
+            }
+            if pos < limit {
+                out.push(pos..limit);
+            }
         }
         out
     }
 }
 
+/// The parts of `r` that no range of `planned` (disjoint, start -> end) covers.
+fn unplanned(planned: &BTreeMap<u64, u64>, r: Range<u64>) -> Vec<Range<u64>> {
+    let mut out = Vec::new();
+    let mut pos = r.start;
+    // The range starting before `r` may reach into it.
+    if let Some((_, &end)) = planned.range(..=r.start).next_back() {
+        pos = pos.max(end);
+    }
+    for (&start, &end) in planned.range(r.start..r.end) {
+        if start > pos {
+            out.push(pos..start);
+        }
+        pos = pos.max(end);
+    }
+    if pos < r.end {
+        out.push(pos..r.end);
+    }
+    out
+}
+
+/// A part of an object's plan (at most one chunk), for one prefetch thread: the parts of a
+/// plan go to several threads at once, in the plan's order.
 struct Job<O, F> {
     object: Arc<Object<O, F>>,
     ranges: Vec<Range<u64>>,
+    /// The scan of the object's cache file, made once by the first of its jobs to start
+    /// (the others wait for it): how many bytes it found present.
+    scan: Arc<OnceLock<u64>>,
 }
 
 /// The queue and limits of a session's prefetch.
@@ -191,17 +255,44 @@ impl<O, F> Prefetcher<O, F> {
         if total == 0 {
             return;
         }
-        log::debug!(
+        log::info!(
             "prefetch: queued {total} bytes of object {} ({})",
             object.id(),
             object.key()
         );
         self.pending.fetch_add(total, Ordering::SeqCst);
-        self.queue
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push_back(Job { object, ranges });
-        self.ready.notify_one();
+        // One job per chunk of the plan, so that several threads fetch one object's plan
+        // (a trace of one big blob) at once, in order.
+        let scan = Arc::new(OnceLock::new());
+        let mut jobs = Vec::new();
+        let mut current: Vec<Range<u64>> = Vec::new();
+        let mut current_len = 0;
+        for r in ranges {
+            let mut pos = r.start;
+            while pos < r.end {
+                let end = r.end.min(pos.saturating_add(self.config.chunk - current_len));
+                current.push(pos..end);
+                current_len += end - pos;
+                pos = end;
+                if current_len == self.config.chunk {
+                    jobs.push(std::mem::take(&mut current));
+                    current_len = 0;
+                }
+            }
+        }
+        if !current.is_empty() {
+            jobs.push(current);
+        }
+        let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        for ranges in jobs {
+            queue.push_back(Job {
+                object: Arc::clone(&object),
+                ranges,
+                scan: Arc::clone(&scan),
+            });
+        }
+        drop(queue);
+        self.ready.notify_all();
     }
 
     fn next_job(&self, timeout: Duration) -> Option<Job<O, F>> {
@@ -303,7 +394,9 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
     ) {
         let object = &job.object;
         let started = Instant::now();
-        let present = self.scan_cache_file(object, shutdown);
+        let present = *job
+            .scan
+            .get_or_init(|| self.scan_cache_file(object, shutdown));
         let before = self.stats.snapshot();
         let chunk = prefetch.config.chunk;
         let mut left: u64 = job.ranges.iter().map(|r| r.end - r.start).sum();
@@ -355,10 +448,11 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
         }
         prefetch.pending.fetch_sub(left, Ordering::SeqCst);
         let after = self.stats.snapshot();
-        log::info!(
-            "prefetch: object {} ({}) done in {:.3?}: cache file held {present} bytes, fetched {} bytes{}",
+        log::debug!(
+            "prefetch: object {} ({}): {} ranges done in {:.3?}: cache file held {present} bytes, fetched {} bytes{}",
             object.id(),
             object.key(),
+            job.ranges.len(),
             started.elapsed(),
             after.prefetched_bytes - before.prefetched_bytes,
             if left > 0 { " (stopped early)" } else { "" }
@@ -386,6 +480,24 @@ mod tests {
         assert_eq!(PrefetchConfig::default().with_chunk(1).chunk(), 4096);
         assert_eq!(PrefetchConfig::default().with_chunk(5000).chunk(), 8192);
         assert_eq!(PrefetchConfig::default().with_threads(0).threads(), 1);
+    }
+
+    #[test]
+    fn listed_ranges_keep_their_order_once_each() {
+        let c = PrefetchConfig::listed_only()
+            .with_ranges(b"blob", [40960..49152, 0..4096, 4096..6000])
+            .with_ranges(b"blob", [0..100, 45000..60000, 1 << 62..u64::MAX]);
+        // In the order listed; touching ranges merge; what came before is not planned twice;
+        // nothing past the object.
+        assert_eq!(
+            c.plan(b"blob", 100_000),
+            [40960..49152, 0..8192, 49152..61440]
+        );
+        let c = PrefetchConfig::whole_objects().with_ranges(b"blob", [40960..49152, 0..4096]);
+        assert_eq!(
+            c.plan(b"blob", 60_000),
+            [40960..49152, 0..4096, 4096..40960, 49152..61440]
+        );
     }
 
     #[test]
@@ -690,6 +802,102 @@ mod session_tests {
         read(&s, 3, 0, 8192);
         assert_eq!(s.server().produced.load(Ordering::SeqCst), 12288);
         assert_eq!(&std::fs::read(&path).unwrap()[..8192], &blob()[..8192]);
+    }
+
+    /// The reads of a container start: scattered, some repeated, some unaligned.
+    const READS: [(u64, u64); 6] = [
+        (0, 4096),
+        (3 << 20, 128 << 10),
+        (1 << 20, 8192),
+        (3 << 20, 4096),
+        ((5 << 20) + 100, 23),
+        (2_000_000, 70_000),
+    ];
+
+    #[test]
+    fn a_recorded_trace_replayed_on_a_cold_cache_leaves_nothing_to_fetch_on_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let trace_path = dir.path().join("trace");
+        // The recording run: every read is a miss (no readahead), each one recorded.
+        let recorder = Arc::new(crate::Recorder::create(&trace_path).unwrap());
+        let first = session(Duration::ZERO, PrefetchConfig::listed_only())
+            .with_recorder(Arc::clone(&recorder));
+        let (fd, _log) = FakeFd::create(&dir.path().join("cache1"));
+        open(&first, fd);
+        for (i, (off, len)) in READS.into_iter().enumerate() {
+            read(&first, 10 + i as u32, off, len);
+        }
+        assert_eq!(first.stats().prefetched_bytes, 0);
+        let fetched_cold = first.stats().fetched_bytes;
+        recorder.flush().unwrap();
+        drop(first);
+        let trace = crate::AccessTrace::read(&trace_path).unwrap();
+        assert_eq!(trace.skipped(), 0);
+        // First-access order, without the repeated range.
+        let ranges: Vec<_> = trace.entries().iter().map(|e| e.range.clone()).collect();
+        assert_eq!(
+            ranges,
+            [
+                0..4096,
+                3 << 20..(3 << 20) + (128 << 10),
+                1 << 20..(1 << 20) + 8192,
+                (5 << 20) + 100..(5 << 20) + 123,
+                2_000_000..2_070_000,
+            ]
+        );
+        assert!(trace.entries().iter().all(|e| e.key == b"blob"));
+        // The replay, on a cold cache: prefetch the trace, then read the same.
+        let second = session(
+            Duration::ZERO,
+            PrefetchConfig::listed_only()
+                .with_trace(&trace)
+                .with_threads(2)
+                .with_chunk(64 << 10),
+        );
+        let (fd, _log) = FakeFd::create(&dir.path().join("cache2"));
+        open(&second, fd);
+        prefetch_until_idle(&second, 2);
+        let st = second.stats();
+        assert_eq!(st.prefetch_errors, 0);
+        assert_eq!(st.prefetched_bytes, fetched_cold, "the same bytes, fetched ahead");
+        for (i, (off, len)) in READS.into_iter().enumerate() {
+            read(&second, 10 + i as u32, off, len);
+        }
+        let st = second.stats();
+        assert_eq!(st.fetched_bytes, 0, "no fill on the read path");
+        assert_eq!(st.read_errors, 0);
+        assert_eq!(
+            std::fs::read(dir.path().join("cache2")).unwrap()[2_000_000..2_070_000],
+            blob()[2_000_000..2_070_000]
+        );
+    }
+
+    #[test]
+    fn hostile_traces_fetch_nothing_outside_the_objects() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "erofs-ondemand-trace v1\n\
+             other 0 4096\n\
+             blob {} 4096\n\
+             blob 4096 18446744073709000000\n\
+             blob 18446744073709551615 1\n\
+             blob x y\n\
+             %00%FF 1 1\n",
+            1u64 << 40
+        );
+        let trace = crate::AccessTrace::parse(text.as_bytes()).unwrap();
+        assert_eq!(trace.skipped(), 2);
+        let s = session(
+            Duration::ZERO,
+            PrefetchConfig::listed_only().with_trace(&trace),
+        );
+        let (fd, _log) = FakeFd::create(&dir.path().join("cache"));
+        open(&s, fd);
+        prefetch_until_idle(&s, 1);
+        // The huge range is clipped to the object; the range past it and the unknown key
+        // fetch nothing.
+        assert_eq!(s.stats().prefetched_bytes, LEN as u64 - 4096);
+        assert_eq!(s.stats().prefetch_errors, 0);
     }
 
     #[test]

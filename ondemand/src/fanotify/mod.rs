@@ -384,6 +384,15 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
         }
     }
 
+    /// Record the range of every pre-content event in an access trace
+    /// ([`Engine::with_recorder`]); [`run`](Self::run) makes it durable as it returns.
+    pub fn with_recorder(self, recorder: Arc<crate::Recorder>) -> Self {
+        FanotifyDaemon {
+            engine: self.engine.with_recorder(recorder),
+            ..self
+        }
+    }
+
     /// What an event with `count == 0` (an open-time event) fills. Default
     /// [`ZeroCount::Window`].
     pub fn with_zero_count(mut self, zero: ZeroCount) -> Self {
@@ -714,6 +723,7 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
                 }
             }
         });
+        self.engine.flush_recorder();
         if let Some((path, _)) = &self.metrics_file {
             self.engine.write_metrics(path, &mut false);
         }
