@@ -26,8 +26,10 @@ fn serve_then_signal(signal: Signal) {
             "2",
             "--readahead",
             "0",
-            "--device",
+            "--record",
         ])
+        .arg(dir.path().join("trace"))
+        .arg("--device")
         .arg(&device)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -63,6 +65,11 @@ fn serve_then_signal(signal: Signal) {
         "{stdout}"
     );
     assert!(stderr.contains("shutting down"), "{stderr}");
+    // --record left a trace (no READ came: only the header).
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("trace")).unwrap(),
+        format!("{}\n", ondemand::TRACE_HEADER)
+    );
 }
 
 #[test]
@@ -104,6 +111,50 @@ fn refuses_bad_arguments() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot open /nonexistent/dev"));
+}
+
+#[test]
+fn refuses_unreadable_prefetch_lists() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |list: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_erofs-ondemand"))
+            .args(["serve", "--cache-dir"])
+            .arg(dir.path().join("cache"))
+            .arg("--blob-dir")
+            .arg(dir.path())
+            .arg("--prefetch-list")
+            .arg(list)
+            .args(["--device", "/nonexistent/dev"])
+            .output()
+            .unwrap()
+    };
+    let missing = run(&dir.path().join("missing"));
+    assert!(!missing.status.success());
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("--prefetch-list"),
+        "{}",
+        String::from_utf8_lossy(&missing.stderr)
+    );
+    let garbage = dir.path().join("garbage");
+    std::fs::write(&garbage, b"\x00\xff not a trace\n1 2 3\n").unwrap();
+    let out = run(&garbage);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not an access trace"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A trace with bad lines is read (they are skipped): the failure is the device's.
+    let bad_lines = dir.path().join("bad-lines");
+    std::fs::write(
+        &bad_lines,
+        format!("{}\nblob 0 4096\nblob zero 1\n", ondemand::TRACE_HEADER),
+    )
+    .unwrap();
+    let out = run(&bad_lines);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot open /nonexistent/dev"), "{stderr}");
+    assert!(stderr.contains("1 bad lines skipped"), "{stderr}");
 }
 
 /// Wait until `path`'s contents satisfy `ok`, or panic after 10 s.

@@ -42,6 +42,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use std::time::Duration;
 
@@ -270,6 +271,18 @@ struct Serving {
     /// Nydus RAFS v6 blobs: check each decoded chunk against the bootstrap's digest.
     #[arg(long)]
     verify_digests: bool,
+    /// Record what the readers ask for in an access trace at PATH (replaced): each range the
+    /// kernel demands (a READ, a pre-content event), once, in first-access order, keyed by
+    /// blob id / layer digest / image key. Replay it with --prefetch-list. With `serve`,
+    /// reads of bytes already present send no READ: record with `--readahead 0
+    /// --sequential-ahead 0` and no prefetch for a complete trace.
+    #[arg(long, value_name = "PATH")]
+    record: Option<PathBuf>,
+    /// Fetch the ranges of an access trace (written by --record) as their objects open, in
+    /// the trace's order, with the prefetch threads, ahead of the readers (whose misses keep
+    /// priority). With --prefetch, the rest of each object follows.
+    #[arg(long, value_name = "PATH")]
+    prefetch_list: Option<PathBuf>,
 }
 
 impl Serving {
@@ -278,23 +291,9 @@ impl Serving {
         &self,
         blob_dir: Option<&std::path::Path>,
     ) -> Result<Option<PrefetchConfig>, String> {
-        if !self.prefetch && self.prefetch_path.is_empty() {
+        if !self.prefetch && self.prefetch_path.is_empty() && self.prefetch_list.is_none() {
             return Ok(None);
         }
-        let Some(blob_dir) = blob_dir else {
-            if !self.prefetch_path.is_empty() {
-                return Err("--prefetch-path needs --blob-dir".into());
-            }
-            log::info!(
-                "prefetch on: whole objects, {} threads",
-                self.prefetch_threads
-            );
-            return Ok(Some(
-                PrefetchConfig::whole_objects()
-                    .with_threads(usize::from(self.prefetch_threads))
-                    .with_bandwidth(Some(self.prefetch_bandwidth)),
-            ));
-        };
         let mut config = if self.prefetch {
             PrefetchConfig::whole_objects()
         } else {
@@ -303,6 +302,38 @@ impl Serving {
         config = config
             .with_threads(usize::from(self.prefetch_threads))
             .with_bandwidth(Some(self.prefetch_bandwidth));
+        // A recorded trace comes first.
+        if let Some(path) = &self.prefetch_list {
+            let trace = ondemand::AccessTrace::read(path)
+                .map_err(|e| format!("--prefetch-list {}: {e}", path.display()))?;
+            log::info!(
+                "prefetch: {} ranges ({} bytes) of {} objects from the access trace {}{}",
+                trace.entries().len(),
+                trace.bytes(),
+                trace.keys().len(),
+                path.display(),
+                match trace.skipped() {
+                    0 => String::new(),
+                    n => format!(" ({n} bad lines skipped)"),
+                }
+            );
+            config = config.with_trace(&trace);
+        }
+        let Some(blob_dir) = blob_dir else {
+            if !self.prefetch_path.is_empty() {
+                return Err("--prefetch-path needs --blob-dir".into());
+            }
+            log::info!(
+                "prefetch on: {}, {} threads",
+                if self.prefetch {
+                    "whole objects"
+                } else {
+                    "the access trace"
+                },
+                self.prefetch_threads
+            );
+            return Ok(Some(config));
+        };
         if self.prefetch {
             // The prefetch tables of the RAFS v6 images in the blob dir come first.
             for fsid in ondemand::plan::rafs_bootstraps(blob_dir) {
@@ -332,7 +363,7 @@ impl Serving {
             if self.prefetch {
                 "whole objects"
             } else {
-                "listed paths"
+                "listed ranges"
             },
             self.prefetch_threads,
             if self.prefetch_bandwidth == 0 {
@@ -342,6 +373,27 @@ impl Serving {
             }
         );
         Ok(Some(config))
+    }
+}
+
+impl Serving {
+    /// The access-trace recorder `--record` asks for, if any. `misses_only`: the transport
+    /// sends requests for missing bytes only (cachefiles).
+    fn recorder(&self, misses_only: bool) -> Result<Option<Arc<ondemand::Recorder>>, String> {
+        let Some(path) = &self.record else {
+            return Ok(None);
+        };
+        let recorder = ondemand::Recorder::create(path)
+            .map_err(|e| format!("--record {}: {e}", path.display()))?;
+        if misses_only && (self.readahead > 0 || self.sequential_ahead > 0 || self.prefetch) {
+            log::warn!(
+                "--record: reads of bytes that readahead, fill ahead or prefetch brought send no \
+                 READ, so the trace lists misses only; use --readahead 0 --sequential-ahead 0 \
+                 (and no --prefetch) for a complete trace"
+            );
+        }
+        log::info!("recording the access trace in {}", path.display());
+        Ok(Some(Arc::new(recorder)))
     }
 }
 
@@ -454,6 +506,14 @@ fn fanotify_serve<B: ondemand::BlobStore>(
         });
     if let Some(config) = prefetch {
         daemon = daemon.with_prefetch(config);
+    }
+    match serving.recorder(false) {
+        Ok(Some(recorder)) => daemon = daemon.with_recorder(recorder),
+        Ok(None) => {}
+        Err(e) => {
+            eprintln!("erofs-ondemand: {e}");
+            return ExitCode::FAILURE;
+        }
     }
     if let Some(path) = &serving.metrics {
         daemon = daemon.with_metrics_file(path, Duration::from_millis(500));
@@ -589,6 +649,8 @@ struct CachefilesRun<'a> {
     serving: &'a Serving,
     async_readahead: bool,
     prefetch: Option<PrefetchConfig>,
+    /// `--record`.
+    recorder: Option<Arc<ondemand::Recorder>>,
     /// Triggered by SIGINT/SIGTERM.
     shutdown: &'a Shutdown,
     cache_dir: &'a std::path::Path,
@@ -609,6 +671,9 @@ impl CachefilesRun<'_> {
             .with_sequential_ahead(serving.sequential_ahead);
         if let Some(config) = self.prefetch {
             session = session.with_prefetch(config);
+        }
+        if let Some(recorder) = self.recorder {
+            session = session.with_recorder(recorder);
         }
         let mut daemon = Daemon::new(self.dev, session).with_threads(usize::from(serving.threads));
         if remote.is_none() {
@@ -808,6 +873,13 @@ fn main() -> ExitCode {
                 eprintln!("erofs-ondemand: cannot create {}: {e}", cache_dir.display());
                 return ExitCode::FAILURE;
             }
+            let recorder = match serving.recorder(true) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("erofs-ondemand: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
             let dev = match &supervisor {
                 Some(socket) => {
                     match failover::take_over_or_bind(socket, &device, &cache_dir, tag.as_deref()) {
@@ -858,6 +930,7 @@ fn main() -> ExitCode {
                 serving: &serving,
                 async_readahead,
                 prefetch,
+                recorder,
                 shutdown: &shutdown,
                 cache_dir: &cache_dir,
             };
