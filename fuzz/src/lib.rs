@@ -70,6 +70,7 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("registry_headers", registry_headers),
     ("registry_token", registry_token),
     ("registry_manifest", registry_manifest),
+    ("access_trace", access_trace),
 ];
 
 /// Iterations over anything whose count comes from the input stop here: a count of 2^40
@@ -1544,5 +1545,65 @@ pub fn registry_manifest(data: &[u8]) {
             }
         }
         Err(_) => {}
+    }
+}
+
+/// An access trace file (`--prefetch-list`, hostile: any bytes), parsed by
+/// `ondemand::AccessTrace`, turned into a prefetch plan for an object whose size is the
+/// input's hash, and recorded again: parsing never panics, keeps at most
+/// `MAX_TRACE_ENTRIES` non-empty ranges, prints back to what it read, the plan stays inside
+/// the object (block-aligned, disjoint), and a recorder writes a trace that parses back.
+pub fn access_trace(data: &[u8]) {
+    use ondemand::{AccessTrace, MAX_TRACE_ENTRIES, PrefetchConfig, Recorder};
+    // The object's size: any u64, steered by the bytes (a comment line changes it).
+    let size = data
+        .iter()
+        .fold(0u64, |h, &b| h.wrapping_mul(0x100_0000_01b3).wrapping_add(u64::from(b)))
+        >> (data.len() % 64);
+    let Ok(trace) = AccessTrace::parse(data) else {
+        return;
+    };
+    assert!(trace.entries().len() <= MAX_TRACE_ENTRIES);
+    assert!(trace.entries().iter().all(|e| e.range.start < e.range.end));
+    let again = AccessTrace::parse(trace.to_text().as_bytes()).expect("printed trace parses");
+    assert_eq!(again.entries(), trace.entries());
+    assert_eq!(again.skipped(), 0);
+    let config = PrefetchConfig::listed_only().with_trace(&trace);
+    let limit = size.div_ceil(4096).saturating_mul(4096);
+    for key in trace.keys().into_iter().take(MAX_ITEMS) {
+        let plan = config.plan(key, size);
+        let mut covered = ondemand::RangeSet::new();
+        for r in &plan {
+            assert!(r.start < r.end && r.end <= limit, "{r:?} outside {size}");
+            assert!(r.start % 4096 == 0 && r.end % 4096 == 0, "{r:?} not aligned");
+            assert!(!covered.intersects(r.clone()), "{r:?} planned twice");
+            covered.insert(r.clone());
+        }
+    }
+    // Record the trace's ranges: what comes out parses back, each byte once per key.
+    let out = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    struct Shared(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl io::Write for Shared {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.0.lock().expect("lock").extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    let recorder = Recorder::new(Shared(std::sync::Arc::clone(&out))).expect("in memory");
+    for e in trace.entries().iter().take(MAX_ITEMS) {
+        recorder.record(&e.key, e.range.start, e.range.end - e.range.start);
+    }
+    let text = out.lock().expect("lock").clone();
+    let recorded = AccessTrace::parse(&text).expect("recorded trace parses");
+    assert_eq!(recorded.skipped(), 0);
+    assert_eq!(recorded.entries().len(), recorder.entries());
+    let mut per_key: HashMap<&[u8], ondemand::RangeSet> = HashMap::new();
+    for e in recorded.entries() {
+        let set = per_key.entry(&e.key).or_default();
+        assert!(!set.intersects(e.range.clone()), "{e:?} recorded twice");
+        set.insert(e.range.clone());
     }
 }

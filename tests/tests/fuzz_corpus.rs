@@ -131,6 +131,7 @@ replay_tests!(
     registry_headers,
     registry_token,
     registry_manifest,
+    access_trace,
 );
 
 /// The seed images the structured targets start from are real images the reader opens.
