@@ -27,7 +27,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -203,9 +203,22 @@ fn unplanned(planned: &BTreeMap<u64, u64>, r: Range<u64>) -> Vec<Range<u64>> {
 struct Job<O, F> {
     object: Arc<Object<O, F>>,
     ranges: Vec<Range<u64>>,
+    /// What the jobs of one object's plan share.
+    plan: Arc<PlanProgress>,
+}
+
+/// The progress of one object's plan, over its jobs.
+struct PlanProgress {
     /// The scan of the object's cache file, made once by the first of its jobs to start
     /// (the others wait for it): how many bytes it found present.
-    scan: Arc<OnceLock<u64>>,
+    scan: OnceLock<u64>,
+    /// Jobs not finished yet: the last one logs the object's line.
+    jobs_left: AtomicUsize,
+    /// Bytes fetched by the jobs.
+    fetched: AtomicU64,
+    /// A job stopped early (shutdown, object closed).
+    stopped: AtomicBool,
+    queued: Instant,
 }
 
 /// The queue and limits of a session's prefetch.
@@ -263,7 +276,6 @@ impl<O, F> Prefetcher<O, F> {
         self.pending.fetch_add(total, Ordering::SeqCst);
         // One job per chunk of the plan, so that several threads fetch one object's plan
         // (a trace of one big blob) at once, in order.
-        let scan = Arc::new(OnceLock::new());
         let mut jobs = Vec::new();
         let mut current: Vec<Range<u64>> = Vec::new();
         let mut current_len = 0;
@@ -283,12 +295,19 @@ impl<O, F> Prefetcher<O, F> {
         if !current.is_empty() {
             jobs.push(current);
         }
+        let plan = Arc::new(PlanProgress {
+            scan: OnceLock::new(),
+            jobs_left: AtomicUsize::new(jobs.len()),
+            fetched: AtomicU64::new(0),
+            stopped: AtomicBool::new(false),
+            queued: Instant::now(),
+        });
         let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
         for ranges in jobs {
             queue.push_back(Job {
                 object: Arc::clone(&object),
                 ranges,
-                scan: Arc::clone(&scan),
+                plan: Arc::clone(&plan),
             });
         }
         drop(queue);
@@ -393,11 +412,10 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
         buf: &mut AlignedBuf,
     ) {
         let object = &job.object;
-        let started = Instant::now();
         let present = *job
+            .plan
             .scan
             .get_or_init(|| self.scan_cache_file(object, shutdown));
-        let before = self.stats.snapshot();
         let chunk = prefetch.config.chunk;
         let mut left: u64 = job.ranges.iter().map(|r| r.end - r.start).sum();
         'ranges: for range in &job.ranges {
@@ -432,6 +450,14 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
                 for g in gaps {
                     let result = self.fill(object, g.clone(), buf, true);
                     object.release(g.clone(), false, true);
+                    let done = match &result {
+                        Ok(()) => g.end,
+                        Err((at, _)) => *at,
+                    };
+                    job.plan.fetched.fetch_add(
+                        done.min(object.size()).saturating_sub(g.start),
+                        Ordering::SeqCst,
+                    );
                     if let Err((at, e)) = result {
                         self.stats.prefetch_errors.add(1);
                         log::warn!(
@@ -447,16 +473,24 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
             }
         }
         prefetch.pending.fetch_sub(left, Ordering::SeqCst);
-        let after = self.stats.snapshot();
-        log::debug!(
-            "prefetch: object {} ({}): {} ranges done in {:.3?}: cache file held {present} bytes, fetched {} bytes{}",
-            object.id(),
-            object.key(),
-            job.ranges.len(),
-            started.elapsed(),
-            after.prefetched_bytes - before.prefetched_bytes,
-            if left > 0 { " (stopped early)" } else { "" }
-        );
+        if left > 0 {
+            job.plan.stopped.store(true, Ordering::SeqCst);
+        }
+        // The object's last job says how its plan went.
+        if job.plan.jobs_left.fetch_sub(1, Ordering::SeqCst) == 1 {
+            log::info!(
+                "prefetch: object {} ({}) done in {:.3?}: cache file held {present} bytes, fetched {} bytes{}",
+                object.id(),
+                object.key(),
+                job.plan.queued.elapsed(),
+                job.plan.fetched.load(Ordering::SeqCst),
+                if job.plan.stopped.load(Ordering::SeqCst) {
+                    " (stopped early)"
+                } else {
+                    ""
+                }
+            );
+        }
     }
 }
 

@@ -1,0 +1,320 @@
+//! Record and replay (`--record PATH`, `--prefetch-list PATH`) against the real kernels, with a
+//! zstd Nydus RAFS image (its blob's key, the blob id, is the same on every cold run):
+//!
+//! 1. A cold start reads some files of the image while the daemon records what the kernel
+//!    demanded (`--record`). The trace names the bootstrap and the blob, in first-access
+//!    order, and spans far less than the image.
+//! 2. A daemon on a fresh cache replays the trace (`--prefetch-list`): once its prefetch is
+//!    done, the same reads (page cache dropped) fetch nothing on the read path
+//!    (`erofs_ondemand_fetched_bytes_total` unchanged; with cachefiles not even a READ is
+//!    sent), and what the replay fetched in all is about what was recorded.
+//!
+//! Both runs use `--readahead 0 --sequential-ahead 0`: with cachefiles, reads of bytes the
+//! readahead brought send no READ (the trace would list misses only), and in the replay it
+//! keeps the count exact (the mount's first reads race the prefetch; without readahead they
+//! fetch only what they ask for).
+//!
+//! One test per kernel: 6.12 (`serve`, EROFS over fscache) and 7.2 (`fanotify`, file-backed
+//! EROFS with pre-content events).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use tests::vm::{DAEMON_PRELUDE, Kernel, VmRun, noise};
+use tests::{require_tool, run, scratch_dir};
+
+/// The guest's helpers (after [`DAEMON_PRELUDE`]).
+const HELPERS: &str = r#"
+M=/tmp/metrics.prom
+metric() { sed -n "s/^$1 //p" "${2:-$M}"; }
+wait_for() {
+    _n=$(($1 * 20))
+    shift
+    while ! "$@" >/dev/null 2>&1; do
+        _n=$((_n - 1))
+        [ $_n -le 0 ] && return 1
+        sleep 0.05
+    done
+}
+# prefetch_done LOG KEY: the prefetch of the object whose key ends in KEY has finished.
+prefetch_done() { grep -q "prefetch: object [0-9]* (.*$2) done" "$1"; }
+# workload DIR: what the "container" reads: two whole files and the head of a third.
+workload() {
+    check "$2-small" sh -c "sha256sum $1/small | grep -q $(cat /vmtest/small.sha256)"
+    check "$2-big1" sh -c "sha256sum $1/big1 | grep -q $(cat /vmtest/big1.sha256)"
+    check "$2-big2-head" sh -c "head -c 300000 $1/big2 | sha256sum | grep -q $(cat /vmtest/big2-head.sha256)"
+}
+# snapshot NAME: the counters, once the metrics file is rewritten (every 500 ms).
+snapshot() {
+    sleep 1.2
+    data "$1_reads" "$(metric erofs_ondemand_read_requests_total)"
+    data "$1_fetched" "$(metric erofs_ondemand_fetched_bytes_total)"
+    data "$1_prefetched" "$(metric erofs_ondemand_prefetched_bytes_total)"
+    data "$1_errors" "$(metric erofs_ondemand_errors_total)"
+}
+# trace_facts: what the recorded trace holds.
+trace_facts() {
+    echo "--- trace"
+    head -20 /data/trace
+    echo "---"
+    check trace-header sh -c "head -1 /data/trace | grep -qx 'erofs-ondemand-trace v1'"
+    data trace_entries "$(tail -n +2 /data/trace | grep -vc '^#')"
+    data trace_bytes "$(tail -n +2 /data/trace | awk '{ s += $3 } END { print s + 0 }')"
+    data trace_blob_entries "$(grep -c "^$BLOB " /data/trace)"
+    data trace_boot_entries "$(grep -c "^$BOOT " /data/trace)"
+    data trace_first_key "$(sed -n '2s/ .*//p' /data/trace)"
+}
+"#;
+
+/// The cachefiles run (6.12): record with `serve`, replay with `serve` on a fresh cache.
+const CACHEFILES: &str = r#"
+mkdir -p /data/c1 /data/c2
+start_daemon /tmp/rec.log rec --cache-dir /data/c1 --readahead 0 --sequential-ahead 0 \
+    --record /data/trace --metrics $M || exit 1
+od_mount $BOOT /mnt/rec
+workload /mnt/rec rec
+snapshot rec
+umount /mnt/rec
+stop_daemon daemon-exit-rec
+trace_facts
+
+start_daemon /tmp/rep.log rep --cache-dir /data/c2 --readahead 0 --sequential-ahead 0 \
+    --prefetch-list /data/trace --metrics $M || exit 1
+od_mount $BOOT /mnt/rep
+# The first read of file data opens the blob (and queues its part of the trace).
+check rep-first sh -c "head -c 1 /mnt/rep/small >/dev/null"
+check prefetch-boot wait_for 60 prefetch_done /tmp/rep.log "/$BOOT"
+check prefetch-blob wait_for 60 prefetch_done /tmp/rep.log "/$BLOB"
+snapshot before
+drop_caches
+workload /mnt/rep rep
+snapshot after
+umount /mnt/rep
+stop_daemon daemon-exit-rep
+grep "prefetch:" /tmp/rep.log
+"#;
+
+/// The fanotify run (7.2): record with `fanotify`, replay with `fanotify` on a fresh cache.
+const FANOTIFY: &str = r#"
+case $(uname -r) in 7.2.*) pass kernel-7.2 ;; *) fail kernel-7.2 "uname -r: $(uname -r)" ;; esac
+# fan_start NAME MNT ARGS...: `erofs-ondemand fanotify` on /data/NAME, mounted on MNT.
+fan_start() {
+    mkdir -p "$2" /data/$1
+    DLOG=/tmp/$1.log
+    erofs-ondemand fanotify --cache-dir /data/$1 --blob-dir $B --image $BOOT --mountpoint "$2" \
+        --readahead 0 --sequential-ahead 0 --on-open nothing --metrics $M "$@" >"$DLOG" 2>&1 &
+    DPID=$!
+    await_daemon "mount-$1" "not mounted" 600 grep -q " $2 erofs " /proc/mounts
+}
+fan_start rec /mnt/rec --record /data/trace || exit 1
+workload /mnt/rec rec
+snapshot rec
+stop_daemon daemon-exit-rec
+trace_facts
+
+fan_start rep /mnt/rep --prefetch-list /data/trace || exit 1
+check prefetch-boot wait_for 60 prefetch_done /tmp/rep.log "/$BOOT"
+check prefetch-blob wait_for 60 prefetch_done /tmp/rep.log "/$BLOB"
+snapshot before
+drop_caches
+workload /mnt/rep rep
+snapshot after
+data rep_served_by_prefetch "$(metric erofs_ondemand_served_by_prefetch_bytes_total)"
+stop_daemon daemon-exit-rep
+grep "prefetch:" /tmp/rep.log
+"#;
+
+/// `nydus-image create` a zstd RAFS v6 image of `tree` as `blobs/FSID`; returns the blob id.
+fn nydus_zstd(tool: &Path, blobs: &Path, fsid: &str, tree: &Path) -> String {
+    run(Command::new(tool)
+        .args(["create", "-t", "dir-rafs", "-v", "6", "--log-level", "warn"])
+        .args(["--compressor", "zstd", "--chunk-size", "0x100000"])
+        .arg("-D")
+        .arg(blobs)
+        .arg("-B")
+        .arg(blobs.join(fsid))
+        .arg(tree));
+    let image = erofs_reader::Image::open(blobs.join(fsid)).expect("bootstrap");
+    let rafs = erofs_reader::nydus::RafsMeta::from_image(&image)
+        .expect("RAFS")
+        .expect("RAFS");
+    assert_eq!(rafs.blobs().len(), 1, "one blob");
+    rafs.blobs()[0].id.clone()
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    let sum = require_tool("sha256sum").expect("sha256sum");
+    let mut child = Command::new(sum)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("sha256sum");
+    std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), bytes).expect("write");
+    let out = child.wait_with_output().expect("sha256sum");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .expect("a digest")
+        .to_string()
+}
+
+/// The image (files: `small`, `big1`, `big2`, `unread`), the blob id, the blob's
+/// uncompressed span (the tree's data), and the guest's expected sums.
+struct Fixture {
+    blobs: PathBuf,
+    blob_id: String,
+    data_len: u64,
+    sums: Vec<(String, String)>,
+}
+
+fn fixture(name: &str) -> Option<Fixture> {
+    let nydus_image = require_tool("nydus-image")?;
+    let dir = scratch_dir(&format!("vm_trace/{name}"));
+    let tree = dir.join("tree");
+    std::fs::create_dir_all(&tree).expect("mkdir");
+    let files = [
+        ("small", noise(901, 10_000)),
+        ("big1", noise(903, 6 << 20)),
+        ("big2", noise(905, 4 << 20)),
+        ("unread", noise(907, 6 << 20)),
+    ];
+    let mut sums = Vec::new();
+    for (f, bytes) in &files {
+        std::fs::write(tree.join(f), bytes).expect("write");
+    }
+    sums.push(("small".into(), sha256(&files[0].1)));
+    sums.push(("big1".into(), sha256(&files[1].1)));
+    sums.push(("big2-head".into(), sha256(&files[2].1[..300_000])));
+    let blobs = dir.join("blobs");
+    std::fs::create_dir_all(&blobs).expect("mkdir");
+    let blob_id = nydus_zstd(&nydus_image, &blobs, "timg", &tree);
+    let data_len = files.iter().map(|(_, b)| b.len() as u64).sum();
+    Some(Fixture {
+        blobs,
+        blob_id,
+        data_len,
+        sums,
+    })
+}
+
+/// What both kernels must show.
+fn check_figures(out: &tests::vm::VmOutcome, f: &Fixture, cachefiles: bool) {
+    let v = |k: &str| out.data_u64(k);
+    let report = out.report();
+    // What the readers asked for: small (10000), big1 (6 MiB), 300000 bytes of big2, plus
+    // metadata; never the unread file.
+    let recorded = v("trace_bytes");
+    let asked = 10_000 + (6 << 20) + 300_000;
+    assert!(recorded >= asked, "{report}");
+    assert!(recorded < asked + (2 << 20), "{report}");
+    assert!(recorded < f.data_len / 2, "{report}");
+    assert!(v("trace_blob_entries") > 0, "{report}");
+    assert!(v("trace_boot_entries") > 0, "{report}");
+    assert_eq!(out.data("trace_first_key"), Some("timg"), "{report}");
+    // The recording run fetched what it was asked (no readahead): about the trace.
+    assert!(v("rec_fetched") >= recorded, "{report}");
+    // The replay: after its prefetch, the same reads fetch nothing on the read path.
+    assert_eq!(v("after_fetched"), v("before_fetched"), "{report}");
+    if cachefiles {
+        // Every byte present in the cache files: the kernel sends no READ at all.
+        assert_eq!(v("after_reads"), v("before_reads"), "{report}");
+    } else {
+        // fanotify sends an event per read, present or not: served from the prefetch.
+        assert!(v("rep_served_by_prefetch") >= asked / 2, "{report}");
+    }
+    assert_eq!(v("after_errors"), 0, "{report}");
+    // What the replay fetched in all (prefetch plus the mount's first reads) is about the
+    // trace: block rounding of each range, and chunks decompressed whole do not count.
+    let replay = v("after_prefetched") + v("after_fetched");
+    let slack = v("trace_entries") * 8192;
+    assert!(replay + slack >= recorded, "{report}");
+    assert!(replay <= recorded + slack, "{report}");
+    println!(
+        "vm_trace ({}): VM {:.1?} ({}); recorded {} ranges, {recorded} bytes (image data {}); replay: prefetched {} bytes, fetched on the read path {} bytes (all before the prefetch was done), READs during the replayed reads: {}",
+        if cachefiles {
+            "6.12 cachefiles"
+        } else {
+            "7.2 fanotify"
+        },
+        out.elapsed,
+        out.accel,
+        v("trace_entries"),
+        f.data_len,
+        v("after_prefetched"),
+        v("after_fetched"),
+        v("after_reads") - v("before_reads"),
+    );
+}
+
+fn vm(name: &str, kernel: Kernel, f: &Fixture, body: &str) -> Option<tests::vm::VmOutcome> {
+    let daemon = tests::vm::static_binary("ondemand", "erofs-ondemand", &["cli"]);
+    let mut vm = VmRun::new(name)
+        .kernel(kernel)
+        .file("bin/erofs-ondemand", &daemon)
+        .disk_file("blobs", &f.blobs)
+        .script(&format!(
+            "{DAEMON_PRELUDE}BOOT=timg\nBLOB={}\n{HELPERS}{body}",
+            f.blob_id
+        ))
+        .timeout(Duration::from_secs(300));
+    for (name, sum) in &f.sums {
+        vm = vm.bytes(&format!("vmtest/{name}.sha256"), sum.as_bytes(), 0o644);
+    }
+    vm.run()
+}
+
+#[test]
+fn record_and_replay_on_6_12_cachefiles() {
+    let Some(f) = fixture("cachefiles") else {
+        return;
+    };
+    let Some(out) = vm("trace-cachefiles", Kernel::V6_12, &f, CACHEFILES) else {
+        return;
+    };
+    out.assert_passed(&[
+        "daemon-rec",
+        "mount-timg",
+        "rec-small",
+        "rec-big1",
+        "rec-big2-head",
+        "daemon-exit-rec",
+        "trace-header",
+        "daemon-rep",
+        "rep-first",
+        "prefetch-boot",
+        "prefetch-blob",
+        "rep-small",
+        "rep-big1",
+        "rep-big2-head",
+        "daemon-exit-rep",
+    ]);
+    check_figures(&out, &f, true);
+}
+
+#[test]
+fn record_and_replay_on_7_2_fanotify() {
+    let Some(f) = fixture("fanotify") else {
+        return;
+    };
+    let Some(out) = vm("trace-fanotify", Kernel::V7_2, &f, FANOTIFY) else {
+        return;
+    };
+    out.assert_passed(&[
+        "kernel-7.2",
+        "mount-rec",
+        "rec-small",
+        "rec-big1",
+        "rec-big2-head",
+        "daemon-exit-rec",
+        "trace-header",
+        "mount-rep",
+        "prefetch-boot",
+        "prefetch-blob",
+        "rep-small",
+        "rep-big1",
+        "rep-big2-head",
+        "daemon-exit-rep",
+    ]);
+    check_figures(&out, &f, false);
+}
