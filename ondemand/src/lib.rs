@@ -20,7 +20,9 @@
 //!
 //! For production: [`metrics`] (Prometheus text, the same names on both paths),
 //! [`PrefetchConfig`] (background filling, with [`plan`] to turn a list of paths into blob
-//! ranges), [`failover`] (an fd holder so a daemon can die while mounts are live and a
+//! ranges), record and replay ([`Recorder`] writes what the readers of one run asked for,
+//! [`AccessTrace`] + [`PrefetchConfig::with_trace`] fetch it ahead of the next cold start),
+//! [`failover`] (an fd holder so a daemon can die while mounts are live and a
 //! successor take over), and [`mount`] (file-backed mounts with no daemon when every blob is
 //! local).
 //!

@@ -328,24 +328,43 @@ struct RecorderState {
 ///
 /// # Example
 ///
+/// Record a run of the reference daemon (here with a scripted kernel, `testing::FakeDevice`,
+/// feature `test-util`: one OPEN of the blob `blob1`, two READs), then plan its replay:
+///
 /// ```
 /// # fn main() -> std::io::Result<()> {
 /// use std::sync::Arc;
-/// use ondemand::{AccessTrace, LocalDirServer, Recorder, Session};
-/// use ondemand::testing::FakeFd;
+/// use ondemand::proto::{MsgId, ObjectId, OpenRequest, ReadRequest, Request};
+/// use ondemand::testing::FakeDevice;
+/// use ondemand::{AccessTrace, Daemon, LocalDirServer, PrefetchConfig, Recorder, Session, Shutdown};
 ///
 /// let dir = tempfile::tempdir()?;
+/// std::fs::write(dir.path().join("blob1"), vec![7u8; 1 << 20])?;
+/// let stop = Shutdown::new();
+/// let kernel = FakeDevice::new(dir.path()).stop_when_empty(stop.clone());
+/// kernel.push(Request::Open(OpenRequest {
+///     msg_id: MsgId(1), object_id: ObjectId(1),
+///     volume_key: b"erofs,img", cookie_key: b"blob1", fd: 9, flags: 0,
+/// }));
+/// for (msg, off) in [(2, 65536), (3, 0)] {
+///     let read = ReadRequest { msg_id: MsgId(msg), object_id: ObjectId(1), off, len: 4096 };
+///     kernel.push(Request::Read(read));
+/// }
 /// let path = dir.path().join("trace");
 /// let recorder = Arc::new(Recorder::create(&path)?);
-/// let session: Session<LocalDirServer, FakeFd> =
-///     Session::new(LocalDirServer::new(dir.path())).with_recorder(Arc::clone(&recorder));
-/// // ... serve; the engine records each READ ...
-/// recorder.record(b"blob", 0, 4096);
-/// recorder.record(b"blob", 0, 8192); // only 4096..8192 is new
-/// recorder.flush()?;
+/// let session = Session::new(LocalDirServer::new(dir.path()))
+///     .with_readahead(0)
+///     .with_recorder(Arc::clone(&recorder));
+/// Daemon::new(kernel, session).with_shutdown(stop).run()?;
+/// // `run` flushed the trace as it returned.
+/// assert_eq!(
+///     std::fs::read_to_string(&path)?,
+///     "erofs-ondemand-trace v1\nblob1 65536 4096\nblob1 0 4096\n"
+/// );
+/// // The next cold start fetches the same ranges first, in that order.
 /// let trace = AccessTrace::read(&path)?;
-/// assert_eq!(trace.to_text(), "erofs-ondemand-trace v1\nblob 0 4096\nblob 4096 4096\n");
-/// # drop(session);
+/// let replay = PrefetchConfig::listed_only().with_trace(&trace);
+/// assert_eq!(replay.plan(b"blob1", 1 << 20), [65536..69632, 0..4096]);
 /// # Ok(()) }
 /// ```
 pub struct Recorder {

@@ -14,6 +14,7 @@
 //! ```text
 //! erofs-ondemand serve ... [--metrics PATH] [--prefetch] [--prefetch-path FSID:PATH]...
 //!                          [--prefetch-threads N] [--prefetch-bandwidth BYTES] [--supervisor SOCKET]
+//!                          [--record PATH] [--prefetch-list PATH]
 //! erofs-ondemand hold --socket SOCKET
 //! erofs-ondemand mount [--blob-dir DIR] IMAGE MOUNTPOINT
 //! ```
@@ -22,7 +23,8 @@
 //! erofs-ondemand fanotify --cache-dir DIR --blob-dir DIR --image KEY [--device KEY]...
 //!                         [--mountpoint MNT] [--on-open nothing|window|whole] [--supervisor SOCKET]
 //!                         [the tuning flags of serve: --threads, --readahead, --sequential-ahead,
-//!                          --fill-buffer, --metrics, --prefetch, --prefetch-path, ...]
+//!                          --fill-buffer, --metrics, --prefetch, --prefetch-path, --record,
+//!                          --prefetch-list, ...]
 //! ```
 //!
 //! `fanotify` is the Linux 7.2+ path (no fscache): sparse backing files for the image and its
@@ -35,7 +37,9 @@
 //! `--metrics` rewrites a Prometheus text file atomically every 500 ms; `--prefetch` fills
 //! objects in the background, starting with the ranges named by the prefetch table of every
 //! Nydus RAFS v6 bootstrap in the blob dir (`--prefetch-path` first fills the blob ranges of
-//! the named files); `hold` keeps the `/dev/cachefiles` fd (or the fanotify group) so that
+//! the named files); `--record PATH` writes an access trace of what the kernel demanded
+//! (`ondemand::Recorder`) and `--prefetch-list PATH` fetches such a trace ahead of the readers
+//! on the next cold start (`ondemand::AccessTrace`); `hold` keeps the `/dev/cachefiles` fd (or the fanotify group) so that
 //! `serve --supervisor` (`fanotify --supervisor`) daemons can die and be replaced while mounts
 //! stay live (the successor sends `restore`, or reads the group's queued events); `mount` mounts an
 //! image file-backed without any daemon when every blob is local, or says why not (exit 2).
