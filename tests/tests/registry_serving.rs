@@ -79,11 +79,19 @@ impl Kernel {
 
     /// `verify`: check Nydus chunk digests.
     fn with(image: &RemoteImage, out: &Path, readahead: u64, verify: bool) -> Kernel {
-        std::fs::create_dir_all(out).unwrap();
-        Kernel {
-            session: Session::new(image.server().with_verify_digests(verify))
+        Kernel::serving(
+            Session::new(image.server().with_verify_digests(verify))
                 .with_readahead(readahead)
                 .with_sequential_ahead(0),
+            out,
+        )
+    }
+
+    /// Plays the kernel to `session`.
+    fn serving(session: Served, out: &Path) -> Kernel {
+        std::fs::create_dir_all(out).unwrap();
+        Kernel {
+            session,
             out: out.to_path_buf(),
             ids: HashMap::new(),
             next: 1,
@@ -395,6 +403,123 @@ fn nydus_image_served_from_the_registry_mounts_as_the_tree() {
 #[test]
 fn nydus_zran_image_served_from_the_original_targz_layer() {
     nydus_round_trip("registry_serving/zran", true);
+}
+
+/// Record and replay from a registry: a run that reads a few scattered ranges of a Nydus
+/// image records them (`Recorder`); a second run on fresh caches, with a fresh client,
+/// prefetches the trace (`PrefetchConfig::with_trace`, two threads, through the registry
+/// store's batched range reads), after which the same READs fetch nothing, every byte
+/// written is right, and the registry served no more than for the recording run.
+#[test]
+fn a_trace_recorded_from_a_registry_image_replays_as_prefetch() {
+    let mut built = None;
+    let Some(p) = push("registry_serving/trace", "nydus", |layout, tree, dir| {
+        let i = oci_images::nydus_image(layout, &tree.layers(), &Platform::host(), &dir.join("work"))
+            .unwrap();
+        layout.tag("nydus", &i.image.manifest);
+        built = Some(i);
+    }) else {
+        return;
+    };
+    let built = built.unwrap();
+    let reference = p.reg.reference("serving:nydus");
+    let want_boot = std::fs::read(&built.bootstrap).unwrap();
+    let wants: Vec<(String, Vec<u8>)> = built
+        .blob_ids
+        .iter()
+        .map(|id| (id.clone(), local_space(&built, id)))
+        .collect();
+    // The reads of a "container start": the bootstrap's head, then three places per blob.
+    let reads = |kernel: &mut Kernel, boot: &str| {
+        kernel.read(boot, 0, 8192);
+        for (id, want) in &wants {
+            let size = want.len() as u64;
+            assert!(size > 4096, "blob {id}: {size} bytes");
+            kernel.read(id, 0, 4096);
+            kernel.read(id, (size / 2) / 4096 * 4096, 16384);
+            kernel.read(id, (size - 1) / 4096 * 4096, 4096);
+        }
+    };
+    let open_all = |kernel: &mut Kernel, boot: &str| {
+        kernel.open(boot, boot, want_boot.clone());
+        for (id, want) in &wants {
+            kernel.open(boot, id, want.clone());
+        }
+    };
+
+    // 1. Record, without readahead (every read is a miss).
+    let image = resolve(&reference, 3);
+    let ImageKind::Nydus { bootstrap, .. } = image.kind.clone() else {
+        panic!("a Nydus image, got {:?}", image.kind);
+    };
+    let trace_path = p.dir.join("trace");
+    let recorder = Arc::new(ondemand::Recorder::create(&trace_path).unwrap());
+    let mut rec = Kernel::serving(
+        Session::new(image.server().with_verify_digests(true))
+            .with_readahead(0)
+            .with_sequential_ahead(0)
+            .with_recorder(Arc::clone(&recorder)),
+        &p.dir.join("rec"),
+    );
+    open_all(&mut rec, &bootstrap);
+    reads(&mut rec, &bootstrap);
+    recorder.flush().unwrap();
+    assert_eq!(rec.wrong_writes(), 0);
+    let rec_stats = rec.session.stats();
+    let rec_registry = image.store().client().stats();
+    let trace = ondemand::AccessTrace::read(&trace_path).unwrap();
+    assert_eq!(trace.skipped(), 0);
+    // Keyed by the bootstrap layer's digest and the blob ids: the same on any cold run.
+    let mut keys: Vec<&[u8]> = vec![bootstrap.as_bytes()];
+    keys.extend(wants.iter().map(|(id, _)| id.as_bytes()));
+    assert_eq!(trace.keys(), keys);
+    // At least one range per object; overlapping reads (a small blob) recorded once.
+    assert!(trace.entries().len() > wants.len(), "{}", trace.to_text());
+
+    // 2. Replay on fresh caches with a fresh client.
+    let image = resolve(&reference, 3);
+    let config = ondemand::PrefetchConfig::listed_only()
+        .with_trace(&trace)
+        .with_threads(2);
+    let mut rep = Kernel::serving(
+        Session::new(image.server().with_verify_digests(true))
+            .with_readahead(0)
+            .with_sequential_ahead(0)
+            .with_prefetch(config),
+        &p.dir.join("rep"),
+    );
+    open_all(&mut rep, &bootstrap);
+    let stop = ondemand::Shutdown::new();
+    std::thread::scope(|scope| {
+        for _ in 0..2 {
+            scope.spawn(|| rep.session.prefetch_worker(&stop));
+        }
+        let t = std::time::Instant::now();
+        while !(rep.session.prefetch_idle() && rep.session.prefetch_pending_bytes() == 0) {
+            assert!(t.elapsed() < Duration::from_secs(60), "prefetch hangs");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        stop.trigger();
+    });
+    let prefetched = rep.session.stats();
+    assert_eq!(prefetched.prefetch_errors, 0, "{prefetched:?}");
+    assert_eq!(prefetched.prefetched_bytes, rec_stats.fetched_bytes);
+    reads(&mut rep, &bootstrap);
+    let st = rep.session.stats();
+    assert_eq!(st.fetched_bytes, 0, "no fill on the read path: {st:?}");
+    assert_eq!(st.read_errors, 0);
+    assert_eq!(rep.wrong_writes(), 0);
+    let rep_registry = image.store().client().stats();
+    eprintln!(
+        "record: {} requests, {} bytes from the registry; replay (prefetch of {} ranges, {} bytes): {} requests, {} bytes",
+        rec_registry.requests,
+        rec_registry.bytes,
+        trace.entries().len(),
+        trace.bytes(),
+        rep_registry.requests,
+        rep_registry.bytes
+    );
+    assert!(rep_registry.bytes <= rec_registry.bytes, "replay fetches no more");
 }
 
 #[test]
