@@ -15,14 +15,22 @@
 //! fetch only what they ask for).
 //!
 //! One test per kernel: 6.12 (`serve`, EROFS over fscache) and 7.2 (`fanotify`, file-backed
-//! EROFS with pre-content events).
+//! EROFS with pre-content events). And one on the host kernel, whose fanotify sends
+//! pre-content events for ordinary reads of marked files on ext4 (not for EROFS backing
+//! files): the library API (`FanotifyDaemon::with_recorder`, `PrefetchConfig::with_trace`)
+//! with reads made by the test.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+use ondemand::fanotify::FanotifyDaemon;
+use ondemand::{AccessTrace, LocalDirServer, PrefetchConfig, Recorder};
 use tests::vm::{DAEMON_PRELUDE, Kernel, VmRun, noise};
-use tests::{require_tool, run, scratch_dir};
+use tests::{require_root, require_tool, run, scratch_dir};
 
 /// The guest's helpers (after [`DAEMON_PRELUDE`]).
 const HELPERS: &str = r#"
@@ -317,4 +325,106 @@ fn record_and_replay_on_7_2_fanotify() {
         "daemon-exit-rep",
     ]);
     check_figures(&out, &f, false);
+}
+
+/// Stops a daemon when dropped, so a failing assertion does not leave it serving.
+struct StopOnDrop(ondemand::Shutdown);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.trigger();
+    }
+}
+
+/// Serve `blobs/blob` with `daemon` while `work` runs; returns `work`'s result.
+fn serving<T>(
+    daemon: &FanotifyDaemon<LocalDirServer>,
+    work: impl FnOnce(&Path) -> T,
+) -> T {
+    let path = daemon.add_object(b"img", b"blob").expect("add_object");
+    let stop = daemon.shutdown_handle();
+    std::thread::scope(|s| {
+        let _stop = StopOnDrop(stop.clone());
+        let serving = s.spawn(|| daemon.run());
+        let out = work(&path);
+        stop.trigger();
+        serving.join().expect("no panic").expect("run");
+        out
+    })
+}
+
+#[test]
+fn host_fanotify_record_and_replay() {
+    if require_root("fanotify_init(FAN_CLASS_PRE_CONTENT) needs CAP_SYS_ADMIN").is_none() {
+        return;
+    }
+    let dir = scratch_dir("vm_trace/host");
+    let blobs = dir.join("blobs");
+    std::fs::create_dir_all(&blobs).expect("mkdir");
+    let len = 6 * 1024 * 1024 + 777;
+    let data = noise(911, len);
+    std::fs::write(blobs.join("blob"), &data).expect("write blob");
+    // Scattered reads, one of them twice, one unaligned, the file's tail.
+    let reads: [(u64, usize); 6] = [
+        (0, 4096),
+        (4 << 20, 200_000),
+        (1 << 20, 10_000),
+        (4 << 20, 4096),
+        (3_000_001, 5000),
+        (len as u64 - 700, 700),
+    ];
+    let read = |path: &Path| {
+        let f = std::fs::File::open(path).expect("open backing file");
+        for (off, n) in reads {
+            let mut buf = vec![0u8; n];
+            f.read_exact_at(&mut buf, off).expect("read");
+            assert!(buf[..] == data[off as usize..off as usize + n], "bytes at {off}");
+        }
+    };
+    // 1. Record.
+    let trace_path = dir.join("trace");
+    let recorder = Arc::new(Recorder::create(&trace_path).expect("create trace"));
+    let daemon = FanotifyDaemon::new(LocalDirServer::new(&blobs), dir.join("cache1"))
+        .expect("fanotify_init")
+        .with_readahead(0)
+        .with_sequential_ahead(0)
+        .with_recorder(Arc::clone(&recorder));
+    serving(&daemon, read);
+    let recorded = daemon.stats();
+    // `run` flushed the trace as it returned.
+    let trace = AccessTrace::read(&trace_path).expect("read trace");
+    println!("host fanotify: recorded {recorded}\n{}", trace.to_text());
+    assert_eq!(trace.skipped(), 0);
+    assert_eq!(trace.keys(), [&b"blob"[..]]);
+    // Page-aligned event ranges, in first-access order, each byte once.
+    let first: Vec<u64> = trace.entries().iter().map(|e| e.range.start).collect();
+    assert_eq!(first[0], 0, "{first:?}");
+    assert!(first[1] <= 4 << 20 && first[1] + (64 << 10) > 4 << 20, "{first:?}");
+    let asked: u64 = reads.iter().map(|&(_, n)| n as u64).sum::<u64>() - 4096;
+    assert!(trace.bytes() >= asked, "{} < {asked}", trace.bytes());
+    assert!(trace.bytes() <= asked + 16 * 4096, "{}", trace.bytes());
+    assert_eq!(recorded.fetched_bytes, trace.bytes().min(recorded.fetched_bytes));
+    // 2. Replay on a fresh cache dir: the prefetch fills the trace before the reads.
+    let daemon = FanotifyDaemon::new(LocalDirServer::new(&blobs), dir.join("cache2"))
+        .expect("fanotify_init")
+        .with_readahead(0)
+        .with_sequential_ahead(0)
+        .with_prefetch(PrefetchConfig::listed_only().with_trace(&trace).with_threads(2));
+    serving(&daemon, |path| {
+        let t = std::time::Instant::now();
+        while !(daemon.engine().prefetch_idle() && daemon.engine().prefetch_pending_bytes() == 0)
+            || daemon.stats().prefetched_bytes == 0
+        {
+            assert!(t.elapsed() < Duration::from_secs(60), "{}", daemon.stats());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let before = daemon.stats();
+        read(path);
+        let after = daemon.stats();
+        println!("host fanotify replay: before the reads {before}; after {after}");
+        assert_eq!(after.fetched_bytes, 0, "a fill on the read path: {after}");
+        assert_eq!(after.prefetched_bytes, recorded.fetched_bytes, "{after}");
+        assert!(after.served_by_prefetch_bytes >= asked, "{after}");
+        assert_eq!(after.errors(), 0, "{after}");
+    });
 }
