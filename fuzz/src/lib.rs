@@ -1556,10 +1556,9 @@ pub fn registry_manifest(data: &[u8]) {
 pub fn access_trace(data: &[u8]) {
     use ondemand::{AccessTrace, MAX_TRACE_ENTRIES, PrefetchConfig, Recorder};
     // The object's size: any u64, steered by the bytes (a comment line changes it).
-    let size = data
-        .iter()
-        .fold(0u64, |h, &b| h.wrapping_mul(0x100_0000_01b3).wrapping_add(u64::from(b)))
-        >> (data.len() % 64);
+    let size = data.iter().fold(0u64, |h, &b| {
+        h.wrapping_mul(0x100_0000_01b3).wrapping_add(u64::from(b))
+    }) >> (data.len() % 64);
     let Ok(trace) = AccessTrace::parse(data) else {
         return;
     };
@@ -1575,7 +1574,10 @@ pub fn access_trace(data: &[u8]) {
         let mut covered = ondemand::RangeSet::new();
         for r in &plan {
             assert!(r.start < r.end && r.end <= limit, "{r:?} outside {size}");
-            assert!(r.start % 4096 == 0 && r.end % 4096 == 0, "{r:?} not aligned");
+            assert!(
+                r.start % 4096 == 0 && r.end % 4096 == 0,
+                "{r:?} not aligned"
+            );
             assert!(!covered.intersects(r.clone()), "{r:?} planned twice");
             covered.insert(r.clone());
         }

@@ -155,9 +155,9 @@ pub mod registry;
 mod server;
 mod session;
 mod sys;
-mod trace;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
+mod trace;
 
 /// The wire protocol crate, re-exported.
 pub use cachefiles_proto as proto;

@@ -129,7 +129,9 @@ impl AccessTrace {
         let header = header.trim_ascii();
         if header != TRACE_HEADER.as_bytes() {
             return Err(match header.strip_prefix(b"erofs-ondemand-trace ") {
-                Some(v) => TraceError::Version(String::from_utf8_lossy(&v[..v.len().min(32)]).into()),
+                Some(v) => {
+                    TraceError::Version(String::from_utf8_lossy(&v[..v.len().min(32)]).into())
+                }
                 None => TraceError::NotATrace,
             });
         }

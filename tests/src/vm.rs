@@ -1007,6 +1007,27 @@ pub fn manifests(busybox: &Path, tree: &Path) -> Manifests {
     Manifests { sums, stats }
 }
 
+/// `nydus-image create -t dir-rafs -v 6 --compressor zstd -D blobs -B blobs/FSID tree`;
+/// returns the blob id (one blob). A small zstd Nydus image for the VM tests of both transports.
+pub fn nydus_zstd(tool: &Path, blobs: &Path, fsid: &str, tree: &Path) -> String {
+    crate::run(
+        std::process::Command::new(tool)
+            .args(["create", "-t", "dir-rafs", "-v", "6", "--log-level", "warn"])
+            .args(["--compressor", "zstd", "--chunk-size", "0x100000"])
+            .arg("-D")
+            .arg(blobs)
+            .arg("-B")
+            .arg(blobs.join(fsid))
+            .arg(tree),
+    );
+    let image = erofs_reader::Image::open(blobs.join(fsid)).expect("bootstrap");
+    let rafs = erofs_reader::nydus::RafsMeta::from_image(&image)
+        .expect("RAFS")
+        .expect("RAFS");
+    assert_eq!(rafs.blobs().len(), 1, "one blob");
+    rafs.blobs()[0].id.clone()
+}
+
 /// Write `tag` into device slot `slot` (0-based) of the EROFS image at `image` and refresh
 /// the superblock checksum when the image has one (`COMPAT_SB_CHKSUM`).
 ///

@@ -414,8 +414,9 @@ fn nydus_zran_image_served_from_the_original_targz_layer() {
 fn a_trace_recorded_from_a_registry_image_replays_as_prefetch() {
     let mut built = None;
     let Some(p) = push("registry_serving/trace", "nydus", |layout, tree, dir| {
-        let i = oci_images::nydus_image(layout, &tree.layers(), &Platform::host(), &dir.join("work"))
-            .unwrap();
+        let i =
+            oci_images::nydus_image(layout, &tree.layers(), &Platform::host(), &dir.join("work"))
+                .unwrap();
         layout.tag("nydus", &i.image.manifest);
         built = Some(i);
     }) else {
@@ -519,7 +520,10 @@ fn a_trace_recorded_from_a_registry_image_replays_as_prefetch() {
         rep_registry.requests,
         rep_registry.bytes
     );
-    assert!(rep_registry.bytes <= rec_registry.bytes, "replay fetches no more");
+    assert!(
+        rep_registry.bytes <= rec_registry.bytes,
+        "replay fetches no more"
+    );
 }
 
 #[test]

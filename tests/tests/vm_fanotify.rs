@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use ondemand::LocalDirServer;
 use ondemand::fanotify::FanotifyDaemon;
-use tests::vm::{DAEMON_PRELUDE, Kernel, VmRun, busybox, dense_tree, manifests, noise};
+use tests::vm::{DAEMON_PRELUDE, Kernel, VmRun, busybox, dense_tree, manifests, noise, nydus_zstd};
 use tests::{require_root, require_tool, run, scratch_dir};
 
 /// Stops a daemon when dropped, so a failing assertion inside a thread scope does not wait
@@ -201,25 +201,6 @@ fan_round() {
 }
 case $(uname -r) in 7.2.*) pass kernel-7.2 ;; *) fail kernel-7.2 "uname -r: $(uname -r)" ;; esac
 "#;
-
-/// `nydus-image create -t dir-rafs -v 6 --compressor zstd -D blobs -B blobs/FSID tree`;
-/// returns the blob id.
-fn nydus_zstd(tool: &Path, blobs: &Path, fsid: &str, tree: &Path) -> String {
-    run(Command::new(tool)
-        .args(["create", "-t", "dir-rafs", "-v", "6", "--log-level", "warn"])
-        .args(["--compressor", "zstd", "--chunk-size", "0x100000"])
-        .arg("-D")
-        .arg(blobs)
-        .arg("-B")
-        .arg(blobs.join(fsid))
-        .arg(tree));
-    let image = erofs_reader::Image::open(blobs.join(fsid)).expect("bootstrap");
-    let rafs = erofs_reader::nydus::RafsMeta::from_image(&image)
-        .expect("RAFS")
-        .expect("RAFS");
-    assert_eq!(rafs.blobs().len(), 1, "one blob");
-    rafs.blobs()[0].id.clone()
-}
 
 /// `k=N` from a counters line.
 fn field(line: &str, k: &str) -> u64 {

@@ -20,31 +20,22 @@
 //! files): the library API (`FanotifyDaemon::with_recorder`, `PrefetchConfig::with_trace`)
 //! with reads made by the test.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Duration;
+mod vm_prod_common;
 
 use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::Arc;
+use std::time::Duration;
 
 use ondemand::fanotify::FanotifyDaemon;
 use ondemand::{AccessTrace, LocalDirServer, PrefetchConfig, Recorder};
-use tests::vm::{DAEMON_PRELUDE, Kernel, VmRun, noise};
-use tests::{require_root, require_tool, run, scratch_dir};
+use tests::vm::{Kernel, VmRun, noise, nydus_zstd};
+use tests::{require_root, require_tool, scratch_dir};
+use vm_prod_common::PRELUDE;
 
-/// The guest's helpers (after [`DAEMON_PRELUDE`]).
+/// The guest's helpers (after [`PRELUDE`]: `start_daemon`, `metric`, `wait_for`, ...).
 const HELPERS: &str = r#"
-M=/tmp/metrics.prom
-metric() { sed -n "s/^$1 //p" "${2:-$M}"; }
-wait_for() {
-    _n=$(($1 * 20))
-    shift
-    while ! "$@" >/dev/null 2>&1; do
-        _n=$((_n - 1))
-        [ $_n -le 0 ] && return 1
-        sleep 0.05
-    done
-}
 # prefetch_done LOG KEY: the prefetch of the object whose key ends in KEY has finished.
 prefetch_done() { grep -q "prefetch: object [0-9]* (.*$2) done" "$1"; }
 # workload DIR: what the "container" reads: two whole files and the head of a third.
@@ -132,24 +123,6 @@ data rep_served_by_prefetch "$(metric erofs_ondemand_served_by_prefetch_bytes_to
 stop_daemon daemon-exit-rep
 grep "prefetch:" /tmp/rep.log
 "#;
-
-/// `nydus-image create` a zstd RAFS v6 image of `tree` as `blobs/FSID`; returns the blob id.
-fn nydus_zstd(tool: &Path, blobs: &Path, fsid: &str, tree: &Path) -> String {
-    run(Command::new(tool)
-        .args(["create", "-t", "dir-rafs", "-v", "6", "--log-level", "warn"])
-        .args(["--compressor", "zstd", "--chunk-size", "0x100000"])
-        .arg("-D")
-        .arg(blobs)
-        .arg("-B")
-        .arg(blobs.join(fsid))
-        .arg(tree));
-    let image = erofs_reader::Image::open(blobs.join(fsid)).expect("bootstrap");
-    let rafs = erofs_reader::nydus::RafsMeta::from_image(&image)
-        .expect("RAFS")
-        .expect("RAFS");
-    assert_eq!(rafs.blobs().len(), 1, "one blob");
-    rafs.blobs()[0].id.clone()
-}
 
 fn sha256(bytes: &[u8]) -> String {
     let sum = require_tool("sha256sum").expect("sha256sum");
@@ -262,7 +235,7 @@ fn vm(name: &str, kernel: Kernel, f: &Fixture, body: &str) -> Option<tests::vm::
         .file("bin/erofs-ondemand", &daemon)
         .disk_file("blobs", &f.blobs)
         .script(&format!(
-            "{DAEMON_PRELUDE}BOOT=timg\nBLOB={}\n{HELPERS}{body}",
+            "{PRELUDE}BOOT=timg\nBLOB={}\n{HELPERS}{body}",
             f.blob_id
         ))
         .timeout(Duration::from_secs(300));
@@ -272,6 +245,21 @@ fn vm(name: &str, kernel: Kernel, f: &Fixture, body: &str) -> Option<tests::vm::
     vm.run()
 }
 
+/// The checks both kernels pass.
+const BOTH: [&str; 11] = [
+    "rec-small",
+    "rec-big1",
+    "rec-big2-head",
+    "daemon-exit-rec",
+    "trace-header",
+    "prefetch-boot",
+    "prefetch-blob",
+    "rep-small",
+    "rep-big1",
+    "rep-big2-head",
+    "daemon-exit-rep",
+];
+
 #[test]
 fn record_and_replay_on_6_12_cachefiles() {
     let Some(f) = fixture("cachefiles") else {
@@ -280,23 +268,13 @@ fn record_and_replay_on_6_12_cachefiles() {
     let Some(out) = vm("trace-cachefiles", Kernel::V6_12, &f, CACHEFILES) else {
         return;
     };
-    out.assert_passed(&[
-        "daemon-rec",
-        "mount-timg",
-        "rec-small",
-        "rec-big1",
-        "rec-big2-head",
-        "daemon-exit-rec",
-        "trace-header",
-        "daemon-rep",
-        "rep-first",
-        "prefetch-boot",
-        "prefetch-blob",
-        "rep-small",
-        "rep-big1",
-        "rep-big2-head",
-        "daemon-exit-rep",
-    ]);
+    out.assert_passed(
+        &[
+            &BOTH[..],
+            &["daemon-rec", "mount-timg", "daemon-rep", "rep-first"],
+        ]
+        .concat(),
+    );
     check_figures(&out, &f, true);
 }
 
@@ -308,22 +286,7 @@ fn record_and_replay_on_7_2_fanotify() {
     let Some(out) = vm("trace-fanotify", Kernel::V7_2, &f, FANOTIFY) else {
         return;
     };
-    out.assert_passed(&[
-        "kernel-7.2",
-        "mount-rec",
-        "rec-small",
-        "rec-big1",
-        "rec-big2-head",
-        "daemon-exit-rec",
-        "trace-header",
-        "mount-rep",
-        "prefetch-boot",
-        "prefetch-blob",
-        "rep-small",
-        "rep-big1",
-        "rep-big2-head",
-        "daemon-exit-rep",
-    ]);
+    out.assert_passed(&[&BOTH[..], &["kernel-7.2", "mount-rec", "mount-rep"]].concat());
     check_figures(&out, &f, false);
 }
 
@@ -337,10 +300,7 @@ impl Drop for StopOnDrop {
 }
 
 /// Serve `blobs/blob` with `daemon` while `work` runs; returns `work`'s result.
-fn serving<T>(
-    daemon: &FanotifyDaemon<LocalDirServer>,
-    work: impl FnOnce(&Path) -> T,
-) -> T {
+fn serving<T>(daemon: &FanotifyDaemon<LocalDirServer>, work: impl FnOnce(&Path) -> T) -> T {
     let path = daemon.add_object(b"img", b"blob").expect("add_object");
     let stop = daemon.shutdown_handle();
     std::thread::scope(|s| {
@@ -378,7 +338,10 @@ fn host_fanotify_record_and_replay() {
         for (off, n) in reads {
             let mut buf = vec![0u8; n];
             f.read_exact_at(&mut buf, off).expect("read");
-            assert!(buf[..] == data[off as usize..off as usize + n], "bytes at {off}");
+            assert!(
+                buf[..] == data[off as usize..off as usize + n],
+                "bytes at {off}"
+            );
         }
     };
     // 1. Record.
@@ -399,17 +362,27 @@ fn host_fanotify_record_and_replay() {
     // Page-aligned event ranges, in first-access order, each byte once.
     let first: Vec<u64> = trace.entries().iter().map(|e| e.range.start).collect();
     assert_eq!(first[0], 0, "{first:?}");
-    assert!(first[1] <= 4 << 20 && first[1] + (64 << 10) > 4 << 20, "{first:?}");
+    assert!(
+        first[1] <= 4 << 20 && first[1] + (64 << 10) > 4 << 20,
+        "{first:?}"
+    );
     let asked: u64 = reads.iter().map(|&(_, n)| n as u64).sum::<u64>() - 4096;
     assert!(trace.bytes() >= asked, "{} < {asked}", trace.bytes());
     assert!(trace.bytes() <= asked + 16 * 4096, "{}", trace.bytes());
-    assert_eq!(recorded.fetched_bytes, trace.bytes().min(recorded.fetched_bytes));
+    assert_eq!(
+        recorded.fetched_bytes,
+        trace.bytes().min(recorded.fetched_bytes)
+    );
     // 2. Replay on a fresh cache dir: the prefetch fills the trace before the reads.
     let daemon = FanotifyDaemon::new(LocalDirServer::new(&blobs), dir.join("cache2"))
         .expect("fanotify_init")
         .with_readahead(0)
         .with_sequential_ahead(0)
-        .with_prefetch(PrefetchConfig::listed_only().with_trace(&trace).with_threads(2));
+        .with_prefetch(
+            PrefetchConfig::listed_only()
+                .with_trace(&trace)
+                .with_threads(2),
+        );
     serving(&daemon, |path| {
         let t = std::time::Instant::now();
         while !(daemon.engine().prefetch_idle() && daemon.engine().prefetch_pending_bytes() == 0)

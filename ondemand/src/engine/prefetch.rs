@@ -282,7 +282,9 @@ impl<O, F> Prefetcher<O, F> {
         for r in ranges {
             let mut pos = r.start;
             while pos < r.end {
-                let end = r.end.min(pos.saturating_add(self.config.chunk - current_len));
+                let end = r
+                    .end
+                    .min(pos.saturating_add(self.config.chunk - current_len));
                 current.push(pos..end);
                 current_len += end - pos;
                 pos = end;
@@ -893,7 +895,10 @@ mod session_tests {
         prefetch_until_idle(&second, 2);
         let st = second.stats();
         assert_eq!(st.prefetch_errors, 0);
-        assert_eq!(st.prefetched_bytes, fetched_cold, "the same bytes, fetched ahead");
+        assert_eq!(
+            st.prefetched_bytes, fetched_cold,
+            "the same bytes, fetched ahead"
+        );
         for (i, (off, len)) in READS.into_iter().enumerate() {
             read(&second, 10 + i as u32, off, len);
         }
