@@ -99,12 +99,15 @@ const FANOTIFY: &str = r#"
 case $(uname -r) in 7.2.*) pass kernel-7.2 ;; *) fail kernel-7.2 "uname -r: $(uname -r)" ;; esac
 # fan_start NAME MNT ARGS...: `erofs-ondemand fanotify` on /data/NAME, mounted on MNT.
 fan_start() {
-    mkdir -p "$2" /data/$1
-    DLOG=/tmp/$1.log
-    erofs-ondemand fanotify --cache-dir /data/$1 --blob-dir $B --image $BOOT --mountpoint "$2" \
+    _fn=$1
+    _fm=$2
+    shift 2
+    mkdir -p "$_fm" /data/$_fn
+    DLOG=/tmp/$_fn.log
+    erofs-ondemand fanotify --cache-dir /data/$_fn --blob-dir $B --image $BOOT --mountpoint "$_fm" \
         --readahead 0 --sequential-ahead 0 --on-open nothing --metrics $M "$@" >"$DLOG" 2>&1 &
     DPID=$!
-    await_daemon "mount-$1" "not mounted" 600 grep -q " $2 erofs " /proc/mounts
+    await_daemon "mount-$_fn" "not mounted" 600 grep -q " $_fm erofs " /proc/mounts
 }
 fan_start rec /mnt/rec --record /data/trace || exit 1
 workload /mnt/rec rec
@@ -212,7 +215,7 @@ fn check_figures(out: &tests::vm::VmOutcome, f: &Fixture, cachefiles: bool) {
     assert!(replay + slack >= recorded, "{report}");
     assert!(replay <= recorded + slack, "{report}");
     println!(
-        "vm_trace ({}): VM {:.1?} ({}); recorded {} ranges, {recorded} bytes (image data {}); replay: prefetched {} bytes, fetched on the read path {} bytes (all before the prefetch was done), READs during the replayed reads: {}",
+        "vm_trace ({}): VM {:.1?} ({}); recorded {} ranges, {recorded} bytes (image data {}); replay: prefetched {} bytes, fetched on the read path {} bytes (the whole replay), READs (fanotify: events) during the replayed reads: {}",
         if cachefiles {
             "6.12 cachefiles"
         } else {
