@@ -15,7 +15,9 @@
 //! fetch only what they ask for).
 //!
 //! One test per kernel: 6.12 (`serve`, EROFS over fscache) and 7.2 (`fanotify`, file-backed
-//! EROFS with pre-content events). And one on the host kernel, whose fanotify sends
+//! EROFS with pre-content events); and on 6.12 the same with a Nydus image served from a
+//! registry in the guest (`serve --image REF`), where the trace's keys are the layers'
+//! digests and the registry's access log counts what each run fetched. And one on the host kernel, whose fanotify sends
 //! pre-content events for ordinary reads of marked files on ext4 (not for EROFS backing
 //! files): the library API (`FanotifyDaemon::with_recorder`, `PrefetchConfig::with_trace`)
 //! with reads made by the test.
@@ -291,6 +293,150 @@ fn record_and_replay_on_7_2_fanotify() {
     };
     out.assert_passed(&[&BOTH[..], &["kernel-7.2", "mount-rec", "mount-rep"]].concat());
     check_figures(&out, &f, false);
+}
+
+/// The registry round (6.12): record and replay `serve --image REF`, the registry in the
+/// guest counting the bytes of each run.
+const REGISTRY: &str = r#"
+# workload_tree DIR NAME: the same workload on the layered tree's files.
+workload_tree() {
+    check "$2-small" sh -c "sha256sum $1/small/s3 | grep -q $(cat /vmtest/small.sha256)"
+    check "$2-big1" sh -c "sha256sum $1/data/random.bin | grep -q $(cat /vmtest/big1.sha256)"
+    check "$2-big2-head" sh -c "head -c 300000 $1/data/big.txt | sha256sum | grep -q $(cat /vmtest/big2-head.sha256)"
+}
+check registry-up registry_up
+# reg_mark: access-log lines so far; reg_bytes N: body bytes served after line N.
+reg_mark() { grep -c 'HTTP/1.1"' /tmp/registry.log; }
+reg_bytes() {
+    grep 'HTTP/1.1"' /tmp/registry.log | awk -v n=$1 'NR > n { if ($10 ~ /^[0-9]+$/) b += $10 } END { print b + 0 }'
+}
+# all_prefetched LOG: every object whose prefetch was queued is done.
+all_prefetched() {
+    _q=$(grep -c "prefetch: queued" "$1")
+    [ "$_q" -gt 0 ] && [ "$_q" -eq "$(grep -c 'prefetch: object .* done' "$1")" ]
+}
+reg_serve() {
+    _n=$1
+    shift
+    mkdir -p /mnt/$_n /data/c-$_n
+    DLOG=/tmp/$_n.log
+    erofs-ondemand serve --cache-dir /data/c-$_n --image 127.0.0.1:5000/rootfs:nydus \
+        --mountpoint /mnt/$_n --readahead 0 --sequential-ahead 0 --metrics $M "$@" >"$DLOG" 2>&1 &
+    DPID=$!
+    await_daemon "mount-$_n" "not mounted" 2400 grep -q " /mnt/$_n " /proc/mounts
+}
+_m0=$(reg_mark)
+reg_serve rec --record /data/trace || exit 1
+workload_tree /mnt/rec rec
+snapshot rec
+stop_daemon daemon-exit-rec
+data rec_registry_bytes "$(reg_bytes $_m0)"
+echo "--- trace"
+cat /data/trace
+echo "---"
+data trace_entries "$(tail -n +2 /data/trace | grep -vc '^#')"
+data trace_bytes "$(tail -n +2 /data/trace | awk '{ s += $3 } END { print s + 0 }')"
+data trace_keys "$(tail -n +2 /data/trace | cut -d' ' -f1 | sort -u | wc -l)"
+_m1=$(reg_mark)
+reg_serve rep --prefetch-list /data/trace || exit 1
+check prefetch-all wait_for 120 all_prefetched /tmp/rep.log
+snapshot before
+drop_caches
+workload_tree /mnt/rep rep
+snapshot after
+stop_daemon daemon-exit-rep
+data rep_registry_bytes "$(reg_bytes $_m1)"
+grep "prefetch:\|registry requests" /tmp/rep.log
+"#;
+
+/// Record and replay `serve --image REF` on 6.12: the files of a layered tree (a Nydus image
+/// of two layers pushed by skopeo to the registry that then runs in the guest).
+#[test]
+fn registry_record_and_replay_on_6_12_cachefiles() {
+    use tests::oci_images;
+    use tests::oci_layout::{OciLayout, Platform};
+    use tests::registry::{GUEST_REGISTRY_UP, Registry};
+    use tests::skopeo::Skopeo;
+    let Some(reg) = Registry::plain("vm_trace/registry") else {
+        return;
+    };
+    let dir = reg.dir().to_path_buf();
+    let Some(skopeo) = Skopeo::new(&dir.join("skopeo")) else {
+        return;
+    };
+    let tree = oci_images::layered_tree(&dir.join("tree"), 4 << 20);
+    let layout = OciLayout::create(&dir.join("layout"));
+    let Some(image) = oci_images::nydus_image(
+        &layout,
+        &tree.layers(),
+        &Platform::host(),
+        &dir.join("nydus"),
+    ) else {
+        return;
+    };
+    layout.tag("nydus", &image.image.manifest);
+    skopeo.push(layout.dir(), "nydus", &reg, "rootfs:nydus");
+    let layers: u64 = image.image.layers.iter().map(|l| l.size).sum();
+    // The workload's files, under the names `workload` reads.
+    let file = |p: &str| std::fs::read(tree.merged.join(p)).expect("tree file");
+    let big = file("data/big.txt");
+    let sums = [
+        ("small", sha256(&file("small/s3"))),
+        ("big1", sha256(&file("data/random.bin"))),
+        ("big2-head", sha256(&big[..300_000])),
+    ];
+    let script = format!("{PRELUDE}{GUEST_REGISTRY_UP}{HELPERS}{REGISTRY}");
+    let daemon = tests::vm::static_binary("ondemand", "erofs-ondemand", &["cli"]);
+    let mut vm = VmRun::new("trace-registry")
+        .kernel(Kernel::V6_12)
+        .file("bin/erofs-ondemand", &daemon)
+        .disk_size(layers * 3 + (256 << 20))
+        .script(&script)
+        .timeout(Duration::from_secs(600));
+    for (name, sum) in &sums {
+        vm = vm.bytes(&format!("vmtest/{name}.sha256"), sum.as_bytes(), 0o644);
+    }
+    let Some(out) = reg.into_guest(vm).run() else {
+        return;
+    };
+    out.assert_passed(&[
+        "registry-up",
+        "mount-rec",
+        "rec-small",
+        "rec-big1",
+        "rec-big2-head",
+        "daemon-exit-rec",
+        "mount-rep",
+        "prefetch-all",
+        "rep-small",
+        "rep-big1",
+        "rep-big2-head",
+        "daemon-exit-rep",
+    ]);
+    let v = |k: &str| out.data_u64(k);
+    let report = out.report();
+    // Keys: the bootstrap layer's digest and the blob ids (digests of the blob layers).
+    assert!(v("trace_keys") >= 2, "{report}");
+    // After the prefetch, the reads send no READ and fetch nothing.
+    assert_eq!(v("after_reads"), v("before_reads"), "{report}");
+    assert_eq!(v("after_fetched"), v("before_fetched"), "{report}");
+    assert_eq!(v("after_errors"), 0, "{report}");
+    // The replay fetched what the recording run fetched from the registry, no more (the
+    // same chunks; a prefetch chunk batches them into fewer, parallel range requests).
+    let (rec, rep) = (v("rec_registry_bytes"), v("rep_registry_bytes"));
+    assert!(rep <= rec + (64 << 10), "{report}");
+    assert!(rep + (64 << 10) >= rec / 2, "{report}");
+    println!(
+        "vm_trace (6.12, registry): VM {:.1?} ({}); image layers {layers} bytes; recorded {} ranges, {} bytes of {} objects; registry bytes: recording run {rec}, replay {rep}; replay prefetched {} bytes, fetched on the read path {} bytes, READs during the replayed reads: {}",
+        out.elapsed,
+        out.accel,
+        v("trace_entries"),
+        v("trace_bytes"),
+        v("trace_keys"),
+        v("after_prefetched"),
+        v("after_fetched"),
+        v("after_reads") - v("before_reads"),
+    );
 }
 
 /// Stops a daemon when dropped, so a failing assertion does not leave it serving.
