@@ -2,38 +2,7 @@
 //! and fetched ahead of the readers by the next ([`AccessTrace`], replayed through
 //! [`crate::PrefetchConfig::with_trace`]).
 //!
-//! # Format (version 1)
-//!
-//! Line-oriented UTF-8 text. The first line is the header [`TRACE_HEADER`]
-//! (`erofs-ondemand-trace v1`); then one line per range, in first-access order:
-//!
-//! ```text
-//! erofs-ondemand-trace v1
-//! # comments and blank lines are ignored
-//! 4f1c0d2e…a9 0 4096
-//! 4f1c0d2e…a9 1048576 131072
-//! image.erofs 0 8192
-//! ```
-//!
-//! Each range line is `<key> <offset> <len>` (fields separated by spaces or tabs; offset and
-//! length in decimal bytes). The key is the object's cookie key, the same on every cold run
-//! of the same image: a Nydus blob id or a registry layer's digest hex, a `fsid`, a
-//! `device=` name or a fanotify backing file's key. Bytes of the key outside printable
-//! ASCII, and `%`, are written `%XX` (hex).
-//!
-//! A recorder writes a range the kernel demanded (a cachefiles READ, a fanotify pre-content
-//! event), clipped to the object, before the daemon's readahead or fill ahead grows it, and
-//! only its parts not recorded before: the ranges of one key never overlap.
-//!
-//! # Hostile traces
-//!
-//! A trace is input like any other. [`AccessTrace::parse`] refuses a missing header or an
-//! unknown version ([`TraceError`]); it skips, with a warning and a count
-//! ([`AccessTrace::skipped`]), lines that are too long, not three fields, bad numbers,
-//! empty ranges, ranges whose end overflows, and every line after [`MAX_TRACE_ENTRIES`].
-//! [`AccessTrace::read`] reads at most [`MAX_TRACE_FILE`] bytes. Keys that no object has
-//! are never fetched, and ranges past an object's end are clipped to it when the object
-//! opens.
+//! The format and how hostile traces are handled: [`AccessTrace`].
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -96,6 +65,39 @@ pub struct TraceEntry {
 
 /// A parsed trace: its ranges in first-access order.
 ///
+/// # Format (version 1)
+///
+/// Line-oriented ASCII text. The first line is the header [`TRACE_HEADER`]
+/// (`erofs-ondemand-trace v1`); then one line per range, in first-access order:
+///
+/// ```text
+/// erofs-ondemand-trace v1
+/// # comments and blank lines are ignored
+/// 4f1c0d2e…a9 0 4096
+/// 4f1c0d2e…a9 1048576 131072
+/// image.erofs 0 8192
+/// ```
+///
+/// Each range line is `<key> <offset> <len>` (fields separated by spaces or tabs; offset and
+/// length in decimal bytes). The key is the object's cookie key, the same on every cold run
+/// of the same image: a Nydus blob id or a registry layer's digest hex, a `fsid`, a
+/// `device=` name or a fanotify backing file's key. Bytes of the key outside printable
+/// ASCII, and `%`, are written `%XX` (hex).
+///
+/// A recorder writes a range the kernel demanded (a cachefiles READ, a fanotify pre-content
+/// event), clipped to the object, before the daemon's readahead or fill ahead grows it, and
+/// only its parts not recorded before: the ranges of one key never overlap.
+///
+/// # Hostile traces
+///
+/// A trace is input like any other. [`AccessTrace::parse`] refuses a missing header or an
+/// unknown version ([`TraceError`]); it skips, with a warning and a count
+/// ([`AccessTrace::skipped`]), lines that are too long, not three fields, bad numbers,
+/// empty ranges, ranges whose end overflows, and every line after [`MAX_TRACE_ENTRIES`].
+/// [`AccessTrace::read`] reads at most [`MAX_TRACE_FILE`] bytes. Keys that no object has
+/// are never fetched, and ranges past an object's end are clipped to it when the object
+/// opens.
+///
 /// # Example
 ///
 /// ```
@@ -117,7 +119,7 @@ pub struct AccessTrace {
 }
 
 impl AccessTrace {
-    /// Parse a trace (see the [module docs](self) for the format and what is skipped).
+    /// Parse a trace (see [`AccessTrace`] for the format and what is skipped).
     ///
     /// # Errors
     ///
@@ -313,7 +315,7 @@ struct RecorderState {
 }
 
 /// Writes an access trace while a daemon serves: each range the kernel demands, the first
-/// time it is demanded, as a line of the [trace format](self).
+/// time it is demanded, as a line of the [trace format](AccessTrace).
 ///
 /// Give it to the engine with [`crate::Engine::with_recorder`] (or
 /// [`crate::fanotify::FanotifyDaemon::with_recorder`]); the engine calls
