@@ -148,6 +148,8 @@ fn sha256(bytes: &[u8]) -> String {
 /// The image (files: `small`, `big1`, `big2`, `unread`), the blob id, the blob's
 /// uncompressed span (the tree's data), and the guest's expected sums.
 struct Fixture {
+    /// Removed after a test that went well.
+    _dir: tests::Scratch,
     blobs: PathBuf,
     blob_id: String,
     data_len: u64,
@@ -177,6 +179,7 @@ fn fixture(name: &str) -> Option<Fixture> {
     let blob_id = nydus_zstd(&nydus_image, &blobs, "timg", &tree);
     let data_len = files.iter().map(|(_, b)| b.len() as u64).sum();
     Some(Fixture {
+        _dir: dir,
         blobs,
         blob_id,
         data_len,
