@@ -455,7 +455,7 @@ impl Recorder {
             }
             push_line(&mut text, key, r);
             added += 1;
-            s.bytes += r.end - r.start;
+            s.bytes = s.bytes.saturating_add(r.end - r.start);
         }
         s.entries += added;
         let written = match &mut s.out {
@@ -485,7 +485,7 @@ impl Recorder {
         self.lock().entries
     }
 
-    /// How many bytes the written ranges span.
+    /// How many bytes the written ranges span (saturating).
     pub fn bytes(&self) -> u64 {
         self.lock().bytes
     }
