@@ -253,7 +253,6 @@ fn walk(image: &Image, r: &mut Report, jobs: &mpsc::SyncSender<Job>) {
             r.error(format!("{}: missing '.' or '..' entry", path.display()));
         }
     }
-
 }
 
 /// A worker: read every file taken from `queue`; the bytes read go to `bytes`, errors with
