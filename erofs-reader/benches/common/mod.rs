@@ -156,6 +156,18 @@ pub(crate) fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
+/// Put `image` in the page cache as a file read from disk is: drop its cached pages (they
+/// were cached as mkfs wrote them, in small folios), then read it once (readahead caches it
+/// in large folios). Both commands of a pair then read the same cache; a mapped reader
+/// faults once per folio, so the folio size matters to it (DESIGN.md, "fsck speed").
+pub(crate) fn cache_as_read(image: &std::path::Path) {
+    let f = std::fs::File::open(image).unwrap();
+    f.sync_all().unwrap();
+    rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+    drop(f);
+    let _ = std::fs::read(image).unwrap();
+}
+
 /// The machine's load average over the last minute, to print beside the figures.
 pub(crate) fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
