@@ -233,6 +233,56 @@ fn reader_cli_fsck_damaged_images() {
     }
 }
 
+/// `fsck`'s report (errors included) and `extract`'s tree are the same whatever the number
+/// of worker threads.
+#[test]
+fn reader_cli_same_result_for_any_thread_count() {
+    let Some(f) = fixture() else { return };
+    // Data errors in several files (found by the workers, in any order) and a metadata
+    // error (found by the walk).
+    let img = damaged("threads", &f.image, |b, img| {
+        for path in ["/large.bin", "/a/b/file", "/hard-1"] {
+            let loc = img.lookup(path).unwrap().metadata().raw().location as usize;
+            b[loc + 16..loc + 20].copy_from_slice(&0x00F0_0000u32.to_le_bytes());
+        }
+        let loc = img.lookup("/small.txt").unwrap().metadata().raw().location as usize;
+        b[loc + 4..loc + 6].copy_from_slice(&0u16.to_le_bytes());
+    });
+    // The summary line without its time ("... bytes read in 0.012s, ...").
+    let fsck = |image: &Path, threads: &str| {
+        let out = erofs(&[&"fsck", &image, &"--threads", &threads]);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (head, rest) = stdout.split_once(" read in ").expect("summary line");
+        let (_, tail) = rest.split_once("s, ").expect("summary line");
+        (
+            out.status.success(),
+            format!("{head} read in _s, {tail}"),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let one = fsck(&img, "1");
+    assert!(!one.0, "fsck passed a damaged image: {one:?}");
+    assert!(one.2.lines().count() >= 4, "{}", one.2);
+    for path in ["large.bin", "a/b/file", "hard-1", "small.txt"] {
+        assert!(one.2.contains(path), "no error for {path}: {}", one.2);
+    }
+    for threads in ["2", "7"] {
+        assert_eq!(fsck(&img, threads), one, "fsck --threads {threads}");
+    }
+    let good = fsck(&f.image, "1");
+    assert!(good.0 && good.1.contains(" 0 errors"), "{good:?}");
+    assert_eq!(fsck(&f.image, "5"), good);
+
+    let base = tests::scratch_dir("reader_cli_extract_threads");
+    let one = base.join("one");
+    let many = base.join("many");
+    ok(&erofs(&[&"extract", &"-j", &"1", &f.image, &one]));
+    ok(&erofs(&[&"extract", &"--threads", &"6", &f.image, &many]));
+    let (one, many) = (tree::snapshot_dir(&one), tree::snapshot_dir(&many));
+    tree::compare(&one, &many, &Compare::default()).unwrap();
+    tree::compare(&tree::snapshot_dir(&f.tree), &many, &Compare::default()).unwrap();
+}
+
 #[test]
 fn reader_cli_extract_refuses_traversal() {
     let Some(_) = fixture() else { return };

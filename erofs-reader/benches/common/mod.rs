@@ -156,6 +156,18 @@ pub(crate) fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
+/// Put `image` in the page cache as a file read from disk is: drop its cached pages (they
+/// were cached as mkfs wrote them, in small folios), then read it once (readahead caches it
+/// in large folios). Both commands of a pair then read the same cache; a mapped reader
+/// faults once per folio, so the folio size matters to it (DESIGN.md, "fsck speed").
+pub(crate) fn cache_as_read(image: &std::path::Path) {
+    let f = std::fs::File::open(image).unwrap();
+    f.sync_all().unwrap();
+    rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+    drop(f);
+    let _ = std::fs::read(image).unwrap();
+}
+
 /// The machine's load average over the last minute, to print beside the figures.
 pub(crate) fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
@@ -178,11 +190,15 @@ pub(crate) fn print_pair(what: &str, ours: &str, theirs: &str, p: &Pair, target:
         spread.last().copied().unwrap_or(0.0),
         if p.ratio() <= target { "ok" } else { "MISSED" },
     );
+    // On a loaded machine the wall ratio is what our share of the cores allows (with
+    // autogroup scheduling, a session's threads share one slice): the CPU ratio says what
+    // each side cost.
     println!(
-        "{:<10} CPU (user+sys, median): ours {:.2}s, theirs {:.2}s",
+        "{:<10} CPU (user+sys, median): ours {:.2}s, theirs {:.2}s: ratio {:.2}",
         "",
         cpu(&p.ours).as_secs_f64(),
-        cpu(&p.theirs).as_secs_f64()
+        cpu(&p.theirs).as_secs_f64(),
+        cpu(&p.ours).as_secs_f64() / cpu(&p.theirs).as_secs_f64().max(1e-3)
     );
     println!(
         "{:<10} peak memory: ours heap {oa:.1} MB + mapped page cache {of:.1} MB; theirs heap {ta:.1} MB + mapped {tf:.1} MB",

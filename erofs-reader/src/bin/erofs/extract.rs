@@ -84,6 +84,7 @@ pub(crate) fn extract(
     image: &Image,
     dest: &Path,
     force: bool,
+    threads: usize,
     progress: &Progress,
 ) -> Result<Report> {
     let dest_state = match std::fs::symlink_metadata(dest) {
@@ -126,7 +127,7 @@ pub(crate) fn extract(
     tmp_name.push(format!(".erofs-extract-{}", std::process::id()));
     let tmp = parent.join(tmp_name);
     std::fs::create_dir(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
-    let done = extract_into(image, &tmp, progress).and_then(|report| {
+    let done = extract_into(image, &tmp, threads, progress).and_then(|report| {
         place(&tmp, dest, dest_state)?;
         Ok(report)
     });
@@ -185,7 +186,7 @@ fn place(tmp: &Path, dest: &Path, state: Dest) -> Result<()> {
 }
 
 /// Extract into the empty directory `dest`.
-fn extract_into(image: &Image, dest: &Path, progress: &Progress) -> Result<Report> {
+fn extract_into(image: &Image, dest: &Path, threads: usize, progress: &Progress) -> Result<Report> {
     let dfd = rustix::fs::openat(
         CWD,
         dest,
@@ -203,7 +204,7 @@ fn extract_into(image: &Image, dest: &Path, progress: &Progress) -> Result<Repor
         since_release: AtomicU64::new(0),
         failed: AtomicBool::new(false),
     };
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers = threads.max(1);
     let (tx, rx) = mpsc::sync_channel::<Job>(4 * workers);
     let rx = Mutex::new(rx);
     let first_error: Mutex<Option<String>> = Mutex::new(None);
@@ -257,10 +258,14 @@ fn extract_into(image: &Image, dest: &Path, progress: &Progress) -> Result<Repor
         return Err(e.into());
     }
     let entries = walked?;
+    let mut warnings = ctx.warnings.into_inner().unwrap_or_else(|p| p.into_inner());
+    // Workers warn in the order they finish: sort (each starts with its path) so that the
+    // report does not depend on the thread count.
+    warnings.sort();
     Ok(Report {
         entries,
         bytes: ctx.bytes.into_inner(),
-        warnings: ctx.warnings.into_inner().unwrap_or_else(|p| p.into_inner()),
+        warnings,
     })
 }
 

@@ -1,29 +1,39 @@
 //! `erofs fsck`: decode every inode reachable from the root, check every directory, read
 //! every xattr, symlink and byte of file data.
 //!
-//! The metadata walk runs on one thread; file data is then read by `threads` workers
-//! pulling from a shared queue, through [`Image::for_each_piece`], which lends slices of
-//! a memory-mapped image instead of copying.
+//! One thread walks the metadata and hands each regular file, as it finds it, to `threads`
+//! workers through a bounded queue; the workers read the data through
+//! [`Image::for_each_piece`], which lends slices of a memory-mapped image instead of
+//! copying. Walking and reading overlap, so the walk costs no wall time of its own.
+//!
+//! The report does not depend on the thread count: the workers' errors carry the file's
+//! place in the walk and are sorted by it before they join the walk's.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use erofs_reader::{FileType, Image, Nid, Piece};
+use erofs_reader::{FileType, Image, Inode, Nid, Piece};
 
 use crate::progress::Progress;
 
-/// Bytes a worker reads between calls to [`Image::release_memory`].
-const RELEASE_EVERY: u64 = 1 << 20;
+/// Bytes a worker reads between calls to [`Image::release_memory`], which empties the
+/// whole map (every thread's pages): often enough to keep the mapped page cache to tens of
+/// MB, rarely enough that pages are not faulted in twice (every call costs a page-table
+/// teardown and a TLB flush on every core running the process).
+const RELEASE_EVERY: u64 = 8 << 20;
 
-/// Files at least this large are read first (largest first); smaller ones in walk order.
-const BIG_FILE: u64 = 4 << 20;
+/// Entries the walk visits between calls to [`Image::release_memory`].
+const RELEASE_EVERY_ENTRIES: u64 = 2048;
+
+/// Files waiting for a worker, per worker: enough that the walk rarely waits, bounded so a
+/// huge image does not queue its whole file list.
+const QUEUE_PER_WORKER: usize = 256;
 
 /// Most errors reported individually.
 const MAX_ERRORS: usize = 100;
-
 #[derive(Debug, Default)]
 pub(crate) struct Report {
     pub(crate) inodes: u64,
@@ -50,7 +60,41 @@ impl Report {
 pub(crate) fn fsck(image: &Image, threads: usize, progress: &Progress) -> Report {
     let start = Instant::now();
     let mut r = Report::default();
-    let mut files: Vec<(Nid, PathBuf, u64)> = Vec::new();
+    let threads = threads.max(1);
+    let (jobs, queue) = mpsc::sync_channel::<Job>(QUEUE_PER_WORKER.saturating_mul(threads));
+    let queue = Mutex::new(queue);
+    let bytes = AtomicU64::new(0);
+    // (walk index of the file, message)
+    let data_errors: Mutex<Vec<(u64, String)>> = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| read_files(image, &queue, &bytes, &data_errors, progress));
+        }
+        walk(image, &mut r, &jobs);
+        // Dropping the sender ends the workers once the queue is empty.
+        drop(jobs);
+    });
+    r.bytes += bytes.into_inner();
+    let mut data_errors = data_errors.into_inner().unwrap_or_else(|p| p.into_inner());
+    data_errors.sort_by_key(|e| e.0);
+    for (_, e) in data_errors {
+        r.error(e);
+    }
+    r.elapsed = start.elapsed();
+    r
+}
+
+/// A regular file for a worker to read.
+struct Job {
+    /// Its place in the walk (1-based), to order the report.
+    index: u64,
+    inode: Inode,
+    path: PathBuf,
+    size: u64,
+}
+
+/// The metadata walk: counts and checks into `r`, regular files to `jobs`.
+fn walk(image: &Image, r: &mut Report, jobs: &mpsc::SyncSender<Job>) {
     let mut seen: HashSet<Nid> = HashSet::new();
     let mut links: HashMap<Nid, u32> = HashMap::new();
     let root = image.root_nid();
@@ -140,8 +184,8 @@ pub(crate) fn fsck(image: &Image, threads: usize, progress: &Progress) -> Report
             let first = seen.insert(child);
             walked += 1;
             // Inodes share blocks with inline data: let go of the walked metadata pages
-            // now and then (see RELEASE_EVERY).
-            if walked.is_multiple_of(256) {
+            // now and then.
+            if walked.is_multiple_of(RELEASE_EVERY_ENTRIES) {
                 image.release_memory();
             }
             let inode = match image.inode(child) {
@@ -183,7 +227,16 @@ pub(crate) fn fsck(image: &Image, threads: usize, progress: &Progress) -> Report
             match md.file_type() {
                 FileType::Regular => {
                     r.files += 1;
-                    files.push((child, child_path, md.len()));
+                    let job = Job {
+                        index: r.files,
+                        size: md.len(),
+                        inode,
+                        path: child_path,
+                    };
+                    if jobs.send(job).is_err() {
+                        // Only if every worker panicked; scope() re-raises the panic.
+                        break;
+                    }
                 }
                 FileType::Symlink => {
                     r.symlinks += 1;
@@ -200,75 +253,62 @@ pub(crate) fn fsck(image: &Image, threads: usize, progress: &Progress) -> Report
             r.error(format!("{}: missing '.' or '..' entry", path.display()));
         }
     }
+}
 
-    // Data, in parallel. Large files first, so that no big file is left for one worker
-    // at the end (compressed files decode at tens of MB/s per core with LZMA); the rest
-    // stay in walk order, which follows the image layout: visiting small files in size
-    // order jumps around the image and, with the page cache's large folios mapped on each
-    // fault, took peak RSS from ~10 MB to ~50 MB on the benchmark image.
-    files.sort_by_key(|f| std::cmp::Reverse(if f.2 >= BIG_FILE { f.2 } else { 0 }));
-    let next = AtomicUsize::new(0);
-    let bytes = AtomicU64::new(0);
-    let errors = Mutex::new(Vec::new());
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| {
-                let mut sum = 0u64;
-                let mut since_release = 0u64;
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some((nid, path, size)) = files.get(i) else {
-                        break;
-                    };
-                    let result = image.inode(*nid).and_then(|inode| {
-                        let mut n = 0u64;
-                        image.for_each_piece(&inode, |p| {
-                            match p {
-                                Piece::Data(d) => {
-                                    progress.bytes(d.len() as u64);
-                                    for c in d.chunks(RELEASE_EVERY as usize) {
-                                        sum = sum.wrapping_add(fold(c));
-                                        since_release += c.len() as u64;
-                                        // Keep the resident set small: mapped pages already
-                                        // read go back to the page cache only.
-                                        if since_release >= RELEASE_EVERY {
-                                            image.release_memory();
-                                            since_release = 0;
-                                        }
-                                    }
-                                    n += d.len() as u64;
-                                }
-                                Piece::Zeros(z) => n += z,
-                            }
-                            Ok(())
-                        })?;
-                        Ok(n)
-                    });
-                    progress.file();
-                    match result {
-                        Ok(n) if n == *size => {
-                            bytes.fetch_add(n, Ordering::Relaxed);
+/// A worker: read every file taken from `queue`; the bytes read go to `bytes`, errors with
+/// the file's walk index to `errors`.
+fn read_files(
+    image: &Image,
+    queue: &Mutex<mpsc::Receiver<Job>>,
+    bytes: &AtomicU64,
+    errors: &Mutex<Vec<(u64, String)>>,
+    progress: &Progress,
+) {
+    let mut sum = 0u64;
+    let mut since_release = 0u64;
+    loop {
+        // The lock is held only to take a job.
+        let job = match queue.lock() {
+            Ok(q) => q.recv(),
+            Err(p) => p.into_inner().recv(),
+        };
+        let Ok(job) = job else { break };
+        let mut n = 0u64;
+        let result = image.for_each_piece(&job.inode, |p| {
+            match p {
+                Piece::Data(d) => {
+                    progress.bytes(d.len() as u64);
+                    for c in d.chunks(RELEASE_EVERY as usize) {
+                        sum = sum.wrapping_add(fold(c));
+                        since_release += c.len() as u64;
+                        // Keep the resident set small: mapped pages already read go back
+                        // to the page cache only.
+                        if since_release >= RELEASE_EVERY {
+                            image.release_memory();
+                            since_release = 0;
                         }
-                        Ok(n) => errors
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .push(format!("{}: read {n} bytes of {size}", path.display())),
-                        Err(e) => errors
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .push(format!("{}: {e}", path.display())),
                     }
+                    n += d.len() as u64;
                 }
-                std::hint::black_box(sum);
-            });
-        }
-    });
-    r.bytes += bytes.into_inner();
-    for e in errors.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        r.error(e);
+                Piece::Zeros(z) => n += z,
+            }
+            Ok::<(), erofs_reader::Error>(())
+        });
+        progress.file();
+        let error = match result {
+            Ok(()) if n == job.size => {
+                bytes.fetch_add(n, Ordering::Relaxed);
+                continue;
+            }
+            Ok(()) => format!("{}: read {n} bytes of {}", job.path.display(), job.size),
+            Err(e) => format!("{}: {e}", job.path.display()),
+        };
+        errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((job.index, error));
     }
-    r.elapsed = start.elapsed();
-    r
+    std::hint::black_box(sum);
 }
 
 /// Touch every byte cheaply (the compiler vectorises this).

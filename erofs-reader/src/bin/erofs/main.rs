@@ -117,6 +117,10 @@ enum Cmd {
         /// entries of the same name, other entries stay.
         #[arg(long)]
         force: bool,
+        /// Worker threads writing file data (default: available cores). The tree does not
+        /// depend on it.
+        #[arg(short = 'j', long)]
+        threads: Option<usize>,
         /// No progress line (it is shown only on a terminal anyway).
         #[arg(short, long)]
         quiet: bool,
@@ -125,8 +129,9 @@ enum Cmd {
     Fsck {
         #[command(flatten)]
         img: ImageArgs,
-        /// Worker threads for data reads (default: available cores).
-        #[arg(long)]
+        /// Worker threads reading file data (default: available cores). The report does not
+        /// depend on it.
+        #[arg(short = 'j', long)]
         threads: Option<usize>,
         /// No progress line (it is shown only on a terminal anyway).
         #[arg(short, long)]
@@ -157,6 +162,14 @@ impl Cmd {
             | Cmd::Fsck { img, .. } => img,
         }
     }
+}
+
+/// `--threads`, or the number of cores available (at least 1).
+fn threads_or_cores(threads: Option<usize>) -> usize {
+    threads
+        .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
+        .unwrap_or(1)
+        .max(1)
 }
 
 /// Open the image, or say which file is wrong and what to do.
@@ -364,11 +377,13 @@ fn run(cmd: Cmd) -> CliResult {
             img,
             dest,
             force,
+            threads,
             quiet,
         } => {
             let image = open(&img)?;
             let progress = progress::Progress::new(quiet);
-            let report = extract::extract(&image, &dest, force, &progress);
+            let report =
+                extract::extract(&image, &dest, force, threads_or_cores(threads), &progress);
             progress.finish();
             let report = report?;
             out.flush()?;
@@ -390,12 +405,8 @@ fn run(cmd: Cmd) -> CliResult {
             quiet,
         } => {
             let image = open(&img)?;
-            let threads = threads
-                .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
-                .unwrap_or(1)
-                .max(1);
             let progress = progress::Progress::new(quiet);
-            let mut report = fsck::fsck(&image, threads, &progress);
+            let mut report = fsck::fsck(&image, threads_or_cores(threads), &progress);
             progress.finish();
             // RAFS v6 with a blob dir: decode every blob chunk and check its digest (nydus.rs).
             if let (Some(dir), Some(rafs)) = (
