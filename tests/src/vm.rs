@@ -483,6 +483,17 @@ impl VmRun {
         self
     }
 
+    /// Put a dynamically linked host program into the initramfs at `guest_path`, with the
+    /// shared libraries `ldd` lists (the loader included) at their host paths.
+    pub fn host_binary(mut self, guest_path: &str, host: &Path) -> Self {
+        self = self.file(guest_path, host);
+        for lib in shared_libraries(host) {
+            let guest = lib.to_string_lossy().trim_start_matches('/').to_string();
+            self = self.file(&guest, &lib);
+        }
+        self
+    }
+
     /// Put bytes into the initramfs at `guest_path` with `mode`.
     pub fn bytes(mut self, guest_path: &str, bytes: &[u8], mode: u32) -> Self {
         self.initramfs.bytes(guest_path, bytes, mode);
@@ -676,6 +687,21 @@ impl VmRun {
         }
         Some(outcome)
     }
+}
+
+/// The shared libraries `ldd` lists for `bin` (absolute paths, the loader included).
+fn shared_libraries(bin: &Path) -> Vec<PathBuf> {
+    let out = crate::run(Command::new("ldd").arg(bin));
+    out.lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            let path = match l.split_once("=>") {
+                Some((_, rhs)) => rhs.trim().split(' ').next()?,
+                None => l.split(' ').next()?,
+            };
+            path.starts_with('/').then(|| PathBuf::from(path))
+        })
+        .collect()
 }
 
 /// How long a guest may take to reach its script by default: it boots in about a second on an

@@ -1,0 +1,468 @@
+//! Container start, end to end, in the test VMs: how long from a cold node until a Python
+//! program in the image does useful work, with the image in a registry behind an emulated
+//! network link (issue 14).
+//!
+//! ```text
+//! cargo bench -p tests --bench container_start
+//! ```
+//!
+//! - **The image**: a Debian rootfs with `python3` built from Debian packages
+//!   ([`tests::rootfs::DebianRootfs`], cached under `target/debian-rootfs`), pushed with
+//!   skopeo to Debian's docker-registry in three forms: `targz` (one OCI `tar+gzip` layer),
+//!   `nydus` (Nydus RAFS v6, zstd chunks: bootstrap + blob layer), `erofs` (one containerd
+//!   native EROFS layer, `mkfs.erofs --tar=f`).
+//! - **The workload**: `chroot ROOTFS /usr/bin/python3 -c 'import asyncio, json, sqlite3,
+//!   email, http.server, ssl; print("ready")'`; "ready" ends the clock, which starts before
+//!   the pull (or the daemon) starts.
+//! - **The link**: the registry runs inside the guest on `127.0.0.1:5000`
+//!   ([`Registry::into_guest`]) and the guest's loopback gets `tc qdisc ... netem delay D
+//!   rate R` (iproute2's `tc` copied in with its libraries): delay D each way, so a round
+//!   trip of 2D; the rate is shared by both directions. Links: `20ms-200mbit` and
+//!   `2ms-1gbit`.
+//! - **Scenarios**, each from a cold cache (caches dropped, a fresh cache directory, a fresh
+//!   daemon): `full-pull` (`oci-pull`, `src/bin/oci-pull.rs`: download every layer, gunzip,
+//!   untar, then start), `cachefiles` (Linux 6.12, `erofs-ondemand serve --image`, Nydus),
+//!   `erofs-layers` (6.12, the same with the EROFS layer), `fanotify` (Linux 7.2,
+//!   `erofs-ondemand fanotify --image`, Nydus). `full-pull` runs in both VMs, so every lazy
+//!   figure has its peer from the same VM.
+//! - **Counted** at the registry (its access log in the guest): requests and body bytes from
+//!   the start of the scenario until its daemon has stopped (so background fetches that
+//!   finish after "ready" count too).
+//!
+//! Output: per VM a table and one line per scenario and link,
+//! `start <scenario> <link> ready <ms> ms fetched <bytes> bytes requests <n>`
+//! ([`tests::start_result`]), then the ratios issue 14 names, and a plot
+//! (`target/container_start.png`).
+//!
+//! Settings: `CONTAINER_START_PACKAGES` (the root packages, default [`ROOTS`]),
+//! `CONTAINER_START_KERNELS` (`6.12,7.2`), `CONTAINER_START_LINKS`
+//! (`20ms-200mbit,2ms-1gbit`: `<delay×2>ms-<rate>mbit|gbit`).
+//!
+//! The VMs run under software emulation (qemu TCG) on a shared machine: absolute times are
+//! those of a slow, loaded computer; compare the ratios.
+
+use std::path::Path;
+use std::time::Duration;
+
+use tests::oci_images;
+use tests::oci_layout::{OciLayout, Platform};
+use tests::registry::{GUEST_REGISTRY_UP, Registry};
+use tests::rootfs::DebianRootfs;
+use tests::skopeo::Skopeo;
+use tests::start_result::{self, StartResult};
+use tests::vm::{Kernel, VmOutcome, VmRun};
+
+/// The default root packages: python3 (whose closure has what the workload imports) and a
+/// minimal Debian base, about 150 MB unpacked.
+const ROOTS: &str = "python3 base-files base-passwd bash coreutils dash debianutils \
+                     diffutils findutils grep gzip hostname libc-bin login mawk sed tar \
+                     util-linux ncurses-base perl-base";
+
+/// The workload's Python program.
+const WORKLOAD: &str = "import asyncio, json, sqlite3, email, http.server, ssl; print(\"ready\")";
+
+/// The images' tags in the registry.
+const TAGS: [&str; 3] = ["targz", "nydus", "erofs"];
+
+/// An emulated link: name, one-way delay, rate as `tc` reads it.
+#[derive(Clone, Debug)]
+struct Link {
+    name: String,
+    delay: String,
+    rate: String,
+}
+
+/// `20ms-200mbit` → delay 10ms each way, rate 200mbit.
+fn parse_link(name: &str) -> Link {
+    let (rtt, rate) = name
+        .split_once("ms-")
+        .unwrap_or_else(|| panic!("link {name:?}: want <rtt>ms-<rate>"));
+    let rtt: f64 = rtt.parse().unwrap_or_else(|_| panic!("link {name:?}"));
+    Link {
+        name: name.to_string(),
+        delay: format!("{}us", (rtt * 500.0) as u64),
+        rate: rate.to_string(),
+    }
+}
+
+/// The guest's shell functions.
+const SCRIPT_HEAD: &str = r#"
+WORKLOAD='@WORKLOAD@'
+REF=127.0.0.1:5000/start
+now() { oci-pull now; }
+reg_mark() { grep -c 'HTTP/1.1"' /tmp/registry.log; }
+reg_count() {
+    grep 'HTTP/1.1"' /tmp/registry.log | awk -v n=$1 'NR > n { r++; if ($10 ~ /^[0-9]+$/) b += $10 }
+        END { printf "requests=%d bytes=%d", r, b }'
+}
+cold() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+# set_link NAME DELAY RATE: netem on the loopback (both directions pass it).
+set_link() {
+    check link-$1 tc qdisc replace dev lo root netem delay $2 rate $3 limit 100000
+    data link_$1 "$(tc qdisc show dev lo | head -1)"
+}
+# workload ROOT: the container's start; prints what python printed.
+workload() { chroot "$1" /usr/bin/python3 -c "$WORKLOAD" 2>&1; }
+# result SCENARIO LINK T0 MARK OUTPUT
+result() {
+    _t1=$(now)
+    if [ "$5" = ready ]; then
+        pass "$1-$2"
+        data "start_$1_$2" "ms=$((_t1 - $3)) $(reg_count $4)"
+    else
+        fail "$1-$2" "the workload printed: $5"
+    fi
+}
+# full_pull LINK
+full_pull() {
+    rm -rf /data/pull
+    cold
+    _m0=$(reg_mark)
+    _t0=$(now)
+    if _o=$(oci-pull pull $REF:targz /data/pull/rootfs /data/pull/content 2>&1); then
+        _out=$(workload /data/pull/rootfs)
+        result full-pull $1 $_t0 $_m0 "$_out"
+        data pulled_$1 "$_o"
+    else
+        fail full-pull-$1 "oci-pull: $_o"
+    fi
+    rm -rf /data/pull
+}
+# lazy SCENARIO LINK CMD TAG: erofs-ondemand CMD --image REF:TAG, then the workload on its
+# mount; the registry is counted after the daemon stopped.
+lazy() {
+    _mnt=/mnt/$1-$2
+    _cache=/data/cache/$1-$2
+    mkdir -p $_mnt $_cache
+    cold
+    _m0=$(reg_mark)
+    DLOG=/tmp/$1-$2.log
+    _t0=$(now)
+    erofs-ondemand $3 --cache-dir $_cache --image $REF:$4 --mountpoint $_mnt >$DLOG 2>&1 &
+    DPID=$!
+    _i=0
+    while ! grep -q " $_mnt " /proc/mounts; do
+        _i=$((_i + 1))
+        if [ $_i -gt 60000 ] || ! kill -0 $DPID 2>/dev/null; then
+            fail "$1-$2" "not mounted: $(cat $DLOG)"
+            return 1
+        fi
+        usleep 10000
+    done
+    _out=$(workload $_mnt)
+    _t1=$(now)
+    data "ready_$1_$2" "ms=$((_t1 - _t0)) $(reg_count $_m0)"
+    stop_daemon daemon-exit-$1-$2
+    if [ "$_out" = ready ]; then
+        pass "$1-$2"
+        data "start_$1_$2" "ms=$((_t1 - _t0)) $(reg_count $_m0)"
+    else
+        fail "$1-$2" "the workload printed: $_out"
+    fi
+    data "totals_$1_$2" "$(grep '^erofs-ondemand: registry ' $DLOG)"
+    rm -rf $_cache
+}
+check registry-up registry_up
+"#;
+
+/// What the VM of one kernel runs: (scenario, erofs-ondemand command, tag) after the full
+/// pull.
+fn lazy_scenarios(kernel: Kernel) -> Vec<(&'static str, &'static str, &'static str)> {
+    match kernel {
+        Kernel::V6_12 => vec![
+            ("cachefiles", "serve", "nydus"),
+            ("erofs-layers", "serve", "erofs"),
+        ],
+        Kernel::V7_2 => vec![("fanotify", "fanotify", "nydus")],
+    }
+}
+
+fn kernel_name(k: Kernel) -> &'static str {
+    match k {
+        Kernel::V6_12 => "6.12",
+        Kernel::V7_2 => "7.2",
+    }
+}
+
+fn run_vm(kernel: Kernel, reg: &Registry, links: &[Link], storage_bytes: u64) -> VmOutcome {
+    let busybox = tests::vm::busybox().expect("busybox");
+    let _ = busybox;
+    let daemon = tests::vm::static_binary("ondemand", "erofs-ondemand", &["cli"]);
+    let puller = tests::vm::static_binary("tests", "oci-pull", &[]);
+    let tc = tests::require_package_tool("tc", "iproute2").expect("tc");
+    let mut script = format!(
+        "{}{GUEST_REGISTRY_UP}{}",
+        tests::vm::DAEMON_PRELUDE,
+        SCRIPT_HEAD.replace("@WORKLOAD@", WORKLOAD)
+    );
+    let mut expected = vec!["registry-up".to_string()];
+    for link in links {
+        script.push_str(&format!(
+            "set_link {} {} {}\nfull_pull {}\n",
+            link.name, link.delay, link.rate, link.name
+        ));
+        expected.push(format!("link-{}", link.name));
+        expected.push(format!("full-pull-{}", link.name));
+        for (scenario, cmd, tag) in lazy_scenarios(kernel) {
+            script.push_str(&format!("lazy {scenario} {} {cmd} {tag}\n", link.name));
+            expected.push(format!("{scenario}-{}", link.name));
+            expected.push(format!("daemon-exit-{scenario}-{}", link.name));
+        }
+    }
+    // The registry's storage, a full pull's layer and rootfs, and the lazy caches.
+    let disk = storage_bytes * 4 + (1 << 30);
+    let run = VmRun::new(&format!("container-start-{}", kernel_name(kernel)))
+        .kernel(kernel)
+        .memory_mib(1024)
+        .file("bin/erofs-ondemand", &daemon)
+        .file("bin/oci-pull", &puller)
+        .host_binary("sbin/tc", &tc)
+        .disk_size(disk)
+        .script(&script)
+        .timeout(Duration::from_secs(3600));
+    let out = reg.into_guest(run).run().expect("qemu");
+    let expected: Vec<&str> = expected.iter().map(String::as_str).collect();
+    out.assert_passed(&expected);
+    out
+}
+
+/// `k=N` from a counters line.
+fn field(line: &str, k: &str) -> u64 {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{k}=")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {k} in {line:?}"))
+}
+
+fn results(out: &VmOutcome, kernel: Kernel, links: &[Link]) -> Vec<StartResult> {
+    let mut scenarios = vec!["full-pull"];
+    scenarios.extend(lazy_scenarios(kernel).iter().map(|s| s.0));
+    let mut res = Vec::new();
+    for link in links {
+        for s in &scenarios {
+            let line = out
+                .data(&format!("start_{s}_{}", link.name))
+                .unwrap_or_else(|| panic!("no result for {s} {}\n{}", link.name, out.report()));
+            res.push(StartResult {
+                scenario: s.to_string(),
+                link: link.name.clone(),
+                ready_ms: field(line, "ms"),
+                fetched: field(line, "bytes"),
+                requests: field(line, "requests"),
+            });
+        }
+    }
+    res
+}
+
+fn print_ratios(res: &[StartResult], image_bytes: u64, links: &[Link]) {
+    let t = |r: &StartResult| r.ready_ms;
+    for link in links {
+        let l = link.name.as_str();
+        for lazy in ["cachefiles", "fanotify", "erofs-layers", "replay", "nydusd"] {
+            if let Some(q) = start_result::ratio(res, (lazy, l), ("full-pull", l), t) {
+                println!(
+                    "ratio {l}: {lazy} ready / full-pull ready = {q:.2} (goal at 20ms-200mbit: <= 0.3)"
+                );
+            }
+            if let Some(r) = res.iter().find(|r| r.scenario == lazy && r.link == l) {
+                println!(
+                    "ratio {l}: {lazy} fetched / image = {:.3} (goal <= 0.15)",
+                    r.fetched as f64 / image_bytes as f64
+                );
+            }
+        }
+        if let Some(q) = start_result::ratio(res, ("cachefiles", l), ("nydusd", l), t) {
+            println!("ratio {l}: cachefiles ready / nydusd ready = {q:.2} (goal <= 0.8)");
+        }
+        if let Some(q) = start_result::ratio(res, ("replay", l), ("cachefiles", l), t) {
+            println!("ratio {l}: replay ready / cachefiles ready = {q:.2} (goal <= 0.7)");
+        }
+    }
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; this harness takes no arguments.
+    let roots = std::env::var("CONTAINER_START_PACKAGES").unwrap_or_else(|_| ROOTS.into());
+    let roots: Vec<&str> = roots.split_whitespace().collect();
+    let kernels: Vec<Kernel> = std::env::var("CONTAINER_START_KERNELS")
+        .unwrap_or_else(|_| "6.12,7.2".into())
+        .split(',')
+        .map(|k| match k.trim() {
+            "6.12" => Kernel::V6_12,
+            "7.2" => Kernel::V7_2,
+            other => panic!("CONTAINER_START_KERNELS: unknown kernel {other:?}"),
+        })
+        .collect();
+    let links: Vec<Link> = std::env::var("CONTAINER_START_LINKS")
+        .unwrap_or_else(|_| "20ms-200mbit,2ms-1gbit".into())
+        .split(',')
+        .map(|l| parse_link(l.trim()))
+        .collect();
+
+    let rootfs = DebianRootfs::build(&roots).expect("apt-get and dpkg-deb");
+    println!(
+        "rootfs: {} packages, {:.1} MB of file data in {}",
+        rootfs.packages.len(),
+        rootfs.bytes as f64 / 1e6,
+        rootfs.dir.display()
+    );
+    let reg = Registry::plain("container_start").expect("docker-registry");
+    let dir = reg.dir().to_path_buf();
+    let skopeo = Skopeo::new(&dir.join("skopeo")).expect("skopeo");
+    let layout = OciLayout::create(&dir.join("layout"));
+    let platform = Platform::host();
+    let layers = [rootfs.dir.as_path()];
+    let mut sizes = Vec::new();
+    for tag in TAGS {
+        let work = dir.join(tag);
+        let image = match tag {
+            "targz" => oci_images::targz_image(&layout, &layers, &platform, &work),
+            "erofs" => oci_images::erofs_image(&layout, &layers, &platform, &work),
+            _ => oci_images::nydus_image(&layout, &layers, &platform, &work).map(|n| n.image),
+        }
+        .expect("image tools");
+        layout.tag(tag, &image.manifest);
+        skopeo.push(layout.dir(), tag, &reg, &format!("start:{tag}"));
+        let size: u64 = image.layers.iter().map(|l| l.size).sum();
+        println!("image {tag}: {} layer(s), {size} bytes", image.layers.len());
+        sizes.push((tag, size));
+        // The work files (tar, layer images) are in the layout and the registry now.
+        let _ = std::fs::remove_dir_all(&work);
+    }
+    let _ = std::fs::remove_dir_all(layout.dir());
+    let storage: u64 = tests::rootfs::tree_bytes(&reg.storage_dir());
+
+    let mut all = Vec::new();
+    for &kernel in &kernels {
+        println!(
+            "--- Linux {} (qemu TCG, host load {})",
+            kernel_name(kernel),
+            tests::vm::host_load()
+        );
+        let out = run_vm(kernel, &reg, &links, storage);
+        let res = results(&out, kernel, &links);
+        for (k, v) in &out.data {
+            if k.starts_with("link_") || k.starts_with("totals_") || k.starts_with("ready_") {
+                println!("  {k}: {v}");
+            }
+        }
+        println!("{}", start_result::table(&res, rootfs.bytes));
+        for r in &res {
+            println!("{r}");
+        }
+        print_ratios(&res, rootfs.bytes, &links);
+        println!(
+            "VM {:.1?}, host load after: {}",
+            out.elapsed,
+            tests::vm::host_load()
+        );
+        all.push((kernel_name(kernel), res));
+    }
+    let _ = sizes;
+    let png = tests::workspace_root().join("target/container_start.png");
+    match plot(&png, &all, &links) {
+        Ok(()) => println!("plot: {}", png.display()),
+        Err(e) => panic!("plot {}: {e}", png.display()),
+    }
+}
+
+/// Where the plot's font comes from (Debian's `fonts-dejavu-core`).
+const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
+
+/// Two bar charts side by side: time to "ready" and bytes fetched, one group of bars per
+/// (scenario, kernel), one bar per link.
+fn plot(path: &Path, all: &[(&str, Vec<StartResult>)], links: &[Link]) -> Result<(), String> {
+    use plotters::prelude::*;
+    use plotters::style::{FontStyle, register_font};
+
+    let font = std::fs::read(FONT).map_err(|e| format!("{FONT}: {e} (apt-get install fonts-dejavu-core)"))?;
+    register_font("sans-serif", FontStyle::Normal, Box::leak(font.into_boxed_slice()))
+        .map_err(|_| format!("{FONT}: not a usable font"))?;
+    let groups: Vec<(String, Vec<&StartResult>)> = all
+        .iter()
+        .flat_map(|(k, res)| {
+            let mut names: Vec<&str> = Vec::new();
+            for r in res {
+                if !names.contains(&r.scenario.as_str()) {
+                    names.push(&r.scenario);
+                }
+            }
+            names
+                .into_iter()
+                .map(|s| {
+                    let rs = res.iter().filter(|r| r.scenario == s).collect();
+                    (format!("{s} ({k})"), rs)
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let colors = [RGBColor(31, 119, 180), RGBColor(255, 127, 14), RGBColor(44, 160, 44)];
+    let root = BitMapBackend::new(path, (1400, 560)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let (left, right) = root.split_horizontally(700);
+    let panels: [(&DrawingArea<_, _>, &str, fn(&StartResult) -> f64); 2] = [
+        (&left, "time to \"ready\" (s)", |r| r.ready_ms as f64 / 1000.0),
+        (&right, "fetched from the registry (MB)", |r| r.fetched as f64 / 1e6),
+    ];
+    let n = groups.len() as f64;
+    for (area, title, value) in panels {
+        let max = groups
+            .iter()
+            .flat_map(|(_, rs)| rs.iter().map(|r| value(r)))
+            .fold(0.0f64, f64::max)
+            * 1.15;
+        let mut chart = ChartBuilder::on(area)
+            .caption(title, ("sans-serif", 22))
+            .margin(12)
+            .x_label_area_size(90)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0.0..n, 0.0..max.max(0.001))
+            .map_err(|e| e.to_string())?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(groups.len() * 2 + 1)
+            .x_label_formatter(&|x| {
+                let i = x.floor() as usize;
+                if (x - i as f64 - 0.5).abs() < 1e-6 {
+                    groups.get(i).map(|g| g.0.clone()).unwrap_or_default()
+                } else {
+                    String::new()
+                }
+            })
+            .x_label_style(
+                ("sans-serif", 13)
+                    .into_font()
+                    .transform(FontTransform::Rotate90),
+            )
+            .draw()
+            .map_err(|e| e.to_string())?;
+        let w = 0.8 / links.len() as f64;
+        for (li, link) in links.iter().enumerate() {
+            let color = colors[li % colors.len()];
+            let bars: Vec<Rectangle<(f64, f64)>> = groups
+                .iter()
+                .enumerate()
+                .filter_map(|(gi, (_, rs))| {
+                    let r = rs.iter().find(|r| r.link == link.name)?;
+                    let x0 = gi as f64 + 0.1 + li as f64 * w;
+                    Some(Rectangle::new([(x0, 0.0), (x0 + w, value(r))], color.filled()))
+                })
+                .collect();
+            chart
+                .draw_series(bars)
+                .map_err(|e| e.to_string())?
+                .label(link.name.clone())
+                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 14))
+            .draw()
+            .map_err(|e| e.to_string())?;
+    }
+    root.present().map_err(|e| e.to_string())
+}
