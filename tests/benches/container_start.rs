@@ -96,10 +96,11 @@ reg_count() {
         END { printf "requests=%d bytes=%d", r, b }'
 }
 cold() { sync; echo 3 >/proc/sys/vm/drop_caches; }
-# set_link NAME DELAY RATE: netem on the loopback (both directions pass it).
+# set_link NAME DELAY RATE: netem on the loopback (both directions pass it); iproute2's tc,
+# not busybox's (which has no netem).
 set_link() {
-    check link-$1 tc qdisc replace dev lo root netem delay $2 rate $3 limit 100000
-    data link_$1 "$(tc qdisc show dev lo | head -1)"
+    check link-$1 /sbin/tc qdisc replace dev lo root netem delay $2 rate $3 limit 100000
+    data link_$1 "$(/sbin/tc qdisc show dev lo | head -1)"
 }
 # workload ROOT: the container's start; prints what python printed.
 workload() { chroot "$1" /usr/bin/python3 -c "$WORKLOAD" 2>&1; }

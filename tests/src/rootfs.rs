@@ -283,7 +283,7 @@ impl DebianRootfs {
             .iter()
             .map(|p| format!("{}={}", p.name, p.version))
             .collect();
-        let files: Vec<PathBuf> = pkgs.iter().map(|p| download(&debs, p)).collect();
+        let files = download(&debs, &pkgs);
         // The tree's name is a digest of the package list: a new list builds a new tree.
         let id = crate::oci_layout::sha256_digest(packages.join("\n").as_bytes());
         let dir = cache.join(format!("tree-{}", &id[7..19]));
@@ -314,28 +314,39 @@ impl DebianRootfs {
     }
 }
 
-/// `apt-get download NAME=VERSION` into `debs` unless it is there already.
-fn download(debs: &Path, p: &Package) -> PathBuf {
+/// The `.deb` files of `pkgs` in `debs`, fetched by one `apt-get download NAME=VERSION...`
+/// for those not there yet.
+fn download(debs: &Path, pkgs: &[Package]) -> Vec<PathBuf> {
     // apt names the file NAME_VERSION_ARCH.deb with the epoch's ':' as "%3a".
-    let version = p.version.replace(':', "%3a");
-    let prefix = format!("{}_{version}_", p.name);
-    let find = || {
+    let prefix = |p: &Package| format!("{}_{}_", p.name, p.version.replace(':', "%3a"));
+    let find = |p: &Package| {
+        let prefix = prefix(p);
         std::fs::read_dir(debs).ok()?.find_map(|e| {
             let e = e.ok()?;
             let n = e.file_name().into_string().ok()?;
             (n.starts_with(&prefix) && n.ends_with(".deb")).then(|| e.path())
         })
     };
-    if let Some(f) = find() {
-        return f;
+    let missing: Vec<String> = pkgs
+        .iter()
+        .filter(|p| find(p).is_none())
+        .map(|p| format!("{}={}", p.name, p.version))
+        .collect();
+    if !missing.is_empty() {
+        crate::run(
+            Command::new("apt-get")
+                .current_dir(debs)
+                .args(["download", "-q"])
+                .args(&missing),
+        );
     }
-    crate::run(
-        Command::new("apt-get")
-            .current_dir(debs)
-            .args(["download", "-q"])
-            .arg(format!("{}={}", p.name, p.version)),
-    );
-    find().unwrap_or_else(|| panic!("apt-get download {} left no {prefix}*.deb", p.name))
+    pkgs.iter()
+        .map(|p| {
+            find(p).unwrap_or_else(|| {
+                panic!("apt-get download {} left no {}*.deb", p.name, prefix(p))
+            })
+        })
+        .collect()
 }
 
 /// Make `/bin`, `/sbin`, `/lib`, `/lib64` links into `/usr` as on a merged-/usr system,
