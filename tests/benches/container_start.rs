@@ -34,7 +34,8 @@
 //! ([`tests::start_result`]), then the ratios issue 14 names, and a plot
 //! (`target/container_start.png`).
 //!
-//! Settings: `CONTAINER_START_PACKAGES` (the root packages, default [`ROOTS`]),
+//! Settings: `CONTAINER_START_PLOT_FROM=FILE` only re-draws the plot from a saved run's
+//! output; `CONTAINER_START_PACKAGES` (the root packages, default [`ROOTS`]),
 //! `CONTAINER_START_KERNELS` (`6.12,7.2`), `CONTAINER_START_LINKS`
 //! (`20ms-200mbit,2ms-1gbit`: `<delay×2>ms-<rate>mbit|gbit`).
 //!
@@ -256,7 +257,9 @@ fn results(out: &VmOutcome, kernel: Kernel, links: &[Link]) -> Vec<StartResult> 
     res
 }
 
-fn print_ratios(res: &[StartResult], image_bytes: u64, links: &[Link]) {
+/// The ratios of issue 14's goals; `image_bytes` is the unpacked rootfs, `sizes` the sum
+/// of each form's layers by tag.
+fn print_ratios(res: &[StartResult], image_bytes: u64, sizes: &[(&str, u64)], links: &[Link]) {
     let t = |r: &StartResult| r.ready_ms;
     for link in links {
         let l = link.name.as_str();
@@ -267,9 +270,13 @@ fn print_ratios(res: &[StartResult], image_bytes: u64, links: &[Link]) {
                 );
             }
             if let Some(r) = res.iter().find(|r| r.scenario == lazy && r.link == l) {
+                let tag = if lazy == "erofs-layers" { "erofs" } else { "nydus" };
+                let layers = sizes.iter().find(|s| s.0 == tag).map_or(0, |s| s.1);
                 println!(
-                    "ratio {l}: {lazy} fetched / image = {:.3} (goal <= 0.15)",
-                    r.fetched as f64 / image_bytes as f64
+                    "ratio {l}: {lazy} fetched / unpacked rootfs = {:.3} (goal <= 0.15), \
+                     / its image's layers ({tag}, {layers} bytes) = {:.3}",
+                    r.fetched as f64 / image_bytes as f64,
+                    r.fetched as f64 / layers.max(1) as f64
                 );
             }
         }
@@ -282,8 +289,34 @@ fn print_ratios(res: &[StartResult], image_bytes: u64, links: &[Link]) {
     }
 }
 
+/// The start lines of a saved run's output, per VM (`--- Linux K` opens a VM's section).
+fn saved_results(text: &str) -> Vec<(&'static str, Vec<StartResult>)> {
+    text.split("--- Linux ")
+        .skip(1)
+        .map(|sec| {
+            let k = if sec.starts_with("6.12") { "6.12" } else { "7.2" };
+            (k, start_result::parse_all(sec))
+        })
+        .collect()
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; this harness takes no arguments.
+    let png = tests::workspace_root().join("target/container_start.png");
+    if let Ok(saved) = std::env::var("CONTAINER_START_PLOT_FROM") {
+        // Re-draw the plot from a saved run's output, without running anything.
+        let text = std::fs::read_to_string(&saved).unwrap_or_else(|e| panic!("{saved}: {e}"));
+        let all = saved_results(&text);
+        let mut links: Vec<Link> = Vec::new();
+        for r in all.iter().flat_map(|(_, rs)| rs) {
+            if !links.iter().any(|l| l.name == r.link) {
+                links.push(parse_link(&r.link));
+            }
+        }
+        plot(&png, &all, &links).unwrap_or_else(|e| panic!("plot: {e}"));
+        println!("plot: {}", png.display());
+        return;
+    }
     let roots = std::env::var("CONTAINER_START_PACKAGES").unwrap_or_else(|_| ROOTS.into());
     let roots: Vec<&str> = roots.split_whitespace().collect();
     let kernels: Vec<Kernel> = std::env::var("CONTAINER_START_KERNELS")
@@ -352,7 +385,7 @@ fn main() {
         for r in &res {
             println!("{r}");
         }
-        print_ratios(&res, rootfs.bytes, &links);
+        print_ratios(&res, rootfs.bytes, &sizes, &links);
         println!(
             "VM {:.1?}, host load after: {}",
             out.elapsed,
@@ -360,8 +393,6 @@ fn main() {
         );
         all.push((kernel_name(kernel), res));
     }
-    let _ = sizes;
-    let png = tests::workspace_root().join("target/container_start.png");
     match plot(&png, &all, &links) {
         Ok(()) => println!("plot: {}", png.display()),
         Err(e) => panic!("plot {}: {e}", png.display()),
@@ -393,15 +424,15 @@ fn plot(path: &Path, all: &[(&str, Vec<StartResult>)], links: &[Link]) -> Result
                 .into_iter()
                 .map(|s| {
                     let rs = res.iter().filter(|r| r.scenario == s).collect();
-                    (format!("{s} ({k})"), rs)
+                    (format!("{s} {k}"), rs)
                 })
                 .collect::<Vec<_>>()
         })
         .collect();
     let colors = [RGBColor(31, 119, 180), RGBColor(255, 127, 14), RGBColor(44, 160, 44)];
-    let root = BitMapBackend::new(path, (1400, 560)).into_drawing_area();
+    let root = BitMapBackend::new(path, (1600, 500)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| e.to_string())?;
-    let (left, right) = root.split_horizontally(700);
+    let (left, right) = root.split_horizontally(800);
     let panels: [(&DrawingArea<_, _>, &str, fn(&StartResult) -> f64); 2] = [
         (&left, "time to \"ready\" (s)", |r| r.ready_ms as f64 / 1000.0),
         (&right, "fetched from the registry (MB)", |r| r.fetched as f64 / 1e6),
@@ -412,11 +443,11 @@ fn plot(path: &Path, all: &[(&str, Vec<StartResult>)], links: &[Link]) -> Result
             .iter()
             .flat_map(|(_, rs)| rs.iter().map(|r| value(r)))
             .fold(0.0f64, f64::max)
-            * 1.15;
+            * 1.3;
         let mut chart = ChartBuilder::on(area)
             .caption(title, ("sans-serif", 22))
             .margin(12)
-            .x_label_area_size(90)
+            .x_label_area_size(30)
             .y_label_area_size(60)
             .build_cartesian_2d(0.0..n, 0.0..max.max(0.001))
             .map_err(|e| e.to_string())?;
@@ -432,11 +463,8 @@ fn plot(path: &Path, all: &[(&str, Vec<StartResult>)], links: &[Link]) -> Result
                     String::new()
                 }
             })
-            .x_label_style(
-                ("sans-serif", 13)
-                    .into_font()
-                    .transform(FontTransform::Rotate90),
-            )
+            .x_label_style(("sans-serif", 12))
+            .light_line_style(WHITE)
             .draw()
             .map_err(|e| e.to_string())?;
         let w = 0.8 / links.len() as f64;
@@ -459,6 +487,7 @@ fn plot(path: &Path, all: &[(&str, Vec<StartResult>)], links: &[Link]) -> Result
         }
         chart
             .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
             .background_style(WHITE.mix(0.8))
             .border_style(BLACK)
             .label_font(("sans-serif", 14))
