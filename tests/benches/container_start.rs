@@ -270,7 +270,11 @@ fn print_ratios(res: &[StartResult], image_bytes: u64, sizes: &[(&str, u64)], li
                 );
             }
             if let Some(r) = res.iter().find(|r| r.scenario == lazy && r.link == l) {
-                let tag = if lazy == "erofs-layers" { "erofs" } else { "nydus" };
+                let tag = if lazy == "erofs-layers" {
+                    "erofs"
+                } else {
+                    "nydus"
+                };
                 let layers = sizes.iter().find(|s| s.0 == tag).map_or(0, |s| s.1);
                 println!(
                     "ratio {l}: {lazy} fetched / unpacked rootfs = {:.3} (goal <= 0.15), \
@@ -294,7 +298,11 @@ fn saved_results(text: &str) -> Vec<(&'static str, Vec<StartResult>)> {
     text.split("--- Linux ")
         .skip(1)
         .map(|sec| {
-            let k = if sec.starts_with("6.12") { "6.12" } else { "7.2" };
+            let k = if sec.starts_with("6.12") {
+                "6.12"
+            } else {
+                "7.2"
+            };
             (k, start_result::parse_all(sec))
         })
         .collect()
@@ -408,9 +416,14 @@ fn plot(path: &Path, all: &[(&str, Vec<StartResult>)], links: &[Link]) -> Result
     use plotters::prelude::*;
     use plotters::style::{FontStyle, register_font};
 
-    let font = std::fs::read(FONT).map_err(|e| format!("{FONT}: {e} (apt-get install fonts-dejavu-core)"))?;
-    register_font("sans-serif", FontStyle::Normal, Box::leak(font.into_boxed_slice()))
-        .map_err(|_| format!("{FONT}: not a usable font"))?;
+    let font = std::fs::read(FONT)
+        .map_err(|e| format!("{FONT}: {e} (apt-get install fonts-dejavu-core)"))?;
+    register_font(
+        "sans-serif",
+        FontStyle::Normal,
+        Box::leak(font.into_boxed_slice()),
+    )
+    .map_err(|_| format!("{FONT}: not a usable font"))?;
     let groups: Vec<(String, Vec<&StartResult>)> = all
         .iter()
         .flat_map(|(k, res)| {
@@ -429,13 +442,21 @@ fn plot(path: &Path, all: &[(&str, Vec<StartResult>)], links: &[Link]) -> Result
                 .collect::<Vec<_>>()
         })
         .collect();
-    let colors = [RGBColor(31, 119, 180), RGBColor(255, 127, 14), RGBColor(44, 160, 44)];
+    let colors = [
+        RGBColor(31, 119, 180),
+        RGBColor(255, 127, 14),
+        RGBColor(44, 160, 44),
+    ];
     let root = BitMapBackend::new(path, (1600, 500)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| e.to_string())?;
     let (left, right) = root.split_horizontally(800);
-    let panels: [(&DrawingArea<_, _>, &str, fn(&StartResult) -> f64); 2] = [
-        (&left, "time to \"ready\" (s)", |r| r.ready_ms as f64 / 1000.0),
-        (&right, "fetched from the registry (MB)", |r| r.fetched as f64 / 1e6),
+    /// A panel's value of a result.
+    type Value = fn(&StartResult) -> f64;
+    let seconds: Value = |r| r.ready_ms as f64 / 1000.0;
+    let megabytes: Value = |r| r.fetched as f64 / 1e6;
+    let panels = [
+        (&left, "time to \"ready\" (s)", seconds),
+        (&right, "fetched from the registry (MB)", megabytes),
     ];
     let n = groups.len() as f64;
     for (area, title, value) in panels {
@@ -476,14 +497,19 @@ fn plot(path: &Path, all: &[(&str, Vec<StartResult>)], links: &[Link]) -> Result
                 .filter_map(|(gi, (_, rs))| {
                     let r = rs.iter().find(|r| r.link == link.name)?;
                     let x0 = gi as f64 + 0.1 + li as f64 * w;
-                    Some(Rectangle::new([(x0, 0.0), (x0 + w, value(r))], color.filled()))
+                    Some(Rectangle::new(
+                        [(x0, 0.0), (x0 + w, value(r))],
+                        color.filled(),
+                    ))
                 })
                 .collect();
             chart
                 .draw_series(bars)
                 .map_err(|e| e.to_string())?
                 .label(link.name.clone())
-                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
+                .legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled())
+                });
         }
         chart
             .configure_series_labels()

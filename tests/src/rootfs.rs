@@ -70,12 +70,7 @@ pub fn parse_stanzas(text: &str) -> Vec<Package> {
                 fields.push((k.trim().to_string(), v.trim().to_string()));
             }
         }
-        let get = |k: &str| {
-            fields
-                .iter()
-                .find(|(f, _)| f == k)
-                .map(|(_, v)| v.as_str())
-        };
+        let get = |k: &str| fields.iter().find(|(f, _)| f == k).map(|(_, v)| v.as_str());
         let Some(name) = get("Package") else {
             continue;
         };
@@ -134,10 +129,7 @@ pub trait PackageSource {
 /// group of a package in the closure, the first alternative that resolves (a package
 /// already chosen wins over any other alternative; a virtual name resolves to its provider
 /// of the highest priority, then the first by name). Fails with the unresolved group.
-pub fn closure(
-    roots: &[&str],
-    source: &mut dyn PackageSource,
-) -> Result<Vec<Package>, String> {
+pub fn closure(roots: &[&str], source: &mut dyn PackageSource) -> Result<Vec<Package>, String> {
     let mut chosen: BTreeMap<String, Package> = BTreeMap::new();
     let mut provided: BTreeMap<String, String> = BTreeMap::new();
     // Unresolved groups (who needs it, alternatives), breadth first: a whole level of the
@@ -162,13 +154,10 @@ pub fn closure(
             }
             let names = source.providers(alt);
             source.prefetch(&names);
-            let mut providers: Vec<Package> = names
-                .iter()
-                .filter_map(|p| source.package(p))
-                .collect();
-            providers.sort_by(|a, b| {
-                (a.priority_rank(), &a.name).cmp(&(b.priority_rank(), &b.name))
-            });
+            let mut providers: Vec<Package> =
+                names.iter().filter_map(|p| source.package(p)).collect();
+            providers
+                .sort_by(|a, b| (a.priority_rank(), &a.name).cmp(&(b.priority_rank(), &b.name)));
             providers.into_iter().next().map(|p| p.name)
         });
         let Some(pkg) = pick.and_then(|p| source.package(&p)) else {
@@ -185,7 +174,9 @@ pub fn closure(
             queue.push_back((pkg.name.clone(), g.clone()));
         }
         for v in &pkg.provides {
-            provided.entry(v.clone()).or_insert_with(|| pkg.name.clone());
+            provided
+                .entry(v.clone())
+                .or_insert_with(|| pkg.name.clone());
         }
         chosen.insert(pkg.name.clone(), pkg);
     }
@@ -342,9 +333,8 @@ fn download(debs: &Path, pkgs: &[Package]) -> Vec<PathBuf> {
     }
     pkgs.iter()
         .map(|p| {
-            find(p).unwrap_or_else(|| {
-                panic!("apt-get download {} left no {}*.deb", p.name, prefix(p))
-            })
+            find(p)
+                .unwrap_or_else(|| panic!("apt-get download {} left no {}*.deb", p.name, prefix(p)))
         })
         .collect()
 }

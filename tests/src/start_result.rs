@@ -129,7 +129,7 @@ pub fn table(results: &[StartResult], image_bytes: u64) -> String {
             scenarios.push(&r.scenario);
         }
     }
-    let mut out = format!("| scenario |");
+    let mut out = String::from("| scenario |");
     for l in &links {
         out.push_str(&format!(" {l}: ready | fetched | requests |"));
     }

@@ -13,7 +13,10 @@ fn closure_from_apt_resolves_virtual_names() {
     // (gawk and original-awk are `optional`).
     let pkgs = closure(&["base-files"], &mut AptCache::default()).unwrap();
     let names: Vec<&str> = pkgs.iter().map(|p| p.name.as_str()).collect();
-    assert!(names.contains(&"base-files") && names.contains(&"mawk"), "{names:?}");
+    assert!(
+        names.contains(&"base-files") && names.contains(&"mawk"),
+        "{names:?}"
+    );
     assert!(!names.contains(&"gawk"), "{names:?}");
     assert!(pkgs.iter().all(|p| !p.version.is_empty()), "{pkgs:?}");
     // mawk needs libc6, whose closure is there too.
@@ -32,15 +35,26 @@ fn tiny_rootfs_is_unpacked_merged_usr() {
         return;
     };
     assert_eq!(root.packages.len(), 2, "{:?}", root.packages);
-    assert!(root.packages[0].starts_with("media-types="), "{:?}", root.packages);
+    assert!(
+        root.packages[0].starts_with("media-types="),
+        "{:?}",
+        root.packages
+    );
     let services = std::fs::read_to_string(root.dir.join("etc/services")).unwrap();
-    assert!(services.contains("http\t\t80/tcp"), "netbase's services file");
+    assert!(
+        services.contains("http\t\t80/tcp"),
+        "netbase's services file"
+    );
     assert!(root.dir.join("etc/mime.types").is_file());
     for d in ["bin", "sbin", "lib", "lib64"] {
         let link = std::fs::read_link(root.dir.join(d)).unwrap();
         assert_eq!(link.to_str(), Some(format!("usr/{d}").as_str()));
     }
-    assert!(root.bytes > 10_000 && root.bytes < 1 << 20, "{}", root.bytes);
+    assert!(
+        root.bytes > 10_000 && root.bytes < 1 << 20,
+        "{}",
+        root.bytes
+    );
     // A second build reuses the cached tree.
     let again = DebianRootfs::build_in(&cache, &["media-types", "netbase"]).unwrap();
     assert_eq!((again.dir, again.bytes), (root.dir, root.bytes));

@@ -45,13 +45,17 @@ fn pull(reference: &str, rootfs: &Path, content: &Path) -> Result<(usize, u64), 
     }
     for (path, media_type) in &files {
         let f = BufReader::new(File::open(path).map_err(|e| e.to_string())?);
-        let reader: Box<dyn Read> = if media_type.ends_with("+gzip") || media_type.ends_with(".gzip") {
-            Box::new(flate2::read::GzDecoder::new(f))
-        } else if media_type.ends_with(".tar") || media_type.ends_with("tar") {
-            Box::new(f)
-        } else {
-            return Err(format!("layer {}: media type {media_type} is not a tar", path.display()));
-        };
+        let reader: Box<dyn Read> =
+            if media_type.ends_with("+gzip") || media_type.ends_with(".gzip") {
+                Box::new(flate2::read::GzDecoder::new(f))
+            } else if media_type.ends_with(".tar") || media_type.ends_with("tar") {
+                Box::new(f)
+            } else {
+                return Err(format!(
+                    "layer {}: media type {media_type} is not a tar",
+                    path.display()
+                ));
+            };
         let mut archive = tar::Archive::new(reader);
         archive.set_preserve_permissions(true);
         archive.set_preserve_ownerships(true);
