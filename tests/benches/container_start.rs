@@ -23,8 +23,9 @@
 //!   daemon): `full-pull` (`oci-pull`, `src/bin/oci-pull.rs`: download every layer, gunzip,
 //!   untar, then start), `cachefiles` (Linux 6.12, `erofs-ondemand serve --image`, Nydus),
 //!   `erofs-layers` (6.12, the same with the EROFS layer), `fanotify` (Linux 7.2,
-//!   `erofs-ondemand fanotify --image`, Nydus). `full-pull` runs in both VMs, so every lazy
-//!   figure has its peer from the same VM.
+//!   `erofs-ondemand fanotify --image`, Nydus), `replay` (6.12: a cold start with `--record`
+//!   writes the trace, then a cold start on a fresh cache with `--prefetch-list` of it).
+//!   `full-pull` runs in both VMs, so every lazy figure has its peer from the same VM.
 //! - **The floor**: after the full pull, the workload runs once more with everything local
 //!   and cached (`warm_<link>`): what the guest's CPU alone costs.
 //! - **Counted** at the registry (its access log in the guest): requests and body bytes from
@@ -136,8 +137,8 @@ full_pull() {
     fi
     rm -rf /data/pull
 }
-# lazy SCENARIO LINK CMD TAG: erofs-ondemand CMD --image REF:TAG, then the workload on its
-# mount; the registry is counted after the daemon stopped.
+# lazy SCENARIO LINK CMD TAG [FLAGS]: erofs-ondemand CMD --image REF:TAG FLAGS, then the
+# workload on its mount; the registry is counted after the daemon stopped.
 lazy() {
     _mnt=/mnt/$1-$2
     _cache=/data/cache/$1-$2
@@ -146,7 +147,7 @@ lazy() {
     _m0=$(reg_mark)
     DLOG=/tmp/$1-$2.log
     _t0=$(now)
-    erofs-ondemand $3 --cache-dir $_cache --image $REF:$4 --mountpoint $_mnt >$DLOG 2>&1 &
+    erofs-ondemand $3 --cache-dir $_cache --image $REF:$4 --mountpoint $_mnt $5 >$DLOG 2>&1 &
     DPID=$!
     _i=0
     while ! grep -q " $_mnt " /proc/mounts; do
@@ -173,17 +174,30 @@ lazy() {
 check registry-up registry_up
 "#;
 
-/// What the VM of one kernel runs: (scenario, erofs-ondemand command, tag) after the full
-/// pull.
-fn lazy_scenarios(kernel: Kernel) -> Vec<(&'static str, &'static str, &'static str)> {
+/// What the VM of one kernel runs after the full pull: (scenario, erofs-ondemand command,
+/// tag, extra flags with `@TRACE@` for the link's trace file). `record` (not a result of its
+/// own) is a cold start that writes the trace `replay` then prefetches from at mount time,
+/// on a fresh cache. On cachefiles the recording run has no readahead or fill ahead: the
+/// kernel sends no READ for what those already wrote, so the trace would miss it.
+fn lazy_scenarios(kernel: Kernel) -> Vec<(&'static str, &'static str, &'static str, &'static str)> {
     match kernel {
         Kernel::V6_12 => vec![
-            ("cachefiles", "serve", "nydus"),
-            ("erofs-layers", "serve", "erofs"),
+            ("cachefiles", "serve", "nydus", ""),
+            ("erofs-layers", "serve", "erofs", ""),
+            (
+                "record",
+                "serve",
+                "nydus",
+                "--record @TRACE@ --readahead 0 --sequential-ahead 0",
+            ),
+            ("replay", "serve", "nydus", "--prefetch-list @TRACE@"),
         ],
-        Kernel::V7_2 => vec![("fanotify", "fanotify", "nydus")],
+        Kernel::V7_2 => vec![("fanotify", "fanotify", "nydus", "")],
     }
 }
+
+/// The recording run of `record`/`replay`: timed and counted, not a scenario of the table.
+const RECORD: &str = "record";
 
 fn kernel_name(k: Kernel) -> &'static str {
     match k {
@@ -211,8 +225,12 @@ fn run_vm(kernel: Kernel, reg: &Registry, links: &[Link], storage_bytes: u64) ->
         ));
         expected.push(format!("link-{}", link.name));
         expected.push(format!("full-pull-{}", link.name));
-        for (scenario, cmd, tag) in lazy_scenarios(kernel) {
-            script.push_str(&format!("lazy {scenario} {} {cmd} {tag}\n", link.name));
+        for (scenario, cmd, tag, flags) in lazy_scenarios(kernel) {
+            let flags = flags.replace("@TRACE@", &format!("/data/trace-{}", link.name));
+            script.push_str(&format!(
+                "lazy {scenario} {} {cmd} {tag} \"{flags}\"\n",
+                link.name
+            ));
             expected.push(format!("{scenario}-{}", link.name));
             expected.push(format!("daemon-exit-{scenario}-{}", link.name));
         }
@@ -244,7 +262,12 @@ fn field(line: &str, k: &str) -> u64 {
 
 fn results(out: &VmOutcome, kernel: Kernel, links: &[Link]) -> Vec<StartResult> {
     let mut scenarios = vec!["full-pull"];
-    scenarios.extend(lazy_scenarios(kernel).iter().map(|s| s.0));
+    scenarios.extend(
+        lazy_scenarios(kernel)
+            .iter()
+            .map(|s| s.0)
+            .filter(|&s| s != RECORD),
+    );
     let mut res = Vec::new();
     for link in links {
         for s in &scenarios {
