@@ -357,11 +357,7 @@ impl Registry {
     /// registry may keep running.
     pub fn into_guest(&self, vm: crate::vm::VmRun) -> crate::vm::VmRun {
         let bin = crate::find_tool("docker-registry").expect("the registry is running");
-        let mut vm = vm.file("usr/bin/docker-registry", &bin);
-        for lib in shared_libraries(&bin) {
-            let guest = lib.to_string_lossy().trim_start_matches('/').to_string();
-            vm = vm.file(&guest, &lib);
-        }
+        let vm = vm.dynamic_binary("usr/bin/docker-registry", &bin);
         let config = format!(
             "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: /data/registry\n  \
              maintenance:\n    uploadpurging:\n      enabled: false\n\
@@ -370,21 +366,6 @@ impl Registry {
         vm.bytes("etc/docker-registry.yml", config.as_bytes(), 0o644)
             .disk_file("registry", &self.storage_dir())
     }
-}
-
-/// The shared libraries `ldd` lists for `bin` (absolute paths, the loader included).
-fn shared_libraries(bin: &Path) -> Vec<PathBuf> {
-    let out = crate::run(Command::new("ldd").arg(bin));
-    out.lines()
-        .filter_map(|l| {
-            let l = l.trim();
-            let path = match l.split_once("=>") {
-                Some((_, rhs)) => rhs.trim().split(' ').next()?,
-                None => l.split(' ').next()?,
-            };
-            path.starts_with('/').then(|| PathBuf::from(path))
-        })
-        .collect()
 }
 
 impl Drop for Registry {
