@@ -2,9 +2,11 @@
 //! its configuration, and the guest shell functions that run it in EROFS-over-fscache mode in
 //! the 6.12 test VM.
 //!
-//! - [`binary`]: `$NYDUSD`, else `target/nydusd/bin/nydusd`, built there on first use by
-//!   `cargo install nydus-rs --version 2.2.0 --locked --root target/nydusd` (crates.io, about
-//!   15 minutes on two idle cores; the build directory is cargo's temporary one, removed after).
+//! - [`binary`]: `$NYDUSD`, `nydusd` on `$PATH` or in the test environment's `tools/bin`
+//!   (`scripts/build-tools.sh` builds it beside nydus-image), else `target/nydusd/bin/nydusd`,
+//!   built there on first use by `cargo install nydus-rs --version 2.2.0 --locked --root
+//!   target/nydusd --bin nydusd` (crates.io; the build directory is cargo's temporary one,
+//!   removed after).
 //! - [`into_guest`]: the binary at `/usr/bin/nydusd` with the shared libraries it links.
 //! - [`config`]: the `--config` of `nydusd singleton`, a list of RAFS v6 [`Image`]s: the
 //!   bootstrap path, the `fsid` it is mounted with, and a [`Backend`]: blob files in a
@@ -72,13 +74,14 @@ pub fn install_root() -> PathBuf {
     }
 }
 
-/// The nydusd 2.2 binary: `$NYDUSD` if set, else `bin/nydusd` under [`install_root`], which
-/// this builds when it is missing (`cargo install nydus-rs --version 2.2.0 --locked`: needs
-/// crates.io, a C compiler, and minutes). Panics with cargo's output if the build fails.
+/// The nydusd 2.2 binary: `$NYDUSD`, `nydusd` on `$PATH` or in the test environment's
+/// `tools/bin` ([`find_tool`](crate::find_tool)), else `bin/nydusd` under [`install_root`],
+/// which this builds when it is missing (`cargo install nydus-rs --version 2.2.0 --locked`:
+/// needs crates.io, cmake and a C compiler, and minutes). Panics with cargo's output if the
+/// build fails.
 pub fn binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("NYDUSD") {
-        let p = PathBuf::from(p);
-        assert!(p.is_file(), "$NYDUSD={} is not a file", p.display());
+    if let Some(p) = crate::find_tool("nydusd") {
+        assert!(p.is_file(), "nydusd {} is not a file", p.display());
         return p;
     }
     let root = install_root();
@@ -92,6 +95,7 @@ pub fn binary() -> PathBuf {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let out = Command::new(cargo)
             .args(["install", "nydus-rs", "--version", VERSION, "--locked"])
+            .args(["--bin", "nydusd"])
             .arg("--root")
             .arg(&root)
             // cargo's temporary build directory (removed after a good build), not ours.
@@ -239,7 +243,7 @@ NLOG=
 nydusd_up() {
     NLOG=$1
     mkdir -p /data/nydusd-cache
-    nydusd singleton --fscache /data/nydusd-cache --fscache-tag nydusd --config "$2" \
+    /usr/bin/nydusd singleton --fscache /data/nydusd-cache --fscache-tag nydusd --config "$2" \
         --apisock /run/nydusd.sock --log-level "${NYDUSD_LOG_LEVEL:-info}" >"$NLOG" 2>&1 &
     NPID=$!
     _i=0
