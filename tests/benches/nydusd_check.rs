@@ -44,6 +44,10 @@ check remote-stats cmp /tmp/remote.stats /vmtest/remote.stats
 for b in $(cat /vmtest/remote.blobs); do
     check "registry-served-$b" grep -q "GET /v2/rootfs/blobs/sha256:$b HTTP/1.1\" 20[06] " /tmp/registry.log
 done
+# The backend's counters through nydusd's API: the local blob was read from the disk.
+_m=$(nydusd_api "/api/v1/metrics/backend?id=$(cat /vmtest/local.blob)")
+data local_backend "$(echo $_m | tr -d ' ')"
+check local-backend-counted sh -c "echo '$_m' | grep -q '\"read_amount_total\":[1-9]'"
 umount /mnt/local
 umount /mnt/remote
 nydusd_down nydusd-exit
@@ -71,6 +75,12 @@ fn main() {
         .arg("-B")
         .arg(blobs.join("local"))
         .arg(&tree));
+
+    let local_blob = std::fs::read_dir(&blobs)
+        .expect("blob dir")
+        .map(|e| e.expect("entry").file_name().into_string().expect("utf-8"))
+        .find(|n| n != "local")
+        .expect("the local blob");
 
     // remote: a two-layer Nydus image in the registry.
     let skopeo = Skopeo::new(&dir.join("skopeo")).expect("skopeo");
@@ -110,6 +120,7 @@ fn main() {
         .manifests(&manifests(&busybox, &tree))
         .bytes("vmtest/remote.sums", remote.sums.as_bytes(), 0o644)
         .bytes("vmtest/remote.stats", remote.stats.as_bytes(), 0o644)
+        .bytes("vmtest/local.blob", local_blob.as_bytes(), 0o644)
         .bytes(
             "vmtest/remote.blobs",
             image.blob_ids.join("\n").as_bytes(),
@@ -131,6 +142,7 @@ fn main() {
         "nydusd-mount-remote",
         "remote-sums",
         "remote-stats",
+        "local-backend-counted",
         "nydusd-exit",
     ]
     .map(String::from)
@@ -144,6 +156,10 @@ fn main() {
     );
     let expected: Vec<&str> = expected.iter().map(String::as_str).collect();
     out.assert_passed(&expected);
+    println!(
+        "nydusd_check: local backend metrics {}",
+        out.data("local_backend").unwrap_or("?")
+    );
     println!(
         "nydusd_check: nydusd {} ({}) served a localfs and a registry image; {} checks passed, VM {:.1?}",
         nydusd::VERSION,

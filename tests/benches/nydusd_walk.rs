@@ -96,7 +96,7 @@ peer() {
     nydusd_up /tmp/$1.log /etc/nydusd.json || return 1
     nydusd_mount walkn /mnt/$1
     walk_run $1 /mnt/$1 $NPID
-    data "$1_backend" "$(nydusd_api /api/v1/metrics/backend | tr -d '\n ')"
+    data "$1_backend" "$(nydusd_api "/api/v1/metrics/backend?id=$(cat /vmtest/blob.id)" | tr -d '\n ')"
     umount /mnt/$1
     nydusd_down nydusd-exit
     echo "--- nydusd log"
@@ -262,6 +262,7 @@ fn main() {
             .disk_size(1 << 30)
             .memory_mib(1024)
             .manifests(&sums)
+            .bytes("vmtest/blob.id", blob.id.as_bytes(), 0o644)
             .script(&script)
             .timeout(Duration::from_secs(1200));
         let out = vm.run().expect("qemu, busybox and mkfs.ext4");

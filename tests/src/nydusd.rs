@@ -263,7 +263,7 @@ nydusd_mount() {
     [ -n "$3" ] && _opts="$_opts,$3"
     check "nydusd-mount-$1" timeout -s KILL 60 mount -t erofs none -o "$_opts" "$2"
 }
-nydusd_api() { vmtool http-get /run/nydusd.sock "$1"; }
+nydusd_api() { timeout 30 vmtool http-get /run/nydusd.sock "$1"; }
 nydusd_down() {
     kill -TERM $NPID
     _i=0

@@ -129,21 +129,54 @@ fn walk(dir: &str, bs: usize) -> ExitCode {
 fn http_get(socket: &str, path: &str) -> ExitCode {
     let mut response = Vec::new();
     let result = std::os::unix::net::UnixStream::connect(socket).and_then(|mut s| {
-        write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
-        s.read_to_end(&mut response)
+        // Some servers keep the connection open after the response, HTTP/1.0 or not: read
+        // until the body has its Content-Length (or EOF), and give up after 10 s of silence.
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+        write!(
+            s,
+            "GET {path} HTTP/1.0\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = s.read(&mut buf)?;
+            if n == 0 {
+                return Ok(());
+            }
+            response.extend_from_slice(&buf[..n]);
+            if let Some((head, body)) = split_response(&response)
+                && content_length(head).is_some_and(|len| body.len() >= len)
+            {
+                return Ok(());
+            }
+        }
     });
     if let Err(e) = result {
         return report(socket, &e);
     }
-    let text = String::from_utf8_lossy(&response);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    println!("{body}");
+    let (head, body) = split_response(&response).unwrap_or((&response, &[]));
+    let head = String::from_utf8_lossy(head);
+    println!("{}", String::from_utf8_lossy(body));
     if head.split_whitespace().nth(1) == Some("200") {
         ExitCode::SUCCESS
     } else {
         eprintln!("{head}");
         ExitCode::from(1)
     }
+}
+
+/// Headers and body of an HTTP response, split at the first empty line.
+fn split_response(r: &[u8]) -> Option<(&[u8], &[u8])> {
+    let at = r.windows(4).position(|w| w == b"\r\n\r\n")?;
+    Some((&r[..at], &r[at + 4..]))
+}
+
+fn content_length(head: &[u8]) -> Option<usize> {
+    String::from_utf8_lossy(head).lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case("content-length")
+            .then(|| v.trim().parse().ok())?
+    })
 }
 
 fn report(path: &str, e: &std::io::Error) -> ExitCode {
