@@ -3,7 +3,8 @@
 #
 #   - mkfs.erofs, fsck.erofs, dump.erofs from Debian's erofs-utils 1.9.4 source package
 #     (suite sid), with lz4, lzma, deflate (libdeflate) and zstd;
-#   - nydus-image 2.2.0 from crates.io (`cargo install nydus-rs --version 2.2.0 --locked`).
+#   - nydus-image 2.2.0 from crates.io (`cargo install nydus-rs --version 2.2.0 --locked`),
+#     and from the same build nydusd 2.2.0, the peer daemon of tests/src/nydusd.rs.
 #
 #   scripts/build-tools.sh [OUT_DIR]
 #
@@ -38,8 +39,9 @@ fi
     make -j"$(nproc)" >/dev/null
     cp mkfs/mkfs.erofs fsck/fsck.erofs dump/dump.erofs "$out/"
 )
-cargo install --quiet nydus-rs --version 2.2.0 --locked --root "$work/nydus" --bin nydus-image
-cp "$work/nydus/bin/nydus-image" "$out/"
+cargo install --quiet nydus-rs --version 2.2.0 --locked --root "$work/nydus" \
+    --bin nydus-image --bin nydusd
+cp "$work/nydus/bin/nydus-image" "$work/nydus/bin/nydusd" "$out/"
 "$out/mkfs.erofs" --version | head -1
 "$out/nydus-image" --version | head -1
 echo "built the image tools in $out"

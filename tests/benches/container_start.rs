@@ -242,7 +242,7 @@ fn run_vm(kernel: Kernel, reg: &Registry, links: &[Link], storage_bytes: u64) ->
         .memory_mib(1024)
         .file("bin/erofs-ondemand", &daemon)
         .file("bin/oci-pull", &puller)
-        .host_binary("sbin/tc", &tc)
+        .dynamic_binary("sbin/tc", &tc)
         .disk_size(disk)
         .script(&script)
         .timeout(Duration::from_secs(3600));

@@ -13,6 +13,9 @@
 //! [`docker_config`] (`config.json` with `auths`, `credHelpers`, `credsStore`, and a helper),
 //! [`fault_proxy`] (counters, latency, bandwidth, faults, redirects) and [`http`] (a tiny
 //! std-only HTTP/1.1 codec and client).
+//!
+//! Peers: [`nydusd`] (nydusd 2.2 built by `cargo install`, its config and the guest shell
+//! functions that run it in EROFS-over-fscache mode).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -21,6 +24,7 @@ pub mod docker_config;
 pub mod fault_proxy;
 pub mod http;
 pub mod netem;
+pub mod nydusd;
 pub mod oci_images;
 pub mod oci_layout;
 pub mod raw;

@@ -357,7 +357,7 @@ impl Registry {
     /// registry may keep running.
     pub fn into_guest(&self, vm: crate::vm::VmRun) -> crate::vm::VmRun {
         let bin = crate::find_tool("docker-registry").expect("the registry is running");
-        let vm = vm.host_binary("usr/bin/docker-registry", &bin);
+        let vm = vm.dynamic_binary("usr/bin/docker-registry", &bin);
         let config = format!(
             "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: /data/registry\n  \
              maintenance:\n    uploadpurging:\n      enabled: false\n\

@@ -227,6 +227,21 @@ fn elf_interpreter(path: &Path) -> io::Result<Option<String>> {
     Ok(None)
 }
 
+/// The shared libraries `ldd` lists for `bin` (absolute paths, the loader included).
+pub fn shared_libraries(bin: &Path) -> Vec<PathBuf> {
+    let out = crate::run(Command::new("ldd").arg(bin));
+    out.lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            let path = match l.split_once("=>") {
+                Some((_, rhs)) => rhs.trim().split(' ').next()?,
+                None => l.split(' ').next()?,
+            };
+            path.starts_with('/').then(|| PathBuf::from(path))
+        })
+        .collect()
+}
+
 /// A static busybox for the guest: `$BUSYBOX`, else `/bin/busybox` or `/usr/bin/busybox`
 /// (Debian's `busybox-static`). `None` (after [`crate::missing`]) if there is none.
 pub fn busybox() -> Option<PathBuf> {
@@ -483,13 +498,14 @@ impl VmRun {
         self
     }
 
-    /// Put a dynamically linked host program into the initramfs at `guest_path`, with the
-    /// shared libraries `ldd` lists (the loader included) at their host paths.
-    pub fn host_binary(mut self, guest_path: &str, host: &Path) -> Self {
-        self = self.file(guest_path, host);
+    /// Put a dynamically linked host binary into the initramfs at `guest_path`, with the shared
+    /// libraries it needs ([`shared_libraries`]) at their host paths (the guest has no loader or
+    /// libc of its own: Debian's `docker-registry`, nydusd).
+    pub fn dynamic_binary(mut self, guest_path: &str, host: &Path) -> Self {
+        self.initramfs.file(guest_path, host, 0o755);
         for lib in shared_libraries(host) {
             let guest = lib.to_string_lossy().trim_start_matches('/').to_string();
-            self = self.file(&guest, &lib);
+            self.initramfs.file(&guest, &lib, 0o755);
         }
         self
     }
@@ -687,21 +703,6 @@ impl VmRun {
         }
         Some(outcome)
     }
-}
-
-/// The shared libraries `ldd` lists for `bin` (absolute paths, the loader included).
-fn shared_libraries(bin: &Path) -> Vec<PathBuf> {
-    let out = crate::run(Command::new("ldd").arg(bin));
-    out.lines()
-        .filter_map(|l| {
-            let l = l.trim();
-            let path = match l.split_once("=>") {
-                Some((_, rhs)) => rhs.trim().split(' ').next()?,
-                None => l.split(' ').next()?,
-            };
-            path.starts_with('/').then(|| PathBuf::from(path))
-        })
-        .collect()
 }
 
 /// How long a guest may take to reach its script by default: it boots in about a second on an

@@ -8,8 +8,17 @@
 //! - `vmtool mount FSTYPE SOURCE TARGET [OPTIONS]` calls mount(2) read-only with exactly these
 //!   arguments. busybox `mount` puts every regular-file source on a loop device, so it cannot
 //!   make a *file-backed* EROFS mount; this can. Errors print as for `read`.
+//! - `vmtool walk [--bs BYTES] DIR` walks the tree under `DIR` (readdir and lstat of every
+//!   entry, directories in name order, symlinks not followed) and reads every regular file to
+//!   the end, timed as one: `files=N bytes=B ns=T utime_us=U stime_us=S` (the CPU time of the
+//!   walker itself, so a script can tell the reader's own work from its waits). Errors print
+//!   as for `read`.
+//! - `vmtool http-get SOCKET PATH` sends `GET PATH` over the unix socket `SOCKET` (HTTP/1.0)
+//!   and prints the response body; exits 1 unless the status is 200 (a daemon's API socket,
+//!   e.g. nydusd's metrics, with no curl in the guest).
 
-use std::io::Read;
+use std::io::{Read, Write};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -41,22 +50,133 @@ fn read_all(files: &[String], bs: usize) -> ExitCode {
     let mut total: u64 = 0;
     let start = Instant::now();
     for path in files {
-        let mut file = match std::fs::File::open(path) {
-            Ok(f) => f,
-            Err(e) => return report(path, &e),
-        };
-        loop {
-            match file.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => total += n as u64,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return report(path, &e),
-            }
+        if let Err(e) = read_file(Path::new(path), &mut buf, &mut total) {
+            return report(path, &e);
         }
     }
     let ns = start.elapsed().as_nanos();
     println!("bytes={total} ns={ns}");
     ExitCode::SUCCESS
+}
+
+/// One file read to the end; adds its length to `total`.
+fn read_file(path: &Path, buf: &mut [u8], total: &mut u64) -> std::io::Result<()> {
+    let mut file = std::fs::File::open(path)?;
+    loop {
+        match file.read(buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => *total += n as u64,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Depth first, entries in name order; returns the path that failed with the error.
+fn walk_dir(
+    dir: &Path,
+    buf: &mut [u8],
+    files: &mut u64,
+    total: &mut u64,
+) -> Result<(), (String, std::io::Error)> {
+    let fail = |p: &Path| {
+        let p = p.display().to_string();
+        move |e| (p, e)
+    };
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .and_then(|rd| rd.map(|e| e.map(|e| e.path())).collect())
+        .map_err(fail(dir))?;
+    entries.sort();
+    for path in entries {
+        let meta = std::fs::symlink_metadata(&path).map_err(fail(&path))?;
+        if meta.is_dir() {
+            walk_dir(&path, buf, files, total)?;
+        } else if meta.is_file() {
+            read_file(&path, buf, total).map_err(fail(&path))?;
+            *files += 1;
+        }
+    }
+    Ok(())
+}
+
+fn cpu_us() -> (i64, i64) {
+    // SAFETY: getrusage writes one `rusage` into the zeroed struct it is given.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: RUSAGE_SELF and a valid pointer to an `rusage`.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let us = |t: libc::timeval| t.tv_sec * 1_000_000 + t.tv_usec;
+    (us(ru.ru_utime), us(ru.ru_stime))
+}
+
+fn walk(dir: &str, bs: usize) -> ExitCode {
+    let mut buf = vec![0u8; bs];
+    let (mut files, mut total) = (0u64, 0u64);
+    let (u0, s0) = cpu_us();
+    let start = Instant::now();
+    if let Err((path, e)) = walk_dir(Path::new(dir), &mut buf, &mut files, &mut total) {
+        return report(&path, &e);
+    }
+    let ns = start.elapsed().as_nanos();
+    let (u1, s1) = cpu_us();
+    println!(
+        "files={files} bytes={total} ns={ns} utime_us={} stime_us={}",
+        u1 - u0,
+        s1 - s0
+    );
+    ExitCode::SUCCESS
+}
+
+fn http_get(socket: &str, path: &str) -> ExitCode {
+    let mut response = Vec::new();
+    let result = std::os::unix::net::UnixStream::connect(socket).and_then(|mut s| {
+        // Some servers keep the connection open after the response, HTTP/1.0 or not: read
+        // until the body has its Content-Length (or EOF), and give up after 10 s of silence.
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+        write!(
+            s,
+            "GET {path} HTTP/1.0\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = s.read(&mut buf)?;
+            if n == 0 {
+                return Ok(());
+            }
+            response.extend_from_slice(&buf[..n]);
+            if let Some((head, body)) = split_response(&response)
+                && content_length(head).is_some_and(|len| body.len() >= len)
+            {
+                return Ok(());
+            }
+        }
+    });
+    if let Err(e) = result {
+        return report(socket, &e);
+    }
+    let (head, body) = split_response(&response).unwrap_or((&response, &[]));
+    let head = String::from_utf8_lossy(head);
+    println!("{}", String::from_utf8_lossy(body));
+    if head.split_whitespace().nth(1) == Some("200") {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("{head}");
+        ExitCode::from(1)
+    }
+}
+
+/// Headers and body of an HTTP response, split at the first empty line.
+fn split_response(r: &[u8]) -> Option<(&[u8], &[u8])> {
+    let at = r.windows(4).position(|w| w == b"\r\n\r\n")?;
+    Some((&r[..at], &r[at + 4..]))
+}
+
+fn content_length(head: &[u8]) -> Option<usize> {
+    String::from_utf8_lossy(head).lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case("content-length")
+            .then(|| v.trim().parse().ok())?
+    })
 }
 
 fn report(path: &str, e: &std::io::Error) -> ExitCode {
@@ -92,7 +212,8 @@ fn mount(fstype: &str, source: &str, target: &str, options: &str) -> ExitCode {
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: vmtool read [--bs BYTES] FILE... | vmtool mount FSTYPE SOURCE TARGET [OPTIONS]"
+        "usage: vmtool read [--bs BYTES] FILE... | vmtool walk [--bs BYTES] DIR | \
+         vmtool mount FSTYPE SOURCE TARGET [OPTIONS] | vmtool http-get SOCKET PATH"
     );
     ExitCode::from(2)
 }
@@ -100,7 +221,7 @@ fn usage() -> ExitCode {
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
-        Some("read") => {
+        Some(cmd @ ("read" | "walk")) => {
             let mut bs = 1 << 20;
             let mut rest = &args[1..];
             if rest.first().map(String::as_str) == Some("--bs") {
@@ -110,11 +231,13 @@ fn main() -> ExitCode {
                 }
                 rest = &rest[2..];
             }
-            if rest.is_empty() {
-                return usage();
+            match (cmd, rest) {
+                ("read", [_, ..]) => read_all(rest, bs),
+                ("walk", [dir]) => walk(dir, bs),
+                _ => usage(),
             }
-            read_all(rest, bs)
         }
+        Some("http-get") if args.len() == 3 => http_get(&args[1], &args[2]),
         Some("mount") if (4..=5).contains(&args.len()) => mount(
             &args[1],
             &args[2],

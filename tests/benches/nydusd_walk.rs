@@ -1,0 +1,320 @@
+//! Ours against nydusd 2.2 in the 6.12 VM (EROFS over fscache, both daemons): a cold walk
+//! that reads every file of a tree of many small files plus one 96 MiB file, from the same
+//! zstd RAFS v6 image (nydus-image) on the VM's disk, served by `erofs-ondemand serve
+//! --blob-dir` (defaults) and by nydusd (`localfs` backend, defaults: no prefetch).
+//!
+//! ```text
+//! cargo bench -p tests --bench nydusd_walk
+//! ```
+//!
+//! Three VM runs, the order alternated (ours first in runs 1 and 3, nydusd first in run 2);
+//! each daemon starts fresh on an empty cache directory, mounts the image, the page cache is
+//! dropped, then `vmtool walk` times the walk (readdir, lstat, read of every file). Printed
+//! per run: both times and the ratio (nydusd's time / ours), the bytes each daemon read from
+//! its blob store (ours: `stored_bytes` of its summary; nydusd: `read_amount_total` of its
+//! backend metrics) and where the time went: the daemon's CPU time, the walker's own CPU time
+//! and the whole guest's busy and idle time (2 CPUs, `/proc/stat`). Every file is then
+//! checked against the host tree's sha256.
+//!
+//! Settings: `NYDUSD_WALK_FILES` (small files, default 3000), `NYDUSD_WALK_BIG_MIB` (default
+//! 96), `NYDUSD_WALK_RUNS` (default 3).
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use tests::nydusd::{self, Backend, Image};
+use tests::vm::{DAEMON_PRELUDE, Kernel, VmOutcome, VmRun, busybox, manifests, noise};
+use tests::{require_tool, run, scratch_dir, text};
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// `files` small files (100 B to 16 KiB; two in three are text, one in three random) in 50
+/// directories, and `big.bin` of `big_mib` MiB (1 MiB pieces, three of text to one random).
+fn walk_tree(root: &Path, files: u64, big_mib: u64) -> u64 {
+    let mut total = 0u64;
+    for i in 0..files {
+        let len = (100 + (i * 7919) % 16_284) as usize;
+        let data = if i % 3 == 2 {
+            noise(1000 + i, len)
+        } else {
+            text(1000 + i, len)
+        };
+        let p = root.join(format!("d{:02}/f{i:05}", i % 50));
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&p, &data).expect("write");
+        total += len as u64;
+    }
+    let mut big = Vec::with_capacity((big_mib as usize) << 20);
+    for k in 0..big_mib {
+        if k % 4 == 3 {
+            big.extend_from_slice(&noise(50_000 + k, 1 << 20));
+        } else {
+            big.extend_from_slice(&text(50_000 + k, 1 << 20));
+        }
+    }
+    std::fs::write(root.join("big.bin"), &big).expect("write");
+    total + big.len() as u64
+}
+
+/// The guest script's helpers: `walk_run KEY DIR PID` (drop caches, the timed walk, the CPU
+/// time of daemon PID and of the machine around it, then the sums), `ours KEY`, `peer KEY`.
+const HELPERS: &str = r#"
+mkdir -p /data/cache
+walk_run() {
+    drop_caches
+    _t0=$(cut -d' ' -f14,15 /proc/$3/stat)
+    _s0=$(head -1 /proc/stat)
+    _out=$(vmtool walk $2)
+    _s1=$(head -1 /proc/stat)
+    _t1=$(cut -d' ' -f14,15 /proc/$3/stat)
+    case $_out in
+    files=*) pass "$1-walk" ;;
+    *) fail "$1-walk" "$_out" ;;
+    esac
+    data "$1_walk" "$_out"
+    data "$1_daemon_ticks" "$_t0 $_t1"
+    data "$1_stat" "$_s0 | $_s1"
+    check "$1-sums" sh -c "cd $2 && sha256sum -c /vmtest/sums >/tmp/sums.out 2>&1 || { grep -v ': OK\$' /tmp/sums.out | head -5; exit 1; }"
+}
+ours() {
+    start_daemon /tmp/$1.log $1 --cache-dir /data/cache || return 1
+    od_mount walk /mnt/$1
+    walk_run $1 /mnt/$1 $DPID
+    umount /mnt/$1
+    stop_daemon daemon-exit-$1 >/dev/null
+    data "$1_rafs" "$(grep '^erofs-ondemand: rafs ' /tmp/$1.log)"
+    data "$1_summary" "$(grep '^erofs-ondemand: opens=' /tmp/$1.log)"
+}
+peer() {
+    nydusd_up /tmp/$1.log /etc/nydusd.json || return 1
+    nydusd_mount walkn /mnt/$1
+    walk_run $1 /mnt/$1 $NPID
+    data "$1_backend" "$(nydusd_api "/api/v1/metrics/backend?id=$(cat /vmtest/blob.id)" | tr -d '\n ')"
+    umount /mnt/$1
+    nydusd_down nydusd-exit
+    echo "--- nydusd log"
+    tail -20 /tmp/$1.log
+}
+NYDUSD_LOG_LEVEL=warn
+"#;
+
+/// `k=N` from a summary line.
+fn field(line: &str, k: &str) -> Option<u64> {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{k}=")))
+        .and_then(|v| v.parse().ok())
+}
+
+/// `"key":N` from a flat JSON object.
+fn json_u64(json: &str, k: &str) -> Option<u64> {
+    let v: serde_json::Value = serde_json::from_str(json).ok()?;
+    v.get(k)?.as_u64()
+}
+
+/// One daemon's walk in one run.
+struct Walk {
+    ns: u64,
+    files: u64,
+    bytes: u64,
+    walker_us: (u64, u64),
+    daemon_ms: u64,
+    /// Guest CPU time (all CPUs) during the walk: busy, idle + iowait, in ms.
+    busy_ms: u64,
+    idle_ms: u64,
+    backend_bytes: Option<u64>,
+    backend_reads: Option<u64>,
+}
+
+impl Walk {
+    fn parse(out: &VmOutcome, key: &str) -> Walk {
+        let walk = out.data(&format!("{key}_walk")).unwrap_or_default();
+        let get = |k: &str| {
+            field(walk, k).unwrap_or_else(|| panic!("{key}: no {k} in {walk:?}\n{}", out.report()))
+        };
+        // USER_HZ is 100: one tick is 10 ms.
+        let ticks: Vec<u64> = out
+            .data(&format!("{key}_daemon_ticks"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|t| t.parse().ok())
+            .collect();
+        assert_eq!(ticks.len(), 4, "{key}: daemon ticks");
+        let daemon_ms = (ticks[2] + ticks[3]).saturating_sub(ticks[0] + ticks[1]) * 10;
+        let stat = out.data(&format!("{key}_stat")).unwrap_or_default();
+        let (s0, s1) = stat.split_once('|').expect("two /proc/stat lines");
+        let nums = |l: &str| -> Vec<u64> {
+            l.split_whitespace()
+                .skip(1)
+                .filter_map(|t| t.parse().ok())
+                .collect()
+        };
+        let (a, b) = (nums(s0), nums(s1));
+        let delta: Vec<u64> = a.iter().zip(&b).map(|(x, y)| y - x).collect();
+        let idle = delta[3] + delta[4];
+        let busy = delta.iter().take(8).sum::<u64>() - idle;
+        let (backend_bytes, backend_reads) = match out.data(&format!("{key}_rafs")) {
+            Some(rafs) => (field(rafs, "stored_bytes"), field(rafs, "fetches")),
+            None => {
+                let json = out.data(&format!("{key}_backend")).unwrap_or_default();
+                (
+                    json_u64(json, "read_amount_total"),
+                    json_u64(json, "read_count"),
+                )
+            }
+        };
+        Walk {
+            ns: get("ns"),
+            files: get("files"),
+            bytes: get("bytes"),
+            walker_us: (get("utime_us"), get("stime_us")),
+            daemon_ms,
+            busy_ms: busy * 10,
+            idle_ms: idle * 10,
+            backend_bytes,
+            backend_reads,
+        }
+    }
+
+    fn ms(&self) -> f64 {
+        self.ns as f64 / 1e6
+    }
+
+    fn profile(&self) -> String {
+        let opt = |v: Option<u64>| v.map_or("?".to_string(), |v| v.to_string());
+        format!(
+            "{:.0} ms; daemon CPU {} ms; walker CPU {:.0} ms user + {:.0} ms sys; guest (2 CPUs) busy {} ms, idle {} ms; backend {} bytes in {} reads",
+            self.ms(),
+            self.daemon_ms,
+            self.walker_us.0 as f64 / 1e3,
+            self.walker_us.1 as f64 / 1e3,
+            self.busy_ms,
+            self.idle_ms,
+            opt(self.backend_bytes),
+            opt(self.backend_reads),
+        )
+    }
+}
+
+fn main() {
+    let files = env("NYDUSD_WALK_FILES", 3000);
+    let big_mib = env("NYDUSD_WALK_BIG_MIB", 96);
+    let runs = env("NYDUSD_WALK_RUNS", 3);
+    let nydus_image = require_tool("nydus-image").expect("nydus-image");
+    let busybox = busybox().expect("busybox");
+    let nydusd_bin = nydusd::binary();
+    let daemon = tests::vm::static_binary("ondemand", "erofs-ondemand", &["cli"]);
+
+    let dir = scratch_dir("nydusd_walk");
+    let tree = dir.join("tree");
+    let tree_bytes = walk_tree(&tree, files, big_mib);
+    let blobs = dir.join("blobs");
+    std::fs::create_dir_all(&blobs).expect("mkdir");
+    run(Command::new(&nydus_image)
+        .args(["create", "-t", "dir-rafs", "-v", "6", "--log-level", "warn"])
+        .args(["--compressor", "zstd"])
+        .arg("-D")
+        .arg(&blobs)
+        .arg("-B")
+        .arg(blobs.join("walk"))
+        .arg(&tree));
+    let blob = {
+        let image = erofs_reader::Image::open(blobs.join("walk")).expect("bootstrap");
+        let rafs = erofs_reader::nydus::RafsMeta::from_image(&image)
+            .expect("RAFS")
+            .expect("RAFS");
+        assert_eq!(rafs.blobs().len(), 1, "one blob");
+        rafs.blobs()[0].clone()
+    };
+    let config = nydusd::config(&[Image::new(
+        "walkn",
+        "/data/blobs/walk",
+        Backend::LocalFs {
+            dir: "/data/blobs".into(),
+        },
+    )]);
+    let sums = manifests(&busybox, &tree);
+    std::fs::remove_dir_all(&tree).expect("remove the tree");
+
+    let mut results = Vec::new();
+    for r in 1..=runs {
+        let order = if r % 2 == 1 {
+            ["ours", "nydusd"]
+        } else {
+            ["nydusd", "ours"]
+        };
+        let mut script = format!("{DAEMON_PRELUDE}{}{HELPERS}", nydusd::GUEST_NYDUSD);
+        for who in order {
+            let f = if who == "ours" { "ours" } else { "peer" };
+            let _ = writeln!(script, "{f} {who}");
+        }
+        let vm = nydusd::into_guest(VmRun::new(&format!("nydusd-walk-{r}")))
+            .kernel(Kernel::V6_12)
+            .file("bin/erofs-ondemand", &daemon)
+            .bytes("etc/nydusd.json", config.as_bytes(), 0o644)
+            .disk_file("blobs", &blobs)
+            .disk_size(1 << 30)
+            .memory_mib(1024)
+            .manifests(&sums)
+            .bytes("vmtest/blob.id", blob.id.as_bytes(), 0o644)
+            .script(&script)
+            .timeout(Duration::from_secs(1200));
+        let out = vm.run().expect("qemu, busybox and mkfs.ext4");
+        out.assert_passed(&[
+            "daemon-ours",
+            "mount-walk",
+            "ours-walk",
+            "ours-sums",
+            "daemon-exit-ours",
+            "nydusd-up",
+            "nydusd-mount-walkn",
+            "nydusd-walk",
+            "nydusd-sums",
+            "nydusd-exit",
+        ]);
+        let ours = Walk::parse(&out, "ours");
+        let peer = Walk::parse(&out, "nydusd");
+        for w in [&ours, &peer] {
+            assert_eq!((w.files, w.bytes), (files + 1, tree_bytes));
+        }
+        println!(
+            "nydusd_walk run {r} ({} first, VM {:.0?}, {}): ours {:.0} ms, nydusd {:.0} ms: ours {:.2}x faster",
+            order[0],
+            out.elapsed,
+            out.accel,
+            ours.ms(),
+            peer.ms(),
+            peer.ms() / ours.ms()
+        );
+        println!("  ours:   {}", ours.profile());
+        println!("  nydusd: {}", peer.profile());
+        results.push((ours, peer));
+    }
+    let ratios: Vec<f64> = results.iter().map(|(o, p)| p.ms() / o.ms()).collect();
+    let mut sorted = ratios.clone();
+    sorted.sort_by(f64::total_cmp);
+    println!(
+        "nydusd_walk: erofs-ondemand against nydusd {} ({}): cold walk of {} files ({files} of 100 B-16 KiB, one of {big_mib} MiB; {tree_bytes} bytes), zstd RAFS blob {} bytes ({} uncompressed); host load {}",
+        nydusd::VERSION,
+        nydusd_bin.display(),
+        files + 1,
+        blob.compressed_size,
+        blob.uncompressed_size,
+        tests::vm::host_load()
+    );
+    println!(
+        "nydusd_walk: nydusd time / ours per run: {} (median {:.2}x; goal >= 2x)",
+        ratios
+            .iter()
+            .map(|r| format!("{r:.2}x"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        sorted[sorted.len() / 2]
+    );
+}
