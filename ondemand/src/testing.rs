@@ -128,6 +128,9 @@ pub struct FakeDevice {
     pub fds: Mutex<HashMap<u32, Arc<FdLog>>>,
     /// Trigger this when the queue is empty.
     stop_when_empty: Option<Shutdown>,
+    /// OPENs read but not answered yet, by message id: their objects' id. As the kernel,
+    /// the fake sends no READ or CLOSE of such an object until its `copen`.
+    opening: Mutex<HashMap<MsgId, cachefiles_proto::ObjectId>>,
     /// Refuse `copen` writes.
     pub fail_copen: AtomicBool,
     /// Writes through the fd of this number fail with `ENOBUFS`, from its OPEN on.
@@ -143,6 +146,7 @@ impl FakeDevice {
             commands: Mutex::new(Vec::new()),
             fds: Mutex::new(HashMap::new()),
             stop_when_empty: None,
+            opening: Mutex::new(HashMap::new()),
             fail_copen: AtomicBool::new(false),
             fail_writes_on: Mutex::new(None),
         }
@@ -200,6 +204,9 @@ impl Device for FakeDevice {
         let parsed = Command::decode(&buf[..n])
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         assert_eq!(&parsed, command);
+        if let Command::Copen { msg_id, .. } = command {
+            self.opening.lock().unwrap().remove(msg_id);
+        }
         if matches!(command, Command::Copen { .. }) && self.fail_copen.load(Ordering::SeqCst) {
             return Err(io::Error::from_raw_os_error(nix::libc::EINVAL));
         }
@@ -222,9 +229,30 @@ impl Device for FakeDevice {
     }
 
     fn read_message(&self, buf: &mut [u8]) -> io::Result<usize> {
-        let Some(msg) = self.queue.lock().unwrap().pop_front() else {
+        let mut queue = self.queue.lock().unwrap();
+        let Some(front) = queue.front() else {
             return Ok(0);
         };
+        match Request::decode(front) {
+            Ok(Request::Open(o)) => {
+                self.opening.lock().unwrap().insert(o.msg_id, o.object_id);
+            }
+            Ok(Request::Read(cachefiles_proto::ReadRequest { object_id, .. }))
+            | Ok(Request::Close(cachefiles_proto::CloseRequest { object_id, .. }))
+                if self
+                    .opening
+                    .lock()
+                    .unwrap()
+                    .values()
+                    .any(|o| *o == object_id) =>
+            {
+                // Its OPEN is being answered by another worker: not readable yet.
+                return Ok(0);
+            }
+            _ => {}
+        }
+        let msg = queue.pop_front().expect("front exists");
+        drop(queue);
         if msg.len() > buf.len() {
             return Err(io::Error::from_raw_os_error(nix::libc::EMSGSIZE));
         }
