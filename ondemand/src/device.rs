@@ -17,13 +17,9 @@ use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::stat::Mode;
-use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout};
 
+use crate::buf::BLOCK_SIZE;
 use crate::engine::Sink;
-
-/// The block size of writes into an object: the page size the kernel requires for offsets,
-/// and the alignment direct I/O requires for buffers, offsets and lengths.
-pub const BLOCK_SIZE: usize = 4096;
 
 /// Where the cachefiles misc device lives.
 pub const DEFAULT_DEVICE_PATH: &str = "/dev/cachefiles";
@@ -113,50 +109,6 @@ pub fn data_ranges(fd: BorrowedFd<'_>, range: Range<u64>) -> io::Result<Vec<Rang
         pos = hole;
     }
     Ok(out)
-}
-
-/// One 4 KiB, 4 KiB-aligned block.
-#[derive(Clone, FromBytes, IntoBytes, KnownLayout, Immutable)]
-#[repr(C, align(4096))]
-struct Block([u8; BLOCK_SIZE]);
-
-/// A zeroed buffer whose address and length are multiples of [`BLOCK_SIZE`], as direct I/O
-/// into the cache needs. Allocated once per worker and reused.
-pub struct AlignedBuf {
-    blocks: Vec<Block>,
-}
-
-impl AlignedBuf {
-    /// A buffer of at least `len` bytes (rounded up to whole blocks, at least one block).
-    pub fn new(len: usize) -> Self {
-        let n = len.div_ceil(BLOCK_SIZE).max(1);
-        let mut blocks = Vec::new();
-        blocks.resize(n, Block::new_zeroed());
-        AlignedBuf { blocks }
-    }
-
-    /// Its size in bytes.
-    pub fn len(&self) -> usize {
-        self.blocks.len() * BLOCK_SIZE
-    }
-
-    /// Always false: a buffer has at least one block.
-    pub fn is_empty(&self) -> bool {
-        self.blocks.is_empty()
-    }
-
-    /// The whole buffer as bytes.
-    pub fn as_mut_bytes(&mut self) -> &mut [u8] {
-        self.blocks.as_mut_slice().as_mut_bytes()
-    }
-}
-
-impl std::fmt::Debug for AlignedBuf {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AlignedBuf")
-            .field("len", &self.len())
-            .finish()
-    }
 }
 
 /// An open `/dev/cachefiles`: one cache. Only one may be open system-wide; closing it (drop)
@@ -357,16 +309,7 @@ impl ObjectFd for AnonFd {
 #[allow(clippy::single_range_in_vec_init)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn aligned_buf_is_aligned() {
-        let mut b = AlignedBuf::new(5000);
-        assert_eq!(b.len(), 8192);
-        let bytes = b.as_mut_bytes();
-        assert_eq!(bytes.as_ptr() as usize % BLOCK_SIZE, 0);
-        assert!(bytes.iter().all(|&x| x == 0));
-        assert_eq!(AlignedBuf::new(0).len(), BLOCK_SIZE);
-    }
+    use crate::buf::AlignedBuf;
 
     #[test]
     fn adopting_a_closed_fd_fails() {

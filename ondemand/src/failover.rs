@@ -40,8 +40,8 @@ use std::time::Duration;
 
 use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
 
-use crate::daemon::Shutdown;
 use crate::device::CachefilesDevice;
+use crate::shutdown::Shutdown;
 
 /// How long one client may take to send its request or read the answer.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);

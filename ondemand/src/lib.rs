@@ -139,6 +139,7 @@
 //! holds.
 
 mod blob_store;
+mod buf;
 mod daemon;
 mod device;
 mod engine;
@@ -154,6 +155,7 @@ mod ranges;
 pub mod registry;
 mod server;
 mod session;
+mod shutdown;
 mod sys;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
@@ -163,11 +165,9 @@ mod trace;
 pub use cachefiles_proto as proto;
 
 pub use blob_store::{BlobStore, LocalDirStore, RangeRead, StoredBlob};
-pub use daemon::{DEFAULT_THREADS, Daemon, POLL_INTERVAL, Shutdown, shutdown_on_signals};
-pub use device::{
-    AlignedBuf, AnonFd, BLOCK_SIZE, CachefilesDevice, DEFAULT_DEVICE_PATH, Device, ObjectFd,
-    data_ranges,
-};
+pub use buf::{AlignedBuf, BLOCK_SIZE};
+pub use daemon::{DEFAULT_THREADS, Daemon};
+pub use device::{AnonFd, CachefilesDevice, DEFAULT_DEVICE_PATH, Device, ObjectFd, data_ranges};
 pub use engine::{
     DEFAULT_PREFETCH_CHUNK, DEFAULT_READAHEAD, DEFAULT_SEQUENTIAL_AHEAD, Engine, MAX_READ_FILL,
     Object, PrefetchConfig, ReadPlan, Refused, Sink, window,
@@ -178,6 +178,7 @@ pub use metrics::{HistogramSnapshot, Stats, StatsSnapshot};
 pub use ranges::RangeSet;
 pub use server::{ObjectKey, OnDemandServer, Opened, errno_of};
 pub use session::{Action, Session};
+pub use shutdown::{POLL_INTERVAL, Shutdown, shutdown_on_signals};
 pub use trace::{
     AccessTrace, MAX_TRACE_ENTRIES, MAX_TRACE_FILE, Recorder, TRACE_HEADER, TraceEntry, TraceError,
 };

@@ -34,7 +34,8 @@ use cachefiles_proto::{
 };
 use zerocopy::FromBytes;
 
-use crate::device::{AlignedBuf, Device, ObjectFd};
+use crate::buf::AlignedBuf;
+use crate::device::{Device, ObjectFd};
 use crate::engine::{Engine, Object, Refused};
 use crate::server::{ObjectKey, OnDemandServer, errno_of};
 

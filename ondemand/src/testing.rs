@@ -16,9 +16,10 @@ use std::time::Duration;
 
 use cachefiles_proto::{Command, MSG_MAX_SIZE, MsgId, Request};
 
-use crate::daemon::Shutdown;
-use crate::device::{BLOCK_SIZE, Device, ObjectFd};
+use crate::buf::BLOCK_SIZE;
+use crate::device::{Device, ObjectFd};
 use crate::engine::Sink;
+use crate::shutdown::Shutdown;
 
 /// What happened to one fake fd.
 #[derive(Debug, Default)]

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use super::window::{AHEAD_MIN, ASYNC_CHUNK, BLOCK, round_up};
 use super::{Engine, Object, Sink};
-use crate::device::AlignedBuf;
+use crate::buf::AlignedBuf;
 use crate::ranges::RangeSet;
 use crate::server::OnDemandServer;
 

@@ -33,10 +33,10 @@ use std::time::{Duration, Instant};
 
 use super::window::BLOCK;
 use super::{Engine, Object, Sink};
-use crate::daemon::Shutdown;
-use crate::device::AlignedBuf;
+use crate::buf::AlignedBuf;
 use crate::ranges::RangeSet;
 use crate::server::OnDemandServer;
+use crate::shutdown::Shutdown;
 
 /// Default prefetch chunk: 1 MiB.
 pub const DEFAULT_PREFETCH_CHUNK: u64 = 1 << 20;

@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::{Engine, Sink};
-use crate::daemon::{POLL_INTERVAL, Shutdown};
 use crate::metrics::write_atomically;
 use crate::server::OnDemandServer;
+use crate::shutdown::{POLL_INTERVAL, Shutdown};
 
 impl<S: OnDemandServer, K: Sink> Engine<S, K> {
     /// Start the prefetch threads (if prefetch is configured) and the reporter (if there is a

@@ -4,7 +4,7 @@
 
 use std::ops::Range;
 
-use crate::device::BLOCK_SIZE;
+use crate::buf::BLOCK_SIZE;
 
 /// Default readahead window: 1 MiB.
 pub const DEFAULT_READAHEAD: u64 = 1 << 20;

@@ -131,11 +131,11 @@ pub use event::{
 use event::{FAN_DENY, write_response};
 use journal::{Journal, Pending};
 
-use crate::daemon::{POLL_INTERVAL, Shutdown};
-use crate::device::{AlignedBuf, BLOCK_SIZE};
+use crate::buf::{AlignedBuf, BLOCK_SIZE};
 use crate::engine::{Engine, Object, PrefetchConfig, Sink, round_up};
 use crate::metrics::StatsSnapshot;
 use crate::server::{ObjectKey, OnDemandServer, errno_of};
+use crate::shutdown::{POLL_INTERVAL, Shutdown};
 
 /// The file name `erofs-ondemand fanotify --supervisor` keeps its event journal under, in the
 /// cache dir ([`FanotifyDaemon::with_event_journal`]); no object may have it as key.
@@ -693,7 +693,7 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
             self.engine
                 .spawn_background(scope, &self.shutdown, self.metrics_file.as_ref());
             for i in 0..self.threads {
-                crate::daemon::spawn_worker(
+                crate::shutdown::spawn_worker(
                     scope,
                     format!("fanotify-{i}"),
                     &self.shutdown,
