@@ -21,16 +21,15 @@
 //! `cargo bench -p tests --bench nydusd_walk`.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use tests::nydusd::{self, Backend, Image};
 use tests::oci_images;
 use tests::oci_layout::{OciLayout, Platform};
 use tests::registry::{GUEST_REGISTRY_UP, Registry};
+use tests::require_tool;
 use tests::skopeo::Skopeo;
-use tests::vm::{Kernel, VmRun, busybox, dense_tree, manifests};
-use tests::{require_tool, run};
+use tests::vm::{Kernel, VmRun, busybox, dense_tree, manifests, nydus_zstd};
 
 const SCRIPT: &str = r#"
 check registry-up registry_up
@@ -67,20 +66,7 @@ fn main() {
     dense_tree(&tree);
     let blobs = dir.join("blobs");
     std::fs::create_dir_all(&blobs).expect("mkdir");
-    run(Command::new(&nydus_image)
-        .args(["create", "-t", "dir-rafs", "-v", "6", "--log-level", "warn"])
-        .args(["--compressor", "zstd"])
-        .arg("-D")
-        .arg(&blobs)
-        .arg("-B")
-        .arg(blobs.join("local"))
-        .arg(&tree));
-
-    let local_blob = std::fs::read_dir(&blobs)
-        .expect("blob dir")
-        .map(|e| e.expect("entry").file_name().into_string().expect("utf-8"))
-        .find(|n| n != "local")
-        .expect("the local blob");
+    let local_blob = nydus_zstd(&nydus_image, &blobs, "local", &tree).id;
 
     // remote: a two-layer Nydus image in the registry.
     let skopeo = Skopeo::new(&dir.join("skopeo")).expect("skopeo");

@@ -21,12 +21,11 @@
 
 use std::fmt::Write as _;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use tests::nydusd::{self, Backend, Image};
-use tests::vm::{DAEMON_PRELUDE, Kernel, VmOutcome, VmRun, busybox, manifests, noise};
-use tests::{require_tool, run, scratch_dir, text};
+use tests::vm::{DAEMON_PRELUDE, Kernel, VmOutcome, VmRun, busybox, manifests, noise, nydus_zstd};
+use tests::{require_tool, scratch_dir, text};
 
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -216,22 +215,7 @@ fn main() {
     let tree_bytes = walk_tree(&tree, files, big_mib);
     let blobs = dir.join("blobs");
     std::fs::create_dir_all(&blobs).expect("mkdir");
-    run(Command::new(&nydus_image)
-        .args(["create", "-t", "dir-rafs", "-v", "6", "--log-level", "warn"])
-        .args(["--compressor", "zstd"])
-        .arg("-D")
-        .arg(&blobs)
-        .arg("-B")
-        .arg(blobs.join("walk"))
-        .arg(&tree));
-    let blob = {
-        let image = erofs_reader::Image::open(blobs.join("walk")).expect("bootstrap");
-        let rafs = erofs_reader::nydus::RafsMeta::from_image(&image)
-            .expect("RAFS")
-            .expect("RAFS");
-        assert_eq!(rafs.blobs().len(), 1, "one blob");
-        rafs.blobs()[0].clone()
-    };
+    let blob = nydus_zstd(&nydus_image, &blobs, "walk", &tree);
     let config = nydusd::config(&[Image::new(
         "walkn",
         "/data/blobs/walk",

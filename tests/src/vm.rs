@@ -1035,8 +1035,14 @@ pub fn manifests(busybox: &Path, tree: &Path) -> Manifests {
 }
 
 /// `nydus-image create -t dir-rafs -v 6 --compressor zstd -D blobs -B blobs/FSID tree`;
-/// returns the blob id (one blob). A small zstd Nydus image for the VM tests of both transports.
-pub fn nydus_zstd(tool: &Path, blobs: &Path, fsid: &str, tree: &Path) -> String {
+/// returns the blob's record (one blob; its `id` names the blob file). A zstd Nydus image for
+/// the VM tests of both transports and the nydusd benches.
+pub fn nydus_zstd(
+    tool: &Path,
+    blobs: &Path,
+    fsid: &str,
+    tree: &Path,
+) -> erofs_reader::nydus::BlobInfo {
     crate::run(
         std::process::Command::new(tool)
             .args(["create", "-t", "dir-rafs", "-v", "6", "--log-level", "warn"])
@@ -1052,7 +1058,7 @@ pub fn nydus_zstd(tool: &Path, blobs: &Path, fsid: &str, tree: &Path) -> String 
         .expect("RAFS")
         .expect("RAFS");
     assert_eq!(rafs.blobs().len(), 1, "one blob");
-    rafs.blobs()[0].id.clone()
+    rafs.blobs()[0].clone()
 }
 
 /// Write `tag` into device slot `slot` (0-based) of the EROFS image at `image` and refresh

@@ -237,7 +237,7 @@ fn serve_file_backed_mounts_on_7_2() {
         .expect("blob")
         .len();
     // A zstd Nydus image: its device is found through the device table's tag (the blob id).
-    let blob_id = nydus_zstd(&nydus_image, &blobs, "rzstd", &tree);
+    let blob_id = nydus_zstd(&nydus_image, &blobs, "rzstd", &tree).id;
     let zstd_stored = std::fs::metadata(blobs.join(&blob_id))
         .expect("nydus blob")
         .len();
