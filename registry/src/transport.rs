@@ -669,25 +669,18 @@ impl Transport {
             };
             Counters::add(&self.counters.requests, 1);
             let agent = self.agent_for(&url);
-            let result = if req.head {
-                let mut r = agent.head(&url);
-                for (k, v) in &req.headers {
-                    r = r.header(*k, v);
-                }
-                if let Some(a) = &auth {
-                    r = r.header("authorization", a);
-                }
-                r.call()
+            let mut r = if req.head {
+                agent.head(&url)
             } else {
-                let mut r = agent.get(&url);
-                for (k, v) in &req.headers {
-                    r = r.header(*k, v);
-                }
-                if let Some(a) = &auth {
-                    r = r.header("authorization", a);
-                }
-                r.call()
+                agent.get(&url)
             };
+            for (k, v) in &req.headers {
+                r = r.header(*k, v);
+            }
+            if let Some(a) = &auth {
+                r = r.header("authorization", a);
+            }
+            let result = r.call();
             log::debug!(
                 "{} {url}{}",
                 if req.head { "HEAD" } else { "GET" },
