@@ -44,7 +44,7 @@
 //!     .script(&script);
 //! ```
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
@@ -82,6 +82,7 @@ pub fn install_root() -> PathBuf {
 pub fn binary() -> PathBuf {
     if let Some(p) = crate::find_tool("nydusd") {
         assert!(p.is_file(), "nydusd {} is not a file", p.display());
+        check_version(&p);
         return p;
     }
     let root = install_root();
@@ -114,6 +115,30 @@ pub fn binary() -> PathBuf {
         );
     }
     bin
+}
+
+/// Refuses a nydusd found outside [`install_root`] whose `--version` names another release
+/// than [`VERSION`]: the benches compare against nydusd 2.2. A build from crates.io says
+/// `Version: unknown` (no git metadata), which passes.
+fn check_version(bin: &Path) {
+    let out = Command::new(bin)
+        .arg("--version")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {} --version: {e}", bin.display()));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let version = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Version:"))
+        .map(str::trim)
+        .unwrap_or("unknown");
+    let release = version.trim_start_matches('v');
+    assert!(
+        version == "unknown" || release == VERSION || release.starts_with(&format!("{VERSION}-")),
+        "{} is nydusd {version}, the benches compare against {VERSION}: unset NYDUSD or \
+         take it off PATH to build {VERSION} under {}",
+        bin.display(),
+        install_root().display()
+    );
 }
 
 /// Put nydusd ([`binary`]) into a VM at `/usr/bin/nydusd`, with its shared libraries.
@@ -305,5 +330,33 @@ mod tests {
         assert_eq!(c2["backend"]["registry"]["scheme"], "http");
         assert_eq!(blobs[0]["config_v2"]["backend"]["localfs"]["dir"], "/d");
         assert_eq!(blobs[0]["config_v2"]["backend"]["type"], "localfs");
+    }
+
+    /// A nydusd that names another release is refused; 2.2.0 (as git builds say it) and a
+    /// crates.io build's "unknown" pass.
+    #[test]
+    fn other_nydusd_releases_are_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = crate::scratch_dir("nydusd_version");
+        let fake = |name: &str, version: &str| {
+            let p = dir.join(name);
+            std::fs::write(
+                &p,
+                format!("#!/bin/sh\nprintf 'Version: \\t{version}\\n'\n"),
+            )
+            .unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+            p
+        };
+        check_version(&fake("git", "v2.2.0"));
+        check_version(&fake("cratesio", "unknown"));
+        let newer = fake("newer", "v2.3.1");
+        let refused = std::panic::catch_unwind(|| check_version(&newer));
+        let msg = refused.expect_err("2.3.1 must be refused");
+        let msg = msg.downcast_ref::<String>().unwrap();
+        assert!(
+            msg.contains("nydusd v2.3.1") && msg.contains("2.2.0"),
+            "{msg}"
+        );
     }
 }
