@@ -31,6 +31,9 @@
 //! - Ranges are page-aligned. The 7.2 kernel's EROFS reads of backing files arrive as
 //!   ranges of 4 KiB to 128 KiB, one event per read **even when the bytes are present**: the
 //!   engine trusts what it knows present, and a file is unmarked once all of it is present.
+//!   So the fill ahead of a sequential reader grows with its stream here (at least twice as
+//!   far past the reader as the stream has read, beyond the engine's own fill ahead): a file
+//!   read through is complete, and sends no more events, about a third of the way in.
 //! - A range with `count == 0` is what an open-time pre-content event carries (upstream: "an
 //!   opportunity to fill the file on open", with the file position as offset). [`ZeroCount`]
 //!   says what to do if one comes (default: one readahead window from the offset).
@@ -114,7 +117,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -160,6 +163,8 @@ pub struct BackingFile {
     marked: AtomicBool,
     /// Set while the daemon reads the first byte itself, to get an fd to write through.
     kick: AtomicBool,
+    /// Where the current sequential stream of reads began ([`grow_ahead`]).
+    stream_origin: AtomicU64,
 }
 
 impl BackingFile {
@@ -546,6 +551,7 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
             writer: Mutex::new(None),
             marked: AtomicBool::new(false),
             kick: AtomicBool::new(false),
+            stream_origin: AtomicU64::new(0),
         };
         let object = self
             .engine
@@ -998,9 +1004,21 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
             }
         };
         let mut after = After::default();
+        let served_at = Instant::now();
         let result = self.serve(&ev, fd.as_fd(), fill, &mut after);
+        let answered_at = Instant::now();
         // Respond before closing: once closed, the number may name another event's fd.
         self.respond(ev.fd, result);
+        // Where an event's time goes (RUST_LOG=ondemand::fanotify=trace): queued behind the
+        // other events of its read, served (fill), answered (the response's write).
+        log::trace!(
+            "event fd {} range {:?}: queued {} µs, served {} µs, answered {} µs",
+            ev.fd,
+            ev.range.map(|r| (r.offset, r.count)),
+            served_at.duration_since(read_at).as_micros(),
+            answered_at.duration_since(served_at).as_micros(),
+            answered_at.elapsed().as_micros(),
+        );
         if let (Some(journal), true) = (&self.journal, noted) {
             journal.clear(ev.fd);
         }
@@ -1074,13 +1092,19 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
         let plan = self.engine.plan_read(&object, off, len);
         let result = match plan.window {
             Some((range, requested_end)) => {
+                after.ahead = grow_ahead(
+                    &object.sink().stream_origin,
+                    &range,
+                    plan.ahead,
+                    round_up(object.size()),
+                    self.engine.readahead(),
+                );
                 self.engine
                     .fill_window(&object, range, requested_end, buf, &mut after.later)
             }
             // Past the end: nothing to fill, the reader finds the end of the file.
             None => Ok(()),
         };
-        after.ahead = plan.ahead;
         after.object = Some(object);
         result
     }
@@ -1154,6 +1178,39 @@ impl<O> Default for After<O> {
             ahead: None,
         }
     }
+}
+
+/// The fill ahead of a sequential reader, on fanotify: at least twice as far past the reader's
+/// window as the stream has read since it began (`origin`, kept per file), rounded up to a
+/// multiple of `step` (the readahead window: the server's chunks) and at most to `limit` (the
+/// file's end). `ahead` is the engine's fill ahead for the read whose window is `window`
+/// ([`Engine::plan_read`]): `None` (not sequential, or fill ahead off) starts a new stream at
+/// the window.
+///
+/// Why more than `serve`: the kernel sends a pre-content event for every read of a marked
+/// file, present or not, and each costs the reader a round trip to the daemon, so the file is
+/// worth completing (and unmarking) once a reader has shown it reads it through; the bytes
+/// fetched beyond the engine's own fill ahead stay at most twice what the reader has read.
+fn grow_ahead(
+    origin: &AtomicU64,
+    window: &Range<u64>,
+    ahead: Option<Range<u64>>,
+    limit: u64,
+    step: u64,
+) -> Option<Range<u64>> {
+    let Some(ahead) = ahead else {
+        origin.store(window.start, Ordering::Relaxed);
+        return None;
+    };
+    let read = window.start.saturating_sub(origin.load(Ordering::Relaxed));
+    let step = step.max(BLOCK_SIZE as u64);
+    let end = window
+        .end
+        .saturating_add(read.saturating_mul(2))
+        .div_ceil(step)
+        .saturating_mul(step)
+        .min(limit);
+    Some(ahead.start..ahead.end.max(end))
 }
 
 /// Open the backing file at `path` for an object of `size` bytes: the file there if it is a
@@ -1243,4 +1300,84 @@ pub fn device_tags<S: OnDemandServer + ?Sized>(
             slot.tag[..end].to_vec()
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+
+    #[test]
+    fn the_fill_ahead_grows_with_the_stream_and_stops_at_the_end() {
+        let origin = AtomicU64::new(0);
+        let limit = 48 * MIB;
+        // Not sequential: a new stream starts at the window, nothing to fill ahead.
+        assert_eq!(
+            grow_ahead(&origin, &(4 * MIB..5 * MIB), None, limit, MIB),
+            None
+        );
+        assert_eq!(origin.load(Ordering::Relaxed), 4 * MIB);
+        // Early in the stream the engine's fill ahead is kept as it is.
+        let engine = 5 * MIB..8 * MIB;
+        assert_eq!(
+            grow_ahead(
+                &origin,
+                &(4 * MIB + 65536..5 * MIB + 65536),
+                Some(engine.clone()),
+                limit,
+                MIB
+            ),
+            Some(engine)
+        );
+        // 6 MiB into the stream: at least 12 MiB past the window, in whole steps.
+        assert_eq!(
+            grow_ahead(
+                &origin,
+                &(10 * MIB..11 * MIB),
+                Some(11 * MIB..19 * MIB),
+                limit,
+                MIB
+            ),
+            Some(11 * MIB..23 * MIB)
+        );
+        assert_eq!(
+            grow_ahead(
+                &origin,
+                &(10 * MIB + 4096..11 * MIB + 4096),
+                Some(19 * MIB..20 * MIB),
+                limit,
+                MIB
+            ),
+            Some(19 * MIB..24 * MIB)
+        );
+        // Never past the end of the file.
+        assert_eq!(
+            grow_ahead(
+                &origin,
+                &(30 * MIB..31 * MIB),
+                Some(31 * MIB..39 * MIB),
+                limit,
+                MIB
+            ),
+            Some(31 * MIB..limit)
+        );
+        // A jump back starts a new stream.
+        assert_eq!(grow_ahead(&origin, &(0..MIB), None, limit, MIB), None);
+        assert_eq!(
+            grow_ahead(&origin, &(MIB..2 * MIB), Some(2 * MIB..4 * MIB), limit, MIB),
+            Some(2 * MIB..4 * MIB)
+        );
+        // Without readahead the steps are blocks.
+        assert_eq!(
+            grow_ahead(
+                &origin,
+                &(MIB..MIB + 4096),
+                Some(MIB + 4096..MIB + 8192),
+                limit,
+                0
+            ),
+            Some(MIB + 4096..3 * MIB + 4096)
+        );
+    }
 }
