@@ -931,7 +931,9 @@ ls -lR /mnt/fb >/dev/null
 "
     );
     for r in 1..=3 {
-        script.push_str(&format!("drop_caches\nread_tree fb_{r} /mnt/fb\n"));
+        script.push_str(&format!(
+            "drop_caches\ndata fb_{r}_guest_before \"$(head -1 /proc/stat)\"\nread_tree fb_{r} /mnt/fb\ndata fb_{r}_guest_after \"$(head -1 /proc/stat)\"\n"
+        ));
         for (k, args, _) in &variants {
             script.push_str(&format!(
                 "fan_start {k}{r} /mnt/{k}{r} --image bench {args}
@@ -940,7 +942,9 @@ drop_caches
 settle
 data {k}{r}_before \"$(metrics_line {k}{r})\"
 data {k}{r}_cpu_before \"$(cpu_line)\"
+data {k}{r}_guest_before \"$(head -1 /proc/stat)\"
 read_tree {k}{r} /mnt/{k}{r}
+data {k}{r}_guest_after \"$(head -1 /proc/stat)\"
 data {k}{r}_cpu_after \"$(cpu_line)\"
 settle
 data {k}{r}_after \"$(metrics_line {k}{r})\"
@@ -994,9 +998,13 @@ stop_daemon daemon-exit-{k}{r}
         tests::vm::host_load()
     );
     let fb: Vec<f64> = (1..=3).map(|r| ns(&format!("fb_{r}"))).collect();
+    let fb_idle: Vec<String> = (1..=3)
+        .map(|r| guest_idle(&out, &format!("fb_{r}")))
+        .collect();
     println!(
-        "  uncompressed mkfs.erofs image, file-backed: {}",
-        show(&fb)
+        "  uncompressed mkfs.erofs image, file-backed: {} (guest CPUs idle {} of the time)",
+        show(&fb),
+        fb_idle.join(", ")
     );
     for (k, _, what) in &variants {
         let samples: Vec<f64> = (1..=3).map(|r| ns(&format!("{k}{r}"))).collect();
@@ -1029,7 +1037,7 @@ stop_daemon daemon-exit-{k}{r}
 /// Where one figures round's time went inside the daemon: per event, the mean time from its
 /// read to its answer; how many events waited for a fill in flight (and how long); the time
 /// spent in the server's fills; the daemon's CPU time (user, system) and minor faults
-/// during the read.
+/// during the read; the share of the guest's CPU time that was idle.
 fn daemon_figures(out: &tests::vm::VmOutcome, key: &str) -> String {
     let get = |what: &str, name: &str| -> f64 {
         out.data(&format!("{key}_{what}"))
@@ -1042,7 +1050,7 @@ fn daemon_figures(out: &tests::vm::VmOutcome, key: &str) -> String {
     let ms = |sum: f64, n: f64| if n > 0.0 { sum / n * 1e3 } else { 0.0 };
     let cpu = |name: &str| get("cpu_after", name) - get("cpu_before", name);
     format!(
-        "event to answer {:.2} ms mean, {} waited for a fill in flight ({:.1} ms mean); fills {:.0} ms in {}; daemon CPU user {:.2} s, system {:.2} s, {} minor faults",
+        "event to answer {:.2} ms mean, {} waited for a fill in flight ({:.1} ms mean); fills {:.0} ms in {}; daemon CPU user {:.2} s, system {:.2} s, {} minor faults; guest CPUs idle {}",
         ms(get("latency", "read_sum"), get("latency", "read_count")),
         get("latency", "read_wait_count"),
         ms(
@@ -1054,5 +1062,35 @@ fn daemon_figures(out: &tests::vm::VmOutcome, key: &str) -> String {
         cpu("utime") / 100.0,
         cpu("stime") / 100.0,
         cpu("minflt"),
+        guest_idle(out, key),
     )
+}
+
+/// The share of the guest's CPU time (both vCPUs, `/proc/stat`) that was idle during the read
+/// `key` (`KEY_guest_before`, `KEY_guest_after`): near 0 means the read was CPU-bound.
+fn guest_idle(out: &tests::vm::VmOutcome, key: &str) -> String {
+    let ticks = |what: &str| -> Vec<u64> {
+        out.data(&format!("{key}_guest_{what}"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|v| v.parse().ok())
+            .collect()
+    };
+    let (before, after) = (ticks("before"), ticks("after"));
+    if before.len() < 5 || after.len() != before.len() {
+        return "?".into();
+    }
+    let delta: Vec<u64> = after
+        .iter()
+        .zip(&before)
+        .map(|(a, b)| a.saturating_sub(*b))
+        .collect();
+    let total: u64 = delta.iter().sum();
+    // Fields: user nice system idle iowait ...
+    let idle = delta[3] + delta[4];
+    if total == 0 {
+        return "?".into();
+    }
+    format!("{:.0}%", idle as f64 * 100.0 / total as f64)
 }
