@@ -249,7 +249,8 @@ struct Serving {
     readahead: u64,
     /// Fill ahead of sequential readers: after a READ that continues the previous one,
     /// answer it and go on filling past its window, twice as far each time the stream
-    /// continues, up to BYTES (suffixes K, M, G; 0 turns it off).
+    /// continues, up to BYTES (suffixes K, M, G; 0 turns it off). `fanotify` goes further
+    /// once the stream is long: at least twice what it has read, past its window.
     #[arg(long, value_name = "BYTES", default_value = "8M", value_parser = parse_bytes)]
     sequential_ahead: u64,
     /// Each worker's fill buffer (default: the readahead window, 64K to 4M).

@@ -372,7 +372,10 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
     }
 
     /// Fill ahead of sequential readers, up to `max_bytes` ([`Engine::with_sequential_ahead`];
-    /// default [`crate::DEFAULT_SEQUENTIAL_AHEAD`]).
+    /// default [`crate::DEFAULT_SEQUENTIAL_AHEAD`]), and on this transport further once the
+    /// stream is long: at least twice as far past the reader's window as it has read (every
+    /// read of an incomplete file costs an event; a complete one is unmarked). 0 turns both
+    /// off.
     pub fn with_sequential_ahead(self, max_bytes: u64) -> Self {
         FanotifyDaemon {
             engine: self.engine.with_sequential_ahead(max_bytes),
