@@ -48,13 +48,15 @@
 use std::path::Path;
 use std::time::Duration;
 
+use tests::netem::{self, LinkSpec};
+use tests::nydusd::{self, Backend, Image};
 use tests::oci_images;
 use tests::oci_layout::{OciLayout, Platform};
-use tests::registry::{GUEST_REGISTRY_UP, Registry};
+use tests::registry::{AccessEntry, Registry};
 use tests::rootfs::DebianRootfs;
 use tests::skopeo::Skopeo;
 use tests::start_result::{self, StartResult};
-use tests::vm::{Kernel, VmOutcome, VmRun};
+use tests::vm::{GUEST_HOST, Kernel, VmOutcome, VmRun};
 
 /// The default root packages: python3 (whose closure has what the workload imports) and a
 /// minimal Debian base, about 150 MB unpacked.
@@ -68,131 +70,177 @@ const WORKLOAD: &str = "import asyncio, json, sqlite3, email, http.server, ssl; 
 /// The images' tags in the registry.
 const TAGS: [&str; 3] = ["targz", "nydus", "erofs"];
 
-/// An emulated link: name, one-way delay, rate as `tc` reads it.
+/// An emulated link: its name, the shape of its proxy.
 #[derive(Clone, Debug)]
 struct Link {
     name: String,
-    delay: String,
-    rate: String,
+    spec: LinkSpec,
 }
 
-/// `20ms-200mbit` → delay 10ms each way, rate 200mbit.
+/// `20ms-200mbit` → a 20 ms round trip (10 ms each way), 200 Mbit/s each way.
 fn parse_link(name: &str) -> Link {
-    let (rtt, rate) = name
-        .split_once("ms-")
-        .unwrap_or_else(|| panic!("link {name:?}: want <rtt>ms-<rate>"));
-    let rtt: f64 = rtt.parse().unwrap_or_else(|_| panic!("link {name:?}"));
+    let parsed = (|| {
+        let (rtt, rate) = name.split_once("ms-")?;
+        let rtt: f64 = rtt.parse().ok()?;
+        let bits_per_sec = match (rate.strip_suffix("mbit"), rate.strip_suffix("gbit")) {
+            (Some(m), _) => m.parse::<f64>().ok()? * 1e6,
+            (_, Some(g)) => g.parse::<f64>().ok()? * 1e9,
+            _ => return None,
+        };
+        Some((rtt, bits_per_sec))
+    })();
+    let Some((rtt, bits_per_sec)) = parsed else {
+        panic!("link {name:?}: want <rtt>ms-<rate>mbit|gbit")
+    };
     Link {
         name: name.to_string(),
-        delay: format!("{}us", (rtt * 500.0) as u64),
-        rate: rate.to_string(),
+        spec: LinkSpec {
+            rtt: Duration::from_secs_f64(rtt / 1000.0),
+            bytes_per_sec: (bits_per_sec / 8.0) as u64,
+        },
     }
 }
 
 /// The guest's shell functions.
 const SCRIPT_HEAD: &str = r#"
 WORKLOAD='@WORKLOAD@'
-REF=127.0.0.1:5000/start
+MARK_URL=http://@GUEST_HOST@:@REG_PORT@/v2/_mark
 now() { oci-pull now; }
-reg_mark() { grep -c 'HTTP/1.1"' /tmp/registry.log; }
-reg_count() {
-    grep 'HTTP/1.1"' /tmp/registry.log | awk -v n=$1 'NR > n { r++; if ($10 ~ /^[0-9]+$/) b += $10 }
-        END { printf "requests=%d bytes=%d", r, b }'
-}
+# mark NAME: a request straight to the host's registry (not through a link), so its access
+# log, read on the host after the run, is cut into scenarios.
+mark() { wget -q -O /dev/null "$MARK_URL/$1" >/dev/null 2>&1; true; }
 cold() { sync; echo 3 >/proc/sys/vm/drop_caches; }
-# set_link NAME DELAY RATE: netem on the loopback (both directions pass it); iproute2's tc,
-# not busybox's (which has no netem).
-set_link() {
-    check link-$1 /sbin/tc qdisc replace dev lo root netem delay $2 rate $3 limit 100000
-    data link_$1 "$(/sbin/tc qdisc show dev lo | head -1)"
+# use_link NAME PORT: the scenarios that follow pull through the host's link proxy on PORT.
+use_link() {
+    LINK=$1
+    HOST=@GUEST_HOST@:$2
+    REF=$HOST/start
+    export OCI_PULL_INSECURE=$HOST
 }
 # workload ROOT: the container's start; prints what python printed.
 workload() { chroot "$1" /usr/bin/python3 -c "$WORKLOAD" 2>&1; }
-# result SCENARIO LINK T0 MARK OUTPUT
+# result SCENARIO T0 T1 OUTPUT
 result() {
-    _t1=$(now)
-    if [ "$5" = ready ]; then
-        pass "$1-$2"
-        data "start_$1_$2" "ms=$((_t1 - $3)) $(reg_count $4)"
+    if [ "$4" = ready ]; then
+        pass "$1-$LINK"
+        data "start_$1_$LINK" "ms=$(($3 - $2))"
     else
-        fail "$1-$2" "the workload printed: $5"
+        fail "$1-$LINK" "the workload printed: $4"
     fi
 }
-# full_pull LINK
 full_pull() {
     rm -rf /data/pull
     cold
-    _m0=$(reg_mark)
+    mark "begin-full-pull-$LINK"
     _t0=$(now)
     if _o=$(oci-pull pull $REF:targz /data/pull/rootfs /data/pull/content 2>&1); then
         _out=$(workload /data/pull/rootfs)
-        result full-pull $1 $_t0 $_m0 "$_out"
-        data pulled_$1 "$_o"
+        _t1=$(now)
+        mark "end-full-pull-$LINK"
+        result full-pull $_t0 $_t1 "$_out"
+        data pulled_$LINK "$_o"
         # The floor: the same start again, everything local and in the page cache.
         _t0=$(now)
         _out=$(workload /data/pull/rootfs)
-        data warm_$1 "ms=$(($(now) - _t0)) printed=$_out"
+        data warm_$LINK "ms=$(($(now) - _t0)) printed=$_out"
     else
-        fail full-pull-$1 "oci-pull: $_o"
+        mark "end-full-pull-$LINK"
+        fail full-pull-$LINK "oci-pull: $_o"
     fi
     rm -rf /data/pull
 }
-# lazy SCENARIO LINK CMD TAG [FLAGS]: erofs-ondemand CMD --image REF:TAG FLAGS, then the
-# workload on its mount; the registry is counted after the daemon stopped.
+# lazy SCENARIO CMD TAG [FLAGS]: erofs-ondemand CMD --image REF:TAG FLAGS, then the
+# workload on its mount; the scenario ends (for the registry's count) when the daemon stopped.
 lazy() {
-    _mnt=/mnt/$1-$2
-    _cache=/data/cache/$1-$2
+    _mnt=/mnt/$1-$LINK
+    _cache=/data/cache/$1-$LINK
     mkdir -p $_mnt $_cache
     cold
-    _m0=$(reg_mark)
-    DLOG=/tmp/$1-$2.log
+    mark "begin-$1-$LINK"
+    DLOG=/tmp/$1-$LINK.log
     _t0=$(now)
-    erofs-ondemand $3 --cache-dir $_cache --image $REF:$4 --mountpoint $_mnt $5 >$DLOG 2>&1 &
+    erofs-ondemand $2 --cache-dir $_cache --image $REF:$3 --insecure-registry $HOST \
+        --mountpoint $_mnt $4 >$DLOG 2>&1 &
     DPID=$!
     _i=0
     while ! grep -q " $_mnt " /proc/mounts; do
         _i=$((_i + 1))
         if [ $_i -gt 60000 ] || ! kill -0 $DPID 2>/dev/null; then
-            fail "$1-$2" "not mounted: $(cat $DLOG)"
+            mark "end-$1-$LINK"
+            fail "$1-$LINK" "not mounted: $(cat $DLOG)"
             return 1
         fi
         usleep 10000
     done
     _out=$(workload $_mnt)
     _t1=$(now)
-    data "ready_$1_$2" "ms=$((_t1 - _t0)) $(reg_count $_m0)"
-    stop_daemon daemon-exit-$1-$2
-    if [ "$_out" = ready ]; then
-        pass "$1-$2"
-        data "start_$1_$2" "ms=$((_t1 - _t0)) $(reg_count $_m0)"
-    else
-        fail "$1-$2" "the workload printed: $_out"
-    fi
-    data "totals_$1_$2" "$(grep '^erofs-ondemand: registry ' $DLOG)"
+    stop_daemon daemon-exit-$1-$LINK
+    mark "end-$1-$LINK"
+    result $1 $_t0 $_t1 "$_out"
+    data "totals_$1_$LINK" "$(grep '^erofs-ondemand: registry ' $DLOG)"
     rm -rf $_cache
 }
-check registry-up registry_up
+# nydusd_start: nydusd 2.2 as nydus-snapshotter runs it: the bootstrap layer pulled first,
+# then `nydusd singleton --fscache` with the registry backend through the link, mounted by
+# the kernel, the workload on the mount.
+nydusd_start() {
+    _mnt=/mnt/nydusd-$LINK
+    cold
+    mark "begin-nydusd-$LINK"
+    _t0=$(now)
+    if ! _o=$(oci-pull bootstrap $REF:nydus /data/nydusd.boot 2>&1); then
+        mark "end-nydusd-$LINK"
+        fail "nydusd-$LINK" "oci-pull bootstrap: $_o"
+        return 1
+    fi
+    nydusd_up /tmp/nydusd-$LINK.log /etc/nydusd-$LINK.json || { mark "end-nydusd-$LINK"; return 1; }
+    nydusd_mount start $_mnt
+    _out=$(workload $_mnt)
+    _t1=$(now)
+    umount $_mnt
+    nydusd_down nydusd-exit-$LINK
+    mark "end-nydusd-$LINK"
+    result nydusd $_t0 $_t1 "$_out"
+    data "nydusd_log_$LINK" "$(grep -ci error /tmp/nydusd-$LINK.log) error lines"
+    rm -rf /data/nydusd-cache /data/nydusd.boot
+}
 "#;
 
-/// What the VM of one kernel runs after the full pull: (scenario, erofs-ondemand command,
-/// tag, extra flags with `@TRACE@` for the link's trace file). `record` (not a result of its
-/// own) is a cold start that writes the trace `replay` then prefetches from at mount time,
-/// on a fresh cache. On cachefiles the recording run has no readahead or fill ahead: the
-/// kernel sends no READ for what those already wrote, so the trace would miss it.
-fn lazy_scenarios(kernel: Kernel) -> Vec<(&'static str, &'static str, &'static str, &'static str)> {
+/// What one scenario runs in the guest.
+#[derive(Clone, Copy, Debug)]
+enum Run {
+    /// `erofs-ondemand CMD --image REF:TAG FLAGS` (`@TRACE@` in FLAGS: the link's trace file).
+    Ours {
+        cmd: &'static str,
+        tag: &'static str,
+        flags: &'static str,
+    },
+    /// nydusd 2.2 with its registry backend ([`tests::nydusd`]), the `nydus` image.
+    Nydusd,
+}
+
+/// What the VM of one kernel runs after the full pull. `record` (not a result of its own)
+/// is a cold start that writes the trace `replay` then prefetches from at mount time, on a
+/// fresh cache. On cachefiles the recording run has no readahead or fill ahead: the kernel
+/// sends no READ for what those already wrote, so the trace would miss it.
+fn lazy_scenarios(kernel: Kernel) -> Vec<(&'static str, Run)> {
+    let ours = |cmd, tag, flags| Run::Ours { cmd, tag, flags };
     match kernel {
         Kernel::V6_12 => vec![
-            ("cachefiles", "serve", "nydus", ""),
-            ("erofs-layers", "serve", "erofs", ""),
+            ("cachefiles", ours("serve", "nydus", "")),
+            ("erofs-layers", ours("serve", "erofs", "")),
+            ("nydusd", Run::Nydusd),
             (
                 "record",
-                "serve",
-                "nydus",
-                "--record @TRACE@ --readahead 0 --sequential-ahead 0",
+                ours(
+                    "serve",
+                    "nydus",
+                    "--record @TRACE@ --readahead 0 --sequential-ahead 0",
+                ),
             ),
-            ("replay", "serve", "nydus", "--prefetch-list @TRACE@"),
+            ("replay", ours("serve", "nydus", "--prefetch-list @TRACE@")),
         ],
-        Kernel::V7_2 => vec![("fanotify", "fanotify", "nydus", "")],
+        Kernel::V7_2 => vec![("fanotify", ours("fanotify", "nydus", ""))],
     }
 }
 
@@ -206,50 +254,95 @@ fn kernel_name(k: Kernel) -> &'static str {
     }
 }
 
-fn run_vm(kernel: Kernel, reg: &Registry, links: &[Link], storage_bytes: u64) -> VmOutcome {
-    let busybox = tests::vm::busybox().expect("busybox");
-    let _ = busybox;
+/// The links as the host runs them: each a delaying, rate-limiting proxy on 127.0.0.1 in
+/// front of the registry ([`tests::netem`]); the guest reaches it over qemu's user network.
+struct HostLink {
+    link: Link,
+    proxy: netem::Link,
+}
+
+fn run_vm(kernel: Kernel, reg: &Registry, links: &[HostLink], storage_bytes: u64) -> VmOutcome {
     let daemon = tests::vm::static_binary("ondemand", "erofs-ondemand", &["cli"]);
     let puller = tests::vm::static_binary("tests", "oci-pull", &[]);
-    let tc = tests::require_package_tool("tc", "iproute2").expect("tc");
     let mut script = format!(
-        "{}{GUEST_REGISTRY_UP}{}",
+        "{}{}{}",
         tests::vm::DAEMON_PRELUDE,
-        SCRIPT_HEAD.replace("@WORKLOAD@", WORKLOAD)
+        nydusd::GUEST_NYDUSD,
+        SCRIPT_HEAD
+            .replace("@WORKLOAD@", WORKLOAD)
+            .replace("@GUEST_HOST@", GUEST_HOST)
+            .replace("@REG_PORT@", &reg.addr().port().to_string())
     );
-    let mut expected = vec!["registry-up".to_string()];
-    for link in links {
-        script.push_str(&format!(
-            "set_link {} {} {}\nfull_pull {}\n",
-            link.name, link.delay, link.rate, link.name
-        ));
-        expected.push(format!("link-{}", link.name));
-        expected.push(format!("full-pull-{}", link.name));
-        for (scenario, cmd, tag, flags) in lazy_scenarios(kernel) {
-            let flags = flags.replace("@TRACE@", &format!("/data/trace-{}", link.name));
-            script.push_str(&format!(
-                "lazy {scenario} {} {cmd} {tag} \"{flags}\"\n",
-                link.name
-            ));
-            expected.push(format!("{scenario}-{}", link.name));
-            expected.push(format!("daemon-exit-{scenario}-{}", link.name));
-        }
-    }
-    // The registry's storage, a full pull's layer and rootfs, and the lazy caches.
-    let disk = storage_bytes * 4 + (1 << 30);
-    let run = VmRun::new(&format!("container-start-{}", kernel_name(kernel)))
+    let mut expected = vec!["net-up".to_string()];
+    let mut run = VmRun::new(&format!("container-start-{}", kernel_name(kernel)))
         .kernel(kernel)
+        .user_net()
         .memory_mib(1024)
         .file("bin/erofs-ondemand", &daemon)
-        .file("bin/oci-pull", &puller)
-        .dynamic_binary("sbin/tc", &tc)
+        .file("bin/oci-pull", &puller);
+    let scenarios = lazy_scenarios(kernel);
+    if scenarios.iter().any(|s| matches!(s.1, Run::Nydusd)) {
+        run = nydusd::into_guest(run);
+    }
+    for HostLink { link, proxy } in links {
+        let port = proxy.host().rsplit_once(':').expect("HOST:PORT").1.to_string();
+        script.push_str(&format!("use_link {} {port}\nfull_pull\n", link.name));
+        expected.push(format!("full-pull-{}", link.name));
+        for (scenario, what) in &scenarios {
+            match what {
+                Run::Ours { cmd, tag, flags } => {
+                    let flags = flags.replace("@TRACE@", &format!("/data/trace-{}", link.name));
+                    script.push_str(&format!("lazy {scenario} {cmd} {tag} \"{flags}\"\n"));
+                    expected.push(format!("daemon-exit-{scenario}-{}", link.name));
+                }
+                Run::Nydusd => {
+                    let config = nydusd::config(&[Image::new(
+                        "start",
+                        "/data/nydusd.boot",
+                        Backend::Registry {
+                            host: format!("{GUEST_HOST}:{port}"),
+                            repo: "start".into(),
+                        },
+                    )]);
+                    run = run.bytes(
+                        &format!("etc/nydusd-{}.json", link.name),
+                        config.as_bytes(),
+                        0o644,
+                    );
+                    script.push_str("nydusd_start\n");
+                    expected.push("nydusd-up".into());
+                    expected.push("nydusd-mount-start".into());
+                    expected.push(format!("nydusd-exit-{}", link.name));
+                }
+            }
+            expected.push(format!("{scenario}-{}", link.name));
+        }
+    }
+    // A full pull's layer and rootfs, and the lazy caches.
+    let disk = storage_bytes * 3 + (1 << 30);
+    let out = run
         .disk_size(disk)
         .script(&script)
-        .timeout(Duration::from_secs(3600));
-    let out = reg.into_guest(run).run().expect("qemu");
+        .timeout(Duration::from_secs(3600))
+        .run()
+        .expect("qemu");
     let expected: Vec<&str> = expected.iter().map(String::as_str).collect();
     out.assert_passed(&expected);
     out
+}
+
+/// `(requests, body bytes)` the registry served between the guest's marks `begin-NAME` and
+/// `end-NAME` (the marks themselves not counted).
+fn counted(log: &[AccessEntry], name: &str) -> Option<(u64, u64)> {
+    let at = |m: String| log.iter().position(|e| e.target == m);
+    let begin = at(format!("/v2/_mark/begin-{name}"))?;
+    let end = at(format!("/v2/_mark/end-{name}"))?;
+    Some(
+        log[begin + 1..end]
+            .iter()
+            .filter(|e| !e.target.starts_with("/v2/_mark/"))
+            .fold((0, 0), |(n, b), e| (n + 1, b + e.bytes)),
+    )
 }
 
 /// `k=N` from a counters line.
@@ -260,7 +353,7 @@ fn field(line: &str, k: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {k} in {line:?}"))
 }
 
-fn results(out: &VmOutcome, kernel: Kernel, links: &[Link]) -> Vec<StartResult> {
+fn results(out: &VmOutcome, log: &[AccessEntry], kernel: Kernel, links: &[Link]) -> Vec<StartResult> {
     let mut scenarios = vec!["full-pull"];
     scenarios.extend(
         lazy_scenarios(kernel)
@@ -271,15 +364,18 @@ fn results(out: &VmOutcome, kernel: Kernel, links: &[Link]) -> Vec<StartResult> 
     let mut res = Vec::new();
     for link in links {
         for s in &scenarios {
+            let name = format!("{s}-{}", link.name);
             let line = out
                 .data(&format!("start_{s}_{}", link.name))
-                .unwrap_or_else(|| panic!("no result for {s} {}\n{}", link.name, out.report()));
+                .unwrap_or_else(|| panic!("no result for {name}\n{}", out.report()));
+            let (requests, fetched) = counted(log, &name)
+                .unwrap_or_else(|| panic!("no marks of {name} in the registry's access log"));
             res.push(StartResult {
                 scenario: s.to_string(),
                 link: link.name.clone(),
                 ready_ms: field(line, "ms"),
-                fetched: field(line, "bytes"),
-                requests: field(line, "requests"),
+                fetched,
+                requests,
             });
         }
     }
@@ -403,6 +499,13 @@ fn main() {
     }
     let _ = std::fs::remove_dir_all(layout.dir());
     let storage: u64 = tests::rootfs::tree_bytes(&reg.storage_dir());
+    let host_links: Vec<HostLink> = links
+        .iter()
+        .map(|link| HostLink {
+            link: link.clone(),
+            proxy: netem::Link::start(reg.addr(), link.spec),
+        })
+        .collect();
 
     let mut all = Vec::new();
     for &kernel in &kernels {
@@ -411,10 +514,10 @@ fn main() {
             kernel_name(kernel),
             tests::vm::host_load()
         );
-        let out = run_vm(kernel, &reg, &links, storage);
-        let res = results(&out, kernel, &links);
+        let out = run_vm(kernel, &reg, &host_links, storage);
+        let res = results(&out, &reg.access_log(), kernel, &links);
         for (k, v) in &out.data {
-            if ["link_", "totals_", "ready_", "warm_"]
+            if ["pulled_", "totals_", "nydusd_log_", "warm_"]
                 .iter()
                 .any(|p| k.starts_with(p))
             {

@@ -1,6 +1,7 @@
 //! An emulated network link on 127.0.0.1: a TCP proxy that delays every byte by half a
-//! round trip in each direction and shares one downstream bandwidth among all its
-//! connections (a FIFO link, like `netem delay` + `tbf rate` on an interface).
+//! round trip in each direction and shares one bandwidth per direction among all its
+//! connections (a full-duplex FIFO link, like `netem delay` + `tbf rate` on both ends of a
+//! wire).
 //!
 //! Put it in front of a [`Registry`](crate::registry::Registry) and point a client at
 //! [`Link::host`] to measure what a client makes of a WAN link.
@@ -17,7 +18,7 @@ use std::time::{Duration, Instant};
 pub struct LinkSpec {
     /// Round-trip time added (half each way).
     pub rtt: Duration,
-    /// Downstream bandwidth (upstream → client) in bytes per second.
+    /// Bandwidth in bytes per second, each direction (client → upstream and back).
     pub bytes_per_sec: u64,
 }
 
@@ -29,7 +30,7 @@ pub struct Link {
     downstream: Arc<AtomicU64>,
 }
 
-/// The shared downstream link: when it is next free.
+/// One direction of the link, shared by every connection: when it is next free.
 struct Wire {
     next_free: Mutex<Instant>,
     bytes_per_sec: u64,
@@ -62,10 +63,13 @@ impl Link {
         listener.set_nonblocking(true).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let downstream = Arc::new(AtomicU64::new(0));
-        let wire = Arc::new(Wire {
-            next_free: Mutex::new(Instant::now()),
-            bytes_per_sec: spec.bytes_per_sec.max(1),
-        });
+        let wire = || {
+            Arc::new(Wire {
+                next_free: Mutex::new(Instant::now()),
+                bytes_per_sec: spec.bytes_per_sec.max(1),
+            })
+        };
+        let (up, down) = (wire(), wire());
         let (s, d) = (stop.clone(), downstream.clone());
         std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
@@ -82,10 +86,10 @@ impl Link {
                             client.try_clone().unwrap(),
                             server.try_clone().unwrap(),
                             half,
-                            None,
+                            up.clone(),
                             None,
                         );
-                        pipe(server, client, half, Some(wire.clone()), Some(d.clone()));
+                        pipe(server, client, half, down.clone(), Some(d.clone()));
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(2)),
                 }
@@ -115,12 +119,12 @@ impl Drop for Link {
     }
 }
 
-/// Copy `from` → `to` through a delay line of `delay` (and the shared wire, if any).
+/// Copy `from` → `to` through the shared `wire`, then a delay line of `delay`.
 fn pipe(
     mut from: TcpStream,
     mut to: TcpStream,
     delay: Duration,
-    wire: Option<Arc<Wire>>,
+    wire: Arc<Wire>,
     count: Option<Arc<AtomicU64>>,
 ) {
     // The reader stamps each chunk with when it leaves the link (queued on the shared wire,
@@ -134,7 +138,7 @@ fn pipe(
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
                     let now = Instant::now();
-                    let sent = wire.as_ref().map_or(now, |w| w.reserve(now, n));
+                    let sent = wire.reserve(now, n);
                     if tx.send((sent + delay, buf[..n].to_vec())).is_err() {
                         break;
                     }

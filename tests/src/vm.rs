@@ -464,6 +464,7 @@ pub struct VmRun {
     memory_mib: u32,
     cpus: u32,
     cmdline: String,
+    user_net: bool,
 }
 
 impl VmRun {
@@ -483,6 +484,7 @@ impl VmRun {
             memory_mib: 512,
             cpus: 2,
             cmdline: String::new(),
+            user_net: false,
         }
     }
 
@@ -567,6 +569,16 @@ impl VmRun {
         self
     }
 
+    /// Give the guest a network card on qemu's user-mode network (`-netdev user` with a
+    /// `virtio-net-pci` device): the guest is `10.0.2.15/24` on `eth0` (configured, with `lo`,
+    /// before the script runs: `net-up` fails if that does not work) and reaches the host's
+    /// `127.0.0.1:PORT` at [`GUEST_HOST`]`:PORT`, so host servers stay on 127.0.0.1. Off by
+    /// default: a VM has no network card.
+    pub fn user_net(mut self) -> Self {
+        self.user_net = true;
+        self
+    }
+
     /// Guest memory in MiB.
     pub fn memory_mib(mut self, mib: u32) -> Self {
         self.memory_mib = mib;
@@ -605,12 +617,17 @@ impl VmRun {
         std::fs::remove_dir_all(&tree).expect("remove disk tree");
 
         let vmtool = guest_tool();
+        let script = if self.user_net {
+            format!("{GUEST_NET_UP}{}", self.script)
+        } else {
+            self.script.clone()
+        };
         self.initramfs
             .file("bin/busybox", &busybox, 0o755)
             .file("bin/vmtool", &vmtool, 0o755)
             .symlink("bin/sh", "busybox")
             .bytes("init", INIT_SCRIPT.as_bytes(), 0o755)
-            .bytes("vmtest/test.sh", self.script.as_bytes(), 0o644);
+            .bytes("vmtest/test.sh", script.as_bytes(), 0o644);
         let initrd = dir.join("initrd.cpio");
         self.initramfs
             .write_file(&initrd)
@@ -641,6 +658,9 @@ impl VmRun {
             .stderr(Stdio::piped());
         // Software emulation by default, as in CI and the README; `EROFS_VM_ACCEL=kvm` opts in
         // to KVM where it works (on some nested hosts qemu aborts setting MSRs).
+        if self.user_net {
+            cmd.args(["-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0"]);
+        }
         let accel = std::env::var("EROFS_VM_ACCEL").unwrap_or_else(|_| "tcg".to_string());
         cmd.args(["-accel", &accel]);
 
@@ -704,6 +724,21 @@ impl VmRun {
         Some(outcome)
     }
 }
+
+/// The host as a guest of [`VmRun::user_net`] sees it: qemu's user-mode network forwards
+/// `10.0.2.2:PORT` to the host's `127.0.0.1:PORT`.
+pub const GUEST_HOST: &str = "10.0.2.2";
+
+/// What [`VmRun::user_net`] runs before the script: `lo` and `eth0` up, `10.0.2.15/24`, the
+/// host ([`GUEST_HOST`]) as the default route; `net-up` fails if a step does not work.
+const GUEST_NET_UP: &str = r#"
+if _o=$(ip link set lo up 2>&1 && ip addr add 10.0.2.15/24 dev eth0 2>&1 &&
+    ip link set eth0 up 2>&1 && ip route add default via 10.0.2.2 2>&1); then
+    pass net-up
+else
+    fail net-up "$_o"
+fi
+"#;
 
 /// How long a guest may take to reach its script by default: it boots in about a second on an
 /// idle 2-core machine, but CI runs on a loaded one under software emulation.

@@ -6,9 +6,15 @@
 //! oci-pull pull REF ROOTFS CONTENT   resolve REF, download every layer into CONTENT (the
 //!                                    content store, digest-checked), then gunzip and untar
 //!                                    each, bottom first, into ROOTFS
+//! oci-pull bootstrap REF OUT         resolve REF (a Nydus image), fetch its bootstrap layer
+//!                                    and write the bootstrap (`image/image.boot`) to OUT, as
+//!                                    nydus-snapshotter does before it starts nydusd
 //! oci-pull now                       print the wall clock in milliseconds (busybox `date`
 //!                                    has no sub-second format)
 //! ```
+//!
+//! `OCI_PULL_INSECURE=HOST[:PORT],...` lets these hosts answer plain HTTP (as
+//! `erofs-ondemand --insecure-registry`; loopback hosts always may).
 //!
 //! Layers are `tar+gzip` (or plain `tar`); whiteouts are not applied (the benchmark's image
 //! has one layer). Prints `pulled layers=N bytes=B` on success.
@@ -19,11 +25,39 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use oci_lazy::{Client, Config, Reference};
+use oci_lazy::{Client, Config, LazyLayout, Reference};
+
+/// The client, with the hosts of `OCI_PULL_INSECURE` allowed plain HTTP.
+fn client() -> Result<Client, String> {
+    let mut config = Config::default();
+    if let Ok(hosts) = std::env::var("OCI_PULL_INSECURE") {
+        config.insecure_registries = hosts
+            .split(',')
+            .filter(|h| !h.is_empty())
+            .map(str::to_owned)
+            .collect();
+    }
+    Client::new(config).map_err(|e| e.to_string())
+}
+
+/// The bootstrap of the Nydus image `reference`, written to `out`; its size.
+fn bootstrap(reference: &str, out: &Path) -> Result<usize, String> {
+    let reference: Reference = reference.parse().map_err(|e| format!("{reference}: {e}"))?;
+    let client = client()?;
+    let image = client.resolve(&reference).map_err(|e| e.to_string())?;
+    let Some(LazyLayout::Nydus { bootstrap }) = image.lazy_layout() else {
+        return Err(format!("{reference}: not a Nydus image"));
+    };
+    let boot = client
+        .fetch_nydus_bootstrap(reference.repository(), bootstrap)
+        .map_err(|e| e.to_string())?;
+    std::fs::write(out, &boot).map_err(|e| format!("{}: {e}", out.display()))?;
+    Ok(boot.len())
+}
 
 fn pull(reference: &str, rootfs: &Path, content: &Path) -> Result<(usize, u64), String> {
     let reference: Reference = reference.parse().map_err(|e| format!("{reference}: {e}"))?;
-    let client = Client::new(Config::default()).map_err(|e| e.to_string())?;
+    let client = client()?;
     let image = client.resolve(&reference).map_err(|e| e.to_string())?;
     std::fs::create_dir_all(content).map_err(|e| format!("{}: {e}", content.display()))?;
     std::fs::create_dir_all(rootfs).map_err(|e| format!("{}: {e}", rootfs.display()))?;
@@ -91,8 +125,20 @@ fn main() -> ExitCode {
                 }
             }
         }
+        ["bootstrap", reference, out] => match bootstrap(reference, Path::new(out)) {
+            Ok(n) => {
+                println!("bootstrap bytes={n}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("oci-pull: {e}");
+                ExitCode::FAILURE
+            }
+        },
         _ => {
-            eprintln!("usage: oci-pull pull REF ROOTFS CONTENT | oci-pull now");
+            eprintln!(
+                "usage: oci-pull pull REF ROOTFS CONTENT | oci-pull bootstrap REF OUT | oci-pull now"
+            );
             ExitCode::from(2)
         }
     }
