@@ -8,29 +8,38 @@
 //!
 //! - **The image**: a Debian rootfs with `python3` built from Debian packages
 //!   ([`tests::rootfs::DebianRootfs`], cached under `target/debian-rootfs`), pushed with
-//!   skopeo to Debian's docker-registry in three forms: `targz` (one OCI `tar+gzip` layer),
-//!   `nydus` (Nydus RAFS v6, zstd chunks: bootstrap + blob layer), `erofs` (one containerd
-//!   native EROFS layer, `mkfs.erofs --tar=f`).
+//!   skopeo to Debian's docker-registry in four forms: `targz` (one OCI `tar+gzip` layer),
+//!   `nydus` (Nydus RAFS v6, zstd, nydus-image's 1 MiB chunks: bootstrap + blob layer),
+//!   `nydus-c256k` (the same with 256 KiB chunks), `erofs` (one containerd native EROFS
+//!   layer, `mkfs.erofs --tar=f`).
 //! - **The workload**: `chroot ROOTFS /usr/bin/python3 -c 'import asyncio, json, sqlite3,
 //!   email, http.server, ssl; print("ready")'`; "ready" ends the clock, which starts before
 //!   the pull (or the daemon) starts.
-//! - **The link**: the registry runs inside the guest on `127.0.0.1:5000`
-//!   ([`Registry::into_guest`]) and the guest's loopback gets `tc qdisc ... netem delay D
-//!   rate R` (iproute2's `tc` copied in with its libraries): delay D each way, so a round
-//!   trip of 2D; the rate is shared by both directions. Links: `20ms-200mbit` and
-//!   `2ms-1gbit`.
+//! - **The link**: the registry runs on the host, on 127.0.0.1 (a remote machine, as a real
+//!   registry is: its CPU is not the guest's). Each link is a delaying, rate-limiting TCP
+//!   proxy on the host's 127.0.0.1 in front of it ([`tests::netem`]: half the round trip
+//!   each way, the rate in each direction shared by all connections); the guest reaches it
+//!   over qemu's user network ([`VmRun::user_net`]) at `10.0.2.2:PORT`. Links:
+//!   `20ms-200mbit` and `2ms-1gbit`.
 //! - **Scenarios**, each from a cold cache (caches dropped, a fresh cache directory, a fresh
 //!   daemon): `full-pull` (`oci-pull`, `src/bin/oci-pull.rs`: download every layer, gunzip,
 //!   untar, then start), `cachefiles` (Linux 6.12, `erofs-ondemand serve --image`, Nydus),
-//!   `erofs-layers` (6.12, the same with the EROFS layer), `fanotify` (Linux 7.2,
-//!   `erofs-ondemand fanotify --image`, Nydus), `replay` (6.12: a cold start with `--record`
-//!   writes the trace, then a cold start on a fresh cache with `--prefetch-list` of it).
+//!   `erofs-layers` (6.12, the same with the EROFS layer), `nydusd` (6.12: nydusd 2.2 as
+//!   nydus-snapshotter runs it: `oci-pull bootstrap` fetches the bootstrap layer, then
+//!   `nydusd singleton --fscache` with its registry backend through the same link serves
+//!   the `nydus` image, [`tests::nydusd`]), `chunk256k` and `chunk256k-ra256k` (6.12, our
+//!   daemon on `nydus-c256k` with the default 1 MiB readahead window and with
+//!   `--readahead 256K`), `fanotify` and `fanotify-chunk256k` (Linux 7.2,
+//!   `erofs-ondemand fanotify --image`), `replay` (6.12: a cold start with `--record` writes
+//!   the trace, then a cold start on a fresh cache with `--prefetch-list` of it).
 //!   `full-pull` runs in both VMs, so every lazy figure has its peer from the same VM.
 //! - **The floor**: after the full pull, the workload runs once more with everything local
 //!   and cached (`warm_<link>`): what the guest's CPU alone costs.
-//! - **Counted** at the registry (its access log in the guest): requests and body bytes from
-//!   the start of the scenario until its daemon has stopped (so background fetches that
-//!   finish after "ready" count too).
+//! - **Counted** at the registry, in its access log read on the host: the guest requests
+//!   `/v2/_mark/begin-SCENARIO-LINK` and `/v2/_mark/end-SCENARIO-LINK` straight from the
+//!   registry (not through a link) around each scenario, and the requests and body bytes
+//!   between the two marks are the scenario's (the end mark follows the daemon's exit, so
+//!   background fetches that finish after "ready" count too).
 //!
 //! Output: per VM a table and one line per scenario and link,
 //! `start <scenario> <link> ready <ms> ms fetched <bytes> bytes requests <n>`
@@ -40,7 +49,7 @@
 //! Settings: `CONTAINER_START_PLOT_FROM=FILE` only re-draws the plot from a saved run's
 //! output; `CONTAINER_START_PACKAGES` (the root packages, default [`ROOTS`]),
 //! `CONTAINER_START_KERNELS` (`6.12,7.2`), `CONTAINER_START_LINKS`
-//! (`20ms-200mbit,2ms-1gbit`: `<delay×2>ms-<rate>mbit|gbit`).
+//! (`20ms-200mbit,2ms-1gbit`: `<rtt>ms-<rate>mbit|gbit`).
 //!
 //! The VMs run under software emulation (qemu TCG) on a shared machine: absolute times are
 //! those of a slow, loaded computer; compare the ratios.
@@ -67,8 +76,19 @@ const ROOTS: &str = "python3 base-files base-passwd bash coreutils dash debianut
 /// The workload's Python program.
 const WORKLOAD: &str = "import asyncio, json, sqlite3, email, http.server, ssl; print(\"ready\")";
 
-/// The images' tags in the registry.
-const TAGS: [&str; 3] = ["targz", "nydus", "erofs"];
+/// The images' tags in the registry: `nydus-c256k` is the `nydus` image with 256 KiB chunks
+/// instead of nydus-image's 1 MiB (`--chunk-size 0x40000`).
+const TAGS: [&str; 4] = ["targz", "nydus", "erofs", "nydus-c256k"];
+
+/// The image (tag) a scenario starts from.
+fn scenario_tag(scenario: &str) -> &'static str {
+    match scenario {
+        "full-pull" => "targz",
+        "erofs-layers" => "erofs",
+        s if s.contains("chunk256k") => "nydus-c256k",
+        _ => "nydus",
+    }
+}
 
 /// An emulated link: its name, the shape of its proxy.
 #[derive(Clone, Debug)]
@@ -207,13 +227,13 @@ nydusd_start() {
 "#;
 
 /// What one scenario runs in the guest.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 enum Run {
     /// `erofs-ondemand CMD --image REF:TAG FLAGS` (`@TRACE@` in FLAGS: the link's trace file).
     Ours {
         cmd: &'static str,
         tag: &'static str,
-        flags: &'static str,
+        flags: String,
     },
     /// nydusd 2.2 with its registry backend ([`tests::nydusd`]), the `nydus` image.
     Nydusd,
@@ -223,15 +243,29 @@ enum Run {
 /// is a cold start that writes the trace `replay` then prefetches from at mount time, on a
 /// fresh cache. On cachefiles the recording run has no readahead or fill ahead: the kernel
 /// sends no READ for what those already wrote, so the trace would miss it.
-fn lazy_scenarios(kernel: Kernel) -> Vec<(&'static str, Run)> {
-    let ours = |cmd, tag, flags| Run::Ours { cmd, tag, flags };
-    match kernel {
+///
+/// `CONTAINER_START_ONLY=NAME,...` keeps only these (and `record` with a replay);
+/// `CONTAINER_START_VARIANTS=NAME=FLAGS;...` adds scenarios of our daemon on the `nydus`
+/// image with more flags (`serve` on 6.12, `fanotify` on 7.2; `@TRACE@` is the trace of
+/// `record`), to compare settings in one run.
+fn lazy_scenarios(kernel: Kernel) -> Vec<(String, Run)> {
+    let ours = |cmd, tag, flags: &str| Run::Ours {
+        cmd,
+        tag,
+        flags: flags.to_string(),
+    };
+    let mut all = match kernel {
         Kernel::V6_12 => vec![
             ("cachefiles", ours("serve", "nydus", "")),
             ("erofs-layers", ours("serve", "erofs", "")),
             ("nydusd", Run::Nydusd),
+            ("chunk256k", ours("serve", "nydus-c256k", "")),
             (
-                "record",
+                "chunk256k-ra256k",
+                ours("serve", "nydus-c256k", "--readahead 256K"),
+            ),
+            (
+                RECORD,
                 ours(
                     "serve",
                     "nydus",
@@ -240,8 +274,39 @@ fn lazy_scenarios(kernel: Kernel) -> Vec<(&'static str, Run)> {
             ),
             ("replay", ours("serve", "nydus", "--prefetch-list @TRACE@")),
         ],
-        Kernel::V7_2 => vec![("fanotify", ours("fanotify", "nydus", ""))],
+        Kernel::V7_2 => vec![
+            ("fanotify", ours("fanotify", "nydus", "")),
+            ("fanotify-chunk256k", ours("fanotify", "nydus-c256k", "")),
+        ],
     }
+    .into_iter()
+    .map(|(n, r)| (n.to_string(), r))
+    .collect::<Vec<_>>();
+    let cmd = match kernel {
+        Kernel::V6_12 => "serve",
+        Kernel::V7_2 => "fanotify",
+    };
+    if let Ok(v) = std::env::var("CONTAINER_START_VARIANTS") {
+        for spec in v.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+            let (name, flags) = spec
+                .split_once('=')
+                .unwrap_or_else(|| panic!("CONTAINER_START_VARIANTS: {spec:?} is not NAME=FLAGS"));
+            assert!(
+                !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'),
+                "CONTAINER_START_VARIANTS: name {name:?} (letters, digits, '-')"
+            );
+            all.push((name.to_string(), ours(cmd, "nydus", flags)));
+        }
+    }
+    if let Ok(only) = std::env::var("CONTAINER_START_ONLY") {
+        let only: Vec<&str> = only.split(',').map(str::trim).collect();
+        let replays = all.iter().any(|(n, r)| {
+            only.contains(&n.as_str())
+                && matches!(r, Run::Ours { flags, .. } if flags.contains("--prefetch-list"))
+        });
+        all.retain(|(n, _)| only.contains(&n.as_str()) || (n == RECORD && replays));
+    }
+    all
 }
 
 /// The recording run of `record`/`replay`: timed and counted, not a scenario of the table.
@@ -285,7 +350,12 @@ fn run_vm(kernel: Kernel, reg: &Registry, links: &[HostLink], storage_bytes: u64
         run = nydusd::into_guest(run);
     }
     for HostLink { link, proxy } in links {
-        let port = proxy.host().rsplit_once(':').expect("HOST:PORT").1.to_string();
+        let port = proxy
+            .host()
+            .rsplit_once(':')
+            .expect("HOST:PORT")
+            .1
+            .to_string();
         script.push_str(&format!("use_link {} {port}\nfull_pull\n", link.name));
         expected.push(format!("full-pull-{}", link.name));
         for (scenario, what) in &scenarios {
@@ -353,13 +423,18 @@ fn field(line: &str, k: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {k} in {line:?}"))
 }
 
-fn results(out: &VmOutcome, log: &[AccessEntry], kernel: Kernel, links: &[Link]) -> Vec<StartResult> {
-    let mut scenarios = vec!["full-pull"];
+fn results(
+    out: &VmOutcome,
+    log: &[AccessEntry],
+    kernel: Kernel,
+    links: &[Link],
+) -> Vec<StartResult> {
+    let mut scenarios = vec!["full-pull".to_string()];
     scenarios.extend(
         lazy_scenarios(kernel)
-            .iter()
+            .into_iter()
             .map(|s| s.0)
-            .filter(|&s| s != RECORD),
+            .filter(|s| s != RECORD),
     );
     let mut res = Vec::new();
     for link in links {
@@ -388,26 +463,24 @@ fn print_ratios(res: &[StartResult], image_bytes: u64, sizes: &[(&str, u64)], li
     let t = |r: &StartResult| r.ready_ms;
     for link in links {
         let l = link.name.as_str();
-        for lazy in ["cachefiles", "fanotify", "erofs-layers", "replay", "nydusd"] {
+        let lazies = res
+            .iter()
+            .filter(|r| r.link == l && r.scenario != "full-pull");
+        for r in lazies {
+            let lazy = r.scenario.as_str();
             if let Some(q) = start_result::ratio(res, (lazy, l), ("full-pull", l), t) {
                 println!(
                     "ratio {l}: {lazy} ready / full-pull ready = {q:.2} (goal at 20ms-200mbit: <= 0.3)"
                 );
             }
-            if let Some(r) = res.iter().find(|r| r.scenario == lazy && r.link == l) {
-                let tag = if lazy == "erofs-layers" {
-                    "erofs"
-                } else {
-                    "nydus"
-                };
-                let layers = sizes.iter().find(|s| s.0 == tag).map_or(0, |s| s.1);
-                println!(
-                    "ratio {l}: {lazy} fetched / unpacked rootfs = {:.3} (goal <= 0.15), \
-                     / its image's layers ({tag}, {layers} bytes) = {:.3}",
-                    r.fetched as f64 / image_bytes as f64,
-                    r.fetched as f64 / layers.max(1) as f64
-                );
-            }
+            let tag = scenario_tag(lazy);
+            let layers = sizes.iter().find(|s| s.0 == tag).map_or(0, |s| s.1);
+            println!(
+                "ratio {l}: {lazy} fetched / unpacked rootfs = {:.3} (goal <= 0.15), \
+                 / its image's layers ({tag}, {layers} bytes) = {:.3}",
+                r.fetched as f64 / image_bytes as f64,
+                r.fetched as f64 / layers.max(1) as f64
+            );
         }
         if let Some(q) = start_result::ratio(res, ("cachefiles", l), ("nydusd", l), t) {
             println!("ratio {l}: cachefiles ready / nydusd ready = {q:.2} (goal <= 0.8)");
@@ -486,7 +559,15 @@ fn main() {
         let image = match tag {
             "targz" => oci_images::targz_image(&layout, &layers, &platform, &work),
             "erofs" => oci_images::erofs_image(&layout, &layers, &platform, &work),
-            _ => oci_images::nydus_image(&layout, &layers, &platform, &work).map(|n| n.image),
+            "nydus" => oci_images::nydus_image(&layout, &layers, &platform, &work).map(|n| n.image),
+            _ => oci_images::nydus_image_with(
+                &layout,
+                &layers,
+                &platform,
+                &work,
+                &["--chunk-size", "0x40000"],
+            )
+            .map(|n| n.image),
         }
         .expect("image tools");
         layout.tag(tag, &image.manifest);
@@ -582,9 +663,9 @@ fn plot(path: &Path, all: &[(&str, Vec<StartResult>)], links: &[Link]) -> Result
         RGBColor(255, 127, 14),
         RGBColor(44, 160, 44),
     ];
-    let root = BitMapBackend::new(path, (1600, 500)).into_drawing_area();
+    let root = BitMapBackend::new(path, (2400, 560)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| e.to_string())?;
-    let (left, right) = root.split_horizontally(800);
+    let (left, right) = root.split_horizontally(1200);
     /// A panel's value of a result.
     type Value = fn(&StartResult) -> f64;
     let seconds: Value = |r| r.ready_ms as f64 / 1000.0;

@@ -159,3 +159,47 @@ fn pipe(
         let _ = to.shutdown(Shutdown::Write);
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Lower bounds only (a loaded machine is slower, never faster): a round trip takes at
+    /// least the link's, and both an upload and a download of N bytes take N / rate.
+    #[test]
+    fn delays_and_limits_both_directions() {
+        const N: usize = 400_000;
+        let server = TcpListener::bind("127.0.0.1:0").unwrap();
+        let upstream = server.local_addr().unwrap();
+        // Echo one byte, then read N bytes and answer with N bytes.
+        std::thread::spawn(move || {
+            let (mut s, _) = server.accept().unwrap();
+            let mut b = [0u8; 1];
+            s.read_exact(&mut b).unwrap();
+            s.write_all(&b).unwrap();
+            let mut buf = vec![0u8; N];
+            s.read_exact(&mut buf).unwrap();
+            s.write_all(&buf).unwrap();
+        });
+        let spec = LinkSpec {
+            rtt: Duration::from_millis(40),
+            bytes_per_sec: 2_000_000,
+        };
+        let link = Link::start(upstream, spec);
+        let mut c = TcpStream::connect(link.host()).unwrap();
+        let t = Instant::now();
+        c.write_all(b"x").unwrap();
+        let mut b = [0u8; 1];
+        c.read_exact(&mut b).unwrap();
+        assert!(t.elapsed() >= spec.rtt, "round trip {:?}", t.elapsed());
+        let t = Instant::now();
+        c.write_all(&vec![7u8; N]).unwrap();
+        let mut buf = vec![0u8; N];
+        c.read_exact(&mut buf).unwrap();
+        // Up and down in turn: 2 × N / rate, plus a round trip.
+        let floor = Duration::from_secs_f64(2.0 * N as f64 / spec.bytes_per_sec as f64) + spec.rtt;
+        assert!(t.elapsed() >= floor, "{:?} < {floor:?}", t.elapsed());
+        assert!(buf.iter().all(|&x| x == 7));
+        assert_eq!(link.downstream_bytes(), N as u64 + 1);
+    }
+}

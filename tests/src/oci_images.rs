@@ -326,6 +326,7 @@ fn nydus_create(
     parent: Option<&Path>,
     blobs: &Path,
     boot: &Path,
+    extra: &[&str],
 ) -> Vec<String> {
     let nydus = crate::require_tool("nydus-image").expect("nydus-image");
     let json = boot.with_extension("json");
@@ -340,7 +341,7 @@ fn nydus_create(
     if let Some(p) = parent {
         c.arg("--parent-bootstrap").arg(p);
     }
-    crate::run(c.arg(input));
+    crate::run(c.args(extra).arg(input));
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     v["blobs"]
         .as_array()
@@ -413,6 +414,17 @@ pub fn nydus_image(
     platform: &Platform,
     work: &Path,
 ) -> Option<NydusImage> {
+    nydus_image_with(layout, layers, platform, work, &[])
+}
+
+/// [`nydus_image`] with more arguments for `nydus-image create` (e.g. `--chunk-size 0x40000`).
+pub fn nydus_image_with(
+    layout: &OciLayout,
+    layers: &[&Path],
+    platform: &Platform,
+    work: &Path,
+    create_args: &[&str],
+) -> Option<NydusImage> {
     need(&["tar", "gzip", "nydus-image"])?;
     let blob_dir = work.join("blobs");
     std::fs::create_dir_all(&blob_dir).unwrap();
@@ -420,7 +432,14 @@ pub fn nydus_image(
     let mut blob_ids = Vec::new();
     for (i, l) in layers.iter().enumerate() {
         let boot = work.join(format!("bootstrap-{i}"));
-        blob_ids = nydus_create("dir-rafs", l, parent.as_deref(), &blob_dir, &boot);
+        blob_ids = nydus_create(
+            "dir-rafs",
+            l,
+            parent.as_deref(),
+            &blob_dir,
+            &boot,
+            create_args,
+        );
         parent = Some(boot);
     }
     let bootstrap = parent.expect("at least one layer");
@@ -472,7 +491,7 @@ pub fn nydus_zran_image(
         let meta_dir = work.join(format!("meta-{i}"));
         std::fs::create_dir_all(&meta_dir).unwrap();
         let boot = work.join(format!("bootstrap-{i}"));
-        blob_ids = nydus_create("targz-ref", &tgz, parent.as_deref(), &meta_dir, &boot);
+        blob_ids = nydus_create("targz-ref", &tgz, parent.as_deref(), &meta_dir, &boot, &[]);
         parent = Some(boot);
         let data = layout
             .add_blob_file(media::LAYER_TAR_GZIP, &tgz)

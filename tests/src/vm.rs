@@ -46,6 +46,11 @@
 //! (`$EROFS_VM_TARGET_DIR`, else `$CARGO_TARGET_DIR/vm-static`, else `target/vm-static`) so the
 //! host build is never invalidated.
 //!
+//! Networking is off unless asked for: [`VmRun::user_net`] adds a `virtio-net` card on qemu's
+//! user network, through which the guest reaches servers on the host's 127.0.0.1 at
+//! [`GUEST_HOST`] (`10.0.2.2`); a registry on the host behind a [`netem`](crate::netem) link
+//! is then a remote registry to the guest, whose CPU does not serve it.
+//!
 //! The machine: qemu with software emulation (`EROFS_VM_ACCEL=kvm` to try KVM), two CPUs as
 //! two sockets (the kernels have no ACPI and find CPUs through SeaBIOS's MP table, which lists
 //! sockets only), the TSC as clocksource ([`BASE_CMDLINE`]). One VM runs at a time per test
@@ -659,7 +664,12 @@ impl VmRun {
         // Software emulation by default, as in CI and the README; `EROFS_VM_ACCEL=kvm` opts in
         // to KVM where it works (on some nested hosts qemu aborts setting MSRs).
         if self.user_net {
-            cmd.args(["-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0"]);
+            cmd.args([
+                "-netdev",
+                "user,id=n0",
+                "-device",
+                "virtio-net-pci,netdev=n0",
+            ]);
         }
         let accel = std::env::var("EROFS_VM_ACCEL").unwrap_or_else(|_| "tcg".to_string());
         cmd.args(["-accel", &accel]);
