@@ -49,7 +49,8 @@
 //! Settings: `CONTAINER_START_PLOT_FROM=FILE` only re-draws the plot from a saved run's
 //! output; `CONTAINER_START_PACKAGES` (the root packages, default [`ROOTS`]),
 //! `CONTAINER_START_KERNELS` (`6.12,7.2`), `CONTAINER_START_LINKS`
-//! (`20ms-200mbit,2ms-1gbit`: `<rtt>ms-<rate>mbit|gbit`).
+//! (`20ms-200mbit,2ms-1gbit`: `<rtt>ms-<rate>mbit|gbit`); `CONTAINER_START_ONLY`,
+//! `CONTAINER_START_VARIANTS` and `CONTAINER_START_REVERSE` (see `lazy_scenarios`).
 //!
 //! The VMs run under software emulation (qemu TCG) on a shared machine: absolute times are
 //! those of a slow, loaded computer; compare the ratios.
@@ -247,7 +248,8 @@ enum Run {
 /// `CONTAINER_START_ONLY=NAME,...` keeps only these (and `record` with a replay);
 /// `CONTAINER_START_VARIANTS=NAME=FLAGS;...` adds scenarios of our daemon on the `nydus`
 /// image with more flags (`serve` on 6.12, `fanotify` on 7.2; `@TRACE@` is the trace of
-/// `record`), to compare settings in one run.
+/// `record`), to compare settings in one run; `CONTAINER_START_REVERSE=1` runs the lazy
+/// scenarios in the reverse order (the full pull still first).
 fn lazy_scenarios(kernel: Kernel) -> Vec<(String, Run)> {
     let ours = |cmd, tag, flags: &str| Run::Ours {
         cmd,
@@ -305,6 +307,19 @@ fn lazy_scenarios(kernel: Kernel) -> Vec<(String, Run)> {
                 && matches!(r, Run::Ours { flags, .. } if flags.contains("--prefetch-list"))
         });
         all.retain(|(n, _)| only.contains(&n.as_str()) || (n == RECORD && replays));
+    }
+    if std::env::var_os("CONTAINER_START_REVERSE").is_some_and(|v| v == "1") {
+        // The other order, to see drift in a loaded machine; the trace is still recorded
+        // before its first replay.
+        all.reverse();
+        if let Some(r) = all.iter().position(|(n, _)| n == RECORD) {
+            let record = all.remove(r);
+            let first_replay = all
+                .iter()
+                .position(|(_, run)| matches!(run, Run::Ours { flags, .. } if flags.contains("--prefetch-list")))
+                .unwrap_or(all.len());
+            all.insert(first_replay, record);
+        }
     }
     all
 }
