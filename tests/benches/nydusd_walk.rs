@@ -63,9 +63,9 @@ fn walk_tree(root: &Path, files: u64, big_mib: u64) -> u64 {
 }
 
 /// The guest script's helpers: `walk_run KEY DIR PID` (drop caches, the timed walk, the CPU
-/// time of daemon PID and of the machine around it, then the sums), `ours KEY`, `peer KEY`.
+/// time of daemon PID and of the machine around it, then the sums), `ours KEY [FLAGS...]`
+/// (a fresh cache directory per KEY), `peer KEY`.
 const HELPERS: &str = r#"
-mkdir -p /data/cache
 walk_run() {
     drop_caches
     _t0=$(cut -d' ' -f14,15 /proc/$3/stat)
@@ -83,13 +83,17 @@ walk_run() {
     check "$1-sums" sh -c "cd $2 && sha256sum -c /vmtest/sums >/tmp/sums.out 2>&1 || { grep -v ': OK\$' /tmp/sums.out | head -5; exit 1; }"
 }
 ours() {
-    start_daemon /tmp/$1.log $1 --cache-dir /data/cache || return 1
+    _key=$1
+    shift
+    start_daemon /tmp/$_key.log $_key --cache-dir /data/cache-$_key --metrics /tmp/$_key.prom "$@" || return 1
+    set -- $_key
     od_mount walk /mnt/$1
     walk_run $1 /mnt/$1 $DPID
     umount /mnt/$1
     stop_daemon daemon-exit-$1 >/dev/null
     data "$1_rafs" "$(grep '^erofs-ondemand: rafs ' /tmp/$1.log)"
     data "$1_summary" "$(grep '^erofs-ondemand: opens=' /tmp/$1.log)"
+    data "$1_metrics" "$(grep -E '^erofs_ondemand_(read|read_wait|fetch)_duration_seconds_(sum|count) ' /tmp/$1.prom | tr ' ' '=' | tr '\n' ' ')"
 }
 peer() {
     nydusd_up /tmp/$1.log /etc/nydusd.json || return 1
@@ -129,6 +133,18 @@ struct Walk {
     idle_ms: u64,
     backend_bytes: Option<u64>,
     backend_reads: Option<u64>,
+    /// The walker's phases (`vmtool walk`): big file; small files' opens and reads; the
+    /// slowest small file; readdir and lstat.
+    big_ns: u64,
+    small_open_ns: u64,
+    small_read_ns: u64,
+    small_max_ns: u64,
+    meta_ns: u64,
+    /// Ours only: READ upcalls and their mean latency, the part of it spent waiting on
+    /// claims (count, mean), RAFS decoding time.
+    reads: Option<(u64, f64)>,
+    waits: Option<(u64, f64)>,
+    decode_ms: Option<u64>,
 }
 
 impl Walk {
@@ -168,7 +184,36 @@ impl Walk {
                 )
             }
         };
+        // `name_sum=S name_count=N` from the metrics line: (N, mean ms).
+        let metrics = out.data(&format!("{key}_metrics")).unwrap_or_default();
+        let hist = |name: &str| -> Option<(u64, f64)> {
+            let kv = |suffix: &str| {
+                metrics.split_whitespace().find_map(|w| {
+                    w.strip_prefix(&format!("erofs_ondemand_{name}_duration_seconds_{suffix}="))
+                })
+            };
+            let sum: f64 = kv("sum")?.parse().ok()?;
+            let count: u64 = kv("count")?.parse().ok()?;
+            Some((
+                count,
+                if count > 0 {
+                    sum * 1e3 / count as f64
+                } else {
+                    0.0
+                },
+            ))
+        };
         Walk {
+            big_ns: get("big_ns"),
+            small_open_ns: get("small_open_ns"),
+            small_read_ns: get("small_read_ns"),
+            small_max_ns: get("small_max_ns"),
+            meta_ns: get("meta_ns"),
+            reads: hist("read"),
+            waits: hist("read_wait"),
+            decode_ms: out
+                .data(&format!("{key}_rafs"))
+                .and_then(|r| field(r, "decode_ms")),
             ns: get("ns"),
             files: get("files"),
             bytes: get("bytes"),
@@ -199,6 +244,29 @@ impl Walk {
             opt(self.backend_reads),
         )
     }
+
+    /// Where the walker's time went, and (ours) the READ upcalls.
+    fn phases(&self) -> String {
+        let ms = |ns: u64| ns as f64 / 1e6;
+        let mut line = format!(
+            "big file {:.0} ms; small files open {:.0} ms + read {:.0} ms (slowest {:.1} ms); readdir+lstat {:.0} ms",
+            ms(self.big_ns),
+            ms(self.small_open_ns),
+            ms(self.small_read_ns),
+            ms(self.small_max_ns),
+            ms(self.meta_ns)
+        );
+        if let Some((n, mean)) = self.reads {
+            let _ = write!(line, "; {n} READs, mean {mean:.1} ms");
+        }
+        if let Some((n, mean)) = self.waits {
+            let _ = write!(line, " ({n} waited on a claim, mean {mean:.1} ms)");
+        }
+        if let Some(d) = self.decode_ms {
+            let _ = write!(line, "; decoding {d} ms");
+        }
+        line
+    }
 }
 
 fn main() {
@@ -226,17 +294,36 @@ fn main() {
     let sums = manifests(&busybox, &tree);
     std::fs::remove_dir_all(&tree).expect("remove the tree");
 
+    // Other settings of ours, each run in the same VMs: `name=FLAGS;name=FLAGS`.
+    let variants: Vec<(String, String)> = std::env::var("NYDUSD_WALK_VARIANTS")
+        .unwrap_or_default()
+        .split(';')
+        .filter_map(|v| v.split_once('='))
+        .map(|(k, v)| {
+            assert!(
+                k.bytes().all(|b| b.is_ascii_alphanumeric()) && !k.is_empty(),
+                "variant name {k:?}: letters and digits only"
+            );
+            (k.to_string(), v.to_string())
+        })
+        .collect();
     let mut results = Vec::new();
+    let mut variant_ratios: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
     for r in 1..=runs {
-        let order = if r % 2 == 1 {
-            ["ours", "nydusd"]
-        } else {
-            ["nydusd", "ours"]
-        };
+        // Ours, the variants, nydusd; the other way round in even runs.
+        let mut order: Vec<(&str, String)> = vec![("ours", "ours".to_string())];
+        order.extend(
+            variants
+                .iter()
+                .map(|(k, flags)| (k.as_str(), format!("ours {k} {flags}"))),
+        );
+        order.push(("nydusd", "peer nydusd".to_string()));
+        if r % 2 == 0 {
+            order.reverse();
+        }
         let mut script = format!("{DAEMON_PRELUDE}{}{HELPERS}", nydusd::GUEST_NYDUSD);
-        for who in order {
-            let f = if who == "ours" { "ours" } else { "peer" };
-            let _ = writeln!(script, "{f} {who}");
+        for (_, call) in &order {
+            let _ = writeln!(script, "{call}");
         }
         let vm = nydusd::into_guest(VmRun::new(&format!("nydusd-walk-{r}")))
             .kernel(Kernel::V6_12)
@@ -250,18 +337,28 @@ fn main() {
             .script(&script)
             .timeout(Duration::from_secs(1200));
         let out = vm.run().expect("qemu, busybox and mkfs.ext4");
-        out.assert_passed(&[
-            "daemon-ours",
-            "mount-walk",
-            "ours-walk",
-            "ours-sums",
-            "daemon-exit-ours",
-            "nydusd-up",
-            "nydusd-mount-walkn",
-            "nydusd-walk",
-            "nydusd-sums",
-            "nydusd-exit",
-        ]);
+        let mut expected: Vec<String> = Vec::new();
+        for key in std::iter::once("ours").chain(variants.iter().map(|(k, _)| k.as_str())) {
+            expected.extend([
+                format!("daemon-{key}"),
+                format!("{key}-walk"),
+                format!("{key}-sums"),
+                format!("daemon-exit-{key}"),
+            ]);
+        }
+        expected.extend(
+            [
+                "mount-walk",
+                "nydusd-up",
+                "nydusd-mount-walkn",
+                "nydusd-walk",
+                "nydusd-sums",
+                "nydusd-exit",
+            ]
+            .map(String::from),
+        );
+        let expected: Vec<&str> = expected.iter().map(String::as_str).collect();
+        out.assert_passed(&expected);
         let ours = Walk::parse(&out, "ours");
         let peer = Walk::parse(&out, "nydusd");
         for w in [&ours, &peer] {
@@ -269,7 +366,7 @@ fn main() {
         }
         println!(
             "nydusd_walk run {r} ({} first, VM {:.0?}, {}): ours {:.0} ms, nydusd {:.0} ms: ours {:.2}x faster",
-            order[0],
+            order[0].0,
             out.elapsed,
             out.accel,
             ours.ms(),
@@ -277,7 +374,21 @@ fn main() {
             peer.ms() / ours.ms()
         );
         println!("  ours:   {}", ours.profile());
+        println!("          {}", ours.phases());
+        for (i, (k, flags)) in variants.iter().enumerate() {
+            let w = Walk::parse(&out, k);
+            assert_eq!((w.files, w.bytes), (files + 1, tree_bytes));
+            println!(
+                "  {k} ({flags}): {:.0} ms, nydusd / {k} {:.2}x",
+                w.ms(),
+                peer.ms() / w.ms()
+            );
+            println!("          {}", w.profile());
+            println!("          {}", w.phases());
+            variant_ratios[i].push(peer.ms() / w.ms());
+        }
         println!("  nydusd: {}", peer.profile());
+        println!("          {}", peer.phases());
         results.push((ours, peer));
     }
     let ratios: Vec<f64> = results.iter().map(|(o, p)| p.ms() / o.ms()).collect();
@@ -301,4 +412,16 @@ fn main() {
             .join(", "),
         sorted[sorted.len() / 2]
     );
+    for ((k, flags), mut ratios) in variants.iter().zip(variant_ratios) {
+        ratios.sort_by(f64::total_cmp);
+        println!(
+            "nydusd_walk: nydusd time / {k} ({flags}): {} (median {:.2}x)",
+            ratios
+                .iter()
+                .map(|r| format!("{r:.2}x"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            ratios[ratios.len() / 2]
+        );
+    }
 }

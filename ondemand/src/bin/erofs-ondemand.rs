@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! erofs-ondemand serve --cache-dir DIR --blob-dir DIR [--tag TAG] [--threads N] [--readahead BYTES]
-//!                      [--sequential-ahead BYTES]
+//!                      [--sequential-ahead BYTES] [--fill-threads N]
 //! ```
 //!
 //! Binds the cache in `DIR` (on ext4/xfs/btrfs, not tmpfs) in on-demand mode, then answers the
@@ -23,7 +23,7 @@
 //! erofs-ondemand fanotify --cache-dir DIR --blob-dir DIR --image KEY [--device KEY]...
 //!                         [--mountpoint MNT] [--on-open nothing|window|whole] [--supervisor SOCKET]
 //!                         [the tuning flags of serve: --threads, --readahead, --sequential-ahead,
-//!                          --fill-buffer, --metrics, --prefetch, --prefetch-path, --record,
+//!                          --fill-threads, --fill-buffer, --metrics, --prefetch, --prefetch-path, --record,
 //!                          --prefetch-list, ...]
 //! ```
 //!
@@ -253,6 +253,10 @@ struct Serving {
     /// once the stream is long: at least twice what it has read, past its window.
     #[arg(long, value_name = "BYTES", default_value = "8M", value_parser = parse_bytes)]
     sequential_ahead: u64,
+    /// Threads that run the fill ahead of sequential readers in chunks, in parallel, besides
+    /// the worker that answered the READ (0: that worker alone).
+    #[arg(long, value_name = "N", default_value_t = ondemand::DEFAULT_FILL_THREADS as u16, value_parser = clap::value_parser!(u16).range(0..=64))]
+    fill_threads: u16,
     /// Each worker's fill buffer (default: the readahead window, 64K to 4M).
     #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
     fill_buffer: Option<u64>,
@@ -503,6 +507,7 @@ fn fanotify_serve<B: ondemand::BlobStore>(
     let mut daemon = daemon
         .with_readahead(readahead)
         .with_sequential_ahead(serving.sequential_ahead)
+        .with_fill_threads(usize::from(serving.fill_threads))
         .with_threads(usize::from(threads))
         .with_zero_count(match on_open {
             OnOpen::Nothing => ZeroCount::Nothing,
@@ -673,7 +678,8 @@ impl CachefilesRun<'_> {
         let mut session = Session::new(server)
             .with_readahead(serving.readahead)
             .with_async_readahead(self.async_readahead)
-            .with_sequential_ahead(serving.sequential_ahead);
+            .with_sequential_ahead(serving.sequential_ahead)
+            .with_fill_threads(usize::from(serving.fill_threads));
         if let Some(config) = self.prefetch {
             session = session.with_prefetch(config);
         }
@@ -1163,9 +1169,16 @@ mod tests {
                 mountpoint,
                 serving.readahead,
                 serving.threads,
-                serving.sequential_ahead
+                serving.sequential_ahead,
+                serving.fill_threads
             ),
-            (None, 1 << 20, 4, 8 << 20)
+            (
+                None,
+                1 << 20,
+                ondemand::DEFAULT_THREADS as u16,
+                8 << 20,
+                ondemand::DEFAULT_FILL_THREADS as u16
+            )
         );
         assert!(matches!(on_open, OnOpen::Nothing));
         assert!(

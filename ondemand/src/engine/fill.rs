@@ -159,43 +159,6 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
         }
     }
 
-    /// Fill what nobody has or is fetching in `range`, ahead of a sequential reader. Errors
-    /// are logged: the reader's own READ fetches the range again.
-    pub(crate) fn fill_ahead(
-        &self,
-        object: &Object<S::Object, K>,
-        range: Range<u64>,
-        buf: &mut AlignedBuf,
-    ) {
-        if object.is_closed() {
-            return;
-        }
-        if !self.asks_for_present {
-            object.scan_present(range.clone());
-        }
-        let mut stopped = false;
-        for c in object.claim_gaps(range) {
-            if !stopped && !object.is_closed() {
-                match self.fill(object, c.clone(), buf, false) {
-                    Ok(()) => self
-                        .stats
-                        .ahead_bytes
-                        .add(c.end.min(object.size()).saturating_sub(c.start)),
-                    Err((pos, e)) => {
-                        stopped = true;
-                        log::warn!(
-                            "object {} ({}): fill ahead {c:?} stopped at {pos}: {e}",
-                            object.id(),
-                            object.key()
-                        );
-                    }
-                }
-            }
-            // Whatever was not written is released too (fill marks written chunks itself).
-            object.release(c, false, false);
-        }
-    }
-
     /// Fill the window of a READ: wait for fills already in flight over the requested part
     /// (a prefetch or another READ) instead of fetching those bytes again, then fetch what is
     /// still missing of the requested part, then the readahead part that nobody has or is
@@ -219,6 +182,11 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
         // object was added: no `lseek`s on every event.)
         if !readahead.is_empty() && !self.asks_for_present {
             object.scan_present(readahead.clone());
+        }
+        // A queued fill ahead over the requested part: run it now, on this thread, rather
+        // than wait for a pool thread to start it.
+        if object.lock_ranges().inflight.intersects(requested.clone()) {
+            self.run_queued_over(object, &requested, buf);
         }
         let mut r = object.lock_ranges();
         // Bounded: fills in flight always end (success or failure); the bound only guards

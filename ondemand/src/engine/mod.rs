@@ -16,6 +16,7 @@
 
 mod fill;
 mod object;
+mod pool;
 mod prefetch;
 mod report;
 mod sink;
@@ -31,6 +32,7 @@ use cachefiles_proto::ObjectId;
 pub(crate) use fill::Later;
 pub use fill::ReadPlan;
 pub use object::Object;
+pub use pool::DEFAULT_FILL_THREADS;
 pub(crate) use prefetch::Prefetcher;
 pub use prefetch::{DEFAULT_PREFETCH_CHUNK, PrefetchConfig};
 pub use sink::Sink;
@@ -62,6 +64,9 @@ pub struct Engine<S: OnDemandServer, K> {
     /// READ fills in progress (prefetch gives way while there are any).
     pub(crate) active_reads: AtomicUsize,
     pub(crate) prefetch: Option<Prefetcher<S::Object, K>>,
+    /// Fill-ahead jobs, and how many pool threads run them.
+    pool: pool::FillPool<S::Object, K>,
+    fill_threads: usize,
     /// Where the ranges readers ask for are recorded ([`Engine::with_recorder`]).
     recorder: Option<Arc<Recorder>>,
 }
@@ -72,6 +77,7 @@ impl<S: OnDemandServer, K> fmt::Debug for Engine<S, K> {
             .field("objects", &self.lock().len())
             .field("readahead", &self.readahead)
             .field("sequential_ahead", &self.sequential_ahead)
+            .field("fill_threads", &self.fill_threads)
             .field("stats", &self.stats.snapshot())
             .finish_non_exhaustive()
     }
@@ -101,6 +107,8 @@ impl<S: OnDemandServer, K> Engine<S, K> {
             stats: Stats::default(),
             active_reads: AtomicUsize::new(0),
             prefetch: None,
+            pool: pool::FillPool::new(pool::MAX_QUEUED_JOBS),
+            fill_threads: DEFAULT_FILL_THREADS,
             recorder: None,
         }
     }
@@ -171,11 +179,30 @@ impl<S: OnDemandServer, K> Engine<S, K> {
     /// fetch no more than their readahead window. What a fill ahead claims, a READ waits for
     /// instead of fetching again; what is present or in flight is skipped.
     ///
-    /// The fill runs on the worker that handled the READ, after its completion; with a
-    /// single worker thread, other requests wait for it.
+    /// The fill starts after the READ's completion, cut into chunks that the pool threads
+    /// ([`with_fill_threads`](Self::with_fill_threads)) and the worker that handled the READ
+    /// run in parallel.
     pub fn with_sequential_ahead(mut self, max_bytes: u64) -> Self {
         self.sequential_ahead = round_up(max_bytes.min(i64::MAX as u64 / 2));
         self
+    }
+
+    /// Run fills ahead of sequential readers on `n` pool threads besides the worker that
+    /// answered the READ (default [`DEFAULT_FILL_THREADS`]; 0: that worker alone, with
+    /// help from READs that land on its queued chunks). The fill is cut into jobs of one
+    /// readahead window (at least 256 KiB), so a compressed stream is decoded on several
+    /// cores at once while its reader consumes what is done; claims keep any two threads from
+    /// fetching the same bytes, and a READ over a chunk in progress waits for it. The threads
+    /// run inside [`crate::Daemon::run`] and [`crate::FanotifyDaemon::run`], or in the
+    /// embedder's own threads through [`Engine::fill_worker`].
+    pub fn with_fill_threads(mut self, n: usize) -> Self {
+        self.fill_threads = n;
+        self
+    }
+
+    /// Pool threads for fills ahead ([`with_fill_threads`](Self::with_fill_threads)).
+    pub fn fill_threads(&self) -> usize {
+        self.fill_threads
     }
 
     /// The most a fill ahead of a sequential reader spans, in bytes (0: off).

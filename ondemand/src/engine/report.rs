@@ -1,4 +1,4 @@
-//! What runs beside a transport's workers: the prefetch threads, and a reporter that rewrites
+//! What runs beside a transport's workers: the prefetch threads, the fill pool threads, and a reporter that rewrites
 //! the metrics file and logs prefetch progress.
 
 use std::path::{Path, PathBuf};
@@ -10,7 +10,7 @@ use crate::server::OnDemandServer;
 use crate::shutdown::{POLL_INTERVAL, Shutdown};
 
 impl<S: OnDemandServer, K: Sink> Engine<S, K> {
-    /// Start the prefetch threads (if prefetch is configured) and the reporter (if there is a
+    /// Start the prefetch threads (if prefetch is configured), the fill pool threads and the reporter (if there is a
     /// metrics file or prefetch) on `scope`; they stop with `shutdown`.
     pub(crate) fn spawn_background<'scope>(
         &'scope self,
@@ -25,6 +25,14 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
                 .spawn_scoped(scope, move || self.prefetch_worker(shutdown));
             if let Err(e) = spawned {
                 log::error!("cannot start prefetch thread {i}: {e}");
+            }
+        }
+        for i in 0..self.fill_threads() {
+            let spawned = std::thread::Builder::new()
+                .name(format!("fill-{i}"))
+                .spawn_scoped(scope, move || self.fill_worker(shutdown));
+            if let Err(e) = spawned {
+                log::error!("cannot start fill thread {i}: {e}");
             }
         }
         if metrics_file.is_some() || prefetch_threads > 0 {

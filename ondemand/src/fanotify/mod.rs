@@ -383,6 +383,16 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
         }
     }
 
+    /// Run fills ahead of sequential readers on `n` pool threads besides the worker that
+    /// answered the event ([`Engine::with_fill_threads`]; default
+    /// [`crate::DEFAULT_FILL_THREADS`]).
+    pub fn with_fill_threads(self, n: usize) -> Self {
+        FanotifyDaemon {
+            engine: self.engine.with_fill_threads(n),
+            ..self
+        }
+    }
+
     /// Fill backing files in the background as `config` says ([`Engine::with_prefetch`]),
     /// from the moment [`run`](Self::run) starts.
     pub fn with_prefetch(self, config: PrefetchConfig) -> Self {
