@@ -311,7 +311,7 @@ fn main() {
     let mut variant_ratios: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
     for r in 1..=runs {
         // Ours, the variants, nydusd; the other way round in even runs.
-        let mut order: Vec<(&str, String)> = vec![("ours", "ours".to_string())];
+        let mut order: Vec<(&str, String)> = vec![("ours", "ours ours".to_string())];
         order.extend(
             variants
                 .iter()

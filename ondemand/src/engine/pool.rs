@@ -251,3 +251,288 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
         self.pool.len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+    use std::thread::ThreadId;
+    use std::time::Instant;
+
+    use cachefiles_proto::{Command, MsgId, ObjectId, OpenRequest, ReadRequest, Request};
+
+    use super::*;
+    use crate::server::{ObjectKey, Opened};
+    use crate::session::Session;
+    use crate::testing::FakeFd;
+
+    const MIB: u64 = 1 << 20;
+
+    fn blob(len: usize) -> Vec<u8> {
+        (0..len)
+            .map(|i| (i % 251) as u8 ^ (i >> 13) as u8)
+            .collect()
+    }
+
+    /// Serves one blob from memory, `delay` per call, recording who produced which bytes.
+    struct Recording {
+        blob: Vec<u8>,
+        delay: Duration,
+        fills: Mutex<Vec<(ThreadId, Range<u64>)>>,
+    }
+
+    impl OnDemandServer for Recording {
+        type Object = ();
+        fn open(&self, _: &ObjectKey<'_>) -> io::Result<Opened<()>> {
+            Ok(Opened {
+                object: (),
+                size: self.blob.len() as u64,
+            })
+        }
+        fn read_at(&self, _: &(), off: u64, buf: &mut [u8]) -> io::Result<usize> {
+            std::thread::sleep(self.delay);
+            let start = off as usize;
+            let n = buf.len().min(self.blob.len().saturating_sub(start));
+            buf[..n].copy_from_slice(&self.blob[start..start + n]);
+            self.fills
+                .lock()
+                .unwrap()
+                .push((std::thread::current().id(), off..off + n as u64));
+            Ok(n)
+        }
+    }
+
+    impl Recording {
+        fn fills(&self) -> Vec<(ThreadId, Range<u64>)> {
+            self.fills.lock().unwrap().clone()
+        }
+
+        /// No byte produced twice, and every byte of the blob produced once.
+        fn assert_each_byte_once(&self) {
+            let mut seen = crate::ranges::RangeSet::new();
+            let mut total = 0;
+            for (_, r) in self.fills() {
+                assert!(!seen.intersects(r.clone()), "{r:?} fetched twice");
+                seen.insert(r.clone());
+                total += r.end - r.start;
+            }
+            assert_eq!(total, self.blob.len() as u64, "{seen:?}");
+        }
+    }
+
+    type S = Session<Recording, FakeFd>;
+
+    /// A session over a blob of `len` bytes (1 MiB readahead, so 1 MiB fill-ahead jobs), its
+    /// object opened with id 1 on a cache file in `dir`.
+    fn session(dir: &std::path::Path, len: usize, delay: Duration) -> (S, Arc<Object<(), FakeFd>>) {
+        let s = Session::new(Recording {
+            blob: blob(len),
+            delay,
+            fills: Mutex::new(Vec::new()),
+        })
+        .with_readahead(MIB)
+        .with_fill_threads(0);
+        let (fd, _log) = FakeFd::create(&dir.join("cache"));
+        let open = Request::Open(OpenRequest {
+            msg_id: MsgId(1),
+            object_id: ObjectId(1),
+            volume_key: b"erofs,img",
+            cookie_key: b"blob",
+            fd: 3,
+            flags: 0,
+        });
+        let actions = s.handle(&open, Some(fd));
+        s.execute(
+            actions,
+            &|_: &Command<'_>| Ok(()),
+            &mut AlignedBuf::new(4096),
+        );
+        let object = s.object(ObjectId(1)).unwrap();
+        (s, object)
+    }
+
+    /// A READ as the kernel sends it: window, completion, fill ahead.
+    fn read(s: &S, msg: u32, off: u64, len: u64) {
+        let req = Request::Read(ReadRequest {
+            msg_id: MsgId(msg),
+            object_id: ObjectId(1),
+            off,
+            len,
+        });
+        let actions = s.handle(&req, None);
+        s.execute(
+            actions,
+            &|_: &Command<'_>| Ok(()),
+            &mut AlignedBuf::new(MIB as usize),
+        );
+    }
+
+    fn wait_until(what: &str, cond: impl Fn() -> bool) {
+        let t = Instant::now();
+        while !cond() {
+            assert!(t.elapsed() < Duration::from_secs(30), "timed out: {what}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn no_byte_is_fetched_twice_with_many_workers() {
+        let dir = tempfile::tempdir().unwrap();
+        let len = 24 * MIB as usize + 4321;
+        let (s, object) = session(dir.path(), len, Duration::from_millis(1));
+        // Four workers serve, interleaved, the READs of two readers of the same file going
+        // forwards (128 KiB at a time, as the kernel's readahead) and of one going backwards,
+        // while three pool threads run the fills ahead they queue.
+        let next = std::sync::atomic::AtomicU64::new(0);
+        let reads: Vec<u64> = (0..len as u64 / (128 << 10) + 1)
+            .flat_map(|i| {
+                let fwd = i * (128 << 10);
+                [fwd, fwd, (len as u64).saturating_sub(fwd + 1)]
+            })
+            .collect();
+        let stop = Shutdown::new();
+        std::thread::scope(|scope| {
+            for _ in 0..3 {
+                scope.spawn(|| s.fill_worker(&stop));
+            }
+            let workers: Vec<_> = (0..4)
+                .map(|_| {
+                    scope.spawn(|| {
+                        loop {
+                            let i = next.fetch_add(1, Ordering::SeqCst) as usize;
+                            let Some(&off) = reads.get(i) else { break };
+                            read(&s, i as u32 + 10, off, 128 << 10);
+                        }
+                    })
+                })
+                .collect();
+            for w in workers {
+                w.join().unwrap();
+            }
+            wait_until("queue drained", || s.queued_fill_jobs() == 0);
+            stop.trigger();
+        });
+        s.server().assert_each_byte_once();
+        assert_eq!(
+            object.lock_ranges().inflight,
+            crate::ranges::RangeSet::new()
+        );
+        let cache = std::fs::read(dir.path().join("cache")).unwrap();
+        assert_eq!(&cache[..len], &s.server().blob[..]);
+        let st = s.stats();
+        assert_eq!(st.fetched_bytes, len as u64);
+        assert!(st.ahead_bytes > 0, "{st:?}");
+        assert_eq!(st.read_errors, 0);
+    }
+
+    #[test]
+    fn a_read_waits_for_a_chunk_being_filled_and_runs_a_queued_one_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, object) = session(dir.path(), 4 * MIB as usize, Duration::from_millis(300));
+        let filler = std::thread::scope(|scope| {
+            let producer = scope.spawn(|| {
+                s.fill_ahead(&object, 0..3 * MIB, &mut AlignedBuf::new(MIB as usize));
+                std::thread::current().id()
+            });
+            // Three jobs queued; the producer runs the first one.
+            wait_until("first job started", || s.queued_fill_jobs() == 2);
+            // A READ inside the running job waits for it and fetches nothing itself.
+            read(&s, 2, 4096, 4096);
+            assert!(object.present().intersects(4096..8192));
+            assert_eq!(s.metrics().claim_wait().count, 1);
+            assert!(
+                s.server()
+                    .fills()
+                    .iter()
+                    .all(|(t, _)| *t != std::thread::current().id())
+            );
+            // The producer went on with the second job; a READ inside the third, still
+            // queued, takes it out of the queue and fills it on its own thread.
+            read(&s, 3, 2 * MIB + 4096, 4096);
+            assert!(object.present().intersects(2 * MIB..3 * MIB));
+            producer.join().unwrap()
+        });
+        let fills = s.server().fills();
+        let me = std::thread::current().id();
+        let by = |r: Range<u64>| {
+            fills
+                .iter()
+                .filter(|(_, f)| f.start < r.end && r.start < f.end)
+                .map(|(t, _)| *t)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(by(0..MIB), [filler]);
+        assert_eq!(by(MIB..2 * MIB), [filler]);
+        assert_eq!(by(2 * MIB..3 * MIB), [me]);
+        let mut seen = crate::ranges::RangeSet::new();
+        for (_, r) in &fills {
+            assert!(!seen.intersects(r.clone()), "{r:?} fetched twice");
+            seen.insert(r.clone());
+        }
+        assert_eq!(s.queued_fill_jobs(), 0);
+        assert!(object.lock_ranges().inflight.is_empty());
+        let cache = std::fs::read(dir.path().join("cache")).unwrap();
+        assert_eq!(
+            &cache[..3 * MIB as usize],
+            &s.server().blob[..3 * MIB as usize]
+        );
+    }
+
+    #[test]
+    fn shutdown_drops_queued_jobs_and_releases_their_claims() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, object) = session(dir.path(), 4 * MIB as usize, Duration::from_millis(200));
+        // Four jobs queued, as a worker would before helping with them.
+        let batch = s.pool.batch();
+        for i in 0..4 {
+            for gap in object.claim_gaps(i * MIB..(i + 1) * MIB) {
+                s.pool.push(&object, gap, batch).unwrap();
+            }
+        }
+        let stop = Shutdown::new();
+        std::thread::scope(|scope| {
+            let worker = scope.spawn(|| s.fill_worker(&stop));
+            wait_until("first job started", || s.queued_fill_jobs() == 3);
+            stop.trigger();
+            worker.join().unwrap();
+        });
+        // The job in progress was finished; the queued ones were dropped, unclaimed.
+        assert_eq!(s.queued_fill_jobs(), 0);
+        assert!(object.lock_ranges().inflight.is_empty());
+        assert_eq!(object.present().ranges(), [0..MIB]);
+        assert_eq!(s.stats().ahead_bytes, MIB);
+        // A READ for a dropped job's bytes fetches them (it does not wait for anyone).
+        read(&s, 2, 3 * MIB, 4096);
+        assert!(object.present().intersects(3 * MIB..3 * MIB + 4096));
+        let cache = std::fs::read(dir.path().join("cache")).unwrap();
+        assert_eq!(
+            &cache[3 * MIB as usize..],
+            &s.server().blob[3 * MIB as usize..]
+        );
+    }
+
+    #[test]
+    fn the_queue_is_bounded_and_a_full_queue_is_filled_in_place() {
+        let pool = FillPool::<(), FakeFd>::new(2);
+        let dir = tempfile::tempdir().unwrap();
+        let (mut s, object) = session(dir.path(), 5 * MIB as usize, Duration::ZERO);
+        assert!(pool.push(&object, 0..4096, 0).is_ok());
+        assert!(pool.push(&object, 4096..8192, 0).is_ok());
+        assert_eq!(pool.push(&object, 8192..12288, 0), Err(8192..12288));
+        assert_eq!(pool.len(), 2);
+        pool.clear();
+        assert!(object.lock_ranges().inflight.is_empty());
+        // An engine whose queue holds two jobs: the first two chunks are queued, the next
+        // three filled at once by the worker, then it helps with the queued two.
+        s.pool = FillPool::new(2);
+        s.fill_ahead(&object, 0..5 * MIB, &mut AlignedBuf::new(MIB as usize));
+        let starts: Vec<u64> = s
+            .server()
+            .fills()
+            .iter()
+            .map(|(_, r)| r.start / MIB)
+            .collect();
+        assert_eq!(starts, [2, 3, 4, 0, 1]);
+        s.server().assert_each_byte_once();
+        assert_eq!(s.stats().ahead_bytes, 5 * MIB);
+    }
+}
