@@ -16,8 +16,15 @@
 //! and the whole guest's busy and idle time (2 CPUs, `/proc/stat`). Every file is then
 //! checked against the host tree's sha256.
 //!
+//! Printed too, per daemon: where the walker's time went (`vmtool walk`: the big file, the
+//! opens and reads of the small files, readdir and lstat) and, for ours, the READ upcalls
+//! (count, mean latency, how many waited on a claim) and the RAFS decoding time.
+//!
 //! Settings: `NYDUSD_WALK_FILES` (small files, default 3000), `NYDUSD_WALK_BIG_MIB` (default
-//! 96), `NYDUSD_WALK_RUNS` (default 3).
+//! 96), `NYDUSD_WALK_RUNS` (default 3), `NYDUSD_WALK_VARIANTS` (`name=FLAGS;...`: more runs of
+//! ours with these `serve` flags in each VM, e.g. `nofill=--fill-threads 0`),
+//! `NYDUSD_WALK_WARM=1` (ours walks a second time once its cache files hold every byte: the
+//! kernel's own cost, with no upcall).
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -89,6 +96,7 @@ ours() {
     set -- $_key
     od_mount walk /mnt/$1
     walk_run $1 /mnt/$1 $DPID
+    [ -n "$WARM" ] && walk_run ${1}warm /mnt/$1 $DPID
     umount /mnt/$1
     stop_daemon daemon-exit-$1 >/dev/null
     data "$1_rafs" "$(grep '^erofs-ondemand: rafs ' /tmp/$1.log)"
@@ -273,6 +281,7 @@ fn main() {
     let files = env("NYDUSD_WALK_FILES", 3000);
     let big_mib = env("NYDUSD_WALK_BIG_MIB", 96);
     let runs = env("NYDUSD_WALK_RUNS", 3);
+    let warm = env("NYDUSD_WALK_WARM", 0) == 1;
     let nydus_image = require_tool("nydus-image").expect("nydus-image");
     let busybox = busybox().expect("busybox");
     let nydusd_bin = nydusd::binary();
@@ -322,6 +331,9 @@ fn main() {
             order.reverse();
         }
         let mut script = format!("{DAEMON_PRELUDE}{}{HELPERS}", nydusd::GUEST_NYDUSD);
+        if warm {
+            script.push_str("WARM=1\n");
+        }
         for (_, call) in &order {
             let _ = writeln!(script, "{call}");
         }
@@ -375,6 +387,12 @@ fn main() {
         );
         println!("  ours:   {}", ours.profile());
         println!("          {}", ours.phases());
+        if warm {
+            // The same walk again, every byte in the cache files: the kernel's own cost.
+            let w = Walk::parse(&out, "ourswarm");
+            println!("  ours again, cache files full (no upcall): {}", w.profile());
+            println!("          {}", w.phases());
+        }
         for (i, (k, flags)) in variants.iter().enumerate() {
             let w = Walk::parse(&out, k);
             assert_eq!((w.files, w.bytes), (files + 1, tree_bytes));
