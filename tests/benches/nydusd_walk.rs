@@ -7,7 +7,8 @@
 //! cargo bench -p tests --bench nydusd_walk
 //! ```
 //!
-//! Three VM runs, the order alternated (ours first in runs 1 and 3, nydusd first in run 2);
+//! Three VM runs, the order alternated (ours first in runs 1 and 3, nydusd first in run 2;
+//! with variants, the order of ours and the variants is rotated every two runs);
 //! each daemon starts fresh on an empty cache directory, mounts the image, the page cache is
 //! dropped, then `vmtool walk` times the walk (readdir, lstat, read of every file). Printed
 //! per run: both times and the ratio (nydusd's time / ours), the bytes each daemon read from
@@ -319,13 +320,16 @@ fn main() {
     let mut results = Vec::new();
     let mut variant_ratios: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
     for r in 1..=runs {
-        // Ours, the variants, nydusd; the other way round in even runs.
+        // Ours and the variants, their order rotated by one each run (none always first),
+        // then nydusd; the other way round in even runs.
         let mut order: Vec<(&str, String)> = vec![("ours", "ours ours".to_string())];
         order.extend(
             variants
                 .iter()
                 .map(|(k, flags)| (k.as_str(), format!("ours {k} {flags}"))),
         );
+        let n = order.len();
+        order.rotate_left((r as usize - 1) / 2 % n);
         order.push(("nydusd", "peer nydusd".to_string()));
         if r % 2 == 0 {
             order.reverse();
@@ -390,7 +394,10 @@ fn main() {
         if warm {
             // The same walk again, every byte in the cache files: the kernel's own cost.
             let w = Walk::parse(&out, "ourswarm");
-            println!("  ours again, cache files full (no upcall): {}", w.profile());
+            println!(
+                "  ours again, cache files full (no upcall): {}",
+                w.profile()
+            );
             println!("          {}", w.phases());
         }
         for (i, (k, flags)) in variants.iter().enumerate() {

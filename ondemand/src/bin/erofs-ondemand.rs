@@ -254,8 +254,9 @@ struct Serving {
     #[arg(long, value_name = "BYTES", default_value = "8M", value_parser = parse_bytes)]
     sequential_ahead: u64,
     /// Threads that run the fill ahead of sequential readers in chunks, in parallel, besides
-    /// the worker that answered the READ (0: that worker alone).
-    #[arg(long, value_name = "N", default_value_t = ondemand::DEFAULT_FILL_THREADS as u16, value_parser = clap::value_parser!(u16).range(0..=64))]
+    /// the worker that answered the READ (0: that worker alone; default: the CPUs but one,
+    /// 1 to 8).
+    #[arg(long, value_name = "N", default_value_t = ondemand::default_fill_threads() as u16, value_parser = clap::value_parser!(u16).range(0..=64))]
     fill_threads: u16,
     /// Each worker's fill buffer (default: the readahead window, 64K to 4M).
     #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
@@ -1177,7 +1178,7 @@ mod tests {
                 1 << 20,
                 ondemand::DEFAULT_THREADS as u16,
                 8 << 20,
-                ondemand::DEFAULT_FILL_THREADS as u16
+                ondemand::default_fill_threads() as u16
             )
         );
         assert!(matches!(on_open, OnOpen::Nothing));

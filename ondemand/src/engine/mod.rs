@@ -32,7 +32,7 @@ use cachefiles_proto::ObjectId;
 pub(crate) use fill::Later;
 pub use fill::ReadPlan;
 pub use object::Object;
-pub use pool::DEFAULT_FILL_THREADS;
+pub use pool::default_fill_threads;
 pub(crate) use prefetch::Prefetcher;
 pub use prefetch::{DEFAULT_PREFETCH_CHUNK, PrefetchConfig};
 pub use sink::Sink;
@@ -108,7 +108,7 @@ impl<S: OnDemandServer, K> Engine<S, K> {
             active_reads: AtomicUsize::new(0),
             prefetch: None,
             pool: pool::FillPool::new(pool::MAX_QUEUED_JOBS),
-            fill_threads: DEFAULT_FILL_THREADS,
+            fill_threads: default_fill_threads(),
             recorder: None,
         }
     }
@@ -188,7 +188,7 @@ impl<S: OnDemandServer, K> Engine<S, K> {
     }
 
     /// Run fills ahead of sequential readers on `n` pool threads besides the worker that
-    /// answered the READ (default [`DEFAULT_FILL_THREADS`]; 0: that worker alone, with
+    /// answered the READ (default [`default_fill_threads`], the CPUs but one; 0: that worker alone, with
     /// help from READs that land on its queued chunks). The fill is cut into jobs of one
     /// readahead window (at least 256 KiB), so a compressed stream is decoded on several
     /// cores at once while its reader consumes what is done; claims keep any two threads from

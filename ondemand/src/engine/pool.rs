@@ -28,8 +28,15 @@ use crate::buf::AlignedBuf;
 use crate::server::OnDemandServer;
 use crate::shutdown::Shutdown;
 
-/// Pool threads by default ([`Engine::with_fill_threads`]).
-pub const DEFAULT_FILL_THREADS: usize = 2;
+/// Pool threads by default ([`Engine::with_fill_threads`], `--fill-threads`): one less than
+/// the CPUs this process may run on (the worker that answered the READ fills too), at least
+/// 1 and at most 8. On the 2-CPU test VM, 1: measured against 0 and 2 with the `nydusd_walk`
+/// bench (DESIGN.md, "Fill ahead of sequential readers").
+pub fn default_fill_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get().saturating_sub(1))
+        .clamp(1, 8)
+}
 
 /// Most jobs queued at once (with 1 MiB jobs, 64 MiB claimed ahead of readers).
 pub(crate) const MAX_QUEUED_JOBS: usize = 64;

@@ -385,7 +385,7 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
 
     /// Run fills ahead of sequential readers on `n` pool threads besides the worker that
     /// answered the event ([`Engine::with_fill_threads`]; default
-    /// [`crate::DEFAULT_FILL_THREADS`]).
+    /// [`crate::default_fill_threads`]).
     pub fn with_fill_threads(self, n: usize) -> Self {
         FanotifyDaemon {
             engine: self.engine.with_fill_threads(n),
