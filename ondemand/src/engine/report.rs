@@ -27,7 +27,13 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
                 log::error!("cannot start prefetch thread {i}: {e}");
             }
         }
-        for i in 0..self.fill_threads() {
+        // The pool runs fills ahead only: none without them.
+        let fill_threads = if self.sequential_ahead() > 0 {
+            self.fill_threads()
+        } else {
+            0
+        };
+        for i in 0..fill_threads {
             let spawned = std::thread::Builder::new()
                 .name(format!("fill-{i}"))
                 .spawn_scoped(scope, move || self.fill_worker(shutdown));
