@@ -251,7 +251,7 @@ struct Serving {
     /// answer it and go on filling past its window, twice as far each time the stream
     /// continues, up to BYTES (suffixes K, M, G; 0 turns it off). `fanotify` goes further
     /// once the stream is long: at least twice what it has read, past its window.
-    #[arg(long, value_name = "BYTES", default_value = "8M", value_parser = parse_bytes)]
+    #[arg(long, value_name = "BYTES", default_value_t = ondemand::DEFAULT_SEQUENTIAL_AHEAD, value_parser = parse_bytes)]
     sequential_ahead: u64,
     /// Threads that run the fill ahead of sequential readers in chunks, in parallel, besides
     /// the worker that answered the READ (0: that worker alone; default: the CPUs but one,
@@ -1063,7 +1063,7 @@ mod tests {
             panic!("parsed as serve");
         };
         assert_eq!((serving.readahead, serving.threads, tag), (0, 4, None));
-        assert_eq!(serving.sequential_ahead, 8 << 20);
+        assert_eq!(serving.sequential_ahead, 32 << 20);
     }
 
     #[test]
@@ -1177,7 +1177,7 @@ mod tests {
                 None,
                 1 << 20,
                 ondemand::DEFAULT_THREADS as u16,
-                8 << 20,
+                32 << 20,
                 ondemand::default_fill_threads() as u16
             )
         );
