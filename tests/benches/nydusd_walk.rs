@@ -154,6 +154,7 @@ struct Walk {
     reads: Option<(u64, f64)>,
     waits: Option<(u64, f64)>,
     decode_ms: Option<u64>,
+    chunks_decoded: Option<u64>,
 }
 
 impl Walk {
@@ -223,6 +224,9 @@ impl Walk {
             decode_ms: out
                 .data(&format!("{key}_rafs"))
                 .and_then(|r| field(r, "decode_ms")),
+            chunks_decoded: out
+                .data(&format!("{key}_rafs"))
+                .and_then(|r| field(r, "chunks_decoded")),
             ns: get("ns"),
             files: get("files"),
             bytes: get("bytes"),
@@ -271,8 +275,8 @@ impl Walk {
         if let Some((n, mean)) = self.waits {
             let _ = write!(line, " ({n} waited on a claim, mean {mean:.1} ms)");
         }
-        if let Some(d) = self.decode_ms {
-            let _ = write!(line, "; decoding {d} ms");
+        if let (Some(d), Some(c)) = (self.decode_ms, self.chunks_decoded) {
+            let _ = write!(line, "; decoding {d} ms ({c} chunks)");
         }
         line
     }

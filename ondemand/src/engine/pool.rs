@@ -9,7 +9,9 @@
 //! - the pool threads ([`Engine::with_fill_threads`], started beside a transport's workers by
 //!   [`crate::Daemon::run`] and [`crate::FanotifyDaemon::run`]), which wait for jobs;
 //! - the worker that queued them, which helps until none of its own jobs is left in the queue
-//!   (so an engine without pool threads still fills everything it claimed);
+//!   (so an engine without pool threads still fills everything it claimed); with pool
+//!   threads, one such worker at a time (so fills ahead run on at most one thread more than
+//!   the pool, and the other workers stay free for READs);
 //! - a READ whose requested bytes are claimed by a queued job: it takes that job out of the
 //!   queue and runs it itself, instead of waiting for a thread to get to it.
 //!
@@ -19,7 +21,7 @@
 
 use std::collections::VecDeque;
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -55,6 +57,9 @@ pub(crate) struct FillPool<O, K> {
     ready: Condvar,
     capacity: usize,
     next_batch: AtomicU64,
+    /// A worker is helping the pool threads (at most one at a time, see
+    /// [`Engine::fill_ahead`]).
+    helping: AtomicBool,
 }
 
 impl<O, K> FillPool<O, K> {
@@ -64,6 +69,7 @@ impl<O, K> FillPool<O, K> {
             ready: Condvar::new(),
             capacity: capacity.max(1),
             next_batch: AtomicU64::new(0),
+            helping: AtomicBool::new(false),
         }
     }
 
@@ -160,8 +166,8 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
     /// Fill what nobody has or is fetching in `range`, ahead of a sequential reader: its gaps
     /// are claimed and queued as jobs of at most one readahead window each (cut at multiples
     /// of it, as the server's chunks), which the pool threads run in parallel; this worker
-    /// helps until none of these jobs is left in the queue. Errors are logged: the reader's
-    /// own READ fetches the range again.
+    /// helps until none of these jobs is left in the queue, unless another worker is helping
+    /// already. Errors are logged: the reader's own READ fetches the range again.
     pub(crate) fn fill_ahead(
         &self,
         object: &Arc<Object<S::Object, K>>,
@@ -189,8 +195,17 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
             }
             pos = end;
         }
-        while let Some(job) = self.pool.pop_for(batch) {
-            self.run_job(&job.object, job.range, buf);
+        // Help the pool threads, one worker at a time: fills ahead then run on at most one
+        // thread more than the pool has (the CPUs, by default), and the other workers stay
+        // free for READs. Without pool threads, every worker runs its own jobs.
+        let alone = self.fill_threads() == 0;
+        if alone || !self.pool.helping.swap(true, Ordering::AcqRel) {
+            while let Some(job) = self.pool.pop_for(batch) {
+                self.run_job(&job.object, job.range, buf);
+            }
+            if !alone {
+                self.pool.helping.store(false, Ordering::Release);
+            }
         }
     }
 
@@ -505,7 +520,7 @@ mod tests {
         // The job in progress was finished; the queued ones were dropped, unclaimed.
         assert_eq!(s.queued_fill_jobs(), 0);
         assert!(object.lock_ranges().inflight.is_empty());
-        assert_eq!(object.present().ranges(), [0..MIB]);
+        assert_eq!(object.present(), std::iter::once(0..MIB).collect());
         assert_eq!(s.stats().ahead_bytes, MIB);
         // A READ for a dropped job's bytes fetches them (it does not wait for anyone).
         read(&s, 2, 3 * MIB, 4096);
