@@ -385,7 +385,7 @@ data ra4m_blob_reads "$(reads_of big4/bigblob /tmp/ra4m.log)"
 umount /mnt/big4
 finish ra4m
 
-# The defaults (1 MiB readahead, fill ahead of sequential readers up to 32 MiB) against the same image mounted file-backed (the blob as
+# The defaults (1 MiB readahead, fill ahead of sequential readers up to 8 MiB) against the same image mounted file-backed (the blob as
 # device=) in the same VM: three cold reads of each, alternating.
 check mount-file-backed vmtool mount erofs $B/big /mnt/fb device=$B/bigblob
 start_daemon /tmp/ra.log ra --cache-dir /data/cache || exit 1
@@ -482,7 +482,7 @@ fn figures_64mib() {
     for (what, reads, key) in [
         ("--readahead 0 --sequential-ahead 0", blob_ra0, "ra0_cold"),
         (
-            "defaults (--readahead 1M --sequential-ahead 32M)",
+            "defaults (--readahead 1M --sequential-ahead 8M)",
             blob_ra,
             "ra_cold_1",
         ),

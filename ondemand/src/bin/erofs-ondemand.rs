@@ -1063,7 +1063,7 @@ mod tests {
             panic!("parsed as serve");
         };
         assert_eq!((serving.readahead, serving.threads, tag), (0, 4, None));
-        assert_eq!(serving.sequential_ahead, 32 << 20);
+        assert_eq!(serving.sequential_ahead, 8 << 20);
     }
 
     #[test]
@@ -1177,7 +1177,7 @@ mod tests {
                 None,
                 1 << 20,
                 ondemand::DEFAULT_THREADS as u16,
-                32 << 20,
+                8 << 20,
                 ondemand::default_fill_threads() as u16
             )
         );

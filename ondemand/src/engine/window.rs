@@ -9,9 +9,8 @@ use crate::buf::BLOCK_SIZE;
 /// Default readahead window: 1 MiB.
 pub const DEFAULT_READAHEAD: u64 = 1 << 20;
 
-/// Default limit of [`super::Engine::with_sequential_ahead`]: 32 MiB (since the fill ahead
-/// runs on a pool of threads; 8 MiB before: DESIGN.md, "Fill ahead of sequential readers").
-pub const DEFAULT_SEQUENTIAL_AHEAD: u64 = 32 << 20;
+/// Default limit of [`super::Engine::with_sequential_ahead`]: 8 MiB.
+pub const DEFAULT_SEQUENTIAL_AHEAD: u64 = 8 << 20;
 
 /// The most one READ makes the engine fill for its requested part. The kernel asks for a
 /// few MiB at most (netfs subrequests, fanotify ranges); a longer READ is filled up to this
