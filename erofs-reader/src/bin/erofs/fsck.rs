@@ -311,16 +311,21 @@ fn read_files(
     std::hint::black_box(sum);
 }
 
-/// Touch every byte cheaply (the compiler vectorises this).
+/// Touch every byte cheaply: eight independent 64-bit lanes per 64 bytes, which the
+/// compiler turns into vector loads and XORs (one accumulator made a loop of several
+/// instructions per 8 bytes: a fifth of an LZ4 fsck's instructions).
 fn fold(d: &[u8]) -> u64 {
-    let mut acc = 0u64;
-    let chunks = d.chunks_exact(8);
-    let rest = chunks.remainder();
-    for c in chunks {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(c);
-        acc ^= u64::from_ne_bytes(w);
+    let mut lanes = [0u64; 8];
+    let blocks = d.chunks_exact(64);
+    let rest = blocks.remainder();
+    for b in blocks {
+        for (lane, w) in lanes.iter_mut().zip(b.chunks_exact(8)) {
+            let mut x = [0u8; 8];
+            x.copy_from_slice(w);
+            *lane ^= u64::from_ne_bytes(x);
+        }
     }
+    let mut acc = lanes.iter().fold(0u64, |a, &l| a ^ l);
     for &b in rest {
         acc = acc.rotate_left(8) ^ u64::from(b);
     }
