@@ -116,10 +116,10 @@ fn read_mount(root: &Path, threads: usize) -> u64 {
     total.into_inner()
 }
 
-/// The type of the filesystem holding `path` (`stat -f`), for the report.
+/// The type and device of the filesystem holding `path` (`findmnt`), for the report.
 fn fs_type(path: &Path) -> String {
-    Command::new("stat")
-        .args(["-f", "-c", "%T"])
+    Command::new("findmnt")
+        .args(["-n", "-o", "FSTYPE,SOURCE", "-T"])
         .arg(path)
         .output()
         .ok()

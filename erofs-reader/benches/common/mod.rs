@@ -200,9 +200,22 @@ pub(crate) fn print_pair(what: &str, ours: &str, theirs: &str, p: &Pair, target:
         if p.ratio() <= target { "ok" } else { "MISSED" },
         if worst <= target { "ok" } else { "MISSED" },
     );
-    let list = |v: Vec<f64>| v.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>().join(" ");
-    println!("{:<10} every round, in run order: wall {}", "", list(p.rounds()));
-    println!("{:<10}                            CPU  {}", "", list(p.cpu_rounds()));
+    let list = |v: Vec<f64>| {
+        v.iter()
+            .map(|r| format!("{r:.2}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    println!(
+        "{:<10} every round, in run order: wall {}",
+        "",
+        list(p.rounds())
+    );
+    println!(
+        "{:<10}                            CPU  {}",
+        "",
+        list(p.cpu_rounds())
+    );
     // On a loaded machine the wall ratio is what our share of the cores allows (with
     // autogroup scheduling, a session's threads share one slice): the CPU ratio says what
     // each side cost.

@@ -125,7 +125,8 @@ enum Cmd {
         #[arg(short, long)]
         quiet: bool,
     },
-    /// Check every inode and read every byte; exit 1 on corruption.
+    /// Check every inode, read all file data and decode every compressed extent; exit 1 on
+    /// corruption.
     Fsck {
         #[command(flatten)]
         img: ImageArgs,
