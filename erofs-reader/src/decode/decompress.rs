@@ -3,7 +3,7 @@
 //!
 //! | algorithm | crate | feature |
 //! | --- | --- | --- |
-//! | LZ4 (lz4 and lz4hc images) | `lz4_flex` (safe Rust), plus a small partial decoder here | `lz4` |
+//! | LZ4 (lz4 and lz4hc images) | `lz4_flex` (Rust; its pointer decoder, bounds-checked), plus a small partial decoder here | `lz4` |
 //! | MicroLZMA | `liblzma` (liblzma, C), as a raw LZMA1 stream | `lzma` |
 //! | DEFLATE (raw) | `flate2` on `zlib-rs` (Rust); whole extents with `libdeflater` (C) | `deflate`; `libdeflate` |
 //! | Zstandard | `zstd` (libzstd, C) | `zstd` |
