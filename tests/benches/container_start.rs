@@ -43,8 +43,13 @@
 //!
 //! Output: per VM a table and one line per scenario and link,
 //! `start <scenario> <link> ready <ms> ms fetched <bytes> bytes requests <n>`
-//! ([`tests::start_result`]), then the ratios issue 14 names, and a plot
-//! (`target/container_start.png`).
+//! ([`tests::start_result`]), for each lazy scenario where its time went,
+//! `phases <scenario> <link> manifest <ms> bootstrap <ms> mount <ms> mounted <ms> first-read
+//! <ms> last-read <ms> ready <ms> ms reads <n> reads-wall <ms> ms in <n> fetches-wall <ms> ms
+//! in <n> daemon-cpu user <ms> sys <ms> ms workload-cpu user <ms> sys <ms> ms guest-idle
+//! <pct>%` (milestones after the daemon's start, see
+//! [`phases_line`]; nydusd's are `bootstrap daemon-up mounted ready`), then the ratios issue
+//! 14 names, and a plot (`target/container_start.png`).
 //!
 //! Settings: `CONTAINER_START_PLOT_FROM=FILE` only re-draws the plot from a saved run's
 //! output; `CONTAINER_START_PACKAGES` (the root packages, default [`ROOTS`]),
@@ -138,6 +143,28 @@ use_link() {
     REF=$HOST/start
     export OCI_PULL_INSECURE=$HOST
 }
+# cpu_now: the guest's busy and idle (with iowait) jiffies since boot, `BUSY,IDLE`.
+cpu_now() {
+    read -r _c _u _n _s _i _w _q _sq _st _rest </proc/stat
+    echo "$((_u + _n + _s + _q + _sq + _st)),$((_i + _w))"
+}
+# proc_cpu PID: the user and system jiffies PID (all its threads) used, `USER,SYS`.
+proc_cpu() { set -- $(cat /proc/$1/stat 2>/dev/null); echo "${14},${15}"; }
+# children_cpu VAR: VAR=USER,SYS, the jiffies of this shell's reaped children (the workload).
+# /proc/self read by the shell itself: a $(...) would read the subshell's, and $$ is the
+# script's first shell, which may not be the one that waits.
+children_cpu() {
+    read -r _st </proc/self/stat
+    _var=$1
+    set -- $_st
+    eval "$_var=\${16},\${17}"
+}
+# metric NAME FILE: the value of a Prometheus line `NAME VALUE` in FILE (the daemon's
+# --metrics), or nothing.
+metric() { grep -m1 -e "^$1 " "$2" 2>/dev/null | cut -d' ' -f2; }
+# logged PATTERN: the time of the daemon log's first line with PATTERN (env_logger's
+# `[2026-12-06T08:20:00.123Z ...`), or nothing.
+logged() { grep -m1 -e "$1" $DLOG | cut -c2-25; }
 # workload ROOT: the container's start; prints what python printed.
 workload() { chroot "$1" /usr/bin/python3 -c "$WORKLOAD" 2>&1; }
 # result SCENARIO T0 T1 OUTPUT
@@ -179,9 +206,14 @@ lazy() {
     cold
     mark "begin-$1-$LINK"
     DLOG=/tmp/$1-$LINK.log
+    _cpu0=$(cpu_now)
     _t0=$(now)
-    erofs-ondemand $2 --cache-dir $_cache --image $REF:$3 --insecure-registry $HOST \
-        --mountpoint $_mnt $4 >$DLOG 2>&1 &
+    # READs logged (debug) with millisecond times: the phases of the start.
+    # --metrics: the READs' and fetches' summed wall time.
+    _prom=/tmp/$1-$LINK.prom
+    RUST_LOG=info,ondemand::session=debug \
+        erofs-ondemand $2 --cache-dir $_cache --image $REF:$3 --insecure-registry $HOST \
+        --mountpoint $_mnt --metrics $_prom $4 >$DLOG 2>&1 &
     DPID=$!
     _i=0
     while ! grep -q " $_mnt " /proc/mounts; do
@@ -193,13 +225,31 @@ lazy() {
         fi
         usleep 10000
     done
+    _tm=$(now)
+    children_cpu _w0
     _out=$(workload $_mnt)
     _t1=$(now)
+    _cpu1=$(cpu_now)
+    children_cpu _w1
+    _d=$(proc_cpu $DPID)
+    # The metrics file is rewritten every 500 ms (not at exit): wait for one after "ready".
+    usleep 700000
+    _m=$_prom
+    _dur=erofs_ondemand_read_duration_seconds
+    _metrics="read_sum=$(metric ${_dur}_sum $_m) read_count=$(metric ${_dur}_count $_m) \
+fetch_sum=$(metric erofs_ondemand_fetch_duration_seconds_sum $_m) \
+fetch_count=$(metric erofs_ondemand_fetch_duration_seconds_count $_m)"
     stop_daemon daemon-exit-$1-$LINK
     mark "end-$1-$LINK"
     result $1 $_t0 $_t1 "$_out"
     data "totals_$1_$LINK" "$(grep '^erofs-ondemand: registry ' $DLOG)"
-    rm -rf $_cache
+    data "phases_$1_$LINK" "t0=$_t0 mounted=$_tm ready=$_t1 \
+manifest=$(logged ': manifest ') bootstrap=$(logged ' bootstrap of ') \
+mount=$(logged '] mounted ') first_read=$(logged 'READ msg ') \
+last_read=$(grep -e 'READ msg ' $DLOG | tail -1 | cut -c2-25) \
+reads=$(grep -c -e 'READ msg ' $DLOG) daemon_cpu=$_d cpu0=$_cpu0 cpu1=$_cpu1 \
+workload0=$_w0 workload1=$_w1 $_metrics"
+    rm -rf $_cache $_m
 }
 # nydusd_start: nydusd 2.2 as nydus-snapshotter runs it: the bootstrap layer pulled first,
 # then `nydusd singleton --fscache` with the registry backend through the link, mounted by
@@ -208,20 +258,30 @@ nydusd_start() {
     _mnt=/mnt/nydusd-$LINK
     cold
     mark "begin-nydusd-$LINK"
+    _cpu0=$(cpu_now)
     _t0=$(now)
     if ! _o=$(oci-pull bootstrap $REF:nydus /data/nydusd.boot 2>&1); then
         mark "end-nydusd-$LINK"
         fail "nydusd-$LINK" "oci-pull bootstrap: $_o"
         return 1
     fi
+    _tb=$(now)
     nydusd_up /tmp/nydusd-$LINK.log /etc/nydusd-$LINK.json || { mark "end-nydusd-$LINK"; return 1; }
+    _tu=$(now)
     nydusd_mount start $_mnt
+    _tm=$(now)
+    children_cpu _w0
     _out=$(workload $_mnt)
     _t1=$(now)
+    _cpu1=$(cpu_now)
+    children_cpu _w1
+    _d=$(proc_cpu $NPID)
     umount $_mnt
     nydusd_down nydusd-exit-$LINK
     mark "end-nydusd-$LINK"
     result nydusd $_t0 $_t1 "$_out"
+    data "phases_nydusd_$LINK" "t0=$_t0 bootstrap=$_tb daemon_up=$_tu mounted=$_tm \
+ready=$_t1 daemon_cpu=$_d cpu0=$_cpu0 cpu1=$_cpu1 workload0=$_w0 workload1=$_w1"
     data "nydusd_log_$LINK" "$(grep -ci error /tmp/nydusd-$LINK.log) error lines"
     rm -rf /data/nydusd-cache /data/nydusd.boot
 }
@@ -472,6 +532,109 @@ fn results(
     res
 }
 
+/// The milestones of a start, in order, as the guest's `phases_SCENARIO_LINK` data names
+/// them and as the `phases` line prints them: our daemon's log (`manifest` resolved,
+/// Nydus `bootstrap` fetched, `mount` done, `first_read`/`last_read` the kernel's first and
+/// last READ), nydusd's steps (`bootstrap` pulled, `daemon_up`), and the script's own
+/// (`mounted` seen in /proc/mounts, the workload started; `ready` printed).
+const MILESTONES: [&str; 8] = [
+    "manifest",
+    "bootstrap",
+    "daemon_up",
+    "mount",
+    "mounted",
+    "first_read",
+    "last_read",
+    "ready",
+];
+
+/// Milliseconds since the Unix epoch of a guest time: `now`'s milliseconds, or env_logger's
+/// `2026-12-06T08:20:00.123Z`.
+fn epoch_ms(t: &str) -> Option<i64> {
+    if let Ok(ms) = t.parse() {
+        return Some(ms);
+    }
+    let t = t.strip_suffix('Z')?;
+    let (date, time) = t.split_once('T')?;
+    let num = |s: &str| s.parse::<i64>().ok();
+    let mut d = date.splitn(3, '-');
+    let (y, m, day) = (num(d.next()?)?, num(d.next()?)?, num(d.next()?)?);
+    let mut c = time.splitn(3, ':');
+    let (h, min, sec) = (num(c.next()?)?, num(c.next()?)?, c.next()?);
+    let (sec, milli) = sec.split_once('.').unwrap_or((sec, "0"));
+    // Days from 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's days_from_civil).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some((((days * 24 + h) * 60 + min) * 60 + num(sec)?) * 1000 + num(milli)?)
+}
+
+/// The `phases` line of a scenario from its guest data: each milestone in milliseconds after
+/// the start (`-` when the log has none), the daemon's user and system CPU, the workload's
+/// (python, from the script's reaped children) and the guest's idle share over the whole start
+/// (all its CPUs: with two, a busy one and an idle one are 50%); for our daemon also the summed
+/// wall time of its READs (read to completed) and of its fetches (`--metrics`).
+/// `/proc`'s times are in USER_HZ (100 per second) ticks.
+fn phases_line(scenario: &str, link: &str, data: &str) -> String {
+    let kv: Vec<(&str, &str)> = data
+        .split_whitespace()
+        .filter_map(|w| w.split_once('='))
+        .collect();
+    let get = |k: &str| kv.iter().find(|(n, _)| *n == k).map(|(_, v)| *v);
+    let pair = |k: &str| -> Option<(i64, i64)> {
+        let (a, b) = get(k)?.split_once(',')?;
+        Some((a.parse().ok()?, b.parse().ok()?))
+    };
+    let t0 = get("t0").and_then(epoch_ms);
+    let mut line = format!("phases {scenario} {link}");
+    for m in MILESTONES {
+        if let Some(v) = get(m) {
+            let at = t0.zip(epoch_ms(v)).map(|(a, b)| b - a);
+            match at {
+                Some(ms) => line.push_str(&format!(" {} {ms}", m.replace('_', "-"))),
+                None => line.push_str(&format!(" {} -", m.replace('_', "-"))),
+            }
+        }
+    }
+    line.push_str(" ms");
+    if let Some(n) = get("reads") {
+        line.push_str(&format!(" reads {n}"));
+    }
+    for (name, sum, count) in [
+        ("reads-wall", "read_sum", "read_count"),
+        ("fetches-wall", "fetch_sum", "fetch_count"),
+    ] {
+        let secs = get(sum).and_then(|v| v.parse::<f64>().ok());
+        if let (Some(secs), Some(n)) = (secs, get(count)) {
+            line.push_str(&format!(" {name} {:.0} ms in {n}", secs * 1000.0));
+        }
+    }
+    let ms = |ticks: i64| ticks * 10;
+    if let Some((u, s)) = pair("daemon_cpu") {
+        line.push_str(&format!(" daemon-cpu user {} sys {} ms", ms(u), ms(s)));
+    }
+    if let (Some((u0, s0)), Some((u1, s1))) = (pair("workload0"), pair("workload1")) {
+        line.push_str(&format!(
+            " workload-cpu user {} sys {} ms",
+            ms(u1 - u0),
+            ms(s1 - s0)
+        ));
+    }
+    if let (Some((b0, i0)), Some((b1, i1))) = (pair("cpu0"), pair("cpu1")) {
+        let (busy, idle) = (b1 - b0, i1 - i0);
+        if busy + idle > 0 {
+            line.push_str(&format!(
+                " guest-idle {:.0}%",
+                idle as f64 * 100.0 / (busy + idle) as f64
+            ));
+        }
+    }
+    line
+}
+
 /// The ratios of issue 14's goals; `image_bytes` is the unpacked rootfs, `sizes` the sum
 /// of each form's layers by tag.
 fn print_ratios(res: &[StartResult], image_bytes: u64, sizes: &[(&str, u64)], links: &[Link]) {
@@ -623,6 +786,13 @@ fn main() {
         println!("{}", start_result::table(&res, rootfs.bytes));
         for r in &res {
             println!("{r}");
+        }
+        for link in &links {
+            for (s, _) in lazy_scenarios(kernel) {
+                if let Some(d) = out.data(&format!("phases_{s}_{}", link.name)) {
+                    println!("{}", phases_line(&s, &link.name, d));
+                }
+            }
         }
         print_ratios(&res, rootfs.bytes, &sizes, &links);
         println!(

@@ -8,7 +8,8 @@
 //! Binds the cache in `DIR` (on ext4/xfs/btrfs, not tmpfs) in on-demand mode, then answers the
 //! kernel until SIGINT or SIGTERM: each OPEN's cookie key (the `fsid`, or the device tag /
 //! `device=` name) names a file in the blob directory. Logs one line per OPEN and CLOSE and
-//! every error (`RUST_LOG` overrides the `info` default) and prints a summary line at exit:
+//! every error (`RUST_LOG` overrides the `info` default; each line stamped with the UTC time
+//! to the millisecond, so a log times the phases of a start) and prints a summary line at exit:
 //! `erofs-ondemand: opens=N reads=N closes=N bytes_written=N ...`.
 //!
 //! ```text
@@ -60,7 +61,8 @@ use ondemand::{CachefilesDevice, Daemon, PrefetchConfig, Session, Shutdown, shut
     version,
     about = "EROFS over fscache: a cachefiles on-demand daemon",
     after_help = "Logging: RUST_LOG=debug logs every READ (default: info, one line per \
-        OPEN and CLOSE and a summary at exit); RUST_LOG=warn keeps only problems."
+        OPEN and CLOSE and a summary at exit); RUST_LOG=warn keeps only problems. Lines carry \
+        the UTC time to the millisecond."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -842,7 +844,9 @@ fn device_hint(device: &std::path::Path, e: &std::io::Error) -> &'static str {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_timestamp_millis()
+        .init();
     let cli = Cli::parse();
     match cli.command {
         Cmd::Serve {
