@@ -7,7 +7,8 @@
 //! ```
 //!
 //! - **The image**: a Debian rootfs with `python3` built from Debian packages
-//!   ([`tests::rootfs::DebianRootfs`], cached under `target/debian-rootfs`), pushed with
+//!   ([`tests::rootfs::DebianRootfs`], cached under `target/debian-rootfs`; with the
+//!   stdlib's bytecode, as installed Debian has it), pushed with
 //!   skopeo to Debian's docker-registry in four forms: `targz` (one OCI `tar+gzip` layer),
 //!   `nydus` (Nydus RAFS v6, zstd, nydus-image's 1 MiB chunks: bootstrap + blob layer),
 //!   `nydus-c256k` (the same with 256 KiB chunks), `erofs` (one containerd native EROFS

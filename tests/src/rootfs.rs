@@ -5,7 +5,11 @@
 //! host's apt lists ([`closure`] over `apt-cache show` stanzas parsed by [`parse_stanzas`]),
 //! downloads each package once with `apt-get download` into a cache directory under
 //! `target/`, and unpacks each with `dpkg-deb -x` into a fresh tree. No maintainer script
-//! runs (nothing is configured); the tree is "merged /usr" as Debian's is (`/bin`, `/sbin`,
+//! runs (nothing is configured) but one step of Python's: when the tree has
+//! `/usr/bin/python3`, its own interpreter compiles the bytecode (`__pycache__/*.pyc`) of
+//! `/usr/lib/python3*` in a chroot, as the packages' `py3compile` postinst does on a Debian
+//! system (without it every start compiles each module it imports, from a read-only image
+//! every time). The tree is "merged /usr" as Debian's is (`/bin`, `/sbin`,
 //! `/lib`, `/lib64` are links into `/usr`). The result is cached too: a second build with
 //! the same package list reuses the tree.
 //!
@@ -275,8 +279,11 @@ impl DebianRootfs {
             .map(|p| format!("{}={}", p.name, p.version))
             .collect();
         let files = download(&debs, &pkgs);
-        // The tree's name is a digest of the package list: a new list builds a new tree.
-        let id = crate::oci_layout::sha256_digest(packages.join("\n").as_bytes());
+        // The tree's name is a digest of the package list (and of how it is built: trees
+        // from before the bytecode step are rebuilt): a new list builds a new tree.
+        let id = crate::oci_layout::sha256_digest(
+            format!("{}\n{BUILD_STEPS}", packages.join("\n")).as_bytes(),
+        );
         let dir = cache.join(format!("tree-{}", &id[7..19]));
         let done = dir.with_extension("done");
         if !done.exists() {
@@ -294,6 +301,7 @@ impl DebianRootfs {
                 crate::run(Command::new("dpkg-deb").arg("-x").arg(f).arg(&dir));
             }
             merge_usr(&dir);
+            compile_python(&dir);
             std::fs::write(&done, packages.join("\n")).expect("write the marker");
         }
         let bytes = tree_bytes(&dir);
@@ -303,6 +311,32 @@ impl DebianRootfs {
             bytes,
         })
     }
+}
+
+/// What a tree's build does after unpacking, part of its name.
+const BUILD_STEPS: &str = "merge-usr compile-python";
+
+/// Compile the bytecode of the tree's Python library with the tree's own interpreter (the
+/// `.pyc` must match its version), in a chroot (root), as `py3compile` does at install:
+/// `__pycache__/*.cpython-3X.pyc`, timestamp-checked. Nothing when the tree has no python3.
+fn compile_python(root: &Path) {
+    if !root.join("usr/bin/python3").exists() {
+        return;
+    }
+    let libs: Vec<String> = std::fs::read_dir(root.join("usr/lib"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("python3"))
+        .map(|n| format!("/usr/lib/{n}"))
+        .collect();
+    crate::run(
+        Command::new("chroot")
+            .arg(root)
+            .args(["/usr/bin/python3", "-E", "-m", "compileall", "-q"])
+            .args(&libs),
+    );
 }
 
 /// The `.deb` files of `pkgs` in `debs`, fetched by one `apt-get download NAME=VERSION...`
