@@ -8,7 +8,7 @@
 # 7.2 (linux-source-7.2, suite sid): fanotify pre-content events on file-backed EROFS.
 # Writes OUT_DIR/linux-VERSION.bzImage and OUT_DIR/linux-VERSION.full-config (the resulting
 # .config). OUT_DIR defaults to target/testenv/vm. Needs root for apt-get (it adds the suite
-# to apt's sources, pinned low so nothing else is upgraded from it); about 5 minutes of 2 cores.
+# to apt's sources, pinned low so nothing else is upgraded from it); about 15 minutes on a busy 2-core machine.
 set -euo pipefail
 ver=${1:?usage: build-kernel.sh 6.12|7.2 [OUT_DIR]}
 case $ver in

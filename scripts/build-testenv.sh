@@ -2,7 +2,7 @@
 # Builds the whole test environment when no ready-made copy (../shared) is at hand:
 # target/testenv/vm/linux-{6.12,7.2}.bzImage and target/testenv/tools/bin/ (erofs-utils,
 # nydus-image), where scripts/env.sh looks after $EROFS_SHARED_DIR and ../shared.
-# As root; about 15 minutes on 2 cores.
+# As root; about an hour on 2 cores, most of it `cargo install nydus-rs`.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 out=${1:-$here/../target/testenv}
