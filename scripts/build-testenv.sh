@@ -2,7 +2,7 @@
 # Builds the whole test environment when no ready-made copy (../shared) is at hand:
 # target/testenv/vm/linux-{6.12,7.2}.bzImage and target/testenv/tools/bin/ (erofs-utils,
 # nydus-image), where scripts/env.sh looks after $EROFS_SHARED_DIR and ../shared.
-# As root; about an hour on 2 cores, most of it `cargo install nydus-rs`.
+# As root; about 45 minutes on a busy 2-core machine (each kernel ~15, the tools ~13).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 out=${1:-$here/../target/testenv}

@@ -8,7 +8,7 @@
 #
 #   scripts/build-tools.sh [OUT_DIR]
 #
-# Needs root for apt-get (it adds sid's deb-src to apt's sources); most of its time is `cargo install nydus-rs` (about 45 minutes on 2 cores).
+# Needs root for apt-get (it adds sid's deb-src to apt's sources); about 13 minutes on a busy 2-core machine, most of it `cargo install nydus-rs`.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 out=${1:-$root/target/testenv/tools/bin}

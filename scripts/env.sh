@@ -47,7 +47,7 @@ erofs_testenv_dir() {
     cat >&2 <<MSG
 no test environment (test kernels and erofs-utils/nydus-image) found in
   ${EROFS_SHARED_DIR:+\$EROFS_SHARED_DIR=$EROFS_SHARED_DIR, }$EROFS_ROOT/../shared or $EROFS_ROOT/target/testenv.
-Build it from Debian's source packages (as root; about an hour on 2 cores):
+Build it from Debian's source packages (as root; about 45 minutes on 2 cores):
   scripts/build-testenv.sh
 or point EROFS_SHARED_DIR at a ready-made copy (a directory with vm/ and tools/bin/).
 MSG
