@@ -20,6 +20,8 @@ mod pool;
 mod prefetch;
 mod report;
 mod sink;
+#[cfg(test)]
+mod test_blob;
 mod window;
 
 use std::collections::HashMap;

@@ -276,83 +276,37 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
 
 #[cfg(test)]
 mod tests {
-    use std::io;
-    use std::thread::ThreadId;
     use std::time::Instant;
 
     use cachefiles_proto::{Command, MsgId, ObjectId, OpenRequest, ReadRequest, Request};
 
     use super::*;
-    use crate::server::{ObjectKey, Opened};
+    use crate::engine::test_blob::SlowBlob;
     use crate::session::Session;
     use crate::testing::FakeFd;
 
     const MIB: u64 = 1 << 20;
 
-    fn blob(len: usize) -> Vec<u8> {
-        (0..len)
-            .map(|i| (i % 251) as u8 ^ (i >> 13) as u8)
-            .collect()
+    /// No byte produced twice, and every byte of the blob produced once.
+    fn assert_each_byte_once(server: &SlowBlob) {
+        let mut seen = crate::ranges::RangeSet::new();
+        let mut total = 0;
+        for (_, r) in server.fills() {
+            assert!(!seen.intersects(r.clone()), "{r:?} fetched twice");
+            seen.insert(r.clone());
+            total += r.end - r.start;
+        }
+        assert_eq!(total, server.blob.len() as u64, "{seen:?}");
     }
 
-    /// Serves one blob from memory, `delay` per call, recording who produced which bytes.
-    struct Recording {
-        blob: Vec<u8>,
-        delay: Duration,
-        fills: Mutex<Vec<(ThreadId, Range<u64>)>>,
-    }
-
-    impl OnDemandServer for Recording {
-        type Object = ();
-        fn open(&self, _: &ObjectKey<'_>) -> io::Result<Opened<()>> {
-            Ok(Opened {
-                object: (),
-                size: self.blob.len() as u64,
-            })
-        }
-        fn read_at(&self, _: &(), off: u64, buf: &mut [u8]) -> io::Result<usize> {
-            std::thread::sleep(self.delay);
-            let start = off as usize;
-            let n = buf.len().min(self.blob.len().saturating_sub(start));
-            buf[..n].copy_from_slice(&self.blob[start..start + n]);
-            self.fills
-                .lock()
-                .unwrap()
-                .push((std::thread::current().id(), off..off + n as u64));
-            Ok(n)
-        }
-    }
-
-    impl Recording {
-        fn fills(&self) -> Vec<(ThreadId, Range<u64>)> {
-            self.fills.lock().unwrap().clone()
-        }
-
-        /// No byte produced twice, and every byte of the blob produced once.
-        fn assert_each_byte_once(&self) {
-            let mut seen = crate::ranges::RangeSet::new();
-            let mut total = 0;
-            for (_, r) in self.fills() {
-                assert!(!seen.intersects(r.clone()), "{r:?} fetched twice");
-                seen.insert(r.clone());
-                total += r.end - r.start;
-            }
-            assert_eq!(total, self.blob.len() as u64, "{seen:?}");
-        }
-    }
-
-    type S = Session<Recording, FakeFd>;
+    type S = Session<SlowBlob, FakeFd>;
 
     /// A session over a blob of `len` bytes (1 MiB readahead, so 1 MiB fill-ahead jobs), its
     /// object opened with id 1 on a cache file in `dir`.
     fn session(dir: &std::path::Path, len: usize, delay: Duration) -> (S, Arc<Object<(), FakeFd>>) {
-        let s = Session::new(Recording {
-            blob: blob(len),
-            delay,
-            fills: Mutex::new(Vec::new()),
-        })
-        .with_readahead(MIB)
-        .with_fill_threads(0);
+        let s = Session::new(SlowBlob::new(len, delay))
+            .with_readahead(MIB)
+            .with_fill_threads(0);
         let (fd, _log) = FakeFd::create(&dir.join("cache"));
         let open = Request::Open(OpenRequest {
             msg_id: MsgId(1),
@@ -433,7 +387,7 @@ mod tests {
             wait_until("queue drained", || s.queued_fill_jobs() == 0);
             stop.trigger();
         });
-        s.server().assert_each_byte_once();
+        assert_each_byte_once(s.server());
         assert_eq!(
             object.lock_ranges().inflight,
             crate::ranges::RangeSet::new()
@@ -554,7 +508,7 @@ mod tests {
             .map(|(_, r)| r.start / MIB)
             .collect();
         assert_eq!(starts, [2, 3, 4, 0, 1]);
-        s.server().assert_each_byte_once();
+        assert_each_byte_once(s.server());
         assert_eq!(s.stats().ahead_bytes, 5 * MIB);
     }
 }

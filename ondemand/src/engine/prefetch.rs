@@ -549,61 +549,24 @@ mod tests {
 // Expected range lists with one element are what they look like.
 #[allow(clippy::single_range_in_vec_init)]
 mod session_tests {
-    use std::io;
-    use std::sync::atomic::AtomicU64;
 
     use cachefiles_proto::{Command, MsgId, ObjectId, OpenRequest, ReadRequest, Request};
 
     use super::*;
-    use crate::server::{ObjectKey, Opened};
+    use crate::engine::test_blob::{SlowBlob, blob};
     use crate::session::Session;
     use crate::testing::FakeFd;
 
     const LEN: usize = 5 * 1024 * 1024 + 123;
 
-    fn blob() -> Vec<u8> {
-        (0..LEN)
-            .map(|i| (i % 251) as u8 ^ (i >> 12) as u8)
-            .collect()
+    fn session(delay: Duration, config: PrefetchConfig) -> Session<SlowBlob, FakeFd> {
+        Session::new(SlowBlob::new(LEN, delay))
+            .with_readahead(0)
+            .with_sequential_ahead(0)
+            .with_prefetch(config)
     }
 
-    /// Serves one blob from memory, slowly, counting what it produces.
-    struct Counting {
-        blob: Vec<u8>,
-        produced: AtomicU64,
-        delay: Duration,
-    }
-
-    impl OnDemandServer for Counting {
-        type Object = ();
-        fn open(&self, _: &ObjectKey<'_>) -> io::Result<Opened<()>> {
-            Ok(Opened {
-                object: (),
-                size: self.blob.len() as u64,
-            })
-        }
-        fn read_at(&self, _: &(), off: u64, buf: &mut [u8]) -> io::Result<usize> {
-            std::thread::sleep(self.delay);
-            let off = off as usize;
-            let n = buf.len().min(self.blob.len().saturating_sub(off));
-            buf[..n].copy_from_slice(&self.blob[off..off + n]);
-            self.produced.fetch_add(n as u64, Ordering::SeqCst);
-            Ok(n)
-        }
-    }
-
-    fn session(delay: Duration, config: PrefetchConfig) -> Session<Counting, FakeFd> {
-        Session::new(Counting {
-            blob: blob(),
-            produced: AtomicU64::new(0),
-            delay,
-        })
-        .with_readahead(0)
-        .with_sequential_ahead(0)
-        .with_prefetch(config)
-    }
-
-    fn open(s: &Session<Counting, FakeFd>, fd: FakeFd) {
+    fn open(s: &Session<SlowBlob, FakeFd>, fd: FakeFd) {
         let req = Request::Open(OpenRequest {
             msg_id: MsgId(1),
             object_id: ObjectId(1),
@@ -620,7 +583,7 @@ mod session_tests {
         );
     }
 
-    fn read(s: &Session<Counting, FakeFd>, msg: u32, off: u64, len: u64) {
+    fn read(s: &Session<SlowBlob, FakeFd>, msg: u32, off: u64, len: u64) {
         let req = Request::Read(ReadRequest {
             msg_id: MsgId(msg),
             object_id: ObjectId(1),
@@ -636,7 +599,7 @@ mod session_tests {
     }
 
     /// Run prefetch threads until the queue is done.
-    fn prefetch_until_idle(s: &Session<Counting, FakeFd>, threads: usize) {
+    fn prefetch_until_idle(s: &Session<SlowBlob, FakeFd>, threads: usize) {
         let stop = Shutdown::new();
         std::thread::scope(|scope| {
             for _ in 0..threads {
@@ -664,13 +627,13 @@ mod session_tests {
         assert_eq!(s.prefetch_pending_bytes(), LEN.div_ceil(4096) as u64 * 4096);
         prefetch_until_idle(&s, 3);
         let cache = std::fs::read(&path).unwrap();
-        assert_eq!(&cache[..LEN], &blob()[..]);
+        assert_eq!(&cache[..LEN], &blob(LEN)[..]);
         let st = s.stats();
         assert_eq!(
             st.prefetched_bytes, LEN as u64,
             "every byte fetched exactly once"
         );
-        assert_eq!(s.server().produced.load(Ordering::SeqCst), LEN as u64);
+        assert_eq!(s.server().produced(), LEN as u64);
         assert_eq!(st.prefetch_errors, 0);
         // A READ the kernel sends anyway (it raced with the prefetch): nothing is fetched.
         read(&s, 2, 4096, 8192);
@@ -705,7 +668,7 @@ mod session_tests {
         let st = second.stats();
         assert_eq!(st.prefetch_skipped_bytes, 1 << 20);
         assert_eq!(st.prefetched_bytes, LEN as u64 - (1 << 20));
-        assert_eq!(&std::fs::read(&path).unwrap()[..LEN], &blob()[..]);
+        assert_eq!(&std::fs::read(&path).unwrap()[..LEN], &blob(LEN)[..]);
         let present = second.object(ObjectId(1)).unwrap().present();
         assert_eq!(present.ranges(), [0..LEN.div_ceil(4096) as u64 * 4096]);
     }
@@ -751,8 +714,8 @@ mod session_tests {
         let waited = s.metrics().claim_wait();
         assert_eq!(waited.count, 1);
         assert!(waited.sum < Duration::from_secs(5), "{waited:?}");
-        assert_eq!(s.server().produced.load(Ordering::SeqCst), LEN as u64);
-        assert_eq!(&std::fs::read(&path).unwrap()[..LEN], &blob()[..]);
+        assert_eq!(s.server().produced(), LEN as u64);
+        assert_eq!(&std::fs::read(&path).unwrap()[..LEN], &blob(LEN)[..]);
     }
 
     #[test]
@@ -760,13 +723,9 @@ mod session_tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cache");
         // Readahead 1 MiB, 50 ms per fill: four READs inside the first MiB arrive together.
-        let s = Session::new(Counting {
-            blob: blob(),
-            produced: AtomicU64::new(0),
-            delay: Duration::from_millis(50),
-        })
-        .with_readahead(1 << 20)
-        .with_sequential_ahead(0);
+        let s = Session::new(SlowBlob::new(LEN, Duration::from_millis(50)))
+            .with_readahead(1 << 20)
+            .with_sequential_ahead(0);
         let (fd, _log) = FakeFd::create(&path);
         open(&s, fd);
         std::thread::scope(|scope| {
@@ -777,26 +736,20 @@ mod session_tests {
         });
         // Each READ's window starts at its own block, so their union is at most 1 MiB + 24 KiB;
         // claims never overlap, so every byte written was fetched exactly once.
-        let produced = s.server().produced.load(Ordering::SeqCst);
+        let produced = s.server().produced();
         let written = s.object(ObjectId(1)).unwrap().present().len();
         assert_eq!(produced, written);
         assert!(produced <= (1 << 20) + 3 * 8192, "{produced}");
         assert_eq!(s.stats().fetched_bytes, produced);
-        assert_eq!(&std::fs::read(&path).unwrap()[..32768], &blob()[..32768]);
+        assert_eq!(&std::fs::read(&path).unwrap()[..32768], &blob(LEN)[..32768]);
     }
 
     #[test]
     fn readahead_skips_what_the_cache_file_holds() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cache");
-        let with_readahead = |ra| {
-            Session::new(Counting {
-                blob: blob(),
-                produced: AtomicU64::new(0),
-                delay: Duration::ZERO,
-            })
-            .with_readahead(ra)
-        };
+        let with_readahead =
+            |ra| Session::new(SlowBlob::new(LEN, Duration::ZERO)).with_readahead(ra);
         // A first daemon filled the second MiB.
         let first = with_readahead(0);
         let (fd, _log) = FakeFd::create(&path);
@@ -808,10 +761,10 @@ mod session_tests {
         let (fd, _log) = FakeFd::reopen(&path);
         open(&second, fd);
         read(&second, 2, 0, 4096);
-        assert_eq!(second.server().produced.load(Ordering::SeqCst), 3 << 20);
+        assert_eq!(second.server().produced(), 3 << 20);
         assert_eq!(
             &std::fs::read(&path).unwrap()[..4 << 20],
-            &blob()[..4 << 20]
+            &blob(LEN)[..4 << 20]
         );
     }
 
@@ -824,7 +777,7 @@ mod session_tests {
         let (fd, _log) = FakeFd::create(&path);
         open(&s, fd);
         read(&s, 2, 0, 8192);
-        assert_eq!(s.server().produced.load(Ordering::SeqCst), 8192);
+        assert_eq!(s.server().produced(), 8192);
         // The block vanishes from the cache file behind the daemon's back (as if the kernel
         // had replaced the file); the kernel asks again and gets it again.
         let f = std::fs::File::options().write(true).open(&path).unwrap();
@@ -836,8 +789,8 @@ mod session_tests {
         )
         .unwrap();
         read(&s, 3, 0, 8192);
-        assert_eq!(s.server().produced.load(Ordering::SeqCst), 12288);
-        assert_eq!(&std::fs::read(&path).unwrap()[..8192], &blob()[..8192]);
+        assert_eq!(s.server().produced(), 12288);
+        assert_eq!(&std::fs::read(&path).unwrap()[..8192], &blob(LEN)[..8192]);
     }
 
     /// The reads of a container start: scattered, some repeated, some unaligned.
@@ -907,7 +860,7 @@ mod session_tests {
         assert_eq!(st.read_errors, 0);
         assert_eq!(
             std::fs::read(dir.path().join("cache2")).unwrap()[2_000_000..2_070_000],
-            blob()[2_000_000..2_070_000]
+            blob(LEN)[2_000_000..2_070_000]
         );
     }
 

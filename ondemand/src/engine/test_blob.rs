@@ -1,0 +1,65 @@
+//! The in-memory server the engine's unit tests fill from: one blob, a delay per call, and a
+//! log of which thread produced which bytes.
+
+use std::io;
+use std::ops::Range;
+use std::sync::Mutex;
+use std::thread::ThreadId;
+use std::time::Duration;
+
+use crate::server::{ObjectKey, OnDemandServer, Opened};
+
+/// `len` bytes of a pattern that tells misplaced blocks apart.
+pub(crate) fn blob(len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i % 251) as u8 ^ (i >> 12) as u8)
+        .collect()
+}
+
+/// Serves [`blob`]`(len)` from memory, `delay` per call, recording who produced which bytes.
+pub(crate) struct SlowBlob {
+    pub(crate) blob: Vec<u8>,
+    delay: Duration,
+    fills: Mutex<Vec<(ThreadId, Range<u64>)>>,
+}
+
+impl SlowBlob {
+    pub(crate) fn new(len: usize, delay: Duration) -> Self {
+        SlowBlob {
+            blob: blob(len),
+            delay,
+            fills: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Every call's thread and range, in call order.
+    pub(crate) fn fills(&self) -> Vec<(ThreadId, Range<u64>)> {
+        self.fills.lock().unwrap().clone()
+    }
+
+    /// The bytes produced by all calls.
+    pub(crate) fn produced(&self) -> u64 {
+        self.fills().iter().map(|(_, r)| r.end - r.start).sum()
+    }
+}
+
+impl OnDemandServer for SlowBlob {
+    type Object = ();
+    fn open(&self, _: &ObjectKey<'_>) -> io::Result<Opened<()>> {
+        Ok(Opened {
+            object: (),
+            size: self.blob.len() as u64,
+        })
+    }
+    fn read_at(&self, _: &(), off: u64, buf: &mut [u8]) -> io::Result<usize> {
+        std::thread::sleep(self.delay);
+        let start = off as usize;
+        let n = buf.len().min(self.blob.len().saturating_sub(start));
+        buf[..n].copy_from_slice(&self.blob[start..start + n]);
+        self.fills
+            .lock()
+            .unwrap()
+            .push((std::thread::current().id(), off..off + n as u64));
+        Ok(n)
+    }
+}
