@@ -99,3 +99,22 @@ pub(crate) fn spawn_worker<'scope, 'env, F>(
         fail(e);
     }
 }
+
+/// Start `work` on a scoped thread named `name`, a helper the workers do not depend on (prefetch,
+/// fill pool, reporter, recovery): a thread that cannot start is logged ("cannot start
+/// `what`"), not fatal.
+pub(crate) fn spawn_helper<'scope, 'env, F>(
+    scope: &'scope std::thread::Scope<'scope, 'env>,
+    name: String,
+    what: &str,
+    work: F,
+) where
+    F: FnOnce() + Send + 'scope,
+{
+    let spawned = std::thread::Builder::new()
+        .name(name)
+        .spawn_scoped(scope, work);
+    if let Err(e) = spawned {
+        log::error!("cannot start {what}: {e}");
+    }
+}

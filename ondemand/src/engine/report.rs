@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use super::{Engine, Sink};
 use crate::metrics::write_atomically;
 use crate::server::OnDemandServer;
-use crate::shutdown::{POLL_INTERVAL, Shutdown};
+use crate::shutdown::{POLL_INTERVAL, Shutdown, spawn_helper};
 
 impl<S: OnDemandServer, K: Sink> Engine<S, K> {
     /// Start the prefetch threads (if prefetch is configured), the fill pool threads and the reporter (if there is a
@@ -20,12 +20,12 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
     ) {
         let prefetch_threads = self.prefetch.as_ref().map_or(0, |p| p.config().threads());
         for i in 0..prefetch_threads {
-            let spawned = std::thread::Builder::new()
-                .name(format!("prefetch-{i}"))
-                .spawn_scoped(scope, move || self.prefetch_worker(shutdown));
-            if let Err(e) = spawned {
-                log::error!("cannot start prefetch thread {i}: {e}");
-            }
+            spawn_helper(
+                scope,
+                format!("prefetch-{i}"),
+                &format!("prefetch thread {i}"),
+                move || self.prefetch_worker(shutdown),
+            );
         }
         // The pool runs fills ahead only: none without them.
         let fill_threads = if self.sequential_ahead() > 0 {
@@ -34,20 +34,17 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
             0
         };
         for i in 0..fill_threads {
-            let spawned = std::thread::Builder::new()
-                .name(format!("fill-{i}"))
-                .spawn_scoped(scope, move || self.fill_worker(shutdown));
-            if let Err(e) = spawned {
-                log::error!("cannot start fill thread {i}: {e}");
-            }
+            spawn_helper(
+                scope,
+                format!("fill-{i}"),
+                &format!("fill thread {i}"),
+                move || self.fill_worker(shutdown),
+            );
         }
         if metrics_file.is_some() || prefetch_threads > 0 {
-            let spawned = std::thread::Builder::new()
-                .name("reporter".into())
-                .spawn_scoped(scope, move || self.reporter(shutdown, metrics_file));
-            if let Err(e) = spawned {
-                log::error!("cannot start the metrics thread: {e}");
-            }
+            spawn_helper(scope, "reporter".into(), "the metrics thread", move || {
+                self.reporter(shutdown, metrics_file)
+            });
         }
     }
 

@@ -721,25 +721,25 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
                 );
             }
             if !orphans.is_empty() {
-                let spawned = std::thread::Builder::new()
-                    .name("fanotify-recover".into())
-                    .spawn_scoped(scope, move || {
+                crate::shutdown::spawn_helper(
+                    scope,
+                    "fanotify-recover".into(),
+                    "the recovery of unanswered events",
+                    move || {
                         for (pending, reserved) in orphans {
                             self.answer_orphan(pending);
                             drop(reserved);
                         }
-                    });
-                if let Err(e) = spawned {
-                    log::error!("cannot start the recovery of unanswered events: {e}");
-                }
+                    },
+                );
             }
             if self.engine.prefetch.is_some() {
-                let spawned = std::thread::Builder::new()
-                    .name("prefetch-start".into())
-                    .spawn_scoped(scope, || self.start_prefetch());
-                if let Err(e) = spawned {
-                    log::error!("cannot start the prefetch starter: {e}");
-                }
+                crate::shutdown::spawn_helper(
+                    scope,
+                    "prefetch-start".into(),
+                    "the prefetch starter",
+                    || self.start_prefetch(),
+                );
             }
         });
         self.engine.flush_recorder();
