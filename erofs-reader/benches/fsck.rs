@@ -24,15 +24,18 @@
 //! and each side's peak memory split into heap (anonymous) and mapped page cache
 //! (file-backed).
 //!
-//! Extraction is fair only with care: every run extracts into a fresh directory, the trees
-//! are deleted only after the last run, and the source tree of an earlier run is reused (a
-//! stamp beside it records its scale and size), because ext4 skips recently deleted inodes
-//! when it allocates new ones (`recently_deleted()`, a window of one to five minutes), which
-//! made whichever command ran right after a deletion several times slower (a re-run within
-//! minutes of the last one still meets the inodes its extractions freed). Dirty pages are
-//! flushed (`sync`, untimed) before each timed extraction, and the two commands take turns
-//! going first. This needs about 2 × runs × 370 MB of free disk under the target directory.
-//! `EROFS_BENCH_SCALE` (default 1.0) scales the file counts.
+//! Extraction is fair only with care: each command of each round extracts into a filesystem
+//! of its own, made for it (`mkfs.ext4` on a sparse file under the target directory,
+//! loop-mounted; inode tables initialised by mkfs, so no background initialisation runs
+//! meanwhile) and removed after the round. On a long-lived filesystem ext4 skips recently
+//! deleted inodes when it allocates new ones (`recently_deleted()`, a window of one to five
+//! minutes): after earlier runs' trees were deleted, extractions into it ran 2-5 times
+//! slower, whichever command met the freed inodes first. Dirty pages are flushed (`sync`,
+//! untimed) before each timed extraction, and the two commands take turns going first. The
+//! source tree of an earlier run is reused (a stamp beside it records its scale and size).
+//! This needs about 2 GB of free disk under the target directory (two filesystems of twice
+//! the tree's size, sparse) besides the tree and the image. `EROFS_BENCH_SCALE` (default
+//! 1.0) scales the file counts; `EROFS_BENCH_EROFS` runs another `erofs` binary.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -141,16 +144,53 @@ fn read_mount(root: &Path, threads: usize) -> u64 {
     total.into_inner()
 }
 
-/// The type and device of the filesystem holding `path` (`findmnt`), for the report.
-fn fs_type(path: &Path) -> String {
-    Command::new("findmnt")
-        .args(["-n", "-o", "FSTYPE,SOURCE", "-T"])
-        .arg(path)
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .filter(|t| !t.is_empty())
-        .unwrap_or_else(|| "filesystem unknown".into())
+/// A fresh ext4 filesystem for one extraction: a sparse file, `mkfs.ext4`, loop-mounted at
+/// a directory; unmounted and removed on drop.
+struct ScratchFs {
+    file: PathBuf,
+    mnt: PathBuf,
+}
+
+impl ScratchFs {
+    fn new(base: &Path, name: &str, size: u64) -> Self {
+        let file = base.join(format!("{name}.ext4"));
+        let mnt = base.join(name);
+        // Leftovers of an interrupted run.
+        let _ = Command::new("umount")
+            .arg(&mnt)
+            .stderr(std::process::Stdio::null())
+            .status();
+        let _ = std::fs::remove_file(&file);
+        std::fs::create_dir_all(&mnt).unwrap();
+        std::fs::File::create(&file).unwrap().set_len(size).unwrap();
+        let st = Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0"])
+            .arg(&file)
+            .status()
+            .expect("mkfs.ext4 (e2fsprogs) is needed");
+        assert!(st.success(), "mkfs.ext4 failed");
+        let st = Command::new("mount")
+            .args(["-t", "ext4", "-o", "loop"])
+            .arg(&file)
+            .arg(&mnt)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount -o loop failed (root needed)");
+        ScratchFs { file, mnt }
+    }
+
+    /// Where to extract (absent: both tools create it).
+    fn dest(&self) -> PathBuf {
+        self.mnt.join("tree")
+    }
+}
+
+impl Drop for ScratchFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.mnt).status();
+        let _ = std::fs::remove_file(&self.file);
+        let _ = std::fs::remove_dir(&self.mnt);
+    }
 }
 
 /// Flush dirty pages, so that no run pays for the writeback of the one before.
@@ -197,7 +237,9 @@ fn main() {
     let extracts = base.join("extracts");
     let _ = std::fs::remove_dir_all(&extracts);
     std::fs::create_dir_all(&extracts).unwrap();
-    let dest_fs = fs_type(&extracts);
+    // Room for the tree twice over (small files round up to blocks), and a floor for tiny
+    // scales; sparse, so only what is written takes disk.
+    let fs_size = (2 * bytes).max(64 << 20) + (256 << 20);
     let mnt = base.join("mnt");
     std::fs::create_dir_all(&mnt).unwrap();
     let (mut fsck_pair, mut extract_pair) = (Pair::default(), Pair::default());
@@ -210,13 +252,15 @@ fn main() {
             Command::new(&fsck).arg("--extract").arg(&image),
         ));
 
-        let ours_dir = extracts.join(format!("erofs-{run}"));
-        let theirs_dir = extracts.join(format!("fsck.erofs-{run}"));
+        let ours_fs = ScratchFs::new(&extracts, "erofs", fs_size);
+        let theirs_fs = ScratchFs::new(&extracts, "fsck.erofs", fs_size);
         let mut ours = Command::new(&erofs);
-        ours.args(["extract", "--quiet"]).arg(&image).arg(&ours_dir);
+        ours.args(["extract", "--quiet"])
+            .arg(&image)
+            .arg(ours_fs.dest());
         let mut theirs = Command::new(&fsck);
         theirs
-            .arg(format!("--extract={}", theirs_dir.display()))
+            .arg(format!("--extract={}", theirs_fs.dest().display()))
             .arg(&image);
         if run % 2 == 0 {
             sync();
@@ -229,6 +273,7 @@ fn main() {
             sync();
             extract_pair.ours.push(run_measured(&mut ours));
         }
+        drop((ours_fs, theirs_fs));
 
         one_thread.push(run_measured(
             Command::new(&erofs)
@@ -267,11 +312,11 @@ fn main() {
         0.8,
     );
     println!(
-        "{:<10} both extract into fresh directories under {} ({}), dirty pages flushed before \
-         each, first command alternating",
+        "{:<10} each extraction into a new ext4 filesystem of its own ({} MB, loop-mounted \
+         under {}), dirty pages flushed before each, first command alternating",
         "",
+        fs_size >> 20,
         extracts.display(),
-        dest_fs
     );
     print_pair(
         "extract",

@@ -29,9 +29,13 @@ pub(crate) fn settings() -> (usize, f64) {
     (runs, scale)
 }
 
-/// The `erofs` binary of this package, built with the benchmark profile.
+/// The `erofs` binary of this package, built with the benchmark profile, or
+/// `$EROFS_BENCH_EROFS` (another build of it, to compare before and after a change under the
+/// same conditions).
 pub(crate) fn erofs() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_erofs"))
+    std::env::var_os("EROFS_BENCH_EROFS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_erofs")))
 }
 
 /// What [`run_measured`] saw.
@@ -45,18 +49,20 @@ pub(crate) struct Measured {
     /// Peak resident file-backed memory (mapped page cache: the image, the binary) in KiB
     /// (`RssFile`), sampled likewise. These pages belong to the page cache, not the process.
     pub(crate) peak_file_kb: u64,
-    /// User + system CPU time, as last sampled from `/proc/PID/stat` (up to 2 ms short; in
-    /// clock ticks of 10 ms): what the run cost, whatever the machine's load.
+    /// User + system CPU time of the child and its threads, exact (microseconds, from
+    /// `getrusage(RUSAGE_CHILDREN)` before and after it is reaped): what the run cost,
+    /// whatever the machine's load.
     pub(crate) cpu: Duration,
 }
 
-/// utime + stime of `/proc/PID/stat`, in ticks.
-fn cpu_ticks(stat: &str) -> Option<u64> {
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let mut f = rest.split_whitespace().skip(11);
-    let user: u64 = f.next()?.parse().ok()?;
-    let sys: u64 = f.next()?.parse().ok()?;
-    Some(user + sys)
+/// User + system CPU time of every child reaped so far.
+fn children_cpu() -> Duration {
+    use nix::sys::resource::{UsageWho, getrusage};
+    let u = getrusage(UsageWho::RUSAGE_CHILDREN).expect("getrusage");
+    let us = |t: nix::sys::time::TimeVal| {
+        Duration::from_secs(t.tv_sec() as u64) + Duration::from_micros(t.tv_usec() as u64)
+    };
+    us(u.user_time()) + us(u.system_time())
 }
 
 fn status_kb(status: &str, key: &str) -> u64 {
@@ -70,6 +76,9 @@ fn status_kb(status: &str, key: &str) -> u64 {
 
 /// Run `cmd`, which must succeed, with stdout discarded; time it and sample its memory.
 pub(crate) fn run_measured(cmd: &mut Command) -> Measured {
+    // Children are run one at a time: the growth of the reaped children's CPU time while
+    // this one runs is its own.
+    let cpu_before = children_cpu();
     let start = Instant::now();
     let mut child = cmd
         .stdout(Stdio::null())
@@ -77,7 +86,6 @@ pub(crate) fn run_measured(cmd: &mut Command) -> Measured {
         .spawn()
         .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     let status_path = format!("/proc/{}/status", child.id());
-    let stat_path = format!("/proc/{}/stat", child.id());
     let mut m = Measured::default();
     let status = loop {
         if let Some(st) = child.try_wait().expect("wait") {
@@ -87,16 +95,10 @@ pub(crate) fn run_measured(cmd: &mut Command) -> Measured {
             m.peak_anon_kb = m.peak_anon_kb.max(status_kb(&s, "RssAnon:"));
             m.peak_file_kb = m.peak_file_kb.max(status_kb(&s, "RssFile:"));
         }
-        if let Some(t) = std::fs::read_to_string(&stat_path)
-            .ok()
-            .and_then(|s| cpu_ticks(&s))
-        {
-            // USER_HZ is 100 on Linux.
-            m.cpu = Duration::from_millis(t * 10);
-        }
         std::thread::sleep(Duration::from_millis(2));
     };
     m.wall = start.elapsed();
+    m.cpu = children_cpu().saturating_sub(cpu_before);
     let mut err = String::new();
     if let Some(mut e) = child.stderr.take() {
         use std::io::Read;
@@ -215,6 +217,18 @@ pub(crate) fn print_pair(what: &str, ours: &str, theirs: &str, p: &Pair, target:
         "{:<10}                            CPU  {}",
         "",
         list(p.cpu_rounds())
+    );
+    let secs = |v: &[Measured]| {
+        v.iter()
+            .map(|m| format!("{:.3}/{:.3}", m.wall.as_secs_f64(), m.cpu.as_secs_f64()))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    println!(
+        "{:<10} every round, wall/CPU seconds: ours {}; theirs {}",
+        "",
+        secs(&p.ours),
+        secs(&p.theirs)
     );
     // On a loaded machine the wall ratio is what our share of the cores allows (with
     // autogroup scheduling, a session's threads share one slice): the CPU ratio says what

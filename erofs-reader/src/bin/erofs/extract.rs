@@ -14,7 +14,8 @@
 //!
 //! One thread walks the image and creates directories, files (empty), links and special
 //! files; worker threads write the files' data and set their metadata, taking open files from
-//! a bounded queue (so a few dozen fds at most are open).
+//! a bounded queue in batches (up to 16 files or 1 MiB of data: one hand-off per file cost a
+//! sixth of the CPU in wake-ups), so that at most [`MAX_OPEN`] files are open.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
@@ -42,6 +43,12 @@ struct Ctx<'a> {
     image: &'a Image,
     progress: &'a Progress,
     is_root: bool,
+    /// Owner (uid, gid) of the entries this process creates in the temporary tree, when
+    /// known: its effective ids, unless the tree's root is set-group-ID (then new entries
+    /// take the root's group).
+    created_owner: Option<(u32, u32)>,
+    /// The process's umask (`/proc/self/status`), when known.
+    umask: Option<u32>,
     warnings: Mutex<Vec<String>>,
     warned_owner: AtomicBool,
     bytes: AtomicU64,
@@ -56,6 +63,8 @@ struct Job {
     inode: Inode,
     fd: OwnedFd,
     rel: PathBuf,
+    /// Created with its final owner and mode: only xattrs and times are left to set.
+    preset: bool,
 }
 
 /// The walking thread's state.
@@ -67,8 +76,24 @@ struct Extractor<'a> {
     links: HashMap<Nid, PathBuf>,
     dirs: HashSet<Nid>,
     entries: u64,
-    jobs: mpsc::SyncSender<Job>,
+    jobs: mpsc::SyncSender<Vec<Job>>,
+    /// Files created and not yet handed to the workers.
+    batch: Vec<Job>,
+    /// Their data bytes.
+    batch_bytes: u64,
+    /// Most files in a batch.
+    batch_max: usize,
 }
+
+/// Most created files open at once (queued, being written, and in the batch being filled).
+const MAX_OPEN: usize = 256;
+
+/// Most files in a batch handed to a worker.
+const BATCH_FILES: usize = 16;
+
+/// Data bytes after which a batch is handed over without waiting for more files, so that
+/// big files spread over the workers.
+const BATCH_BYTES: u64 = 1 << 20;
 
 /// Bytes written between calls to [`Image::release_memory`].
 const RELEASE_EVERY: u64 = 8 << 20;
@@ -194,10 +219,17 @@ fn extract_into(image: &Image, dest: &Path, threads: usize, progress: &Progress)
         Mode::empty(),
     )
     .map_err(|e| errno_io(e, "open", dest))?;
+    let (euid, egid) = (rustix::process::geteuid(), rustix::process::getegid());
+    let created_owner = rustix::fs::fstat(&dfd)
+        .ok()
+        .filter(|st| st.st_mode & 0o2000 == 0 && st.st_gid == egid.as_raw())
+        .map(|_| (euid.as_raw(), egid.as_raw()));
     let ctx = Ctx {
         image,
         progress,
-        is_root: rustix::process::geteuid().is_root(),
+        is_root: euid.is_root(),
+        created_owner,
+        umask: umask(),
         warnings: Mutex::new(Vec::new()),
         warned_owner: AtomicBool::new(false),
         bytes: AtomicU64::new(0),
@@ -205,7 +237,9 @@ fn extract_into(image: &Image, dest: &Path, threads: usize, progress: &Progress)
         failed: AtomicBool::new(false),
     };
     let workers = threads.max(1);
-    let (tx, rx) = mpsc::sync_channel::<Job>(4 * workers);
+    // One batch queued per worker: (2 * workers + 1) batches open at most.
+    let batch_max = (MAX_OPEN / (2 * workers + 1)).clamp(1, BATCH_FILES);
+    let (tx, rx) = mpsc::sync_channel::<Vec<Job>>(workers);
     let rx = Mutex::new(rx);
     let first_error: Mutex<Option<String>> = Mutex::new(None);
     let walked = std::thread::scope(|s| {
@@ -213,21 +247,30 @@ fn extract_into(image: &Image, dest: &Path, threads: usize, progress: &Progress)
             s.spawn(|| {
                 loop {
                     // The lock is held only to take a job.
-                    let job = match rx.lock() {
+                    let batch = match rx.lock() {
                         Ok(r) => r.recv(),
                         Err(_) => return,
                     };
-                    let Ok(job) = job else { return };
-                    if ctx.failed.load(Ordering::Relaxed) {
-                        continue; // drain: the walk is stopping
-                    }
-                    let r = ctx
-                        .write_data(&job.inode, &job.fd, &job.rel)
-                        .and_then(|()| ctx.finish_inode(&job.inode, Target::Fd(&job.fd), &job.rel));
-                    if let Err(e) = r {
-                        ctx.failed.store(true, Ordering::Relaxed);
-                        let mut first = first_error.lock().unwrap_or_else(|p| p.into_inner());
-                        first.get_or_insert_with(|| crate::explain(e.as_ref()));
+                    let Ok(batch) = batch else { return };
+                    for job in batch {
+                        if ctx.failed.load(Ordering::Relaxed) {
+                            break; // drain: the walk is stopping
+                        }
+                        let r = ctx
+                            .write_data(&job.inode, &job.fd, &job.rel)
+                            .and_then(|()| {
+                                let t = Target::Fd(&job.fd);
+                                if job.preset {
+                                    ctx.finish_xattrs_times(&job.inode, &t, &job.rel)
+                                } else {
+                                    ctx.finish_inode(&job.inode, t, &job.rel)
+                                }
+                            });
+                        if let Err(e) = r {
+                            ctx.failed.store(true, Ordering::Relaxed);
+                            let mut first = first_error.lock().unwrap_or_else(|p| p.into_inner());
+                            first.get_or_insert_with(|| crate::explain(e.as_ref()));
+                        }
                     }
                 }
             });
@@ -240,12 +283,16 @@ fn extract_into(image: &Image, dest: &Path, threads: usize, progress: &Progress)
             dirs: HashSet::new(),
             entries: 0,
             jobs: tx,
+            batch: Vec::new(),
+            batch_bytes: 0,
+            batch_max,
         };
         let walked = (|| -> Result<u64> {
             let root = image.inode(image.root_nid())?;
             let root_fd = x.dest.try_clone()?;
             x.dirs.insert(root.nid());
             x.extract_dir(&root, &root_fd, PathBuf::new(), 0)?;
+            x.hand_over()?;
             ctx.finish_inode(&root, Target::Fd(&root_fd), Path::new("."))?;
             Ok(x.entries)
         })()
@@ -286,6 +333,18 @@ impl Ctx<'_> {
 }
 
 impl Extractor<'_> {
+    /// Hand the files created so far to the workers.
+    fn hand_over(&mut self) -> Result<()> {
+        self.batch_bytes = 0;
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(self.batch_max));
+        self.jobs
+            .send(batch)
+            .map_err(|_| "the writer threads stopped".into())
+    }
+
     fn extract_dir(&mut self, dir: &Inode, dfd: &OwnedFd, rel: PathBuf, depth: u32) -> Result<()> {
         if depth > self.image.limits().max_depth {
             return Err(Error::corrupt(
@@ -350,6 +409,7 @@ impl Extractor<'_> {
                         .finish_inode(&inode, Target::Fd(&sub), &child_rel)?;
                 }
                 FileType::Regular => {
+                    let preset = self.ctx.preset_mode(&inode);
                     let fd = rustix::fs::openat(
                         dfd,
                         name_os,
@@ -358,16 +418,18 @@ impl Extractor<'_> {
                             | OFlags::EXCL
                             | OFlags::NOFOLLOW
                             | OFlags::CLOEXEC,
-                        Mode::from_raw_mode(0o600),
+                        Mode::from_raw_mode(preset.unwrap_or(0o600)),
                     )
                     .map_err(|e| errno_io(e, "create", &child_rel))?;
-                    let job = Job {
+                    self.batch_bytes = self.batch_bytes.saturating_add(md.len());
+                    self.batch.push(Job {
                         inode,
                         fd,
                         rel: child_rel,
-                    };
-                    if self.jobs.send(job).is_err() {
-                        return Err("the writer threads stopped".into());
+                        preset: preset.is_some(),
+                    });
+                    if self.batch.len() >= self.batch_max || self.batch_bytes >= BATCH_BYTES {
+                        self.hand_over()?;
                     }
                 }
                 FileType::Symlink => {
@@ -411,7 +473,29 @@ impl Extractor<'_> {
     }
 }
 
+/// The process's umask, from `/proc/self/status` (reading it with umask(2) would change it
+/// for a moment, under the feet of other threads).
+fn umask() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let v = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+    u32::from_str_radix(v.trim(), 8).ok()
+}
+
 impl Ctx<'_> {
+    /// The mode to create regular file `inode` with when creating it gives it its final
+    /// owner and mode (no chown or chmod needed afterwards), else `None` (created 0600,
+    /// owner and mode set once its data is written). Never more permissive than the final
+    /// mode, so nothing is exposed while the data is written.
+    fn preset_mode(&self, inode: &Inode) -> Option<u32> {
+        let md = inode.metadata();
+        let mode = u32::from(md.mode()) & 0o7777;
+        let umask = self.umask?;
+        (self.created_owner == Some((md.uid(), md.gid()))
+            && mode & !0o777 == 0
+            && mode & umask == 0)
+            .then_some(mode)
+    }
+
     fn write_data(&self, inode: &Inode, fd: &OwnedFd, rel: &Path) -> Result<()> {
         let mut pos = 0u64;
         let mut data_end = 0u64;
@@ -484,7 +568,12 @@ impl Ctx<'_> {
             Target::At(dfd, name) => rustix::fs::chmodat(dfd, *name, mode, AtFlags::empty()),
         };
         chmod.map_err(|e| errno_io(e, "chmod", rel))?;
+        self.finish_xattrs_times(inode, &t, rel)
+    }
 
+    /// Xattrs and times (the last change, so that nothing disturbs the mtime).
+    fn finish_xattrs_times(&self, inode: &Inode, t: &Target<'_>, rel: &Path) -> Result<()> {
+        let md = inode.metadata();
         for x in self.image.inode_xattrs(inode)? {
             let name = OsStr::from_bytes(&x.name);
             let r = match &t {

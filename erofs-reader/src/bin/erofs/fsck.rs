@@ -2,8 +2,9 @@
 //! every xattr and symlink, read every page of stored file data and decode every compressed
 //! extent.
 //!
-//! One thread walks the metadata and hands each regular file, as it finds it, to `threads`
-//! workers through a bounded queue; the workers read the data through
+//! One thread walks the metadata and hands the regular files it finds, in batches of up to
+//! 64 files or 1 MiB of data, to `threads` workers through a bounded queue; the workers
+//! read the data through
 //! [`Image::for_each_piece`], which lends slices of a memory-mapped image instead of
 //! copying. Walking and reading overlap, so the walk costs no wall time of its own.
 //!
@@ -29,9 +30,17 @@ const RELEASE_EVERY: u64 = 8 << 20;
 /// Entries the walk visits between calls to [`Image::release_memory`].
 const RELEASE_EVERY_ENTRIES: u64 = 2048;
 
-/// Files waiting for a worker, per worker: enough that the walk rarely waits, bounded so a
-/// huge image does not queue its whole file list.
-const QUEUE_PER_WORKER: usize = 256;
+/// Batches waiting for a worker, per worker: enough that the walk rarely waits, bounded so
+/// a huge image does not queue its whole file list.
+const QUEUE_PER_WORKER: usize = 4;
+
+/// Most files in a batch handed to a worker: one hand-off per file cost wake-ups and lock
+/// contention for every small file.
+const BATCH_FILES: usize = 64;
+
+/// Data bytes after which a batch is handed over without waiting for more files, so that
+/// big files spread over the workers.
+const BATCH_BYTES: u64 = 1 << 20;
 
 /// Most errors reported individually.
 const MAX_ERRORS: usize = 100;
@@ -62,7 +71,7 @@ pub(crate) fn fsck(image: &Image, threads: usize, progress: &Progress) -> Report
     let start = Instant::now();
     let mut r = Report::default();
     let threads = threads.max(1);
-    let (jobs, queue) = mpsc::sync_channel::<Job>(QUEUE_PER_WORKER.saturating_mul(threads));
+    let (jobs, queue) = mpsc::sync_channel::<Vec<Job>>(QUEUE_PER_WORKER.saturating_mul(threads));
     let queue = Mutex::new(queue);
     let bytes = AtomicU64::new(0);
     // (walk index of the file, message)
@@ -71,9 +80,15 @@ pub(crate) fn fsck(image: &Image, threads: usize, progress: &Progress) -> Report
         for _ in 0..threads {
             s.spawn(|| read_files(image, &queue, &bytes, &data_errors, progress));
         }
-        walk(image, &mut r, &jobs);
+        let mut batches = Batches {
+            jobs,
+            batch: Vec::new(),
+            bytes: 0,
+        };
+        walk(image, &mut r, &mut batches);
+        batches.hand_over();
         // Dropping the sender ends the workers once the queue is empty.
-        drop(jobs);
+        drop(batches);
     });
     r.bytes += bytes.into_inner();
     let mut data_errors = data_errors.into_inner().unwrap_or_else(|p| p.into_inner());
@@ -94,8 +109,38 @@ struct Job {
     size: u64,
 }
 
+/// Files found by the walk, handed to the workers in batches.
+struct Batches {
+    jobs: mpsc::SyncSender<Vec<Job>>,
+    batch: Vec<Job>,
+    /// Data bytes of `batch`.
+    bytes: u64,
+}
+
+impl Batches {
+    /// Add a file; false once every worker is gone.
+    fn push(&mut self, job: Job) -> bool {
+        self.bytes = self.bytes.saturating_add(job.size);
+        self.batch.push(job);
+        if self.batch.len() >= BATCH_FILES || self.bytes >= BATCH_BYTES {
+            return self.hand_over();
+        }
+        true
+    }
+
+    /// Hand the files found so far to the workers; false once every worker is gone.
+    fn hand_over(&mut self) -> bool {
+        self.bytes = 0;
+        if self.batch.is_empty() {
+            return true;
+        }
+        let batch = std::mem::take(&mut self.batch);
+        self.jobs.send(batch).is_ok()
+    }
+}
+
 /// The metadata walk: counts and checks into `r`, regular files to `jobs`.
-fn walk(image: &Image, r: &mut Report, jobs: &mpsc::SyncSender<Job>) {
+fn walk(image: &Image, r: &mut Report, jobs: &mut Batches) {
     let mut seen: HashSet<Nid> = HashSet::new();
     let mut links: HashMap<Nid, u32> = HashMap::new();
     let root = image.root_nid();
@@ -234,7 +279,7 @@ fn walk(image: &Image, r: &mut Report, jobs: &mpsc::SyncSender<Job>) {
                         inode,
                         path: child_path,
                     };
-                    if jobs.send(job).is_err() {
+                    if !jobs.push(job) {
                         // Only if every worker panicked; scope() re-raises the panic.
                         break;
                     }
@@ -260,7 +305,7 @@ fn walk(image: &Image, r: &mut Report, jobs: &mpsc::SyncSender<Job>) {
 /// the file's walk index to `errors`.
 fn read_files(
     image: &Image,
-    queue: &Mutex<mpsc::Receiver<Job>>,
+    queue: &Mutex<mpsc::Receiver<Vec<Job>>>,
     bytes: &AtomicU64,
     errors: &Mutex<Vec<(u64, String)>>,
     progress: &Progress,
@@ -268,46 +313,48 @@ fn read_files(
     let mut sum = 0u64;
     let mut since_release = 0u64;
     loop {
-        // The lock is held only to take a job.
-        let job = match queue.lock() {
+        // The lock is held only to take a batch.
+        let batch = match queue.lock() {
             Ok(q) => q.recv(),
             Err(p) => p.into_inner().recv(),
         };
-        let Ok(job) = job else { break };
-        let mut n = 0u64;
-        let result = image.for_each_piece(&job.inode, |p| {
-            match p {
-                Piece::Data(d) => {
-                    progress.bytes(d.len() as u64);
-                    for c in d.chunks(RELEASE_EVERY as usize) {
-                        sum = sum.wrapping_add(touch(c));
-                        since_release += c.len() as u64;
-                        // Keep the resident set small: mapped pages already read go back
-                        // to the page cache only.
-                        if since_release >= RELEASE_EVERY {
-                            image.release_memory();
-                            since_release = 0;
+        let Ok(batch) = batch else { break };
+        for job in batch {
+            let mut n = 0u64;
+            let result = image.for_each_piece(&job.inode, |p| {
+                match p {
+                    Piece::Data(d) => {
+                        progress.bytes(d.len() as u64);
+                        for c in d.chunks(RELEASE_EVERY as usize) {
+                            sum = sum.wrapping_add(touch(c));
+                            since_release += c.len() as u64;
+                            // Keep the resident set small: mapped pages already read go back
+                            // to the page cache only.
+                            if since_release >= RELEASE_EVERY {
+                                image.release_memory();
+                                since_release = 0;
+                            }
                         }
+                        n += d.len() as u64;
                     }
-                    n += d.len() as u64;
+                    Piece::Zeros(z) => n += z,
                 }
-                Piece::Zeros(z) => n += z,
-            }
-            Ok::<(), erofs_reader::Error>(())
-        });
-        progress.file();
-        let error = match result {
-            Ok(()) if n == job.size => {
-                bytes.fetch_add(n, Ordering::Relaxed);
-                continue;
-            }
-            Ok(()) => format!("{}: read {n} bytes of {}", job.path.display(), job.size),
-            Err(e) => format!("{}: {e}", job.path.display()),
-        };
-        errors
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push((job.index, error));
+                Ok::<(), erofs_reader::Error>(())
+            });
+            progress.file();
+            let error = match result {
+                Ok(()) if n == job.size => {
+                    bytes.fetch_add(n, Ordering::Relaxed);
+                    continue;
+                }
+                Ok(()) => format!("{}: read {n} bytes of {}", job.path.display(), job.size),
+                Err(e) => format!("{}: {e}", job.path.display()),
+            };
+            errors
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((job.index, error));
+        }
     }
     std::hint::black_box(sum);
 }
