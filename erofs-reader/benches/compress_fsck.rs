@@ -22,7 +22,9 @@
 //! "fsck speed").
 //!
 //! `EROFS_BENCH_SCALE` (default 1.0) scales the tree, `EROFS_BENCH_ALGS` (comma-separated
-//! names) picks algorithms. The target is a ratio of at most 0.5 for every algorithm.
+//! names) picks algorithms, `EROFS_BENCH_EROFS` runs another `erofs` binary (to compare
+//! builds under the same conditions). The target is a ratio of at most 0.5 for every
+//! algorithm.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

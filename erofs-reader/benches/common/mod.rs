@@ -234,7 +234,7 @@ pub(crate) fn print_pair(what: &str, ours: &str, theirs: &str, p: &Pair, target:
     // autogroup scheduling, a session's threads share one slice): the CPU ratio says what
     // each side cost.
     println!(
-        "{:<10} CPU (user+sys, median): ours {:.2}s, theirs {:.2}s: ratio {:.2}",
+        "{:<10} CPU (user+sys, median): ours {:.3}s, theirs {:.3}s: ratio {:.2}",
         "",
         cpu(&p.ours).as_secs_f64(),
         cpu(&p.theirs).as_secs_f64(),
