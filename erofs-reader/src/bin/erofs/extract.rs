@@ -47,7 +47,8 @@ struct Ctx<'a> {
     /// known: its effective ids, unless the tree's root is set-group-ID (then new entries
     /// take the root's group).
     created_owner: Option<(u32, u32)>,
-    /// The process's umask (`/proc/self/status`), when known.
+    /// The process's umask (`/proc/self/status`), when known and it is what masks the mode
+    /// of new entries (no default ACL on the temporary tree).
     umask: Option<u32>,
     warnings: Mutex<Vec<String>>,
     warned_owner: AtomicBool,
@@ -229,7 +230,8 @@ fn extract_into(image: &Image, dest: &Path, threads: usize, progress: &Progress)
         progress,
         is_root: euid.is_root(),
         created_owner,
-        umask: umask(),
+        // A default ACL, not the umask, decides the mode of new entries under it.
+        umask: umask().filter(|_| !has_default_acl(&dfd)),
         warnings: Mutex::new(Vec::new()),
         warned_owner: AtomicBool::new(false),
         bytes: AtomicU64::new(0),
@@ -479,6 +481,15 @@ fn umask() -> Option<u32> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let v = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
     u32::from_str_radix(v.trim(), 8).ok()
+}
+
+/// Whether directory `dir` has a default ACL (or that cannot be told), which new entries
+/// inherit instead of being masked by the umask.
+fn has_default_acl(dir: &OwnedFd) -> bool {
+    match rustix::fs::fgetxattr_query(dir, "system.posix_acl_default") {
+        Err(e) => e != rustix::io::Errno::NODATA && e != rustix::io::Errno::OPNOTSUPP,
+        Ok(_) => true,
+    }
 }
 
 impl Ctx<'_> {
