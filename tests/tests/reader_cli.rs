@@ -1,6 +1,7 @@
 //! The `erofs` command-line tool: extract round trip, fsck on good and damaged images,
 //! path traversal attempts, and the inspection subcommands.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -487,6 +488,72 @@ fn reader_cli_extract_all_or_nothing() {
     ok(&erofs(&[&"extract", &"--quiet", &f.image, &dest]));
     let got = tree::snapshot_dir(&dest);
     tree::compare(&tree::snapshot_dir(&f.tree), &got, &Compare::default()).unwrap();
+}
+
+/// Modes and owners come out as the image says whatever masks or sets them where the tree
+/// is made: a restrictive umask, a parent directory that is set-group-ID with another group,
+/// a default ACL on the parent (which masks new entries instead of the umask). `extract`
+/// creates files that need no `fchown`/`fchmod` with their final mode: these are the cases
+/// where it must not.
+#[test]
+fn reader_cli_extract_modes_whatever_the_parent() {
+    let Some(f) = fixture() else { return };
+    let Some(setfacl) = tests::require_tool("setfacl") else {
+        return;
+    };
+    let dir = tests::scratch_dir("reader_cli_extract_modes");
+    let want = tree::snapshot_dir(&f.tree);
+    let check = |dest: &Path, how: &Compare| {
+        if let Err(d) = tree::compare(&want, &tree::snapshot_dir(dest), how) {
+            panic!("{}:\n{d}", dest.display());
+        }
+    };
+    let no_root = Compare {
+        root_metadata: false,
+        ..Compare::default()
+    };
+
+    // umask 077: the modes are the image's, not masked.
+    let dest = dir.join("umask");
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("umask 077 && exec \"$0\" extract \"$1\" \"$2\"")
+        .arg(tree::erofs_cli())
+        .arg(&f.image)
+        .arg(&dest)
+        .output()
+        .unwrap();
+    ok(&out);
+    check(&dest, &Compare::default());
+
+    // A set-group-ID parent owned by another group: new entries take its group; extract
+    // must give each its own.
+    let sgid = dir.join("sgid");
+    std::fs::create_dir(&sgid).unwrap();
+    std::os::unix::fs::chown(&sgid, None, Some(5)).unwrap();
+    std::fs::set_permissions(&sgid, std::fs::Permissions::from_mode(0o2775)).unwrap();
+    let dest = sgid.join("out");
+    ok(&erofs(&[&"extract", &f.image, &dest]));
+    check(&dest, &no_root);
+
+    // A default ACL with no permission for group and others: it, not the umask, masks the
+    // modes of new entries. (New directories inherit it as an xattr: xattrs not compared.)
+    let acl = dir.join("acl");
+    std::fs::create_dir(&acl).unwrap();
+    tests::run(
+        Command::new(setfacl)
+            .args(["-d", "-m", "u::rwx,g::---,o::---"])
+            .arg(&acl),
+    );
+    let dest = acl.join("out");
+    ok(&erofs(&[&"extract", &f.image, &dest]));
+    check(
+        &dest,
+        &Compare {
+            xattrs: false,
+            ..no_root
+        },
+    );
 }
 
 /// The inspection commands as handy as dump.erofs: several paths for `cat`, dashed UUIDs and
