@@ -202,6 +202,97 @@ fn file_backed(
     )
 }
 
+/// [`mount_file_backed`], then set the new mount's readahead to `bytes` (rounded down to KiB;
+/// 0 leaves the kernel's 128 KiB). Files opened afterwards read ahead this far.
+///
+/// Why it matters: EROFS reads a backing file in requests of at most 16 page-cache folios, so
+/// with 4 KiB folios in 64 KiB requests; a larger readahead brings larger folios and so
+/// fewer, larger requests. Through [`crate::fanotify`] each request on an incomplete backing
+/// file is a pre-content event (a round trip to the daemon), so this cuts the events of a
+/// sequential read several times (`erofs-ondemand fanotify --mount-readahead`).
+///
+/// The knob is the `read_ahead_kb` of the mount's own backing device info
+/// (`/sys/class/bdi/erofs-N`, made with the mount): the one named by the filesystem's sysfs
+/// name (`FS_IOC_GETFSSYSFSPATH`: `erofs/erofs-N` on Linux 6.12-6.18), else the one device
+/// info that appeared during the mount (Linux 7.2 names the filesystem `erofs/MAJOR:MINOR`).
+///
+/// # Errors
+///
+/// The mount's. Once mounted, the readahead is best effort: a kernel that does not let us
+/// set it (none found, or two mounts made at the same moment) is logged as a warning.
+pub fn mount_file_backed_with_readahead(
+    image: &Path,
+    devices: &[PathBuf],
+    target: &Path,
+    bytes: u64,
+) -> io::Result<()> {
+    let before = bdi_names();
+    mount_file_backed(image, devices, target)?;
+    if bytes > 0 {
+        match set_read_ahead(target, bytes, &before) {
+            Ok(knob) => log::info!(
+                "{}: mount readahead set to {} KiB ({})",
+                target.display(),
+                bytes >> 10,
+                knob.display()
+            ),
+            Err(e) => log::warn!("{}: mount readahead not set: {e}", target.display()),
+        }
+    }
+    Ok(())
+}
+
+const BDI_DIR: &str = "/sys/class/bdi";
+
+/// The backing device infos' names now (`/sys/class/bdi`; empty if it cannot be read).
+fn bdi_names() -> std::collections::BTreeSet<std::ffi::OsString> {
+    std::fs::read_dir(BDI_DIR)
+        .map(|dir| dir.filter_map(|e| Some(e.ok()?.file_name())).collect())
+        .unwrap_or_default()
+}
+
+/// Write `bytes / 1024` to the `read_ahead_kb` of the EROFS mount at `target` (`before`: the
+/// device infos before it was mounted); returns the file written.
+fn set_read_ahead(
+    target: &Path,
+    bytes: u64,
+    before: &std::collections::BTreeSet<std::ffi::OsString>,
+) -> io::Result<PathBuf> {
+    let unsupported = |why: String| io::Error::new(io::ErrorKind::Unsupported, why);
+    let dir = std::fs::File::open(target)?;
+    let named = crate::sys::fs_sysfs_path(std::os::fd::AsFd::as_fd(&dir))
+        .ok()
+        .and_then(|sysfs| {
+            let name = sysfs.strip_prefix("erofs/")?;
+            let usable = !name.is_empty() && !name.contains('/') && name != "..";
+            usable.then(|| Path::new(BDI_DIR).join(name))
+        })
+        .filter(|bdi| bdi.join("read_ahead_kb").exists());
+    let bdi = match named {
+        Some(bdi) => bdi,
+        None => {
+            let new: Vec<_> = bdi_names()
+                .into_iter()
+                .filter(|n| !before.contains(n))
+                .collect();
+            match new.as_slice() {
+                [one] => Path::new(BDI_DIR).join(one),
+                [] => return Err(unsupported(format!("no backing device info in {BDI_DIR}"))),
+                _ => {
+                    return Err(unsupported(format!(
+                        "{} device infos appeared in {BDI_DIR} during the mount: {new:?}",
+                        new.len()
+                    )));
+                }
+            }
+        }
+    };
+    let knob = bdi.join("read_ahead_kb");
+    std::fs::write(&knob, format!("{}\n", bytes / 1024))
+        .map_err(|e| io::Error::new(e.kind(), format!("writing {}: {e}", knob.display())))?;
+    Ok(knob)
+}
+
 /// `mount("none", TARGET, "erofs", MS_RDONLY, "fsid=FSID[,domain_id=D][,device=NAME...]")`: an
 /// EROFS-over-fscache mount. A cache must be bound and a daemon serving it, or the mount
 /// waits for the daemon's answer (and fails once the cache is gone).

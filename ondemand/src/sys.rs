@@ -1,8 +1,8 @@
 //! The crate's only `unsafe` code: taking ownership of an fd number the kernel installed in
 //! this process (the fd of a cachefiles OPEN message, of a fanotify event, or of an
 //! `SCM_RIGHTS` message), taking a received fd as a fanotify group, reserving an fd number,
-//! and the cachefiles `READ_COMPLETE` ioctl. Every block says why it
-//! holds.
+//! the cachefiles `READ_COMPLETE` ioctl and the `FS_IOC_GETFSSYSFSPATH` ioctl. Every block
+//! says why it holds.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -103,6 +103,49 @@ pub(crate) fn read_complete(fd: BorrowedFd<'_>, msg_id: u32) -> io::Result<()> {
     } else {
         Ok(())
     }
+}
+
+/// `struct fs_sysfs_path` (include/uapi/linux/fs.h, Linux 6.8): a length and a name.
+#[repr(C)]
+struct FsSysfsPath {
+    len: u8,
+    name: [u8; 128],
+}
+
+/// `FS_IOC_GETFSSYSFSPATH` = `_IOR(0x15, 1, struct fs_sysfs_path)`.
+const FS_IOC_GETFSSYSFSPATH: nix::libc::c_ulong = (2 << 30)
+    | ((std::mem::size_of::<FsSysfsPath>() as nix::libc::c_ulong) << 16)
+    | (0x15 << 8)
+    | 1;
+
+/// The filesystem's directory under `/sys/fs` (`erofs/erofs-3`) for the filesystem holding
+/// `fd`: `ioctl(fd, FS_IOC_GETFSSYSFSPATH)` (Linux 6.8 and later).
+///
+/// # Errors
+///
+/// The kernel's (`ENOTTY`: an older kernel; `ENOIOCTLCMD`/`ENOTTY`: a filesystem without a
+/// sysfs name).
+pub(crate) fn fs_sysfs_path(fd: BorrowedFd<'_>) -> io::Result<String> {
+    let mut path = FsSysfsPath {
+        len: 0,
+        name: [0; 128],
+    };
+    // SAFETY: the kernel writes at most `size_of::<FsSysfsPath>()` bytes (the size encoded in
+    // the request number) into `path`, which lives for the call and has the uapi layout
+    // (`#[repr(C)]`, two byte fields: no padding); `fd` is a live borrowed fd.
+    let r = unsafe {
+        nix::libc::ioctl(
+            fd.as_raw_fd(),
+            FS_IOC_GETFSSYSFSPATH as _,
+            std::ptr::from_mut(&mut path),
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let name = path.name.get(..usize::from(path.len)).unwrap_or(&path.name);
+    let name = name.split(|&b| b == 0).next().unwrap_or_default();
+    Ok(String::from_utf8_lossy(name).into_owned())
 }
 
 #[cfg(test)]

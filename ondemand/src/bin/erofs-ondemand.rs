@@ -22,7 +22,8 @@
 //!
 //! ```text
 //! erofs-ondemand fanotify --cache-dir DIR --blob-dir DIR --image KEY [--device KEY]...
-//!                         [--mountpoint MNT] [--on-open nothing|window|whole] [--supervisor SOCKET]
+//!                         [--mountpoint MNT] [--mount-readahead BYTES] [--on-open nothing|window|whole]
+//!                         [--supervisor SOCKET]
 //!                         [the tuning flags of serve: --threads, --readahead, --sequential-ahead,
 //!                          --fill-threads, --fill-buffer, --metrics, --prefetch, --prefetch-path, --record,
 //!                          --prefetch-list, ...]
@@ -162,6 +163,11 @@ struct FanotifyArgs {
     /// the files the log names).
     #[arg(long, value_name = "DIR")]
     mountpoint: Option<PathBuf>,
+    /// The readahead of the mounts (suffixes K, M, G; 0 leaves the kernel's 128 KiB): each
+    /// read request EROFS makes of an incomplete backing file is a pre-content event, and a
+    /// larger readahead makes a sequential reader's requests larger and fewer.
+    #[arg(long, value_name = "BYTES", default_value_t = ondemand::fanotify::MOUNT_READAHEAD, value_parser = parse_bytes)]
+    mount_readahead: u64,
     /// What an open of a backing file (an event with count 0) fills.
     #[arg(long, value_enum, default_value = "window")]
     on_open: OnOpen,
@@ -476,6 +482,7 @@ fn fanotify_serve<B: ondemand::BlobStore>(
         image,
         devices,
         mountpoint,
+        mount_readahead,
         on_open,
         serving,
         supervisor,
@@ -601,7 +608,7 @@ fn fanotify_serve<B: ondemand::BlobStore>(
                 let mount_one = |key: &str, dir: &std::path::Path| {
                     let f = files.iter().find(|(k, _)| k == key).map(|(_, f)| f);
                     f.ok_or_else(|| std::io::Error::other(format!("no backing file for {key}")))?
-                        .mount(dir)
+                        .mount_with_readahead(dir, mount_readahead)
                 };
                 match ondemand::registry::Rootfs::mount(r, &cache_dir, m, mount_one) {
                     Ok(rootfs) => {
@@ -615,7 +622,7 @@ fn fanotify_serve<B: ondemand::BlobStore>(
                     }
                 }
             }
-            (Some(m), None) => match files[0].1.mount(m) {
+            (Some(m), None) => match files[0].1.mount_with_readahead(m, mount_readahead) {
                 Ok(()) => {
                     log::info!("mounted {} on {}", files[0].1.image.display(), m.display());
                     Some(Mounted::One(m.clone()))
