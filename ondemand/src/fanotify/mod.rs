@@ -90,8 +90,9 @@
 //! let mnt = Path::new("/mnt/image");
 //! std::thread::scope(|s| {
 //!     let serving = s.spawn(|| daemon.run());
-//!     // The mount reads the files: the daemon must already be serving.
-//!     files.mount(mnt)?;
+//!     // The mount reads the files: the daemon must already be serving. A 4 MiB readahead
+//!     // makes a sequential reader's events fewer and larger (`MOUNT_READAHEAD`).
+//!     files.mount_with_readahead(mnt, ondemand::fanotify::MOUNT_READAHEAD)?;
 //!     while !signal.is_triggered() {
 //!         std::thread::sleep(Duration::from_millis(100));
 //!     }
