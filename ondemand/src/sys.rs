@@ -123,8 +123,7 @@ const FS_IOC_GETFSSYSFSPATH: nix::libc::c_ulong = (2 << 30)
 ///
 /// # Errors
 ///
-/// The kernel's (`ENOTTY`: an older kernel; `ENOIOCTLCMD`/`ENOTTY`: a filesystem without a
-/// sysfs name).
+/// The kernel's (`ENOTTY` before Linux 6.8, or for a filesystem without a sysfs name).
 pub(crate) fn fs_sysfs_path(fd: BorrowedFd<'_>) -> io::Result<String> {
     let mut path = FsSysfsPath {
         len: 0,
