@@ -209,7 +209,9 @@ fn file_backed(
 /// with 4 KiB folios in 64 KiB requests; a larger readahead brings larger folios and so
 /// fewer, larger requests. Through [`crate::fanotify`] each request on an incomplete backing
 /// file is a pre-content event (a round trip to the daemon), so this cuts the events of a
-/// sequential read several times (`erofs-ondemand fanotify --mount-readahead`).
+/// sequential read several times (`erofs-ondemand fanotify --mount-readahead`). Without a
+/// daemon there is no such gain: in the 7.2 VM a plain file-backed read of 48 MiB was slower at
+/// 4 MiB than at 128 KiB in five runs of seven (DESIGN.md, "The mount's readahead").
 ///
 /// The knob is the `read_ahead_kb` of the mount's own backing device info
 /// (`/sys/class/bdi/erofs-N`, made with the mount): the one named by the filesystem's sysfs
