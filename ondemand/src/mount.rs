@@ -211,7 +211,7 @@ fn file_backed(
 /// file is a pre-content event (a round trip to the daemon), so this cuts the events of a
 /// sequential read several times (`erofs-ondemand fanotify --mount-readahead`). Without a
 /// daemon there is no such gain: in the 7.2 VM a plain file-backed read of 48 MiB was slower at
-/// 4 MiB than at 128 KiB in five runs of seven (DESIGN.md, "The mount's readahead").
+/// 4 MiB than at 128 KiB in five runs of eight (DESIGN.md, "The mount's readahead").
 ///
 /// The knob is the `read_ahead_kb` of the mount's own backing device info
 /// (`/sys/class/bdi/erofs-N`, made with the mount): the one named by the filesystem's sysfs
