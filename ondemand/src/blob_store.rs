@@ -76,11 +76,12 @@ use std::time::SystemTime;
 
 use erofs_reader::Source;
 
-/// One range of a [`StoredBlob::read_ranges`] batch: fill all of `buf` with the stored bytes
-/// at `offset`.
+/// One range of a batch: fill all of `buf` with the bytes at `offset` (the stored bytes for
+/// [`StoredBlob::read_ranges`], the object's bytes for
+/// [`crate::OnDemandServer::fill_ranges`]).
 #[derive(Debug)]
 pub struct RangeRead<'a> {
-    /// First stored byte.
+    /// First byte.
     pub offset: u64,
     /// Where the bytes go; its length is the range's length.
     pub buf: &'a mut [u8],

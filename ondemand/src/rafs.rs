@@ -117,19 +117,35 @@ impl RafsBlob {
     /// that the range touches, in one [`StoredBlob::read_ranges`] batch, then the decoding
     /// (which finds them staged).
     fn read_exact_at(&self, buf: &mut [u8], off: u64) -> io::Result<()> {
-        let end = off.saturating_add(buf.len() as u64);
-        let chunks = self.chunk_span(off..end);
+        self.read_batch(&mut [RangeRead { offset: off, buf }])
+    }
+
+    /// Read several uncompressed ranges (sorted, not overlapping) as one batch: the stored
+    /// bytes of every chunk they touch in one [`StoredBlob::read_ranges`] call (a remote
+    /// store merges near ranges into few requests and runs them in parallel), then each
+    /// range decoded from them.
+    fn read_batch(&self, reads: &mut [RangeRead<'_>]) -> io::Result<()> {
+        let wanted: Vec<Range<u64>> = reads
+            .iter()
+            .map(|r| r.offset..r.offset.saturating_add(r.buf.len() as u64))
+            .collect();
+        let mut chunks: Vec<usize> = wanted
+            .iter()
+            .flat_map(|r| self.chunk_span(r.clone()))
+            .collect();
+        chunks.sort_unstable();
+        chunks.dedup();
         {
             let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
-            while chunks.clone().any(|c| busy.contains(&c)) {
+            while chunks.iter().any(|c| busy.contains(c)) {
                 busy = self.freed.wait(busy).unwrap_or_else(|p| p.into_inner());
             }
-            busy.extend(chunks.clone());
+            busy.extend(chunks.iter().copied());
         }
-        let result = self.read_claimed(buf, off, end);
+        let result = self.read_claimed(reads, &wanted);
         let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
-        for c in chunks {
-            busy.remove(&c);
+        for c in &chunks {
+            busy.remove(c);
         }
         drop(busy);
         self.freed.notify_all();
@@ -149,39 +165,47 @@ impl RafsBlob {
         first..last
     }
 
-    /// [`read_exact_at`](Self::read_exact_at) once its chunks are claimed.
-    fn read_claimed(&self, buf: &mut [u8], off: u64, end: u64) -> io::Result<()> {
-        let ranges = self.stored_ranges(off..end);
-        if ranges.len() < 2 {
-            // One range: the decoder's own read is already one request.
-            return self.source.read_exact_at(buf, off);
+    /// [`read_batch`](Self::read_batch) once its chunks are claimed (`wanted`: the reads'
+    /// ranges).
+    fn read_claimed(&self, reads: &mut [RangeRead<'_>], wanted: &[Range<u64>]) -> io::Result<()> {
+        let ranges = self.stored_ranges(wanted);
+        // One stored range for one read: the decoder's own read is already one request.
+        let staged = if ranges.len() >= 2 || (reads.len() >= 2 && !ranges.is_empty()) {
+            Some(self.staged.fetch(&ranges)?)
+        } else {
+            None
+        };
+        let result = reads
+            .iter_mut()
+            .try_for_each(|r| self.source.read_exact_at(r.buf, r.offset));
+        if let Some(staged) = staged {
+            self.staged.drop_staged(staged);
         }
-        let staged = self.staged.fetch(&ranges)?;
-        let result = self.source.read_exact_at(buf, off);
-        self.staged.drop_staged(staged);
         result
     }
 
-    /// The stored ranges of the chunks overlapping `range` (none for ZRan blobs, whose
+    /// The stored ranges of the chunks overlapping `wanted` (none for ZRan blobs, whose
     /// stored bytes are shared gzip streams, or when the batch would be too big).
-    fn stored_ranges(&self, range: Range<u64>) -> Vec<Range<u64>> {
+    fn stored_ranges(&self, wanted: &[Range<u64>]) -> Vec<Range<u64>> {
         let Ok(chunks) = self.source.chunk_infos() else {
             return Vec::new();
         };
         if self.source.zran_contexts().is_ok_and(|z| !z.is_empty()) {
             return Vec::new();
         }
-        let span = self.chunk_span(range);
         // A chunk already decoded (a window that ended inside it) needs no stored bytes:
         // staging it again would fetch it twice.
-        let mut out: Vec<Range<u64>> = (span.start..)
-            .zip(&chunks[span])
-            .filter(|(ci, _)| u32::try_from(*ci).is_ok_and(|ci| !self.source.is_decoded(ci)))
-            .map(|(_, c)| c.compressed_offset..c.compressed_end())
+        let mut out: Vec<Range<u64>> = wanted
+            .iter()
+            .flat_map(|r| self.chunk_span(r.clone()))
+            .filter(|&ci| u32::try_from(ci).is_ok_and(|ci| !self.source.is_decoded(ci)))
+            .filter_map(|ci| chunks.get(ci))
+            .map(|c| c.compressed_offset..c.compressed_end())
             .filter(|r| !r.is_empty())
             .collect();
         out.sort_by_key(|r| r.start);
-        // Chunks deduplicated within the blob may share stored bytes: one range each.
+        // Chunks deduplicated within the blob (or touched by two reads) may share stored
+        // bytes: one range each.
         out.dedup();
         let total: u64 = out.iter().map(|r| r.end - r.start).sum();
         if total > MAX_BATCH_BYTES || out.windows(2).any(|w| w[1].start < w[0].end) {
@@ -731,6 +755,33 @@ impl<B: BlobStore> OnDemandServer for RafsServer<B> {
                 Ok(n)
             }
         }
+    }
+
+    /// A blob's ranges as one batch ([`RafsBlob`]: the stored bytes of all their chunks in one
+    /// [`StoredBlob::read_ranges`] call); other objects' one by one.
+    fn fill_ranges(&self, object: &RafsObject, ranges: &mut [RangeRead<'_>]) -> io::Result<()> {
+        let RafsObject::Blob(blob) = object else {
+            return ranges
+                .iter_mut()
+                .try_for_each(|r| self.fill(object, r.offset, r.buf));
+        };
+        let size = blob.source.uncompressed_size();
+        for r in ranges.iter() {
+            if r.offset
+                .checked_add(r.buf.len() as u64)
+                .is_none_or(|end| end > size)
+            {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "range at {} of {} bytes is past the blob's end {size}",
+                        r.offset,
+                        r.buf.len()
+                    ),
+                ));
+            }
+        }
+        blob.read_batch(ranges)
     }
 
     fn render_metrics(&self, out: &mut String) {

@@ -10,6 +10,8 @@ use std::io;
 
 use cachefiles_proto::Errno;
 
+use crate::blob_store::RangeRead;
+
 /// What the kernel knows about an object when it opens it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ObjectKey<'a> {
@@ -104,6 +106,25 @@ pub trait OnDemandServer: Send + Sync {
         Ok(())
     }
 
+    /// Fill several ranges of `object` at once: all of each `buf` with the object's bytes at
+    /// its `offset` (ranges sorted by offset, not overlapping, none past the object's size).
+    /// The engine's prefetch hands a server a batch of ranges (the ranges of an access trace
+    /// that the readers need next) so that a remote server can fetch them in a few large
+    /// requests instead of one per range; [`crate::rafs::RafsServer`] fetches the stored
+    /// bytes of every chunk the batch touches in one [`crate::StoredBlob::read_ranges`] call.
+    /// The default fills them one by one with [`fill`](Self::fill).
+    ///
+    /// # Errors
+    ///
+    /// As [`fill`](Self::fill): any range that cannot be filled whole fails the call (the
+    /// contents of every `buf` are then unspecified and are not used).
+    fn fill_ranges(&self, object: &Self::Object, ranges: &mut [RangeRead<'_>]) -> io::Result<()> {
+        for r in ranges.iter_mut() {
+            self.fill(object, r.offset, r.buf)?;
+        }
+        Ok(())
+    }
+
     /// The kernel closed the object (unmount, cache unbind). The default does nothing; the
     /// object is dropped once in-flight reads of it finish.
     fn close(&self, object: &Self::Object) {
@@ -131,6 +152,10 @@ impl<S: OnDemandServer + ?Sized> OnDemandServer for std::sync::Arc<S> {
 
     fn fill(&self, object: &Self::Object, off: u64, buf: &mut [u8]) -> io::Result<()> {
         (**self).fill(object, off, buf)
+    }
+
+    fn fill_ranges(&self, object: &Self::Object, ranges: &mut [RangeRead<'_>]) -> io::Result<()> {
+        (**self).fill_ranges(object, ranges)
     }
 
     fn close(&self, object: &Self::Object) {

@@ -56,7 +56,9 @@
 //! output; `CONTAINER_START_PACKAGES` (the root packages, default [`ROOTS`]),
 //! `CONTAINER_START_KERNELS` (`6.12,7.2`), `CONTAINER_START_LINKS`
 //! (`20ms-200mbit,2ms-1gbit`: `<rtt>ms-<rate>mbit|gbit`); `CONTAINER_START_ONLY`,
-//! `CONTAINER_START_VARIANTS` and `CONTAINER_START_REVERSE` (see `lazy_scenarios`).
+//! `CONTAINER_START_VARIANTS` and `CONTAINER_START_REVERSE` (see `lazy_scenarios`);
+//! `CONTAINER_START_DUMP=1` copies each lazy scenario's daemon log and the recorded trace
+//! to the VM's console log (`target/tmp/vm-container-start-*/console.log`), to study.
 //!
 //! The VMs run under software emulation (qemu TCG) on a shared machine: absolute times are
 //! those of a slow, loaded computer; compare the ratios.
@@ -250,6 +252,11 @@ mount=$(logged '] mounted ') first_read=$(logged 'READ msg ') \
 last_read=$(grep -e 'READ msg ' $DLOG | tail -1 | cut -c2-25) \
 reads=$(grep -c -e 'READ msg ' $DLOG) daemon_cpu=$_d cpu0=$_cpu0 cpu1=$_cpu1 \
 workload0=$_w0 workload1=$_w1 $_metrics"
+    if [ -n "@DUMP@" ]; then
+        # CONTAINER_START_DUMP=1: the daemon's log and the trace on the console, to study.
+        sed "s/^/DUMP $1-$LINK: /" $DLOG
+        [ "$1" = record ] && sed "s/^/TRACE $LINK: /" /data/trace-$LINK
+    fi
     rm -rf $_cache $_m
 }
 # nydusd_start: nydusd 2.2 as nydus-snapshotter runs it: the bootstrap layer pulled first,
@@ -413,6 +420,14 @@ fn run_vm(kernel: Kernel, reg: &Registry, links: &[HostLink], storage_bytes: u64
             .replace("@WORKLOAD@", WORKLOAD)
             .replace("@GUEST_HOST@", GUEST_HOST)
             .replace("@REG_PORT@", &reg.addr().port().to_string())
+            .replace(
+                "@DUMP@",
+                if std::env::var_os("CONTAINER_START_DUMP").is_some_and(|v| v == "1") {
+                    "1"
+                } else {
+                    ""
+                },
+            )
     );
     let mut expected = vec!["net-up".to_string()];
     let mut run = VmRun::new(&format!("container-start-{}", kernel_name(kernel)))

@@ -301,6 +301,10 @@ struct Serving {
     /// priority). With --prefetch, the rest of each object follows.
     #[arg(long, value_name = "PATH")]
     prefetch_list: Option<PathBuf>,
+    /// Prefetch as each object opens, during the mount. By default a daemon that mounts the
+    /// image itself (--mountpoint) starts prefetching once the mount is up.
+    #[arg(long)]
+    prefetch_at_open: bool,
 }
 
 impl Serving {
@@ -525,7 +529,8 @@ fn fanotify_serve<B: ondemand::BlobStore>(
             OnOpen::Whole => ZeroCount::WholeFile,
         });
     if let Some(config) = prefetch {
-        daemon = daemon.with_prefetch(config);
+        let held = mountpoint.is_some() && !took_over && !serving.prefetch_at_open;
+        daemon = daemon.with_prefetch(config.held(held));
     }
     match serving.recorder(false) {
         Ok(Some(recorder)) => daemon = daemon.with_recorder(recorder),
@@ -635,6 +640,7 @@ fn fanotify_serve<B: ondemand::BlobStore>(
             },
             (None, _) => None,
         };
+        daemon.engine().start_prefetch();
         while !failed && !signal.is_triggered() && !serving.is_finished() {
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -691,7 +697,8 @@ impl CachefilesRun<'_> {
             .with_sequential_ahead(serving.sequential_ahead)
             .with_fill_threads(usize::from(serving.fill_threads));
         if let Some(config) = self.prefetch {
-            session = session.with_prefetch(config);
+            let held = remote.is_some() && !serving.prefetch_at_open;
+            session = session.with_prefetch(config.held(held));
         }
         if let Some(recorder) = self.recorder {
             session = session.with_recorder(recorder);
@@ -727,6 +734,7 @@ impl CachefilesRun<'_> {
                             None
                         }
                     };
+                daemon.session().start_prefetch();
                 while !failed && !self.shutdown.is_triggered() && !serving.is_finished() {
                     std::thread::sleep(Duration::from_millis(100));
                 }

@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 
 use super::window::BLOCK;
 use super::{Engine, Object, Sink};
+use crate::blob_store::RangeRead;
 use crate::buf::AlignedBuf;
 use crate::ranges::RangeSet;
 use crate::server::OnDemandServer;
@@ -51,6 +52,7 @@ pub struct PrefetchConfig {
     threads: usize,
     chunk: u64,
     bandwidth: Option<u64>,
+    held: bool,
 }
 
 impl Default for PrefetchConfig {
@@ -68,6 +70,7 @@ impl PrefetchConfig {
             threads: 2,
             chunk: DEFAULT_PREFETCH_CHUNK,
             bandwidth: None,
+            held: false,
         }
     }
 
@@ -132,6 +135,20 @@ impl PrefetchConfig {
     pub fn with_bandwidth(mut self, bytes_per_second: Option<u64>) -> Self {
         self.bandwidth = bytes_per_second.filter(|&b| b > 0);
         self
+    }
+
+    /// Queue each object's plan as it opens, but fetch nothing until
+    /// [`Engine::start_prefetch`]: a daemon that mounts the image itself starts prefetching
+    /// once the mount is up, so the prefetch's CPU and bandwidth do not delay the mount (whose
+    /// reads are few and small) and the readers' first misses.
+    pub fn held(mut self, held: bool) -> Self {
+        self.held = held;
+        self
+    }
+
+    /// Whether prefetch waits for [`Engine::start_prefetch`] ([`held`](Self::held)).
+    pub fn is_held(&self) -> bool {
+        self.held
     }
 
     /// Prefetch threads.
@@ -229,17 +246,20 @@ pub(crate) struct Prefetcher<O, F> {
     pending: AtomicU64,
     busy: AtomicUsize,
     next_slot: Mutex<Option<Instant>>,
+    /// Nothing is fetched until [`Engine::start_prefetch`] clears it.
+    held: AtomicBool,
 }
 
 impl<O, F> Prefetcher<O, F> {
     pub(crate) fn new(config: PrefetchConfig) -> Self {
         Prefetcher {
-            config,
             queue: Mutex::new(VecDeque::new()),
             ready: Condvar::new(),
             pending: AtomicU64::new(0),
             busy: AtomicUsize::new(0),
             next_slot: Mutex::new(None),
+            held: AtomicBool::new(config.held),
+            config,
         }
     }
 
@@ -316,14 +336,27 @@ impl<O, F> Prefetcher<O, F> {
         self.ready.notify_all();
     }
 
+    /// Let the threads take jobs ([`PrefetchConfig::held`]).
+    pub(crate) fn start(&self) {
+        if self.held.swap(false, Ordering::SeqCst) {
+            log::info!("prefetch: started");
+        }
+        // Under the lock, so no thread is between its check and its wait.
+        drop(self.queue.lock().unwrap_or_else(|p| p.into_inner()));
+        self.ready.notify_all();
+    }
+
     fn next_job(&self, timeout: Duration) -> Option<Job<O, F>> {
         let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-        if q.is_empty() {
+        if q.is_empty() || self.held.load(Ordering::SeqCst) {
             q = self
                 .ready
                 .wait_timeout(q, timeout)
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
+        }
+        if self.held.load(Ordering::SeqCst) {
+            return None;
         }
         let job = q.pop_front();
         if job.is_some() {
@@ -372,6 +405,14 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
         }
     }
 
+    /// Start fetching what a [held](PrefetchConfig::held) prefetch queued (and what it
+    /// queues from now on). Does nothing if prefetch is not held or already started.
+    pub fn start_prefetch(&self) {
+        if let Some(prefetch) = &self.prefetch {
+            prefetch.start();
+        }
+    }
+
     /// Whether prefetch is configured and has nothing queued or in progress.
     pub fn prefetch_idle(&self) -> bool {
         self.prefetch.as_ref().is_some_and(|p| p.is_idle())
@@ -406,6 +447,10 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
         0
     }
 
+    /// Fill one job: its ranges' gaps are claimed at once (a READ over any of them waits for
+    /// this job, and nobody else fetches them), then produced by the server in one batch
+    /// ([`OnDemandServer::fill_ranges`]: for a remote RAFS blob, few large range requests
+    /// for all of them) and written, the touching ones merged into one write.
     fn prefetch_job(
         &self,
         prefetch: &Prefetcher<S::Object, K>,
@@ -418,66 +463,70 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
             .plan
             .scan
             .get_or_init(|| self.scan_cache_file(object, shutdown));
-        let chunk = prefetch.config.chunk;
-        let mut left: u64 = job.ranges.iter().map(|r| r.end - r.start).sum();
-        'ranges: for range in &job.ranges {
-            let mut pos = range.start;
-            while pos < range.end {
-                if shutdown.is_triggered() || object.is_closed() {
-                    break 'ranges;
+        let total: u64 = job.ranges.iter().map(|r| r.end - r.start).sum();
+        if shutdown.is_triggered() || object.is_closed() {
+            job.plan.stopped.store(true, Ordering::SeqCst);
+        } else {
+            // Give way to READs in progress (bounded, so prefetch still moves on).
+            let wait = Instant::now();
+            while self.active_reads.load(Ordering::SeqCst) > 0
+                && wait.elapsed() < Duration::from_millis(20)
+            {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            // Throttle before claiming, so a READ never waits for a throttled prefetch.
+            let estimate: u64 = {
+                let r = object.lock_ranges();
+                let busy = r.busy_or_present();
+                job.ranges
+                    .iter()
+                    .flat_map(|range| busy.gaps(range.clone()))
+                    .map(|g| g.end - g.start)
+                    .sum()
+            };
+            if estimate > 0 {
+                prefetch.throttle(estimate, shutdown);
+            }
+            let mut gaps: Vec<Range<u64>> = job
+                .ranges
+                .iter()
+                .flat_map(|r| object.claim_gaps(r.clone()))
+                .collect();
+            gaps.sort_by_key(|g| g.start);
+            // Touching gaps are one write.
+            let mut spans: Vec<Range<u64>> = Vec::with_capacity(gaps.len());
+            for g in gaps {
+                match spans.last_mut() {
+                    Some(last) if last.end == g.start => last.end = g.end,
+                    _ => spans.push(g),
                 }
-                // Give way to READs in progress (bounded, so prefetch still moves on).
-                let wait = Instant::now();
-                while self.active_reads.load(Ordering::SeqCst) > 0
-                    && wait.elapsed() < Duration::from_millis(20)
-                {
-                    std::thread::sleep(Duration::from_millis(1));
+            }
+            let missing: u64 = spans.iter().map(|g| g.end - g.start).sum();
+            self.stats.prefetch_skipped_bytes.add(total - missing);
+            if !spans.is_empty() {
+                let result = self.fill_batch(object, &spans, buf);
+                // `fill_batch` marked what it wrote; the rest is released unwritten.
+                for s in &spans {
+                    object.release(s.clone(), false, true);
                 }
-                let end = range.end.min(pos.saturating_add(chunk));
-                // Throttle before claiming, so a READ never waits for a throttled prefetch.
-                let estimate: u64 = {
-                    let r = object.lock_ranges();
-                    r.busy_or_present()
-                        .gaps(pos..end)
-                        .iter()
-                        .map(|g| g.end - g.start)
-                        .sum()
-                };
-                if estimate > 0 {
-                    prefetch.throttle(estimate, shutdown);
-                }
-                let gaps = object.claim_gaps(pos..end);
-                let missing: u64 = gaps.iter().map(|g| g.end - g.start).sum();
-                self.stats.prefetch_skipped_bytes.add((end - pos) - missing);
-                for g in gaps {
-                    let result = self.fill(object, g.clone(), buf, true);
-                    object.release(g.clone(), false, true);
-                    let done = match &result {
-                        Ok(()) => g.end,
-                        Err((at, _)) => *at,
-                    };
-                    job.plan.fetched.fetch_add(
-                        done.min(object.size()).saturating_sub(g.start),
-                        Ordering::SeqCst,
-                    );
-                    if let Err((at, e)) = result {
+                match result {
+                    Ok(fetched) => {
+                        job.plan.fetched.fetch_add(fetched, Ordering::SeqCst);
+                    }
+                    Err(e) => {
                         self.stats.prefetch_errors.add(1);
                         log::warn!(
-                            "prefetch: object {} ({}): {g:?} failed at {at}: {e}",
+                            "prefetch: object {} ({}): {} ranges from {} failed: {e}",
                             object.id(),
-                            object.key()
+                            object.key(),
+                            spans.len(),
+                            spans[0].start
                         );
                     }
                 }
-                prefetch.pending.fetch_sub(end - pos, Ordering::SeqCst);
-                left -= end - pos;
-                pos = end;
             }
         }
-        prefetch.pending.fetch_sub(left, Ordering::SeqCst);
-        if left > 0 {
-            job.plan.stopped.store(true, Ordering::SeqCst);
-        }
+        prefetch.pending.fetch_sub(total, Ordering::SeqCst);
         // The object's last job says how its plan went.
         if job.plan.jobs_left.fetch_sub(1, Ordering::SeqCst) == 1 {
             log::info!(
@@ -493,6 +542,52 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
                 }
             );
         }
+    }
+
+    /// Produce `spans` (claimed, block-aligned, sorted, together at most `buf`'s length) of
+    /// `object` in one server batch, pad each one's last block past the object's end with
+    /// zeros, write each with one write and mark it written. Returns the bytes fetched.
+    fn fill_batch(
+        &self,
+        object: &Object<S::Object, K>,
+        spans: &[Range<u64>],
+        buf: &mut AlignedBuf,
+    ) -> std::io::Result<u64> {
+        let size = object.size();
+        let valid = |s: &Range<u64>| s.end.min(size).saturating_sub(s.start) as usize;
+        // Each span's part of the buffer (its start stays block-aligned).
+        let mut parts: Vec<(Range<u64>, &mut [u8])> = Vec::with_capacity(spans.len());
+        let mut rest: &mut [u8] = buf.as_mut_bytes();
+        for s in spans {
+            // A job is at most one prefetch chunk, the buffer's length.
+            let (head, tail) = rest.split_at_mut((s.end - s.start) as usize);
+            parts.push((s.clone(), head));
+            rest = tail;
+        }
+        let mut reads: Vec<RangeRead<'_>> = parts
+            .iter_mut()
+            .filter(|(s, _)| valid(s) > 0)
+            .map(|(s, b)| RangeRead {
+                offset: s.start,
+                buf: &mut b[..valid(s)],
+            })
+            .collect();
+        let started = Instant::now();
+        self.server().fill_ranges(object.state(), &mut reads)?;
+        self.stats.fetch_latency.observe(started.elapsed());
+        drop(reads);
+        let mut fetched = 0;
+        for (s, b) in parts {
+            let n = valid(&s);
+            b[n..].fill(0);
+            object.sink().write_at(b, s.start)?;
+            self.stats.writes.incr();
+            self.stats.bytes_written.add(b.len() as u64);
+            self.stats.prefetched_bytes.add(n as u64);
+            fetched += n as u64;
+            object.release(s, true, true);
+        }
+        Ok(fetched)
     }
 }
 
