@@ -384,6 +384,67 @@ fn a_blob_store_gets_one_request_per_window_and_its_errors_fail_the_read() {
     assert_eq!(&next[..], &want[2 << 20..3 << 20]);
 }
 
+/// A prefetch batch (`fill_ranges`) of ranges far apart asks the store once for the stored
+/// bytes of all their chunks (a registry store turns that call into few merged, parallel
+/// range requests), and each range gets the bytes the directory server gives.
+#[test]
+fn scattered_ranges_of_a_batch_are_one_store_call() {
+    let dir = tests::scratch_dir("rafs_ondemand/batch");
+    if build(
+        &dir,
+        "img",
+        &["--compressor", "zstd", "--chunk-size", "0x10000"],
+    )
+    .is_none()
+    {
+        return;
+    }
+    let blobs = dir.join("blobs");
+    let store = Recording::new(&blobs);
+    let (batches, reads) = (store.batches.clone(), store.reads.clone());
+    let server = ondemand::rafs::RafsServer::with_store(store).with_verify_digests(true);
+    let boot = read_object(&RafsDirServer::new(&blobs), b"img");
+    let image = Image::from_source(boot).unwrap();
+    let id = image.devices()[0].tag.clone();
+    let opened = server.open(&key(&id)).unwrap();
+    // Opening read the blob's chunk table: count from here.
+    reads.lock().unwrap().clear();
+    let want = read_object(&RafsDirServer::new(&blobs), &id);
+    assert!(want.len() > 2 << 20, "{}", want.len());
+    // Three ranges in different 64 KiB chunks, far apart; the second across a chunk boundary.
+    let at = [
+        (4096u64, 8192usize),
+        ((1 << 20) + (60 << 10), 8192),
+        (want.len() as u64 - 150_000, 100_000),
+    ];
+    let mut bufs: Vec<Vec<u8>> = at.iter().map(|&(_, n)| vec![0; n]).collect();
+    let mut ranges: Vec<ondemand::RangeRead<'_>> = at
+        .iter()
+        .zip(bufs.iter_mut())
+        .map(|(&(offset, _), buf)| ondemand::RangeRead { offset, buf })
+        .collect();
+    server.fill_ranges(&opened.object, &mut ranges).unwrap();
+    drop(ranges);
+    for (&(off, n), buf) in at.iter().zip(&bufs) {
+        assert_eq!(&buf[..], &want[off as usize..off as usize + n], "at {off}");
+    }
+    let (batches_seen, reads_seen) = (
+        batches.lock().unwrap().clone(),
+        reads.lock().unwrap().clone(),
+    );
+    assert_eq!(batches_seen.len(), 1, "one store call: {batches_seen:?}");
+    assert!(batches_seen[0] >= 2, "{batches_seen:?}");
+    assert!(reads_seen.is_empty(), "no single reads: {reads_seen:?}");
+    // A range past the blob's end fails the batch, with no read.
+    let mut past = vec![0u8; 4096];
+    let mut ranges = [ondemand::RangeRead {
+        offset: want.len() as u64 - 100,
+        buf: &mut past,
+    }];
+    assert!(server.fill_ranges(&opened.object, &mut ranges).is_err());
+    assert_eq!(batches.lock().unwrap().len(), 1);
+}
+
 /// Two windows that split a chunk between them fetch its stored bytes once: the second finds
 /// it decoded (the kernel's windows and fills ahead need not be chunk-aligned).
 #[test]

@@ -960,6 +960,63 @@ mod session_tests {
     }
 
     #[test]
+    fn a_job_is_one_server_batch_and_touching_ranges_one_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache");
+        // A trace's ranges in first-access order, scattered within the first MiB (one job);
+        // two of them touch. One READ came first and filled one range itself.
+        let trace = [600_000..610_000, 4096..8192, 8192..12288, 300_000..301_000];
+        let s = session(
+            Duration::ZERO,
+            PrefetchConfig::listed_only()
+                .with_ranges(b"blob", trace.clone())
+                .with_threads(1)
+                .held(true),
+        );
+        let (fd, _log) = FakeFd::create(&path);
+        open(&s, fd);
+        read(&s, 2, 300_000, 1000);
+        s.start_prefetch();
+        prefetch_until_idle(&s, 1);
+        // The rest is one call with the three gaps, sorted, and three writes.
+        assert_eq!(s.server().batches(), [2]);
+        let fills: Vec<_> = s.server().fills().into_iter().map(|(_, r)| r).collect();
+        assert_eq!(fills, [299_008..303_104, 4096..12288, 598_016..610_304]);
+        let st = s.stats();
+        assert_eq!(st.writes, 3, "{st:?}");
+        assert_eq!(st.prefetched_bytes, 8192 + 12288);
+        assert_eq!(st.prefetch_skipped_bytes, 4096);
+        let cache = std::fs::read(&path).unwrap();
+        for r in trace {
+            let r = r.start as usize..r.end as usize;
+            assert_eq!(cache[r.clone()], blob(LEN)[r]);
+        }
+    }
+
+    #[test]
+    fn a_held_prefetch_fetches_nothing_until_started() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = session(Duration::ZERO, PrefetchConfig::whole_objects().held(true));
+        let (fd, _log) = FakeFd::create(&dir.path().join("cache"));
+        open(&s, fd);
+        let stop = Shutdown::new();
+        std::thread::scope(|scope| {
+            scope.spawn(|| s.prefetch_worker(&stop));
+            std::thread::sleep(Duration::from_millis(300));
+            assert_eq!(s.server().produced(), 0, "held");
+            assert!(!s.prefetch_idle());
+            s.start_prefetch();
+            let t = Instant::now();
+            while !(s.prefetch_idle() && s.prefetch_pending_bytes() == 0) {
+                assert!(t.elapsed() < Duration::from_secs(30), "prefetch hangs");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            stop.trigger();
+        });
+        assert_eq!(s.server().produced(), LEN as u64);
+    }
+
+    #[test]
     fn hostile_traces_fetch_nothing_outside_the_objects() {
         let dir = tempfile::tempdir().unwrap();
         let text = format!(

@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use std::thread::ThreadId;
 use std::time::Duration;
 
+use crate::blob_store::RangeRead;
 use crate::server::{ObjectKey, OnDemandServer, Opened};
 
 /// `len` bytes of a pattern that tells misplaced blocks apart.
@@ -21,6 +22,7 @@ pub(crate) struct SlowBlob {
     pub(crate) blob: Vec<u8>,
     delay: Duration,
     fills: Mutex<Vec<(ThreadId, Range<u64>)>>,
+    batches: Mutex<Vec<usize>>,
 }
 
 impl SlowBlob {
@@ -29,12 +31,18 @@ impl SlowBlob {
             blob: blob(len),
             delay,
             fills: Mutex::new(Vec::new()),
+            batches: Mutex::new(Vec::new()),
         }
     }
 
     /// Every call's thread and range, in call order.
     pub(crate) fn fills(&self) -> Vec<(ThreadId, Range<u64>)> {
         self.fills.lock().unwrap().clone()
+    }
+
+    /// The number of ranges of each [`OnDemandServer::fill_ranges`] call, in call order.
+    pub(crate) fn batches(&self) -> Vec<usize> {
+        self.batches.lock().unwrap().clone()
     }
 
     /// The bytes produced by all calls.
@@ -61,5 +69,12 @@ impl OnDemandServer for SlowBlob {
             .unwrap()
             .push((std::thread::current().id(), off..off + n as u64));
         Ok(n)
+    }
+
+    fn fill_ranges(&self, object: &(), ranges: &mut [RangeRead<'_>]) -> io::Result<()> {
+        self.batches.lock().unwrap().push(ranges.len());
+        ranges
+            .iter_mut()
+            .try_for_each(|r| self.fill(object, r.offset, r.buf))
     }
 }
