@@ -1,8 +1,8 @@
 //! The crate's only `unsafe` code: taking ownership of an fd number the kernel installed in
 //! this process (the fd of a cachefiles OPEN message, of a fanotify event, or of an
 //! `SCM_RIGHTS` message), taking a received fd as a fanotify group, reserving an fd number,
-//! the cachefiles `READ_COMPLETE` ioctl and the `FS_IOC_GETFSSYSFSPATH` ioctl. Every block
-//! says why it holds.
+//! the cachefiles `READ_COMPLETE` ioctl, the `FS_IOC_GETFSSYSFSPATH` ioctl and a thread's nice
+//! value. Every block says why it holds.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -33,6 +33,24 @@ pub(crate) fn adopt_fd(fd: RawFd) -> io::Result<OwnedFd> {
     // message per `recvmsg`). So nothing else owns it, and the `OwnedFd` becomes its only
     // owner.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Set the calling thread's nice value (on Linux the nice value is per thread, and
+/// `setpriority(PRIO_PROCESS, tid)` sets it for the thread `tid`): background threads (the
+/// prefetch) give the CPU to the readers they work for.
+///
+/// # Errors
+///
+/// `setpriority`'s (`EACCES` to raise the priority without `CAP_SYS_NICE`).
+pub(crate) fn set_thread_nice(nice: i32) -> io::Result<()> {
+    let tid = nix::unistd::gettid().as_raw();
+    let tid =
+        nix::libc::id_t::try_from(tid).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: `setpriority` takes integers only and touches no memory of this process.
+    if unsafe { nix::libc::setpriority(nix::libc::PRIO_PROCESS, tid, nice) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// `fd` as a fanotify group, once checked to be one (`/proc/self/fdinfo` of a fanotify

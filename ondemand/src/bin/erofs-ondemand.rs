@@ -283,6 +283,10 @@ struct Serving {
     /// Prefetch threads.
     #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
     prefetch_threads: u16,
+    /// Nice value of the prefetch threads (0-19): higher lets the readers run first on a
+    /// busy CPU.
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(i32).range(0..=19))]
+    prefetch_nice: i32,
     /// Prefetch bandwidth limit in bytes per second (suffixes K, M, G; 0: unlimited).
     #[arg(long, value_name = "BYTES", default_value = "0", value_parser = parse_bytes)]
     prefetch_bandwidth: u64,
@@ -323,6 +327,7 @@ impl Serving {
         };
         config = config
             .with_threads(usize::from(self.prefetch_threads))
+            .with_nice(self.prefetch_nice)
             .with_bandwidth(Some(self.prefetch_bandwidth));
         // A recorded trace comes first.
         if let Some(path) = &self.prefetch_list {

@@ -4,21 +4,30 @@
 //! file marked and writable), the [`Engine`] queues the ranges its
 //! [`PrefetchConfig`] plans for it: ranges listed by the embedder for its cookie key (for
 //! example the blob ranges of a list of paths, see [`crate::plan`]), then, with
-//! [`PrefetchConfig::whole_objects`], the rest of the object. Prefetch threads
+//! [`PrefetchConfig::whole_objects`], the rest of the object. The plan is cut into jobs of at
+//! most one prefetch chunk of ranges (1 MiB by default; the first jobs an eighth of that,
+//! doubling, so the first bytes the readers need arrive first). Prefetch threads
 //! ([`Engine::prefetch_worker`], started by [`crate::Daemon::run`] and
-//! [`crate::FanotifyDaemon::run`]) take the queue in order
-//! and fill it chunk by chunk:
+//! [`crate::FanotifyDaemon::run`]) take the jobs in order, several at once:
 //!
+//! - **One batch per job.** A job's ranges (a trace's scattered ranges in first-access order)
+//!   are claimed at once and handed to the server in one [`OnDemandServer::fill_ranges`] call:
+//!   [`crate::rafs::RafsServer`] fetches the stored bytes of every chunk they touch in one
+//!   store batch, which a registry store turns into few merged range requests run in
+//!   parallel. Touching ranges are written with one write.
 //! - **Never twice.** Each object keeps what is written, what is in flight and what a scan of
-//!   its cache file found ([`crate::ranges::RangeSet`]s). A chunk is claimed under the
-//!   object's lock, and only its gaps are fetched. A READ whose requested part is in flight
-//!   waits for that fill instead of fetching it again; readahead skips it.
-//! - **Survives restarts.** Before the first chunk of an object, its cache file is scanned
+//!   its cache file found ([`crate::ranges::RangeSet`]s). A job's ranges are claimed under the
+//!   object's lock, and only their gaps are fetched. A READ whose requested part is in flight
+//!   waits for that job instead of fetching it again; readahead skips it.
+//! - **Survives restarts.** Before the first job of an object, its cache file is scanned
 //!   with `SEEK_DATA`/`SEEK_HOLE` through the object's fd ([`Sink::data_ranges`]):
 //!   the kernel's own record of what is present (it serves every allocated block as data), so
 //!   a new daemon skips what an earlier one fetched, with no side file that could go stale.
-//! - **Gives way.** Before each chunk, prefetch waits (up to 20 ms) while READ fills are in
-//!   progress; chunks are small (default 1 MiB) so a READ waits at most one chunk.
+//! - **Gives way.** Before each job, prefetch waits (up to 20 ms) while READ fills are in
+//!   progress; jobs are small (default at most 1 MiB) so a READ waits at most one job. A
+//!   [held](PrefetchConfig::held) prefetch starts only at [`Engine::start_prefetch`] (the CLI:
+//!   once its own mount is up), and [`PrefetchConfig::with_nice`] lowers the threads'
+//!   priority.
 //! - **Bounded.** A fixed number of threads, and an optional bandwidth limit (bytes per second,
 //!   a token bucket of one chunk).
 //!
@@ -53,6 +62,7 @@ pub struct PrefetchConfig {
     chunk: u64,
     bandwidth: Option<u64>,
     held: bool,
+    nice: i32,
 }
 
 impl Default for PrefetchConfig {
@@ -71,6 +81,7 @@ impl PrefetchConfig {
             chunk: DEFAULT_PREFETCH_CHUNK,
             bandwidth: None,
             held: false,
+            nice: 0,
         }
     }
 
@@ -144,6 +155,21 @@ impl PrefetchConfig {
     pub fn held(mut self, held: bool) -> Self {
         self.held = held;
         self
+    }
+
+    /// Run the prefetch threads at this nice value (0 to 19; default 0: as the daemon's
+    /// other threads). A prefetch that fetches what the readers will need competes with them
+    /// for the CPU (HTTP, decompression, cache writes); on a machine whose CPU is the limit, a
+    /// higher value lets the readers run first and the prefetch use what they leave. Each
+    /// thread that runs [`Engine::prefetch_worker`] sets it on itself.
+    pub fn with_nice(mut self, nice: i32) -> Self {
+        self.nice = nice.clamp(0, 19);
+        self
+    }
+
+    /// The prefetch threads' nice value.
+    pub fn nice(&self) -> i32 {
+        self.nice
     }
 
     /// Whether prefetch waits for [`Engine::start_prefetch`] ([`held`](Self::held)).
@@ -295,22 +321,23 @@ impl<O, F> Prefetcher<O, F> {
         );
         self.pending.fetch_add(total, Ordering::SeqCst);
         // One job per chunk of the plan, so that several threads fetch one object's plan
-        // (a trace of one big blob) at once, in order.
+        // (a trace of one big blob) at once, in order. The first jobs are smaller (an eighth
+        // of a chunk, doubling), so the first bytes the readers need arrive first.
         let mut jobs = Vec::new();
         let mut current: Vec<Range<u64>> = Vec::new();
         let mut current_len = 0;
+        let mut limit = (self.config.chunk / 8).max(BLOCK) / BLOCK * BLOCK;
         for r in ranges {
             let mut pos = r.start;
             while pos < r.end {
-                let end = r
-                    .end
-                    .min(pos.saturating_add(self.config.chunk - current_len));
+                let end = r.end.min(pos.saturating_add(limit - current_len));
                 current.push(pos..end);
                 current_len += end - pos;
                 pos = end;
-                if current_len == self.config.chunk {
+                if current_len == limit {
                     jobs.push(std::mem::take(&mut current));
                     current_len = 0;
+                    limit = (limit * 2).min(self.config.chunk);
                 }
             }
         }
@@ -396,6 +423,11 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
         let Some(prefetch) = &self.prefetch else {
             return;
         };
+        if prefetch.config.nice > 0
+            && let Err(e) = crate::sys::set_thread_nice(prefetch.config.nice)
+        {
+            log::warn!("prefetch: cannot set nice {}: {e}", prefetch.config.nice);
+        }
         let mut buf = AlignedBuf::new(prefetch.config.chunk as usize);
         while !shutdown.is_triggered() {
             if let Some(job) = prefetch.next_job(Duration::from_millis(100)) {
