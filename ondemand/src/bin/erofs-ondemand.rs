@@ -15,7 +15,8 @@
 //! ```text
 //! erofs-ondemand serve ... [--metrics PATH] [--prefetch] [--prefetch-path FSID:PATH]...
 //!                          [--prefetch-threads N] [--prefetch-bandwidth BYTES] [--supervisor SOCKET]
-//!                          [--record PATH] [--prefetch-list PATH]
+//!                          [--record PATH] [--prefetch-list PATH] [--prefetch-nice N]
+//!                          [--prefetch-at-open]
 //! erofs-ondemand hold --socket SOCKET
 //! erofs-ondemand mount [--blob-dir DIR] IMAGE MOUNTPOINT
 //! ```
@@ -41,7 +42,9 @@
 //! Nydus RAFS v6 bootstrap in the blob dir (`--prefetch-path` first fills the blob ranges of
 //! the named files); `--record PATH` writes an access trace of what the kernel demanded
 //! (`ondemand::Recorder`) and `--prefetch-list PATH` fetches such a trace ahead of the readers
-//! on the next cold start (`ondemand::AccessTrace`); `hold` keeps the `/dev/cachefiles` fd (or the fanotify group) so that
+//! on the next cold start (`ondemand::AccessTrace`), in few batched registry requests; with
+//! `--mountpoint` prefetch starts once the mount is up (`--prefetch-at-open`: as objects open),
+//! and `--prefetch-nice N` lowers the prefetch threads' priority; `hold` keeps the `/dev/cachefiles` fd (or the fanotify group) so that
 //! `serve --supervisor` (`fanotify --supervisor`) daemons can die and be replaced while mounts
 //! stay live (the successor sends `restore`, or reads the group's queued events); `mount` mounts an
 //! image file-backed without any daemon when every blob is local, or says why not (exit 2).
