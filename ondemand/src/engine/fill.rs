@@ -43,7 +43,8 @@ impl<S: OnDemandServer, K> Engine<S, K> {
                 recorder.record(object.cookie_key(), off, end - off);
             }
         }
-        let window = super::window(off, len, object.size(), self.readahead());
+        let window = super::window(off, len, object.size(), self.readahead())
+            .map(|(range, end)| (self.clip_to_plan(object, range, end), end));
         let ahead = match &window {
             Some((range, _)) if self.sequential_ahead() > 0 => {
                 let limit = round_up(object.size().min(i64::MAX as u64));

@@ -274,6 +274,9 @@ pub(crate) struct Prefetcher<O, F> {
     next_slot: Mutex<Option<Instant>>,
     /// Nothing is fetched until [`Engine::start_prefetch`] clears it.
     held: AtomicBool,
+    /// Per cookie key, the listed ranges as a set, when only they are planned (a replayed
+    /// trace): READ windows are cut to them ([`Engine::clip_to_plan`]).
+    listed_only: HashMap<Vec<u8>, RangeSet>,
 }
 
 impl<O, F> Prefetcher<O, F> {
@@ -285,6 +288,15 @@ impl<O, F> Prefetcher<O, F> {
             busy: AtomicUsize::new(0),
             next_slot: Mutex::new(None),
             held: AtomicBool::new(config.held),
+            listed_only: if config.whole_objects {
+                HashMap::new()
+            } else {
+                config
+                    .listed
+                    .iter()
+                    .map(|(key, ranges)| (key.clone(), ranges.iter().cloned().collect()))
+                    .collect()
+            },
             config,
         }
     }
@@ -412,6 +424,38 @@ impl<O, F> Prefetcher<O, F> {
             }
             std::thread::sleep((start - now).min(Duration::from_millis(50)));
         }
+    }
+}
+
+impl<S: OnDemandServer, K> Engine<S, K> {
+    /// The READ window `range` (its requested part ends at `requested_end`) of `object`, its
+    /// readahead cut to what a listed-only plan (a replayed trace) says is read next: when
+    /// the requested part lies in the plan, the window goes on only as far as the planned
+    /// ranges run on from it without a gap. A trace recorded from a start lists what that
+    /// start read, so the rest of a readahead window is bytes the replay would fetch, decode
+    /// and write for nothing (a READ races the prefetch only at the start, when the window's
+    /// planned parts are still queued). A READ outside the plan keeps its whole window.
+    pub(crate) fn clip_to_plan(
+        &self,
+        object: &Object<S::Object, K>,
+        range: Range<u64>,
+        requested_end: u64,
+    ) -> Range<u64> {
+        let Some(planned) = self
+            .prefetch
+            .as_ref()
+            .and_then(|p| p.listed_only.get(object.cookie_key()))
+        else {
+            return range;
+        };
+        if requested_end >= range.end || !planned.intersects(range.start..requested_end) {
+            return range;
+        }
+        let end = planned
+            .gaps(requested_end..range.end)
+            .first()
+            .map_or(range.end, |gap| gap.start);
+        range.start..end.max(requested_end)
     }
 }
 
@@ -1023,6 +1067,33 @@ mod session_tests {
             let r = r.start as usize..r.end as usize;
             assert_eq!(cache[r.clone()], blob(LEN)[r]);
         }
+    }
+
+    #[test]
+    fn read_windows_are_cut_to_a_replayed_trace() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Session::new(SlowBlob::new(LEN, Duration::ZERO))
+            .with_readahead(1 << 20)
+            .with_sequential_ahead(0)
+            .with_prefetch(
+                PrefetchConfig::listed_only()
+                    .with_ranges(b"blob", [0..8192, 8192..20000, 300_000..310_000])
+                    .held(true),
+            );
+        let (fd, _log) = FakeFd::create(&dir.path().join("cache"));
+        open(&s, fd);
+        // In the trace: the window runs on as far as the trace does, not 1 MiB.
+        read(&s, 2, 0, 4096);
+        // Outside the trace: the whole window.
+        read(&s, 3, 2 << 20, 4096);
+        // In the trace, at the end of a range: the requested part only.
+        read(&s, 4, 307_200, 4096);
+        let fills: Vec<_> = s.server().fills().into_iter().map(|(_, r)| r).collect();
+        assert_eq!(
+            fills,
+            [0..20480, 2 << 20..3 << 20, 307_200..311_296],
+            "nothing of the trace was prefetched (held)"
+        );
     }
 
     #[test]
