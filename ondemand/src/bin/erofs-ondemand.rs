@@ -44,7 +44,7 @@
 //! (`ondemand::Recorder`) and `--prefetch-list PATH` fetches such a trace ahead of the readers
 //! on the next cold start (`ondemand::AccessTrace`), in few batched registry requests; with
 //! `--mountpoint` prefetch starts once the mount is up (`--prefetch-at-open`: as objects open),
-//! and `--prefetch-nice N` lowers the prefetch threads' priority; `hold` keeps the `/dev/cachefiles` fd (or the fanotify group) so that
+//! and the prefetch threads run at nice 10 (`--prefetch-nice N`); `hold` keeps the `/dev/cachefiles` fd (or the fanotify group) so that
 //! `serve --supervisor` (`fanotify --supervisor`) daemons can die and be replaced while mounts
 //! stay live (the successor sends `restore`, or reads the group's queued events); `mount` mounts an
 //! image file-backed without any daemon when every blob is local, or says why not (exit 2).
@@ -286,9 +286,9 @@ struct Serving {
     /// Prefetch threads.
     #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
     prefetch_threads: u16,
-    /// Nice value of the prefetch threads (0-19): higher lets the readers run first on a
-    /// busy CPU.
-    #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(i32).range(0..=19))]
+    /// Nice value of the prefetch threads (0-19; 0: as the other threads): higher lets the
+    /// readers run first on a busy CPU.
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(i32).range(0..=19))]
     prefetch_nice: i32,
     /// Prefetch bandwidth limit in bytes per second (suffixes K, M, G; 0: unlimited).
     #[arg(long, value_name = "BYTES", default_value = "0", value_parser = parse_bytes)]
