@@ -288,7 +288,7 @@ struct Serving {
     prefetch_threads: u16,
     /// Nice value of the prefetch threads (0-19; 0: as the other threads): higher lets the
     /// readers run first on a busy CPU.
-    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(i32).range(0..=19))]
+    #[arg(long, value_name = "N", default_value_t = ondemand::DEFAULT_PREFETCH_NICE, value_parser = clap::value_parser!(i32).range(0..=19))]
     prefetch_nice: i32,
     /// Prefetch bandwidth limit in bytes per second (suffixes K, M, G; 0: unlimited).
     #[arg(long, value_name = "BYTES", default_value = "0", value_parser = parse_bytes)]

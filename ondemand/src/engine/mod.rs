@@ -36,7 +36,7 @@ pub use fill::ReadPlan;
 pub use object::Object;
 pub use pool::default_fill_threads;
 pub(crate) use prefetch::Prefetcher;
-pub use prefetch::{DEFAULT_PREFETCH_CHUNK, PrefetchConfig};
+pub use prefetch::{DEFAULT_PREFETCH_CHUNK, DEFAULT_PREFETCH_NICE, PrefetchConfig};
 pub use sink::Sink;
 pub(crate) use window::round_up;
 pub use window::{DEFAULT_READAHEAD, DEFAULT_SEQUENTIAL_AHEAD, MAX_READ_FILL, window};
