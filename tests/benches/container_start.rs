@@ -52,7 +52,9 @@
 //! [`phases_line`]; nydusd's are `bootstrap daemon-up mounted ready`), then the ratios issue
 //! 14 names, and a plot (`target/container_start.png`).
 //!
-//! Settings: `CONTAINER_START_PLOT_FROM=FILE` only re-draws the plot from a saved run's
+//! Settings: `CONTAINER_START_DAEMON_LOG=1` logs our daemons at debug (every fill and
+//! registry request; with `CONTAINER_START_DUMP=1` to keep the logs);
+//! `CONTAINER_START_PLOT_FROM=FILE` only re-draws the plot from a saved run's
 //! output; `CONTAINER_START_PACKAGES` (the root packages, default [`ROOTS`]),
 //! `CONTAINER_START_KERNELS` (`6.12,7.2`), `CONTAINER_START_LINKS`
 //! (`20ms-200mbit,2ms-1gbit`: `<rtt>ms-<rate>mbit|gbit`); `CONTAINER_START_ONLY`,
@@ -128,6 +130,18 @@ fn parse_link(name: &str) -> Link {
             bytes_per_sec: (bits_per_sec / 8.0) as u64,
         },
     }
+}
+
+/// The daemon's log filter: the READs at debug, with millisecond times (the phases).
+const PHASES_LOG: &str = "info,ondemand::session=debug";
+
+/// With `CONTAINER_START_DAEMON_LOG=1`: also the engine's fills and every registry request.
+const DEBUG_LOG: &str = "info,ondemand=debug,oci_lazy=debug";
+
+/// `CONTAINER_START_DAEMON_LOG=1`: our daemons log at debug (see the logs with
+/// `CONTAINER_START_DUMP=1`).
+fn debug_log() -> bool {
+    std::env::var_os("CONTAINER_START_DAEMON_LOG").is_some_and(|v| v == "1")
 }
 
 /// The guest's shell functions.
@@ -214,7 +228,7 @@ lazy() {
     # READs logged (debug) with millisecond times: the phases of the start.
     # --metrics: the READs' and fetches' summed wall time.
     _prom=/tmp/$1-$LINK.prom
-    RUST_LOG=info,ondemand::session=debug \
+    RUST_LOG=@DAEMON_LOG@ \
         erofs-ondemand $2 --cache-dir $_cache --image $REF:$3 --insecure-registry $HOST \
         --mountpoint $_mnt --metrics $_prom $4 >$DLOG 2>&1 &
     DPID=$!
@@ -427,6 +441,10 @@ fn run_vm(kernel: Kernel, reg: &Registry, links: &[HostLink], storage_bytes: u64
                 } else {
                     ""
                 },
+            )
+            .replace(
+                "@DAEMON_LOG@",
+                if debug_log() { DEBUG_LOG } else { PHASES_LOG }
             )
     );
     let mut expected = vec!["net-up".to_string()];
