@@ -580,16 +580,27 @@ mod tests {
             let events = object.sink().0.lock().unwrap().clone();
             (events, object.present(), s.stats().fetched_bytes)
         };
-        // Synchronous: the whole window in one fill (one batch of requests, wherever it
-        // starts), then the completion.
+        // Synchronous: the whole window in one fill (it fits the 1 MiB buffer, wherever it
+        // starts: one batch of requests to a remote store), then the completion.
         let (events, present, fetched) = run(false);
         assert_eq!(events, [('w', 8192), ('c', 2)]);
         assert_eq!(present.ranges().len(), 1);
         assert_eq!(present.ranges()[0], 8192..8192 + (1 << 20));
-        // Asynchronous: the window fetched in one fill as well, the requested block written,
-        // the completion, then the rest of the window written.
+        // Asynchronous: the requested block, the completion, then the window in 256 KiB chunks
+        // (cut at multiples of 256 KiB).
         let (events, present2, fetched2) = run(true);
-        assert_eq!(events, [('w', 8192), ('c', 2), ('w', 12288)]);
+        assert_eq!(
+            events,
+            [
+                ('w', 8192),
+                ('c', 2),
+                ('w', 12288),
+                ('w', 256 << 10),
+                ('w', 512 << 10),
+                ('w', 768 << 10),
+                ('w', 1 << 20),
+            ]
+        );
         assert_eq!(present2, present);
         assert_eq!(fetched2, fetched);
     }

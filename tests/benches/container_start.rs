@@ -135,8 +135,10 @@ fn parse_link(name: &str) -> Link {
 /// The daemon's log filter: the READs at debug, with millisecond times (the phases).
 const PHASES_LOG: &str = "info,ondemand::session=debug";
 
-/// With `CONTAINER_START_DAEMON_LOG=1`: also the engine's fills and every registry request.
-const DEBUG_LOG: &str = "info,ondemand=debug,oci_lazy=debug";
+/// With `CONTAINER_START_DAEMON_LOG=1`: also the engine's fills, every registry request and
+/// whether its connection was new or pooled.
+const DEBUG_LOG: &str =
+    "info,ondemand=debug,oci_lazy=debug,ureq::pool=debug,ureq::unversioned::transport::tcp=debug";
 
 /// `CONTAINER_START_DAEMON_LOG=1`: our daemons log at debug (see the logs with
 /// `CONTAINER_START_DUMP=1`).
@@ -766,7 +768,14 @@ fn main() {
     let platform = Platform::host();
     let layers = [rootfs.dir.as_path()];
     let mut sizes = Vec::new();
-    for tag in TAGS {
+    // Only the images the scenarios run start from (the full pull's always).
+    let needed: Vec<&str> = kernels
+        .iter()
+        .flat_map(|&k| lazy_scenarios(k))
+        .map(|(s, _)| scenario_tag(&s))
+        .chain(["targz"])
+        .collect();
+    for tag in TAGS.into_iter().filter(|t| needed.contains(t)) {
         let work = dir.join(tag);
         let image = match tag {
             "targz" => oci_images::targz_image(&layout, &layers, &platform, &work),

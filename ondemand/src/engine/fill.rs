@@ -26,32 +26,9 @@ pub struct ReadPlan {
     pub ahead: Option<Range<u64>>,
 }
 
-/// What READs left for after they are answered ([`Engine::with_async_readahead`]).
-pub(crate) type Later<O, K> = Vec<(Arc<Object<O, K>>, Deferred)>;
-
-/// The readahead part of one READ's window, claimed, to finish after the READ is answered.
-#[derive(Debug, Default)]
-pub(crate) struct Deferred {
-    /// Fetched and decoded with the requested part, not written yet: `len` bytes at `pos` of
-    /// the object, at `from` in the buffer (whole blocks).
-    fetched: Option<Fetched>,
-    /// Still to fetch (nothing of them was fetched with the requested part).
-    ranges: Vec<Range<u64>>,
-}
-
-#[derive(Debug)]
-struct Fetched {
-    pos: u64,
-    data: AlignedBuf,
-    from: usize,
-    len: usize,
-}
-
-impl Deferred {
-    fn is_empty(&self) -> bool {
-        self.fetched.is_none() && self.ranges.is_empty()
-    }
-}
+/// Readahead a READ claimed and left to fill after it is answered
+/// ([`Engine::with_async_readahead`]).
+pub(crate) type Later<O, K> = Vec<(Arc<Object<O, K>>, Vec<Range<u64>>)>;
 
 impl<S: OnDemandServer, K> Engine<S, K> {
     /// Count a read of `len` bytes at `off` of `object` and decide its window and the fill
@@ -112,7 +89,7 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
         later: &mut Later<S::Object, K>,
     ) -> io::Result<()> {
         self.active_reads.fetch_add(1, Ordering::SeqCst);
-        let mut deferred = Deferred::default();
+        let mut deferred = Vec::new();
         let result = self.fill_read(
             object,
             range.clone(),
@@ -165,25 +142,11 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
             .map_err(|(_, e)| e)
     }
 
-    /// Finish the readahead that [`fill_window`](Self::fill_window) left for after the
-    /// READ's answer: write what was fetched with the requested part, then fetch the rest in
-    /// small chunks (a READ waiting for part of it waits for one chunk).
+    /// Fill the readahead that [`fill_window`](Self::fill_window) left for after the READ's
+    /// answer, in small chunks (a READ waiting for part of it waits for one chunk).
     pub(crate) fn fill_later(&self, later: Later<S::Object, K>, buf: &mut AlignedBuf) {
-        for (object, deferred) in later {
-            if let Some(mut f) = deferred.fetched {
-                let range = f.pos..f.pos + f.len as u64;
-                let out = &f.data.as_mut_bytes()[f.from..f.from + f.len];
-                if let Err((pos, e)) = self.write_out(&object, out, f.pos, false) {
-                    log::warn!(
-                        "object {} ({}): writing readahead {range:?} failed at {pos}: {e}",
-                        object.id(),
-                        object.key()
-                    );
-                }
-                // What was not written is released too (write_out marks what it wrote).
-                object.release(range, false, false);
-            }
-            for r in deferred.ranges {
+        for (object, ranges) in later {
+            for r in ranges {
                 let result = self.fill_in_chunks(&object, r.clone(), buf, false, ASYNC_CHUNK);
                 object.release(r.clone(), false, false);
                 if let Err((pos, e)) = result {
@@ -202,18 +165,15 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
     /// still missing of the requested part, then the readahead part that nobody has or is
     /// fetching. On error, returns where the first failure was.
     ///
-    /// With `later`, the readahead claims are handed back (still claimed) to be finished
-    /// after the READ is completed ([`Engine::with_async_readahead`]): the readahead that
-    /// continues the requested part is fetched and decoded with it (one batch of requests)
-    /// and only its write is left for later (in a buffer of its own, swapped for `buf`);
-    /// readahead claims apart from the requested part are fetched later.
+    /// With `later`, the readahead claims are not filled but handed back (still claimed), to
+    /// be filled after the READ is completed ([`Engine::with_async_readahead`]).
     fn fill_read(
         &self,
         object: &Object<S::Object, K>,
         range: Range<u64>,
         requested_end: u64,
         buf: &mut AlignedBuf,
-        mut later: Option<&mut Deferred>,
+        mut later: Option<&mut Vec<Range<u64>>>,
         by_prefetch: bool,
     ) -> Result<(), (u64, io::Error)> {
         let requested = range.start..requested_end;
@@ -295,29 +255,11 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
         }
         for c in claims.ranges().iter().cloned() {
             let c = match later.as_deref_mut() {
-                Some(later) if c.start >= requested_end => {
-                    later.ranges.push(c);
-                    continue;
-                }
-                // The requested part and the readahead after it fit the buffer: fetched in
-                // one batch, the requested part written now, the rest later.
-                Some(later)
-                    if c.end > requested_end
-                        && c.end - c.start <= buf.len() as u64
-                        && later.fetched.is_none() =>
-                {
-                    let result = self.fill_split(object, c.clone(), requested_end, buf, later);
-                    // What was not written of the requested part is released (the rest stays
-                    // claimed when it was fetched).
-                    let deferred = later.fetched.as_ref().map_or(c.end, |f| f.pos);
-                    object.release(c.start..deferred, false, by_prefetch);
-                    if let Err(e) = result {
-                        first_err.get_or_insert(e);
-                    }
-                    continue;
-                }
                 Some(later) if c.end > requested_end => {
-                    later.ranges.push(requested_end..c.end);
+                    later.push(c.start.max(requested_end)..c.end);
+                    if c.start >= requested_end {
+                        continue;
+                    }
                     c.start..requested_end
                 }
                 _ => c,
@@ -335,90 +277,6 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
         }
     }
 
-    /// Fetch `range` (at most `buf`'s length) into `buf`, write its part before
-    /// `requested_end`, and hand the rest (fetched, still claimed) to `later` with the buffer,
-    /// `buf` becoming a fresh one. When the fetch fails, nothing is handed over.
-    fn fill_split(
-        &self,
-        object: &Object<S::Object, K>,
-        range: Range<u64>,
-        requested_end: u64,
-        buf: &mut AlignedBuf,
-        later: &mut Deferred,
-    ) -> Result<(), (u64, io::Error)> {
-        let n = (range.end - range.start) as usize;
-        let split = (requested_end - range.start) as usize;
-        self.fetch_into(object, range.start, &mut buf.as_mut_bytes()[..n], false)?;
-        self.write_out(object, &buf.as_mut_bytes()[..split], range.start, false)?;
-        let data = std::mem::replace(buf, AlignedBuf::new(buf.len()));
-        later.fetched = Some(Fetched {
-            pos: requested_end,
-            data,
-            from: split,
-            len: n - split,
-        });
-        Ok(())
-    }
-
-    /// Produce `out.len()` bytes of `object` at `pos` with the server (zeros past the
-    /// object's end), counted as fetched or prefetched.
-    fn fetch_into(
-        &self,
-        object: &Object<S::Object, K>,
-        pos: u64,
-        out: &mut [u8],
-        prefetch: bool,
-    ) -> Result<(), (u64, io::Error)> {
-        // At most a buffer's length: fits in usize.
-        let valid =
-            (pos.saturating_add(out.len() as u64).min(object.size())).saturating_sub(pos) as usize;
-        let started = Instant::now();
-        self.server
-            .fill(object.state(), pos, &mut out[..valid])
-            .map_err(|e| (pos, e))?;
-        let took = started.elapsed();
-        self.stats.fetch_latency.observe(took);
-        log::debug!(
-            "object {}: fetched [{pos}, +{}) in {:.1} ms",
-            object.id(),
-            out.len(),
-            took.as_secs_f64() * 1e3
-        );
-        let fetched = if prefetch {
-            &self.stats.prefetched_bytes
-        } else {
-            &self.stats.fetched_bytes
-        };
-        fetched.add(valid as u64);
-        out[valid..].fill(0);
-        Ok(())
-    }
-
-    /// Write `out` (whole blocks) at `pos` of `object` through its sink and mark it written.
-    fn write_out(
-        &self,
-        object: &Object<S::Object, K>,
-        out: &[u8],
-        pos: u64,
-        prefetch: bool,
-    ) -> Result<(), (u64, io::Error)> {
-        if out.is_empty() {
-            return Ok(());
-        }
-        let started = Instant::now();
-        object.sink().write_at(out, pos).map_err(|e| (pos, e))?;
-        log::debug!(
-            "object {}: wrote [{pos}, +{}) in {:.1} ms",
-            object.id(),
-            out.len(),
-            started.elapsed().as_secs_f64() * 1e3
-        );
-        self.stats.writes.incr();
-        self.stats.bytes_written.add(out.len() as u64);
-        object.release(pos..pos + out.len() as u64, true, prefetch);
-        Ok(())
-    }
-
     /// Fill `range` of `object`, in chunks of `buf`'s size, marking each written chunk in the
     /// object's ranges. `prefetch` says who fetches (for the counters). On error, returns
     /// where it stopped.
@@ -433,10 +291,10 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
     }
 
     /// [`fill`](Self::fill) in chunks of at most `max_chunk` bytes (whole blocks). A range
-    /// that fits one chunk is one fill (one batch of requests for a READ's window, wherever
-    /// it starts); a longer one is cut at multiples of the chunk size (a range that starts
-    /// mid-chunk begins with a short one), so that fills of one stream line up with a
-    /// server's fixed-size chunks.
+    /// that fits one chunk is one fill (a READ's window, wherever it starts: one batch of
+    /// requests to a remote store, one round trip); a longer one is cut at multiples of the
+    /// chunk size (a range that starts mid-chunk begins with a short one), so that fills of
+    /// one stream line up with a server's fixed-size chunks.
     pub(crate) fn fill_in_chunks(
         &self,
         object: &Object<S::Object, K>,
@@ -458,9 +316,33 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
                     .min((pos / chunk).saturating_add(1).saturating_mul(chunk))
             };
             // At most `chunk` bytes: fits in usize.
-            let out = &mut bytes[..(end - pos) as usize];
-            self.fetch_into(object, pos, out, prefetch)?;
-            self.write_out(object, out, pos, prefetch)?;
+            let n = (end - pos) as usize;
+            let valid = (end.min(object.size()).saturating_sub(pos)) as usize;
+            let out = &mut bytes[..n];
+            let started = Instant::now();
+            self.server
+                .fill(object.state(), pos, &mut out[..valid])
+                .map_err(|e| (pos, e))?;
+            let fetched_in = started.elapsed();
+            self.stats.fetch_latency.observe(fetched_in);
+            let fetched = if prefetch {
+                &self.stats.prefetched_bytes
+            } else {
+                &self.stats.fetched_bytes
+            };
+            fetched.add(valid as u64);
+            out[valid..].fill(0);
+            let written = Instant::now();
+            object.sink().write_at(out, pos).map_err(|e| (pos, e))?;
+            log::debug!(
+                "object {}: filled [{pos}, +{n}): fetched in {:.1} ms, written in {:.1} ms",
+                object.id(),
+                fetched_in.as_secs_f64() * 1e3,
+                written.elapsed().as_secs_f64() * 1e3
+            );
+            self.stats.writes.incr();
+            self.stats.bytes_written.add(n as u64);
+            object.release(pos..end, true, prefetch);
             pos = end;
         }
         Ok(())
