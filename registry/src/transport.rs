@@ -358,6 +358,7 @@ impl Transport {
             return Ok(s);
         }
         let url = format!("https://{host}/v2/");
+        log::debug!("{url}: does it speak HTTPS?");
         Counters::add(&self.counters.requests, 1);
         let scheme = match self.agent_for(&url).get(&url).call() {
             Ok(_) => "https",

@@ -52,7 +52,10 @@
 //! [`phases_line`]; nydusd's are `bootstrap daemon-up mounted ready`), then the ratios issue
 //! 14 names, and a plot (`target/container_start.png`).
 //!
-//! Settings: `CONTAINER_START_DAEMON_LOG=1` logs our daemons at debug (every fill and
+//! Settings: `CONTAINER_START_BASELINE=PATH` puts another (static) build of
+//! `erofs-ondemand` in the guest, which variants named `baseline*` run instead
+//! (`CONTAINER_START_VARIANTS='baseline='`: a before/after pair from one VM run);
+//! `CONTAINER_START_DAEMON_LOG=1` logs our daemons at debug (every fill and
 //! registry request; with `CONTAINER_START_DUMP=1` to keep the logs);
 //! `CONTAINER_START_PLOT_FROM=FILE` only re-draws the plot from a saved run's
 //! output; `CONTAINER_START_PACKAGES` (the root packages, default [`ROOTS`]),
@@ -230,8 +233,10 @@ lazy() {
     # READs logged (debug) with millisecond times: the phases of the start.
     # --metrics: the READs' and fetches' summed wall time.
     _prom=/tmp/$1-$LINK.prom
+    # Scenarios named baseline* run another build (CONTAINER_START_BASELINE).
+    case $1 in baseline*) _bin=erofs-ondemand-baseline ;; *) _bin=erofs-ondemand ;; esac
     RUST_LOG=@DAEMON_LOG@ \
-        erofs-ondemand $2 --cache-dir $_cache --image $REF:$3 --insecure-registry $HOST \
+        $_bin $2 --cache-dir $_cache --image $REF:$3 --insecure-registry $HOST \
         --mountpoint $_mnt --metrics $_prom $4 >$DLOG 2>&1 &
     DPID=$!
     _i=0
@@ -457,6 +462,13 @@ fn run_vm(kernel: Kernel, reg: &Registry, links: &[HostLink], storage_bytes: u64
         .file("bin/erofs-ondemand", &daemon)
         .file("bin/oci-pull", &puller);
     let scenarios = lazy_scenarios(kernel);
+    match std::env::var_os("CONTAINER_START_BASELINE") {
+        Some(path) => run = run.file("bin/erofs-ondemand-baseline", Path::new(&path)),
+        None => assert!(
+            !scenarios.iter().any(|(s, _)| s.starts_with("baseline")),
+            "scenarios named baseline* need CONTAINER_START_BASELINE=PATH (another erofs-ondemand build)"
+        ),
+    }
     if scenarios.iter().any(|s| matches!(s.1, Run::Nydusd)) {
         run = nydusd::into_guest(run);
     }

@@ -870,6 +870,7 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .format_timestamp_millis()
         .init();
+    log::debug!("erofs-ondemand {} started", env!("CARGO_PKG_VERSION"));
     let cli = Cli::parse();
     match cli.command {
         Cmd::Serve {
