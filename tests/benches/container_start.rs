@@ -140,8 +140,10 @@ const PHASES_LOG: &str = "info,ondemand::session=debug";
 
 /// With `CONTAINER_START_DAEMON_LOG=1`: also the engine's fills, every registry request and
 /// whether its connection was new or pooled.
-const DEBUG_LOG: &str =
-    "info,ondemand=debug,oci_lazy=debug,ureq::pool=debug,ureq::unversioned::transport::tcp=debug";
+const DEBUG_LOG: &str = concat!(
+    "info,erofs_ondemand=debug,ondemand=debug,oci_lazy=debug,",
+    "ureq::pool=debug,ureq::unversioned::transport::tcp=debug"
+);
 
 /// `CONTAINER_START_DAEMON_LOG=1`: our daemons log at debug (see the logs with
 /// `CONTAINER_START_DUMP=1`).

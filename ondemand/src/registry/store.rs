@@ -95,72 +95,8 @@ fn render_counters(client: &Client, out: &mut String) {
     }
 }
 
-/// How much of each end of a blob [`RemoteBlob`] fetches at its first read there.
-const EDGE: u64 = 64 << 10;
-
-/// A registry blob as stored bytes. The first read that falls within [`EDGE`] bytes of
-/// either end fetches both ends in one batch (parallel requests) and keeps them: opening a
-/// Nydus blob reads its header, then its table of contents and chunk map at the end, one
-/// after another, and an EROFS layer starts with its superblock; those reads then cost one
-/// round trip instead of three.
-struct RemoteBlob {
-    blob: Blob,
-    /// `(start, bytes)` of each end, once fetched.
-    edges: std::sync::OnceLock<Vec<(u64, Vec<u8>)>>,
-}
-
-impl RemoteBlob {
-    fn new(blob: Blob) -> RemoteBlob {
-        RemoteBlob {
-            blob,
-            edges: std::sync::OnceLock::new(),
-        }
-    }
-
-    /// The ends of the blob: one range when they meet.
-    fn edge_ranges(&self) -> Vec<std::ops::Range<u64>> {
-        let size = self.blob.size();
-        if size <= 2 * EDGE {
-            return vec![0..size];
-        }
-        vec![0..EDGE, size - EDGE..size]
-    }
-
-    /// Serve `buf` at `offset` from the ends, fetching them first if `buf` lies within one.
-    /// `Ok(false)`: the read is elsewhere.
-    fn read_edges(&self, buf: &mut [u8], offset: u64) -> Result<bool, oci_lazy::Error> {
-        let end = offset.saturating_add(buf.len() as u64);
-        let Some(i) = self
-            .edge_ranges()
-            .iter()
-            .position(|r| r.start <= offset && end <= r.end)
-        else {
-            return Ok(false);
-        };
-        let edges = match self.edges.get() {
-            Some(e) => e,
-            None => {
-                // Two threads may both fetch them the first time; one copy is kept.
-                let mut fetched: Vec<(u64, Vec<u8>)> = self
-                    .edge_ranges()
-                    .into_iter()
-                    .map(|r| (r.start, vec![0u8; (r.end - r.start) as usize]))
-                    .collect();
-                let mut ranges: Vec<(u64, &mut [u8])> = fetched
-                    .iter_mut()
-                    .map(|(at, b)| (*at, b.as_mut_slice()))
-                    .collect();
-                self.blob.read_ranges(&mut ranges)?;
-                self.edges.get_or_init(|| fetched)
-            }
-        };
-        let (start, bytes) = &edges[i];
-        // Within the edge: `offset - start` and the length fit its buffer.
-        let from = (offset - start) as usize;
-        buf.copy_from_slice(&bytes[from..from + buf.len()]);
-        Ok(true)
-    }
-}
+/// A registry blob as stored bytes.
+struct RemoteBlob(Blob);
 
 /// A registry error as the kernel must see it: `EIO` (with the message for the log).
 fn read_error(e: oci_lazy::Error) -> io::Error {
@@ -170,14 +106,11 @@ fn read_error(e: oci_lazy::Error) -> io::Error {
 
 impl Source for RemoteBlob {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        if !buf.is_empty() && self.read_edges(buf, offset).map_err(read_error)? {
-            return Ok(());
-        }
-        self.blob.read_exact_at(buf, offset).map_err(read_error)
+        self.0.read_exact_at(buf, offset).map_err(read_error)
     }
 
     fn size(&self) -> io::Result<u64> {
-        Ok(self.blob.size())
+        Ok(self.0.size())
     }
 }
 
@@ -185,7 +118,7 @@ impl StoredBlob for RemoteBlob {
     fn read_ranges(&self, reads: &mut [RangeRead<'_>]) -> io::Result<()> {
         let mut ranges: Vec<(u64, &mut [u8])> =
             reads.iter_mut().map(|r| (r.offset, &mut *r.buf)).collect();
-        self.blob.read_ranges(&mut ranges).map_err(read_error)
+        self.0.read_ranges(&mut ranges).map_err(read_error)
     }
 }
 
@@ -219,7 +152,7 @@ impl BlobStore for RegistryStore {
                 ),
             )
         })?;
-        Ok(Arc::new(RemoteBlob::new(self.client.blob_with_size(
+        Ok(Arc::new(RemoteBlob(self.client.blob_with_size(
             &self.repo,
             &layer.digest,
             layer.size,
