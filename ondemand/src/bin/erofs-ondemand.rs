@@ -218,8 +218,10 @@ impl RegistryArgs {
         config.insecure_registries = self.insecure.clone();
         config.mirrors = self.mirrors.clone();
         config.auth_file = self.auth_file.clone();
+        log::debug!("setting up the registry client");
         let client = oci_lazy::Client::new(lazy_config(config))
             .map_err(|e| format!("--image {reference}: {e}"))?;
+        log::debug!("registry client ready");
         let image = RemoteImage::resolve(&client, &parsed).map_err(|e| e.to_string())?;
         log::info!(
             "{reference}: {} ({} bytes of layers)",
