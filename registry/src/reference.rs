@@ -360,10 +360,9 @@ mod tests {
     }
 
     proptest! {
-        #[test]
-        fn parse_never_panics(s in "\\PC{0,80}") {
-            let _ = s.parse::<Reference>();
-        }
+        // About 6% of the generated references take the plain path: enough cases that a few
+        // hundred of them (in both tests) are compared with oci-spec's answer.
+        #![proptest_config(ProptestConfig::with_cases(2048))]
 
         #[test]
         fn plain_parse_agrees_with_oci_spec(
@@ -379,6 +378,13 @@ mod tests {
             if let Some(p) = plain(&s) {
                 prop_assert_eq!(Some(p), via_oci_spec(&s), "{}", s);
             }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn parse_never_panics(s in "\\PC{0,80}") {
+            let _ = s.parse::<Reference>();
         }
 
         #[test]
