@@ -5,7 +5,7 @@
 //! bootstrap, and a damaged chunk fails the read when digests are checked.
 
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use erofs_reader::{Image, ImageBuilder};
@@ -330,22 +330,31 @@ impl ondemand::BlobStore for Recording {
     }
 }
 
+/// A zstd RAFS image of 64 KiB chunks built in `dir`: its blob directory, the blob's id and
+/// the blob's bytes as the directory server gives them; `None` without nydus-image.
+fn zstd_64k_chunks(dir: &Path) -> Option<(PathBuf, Vec<u8>, Vec<u8>)> {
+    build(
+        dir,
+        "img",
+        &["--compressor", "zstd", "--chunk-size", "0x10000"],
+    )?;
+    let blobs = dir.join("blobs");
+    let boot = read_object(&RafsDirServer::new(&blobs), b"img");
+    let image = Image::from_source(boot).unwrap();
+    let id = image.devices()[0].tag.clone();
+    let want = read_object(&RafsDirServer::new(&blobs), &id);
+    Some((blobs, id, want))
+}
+
 /// A READ window over many chunks asks the store once for all their stored bytes (one read:
 /// nydus-image stores a file's chunks back to back, and adjacent ranges are one); the bytes
 /// equal the directory server's; a store failure fails the read (EIO), never gives bytes.
 #[test]
 fn a_blob_store_gets_one_request_per_window_and_its_errors_fail_the_read() {
     let dir = tests::scratch_dir("rafs_ondemand/store");
-    if build(
-        &dir,
-        "img",
-        &["--compressor", "zstd", "--chunk-size", "0x10000"],
-    )
-    .is_none()
-    {
+    let Some((blobs, id, want)) = zstd_64k_chunks(&dir) else {
         return;
-    }
-    let blobs = dir.join("blobs");
+    };
     let store = Recording::new(&blobs);
     let (batches, reads, fail) = (
         store.batches.clone(),
@@ -353,16 +362,12 @@ fn a_blob_store_gets_one_request_per_window_and_its_errors_fail_the_read() {
         store.fail.clone(),
     );
     let server = ondemand::rafs::RafsServer::with_store(store).with_verify_digests(true);
-    let boot = read_object(&RafsDirServer::new(&blobs), b"img");
-    let image = Image::from_source(boot).unwrap();
-    let id = image.devices()[0].tag.clone();
     // The blob opened before its bootstrap: found through the store's names.
     let opened = server.open(&key(&id)).unwrap();
     // Opening read the blob's chunk table: count from here.
     reads.lock().unwrap().clear();
     let mut window = vec![0u8; 1 << 20];
     server.fill(&opened.object, 0, &mut window).unwrap();
-    let want = read_object(&RafsDirServer::new(&blobs), &id);
     assert_eq!(&window[..], &want[..1 << 20]);
     let (batches_seen, reads_seen) = (
         batches.lock().unwrap().clone(),
@@ -390,26 +395,15 @@ fn a_blob_store_gets_one_request_per_window_and_its_errors_fail_the_read() {
 #[test]
 fn scattered_ranges_of_a_batch_are_one_store_call() {
     let dir = tests::scratch_dir("rafs_ondemand/batch");
-    if build(
-        &dir,
-        "img",
-        &["--compressor", "zstd", "--chunk-size", "0x10000"],
-    )
-    .is_none()
-    {
+    let Some((blobs, id, want)) = zstd_64k_chunks(&dir) else {
         return;
-    }
-    let blobs = dir.join("blobs");
+    };
     let store = Recording::new(&blobs);
     let (batches, reads) = (store.batches.clone(), store.reads.clone());
     let server = ondemand::rafs::RafsServer::with_store(store).with_verify_digests(true);
-    let boot = read_object(&RafsDirServer::new(&blobs), b"img");
-    let image = Image::from_source(boot).unwrap();
-    let id = image.devices()[0].tag.clone();
     let opened = server.open(&key(&id)).unwrap();
     // Opening read the blob's chunk table: count from here.
     reads.lock().unwrap().clear();
-    let want = read_object(&RafsDirServer::new(&blobs), &id);
     assert!(want.len() > 2 << 20, "{}", want.len());
     // Three ranges in different 64 KiB chunks, far apart; the second across a chunk boundary.
     let at = [
@@ -450,20 +444,9 @@ fn scattered_ranges_of_a_batch_are_one_store_call() {
 #[test]
 fn windows_that_split_a_chunk_fetch_it_once() {
     let dir = tests::scratch_dir("rafs_ondemand/split");
-    if build(
-        &dir,
-        "img",
-        &["--compressor", "zstd", "--chunk-size", "0x10000"],
-    )
-    .is_none()
-    {
+    let Some((blobs, id, want)) = zstd_64k_chunks(&dir) else {
         return;
-    }
-    let blobs = dir.join("blobs");
-    let boot = read_object(&RafsDirServer::new(&blobs), b"img");
-    let image = Image::from_source(boot).unwrap();
-    let id = image.devices()[0].tag.clone();
-    let want = read_object(&RafsDirServer::new(&blobs), &id);
+    };
     let fetched = |windows: &[(u64, usize)]| {
         let store = Recording::new(&blobs);
         let bytes = store.bytes.clone();
