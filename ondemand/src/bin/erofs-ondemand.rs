@@ -169,7 +169,7 @@ struct FanotifyArgs {
     /// The readahead of the mounts (suffixes K, M, G; 0 leaves the kernel's 128 KiB): each
     /// read request EROFS makes of an incomplete backing file is a pre-content event, and a
     /// larger readahead makes a sequential reader's requests larger and fewer.
-    #[arg(long, value_name = "BYTES", default_value_t = ondemand::fanotify::MOUNT_READAHEAD, value_parser = parse_bytes)]
+    #[arg(long, value_name = "BYTES", default_value = "4M", value_parser = parse_bytes)]
     mount_readahead: u64,
     /// What an open of a backing file (an event with count 0) fills.
     #[arg(long, value_enum, default_value = "window")]
@@ -264,7 +264,7 @@ struct Serving {
     /// answer it and go on filling past its window, twice as far each time the stream
     /// continues, up to BYTES (suffixes K, M, G; 0 turns it off). `fanotify` goes further
     /// once the stream is long: at least twice what it has read, past its window.
-    #[arg(long, value_name = "BYTES", default_value_t = ondemand::DEFAULT_SEQUENTIAL_AHEAD, value_parser = parse_bytes)]
+    #[arg(long, value_name = "BYTES", default_value = "8M", value_parser = parse_bytes)]
     sequential_ahead: u64,
     /// Threads that run the fill ahead of sequential readers in chunks, in parallel, besides
     /// the worker that answered the READ (0: that worker alone; default: the CPUs but one,
@@ -1093,7 +1093,8 @@ mod tests {
             panic!("parsed as serve");
         };
         assert_eq!((serving.readahead, serving.threads, tag), (0, 4, None));
-        assert_eq!(serving.sequential_ahead, 8 << 20);
+        // The help shows these defaults as "8M" and "4M": they must stay the library's.
+        assert_eq!(serving.sequential_ahead, ondemand::DEFAULT_SEQUENTIAL_AHEAD);
     }
 
     #[test]
@@ -1188,12 +1189,15 @@ mod tests {
             mountpoint,
             serving,
             on_open,
+            mount_readahead,
             ..
         }) = cli.command
         else {
             panic!("parsed as fanotify");
         };
         assert_eq!((image.as_str(), devices.len()), ("boot", 2));
+        // The help shows the default as "4M": it must stay the library's.
+        assert_eq!(mount_readahead, ondemand::fanotify::MOUNT_READAHEAD);
         // The same defaults as `serve`.
         assert_eq!(
             (
