@@ -216,7 +216,8 @@ fn file_backed(
 /// The knob is the `read_ahead_kb` of the mount's own backing device info
 /// (`/sys/class/bdi/erofs-N`, made with the mount): the one named by the filesystem's sysfs
 /// name (`FS_IOC_GETFSSYSFSPATH`: `erofs/erofs-N` on Linux 6.12-6.18), else the one device
-/// info that appeared during the mount (Linux 7.2 names the filesystem `erofs/MAJOR:MINOR`).
+/// info named `erofs-N` that appeared during the mount (Linux 7.2 names the filesystem
+/// `erofs/MAJOR:MINOR`; a loop device or another filesystem made meanwhile is not taken).
 ///
 /// # Errors
 ///
@@ -273,16 +274,17 @@ fn set_read_ahead(
     let bdi = match named {
         Some(bdi) => bdi,
         None => {
-            let new: Vec<_> = bdi_names()
-                .into_iter()
-                .filter(|n| !before.contains(n))
-                .collect();
+            let new = new_erofs_bdis(before, bdi_names());
             match new.as_slice() {
                 [one] => Path::new(BDI_DIR).join(one),
-                [] => return Err(unsupported(format!("no backing device info in {BDI_DIR}"))),
+                [] => {
+                    return Err(unsupported(format!(
+                        "no erofs-N backing device info appeared in {BDI_DIR} during the mount"
+                    )));
+                }
                 _ => {
                     return Err(unsupported(format!(
-                        "{} device infos appeared in {BDI_DIR} during the mount: {new:?}",
+                        "{} erofs-N device infos appeared in {BDI_DIR} during the mount: {new:?}",
                         new.len()
                     )));
                 }
@@ -293,6 +295,26 @@ fn set_read_ahead(
     std::fs::write(&knob, format!("{}\n", bytes / 1024))
         .map_err(|e| io::Error::new(e.kind(), format!("writing {}: {e}", knob.display())))?;
     Ok(knob)
+}
+
+/// The names in `after` that are not in `before` and that a file-backed EROFS mount's own
+/// backing device info can have: `erofs-N`, `N` a decimal number (`super_setup_bdi` names it
+/// after the filesystem type and a global sequence number; seen on 6.12, 6.18 and 7.2). A loop
+/// device (`7:N`), a FUSE mount (`0:N`) or another filesystem's (`btrfs-N`) made at the same
+/// moment is never taken for the mount's.
+fn new_erofs_bdis(
+    before: &std::collections::BTreeSet<std::ffi::OsString>,
+    after: impl IntoIterator<Item = std::ffi::OsString>,
+) -> Vec<std::ffi::OsString> {
+    after
+        .into_iter()
+        .filter(|n| !before.contains(n))
+        .filter(|n| {
+            n.to_str()
+                .and_then(|n| n.strip_prefix("erofs-"))
+                .is_some_and(|seq| !seq.is_empty() && seq.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .collect()
 }
 
 /// `mount("none", TARGET, "erofs", MS_RDONLY, "fsid=FSID[,domain_id=D][,device=NAME...]")`: an
@@ -390,6 +412,42 @@ mod tests {
             "device=/a,device=/b c"
         );
         assert!(device_options(&["/a,b".into()]).is_err());
+    }
+
+    #[test]
+    fn only_a_new_erofs_bdi_is_the_mounts() {
+        let names = |v: &[&str]| -> Vec<std::ffi::OsString> { v.iter().map(Into::into).collect() };
+        let before: std::collections::BTreeSet<_> = names(&["7:0", "254:0", "erofs-1", "0:40"])
+            .into_iter()
+            .collect();
+        let new = |after: &[&str]| new_erofs_bdis(&before, names(after));
+        // The mount's own: erofs-N, new.
+        assert_eq!(
+            new(&["7:0", "254:0", "erofs-1", "0:40", "erofs-2"]),
+            names(&["erofs-2"])
+        );
+        // A loop device, a FUSE mount, another filesystem's bdi made meanwhile: not taken.
+        assert_eq!(
+            new(&["7:0", "7:1", "0:41", "btrfs-3", "erofs-1", "erofs-12"]),
+            names(&["erofs-12"])
+        );
+        assert_eq!(new(&["7:0", "7:1", "0:41", "erofs-1"]), names(&[]));
+        // Names EROFS never gives its bdi.
+        assert_eq!(
+            new(&[
+                "erofs-",
+                "erofs-1a",
+                "erofs-+1",
+                "xerofs-3",
+                "erofs-3/..",
+                "erofs"
+            ]),
+            names(&[])
+        );
+        // Two EROFS mounts at the same moment: both are returned (the caller sets neither).
+        assert_eq!(new(&["erofs-2", "erofs-3"]), names(&["erofs-2", "erofs-3"]));
+        // One that existed before is not new.
+        assert_eq!(new(&["erofs-1"]), names(&[]));
     }
 
     #[test]

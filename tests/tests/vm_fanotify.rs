@@ -165,6 +165,8 @@ ra_all() { for _f in /sys/class/bdi/erofs-*/read_ahead_kb; do echo $1 >$_f; done
 latency_line() { sed -nE 's/^erofs_ondemand_(read|read_wait|fetch)_duration_seconds_(sum|count) /\1_\2=/p' /tmp/$1.prom | tr '\n' ' '; }
 # cpu_line: the daemon's minor faults, user and system time in clock ticks (/proc/PID/stat).
 cpu_line() { cut -d' ' -f10,14,15 /proc/$DPID/stat | sed 's/^\([0-9]*\) \([0-9]*\) \([0-9]*\)$/minflt=\1 utime=\2 stime=\3/'; }
+# threads_line: each of the daemon's threads as NAME=UTIME+STIME (clock ticks).
+threads_line() { cat /proc/$DPID/task/*/stat | awk '{ gsub(/[()]/, "", $2); printf "%s=%d ", $2, $14 + $15 }'; }
 metrics_line() { sed -n 's/^erofs_ondemand_\([a-z_]*\)_total \([0-9]*\)$/\1=\2/p' /tmp/$1.prom | tr '\n' ' '; }
 present_of() { sed -n "s|^erofs_ondemand_object_present_bytes{object=\"[^\"]*/$2\"} ||p" /tmp/$1.prom; }
 sum_present() { sed -n 's/^erofs_ondemand_object_present_bytes{[^}]*} //p' /tmp/$1.prom | awk '{ s += $1 } END { print s + 0 }'; }
@@ -1016,8 +1018,12 @@ fn figures_fanotify_vs_file_backed() {
         .arg(blobs.join("plain.erofs"))
         .arg(&tree));
     let variants = fan_variants();
+    // `EROFS_VM_FAN_LOG=FILTER`: the daemons' RUST_LOG (`ondemand::fanotify=trace` times every
+    // event; the logs are in the console log, target/tmp/vm-fanotify-figures/console.log).
+    let log_filter = std::env::var("EROFS_VM_FAN_LOG").unwrap_or_else(|_| "info".into());
     let mut script = format!(
         "{DAEMON_PRELUDE}{FAN_SCRIPT_HEAD}
+export RUST_LOG='{log_filter}'
 mkdir -p /mnt/fb
 check mount-file-backed vmtool mount erofs $B/plain.erofs /mnt/fb
 ls -lR /mnt/fb >/dev/null
@@ -1054,14 +1060,18 @@ data fb{ra}_{r}_guest_after \"$(head -1 /proc/stat)\"
 ls -lR /mnt/{k}{r} >/dev/null
 data {k}{r}_readahead \"$(grep -c 'mount readahead set' $DLOG)\"
 data {k}{r}_readahead_log \"$(grep 'mount readahead' $DLOG | tr '\\n' ' ')\"
+data {k}{r}_bdis \"$(ls /sys/class/bdi | tr '\\n' ' ')\"
+data {k}{r}_ra_kb \"$(cat $(sed -n 's|.*(\\(/sys/class/bdi/[^)]*\\)).*|\\1|p' $DLOG | tail -1) 2>/dev/null)\"
 drop_caches
 settle
 data {k}{r}_before \"$(metrics_line {k}{r})\"
 data {k}{r}_cpu_before \"$(cpu_line)\"
+data {k}{r}_threads_before \"$(threads_line)\"
 data {k}{r}_guest_before \"$(head -1 /proc/stat)\"
 read_tree {k}{r} /mnt/{k}{r}
 data {k}{r}_guest_after \"$(head -1 /proc/stat)\"
 data {k}{r}_cpu_after \"$(cpu_line)\"
+data {k}{r}_threads_after \"$(threads_line)\"
 settle
 data {k}{r}_after \"$(metrics_line {k}{r})\"
 data {k}{r}_latency \"$(latency_line {k}{r})\"
@@ -1113,6 +1123,16 @@ stop_daemon daemon-exit-{k}{r}
         out.elapsed,
         tests::vm::host_load()
     );
+    if let Some(v) = variants.iter().find(|v| v.readahead_kb != 128) {
+        println!(
+            "  {} round 1: {}; backing device infos then: {}",
+            v.key,
+            out.data(&format!("{}1_readahead_log", v.key))
+                .unwrap_or_default()
+                .trim(),
+            out.data(&format!("{}1_bdis", v.key)).unwrap_or_default()
+        );
+    }
     let mut fb_best = std::collections::HashMap::new();
     for ra in &readaheads {
         let fb: Vec<f64> = (1..=3).map(|r| ns(&format!("fb{ra}_{r}"))).collect();
@@ -1147,6 +1167,17 @@ stop_daemon daemon-exit-{k}{r}
                 "{k} round {r}: 'mount readahead set' lines in the daemon's log: {:?}",
                 out.data(&format!("{k}{r}_readahead_log"))
             );
+            if v.readahead_kb != 128 {
+                // The knob the daemon named holds what it wrote (the mount's erofs-N bdi,
+                // found among the bdis listed here).
+                assert_eq!(
+                    out.data_u64(&format!("{k}{r}_ra_kb")),
+                    v.readahead_kb,
+                    "{k} round {r}: {:?}; bdis {:?}",
+                    out.data(&format!("{k}{r}_readahead_log")),
+                    out.data(&format!("{k}{r}_bdis"))
+                );
+            }
             events.push(field(after, "read_requests") - field(before, "read_requests"));
             inside.push(daemon_figures(&out, &format!("{k}{r}")));
         }
@@ -1181,8 +1212,24 @@ fn daemon_figures(out: &tests::vm::VmOutcome, key: &str) -> String {
     };
     let ms = |sum: f64, n: f64| if n > 0.0 { sum / n * 1e3 } else { 0.0 };
     let cpu = |name: &str| get("cpu_after", name) - get("cpu_before", name);
+    // CPU per thread during the read (ticks of 10 ms), threads that used none left out.
+    let threads = |what: &str| -> std::collections::BTreeMap<String, i64> {
+        out.data(&format!("{key}_threads_{what}"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|kv| kv.split_once('='))
+            .filter_map(|(k, v)| Some((k.to_string(), v.parse().ok()?)))
+            .collect()
+    };
+    let before = threads("before");
+    let per_thread: Vec<String> = threads("after")
+        .into_iter()
+        .map(|(k, v)| (v - before.get(&k).copied().unwrap_or(0), k))
+        .filter(|(v, _)| *v > 0)
+        .map(|(v, k)| format!("{k} {:.2}", v as f64 / 100.0))
+        .collect();
     format!(
-        "event to answer {:.2} ms mean, {} waited for a fill in flight ({:.1} ms mean); fills {:.0} ms in {}; daemon CPU user {:.2} s, system {:.2} s, {} minor faults; guest CPUs idle {}",
+        "event to answer {:.2} ms mean, {} waited for a fill in flight ({:.1} ms mean); fills {:.0} ms in {}; daemon CPU user {:.2} s, system {:.2} s ({}), {} minor faults; guest CPUs idle {}",
         ms(get("latency", "read_sum"), get("latency", "read_count")),
         get("latency", "read_wait_count"),
         ms(
@@ -1193,6 +1240,7 @@ fn daemon_figures(out: &tests::vm::VmOutcome, key: &str) -> String {
         get("latency", "fetch_count"),
         cpu("utime") / 100.0,
         cpu("stime") / 100.0,
+        per_thread.join(", "),
         cpu("minflt"),
         guest_idle(out, key),
     )
