@@ -34,15 +34,7 @@ impl<S: OnDemandServer, K> Engine<S, K> {
     /// Count a read of `len` bytes at `off` of `object` and decide its window and the fill
     /// ahead of it (which advances the object's sequential stream).
     pub fn plan_read(&self, object: &Object<S::Object, K>, off: u64, len: u64) -> ReadPlan {
-        self.stats.reads.add(1);
-        self.stats.requested_bytes.add(len);
-        if let Some(recorder) = self.recorder() {
-            // What the kernel demanded within the object, before the window grows it.
-            let end = off.saturating_add(len).min(object.size());
-            if off < end {
-                recorder.record(object.cookie_key(), off, end - off);
-            }
-        }
+        self.count_read(object, off, len);
         let window = super::window(off, len, object.size(), self.readahead())
             .map(|(range, end)| (self.clip_to_plan(object, range, end), end));
         let ahead = match &window {
@@ -67,6 +59,51 @@ impl<S: OnDemandServer, K> Engine<S, K> {
             }
         };
         ReadPlan { window, ahead }
+    }
+}
+
+impl<S: OnDemandServer, K> Engine<S, K> {
+    /// A read of `len` bytes at `off` of `object` whose requested blocks are all present
+    /// (written, or found in the backing file): counted as [`plan_read`](Self::plan_read)
+    /// counts a read (and as served by prefetch where a prefetch wrote it), answered without
+    /// a fill, and no step of the sequential stream. Returns `false`, counting nothing, when a
+    /// byte of it is missing or in flight: plan it then.
+    ///
+    /// For fanotify, whose kernel asks about present bytes too; the cachefiles kernel never
+    /// does, so there the stream (and the fill ahead) advances only at misses, and so it does
+    /// here: a program reading many small files within what one window filled would
+    /// otherwise ramp the fill ahead up for a reader that does not read on.
+    pub(crate) fn read_present(&self, object: &Object<S::Object, K>, off: u64, len: u64) -> bool {
+        let Some((range, requested_end)) = super::window(off, len, object.size(), 0) else {
+            return false;
+        };
+        let requested = range.start..requested_end;
+        {
+            let r = object.lock_ranges();
+            let mut present = r.written.clone();
+            present.extend(&r.scanned);
+            if !present.gaps(requested.clone()).is_empty() {
+                return false;
+            }
+            self.stats
+                .served_by_prefetch_bytes
+                .add(r.prefetched.intersection_len(requested));
+        }
+        self.count_read(object, off, len);
+        true
+    }
+
+    /// Count a read of `len` bytes at `off` of `object` and record it in the access trace.
+    fn count_read(&self, object: &Object<S::Object, K>, off: u64, len: u64) {
+        self.stats.reads.add(1);
+        self.stats.requested_bytes.add(len);
+        if let Some(recorder) = self.recorder() {
+            // What the kernel demanded within the object, before the window grows it.
+            let end = off.saturating_add(len).min(object.size());
+            if off < end {
+                recorder.record(object.cookie_key(), off, end - off);
+            }
+        }
     }
 }
 
