@@ -191,7 +191,7 @@ fn host_failed_fills_deny_with_eio() {
 }
 
 /// The guest script's helpers (after [`DAEMON_PRELUDE`]): `fan_start NAME MNT ARGS...` runs
-/// `erofs-ondemand fanotify` with a cache dir (`/data/cache/NAME`, or `$FAN_CACHE`) and a
+/// `erofs-ondemand fanotify` (or `$FAN_BIN`) with a cache dir (`/data/cache/NAME`, or `$FAN_CACHE`) and a
 /// metrics file of its own and waits for MNT to be mounted (check `mount-NAME`);
 /// `metrics_line NAME` turns the metrics file's counters into `name=N ...` (`read_requests`,
 /// `fetched_bytes`, `errors`, ...);
@@ -209,7 +209,7 @@ fan_start() {
     _fc=/data/cache/${FAN_CACHE:-$_fn}
     mkdir -p "$_fm" $_fc
     DLOG=/tmp/$_fn.log
-    erofs-ondemand fanotify --cache-dir $_fc --blob-dir $B --mountpoint "$_fm" \
+    ${FAN_BIN:-erofs-ondemand} fanotify --cache-dir $_fc --blob-dir $B --mountpoint "$_fm" \
         --metrics /tmp/$_fn.prom "$@" >"$DLOG" 2>&1 &
     DPID=$!
     await_daemon "mount-$_fn" "not mounted" 600 grep -q " $_fm erofs " /proc/mounts
@@ -996,7 +996,9 @@ struct FanVariant {
 }
 
 /// The settings [`figures_fanotify_vs_file_backed`] measures; `EROFS_VM_FAN_VARIANTS=KEY=ARGS;
-/// KEY=ARGS...` replaces them (for tuning).
+/// KEY=ARGS...` replaces them (for tuning). With `EROFS_VM_FAN_BASELINE=PATH` (another static
+/// build of `erofs-ondemand`), variants whose key starts with `base` run that build: a
+/// before/after pair from one VM run.
 fn fan_variants() -> Vec<FanVariant> {
     let variant = |key: &str, args: &str, what: &str| {
         let mut readahead = ondemand::fanotify::MOUNT_READAHEAD;
@@ -1073,6 +1075,7 @@ fn figures_fanotify_vs_file_backed() {
         .arg(blobs.join("plain.erofs"))
         .arg(&tree));
     let variants = fan_variants();
+    let baseline = std::env::var_os("EROFS_VM_FAN_BASELINE").map(PathBuf::from);
     // `EROFS_VM_FAN_LOG=FILTER`: the daemons' RUST_LOG (`ondemand::fanotify=trace` times every
     // event; the logs are in the console log, target/tmp/vm-fanotify-figures/console.log).
     let log_filter = std::env::var("EROFS_VM_FAN_LOG").unwrap_or_else(|_| "info".into());
@@ -1110,8 +1113,14 @@ data fb{ra}_{r}_guest_after \"$(head -1 /proc/stat)\"
         }
         for i in order(variants.len()) {
             let FanVariant { key: k, args, .. } = &variants[i];
+            let bin = if baseline.is_some() && k.starts_with("base") {
+                "erofs-ondemand-baseline"
+            } else {
+                "erofs-ondemand"
+            };
             script.push_str(&format!(
-                "fan_start {k}{r} /mnt/{k}{r} --image bench {args}
+                "FAN_BIN={bin}
+fan_start {k}{r} /mnt/{k}{r} --image bench {args}
 ls -lR /mnt/{k}{r} >/dev/null
 data {k}{r}_readahead \"$(grep -c 'mount readahead set' $DLOG)\"
 data {k}{r}_readahead_log \"$(grep 'mount readahead' $DLOG | tr '\\n' ' ')\"
@@ -1137,7 +1146,11 @@ stop_daemon daemon-exit-{k}{r}
         }
     }
     script.push_str("check fb-sums sh -c \"cd /mnt/fb && sha256sum -c /vmtest/sums\"\n");
-    let Some(out) = VmRun::new("fanotify-figures")
+    let mut vm = VmRun::new("fanotify-figures");
+    if let Some(path) = &baseline {
+        vm = vm.file("bin/erofs-ondemand-baseline", path);
+    }
+    let Some(out) = vm
         .kernel(Kernel::V7_2)
         .file("bin/erofs-ondemand", &daemon)
         .disk_file("blobs", &blobs)

@@ -29,8 +29,10 @@
 //! them in 7.2, not in 6.18):
 //!
 //! - Ranges are page-aligned. The 7.2 kernel's EROFS reads of backing files arrive as
-//!   ranges of 4 KiB to 128 KiB, one event per read **even when the bytes are present**: the
-//!   engine trusts what it knows present, and a file is unmarked once all of it is present.
+//!   ranges of 4 KiB to 128 KiB (up to the mount's readahead), one event per read **even
+//!   when the bytes are present**: the engine trusts what it knows present (such an event is
+//!   answered at once and, as on cachefiles where the kernel asks only at misses, is no step of
+//!   a sequential stream), and a file is unmarked once all of it is present.
 //!   So the fill ahead of a sequential reader grows with its stream here (at least twice as
 //!   far past the reader as the stream has read, beyond the engine's own fill ahead): a file
 //!   read through is complete, and sends no more events, about a third of the way in.
