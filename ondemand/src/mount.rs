@@ -299,9 +299,9 @@ fn set_read_ahead(
 
 /// The names in `after` that are not in `before` and that a file-backed EROFS mount's own
 /// backing device info can have: `erofs-N`, `N` a decimal number (`super_setup_bdi` names it
-/// after the filesystem type and a global sequence number; seen on 6.12, 6.18 and 7.2). A loop
-/// device (`7:N`), a FUSE mount (`0:N`) or another filesystem's (`btrfs-N`) made at the same
-/// moment is never taken for the mount's.
+/// after the filesystem type and a global sequence number; seen on the 6.18 host and in the
+/// 7.2 VM). A loop device (`7:N`), a FUSE mount (`0:N`) or another filesystem's (`btrfs-N`)
+/// made at the same moment is never taken for the mount's.
 fn new_erofs_bdis(
     before: &std::collections::BTreeSet<std::ffi::OsString>,
     after: impl IntoIterator<Item = std::ffi::OsString>,
