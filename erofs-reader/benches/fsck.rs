@@ -24,17 +24,23 @@
 //! and each side's peak memory split into heap (anonymous) and mapped page cache
 //! (file-backed).
 //!
-//! Extraction is fair only with care: each command of each round extracts into a filesystem
-//! of its own, made for it (`mkfs.ext4` on a sparse file under the target directory,
-//! loop-mounted; inode tables initialised by mkfs, so no background initialisation runs
-//! meanwhile) and removed after the round. On a long-lived filesystem ext4 skips recently
-//! deleted inodes when it allocates new ones (`recently_deleted()`, a window of one to five
-//! minutes): after earlier runs' trees were deleted, extractions into it ran 2-5 times
-//! slower, whichever command met the freed inodes first. Dirty pages are flushed (`sync`,
-//! untimed) before each timed extraction, and the two commands take turns going first. The
-//! source tree of an earlier run is reused (a stamp beside it records its scale and size).
-//! This needs about 2 GB of free disk under the target directory (two filesystems of twice
-//! the tree's size, sparse) besides the tree and the image. `EROFS_BENCH_SCALE` (default
+//! Extraction is fair only with care: each extraction goes into a filesystem of its own,
+//! made for it right before (`mkfs.ext4` on a sparse file under the target directory,
+//! loop-mounted; inode tables and journal initialised by mkfs, so no background
+//! initialisation runs meanwhile), then `sync` (dirty pages flushed, the host journal
+//! committed with the discards of what was deleted before), then the timed command; the
+//! filesystem is unmounted and removed right after it, untimed. So every extraction, ours
+//! or theirs, first or second in its round, starts from the same state. On a long-lived
+//! filesystem ext4 skips recently deleted inodes when it allocates new ones
+//! (`recently_deleted()`, a window of one to five minutes): after earlier runs' trees were
+//! deleted, extractions into it ran 2-5 times slower, whichever command met the freed
+//! inodes first. One untimed extraction by each command comes before the timed rounds, and
+//! the two commands of each pair take turns going first. Each round also prints how much
+//! CPU the rest of the machine used meanwhile (other sessions, writeback): a slow round
+//! with company is told from one without. The source tree of an earlier run is reused (a
+//! stamp beside it records its scale and size).
+//! This needs about 1 GB of free disk under the target directory (one filesystem of twice
+//! the tree's size at a time, sparse) besides the tree and the image. `EROFS_BENCH_SCALE` (default
 //! 1.0) scales the file counts; `EROFS_BENCH_EROFS` runs another `erofs` binary.
 
 use std::path::{Path, PathBuf};
@@ -42,7 +48,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{Pair, erofs, find_tool, median, pattern, print_pair, run_measured, settings};
+use common::{
+    Measured, Pair, erofs, find_tool, median, pattern, print_pair, run_measured, settings,
+};
 
 /// Build the tree; returns (files, bytes).
 fn build_tree(root: &Path, scale: f64) -> (u64, u64) {
@@ -169,13 +177,7 @@ impl ScratchFs {
             .status()
             .expect("mkfs.ext4 (e2fsprogs) is needed");
         assert!(st.success(), "mkfs.ext4 failed");
-        let st = Command::new("mount")
-            .args(["-t", "ext4", "-o", "loop"])
-            .arg(&file)
-            .arg(&mnt)
-            .status()
-            .unwrap();
-        assert!(st.success(), "mount -o loop failed (root needed)");
+        mount("ext4", "loop", &file, &mnt);
         ScratchFs { file, mnt }
     }
 
@@ -193,9 +195,42 @@ impl Drop for ScratchFs {
     }
 }
 
-/// Flush dirty pages, so that no run pays for the writeback of the one before.
+/// Mount `what` (an image or a filesystem in a file) of type `fstype` at `at` with options
+/// `opts`; needs root.
+fn mount(fstype: &str, opts: &str, what: &Path, at: &Path) {
+    let st = Command::new("mount")
+        .args(["-t", fstype, "-o", opts])
+        .arg(what)
+        .arg(at)
+        .status()
+        .expect("mount (util-linux) is needed");
+    assert!(
+        st.success(),
+        "mount -t {fstype} -o {opts} {} failed (root needed)",
+        what.display()
+    );
+}
+
+/// Flush dirty pages and wait for the host filesystem's journal commit (with the `discard`
+/// mount option, it discards the blocks of files deleted before), so that no run pays for
+/// the writeback or the deletions of the one before.
 fn sync() {
     let _ = Command::new("sync").status();
+}
+
+/// One timed extraction, under the same conditions for either command: a new filesystem
+/// made for it alone, then `sync`, then the command (`cmd` given the destination); the
+/// filesystem is unmounted and removed right after, untimed.
+fn extraction(
+    base: &Path,
+    name: &str,
+    fs_size: u64,
+    cmd: impl FnOnce(PathBuf) -> Command,
+) -> Measured {
+    let fs = ScratchFs::new(base, name, fs_size);
+    let mut cmd = cmd(fs.dest());
+    sync();
+    run_measured(&mut cmd)
 }
 
 fn main() {
@@ -244,36 +279,53 @@ fn main() {
     std::fs::create_dir_all(&mnt).unwrap();
     let (mut fsck_pair, mut extract_pair) = (Pair::default(), Pair::default());
     let (mut one_thread, mut kernel) = (Vec::new(), Vec::<Duration>::new());
+    let ours_fsck = || {
+        let mut c = Command::new(&erofs);
+        c.arg("fsck").arg(&image);
+        c
+    };
+    let theirs_fsck = || {
+        let mut c = Command::new(&fsck);
+        c.arg("--extract").arg(&image);
+        c
+    };
+    let ours_extract = |dest: PathBuf| {
+        let mut c = Command::new(&erofs);
+        c.args(["extract", "--quiet"]).arg(&image).arg(dest);
+        c
+    };
+    let theirs_extract = |dest: PathBuf| {
+        let mut c = Command::new(&fsck);
+        c.arg(format!("--extract={}", dest.display())).arg(&image);
+        c
+    };
+    // One untimed extraction each first: the first timed round was the slowest for us (on a
+    // quiet host, session 6: 0.78x against 0.43-0.59x in the later rounds), whatever comes
+    // first after the image is built (new loop devices, the kernel's caches growing, the
+    // old image's blocks being discarded) now falls on untimed runs.
+    extraction(&extracts, "erofs", fs_size, ours_extract);
+    extraction(&extracts, "fsck.erofs", fs_size, theirs_extract);
     for run in 0..runs {
-        fsck_pair
-            .ours
-            .push(run_measured(Command::new(&erofs).arg("fsck").arg(&image)));
-        fsck_pair.theirs.push(run_measured(
-            Command::new(&fsck).arg("--extract").arg(&image),
-        ));
-
-        let ours_fs = ScratchFs::new(&extracts, "erofs", fs_size);
-        let theirs_fs = ScratchFs::new(&extracts, "fsck.erofs", fs_size);
-        let mut ours = Command::new(&erofs);
-        ours.args(["extract", "--quiet"])
-            .arg(&image)
-            .arg(ours_fs.dest());
-        let mut theirs = Command::new(&fsck);
-        theirs
-            .arg(format!("--extract={}", theirs_fs.dest().display()))
-            .arg(&image);
+        // The two commands of each pair take turns going first.
         if run % 2 == 0 {
-            sync();
-            extract_pair.ours.push(run_measured(&mut ours));
-            sync();
-            extract_pair.theirs.push(run_measured(&mut theirs));
+            fsck_pair.ours.push(run_measured(&mut ours_fsck()));
+            fsck_pair.theirs.push(run_measured(&mut theirs_fsck()));
+            extract_pair
+                .ours
+                .push(extraction(&extracts, "erofs", fs_size, ours_extract));
+            extract_pair
+                .theirs
+                .push(extraction(&extracts, "fsck.erofs", fs_size, theirs_extract));
         } else {
-            sync();
-            extract_pair.theirs.push(run_measured(&mut theirs));
-            sync();
-            extract_pair.ours.push(run_measured(&mut ours));
+            fsck_pair.theirs.push(run_measured(&mut theirs_fsck()));
+            fsck_pair.ours.push(run_measured(&mut ours_fsck()));
+            extract_pair
+                .theirs
+                .push(extraction(&extracts, "fsck.erofs", fs_size, theirs_extract));
+            extract_pair
+                .ours
+                .push(extraction(&extracts, "erofs", fs_size, ours_extract));
         }
-        drop((ours_fs, theirs_fs));
 
         one_thread.push(run_measured(
             Command::new(&erofs)
@@ -281,13 +333,7 @@ fn main() {
                 .arg(&image),
         ));
 
-        let st = Command::new("mount")
-            .args(["-t", "erofs", "-o", "ro"])
-            .arg(&image)
-            .arg(&mnt)
-            .status()
-            .unwrap();
-        assert!(st.success(), "mount failed (root needed)");
+        mount("erofs", "ro", &image, &mnt);
         let t = Instant::now();
         let read = read_mount(&mnt, 2);
         kernel.push(t.elapsed());
@@ -313,7 +359,7 @@ fn main() {
     );
     println!(
         "{:<10} each extraction into a new ext4 filesystem of its own ({} MB, loop-mounted \
-         under {}), dirty pages flushed before each, first command alternating",
+         under {}), made right before it and removed after it, `sync` before each, one untimed extraction each first, first command alternating",
         "",
         fs_size >> 20,
         extracts.display(),

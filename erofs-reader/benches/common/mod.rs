@@ -53,6 +53,33 @@ pub(crate) struct Measured {
     /// `getrusage(RUSAGE_CHILDREN)` before and after it is reaped): what the run cost,
     /// whatever the machine's load.
     pub(crate) cpu: Duration,
+    /// CPU time the rest of the machine used meanwhile (every core's busy time from
+    /// `/proc/stat`, in 10 ms ticks, less [`Self::cpu`]): other sessions, and kernel threads
+    /// doing work left by earlier commands (writeback, discards). Tells a slow round that
+    /// had company from one that did not.
+    pub(crate) others: Duration,
+}
+
+/// Busy time of all cores so far (`/proc/stat`: every state but idle and iowait), from the
+/// kernel's `USER_HZ` ticks (100 per second on Linux).
+fn machine_busy() -> Duration {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal ...
+    let busy: u64 = ticks
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| i != 3 && i != 4 && i < 8)
+        .map(|(_, t)| t)
+        .sum();
+    Duration::from_millis(busy * 10)
 }
 
 /// User + system CPU time of every child reaped so far.
@@ -79,6 +106,7 @@ pub(crate) fn run_measured(cmd: &mut Command) -> Measured {
     // Children are run one at a time: the growth of the reaped children's CPU time while
     // this one runs is its own.
     let cpu_before = children_cpu();
+    let busy_before = machine_busy();
     let start = Instant::now();
     let mut child = cmd
         .stdout(Stdio::null())
@@ -99,6 +127,9 @@ pub(crate) fn run_measured(cmd: &mut Command) -> Measured {
     };
     m.wall = start.elapsed();
     m.cpu = children_cpu().saturating_sub(cpu_before);
+    m.others = machine_busy()
+        .saturating_sub(busy_before)
+        .saturating_sub(m.cpu);
     let mut err = String::new();
     if let Some(mut e) = child.stderr.take() {
         use std::io::Read;
@@ -229,6 +260,18 @@ pub(crate) fn print_pair(what: &str, ours: &str, theirs: &str, p: &Pair, target:
         "",
         secs(&p.ours),
         secs(&p.theirs)
+    );
+    let others = |v: &[Measured]| {
+        v.iter()
+            .map(|m| format!("{:.2}", m.others.as_secs_f64()))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    println!(
+        "{:<10} CPU seconds the rest of the machine used meanwhile: during ours {}; theirs {}",
+        "",
+        others(&p.ours),
+        others(&p.theirs)
     );
     // On a loaded machine the wall ratio is what our share of the cores allows (with
     // autogroup scheduling, a session's threads share one slice): the CPU ratio says what
