@@ -20,28 +20,30 @@
 //! puts the image in the page cache as a file read from disk (its pages as mkfs wrote them
 //! dropped, then read once: large folios), then runs each pair `EROFS_BENCH_RUNS` times
 //! (default 5), the two commands of a pair back to back so that both see the same load, and
-//! prints medians, every round's wall and CPU ratio in run order, the machine's load average
-//! and each side's peak memory split into heap (anonymous) and mapped page cache
-//! (file-backed).
+//! prints medians, every round's wall and CPU ratio in run order, the machine's load average,
+//! the CPU the rest of the machine used during each run (and the worst of the rounds in
+//! which it used under a quarter of a core during both commands) and each side's peak memory
+//! split into heap (anonymous) and mapped page cache (file-backed).
 //!
 //! Extraction is fair only with care: each extraction goes into a filesystem of its own,
 //! made for it right before (`mkfs.ext4` on a sparse file under the target directory,
 //! loop-mounted; inode tables and journal initialised by mkfs, so no background
-//! initialisation runs meanwhile), then `sync` (dirty pages flushed, the host journal
-//! committed with the discards of what was deleted before), then the timed command; the
-//! filesystem is unmounted and removed right after it, untimed. So every extraction, ours
-//! or theirs, first or second in its round, starts from the same state. On a long-lived
+//! initialisation runs meanwhile), then `sync` (dirty pages flushed, the host filesystem's
+//! journal committed), then the timed command; the filesystem is unmounted and removed
+//! right after it, untimed. So every extraction, ours or theirs, first or second in its
+//! round, starts from the same state. On a long-lived
 //! filesystem ext4 skips recently deleted inodes when it allocates new ones
 //! (`recently_deleted()`, a window of one to five minutes): after earlier runs' trees were
 //! deleted, extractions into it ran 2-5 times slower, whichever command met the freed
 //! inodes first. One untimed extraction by each command comes before the timed rounds, and
-//! the two commands of each pair take turns going first. Each round also prints how much
-//! CPU the rest of the machine used meanwhile (other sessions, writeback): a slow round
-//! with company is told from one without. The source tree of an earlier run is reused (a
-//! stamp beside it records its scale and size).
+//! the two commands of each pair take turns going first. The CPU the rest of the machine
+//! used meanwhile (other sessions, writeback) tells a slow round with company from one
+//! without. The source tree of an earlier run is reused (a stamp beside it records its
+//! scale and size).
+//!
 //! This needs about 1 GB of free disk under the target directory (one filesystem of twice
-//! the tree's size at a time, sparse) besides the tree and the image. `EROFS_BENCH_SCALE` (default
-//! 1.0) scales the file counts; `EROFS_BENCH_EROFS` runs another `erofs` binary.
+//! the tree's size at a time, sparse) besides the tree and the image. `EROFS_BENCH_SCALE`
+//! (default 1.0) scales the file counts; `EROFS_BENCH_EROFS` runs another `erofs` binary.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -211,9 +213,8 @@ fn mount(fstype: &str, opts: &str, what: &Path, at: &Path) {
     );
 }
 
-/// Flush dirty pages and wait for the host filesystem's journal commit (with the `discard`
-/// mount option, it discards the blocks of files deleted before), so that no run pays for
-/// the writeback or the deletions of the one before.
+/// Flush dirty pages and commit the filesystems' journals, so that no run pays for the
+/// writeback of the one before.
 fn sync() {
     let _ = Command::new("sync").status();
 }

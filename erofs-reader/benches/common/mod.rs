@@ -175,7 +175,29 @@ impl Pair {
     pub(crate) fn worst(&self) -> f64 {
         self.rounds().into_iter().fold(0.0, f64::max)
     }
+
+    /// The wall ratios of the rounds in which the rest of the machine used less than
+    /// [`QUIET_CORES`] of a core on average during both commands, each of which ran at least
+    /// [`QUIET_MIN_WALL`] (shorter runs are too short for `/proc/stat`'s 10 ms ticks).
+    pub(crate) fn quiet_rounds(&self) -> Vec<f64> {
+        let quiet = |m: &Measured| {
+            m.wall >= QUIET_MIN_WALL && m.others.as_secs_f64() < QUIET_CORES * m.wall.as_secs_f64()
+        };
+        self.ours
+            .iter()
+            .zip(&self.theirs)
+            .filter(|(a, b)| quiet(a) && quiet(b))
+            .map(|(a, b)| a.wall.as_secs_f64() / b.wall.as_secs_f64())
+            .collect()
+    }
 }
+
+/// Cores the rest of the machine may use on average during a run that still counts as
+/// quiet: on two cores, a command with two threads then has most of the second one.
+pub(crate) const QUIET_CORES: f64 = 0.25;
+
+/// Shortest run whose company [`Measured::others`] can tell.
+pub(crate) const QUIET_MIN_WALL: Duration = Duration::from_millis(200);
 
 /// The median CPU time of runs (not empty).
 pub(crate) fn cpu(runs: &[Measured]) -> Duration {
@@ -273,6 +295,16 @@ pub(crate) fn print_pair(what: &str, ours: &str, theirs: &str, p: &Pair, target:
         others(&p.ours),
         others(&p.theirs)
     );
+    let quiet = p.quiet_rounds();
+    if !quiet.is_empty() {
+        println!(
+            "{:<10} rounds with the rest of the machine under {QUIET_CORES} core during both commands: {} of {}, worst wall ratio among them {:.2}",
+            "",
+            quiet.len(),
+            p.ours.len(),
+            quiet.iter().copied().fold(0.0, f64::max)
+        );
+    }
     // On a loaded machine the wall ratio is what our share of the cores allows (with
     // autogroup scheduling, a session's threads share one slice): the CPU ratio says what
     // each side cost.
