@@ -296,15 +296,21 @@ pub(crate) fn print_pair(what: &str, ours: &str, theirs: &str, p: &Pair, target:
         others(&p.theirs)
     );
     let quiet = p.quiet_rounds();
-    if !quiet.is_empty() {
-        println!(
-            "{:<10} rounds with the rest of the machine under {QUIET_CORES} core during both commands: {} of {}, worst wall ratio among them {:.2}",
-            "",
-            quiet.len(),
-            p.ours.len(),
-            quiet.iter().copied().fold(0.0, f64::max)
-        );
-    }
+    println!(
+        "{:<10} quiet rounds (the rest of the machine under {QUIET_CORES} core during both commands, runs of {} s or more): {} of {}{}",
+        "",
+        QUIET_MIN_WALL.as_secs_f64(),
+        quiet.len(),
+        p.ours.len(),
+        if quiet.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ", worst wall ratio among them {:.2}",
+                quiet.iter().copied().fold(0.0, f64::max)
+            )
+        }
+    );
     // On a loaded machine the wall ratio is what our share of the cores allows (with
     // autogroup scheduling, a session's threads share one slice): the CPU ratio says what
     // each side cost.
