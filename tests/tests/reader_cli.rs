@@ -129,8 +129,27 @@ fn reader_cli_fsck_good_images() {
     assert!(s.contains(" 0 errors"), "{s}");
 }
 
+/// A damaged copy of an image, in a scratch directory removed with it.
+struct Damaged {
+    _dir: tests::Scratch,
+    image: PathBuf,
+}
+
+impl std::ops::Deref for Damaged {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.image
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for Damaged {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.image.as_os_str()
+    }
+}
+
 /// Write a damaged copy of `image`: `patch` gets the bytes and a reader of the original.
-fn damaged(name: &str, image: &Path, patch: impl FnOnce(&mut Vec<u8>, &Image)) -> PathBuf {
+fn damaged(name: &str, image: &Path, patch: impl FnOnce(&mut Vec<u8>, &Image)) -> Damaged {
     let mut bytes = std::fs::read(image).unwrap();
     let reader = Image::from_source(bytes.clone()).unwrap();
     patch(&mut bytes, &reader);
@@ -138,11 +157,10 @@ fn damaged(name: &str, image: &Path, patch: impl FnOnce(&mut Vec<u8>, &Image)) -
     // damage itself is what the tool meets.
     let n = bytes.len().min(4096);
     erofs_format::checksum::write_superblock_checksum(&mut bytes[..n]).unwrap();
-    let p = tests::scratch_dir(&format!("reader_cli_damaged/{name}"))
-        .keep()
-        .join("bad.erofs");
-    std::fs::write(&p, &bytes).unwrap();
-    p
+    let dir = tests::scratch_dir(&format!("reader_cli_damaged/{name}"));
+    let image = dir.join("bad.erofs");
+    std::fs::write(&image, &bytes).unwrap();
+    Damaged { _dir: dir, image }
 }
 
 fn dirent_offset(image: &Image, dir: &str, name: &[u8]) -> usize {
