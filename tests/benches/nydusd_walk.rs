@@ -10,12 +10,28 @@
 //! Three VM runs, the order alternated (ours first in runs 1 and 3, nydusd first in run 2;
 //! with variants, the order of ours and the variants is rotated every two runs);
 //! each daemon starts fresh on an empty cache directory, mounts the image, the page cache is
-//! dropped, then `vmtool walk` times the walk (readdir, lstat, read of every file). Printed
+//! dropped, then `vmtool walk` times the walk (readdir, lstat, read of every file).
+//!
+//! A warm-up comes first in every VM, the same for both daemons, so that neither pays alone
+//! for what only the first daemon in a VM would (a fair bench, not one that favours ours): it
+//! waits until the guest's ext4 has finished its lazy inode-table init of the disk (it runs for
+//! the first 3-7 s after boot, during the first walk otherwise), then ours and nydusd each serve
+//! a throwaway cold read (60 small files and 16 MiB of the big file) from a cache directory
+//! removed afterwards: the kernel's EROFS, fscache, cachefiles and ext4 paths and each
+//! daemon's own code have run once (under TCG, code is translated the first time it runs)
+//! before any walk is timed. Every measured walk is still cold: a fresh daemon, an empty
+//! cache directory, the page cache dropped. `NYDUSD_WALK_WARMUP=0` leaves the warm-up out.
+//!
+//! Printed
 //! per run: both times and the ratio (nydusd's time / ours), the bytes each daemon read from
 //! its blob store (ours: `stored_bytes` of its summary; nydusd: `read_amount_total` of its
 //! backend metrics) and where the time went: the daemon's CPU time, the walker's own CPU time
 //! and the whole guest's busy and idle time (2 CPUs, `/proc/stat`). Every file is then
-//! checked against the host tree's sha256.
+//! checked against the host tree's sha256. Per walk too: the guest before it (uptime, whether
+//! ext4's lazy init still runs, free memory), the VM disk's reads and writes during it, and the
+//! host CPU time other processes took during it (sampled every 100 ms on the host, qemu's own
+//! time subtracted): TCG runs each vCPU on a host thread, so on a shared host that time is
+//! taken from the guest, and it is what makes one walk slower than its neighbours.
 //!
 //! Printed too, per daemon: where the walker's time went (`vmtool walk`: the big file, the
 //! opens and reads of the small files, readdir and lstat) and, for ours, the READ upcalls
@@ -29,7 +45,9 @@
 
 use std::fmt::Write as _;
 use std::path::Path;
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use tests::nydusd::{self, Backend, Image};
 use tests::vm::{DAEMON_PRELUDE, Kernel, VmOutcome, VmRun, busybox, manifests, noise, nydus_zstd};
@@ -76,11 +94,21 @@ fn walk_tree(root: &Path, files: u64, big_mib: u64) -> u64 {
 const HELPERS: &str = r#"
 walk_run() {
     drop_caches
+    data "$1_probe" "up=$(cut -d' ' -f1 /proc/uptime) lazyinit=$(ps | grep -c '[e]xt4lazyinit') free=$(sed -n 's/^MemFree: *//p' /proc/meminfo | tr -d ' ')"
+    _d0=$(cat /sys/block/vda/stat)
+    _u0=$(cut -d' ' -f1 /proc/uptime)
     _t0=$(cut -d' ' -f14,15 /proc/$3/stat)
+    _f0=$(cut -d' ' -f10 /proc/$3/stat)
+    _io0=$(tr '\n' ' ' </proc/$3/io)
     _s0=$(head -1 /proc/stat)
     _out=$(vmtool walk $2)
     _s1=$(head -1 /proc/stat)
     _t1=$(cut -d' ' -f14,15 /proc/$3/stat)
+    _f1=$(cut -d' ' -f10 /proc/$3/stat)
+    data "$1_daemon_io" "minflt: $_f0 $_f1 | $_io0 | $(tr '\n' ' ' </proc/$3/io)"
+    _d1=$(cat /sys/block/vda/stat)
+    data "$1_vda" "$_d0 | $_d1"
+    data "$1_uptime" "$_u0 $(cut -d' ' -f1 /proc/uptime)"
     case $_out in
     files=*) pass "$1-walk" ;;
     *) fail "$1-walk" "$_out" ;;
@@ -114,6 +142,34 @@ peer() {
     echo "--- nydusd log"
     tail -20 /tmp/$1.log
 }
+# warm_up: what the first daemon in a VM would otherwise pay alone, done for both before
+# either is measured: wait until the guest's ext4 lazy init of /data has finished, then a
+# throwaway cold read (60 small files and 16 MiB of the big file) served by ours and by nydusd,
+# each on a cache directory removed afterwards.
+warm_read() {
+    check "$1-read" sh -c "cd $2 && vmtool read d00/* >/dev/null && head -c 16777216 big.bin >/dev/null"
+}
+warm_up() {
+    _i=0
+    while ps | grep -q '[e]xt4lazyinit' && [ $_i -lt 1200 ]; do
+        _i=$((_i + 1))
+        usleep 50000
+    done
+    data lazyinit_done "$(cut -d' ' -f1 /proc/uptime)"
+    start_daemon /tmp/warm.log warm --cache-dir /data/cache-warm || return 1
+    od_mount walk /mnt/warm
+    warm_read warm /mnt/warm
+    umount /mnt/warm
+    stop_daemon daemon-exit-warm >/dev/null
+    rm -rf /data/cache-warm
+    nydusd_up /tmp/warmn.log /etc/nydusd.json || return 1
+    nydusd_mount walkn /mnt/warmn
+    warm_read warmn /mnt/warmn
+    umount /mnt/warmn
+    nydusd_down nydusd-exit-warm
+    rm -rf /data/nydusd-cache
+    data warm_done "$(cut -d' ' -f1 /proc/uptime)"
+}
 NYDUSD_LOG_LEVEL=warn
 "#;
 
@@ -137,6 +193,9 @@ struct Walk {
     bytes: u64,
     walker_us: (u64, u64),
     daemon_ms: u64,
+    /// Of which in user mode (decoding, copies); the rest is the kernel's (cache file
+    /// writes, reads of the blob, the device).
+    daemon_user_ms: u64,
     /// Guest CPU time (all CPUs) during the walk: busy, idle + iowait, in ms.
     busy_ms: u64,
     idle_ms: u64,
@@ -155,6 +214,13 @@ struct Walk {
     waits: Option<(u64, f64)>,
     decode_ms: Option<u64>,
     chunks_decoded: Option<u64>,
+    /// The guest before the walk: uptime, the ext4 lazy-init thread, free memory.
+    probe: String,
+    /// The VM disk during the walk: MB read, MB written.
+    vda_mb: (f64, f64),
+    /// The daemon during the walk: page faults, read and write calls (`/proc/PID/io`
+    /// `syscr`, `syscw`) and their MB (`rchar`, `wchar`).
+    daemon_io: Option<(u64, u64, u64, f64, f64)>,
 }
 
 impl Walk {
@@ -172,6 +238,7 @@ impl Walk {
             .collect();
         assert_eq!(ticks.len(), 4, "{key}: daemon ticks");
         let daemon_ms = (ticks[2] + ticks[3]).saturating_sub(ticks[0] + ticks[1]) * 10;
+        let daemon_user_ms = ticks[2].saturating_sub(ticks[0]) * 10;
         let stat = out.data(&format!("{key}_stat")).unwrap_or_default();
         let (s0, s1) = stat.split_once('|').expect("two /proc/stat lines");
         let nums = |l: &str| -> Vec<u64> {
@@ -213,7 +280,51 @@ impl Walk {
                 },
             ))
         };
+        // `/sys/block/vda/stat` before and after: sectors read (field 3), written (field 7).
+        let vda = out.data(&format!("{key}_vda")).unwrap_or_default();
+        let vda_mb = match vda.split_once('|') {
+            Some((a, b)) => {
+                let f = |l: &str, i: usize| -> f64 {
+                    l.split_whitespace()
+                        .nth(i)
+                        .and_then(|t| t.parse::<u64>().ok())
+                        .unwrap_or(0) as f64
+                };
+                let mb = |i| (f(b, i) - f(a, i)) * 512.0 / 1e6;
+                (mb(2), mb(6))
+            }
+            None => (0.0, 0.0),
+        };
+        let daemon_io = out.data(&format!("{key}_daemon_io")).and_then(|line| {
+            let parts: Vec<&str> = line.split('|').collect();
+            let [faults, io0, io1] = parts[..] else {
+                return None;
+            };
+            let f: Vec<u64> = faults
+                .split_whitespace()
+                .filter_map(|t| t.parse().ok())
+                .collect();
+            let io = |l: &str, k: &str| -> Option<u64> {
+                let mut it = l.split_whitespace();
+                it.find(|t| t.strip_suffix(':') == Some(k))?;
+                it.next()?.parse().ok()
+            };
+            let d = |k: &str| Some(io(io1, k)?.saturating_sub(io(io0, k)?));
+            Some((
+                f.get(1)?.saturating_sub(*f.first()?),
+                d("syscr")?,
+                d("syscw")?,
+                d("rchar")? as f64 / 1e6,
+                d("wchar")? as f64 / 1e6,
+            ))
+        });
         Walk {
+            daemon_io,
+            probe: out
+                .data(&format!("{key}_probe"))
+                .unwrap_or_default()
+                .to_string(),
+            vda_mb,
             big_ns: get("big_ns"),
             small_open_ns: get("small_open_ns"),
             small_read_ns: get("small_read_ns"),
@@ -232,6 +343,7 @@ impl Walk {
             bytes: get("bytes"),
             walker_us: (get("utime_us"), get("stime_us")),
             daemon_ms,
+            daemon_user_ms,
             busy_ms: busy * 10,
             idle_ms: idle * 10,
             backend_bytes,
@@ -246,16 +358,30 @@ impl Walk {
     fn profile(&self) -> String {
         let opt = |v: Option<u64>| v.map_or("?".to_string(), |v| v.to_string());
         format!(
-            "{:.0} ms; daemon CPU {} ms; walker CPU {:.0} ms user + {:.0} ms sys; guest (2 CPUs) busy {} ms, idle {} ms; backend {} bytes in {} reads",
+            "{:.0} ms; daemon CPU {} ms ({} user); walker CPU {:.0} ms user + {:.0} ms sys; guest (2 CPUs) busy {} ms, idle {} ms; backend {} bytes in {} reads; disk read {:.0} MB, written {:.0} MB; before: {}",
             self.ms(),
             self.daemon_ms,
+            self.daemon_user_ms,
             self.walker_us.0 as f64 / 1e3,
             self.walker_us.1 as f64 / 1e3,
             self.busy_ms,
             self.idle_ms,
             opt(self.backend_bytes),
             opt(self.backend_reads),
+            self.vda_mb.0,
+            self.vda_mb.1,
+            self.probe,
         )
+    }
+
+    /// The daemon's page faults and I/O calls during the walk.
+    fn daemon_io(&self) -> String {
+        self.daemon_io
+            .map_or("?".into(), |(faults, r, w, rmb, wmb)| {
+                format!(
+                    "{faults} page faults, {r} read calls ({rmb:.0} MB), {w} write calls ({wmb:.0} MB)"
+                )
+            })
     }
 
     /// Where the walker's time went, and (ours) the READ upcalls.
@@ -282,11 +408,98 @@ impl Walk {
     }
 }
 
+/// Ticks (1/100 s) of CPU time: the host's busy time (all CPUs), and qemu's (all its threads)
+/// once it runs.
+#[derive(Clone, Copy)]
+struct Sample {
+    at: Instant,
+    busy: u64,
+    qemu: Option<u64>,
+}
+
+fn ticks(stat: &str, first: usize, last: usize) -> u64 {
+    // Fields after the command name's ")" start at field 3.
+    let rest: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, r)| r)
+        .split_whitespace()
+        .collect();
+    (first..=last)
+        .filter_map(|n| rest.get(n - 3).and_then(|t| t.parse::<u64>().ok()))
+        .sum()
+}
+
+/// Our child `qemu-system-*`, if it runs.
+fn qemu_pid() -> Option<u32> {
+    let me = std::process::id().to_string();
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+        let (comm, rest) = stat.split_once(") ")?;
+        let ppid = rest.split_whitespace().nth(1)?;
+        (comm.contains("(qemu-system") && ppid == me).then_some(pid)
+    })
+}
+
+/// Samples the host's CPU time every 100 ms until `stop`: the time other processes (other
+/// sessions, builds) took from the two host CPUs that TCG's two vCPU threads need.
+fn sample_host(stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<Sample>> {
+    std::thread::spawn(move || {
+        let mut samples = Vec::new();
+        let mut qemu = None;
+        while !stop.load(Ordering::Relaxed) {
+            let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+            let cpu: Vec<u64> = stat
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .split_whitespace()
+                .skip(1)
+                .filter_map(|t| t.parse().ok())
+                .collect();
+            let busy = cpu.iter().take(8).sum::<u64>()
+                - cpu.get(3).copied().unwrap_or(0)
+                - cpu.get(4).copied().unwrap_or(0);
+            if qemu.is_none() {
+                qemu = qemu_pid();
+            }
+            let q = qemu.and_then(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .ok()
+                    .map(|s| ticks(&s, 14, 15))
+            });
+            samples.push(Sample {
+                at: Instant::now(),
+                busy,
+                qemu: q,
+            });
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        samples
+    })
+}
+
+/// The host CPU time (ms) that processes other than qemu took between `from` and `to`.
+fn others_ms(samples: &[Sample], from: Instant, to: Instant) -> Option<u64> {
+    let a = samples.iter().find(|s| s.at >= from && s.qemu.is_some())?;
+    let b = samples
+        .iter()
+        .rev()
+        .find(|s| s.at <= to && s.qemu.is_some())?;
+    if b.at <= a.at {
+        return None;
+    }
+    let busy = b.busy.checked_sub(a.busy)?;
+    let qemu = b.qemu?.saturating_sub(a.qemu?);
+    Some(busy.saturating_sub(qemu) * 10)
+}
+
 fn main() {
     let files = env("NYDUSD_WALK_FILES", 3000);
     let big_mib = env("NYDUSD_WALK_BIG_MIB", 96);
     let runs = env("NYDUSD_WALK_RUNS", 3);
     let warm = env("NYDUSD_WALK_WARM", 0) == 1;
+    let warm_up = env("NYDUSD_WALK_WARMUP", 1) == 1;
     let nydus_image = require_tool("nydus-image").expect("nydus-image");
     let busybox = busybox().expect("busybox");
     let nydusd_bin = nydusd::binary();
@@ -338,9 +551,15 @@ fn main() {
         if r % 2 == 0 {
             order.reverse();
         }
-        let mut script = format!("{DAEMON_PRELUDE}{}{HELPERS}", nydusd::GUEST_NYDUSD);
+        let mut script = format!(
+            "data script_uptime \"$(cut -d' ' -f1 /proc/uptime)\"\n{DAEMON_PRELUDE}{}{HELPERS}",
+            nydusd::GUEST_NYDUSD
+        );
         if warm {
             script.push_str("WARM=1\n");
+        }
+        if warm_up {
+            script.push_str("warm_up\n");
         }
         for (_, call) in &order {
             let _ = writeln!(script, "{call}");
@@ -356,7 +575,37 @@ fn main() {
             .bytes("vmtest/blob.id", blob.id.as_bytes(), 0o644)
             .script(&script)
             .timeout(Duration::from_secs(1200));
+        let stop = Arc::new(AtomicBool::new(false));
+        let sampler = sample_host(stop.clone());
         let out = vm.run().expect("qemu, busybox and mkfs.ext4");
+        stop.store(true, Ordering::Relaxed);
+        let samples = sampler.join().expect("sampler");
+        // The guest's uptime U maps to the host's clock at qemu's start + boot + (U - the
+        // uptime when the script began).
+        let qemu_start = samples.iter().find(|s| s.qemu.is_some()).map(|s| s.at);
+        let script_up: Option<f64> = out.data("script_uptime").and_then(|u| u.parse().ok());
+        let host_others = |key: &str| -> String {
+            let (Some(start), Some(boot), Some(up0)) = (qemu_start, out.boot_time, script_up)
+            else {
+                return "?".into();
+            };
+            let ups: Vec<f64> = out
+                .data(&format!("{key}_uptime"))
+                .unwrap_or_default()
+                .split_whitespace()
+                .filter_map(|u| u.parse().ok())
+                .collect();
+            let [u0, u1] = ups[..] else {
+                return "?".into();
+            };
+            let at = |u: f64| start + boot + Duration::from_secs_f64((u - up0).max(0.0));
+            others_ms(&samples, at(u0), at(u1)).map_or("?".into(), |ms| {
+                format!(
+                    "{ms} ms ({:.0} % of one CPU)",
+                    ms as f64 / ((u1 - u0) * 10.0)
+                )
+            })
+        };
         let mut expected: Vec<String> = Vec::new();
         for key in std::iter::once("ours").chain(variants.iter().map(|(k, _)| k.as_str())) {
             expected.extend([
@@ -377,6 +626,18 @@ fn main() {
             ]
             .map(String::from),
         );
+        if warm_up {
+            expected.extend(
+                [
+                    "daemon-warm",
+                    "warm-read",
+                    "daemon-exit-warm",
+                    "warmn-read",
+                    "nydusd-exit-warm",
+                ]
+                .map(String::from),
+            );
+        }
         let expected: Vec<&str> = expected.iter().map(String::as_str).collect();
         out.assert_passed(&expected);
         let ours = Walk::parse(&out, "ours");
@@ -393,8 +654,21 @@ fn main() {
             peer.ms(),
             peer.ms() / ours.ms()
         );
+        if warm_up {
+            println!(
+                "  warm-up: the guest's ext4 lazy init done at uptime {} s, both daemons' throwaway reads done at {} s",
+                out.data("lazyinit_done").unwrap_or("?"),
+                out.data("warm_done").unwrap_or("?")
+            );
+        }
+        println!(
+            "  host CPU taken by other processes during each walk: ours {}, nydusd {}",
+            host_others("ours"),
+            host_others("nydusd")
+        );
         println!("  ours:   {}", ours.profile());
         println!("          {}", ours.phases());
+        println!("          daemon: {}", ours.daemon_io());
         if warm {
             // The same walk again, every byte in the cache files: the kernel's own cost.
             let w = Walk::parse(&out, "ourswarm");
@@ -414,10 +688,16 @@ fn main() {
             );
             println!("          {}", w.profile());
             println!("          {}", w.phases());
+            println!("          daemon: {}", w.daemon_io());
+            println!(
+                "          host CPU taken by other processes: {}",
+                host_others(k)
+            );
             variant_ratios[i].push(peer.ms() / w.ms());
         }
         println!("  nydusd: {}", peer.profile());
         println!("          {}", peer.phases());
+        println!("          daemon: {}", peer.daemon_io());
         results.push((ours, peer));
     }
     let ratios: Vec<f64> = results.iter().map(|(o, p)| p.ms() / o.ms()).collect();
