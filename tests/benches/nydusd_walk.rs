@@ -40,7 +40,11 @@
 //! Settings: `NYDUSD_WALK_FILES` (small files, default 3000), `NYDUSD_WALK_BIG_MIB` (default
 //! 96), `NYDUSD_WALK_RUNS` (default 3), `NYDUSD_WALK_VARIANTS` (`name=FLAGS;...`: more runs of
 //! ours with these `serve` flags in each VM, e.g. `nofill=--fill-threads 0`),
-//! `NYDUSD_WALK_WARM=1` (ours walks a second time once its cache files hold every byte: the
+//! `NYDUSD_WALK_BASELINE=PATH` (another static `erofs-ondemand` build, e.g. a copy of
+//! `target/vm-static/x86_64-unknown-linux-gnu/release/erofs-ondemand` from before a change,
+//! run with the defaults as the variant `base` in the same VMs),
+//! `NYDUSD_WALK_RUST_LOG=LEVEL` (ours logs at LEVEL, e.g. `debug`; its logs are copied to
+//! the VM disk, `/data/KEY.log`, kept with `EROFS_VM_KEEP=1`), `NYDUSD_WALK_WARM=1` (ours walks a second time once its cache files hold every byte: the
 //! kernel's own cost, with no upcall).
 
 use std::fmt::Write as _;
@@ -130,7 +134,15 @@ ours() {
     stop_daemon daemon-exit-$1 >/dev/null
     data "$1_rafs" "$(grep '^erofs-ondemand: rafs ' /tmp/$1.log)"
     data "$1_summary" "$(grep '^erofs-ondemand: opens=' /tmp/$1.log)"
+    [ -n "$KEEP_LOG" ] && cp /tmp/$1.log /data/$1.log
     data "$1_metrics" "$(grep -E '^erofs_ondemand_(read|read_wait|fetch)_duration_seconds_(sum|count) ' /tmp/$1.prom | tr ' ' '=' | tr '\n' ' ')"
+}
+# base_ours KEY: `ours KEY` with the build of NYDUSD_WALK_BASELINE.
+base_ours() {
+    _path=$PATH
+    PATH=/opt/base:$PATH
+    ours "$@"
+    PATH=$_path
 }
 peer() {
     nydusd_up /tmp/$1.log /etc/nydusd.json || return 1
@@ -218,9 +230,11 @@ struct Walk {
     probe: String,
     /// The VM disk during the walk: MB read, MB written.
     vda_mb: (f64, f64),
-    /// The daemon during the walk: page faults, read and write calls (`/proc/PID/io`
-    /// `syscr`, `syscw`) and their MB (`rchar`, `wchar`).
-    daemon_io: Option<(u64, u64, u64, f64, f64)>,
+    /// The daemon's page faults during the walk.
+    daemon_faults: Option<u64>,
+    /// And its read and write calls (`/proc/PID/io` `syscr`, `syscw`) and their MB (`rchar`,
+    /// `wchar`), if the guest kernel counts them.
+    daemon_io: Option<(u64, u64, f64, f64)>,
 }
 
 impl Walk {
@@ -295,30 +309,38 @@ impl Walk {
             }
             None => (0.0, 0.0),
         };
-        let daemon_io = out.data(&format!("{key}_daemon_io")).and_then(|line| {
-            let parts: Vec<&str> = line.split('|').collect();
-            let [faults, io0, io1] = parts[..] else {
-                return None;
-            };
-            let f: Vec<u64> = faults
-                .split_whitespace()
-                .filter_map(|t| t.parse().ok())
-                .collect();
-            let io = |l: &str, k: &str| -> Option<u64> {
-                let mut it = l.split_whitespace();
-                it.find(|t| t.strip_suffix(':') == Some(k))?;
-                it.next()?.parse().ok()
-            };
-            let d = |k: &str| Some(io(io1, k)?.saturating_sub(io(io0, k)?));
-            Some((
-                f.get(1)?.saturating_sub(*f.first()?),
-                d("syscr")?,
-                d("syscw")?,
-                d("rchar")? as f64 / 1e6,
-                d("wchar")? as f64 / 1e6,
-            ))
-        });
+        let io_line = out.data(&format!("{key}_daemon_io")).unwrap_or_default();
+        let parts: Vec<&str> = io_line.split('|').collect();
+        let minflt: Vec<u64> = parts[0]
+            .split_whitespace()
+            .filter_map(|t| t.parse().ok())
+            .collect();
+        let daemon_faults = match minflt[..] {
+            [a, b] => Some(b.saturating_sub(a)),
+            _ => None,
+        };
+        // `/proc/PID/io` needs CONFIG_TASK_IO_ACCOUNTING: absent, nothing is printed.
+        let daemon_io = match parts[..] {
+            [_, io0, io1] => {
+                let io = |l: &str, k: &str| -> Option<u64> {
+                    let mut it = l.split_whitespace();
+                    it.find(|t| t.strip_suffix(':') == Some(k))?;
+                    it.next()?.parse().ok()
+                };
+                let d = |k: &str| Some(io(io1, k)?.saturating_sub(io(io0, k)?));
+                (|| {
+                    Some((
+                        d("syscr")?,
+                        d("syscw")?,
+                        d("rchar")? as f64 / 1e6,
+                        d("wchar")? as f64 / 1e6,
+                    ))
+                })()
+            }
+            _ => None,
+        };
         Walk {
+            daemon_faults,
             daemon_io,
             probe: out
                 .data(&format!("{key}_probe"))
@@ -376,12 +398,17 @@ impl Walk {
 
     /// The daemon's page faults and I/O calls during the walk.
     fn daemon_io(&self) -> String {
-        self.daemon_io
-            .map_or("?".into(), |(faults, r, w, rmb, wmb)| {
-                format!(
-                    "{faults} page faults, {r} read calls ({rmb:.0} MB), {w} write calls ({wmb:.0} MB)"
-                )
-            })
+        let mut line = match self.daemon_faults {
+            Some(f) => format!("{f} page faults"),
+            None => "? page faults".into(),
+        };
+        if let Some((r, w, rmb, wmb)) = self.daemon_io {
+            let _ = write!(
+                line,
+                ", {r} read calls ({rmb:.0} MB), {w} write calls ({wmb:.0} MB)"
+            );
+        }
+        line
     }
 
     /// Where the walker's time went, and (ours) the READ upcalls.
@@ -522,29 +549,39 @@ fn main() {
     std::fs::remove_dir_all(&tree).expect("remove the tree");
 
     // Other settings of ours, each run in the same VMs: `name=FLAGS;name=FLAGS`.
-    let variants: Vec<(String, String)> = std::env::var("NYDUSD_WALK_VARIANTS")
+    let mut variants: Vec<(String, String)> = std::env::var("NYDUSD_WALK_VARIANTS")
         .unwrap_or_default()
         .split(';')
         .filter_map(|v| v.split_once('='))
         .map(|(k, v)| {
             assert!(
-                k.bytes().all(|b| b.is_ascii_alphanumeric()) && !k.is_empty(),
-                "variant name {k:?}: letters and digits only"
+                k.bytes().all(|b| b.is_ascii_alphanumeric()) && !k.is_empty() && k != "base",
+                "variant name {k:?}: letters and digits only, not `base`"
             );
             (k.to_string(), v.to_string())
         })
         .collect();
+    // Another build of `erofs-ondemand` (before/after a change), run with the defaults as the
+    // variant `base`.
+    let baseline = std::env::var_os("NYDUSD_WALK_BASELINE").map(std::path::PathBuf::from);
+    if let Some(b) = &baseline {
+        assert!(
+            b.is_file(),
+            "NYDUSD_WALK_BASELINE {}: no such file",
+            b.display()
+        );
+        variants.push(("base".into(), String::new()));
+    }
     let mut results = Vec::new();
     let mut variant_ratios: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
     for r in 1..=runs {
         // Ours and the variants, their order rotated by one each run (none always first),
         // then nydusd; the other way round in even runs.
         let mut order: Vec<(&str, String)> = vec![("ours", "ours ours".to_string())];
-        order.extend(
-            variants
-                .iter()
-                .map(|(k, flags)| (k.as_str(), format!("ours {k} {flags}"))),
-        );
+        order.extend(variants.iter().map(|(k, flags)| match k.as_str() {
+            "base" => ("base", "base_ours base".to_string()),
+            k => (k, format!("ours {k} {flags}")),
+        }));
         let n = order.len();
         order.rotate_left((r as usize - 1) / 2 % n);
         order.push(("nydusd", "peer nydusd".to_string()));
@@ -557,6 +594,9 @@ fn main() {
         );
         if warm {
             script.push_str("WARM=1\n");
+        }
+        if let Ok(level) = std::env::var("NYDUSD_WALK_RUST_LOG") {
+            let _ = writeln!(script, "export RUST_LOG={level}\nKEEP_LOG=1");
         }
         if warm_up {
             script.push_str("warm_up\n");
@@ -575,6 +615,10 @@ fn main() {
             .bytes("vmtest/blob.id", blob.id.as_bytes(), 0o644)
             .script(&script)
             .timeout(Duration::from_secs(1200));
+        let vm = match &baseline {
+            Some(b) => vm.file("opt/base/erofs-ondemand", b),
+            None => vm,
+        };
         let stop = Arc::new(AtomicBool::new(false));
         let sampler = sample_host(stop.clone());
         let out = vm.run().expect("qemu, busybox and mkfs.ext4");

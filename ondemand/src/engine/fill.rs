@@ -372,8 +372,9 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
             let written = Instant::now();
             object.sink().write_at(out, pos).map_err(|e| (pos, e))?;
             log::debug!(
-                "object {}: filled [{pos}, +{n}): fetched in {:.1} ms, written in {:.1} ms",
+                "object {}: filled [{pos}, +{n}) on thread {}: fetched in {:.1} ms, written in {:.1} ms",
                 object.id(),
+                std::thread::current().name().unwrap_or("?"),
                 fetched_in.as_secs_f64() * 1e3,
                 written.elapsed().as_secs_f64() * 1e3
             );
