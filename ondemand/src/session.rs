@@ -68,9 +68,8 @@ pub enum Action<O, F> {
         /// End of what the kernel asked for (the rest of `range` is readahead).
         requested_end: u64,
     },
-    /// Fill `range` (block-aligned), which follows the window of a sequential reader: queued
-    /// for the pool threads before the window is filled (if there are any), helped with by
-    /// this worker after the READ is completed, so its next reads find the bytes present (or in flight) instead of
+    /// After the READ is completed: fill `range` (block-aligned), which follows the window of
+    /// a sequential reader, so its next reads find the bytes present (or in flight) instead of
     /// waiting for an upcall ([`crate::Engine::with_sequential_ahead`]).
     FillAhead {
         /// The object.
@@ -268,19 +267,7 @@ impl<S: OnDemandServer, F: ObjectFd> Engine<S, F> {
     ) {
         // Readahead claimed by READs, filled once their actions (the cread) are done.
         let mut later = Vec::new();
-        // Fills ahead of sequential readers: with pool threads, queued now, before the READ's
-        // window is filled, so that the pool threads decode ahead while this worker produces
-        // the window (the reader waits for the window; nothing would run on the other CPUs
-        // until the READ is answered); this worker helps with them after that.
-        let early = self.fill_threads() > 0;
-        let mut queued = Vec::new();
-        if early {
-            for action in &actions {
-                if let Action::FillAhead { object, range } = action {
-                    queued.push((Arc::clone(object), self.queue_ahead(object, range.clone())));
-                }
-            }
-        }
+        // Fills ahead of sequential readers, after that.
         let mut aheads = Vec::new();
         for action in actions {
             match action {
@@ -313,8 +300,7 @@ impl<S: OnDemandServer, F: ObjectFd> Engine<S, F> {
                     // Errors are counted and logged; the READ is completed either way.
                     let _ = self.fill_window(&object, range, requested_end, buf, &mut later);
                 }
-                Action::FillAhead { object, range } if !early => aheads.push((object, range)),
-                Action::FillAhead { .. } => {}
+                Action::FillAhead { object, range } => aheads.push((object, range)),
                 Action::ReadComplete { object, msg_id } => {
                     if let Err(e) = object.sink().read_complete(msg_id) {
                         // EINVAL: the READ was cancelled (CLOSE, killed reader). Harmless.
@@ -329,9 +315,6 @@ impl<S: OnDemandServer, F: ObjectFd> Engine<S, F> {
             }
         }
         self.fill_later(later, buf);
-        for (object, q) in queued {
-            self.help_ahead(&object, q, buf);
-        }
         for (object, range) in aheads {
             self.fill_ahead(&object, range, buf);
         }

@@ -7,38 +7,39 @@
 //! cargo bench -p tests --bench nydusd_walk
 //! ```
 //!
-//! Three VM runs, the order alternated (ours first in runs 1 and 3, nydusd first in run 2;
-//! with variants, the order of ours and the variants is rotated every two runs);
+//! Four VM runs, the order alternated (ours first in odd runs, nydusd first in even ones, so
+//! each order counts as much in the median, the mean of the middle two; with variants, the
+//! order of ours and the variants is rotated every two runs);
 //! each daemon starts fresh on an empty cache directory, mounts the image, the page cache is
 //! dropped, then `vmtool walk` times the walk (readdir, lstat, read of every file).
 //!
 //! A warm-up comes first in every VM, the same for both daemons, so that neither pays alone
 //! for what only the first daemon in a VM would (a fair bench, not one that favours ours): it
 //! waits until the guest's ext4 has finished its lazy inode-table init of the disk (it runs for
-//! the first 3-7 s after boot, during the first walk otherwise), then ours and nydusd each serve
+//! the first 2-8 s after boot, during the first walk otherwise), writes and deletes 640 MiB in
+//! the guest's tmpfs (qemu backs guest memory on first use), then ours and nydusd each serve
 //! a throwaway cold read (60 small files and 16 MiB of the big file) from a cache directory
 //! removed afterwards: the kernel's EROFS, fscache, cachefiles and ext4 paths and each
 //! daemon's own code have run once (under TCG, code is translated the first time it runs)
 //! before any walk is timed. Every measured walk is still cold: a fresh daemon, an empty
 //! cache directory, the page cache dropped. `NYDUSD_WALK_WARMUP=0` leaves the warm-up out.
 //!
-//! Printed
-//! per run: both times and the ratio (nydusd's time / ours), the bytes each daemon read from
+//! Printed per run: both times and the ratio (nydusd's time / ours), the bytes each daemon read from
 //! its blob store (ours: `stored_bytes` of its summary; nydusd: `read_amount_total` of its
 //! backend metrics) and where the time went: the daemon's CPU time, the walker's own CPU time
 //! and the whole guest's busy and idle time (2 CPUs, `/proc/stat`). Every file is then
 //! checked against the host tree's sha256. Per walk too: the guest before it (uptime, whether
 //! ext4's lazy init still runs, free memory), the VM disk's reads and writes during it, and the
 //! host CPU time other processes took during it (sampled every 100 ms on the host, qemu's own
-//! time subtracted): TCG runs each vCPU on a host thread, so on a shared host that time is
-//! taken from the guest, and it is what makes one walk slower than its neighbours.
+//! time subtracted): TCG runs each of the guest's two vCPUs on a host thread, so on the
+//! 2-CPU host that time is taken from the guest, whichever daemon it serves.
 //!
 //! Printed too, per daemon: where the walker's time went (`vmtool walk`: the big file, the
 //! opens and reads of the small files, readdir and lstat) and, for ours, the READ upcalls
 //! (count, mean latency, how many waited on a claim) and the RAFS decoding time.
 //!
 //! Settings: `NYDUSD_WALK_FILES` (small files, default 3000), `NYDUSD_WALK_BIG_MIB` (default
-//! 96), `NYDUSD_WALK_RUNS` (default 3), `NYDUSD_WALK_VARIANTS` (`name=FLAGS;...`: more runs of
+//! 96), `NYDUSD_WALK_RUNS` (default 4), `NYDUSD_WALK_VARIANTS` (`name=FLAGS;...`: more runs of
 //! ours with these `serve` flags in each VM, e.g. `nofill=--fill-threads 0`),
 //! `NYDUSD_WALK_BASELINE=PATH` (another static `erofs-ondemand` build, e.g. a copy of
 //! `target/vm-static/x86_64-unknown-linux-gnu/release/erofs-ondemand` from before a change,
@@ -168,6 +169,9 @@ warm_up() {
         usleep 50000
     done
     data lazyinit_done "$(cut -d' ' -f1 /proc/uptime)"
+    # Touch 640 MiB of guest memory once (qemu maps guest pages on first use).
+    dd if=/dev/zero of=/tmp/touch bs=1M count=640 2>/dev/null
+    rm -f /tmp/touch
     start_daemon /tmp/warm.log warm --cache-dir /data/cache-warm || return 1
     od_mount walk /mnt/warm
     warm_read warm /mnt/warm
@@ -524,7 +528,7 @@ fn others_ms(samples: &[Sample], from: Instant, to: Instant) -> Option<u64> {
 fn main() {
     let files = env("NYDUSD_WALK_FILES", 3000);
     let big_mib = env("NYDUSD_WALK_BIG_MIB", 96);
-    let runs = env("NYDUSD_WALK_RUNS", 3);
+    let runs = env("NYDUSD_WALK_RUNS", 4);
     let warm = env("NYDUSD_WALK_WARM", 0) == 1;
     let warm_up = env("NYDUSD_WALK_WARMUP", 1) == 1;
     let nydus_image = require_tool("nydus-image").expect("nydus-image");
@@ -745,8 +749,6 @@ fn main() {
         results.push((ours, peer));
     }
     let ratios: Vec<f64> = results.iter().map(|(o, p)| p.ms() / o.ms()).collect();
-    let mut sorted = ratios.clone();
-    sorted.sort_by(f64::total_cmp);
     println!(
         "nydusd_walk: erofs-ondemand against nydusd {} ({}): cold walk of {} files ({files} of 100 B-16 KiB, one of {big_mib} MiB; {tree_bytes} bytes), zstd RAFS blob {} bytes ({} uncompressed); host load {}",
         nydusd::VERSION,
@@ -756,25 +758,46 @@ fn main() {
         blob.uncompressed_size,
         tests::vm::host_load()
     );
-    println!(
-        "nydusd_walk: nydusd time / ours per run: {} (median {:.2}x; goal >= 2x)",
+    // Runs with ours (or a variant) first are the odd ones.
+    let by_order = |first_ours: bool| -> Vec<f64> {
         ratios
             .iter()
-            .map(|r| format!("{r:.2}x"))
-            .collect::<Vec<_>>()
-            .join(", "),
-        sorted[sorted.len() / 2]
+            .enumerate()
+            .filter(|(i, _)| (i % 2 == 0) == first_ours)
+            .map(|(_, r)| *r)
+            .collect()
+    };
+    println!(
+        "nydusd_walk: nydusd time / ours per run: {} (median {:.2}x; goal >= 2x; ours first: median {:.2}x, nydusd first: {:.2}x)",
+        list(&ratios),
+        median(&ratios),
+        median(&by_order(true)),
+        median(&by_order(false)),
     );
-    for ((k, flags), mut ratios) in variants.iter().zip(variant_ratios) {
-        ratios.sort_by(f64::total_cmp);
+    for ((k, flags), ratios) in variants.iter().zip(variant_ratios) {
         println!(
             "nydusd_walk: nydusd time / {k} ({flags}): {} (median {:.2}x)",
-            ratios
-                .iter()
-                .map(|r| format!("{r:.2}x"))
-                .collect::<Vec<_>>()
-                .join(", "),
-            ratios[ratios.len() / 2]
+            list(&ratios),
+            median(&ratios)
         );
+    }
+}
+
+fn list(ratios: &[f64]) -> String {
+    ratios
+        .iter()
+        .map(|r| format!("{r:.2}x"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The middle value; of an even count, the mean of the middle two (NaN if empty).
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
     }
 }

@@ -43,13 +43,6 @@ pub fn default_fill_threads() -> usize {
 /// Most jobs queued at once (with 1 MiB jobs, 64 MiB claimed ahead of readers).
 pub(crate) const MAX_QUEUED_JOBS: usize = 64;
 
-/// What [`Engine::queue_ahead`] queued (its batch) and what it claimed but could not queue.
-#[must_use = "claimed ranges stay claimed until help_ahead fills them"]
-pub(crate) struct QueuedAhead {
-    batch: u64,
-    overflow: Vec<Range<u64>>,
-}
-
 /// A claimed range of an object, waiting for a thread to fill it.
 pub(crate) struct Job<O, K> {
     pub(crate) object: Arc<Object<O, K>>,
@@ -181,28 +174,14 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
         range: Range<u64>,
         buf: &mut AlignedBuf,
     ) {
-        let queued = self.queue_ahead(object, range);
-        self.help_ahead(object, queued, buf);
-    }
-
-    /// The first half of [`fill_ahead`](Self::fill_ahead): claim the gaps of `range` and
-    /// queue them, so that the pool threads start on them at once (a READ's worker calls it
-    /// before it fills the READ's own window). What the full queue did not take is handed
-    /// back, for [`help_ahead`](Self::help_ahead) to fill.
-    pub(crate) fn queue_ahead(
-        &self,
-        object: &Arc<Object<S::Object, K>>,
-        range: Range<u64>,
-    ) -> QueuedAhead {
-        let batch = self.pool.batch();
-        let mut overflow = Vec::new();
         if object.is_closed() {
-            return QueuedAhead { batch, overflow };
+            return;
         }
         if !self.asks_for_present {
             object.scan_present(range.clone());
         }
         let chunk = self.ahead_chunk();
+        let batch = self.pool.batch();
         let mut pos = range.start;
         while pos < range.end {
             let end = range
@@ -210,26 +189,11 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
                 .min((pos / chunk).saturating_add(1).saturating_mul(chunk));
             for gap in object.claim_gaps(pos..end) {
                 if let Err(gap) = self.pool.push(object, gap, batch) {
-                    overflow.push(gap);
+                    // The queue is full: this worker fills the gap itself, now.
+                    self.run_job(object, gap, buf);
                 }
             }
             pos = end;
-        }
-        QueuedAhead { batch, overflow }
-    }
-
-    /// The second half of [`fill_ahead`](Self::fill_ahead): fill what the queue was too full
-    /// to take, then help the pool threads with the jobs of `queued`'s batch still queued.
-    pub(crate) fn help_ahead(
-        &self,
-        object: &Arc<Object<S::Object, K>>,
-        queued: QueuedAhead,
-        buf: &mut AlignedBuf,
-    ) {
-        let QueuedAhead { batch, overflow } = queued;
-        // The queue was full: this worker fills these gaps itself.
-        for gap in overflow {
-            self.run_job(object, gap, buf);
         }
         // Help the pool threads, one worker at a time: fills ahead then run on at most one
         // thread more than the pool has (the CPUs, by default), and the other workers stay
@@ -487,48 +451,6 @@ mod tests {
             &cache[..3 * MIB as usize],
             &s.server().blob[..3 * MIB as usize]
         );
-    }
-
-    #[test]
-    fn a_reads_fill_ahead_starts_while_its_window_is_filled() {
-        let dir = tempfile::tempdir().unwrap();
-        // The window of the second READ (1 MiB) does not finish until the fill of the
-        // chunk ahead of it (2 MiB) has started: on a pool thread, before the READ is
-        // answered. (Queued after the answer, it would start 10 s later.)
-        let server = SlowBlob::new(3 * MIB as usize, Duration::ZERO).with_gate(MIB, 2 * MIB);
-        let s = Session::new(server)
-            .with_readahead(MIB)
-            .with_fill_threads(1);
-        let (fd, log) = FakeFd::create(&dir.path().join("cache"));
-        let open = Request::Open(OpenRequest {
-            msg_id: MsgId(1),
-            object_id: ObjectId(1),
-            volume_key: b"erofs,img",
-            cookie_key: b"blob",
-            fd: 3,
-            flags: 0,
-        });
-        let actions = s.handle(&open, Some(fd));
-        s.execute(
-            actions,
-            &|_: &Command<'_>| Ok(()),
-            &mut AlignedBuf::new(4096),
-        );
-        let stop = Shutdown::new();
-        std::thread::scope(|scope| {
-            scope.spawn(|| s.fill_worker(&stop));
-            // The first READ starts the stream; the second continues it: window 1..2 MiB,
-            // ahead 2..3 MiB.
-            read(&s, 2, 0, 128 << 10);
-            read(&s, 3, MIB, 128 << 10);
-            wait_until("queue drained", || s.queued_fill_jobs() == 0);
-            stop.trigger();
-        });
-        assert_eq!(s.server().gate_opened(), Some(true));
-        assert_eq!(*log.completed.lock().unwrap(), [MsgId(2), MsgId(3)]);
-        let object = s.object(ObjectId(1)).unwrap();
-        assert_eq!(object.present().gaps(0..3 * MIB), Vec::<Range<u64>>::new());
-        assert_each_byte_once(s.server());
     }
 
     #[test]

@@ -23,12 +23,6 @@ pub(crate) struct SlowBlob {
     delay: Duration,
     fills: Mutex<Vec<(ThreadId, Range<u64>)>>,
     batches: Mutex<Vec<usize>>,
-    /// [`with_gate`](Self::with_gate): (offset that waits, offset it waits for), the
-    /// offsets whose calls have started, and whether the gated call saw its offset start.
-    gate: Option<(u64, u64)>,
-    started: Mutex<Vec<u64>>,
-    started_cv: std::sync::Condvar,
-    gate_opened: Mutex<Option<bool>>,
 }
 
 impl SlowBlob {
@@ -38,23 +32,7 @@ impl SlowBlob {
             delay,
             fills: Mutex::new(Vec::new()),
             batches: Mutex::new(Vec::new()),
-            gate: None,
-            started: Mutex::new(Vec::new()),
-            started_cv: std::sync::Condvar::new(),
-            gate_opened: Mutex::new(None),
         }
-    }
-
-    /// A call at offset `wait` does not finish until a call at offset `until` has started
-    /// (or 10 s have passed); [`gate_opened`](Self::gate_opened) tells which.
-    pub(crate) fn with_gate(mut self, wait: u64, until: u64) -> Self {
-        self.gate = Some((wait, until));
-        self
-    }
-
-    /// Whether the gated call saw its offset start (`None`: no gated call yet).
-    pub(crate) fn gate_opened(&self) -> Option<bool> {
-        *self.gate_opened.lock().unwrap()
     }
 
     /// Every call's thread and range, in call order.
@@ -82,18 +60,6 @@ impl OnDemandServer for SlowBlob {
         })
     }
     fn read_at(&self, _: &(), off: u64, buf: &mut [u8]) -> io::Result<usize> {
-        self.started.lock().unwrap().push(off);
-        self.started_cv.notify_all();
-        if let Some((wait, until)) = self.gate.filter(|&(wait, _)| wait == off) {
-            let started = self.started.lock().unwrap();
-            let (started, timeout) = self
-                .started_cv
-                .wait_timeout_while(started, Duration::from_secs(10), |s| !s.contains(&until))
-                .unwrap();
-            drop(started);
-            *self.gate_opened.lock().unwrap() = Some(!timeout.timed_out());
-            let _ = wait;
-        }
         std::thread::sleep(self.delay);
         let start = off as usize;
         let n = buf.len().min(self.blob.len().saturating_sub(start));
