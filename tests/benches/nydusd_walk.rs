@@ -29,7 +29,7 @@
 //! backend metrics) and where the time went: the daemon's CPU time, the walker's own CPU time
 //! and the whole guest's busy and idle time (2 CPUs, `/proc/stat`). Every file is then
 //! checked against the host tree's sha256. Per walk too: the guest before it (uptime, whether
-//! ext4's lazy init still runs, free memory), the VM disk's reads and writes during it, and the
+//! ext4's lazy init still runs, fscache cookies still held, free memory), the VM disk's reads and writes during it, and the
 //! host CPU time other processes took during it (sampled every 100 ms on the host, qemu's own
 //! time subtracted): TCG runs each of the guest's two vCPUs on a host thread, so on the
 //! 2-CPU host that time is taken from the guest, whichever daemon it serves.
@@ -99,7 +99,7 @@ fn walk_tree(root: &Path, files: u64, big_mib: u64) -> u64 {
 const HELPERS: &str = r#"
 walk_run() {
     drop_caches
-    data "$1_probe" "up=$(cut -d' ' -f1 /proc/uptime) lazyinit=$(ps | grep -c '[e]xt4lazyinit') free=$(sed -n 's/^MemFree: *//p' /proc/meminfo | tr -d ' ')"
+    data "$1_probe" "up=$(cut -d' ' -f1 /proc/uptime) lazyinit=$(ps | grep -c '[e]xt4lazyinit') fscache_cookies=$(($(wc -l </proc/fs/fscache/cookies) - 1)) free=$(sed -n 's/^MemFree: *//p' /proc/meminfo | tr -d ' ')"
     _d0=$(cat /sys/block/vda/stat)
     _u0=$(cut -d' ' -f1 /proc/uptime)
     _t0=$(cut -d' ' -f14,15 /proc/$3/stat)
