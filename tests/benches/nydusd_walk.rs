@@ -44,7 +44,8 @@
 //! `NYDUSD_WALK_BASELINE=PATH` (another static `erofs-ondemand` build, e.g. a copy of
 //! `target/vm-static/x86_64-unknown-linux-gnu/release/erofs-ondemand` from before a change,
 //! run with the defaults as the variant `base` in the same VMs),
-//! `NYDUSD_WALK_RUST_LOG=LEVEL` (ours logs at LEVEL, e.g. `debug`; its logs are copied to
+//! `NYDUSD_WALK_PEER_AGAIN=1` (nydusd walks once more, last, on a fresh cache: after itself
+//! in odd runs, after ours in even ones), `NYDUSD_WALK_RUST_LOG=LEVEL` (ours logs at LEVEL, e.g. `debug`; its logs are copied to
 //! the VM disk, `/data/KEY.log`, kept with `EROFS_VM_KEEP=1`), `NYDUSD_WALK_WARM=1` (ours walks a second time once its cache files hold every byte: the
 //! kernel's own cost, with no upcall).
 
@@ -531,6 +532,7 @@ fn main() {
     let runs = env("NYDUSD_WALK_RUNS", 4);
     let warm = env("NYDUSD_WALK_WARM", 0) == 1;
     let warm_up = env("NYDUSD_WALK_WARMUP", 1) == 1;
+    let peer_again = env("NYDUSD_WALK_PEER_AGAIN", 0) == 1;
     let nydus_image = require_tool("nydus-image").expect("nydus-image");
     let busybox = busybox().expect("busybox");
     let nydusd_bin = nydusd::binary();
@@ -591,6 +593,14 @@ fn main() {
         order.push(("nydusd", "peer nydusd".to_string()));
         if r % 2 == 0 {
             order.reverse();
+        }
+        if peer_again {
+            // nydusd once more, last, on a fresh cache: the same daemon after ours or after
+            // itself, at the same place in the VM.
+            order.push((
+                "nydusd2",
+                "rm -rf /data/nydusd-cache\npeer nydusd2".to_string(),
+            ));
         }
         let mut script = format!(
             "data script_uptime \"$(cut -d' ' -f1 /proc/uptime)\"\n{DAEMON_PRELUDE}{}{HELPERS}",
@@ -742,6 +752,15 @@ fn main() {
                 host_others(k)
             );
             variant_ratios[i].push(peer.ms() / w.ms());
+        }
+        if peer_again {
+            let again = Walk::parse(&out, "nydusd2");
+            println!(
+                "  nydusd again, last, after {}: {:.0} ms; host CPU taken by other processes: {}",
+                order[order.len() - 2].0,
+                again.ms(),
+                host_others("nydusd2")
+            );
         }
         println!("  nydusd: {}", peer.profile());
         println!("          {}", peer.phases());
