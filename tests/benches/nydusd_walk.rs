@@ -44,7 +44,8 @@
 //! `NYDUSD_WALK_BASELINE=PATH` (another static `erofs-ondemand` build, e.g. a copy of
 //! `target/vm-static/x86_64-unknown-linux-gnu/release/erofs-ondemand` from before a change,
 //! run with the defaults as the variant `base` in the same VMs),
-//! `NYDUSD_WALK_PEER_AGAIN=1` (nydusd walks once more, last, on a fresh cache: after itself
+//! `NYDUSD_WALK_READAHEAD_KB=N` (the kernel's readahead of both daemons' EROFS mounts, in KiB;
+//! the kernel's default is 128), `NYDUSD_WALK_PEER_AGAIN=1` (nydusd walks once more, last, on a fresh cache: after itself
 //! in odd runs, after ours in even ones), `NYDUSD_WALK_RUST_LOG=LEVEL` (ours logs at LEVEL, e.g. `debug`; its logs are copied to
 //! the VM disk, `/data/KEY.log`, kept with `EROFS_VM_KEEP=1`), `NYDUSD_WALK_WARM=1` (ours walks a second time once its cache files hold every byte: the
 //! kernel's own cost, with no upcall).
@@ -130,6 +131,7 @@ ours() {
     start_daemon /tmp/$_key.log $_key --cache-dir /data/cache-$_key --metrics /tmp/$_key.prom "$@" || return 1
     set -- $_key
     od_mount walk /mnt/$1
+    mount_readahead
     walk_run $1 /mnt/$1 $DPID
     [ -n "$WARM" ] && walk_run ${1}warm /mnt/$1 $DPID
     umount /mnt/$1
@@ -138,6 +140,12 @@ ours() {
     data "$1_summary" "$(grep '^erofs-ondemand: opens=' /tmp/$1.log)"
     [ -n "$KEEP_LOG" ] && cp /tmp/$1.log /data/$1.log
     data "$1_metrics" "$(grep -E '^erofs_ondemand_(read|read_wait|fetch)_duration_seconds_(sum|count) ' /tmp/$1.prom | tr ' ' '=' | tr '\n' ' ')"
+}
+# mount_readahead: with RA_KB set, the kernel's readahead of the EROFS mounts (each has a
+# device info of its own, /sys/class/bdi/erofs-N), for both daemons alike.
+mount_readahead() {
+    [ -z "$RA_KB" ] && return 0
+    for _f in /sys/class/bdi/erofs-*/read_ahead_kb; do echo $RA_KB >$_f; done
 }
 # base_ours KEY: `ours KEY` with the build of NYDUSD_WALK_BASELINE.
 base_ours() {
@@ -149,6 +157,7 @@ base_ours() {
 peer() {
     nydusd_up /tmp/$1.log /etc/nydusd.json || return 1
     nydusd_mount walkn /mnt/$1
+    mount_readahead
     walk_run $1 /mnt/$1 $NPID
     data "$1_backend" "$(nydusd_api "/api/v1/metrics/backend?id=$(cat /vmtest/blob.id)" | tr -d '\n ')"
     umount /mnt/$1
@@ -533,6 +542,10 @@ fn main() {
     let warm = env("NYDUSD_WALK_WARM", 0) == 1;
     let warm_up = env("NYDUSD_WALK_WARMUP", 1) == 1;
     let peer_again = env("NYDUSD_WALK_PEER_AGAIN", 0) == 1;
+    let readahead_kb = std::env::var("NYDUSD_WALK_READAHEAD_KB").ok().map(|v| {
+        v.parse::<u32>()
+            .expect("NYDUSD_WALK_READAHEAD_KB: a number of KiB")
+    });
     let nydus_image = require_tool("nydus-image").expect("nydus-image");
     let busybox = busybox().expect("busybox");
     let nydusd_bin = nydusd::binary();
@@ -611,6 +624,9 @@ fn main() {
         }
         if let Ok(level) = std::env::var("NYDUSD_WALK_RUST_LOG") {
             let _ = writeln!(script, "export RUST_LOG={level}\nKEEP_LOG=1");
+        }
+        if let Some(kb) = readahead_kb {
+            let _ = writeln!(script, "RA_KB={kb}");
         }
         if warm_up {
             script.push_str("warm_up\n");
