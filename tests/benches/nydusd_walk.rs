@@ -106,13 +106,12 @@ walk_run() {
     _u0=$(cut -d' ' -f1 /proc/uptime)
     _t0=$(cut -d' ' -f14,15 /proc/$3/stat)
     _f0=$(cut -d' ' -f10 /proc/$3/stat)
-    _io0=$(tr '\n' ' ' </proc/$3/io)
     _s0=$(head -1 /proc/stat)
     _out=$(vmtool walk $2)
     _s1=$(head -1 /proc/stat)
     _t1=$(cut -d' ' -f14,15 /proc/$3/stat)
     _f1=$(cut -d' ' -f10 /proc/$3/stat)
-    data "$1_daemon_io" "minflt: $_f0 $_f1 | $_io0 | $(tr '\n' ' ' </proc/$3/io)"
+    data "$1_daemon_faults" "$_f0 $_f1"
     _d1=$(cat /sys/block/vda/stat)
     data "$1_vda" "$_d0 | $_d1"
     data "$1_uptime" "$_u0 $(cut -d' ' -f1 /proc/uptime)"
@@ -246,9 +245,6 @@ struct Walk {
     vda_mb: (f64, f64),
     /// The daemon's page faults during the walk.
     daemon_faults: Option<u64>,
-    /// And its read and write calls (`/proc/PID/io` `syscr`, `syscw`) and their MB (`rchar`,
-    /// `wchar`), if the guest kernel counts them.
-    daemon_io: Option<(u64, u64, f64, f64)>,
 }
 
 impl Walk {
@@ -323,39 +319,18 @@ impl Walk {
             }
             None => (0.0, 0.0),
         };
-        let io_line = out.data(&format!("{key}_daemon_io")).unwrap_or_default();
-        let parts: Vec<&str> = io_line.split('|').collect();
-        let minflt: Vec<u64> = parts[0]
+        let faults: Vec<u64> = out
+            .data(&format!("{key}_daemon_faults"))
+            .unwrap_or_default()
             .split_whitespace()
             .filter_map(|t| t.parse().ok())
             .collect();
-        let daemon_faults = match minflt[..] {
+        let daemon_faults = match faults[..] {
             [a, b] => Some(b.saturating_sub(a)),
-            _ => None,
-        };
-        // `/proc/PID/io` needs CONFIG_TASK_IO_ACCOUNTING: absent, nothing is printed.
-        let daemon_io = match parts[..] {
-            [_, io0, io1] => {
-                let io = |l: &str, k: &str| -> Option<u64> {
-                    let mut it = l.split_whitespace();
-                    it.find(|t| t.strip_suffix(':') == Some(k))?;
-                    it.next()?.parse().ok()
-                };
-                let d = |k: &str| Some(io(io1, k)?.saturating_sub(io(io0, k)?));
-                (|| {
-                    Some((
-                        d("syscr")?,
-                        d("syscw")?,
-                        d("rchar")? as f64 / 1e6,
-                        d("wchar")? as f64 / 1e6,
-                    ))
-                })()
-            }
             _ => None,
         };
         Walk {
             daemon_faults,
-            daemon_io,
             probe: out
                 .data(&format!("{key}_probe"))
                 .unwrap_or_default()
@@ -410,19 +385,10 @@ impl Walk {
         )
     }
 
-    /// The daemon's page faults and I/O calls during the walk.
-    fn daemon_io(&self) -> String {
-        let mut line = match self.daemon_faults {
-            Some(f) => format!("{f} page faults"),
-            None => "? page faults".into(),
-        };
-        if let Some((r, w, rmb, wmb)) = self.daemon_io {
-            let _ = write!(
-                line,
-                ", {r} read calls ({rmb:.0} MB), {w} write calls ({wmb:.0} MB)"
-            );
-        }
-        line
+    /// The daemon's page faults during the walk.
+    fn daemon_faults(&self) -> String {
+        self.daemon_faults
+            .map_or("?".into(), |f| format!("{f} page faults"))
     }
 
     /// Where the walker's time went, and (ours) the READ upcalls.
@@ -742,7 +708,7 @@ fn main() {
         );
         println!("  ours:   {}", ours.profile());
         println!("          {}", ours.phases());
-        println!("          daemon: {}", ours.daemon_io());
+        println!("          daemon: {}", ours.daemon_faults());
         if warm {
             // The same walk again, every byte in the cache files: the kernel's own cost.
             let w = Walk::parse(&out, "ourswarm");
@@ -762,7 +728,7 @@ fn main() {
             );
             println!("          {}", w.profile());
             println!("          {}", w.phases());
-            println!("          daemon: {}", w.daemon_io());
+            println!("          daemon: {}", w.daemon_faults());
             println!(
                 "          host CPU taken by other processes: {}",
                 host_others(k)
@@ -780,7 +746,7 @@ fn main() {
         }
         println!("  nydusd: {}", peer.profile());
         println!("          {}", peer.phases());
-        println!("          daemon: {}", peer.daemon_io());
+        println!("          daemon: {}", peer.daemon_faults());
         results.push((ours, peer));
     }
     let ratios: Vec<f64> = results.iter().map(|(o, p)| p.ms() / o.ms()).collect();
