@@ -173,6 +173,14 @@ impl Read for CountingReader<'_> {
     }
 }
 
+/// One answer of [`Transport::probe_scheme`]'s two requests.
+enum Probe {
+    /// `GET https://HOST/v2/`: any reply, or why there was none.
+    Tls(std::result::Result<(), ureq::Error>),
+    /// `GET http://HOST/v2/`: the status and the `WWW-Authenticate` values, if a reply came.
+    Plain(Option<(u16, Vec<String>)>),
+}
+
 /// What a host wants to be authenticated with, learnt from its challenges.
 #[derive(Debug, Clone)]
 enum Scheme {
@@ -353,29 +361,137 @@ impl Transport {
     /// over TLS (with a certificate the client trusts), else HTTP, as Docker does; the
     /// answer is kept. A certificate the client does not trust is an error, not a reason
     /// to fall back.
+    ///
+    /// Both are asked at once (`GET /v2/` over TLS and in plain HTTP, each on its own
+    /// thread), so a plain-HTTP registry costs no TLS attempt first: a plain `200` or `401`
+    /// (the API's answers to `/v2/`) settles it for HTTP, and its connection stays in the
+    /// pool for the next request. One port speaks one or the other; a port that spoke both
+    /// would get HTTP when its plain answer came first. Anything else from the plain
+    /// request (a `400` from a TLS port, an error) waits for the TLS attempt, whose success
+    /// means HTTPS and whose failure (other than a certificate) means HTTP, as before.
     fn probe_scheme(&self, host: &str) -> Result<&'static str> {
         if let Some(s) = lock(&self.schemes).get(host) {
             return Ok(s);
         }
         let url = format!("https://{host}/v2/");
-        log::debug!("{url}: does it speak HTTPS?");
-        Counters::add(&self.counters.requests, 1);
-        let scheme = match self.agent_for(&url).get(&url).call() {
-            Ok(_) => "https",
-            Err(e) => {
-                let msg = e.to_string();
-                if msg.to_ascii_lowercase().contains("certificate") {
-                    return Err(Error::Transport {
-                        url,
-                        source: e.into_io(),
-                    });
-                }
-                log::debug!("{url}: {msg}: using plain HTTP");
-                "http"
-            }
+        let plain = format!("http://{host}/v2/");
+        log::debug!("{url}: does it speak HTTPS (or {plain} plain HTTP)?");
+        Counters::add(&self.counters.requests, 2);
+        let (tx, rx) = std::sync::mpsc::channel();
+        // Owned threads, not scoped ones: the answer may come before the other request ends
+        // (which may take until a timeout), and nothing waits for it.
+        let spawn = |name: &str, job: Box<dyn FnOnce() -> Probe + Send>| {
+            let tx = tx.clone();
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(move || {
+                    let _ = tx.send(job());
+                })
+                .is_ok()
         };
+        let agent = self.agent_for(&url).clone();
+        let tls_url = url.clone();
+        let tls = spawn(
+            "oci-probe-https",
+            Box::new(move || Probe::Tls(agent.get(&tls_url).call().map(|_| ()))),
+        );
+        let agent = self.agent_for(&plain).clone();
+        let plain_url = plain.clone();
+        spawn(
+            "oci-probe-http",
+            Box::new(move || {
+                Probe::Plain(agent.get(&plain_url).call().ok().map(|r| {
+                    let status = r.status().as_u16();
+                    let challenges = r
+                        .headers()
+                        .get_all("www-authenticate")
+                        .iter()
+                        .filter_map(|v| v.to_str().ok())
+                        .map(str::to_owned)
+                        .collect();
+                    // Read to the end (bounded) so the connection goes back to the pool.
+                    let _ = r.into_body().with_config().limit(64 << 10).read_to_vec();
+                    (status, challenges)
+                }))
+            }),
+        );
+        drop(tx);
+        if !tls {
+            return Err(Error::Config(
+                "cannot start a thread for the HTTPS probe".into(),
+            ));
+        }
+        let mut scheme = None;
+        for answer in rx.iter() {
+            match answer {
+                Probe::Plain(Some((status @ (200 | 401), challenges))) => {
+                    log::debug!("{plain}: {status} in plain HTTP: using plain HTTP");
+                    if status == 401 {
+                        // What the host wants, learnt before the first real request, as
+                        // Docker's ping does: that request then carries it.
+                        self.learn_challenges(host, &challenges);
+                    }
+                    scheme = Some("http");
+                    break;
+                }
+                Probe::Plain(_) => {}
+                Probe::Tls(Ok(())) => {
+                    scheme = Some("https");
+                    break;
+                }
+                Probe::Tls(Err(e)) => {
+                    let msg = e.to_string();
+                    if msg.to_ascii_lowercase().contains("certificate") {
+                        return Err(Error::Transport {
+                            url,
+                            source: e.into_io(),
+                        });
+                    }
+                    log::debug!("{url}: {msg}: using plain HTTP");
+                    scheme = Some("http");
+                    // The plain request started with it: its challenges, if it answers
+                    // within the time a connection may take.
+                    if let Ok(Probe::Plain(Some((401, challenges)))) =
+                        rx.recv_timeout(self.config.connect_timeout)
+                    {
+                        self.learn_challenges(host, &challenges);
+                    }
+                    break;
+                }
+            }
+        }
+        // The TLS thread always answers; without it (it died), fall back as a failure does.
+        let scheme = scheme.unwrap_or("http");
         lock(&self.schemes).insert(host.to_owned(), scheme);
         Ok(scheme)
+    }
+
+    /// The scheme a `401` to `GET /v2/` asks for (`WWW-Authenticate` values), remembered for
+    /// `host` if nothing is known yet; unusable challenges are left to the first request's
+    /// `401` (and its error).
+    fn learn_challenges(&self, host: &str, values: &[String]) {
+        let challenges = parse_challenges(values.iter().map(String::as_str));
+        let scheme = challenges.iter().find_map(|c| match c {
+            Challenge::Bearer { realm, service, .. } => Some(Scheme::Bearer {
+                realm: realm.clone(),
+                service: service.clone(),
+            }),
+            Challenge::Basic => None,
+        });
+        let scheme = match scheme {
+            Some(s) => s,
+            None if challenges.iter().any(|c| matches!(c, Challenge::Basic))
+                && self.credentials(host).is_ok_and(|c| c.is_some()) =>
+            {
+                Scheme::Basic
+            }
+            None => return,
+        };
+        let state = self.host_auth(host);
+        let mut st = lock(&state);
+        if matches!(st.scheme, Scheme::Unknown) {
+            st.scheme = scheme;
+        }
     }
 
     fn host_auth(&self, host: &str) -> Arc<Mutex<HostAuth>> {
