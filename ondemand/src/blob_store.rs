@@ -104,6 +104,38 @@ pub trait StoredBlob: Source {
         Ok(())
     }
 
+    /// Whether the store's [`read_ranges_arriving`](Self::read_ranges_arriving) hands
+    /// ranges over while later ones are still arriving (a store that waits on a network).
+    /// The RAFS server then decodes each chunk of a READ window as soon as its stored bytes
+    /// are in and lets the engine write it, instead of fetching the whole window first.
+    /// Default `false` (local files: one read, then the decoding).
+    fn streams(&self) -> bool {
+        false
+    }
+
+    /// [`read_ranges`](Self::read_ranges), calling `arrived(offset, bytes)` with each range
+    /// (or part of one) as soon as its bytes are in, possibly while later ranges are still
+    /// arriving and from another thread; a part may be handed over twice (the same bytes,
+    /// after a retry). When this returns `Ok`, every range was handed over and every `buf` is
+    /// filled. The default calls [`read_ranges`](Self::read_ranges), then `arrived` for each
+    /// range in order.
+    ///
+    /// # Errors
+    ///
+    /// As [`read_ranges`](Self::read_ranges); what was handed over before an error is the
+    /// stored bytes.
+    fn read_ranges_arriving(
+        &self,
+        reads: &mut [RangeRead<'_>],
+        arrived: &(dyn Fn(u64, &[u8]) + Sync),
+    ) -> io::Result<()> {
+        self.read_ranges(reads)?;
+        for r in reads.iter() {
+            arrived(r.offset, r.buf);
+        }
+        Ok(())
+    }
+
     /// When the stored bytes last changed, if the store knows: the RAFS server reads a
     /// bootstrap again when this changes. Default `None` (stored bytes never change, as for
     /// content-addressed blobs).

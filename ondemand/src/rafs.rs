@@ -48,6 +48,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+use erofs_format::rafs::ChunkInfo;
 use erofs_reader::nydus::{BlobInfo, BlobSource, BlobStats, Digest, RafsMeta};
 use erofs_reader::{Image, Source};
 
@@ -135,21 +136,153 @@ impl RafsBlob {
             .collect();
         chunks.sort_unstable();
         chunks.dedup();
-        {
-            let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
-            while chunks.iter().any(|c| busy.contains(c)) {
-                busy = self.freed.wait(busy).unwrap_or_else(|p| p.into_inner());
-            }
-            busy.extend(chunks.iter().copied());
-        }
+        self.claim(&chunks);
         let result = self.read_claimed(reads, &wanted);
+        self.unclaim(&chunks);
+        result
+    }
+
+    /// Wait until none of `chunks` (sorted) is being read by another thread, then mark them
+    /// busy.
+    fn claim(&self, chunks: &[usize]) {
         let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
-        for c in &chunks {
+        while chunks.iter().any(|c| busy.contains(c)) {
+            busy = self.freed.wait(busy).unwrap_or_else(|p| p.into_inner());
+        }
+        busy.extend(chunks.iter().copied());
+    }
+
+    fn unclaim(&self, chunks: &[usize]) {
+        let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        for c in chunks {
             busy.remove(c);
         }
         drop(busy);
         self.freed.notify_all();
+    }
+
+    /// Read `buf.len()` uncompressed bytes at `off` from a store that streams
+    /// ([`StoredBlob::streams`]): the stored bytes of every chunk the range touches in one
+    /// [`StoredBlob::read_ranges_arriving`] call, each chunk decoded into `buf` as soon as
+    /// its stored bytes are in (while the next ones are on the wire), and `ready` told of
+    /// each longer prefix of `buf` that is final. Chunks already decoded need no stored
+    /// bytes; a batch that cannot be staged (ZRan blobs, overlapping or too many stored
+    /// bytes) is read as [`read_batch`](Self::read_batch) does, and reported whole.
+    fn read_streaming(
+        &self,
+        buf: &mut [u8],
+        off: u64,
+        ready: &mut (dyn FnMut(&[u8]) + Send),
+    ) -> io::Result<()> {
+        let range = off..off.saturating_add(buf.len() as u64);
+        let span = self.chunk_span(range.clone());
+        let claimed: Vec<usize> = span.clone().collect();
+        self.claim(&claimed);
+        let result = self.read_streaming_claimed(buf, range, span, ready);
+        self.unclaim(&claimed);
         result
+    }
+
+    fn read_streaming_claimed(
+        &self,
+        buf: &mut [u8],
+        range: Range<u64>,
+        span: Range<usize>,
+        ready: &mut (dyn FnMut(&[u8]) + Send),
+    ) -> io::Result<()> {
+        let wanted = [range.clone()];
+        // One range per chunk (one request all the same): each handed over as it arrives.
+        let stored = self.stored_chunk_ranges(&wanted);
+        let Ok(chunks) = self.source.chunk_infos() else {
+            // The decoder reports the chunk map's error.
+            return self.source.read_exact_at(buf, range.start);
+        };
+        if stored.is_empty() {
+            // Decoded already, nothing stored, or not stageable: the batch way.
+            self.read_claimed(
+                &mut [RangeRead {
+                    offset: range.start,
+                    buf,
+                }],
+                &wanted,
+            )?;
+            ready(buf);
+            return Ok(());
+        }
+        let mut bufs: Vec<Vec<u8>> = stored
+            .iter()
+            .map(|r| vec![0u8; (r.end - r.start) as usize])
+            .collect();
+        let mut reads: Vec<RangeRead<'_>> = stored
+            .iter()
+            .zip(bufs.iter_mut())
+            .map(|(r, b)| RangeRead {
+                offset: r.start,
+                buf: b,
+            })
+            .collect();
+        let progress = Mutex::new(Progress {
+            buf,
+            start: range.start,
+            next: span.start,
+            done: 0,
+            ready,
+            error: None,
+        });
+        let staged = Mutex::new(Vec::new());
+        let arrived = |offset: u64, bytes: &[u8]| {
+            if self.staged.stage(offset, bytes) {
+                staged
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(offset);
+            }
+            let mut p = progress.lock().unwrap_or_else(|p| p.into_inner());
+            p.advance(self, chunks, span.end, false);
+        };
+        let fetched = self.staged.blob.read_ranges_arriving(&mut reads, &arrived);
+        drop(reads);
+        let mut p = progress.into_inner().unwrap_or_else(|p| p.into_inner());
+        if fetched.is_ok() && p.error.is_none() {
+            // The rest: chunks whose bytes came in out of order, the zeros after the last.
+            p.advance(self, chunks, span.end, true);
+        }
+        self.staged
+            .drop_staged(staged.into_inner().unwrap_or_else(|p| p.into_inner()));
+        fetched?;
+        match p.error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Read and check the chunk map with one request to the store: the chunk-info array and
+    /// the blob meta header after it are adjacent at the blob's end, and the decoder reads
+    /// them one after the other (two round trips to a remote store); staged together, they
+    /// are one. Blobs whose map lives in a separate meta blob, or that do not place it in
+    /// the stored blob, load it as the decoder does. An error is kept by the decoder and
+    /// answers the OPEN.
+    fn load_chunk_map(&self, record: &erofs_format::rafs::RafsV6Blob) {
+        use erofs_format::rafs::{BLOB_META_HEADER_SIZE, BlobFeatures};
+        let start = record.ci_offset.get();
+        let span = record
+            .meta_header_offset()
+            .and_then(|h| h.checked_add(BLOB_META_HEADER_SIZE as u64));
+        let separate = record.features().contains(BlobFeatures::SEPARATE);
+        let size = self.staged.blob.size().unwrap_or(0);
+        let staged = match span {
+            Some(end)
+                if !separate && start < end && end <= size && end - start <= MAX_BATCH_BYTES =>
+            {
+                // A failed fetch leaves the decoder to read (and fail) on its own.
+                self.staged.fetch(std::slice::from_ref(&(start..end))).ok()
+            }
+            _ => None,
+        };
+        let _ = self.source.chunk_infos();
+        if let Some(staged) = staged {
+            self.staged.drop_staged(staged);
+        }
     }
 
     /// The indices of the chunks overlapping `range` (none if the chunk map cannot be read:
@@ -184,9 +317,10 @@ impl RafsBlob {
         result
     }
 
-    /// The stored ranges of the chunks overlapping `wanted` (none for ZRan blobs, whose
-    /// stored bytes are shared gzip streams, or when the batch would be too big).
-    fn stored_ranges(&self, wanted: &[Range<u64>]) -> Vec<Range<u64>> {
+    /// The stored range of each chunk overlapping `wanted` that is not decoded already,
+    /// sorted, one per range (none for ZRan blobs, whose stored bytes are shared gzip
+    /// streams, or when the batch would be too big or its ranges overlap).
+    fn stored_chunk_ranges(&self, wanted: &[Range<u64>]) -> Vec<Range<u64>> {
         let Ok(chunks) = self.source.chunk_infos() else {
             return Vec::new();
         };
@@ -211,6 +345,13 @@ impl RafsBlob {
         if total > MAX_BATCH_BYTES || out.windows(2).any(|w| w[1].start < w[0].end) {
             return Vec::new();
         }
+        out
+    }
+
+    /// [`stored_chunk_ranges`](Self::stored_chunk_ranges) with the ranges of chunks stored
+    /// back to back merged.
+    fn stored_ranges(&self, wanted: &[Range<u64>]) -> Vec<Range<u64>> {
+        let out = self.stored_chunk_ranges(wanted);
         // Chunks stored back to back are one range: the decoder reads such a run in one
         // request itself, so a window whose chunks are adjacent (the usual case) is not
         // staged (a copy of its stored bytes in fresh buffers) at all.
@@ -222,6 +363,64 @@ impl RafsBlob {
             }
         }
         merged
+    }
+}
+
+/// A [`RafsBlob::read_streaming`] in progress: `buf` (the uncompressed bytes from `start`)
+/// is final up to `done`, and chunk `next` is the first not decoded into it yet.
+struct Progress<'a, 'r> {
+    buf: &'a mut [u8],
+    start: u64,
+    next: usize,
+    done: usize,
+    ready: &'r mut (dyn FnMut(&[u8]) + Send),
+    error: Option<io::Error>,
+}
+
+impl Progress<'_, '_> {
+    /// Decode the chunks from `next` on whose stored bytes are staged (or that are decoded
+    /// already), in order, up to chunk `end`; with `last`, all of them and the rest of
+    /// `buf`. Tells `ready` of the new prefix.
+    fn advance(&mut self, blob: &RafsBlob, chunks: &[ChunkInfo], end: usize, last: bool) {
+        if self.error.is_some() {
+            return;
+        }
+        let before = self.done;
+        while self.next < end {
+            let Some(c) = chunks.get(self.next) else {
+                break;
+            };
+            let stored = c.compressed_offset..c.compressed_end();
+            let available = stored.is_empty()
+                || u32::try_from(self.next).is_ok_and(|ci| blob.source.is_decoded(ci))
+                || blob.staged.covers(stored);
+            if !available && !last {
+                break;
+            }
+            // Chunks start and end within `u64`; `buf` holds the part within the range.
+            let chunk_end = c.uncompressed_end().saturating_sub(self.start);
+            let to = usize::try_from(chunk_end).map_or(self.buf.len(), |e| e.min(self.buf.len()));
+            if to > self.done {
+                let at = self.start + self.done as u64;
+                if let Err(e) = blob.source.read_exact_at(&mut self.buf[self.done..to], at) {
+                    self.error = Some(e);
+                    return;
+                }
+                self.done = to;
+            }
+            self.next += 1;
+        }
+        if last && self.done < self.buf.len() {
+            let at = self.start + self.done as u64;
+            if let Err(e) = blob.source.read_exact_at(&mut self.buf[self.done..], at) {
+                self.error = Some(e);
+                return;
+            }
+            self.done = self.buf.len();
+        }
+        if self.done > before {
+            (self.ready)(&self.buf[..self.done]);
+        }
     }
 }
 
@@ -266,6 +465,38 @@ impl Staged {
             staged.push((r.start, Arc::from(buf)));
         }
         Ok(ranges.iter().map(|r| r.start).collect())
+    }
+
+    /// Stage `bytes` at `offset` (a copy), unless the same range is staged already (a part
+    /// handed over again after a retry); returns whether it was added.
+    fn stage(&self, offset: u64, bytes: &[u8]) -> bool {
+        let mut staged = self.lock();
+        if staged
+            .iter()
+            .any(|(s, b)| *s == offset && b.len() == bytes.len())
+        {
+            return false;
+        }
+        staged.push((offset, Arc::from(bytes)));
+        true
+    }
+
+    /// Whether staged ranges cover all of `range`.
+    fn covers(&self, range: Range<u64>) -> bool {
+        let staged = self.lock();
+        let mut pos = range.start;
+        while pos < range.end {
+            match staged
+                .iter()
+                .filter(|(s, b)| *s <= pos && pos - *s < b.len() as u64)
+                .map(|(s, b)| s + b.len() as u64)
+                .max()
+            {
+                Some(end) => pos = end,
+                None => return false,
+            }
+        }
+        true
     }
 
     fn drop_staged(&self, starts: Vec<u64>) {
@@ -613,6 +844,12 @@ impl<B: BlobStore> RafsServer<B> {
         }
     }
 
+    /// Whether a bootstrap seen so far lists blob `id`.
+    fn is_known_blob(&self, id: &[u8]) -> bool {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.known.contains_key(id)
+    }
+
     /// The blob `id`, if a bootstrap lists it.
     fn blob(&self, id: &[u8]) -> io::Result<Option<Arc<RafsBlob>>> {
         let known = {
@@ -644,6 +881,7 @@ impl<B: BlobStore> RafsServer<B> {
             busy: Mutex::new(std::collections::HashSet::new()),
             freed: std::sync::Condvar::new(),
         });
+        blob.load_chunk_map(&known.info.record);
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         // Another thread may have opened it meanwhile: keep the first.
         Ok(Some(state.open.entry(id.to_vec()).or_insert(blob).clone()))
@@ -661,8 +899,9 @@ impl<B: BlobStore> OnDemandServer for RafsServer<B> {
             );
             return Err(io::Error::from_raw_os_error(nix::libc::EINVAL));
         }
-        // A bootstrap: remember its blobs, serve it as it is.
-        if self.index_name(key.cookie_key) {
+        // A bootstrap: remember its blobs, serve it as it is. A blob that a bootstrap lists
+        // is not one (and with a remote store, looking costs a round trip).
+        if !self.is_known_blob(key.cookie_key) && self.index_name(key.cookie_key) {
             return self.open_stored(key.cookie_key);
         }
         // The `--blob-inline-meta` placeholder tag: the blob is the one the mount's fsid
@@ -755,6 +994,34 @@ impl<B: BlobStore> OnDemandServer for RafsServer<B> {
                 Ok(n)
             }
         }
+    }
+
+    /// A blob from a store that streams ([`StoredBlob::streams`]): each chunk decoded and
+    /// reported as soon as its stored bytes are in; anything else as [`fill`](Self::fill).
+    fn fill_streaming(
+        &self,
+        object: &RafsObject,
+        off: u64,
+        buf: &mut [u8],
+        ready: &mut (dyn FnMut(&[u8]) + Send),
+    ) -> io::Result<()> {
+        let RafsObject::Blob(blob) = object else {
+            return self.fill(object, off, buf);
+        };
+        let size = blob.source.uncompressed_size();
+        let in_blob = off
+            .checked_add(buf.len() as u64)
+            .is_some_and(|end| end <= size);
+        if !blob.staged.blob.streams() || !in_blob || buf.is_empty() {
+            return self.fill(object, off, buf);
+        }
+        blob.read_streaming(buf, off, ready)?;
+        let end = off + buf.len() as u64;
+        if self.decode_ahead && buf.len() as u64 >= DECODE_AHEAD_MIN && end < size {
+            blob.source
+                .decode_ahead(end..end.saturating_add(buf.len() as u64));
+        }
+        Ok(())
     }
 
     /// A blob's ranges as one batch ([`RafsBlob`]: the stored bytes of all their chunks in one

@@ -106,6 +106,28 @@ pub trait OnDemandServer: Send + Sync {
         Ok(())
     }
 
+    /// [`fill`](Self::fill), telling the engine as it goes: `ready(&buf[..n])` each time a
+    /// longer prefix of `buf` holds its final bytes, so the engine can write that prefix and
+    /// answer a READ whose requested part it covers while the rest is still being produced
+    /// (a remote server decoding chunks as their bytes arrive). `ready` may be called from
+    /// another thread, never twice at once, with growing prefixes. The default calls
+    /// [`fill`](Self::fill) and reports nothing (the engine writes `buf` once it returns).
+    ///
+    /// # Errors
+    ///
+    /// As [`fill`](Self::fill); the prefixes reported before an error hold the object's
+    /// bytes.
+    fn fill_streaming(
+        &self,
+        object: &Self::Object,
+        off: u64,
+        buf: &mut [u8],
+        ready: &mut (dyn FnMut(&[u8]) + Send),
+    ) -> io::Result<()> {
+        let _ = ready;
+        self.fill(object, off, buf)
+    }
+
     /// Fill several ranges of `object` at once: all of each `buf` with the object's bytes at
     /// its `offset` (ranges sorted by offset, not overlapping, none past the object's size).
     /// The engine's prefetch hands a server a batch of ranges (the ranges of an access trace
@@ -152,6 +174,16 @@ impl<S: OnDemandServer + ?Sized> OnDemandServer for std::sync::Arc<S> {
 
     fn fill(&self, object: &Self::Object, off: u64, buf: &mut [u8]) -> io::Result<()> {
         (**self).fill(object, off, buf)
+    }
+
+    fn fill_streaming(
+        &self,
+        object: &Self::Object,
+        off: u64,
+        buf: &mut [u8],
+        ready: &mut (dyn FnMut(&[u8]) + Send),
+    ) -> io::Result<()> {
+        (**self).fill_streaming(object, off, buf, ready)
     }
 
     fn fill_ranges(&self, object: &Self::Object, ranges: &mut [RangeRead<'_>]) -> io::Result<()> {

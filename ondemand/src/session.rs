@@ -269,7 +269,8 @@ impl<S: OnDemandServer, F: ObjectFd> Engine<S, F> {
         let mut later = Vec::new();
         // Fills ahead of sequential readers, after that.
         let mut aheads = Vec::new();
-        for action in actions {
+        let mut actions = actions.into_iter().peekable();
+        while let Some(action) = actions.next() {
             match action {
                 Action::Copen {
                     msg_id,
@@ -297,16 +298,41 @@ impl<S: OnDemandServer, F: ObjectFd> Engine<S, F> {
                     range,
                     requested_end,
                 } => {
+                    // The READ this window is for: completed as soon as its requested part
+                    // is written, if the server streams and the rest is still coming.
+                    let msg_id = match actions.peek() {
+                        Some(Action::ReadComplete { object: o, msg_id })
+                            if Arc::ptr_eq(o, &object) =>
+                        {
+                            Some(*msg_id)
+                        }
+                        _ => None,
+                    };
+                    let mut answered = false;
+                    let mut answer = || {
+                        if let Some(msg_id) = msg_id {
+                            Self::complete(&object, msg_id);
+                            answered = true;
+                        }
+                    };
+                    let hook: Option<crate::engine::Answer<'_>> =
+                        msg_id.is_some().then_some(&mut answer);
                     // Errors are counted and logged; the READ is completed either way.
-                    let _ = self.fill_window(&object, range, requested_end, buf, &mut later);
-                }
-                Action::FillAhead { object, range } => aheads.push((object, range)),
-                Action::ReadComplete { object, msg_id } => {
-                    if let Err(e) = object.sink().read_complete(msg_id) {
-                        // EINVAL: the READ was cancelled (CLOSE, killed reader). Harmless.
-                        log::debug!("object {}: READ_COMPLETE {msg_id}: {e}", object.id());
+                    let _ = self.fill_window_answering(
+                        &object,
+                        range,
+                        requested_end,
+                        buf,
+                        &mut later,
+                        hook,
+                    );
+                    if answered {
+                        // Its ReadComplete: done.
+                        actions.next();
                     }
                 }
+                Action::FillAhead { object, range } => aheads.push((object, range)),
+                Action::ReadComplete { object, msg_id } => Self::complete(&object, msg_id),
                 Action::Close(object) => {
                     self.server().close(object.state());
                     drop(object);
@@ -317,6 +343,14 @@ impl<S: OnDemandServer, F: ObjectFd> Engine<S, F> {
         self.fill_later(later, buf);
         for (object, range) in aheads {
             self.fill_ahead(&object, range, buf);
+        }
+    }
+
+    /// Complete READ `msg_id` through the object's fd.
+    fn complete(object: &Object<S::Object, F>, msg_id: MsgId) {
+        if let Err(e) = object.sink().read_complete(msg_id) {
+            // EINVAL: the READ was cancelled (CLOSE, killed reader). Harmless.
+            log::debug!("object {}: READ_COMPLETE {msg_id}: {e}", object.id());
         }
     }
 
@@ -603,6 +637,75 @@ mod tests {
         );
         assert_eq!(present2, present);
         assert_eq!(fetched2, fetched);
+    }
+
+    /// A directory server that streams: fills in 64 KiB steps, reporting each prefix.
+    struct Streaming(LocalDirServer);
+
+    impl OnDemandServer for Streaming {
+        type Object = <LocalDirServer as OnDemandServer>::Object;
+        fn open(&self, key: &ObjectKey<'_>) -> io::Result<crate::Opened<Self::Object>> {
+            self.0.open(key)
+        }
+        fn read_at(&self, object: &Self::Object, off: u64, buf: &mut [u8]) -> io::Result<usize> {
+            self.0.read_at(object, off, buf)
+        }
+        fn fill_streaming(
+            &self,
+            object: &Self::Object,
+            off: u64,
+            buf: &mut [u8],
+            ready: &mut (dyn FnMut(&[u8]) + Send),
+        ) -> io::Result<()> {
+            let mut done = 0;
+            while done < buf.len() {
+                let n = (buf.len() - done).min(64 << 10);
+                self.0
+                    .fill(object, off + done as u64, &mut buf[done..done + n])?;
+                done += n;
+                ready(&buf[..done]);
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_streaming_fill_completes_the_read_once_its_part_is_written() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("boot"), pattern(BLOB_LEN)).unwrap();
+        let s = Session::<Streaming, Events>::new(Streaming(LocalDirServer::new(tmp.path())))
+            .with_readahead(1 << 20);
+        let send = |_: &Command<'_>| Ok(());
+        let mut buf = AlignedBuf::new(1 << 20);
+        let open = Request::Open(OpenRequest {
+            msg_id: MsgId(1),
+            object_id: ObjectId(1),
+            volume_key: b"erofs,boot",
+            cookie_key: b"boot",
+            fd: 3,
+            flags: 0,
+        });
+        s.execute(s.handle(&open, Some(Events::default())), &send, &mut buf);
+        let read = |msg_id, off, len| {
+            Request::Read(ReadRequest {
+                msg_id: MsgId(msg_id),
+                object_id: ObjectId(1),
+                off,
+                len,
+            })
+        };
+        // 100 KiB asked at 8 KiB: answered once the second 64 KiB step is written, then the
+        // rest of the window is written by the same fill, and the READ is not completed again.
+        s.execute(s.handle(&read(2, 8192, 100 << 10), None), &send, &mut buf);
+        let object = s.object(ObjectId(1)).unwrap();
+        let events = object.sink().0.lock().unwrap().clone();
+        let step = 64 << 10;
+        let mut want = vec![('w', 8192), ('w', 8192 + step), ('c', 2)];
+        want.extend((2..16).map(|i| ('w', 8192 + i * step)));
+        assert_eq!(events, want);
+        assert_eq!(object.present().ranges().len(), 1);
+        assert_eq!(object.present().ranges()[0], 8192..8192 + (1 << 20));
+        assert_eq!(s.stats().fetched_bytes, 1 << 20);
     }
 
     #[test]

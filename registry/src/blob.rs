@@ -49,6 +49,9 @@ impl std::fmt::Debug for Blob {
     }
 }
 
+/// [`Blob::read_ranges_arriving`]'s callback, if any.
+type Arrived<'a> = Option<&'a (dyn Fn(u64, &[u8]) + Sync)>;
+
 /// One piece of a caller's buffer and where it goes in the blob.
 struct Piece<'b> {
     offset: u64,
@@ -180,6 +183,33 @@ impl Blob {
     /// # Errors
     /// As [`Blob::read_exact_at`]; the first error stops the rest.
     pub fn read_ranges(&self, ranges: &mut [(u64, &mut [u8])]) -> Result<()> {
+        self.read_ranges_inner(ranges, None)
+    }
+
+    /// [`Blob::read_ranges`], handing each range over as soon as its bytes are in:
+    /// `arrived(offset, bytes)` is called with a range's offset and its bytes (a range
+    /// longer than [`Config::split_size`](crate::Config::split_size) in several parts, each
+    /// with its own offset) while the rest of the body is still on the wire, so the caller
+    /// can use the first ranges of one request (decode them, write them) before the last
+    /// arrive. Called from the thread that reads the request's body (several at once for
+    /// parallel requests); a part may be handed over again after a retry (the same bytes).
+    /// When this returns `Ok`, every range was handed over and every buffer is filled.
+    ///
+    /// # Errors
+    /// As [`Blob::read_ranges`]; parts handed over before an error are the blob's bytes.
+    pub fn read_ranges_arriving(
+        &self,
+        ranges: &mut [(u64, &mut [u8])],
+        arrived: &(dyn Fn(u64, &[u8]) + Sync),
+    ) -> Result<()> {
+        self.read_ranges_inner(ranges, Some(arrived))
+    }
+
+    fn read_ranges_inner(
+        &self,
+        ranges: &mut [(u64, &mut [u8])],
+        arrived: Arrived<'_>,
+    ) -> Result<()> {
         for (off, buf) in ranges.iter() {
             self.check_range(*off, buf.len())?;
         }
@@ -205,7 +235,7 @@ impl Blob {
         let workers = cfg.parallel.max(1).min(groups.len());
         if workers <= 1 {
             for g in groups {
-                self.fetch_group(g)?;
+                self.fetch_group(g, arrived)?;
             }
             return Ok(());
         }
@@ -219,7 +249,7 @@ impl Blob {
                         let Some(g) = lock(&queue).next() else {
                             break;
                         };
-                        if let Err(e) = self.fetch_group(g) {
+                        if let Err(e) = self.fetch_group(g, arrived) {
                             failed.store(true, Ordering::Relaxed);
                             lock(&first_error).get_or_insert(e);
                         }
@@ -276,10 +306,10 @@ impl Blob {
     }
 
     /// Fetch one group with one range request, retrying transient failures.
-    fn fetch_group(&self, mut g: Group<'_>) -> Result<()> {
+    fn fetch_group(&self, mut g: Group<'_>, arrived: Arrived<'_>) -> Result<()> {
         let mut attempt = 1;
         loop {
-            match self.fetch_group_once(&mut g) {
+            match self.fetch_group_once(&mut g, arrived) {
                 Ok(()) => return Ok(()),
                 Err(e) if e.is_transient() => {
                     let url = match &e {
@@ -296,7 +326,7 @@ impl Blob {
         }
     }
 
-    fn fetch_group_once(&self, g: &mut Group<'_>) -> Result<()> {
+    fn fetch_group_once(&self, g: &mut Group<'_>, arrived: Arrived<'_>) -> Result<()> {
         let range = format!("bytes={}-{}", g.start, g.end - 1);
         // A cached redirect first (object storage), then the endpoints.
         let cached = lock(&self.redirect).clone();
@@ -313,7 +343,7 @@ impl Blob {
             };
             let reply = self.client.t.send(&req)?;
             if matches!(reply.status(), 200 | 206) {
-                return self.read_reply(reply, g);
+                return self.read_reply(reply, g, arrived);
             }
             log::debug!(
                 "cached redirect {} answered {}: back to the registry",
@@ -350,7 +380,7 @@ impl Blob {
                     if reply.redirected {
                         *lock(&self.redirect) = Some((0, reply.url.clone()));
                     }
-                    self.read_reply(reply, g)
+                    self.read_reply(reply, g, arrived)
                 })?;
         if let Some((idx, _)) = lock(&self.redirect).as_mut() {
             *idx = i;
@@ -361,7 +391,7 @@ impl Blob {
 
     /// Read a `206` (exactly the range) or a `200` (the whole blob: skip to the range)
     /// into the group's pieces.
-    fn read_reply(&self, reply: Reply, g: &mut Group<'_>) -> Result<()> {
+    fn read_reply(&self, reply: Reply, g: &mut Group<'_>, arrived: Arrived<'_>) -> Result<()> {
         let url = reply.url.clone();
         let want = g.end - g.start;
         let counters = self.client.counters();
@@ -453,6 +483,9 @@ impl Blob {
             fill(&mut r, None, p.offset - at, &mut pos).map_err(short)?;
             let len = p.buf.len() as u64;
             fill(&mut r, Some(&mut *p.buf), len, &mut pos).map_err(short)?;
+            if let Some(arrived) = arrived {
+                arrived(p.offset, p.buf);
+            }
             at = p.offset + len;
         }
         // Trailing bytes up to the group's end (a piece may end before it when merged).

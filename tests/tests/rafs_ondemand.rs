@@ -366,6 +366,7 @@ fn a_blob_store_gets_one_request_per_window_and_its_errors_fail_the_read() {
     let opened = server.open(&key(&id)).unwrap();
     // Opening read the blob's chunk table: count from here.
     reads.lock().unwrap().clear();
+    batches.lock().unwrap().clear();
     let mut window = vec![0u8; 1 << 20];
     server.fill(&opened.object, 0, &mut window).unwrap();
     assert_eq!(&window[..], &want[..1 << 20]);
@@ -404,6 +405,7 @@ fn scattered_ranges_of_a_batch_are_one_store_call() {
     let opened = server.open(&key(&id)).unwrap();
     // Opening read the blob's chunk table: count from here.
     reads.lock().unwrap().clear();
+    batches.lock().unwrap().clear();
     assert!(want.len() > 2 << 20, "{}", want.len());
     // Three ranges in different 64 KiB chunks, far apart; the second across a chunk boundary.
     let at = [
@@ -464,4 +466,142 @@ fn windows_that_split_a_chunk_fetch_it_once() {
     let split = fetched(&[(0, 160 << 10), (160 << 10, 160 << 10)]);
     assert!(whole > 0);
     assert_eq!(split, whole, "the split chunk was fetched twice");
+}
+
+/// A store that streams: hands each range over (and logs it) as it is read, one by one, and
+/// can be made to break after `break_after` ranges.
+struct Streaming {
+    dir: ondemand::LocalDirStore,
+    events: std::sync::Arc<std::sync::Mutex<Vec<(char, u64)>>>,
+    break_after: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+struct StreamingBlob {
+    inner: std::sync::Arc<dyn ondemand::StoredBlob>,
+    events: std::sync::Arc<std::sync::Mutex<Vec<(char, u64)>>>,
+    break_after: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl erofs_reader::Source for StreamingBlob {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.events.lock().unwrap().push(('s', offset));
+        self.inner.read_exact_at(buf, offset)
+    }
+    fn size(&self) -> io::Result<u64> {
+        self.inner.size()
+    }
+}
+
+impl ondemand::StoredBlob for StreamingBlob {
+    fn streams(&self) -> bool {
+        true
+    }
+    fn read_ranges_arriving(
+        &self,
+        reads: &mut [ondemand::RangeRead<'_>],
+        arrived: &(dyn Fn(u64, &[u8]) + Sync),
+    ) -> io::Result<()> {
+        self.events.lock().unwrap().push(('b', reads.len() as u64));
+        let limit = self.break_after.load(std::sync::atomic::Ordering::SeqCst);
+        for (i, r) in reads.iter_mut().enumerate() {
+            if i == limit {
+                return Err(io::Error::other("connection reset"));
+            }
+            self.inner.read_exact_at(r.buf, r.offset)?;
+            self.events.lock().unwrap().push(('a', r.offset));
+            arrived(r.offset, r.buf);
+        }
+        Ok(())
+    }
+}
+
+impl ondemand::BlobStore for Streaming {
+    fn open(&self, name: &[u8]) -> io::Result<std::sync::Arc<dyn ondemand::StoredBlob>> {
+        Ok(std::sync::Arc::new(StreamingBlob {
+            inner: self.dir.open(name)?,
+            events: self.events.clone(),
+            break_after: self.break_after.clone(),
+        }))
+    }
+    fn names(&self) -> io::Result<Vec<Vec<u8>>> {
+        self.dir.names()
+    }
+}
+
+/// Over a store that streams, a window's chunks are decoded as their stored bytes arrive:
+/// the server reports growing prefixes of the window, the first before the last chunk's
+/// bytes are in, every prefix holds the right bytes, all from one store call; a store that
+/// breaks mid-window fails the fill after reporting only right bytes, and the same window
+/// then reads right.
+#[test]
+fn a_streaming_store_is_decoded_as_it_arrives() {
+    let dir = tests::scratch_dir("rafs_ondemand/stream");
+    let Some((blobs, id, want)) = zstd_64k_chunks(&dir) else {
+        return;
+    };
+    let store = Streaming {
+        dir: ondemand::LocalDirStore::new(&blobs),
+        events: Default::default(),
+        break_after: std::sync::Arc::new(usize::MAX.into()),
+    };
+    let (events, break_after) = (store.events.clone(), store.break_after.clone());
+    let server = ondemand::rafs::RafsServer::with_store(store).with_verify_digests(true);
+    // The bootstrap first, as the kernel opens them: the blob's open then reads its chunk
+    // map (the array and the header after it) with one read, not one each.
+    server.open(&key(b"img")).unwrap();
+    events.lock().unwrap().clear();
+    let opened = server.open(&key(&id)).unwrap();
+    assert_eq!(
+        events.lock().unwrap().len(),
+        1,
+        "{:?}",
+        events.lock().unwrap()
+    );
+    events.lock().unwrap().clear();
+    // A window starting mid-chunk, as READ windows do.
+    let off = 12u64 << 10;
+    let mut window = vec![0u8; 1 << 20];
+    let mut prefixes = Vec::new();
+    let mut ready = |prefix: &[u8]| {
+        assert_eq!(prefix, &want[off as usize..off as usize + prefix.len()]);
+        events.lock().unwrap().push(('r', prefix.len() as u64));
+        prefixes.push(prefix.len());
+    };
+    server
+        .fill_streaming(&opened.object, off, &mut window, &mut ready)
+        .unwrap();
+    assert_eq!(&window[..], &want[off as usize..off as usize + (1 << 20)]);
+    let seen = events.lock().unwrap().clone();
+    // 1 MiB from 12 KiB touches 17 chunks of 64 KiB: one store call for all of them, no
+    // single read.
+    assert_eq!(seen.first(), Some(&('b', 17)), "{seen:?}");
+    assert_eq!(seen.iter().filter(|e| e.0 == 'b').count(), 1, "{seen:?}");
+    assert!(!seen.iter().any(|e| e.0 == 's'), "{seen:?}");
+    let first_ready = seen.iter().position(|e| e.0 == 'r').unwrap();
+    let last_arrival = seen.iter().rposition(|e| e.0 == 'a').unwrap();
+    assert!(first_ready < last_arrival, "{seen:?}");
+    assert!(prefixes.windows(2).all(|w| w[0] < w[1]), "{prefixes:?}");
+    assert!(prefixes.len() >= 16, "{prefixes:?}");
+    assert_eq!(prefixes.last(), Some(&(1 << 20)));
+
+    // Broken after 5 of 17 ranges (the next window): an error, and only right bytes reported.
+    break_after.store(5, std::sync::atomic::Ordering::SeqCst);
+    let off = 2u64 << 20;
+    let mut prefixes = Vec::new();
+    let mut ready = |prefix: &[u8]| {
+        assert_eq!(prefix, &want[off as usize..off as usize + prefix.len()]);
+        prefixes.push(prefix.len());
+    };
+    let mut next = vec![0u8; 1 << 20];
+    let err = server
+        .fill_streaming(&opened.object, off, &mut next, &mut ready)
+        .unwrap_err();
+    assert_eq!(ondemand::errno_of(&err).get(), 5, "EIO: {err}");
+    assert!(
+        prefixes.last().is_some_and(|&n| n <= 5 << 16),
+        "{prefixes:?}"
+    );
+    break_after.store(usize::MAX, std::sync::atomic::Ordering::SeqCst);
+    server.fill(&opened.object, off, &mut next).unwrap();
+    assert_eq!(&next[..], &want[off as usize..off as usize + (1 << 20)]);
 }

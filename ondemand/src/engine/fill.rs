@@ -30,6 +30,9 @@ pub struct ReadPlan {
 /// ([`Engine::with_async_readahead`]).
 pub(crate) type Later<O, K> = Vec<(Arc<Object<O, K>>, Vec<Range<u64>>)>;
 
+/// Answers a READ ([`Engine::fill_window_answering`]).
+pub(crate) type Answer<'a> = &'a mut (dyn FnMut() + Send);
+
 impl<S: OnDemandServer, K> Engine<S, K> {
     /// Count a read of `len` bytes at `off` of `object` and decide its window and the fill
     /// ahead of it (which advances the object's sequential stream).
@@ -125,6 +128,24 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
         buf: &mut AlignedBuf,
         later: &mut Later<S::Object, K>,
     ) -> io::Result<()> {
+        self.fill_window_answering(object, range, requested_end, buf, later, None)
+    }
+
+    /// [`fill_window`](Self::fill_window), calling `answer` (once) as soon as the requested
+    /// part is written when a server that streams ([`OnDemandServer::fill_streaming`])
+    /// writes it while the rest of the window is still being produced: the READ is answered
+    /// then, and the rest of the same fill goes on (claimed: a READ that lands in it waits
+    /// for its part instead of fetching it again). Not called otherwise: the caller answers
+    /// after this returns.
+    pub(crate) fn fill_window_answering(
+        &self,
+        object: &Arc<Object<S::Object, K>>,
+        range: Range<u64>,
+        requested_end: u64,
+        buf: &mut AlignedBuf,
+        later: &mut Later<S::Object, K>,
+        answer: Option<Answer<'_>>,
+    ) -> io::Result<()> {
         self.active_reads.fetch_add(1, Ordering::SeqCst);
         let mut deferred = Vec::new();
         let result = self.fill_read(
@@ -134,6 +155,7 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
             buf,
             self.async_readahead.then_some(&mut deferred),
             false,
+            answer,
         );
         self.active_reads.fetch_sub(1, Ordering::SeqCst);
         if !deferred.is_empty() {
@@ -175,7 +197,7 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
         buf: &mut AlignedBuf,
     ) -> io::Result<()> {
         let end = range.end;
-        self.fill_read(object, range, end, buf, None, true)
+        self.fill_read(object, range, end, buf, None, true, None)
             .map_err(|(_, e)| e)
     }
 
@@ -204,6 +226,8 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
     ///
     /// With `later`, the readahead claims are not filled but handed back (still claimed), to
     /// be filled after the READ is completed ([`Engine::with_async_readahead`]).
+    // The READ's range and buffer, who fills, and the two ways a READ's answer can move.
+    #[allow(clippy::too_many_arguments)]
     fn fill_read(
         &self,
         object: &Object<S::Object, K>,
@@ -212,6 +236,7 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
         buf: &mut AlignedBuf,
         mut later: Option<&mut Vec<Range<u64>>>,
         by_prefetch: bool,
+        mut answer: Option<Answer<'_>>,
     ) -> Result<(), (u64, io::Error)> {
         let requested = range.start..requested_end;
         let readahead = requested_end..range.end;
@@ -301,7 +326,19 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
                 }
                 _ => c,
             };
-            let result = self.fill(object, c.clone(), buf, by_prefetch);
+            // The fill that writes the end of the requested part may answer the READ, if all
+            // before it went well.
+            let hook = match answer.take() {
+                Some(a) if first_err.is_none() && c.start < requested_end => {
+                    Some((requested_end, a))
+                }
+                other => {
+                    answer = other;
+                    None
+                }
+            };
+            let result =
+                self.fill_in_chunks_answering(object, c.clone(), buf, by_prefetch, u64::MAX, hook);
             // Whatever was not written is released too (fill marks written chunks itself).
             object.release(c, false, by_prefetch);
             if let Err(e) = result {
@@ -340,6 +377,21 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
         prefetch: bool,
         max_chunk: u64,
     ) -> Result<(), (u64, io::Error)> {
+        self.fill_in_chunks_answering(object, range, buf, prefetch, max_chunk, None)
+    }
+
+    /// [`fill_in_chunks`](Self::fill_in_chunks), writing (and marking) each part of a chunk
+    /// as soon as the server reports it final ([`OnDemandServer::fill_streaming`]), and
+    /// calling `answer`'s hook once the bytes up to its offset are written that way.
+    fn fill_in_chunks_answering(
+        &self,
+        object: &Object<S::Object, K>,
+        range: Range<u64>,
+        buf: &mut AlignedBuf,
+        prefetch: bool,
+        max_chunk: u64,
+        mut answer: Option<(u64, Answer<'_>)>,
+    ) -> Result<(), (u64, io::Error)> {
         let chunk = (buf.len() as u64).min(max_chunk.max(BLOCK) / BLOCK * BLOCK);
         let bytes = buf.as_mut_bytes();
         let whole = range.end.saturating_sub(range.start) <= chunk;
@@ -357,9 +409,42 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
             let valid = (end.min(object.size()).saturating_sub(pos)) as usize;
             let out = &mut bytes[..n];
             let started = Instant::now();
-            self.server
-                .fill(object.state(), pos, &mut out[..valid])
-                .map_err(|e| (pos, e))?;
+            // Whole blocks of `out` written while the server still fills the rest.
+            let mut early = 0usize;
+            let mut early_err = None;
+            let mut ready = |prefix: &[u8]| {
+                let upto = prefix.len() / BLOCK as usize * BLOCK as usize;
+                if early_err.is_some() || upto <= early {
+                    return;
+                }
+                let at = pos + early as u64;
+                if let Err(e) = object.sink().write_at(&prefix[early..upto], at) {
+                    early_err = Some((at, e));
+                    return;
+                }
+                self.stats.writes.incr();
+                self.stats.bytes_written.add((upto - early) as u64);
+                object.release(at..pos + upto as u64, true, prefetch);
+                early = upto;
+                if let Some((end, _)) = answer
+                    && pos + upto as u64 >= end
+                    && let Some((_, answer)) = answer.take()
+                {
+                    log::debug!(
+                        "object {}: [{pos}, +{upto}) written after {:.1} ms: READ answered",
+                        object.id(),
+                        started.elapsed().as_secs_f64() * 1e3
+                    );
+                    answer();
+                }
+            };
+            let filled =
+                self.server
+                    .fill_streaming(object.state(), pos, &mut out[..valid], &mut ready);
+            if let Some(e) = early_err {
+                return Err(e);
+            }
+            filled.map_err(|e| (pos + early as u64, e))?;
             let fetched_in = started.elapsed();
             self.stats.fetch_latency.observe(fetched_in);
             let fetched = if prefetch {
@@ -370,7 +455,13 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
             fetched.add(valid as u64);
             out[valid..].fill(0);
             let written = Instant::now();
-            object.sink().write_at(out, pos).map_err(|e| (pos, e))?;
+            let rest = pos + early as u64;
+            if early < n {
+                object
+                    .sink()
+                    .write_at(&out[early..], rest)
+                    .map_err(|e| (rest, e))?;
+            }
             log::debug!(
                 "object {}: filled [{pos}, +{n}) on thread {}: fetched in {:.1} ms, written in {:.1} ms",
                 object.id(),
@@ -378,9 +469,11 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
                 fetched_in.as_secs_f64() * 1e3,
                 written.elapsed().as_secs_f64() * 1e3
             );
-            self.stats.writes.incr();
-            self.stats.bytes_written.add(n as u64);
-            object.release(pos..end, true, prefetch);
+            if early < n {
+                self.stats.writes.incr();
+                self.stats.bytes_written.add((n - early) as u64);
+                object.release(rest..end, true, prefetch);
+            }
             pos = end;
         }
         Ok(())

@@ -31,8 +31,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use cachefiles_proto::ObjectId;
 
-pub(crate) use fill::Later;
 pub use fill::ReadPlan;
+pub(crate) use fill::{Answer, Later};
 pub use object::Object;
 pub use pool::default_fill_threads;
 pub(crate) use prefetch::Prefetcher;

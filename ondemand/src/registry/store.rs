@@ -120,6 +120,22 @@ impl StoredBlob for RemoteBlob {
             reads.iter_mut().map(|r| (r.offset, &mut *r.buf)).collect();
         self.0.read_ranges(&mut ranges).map_err(read_error)
     }
+
+    fn streams(&self) -> bool {
+        true
+    }
+
+    fn read_ranges_arriving(
+        &self,
+        reads: &mut [RangeRead<'_>],
+        arrived: &(dyn Fn(u64, &[u8]) + Sync),
+    ) -> io::Result<()> {
+        let mut ranges: Vec<(u64, &mut [u8])> =
+            reads.iter_mut().map(|r| (r.offset, &mut *r.buf)).collect();
+        self.0
+            .read_ranges_arriving(&mut ranges, arrived)
+            .map_err(read_error)
+    }
 }
 
 /// Bytes held in memory (an unpacked bootstrap).
