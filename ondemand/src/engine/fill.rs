@@ -30,6 +30,10 @@ pub struct ReadPlan {
 /// ([`Engine::with_async_readahead`]).
 pub(crate) type Later<O, K> = Vec<(Arc<Object<O, K>>, Vec<Range<u64>>)>;
 
+/// The least a streaming fill writes early ([`OnDemandServer::fill_streaming`]), unless the
+/// write answers a READ.
+const EARLY_WRITE: usize = 256 << 10;
+
 /// Answers a READ ([`Engine::fill_window_answering`]).
 pub(crate) type Answer<'a> = &'a mut (dyn FnMut() + Send);
 
@@ -287,7 +291,9 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
         self.stats
             .served_by_prefetch_bytes
             .add(r.prefetched.intersection_len(requested.clone()));
-        if !readahead.is_empty() {
+        // A READ whose requested part was in flight landed in another fill's window (one
+        // answered before its rest was written, or a prefetch): that fill is its readahead.
+        if !readahead.is_empty() && !must_wait {
             claims.extend(r.busy_or_present().gaps(readahead));
         }
         // Adjacent claims (the requested part and the readahead after it) merge, so one fill
@@ -414,7 +420,13 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
             let mut early_err = None;
             let mut ready = |prefix: &[u8]| {
                 let upto = prefix.len() / BLOCK as usize * BLOCK as usize;
-                if early_err.is_some() || upto <= early {
+                // Written when it answers the READ, else in steps of at least EARLY_WRITE:
+                // each write is a syscall and a direct write into the cache file.
+                let answers = answer
+                    .as_ref()
+                    .is_some_and(|(end, _)| pos + upto as u64 >= *end);
+                if early_err.is_some() || upto <= early || (!answers && upto - early < EARLY_WRITE)
+                {
                     return;
                 }
                 let at = pos + early as u64;
