@@ -48,10 +48,18 @@ impl<S: OnDemandServer, K> Engine<S, K> {
             Some((range, _)) if self.sequential_ahead() > 0 => {
                 let limit = round_up(object.size().min(i64::MAX as u64));
                 let base = self.readahead().max(AHEAD_MIN);
-                object
-                    .lock_ranges()
-                    .stream
-                    .advance(range, base, self.sequential_ahead(), limit)
+                let mut r = object.lock_ranges();
+                // Within a window answered early and still being filled: the reader reads on
+                // in that window (which it would have found written had the READ waited for
+                // all of it); the stream is its business once the window is done.
+                if r.answered_rest
+                    .intersects(range.start..range.start.saturating_add(BLOCK))
+                {
+                    None
+                } else {
+                    r.stream
+                        .advance(range, base, self.sequential_ahead(), limit)
+                }
             }
             Some(_) => None,
             None => {
@@ -418,6 +426,8 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
             // Whole blocks of `out` written while the server still fills the rest.
             let mut early = 0usize;
             let mut early_err = None;
+            let mut answered_early = false;
+            let end_of_fill = end;
             let mut ready = |prefix: &[u8]| {
                 let upto = prefix.len() / BLOCK as usize * BLOCK as usize;
                 // Written when it answers the READ, else in steps of at least EARLY_WRITE:
@@ -447,12 +457,22 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
                         object.id(),
                         started.elapsed().as_secs_f64() * 1e3
                     );
+                    if pos + (upto as u64) < end_of_fill {
+                        object
+                            .lock_ranges()
+                            .answered_rest
+                            .insert(pos + upto as u64..end_of_fill);
+                        answered_early = true;
+                    }
                     answer();
                 }
             };
             let filled =
                 self.server
                     .fill_streaming(object.state(), pos, &mut out[..valid], &mut ready);
+            if answered_early {
+                object.lock_ranges().answered_rest.remove(pos..end);
+            }
             if let Some(e) = early_err {
                 return Err(e);
             }

@@ -39,6 +39,10 @@ pub(crate) struct ObjectRanges {
     pub(crate) inflight: RangeSet,
     /// Found present in the cache file by a scan (`SEEK_DATA`), e.g. from an earlier daemon.
     pub(crate) scanned: RangeSet,
+    /// The rest of READ windows answered before it was written, still being filled
+    /// ([`Engine::fill_window_answering`]): a READ that lands there is the same reader
+    /// reading on, not a sequential reader's next READ past a window.
+    pub(crate) answered_rest: RangeSet,
     /// Sequential-reader detection for [`Engine::with_sequential_ahead`].
     pub(crate) stream: Stream,
 }
