@@ -177,8 +177,9 @@ impl Read for CountingReader<'_> {
 enum Probe {
     /// `GET https://HOST/v2/`: any reply, or why there was none.
     Tls(std::result::Result<(), ureq::Error>),
-    /// `GET http://HOST/v2/`: the status and the `WWW-Authenticate` values, if a reply came.
-    Plain(Option<(u16, Vec<String>)>),
+    /// `GET http://HOST/v2/`: the status, the `WWW-Authenticate` values and the body's
+    /// length, if a reply came.
+    Plain(Option<(u16, Vec<String>, u64)>),
 }
 
 /// What a host wants to be authenticated with, learnt from its challenges.
@@ -410,8 +411,8 @@ impl Transport {
                         .map(str::to_owned)
                         .collect();
                     // Read to the end (bounded) so the connection goes back to the pool.
-                    let _ = r.into_body().with_config().limit(64 << 10).read_to_vec();
-                    (status, challenges)
+                    let body = r.into_body().with_config().limit(64 << 10).read_to_vec();
+                    (status, challenges, body.map_or(0, |b| b.len() as u64))
                 }))
             }),
         );
@@ -422,9 +423,16 @@ impl Transport {
             ));
         }
         let mut scheme = None;
-        for answer in rx.iter() {
+        // The plain answer's body bytes count as any reply's (the registry logs them).
+        let counted = |answer: Probe| {
+            if let Probe::Plain(Some((_, _, n))) = &answer {
+                Counters::add(&self.counters.bytes, *n);
+            }
+            answer
+        };
+        for answer in rx.iter().map(counted) {
             match answer {
-                Probe::Plain(Some((status @ (200 | 401), challenges))) => {
+                Probe::Plain(Some((status @ (200 | 401), challenges, _))) => {
                     log::debug!("{plain}: {status} in plain HTTP: using plain HTTP");
                     if status == 401 {
                         // What the host wants, learnt before the first real request, as
@@ -451,8 +459,8 @@ impl Transport {
                     scheme = Some("http");
                     // The plain request started with it: its challenges, if it answers
                     // within the time a connection may take.
-                    if let Ok(Probe::Plain(Some((401, challenges)))) =
-                        rx.recv_timeout(self.config.connect_timeout)
+                    if let Ok(Probe::Plain(Some((401, challenges, _)))) =
+                        rx.recv_timeout(self.config.connect_timeout).map(counted)
                     {
                         self.learn_challenges(host, &challenges);
                     }

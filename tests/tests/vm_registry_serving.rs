@@ -233,8 +233,9 @@ fn report(out: &VmOutcome, p: &Pushed, name: &str) {
         assert_eq!(field(&metrics, "read_errors"), 0, "{tag}: {metrics}");
         // The daemon's exported registry counters are the registry's own count.
         let after = get("after_registry");
-        // The client counts one request more than the access log shows: its HTTPS probe of
-        // the loopback registry (plain HTTP answers a TLS hello with no access-log line).
+        // The client counts one request more than the access log shows: the TLS half of its
+        // scheme probe of the loopback registry (plain HTTP answers a TLS hello with no
+        // access-log line; the plain `GET /v2/` half is logged, and its body counted).
         let (ours, theirs) = (
             field(&metrics, "registry_requests"),
             field(&after, "requests"),
