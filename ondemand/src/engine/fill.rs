@@ -269,6 +269,8 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
         let waited = Instant::now();
         let deadline = waited + Duration::from_secs(60);
         let must_wait = r.inflight.intersects(requested.clone());
+        // Checked before waiting: the fill it waits for forgets its rest when it ends.
+        let in_answered_rest = r.answered_rest.intersects(requested.clone());
         while r.inflight.intersects(requested.clone())
             && !object.is_closed()
             && Instant::now() < deadline
@@ -299,9 +301,9 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
         self.stats
             .served_by_prefetch_bytes
             .add(r.prefetched.intersection_len(requested.clone()));
-        // A READ whose requested part was in flight landed in another fill's window (one
-        // answered before its rest was written, or a prefetch): that fill is its readahead.
-        if !readahead.is_empty() && !must_wait {
+        // A READ that landed in the rest of a window answered early (the reader reading on
+        // there): that fill is its readahead.
+        if !readahead.is_empty() && !in_answered_rest {
             claims.extend(r.busy_or_present().gaps(readahead));
         }
         // Adjacent claims (the requested part and the readahead after it) merge, so one fill
