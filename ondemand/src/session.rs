@@ -415,6 +415,7 @@ mod tests {
     use zerocopy::IntoBytes;
 
     use std::sync::Mutex;
+    use std::time::Duration;
 
     use super::*;
     use crate::engine::{DEFAULT_READAHEAD, Sink};
@@ -706,6 +707,142 @@ mod tests {
         assert_eq!(events, want);
         assert_eq!(object.present().ranges().len(), 1);
         assert_eq!(object.present().ranges()[0], 8192..8192 + (1 << 20));
+        assert_eq!(s.stats().fetched_bytes, 1 << 20);
+    }
+
+    /// A streaming server whose fills stop after their first 64 KiB step until the test lets
+    /// them go on.
+    struct Gated {
+        inner: LocalDirServer,
+        gate: Mutex<std::sync::mpsc::Receiver<()>>,
+    }
+
+    impl OnDemandServer for Gated {
+        type Object = <LocalDirServer as OnDemandServer>::Object;
+        fn open(&self, key: &ObjectKey<'_>) -> io::Result<crate::Opened<Self::Object>> {
+            self.inner.open(key)
+        }
+        fn read_at(&self, object: &Self::Object, off: u64, buf: &mut [u8]) -> io::Result<usize> {
+            self.inner.read_at(object, off, buf)
+        }
+        fn fill_streaming(
+            &self,
+            object: &Self::Object,
+            off: u64,
+            buf: &mut [u8],
+            ready: &mut (dyn FnMut(&[u8]) + Send),
+        ) -> io::Result<()> {
+            let mut done = 0;
+            while done < buf.len() {
+                let n = (buf.len() - done).min(64 << 10);
+                self.inner
+                    .fill(object, off + done as u64, &mut buf[done..done + n])?;
+                done += n;
+                ready(&buf[..done]);
+                if done == n {
+                    // Err once the test dropped its sender: never blocks for good.
+                    let _ = self.gate.lock().unwrap().recv();
+                }
+            }
+            Ok(())
+        }
+    }
+
+    /// A READ that lands in the rest of a window answered early, while that rest is still
+    /// being fetched, waits for it: it fetches nothing itself (no refetch, and no readahead
+    /// of its own past the window) and is answered once its part is written.
+    #[test]
+    fn a_read_in_the_rest_of_a_window_answered_early_waits_for_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("boot"), pattern(BLOB_LEN)).unwrap();
+        let (go, gate) = std::sync::mpsc::channel();
+        let server = Gated {
+            inner: LocalDirServer::new(tmp.path()),
+            gate: Mutex::new(gate),
+        };
+        let s = Session::<Gated, Events>::new(server).with_readahead(1 << 20);
+        let send = |_: &Command<'_>| Ok(());
+        let open = Request::Open(OpenRequest {
+            msg_id: MsgId(1),
+            object_id: ObjectId(1),
+            volume_key: b"erofs,boot",
+            cookie_key: b"boot",
+            fd: 3,
+            flags: 0,
+        });
+        s.execute(
+            s.handle(&open, Some(Events::default())),
+            &send,
+            &mut AlignedBuf::new(1 << 20),
+        );
+        let read = |msg_id, off| {
+            Request::Read(ReadRequest {
+                msg_id: MsgId(msg_id),
+                object_id: ObjectId(1),
+                off,
+                len: 4096,
+            })
+        };
+        let object = s.object(ObjectId(1)).unwrap();
+        let events = || object.sink().0.lock().unwrap().clone();
+        std::thread::scope(|scope| {
+            let first = scope.spawn(|| {
+                s.execute(
+                    s.handle(&read(2, 0), None),
+                    &send,
+                    &mut AlignedBuf::new(1 << 20),
+                );
+            });
+            // READ 2 is answered after the first step; its window's rest is still to come.
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !events().contains(&('c', 2)) {
+                assert!(
+                    Instant::now() < deadline,
+                    "READ 2 never answered: {:?}",
+                    events()
+                );
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            assert_eq!(events(), [('w', 0), ('c', 2)]);
+            // READ 3 lands in that rest (512 KiB in): it must wait for the fill in flight.
+            let second = scope.spawn(|| {
+                s.execute(
+                    s.handle(&read(3, 512 << 10), None),
+                    &send,
+                    &mut AlignedBuf::new(1 << 20),
+                );
+            });
+            std::thread::sleep(Duration::from_millis(50));
+            assert!(
+                !events().contains(&('c', 3)),
+                "answered before its bytes: {:?}",
+                events()
+            );
+            go.send(()).unwrap();
+            drop(go);
+            first.join().unwrap();
+            second.join().unwrap();
+        });
+        let ev = events();
+        let answered = ev
+            .iter()
+            .position(|e| *e == ('c', 3))
+            .expect("READ 3 answered");
+        // The fill writes its window in order, each write up to the next one's start: the
+        // write holding [512 KiB, +4 KiB) is the last one starting at or before 512 KiB, and
+        // it came before the answer.
+        let covering = ev
+            .iter()
+            .rposition(|&(k, off)| k == 'w' && off <= 512 << 10)
+            .expect("a write at or before 512 KiB");
+        assert!(covering < answered, "{ev:?}");
+        assert!(
+            ev.iter().any(|&(k, off)| k == 'w' && off > 512 << 10),
+            "{ev:?}"
+        );
+        let present = object.present();
+        assert_eq!(present.ranges().len(), 1);
+        assert_eq!(present.ranges()[0], 0..1 << 20);
         assert_eq!(s.stats().fetched_bytes, 1 << 20);
     }
 
