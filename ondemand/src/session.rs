@@ -640,16 +640,20 @@ mod tests {
         assert_eq!(fetched2, fetched);
     }
 
-    /// A directory server that streams: fills in 64 KiB steps, reporting each prefix.
-    struct Streaming(LocalDirServer);
+    /// A directory server that streams: fills in 64 KiB steps, reporting each prefix; with a
+    /// gate, each fill stops after its first step until the test lets it go on.
+    struct Streaming {
+        inner: LocalDirServer,
+        gate: Option<Mutex<std::sync::mpsc::Receiver<()>>>,
+    }
 
     impl OnDemandServer for Streaming {
         type Object = <LocalDirServer as OnDemandServer>::Object;
         fn open(&self, key: &ObjectKey<'_>) -> io::Result<crate::Opened<Self::Object>> {
-            self.0.open(key)
+            self.inner.open(key)
         }
         fn read_at(&self, object: &Self::Object, off: u64, buf: &mut [u8]) -> io::Result<usize> {
-            self.0.read_at(object, off, buf)
+            self.inner.read_at(object, off, buf)
         }
         fn fill_streaming(
             &self,
@@ -661,10 +665,16 @@ mod tests {
             let mut done = 0;
             while done < buf.len() {
                 let n = (buf.len() - done).min(64 << 10);
-                self.0
+                self.inner
                     .fill(object, off + done as u64, &mut buf[done..done + n])?;
                 done += n;
                 ready(&buf[..done]);
+                if done == n
+                    && let Some(gate) = &self.gate
+                {
+                    // Err once the test dropped its sender: never blocks for good.
+                    let _ = gate.lock().unwrap().recv();
+                }
             }
             Ok(())
         }
@@ -674,8 +684,11 @@ mod tests {
     fn a_streaming_fill_completes_the_read_once_its_part_is_written() {
         let tmp = tempfile::tempdir().unwrap();
         std::fs::write(tmp.path().join("boot"), pattern(BLOB_LEN)).unwrap();
-        let s = Session::<Streaming, Events>::new(Streaming(LocalDirServer::new(tmp.path())))
-            .with_readahead(1 << 20);
+        let s = Session::<Streaming, Events>::new(Streaming {
+            inner: LocalDirServer::new(tmp.path()),
+            gate: None,
+        })
+        .with_readahead(1 << 20);
         let send = |_: &Command<'_>| Ok(());
         let mut buf = AlignedBuf::new(1 << 20);
         let open = Request::Open(OpenRequest {
@@ -710,44 +723,6 @@ mod tests {
         assert_eq!(s.stats().fetched_bytes, 1 << 20);
     }
 
-    /// A streaming server whose fills stop after their first 64 KiB step until the test lets
-    /// them go on.
-    struct Gated {
-        inner: LocalDirServer,
-        gate: Mutex<std::sync::mpsc::Receiver<()>>,
-    }
-
-    impl OnDemandServer for Gated {
-        type Object = <LocalDirServer as OnDemandServer>::Object;
-        fn open(&self, key: &ObjectKey<'_>) -> io::Result<crate::Opened<Self::Object>> {
-            self.inner.open(key)
-        }
-        fn read_at(&self, object: &Self::Object, off: u64, buf: &mut [u8]) -> io::Result<usize> {
-            self.inner.read_at(object, off, buf)
-        }
-        fn fill_streaming(
-            &self,
-            object: &Self::Object,
-            off: u64,
-            buf: &mut [u8],
-            ready: &mut (dyn FnMut(&[u8]) + Send),
-        ) -> io::Result<()> {
-            let mut done = 0;
-            while done < buf.len() {
-                let n = (buf.len() - done).min(64 << 10);
-                self.inner
-                    .fill(object, off + done as u64, &mut buf[done..done + n])?;
-                done += n;
-                ready(&buf[..done]);
-                if done == n {
-                    // Err once the test dropped its sender: never blocks for good.
-                    let _ = self.gate.lock().unwrap().recv();
-                }
-            }
-            Ok(())
-        }
-    }
-
     /// A READ that lands in the rest of a window answered early, while that rest is still
     /// being fetched, waits for it: it fetches nothing itself (no refetch, and no readahead
     /// of its own past the window) and is answered once its part is written.
@@ -756,11 +731,11 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         std::fs::write(tmp.path().join("boot"), pattern(BLOB_LEN)).unwrap();
         let (go, gate) = std::sync::mpsc::channel();
-        let server = Gated {
+        let server = Streaming {
             inner: LocalDirServer::new(tmp.path()),
-            gate: Mutex::new(gate),
+            gate: Some(Mutex::new(gate)),
         };
-        let s = Session::<Gated, Events>::new(server).with_readahead(1 << 20);
+        let s = Session::<Streaming, Events>::new(server).with_readahead(1 << 20);
         let send = |_: &Command<'_>| Ok(());
         let open = Request::Open(OpenRequest {
             msg_id: MsgId(1),
