@@ -583,6 +583,35 @@ mod tests {
         }
     }
 
+    /// Handle and execute `req` on `s` as a worker would (commands dropped, a fresh buffer).
+    fn run<S: OnDemandServer>(s: &Session<S, Events>, req: &Request<'_>, fd: Option<Events>) {
+        let send = |_: &Command<'_>| Ok(());
+        s.execute(s.handle(req, fd), &send, &mut AlignedBuf::new(1 << 20));
+    }
+
+    /// Open the blob "boot" as object 1, its writes and completions recorded in [`Events`].
+    fn open_boot<S: OnDemandServer>(s: &Session<S, Events>) {
+        let open = Request::Open(OpenRequest {
+            msg_id: MsgId(1),
+            object_id: ObjectId(1),
+            volume_key: b"erofs,boot",
+            cookie_key: b"boot",
+            fd: 3,
+            flags: 0,
+        });
+        run(s, &open, Some(Events::default()));
+    }
+
+    /// A READ of object 1.
+    fn read_boot(msg_id: u32, off: u64, len: u64) -> Request<'static> {
+        Request::Read(ReadRequest {
+            msg_id: MsgId(msg_id),
+            object_id: ObjectId(1),
+            off,
+            len,
+        })
+    }
+
     #[test]
     fn async_readahead_completes_before_filling_the_window() {
         let tmp = tempfile::tempdir().unwrap();
@@ -591,26 +620,8 @@ mod tests {
             let s = Session::<LocalDirServer, Events>::new(LocalDirServer::new(tmp.path()))
                 .with_readahead(1 << 20)
                 .with_async_readahead(async_readahead);
-            let open = Request::Open(OpenRequest {
-                msg_id: MsgId(1),
-                object_id: ObjectId(1),
-                volume_key: b"erofs,boot",
-                cookie_key: b"boot",
-                fd: 3,
-                flags: 0,
-            });
-            let mut buf = AlignedBuf::new(1 << 20);
-            let send = |_: &Command<'_>| Ok(());
-            let actions = s.handle(&open, Some(Events::default()));
-            s.execute(actions, &send, &mut buf);
-            let read = Request::Read(ReadRequest {
-                msg_id: MsgId(2),
-                object_id: ObjectId(1),
-                off: 8192,
-                len: 4096,
-            });
-            let actions = s.handle(&read, None);
-            s.execute(actions, &send, &mut buf);
+            open_boot(&s);
+            run(&s, &read_boot(2, 8192, 4096), None);
             let object = s.object(ObjectId(1)).unwrap();
             let events = object.sink().0.lock().unwrap().clone();
             (events, object.present(), s.stats().fetched_bytes)
@@ -689,29 +700,11 @@ mod tests {
             gate: None,
         })
         .with_readahead(1 << 20);
-        let send = |_: &Command<'_>| Ok(());
-        let mut buf = AlignedBuf::new(1 << 20);
-        let open = Request::Open(OpenRequest {
-            msg_id: MsgId(1),
-            object_id: ObjectId(1),
-            volume_key: b"erofs,boot",
-            cookie_key: b"boot",
-            fd: 3,
-            flags: 0,
-        });
-        s.execute(s.handle(&open, Some(Events::default())), &send, &mut buf);
-        let read = |msg_id, off, len| {
-            Request::Read(ReadRequest {
-                msg_id: MsgId(msg_id),
-                object_id: ObjectId(1),
-                off,
-                len,
-            })
-        };
+        open_boot(&s);
         // 100 KiB asked at 8 KiB: written and answered once the second 64 KiB step is in,
         // then the rest of the window is written by the same fill in steps of 256 KiB (the
         // last one when the fill ends), and the READ is not completed again.
-        s.execute(s.handle(&read(2, 8192, 100 << 10), None), &send, &mut buf);
+        run(&s, &read_boot(2, 8192, 100 << 10), None);
         let object = s.object(ObjectId(1)).unwrap();
         let events = object.sink().0.lock().unwrap().clone();
         let step = 64 << 10;
@@ -736,38 +729,11 @@ mod tests {
             gate: Some(Mutex::new(gate)),
         };
         let s = Session::<Streaming, Events>::new(server).with_readahead(1 << 20);
-        let send = |_: &Command<'_>| Ok(());
-        let open = Request::Open(OpenRequest {
-            msg_id: MsgId(1),
-            object_id: ObjectId(1),
-            volume_key: b"erofs,boot",
-            cookie_key: b"boot",
-            fd: 3,
-            flags: 0,
-        });
-        s.execute(
-            s.handle(&open, Some(Events::default())),
-            &send,
-            &mut AlignedBuf::new(1 << 20),
-        );
-        let read = |msg_id, off| {
-            Request::Read(ReadRequest {
-                msg_id: MsgId(msg_id),
-                object_id: ObjectId(1),
-                off,
-                len: 4096,
-            })
-        };
+        open_boot(&s);
         let object = s.object(ObjectId(1)).unwrap();
         let events = || object.sink().0.lock().unwrap().clone();
         std::thread::scope(|scope| {
-            let first = scope.spawn(|| {
-                s.execute(
-                    s.handle(&read(2, 0), None),
-                    &send,
-                    &mut AlignedBuf::new(1 << 20),
-                );
-            });
+            let first = scope.spawn(|| run(&s, &read_boot(2, 0, 4096), None));
             // READ 2 is answered after the first step; its window's rest is still to come.
             let deadline = Instant::now() + Duration::from_secs(30);
             while !events().contains(&('c', 2)) {
@@ -780,13 +746,7 @@ mod tests {
             }
             assert_eq!(events(), [('w', 0), ('c', 2)]);
             // READ 3 lands in that rest (512 KiB in): it must wait for the fill in flight.
-            let second = scope.spawn(|| {
-                s.execute(
-                    s.handle(&read(3, 512 << 10), None),
-                    &send,
-                    &mut AlignedBuf::new(1 << 20),
-                );
-            });
+            let second = scope.spawn(|| run(&s, &read_boot(3, 512 << 10, 4096), None));
             std::thread::sleep(Duration::from_millis(50));
             assert!(
                 !events().contains(&('c', 3)),
