@@ -114,11 +114,16 @@ impl Source for RemoteBlob {
     }
 }
 
+/// The engine's range reads as `oci-lazy`'s `(offset, buffer)` pairs.
+fn as_ranges<'a>(reads: &'a mut [RangeRead<'_>]) -> Vec<(u64, &'a mut [u8])> {
+    reads.iter_mut().map(|r| (r.offset, &mut *r.buf)).collect()
+}
+
 impl StoredBlob for RemoteBlob {
     fn read_ranges(&self, reads: &mut [RangeRead<'_>]) -> io::Result<()> {
-        let mut ranges: Vec<(u64, &mut [u8])> =
-            reads.iter_mut().map(|r| (r.offset, &mut *r.buf)).collect();
-        self.0.read_ranges(&mut ranges).map_err(read_error)
+        self.0
+            .read_ranges(&mut as_ranges(reads))
+            .map_err(read_error)
     }
 
     fn streams(&self) -> bool {
@@ -130,10 +135,8 @@ impl StoredBlob for RemoteBlob {
         reads: &mut [RangeRead<'_>],
         arrived: &(dyn Fn(u64, &[u8]) + Sync),
     ) -> io::Result<()> {
-        let mut ranges: Vec<(u64, &mut [u8])> =
-            reads.iter_mut().map(|r| (r.offset, &mut *r.buf)).collect();
         self.0
-            .read_ranges_arriving(&mut ranges, arrived)
+            .read_ranges_arriving(&mut as_ranges(reads), arrived)
             .map_err(read_error)
     }
 }
