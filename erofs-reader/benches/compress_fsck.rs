@@ -143,13 +143,11 @@ fn main() {
             ours.arg("fsck").arg(&image);
             let mut theirs = Command::new(&fsck);
             theirs.arg("--extract").arg(&image);
-            if run % 2 == 0 {
-                pair.ours.push(run_measured(&mut ours));
-                pair.theirs.push(run_measured(&mut theirs));
-            } else {
-                pair.theirs.push(run_measured(&mut theirs));
-                pair.ours.push(run_measured(&mut ours));
-            }
+            pair.round(
+                run,
+                || run_measured(&mut ours),
+                || run_measured(&mut theirs),
+            );
         }
         println!(
             "{name}: image {:.1} MB, {files} files, {:.1} MB of data, load average {}",

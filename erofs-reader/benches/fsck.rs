@@ -308,25 +308,16 @@ fn main() {
     extraction(&extracts, "fsck.erofs", fs_size, theirs_extract);
     for run in 0..runs {
         // The two commands of each pair take turns going first.
-        if run % 2 == 0 {
-            fsck_pair.ours.push(run_measured(&mut ours_fsck()));
-            fsck_pair.theirs.push(run_measured(&mut theirs_fsck()));
-            extract_pair
-                .ours
-                .push(extraction(&extracts, "erofs", fs_size, ours_extract));
-            extract_pair
-                .theirs
-                .push(extraction(&extracts, "fsck.erofs", fs_size, theirs_extract));
-        } else {
-            fsck_pair.theirs.push(run_measured(&mut theirs_fsck()));
-            fsck_pair.ours.push(run_measured(&mut ours_fsck()));
-            extract_pair
-                .theirs
-                .push(extraction(&extracts, "fsck.erofs", fs_size, theirs_extract));
-            extract_pair
-                .ours
-                .push(extraction(&extracts, "erofs", fs_size, ours_extract));
-        }
+        fsck_pair.round(
+            run,
+            || run_measured(&mut ours_fsck()),
+            || run_measured(&mut theirs_fsck()),
+        );
+        extract_pair.round(
+            run,
+            || extraction(&extracts, "erofs", fs_size, ours_extract),
+            || extraction(&extracts, "fsck.erofs", fs_size, theirs_extract),
+        );
 
         one_thread.push(run_measured(
             Command::new(&erofs)

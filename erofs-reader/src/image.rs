@@ -20,7 +20,7 @@ use erofs_format::superblock::SuperBlock;
 
 use crate::builder::ImageBuilder;
 use crate::dir::{DirEntry, ReadDir};
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
 use crate::inner::{DeviceInfo, Inner, Limits};
 use crate::inode::{Inode, Metadata};
 use crate::layout::{CompressedExtent, Extent, Piece};
@@ -206,6 +206,17 @@ impl Image {
             .sources
             .get(usize::from(index.checked_sub(1)?))
             .and_then(|s| s.as_deref())
+    }
+
+    /// The source holding byte `offset` of device `index`, as an [`Extent`]'s
+    /// [`ExtentTarget::Device`](crate::ExtentTarget::Device) names them, and the offset in that source (the extra devices
+    /// of a flat multi-device image are ranges of the primary device).
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] for a device not in the device table or an offset that
+    /// overflows; [`Error::MissingDevice`] for a device that was not provided.
+    pub fn device_range(&self, index: u16, offset: u64) -> Result<(&dyn Source, u64)> {
+        self.inner.device_for(index, offset, Context::default())
     }
 
     /// Let memory-mapped sources drop the pages they lent from this process's resident

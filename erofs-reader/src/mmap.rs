@@ -20,6 +20,8 @@ use crate::source::{Source, read_from_slice, slice_at};
 #[derive(Debug)]
 pub struct MmapSource {
     map: Mmap,
+    /// The mapped file, kept open for [`Source::file`].
+    file: File,
 }
 
 impl MmapSource {
@@ -48,7 +50,10 @@ impl MmapSource {
         // nobody modifies or truncates while the map lives (EROFS images are immutable
         // by design). Bytes read from the map are treated as untrusted input everywhere.
         let map = unsafe { Mmap::map(file)? };
-        Ok(MmapSource { map })
+        Ok(MmapSource {
+            map,
+            file: file.try_clone()?,
+        })
     }
 
     /// The mapped bytes.
@@ -68,6 +73,10 @@ impl Source for MmapSource {
 
     fn bytes(&self, offset: u64, len: usize) -> Option<&[u8]> {
         slice_at(&self.map, offset, len)
+    }
+
+    fn file(&self) -> Option<&File> {
+        Some(&self.file)
     }
 
     fn release(&self) {

@@ -50,6 +50,15 @@ pub trait Source: Send + Sync {
     /// pages from the process's resident set (they stay in the page cache, and slices
     /// still held read the same bytes, faulted in again). Default: nothing.
     fn release(&self) {}
+
+    /// The open file whose bytes, at the same offsets, this source presents, if there is
+    /// one ([`File`] and [`MmapSource`](crate::MmapSource)). A caller may then have the
+    /// kernel copy a range (`sendfile(2)`, `copy_file_range(2)`) instead of reading it
+    /// through memory. Default: `None` (a source that decodes, fetches or counts its reads
+    /// must keep the default).
+    fn file(&self) -> Option<&File> {
+        None
+    }
 }
 
 /// The sub-slice `offset..offset+len` of `data`, if it is in bounds.
@@ -104,6 +113,10 @@ impl Source for File {
     fn size(&self) -> io::Result<u64> {
         Ok(self.metadata()?.len())
     }
+
+    fn file(&self) -> Option<&File> {
+        Some(self)
+    }
 }
 
 impl<S: Source + ?Sized> Source for Arc<S> {
@@ -119,6 +132,9 @@ impl<S: Source + ?Sized> Source for Arc<S> {
     fn release(&self) {
         (**self).release()
     }
+    fn file(&self) -> Option<&File> {
+        (**self).file()
+    }
 }
 
 impl<S: Source + ?Sized> Source for Box<S> {
@@ -133,6 +149,9 @@ impl<S: Source + ?Sized> Source for Box<S> {
     }
     fn release(&self) {
         (**self).release()
+    }
+    fn file(&self) -> Option<&File> {
+        (**self).file()
     }
 }
 
@@ -166,7 +185,7 @@ impl LazyFile {
         self.file.get().is_some()
     }
 
-    fn file(&self) -> io::Result<&File> {
+    fn open_file(&self) -> io::Result<&File> {
         if let Some(f) = self.file.get() {
             return Ok(f);
         }
@@ -179,10 +198,13 @@ impl LazyFile {
 
 impl Source for LazyFile {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        FileExt::read_exact_at(self.file()?, buf, offset)
+        FileExt::read_exact_at(self.open_file()?, buf, offset)
     }
     fn size(&self) -> io::Result<u64> {
-        Ok(self.file()?.metadata()?.len())
+        Ok(self.open_file()?.metadata()?.len())
+    }
+    fn file(&self) -> Option<&File> {
+        self.open_file().ok()
     }
 }
 

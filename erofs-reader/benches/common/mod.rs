@@ -148,6 +148,24 @@ pub(crate) struct Pair {
 }
 
 impl Pair {
+    /// Round `run` (counted from 0) of the pair: both commands back to back, ours first in
+    /// even rounds and theirs first in odd ones, so that neither always meets what the
+    /// other left behind.
+    pub(crate) fn round(
+        &mut self,
+        run: usize,
+        ours: impl FnOnce() -> Measured,
+        theirs: impl FnOnce() -> Measured,
+    ) {
+        if run.is_multiple_of(2) {
+            self.ours.push(ours());
+            self.theirs.push(theirs());
+        } else {
+            self.theirs.push(theirs());
+            self.ours.push(ours());
+        }
+    }
+
     /// Median wall time of ours / median wall time of theirs.
     pub(crate) fn ratio(&self) -> f64 {
         wall(&self.ours).as_secs_f64() / wall(&self.theirs).as_secs_f64()

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, mpsc};
 
-use erofs_reader::{Context, Error, FileType, Image, Inode, Nid, Piece};
+use erofs_reader::{Context, Error, ExtentTarget, FileType, Image, Inode, Nid, Piece};
 use rustix::fs::{AtFlags, CWD, Mode, OFlags, Timespec, Timestamps, XattrFlags};
 
 use crate::progress::Progress;
@@ -95,6 +95,16 @@ const BATCH_FILES: usize = 16;
 /// Data bytes after which a batch is handed over without waiting for more files, so that
 /// big files spread over the workers.
 const BATCH_BYTES: u64 = 1 << 20;
+
+/// Extents at least this long are copied by the kernel from the image file (see
+/// `Ctx::copy_in_kernel`); shorter ones (inline tails) are written from the map.
+const KERNEL_COPY_MIN: u64 = 4096;
+
+/// Most pieces written with one `pwritev(2)` (Linux takes up to 1024).
+const GATHER_MAX: usize = 64;
+
+/// Most bytes asked of one `sendfile(2)` call (Linux copies at most 0x7ffff000).
+const SENDFILE_MAX: usize = 0x7fff_f000;
 
 /// Bytes written between calls to [`Image::release_memory`].
 const RELEASE_EVERY: u64 = 8 << 20;
@@ -475,6 +485,20 @@ impl Extractor<'_> {
     }
 }
 
+/// Write all of `d` at `pos` of `fd`.
+fn pwrite_all(fd: &OwnedFd, d: &[u8], pos: u64) -> Result<()> {
+    let mut done = 0;
+    while done < d.len() {
+        let n =
+            rustix::io::pwrite(fd, &d[done..], pos + done as u64).map_err(std::io::Error::from)?;
+        if n == 0 {
+            return Err("short write".into());
+        }
+        done += n;
+    }
+    Ok(())
+}
+
 /// The process's umask, from `/proc/self/status` (reading it with umask(2) would change it
 /// for a moment, under the feet of other threads).
 fn umask() -> Option<u32> {
@@ -508,32 +532,21 @@ impl Ctx<'_> {
     }
 
     fn write_data(&self, inode: &Inode, fd: &OwnedFd, rel: &Path) -> Result<()> {
+        if let Some(len) = self.copy_in_kernel(inode, fd) {
+            self.progress.bytes(len);
+            self.bytes.fetch_add(len, Ordering::Relaxed);
+            return Ok(());
+        }
         let mut pos = 0u64;
         let mut data_end = 0u64;
         self.image.for_each_piece(inode, |piece| -> Result<()> {
             match piece {
                 Piece::Data(d) => {
-                    let mut done = 0;
-                    while done < d.len() {
-                        let n = rustix::io::pwrite(fd, &d[done..], pos + done as u64)
-                            .map_err(std::io::Error::from)?;
-                        if n == 0 {
-                            return Err("short write".into());
-                        }
-                        done += n;
-                    }
+                    pwrite_all(fd, d, pos)?;
                     pos += d.len() as u64;
                     data_end = pos;
                     self.progress.bytes(d.len() as u64);
-                    // Keep the resident set small: mapped pages already written go back
-                    // to the page cache only.
-                    let since = self
-                        .since_release
-                        .fetch_add(d.len() as u64, Ordering::Relaxed);
-                    if since >= RELEASE_EVERY {
-                        self.since_release.store(0, Ordering::Relaxed);
-                        self.image.release_memory();
-                    }
+                    self.lent(d.len());
                 }
                 Piece::Zeros(n) => pos += n,
             }
@@ -546,6 +559,107 @@ impl Ctx<'_> {
         }
         self.bytes.fetch_add(pos, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Count `n` bytes read through the image's map; now and then let the map drop its
+    /// pages, so that the resident set stays small (they stay in the page cache).
+    fn lent(&self, n: usize) {
+        let since = self.since_release.fetch_add(n as u64, Ordering::Relaxed);
+        if since >= RELEASE_EVERY {
+            self.since_release.store(0, Ordering::Relaxed);
+            self.image.release_memory();
+        }
+    }
+
+    /// Write the data of an uncompressed file whose blocks are in a file (the image file,
+    /// or an extra device's file): long extents are copied by the kernel from that file's
+    /// page cache (`sendfile(2)`: no page faults on the map and no copy through user
+    /// memory; `copy_file_range(2)` refuses to copy between filesystems), the others
+    /// (inline tails, short extents) are written from the map, adjacent ones with one
+    /// `pwritev(2)`. Returns the file's size, or `None` when the file is not such a file or
+    /// anything went wrong or came short: the caller then writes the whole file again
+    /// through [`Image::for_each_piece`], which reports what is wrong as a typed error (a
+    /// damaged map, an image shorter than its data, a full disk).
+    fn copy_in_kernel(&self, inode: &Inode, fd: &OwnedFd) -> Option<u64> {
+        let md = inode.metadata();
+        if md.layout().is_compressed() || md.len() < KERNEL_COPY_MIN {
+            return None;
+        }
+        let extents = self.image.extents(inode, 0..md.len()).ok()?;
+        // The file's write position, which sendfile(2) writes at and moves.
+        let mut at = 0u64;
+        let mut data_end = 0u64;
+        // Lent pieces not written yet (adjacent in the file), from `gather_at`.
+        let mut gather: Vec<std::io::IoSlice<'_>> = Vec::new();
+        let mut gather_at = 0u64;
+        for e in &extents {
+            let (index, offset) = match &e.target {
+                ExtentTarget::Hole => {
+                    self.write_gathered(fd, &mut gather, gather_at)?;
+                    continue;
+                }
+                ExtentTarget::Device { index, offset, .. } => (*index, *offset),
+                // Tails of inodes in a metabox (`mkfs.erofs -m`): the general path.
+                ExtentTarget::Metabox { .. } => return None,
+            };
+            let (src, off) = self.image.device_range(index, offset).ok()?;
+            let end = e.file_offset.checked_add(e.len)?;
+            match src.file() {
+                Some(file) if e.len >= KERNEL_COPY_MIN => {
+                    self.write_gathered(fd, &mut gather, gather_at)?;
+                    if at != e.file_offset {
+                        rustix::fs::seek(fd, rustix::fs::SeekFrom::Start(e.file_offset)).ok()?;
+                    }
+                    let mut from = off;
+                    let mut left = e.len;
+                    while left > 0 {
+                        let want = usize::try_from(left)
+                            .unwrap_or(usize::MAX)
+                            .min(SENDFILE_MAX);
+                        match rustix::fs::sendfile(fd, file, Some(&mut from), want) {
+                            Ok(n) if n > 0 => left = left.saturating_sub(n as u64),
+                            _ => return None,
+                        }
+                    }
+                    at = end;
+                }
+                _ => {
+                    let d = src.bytes(off, usize::try_from(e.len).ok()?)?;
+                    if gather.is_empty() {
+                        gather_at = e.file_offset;
+                    }
+                    gather.push(std::io::IoSlice::new(d));
+                    if gather.len() >= GATHER_MAX {
+                        self.write_gathered(fd, &mut gather, gather_at)?;
+                    }
+                }
+            }
+            data_end = end;
+        }
+        self.write_gathered(fd, &mut gather, gather_at)?;
+        // Created empty: only a file that ends in a hole needs its size set.
+        if data_end != md.len() {
+            rustix::fs::ftruncate(fd, md.len()).ok()?;
+        }
+        Some(md.len())
+    }
+
+    /// Write the lent pieces `gather` (adjacent in the file, from `at`) with one
+    /// `pwritev(2)`, and empty it. `None` for an error or a short write.
+    fn write_gathered(
+        &self,
+        fd: &OwnedFd,
+        gather: &mut Vec<std::io::IoSlice<'_>>,
+        at: u64,
+    ) -> Option<()> {
+        if gather.is_empty() {
+            return Some(());
+        }
+        let len: usize = gather.iter().map(|g| g.len()).sum();
+        let n = rustix::io::pwritev(fd, gather, at).ok()?;
+        gather.clear();
+        self.lent(len);
+        (n == len).then_some(())
     }
 
     /// Owner, mode, xattrs and times, in that order (chown clears setuid bits, and any
