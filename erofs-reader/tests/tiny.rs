@@ -104,6 +104,33 @@ fn extents_of_inline_data() {
     assert_eq!(pieces, b"hello, erofs\n");
 }
 
+/// `Image::device_range` resolves an extent to a source and offset; sources backed by a
+/// file lend it (`Source::file`) with the same bytes at the same offsets, the others do
+/// not (a counting wrapper must not let reads bypass it).
+#[test]
+fn extents_resolve_to_file_offsets() {
+    use std::os::unix::fs::FileExt;
+    let image = Image::from_source(MmapSource::open(TINY).unwrap()).unwrap();
+    let inode = image.lookup("/hello.txt").unwrap();
+    let ext = image.extents(&inode, 0..u64::MAX).unwrap();
+    let ExtentTarget::Device { index, offset, .. } = &ext[0].target else {
+        panic!("{ext:?}")
+    };
+    let (src, off) = image.device_range(*index, *offset).unwrap();
+    assert_eq!(off, *offset);
+    let file = src.file().expect("a mapped file lends its file");
+    let mut buf = [0u8; 13];
+    FileExt::read_exact_at(file, &mut buf, off).unwrap();
+    assert_eq!(&buf, b"hello, erofs\n");
+    let plain = std::fs::File::open(TINY).unwrap();
+    assert!(Source::file(&plain).is_some());
+    assert!(Source::file(&Arc::new(MmapSource::open(TINY).unwrap())).is_some());
+    assert!(Source::file(&std::fs::read(TINY).unwrap()).is_none());
+    assert!(CountingSource::new(plain).file().is_none());
+    // Not in the device table: an error, no panic.
+    assert!(image.device_range(3, 0).is_err());
+}
+
 #[test]
 fn sources_agree() {
     let bytes = std::fs::read(TINY).unwrap();

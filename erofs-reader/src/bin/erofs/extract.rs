@@ -15,7 +15,10 @@
 //! One thread walks the image and creates directories, files (empty), links and special
 //! files; worker threads write the files' data and set their metadata, taking open files from
 //! a bounded queue in batches (up to 16 files or 1 MiB of data: one hand-off per file cost a
-//! sixth of the CPU in wake-ups), so that at most [`MAX_OPEN`] files are open.
+//! sixth of the CPU in wake-ups), so that at most [`MAX_OPEN`] files are open. The blocks of
+//! uncompressed files whose device is a file are copied by the kernel from that file
+//! (`sendfile(2)`, see `Ctx::copy_in_kernel`); everything else is written from the
+//! image's map or the decoder's buffer.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
