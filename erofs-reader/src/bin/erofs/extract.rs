@@ -103,6 +103,14 @@ const BATCH_BYTES: u64 = 1 << 20;
 /// `Ctx::copy_in_kernel`); shorter ones (inline tails) are written from the map.
 const KERNEL_COPY_MIN: u64 = 4096;
 
+/// File bytes mapped per `Image::extents` call by `Ctx::copy_in_kernel`: at most one
+/// extent per block of it (4,096 of 4 KiB, 32,768 of 512 B) held at once.
+const EXTENT_WINDOW: u64 = 16 << 20;
+
+/// Windows of a file beyond which it is written the general way (`for_each_piece`): files
+/// over 64 GiB, so that a huge sparse file costs no more calls than it does there.
+const MAX_WINDOWS: u64 = 4096;
+
 /// Most pieces written with one `pwritev(2)` (Linux takes up to 1024).
 const GATHER_MAX: usize = 64;
 
@@ -585,59 +593,71 @@ impl Ctx<'_> {
     /// damaged map, an image shorter than its data, a full disk).
     fn copy_in_kernel(&self, inode: &Inode, fd: &OwnedFd) -> Option<u64> {
         let md = inode.metadata();
-        if md.layout().is_compressed() || md.len() < KERNEL_COPY_MIN {
+        if md.layout().is_compressed()
+            || md.len() < KERNEL_COPY_MIN
+            || md.len() > EXTENT_WINDOW * MAX_WINDOWS
+        {
             return None;
         }
-        let extents = self.image.extents(inode, 0..md.len()).ok()?;
         // The file's write position, which sendfile(2) writes at and moves.
         let mut at = 0u64;
         let mut data_end = 0u64;
         // Lent pieces not written yet (adjacent in the file), from `gather_at`.
         let mut gather: Vec<std::io::IoSlice<'_>> = Vec::new();
         let mut gather_at = 0u64;
-        for e in &extents {
-            let (index, offset) = match &e.target {
-                ExtentTarget::Hole => {
-                    self.write_gathered(fd, &mut gather, gather_at)?;
-                    continue;
-                }
-                ExtentTarget::Device { index, offset, .. } => (*index, *offset),
-                // Tails of inodes in a metabox (`mkfs.erofs -m`): the general path.
-                ExtentTarget::Metabox { .. } => return None,
-            };
-            let (src, off) = self.image.device_range(index, offset).ok()?;
-            let end = e.file_offset.checked_add(e.len)?;
-            match src.file() {
-                Some(file) if e.len >= KERNEL_COPY_MIN => {
-                    self.write_gathered(fd, &mut gather, gather_at)?;
-                    if at != e.file_offset {
-                        rustix::fs::seek(fd, rustix::fs::SeekFrom::Start(e.file_offset)).ok()?;
+        // The extents of a window of the file at a time: at most one per block of it in
+        // memory, however the image maps the file.
+        let windows = (0..md.len()).step_by(EXTENT_WINDOW as usize).map(|w| {
+            let w_end = w.saturating_add(EXTENT_WINDOW).min(md.len());
+            self.image.extents(inode, w..w_end)
+        });
+        for window in windows {
+            let window = window.ok()?;
+            for e in &window {
+                let (index, offset) = match &e.target {
+                    ExtentTarget::Hole => {
+                        self.write_gathered(fd, &mut gather, gather_at)?;
+                        continue;
                     }
-                    let mut from = off;
-                    let mut left = e.len;
-                    while left > 0 {
-                        let want = usize::try_from(left)
-                            .unwrap_or(usize::MAX)
-                            .min(SENDFILE_MAX);
-                        match rustix::fs::sendfile(fd, file, Some(&mut from), want) {
-                            Ok(n) if n > 0 => left = left.saturating_sub(n as u64),
-                            _ => return None,
+                    ExtentTarget::Device { index, offset, .. } => (*index, *offset),
+                    // Tails of inodes in a metabox (`mkfs.erofs -m`): the general path.
+                    ExtentTarget::Metabox { .. } => return None,
+                };
+                let (src, off) = self.image.device_range(index, offset).ok()?;
+                let end = e.file_offset.checked_add(e.len)?;
+                match src.file() {
+                    Some(file) if e.len >= KERNEL_COPY_MIN => {
+                        self.write_gathered(fd, &mut gather, gather_at)?;
+                        if at != e.file_offset {
+                            rustix::fs::seek(fd, rustix::fs::SeekFrom::Start(e.file_offset))
+                                .ok()?;
+                        }
+                        let mut from = off;
+                        let mut left = e.len;
+                        while left > 0 {
+                            let want = usize::try_from(left)
+                                .unwrap_or(usize::MAX)
+                                .min(SENDFILE_MAX);
+                            match rustix::fs::sendfile(fd, file, Some(&mut from), want) {
+                                Ok(n) if n > 0 => left = left.saturating_sub(n as u64),
+                                _ => return None,
+                            }
+                        }
+                        at = end;
+                    }
+                    _ => {
+                        let d = src.bytes(off, usize::try_from(e.len).ok()?)?;
+                        if gather.is_empty() {
+                            gather_at = e.file_offset;
+                        }
+                        gather.push(std::io::IoSlice::new(d));
+                        if gather.len() >= GATHER_MAX {
+                            self.write_gathered(fd, &mut gather, gather_at)?;
                         }
                     }
-                    at = end;
                 }
-                _ => {
-                    let d = src.bytes(off, usize::try_from(e.len).ok()?)?;
-                    if gather.is_empty() {
-                        gather_at = e.file_offset;
-                    }
-                    gather.push(std::io::IoSlice::new(d));
-                    if gather.len() >= GATHER_MAX {
-                        self.write_gathered(fd, &mut gather, gather_at)?;
-                    }
-                }
+                data_end = end;
             }
-            data_end = end;
         }
         self.write_gathered(fd, &mut gather, gather_at)?;
         // Created empty: only a file that ends in a hole needs its size set.
