@@ -572,8 +572,9 @@ impl Ctx<'_> {
         Ok(())
     }
 
-    /// Count `n` bytes read through the image's map; now and then let the map drop its
-    /// pages, so that the resident set stays small (they stay in the page cache).
+    /// Count `n` bytes written (read through the image's map, or copied by the kernel
+    /// while the walk maps metadata pages); every [`RELEASE_EVERY`] bytes let the map drop
+    /// its pages, so that the resident set stays small (they stay in the page cache).
     fn lent(&self, n: usize) {
         let since = self.since_release.fetch_add(n as u64, Ordering::Relaxed);
         if since >= RELEASE_EVERY {
@@ -644,6 +645,7 @@ impl Ctx<'_> {
                             }
                         }
                         at = end;
+                        self.lent(usize::try_from(e.len).unwrap_or(usize::MAX));
                     }
                     _ => {
                         let d = src.bytes(off, usize::try_from(e.len).ok()?)?;
