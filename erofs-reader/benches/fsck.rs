@@ -35,8 +35,9 @@
 //! filesystem ext4 skips recently deleted inodes when it allocates new ones
 //! (`recently_deleted()`, a window of one to five minutes): after earlier runs' trees were
 //! deleted, extractions into it ran 2-5 times slower, whichever command met the freed
-//! inodes first. One untimed extraction by each command comes before the timed rounds, and
-//! the two commands of each pair take turns going first. The CPU the rest of the machine
+//! inodes first. One untimed extraction by each command comes before the timed rounds (its
+//! tree is checked against the source tree: entries, types, modes, bytes), and the two
+//! commands of each pair take turns going first. The CPU the rest of the machine
 //! used meanwhile (other sessions, writeback) tells a slow round with company from one
 //! without. The source tree of an earlier run is reused (a stamp beside it records its
 //! scale and size).
@@ -221,17 +222,73 @@ fn sync() {
 
 /// One timed extraction, under the same conditions for either command: a new filesystem
 /// made for it alone, then `sync`, then the command (`cmd` given the destination); the
-/// filesystem is unmounted and removed right after, untimed.
+/// filesystem is unmounted and removed right after, untimed. With `check`, the extracted
+/// tree must equal that source tree (untimed).
 fn extraction(
     base: &Path,
     name: &str,
     fs_size: u64,
     cmd: impl FnOnce(PathBuf) -> Command,
+    check: Option<&Path>,
 ) -> Measured {
     let fs = ScratchFs::new(base, name, fs_size);
     let mut cmd = cmd(fs.dest());
     sync();
-    run_measured(&mut cmd)
+    let m = run_measured(&mut cmd);
+    if let Some(tree) = check {
+        assert_same_tree(tree, &fs.dest(), name);
+    }
+    m
+}
+
+/// Panic unless `got` has the same entries as `want`, with the same types, modes and
+/// (regular files) bytes.
+fn assert_same_tree(want: &Path, got: &Path, who: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let mut stack = vec![PathBuf::new()];
+    let mut files = 0u64;
+    while let Some(rel) = stack.pop() {
+        let names = |root: &Path| {
+            let mut v: Vec<_> = std::fs::read_dir(root.join(&rel))
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            v.sort();
+            v
+        };
+        let entries = names(want);
+        assert_eq!(entries, names(got), "{who}: entries of {}", rel.display());
+        for n in entries {
+            let r = rel.join(&n);
+            let (w, g) = (
+                std::fs::symlink_metadata(want.join(&r)).unwrap(),
+                std::fs::symlink_metadata(got.join(&r)).unwrap(),
+            );
+            assert_eq!(
+                w.file_type(),
+                g.file_type(),
+                "{who}: type of {}",
+                r.display()
+            );
+            assert_eq!(
+                w.permissions().mode(),
+                g.permissions().mode(),
+                "{who}: mode of {}",
+                r.display()
+            );
+            if w.is_dir() {
+                stack.push(r);
+            } else if w.is_file() {
+                files += 1;
+                assert!(
+                    std::fs::read(want.join(&r)).unwrap() == std::fs::read(got.join(&r)).unwrap(),
+                    "{who}: bytes of {}",
+                    r.display()
+                );
+            }
+        }
+    }
+    eprintln!("{who}: the untimed extraction equals the source tree ({files} files)");
 }
 
 fn main() {
@@ -304,8 +361,15 @@ fn main() {
     // quiet host, session 6: 0.78x against 0.43-0.59x in the later rounds), whatever comes
     // first after the image is built (new loop devices, the kernel's caches growing, the
     // old image's blocks being discarded) now falls on untimed runs.
-    extraction(&extracts, "erofs", fs_size, ours_extract);
-    extraction(&extracts, "fsck.erofs", fs_size, theirs_extract);
+    // Both are checked against the source tree: like is compared with like.
+    extraction(&extracts, "erofs", fs_size, ours_extract, Some(&tree));
+    extraction(
+        &extracts,
+        "fsck.erofs",
+        fs_size,
+        theirs_extract,
+        Some(&tree),
+    );
     for run in 0..runs {
         // The two commands of each pair take turns going first.
         fsck_pair.round(
@@ -315,8 +379,8 @@ fn main() {
         );
         extract_pair.round(
             run,
-            || extraction(&extracts, "erofs", fs_size, ours_extract),
-            || extraction(&extracts, "fsck.erofs", fs_size, theirs_extract),
+            || extraction(&extracts, "erofs", fs_size, ours_extract, None),
+            || extraction(&extracts, "fsck.erofs", fs_size, theirs_extract, None),
         );
 
         one_thread.push(run_measured(
