@@ -209,8 +209,10 @@ impl Image {
     }
 
     /// The source holding byte `offset` of device `index`, as an [`Extent`]'s
-    /// [`ExtentTarget::Device`](crate::ExtentTarget::Device) names them, and the offset in that source (the extra devices
-    /// of a flat multi-device image are ranges of the primary device).
+    /// [`ExtentTarget::Device`](crate::ExtentTarget::Device) names them, and the offset in
+    /// that source (the extra devices of a flat multi-device image are ranges of the
+    /// primary device). With [`Source::file`], a caller can have the kernel copy an
+    /// extent's bytes.
     ///
     /// # Errors
     /// [`Error::Corrupt`] for a device not in the device table or an offset that
