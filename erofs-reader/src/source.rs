@@ -52,10 +52,10 @@ pub trait Source: Send + Sync {
     fn release(&self) {}
 
     /// The open file whose bytes, at the same offsets, this source presents, if there is
-    /// one ([`File`], [`MmapSource`](crate::MmapSource), [`LazyFile`] once it opens). A caller may then have the
-    /// kernel copy a range (`sendfile(2)`, `copy_file_range(2)`) instead of reading it
-    /// through memory. Default: `None` (a source that decodes, fetches or counts its reads
-    /// must keep the default).
+    /// one ([`File`], [`MmapSource`](crate::MmapSource), [`LazyFile`] once it opens). A
+    /// caller may then have the kernel copy a range (`sendfile(2)`, `copy_file_range(2)`)
+    /// instead of reading it through memory. Default: `None` (a source that decodes,
+    /// fetches or counts its reads must keep the default).
     fn file(&self) -> Option<&File> {
         None
     }
