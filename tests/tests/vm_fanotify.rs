@@ -520,6 +520,127 @@ impl Drop for OpenOnDrop<'_> {
     }
 }
 
+/// A server that streams ([`ondemand::OnDemandServer::fill_streaming`]): it reports the
+/// first 64 KiB of each fill final, then holds the rest until the test opens its gate (at most
+/// `HOLD`, so a daemon that waits for the whole fill still ends the test, failing it).
+struct Streaming {
+    inner: LocalDirServer,
+    open: std::sync::Mutex<bool>,
+    opened: std::sync::Condvar,
+    fills: std::sync::atomic::AtomicUsize,
+    finished: std::sync::atomic::AtomicUsize,
+}
+
+impl Streaming {
+    const HOLD: Duration = Duration::from_secs(20);
+
+    fn open(&self) {
+        *self.open.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.opened.notify_all();
+    }
+}
+
+impl ondemand::OnDemandServer for Streaming {
+    type Object = <LocalDirServer as ondemand::OnDemandServer>::Object;
+
+    fn open(
+        &self,
+        key: &ondemand::ObjectKey<'_>,
+    ) -> std::io::Result<ondemand::Opened<Self::Object>> {
+        self.inner.open(key)
+    }
+
+    fn read_at(&self, object: &Self::Object, off: u64, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.inner.read_at(object, off, buf)
+    }
+
+    fn fill_streaming(
+        &self,
+        object: &Self::Object,
+        off: u64,
+        buf: &mut [u8],
+        ready: &mut (dyn FnMut(&[u8]) + Send),
+    ) -> std::io::Result<()> {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.fills.fetch_add(1, SeqCst);
+        self.inner.fill(object, off, buf)?;
+        ready(&buf[..buf.len().min(64 << 10)]);
+        let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        drop(
+            self.opened
+                .wait_timeout_while(open, Self::HOLD, |open| !*open)
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        self.finished.fetch_add(1, SeqCst);
+        Ok(())
+    }
+}
+
+/// Issue 14's transport parity: an event whose range a streaming fill has written is allowed
+/// then, while the rest of its window is still coming (as cachefiles completes a READ), and
+/// an event landing in that rest waits for it instead of fetching it again. Without the early
+/// answer the first read returns only once the server's fill ends (after `Streaming::HOLD`).
+#[test]
+fn host_an_event_is_allowed_once_its_range_is_written() {
+    use std::sync::atomic::Ordering::SeqCst;
+    const MIB: u64 = 1 << 20;
+    let Some((dir, blobs, data)) = host_blob("host-early", 23, 2 * MIB as usize) else {
+        return;
+    };
+    let server = Streaming {
+        inner: LocalDirServer::new(&blobs),
+        open: std::sync::Mutex::new(false),
+        opened: std::sync::Condvar::new(),
+        fills: std::sync::atomic::AtomicUsize::new(0),
+        finished: std::sync::atomic::AtomicUsize::new(0),
+    };
+    let daemon = FanotifyDaemon::new(server, dir.join("cache"))
+        .expect("fanotify_init")
+        .with_readahead(MIB)
+        .with_sequential_ahead(0)
+        .with_threads(2);
+    let path = daemon.add_object(b"img", b"blob").expect("add_object");
+    let stop = daemon.shutdown_handle();
+    std::thread::scope(|s| {
+        let _stop = StopOnDrop(stop.clone());
+        let serving = s.spawn(|| daemon.run());
+        let server = daemon.server();
+        let file = std::fs::File::open(&path).expect("open backing file");
+        let mut block = [0u8; 4096];
+        let t = std::time::Instant::now();
+        file.read_exact_at(&mut block, 0).expect("read");
+        let took = t.elapsed();
+        assert_eq!(&block[..], &data[..4096]);
+        // Answered while its window's fill still waits at the gate.
+        assert_eq!(
+            (server.fills.load(SeqCst), server.finished.load(SeqCst)),
+            (1, 0),
+            "the event was answered only after its whole window was filled ({took:?})"
+        );
+        // A read in the rest of that window waits for the same fill.
+        let other = file.try_clone().expect("dup");
+        let rest = s.spawn(move || {
+            let mut block = [0u8; 4096];
+            other.read_exact_at(&mut block, MIB / 2).expect("read");
+            block
+        });
+        while daemon.stats().reads < 2 {
+            assert!(t.elapsed() < Duration::from_secs(30), "{}", daemon.stats());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(!rest.is_finished(), "answered before its bytes were written");
+        server.open();
+        let block = rest.join().expect("reader");
+        assert_eq!(&block[..], &data[MIB as usize / 2..][..4096]);
+        let st = daemon.stats();
+        println!("host, early answer: first read {took:?}; {st}");
+        assert_eq!(server.fills.load(SeqCst), 1, "{st}");
+        assert_eq!((st.fetched_bytes, st.reads, st.errors()), (MIB, 2, 0), "{st}");
+        stop.trigger();
+        serving.join().expect("no panic").expect("run");
+    });
+}
+
 /// The fd numbers of the events in progress that the event journal at `path` holds: a
 /// 48-byte slot at `fd * 48` (`fanotify/journal.rs`), in use when it starts with the magic
 /// 0x45764a6e (host-endian) followed by its own fd number.

@@ -1040,10 +1040,15 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
         };
         let mut after = After::default();
         let served_at = Instant::now();
-        let result = self.serve(&ev, fd.as_fd(), fill, &mut after);
+        let result = self.serve(&ev, fd.as_fd(), fill, &mut after, noted);
         let answered_at = Instant::now();
         // Respond before closing: once closed, the number may name another event's fd.
-        self.respond(ev.fd, result);
+        // (A fill that wrote the event's range early answered it then.)
+        match (after.answered, result) {
+            (false, result) => self.respond(ev.fd, result),
+            (true, Ok(())) => {}
+            (true, Err(e)) => log::warn!("event fd {} answered early, then: {e}", ev.fd),
+        }
         // Where an event's time goes (RUST_LOG=ondemand::fanotify=trace): queued behind the
         // other events of its read, served (fill), answered (the response's write).
         log::trace!(
@@ -1054,7 +1059,7 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
             answered_at.duration_since(served_at).as_micros(),
             answered_at.elapsed().as_micros(),
         );
-        if let (Some(journal), true) = (&self.journal, noted) {
+        if let (Some(journal), true, false) = (&self.journal, noted, after.answered) {
             journal.clear(ev.fd);
         }
         drop(fd);
@@ -1074,13 +1079,18 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
         }
     }
 
-    /// Make the event's range present; `Err` → deny.
+    /// Make the event's range present; `Err` → deny. A fill that writes the requested range
+    /// while the rest of its window is still coming (a server that streams:
+    /// [`OnDemandServer::fill_streaming`]) allows the event then, as cachefiles completes its
+    /// READ, clears its journal slot (`noted`) and sets `after.answered`; the rest of the
+    /// window is filled before this returns (an event landing in it waits on its claim).
     fn serve(
         &self,
         ev: &Event,
         fd: BorrowedFd<'_>,
         buf: &mut AlignedBuf,
         after: &mut After<S::Object>,
+        noted: bool,
     ) -> io::Result<()> {
         if ev.mask & FAN_PRE_ACCESS == 0 {
             log::debug!("fanotify event mask {:#x}: allowed", ev.mask);
@@ -1141,8 +1151,24 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
                     round_up(object.size()),
                     self.engine.readahead(),
                 );
-                self.engine
-                    .fill_window(&object, range, requested_end, buf, &mut after.later)
+                let mut answered = false;
+                let mut answer = || {
+                    self.respond(ev.fd, Ok(()));
+                    if let (Some(journal), true) = (&self.journal, noted) {
+                        journal.clear(ev.fd);
+                    }
+                    answered = true;
+                };
+                let result = self.engine.fill_window_answering(
+                    &object,
+                    range,
+                    requested_end,
+                    buf,
+                    &mut after.later,
+                    Some(&mut answer),
+                );
+                after.answered = answered;
+                result
             }
             // Past the end: nothing to fill, the reader finds the end of the file.
             None => Ok(()),
@@ -1210,6 +1236,8 @@ struct After<O> {
     object: Option<Arc<Object<O, BackingFile>>>,
     later: crate::engine::Later<O, BackingFile>,
     ahead: Option<Range<u64>>,
+    /// The event was allowed from inside its fill, once its range was written.
+    answered: bool,
 }
 
 impl<O> Default for After<O> {
@@ -1218,6 +1246,7 @@ impl<O> Default for After<O> {
             object: None,
             later: Vec::new(),
             ahead: None,
+            answered: false,
         }
     }
 }
