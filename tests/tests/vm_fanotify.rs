@@ -215,6 +215,8 @@ fan_start() {
     await_daemon "mount-$_fn" "not mounted" 600 grep -q " $_fm erofs " /proc/mounts
 }
 settle() { sleep 1; }
+# vm_line: the guest's page-cache write-back counters (pages).
+vm_line() { grep -E '^(nr_dirtied|nr_written) ' /proc/vmstat | tr '\n' ' '; }
 # ra_all KB: the readahead of every EROFS mount (file-backed EROFS has a bdi of its own).
 ra_all() { for _f in /sys/class/bdi/erofs-*/read_ahead_kb; do echo $1 >$_f; done; }
 latency_line() { sed -nE 's/^erofs_ondemand_(read|read_wait|fetch)_duration_seconds_(sum|count) /\1_\2=/p' /tmp/$1.prom | tr '\n' ' '; }
@@ -1226,9 +1228,11 @@ ls -lR /mnt/fb >/dev/null
             script.push_str(&format!(
                 "ra_all {ra}
 drop_caches
+data fb{ra}_{r}_vm_before \"$(vm_line)\"
 data fb{ra}_{r}_guest_before \"$(head -1 /proc/stat)\"
 read_tree fb{ra}_{r} /mnt/fb
 data fb{ra}_{r}_guest_after \"$(head -1 /proc/stat)\"
+data fb{ra}_{r}_vm_after \"$(vm_line)\"
 "
             ));
         }
@@ -1253,9 +1257,11 @@ settle
 data {k}{r}_before \"$(metrics_line {k}{r})\"
 data {k}{r}_cpu_before \"$(cpu_line)\"
 data {k}{r}_threads_before \"$(threads_line)\"
+data {k}{r}_vm_before \"$(vm_line)\"
 data {k}{r}_guest_before \"$(head -1 /proc/stat)\"
 read_tree {k}{r} /mnt/{k}{r}
 data {k}{r}_guest_after \"$(head -1 /proc/stat)\"
+data {k}{r}_vm_after \"$(vm_line)\"
 data {k}{r}_cpu_after \"$(cpu_line)\"
 data {k}{r}_threads_after \"$(threads_line)\"
 settle
@@ -1437,7 +1443,9 @@ fn daemon_figures(out: &tests::vm::VmOutcome, key: &str) -> String {
 }
 
 /// The share of the guest's CPU time (both vCPUs, `/proc/stat`) that was idle during the read
-/// `key` (`KEY_guest_before`, `KEY_guest_after`): near 0 means the read was CPU-bound.
+/// `key` (`KEY_guest_before`, `KEY_guest_after`): near 0 means the read was CPU-bound; then
+/// where the rest went (user, system, iowait, softirq) and how much page cache was dirtied
+/// and written back meanwhile (`KEY_vm_before`, `KEY_vm_after`: `/proc/vmstat`).
 fn guest_idle(out: &tests::vm::VmOutcome, key: &str) -> String {
     let ticks = |what: &str| -> Vec<u64> {
         out.data(&format!("{key}_guest_{what}"))
@@ -1457,10 +1465,32 @@ fn guest_idle(out: &tests::vm::VmOutcome, key: &str) -> String {
         .map(|(a, b)| a.saturating_sub(*b))
         .collect();
     let total: u64 = delta.iter().sum();
-    // Fields: user nice system idle iowait ...
+    // Fields: user nice system idle iowait irq softirq ... (clock ticks of 10 ms).
     let idle = delta[3] + delta[4];
     if total == 0 {
         return "?".into();
     }
-    format!("{:.0}%", idle as f64 * 100.0 / total as f64)
+    let s = |i: usize| delta.get(i).copied().unwrap_or(0) as f64 / 100.0;
+    // The page cache written back during the read (the backing files' dirty pages).
+    let vm = |what: &str, name: &str| -> u64 {
+        out.data(&format!("{key}_vm_{what}"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .chunks_exact(2)
+            .find(|kv| kv[0] == name)
+            .and_then(|kv| kv[1].parse().ok())
+            .unwrap_or(0)
+    };
+    let pages = |name: &str| vm("after", name).saturating_sub(vm("before", name)) as f64 / 256.0;
+    format!(
+        "{:.0}% (user {:.2} s, system {:.2} s, iowait {:.2} s, softirq {:.2} s; {:.1} MiB dirtied, {:.1} MiB written back)",
+        idle as f64 * 100.0 / total as f64,
+        s(0) + s(1),
+        s(2),
+        s(4),
+        s(6),
+        pages("nr_dirtied"),
+        pages("nr_written"),
+    )
 }
