@@ -11,7 +11,10 @@
 //! cachefiles session: the window (readahead), the range claims (two workers never fetch the
 //! same bytes; one waits for the other), the fill loop, fill ahead of sequential readers and
 //! prefetch. The daemon then answers `FAN_ALLOW` and closes the event's fd; the reader finds
-//! the bytes in the file. On failure it answers `FAN_DENY` with an errno (`FAN_DENY_ERRNO`, so
+//! the bytes in the file. With a server that streams
+//! ([`OnDemandServer::fill_streaming`]: a registry store), the answer goes as soon as the
+//! event's own range is written, and the rest of its window is filled after it, as the
+//! cachefiles session completes a READ early. On failure it answers `FAN_DENY` with an errno (`FAN_DENY_ERRNO`, so
 //! the reader gets `EIO` rather than `EPERM`; plain `FAN_DENY` on kernels without it). Once
 //! every byte of a file is present its mark is removed, so its reads send no more events.
 //!
