@@ -147,7 +147,7 @@ fn device_options(devices: &[PathBuf]) -> io::Result<String> {
 pub fn mount_image(image: &Path, blob_dir: Option<&Path>, target: &Path) -> io::Result<Mode> {
     let mode = plan(image, blob_dir)?;
     if let Mode::FileBacked { devices } = &mode {
-        match file_backed(image, devices, target)? {
+        match file_backed(image, devices, target, false)? {
             Ok(()) => {}
             // What the kernel supports is found by asking it.
             Err((nix::errno::Errno::ENOTBLK, message)) => {
@@ -167,7 +167,7 @@ pub fn mount_image(image: &Path, blob_dir: Option<&Path>, target: &Path) -> io::
 ///
 /// The kernel's error, explained for `ENOTBLK` and `ENODEV`; device paths with `,`.
 pub fn mount_file_backed(image: &Path, devices: &[PathBuf], target: &Path) -> io::Result<()> {
-    file_backed(image, devices, target)?
+    file_backed(image, devices, target, false)?
         .map_err(|(errno, message)| io::Error::new(io::Error::from(errno).kind(), message))
 }
 
@@ -177,9 +177,16 @@ fn file_backed(
     image: &Path,
     devices: &[PathBuf],
     target: &Path,
+    direct_io: bool,
 ) -> io::Result<Result<(), (nix::errno::Errno, String)>> {
     use nix::mount::{MsFlags, mount};
-    let opts = device_options(devices)?;
+    let mut opts = device_options(devices)?;
+    if direct_io {
+        if !opts.is_empty() {
+            opts.push(',');
+        }
+        opts.push_str("directio");
+    }
     let data = (!opts.is_empty()).then_some(opts.as_str());
     Ok(
         mount(Some(image), target, Some("erofs"), MsFlags::MS_RDONLY, data).map_err(|e| {
@@ -229,8 +236,46 @@ pub fn mount_file_backed_with_readahead(
     target: &Path,
     bytes: u64,
 ) -> io::Result<()> {
+    with_readahead(target, bytes, || mount_file_backed(image, devices, target))
+}
+
+/// [`mount_file_backed_with_readahead`] with the `directio` option: EROFS reads the backing
+/// files with direct I/O (Linux 6.13+), so their bytes go from the disk to the EROFS page
+/// cache without a copy in the backing files' page cache. For backing files that a daemon
+/// writes with direct I/O ([`crate::fanotify::FanotifyDaemon::with_direct_io`]), as EROFS
+/// over cachefiles reads and writes its cache files. A kernel that refuses the option
+/// (`EINVAL`) gets the mount without it.
+///
+/// # Errors
+///
+/// As [`mount_file_backed_with_readahead`].
+pub fn mount_file_backed_direct(
+    image: &Path,
+    devices: &[PathBuf],
+    target: &Path,
+    bytes: u64,
+) -> io::Result<()> {
+    with_readahead(target, bytes, || {
+        match file_backed(image, devices, target, true)? {
+            Err((nix::errno::Errno::EINVAL, message)) => {
+                log::info!("{message}; mounting without directio");
+                mount_file_backed(image, devices, target)
+            }
+            other => other.map_err(|(errno, message)| {
+                io::Error::new(io::Error::from(errno).kind(), message)
+            }),
+        }
+    })
+}
+
+/// Mount with `mount`, then set the new mount's readahead ([`mount_file_backed_with_readahead`]).
+fn with_readahead(
+    target: &Path,
+    bytes: u64,
+    mount: impl FnOnce() -> io::Result<()>,
+) -> io::Result<()> {
     let before = bdi_names();
-    mount_file_backed(image, devices, target)?;
+    mount()?;
     if bytes > 0 {
         match set_read_ahead(target, bytes, &before) {
             Ok(knob) => log::info!(

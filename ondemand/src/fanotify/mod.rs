@@ -171,6 +171,11 @@ pub struct BackingFile {
     /// A duplicate of the fd the kernel opened for the first event on this file: writes
     /// through it send no events.
     writer: Mutex<Option<Arc<OwnedFd>>>,
+    /// Whether the writer was switched to `O_DIRECT` ([`FanotifyDaemon::with_direct_io`]).
+    direct: AtomicBool,
+    /// Held while a write that direct I/O cannot take (the file's unaligned last block)
+    /// turns `O_DIRECT` off and on again on the writer.
+    buffered: Mutex<()>,
     /// Cleared once every byte is present and the mark was removed.
     marked: AtomicBool,
     /// Set while the daemon reads the first byte itself, to get an fd to write through.
@@ -198,14 +203,27 @@ impl BackingFile {
             .is_some()
     }
 
-    /// Keep a duplicate of an event's fd for writes, if none is kept yet; returns whether
-    /// this one was kept.
-    fn keep_writer(&self, event_fd: BorrowedFd<'_>) -> io::Result<bool> {
+    /// Keep a duplicate of an event's fd for writes, if none is kept yet, switched to
+    /// `O_DIRECT` when `direct` (and the filesystem allows it); returns whether this one was
+    /// kept.
+    fn keep_writer(&self, event_fd: BorrowedFd<'_>, direct: bool) -> io::Result<bool> {
         let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         if w.is_some() {
             return Ok(false);
         }
-        *w = Some(Arc::new(event_fd.try_clone_to_owned()?));
+        let fd = event_fd.try_clone_to_owned()?;
+        if direct {
+            // The duplicate shares the event fd's open file description, which nothing else
+            // uses once the event is answered.
+            match set_direct(fd.as_fd(), true) {
+                Ok(()) => self.direct.store(true, Ordering::SeqCst),
+                Err(e) => log::info!(
+                    "{}: no direct I/O ({e}): buffered writes",
+                    self.path.display()
+                ),
+            }
+        }
+        *w = Some(Arc::new(fd));
         Ok(true)
     }
 }
@@ -225,7 +243,25 @@ impl Sink for BackingFile {
         let n = usize::try_from(self.size - off)
             .unwrap_or(usize::MAX)
             .min(data.len());
-        crate::device::pwrite_all(writer.as_fd(), &data[..n], off, false)
+        let data = &data[..n];
+        if !self.direct.load(Ordering::SeqCst) {
+            return crate::device::pwrite_all(writer.as_fd(), data, off, false);
+        }
+        let block = BLOCK_SIZE;
+        if n.is_multiple_of(block) && (data.as_ptr() as usize).is_multiple_of(block) {
+            match crate::device::pwrite_all(writer.as_fd(), data, off, true) {
+                Err(e) if e.raw_os_error() == Some(nix::libc::EINVAL) => {}
+                other => return other,
+            }
+        }
+        // Not aligned for direct I/O (the file's last block, clipped to its size): buffered,
+        // with O_DIRECT off meanwhile. A direct write of this file racing with it may go
+        // buffered too; buffered and direct writes of one file stay coherent.
+        let _one = self.buffered.lock().unwrap_or_else(|p| p.into_inner());
+        set_direct(writer.as_fd(), false)?;
+        let written = crate::device::pwrite_all(writer.as_fd(), data, off, false);
+        set_direct(writer.as_fd(), true)?;
+        written
     }
 
     fn data_ranges(&self, range: Range<u64>) -> io::Result<Vec<Range<u64>>> {
@@ -282,13 +318,16 @@ impl ImageFiles {
     /// ([`crate::mount::mount_file_backed_with_readahead`]; 0 leaves the kernel's 128 KiB):
     /// each read request EROFS makes of a marked backing file is a pre-content event, and a
     /// larger readahead makes a sequential reader's requests fewer and larger
-    /// ([`MOUNT_READAHEAD`]).
+    /// ([`MOUNT_READAHEAD`]). The mount reads the backing files with direct I/O
+    /// (`directio`, Linux 6.13+; mounted without it where the kernel refuses the option),
+    /// the other side of [`FanotifyDaemon::with_direct_io`]: the bytes go from the disk to
+    /// the EROFS page cache, not through the backing file's page cache as well.
     ///
     /// # Errors
     ///
     /// The mount's (the readahead is best effort: logged when it cannot be set).
     pub fn mount_with_readahead(&self, target: &Path, bytes: u64) -> io::Result<()> {
-        crate::mount::mount_file_backed_with_readahead(&self.image, &self.devices, target, bytes)
+        crate::mount::mount_file_backed_direct(&self.image, &self.devices, target, bytes)
     }
 }
 
@@ -309,6 +348,8 @@ pub struct FanotifyDaemon<S: OnDemandServer> {
     metrics_file: Option<(PathBuf, Duration)>,
     /// Events in progress, for a successor ([`with_event_journal`](Self::with_event_journal)).
     journal: Option<Journal>,
+    /// Write the backing files with `O_DIRECT` ([`with_direct_io`](Self::with_direct_io)).
+    direct_io: bool,
 }
 
 impl<S: OnDemandServer> fmt::Debug for FanotifyDaemon<S> {
@@ -380,7 +421,22 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
             deny_errno: AtomicBool::new(true),
             metrics_file: None,
             journal: None,
+            direct_io: true,
         })
+    }
+
+    /// Write the backing files with direct I/O (default on): each file's writer (the
+    /// duplicate of its first event's fd) is switched to `O_DIRECT`, so a fill goes from the
+    /// fill buffer to the disk without a copy into the backing file's page cache and without
+    /// dirty pages to write back while the reader reads (on a filesystem without direct I/O,
+    /// or for the unaligned last block of a file, the writes stay buffered). Pair it with a
+    /// mount that reads the backing files with direct I/O too
+    /// ([`ImageFiles::mount_with_readahead`] asks for `directio`), as EROFS over cachefiles
+    /// does on both sides. Measured in DESIGN.md ("Where the fanotify path paid more than
+    /// cachefiles").
+    pub fn with_direct_io(mut self, on: bool) -> Self {
+        self.direct_io = on;
+        self
     }
 
     /// Widen each event's range to at least `bytes` (rounded up to 4 KiB; 0: just the
@@ -587,6 +643,8 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
             size,
             file,
             writer: Mutex::new(None),
+            direct: AtomicBool::new(false),
+            buffered: Mutex::new(()),
             marked: AtomicBool::new(false),
             kick: AtomicBool::new(false),
             stream_origin: AtomicU64::new(0),
@@ -1114,7 +1172,7 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
             );
             return Ok(());
         };
-        if object.sink().keep_writer(fd)? {
+        if object.sink().keep_writer(fd, self.direct_io)? {
             // Writable from now on: its prefetch may start.
             self.engine.object_ready(&object);
         }
@@ -1285,6 +1343,19 @@ fn grow_ahead(
         .saturating_mul(step)
         .min(limit);
     Some(ahead.start..ahead.end.max(end))
+}
+
+/// Turn `O_DIRECT` on or off on `fd` (its open file description).
+fn set_direct(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
+    let flags = if on {
+        flags | OFlag::O_DIRECT
+    } else {
+        flags - OFlag::O_DIRECT
+    };
+    fcntl(fd, FcntlArg::F_SETFL(flags))?;
+    Ok(())
 }
 
 /// Open the backing file at `path` for an object of `size` bytes: the file there if it is a
