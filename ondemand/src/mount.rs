@@ -261,9 +261,8 @@ pub fn mount_file_backed_direct(
                 log::info!("{message}; mounting without directio");
                 mount_file_backed(image, devices, target)
             }
-            other => other.map_err(|(errno, message)| {
-                io::Error::new(io::Error::from(errno).kind(), message)
-            }),
+            other => other
+                .map_err(|(errno, message)| io::Error::new(io::Error::from(errno).kind(), message)),
         }
     })
 }

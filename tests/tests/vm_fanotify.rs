@@ -630,14 +630,21 @@ fn host_an_event_is_allowed_once_its_range_is_written() {
             assert!(t.elapsed() < Duration::from_secs(30), "{}", daemon.stats());
             std::thread::sleep(Duration::from_millis(5));
         }
-        assert!(!rest.is_finished(), "answered before its bytes were written");
+        assert!(
+            !rest.is_finished(),
+            "answered before its bytes were written"
+        );
         server.open();
         let block = rest.join().expect("reader");
         assert_eq!(&block[..], &data[MIB as usize / 2..][..4096]);
         let st = daemon.stats();
         println!("host, early answer: first read {took:?}; {st}");
         assert_eq!(server.fills.load(SeqCst), 1, "{st}");
-        assert_eq!((st.fetched_bytes, st.reads, st.errors()), (MIB, 2, 0), "{st}");
+        assert_eq!(
+            (st.fetched_bytes, st.reads, st.errors()),
+            (MIB, 2, 0),
+            "{st}"
+        );
         stop.trigger();
         serving.join().expect("no panic").expect("run");
     });
