@@ -45,18 +45,16 @@ impl<S: OnDemandServer, K> Engine<S, K> {
         let window = super::window(off, len, object.size(), self.readahead())
             .map(|(range, end)| (self.clip_to_plan(object, range, end), end));
         let ahead = match &window {
-            Some((range, requested_end)) if self.sequential_ahead() > 0 => {
+            Some((range, _)) if self.sequential_ahead() > 0 => {
                 let limit = round_up(object.size().min(i64::MAX as u64));
                 let base = self.readahead().max(AHEAD_MIN);
                 let mut r = object.lock_ranges();
                 // Within a window answered early and still being filled: the reader reads on
                 // in that window (which it would have found written had the READ waited for
-                // all of it); the stream is its business once the window is done. Any of
-                // the requested part: a fanotify event (up to the mount's readahead) can
-                // start in the written part and reach into the rest.
-                let requested =
-                    range.start..(*requested_end).max(range.start.saturating_add(BLOCK));
-                if r.answered_rest.intersects(requested) {
+                // all of it); the stream is its business once the window is done.
+                if r.answered_rest
+                    .intersects(range.start..range.start.saturating_add(BLOCK))
+                {
                     None
                 } else {
                     r.stream
