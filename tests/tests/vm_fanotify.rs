@@ -580,8 +580,9 @@ impl ondemand::OnDemandServer for Streaming {
 
 /// Issue 14's transport parity: an event whose range a streaming fill has written is allowed
 /// then, while the rest of its window is still coming (as cachefiles completes a READ), and
-/// an event landing in that rest waits for it instead of fetching it again. Without the early
-/// answer the first read returns only once the server's fill ends (after `Streaming::HOLD`).
+/// an event landing in that rest waits for it instead of fetching it again
+/// ([`FanotifyDaemon::with_early_answer`]). Without the early answer the first read returns
+/// only once the server's fill ends (after `Streaming::HOLD`).
 #[test]
 fn host_an_event_is_allowed_once_its_range_is_written() {
     use std::sync::atomic::Ordering::SeqCst;
@@ -600,6 +601,7 @@ fn host_an_event_is_allowed_once_its_range_is_written() {
         .expect("fanotify_init")
         .with_readahead(MIB)
         .with_sequential_ahead(0)
+        .with_early_answer(true)
         .with_threads(2);
     let path = daemon.add_object(b"img", b"blob").expect("add_object");
     let stop = daemon.shutdown_handle();

@@ -11,7 +11,7 @@
 //! cachefiles session: the window (readahead), the range claims (two workers never fetch the
 //! same bytes; one waits for the other), the fill loop, fill ahead of sequential readers and
 //! prefetch. The daemon then answers `FAN_ALLOW` and closes the event's fd; the reader finds
-//! the bytes in the file. With a server that streams
+//! the bytes in the file. With [`FanotifyDaemon::with_early_answer`] and a server that streams
 //! ([`OnDemandServer::fill_streaming`]: a registry store), the answer goes as soon as the
 //! event's own range is written, and the rest of its window is filled after it, as the
 //! cachefiles session completes a READ early. On failure it answers `FAN_DENY` with an errno (`FAN_DENY_ERRNO`, so
@@ -350,6 +350,8 @@ pub struct FanotifyDaemon<S: OnDemandServer> {
     journal: Option<Journal>,
     /// Write the backing files with `O_DIRECT` ([`with_direct_io`](Self::with_direct_io)).
     direct_io: bool,
+    /// Allow an event once its range is written ([`with_early_answer`](Self::with_early_answer)).
+    early_answer: bool,
 }
 
 impl<S: OnDemandServer> fmt::Debug for FanotifyDaemon<S> {
@@ -422,6 +424,7 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
             metrics_file: None,
             journal: None,
             direct_io: true,
+            early_answer: false,
         })
     }
 
@@ -436,6 +439,18 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
     /// cachefiles").
     pub fn with_direct_io(mut self, on: bool) -> Self {
         self.direct_io = on;
+        self
+    }
+
+    /// Allow an event as soon as its own range is written, while the rest of its window is
+    /// still coming, when the server streams ([`OnDemandServer::fill_streaming`]: a registry
+    /// store), as the cachefiles session completes a READ (default off). An event that lands
+    /// in the rest waits for it instead of fetching it again. Off by default because on the
+    /// container-start benchmark (7.2, 20 ms / 200 Mbit/s) it fetched 0.5-2.0 MB more of a
+    /// 132 MB rootfs (15.3-15.9% of it in three runs of four, against 14.4-14.5%) and started
+    /// no sooner (DESIGN.md, "Streaming fills").
+    pub fn with_early_answer(mut self, on: bool) -> Self {
+        self.early_answer = on;
         self
     }
 
@@ -1140,7 +1155,8 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
         }
     }
 
-    /// Make the event's range present; `Err` → deny. A fill that writes the requested range
+    /// Make the event's range present; `Err` → deny. With
+    /// [`with_early_answer`](Self::with_early_answer), a fill that writes the requested range
     /// while the rest of its window is still coming (a server that streams:
     /// [`OnDemandServer::fill_streaming`]) allows the event then, as cachefiles completes its
     /// READ, clears its journal slot (`noted`) and sets `after.answered`; the rest of the
@@ -1226,7 +1242,8 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
                     requested_end,
                     buf,
                     &mut after.later,
-                    Some(&mut answer),
+                    self.early_answer
+                        .then_some(&mut answer as crate::engine::Answer<'_>),
                 );
                 after.answered = answered;
                 result
