@@ -448,7 +448,7 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
     /// in the rest waits for it instead of fetching it again. Off by default because on the
     /// container-start benchmark (7.2, 20 ms / 200 Mbit/s) it fetched 0.5-2.0 MB more of a
     /// 132 MB rootfs (15.3-15.9% of it in three runs of four, against 14.4-14.5%) and started
-    /// no sooner (DESIGN.md, "Streaming fills").
+    /// later in three of the four (DESIGN.md, "Streaming fills").
     pub fn with_early_answer(mut self, on: bool) -> Self {
         self.early_answer = on;
         self
