@@ -51,9 +51,11 @@ fn host_reads_of_marked_files_are_filled() {
         return;
     };
     let readahead = 256 * 1024;
+    // Direct writes (the file's unaligned last block buffered).
     let daemon = FanotifyDaemon::new(LocalDirServer::new(&blobs), dir.join("cache"))
         .expect("fanotify_init")
-        .with_readahead(readahead);
+        .with_readahead(readahead)
+        .with_direct_io(true);
     let path = daemon.add_object(b"img", b"blob").expect("add_object");
     assert_eq!(std::fs::metadata(&path).expect("stat").len(), len as u64);
     let stop = daemon.shutdown_handle();
@@ -763,8 +765,9 @@ fn host_journal_holds_every_event_read() {
 
 /// `--mount-readahead` reaches the kernel: a file-backed EROFS mount made by
 /// `ImageFiles::mount_with_readahead` has a device info of its own (`/sys/class/bdi/erofs-N`,
-/// new with the mount) whose `read_ahead_kb` is what was asked. On the host, no daemon
-/// needed: an image without blobs. (The 7.2 VM's figures check the daemon's log line.)
+/// new with the mount) whose `read_ahead_kb` is what was asked, and `ImageFiles::mount_direct`
+/// mounts with `directio` and reads right. On the host, no daemon needed: an image without
+/// blobs. (The 7.2 VM's figures check the daemon's log line.)
 #[test]
 fn host_mount_readahead_reaches_the_bdi() {
     let (Some(()), Some(mkfs_erofs)) = (
@@ -811,6 +814,22 @@ fn host_mount_readahead_reaches_the_bdi() {
     assert_eq!(new.len(), 1, "one new device info with the mount: {new:?}");
     assert_eq!(kb, ["4096"], "{new:?}");
     assert_eq!(same, std::fs::read(tree.join("f")).expect("read"));
+    // `mount_direct`: the same, reading the image with direct I/O (`directio`).
+    files
+        .mount_direct(&target, 4 << 20)
+        .expect("file-backed mount with directio");
+    let mounts = std::fs::read_to_string("/proc/mounts").expect("/proc/mounts");
+    let line = mounts
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some(target.to_str().expect("utf-8")))
+        .map(str::to_string);
+    let direct = std::fs::read(target.join("f")).expect("read through the mount");
+    run(Command::new("umount").arg(&target));
+    assert!(
+        line.as_deref().is_some_and(|l| l.contains("directio")),
+        "{line:?}"
+    );
+    assert_eq!(direct, std::fs::read(tree.join("f")).expect("read"));
 }
 
 /// `fanotify` at parity with `serve`, on the host kernel's ordinary reads of marked files:
