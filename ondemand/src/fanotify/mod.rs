@@ -14,9 +14,10 @@
 //! the bytes in the file. With [`FanotifyDaemon::with_early_answer`] and a server that streams
 //! ([`OnDemandServer::fill_streaming`]: a registry store), the answer goes as soon as the
 //! event's own range is written, and the rest of its window is filled after it, as the
-//! cachefiles session completes a READ early. On failure it answers `FAN_DENY` with an errno (`FAN_DENY_ERRNO`, so
-//! the reader gets `EIO` rather than `EPERM`; plain `FAN_DENY` on kernels without it). Once
-//! every byte of a file is present its mark is removed, so its reads send no more events.
+//! cachefiles session completes a READ early. On failure it answers `FAN_DENY` with an errno
+//! (`FAN_DENY_ERRNO`, so the reader gets `EIO` rather than `EPERM`; plain `FAN_DENY` on
+//! kernels without it). Once every byte of a file is present its mark is removed, so its
+//! reads send no more events.
 //!
 //! How it maps to the cachefiles path of [`crate::Session`]:
 //!
