@@ -49,7 +49,7 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use erofs_format::rafs::ChunkInfo;
-use erofs_reader::nydus::{BlobInfo, BlobSource, BlobStats, Digest, RafsMeta};
+use erofs_reader::nydus::{BlobInfo, BlobSource, BlobStats, ChunkStream, Digest, RafsMeta};
 use erofs_reader::{Image, Source};
 
 use crate::blob_store::{BlobStore, LocalDirStore, RangeRead, StoredBlob};
@@ -228,16 +228,22 @@ impl RafsBlob {
             done: 0,
             ready,
             error: None,
+            arrivals: Arrivals::new(&stored),
+            head: None,
+            staged: Vec::new(),
         });
-        let staged = Mutex::new(Vec::new());
         let arrived = |offset: u64, bytes: &[u8]| {
-            if self.staged.stage(offset, bytes) {
-                staged
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(offset);
-            }
             let mut p = progress.lock().unwrap_or_else(|p| p.into_inner());
+            if p.error.is_some() {
+                return;
+            }
+            // Ranges complete: staged for the decoder (chunks decoded whole).
+            for i in p.arrivals.put(offset, bytes) {
+                let (start, bytes) = (p.arrivals.ranges[i].start, p.arrivals.bytes[i].clone());
+                if self.staged.stage(start, bytes) {
+                    p.staged.push(start);
+                }
+            }
             p.advance(self, chunks, span.end, false);
         };
         let fetched = self.staged.blob.read_ranges_arriving(&mut reads, &arrived);
@@ -247,8 +253,7 @@ impl RafsBlob {
             // The rest: chunks whose bytes came in out of order, the zeros after the last.
             p.advance(self, chunks, span.end, true);
         }
-        self.staged
-            .drop_staged(staged.into_inner().unwrap_or_else(|p| p.into_inner()));
+        self.staged.drop_staged(std::mem::take(&mut p.staged));
         fetched?;
         match p.error {
             Some(e) => Err(e),
@@ -367,7 +372,8 @@ impl RafsBlob {
 }
 
 /// A [`RafsBlob::read_streaming`] in progress: `buf` (the uncompressed bytes from `start`)
-/// is final up to `done`, and chunk `next` is the first not decoded into it yet.
+/// is final up to `done`, and chunk `next` is the first not decoded into it yet (`head`
+/// decodes it as its stored bytes arrive, if it can be decoded so).
 struct Progress<'a, 'r> {
     buf: &'a mut [u8],
     start: u64,
@@ -375,26 +381,84 @@ struct Progress<'a, 'r> {
     done: usize,
     ready: &'r mut (dyn FnMut(&[u8]) + Send),
     error: Option<io::Error>,
+    arrivals: Arrivals,
+    head: Option<Head>,
+    /// Starts of the ranges staged, dropped when the read ends.
+    staged: Vec<u64>,
+}
+
+/// The chunk at a streaming read's [`Progress::next`], decoded as its stored bytes arrive:
+/// straight into the read's buffer when the chunk lies inside it, else into `temp` (the
+/// whole chunk, kept in the decoded-chunk cache once complete) and copied from there.
+struct Head {
+    stream: ChunkStream,
+    temp: Option<Arc<[u8]>>,
 }
 
 impl Progress<'_, '_> {
     /// Decode the chunks from `next` on whose stored bytes are staged (or that are decoded
-    /// already), in order, up to chunk `end`; with `last`, all of them and the rest of
-    /// `buf`. Tells `ready` of the new prefix.
+    /// already), in order, up to chunk `end`, and as much of the next one as its stored
+    /// bytes so far give (zstd and raw chunks, [`BlobSource::chunk_stream`]); with `last`,
+    /// all of them and the rest of `buf`. Tells `ready` of the new prefix.
     fn advance(&mut self, blob: &RafsBlob, chunks: &[ChunkInfo], end: usize, last: bool) {
         if self.error.is_some() {
             return;
         }
         let before = self.done;
+        if let Err(e) = self.advance_inner(blob, chunks, end, last) {
+            self.error = Some(e);
+            return;
+        }
+        if self.done > before {
+            (self.ready)(&self.buf[..self.done]);
+        }
+    }
+
+    fn advance_inner(
+        &mut self,
+        blob: &RafsBlob,
+        chunks: &[ChunkInfo],
+        end: usize,
+        last: bool,
+    ) -> io::Result<()> {
         while self.next < end {
             let Some(c) = chunks.get(self.next) else {
                 break;
             };
             let stored = c.compressed_offset..c.compressed_end();
+            let arriving = self.arrivals.index(&stored);
+            if self
+                .head
+                .as_ref()
+                .is_some_and(|h| h.stream.index() as usize == self.next)
+            {
+                if self.feed_head(blob, c, arriving)? {
+                    self.next += 1;
+                    continue;
+                }
+                if !last {
+                    break;
+                }
+                // Not all in although the store said so: decoded whole below (the same
+                // bytes as those reported).
+                self.head = None;
+            }
             let available = stored.is_empty()
                 || u32::try_from(self.next).is_ok_and(|ci| blob.source.is_decoded(ci))
                 || blob.staged.covers(stored);
             if !available && !last {
+                // Part of its stored bytes in: decode that much, if the chunk can be.
+                if let Some(i) = arriving
+                    && self.arrivals.prefix(i) > 0
+                    && let Ok(ci) = u32::try_from(self.next)
+                    && let Some(stream) = blob.source.chunk_stream(ci)?
+                {
+                    self.head = Some(Head { stream, temp: None });
+                    if self.feed_head(blob, c, arriving)? {
+                        self.next += 1;
+                        continue;
+                    }
+                }
                 break;
             }
             // Chunks start and end within `u64`; `buf` holds the part within the range.
@@ -402,25 +466,163 @@ impl Progress<'_, '_> {
             let to = usize::try_from(chunk_end).map_or(self.buf.len(), |e| e.min(self.buf.len()));
             if to > self.done {
                 let at = self.start + self.done as u64;
-                if let Err(e) = blob.source.read_exact_at(&mut self.buf[self.done..to], at) {
-                    self.error = Some(e);
-                    return;
-                }
+                blob.source
+                    .read_exact_at(&mut self.buf[self.done..to], at)?;
                 self.done = to;
             }
             self.next += 1;
         }
         if last && self.done < self.buf.len() {
             let at = self.start + self.done as u64;
-            if let Err(e) = blob.source.read_exact_at(&mut self.buf[self.done..], at) {
-                self.error = Some(e);
-                return;
-            }
+            blob.source.read_exact_at(&mut self.buf[self.done..], at)?;
             self.done = self.buf.len();
         }
-        if self.done > before {
-            (self.ready)(&self.buf[..self.done]);
+        Ok(())
+    }
+
+    /// Feed the head chunk `c` the stored bytes arrived so far (range `arriving` of
+    /// [`Arrivals`]) and move `done` over what it decoded; returns whether the chunk is
+    /// complete (its stream finished and checked).
+    fn feed_head(
+        &mut self,
+        blob: &RafsBlob,
+        c: &ChunkInfo,
+        arriving: Option<usize>,
+    ) -> io::Result<bool> {
+        let (Some(i), Some(head)) = (arriving, self.head.as_mut()) else {
+            return Ok(false);
+        };
+        let stored = self.arrivals.prefix_bytes(i);
+        let size = c.uncompressed_size as usize;
+        let buf_end = self.start.saturating_add(self.buf.len() as u64);
+        let chunk_start = c.uncompressed_offset;
+        if chunk_start >= self.start && c.uncompressed_end() <= buf_end {
+            // Inside the read: decoded in place, after the zeros of the gap before it.
+            // `chunk_start - start` is below `buf.len()`, a usize.
+            let at = (chunk_start - self.start) as usize;
+            if self.done < at {
+                self.buf[self.done..at].fill(0);
+                self.done = at;
+            }
+            let n = head
+                .stream
+                .feed(&blob.source, stored, &mut self.buf[at..at + size])?;
+            self.done = self.done.max(at + n);
+        } else {
+            let temp = head
+                .temp
+                .get_or_insert_with(|| std::iter::repeat_n(0u8, size).collect());
+            let out = Arc::get_mut(temp)
+                .ok_or_else(|| io::Error::other("streamed chunk buffer shared"))?;
+            let n = head.stream.feed(&blob.source, stored, out)?;
+            // The decoded part within the read, past what is final.
+            let from = self.start + self.done as u64;
+            if chunk_start > from {
+                // `chunk_start - start` is below `buf.len()` here.
+                let at = (chunk_start - self.start) as usize;
+                self.buf[self.done..at].fill(0);
+                self.done = at;
+            }
+            let from = self.start + self.done as u64;
+            let upto = (chunk_start + n as u64).min(buf_end);
+            if upto > from {
+                // Offsets within the chunk and within `buf`: usize.
+                let (src, dst) = ((from - chunk_start) as usize, self.done);
+                let len = (upto - from) as usize;
+                self.buf[dst..dst + len].copy_from_slice(&temp[src..src + len]);
+                self.done += len;
+            }
         }
+        if !self.arrivals.complete(i) {
+            return Ok(false);
+        }
+        head.stream.finish(&blob.source)?;
+        if let Some(temp) = head.temp.take() {
+            blob.source.keep_decoded(&head.stream, temp);
+        }
+        self.head = None;
+        Ok(true)
+    }
+}
+
+/// The stored bytes of a streaming read's ranges (sorted, not overlapping) as they arrive:
+/// parts in any order, a part possibly twice (after a store's retry).
+struct Arrivals {
+    ranges: Vec<Range<u64>>,
+    bytes: Vec<Arc<[u8]>>,
+    /// Per range, the parts in (sorted, merged, from the range's start).
+    have: Vec<Vec<Range<usize>>>,
+}
+
+impl Arrivals {
+    fn new(ranges: &[Range<u64>]) -> Self {
+        Arrivals {
+            ranges: ranges.to_vec(),
+            // The ranges' total is bounded by MAX_BATCH_BYTES.
+            bytes: ranges
+                .iter()
+                .map(|r| std::iter::repeat_n(0u8, (r.end - r.start) as usize).collect())
+                .collect(),
+            have: vec![Vec::new(); ranges.len()],
+        }
+    }
+
+    /// Take `bytes` at stored `offset`; returns the ranges it completed.
+    fn put(&mut self, offset: u64, bytes: &[u8]) -> Vec<usize> {
+        let end = offset.saturating_add(bytes.len() as u64);
+        let mut completed = Vec::new();
+        let mut i = self.ranges.partition_point(|r| r.end <= offset);
+        while let Some(r) = self.ranges.get(i).cloned()
+            && r.start < end
+        {
+            let (from, to) = (offset.max(r.start), end.min(r.end));
+            if from < to && !self.complete(i) {
+                // Offsets within a range and a part: usize.
+                let (at, len) = ((from - r.start) as usize, (to - from) as usize);
+                let src = &bytes[(from - offset) as usize..][..len];
+                if let Some(dst) = Arc::get_mut(&mut self.bytes[i]) {
+                    dst[at..at + len].copy_from_slice(src);
+                    let have = &mut self.have[i];
+                    have.push(at..at + len);
+                    have.sort_by_key(|p| p.start);
+                    let mut merged: Vec<Range<usize>> = Vec::with_capacity(have.len());
+                    for p in have.drain(..) {
+                        match merged.last_mut() {
+                            Some(m) if p.start <= m.end => m.end = m.end.max(p.end),
+                            _ => merged.push(p),
+                        }
+                    }
+                    *have = merged;
+                    if self.complete(i) {
+                        completed.push(i);
+                    }
+                }
+            }
+            i += 1;
+        }
+        completed
+    }
+
+    /// The range that is exactly `stored`, if any.
+    fn index(&self, stored: &Range<u64>) -> Option<usize> {
+        let i = self.ranges.partition_point(|r| r.start < stored.start);
+        (self.ranges.get(i) == Some(stored)).then_some(i)
+    }
+
+    /// How many bytes of range `i` are in from its start.
+    fn prefix(&self, i: usize) -> usize {
+        match self.have[i].first() {
+            Some(p) if p.start == 0 => p.end,
+            _ => 0,
+        }
+    }
+
+    fn prefix_bytes(&self, i: usize) -> &[u8] {
+        &self.bytes[i][..self.prefix(i)]
+    }
+
+    fn complete(&self, i: usize) -> bool {
+        self.prefix(i) == self.bytes[i].len()
     }
 }
 
@@ -467,9 +669,9 @@ impl Staged {
         Ok(ranges.iter().map(|r| r.start).collect())
     }
 
-    /// Stage `bytes` at `offset` (a copy), unless the same range is staged already (a part
-    /// handed over again after a retry); returns whether it was added.
-    fn stage(&self, offset: u64, bytes: &[u8]) -> bool {
+    /// Stage `bytes` at `offset`, unless the same range is staged already (by another read);
+    /// returns whether it was added.
+    fn stage(&self, offset: u64, bytes: Arc<[u8]>) -> bool {
         let mut staged = self.lock();
         if staged
             .iter()
@@ -477,7 +679,7 @@ impl Staged {
         {
             return false;
         }
-        staged.push((offset, Arc::from(bytes)));
+        staged.push((offset, bytes));
         true
     }
 

@@ -49,6 +49,11 @@ impl std::fmt::Debug for Blob {
     }
 }
 
+/// Fewest bytes [`Blob::read_ranges_arriving`] hands over at a time (but a range's last
+/// part): enough that a caller's work per part (decoding a few blocks) is not paid per
+/// socket read.
+pub const ARRIVAL_STEP: usize = 32 << 10;
+
 /// [`Blob::read_ranges_arriving`]'s callback, if any.
 type Arrived<'a> = Option<&'a (dyn Fn(u64, &[u8]) + Sync)>;
 
@@ -186,14 +191,17 @@ impl Blob {
         self.read_ranges_inner(ranges, None)
     }
 
-    /// [`Blob::read_ranges`], handing each range over as soon as its bytes are in:
-    /// `arrived(offset, bytes)` is called with a range's offset and its bytes (a range
-    /// longer than [`Config::split_size`](crate::Config::split_size) in several parts, each
-    /// with its own offset) while the rest of the body is still on the wire, so the caller
-    /// can use the first ranges of one request (decode them, write them) before the last
-    /// arrive. Called from the thread that reads the request's body (several at once for
-    /// parallel requests); a part may be handed over again after a retry (the same bytes).
-    /// When this returns `Ok`, every range was handed over and every buffer is filled.
+    /// [`Blob::read_ranges`], handing the bytes over as they arrive: `arrived(offset,
+    /// bytes)` is called with each part of a range as soon as it is read from the body
+    /// (parts of at least [`ARRIVAL_STEP`] bytes, the last one of a range shorter; a range
+    /// longer than [`Config::split_size`](crate::Config::split_size) is split and its
+    /// pieces may arrive in any order), while the rest of the body is still on the wire,
+    /// so the caller can use the first bytes of a range (decode them, write them) before
+    /// its last arrive. A range's parts come in order, each starting where the previous
+    /// ended. Called from the thread that reads the request's body (several at once for
+    /// parallel requests); after a retry a range's parts are handed over again from its
+    /// start (the same bytes). When this returns `Ok`, every byte was handed over and
+    /// every buffer is filled.
     ///
     /// # Errors
     /// As [`Blob::read_ranges`]; parts handed over before an error are the blob's bytes.
@@ -455,7 +463,13 @@ impl Blob {
             want: skip + want,
         };
         let mut scratch = vec![0u8; 64 << 10];
-        let mut fill = |r: &mut dyn Read, dst: Option<&mut [u8]>, n: u64, pos: &mut u64| {
+        // Read `n` bytes into `dst` (or skip them), telling `on_read` of `dst`'s filled
+        // prefix after each read.
+        let mut fill = |r: &mut dyn Read,
+                        dst: Option<&mut [u8]>,
+                        n: u64,
+                        pos: &mut u64,
+                        mut on_read: Option<&mut dyn FnMut(&[u8])>| {
             let mut dst = dst;
             let mut done = 0u64;
             while done < n {
@@ -472,24 +486,40 @@ impl Blob {
                         return Err(*pos + done);
                     }
                 }
+                if let (Some(d), Some(f)) = (dst.as_deref(), on_read.as_mut()) {
+                    f(&d[..done as usize]);
+                }
             }
             *pos += done;
             Ok(())
         };
-        fill(&mut r, None, skip, &mut pos).map_err(short)?;
+        fill(&mut r, None, skip, &mut pos, None).map_err(short)?;
         let mut at = g.start;
         for p in g.pieces.iter_mut() {
             // Bytes between merged ranges.
-            fill(&mut r, None, p.offset - at, &mut pos).map_err(short)?;
-            let len = p.buf.len() as u64;
-            fill(&mut r, Some(&mut *p.buf), len, &mut pos).map_err(short)?;
-            if let Some(arrived) = arrived {
-                arrived(p.offset, p.buf);
-            }
-            at = p.offset + len;
+            fill(&mut r, None, p.offset - at, &mut pos, None).map_err(short)?;
+            let len = p.buf.len();
+            // Parts of at least ARRIVAL_STEP bytes handed over as they arrive, the last
+            // one when the piece is complete.
+            let offset = p.offset;
+            let mut handed = 0usize;
+            let mut hand = |got: &[u8]| {
+                if let Some(arrived) = arrived
+                    && (got.len() - handed >= ARRIVAL_STEP || got.len() == len)
+                {
+                    arrived(offset + handed as u64, &got[handed..]);
+                    handed = got.len();
+                }
+            };
+            let on_read: Option<&mut dyn FnMut(&[u8])> = match arrived {
+                Some(_) => Some(&mut hand),
+                None => None,
+            };
+            fill(&mut r, Some(&mut *p.buf), len as u64, &mut pos, on_read).map_err(short)?;
+            at = p.offset + len as u64;
         }
         // Trailing bytes up to the group's end (a piece may end before it when merged).
-        fill(&mut r, None, g.end.saturating_sub(at), &mut pos).map_err(short)?;
+        fill(&mut r, None, g.end.saturating_sub(at), &mut pos, None).map_err(short)?;
         if skip == 0 {
             // A 206 body ends here; reading its end returns the connection to the pool.
             let mut extra = [0u8; 1];

@@ -77,7 +77,7 @@ mod stats;
 mod token;
 mod transport;
 
-pub use blob::Blob;
+pub use blob::{ARRIVAL_STEP, Blob};
 pub use client::{Client, Image};
 pub use config::Config;
 pub use credentials::Credentials;

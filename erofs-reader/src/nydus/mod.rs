@@ -77,6 +77,7 @@ mod read;
 mod source;
 mod stats;
 mod stored;
+mod stream;
 mod zran;
 
 // The hand-built blobs compress chunks with zstd.
@@ -97,3 +98,4 @@ pub(crate) use meta::add_blob_devices;
 pub use meta::{ChunkRecord, RafsMeta, VerifyReport, is_rafs_bootstrap, parse_blob_table};
 pub use source::BlobSource;
 pub use stats::BlobStats;
+pub use stream::ChunkStream;

@@ -238,6 +238,11 @@ impl BlobSource {
         self.cache.lock().is_ok_and(|c| c.get(ci).is_some())
     }
 
+    /// Whether decoded chunks are checked against digests.
+    pub(super) fn has_digests(&self) -> bool {
+        self.digests.is_some()
+    }
+
     fn digest_for(&self, ci: u32) -> Option<&Digest> {
         self.digests.as_ref()?.get(ci as usize)?.as_ref()
     }
