@@ -46,7 +46,7 @@ enum Decoder {
     Raw,
     #[cfg(feature = "zstd")]
     Zstd {
-        dctx: Box<zstd::zstd_safe::DCtx<'static>>,
+        dctx: Dctx,
         /// Whether the last frame fed ended (libzstd returned 0).
         frame_done: bool,
     },
@@ -59,6 +59,61 @@ impl std::fmt::Debug for ChunkStream {
             .field("fed", &self.fed)
             .field("decoded", &self.decoded)
             .finish_non_exhaustive()
+    }
+}
+
+/// A chunk's zstd stream context: libzstd's, set to write straight into the chunk's output
+/// (`ZSTD_d_stableOutBuffer`: no window buffer of its own) with windows of at most
+/// [`MAX_WINDOW_LOG`]. A few are kept for reuse ([`POOL`]): a context is about 100 KiB
+/// plus a block's input buffer, worth not allocating (and faulting in) per chunk.
+#[cfg(feature = "zstd")]
+struct Dctx(Option<Box<zstd::zstd_safe::DCtx<'static>>>);
+
+/// Contexts kept for reuse, at most [`POOL_MAX`].
+#[cfg(feature = "zstd")]
+static POOL: std::sync::Mutex<Vec<Box<zstd::zstd_safe::DCtx<'static>>>> =
+    std::sync::Mutex::new(Vec::new());
+
+#[cfg(feature = "zstd")]
+const POOL_MAX: usize = 4;
+
+#[cfg(feature = "zstd")]
+impl Dctx {
+    /// A context from the pool (reset) or a new one; `None` if libzstd cannot make one.
+    fn take() -> Option<Dctx> {
+        use zstd::zstd_safe::{DCtx, DParameter, ResetDirective};
+        let pooled = POOL.lock().ok().and_then(|mut p| p.pop());
+        let dctx = match pooled {
+            Some(mut d) => {
+                d.reset(ResetDirective::SessionOnly).ok()?;
+                d
+            }
+            None => {
+                let mut d = Box::new(DCtx::try_create()?);
+                d.set_parameter(DParameter::WindowLogMax(MAX_WINDOW_LOG))
+                    .ok()?;
+                d.set_parameter(DParameter::StableOutBuffer(true)).ok()?;
+                d
+            }
+        };
+        // A pooled context keeps its parameters: a session reset leaves them.
+        Some(Dctx(Some(dctx)))
+    }
+
+    fn get(&mut self) -> Option<&mut zstd::zstd_safe::DCtx<'static>> {
+        self.0.as_deref_mut()
+    }
+}
+
+#[cfg(feature = "zstd")]
+impl Drop for Dctx {
+    fn drop(&mut self) {
+        if let Some(d) = self.0.take()
+            && let Ok(mut pool) = POOL.lock()
+            && pool.len() < POOL_MAX
+        {
+            pool.push(d);
+        }
     }
 }
 
@@ -86,18 +141,11 @@ impl BlobSource {
             match self.blob.record.compressor() {
                 #[cfg(feature = "zstd")]
                 Some(BlobCompressor::Zstd) => {
-                    use zstd::zstd_safe::{DCtx, DParameter};
-                    let Some(mut dctx) = DCtx::try_create() else {
+                    let Some(dctx) = Dctx::take() else {
                         return Ok(None);
                     };
-                    if dctx
-                        .set_parameter(DParameter::WindowLogMax(MAX_WINDOW_LOG))
-                        .is_err()
-                    {
-                        return Ok(None);
-                    }
                     Decoder::Zstd {
-                        dctx: Box::new(dctx),
+                        dctx,
                         frame_done: false,
                     }
                 }
@@ -209,6 +257,9 @@ impl ChunkStream {
                     pos: self.fed,
                 };
                 let mut output = OutBuffer::around_pos(out, self.decoded);
+                let Some(dctx) = dctx.get() else {
+                    return Err(src.blob.blob_err(format!("chunk {ci}: zstd context gone")));
+                };
                 while input.pos < stored.len() {
                     let before = (input.pos, output.pos());
                     match dctx.decompress_stream(&mut output, &mut input) {
