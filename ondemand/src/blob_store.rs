@@ -114,9 +114,12 @@ pub trait StoredBlob: Source {
     }
 
     /// [`read_ranges`](Self::read_ranges), calling `arrived(offset, bytes)` with each range
-    /// (or part of one) as soon as its bytes are in, possibly while later ranges are still
+    /// or part of one as soon as its bytes are in, possibly while later ranges are still
     /// arriving and from another thread; a part may be handed over twice (the same bytes,
-    /// after a retry). When this returns `Ok`, every range was handed over and every `buf` is
+    /// after a retry). A store that hands a range over in parts as they are read (a prefix at
+    /// a time, as `oci_lazy::Blob::read_ranges_arriving` does) lets the RAFS server decode
+    /// a chunk's first bytes (zstd and raw chunks) before its last arrive; parts may come in
+    /// any order. When this returns `Ok`, every range was handed over and every `buf` is
     /// filled. The default calls [`read_ranges`](Self::read_ranges), then `arrived` for each
     /// range in order.
     ///

@@ -163,11 +163,14 @@ impl RafsBlob {
 
     /// Read `buf.len()` uncompressed bytes at `off` from a store that streams
     /// ([`StoredBlob::streams`]): the stored bytes of every chunk the range touches in one
-    /// [`StoredBlob::read_ranges_arriving`] call, each chunk decoded into `buf` as soon as
-    /// its stored bytes are in (while the next ones are on the wire), and `ready` told of
-    /// each longer prefix of `buf` that is final. Chunks already decoded need no stored
-    /// bytes; a batch that cannot be staged (ZRan blobs, overlapping or too many stored
-    /// bytes) is read as [`read_batch`](Self::read_batch) does, and reported whole.
+    /// [`StoredBlob::read_ranges_arriving`] call, each chunk decoded into `buf` as its
+    /// stored bytes come in (while the next ones are on the wire), and `ready` told of each
+    /// longer prefix of `buf` that is final. The first chunk not decoded yet is decoded as
+    /// far as its stored prefix goes ([`ChunkStream`]: zstd and raw chunks, when digests
+    /// are not checked), the others once all their bytes are in. Chunks already decoded
+    /// need no stored bytes; a batch that cannot be staged (ZRan blobs, overlapping or too
+    /// many stored bytes) is read as [`read_batch`](Self::read_batch) does, and reported
+    /// whole.
     fn read_streaming(
         &self,
         buf: &mut [u8],

@@ -54,6 +54,10 @@ impl std::fmt::Debug for Blob {
 /// socket read.
 pub const ARRIVAL_STEP: usize = 32 << 10;
 
+/// Most bytes one read from a body takes: [`Blob::read_ranges_arriving`] hands a range
+/// over at least every this many bytes, whatever the socket has buffered.
+const MAX_READ: usize = 256 << 10;
+
 /// [`Blob::read_ranges_arriving`]'s callback, if any.
 type Arrived<'a> = Option<&'a (dyn Fn(u64, &[u8]) + Sync)>;
 
@@ -193,7 +197,8 @@ impl Blob {
 
     /// [`Blob::read_ranges`], handing the bytes over as they arrive: `arrived(offset,
     /// bytes)` is called with each part of a range as soon as it is read from the body
-    /// (parts of at least [`ARRIVAL_STEP`] bytes, the last one of a range shorter; a range
+    /// (parts of at least [`ARRIVAL_STEP`] bytes, the last one of a range shorter, and at
+    /// most 256 KiB plus [`ARRIVAL_STEP`]; a range
     /// longer than [`Config::split_size`](crate::Config::split_size) is split and its
     /// pieces may arrive in any order), while the rest of the body is still on the wire,
     /// so the caller can use the first bytes of a range (decode them, write them) before
@@ -475,7 +480,12 @@ impl Blob {
             while done < n {
                 let k = (n - done).min(scratch.len() as u64) as usize;
                 let buf: &mut [u8] = match dst.as_deref_mut() {
-                    Some(d) => &mut d[done as usize..],
+                    // At most MAX_READ at once: parts are handed over at least that often.
+                    Some(d) => {
+                        let from = done as usize;
+                        let to = d.len().min(from.saturating_add(MAX_READ));
+                        &mut d[from..to]
+                    }
                     None => &mut scratch[..k],
                 };
                 match r.read(buf) {

@@ -338,7 +338,8 @@ enum Run {
 ///
 /// `CONTAINER_START_ONLY=NAME,...` keeps only these (and `record` with a replay);
 /// `CONTAINER_START_VARIANTS=NAME=FLAGS;...` adds scenarios of our daemon on the `nydus`
-/// image with more flags (`serve` on 6.12, `fanotify` on 7.2; `@TRACE@` is the trace of
+/// image (on `nydus-c256k` for a NAME with `chunk256k` in it, as [`scenario_tag`] says)
+/// with more flags (`serve` on 6.12, `fanotify` on 7.2; `@TRACE@` is the trace of
 /// `record`), to compare settings in one run; `CONTAINER_START_REVERSE=1` runs the lazy
 /// scenarios in the reverse order (the full pull still first).
 fn lazy_scenarios(kernel: Kernel) -> Vec<(String, Run)> {
@@ -388,7 +389,7 @@ fn lazy_scenarios(kernel: Kernel) -> Vec<(String, Run)> {
                 !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'),
                 "CONTAINER_START_VARIANTS: name {name:?} (letters, digits, '-')"
             );
-            all.push((name.to_string(), ours(cmd, "nydus", flags)));
+            all.push((name.to_string(), ours(cmd, scenario_tag(name), flags)));
         }
     }
     if let Ok(only) = std::env::var("CONTAINER_START_ONLY") {

@@ -185,6 +185,40 @@ fn plain_registry_ranges_and_whole_image() {
     assert_eq!(after.0 - before.0, 4, "0+100 and 200+100 share one request");
     assert_eq!(after.1 - before.1, 300 + 4096 + 65536 + 10);
 
+    // Handed over as the bytes arrive: each range in order, in parts of at least
+    // ARRIVAL_STEP bytes (but its last) and at most 256 KiB + ARRIVAL_STEP, so a 1 MiB range
+    // in at least four.
+    let spans = [(100u64, 1usize << 20), (2 << 20, 5000)];
+    let mut bufs: Vec<Vec<u8>> = spans.iter().map(|&(_, n)| vec![0u8; n]).collect();
+    let mut ranges: Vec<(u64, &mut [u8])> = spans
+        .iter()
+        .zip(bufs.iter_mut())
+        .map(|(&(o, _), b)| (o, b.as_mut_slice()))
+        .collect();
+    let parts = std::sync::Mutex::new(Vec::new());
+    blob.read_ranges_arriving(&mut ranges, &|off, bytes: &[u8]| {
+        assert!(bytes == &want[off as usize..off as usize + bytes.len()], "part {off}");
+        parts.lock().unwrap().push((off, bytes.len()));
+    })
+    .unwrap();
+    let parts = parts.into_inner().unwrap();
+    for &(o, n) in &spans {
+        let mine: Vec<(u64, usize)> = parts
+            .iter()
+            .copied()
+            .filter(|&(p, _)| (o..o + n as u64).contains(&p))
+            .collect();
+        let mut at = o;
+        for (i, &(p, len)) in mine.iter().enumerate() {
+            assert_eq!(p, at, "range {o}+{n}: parts {mine:?}");
+            assert!(len <= (256 << 10) + oci_lazy::ARRIVAL_STEP, "{mine:?}");
+            assert!(len >= oci_lazy::ARRIVAL_STEP || i + 1 == mine.len(), "{mine:?}");
+            at += len as u64;
+        }
+        assert_eq!(at, o + n as u64, "range {o}+{n}: parts {mine:?}");
+        assert!(n < 1 << 20 || mine.len() >= 4, "{mine:?}");
+    }
+
     // A large read is split into parallel requests of split_size.
     let mut cfg = plain_config();
     cfg.split_size = 256 << 10;
