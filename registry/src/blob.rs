@@ -58,6 +58,9 @@ pub const ARRIVAL_STEP: usize = 32 << 10;
 /// over at least every this many bytes, whatever the socket has buffered.
 const MAX_READ: usize = 256 << 10;
 
+/// Told of a destination's filled prefix after each read from a body, if anything is.
+type OnRead<'a> = Option<&'a mut dyn FnMut(&[u8])>;
+
 /// [`Blob::read_ranges_arriving`]'s callback, if any.
 type Arrived<'a> = Option<&'a (dyn Fn(u64, &[u8]) + Sync)>;
 
@@ -474,7 +477,7 @@ impl Blob {
                         dst: Option<&mut [u8]>,
                         n: u64,
                         pos: &mut u64,
-                        mut on_read: Option<&mut dyn FnMut(&[u8])>| {
+                        mut on_read: OnRead<'_>| {
             let mut dst = dst;
             let mut done = 0u64;
             while done < n {
@@ -521,7 +524,7 @@ impl Blob {
                     handed = got.len();
                 }
             };
-            let on_read: Option<&mut dyn FnMut(&[u8])> = match arrived {
+            let on_read: OnRead<'_> = match arrived {
                 Some(_) => Some(&mut hand),
                 None => None,
             };

@@ -703,7 +703,9 @@ fn zstd_1m_chunks(dir: &Path) -> Option<(PathBuf, Vec<u8>, Vec<u8>)> {
     let src = dir.join("src");
     std::fs::create_dir_all(&src).unwrap();
     // Words drawn from a small vocabulary: compresses about 3x, in many zstd blocks.
-    let words = ["ready ", "import ", "asyncio ", "json\n", "sqlite3 ", "email ", "ssl\n"];
+    let words = [
+        "ready ", "import ", "asyncio ", "json\n", "sqlite3 ", "email ", "ssl\n",
+    ];
     let text: Vec<u8> = tests::vm::noise(7, 700_000)
         .iter()
         .flat_map(|b| words[*b as usize % words.len()].bytes())
@@ -758,7 +760,8 @@ fn zstd_blocks(frame: &[u8]) -> Vec<usize> {
     let mut out = Vec::new();
     loop {
         out.push(at);
-        let h = u32::from(frame[at]) | u32::from(frame[at + 1]) << 8 | u32::from(frame[at + 2]) << 16;
+        let h =
+            u32::from(frame[at]) | u32::from(frame[at + 1]) << 8 | u32::from(frame[at + 2]) << 16;
         let size = match (h >> 1) & 3 {
             1 => 1,
             _ => (h >> 3) as usize,
@@ -819,7 +822,10 @@ fn a_chunk_is_decoded_as_its_bytes_arrive() {
         server
             .fill_streaming(&opened.object, off, &mut window, &mut ready)
             .unwrap();
-        assert!(window == want[off as usize..off as usize + len], "window at {off}");
+        assert!(
+            window == want[off as usize..off as usize + len],
+            "window at {off}"
+        );
         let seen = events.lock().unwrap().clone();
         let first_64k = seen
             .iter()
@@ -898,11 +904,14 @@ fn a_bad_or_short_chunk_stream_fails_having_reported_right_bytes() {
             _ => assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{d:?}: {err}"),
         }
         assert!(
-            reported >= 64 << 10 && reported < 1 << 20,
+            ((64 << 10)..(1 << 20)).contains(&reported),
             "{d:?}: {reported} bytes reported before the fault"
         );
         *damage.lock().unwrap() = None;
         server.fill(&opened.object, off, &mut window).unwrap();
-        assert!(window == want[off as usize..off as usize + (1 << 20)], "{d:?}");
+        assert!(
+            window == want[off as usize..off as usize + (1 << 20)],
+            "{d:?}"
+        );
     }
 }

@@ -197,7 +197,10 @@ fn plain_registry_ranges_and_whole_image() {
         .collect();
     let parts = std::sync::Mutex::new(Vec::new());
     blob.read_ranges_arriving(&mut ranges, &|off, bytes: &[u8]| {
-        assert!(bytes == &want[off as usize..off as usize + bytes.len()], "part {off}");
+        assert!(
+            bytes == &want[off as usize..off as usize + bytes.len()],
+            "part {off}"
+        );
         parts.lock().unwrap().push((off, bytes.len()));
     })
     .unwrap();
@@ -212,7 +215,10 @@ fn plain_registry_ranges_and_whole_image() {
         for (i, &(p, len)) in mine.iter().enumerate() {
             assert_eq!(p, at, "range {o}+{n}: parts {mine:?}");
             assert!(len <= (256 << 10) + oci_lazy::ARRIVAL_STEP, "{mine:?}");
-            assert!(len >= oci_lazy::ARRIVAL_STEP || i + 1 == mine.len(), "{mine:?}");
+            assert!(
+                len >= oci_lazy::ARRIVAL_STEP || i + 1 == mine.len(),
+                "{mine:?}"
+            );
             at += len as u64;
         }
         assert_eq!(at, o + n as u64, "range {o}+{n}: parts {mine:?}");

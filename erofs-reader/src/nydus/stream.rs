@@ -11,16 +11,19 @@
 
 use super::source::BlobSource;
 use crate::error::Result;
-use erofs_format::rafs::{BlobCompressor, ChunkInfo};
+#[cfg(feature = "zstd")]
+use erofs_format::rafs::BlobCompressor;
+use erofs_format::rafs::ChunkInfo;
 
-/// Largest zstd window a stream accepts (2^24 bytes, the largest chunk size). A frame that
-/// declares its content size needs a buffer of at most that size, which must not exceed the
-/// chunk's; nydus-image's frames all declare it.
+/// Largest zstd window a stream accepts (2^24 bytes, the largest chunk size). The output is
+/// the window (`ZSTD_d_stableOutBuffer`), so this bounds what libzstd accepts, not what it
+/// allocates.
 #[cfg(feature = "zstd")]
 const MAX_WINDOW_LOG: u32 = 24;
 
 /// Longest zstd frame header: a stream decodes nothing before it has it (or the whole
-/// chunk), so the content size it declares is checked before any buffer is sized by it.
+/// chunk), so a declared content size larger than the chunk's is refused first, as the
+/// whole-chunk decoder refuses it.
 #[cfg(feature = "zstd")]
 const ZSTD_HEADER_MAX: usize = 18;
 
@@ -67,11 +70,11 @@ impl std::fmt::Debug for ChunkStream {
 /// [`MAX_WINDOW_LOG`]. A few are kept for reuse ([`POOL`]): a context is about 100 KiB
 /// plus a block's input buffer, worth not allocating (and faulting in) per chunk.
 #[cfg(feature = "zstd")]
-struct Dctx(Option<Box<zstd::zstd_safe::DCtx<'static>>>);
+struct Dctx(Option<zstd::zstd_safe::DCtx<'static>>);
 
 /// Contexts kept for reuse, at most [`POOL_MAX`].
 #[cfg(feature = "zstd")]
-static POOL: std::sync::Mutex<Vec<Box<zstd::zstd_safe::DCtx<'static>>>> =
+static POOL: std::sync::Mutex<Vec<zstd::zstd_safe::DCtx<'static>>> =
     std::sync::Mutex::new(Vec::new());
 
 #[cfg(feature = "zstd")]
@@ -89,7 +92,7 @@ impl Dctx {
                 d
             }
             None => {
-                let mut d = Box::new(DCtx::try_create()?);
+                let mut d = DCtx::try_create()?;
                 d.set_parameter(DParameter::WindowLogMax(MAX_WINDOW_LOG))
                     .ok()?;
                 d.set_parameter(DParameter::StableOutBuffer(true)).ok()?;
@@ -101,7 +104,7 @@ impl Dctx {
     }
 
     fn get(&mut self) -> Option<&mut zstd::zstd_safe::DCtx<'static>> {
-        self.0.as_deref_mut()
+        self.0.as_mut()
     }
 }
 
@@ -217,12 +220,14 @@ impl ChunkStream {
         }
         let t0 = std::time::Instant::now();
         let r = self.feed_inner(src, stored, out);
-        src.counters.decode_ns.add(
-            u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX),
-        );
+        src.counters
+            .decode_ns
+            .add(u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX));
         r
     }
 
+    // Without zstd, only raw chunks: `src` and `ci` name errors of zstd frames.
+    #[cfg_attr(not(feature = "zstd"), allow(unused_variables))]
     fn feed_inner(&mut self, src: &BlobSource, stored: &[u8], out: &mut [u8]) -> Result<usize> {
         let ci = self.ci;
         match &mut self.decoder {
@@ -235,7 +240,9 @@ impl ChunkStream {
             }
             #[cfg(feature = "zstd")]
             Decoder::Zstd { dctx, frame_done } => {
-                use zstd::zstd_safe::{InBuffer, OutBuffer, get_error_name, get_frame_content_size};
+                use zstd::zstd_safe::{
+                    InBuffer, OutBuffer, get_error_name, get_frame_content_size,
+                };
                 let whole = stored.len() == self.chunk.compressed_size as usize;
                 if self.fed == 0 {
                     if stored.len() < ZSTD_HEADER_MAX && !whole {
