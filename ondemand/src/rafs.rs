@@ -16,8 +16,12 @@
 //!   store in one [`StoredBlob::read_ranges`] batch (a remote store merges and parallelizes
 //!   them), then decompressed, optionally checked against the bootstrap's chunk digests, and
 //!   returned at their uncompressed offsets (zeros between chunks) by
-//!   [`erofs_reader::nydus::BlobSource`]; the engine writes them aligned. A store error or a
-//!   digest mismatch fails the read (the reader gets `EIO`), never gives other bytes;
+//!   [`erofs_reader::nydus::BlobSource`]; the engine writes them aligned. From a store that
+//!   streams (a registry), a window's chunks are decoded as their stored bytes arrive, the
+//!   first one as far as its stored prefix goes (zstd and raw chunks,
+//!   [`erofs_reader::nydus::ChunkStream`]), and the engine writes each final prefix
+//!   ([`OnDemandServer::fill_streaming`]). A store error or a digest mismatch fails the
+//!   read (the reader gets `EIO`), never gives other bytes;
 //! * OPEN of a cookie key naming a `--blob-inline-meta` data blob (mounted with
 //!   `fsid=BLOB_ID`): the bootstrap inlined in it; the kernel then opens the device under the
 //!   placeholder tag `"x" × 64`, which is served as that blob (the volume's fsid);

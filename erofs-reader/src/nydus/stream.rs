@@ -27,8 +27,10 @@ const MAX_WINDOW_LOG: u32 = 24;
 #[cfg(feature = "zstd")]
 const ZSTD_HEADER_MAX: usize = 18;
 
-/// A chunk being decoded as its stored bytes arrive (see the [module docs](self)): feed it
-/// the stored prefix each time it grows ([`ChunkStream::feed`]), read the decoded prefix
+/// A chunk being decoded as its stored bytes arrive, so that a reader of its first bytes
+/// need not wait for its last (zstd frames through libzstd's streaming decoder, raw chunks
+/// copied; [`BlobSource::chunk_stream`] makes one). Feed it the stored prefix each time it
+/// grows ([`ChunkStream::feed`]), read the decoded prefix
 /// from the output buffer, and [`finish`](ChunkStream::finish) it once the whole stored
 /// chunk was fed. The output equals [`BlobSource::decode_chunk`]'s byte for byte; a stream
 /// that is bad or ends early is an [`Error::Corrupt`](crate::Error::Corrupt) (the decoded
