@@ -320,6 +320,9 @@ impl ChunkStream {
             )));
         }
         self.finished = true;
+        // Counted as a fetch of its stored bytes and its bytes served (all of them, also
+        // when part of the chunk lay outside the caller's read).
+        src.counters.bytes_served.add(self.decoded as u64);
         src.counters.chunks_decoded.incr();
         src.counters.fetches.incr();
         src.counters.stored_bytes.add(self.fed as u64);
