@@ -149,6 +149,7 @@ mod local;
 pub mod metrics;
 pub mod mount;
 pub mod plan;
+pub mod predict;
 pub mod rafs;
 mod ranges;
 #[cfg(feature = "registry")]

@@ -317,6 +317,17 @@ impl<S: OnDemandServer, F: ObjectFd> Engine<S, F> {
                     };
                     let hook: Option<crate::engine::Answer<'_>> =
                         msg_id.is_some().then_some(&mut answer);
+                    // What the image relates to this READ (the rest of its file, ...: the
+                    // predictor), queued on the fill pool first, so it is fetched while the
+                    // window is.
+                    let predicted = self.queue_predicted(&object, range.start, Some(&range));
+                    if predicted > 0 {
+                        log::debug!(
+                            "object {} [{}, ...): {predicted} bytes predicted",
+                            object.id(),
+                            range.start
+                        );
+                    }
                     // Errors are counted and logged; the READ is completed either way.
                     let _ = self.fill_window_answering(
                         &object,
@@ -344,6 +355,7 @@ impl<S: OnDemandServer, F: ObjectFd> Engine<S, F> {
         for (object, range) in aheads {
             self.fill_ahead(&object, range, buf);
         }
+        self.help_queued(buf);
     }
 
     /// Complete READ `msg_id` through the object's fd.

@@ -271,6 +271,15 @@ struct Serving {
     /// 1 to 8).
     #[arg(long, value_name = "N", default_value_t = ondemand::default_fill_threads() as u16, value_parser = clap::value_parser!(u16).range(0..=64))]
     fill_threads: u16,
+    /// Cold prediction (cachefiles, --image of a Nydus image): when a READ lands in a file of
+    /// at most BYTES, fill the rest of the file on the fill pool while the READ's window is
+    /// filled (suffixes K, M, G; 0: off).
+    #[arg(long, value_name = "BYTES", default_value = "0", value_parser = parse_bytes)]
+    predict_file: u64,
+    /// Cold prediction (as --predict-file): when a READ lands in a file whose directory's
+    /// files span at most BYTES of the blob, fill that span too (0: off).
+    #[arg(long, value_name = "BYTES", default_value = "0", value_parser = parse_bytes)]
+    predict_dir: u64,
     /// Each worker's fill buffer (default: the readahead window, 64K to 4M).
     #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
     fill_buffer: Option<u64>,
@@ -712,6 +721,27 @@ impl CachefilesRun<'_> {
         }
         if let Some(recorder) = self.recorder {
             session = session.with_recorder(recorder);
+        }
+        let rules = ondemand::predict::Rules {
+            whole_file: serving.predict_file,
+            directory: serving.predict_dir,
+        };
+        if let (Some((image, _)), true) = (remote, rules.any()) {
+            // The bootstrap walked on a thread of its own while the image mounts.
+            let predictor = Arc::new(ondemand::predict::Predictor::new());
+            let image = image.clone();
+            let p = Arc::clone(&predictor);
+            let _ = std::thread::Builder::new()
+                .name("predict-map".into())
+                .spawn(move || match image.file_map(rules) {
+                    Some(Ok(map)) => {
+                        log::info!("cold prediction: {} files mapped", map.files());
+                        p.set(map);
+                    }
+                    Some(Err(e)) => log::warn!("cold prediction off: {e}"),
+                    None => log::info!("cold prediction: not a Nydus image"),
+                });
+            session = session.with_predictor(predictor);
         }
         let mut daemon = Daemon::new(self.dev, session).with_threads(usize::from(serving.threads));
         if remote.is_none() {

@@ -42,6 +42,7 @@ pub(crate) use window::round_up;
 pub use window::{DEFAULT_READAHEAD, DEFAULT_SEQUENTIAL_AHEAD, MAX_READ_FILL, window};
 
 use crate::metrics::{Stats, StatsSnapshot};
+use crate::predict::Predictor;
 use crate::server::{OnDemandServer, Opened};
 use crate::trace::Recorder;
 
@@ -71,6 +72,8 @@ pub struct Engine<S: OnDemandServer, K> {
     fill_threads: usize,
     /// Where the ranges readers ask for are recorded ([`Engine::with_recorder`]).
     recorder: Option<Arc<Recorder>>,
+    /// What else to fill when a READ lands in a file ([`Engine::with_predictor`]).
+    predictor: Option<Arc<Predictor>>,
 }
 
 impl<S: OnDemandServer, K> fmt::Debug for Engine<S, K> {
@@ -112,7 +115,17 @@ impl<S: OnDemandServer, K> Engine<S, K> {
             pool: pool::FillPool::new(pool::MAX_QUEUED_JOBS),
             fill_threads: default_fill_threads(),
             recorder: None,
+            predictor: None,
         }
+    }
+
+    /// When a READ lands in a file, fill what `predictor`'s map relates to it (the rest of
+    /// the file, its directory's files: [`crate::predict::Rules`]) on the fill pool, in the
+    /// background, while the READ's own window is filled (see [`crate::predict`]). Nothing is
+    /// predicted until the map is set. cachefiles only (the fanotify transport ignores it).
+    pub fn with_predictor(mut self, predictor: Arc<Predictor>) -> Self {
+        self.predictor = Some(predictor);
+        self
     }
 
     /// Record every range the kernel demands (each READ; each fanotify pre-content event),

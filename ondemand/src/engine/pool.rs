@@ -126,6 +126,11 @@ impl<O, K> FillPool<O, K> {
         }
     }
 
+    /// The first job, if any.
+    fn pop_any(&self) -> Option<Job<O, K>> {
+        self.lock().pop_front()
+    }
+
     /// Take out the queued jobs of `object` that overlap `range`.
     pub(crate) fn steal(&self, object: &Object<O, K>, range: &Range<u64>) -> Vec<Job<O, K>> {
         let mut q = self.lock();
@@ -201,6 +206,71 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
         let alone = self.fill_threads() == 0;
         if alone || !self.pool.helping.swap(true, Ordering::AcqRel) {
             while let Some(job) = self.pool.pop_for(batch) {
+                self.run_job(&job.object, job.range, buf);
+            }
+            if !alone {
+                self.pool.helping.store(false, Ordering::Release);
+            }
+        }
+    }
+
+    /// Queue, as fill-ahead jobs, what the predictor relates to a READ at `off` of `object`
+    /// (outside the READ's `window`, which the READ fills itself): each piece's gaps of what
+    /// is present or in flight, claimed. Nothing waits for them here: the pool threads run
+    /// them, a READ over a queued one runs it, and the worker helps once its READ is
+    /// answered ([`help_queued`](Self::help_queued)). A full queue drops the rest (a guess,
+    /// not a demand). Returns the bytes queued.
+    pub(crate) fn queue_predicted(
+        &self,
+        object: &Arc<Object<S::Object, K>>,
+        off: u64,
+        window: Option<&Range<u64>>,
+    ) -> u64 {
+        let Some(map) = self.predictor.as_ref().and_then(|p| p.get()) else {
+            return 0;
+        };
+        if object.is_closed() {
+            return 0;
+        }
+        let limit = super::round_up(object.size().min(i64::MAX as u64));
+        let batch = self.pool.batch();
+        let mut queued = 0;
+        for piece in map.related(object.cookie_key(), off) {
+            let piece = piece.start / super::window::BLOCK * super::window::BLOCK
+                ..super::round_up(piece.end).min(limit);
+            let mut pieces = vec![piece];
+            if let Some(w) = window {
+                pieces = pieces
+                    .into_iter()
+                    .flat_map(|p| [p.start..p.end.min(w.start), p.start.max(w.end)..p.end])
+                    .collect();
+            }
+            for p in pieces.into_iter().filter(|p| p.start < p.end) {
+                if !self.asks_for_present {
+                    object.scan_present(p.clone());
+                }
+                for gap in object.claim_gaps(p) {
+                    let len = gap.end - gap.start;
+                    if let Err(gap) = self.pool.push(object, gap, batch) {
+                        object.release(gap, false, false);
+                        return queued;
+                    }
+                    queued += len;
+                }
+            }
+        }
+        queued
+    }
+
+    /// Help the pool threads with queued jobs (predicted fills), one worker at a time, as
+    /// [`fill_ahead`](Self::fill_ahead) does; without pool threads, run every queued job.
+    pub(crate) fn help_queued(&self, buf: &mut AlignedBuf) {
+        if self.predictor.is_none() || self.pool.len() == 0 {
+            return;
+        }
+        let alone = self.fill_threads() == 0;
+        if alone || !self.pool.helping.swap(true, Ordering::AcqRel) {
+            while let Some(job) = self.pool.pop_any() {
                 self.run_job(&job.object, job.range, buf);
             }
             if !alone {

@@ -44,6 +44,7 @@ use erofs_reader::ImageBuilder;
 use erofs_reader::nydus::RafsMeta;
 use oci_lazy::{Client, Config, Digest, Layer, LazyLayout, Reference};
 
+use crate::predict::{FileMap, Rules};
 use crate::rafs::RafsServer;
 
 pub use store::RegistryStore;
@@ -125,6 +126,8 @@ pub struct RemoteImage {
     /// The sum of the layers' sizes (what a full pull fetches), in bytes.
     pub size: u64,
     store: RegistryStore,
+    /// A Nydus image's bootstrap, unpacked.
+    bootstrap: Option<Arc<[u8]>>,
 }
 
 impl RemoteImage {
@@ -166,12 +169,14 @@ impl RemoteImage {
                 });
             }
         };
+        let bootstrap = memory.first().map(|(_, bytes)| bytes.clone());
         Ok(RemoteImage {
             reference: reference.clone(),
             manifest: image.digest,
             kind,
             size,
             store: RegistryStore::new(client.clone(), repo, &image.layers, memory),
+            bootstrap,
         })
     }
 
@@ -184,6 +189,23 @@ impl RemoteImage {
     /// of the store (sharing its client and counters).
     pub fn server(&self) -> RafsServer<RegistryStore> {
         RafsServer::with_store(self.store.clone())
+    }
+
+    /// A Nydus image's files by blob and offset, for cold prediction
+    /// ([`crate::Engine::with_predictor`]): its bootstrap walked (no request; cut into the
+    /// image's chunks). `None` for EROFS-layer images.
+    ///
+    /// # Errors
+    ///
+    /// The bootstrap's metadata cannot be read (it was checked when resolved, so only a
+    /// corrupt inode or directory found by the walk).
+    pub fn file_map(&self, rules: Rules) -> Option<erofs_reader::Result<FileMap>> {
+        let bytes = self.bootstrap.clone()?;
+        Some((|| {
+            let image = ImageBuilder::new(bytes).build()?;
+            let piece = RafsMeta::from_image(&image)?.map_or(1 << 20, |m| u64::from(m.chunk_size()));
+            FileMap::from_image(&image, rules, piece)
+        })())
     }
 
     /// The object keys the kernel mounts: the bootstrap, or the layers bottom first.

@@ -1,0 +1,262 @@
+//! Cold prediction from the image's file layout: when a READ lands in a file, fetch the rest
+//! of that file (or of its directory's files) in the background, with no recorded trace.
+//!
+//! A container start reads whole files in many small steps: the dynamic loader maps a
+//! shared library and faults in its pages one region at a time, the interpreter reads one
+//! module's bytecode, then the next. Over a cachefiles mount each miss is a READ, and the
+//! READs of one reader come one after the other, each a round trip. The image's metadata
+//! says which file a blob offset belongs to and where the file's other bytes and its
+//! directory's files are, so the first miss in a file can start fetching the rest of it on
+//! the fill pool while the reader is still waiting for its own window.
+//!
+//! [`FileMap::from_image`] walks the image once (every regular file's extents on every
+//! device) and keeps, per device key, the files' extents sorted by offset, each with the
+//! span of its directory's files. [`FileMap::related`] answers "what else to fill for a READ
+//! at this offset", as [`Rules`] say:
+//!
+//! - [`Rules::whole_file`]: the whole file, if it is at most this long;
+//! - [`Rules::directory`]: the span of the regular files of the file's directory (laid out
+//!   one after the other by the image builders: `mkfs.erofs`, `nydus-image`), if it is at
+//!   most this long.
+//!
+//! The engine ([`crate::Engine::with_predictor`]) cuts what is related into pieces of
+//! [`FileMap::piece`] bytes from the start of the file (or directory span), so a piece is one
+//! of the image's chunks and is decoded once, and queues the pieces that nothing is present
+//! or in flight in on the fill pool; a READ over a queued piece runs it itself, a READ over a
+//! piece being filled waits for it. The map can be built on a thread of its own while the
+//! image mounts ([`Predictor::set`]): READs before it is ready are served as without it.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::OnceLock;
+
+use erofs_reader::{ExtentTarget, FileType, Image, Inode};
+
+/// Most files the walk visits, and how deep it goes.
+const MAX_FILES: usize = 1 << 20;
+const MAX_DEPTH: usize = 256;
+
+/// What to fetch beside a READ's window ([`FileMap::related`]); 0 turns a rule off.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rules {
+    /// Fill the whole file a READ lands in if the file is at most this long.
+    pub whole_file: u64,
+    /// Fill the span of the regular files of the READ's file's directory if it is at most
+    /// this long.
+    pub directory: u64,
+}
+
+impl Rules {
+    /// Whether any rule is on.
+    pub fn any(&self) -> bool {
+        self.whole_file > 0 || self.directory > 0
+    }
+}
+
+/// One file's bytes on one device, and its directory's span there.
+#[derive(Debug, Clone)]
+struct Entry {
+    extent: Range<u64>,
+    directory: Range<u64>,
+}
+
+/// The image's regular files by device and offset ([`FileMap::from_image`]).
+#[derive(Debug, Clone, Default)]
+pub struct FileMap {
+    /// Per device key, sorted by start; extents do not overlap (a shared extent, a
+    /// deduplicated chunk, is kept for its first file only).
+    files: HashMap<Vec<u8>, Vec<Entry>>,
+    rules: Rules,
+    piece: u64,
+}
+
+impl FileMap {
+    /// Walk `image` and index its regular files' extents on its extra devices (keyed by
+    /// their tags: a Nydus blob id, as the kernel opens it) under `rules`. `piece` is the
+    /// length related ranges are cut into, from the start of the file or span (the image's
+    /// chunk size; at least 4 KiB).
+    ///
+    /// # Errors
+    ///
+    /// The image's metadata cannot be read. Files whose extents the reader does not map
+    /// (compressed files) are skipped.
+    pub fn from_image(image: &Image, rules: Rules, piece: u64) -> erofs_reader::Result<FileMap> {
+        let mut files: HashMap<Vec<u8>, Vec<Entry>> = HashMap::new();
+        let mut count = 0usize;
+        let root = image.inode(image.root_nid())?;
+        walk(image, &root, &mut files, &mut count, 0)?;
+        for list in files.values_mut() {
+            list.sort_by_key(|e| (e.extent.start, std::cmp::Reverse(e.extent.end)));
+            // Keep extents disjoint: a later one starting inside an earlier one is dropped.
+            let mut end = 0;
+            list.retain(|e| {
+                let keep = e.extent.start >= end;
+                if keep {
+                    end = e.extent.end;
+                }
+                keep
+            });
+        }
+        Ok(FileMap {
+            files,
+            rules,
+            piece: piece.max(4096),
+        })
+    }
+
+    /// The rules this map answers with.
+    pub fn rules(&self) -> Rules {
+        self.rules
+    }
+
+    /// The length related ranges are cut into.
+    pub fn piece(&self) -> u64 {
+        self.piece
+    }
+
+    /// The files indexed.
+    pub fn files(&self) -> usize {
+        self.files.values().map(Vec::len).sum()
+    }
+
+    /// What to fill beside a READ at `off` of the object `key`, in pieces of
+    /// [`piece`](Self::piece) bytes from the file's (or span's) start: the file (whole-file
+    /// rule), then the rest of its directory's span (directory rule). Empty if `off` is in no
+    /// indexed file or no rule applies.
+    pub fn related(&self, key: &[u8], off: u64) -> Vec<Range<u64>> {
+        let Some(list) = self.files.get(key) else {
+            return Vec::new();
+        };
+        let i = list.partition_point(|e| e.extent.start <= off);
+        let Some(entry) = i.checked_sub(1).map(|i| &list[i]) else {
+            return Vec::new();
+        };
+        if off >= entry.extent.end {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        let len = |r: &Range<u64>| r.end - r.start;
+        let file = self.rules.whole_file > 0 && len(&entry.extent) <= self.rules.whole_file;
+        if file {
+            cut(&entry.extent, self.piece, &mut out);
+        }
+        let dir = &entry.directory;
+        if self.rules.directory > 0 && len(dir) <= self.rules.directory {
+            // The file's own pieces first, then the span's before and after it.
+            if !file {
+                cut(&entry.extent, self.piece, &mut out);
+            }
+            cut(&(entry.extent.end..dir.end), self.piece, &mut out);
+            cut(&(dir.start..entry.extent.start), self.piece, &mut out);
+        }
+        out
+    }
+}
+
+/// `range` in pieces of `piece` bytes from its start, appended to `out`.
+fn cut(range: &Range<u64>, piece: u64, out: &mut Vec<Range<u64>>) {
+    let mut pos = range.start;
+    while pos < range.end {
+        let end = pos.saturating_add(piece).min(range.end);
+        out.push(pos..end);
+        pos = end;
+    }
+}
+
+/// Index a directory's regular files (one contiguous extent on an extra device each) with
+/// their directory's span, then walk its subdirectories.
+fn walk(
+    image: &Image,
+    dir: &Inode,
+    out: &mut HashMap<Vec<u8>, Vec<Entry>>,
+    count: &mut usize,
+    depth: usize,
+) -> erofs_reader::Result<()> {
+    let mut here: Vec<(Vec<u8>, Range<u64>)> = Vec::new();
+    let mut subdirs = Vec::new();
+    for entry in image.read_dir_inode(dir)? {
+        let entry = entry?;
+        if entry.name() == b"." || entry.name() == b".." {
+            continue;
+        }
+        if *count >= MAX_FILES {
+            break;
+        }
+        *count += 1;
+        let inode = image.inode(entry.nid())?;
+        match inode.metadata().file_type() {
+            FileType::Directory if depth < MAX_DEPTH => subdirs.push(inode),
+            FileType::Regular => {
+                let len = inode.metadata().len();
+                let Ok(extents) = image.extents(&inode, 0..len) else {
+                    continue;
+                };
+                // One device, one run of bytes: the file's extent there.
+                let mut run: Option<(Vec<u8>, Range<u64>)> = None;
+                let mut contiguous = true;
+                for e in extents {
+                    let ExtentTarget::Device { index, tag, offset } = e.target else {
+                        continue;
+                    };
+                    let end = offset.saturating_add(e.len);
+                    match &mut run {
+                        _ if index == 0 => contiguous = false,
+                        None => run = Some((tag, offset..end)),
+                        Some((t, r)) if *t == tag && r.end == offset => r.end = end,
+                        Some(_) => contiguous = false,
+                    }
+                }
+                if let (Some(run), true) = (run, contiguous) {
+                    here.push(run);
+                }
+            }
+            _ => {}
+        }
+    }
+    // The directory's span on each device: from its first file's start to its last one's end.
+    let mut spans: HashMap<&[u8], Range<u64>> = HashMap::new();
+    for (tag, r) in &here {
+        spans
+            .entry(tag.as_slice())
+            .and_modify(|s| {
+                s.start = s.start.min(r.start);
+                s.end = s.end.max(r.end);
+            })
+            .or_insert_with(|| r.clone());
+    }
+    let spans: HashMap<Vec<u8>, Range<u64>> =
+        spans.into_iter().map(|(k, v)| (k.to_vec(), v)).collect();
+    for (tag, extent) in here {
+        let directory = spans.get(&tag).cloned().unwrap_or_else(|| extent.clone());
+        out.entry(tag).or_default().push(Entry { extent, directory });
+    }
+    for sub in subdirs {
+        walk(image, &sub, out, count, depth + 1)?;
+    }
+    Ok(())
+}
+
+/// A [`FileMap`] that may be set later (built on a thread of its own while the image
+/// mounts); shared by the engine and whoever builds it.
+#[derive(Debug, Default)]
+pub struct Predictor {
+    map: OnceLock<FileMap>,
+}
+
+impl Predictor {
+    /// A predictor with no map yet (it predicts nothing until [`set`](Self::set)).
+    pub fn new() -> Self {
+        Predictor::default()
+    }
+
+    /// Give it its map (the first call wins).
+    pub fn set(&self, map: FileMap) {
+        let _ = self.map.set(map);
+    }
+
+    /// The map, once set.
+    pub fn get(&self) -> Option<&FileMap> {
+        self.map.get()
+    }
+}
+
