@@ -104,6 +104,28 @@ impl FileMap {
         })
     }
 
+    /// A map of the files `(extent, directory span)` on device `key`, for tests.
+    #[cfg(test)]
+    pub(crate) fn from_entries(
+        key: &[u8],
+        entries: &[(Range<u64>, Range<u64>)],
+        rules: Rules,
+        piece: u64,
+    ) -> FileMap {
+        let list = entries
+            .iter()
+            .map(|(extent, directory)| Entry {
+                extent: extent.clone(),
+                directory: directory.clone(),
+            })
+            .collect();
+        FileMap {
+            files: HashMap::from([(key.to_vec(), list)]),
+            rules,
+            piece,
+        }
+    }
+
     /// The rules this map answers with.
     pub fn rules(&self) -> Rules {
         self.rules
@@ -228,7 +250,9 @@ fn walk(
         spans.into_iter().map(|(k, v)| (k.to_vec(), v)).collect();
     for (tag, extent) in here {
         let directory = spans.get(&tag).cloned().unwrap_or_else(|| extent.clone());
-        out.entry(tag).or_default().push(Entry { extent, directory });
+        out.entry(tag)
+            .or_default()
+            .push(Entry { extent, directory });
     }
     for sub in subdirs {
         walk(image, &sub, out, count, depth + 1)?;
@@ -260,3 +284,86 @@ impl Predictor {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+
+    /// Three files in one directory (span [0, 3.5 MiB)), a big file alone in another.
+    fn map(rules: Rules) -> FileMap {
+        let dir = 0..7 * MIB / 2;
+        FileMap::from_entries(
+            b"blob",
+            &[
+                (0..4096, dir.clone()),
+                (4096..5 * MIB / 2, dir.clone()),
+                (5 * MIB / 2..7 * MIB / 2, dir),
+                (4 * MIB..20 * MIB, 4 * MIB..20 * MIB),
+            ],
+            rules,
+            MIB,
+        )
+    }
+
+    #[test]
+    fn a_file_is_related_whole_in_pieces_from_its_start() {
+        let m = map(Rules {
+            whole_file: 8 * MIB,
+            directory: 0,
+        });
+        // Anywhere in the second file: its pieces, cut from its own start.
+        let want = vec![
+            4096..MIB + 4096,
+            MIB + 4096..2 * MIB + 4096,
+            2 * MIB + 4096..5 * MIB / 2,
+        ];
+        assert_eq!(m.related(b"blob", 4096), want);
+        assert_eq!(m.related(b"blob", 2 * MIB), want);
+        // A file longer than the bound: nothing.
+        assert!(m.related(b"blob", 5 * MIB).is_empty());
+        // Between files, past the last, another key: nothing.
+        assert!(m.related(b"blob", 15 * MIB / 4).is_empty());
+        assert!(m.related(b"blob", 20 * MIB).is_empty());
+        assert!(m.related(b"other", 0).is_empty());
+    }
+
+    #[test]
+    fn a_directory_span_follows_its_file() {
+        let m = map(Rules {
+            whole_file: 0,
+            directory: 4 * MIB,
+        });
+        // The file, then the span after it, then the span before it.
+        assert_eq!(
+            m.related(b"blob", 5 * MIB / 2 + 4096),
+            vec![
+                5 * MIB / 2..7 * MIB / 2,
+                0..MIB,
+                MIB..2 * MIB,
+                2 * MIB..5 * MIB / 2
+            ]
+        );
+        // A span longer than the bound: nothing.
+        let small = map(Rules {
+            whole_file: 0,
+            directory: 3 * MIB,
+        });
+        assert!(small.related(b"blob", 0).is_empty());
+        // Both rules: the file's pieces once.
+        let both = map(Rules {
+            whole_file: 8 * MIB,
+            directory: 4 * MIB,
+        });
+        assert_eq!(
+            both.related(b"blob", 0),
+            vec![
+                0..4096,
+                4096..MIB + 4096,
+                MIB + 4096..2 * MIB + 4096,
+                2 * MIB + 4096..3 * MIB + 4096,
+                3 * MIB + 4096..7 * MIB / 2
+            ]
+        );
+    }
+}

@@ -395,6 +395,66 @@ fn nydus_round_trip(name: &str, zran: bool) {
     compare_trees(if zran { &p.tree.lower } else { &p.tree.merged }, m.path());
 }
 
+/// `fetch_chunk_maps_early`: the blob's chunk map is fetched before the kernel opens the
+/// blob, with the one request the open would have made, and the open then asks the registry
+/// nothing; the blob still reads as the local one.
+#[test]
+fn a_chunk_map_fetched_early_serves_the_blob_open() {
+    let mut built = None;
+    let Some(p) = push("registry_serving/early", "nydus", |layout, tree, dir| {
+        let i =
+            oci_images::nydus_image(layout, &tree.layers(), &Platform::host(), &dir.join("work"))
+                .unwrap();
+        layout.tag("nydus", &i.image.manifest);
+        built = Some(i);
+    }) else {
+        return;
+    };
+    let built = built.unwrap();
+    let image = resolve(&p.reg.reference("serving:nydus"), 3);
+    let ImageKind::Nydus { bootstrap, blobs } = image.kind.clone() else {
+        panic!("a Nydus image, got {:?}", image.kind);
+    };
+    // What the registry served of each blob so far (skopeo's push checks included).
+    let served = |id: &str| p.reg.blob_served(&format!("sha256:{id}"));
+    let pushed: Vec<_> = blobs.iter().map(|id| served(id)).collect();
+    image.fetch_chunk_maps_early();
+    // The fetches run on threads of their own: wait until the registry served them.
+    let t = std::time::Instant::now();
+    while blobs.iter().zip(&pushed).any(|(id, p)| served(id).0 == p.0) {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "early fetches never came"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let early: Vec<_> = blobs.iter().map(|id| served(id)).collect();
+    for (e, p) in early.iter().zip(&pushed) {
+        assert_eq!(
+            e.0,
+            p.0 + 1,
+            "one request per blob: {early:?} after {pushed:?}"
+        );
+    }
+    let mut kernel = Kernel::new(&image, &p.dir.join("objects"));
+    let want_boot = std::fs::read(&built.bootstrap).unwrap();
+    kernel.open(&bootstrap, &bootstrap, want_boot.clone());
+    kernel.read_all(&bootstrap);
+    for (id, before) in blobs.iter().zip(&early) {
+        let want = local_space(&built, id);
+        assert_eq!(kernel.open(&bootstrap, id, want.clone()), want.len() as u64);
+        assert_eq!(
+            served(id),
+            *before,
+            "the open of blob {id} asked the registry again"
+        );
+        let got = std::fs::read(kernel.read_all(id)).unwrap();
+        assert!(got == want, "blob {id} reads as the local one");
+    }
+    assert_eq!(kernel.wrong_writes(), 0);
+    assert_eq!(kernel.session.stats().read_errors, 0);
+}
+
 #[test]
 fn nydus_image_served_from_the_registry_mounts_as_the_tree() {
     nydus_round_trip("registry_serving/nydus", false);

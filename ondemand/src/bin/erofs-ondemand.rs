@@ -223,6 +223,9 @@ impl RegistryArgs {
             .map_err(|e| format!("--image {reference}: {e}"))?;
         log::debug!("registry client ready");
         let image = RemoteImage::resolve(&client, &parsed).map_err(|e| e.to_string())?;
+        // The blobs' chunk maps are read when the kernel opens them, right after the mount:
+        // fetched now, their round trips overlap the mount.
+        image.fetch_chunk_maps_early();
         log::info!(
             "{reference}: {} ({} bytes of layers)",
             match &image.kind {

@@ -412,6 +412,83 @@ mod tests {
         );
     }
 
+    /// A READ in a file of a predictor's map: the rest of the file is queued before the
+    /// window is filled, filled by the worker once the READ is answered (no pool threads),
+    /// every byte once; the file's next READs then find it present and fetch nothing.
+    #[test]
+    fn a_read_in_a_file_fills_the_rest_of_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let len = 12 * MIB as usize;
+        let s = Session::new(SlowBlob::new(len, Duration::ZERO))
+            .with_readahead(MIB)
+            .with_sequential_ahead(0)
+            .with_fill_threads(0);
+        let map = crate::predict::FileMap::from_entries(
+            b"blob",
+            &[
+                (MIB / 2..5 * MIB, MIB / 2..5 * MIB),
+                (5 * MIB..12 * MIB, 5 * MIB..12 * MIB),
+            ],
+            crate::predict::Rules {
+                whole_file: 6 * MIB,
+                directory: 0,
+            },
+            MIB,
+        );
+        let predictor = Arc::new(crate::predict::Predictor::new());
+        let s = s.with_predictor(Arc::clone(&predictor));
+        let (fd, _log) = FakeFd::create(&dir.path().join("cache"));
+        let open = Request::Open(OpenRequest {
+            msg_id: MsgId(1),
+            object_id: ObjectId(1),
+            volume_key: b"erofs,img",
+            cookie_key: b"blob",
+            fd: 3,
+            flags: 0,
+        });
+        let actions = s.handle(&open, Some(fd));
+        s.execute(
+            actions,
+            &|_: &Command<'_>| Ok(()),
+            &mut AlignedBuf::new(4096),
+        );
+        // Before the map is set, a READ fetches its window only.
+        read(&s, 2, 9 * MIB, 4096);
+        assert_eq!(s.server().produced(), MIB);
+        predictor.set(map);
+        read(&s, 3, 2 * MIB, 4096);
+        // The window [2, 3) MiB, then the file's other pieces from its start: [0.5, 2) and
+        // [3, 5) MiB, cut at 0.5 + k MiB.
+        let fills: Vec<_> = s.server().fills().into_iter().map(|(_, r)| r).collect();
+        assert_eq!(
+            fills[1..],
+            [
+                2 * MIB..3 * MIB,
+                MIB / 2..3 * MIB / 2,
+                3 * MIB / 2..2 * MIB,
+                3 * MIB..7 * MIB / 2,
+                7 * MIB / 2..9 * MIB / 2,
+                9 * MIB / 2..5 * MIB,
+            ]
+        );
+        assert_eq!(s.queued_fill_jobs(), 0);
+        // The file's other READs (whose windows end in it): nothing more fetched, and the
+        // bytes are the blob's.
+        let before = s.server().produced();
+        for off in [MIB / 2, 3 * MIB, 4 * MIB] {
+            read(&s, 4, off, 4096);
+        }
+        assert_eq!(s.server().produced(), before);
+        let cache = std::fs::read(dir.path().join("cache")).unwrap();
+        assert_eq!(
+            cache[MIB as usize / 2..5 * MIB as usize],
+            s.server().blob[MIB as usize / 2..5 * MIB as usize]
+        );
+        // The second file (7 MiB) is above the bound: its READ fetches its window only.
+        read(&s, 5, 6 * MIB, 4096);
+        assert_eq!(s.server().produced(), before + MIB);
+    }
+
     fn wait_until(what: &str, cond: impl Fn() -> bool) {
         let t = Instant::now();
         while !cond() {

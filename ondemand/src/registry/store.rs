@@ -6,7 +6,9 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io;
-use std::sync::Arc;
+use std::ops::Range;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use erofs_reader::Source;
 use oci_lazy::{Blob, Client, Layer, Repository};
@@ -25,6 +27,50 @@ pub struct RegistryStore {
     repo: Repository,
     layers: Arc<HashMap<Vec<u8>, Layer>>,
     memory: Arc<HashMap<Vec<u8>, Arc<[u8]>>>,
+    /// Ranges fetched ahead of their first read ([`RegistryStore::fetch_early`]), by name.
+    early: Arc<Mutex<HashMap<Vec<u8>, Vec<Arc<Early>>>>>,
+}
+
+/// A range of a blob fetched on a thread of its own before anyone reads it.
+struct Early {
+    range: Range<u64>,
+    state: Mutex<EarlyState>,
+    done: Condvar,
+}
+
+enum EarlyState {
+    Pending,
+    Ready(Arc<[u8]>),
+    Failed,
+}
+
+/// The longest a read waits for an early fetch before it asks the registry itself.
+const EARLY_WAIT: Duration = Duration::from_secs(30);
+
+impl Early {
+    /// The bytes, once fetched; `None` if the fetch failed (or took longer than
+    /// [`EARLY_WAIT`]): the reader then fetches them itself.
+    fn wait(&self) -> Option<Arc<[u8]>> {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let deadline = std::time::Instant::now() + EARLY_WAIT;
+        loop {
+            match &*st {
+                EarlyState::Ready(b) => return Some(b.clone()),
+                EarlyState::Failed => return None,
+                EarlyState::Pending => {
+                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() {
+                        return None;
+                    }
+                    st = self
+                        .done
+                        .wait_timeout(st, left)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for RegistryStore {
@@ -56,6 +102,56 @@ impl RegistryStore {
                     .collect(),
             ),
             memory: Arc::new(memory.into_iter().collect()),
+            early: Arc::default(),
+        }
+    }
+
+    /// Fetch `range` of the layer `name` now, on a thread of its own, so that a read within
+    /// it later (by this store or a clone) is served from memory, waiting for the fetch if
+    /// it is still running. For what is certainly read soon and whose place is known before
+    /// the kernel asks, such as a Nydus blob's chunk map (read when the kernel opens the
+    /// blob, right after the mount): its round trip then overlaps the mount. The bytes are
+    /// those the registry sent for the range, as for any read; a failed fetch leaves the
+    /// read to ask the registry itself. Ranges longer than 16 MiB, past the layer's size or
+    /// of unknown layers are ignored.
+    pub fn fetch_early(&self, name: &[u8], range: Range<u64>) {
+        let Some(layer) = self.layers.get(name) else {
+            return;
+        };
+        if range.start >= range.end || range.end > layer.size || range.end - range.start > 16 << 20
+        {
+            return;
+        }
+        let early = Arc::new(Early {
+            range: range.clone(),
+            state: Mutex::new(EarlyState::Pending),
+            done: Condvar::new(),
+        });
+        let blob = self
+            .client
+            .blob_with_size(&self.repo, &layer.digest, layer.size);
+        let e = Arc::clone(&early);
+        let spawned = std::thread::Builder::new()
+            .name("early-fetch".into())
+            .spawn(move || {
+                let mut buf = vec![0u8; (range.end - range.start) as usize];
+                let state = match blob.read_ranges(&mut [(range.start, &mut buf[..])]) {
+                    Ok(()) => EarlyState::Ready(buf.into()),
+                    Err(err) => {
+                        log::debug!("early fetch of {range:?} failed: {err}");
+                        EarlyState::Failed
+                    }
+                };
+                *e.state.lock().unwrap_or_else(|p| p.into_inner()) = state;
+                e.done.notify_all();
+            });
+        if spawned.is_ok() {
+            self.early
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(name.to_vec())
+                .or_default()
+                .push(early);
         }
     }
 
@@ -95,8 +191,41 @@ fn render_counters(client: &Client, out: &mut String) {
     }
 }
 
-/// A registry blob as stored bytes.
-struct RemoteBlob(Blob);
+/// A registry blob as stored bytes, with the ranges fetched early for it.
+struct RemoteBlob(Blob, Vec<Arc<Early>>);
+
+impl RemoteBlob {
+    /// Serve `reads` from the early fetches if each lies within one; false (nothing
+    /// served) otherwise, or if a fetch they need failed.
+    fn from_early(&self, reads: &mut [RangeRead<'_>]) -> bool {
+        if self.1.is_empty() {
+            return false;
+        }
+        let within = |r: &RangeRead<'_>| {
+            let end = r.offset.saturating_add(r.buf.len() as u64);
+            self.1
+                .iter()
+                .find(|e| e.range.start <= r.offset && end <= e.range.end)
+                .cloned()
+        };
+        let Some(found) = reads.iter().map(within).collect::<Option<Vec<_>>>() else {
+            return false;
+        };
+        let mut bytes = Vec::with_capacity(found.len());
+        for e in &found {
+            match e.wait() {
+                Some(b) => bytes.push(b),
+                None => return false,
+            }
+        }
+        for ((r, e), b) in reads.iter_mut().zip(&found).zip(bytes) {
+            let at = (r.offset - e.range.start) as usize;
+            let n = r.buf.len();
+            r.buf.copy_from_slice(&b[at..at + n]);
+        }
+        true
+    }
+}
 
 /// A registry error as the kernel must see it: `EIO` (with the message for the log).
 fn read_error(e: oci_lazy::Error) -> io::Error {
@@ -106,6 +235,9 @@ fn read_error(e: oci_lazy::Error) -> io::Error {
 
 impl Source for RemoteBlob {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        if self.from_early(&mut [RangeRead { offset, buf }]) {
+            return Ok(());
+        }
         self.0.read_exact_at(buf, offset).map_err(read_error)
     }
 
@@ -121,6 +253,9 @@ fn as_ranges<'a>(reads: &'a mut [RangeRead<'_>]) -> Vec<(u64, &'a mut [u8])> {
 
 impl StoredBlob for RemoteBlob {
     fn read_ranges(&self, reads: &mut [RangeRead<'_>]) -> io::Result<()> {
+        if self.from_early(reads) {
+            return Ok(());
+        }
         self.0
             .read_ranges(&mut as_ranges(reads))
             .map_err(read_error)
@@ -135,6 +270,10 @@ impl StoredBlob for RemoteBlob {
         reads: &mut [RangeRead<'_>],
         arrived: &(dyn Fn(u64, &[u8]) + Sync),
     ) -> io::Result<()> {
+        if self.from_early(reads) {
+            reads.iter().for_each(|r| arrived(r.offset, r.buf));
+            return Ok(());
+        }
         self.0
             .read_ranges_arriving(&mut as_ranges(reads), arrived)
             .map_err(read_error)
@@ -171,11 +310,18 @@ impl BlobStore for RegistryStore {
                 ),
             )
         })?;
-        Ok(Arc::new(RemoteBlob(self.client.blob_with_size(
-            &self.repo,
-            &layer.digest,
-            layer.size,
-        ))))
+        let early = self
+            .early
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+            .unwrap_or_default();
+        Ok(Arc::new(RemoteBlob(
+            self.client
+                .blob_with_size(&self.repo, &layer.digest, layer.size),
+            early,
+        )))
     }
 
     fn render_metrics(&self, out: &mut String) {
