@@ -171,8 +171,8 @@ pub use daemon::{DEFAULT_THREADS, Daemon};
 pub use device::{AnonFd, CachefilesDevice, DEFAULT_DEVICE_PATH, Device, ObjectFd, data_ranges};
 pub use engine::{
     DEFAULT_PREFETCH_CHUNK, DEFAULT_PREFETCH_NICE, DEFAULT_READAHEAD, DEFAULT_SEQUENTIAL_AHEAD,
-    Engine, MAX_READ_FILL, Object, PrefetchConfig, ReadPlan, Refused, Sink, default_fill_threads,
-    window,
+    Engine, MAX_READ_FILL, Object, PREDICT_FILL_THREADS, PrefetchConfig, ReadPlan, Refused, Sink,
+    default_fill_threads, window,
 };
 pub use fanotify::FanotifyDaemon;
 pub use local::LocalDirServer;

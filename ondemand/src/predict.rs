@@ -36,8 +36,9 @@ use erofs_reader::{ExtentTarget, FileType, Image, Inode};
 const MAX_FILES: usize = 1 << 20;
 const MAX_DEPTH: usize = 256;
 
-/// What to fetch beside a READ's window ([`FileMap::related`]); 0 turns a rule off.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// What to fetch beside a READ's window ([`FileMap::related`]); 0 turns a rule off. The
+/// default is [`Rules::DEFAULT`] (the CLI's `--predict-file` and `--predict-dir`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rules {
     /// Fill the whole file a READ lands in if the file is at most this long.
     pub whole_file: u64,
@@ -46,7 +47,27 @@ pub struct Rules {
     pub directory: u64,
 }
 
+impl Default for Rules {
+    fn default() -> Self {
+        Rules::DEFAULT
+    }
+}
+
 impl Rules {
+    /// Whole files and directory spans of at most 8 MiB: measured with the container start
+    /// (issue 14; DESIGN.md, "Cold prediction"), where it adds a few hundred KB to what the
+    /// readahead windows fetch anyway.
+    pub const DEFAULT: Rules = Rules {
+        whole_file: 8 << 20,
+        directory: 8 << 20,
+    };
+
+    /// No prediction.
+    pub const OFF: Rules = Rules {
+        whole_file: 0,
+        directory: 0,
+    };
+
     /// Whether any rule is on.
     pub fn any(&self) -> bool {
         self.whole_file > 0 || self.directory > 0

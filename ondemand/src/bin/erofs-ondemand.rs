@@ -269,19 +269,19 @@ struct Serving {
     /// once the stream is long: at least twice what it has read, past its window.
     #[arg(long, value_name = "BYTES", default_value = "8M", value_parser = parse_bytes)]
     sequential_ahead: u64,
-    /// Threads that run the fill ahead of sequential readers in chunks, in parallel, besides
-    /// the worker that answered the READ (0: that worker alone; default: the CPUs but one,
-    /// 1 to 8).
-    #[arg(long, value_name = "N", default_value_t = ondemand::default_fill_threads() as u16, value_parser = clap::value_parser!(u16).range(0..=64))]
-    fill_threads: u16,
-    /// Cold prediction (cachefiles, --image of a Nydus image): when a READ lands in a file of
-    /// at most BYTES, fill the rest of the file on the fill pool while the READ's window is
+    /// Threads that run the fill ahead of sequential readers (and predicted fills) in
+    /// chunks, in parallel, besides the worker that answered the READ (0: that worker alone;
+    /// default: the CPUs but one, 1 to 8; at least 3 with cold prediction, `serve --image`).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(0..=64))]
+    fill_threads: Option<u16>,
+    /// Cold prediction (`serve --image` of a Nydus image): when a READ lands in a file of at
+    /// most BYTES, fill the rest of the file on the fill pool while the READ's window is
     /// filled (suffixes K, M, G; 0: off).
-    #[arg(long, value_name = "BYTES", default_value = "0", value_parser = parse_bytes)]
+    #[arg(long, value_name = "BYTES", default_value = "8M", value_parser = parse_bytes)]
     predict_file: u64,
     /// Cold prediction (as --predict-file): when a READ lands in a file whose directory's
     /// files span at most BYTES of the blob, fill that span too (0: off).
-    #[arg(long, value_name = "BYTES", default_value = "0", value_parser = parse_bytes)]
+    #[arg(long, value_name = "BYTES", default_value = "8M", value_parser = parse_bytes)]
     predict_dir: u64,
     /// Each worker's fill buffer (default: the readahead window, 64K to 4M).
     #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
@@ -329,6 +329,12 @@ struct Serving {
 }
 
 impl Serving {
+    /// `--fill-threads`, or the library's default (without a predictor: fanotify).
+    fn fill_threads(&self) -> usize {
+        self.fill_threads
+            .map_or_else(ondemand::default_fill_threads, usize::from)
+    }
+
     /// The prefetch configuration the flags ask for, if any.
     fn prefetch_config(
         &self,
@@ -543,7 +549,7 @@ fn fanotify_serve<B: ondemand::BlobStore>(
     let mut daemon = daemon
         .with_readahead(readahead)
         .with_sequential_ahead(serving.sequential_ahead)
-        .with_fill_threads(usize::from(serving.fill_threads))
+        .with_fill_threads(serving.fill_threads())
         .with_threads(usize::from(threads))
         .with_zero_count(match on_open {
             OnOpen::Nothing => ZeroCount::Nothing,
@@ -716,8 +722,7 @@ impl CachefilesRun<'_> {
         let mut session = Session::new(server)
             .with_readahead(serving.readahead)
             .with_async_readahead(self.async_readahead)
-            .with_sequential_ahead(serving.sequential_ahead)
-            .with_fill_threads(usize::from(serving.fill_threads));
+            .with_sequential_ahead(serving.sequential_ahead);
         if let Some(config) = self.prefetch {
             let held = remote.is_some() && !serving.prefetch_at_open;
             session = session.with_prefetch(config.held(held));
@@ -745,6 +750,10 @@ impl CachefilesRun<'_> {
                     None => log::info!("cold prediction: not a Nydus image"),
                 });
             session = session.with_predictor(predictor);
+        }
+        // After the predictor, which raises the default (PREDICT_FILL_THREADS).
+        if let Some(n) = serving.fill_threads {
+            session = session.with_fill_threads(usize::from(n));
         }
         let mut daemon = Daemon::new(self.dev, session).with_threads(usize::from(serving.threads));
         if remote.is_none() {
@@ -1238,14 +1247,19 @@ mod tests {
                 serving.readahead,
                 serving.threads,
                 serving.sequential_ahead,
-                serving.fill_threads
+                serving.fill_threads(),
+                (serving.predict_file, serving.predict_dir)
             ),
             (
                 None,
                 1 << 20,
                 ondemand::DEFAULT_THREADS as u16,
                 8 << 20,
-                ondemand::default_fill_threads() as u16
+                ondemand::default_fill_threads(),
+                (
+                    ondemand::predict::Rules::DEFAULT.whole_file,
+                    ondemand::predict::Rules::DEFAULT.directory
+                )
             )
         );
         assert!(matches!(on_open, OnOpen::Nothing));

@@ -46,6 +46,9 @@ use crate::predict::Predictor;
 use crate::server::{OnDemandServer, Opened};
 use crate::trace::Recorder;
 
+/// The least pool threads an engine with a predictor runs ([`Engine::with_predictor`]).
+pub const PREDICT_FILL_THREADS: usize = 3;
+
 /// Open objects by id.
 type ObjectTable<O, K> = HashMap<ObjectId, Arc<Object<O, K>>>;
 
@@ -123,8 +126,15 @@ impl<S: OnDemandServer, K> Engine<S, K> {
     /// the file, its directory's files: [`crate::predict::Rules`]) on the fill pool, in the
     /// background, while the READ's own window is filled (see [`crate::predict`]). Nothing is
     /// predicted until the map is set. cachefiles only (the fanotify transport ignores it).
+    ///
+    /// The pool threads become at least [`PREDICT_FILL_THREADS`] (a later
+    /// [`with_fill_threads`](Self::with_fill_threads) sets them as it says): predicted pieces
+    /// are waits for the network more than work for the CPU, and with one pool thread they
+    /// queued behind each other (measured in the container start: DESIGN.md, "Cold
+    /// prediction").
     pub fn with_predictor(mut self, predictor: Arc<Predictor>) -> Self {
         self.predictor = Some(predictor);
+        self.fill_threads = self.fill_threads.max(PREDICT_FILL_THREADS);
         self
     }
 
