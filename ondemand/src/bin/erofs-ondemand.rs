@@ -16,7 +16,7 @@
 //! erofs-ondemand serve ... [--metrics PATH] [--prefetch] [--prefetch-path FSID:PATH]...
 //!                          [--prefetch-threads N] [--prefetch-bandwidth BYTES] [--supervisor SOCKET]
 //!                          [--record PATH] [--prefetch-list PATH] [--prefetch-nice N]
-//!                          [--prefetch-at-open]
+//!                          [--prefetch-at-open] [--predict-file BYTES] [--predict-dir BYTES]
 //! erofs-ondemand hold --socket SOCKET
 //! erofs-ondemand mount [--blob-dir DIR] IMAGE MOUNTPOINT
 //! ```
@@ -42,7 +42,10 @@
 //! Nydus RAFS v6 bootstrap in the blob dir (`--prefetch-path` first fills the blob ranges of
 //! the named files); `--record PATH` writes an access trace of what the kernel demanded
 //! (`ondemand::Recorder`) and `--prefetch-list PATH` fetches such a trace ahead of the readers
-//! on the next cold start (`ondemand::AccessTrace`), in few batched registry requests; with
+//! on the next cold start (`ondemand::AccessTrace`), in few batched registry requests;
+//! `serve --image` of a Nydus image predicts without a trace (`ondemand::predict`): a READ in
+//! a file fills the rest of the file (`--predict-file`, at most 8 MiB by default) and of its
+//! directory's files (`--predict-dir`, a span of at most 8 MiB) on the fill pool; with
 //! `--mountpoint` prefetch starts once the mount is up (`--prefetch-at-open`: as objects open),
 //! and the prefetch threads run at nice 10 (`--prefetch-nice N`); `hold` keeps the `/dev/cachefiles` fd (or the fanotify group) so that
 //! `serve --supervisor` (`fanotify --supervisor`) daemons can die and be replaced while mounts
