@@ -245,20 +245,20 @@ impl RemoteImage {
     }
 }
 
+/// A Nydus image resolved: what to mount, the bootstrap's bytes, each blob's id and record.
+type Resolved = (
+    ImageKind,
+    Arc<[u8]>,
+    Vec<(String, erofs_format::rafs::RafsV6Blob)>,
+);
+
 /// The Nydus bootstrap layer `boot`: fetched, checked, unpacked; its blobs must be layers.
 fn nydus(
     client: &Client,
     reference: &Reference,
     boot: &Layer,
     layers: &[Layer],
-) -> Result<
-    (
-        ImageKind,
-        Arc<[u8]>,
-        Vec<(String, erofs_format::rafs::RafsV6Blob)>,
-    ),
-    ResolveError,
-> {
+) -> Result<Resolved, ResolveError> {
     let fail = |what: String| ResolveError::Bootstrap {
         reference: reference.to_string(),
         digest: boot.digest.to_string(),

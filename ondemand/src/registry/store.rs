@@ -28,8 +28,11 @@ pub struct RegistryStore {
     layers: Arc<HashMap<Vec<u8>, Layer>>,
     memory: Arc<HashMap<Vec<u8>, Arc<[u8]>>>,
     /// Ranges fetched ahead of their first read ([`RegistryStore::fetch_early`]), by name.
-    early: Arc<Mutex<HashMap<Vec<u8>, Vec<Arc<Early>>>>>,
+    early: Arc<Mutex<EarlyByName>>,
 }
+
+/// The early fetches of each layer.
+type EarlyByName = HashMap<Vec<u8>, Vec<Arc<Early>>>;
 
 /// A range of a blob fetched on a thread of its own before anyone reads it.
 struct Early {
@@ -197,7 +200,7 @@ struct RemoteBlob(Blob, Vec<Arc<Early>>);
 impl RemoteBlob {
     /// Serve `reads` from the early fetches if each lies within one; false (nothing
     /// served) otherwise, or if a fetch they need failed.
-    fn from_early(&self, reads: &mut [RangeRead<'_>]) -> bool {
+    fn served_early(&self, reads: &mut [RangeRead<'_>]) -> bool {
         if self.1.is_empty() {
             return false;
         }
@@ -235,7 +238,7 @@ fn read_error(e: oci_lazy::Error) -> io::Error {
 
 impl Source for RemoteBlob {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        if self.from_early(&mut [RangeRead { offset, buf }]) {
+        if self.served_early(&mut [RangeRead { offset, buf }]) {
             return Ok(());
         }
         self.0.read_exact_at(buf, offset).map_err(read_error)
@@ -253,7 +256,7 @@ fn as_ranges<'a>(reads: &'a mut [RangeRead<'_>]) -> Vec<(u64, &'a mut [u8])> {
 
 impl StoredBlob for RemoteBlob {
     fn read_ranges(&self, reads: &mut [RangeRead<'_>]) -> io::Result<()> {
-        if self.from_early(reads) {
+        if self.served_early(reads) {
             return Ok(());
         }
         self.0
@@ -270,7 +273,7 @@ impl StoredBlob for RemoteBlob {
         reads: &mut [RangeRead<'_>],
         arrived: &(dyn Fn(u64, &[u8]) + Sync),
     ) -> io::Result<()> {
-        if self.from_early(reads) {
+        if self.served_early(reads) {
             reads.iter().for_each(|r| arrived(r.offset, r.buf));
             return Ok(());
         }
