@@ -737,7 +737,10 @@ impl CachefilesRun<'_> {
             whole_file: serving.predict_file,
             directory: serving.predict_dir,
         };
-        if let (Some((image, _)), true) = (remote, rules.any()) {
+        let nydus = remote.is_some_and(|(image, _)| {
+            matches!(image.kind, ondemand::registry::ImageKind::Nydus { .. })
+        });
+        if let (Some((image, _)), true) = (remote, nydus && rules.any()) {
             // The bootstrap walked on a thread of its own while the image mounts.
             let predictor = Arc::new(ondemand::predict::Predictor::new());
             let image = image.clone();
@@ -750,7 +753,7 @@ impl CachefilesRun<'_> {
                         p.set(map);
                     }
                     Some(Err(e)) => log::warn!("cold prediction off: {e}"),
-                    None => log::info!("cold prediction: not a Nydus image"),
+                    None => {}
                 });
             session = session.with_predictor(predictor);
         }
