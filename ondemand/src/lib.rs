@@ -22,7 +22,8 @@
 //! [`PrefetchConfig`] (background filling, with [`plan`] to turn a list of paths into blob
 //! ranges), record and replay ([`Recorder`] writes what the readers of one run asked for,
 //! [`AccessTrace`] + [`PrefetchConfig::with_trace`] fetch it ahead of the next cold start),
-//! [`failover`] (an fd holder so a daemon can die while mounts are live and a
+//! cold prediction with no trace ([`predict`]: a READ in a file fills the rest of the file
+//! and its directory's files, from the image's layout), [`failover`] (an fd holder so a daemon can die while mounts are live and a
 //! successor take over), and [`mount`] (file-backed mounts with no daemon when every blob is
 //! local).
 //!
