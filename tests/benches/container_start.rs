@@ -363,7 +363,7 @@ fn lazy_scenarios(kernel: Kernel) -> Vec<(String, Run)> {
                 ours(
                     "serve",
                     "nydus",
-                    "--record @TRACE@ --readahead 0 --sequential-ahead 0",
+                    "--record @TRACE@ --readahead 0 --sequential-ahead 0 --predict-file 0 --predict-dir 0",
                 ),
             ),
             ("replay", ours("serve", "nydus", "--prefetch-list @TRACE@")),

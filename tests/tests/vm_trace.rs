@@ -330,7 +330,7 @@ reg_serve() {
     await_daemon "mount-$_n" "not mounted" 2400 grep -q " /mnt/$_n " /proc/mounts
 }
 _m0=$(reg_mark)
-reg_serve rec --record /data/trace || exit 1
+reg_serve rec --record /data/trace --predict-file 0 --predict-dir 0 || exit 1
 workload_tree /mnt/rec rec
 snapshot rec
 stop_daemon daemon-exit-rec

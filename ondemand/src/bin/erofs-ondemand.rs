@@ -317,7 +317,8 @@ struct Serving {
     /// kernel demands (a READ, a pre-content event), once, in first-access order, keyed by
     /// blob id / layer digest / image key. Replay it with --prefetch-list. With `serve`,
     /// reads of bytes already present send no READ: record with `--readahead 0
-    /// --sequential-ahead 0` and no prefetch for a complete trace.
+    /// --sequential-ahead 0`, no prefetch and, for `--image`, `--predict-file 0 --predict-dir 0`
+    /// for a complete trace.
     #[arg(long, value_name = "PATH")]
     record: Option<PathBuf>,
     /// Fetch the ranges of an access trace (written by --record) as their objects open, in
@@ -431,18 +432,27 @@ impl Serving {
 
 impl Serving {
     /// The access-trace recorder `--record` asks for, if any. `misses_only`: the transport
-    /// sends requests for missing bytes only (cachefiles).
-    fn recorder(&self, misses_only: bool) -> Result<Option<Arc<ondemand::Recorder>>, String> {
+    /// sends requests for missing bytes only (cachefiles); `image`: served from a registry
+    /// (`--image`, where cold prediction applies).
+    fn recorder(
+        &self,
+        misses_only: bool,
+        image: bool,
+    ) -> Result<Option<Arc<ondemand::Recorder>>, String> {
         let Some(path) = &self.record else {
             return Ok(None);
         };
         let recorder = ondemand::Recorder::create(path)
             .map_err(|e| format!("--record {}: {e}", path.display()))?;
-        if misses_only && (self.readahead > 0 || self.sequential_ahead > 0 || self.prefetch) {
+        let predicts = image && (self.predict_file > 0 || self.predict_dir > 0);
+        if misses_only
+            && (self.readahead > 0 || self.sequential_ahead > 0 || self.prefetch || predicts)
+        {
             log::warn!(
-                "--record: reads of bytes that readahead, fill ahead or prefetch brought send no \
-                 READ, so the trace lists misses only; use --readahead 0 --sequential-ahead 0 \
-                 (and no --prefetch) for a complete trace"
+                "--record: reads of bytes that readahead, fill ahead, prefetch or cold prediction \
+                 brought send no READ, so the trace lists misses only; use --readahead 0 \
+                 --sequential-ahead 0 --predict-file 0 --predict-dir 0 (and no --prefetch) for a \
+                 complete trace"
             );
         }
         log::info!("recording the access trace in {}", path.display());
@@ -563,7 +573,7 @@ fn fanotify_serve<B: ondemand::BlobStore>(
         let held = mountpoint.is_some() && !took_over && !serving.prefetch_at_open;
         daemon = daemon.with_prefetch(config.held(held));
     }
-    match serving.recorder(false) {
+    match serving.recorder(false, false) {
         Ok(Some(recorder)) => daemon = daemon.with_recorder(recorder),
         Ok(None) => {}
         Err(e) => {
@@ -963,7 +973,7 @@ fn main() -> ExitCode {
                 eprintln!("erofs-ondemand: cannot create {}: {e}", cache_dir.display());
                 return ExitCode::FAILURE;
             }
-            let recorder = match serving.recorder(true) {
+            let recorder = match serving.recorder(true, image.is_some()) {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!("erofs-ondemand: {e}");
