@@ -107,7 +107,8 @@ impl Link {
         self.addr.to_string()
     }
 
-    /// Bytes sent downstream so far.
+    /// Bytes sent downstream so far (handed to the client side's socket: every byte a client
+    /// has read is in it).
     pub fn downstream_bytes(&self) -> u64 {
         self.downstream.load(Ordering::Relaxed)
     }
@@ -149,11 +150,13 @@ fn pipe(
     std::thread::spawn(move || {
         for (at, chunk) in rx {
             sleep_until(at);
-            if to.write_all(&chunk).is_err() {
-                return;
-            }
+            // Counted before the write: a client that has read a byte finds it counted (counted
+            // after, the last chunk raced the client's read and the count came up short).
             if let Some(c) = &count {
                 c.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            }
+            if to.write_all(&chunk).is_err() {
+                return;
             }
         }
         let _ = to.shutdown(Shutdown::Write);
