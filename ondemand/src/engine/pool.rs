@@ -377,6 +377,12 @@ mod tests {
         let s = Session::new(SlowBlob::new(len, delay))
             .with_readahead(MIB)
             .with_fill_threads(0);
+        let object = open(&s, dir);
+        (s, object)
+    }
+
+    /// Open object 1 (cookie key `blob`) on a cache file in `dir`, as the kernel's OPEN.
+    fn open(s: &S, dir: &std::path::Path) -> Arc<Object<(), FakeFd>> {
         let (fd, _log) = FakeFd::create(&dir.join("cache"));
         let open = Request::Open(OpenRequest {
             msg_id: MsgId(1),
@@ -392,8 +398,7 @@ mod tests {
             &|_: &Command<'_>| Ok(()),
             &mut AlignedBuf::new(4096),
         );
-        let object = s.object(ObjectId(1)).unwrap();
-        (s, object)
+        s.object(ObjectId(1)).unwrap()
     }
 
     /// A READ as the kernel sends it: window, completion, fill ahead.
@@ -437,21 +442,7 @@ mod tests {
         );
         let predictor = Arc::new(crate::predict::Predictor::new());
         let s = s.with_predictor(Arc::clone(&predictor));
-        let (fd, _log) = FakeFd::create(&dir.path().join("cache"));
-        let open = Request::Open(OpenRequest {
-            msg_id: MsgId(1),
-            object_id: ObjectId(1),
-            volume_key: b"erofs,img",
-            cookie_key: b"blob",
-            fd: 3,
-            flags: 0,
-        });
-        let actions = s.handle(&open, Some(fd));
-        s.execute(
-            actions,
-            &|_: &Command<'_>| Ok(()),
-            &mut AlignedBuf::new(4096),
-        );
+        open(&s, dir.path());
         // Before the map is set, a READ fetches its window only.
         read(&s, 2, 9 * MIB, 4096);
         assert_eq!(s.server().produced(), MIB);
