@@ -647,3 +647,56 @@ fn reader_cli_like_dump_erofs() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("is a directory"), "{err}");
 }
+
+/// A full disk half way through a file the kernel copies (`sendfile(2)`: an uncompressed
+/// file of 3 MiB into a 1 MiB tmpfs, so the copy comes short): `extract` falls back to
+/// writing the file itself, which fails with the disk's error, names the file, exits 1
+/// (not a panic) and leaves no partial tree.
+#[test]
+fn reader_cli_extract_full_disk_mid_kernel_copy() {
+    if tests::require_tool("mkfs.erofs").is_none()
+        || tests::require_root("mounts a 1 MiB tmpfs").is_none()
+    {
+        return;
+    }
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(self.0).status();
+        }
+    }
+    let dir = tests::scratch_dir("reader_cli_extract_full");
+    let src = dir.join("tree");
+    std::fs::create_dir(&src).unwrap();
+    let big: Vec<u8> = (0..3 * 1024 * 1024 + 1234u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    std::fs::write(src.join("big"), &big).unwrap();
+    let image = dir.join("image.erofs");
+    tree::mkfs(&image, &src, &[]);
+
+    let disk = dir.join("disk");
+    std::fs::create_dir(&disk).unwrap();
+    tests::run(
+        Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+            .arg(&disk),
+    );
+    let _unmount = Unmount(&disk);
+    let dest = disk.join("out");
+    let out = erofs(&[&"extract", &image, &dest]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("No space left on device") && err.contains("big"),
+        "{err}"
+    );
+    assert!(err.contains("removed the partial tree"), "{err}");
+    assert_eq!(std::fs::read_dir(&disk).unwrap().count(), 0, "nothing left");
+
+    // The same image into room enough: the kernel copy gives the right bytes.
+    drop(_unmount);
+    let dest = dir.join("roomy");
+    ok(&erofs(&[&"extract", &image, &dest]));
+    assert_eq!(std::fs::read(dest.join("big")).unwrap(), big);
+}

@@ -496,14 +496,14 @@ impl Extractor<'_> {
     }
 }
 
-/// Write all of `d` at `pos` of `fd`.
-fn pwrite_all(fd: &OwnedFd, d: &[u8], pos: u64) -> Result<()> {
+/// Write all of `d` at `pos` of `fd`, the file `rel` (named in an error).
+fn pwrite_all(fd: &OwnedFd, d: &[u8], pos: u64, rel: &Path) -> Result<()> {
     let mut done = 0;
     while done < d.len() {
-        let n =
-            rustix::io::pwrite(fd, &d[done..], pos + done as u64).map_err(std::io::Error::from)?;
+        let n = rustix::io::pwrite(fd, &d[done..], pos + done as u64)
+            .map_err(|e| errno_io(e, "write", rel))?;
         if n == 0 {
-            return Err("short write".into());
+            return Err(format!("write {}: short write", rel.display()).into());
         }
         done += n;
     }
@@ -553,7 +553,7 @@ impl Ctx<'_> {
         self.image.for_each_piece(inode, |piece| -> Result<()> {
             match piece {
                 Piece::Data(d) => {
-                    pwrite_all(fd, d, pos)?;
+                    pwrite_all(fd, d, pos, rel)?;
                     pos += d.len() as u64;
                     data_end = pos;
                     self.progress.bytes(d.len() as u64);
