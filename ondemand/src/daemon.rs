@@ -196,6 +196,27 @@ mod tests {
         (0..len).map(|i| seed.wrapping_add((i / 3) as u8)).collect()
     }
 
+    /// Run `daemon` again, on a fresh shutdown flag (the fake device triggers only the first
+    /// one), until every queued message was read. A worker reads no message once the flag is
+    /// set and `run` joins the workers, so each message read is also handled when it returns.
+    fn run_until_read<S: OnDemandServer>(daemon: Daemon<S, FakeDevice>) -> Daemon<S, FakeDevice> {
+        let shutdown = Shutdown::new();
+        let daemon = Daemon {
+            shutdown: shutdown.clone(),
+            ..daemon
+        };
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                while daemon.device().queue_len() > 0 {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                shutdown.trigger();
+            });
+            daemon.run().unwrap();
+        });
+        daemon
+    }
+
     #[test]
     fn serves_a_scripted_conversation_with_several_workers() {
         let tmp = tempfile::tempdir().unwrap();
@@ -239,23 +260,7 @@ mod tests {
                 msg_id += 1;
             }
         }
-        let shutdown2 = Shutdown::new();
-        let daemon = Daemon {
-            shutdown: shutdown2.clone(),
-            ..daemon
-        };
-        // Re-arm: the fake stops the old flag; use a watcher thread for the new one.
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                while daemon.device().queue_len() > 0 {
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                // Let in-flight messages finish.
-                std::thread::sleep(Duration::from_millis(100));
-                shutdown2.trigger();
-            });
-            daemon.run().unwrap();
-        });
+        let daemon = run_until_read(daemon);
         for i in 0..n_objects {
             let fd = 100 + i;
             let cache = std::fs::read(daemon.device().cache_file(fd)).unwrap();
@@ -271,21 +276,7 @@ mod tests {
                 object_id: ObjectId(i + 1),
             }));
         }
-        let shutdown3 = Shutdown::new();
-        let daemon = Daemon {
-            shutdown: shutdown3.clone(),
-            ..daemon
-        };
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                while daemon.device().queue_len() > 0 {
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                std::thread::sleep(Duration::from_millis(100));
-                shutdown3.trigger();
-            });
-            daemon.run().unwrap();
-        });
+        let daemon = run_until_read(daemon);
         let stats = daemon.session().stats();
         assert_eq!(daemon.session().object_count(), 0);
         assert!(daemon.device().fd_log(100).closed.load(Ordering::SeqCst));
