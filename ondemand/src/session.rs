@@ -341,6 +341,8 @@ impl<S: OnDemandServer, F: ObjectFd> Engine<S, F> {
                         // Its ReadComplete: done.
                         actions.next();
                     }
+                    // The libraries of an ELF object the window completed a step of.
+                    self.queue_needed(&object);
                 }
                 Action::FillAhead { object, range } => aheads.push((object, range)),
                 Action::ReadComplete { object, msg_id } => Self::complete(&object, msg_id),

@@ -286,6 +286,12 @@ struct Serving {
     /// files span at most BYTES of the blob, fill that span too (0: off).
     #[arg(long, value_name = "BYTES", default_value = "8M", value_parser = parse_bytes)]
     predict_dir: u64,
+    /// Cold prediction (with --predict-file): when an ELF object's header, dynamic section
+    /// and library names are filled, fill its interpreter and the libraries it needs (found
+    /// in the image as the dynamic loader finds them) whole, if at most --predict-file long;
+    /// and theirs in turn.
+    #[arg(long, value_name = "BOOL", default_value_t = false, action = clap::ArgAction::Set)]
+    predict_needed: bool,
     /// Each worker's fill buffer (default: the readahead window, 64K to 4M).
     #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
     fill_buffer: Option<u64>,
@@ -746,6 +752,7 @@ impl CachefilesRun<'_> {
         let rules = ondemand::predict::Rules {
             whole_file: serving.predict_file,
             directory: serving.predict_dir,
+            needed: serving.predict_needed,
         };
         let nydus = remote.is_some_and(|(image, _)| {
             matches!(image.kind, ondemand::registry::ImageKind::Nydus { .. })

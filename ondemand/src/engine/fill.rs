@@ -479,6 +479,8 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
                 return Err(e);
             }
             filled.map_err(|e| (pos + early as u64, e))?;
+            // Cold prediction's ELF rule reads the objects these bytes hold.
+            self.observe_filled(object, pos, &out[..valid]);
             let fetched_in = started.elapsed();
             self.stats.fetch_latency.observe(fetched_in);
             let fetched = if prefetch {

@@ -229,13 +229,54 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
         let Some(map) = self.predictor.as_ref().and_then(|p| p.get()) else {
             return 0;
         };
+        self.queue_pieces(object, map.related(object.cookie_key(), off), window)
+    }
+
+    /// The predictor's ELF rule ([`crate::predict::Rules::needed`]): `bytes` were filled at
+    /// `pos` of `object`; the libraries the ELF objects there need are found as their
+    /// bytes arrive, and queued by [`queue_needed`](Self::queue_needed).
+    pub(crate) fn observe_filled(&self, object: &Object<S::Object, K>, pos: u64, bytes: &[u8]) {
+        if let Some(p) = &self.predictor {
+            p.observe(object.cookie_key(), pos, bytes);
+        }
+    }
+
+    /// Queue, as [`queue_predicted`](Self::queue_predicted) does, the pieces of the
+    /// libraries the ELF rule found for `object` since the last call. Returns the bytes
+    /// queued.
+    pub(crate) fn queue_needed(&self, object: &Arc<Object<S::Object, K>>) -> u64 {
+        let Some(p) = &self.predictor else {
+            return 0;
+        };
+        let pieces = p.take_needed(object.cookie_key());
+        if pieces.is_empty() {
+            return 0;
+        }
+        let queued = self.queue_pieces(object, pieces, None);
+        if queued > 0 {
+            log::debug!(
+                "object {}: {queued} bytes of needed libraries queued",
+                object.id()
+            );
+        }
+        queued
+    }
+
+    /// Queue `pieces` of `object` (outside `window`): each piece's gaps of what is present
+    /// or in flight, claimed; a full queue drops the rest. Returns the bytes queued.
+    fn queue_pieces(
+        &self,
+        object: &Arc<Object<S::Object, K>>,
+        pieces: Vec<Range<u64>>,
+        window: Option<&Range<u64>>,
+    ) -> u64 {
         if object.is_closed() {
             return 0;
         }
         let limit = super::round_up(object.size().min(i64::MAX as u64));
         let batch = self.pool.batch();
         let mut queued = 0;
-        for piece in map.related(object.cookie_key(), off) {
+        for piece in pieces {
             let piece = piece.start / super::window::BLOCK * super::window::BLOCK
                 ..super::round_up(piece.end).min(limit);
             let mut pieces = vec![piece];
@@ -299,7 +340,7 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
     }
 
     /// Fill a claimed range ahead of a reader and release it (what was not written too).
-    fn run_job(&self, object: &Object<S::Object, K>, range: Range<u64>, buf: &mut AlignedBuf) {
+    fn run_job(&self, object: &Arc<Object<S::Object, K>>, range: Range<u64>, buf: &mut AlignedBuf) {
         if !object.is_closed() {
             match self.fill(object, range.clone(), buf, false) {
                 Ok(()) => self
@@ -321,6 +362,8 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
         }
         // Fill marks the pieces it wrote; whatever was not written is released unwritten.
         object.release(range, false, false);
+        // The libraries of an ELF object this fill completed a step of.
+        self.queue_needed(object);
     }
 
     /// Run one pool thread until `shutdown`: take fill-ahead jobs as they are queued and
@@ -437,6 +480,7 @@ mod tests {
             crate::predict::Rules {
                 whole_file: 6 * MIB,
                 directory: 0,
+                needed: false,
             },
             MIB,
         );

@@ -28,9 +28,14 @@
 
 use std::collections::HashMap;
 use std::ops::Range;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use erofs_reader::{ExtentTarget, FileType, Image, Inode};
+
+mod chain;
+pub mod elf;
+
+use chain::Chain;
 
 /// Most files the walk visits, and how deep it goes.
 const MAX_FILES: usize = 1 << 20;
@@ -45,6 +50,11 @@ pub struct Rules {
     /// Fill the span of the regular files of the READ's file's directory if it is at most
     /// this long.
     pub directory: u64,
+    /// When an ELF object's first bytes, dynamic section and library names have been
+    /// filled, fill the libraries it needs (its `PT_INTERP` and `DT_NEEDED`, found in the
+    /// image as the dynamic loader finds them), whole, if they are at most
+    /// [`whole_file`](Self::whole_file) long; and theirs in turn (see [`elf`]).
+    pub needed: bool,
 }
 
 impl Default for Rules {
@@ -60,17 +70,25 @@ impl Rules {
     pub const DEFAULT: Rules = Rules {
         whole_file: 8 << 20,
         directory: 8 << 20,
+        needed: false,
     };
 
     /// No prediction.
     pub const OFF: Rules = Rules {
         whole_file: 0,
         directory: 0,
+        needed: false,
     };
 
-    /// Whether any rule is on.
+    /// Whether any rule is on (the ELF rule fills whole files: it needs
+    /// [`whole_file`](Self::whole_file)).
     pub fn any(&self) -> bool {
         self.whole_file > 0 || self.directory > 0
+    }
+
+    /// Whether the ELF rule is on.
+    fn chains(&self) -> bool {
+        self.needed && self.whole_file > 0
     }
 }
 
@@ -79,6 +97,10 @@ impl Rules {
 struct Entry {
     extent: Range<u64>,
     directory: Range<u64>,
+    /// The directory's path in the image (an index in [`FileMap::dirs`]).
+    dir: u32,
+    /// Maybe an ELF object: executable, or a name with `.so` in it.
+    elf: bool,
 }
 
 /// The image's regular files by device and offset ([`FileMap::from_image`]).
@@ -87,8 +109,12 @@ pub struct FileMap {
     /// Per device key, sorted by start; extents do not overlap (a shared extent, a
     /// deduplicated chunk, is kept for its first file only).
     files: HashMap<Vec<u8>, Vec<Entry>>,
+    /// The directories' paths, `/`-separated from the root (which is empty).
+    dirs: Vec<Box<[u8]>>,
     rules: Rules,
     piece: u64,
+    /// The image, to find the libraries an ELF object needs ([`Rules::needed`]).
+    image: Option<Image>,
 }
 
 impl FileMap {
@@ -103,9 +129,10 @@ impl FileMap {
     /// (compressed files) are skipped.
     pub fn from_image(image: &Image, rules: Rules, piece: u64) -> erofs_reader::Result<FileMap> {
         let mut files: HashMap<Vec<u8>, Vec<Entry>> = HashMap::new();
+        let mut dirs = Vec::new();
         let mut count = 0usize;
         let root = image.inode(image.root_nid())?;
-        walk(image, &root, &mut files, &mut count, 0)?;
+        walk(image, &root, b"", &mut files, &mut dirs, &mut count, 0)?;
         for list in files.values_mut() {
             list.sort_by_key(|e| (e.extent.start, std::cmp::Reverse(e.extent.end)));
             // Keep extents disjoint: a later one starting inside an earlier one is dropped.
@@ -120,8 +147,10 @@ impl FileMap {
         }
         Ok(FileMap {
             files,
+            dirs,
             rules,
             piece: piece.max(4096),
+            image: rules.chains().then(|| image.clone()),
         })
     }
 
@@ -138,12 +167,16 @@ impl FileMap {
             .map(|(extent, directory)| Entry {
                 extent: extent.clone(),
                 directory: directory.clone(),
+                dir: 0,
+                elf: false,
             })
             .collect();
         FileMap {
             files: HashMap::from([(key.to_vec(), list)]),
+            dirs: vec![Box::from(&b""[..])],
             rules,
             piece,
+            image: None,
         }
     }
 
@@ -167,21 +200,19 @@ impl FileMap {
     /// rule), then the rest of its directory's span (directory rule). Empty if `off` is in no
     /// indexed file or no rule applies.
     pub fn related(&self, key: &[u8], off: u64) -> Vec<Range<u64>> {
-        let Some(list) = self.files.get(key) else {
+        let Some(entry) = self.entry(key, off) else {
             return Vec::new();
         };
-        let i = list.partition_point(|e| e.extent.start <= off);
-        let Some(entry) = i.checked_sub(1).map(|i| &list[i]) else {
-            return Vec::new();
-        };
-        if off >= entry.extent.end {
-            return Vec::new();
-        }
         let mut out = Vec::new();
         let len = |r: &Range<u64>| r.end - r.start;
         let file = self.rules.whole_file > 0 && len(&entry.extent) <= self.rules.whole_file;
         if file {
             cut(&entry.extent, self.piece, &mut out);
+            // An ELF object's dynamic section is near its end (in its data segment): with
+            // the ELF rule, its last piece first, so the libraries it names are known soon.
+            if self.rules.chains() && entry.elf && out.len() > 1 {
+                out.rotate_right(1);
+            }
         }
         let dir = &entry.directory;
         if self.rules.directory > 0 && len(dir) <= self.rules.directory {
@@ -191,6 +222,36 @@ impl FileMap {
             }
             cut(&(entry.extent.end..dir.end), self.piece, &mut out);
             cut(&(dir.start..entry.extent.start), self.piece, &mut out);
+        }
+        out
+    }
+}
+
+impl FileMap {
+    /// The file whose extent holds `off` of object `key`.
+    fn entry(&self, key: &[u8], off: u64) -> Option<&Entry> {
+        let list = self.files.get(key)?;
+        let i = list.partition_point(|e| e.extent.start <= off);
+        let entry = &list[i.checked_sub(1)?];
+        (off < entry.extent.end).then_some(entry)
+    }
+
+    /// The files of object `key` whose extents overlap `range`.
+    fn overlapping(&self, key: &[u8], range: Range<u64>) -> &[Entry] {
+        let Some(list) = self.files.get(key) else {
+            return &[];
+        };
+        // The first one ending after the start (extents are disjoint and sorted).
+        let from = list.partition_point(|e| e.extent.end <= range.start);
+        let to = list.partition_point(|e| e.extent.start < range.end);
+        list.get(from..to.max(from)).unwrap_or(&[])
+    }
+
+    /// A whole file of at most [`Rules::whole_file`] bytes, in pieces.
+    fn whole(&self, extent: &Range<u64>) -> Vec<Range<u64>> {
+        let mut out = Vec::new();
+        if extent.end - extent.start <= self.rules.whole_file {
+            cut(extent, self.piece, &mut out);
         }
         out
     }
@@ -211,11 +272,16 @@ fn cut(range: &Range<u64>, piece: u64, out: &mut Vec<Range<u64>>) {
 fn walk(
     image: &Image,
     dir: &Inode,
+    path: &[u8],
     out: &mut HashMap<Vec<u8>, Vec<Entry>>,
+    dirs: &mut Vec<Box<[u8]>>,
     count: &mut usize,
     depth: usize,
 ) -> erofs_reader::Result<()> {
-    let mut here: Vec<(Vec<u8>, Range<u64>)> = Vec::new();
+    // At most MAX_FILES directories: fits in u32.
+    let dir_index = dirs.len() as u32;
+    dirs.push(path.into());
+    let mut here: Vec<(Vec<u8>, Range<u64>, bool)> = Vec::new();
     let mut subdirs = Vec::new();
     for entry in image.read_dir_inode(dir)? {
         let entry = entry?;
@@ -228,7 +294,9 @@ fn walk(
         *count += 1;
         let inode = image.inode(entry.nid())?;
         match inode.metadata().file_type() {
-            FileType::Directory if depth < MAX_DEPTH => subdirs.push(inode),
+            FileType::Directory if depth < MAX_DEPTH => {
+                subdirs.push((entry.name().to_vec(), inode));
+            }
             FileType::Regular => {
                 let len = inode.metadata().len();
                 let Ok(extents) = image.extents(&inode, 0..len) else {
@@ -249,8 +317,11 @@ fn walk(
                         Some(_) => contiguous = false,
                     }
                 }
-                if let (Some(run), true) = (run, contiguous) {
-                    here.push(run);
+                if let (Some((tag, run)), true) = (run, contiguous) {
+                    let name = entry.name();
+                    let elf = inode.metadata().permissions() & 0o111 != 0
+                        || name.windows(3).any(|w| w == b".so");
+                    here.push((tag, run, elf));
                 }
             }
             _ => {}
@@ -258,7 +329,7 @@ fn walk(
     }
     // The directory's span on each device: from its first file's start to its last one's end.
     let mut spans: HashMap<&[u8], Range<u64>> = HashMap::new();
-    for (tag, r) in &here {
+    for (tag, r, _) in &here {
         spans
             .entry(tag.as_slice())
             .and_modify(|s| {
@@ -269,14 +340,20 @@ fn walk(
     }
     let spans: HashMap<Vec<u8>, Range<u64>> =
         spans.into_iter().map(|(k, v)| (k.to_vec(), v)).collect();
-    for (tag, extent) in here {
+    for (tag, extent, elf) in here {
         let directory = spans.get(&tag).cloned().unwrap_or_else(|| extent.clone());
-        out.entry(tag)
-            .or_default()
-            .push(Entry { extent, directory });
+        out.entry(tag).or_default().push(Entry {
+            extent,
+            directory,
+            dir: dir_index,
+            elf,
+        });
     }
-    for sub in subdirs {
-        walk(image, &sub, out, count, depth + 1)?;
+    for (name, sub) in subdirs {
+        let mut sub_path = path.to_vec();
+        sub_path.push(b'/');
+        sub_path.extend_from_slice(&name);
+        walk(image, &sub, &sub_path, out, dirs, count, depth + 1)?;
     }
     Ok(())
 }
@@ -286,6 +363,8 @@ fn walk(
 #[derive(Debug, Default)]
 pub struct Predictor {
     map: OnceLock<FileMap>,
+    /// The ELF objects being read ([`Rules::needed`]).
+    chain: Mutex<Chain>,
 }
 
 impl Predictor {
@@ -302,6 +381,29 @@ impl Predictor {
     /// The map, once set.
     pub fn get(&self) -> Option<&FileMap> {
         self.map.get()
+    }
+
+    fn chain(&self) -> std::sync::MutexGuard<'_, Chain> {
+        // The chain's state stays consistent between statements: a panic elsewhere leaves
+        // it usable.
+        self.chain.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `bytes` were filled at `pos` of object `key`: with the ELF rule on, read what the ELF
+    /// objects among the files they overlap need, and keep the libraries found to be filled
+    /// ([`take_needed`](Self::take_needed)).
+    pub(crate) fn observe(&self, key: &[u8], pos: u64, bytes: &[u8]) {
+        if let Some(map) = self.get().filter(|m| m.rules.chains()) {
+            self.chain().observe(map, key, pos, bytes);
+        }
+    }
+
+    /// The pieces of libraries found since the last call for object `key`, to fill.
+    pub(crate) fn take_needed(&self, key: &[u8]) -> Vec<Range<u64>> {
+        if self.get().is_none_or(|m| !m.rules.chains()) {
+            return Vec::new();
+        }
+        self.chain().take(key)
     }
 }
 
@@ -330,6 +432,7 @@ mod tests {
     #[test]
     fn a_file_is_related_whole_in_pieces_from_its_start() {
         let m = map(Rules {
+            needed: false,
             whole_file: 8 * MIB,
             directory: 0,
         });
@@ -352,6 +455,7 @@ mod tests {
     #[test]
     fn a_directory_span_follows_its_file() {
         let m = map(Rules {
+            needed: false,
             whole_file: 0,
             directory: 4 * MIB,
         });
@@ -367,12 +471,14 @@ mod tests {
         );
         // A span longer than the bound: nothing.
         let small = map(Rules {
+            needed: false,
             whole_file: 0,
             directory: 3 * MIB,
         });
         assert!(small.related(b"blob", 0).is_empty());
         // Both rules: the file's pieces once.
         let both = map(Rules {
+            needed: false,
             whole_file: 8 * MIB,
             directory: 4 * MIB,
         });

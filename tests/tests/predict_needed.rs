@@ -1,0 +1,243 @@
+//! Cold prediction's ELF rule (`ondemand::predict::Rules::needed`) on a Nydus image built by
+//! nydus-image from the host's own `ls` and the libraries it needs (laid out as Debian's
+//! merged /usr: `lib -> usr/lib`, a library reached through a symlink): a READ of the
+//! program's first bytes, with no pool threads, ends with the program's libraries (and
+//! theirs) filled whole; without the rule, none of them. Whatever order the program's pieces
+//! arrive in (its last piece, with the dynamic section, first).
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use cachefiles_proto::{Command as Cmd, MsgId, ObjectId, OpenRequest, ReadRequest, Request};
+use erofs_reader::{ExtentTarget, Image};
+use ondemand::predict::{FileMap, Predictor, Rules, elf};
+use ondemand::rafs::RafsDirServer;
+use ondemand::testing::FakeFd;
+use ondemand::{AlignedBuf, Session};
+
+const LIBDIR: &str = "usr/lib/x86_64-linux-gnu";
+const CHUNK: u64 = 0x10000;
+
+/// The host's file for library `name`.
+fn host_library(name: &[u8]) -> PathBuf {
+    let name = std::str::from_utf8(name).unwrap();
+    for dir in [
+        "/lib/x86_64-linux-gnu",
+        "/usr/lib/x86_64-linux-gnu",
+        "/lib64",
+        "/usr/lib64",
+        "/lib",
+        "/usr/lib",
+    ] {
+        let p = Path::new(dir).join(name);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("{name}: not on this host");
+}
+
+/// `bin/prog` (the host's `ls`) and the closure of its libraries in `LIBDIR` (libc through
+/// a symlink); returns the libraries' names.
+fn build_tree(src: &Path) -> Vec<String> {
+    std::fs::create_dir_all(src.join("bin")).unwrap();
+    std::fs::create_dir_all(src.join(LIBDIR)).unwrap();
+    std::os::unix::fs::symlink("usr/lib", src.join("lib")).unwrap();
+    let ls = std::fs::read("/bin/ls").unwrap();
+    std::fs::write(src.join("bin/prog"), &ls).unwrap();
+    // Executable: what marks a file without `.so` in its name as maybe ELF.
+    std::fs::set_permissions(src.join("bin/prog"), PermissionsExt::from_mode(0o755)).unwrap();
+    let mut todo = elf::needed(&ls).unwrap().libraries;
+    let mut names = Vec::new();
+    while let Some(name) = todo.pop() {
+        let name_s = String::from_utf8(name.clone()).unwrap();
+        if names.contains(&name_s) {
+            continue;
+        }
+        let bytes = std::fs::read(host_library(&name)).unwrap();
+        todo.extend(elf::needed(&bytes).unwrap().libraries);
+        if name_s == "libc.so.6" {
+            std::fs::write(src.join(LIBDIR).join("libc-real.so"), &bytes).unwrap();
+            std::os::unix::fs::symlink("libc-real.so", src.join(LIBDIR).join("libc.so.6")).unwrap();
+        } else {
+            std::fs::write(src.join(LIBDIR).join(&name_s), &bytes).unwrap();
+        }
+        names.push(name_s);
+    }
+    names
+}
+
+/// Where `path`'s bytes are on the blob.
+fn extent(image: &Image, path: &str) -> std::ops::Range<u64> {
+    let inode = image.lookup(path).unwrap();
+    let len = inode.metadata().len();
+    let e = image.extents(&inode, 0..len).unwrap();
+    let ExtentTarget::Device { offset, .. } = e[0].target else {
+        panic!("{path}: not on a blob");
+    };
+    offset..offset + len
+}
+
+struct Setup {
+    _dir: tests::Scratch,
+    blobs: PathBuf,
+    image: Image,
+    blob_id: Vec<u8>,
+    libraries: Vec<String>,
+}
+
+fn setup(name: &str) -> Option<Setup> {
+    let nydus = tests::require_tool("nydus-image")?;
+    let dir = tests::scratch_dir(name);
+    let src = dir.path().join("src");
+    let libraries = build_tree(&src);
+    let blobs = dir.path().join("blobs");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let boot = blobs.join("boot");
+    let out = Command::new(nydus)
+        .args(["create", "-t", "dir-rafs", "-v", "6", "--log-level", "warn"])
+        .args(["--compressor", "zstd", "--chunk-size", "0x10000"])
+        .arg("-D")
+        .arg(&blobs)
+        .arg("-B")
+        .arg(&boot)
+        .arg(&src)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let image = Image::open(&boot).unwrap();
+    let blob_id = image.devices()[0].tag.clone();
+    Some(Setup {
+        _dir: dir,
+        blobs,
+        image,
+        blob_id,
+        libraries,
+    })
+}
+
+/// A session over the blob (64 KiB windows, no fill ahead, no pool threads: the worker
+/// runs every queued piece before `execute` returns) with `rules`, the blob opened as
+/// object 1.
+fn session(s: &Setup, rules: Rules, cache: &Path) -> Session<RafsDirServer, FakeFd> {
+    let predictor = Arc::new(Predictor::new());
+    predictor.set(FileMap::from_image(&s.image, rules, CHUNK).unwrap());
+    let session = Session::new(RafsDirServer::new(&s.blobs))
+        .with_readahead(CHUNK)
+        .with_sequential_ahead(0)
+        .with_predictor(predictor)
+        .with_fill_threads(0);
+    let (fd, _log) = FakeFd::create(cache);
+    let open = Request::Open(OpenRequest {
+        msg_id: MsgId(1),
+        object_id: ObjectId(1),
+        volume_key: b"erofs,test",
+        cookie_key: &s.blob_id,
+        fd: 3,
+        flags: 0,
+    });
+    let actions = session.handle(&open, Some(fd));
+    session.execute(actions, &|_: &Cmd<'_>| Ok(()), &mut AlignedBuf::new(4096));
+    session
+}
+
+fn read(s: &Session<RafsDirServer, FakeFd>, msg: u32, off: u64) {
+    let req = Request::Read(ReadRequest {
+        msg_id: MsgId(msg),
+        object_id: ObjectId(1),
+        off,
+        len: 4096,
+    });
+    let actions = s.handle(&req, None);
+    s.execute(
+        actions,
+        &|_: &Cmd<'_>| Ok(()),
+        &mut AlignedBuf::new(CHUNK as usize),
+    );
+}
+
+/// Whether all of `range` (rounded out to blocks) is present in object 1.
+fn present(s: &Session<RafsDirServer, FakeFd>, range: &std::ops::Range<u64>) -> bool {
+    let object = s.object(ObjectId(1)).unwrap();
+    let r = range.start / 4096 * 4096..range.end.div_ceil(4096) * 4096;
+    object.present().gaps(r).is_empty()
+}
+
+#[test]
+fn a_programs_libraries_are_filled_once_its_bytes_are() {
+    let Some(s) = setup("predict_needed/libraries") else {
+        return;
+    };
+    let prog = extent(&s.image, "/bin/prog");
+    let libs: Vec<_> = s
+        .libraries
+        .iter()
+        .map(|l| (l.clone(), extent(&s.image, &format!("/{LIBDIR}/{l}"))))
+        .collect();
+    assert!(libs.iter().any(|(l, _)| l == "libc.so.6"), "{libs:?}");
+    let whole = Rules {
+        whole_file: 64 << 20,
+        directory: 0,
+        needed: false,
+    };
+    let cache = s._dir.path().join("cache");
+
+    // Without the rule: the program whole, no library.
+    let plain = session(&s, whole, &cache);
+    read(&plain, 2, prog.start);
+    assert!(present(&plain, &prog));
+    for (l, e) in &libs {
+        assert!(!present(&plain, e), "{l} filled without the rule");
+    }
+    drop(plain);
+
+    // With it: every library of the closure, whole, and the bytes are the blob's.
+    let chained = session(
+        &s,
+        Rules {
+            needed: true,
+            ..whole
+        },
+        &cache,
+    );
+    read(&chained, 2, prog.start);
+    for (l, e) in &libs {
+        assert!(present(&chained, e), "{l} not filled");
+    }
+    let space = std::fs::read(&cache).unwrap();
+    let libc = &libs.iter().find(|(l, _)| l == "libc.so.6").unwrap().1;
+    assert_eq!(
+        space[libc.start as usize..libc.end as usize],
+        std::fs::read(host_library(b"libc.so.6")).unwrap()[..]
+    );
+    drop(chained);
+
+    // The program's dynamic section filled before its head: a READ there fills its
+    // window first, then the rest of the program from its start (the whole-file rule's
+    // pieces), so the rule reads the dynamic section before it knows where it is.
+    let head = elf::Head::parse(&std::fs::read("/bin/ls").unwrap()).unwrap();
+    let dynamic = head.dynamic_range().unwrap();
+    assert!(
+        dynamic.start >= CHUNK,
+        "ls's dynamic section is in its first chunk"
+    );
+    let late = session(
+        &s,
+        Rules {
+            needed: true,
+            ..whole
+        },
+        &cache,
+    );
+    read(&late, 2, prog.start + dynamic.start);
+    for (l, e) in &libs {
+        assert!(present(&late, e), "{l} not filled");
+    }
+}
