@@ -71,6 +71,7 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("registry_token", registry_token),
     ("registry_manifest", registry_manifest),
     ("access_trace", access_trace),
+    ("elf_needed", elf_needed),
 ];
 
 /// Iterations over anything whose count comes from the input stop here: a count of 2^40
@@ -1607,5 +1608,42 @@ pub fn access_trace(data: &[u8]) {
         let set = per_key.entry(&e.key).or_default();
         assert!(!set.intersects(e.range.clone()), "{e:?} recorded twice");
         set.insert(e.range.clone());
+    }
+}
+
+/// `ondemand::predict::elf`: the libraries an ELF object needs, read from hostile bytes
+/// (an image's file). The whole file at once, and step by step over the spans each step
+/// names: both give the same answer, within the caps, with no NUL or `/`-free check
+/// skipped.
+pub fn elf_needed(data: &[u8]) {
+    use ondemand::predict::elf::{self, HEAD_MAX, Head, MAX_NAME, MAX_NEEDED};
+    let whole = elf::needed(data);
+    if let Ok(n) = &whole {
+        assert!(n.libraries.len() <= MAX_NEEDED);
+        for name in n.libraries.iter().chain(&n.run_path) {
+            assert!(name.len() <= MAX_NAME && !name.contains(&0), "{name:?}");
+        }
+    }
+    // Step by step, each step given only its span.
+    let span = |r: std::ops::Range<u64>| -> Option<&[u8]> {
+        data.get(usize::try_from(r.start).ok()?..usize::try_from(r.end).ok()?)
+    };
+    let head_len = data.len().min(HEAD_MAX as usize);
+    let Ok(head) = Head::parse(&data[..head_len]) else {
+        return;
+    };
+    let Some(range) = head.dynamic_range() else {
+        assert_eq!(whole, Ok(elf::Needed::default()));
+        return;
+    };
+    let Some(bytes) = span(range) else { return };
+    let Ok(dynamic) = head.dynamic(bytes) else {
+        return;
+    };
+    let Some(bytes) = span(dynamic.strings()) else {
+        return;
+    };
+    if let Ok(n) = dynamic.names(bytes) {
+        assert_eq!(whole, Ok(n));
     }
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use cachefiles_proto::{Command as Cmd, MsgId, ObjectId, OpenRequest, ReadRequest, Request};
 use erofs_reader::{ExtentTarget, Image};
-use ondemand::predict::{FileMap, Predictor, Rules, elf};
+use ondemand::predict::{FileMap, NeededRule, Predictor, Rules, elf};
 use ondemand::rafs::RafsDirServer;
 use ondemand::testing::FakeFd;
 use ondemand::{AlignedBuf, Session};
@@ -45,6 +45,8 @@ fn build_tree(src: &Path) -> Vec<String> {
     std::fs::create_dir_all(src.join("bin")).unwrap();
     std::fs::create_dir_all(src.join(LIBDIR)).unwrap();
     std::os::unix::fs::symlink("usr/lib", src.join("lib")).unwrap();
+    // A file beside the program: a READ in it fills the program by the directory rule.
+    std::fs::write(src.join("bin/aaa"), tests::text(3, 20_000)).unwrap();
     let ls = std::fs::read("/bin/ls").unwrap();
     std::fs::write(src.join("bin/prog"), &ls).unwrap();
     // Executable: what marks a file without `.so` in its name as maybe ELF.
@@ -185,7 +187,7 @@ fn a_programs_libraries_are_filled_once_its_bytes_are() {
     let whole = Rules {
         whole_file: 64 << 20,
         directory: 0,
-        needed: false,
+        needed: NeededRule::Off,
     };
     let cache = s._dir.path().join("cache");
 
@@ -202,7 +204,7 @@ fn a_programs_libraries_are_filled_once_its_bytes_are() {
     let chained = session(
         &s,
         Rules {
-            needed: true,
+            needed: NeededRule::All,
             ..whole
         },
         &cache,
@@ -231,7 +233,7 @@ fn a_programs_libraries_are_filled_once_its_bytes_are() {
     let late = session(
         &s,
         Rules {
-            needed: true,
+            needed: NeededRule::All,
             ..whole
         },
         &cache,
@@ -239,5 +241,40 @@ fn a_programs_libraries_are_filled_once_its_bytes_are() {
     read(&late, 2, prog.start + dynamic.start);
     for (l, e) in &libs {
         assert!(present(&late, e), "{l} not filled");
+    }
+
+    drop(late);
+
+    // A program only guessed (filled by the directory rule for a READ in its neighbour):
+    // `All` fills its libraries, `Demanded` only once a READ lands in it.
+    let aaa = extent(&s.image, "/bin/aaa");
+    let dir = Rules {
+        whole_file: 64 << 20,
+        directory: 64 << 20,
+        needed: NeededRule::All,
+    };
+    let all = session(&s, dir, &cache);
+    read(&all, 2, aaa.start);
+    assert!(present(&all, &prog));
+    for (l, e) in &libs {
+        assert!(present(&all, e), "{l} not filled");
+    }
+    drop(all);
+    let demanded = session(
+        &s,
+        Rules {
+            needed: NeededRule::Demanded,
+            ..dir
+        },
+        &cache,
+    );
+    read(&demanded, 2, aaa.start);
+    assert!(present(&demanded, &prog));
+    for (l, e) in &libs {
+        assert!(!present(&demanded, e), "{l} filled for a guess");
+    }
+    read(&demanded, 3, prog.start);
+    for (l, e) in &libs {
+        assert!(present(&demanded, e), "{l} not filled once demanded");
     }
 }

@@ -287,11 +287,12 @@ struct Serving {
     #[arg(long, value_name = "BYTES", default_value = "8M", value_parser = parse_bytes)]
     predict_dir: u64,
     /// Cold prediction (with --predict-file): when an ELF object's header, dynamic section
-    /// and library names are filled, fill its interpreter and the libraries it needs (found
-    /// in the image as the dynamic loader finds them) whole, if at most --predict-file long;
-    /// and theirs in turn.
-    #[arg(long, value_name = "BOOL", default_value_t = false, action = clap::ArgAction::Set)]
-    predict_needed: bool,
+    /// and library names are filled, fill the libraries it needs (found in the image as the
+    /// dynamic loader finds them) whole, if at most --predict-file long, and theirs in turn:
+    /// `off`; `demanded` (the objects a READ landed in, and the libraries found that way);
+    /// `all` (every ELF object filled, also those only guessed by --predict-dir).
+    #[arg(long, value_name = "off|demanded|all", default_value = "off", value_parser = parse_needed)]
+    predict_needed: ondemand::predict::NeededRule,
     /// Each worker's fill buffer (default: the readahead window, 64K to 4M).
     #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
     fill_buffer: Option<u64>,
@@ -888,6 +889,16 @@ fn exit_code(
 }
 
 /// `4096`, `64K`, `1M`, `1MiB`, `2G`.
+fn parse_needed(s: &str) -> Result<ondemand::predict::NeededRule, String> {
+    use ondemand::predict::NeededRule;
+    match s {
+        "off" => Ok(NeededRule::Off),
+        "demanded" => Ok(NeededRule::Demanded),
+        "all" => Ok(NeededRule::All),
+        _ => Err(format!("{s:?}: off, demanded or all")),
+    }
+}
+
 fn parse_bytes(s: &str) -> Result<u64, String> {
     let s = s.trim();
     let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());

@@ -226,9 +226,13 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
         off: u64,
         window: Option<&Range<u64>>,
     ) -> u64 {
-        let Some(map) = self.predictor.as_ref().and_then(|p| p.get()) else {
+        let Some(predictor) = &self.predictor else {
             return 0;
         };
+        let Some(map) = predictor.get() else {
+            return 0;
+        };
+        predictor.demand(object.cookie_key(), off);
         self.queue_pieces(object, map.related(object.cookie_key(), off), window)
     }
 
@@ -480,7 +484,7 @@ mod tests {
             crate::predict::Rules {
                 whole_file: 6 * MIB,
                 directory: 0,
-                needed: false,
+                needed: crate::predict::NeededRule::Off,
             },
             MIB,
         );

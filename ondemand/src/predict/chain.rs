@@ -27,8 +27,8 @@ use std::os::unix::ffi::OsStrExt;
 
 use erofs_reader::{ExtentTarget, FileType};
 
-use super::FileMap;
 use super::elf::{Dynamic, ElfError, HEAD_MAX, Head, MAX_NAME};
+use super::{FileMap, NeededRule};
 
 /// Most bytes copied from fills and not yet read, over all files.
 pub(crate) const MAX_HELD: usize = 48 << 20;
@@ -126,6 +126,19 @@ impl Watch {
     }
 }
 
+/// An object's needs, read.
+#[derive(Debug)]
+struct Found {
+    names: Vec<Vec<u8>>,
+    run_path: Vec<Vec<u8>>,
+    machine: u16,
+    dir: u32,
+    depth: u8,
+}
+
+/// Most objects whose needs are parked.
+const MAX_PARKED: usize = 4096;
+
 /// What one file's read came to.
 enum Outcome {
     /// Waiting for more bytes.
@@ -149,6 +162,10 @@ pub(crate) struct Chain {
     done: HashSet<(Vec<u8>, u64)>,
     /// Libraries queued (files), with the depth they were found at.
     chained: HashMap<(Vec<u8>, u64), u8>,
+    /// Objects a READ landed in ([`NeededRule::Demanded`]).
+    demanded: HashSet<(Vec<u8>, u64)>,
+    /// What objects not demanded (yet) need, by object: queued if a READ lands in them.
+    parked: HashMap<(Vec<u8>, u64), Found>,
     /// Pieces to fill, per object key ([`Chain::take`]).
     found: HashMap<Vec<u8>, Vec<Range<u64>>>,
     held: usize,
@@ -207,8 +224,20 @@ impl Chain {
                 } => {
                     let dir = self.watching.get(&id).map_or(0, |w| w.dir);
                     self.drop_watch(&id);
-                    if depth < MAX_DEPTH {
-                        self.queue(map, key, dir, depth + 1, &names, &run_path, machine);
+                    let found = Found {
+                        names,
+                        run_path,
+                        machine,
+                        dir,
+                        depth: depth + 1,
+                    };
+                    let now = map.rules.needed == NeededRule::All
+                        || self.demanded.contains(&id)
+                        || self.chained.contains_key(&id);
+                    if now {
+                        self.queue(map, key, &found);
+                    } else if self.parked.len() < MAX_PARKED {
+                        self.parked.insert(id, found);
                     }
                 }
             }
@@ -295,19 +324,32 @@ impl Chain {
         outcome
     }
 
-    /// Find `names` (needed by a file of directory `dir`) in the image and keep their
-    /// pieces to fill, once each.
-    #[allow(clippy::too_many_arguments)]
-    fn queue(
-        &mut self,
-        map: &FileMap,
-        key: &[u8],
-        dir: u32,
-        depth: u8,
-        names: &[Vec<u8>],
-        run_path: &[Vec<u8>],
-        machine: u16,
-    ) {
+    /// A READ landed at `off` of object `key`: its object's needs are filled (now, or
+    /// when they are read).
+    pub(crate) fn demand(&mut self, map: &FileMap, key: &[u8], off: u64) {
+        let Some(entry) = map.entry(key, off).filter(|e| e.elf) else {
+            return;
+        };
+        let id = (key.to_vec(), entry.extent.start);
+        if let Some(found) = self.parked.remove(&id) {
+            self.queue(map, key, &found);
+        }
+        self.demanded.insert(id);
+    }
+
+    /// Find what `found` names in the image and keep their pieces to fill, once each.
+    fn queue(&mut self, map: &FileMap, key: &[u8], found: &Found) {
+        let Found {
+            names,
+            run_path,
+            machine,
+            dir,
+            depth,
+        } = found;
+        let (dir, depth, machine) = (*dir, *depth, *machine);
+        if depth > MAX_DEPTH {
+            return;
+        }
         let Some(image) = &map.image else {
             return;
         };

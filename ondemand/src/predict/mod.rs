@@ -51,10 +51,24 @@ pub struct Rules {
     /// this long.
     pub directory: u64,
     /// When an ELF object's first bytes, dynamic section and library names have been
-    /// filled, fill the libraries it needs (its `PT_INTERP` and `DT_NEEDED`, found in the
-    /// image as the dynamic loader finds them), whole, if they are at most
-    /// [`whole_file`](Self::whole_file) long; and theirs in turn (see [`elf`]).
-    pub needed: bool,
+    /// filled, fill the libraries it needs (`DT_NEEDED`, found in the image as the dynamic
+    /// loader finds them), whole, if they are at most [`whole_file`](Self::whole_file)
+    /// long; and theirs in turn (see [`elf`]). Which objects: [`NeededRule`].
+    pub needed: NeededRule,
+}
+
+/// Whose libraries the ELF rule ([`Rules::needed`]) fills.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NeededRule {
+    /// Nobody's.
+    #[default]
+    Off,
+    /// Those of objects a READ landed in (the program, a library the loader mapped) and of
+    /// the libraries found that way; not those of objects only guessed (filled by the
+    /// directory rule beside another file).
+    Demanded,
+    /// Those of every ELF object filled, guessed or not.
+    All,
 }
 
 impl Default for Rules {
@@ -70,14 +84,14 @@ impl Rules {
     pub const DEFAULT: Rules = Rules {
         whole_file: 8 << 20,
         directory: 8 << 20,
-        needed: false,
+        needed: NeededRule::Off,
     };
 
     /// No prediction.
     pub const OFF: Rules = Rules {
         whole_file: 0,
         directory: 0,
-        needed: false,
+        needed: NeededRule::Off,
     };
 
     /// Whether any rule is on (the ELF rule fills whole files: it needs
@@ -88,7 +102,7 @@ impl Rules {
 
     /// Whether the ELF rule is on.
     fn chains(&self) -> bool {
-        self.needed && self.whole_file > 0
+        self.needed != NeededRule::Off && self.whole_file > 0
     }
 }
 
@@ -398,6 +412,16 @@ impl Predictor {
         }
     }
 
+    /// A READ landed at `off` of object `key` ([`NeededRule::Demanded`]).
+    pub(crate) fn demand(&self, key: &[u8], off: u64) {
+        if let Some(map) = self
+            .get()
+            .filter(|m| m.rules.needed == NeededRule::Demanded)
+        {
+            self.chain().demand(map, key, off);
+        }
+    }
+
     /// The pieces of libraries found since the last call for object `key`, to fill.
     pub(crate) fn take_needed(&self, key: &[u8]) -> Vec<Range<u64>> {
         if self.get().is_none_or(|m| !m.rules.chains()) {
@@ -432,7 +456,7 @@ mod tests {
     #[test]
     fn a_file_is_related_whole_in_pieces_from_its_start() {
         let m = map(Rules {
-            needed: false,
+            needed: NeededRule::Off,
             whole_file: 8 * MIB,
             directory: 0,
         });
@@ -455,7 +479,7 @@ mod tests {
     #[test]
     fn a_directory_span_follows_its_file() {
         let m = map(Rules {
-            needed: false,
+            needed: NeededRule::Off,
             whole_file: 0,
             directory: 4 * MIB,
         });
@@ -471,14 +495,14 @@ mod tests {
         );
         // A span longer than the bound: nothing.
         let small = map(Rules {
-            needed: false,
+            needed: NeededRule::Off,
             whole_file: 0,
             directory: 3 * MIB,
         });
         assert!(small.related(b"blob", 0).is_empty());
         // Both rules: the file's pieces once.
         let both = map(Rules {
-            needed: false,
+            needed: NeededRule::Off,
             whole_file: 8 * MIB,
             directory: 4 * MIB,
         });
