@@ -188,6 +188,7 @@ fn a_programs_libraries_are_filled_once_its_bytes_are() {
         whole_file: 64 << 20,
         directory: 0,
         needed: NeededRule::Off,
+        cousins: 0,
     };
     let cache = s._dir.path().join("cache");
 
@@ -252,6 +253,7 @@ fn a_programs_libraries_are_filled_once_its_bytes_are() {
         whole_file: 64 << 20,
         directory: 64 << 20,
         needed: NeededRule::All,
+        cousins: 0,
     };
     let all = session(&s, dir, &cache);
     read(&all, 2, aaa.start);

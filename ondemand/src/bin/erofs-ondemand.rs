@@ -17,6 +17,7 @@
 //!                          [--prefetch-threads N] [--prefetch-bandwidth BYTES] [--supervisor SOCKET]
 //!                          [--record PATH] [--prefetch-list PATH] [--prefetch-nice N]
 //!                          [--prefetch-at-open] [--predict-file BYTES] [--predict-dir BYTES]
+//!                          [--predict-needed off|demanded|all]
 //! erofs-ondemand hold --socket SOCKET
 //! erofs-ondemand mount [--blob-dir DIR] IMAGE MOUNTPOINT
 //! ```
@@ -45,7 +46,8 @@
 //! on the next cold start (`ondemand::AccessTrace`), in few batched registry requests;
 //! `serve --image` of a Nydus image predicts without a trace (`ondemand::predict`): a READ in
 //! a file fills the rest of the file (`--predict-file`, at most 8 MiB by default) and of its
-//! directory's files (`--predict-dir`, a span of at most 8 MiB) on the fill pool; with
+//! directory's files (`--predict-dir`, a span of at most 8 MiB) on the fill pool, and
+//! `--predict-needed demanded|all` the libraries an ELF object needs once its bytes are in; with
 //! `--mountpoint` prefetch starts once the mount is up (`--prefetch-at-open`: as objects open),
 //! and the prefetch threads run at nice 10 (`--prefetch-nice N`); `hold` keeps the `/dev/cachefiles` fd (or the fanotify group) so that
 //! `serve --supervisor` (`fanotify --supervisor`) daemons can die and be replaced while mounts
@@ -293,6 +295,11 @@ struct Serving {
     /// `all` (every ELF object filled, also those only guessed by --predict-dir).
     #[arg(long, value_name = "off|demanded|all", default_value = "off", value_parser = parse_needed)]
     predict_needed: ondemand::predict::NeededRule,
+    /// Cold prediction (as --predict-dir): when a READ lands in a file of directory
+    /// GP/X/NAME, fill the files of every GP/*/NAME too if they span at most BYTES in all
+    /// (python's `__pycache__` of the packages an import walks next; 0: off).
+    #[arg(long, value_name = "BYTES", default_value = "0", value_parser = parse_bytes)]
+    predict_cousins: u64,
     /// Each worker's fill buffer (default: the readahead window, 64K to 4M).
     #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
     fill_buffer: Option<u64>,
@@ -754,6 +761,7 @@ impl CachefilesRun<'_> {
             whole_file: serving.predict_file,
             directory: serving.predict_dir,
             needed: serving.predict_needed,
+            cousins: serving.predict_cousins,
         };
         let nydus = remote.is_some_and(|(image, _)| {
             matches!(image.kind, ondemand::registry::ImageKind::Nydus { .. })

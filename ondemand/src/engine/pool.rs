@@ -485,6 +485,7 @@ mod tests {
                 whole_file: 6 * MIB,
                 directory: 0,
                 needed: crate::predict::NeededRule::Off,
+                cousins: 0,
             },
             MIB,
         );

@@ -17,7 +17,16 @@
 //! - [`Rules::whole_file`]: the whole file, if it is at most this long;
 //! - [`Rules::directory`]: the span of the regular files of the file's directory (laid out
 //!   one after the other by the image builders: `mkfs.erofs`, `nydus-image`), if it is at
-//!   most this long.
+//!   most this long;
+//! - [`Rules::needed`], the ELF rule: once an ELF object's header, dynamic section and
+//!   library names are filled (whatever order its pieces arrive in), the libraries it needs
+//!   (`DT_NEEDED`, looked up in the image as the dynamic loader looks them up: `DT_RUNPATH`
+//!   with `$ORIGIN`, then the multiarch and plain library directories), whole if at most
+//!   [`Rules::whole_file`] long, and theirs in turn: the loader's chain of libraries, each
+//!   found only once the previous object is mapped, fetched at once. [`elf`] is its
+//!   parser (the bytes are the image's: hostile input, parsed with bounds and caps);
+//!   [`NeededRule::Demanded`] follows only objects a READ landed in, not those the
+//!   directory rule guessed.
 //!
 //! The engine ([`crate::Engine::with_predictor`]) cuts what is related into pieces of
 //! [`FileMap::piece`] bytes from the start of the file (or directory span), so a piece is one
@@ -55,6 +64,11 @@ pub struct Rules {
     /// loader finds them), whole, if they are at most [`whole_file`](Self::whole_file)
     /// long; and theirs in turn (see [`elf`]). Which objects: [`NeededRule`].
     pub needed: NeededRule,
+    /// Fill the spans of the directories named as the READ's file's directory in the other
+    /// subdirectories of its parent's parent (`/usr/lib/python3.11/*/__pycache__` for a READ
+    /// in `/usr/lib/python3.11/email/__pycache__`: the packages an import walks next), if
+    /// they add up to at most this long.
+    pub cousins: u64,
 }
 
 /// Whose libraries the ELF rule ([`Rules::needed`]) fills.
@@ -85,6 +99,7 @@ impl Rules {
         whole_file: 8 << 20,
         directory: 8 << 20,
         needed: NeededRule::Off,
+        cousins: 0,
     };
 
     /// No prediction.
@@ -92,6 +107,7 @@ impl Rules {
         whole_file: 0,
         directory: 0,
         needed: NeededRule::Off,
+        cousins: 0,
     };
 
     /// Whether any rule is on (the ELF rule fills whole files: it needs
@@ -125,6 +141,11 @@ pub struct FileMap {
     files: HashMap<Vec<u8>, Vec<Entry>>,
     /// The directories' paths, `/`-separated from the root (which is empty).
     dirs: Vec<Box<[u8]>>,
+    /// Per directory: its files' span (on the first device it has files on), and its
+    /// group of cousins ([`Rules::cousins`]: an index in `cousins`).
+    spans: Vec<Option<(Vec<u8>, Range<u64>)>>,
+    group: Vec<u32>,
+    cousins: Vec<Vec<u32>>,
     rules: Rules,
     piece: u64,
     /// The image, to find the libraries an ELF object needs ([`Rules::needed`]).
@@ -159,9 +180,13 @@ impl FileMap {
                 keep
             });
         }
+        let (spans, group, cousins) = cousins(&files, &dirs);
         Ok(FileMap {
             files,
             dirs,
+            spans,
+            group,
+            cousins,
             rules,
             piece: piece.max(4096),
             image: rules.chains().then(|| image.clone()),
@@ -188,6 +213,9 @@ impl FileMap {
         FileMap {
             files: HashMap::from([(key.to_vec(), list)]),
             dirs: vec![Box::from(&b""[..])],
+            spans: Vec::new(),
+            group: Vec::new(),
+            cousins: Vec::new(),
             rules,
             piece,
             image: None,
@@ -237,6 +265,26 @@ impl FileMap {
             cut(&(entry.extent.end..dir.end), self.piece, &mut out);
             cut(&(dir.start..entry.extent.start), self.piece, &mut out);
         }
+        if self.rules.cousins > 0 {
+            let spans: Vec<&Range<u64>> = self
+                .group
+                .get(entry.dir as usize)
+                .and_then(|g| self.cousins.get(*g as usize))
+                .into_iter()
+                .flatten()
+                .filter(|&&d| d != entry.dir)
+                .filter_map(|&d| match self.spans.get(d as usize) {
+                    Some(Some((tag, span))) if tag == key => Some(span),
+                    _ => None,
+                })
+                .collect();
+            let total: u64 = spans.iter().map(|r| len(r)).sum();
+            if total <= self.rules.cousins {
+                for span in spans {
+                    cut(span, self.piece, &mut out);
+                }
+            }
+        }
         out
     }
 }
@@ -269,6 +317,48 @@ impl FileMap {
         }
         out
     }
+}
+
+/// Per directory, its files' span and its group of cousins: the directories of the same
+/// name under the same grandparent (groups of one are left out).
+#[allow(clippy::type_complexity)]
+fn cousins(
+    files: &HashMap<Vec<u8>, Vec<Entry>>,
+    dirs: &[Box<[u8]>],
+) -> (Vec<Option<(Vec<u8>, Range<u64>)>>, Vec<u32>, Vec<Vec<u32>>) {
+    let mut spans: Vec<Option<(Vec<u8>, Range<u64>)>> = vec![None; dirs.len()];
+    for (tag, list) in files {
+        for e in list {
+            if let Some(slot @ None) = spans.get_mut(e.dir as usize) {
+                *slot = Some((tag.clone(), e.directory.clone()));
+            }
+        }
+    }
+    // Split "/a/b/c" into ("/a", "c").
+    let split = |p: &[u8]| -> Option<(Vec<u8>, Vec<u8>)> {
+        let i = p.iter().rposition(|&b| b == b'/')?;
+        let parent = &p[..i];
+        let j = parent.iter().rposition(|&b| b == b'/')?;
+        Some((parent[..j].to_vec(), p[i + 1..].to_vec()))
+    };
+    let mut by: HashMap<(Vec<u8>, Vec<u8>), Vec<u32>> = HashMap::new();
+    for (i, p) in dirs.iter().enumerate() {
+        if spans[i].is_some()
+            && let Some(k) = split(p)
+        {
+            // At most MAX_FILES directories: fits in u32.
+            by.entry(k).or_default().push(i as u32);
+        }
+    }
+    let mut group = vec![u32::MAX; dirs.len()];
+    let mut groups = Vec::new();
+    for members in by.into_values().filter(|m| m.len() > 1) {
+        for &m in &members {
+            group[m as usize] = groups.len() as u32;
+        }
+        groups.push(members);
+    }
+    (spans, group, groups)
 }
 
 /// `range` in pieces of `piece` bytes from its start, appended to `out`.
@@ -457,6 +547,7 @@ mod tests {
     fn a_file_is_related_whole_in_pieces_from_its_start() {
         let m = map(Rules {
             needed: NeededRule::Off,
+            cousins: 0,
             whole_file: 8 * MIB,
             directory: 0,
         });
@@ -480,6 +571,7 @@ mod tests {
     fn a_directory_span_follows_its_file() {
         let m = map(Rules {
             needed: NeededRule::Off,
+            cousins: 0,
             whole_file: 0,
             directory: 4 * MIB,
         });
@@ -496,6 +588,7 @@ mod tests {
         // A span longer than the bound: nothing.
         let small = map(Rules {
             needed: NeededRule::Off,
+            cousins: 0,
             whole_file: 0,
             directory: 3 * MIB,
         });
@@ -503,6 +596,7 @@ mod tests {
         // Both rules: the file's pieces once.
         let both = map(Rules {
             needed: NeededRule::Off,
+            cousins: 0,
             whole_file: 8 * MIB,
             directory: 4 * MIB,
         });
