@@ -1,4 +1,6 @@
-//! Cold prediction's ELF rule (`ondemand::predict::Rules::needed`) on a Nydus image built by
+//! Cold prediction's rules on a Nydus image built by nydus-image.
+//!
+//! The ELF rule (`ondemand::predict::Rules::needed`) on an image built by
 //! nydus-image from the host's own `ls` and the libraries it needs (laid out as Debian's
 //! merged /usr: `lib -> usr/lib`, a library reached through a symlink): a READ of the
 //! program's first bytes, with no pool threads, ends with the program's libraries (and
@@ -45,6 +47,13 @@ fn build_tree(src: &Path) -> Vec<String> {
     std::fs::create_dir_all(src.join("bin")).unwrap();
     std::fs::create_dir_all(src.join(LIBDIR)).unwrap();
     std::os::unix::fs::symlink("usr/lib", src.join("lib")).unwrap();
+    // Three packages' bytecode directories and a file beside one of them (the cousin rule).
+    for (pkg, n) in [("a", 1), ("b", 2), ("c", 3)] {
+        let d = src.join("usr/lib/py").join(pkg).join("__pycache__");
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join(format!("m{n}.pyc")), tests::text(n, 30_000)).unwrap();
+    }
+    std::fs::write(src.join("usr/lib/py/c/source.py"), tests::text(9, 30_000)).unwrap();
     // A file beside the program: a READ in it fills the program by the directory rule.
     std::fs::write(src.join("bin/aaa"), tests::text(3, 20_000)).unwrap();
     let ls = std::fs::read("/bin/ls").unwrap();
@@ -174,7 +183,7 @@ fn present(s: &Session<RafsDirServer, FakeFd>, range: &std::ops::Range<u64>) -> 
 
 #[test]
 fn a_programs_libraries_are_filled_once_its_bytes_are() {
-    let Some(s) = setup("predict_needed/libraries") else {
+    let Some(s) = setup("predict_rules/libraries") else {
         return;
     };
     let prog = extent(&s.image, "/bin/prog");
@@ -279,4 +288,40 @@ fn a_programs_libraries_are_filled_once_its_bytes_are() {
     for (l, e) in &libs {
         assert!(present(&demanded, e), "{l} not filled once demanded");
     }
+}
+
+#[test]
+fn a_read_in_a_bytecode_directory_fills_its_cousins() {
+    let Some(s) = setup("predict_rules/cousins") else {
+        return;
+    };
+    let a = extent(&s.image, "/usr/lib/py/a/__pycache__/m1.pyc");
+    let b = extent(&s.image, "/usr/lib/py/b/__pycache__/m2.pyc");
+    let c = extent(&s.image, "/usr/lib/py/c/__pycache__/m3.pyc");
+    let source = extent(&s.image, "/usr/lib/py/c/source.py");
+    let cache = s._dir.path().join("cache");
+    let rules = Rules {
+        whole_file: 0,
+        directory: 0,
+        needed: NeededRule::Off,
+        cousins: 1 << 20,
+    };
+    // 4 KiB windows: nothing but the READ's block and the rule's pieces.
+    let on = session(&s, rules, &cache).with_readahead(4096);
+    read(&on, 2, a.start);
+    assert!(present(&on, &b) && present(&on, &c));
+    assert!(!present(&on, &source), "a file beside a cousin is not one");
+    drop(on);
+    // Over the bound: nothing.
+    let small = session(
+        &s,
+        Rules {
+            cousins: 40_000,
+            ..rules
+        },
+        &cache,
+    )
+    .with_readahead(4096);
+    read(&small, 2, a.start);
+    assert!(!present(&small, &b) && !present(&small, &c));
 }
