@@ -132,6 +132,7 @@ replay_tests!(
     registry_token,
     registry_manifest,
     access_trace,
+    elf_needed,
 );
 
 /// The seed images the structured targets start from are real images the reader opens.
