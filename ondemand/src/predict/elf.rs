@@ -3,7 +3,7 @@
 //! section ([`Head::dynamic`], where `PT_DYNAMIC` says), and the names in its string table
 //! ([`Dynamic::names`], the span [`Dynamic::strings`] says).
 //!
-//! Cold prediction ([`super::Chain`]) uses it to fetch a program's libraries as soon as
+//! Cold prediction's ELF rule ([`super::Rules::needed`]) uses it to fetch a program's libraries as soon as
 //! the program's own bytes are in, instead of one library after another as the dynamic
 //! loader maps them. The bytes come from an image: hostile input. Every offset is checked,
 //! every count capped ([`MAX_NEEDED`], [`MAX_NAME`], [`MAX_PHNUM`], [`MAX_DYN`]), and a
