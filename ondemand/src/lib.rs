@@ -162,6 +162,8 @@ mod sys;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 mod trace;
+#[cfg(feature = "registry")]
+mod trace_early;
 
 /// The wire protocol crate, re-exported.
 pub use cachefiles_proto as proto;

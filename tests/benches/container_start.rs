@@ -258,6 +258,12 @@ lazy() {
     _cpu1=$(cpu_now)
     children_cpu _w1
     _d=$(proc_cpu $DPID)
+    if [ -n "@DUMP@" ]; then
+        # Per thread: name, user and system jiffies at "ready".
+        for _t in /proc/$DPID/task/*; do
+            echo "THREAD $1-$LINK: $(cat $_t/comm) $(cut -d' ' -f14,15 $_t/stat)"
+        done
+    fi
     # The metrics file is rewritten every 500 ms (not at exit): wait for one after "ready".
     usleep 700000
     _m=$_prom

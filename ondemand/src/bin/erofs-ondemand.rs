@@ -340,6 +340,14 @@ struct Serving {
     /// priority). With --prefetch, the rest of each object follows.
     #[arg(long, value_name = "PATH")]
     prefetch_list: Option<PathBuf>,
+    /// With --prefetch-list and --image (Nydus): fetch the stored bytes of the chunks the
+    /// trace needs into memory while the image mounts (in few requests, merged when at
+    /// most --prefetch-early-gap apart), so the prefetch only decodes and writes them.
+    #[arg(long, value_name = "BOOL", default_value_t = false, action = clap::ArgAction::Set)]
+    prefetch_early: bool,
+    /// --prefetch-early: stored ranges at most BYTES apart are one request (suffixes K, M).
+    #[arg(long, value_name = "BYTES", default_value = "128K", value_parser = parse_bytes)]
+    prefetch_early_gap: u64,
     /// Prefetch as each object opens, during the mount. By default a daemon that mounts the
     /// image itself (--mountpoint) starts prefetching once the mount is up.
     #[arg(long)]
@@ -353,10 +361,43 @@ impl Serving {
             .map_or_else(ondemand::default_fill_threads, usize::from)
     }
 
-    /// The prefetch configuration the flags ask for, if any.
+    /// The access trace of --prefetch-list, if given.
+    fn trace(&self) -> Result<Option<ondemand::AccessTrace>, String> {
+        let Some(path) = &self.prefetch_list else {
+            return Ok(None);
+        };
+        let trace = ondemand::AccessTrace::read(path)
+            .map_err(|e| format!("--prefetch-list {}: {e}", path.display()))?;
+        log::info!(
+            "prefetch: {} ranges ({} bytes) of {} objects from the access trace {}{}",
+            trace.entries().len(),
+            trace.bytes(),
+            trace.keys().len(),
+            path.display(),
+            match trace.skipped() {
+                0 => String::new(),
+                n => format!(" ({n} bad lines skipped)"),
+            }
+        );
+        Ok(Some(trace))
+    }
+
+    /// `--prefetch-early`: the trace's stored bytes fetched while `image` mounts.
+    fn fetch_early(
+        &self,
+        image: &ondemand::registry::RemoteImage,
+        trace: Option<&ondemand::AccessTrace>,
+    ) {
+        if let (true, Some(trace)) = (self.prefetch_early, trace) {
+            image.fetch_trace_early(trace, self.prefetch_early_gap);
+        }
+    }
+
+    /// The prefetch configuration the flags ask for, if any (`trace`: [`Self::trace`]).
     fn prefetch_config(
         &self,
         blob_dir: Option<&std::path::Path>,
+        trace: Option<&ondemand::AccessTrace>,
     ) -> Result<Option<PrefetchConfig>, String> {
         if !self.prefetch && self.prefetch_path.is_empty() && self.prefetch_list.is_none() {
             return Ok(None);
@@ -371,21 +412,8 @@ impl Serving {
             .with_nice(self.prefetch_nice)
             .with_bandwidth(Some(self.prefetch_bandwidth));
         // A recorded trace comes first.
-        if let Some(path) = &self.prefetch_list {
-            let trace = ondemand::AccessTrace::read(path)
-                .map_err(|e| format!("--prefetch-list {}: {e}", path.display()))?;
-            log::info!(
-                "prefetch: {} ranges ({} bytes) of {} objects from the access trace {}{}",
-                trace.entries().len(),
-                trace.bytes(),
-                trace.keys().len(),
-                path.display(),
-                match trace.skipped() {
-                    0 => String::new(),
-                    n => format!(" ({n} bad lines skipped)"),
-                }
-            );
-            config = config.with_trace(&trace);
+        if let Some(trace) = trace {
+            config = config.with_trace(trace);
         }
         let Some(blob_dir) = blob_dir else {
             if !self.prefetch_path.is_empty() {
@@ -493,7 +521,17 @@ fn fanotify(args: FanotifyArgs) -> ExitCode {
         eprintln!("erofs-ondemand: cannot handle signals: {e}");
         return ExitCode::FAILURE;
     }
-    let prefetch = match args.serving.prefetch_config(args.blob_dir.as_deref()) {
+    let trace = match args.serving.trace() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("erofs-ondemand: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let prefetch = match args
+        .serving
+        .prefetch_config(args.blob_dir.as_deref(), trace.as_ref())
+    {
         Ok(p) => p,
         Err(e) => {
             eprintln!("erofs-ondemand: {e}");
@@ -518,6 +556,7 @@ fn fanotify(args: FanotifyArgs) -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
+            args.serving.fetch_early(&image, trace.as_ref());
             let server = image
                 .server()
                 .with_verify_digests(args.serving.verify_digests);
@@ -988,7 +1027,17 @@ fn main() -> ExitCode {
                 },
                 None => None,
             };
-            let prefetch = match serving.prefetch_config(blob_dir.as_deref()) {
+            let trace = match serving.trace() {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("erofs-ondemand: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            if let Some(image) = &remote {
+                serving.fetch_early(image, trace.as_ref());
+            }
+            let prefetch = match serving.prefetch_config(blob_dir.as_deref(), trace.as_ref()) {
                 Ok(p) => p,
                 Err(e) => {
                     eprintln!("erofs-ondemand: {e}");

@@ -37,6 +37,7 @@ mod store;
 
 use std::collections::HashMap;
 use std::io;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -47,7 +48,11 @@ use oci_lazy::{Client, Config, Digest, Layer, LazyLayout, Reference};
 use crate::predict::{FileMap, Rules};
 use crate::rafs::RafsServer;
 
+pub use crate::trace_early::DEFAULT_EARLY_GAP;
 pub use store::RegistryStore;
+
+/// Connections [`RemoteImage::fetch_trace_early`] fetches one blob's ranges on.
+const EARLY_CONNECTIONS: usize = 4;
 
 pub use oci_lazy::{
     BOOTSTRAP_PATH, EROFS_LAYER, MAX_BOOTSTRAP, NYDUS_BOOTSTRAP, NYDUS_FEATURE, unpack_bootstrap,
@@ -233,6 +238,52 @@ impl RemoteImage {
             {
                 self.store.fetch_early(id.as_bytes(), start..end);
             }
+        }
+    }
+
+    /// Fetch the stored bytes a replayed access trace needs from each Nydus blob now, while
+    /// the image mounts, instead of when the prefetch asks for them: on a thread of its own,
+    /// each blob's chunk map is read (the early fetch of
+    /// [`fetch_chunk_maps_early`](Self::fetch_chunk_maps_early), waited for), the chunks the
+    /// trace's ranges of that blob touch are looked up, and their stored ranges, merged when
+    /// at most `gap` bytes apart, are fetched into memory in the trace's order on four
+    /// connections ([`RegistryStore::fetch_early_ranges`]). The prefetch and the READs then
+    /// decode and write them without a round trip; a read not within one of those ranges
+    /// asks the registry as before. Nothing for EROFS-layer images or a trace without the
+    /// blobs' keys.
+    pub fn fetch_trace_early(&self, trace: &crate::AccessTrace, gap: u64) {
+        for (id, record) in &self.chunk_maps {
+            let traced: Vec<Range<u64>> = trace
+                .entries()
+                .iter()
+                .filter(|e| e.key == id.as_bytes())
+                .map(|e| e.range.clone())
+                .collect();
+            if traced.is_empty() {
+                continue;
+            }
+            let store = self.store.clone();
+            let (id, record) = (id.clone(), *record);
+            let _ = std::thread::Builder::new()
+                .name("trace-early".into())
+                .spawn(move || {
+                    let stored = match crate::BlobStore::open(&store, id.as_bytes()) {
+                        Ok(s) => s,
+                        Err(e) => return log::warn!("prefetch: blob {id}: {e}"),
+                    };
+                    let source = erofs_reader::nydus::BlobSource::new(stored, &record);
+                    let chunks = match source.chunk_infos() {
+                        Ok(c) => c,
+                        Err(e) => return log::warn!("prefetch: blob {id}: chunk map: {e}"),
+                    };
+                    let ranges = crate::trace_early::stored_ranges(chunks, &traced, gap);
+                    log::info!(
+                        "prefetch: fetching {} stored bytes of blob {id} for the trace early, in {} ranges",
+                        ranges.iter().map(|r| r.end - r.start).sum::<u64>(),
+                        ranges.len()
+                    );
+                    store.fetch_early_ranges(id.as_bytes(), ranges, EARLY_CONNECTIONS);
+                });
         }
     }
 

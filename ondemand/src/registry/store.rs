@@ -51,6 +51,11 @@ enum EarlyState {
 const EARLY_WAIT: Duration = Duration::from_secs(30);
 
 impl Early {
+    fn finish(&self, state: EarlyState) {
+        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = state;
+        self.done.notify_all();
+    }
+
     /// The bytes, once fetched; `None` if the fetch failed (or took longer than
     /// [`EARLY_WAIT`]): the reader then fetches them itself.
     fn wait(&self) -> Option<Arc<[u8]>> {
@@ -118,43 +123,66 @@ impl RegistryStore {
     /// read to ask the registry itself. Ranges longer than 16 MiB, past the layer's size or
     /// of unknown layers are ignored.
     pub fn fetch_early(&self, name: &[u8], range: Range<u64>) {
+        self.fetch_early_ranges(name, vec![range], 1);
+    }
+
+    /// [`fetch_early`](Self::fetch_early) of several ranges of the layer `name`, on at most
+    /// `connections` threads: thread `i` fetches ranges `i`, `i + connections`, ... one
+    /// request after the other (its connection reused), so the ranges arrive roughly in the
+    /// order given. Every range is registered before the first request leaves, so a read
+    /// within any of them waits for it instead of asking the registry again; a read made
+    /// before this call, or not within one range, asks the registry itself.
+    pub fn fetch_early_ranges(&self, name: &[u8], ranges: Vec<Range<u64>>, connections: usize) {
         let Some(layer) = self.layers.get(name) else {
             return;
         };
-        if range.start >= range.end || range.end > layer.size || range.end - range.start > 16 << 20
-        {
+        let early: Vec<Arc<Early>> = ranges
+            .into_iter()
+            .filter(|r| r.start < r.end && r.end <= layer.size && r.end - r.start <= 16 << 20)
+            .map(|range| {
+                Arc::new(Early {
+                    range,
+                    state: Mutex::new(EarlyState::Pending),
+                    done: Condvar::new(),
+                })
+            })
+            .collect();
+        if early.is_empty() {
             return;
         }
-        let early = Arc::new(Early {
-            range: range.clone(),
-            state: Mutex::new(EarlyState::Pending),
-            done: Condvar::new(),
-        });
-        let blob = self
-            .client
-            .blob_with_size(&self.repo, &layer.digest, layer.size);
-        let e = Arc::clone(&early);
-        let spawned = std::thread::Builder::new()
-            .name("early-fetch".into())
-            .spawn(move || {
-                let mut buf = vec![0u8; (range.end - range.start) as usize];
-                let state = match blob.read_ranges(&mut [(range.start, &mut buf[..])]) {
-                    Ok(()) => EarlyState::Ready(buf.into()),
-                    Err(err) => {
-                        log::debug!("early fetch of {range:?} failed: {err}");
-                        EarlyState::Failed
+        self.early
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(name.to_vec())
+            .or_default()
+            .extend(early.iter().cloned());
+        let n = connections.clamp(1, early.len());
+        for i in 0..n {
+            let mine: Vec<Arc<Early>> = early.iter().skip(i).step_by(n).cloned().collect();
+            let blob = self
+                .client
+                .blob_with_size(&self.repo, &layer.digest, layer.size);
+            let theirs = mine.clone();
+            let spawned = std::thread::Builder::new()
+                .name("early-fetch".into())
+                .spawn(move || {
+                    for e in theirs {
+                        let range = e.range.clone();
+                        let mut buf = vec![0u8; (range.end - range.start) as usize];
+                        let state = match blob.read_ranges(&mut [(range.start, &mut buf[..])]) {
+                            Ok(()) => EarlyState::Ready(buf.into()),
+                            Err(err) => {
+                                log::debug!("early fetch of {range:?} failed: {err}");
+                                EarlyState::Failed
+                            }
+                        };
+                        e.finish(state);
                     }
-                };
-                *e.state.lock().unwrap_or_else(|p| p.into_inner()) = state;
-                e.done.notify_all();
-            });
-        if spawned.is_ok() {
-            self.early
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .entry(name.to_vec())
-                .or_default()
-                .push(early);
+                });
+            if spawned.is_err() {
+                // Nobody will fetch them: readers must not wait.
+                mine.iter().for_each(|e| e.finish(EarlyState::Failed));
+            }
         }
     }
 
@@ -194,19 +222,24 @@ fn render_counters(client: &Client, out: &mut String) {
     }
 }
 
-/// A registry blob as stored bytes, with the ranges fetched early for it.
-struct RemoteBlob(Blob, Vec<Arc<Early>>);
+/// A registry blob as stored bytes, with the store's early fetches (looked up at each
+/// read, so ranges fetched early after the open count too) and its name there.
+struct RemoteBlob(Blob, Arc<Mutex<EarlyByName>>, Vec<u8>);
 
 impl RemoteBlob {
     /// Serve `reads` from the early fetches if each lies within one; false (nothing
     /// served) otherwise, or if a fetch they need failed.
     fn served_early(&self, reads: &mut [RangeRead<'_>]) -> bool {
-        if self.1.is_empty() {
-            return false;
-        }
+        let early = {
+            let all = self.1.lock().unwrap_or_else(|p| p.into_inner());
+            match all.get(&self.2) {
+                Some(list) if !list.is_empty() => list.clone(),
+                _ => return false,
+            }
+        };
         let within = |r: &RangeRead<'_>| {
             let end = r.offset.saturating_add(r.buf.len() as u64);
-            self.1
+            early
                 .iter()
                 .find(|e| e.range.start <= r.offset && end <= e.range.end)
                 .cloned()
@@ -313,17 +346,11 @@ impl BlobStore for RegistryStore {
                 ),
             )
         })?;
-        let early = self
-            .early
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-            .cloned()
-            .unwrap_or_default();
         Ok(Arc::new(RemoteBlob(
             self.client
                 .blob_with_size(&self.repo, &layer.digest, layer.size),
-            early,
+            Arc::clone(&self.early),
+            name.to_vec(),
         )))
     }
 
