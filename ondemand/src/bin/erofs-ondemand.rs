@@ -389,7 +389,7 @@ impl Serving {
         trace: Option<&ondemand::AccessTrace>,
     ) {
         if let (true, Some(trace)) = (self.prefetch_early, trace) {
-            image.fetch_trace_early(trace, self.prefetch_early_gap);
+            image.fetch_trace_early(trace, self.prefetch_early_gap, self.prefetch_nice);
         }
     }
 

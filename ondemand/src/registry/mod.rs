@@ -247,11 +247,12 @@ impl RemoteImage {
     /// [`fetch_chunk_maps_early`](Self::fetch_chunk_maps_early), waited for), the chunks the
     /// trace's ranges of that blob touch are looked up, and their stored ranges, merged when
     /// at most `gap` bytes apart, are fetched into memory in the trace's order on four
-    /// connections ([`RegistryStore::fetch_early_ranges`]). The prefetch and the READs then
+    /// connections ([`RegistryStore::fetch_early_ranges`], at `nice`, as the prefetch's
+    /// threads). The prefetch and the READs then
     /// decode and write them without a round trip; a read not within one of those ranges
     /// asks the registry as before. Nothing for EROFS-layer images or a trace without the
     /// blobs' keys.
-    pub fn fetch_trace_early(&self, trace: &crate::AccessTrace, gap: u64) {
+    pub fn fetch_trace_early(&self, trace: &crate::AccessTrace, gap: u64, nice: i32) {
         for (id, record) in &self.chunk_maps {
             let traced: Vec<Range<u64>> = trace
                 .entries()
@@ -267,6 +268,9 @@ impl RemoteImage {
             let _ = std::thread::Builder::new()
                 .name("trace-early".into())
                 .spawn(move || {
+                    if nice > 0 {
+                        let _ = crate::sys::set_thread_nice(nice.min(19));
+                    }
                     let stored = match crate::BlobStore::open(&store, id.as_bytes()) {
                         Ok(s) => s,
                         Err(e) => return log::warn!("prefetch: blob {id}: {e}"),
@@ -282,7 +286,7 @@ impl RemoteImage {
                         ranges.iter().map(|r| r.end - r.start).sum::<u64>(),
                         ranges.len()
                     );
-                    store.fetch_early_ranges(id.as_bytes(), ranges, EARLY_CONNECTIONS);
+                    store.fetch_early_ranges(id.as_bytes(), ranges, EARLY_CONNECTIONS, nice);
                 });
         }
     }

@@ -123,7 +123,7 @@ impl RegistryStore {
     /// read to ask the registry itself. Ranges longer than 16 MiB, past the layer's size or
     /// of unknown layers are ignored.
     pub fn fetch_early(&self, name: &[u8], range: Range<u64>) {
-        self.fetch_early_ranges(name, vec![range], 1);
+        self.fetch_early_ranges(name, vec![range], 1, 0);
     }
 
     /// [`fetch_early`](Self::fetch_early) of several ranges of the layer `name`, on at most
@@ -131,8 +131,16 @@ impl RegistryStore {
     /// request after the other (its connection reused), so the ranges arrive roughly in the
     /// order given. Every range is registered before the first request leaves, so a read
     /// within any of them waits for it instead of asking the registry again; a read made
-    /// before this call, or not within one range, asks the registry itself.
-    pub fn fetch_early_ranges(&self, name: &[u8], ranges: Vec<Range<u64>>, connections: usize) {
+    /// before this call, or not within one range, asks the registry itself. The threads run
+    /// at `nice` (0 to 19; 0: as the caller's), so that on a busy CPU what runs beside them
+    /// (the mount, the readers) comes first.
+    pub fn fetch_early_ranges(
+        &self,
+        name: &[u8],
+        ranges: Vec<Range<u64>>,
+        connections: usize,
+        nice: i32,
+    ) {
         let Some(layer) = self.layers.get(name) else {
             return;
         };
@@ -166,6 +174,9 @@ impl RegistryStore {
             let spawned = std::thread::Builder::new()
                 .name("early-fetch".into())
                 .spawn(move || {
+                    if nice > 0 {
+                        let _ = crate::sys::set_thread_nice(nice.min(19));
+                    }
                     for e in theirs {
                         let range = e.range.clone();
                         let mut buf = vec![0u8; (range.end - range.start) as usize];
