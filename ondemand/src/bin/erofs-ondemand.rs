@@ -343,11 +343,15 @@ struct Serving {
     /// With --prefetch-list and --image (Nydus): fetch the stored bytes of the chunks the
     /// trace needs into memory while the image mounts (in few requests, merged when at
     /// most --prefetch-early-gap apart), so the prefetch only decodes and writes them.
-    #[arg(long, value_name = "BOOL", default_value_t = false, action = clap::ArgAction::Set)]
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
     prefetch_early: bool,
     /// --prefetch-early: stored ranges at most BYTES apart are one request (suffixes K, M).
     #[arg(long, value_name = "BYTES", default_value = "128K", value_parser = parse_bytes)]
     prefetch_early_gap: u64,
+    /// --prefetch-early: nice value of the threads that fetch (0-19), so the mount they
+    /// overlap comes first on a busy CPU.
+    #[arg(long, value_name = "N", default_value_t = ondemand::DEFAULT_PREFETCH_NICE, value_parser = clap::value_parser!(i32).range(0..=19))]
+    prefetch_early_nice: i32,
     /// Prefetch as each object opens, during the mount. By default a daemon that mounts the
     /// image itself (--mountpoint) starts prefetching once the mount is up.
     #[arg(long)]
@@ -389,7 +393,7 @@ impl Serving {
         trace: Option<&ondemand::AccessTrace>,
     ) {
         if let (true, Some(trace)) = (self.prefetch_early, trace) {
-            image.fetch_trace_early(trace, self.prefetch_early_gap, self.prefetch_nice);
+            image.fetch_trace_early(trace, self.prefetch_early_gap, self.prefetch_early_nice);
         }
     }
 
