@@ -318,9 +318,11 @@ struct Serving {
     #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
     prefetch_threads: u16,
     /// Nice value of the prefetch threads (0-19; 0: as the other threads): higher lets the
-    /// readers run first on a busy CPU.
-    #[arg(long, value_name = "N", default_value_t = ondemand::DEFAULT_PREFETCH_NICE, value_parser = clap::value_parser!(i32).range(0..=19))]
-    prefetch_nice: i32,
+    /// readers run first on a busy CPU. Default 10, or 0 when --prefetch-early fetches a
+    /// trace's bytes before the mount (the prefetch then only decodes and writes what the
+    /// readers are about to need).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(i32).range(0..=19))]
+    prefetch_nice: Option<i32>,
     /// Prefetch bandwidth limit in bytes per second (suffixes K, M, G; 0: unlimited).
     #[arg(long, value_name = "BYTES", default_value = "0", value_parser = parse_bytes)]
     prefetch_bandwidth: u64,
@@ -343,14 +345,15 @@ struct Serving {
     /// With --prefetch-list and --image (Nydus): fetch the stored bytes of the chunks the
     /// trace needs into memory while the image mounts (in few requests, merged when at
     /// most --prefetch-early-gap apart), so the prefetch only decodes and writes them.
-    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
-    prefetch_early: bool,
+    /// Default: on with `serve` (measured there), off with `fanotify`.
+    #[arg(long, value_name = "BOOL", action = clap::ArgAction::Set)]
+    prefetch_early: Option<bool>,
     /// --prefetch-early: stored ranges at most BYTES apart are one request (suffixes K, M).
     #[arg(long, value_name = "BYTES", default_value = "128K", value_parser = parse_bytes)]
     prefetch_early_gap: u64,
-    /// --prefetch-early: nice value of the threads that fetch (0-19), so the mount they
-    /// overlap comes first on a busy CPU.
-    #[arg(long, value_name = "N", default_value_t = ondemand::DEFAULT_PREFETCH_NICE, value_parser = clap::value_parser!(i32).range(0..=19))]
+    /// --prefetch-early: nice value of the threads that fetch (0-19; higher lets the mount
+    /// they overlap run first on a busy CPU).
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(i32).range(0..=19))]
     prefetch_early_nice: i32,
     /// Prefetch as each object opens, during the mount. By default a daemon that mounts the
     /// image itself (--mountpoint) starts prefetching once the mount is up.
@@ -363,6 +366,23 @@ impl Serving {
     fn fill_threads(&self) -> usize {
         self.fill_threads
             .map_or_else(ondemand::default_fill_threads, usize::from)
+    }
+
+    /// `--prefetch-nice`, or its default: 0 when the trace's bytes are fetched `early`
+    /// (measured: faster in both container-start runs that compared), else
+    /// [`ondemand::DEFAULT_PREFETCH_NICE`].
+    fn prefetch_nice(&self, early: bool) -> i32 {
+        self.prefetch_nice.unwrap_or(if early {
+            0
+        } else {
+            ondemand::DEFAULT_PREFETCH_NICE
+        })
+    }
+
+    /// Whether `--prefetch-early` applies: a trace, an image from a registry, and the flag
+    /// (by default on with cachefiles, `serve`).
+    fn early(&self, image: bool, cachefiles: bool) -> bool {
+        image && self.prefetch_list.is_some() && self.prefetch_early.unwrap_or(cachefiles)
     }
 
     /// The access trace of --prefetch-list, if given.
@@ -391,17 +411,20 @@ impl Serving {
         &self,
         image: &ondemand::registry::RemoteImage,
         trace: Option<&ondemand::AccessTrace>,
+        cachefiles: bool,
     ) {
-        if let (true, Some(trace)) = (self.prefetch_early, trace) {
+        if let (true, Some(trace)) = (self.early(true, cachefiles), trace) {
             image.fetch_trace_early(trace, self.prefetch_early_gap, self.prefetch_early_nice);
         }
     }
 
-    /// The prefetch configuration the flags ask for, if any (`trace`: [`Self::trace`]).
+    /// The prefetch configuration the flags ask for, if any (`trace`: [`Self::trace`];
+    /// `early`: [`Self::early`]).
     fn prefetch_config(
         &self,
         blob_dir: Option<&std::path::Path>,
         trace: Option<&ondemand::AccessTrace>,
+        early: bool,
     ) -> Result<Option<PrefetchConfig>, String> {
         if !self.prefetch && self.prefetch_path.is_empty() && self.prefetch_list.is_none() {
             return Ok(None);
@@ -413,7 +436,7 @@ impl Serving {
         };
         config = config
             .with_threads(usize::from(self.prefetch_threads))
-            .with_nice(self.prefetch_nice)
+            .with_nice(self.prefetch_nice(early))
             .with_bandwidth(Some(self.prefetch_bandwidth));
         // A recorded trace comes first.
         if let Some(trace) = trace {
@@ -532,10 +555,11 @@ fn fanotify(args: FanotifyArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let prefetch = match args
-        .serving
-        .prefetch_config(args.blob_dir.as_deref(), trace.as_ref())
-    {
+    let prefetch = match args.serving.prefetch_config(
+        args.blob_dir.as_deref(),
+        trace.as_ref(),
+        args.serving.early(args.blob_dir.is_none(), false),
+    ) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("erofs-ondemand: {e}");
@@ -560,7 +584,7 @@ fn fanotify(args: FanotifyArgs) -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            args.serving.fetch_early(&image, trace.as_ref());
+            args.serving.fetch_early(&image, trace.as_ref(), false);
             let server = image
                 .server()
                 .with_verify_digests(args.serving.verify_digests);
@@ -1039,9 +1063,11 @@ fn main() -> ExitCode {
                 }
             };
             if let Some(image) = &remote {
-                serving.fetch_early(image, trace.as_ref());
+                serving.fetch_early(image, trace.as_ref(), true);
             }
-            let prefetch = match serving.prefetch_config(blob_dir.as_deref(), trace.as_ref()) {
+            let early = serving.early(remote.is_some(), true);
+            let prefetch = match serving.prefetch_config(blob_dir.as_deref(), trace.as_ref(), early)
+            {
                 Ok(p) => p,
                 Err(e) => {
                     eprintln!("erofs-ondemand: {e}");
