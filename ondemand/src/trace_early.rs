@@ -78,6 +78,7 @@ pub(crate) fn stored_ranges(
 }
 
 #[cfg(test)]
+#[allow(clippy::single_range_in_vec_init, reason = "lists of one range")]
 mod tests {
     use super::*;
 

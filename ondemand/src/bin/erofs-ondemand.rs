@@ -43,13 +43,16 @@
 //! Nydus RAFS v6 bootstrap in the blob dir (`--prefetch-path` first fills the blob ranges of
 //! the named files); `--record PATH` writes an access trace of what the kernel demanded
 //! (`ondemand::Recorder`) and `--prefetch-list PATH` fetches such a trace ahead of the readers
-//! on the next cold start (`ondemand::AccessTrace`), in few batched registry requests;
+//! on the next cold start (`ondemand::AccessTrace`), in few batched registry requests (with
+//! `serve --image` of a Nydus image, the stored chunks the trace needs are fetched into
+//! memory while the image mounts: `--prefetch-early`, on by default with `serve`; the
+//! prefetch threads then default to nice 0);
 //! `serve --image` of a Nydus image predicts without a trace (`ondemand::predict`): a READ in
 //! a file fills the rest of the file (`--predict-file`, at most 8 MiB by default) and of its
 //! directory's files (`--predict-dir`, a span of at most 8 MiB) on the fill pool, and
 //! `--predict-needed demanded|all` the libraries an ELF object needs once its bytes are in; with
 //! `--mountpoint` prefetch starts once the mount is up (`--prefetch-at-open`: as objects open),
-//! and the prefetch threads run at nice 10 (`--prefetch-nice N`); `hold` keeps the `/dev/cachefiles` fd (or the fanotify group) so that
+//! and the prefetch threads run at nice 10 (`--prefetch-nice N`; 0 with `--prefetch-early`); `hold` keeps the `/dev/cachefiles` fd (or the fanotify group) so that
 //! `serve --supervisor` (`fanotify --supervisor`) daemons can die and be replaced while mounts
 //! stay live (the successor sends `restore`, or reads the group's queued events); `mount` mounts an
 //! image file-backed without any daemon when every blob is local, or says why not (exit 2).
@@ -414,7 +417,8 @@ impl Serving {
         cachefiles: bool,
     ) {
         if let (true, Some(trace)) = (self.early(true, cachefiles), trace) {
-            image.fetch_trace_early(trace, self.prefetch_early_gap, self.prefetch_early_nice);
+            // The threads run on their own (detached).
+            drop(image.fetch_trace_early(trace, self.prefetch_early_gap, self.prefetch_early_nice));
         }
     }
 

@@ -251,8 +251,15 @@ impl RemoteImage {
     /// threads). The prefetch and the READs then
     /// decode and write them without a round trip; a read not within one of those ranges
     /// asks the registry as before. Nothing for EROFS-layer images or a trace without the
-    /// blobs' keys.
-    pub fn fetch_trace_early(&self, trace: &crate::AccessTrace, gap: u64, nice: i32) {
+    /// blobs' keys. Returns the threads (one per blob the trace names), each answering how
+    /// many ranges it asked to fetch once they are all registered; dropping them detaches.
+    pub fn fetch_trace_early(
+        &self,
+        trace: &crate::AccessTrace,
+        gap: u64,
+        nice: i32,
+    ) -> Vec<std::thread::JoinHandle<usize>> {
+        let mut threads = Vec::new();
         for (id, record) in &self.chunk_maps {
             let traced: Vec<Range<u64>> = trace
                 .entries()
@@ -265,7 +272,7 @@ impl RemoteImage {
             }
             let store = self.store.clone();
             let (id, record) = (id.clone(), *record);
-            let _ = std::thread::Builder::new()
+            let spawned = std::thread::Builder::new()
                 .name("trace-early".into())
                 .spawn(move || {
                     if nice > 0 {
@@ -273,12 +280,18 @@ impl RemoteImage {
                     }
                     let stored = match crate::BlobStore::open(&store, id.as_bytes()) {
                         Ok(s) => s,
-                        Err(e) => return log::warn!("prefetch: blob {id}: {e}"),
+                        Err(e) => {
+                            log::warn!("prefetch: blob {id}: {e}");
+                            return 0;
+                        }
                     };
                     let source = erofs_reader::nydus::BlobSource::new(stored, &record);
                     let chunks = match source.chunk_infos() {
                         Ok(c) => c,
-                        Err(e) => return log::warn!("prefetch: blob {id}: chunk map: {e}"),
+                        Err(e) => {
+                            log::warn!("prefetch: blob {id}: chunk map: {e}");
+                            return 0;
+                        }
                     };
                     let ranges = crate::trace_early::stored_ranges(chunks, &traced, gap);
                     log::info!(
@@ -286,9 +299,13 @@ impl RemoteImage {
                         ranges.iter().map(|r| r.end - r.start).sum::<u64>(),
                         ranges.len()
                     );
+                    let n = ranges.len();
                     store.fetch_early_ranges(id.as_bytes(), ranges, EARLY_CONNECTIONS, nice);
+                    n
                 });
+            threads.extend(spawned);
         }
+        threads
     }
 
     /// The object keys the kernel mounts: the bootstrap, or the layers bottom first.

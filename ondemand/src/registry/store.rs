@@ -238,8 +238,9 @@ fn render_counters(client: &Client, out: &mut String) {
 struct RemoteBlob(Blob, Arc<Mutex<EarlyByName>>, Vec<u8>);
 
 impl RemoteBlob {
-    /// Serve `reads` from the early fetches if each lies within one; false (nothing
-    /// served) otherwise, or if a fetch they need failed.
+    /// Serve `reads` from the early fetches if each lies within them (one, or several
+    /// back to back: a batch's merged range may span two); false (nothing served)
+    /// otherwise, or if a fetch they need failed.
     fn served_early(&self, reads: &mut [RangeRead<'_>]) -> bool {
         let early = {
             let all = self.1.lock().unwrap_or_else(|p| p.into_inner());
@@ -248,27 +249,43 @@ impl RemoteBlob {
                 _ => return false,
             }
         };
-        let within = |r: &RangeRead<'_>| {
+        // Per read, the fetches that cover it, in order.
+        let mut parts: Vec<Vec<Arc<Early>>> = Vec::with_capacity(reads.len());
+        for r in reads.iter() {
             let end = r.offset.saturating_add(r.buf.len() as u64);
-            early
-                .iter()
-                .find(|e| e.range.start <= r.offset && end <= e.range.end)
-                .cloned()
-        };
-        let Some(found) = reads.iter().map(within).collect::<Option<Vec<_>>>() else {
-            return false;
-        };
-        let mut bytes = Vec::with_capacity(found.len());
-        for e in &found {
-            match e.wait() {
-                Some(b) => bytes.push(b),
-                None => return false,
+            let mut pos = r.offset;
+            let mut covering = Vec::new();
+            while pos < end {
+                let Some(e) = early
+                    .iter()
+                    .find(|e| e.range.start <= pos && pos < e.range.end)
+                else {
+                    return false;
+                };
+                covering.push(Arc::clone(e));
+                pos = e.range.end;
             }
+            parts.push(covering);
         }
-        for ((r, e), b) in reads.iter_mut().zip(&found).zip(bytes) {
-            let at = (r.offset - e.range.start) as usize;
-            let n = r.buf.len();
-            r.buf.copy_from_slice(&b[at..at + n]);
+        let mut bytes: Vec<Vec<Arc<[u8]>>> = Vec::with_capacity(parts.len());
+        for covering in &parts {
+            let mut got = Vec::with_capacity(covering.len());
+            for e in covering {
+                match e.wait() {
+                    Some(b) => got.push(b),
+                    None => return false,
+                }
+            }
+            bytes.push(got);
+        }
+        for ((r, covering), got) in reads.iter_mut().zip(&parts).zip(&bytes) {
+            let end = r.offset + r.buf.len() as u64;
+            for (e, b) in covering.iter().zip(got) {
+                let from = r.offset.max(e.range.start);
+                let to = end.min(e.range.end);
+                let src = &b[(from - e.range.start) as usize..(to - e.range.start) as usize];
+                r.buf[(from - r.offset) as usize..(to - r.offset) as usize].copy_from_slice(src);
+            }
         }
         true
     }
