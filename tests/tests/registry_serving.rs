@@ -594,6 +594,64 @@ fn a_trace_recorded_from_a_registry_image_replays_as_prefetch() {
             <= rec_registry.bytes + (rec_registry.requests - rep_registry.requests) * merge_gap,
         "replay fetches no more than the recording run and the merged gaps"
     );
+
+    // 3. The same replay with the trace's stored chunks fetched early
+    // (`RemoteImage::fetch_trace_early`, no gap), as `serve --image` does while the image
+    // mounts: once they are registered, the blobs' opens, the prefetch and the reads ask the
+    // registry nothing more than the chunk maps and those ranges, one request each, and
+    // every byte written is right.
+    let image = resolve(&reference, 3);
+    let before = image.store().client().stats();
+    image.fetch_chunk_maps_early();
+    let ranges: usize = image
+        .fetch_trace_early(&trace, 0, 0)
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .sum();
+    assert!(ranges >= wants.len(), "{ranges} early ranges");
+    let mut early = Kernel::serving(
+        Session::new(image.server().with_verify_digests(true))
+            .with_readahead(0)
+            .with_sequential_ahead(0)
+            .with_prefetch(
+                ondemand::PrefetchConfig::listed_only()
+                    .with_trace(&trace)
+                    .with_threads(2),
+            ),
+        &p.dir.join("early"),
+    );
+    open_all(&mut early, &bootstrap);
+    let stop = ondemand::Shutdown::new();
+    std::thread::scope(|scope| {
+        for _ in 0..2 {
+            scope.spawn(|| early.session.prefetch_worker(&stop));
+        }
+        let t = std::time::Instant::now();
+        while !(early.session.prefetch_idle() && early.session.prefetch_pending_bytes() == 0) {
+            assert!(t.elapsed() < Duration::from_secs(60), "prefetch hangs");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        stop.trigger();
+    });
+    let st = early.session.stats();
+    assert_eq!(st.prefetch_errors, 0, "{st:?}");
+    assert_eq!(st.prefetched_bytes, rec_stats.fetched_bytes);
+    reads(&mut early, &bootstrap);
+    let st = early.session.stats();
+    assert_eq!(st.fetched_bytes, 0, "no fill on the read path: {st:?}");
+    assert_eq!(st.read_errors, 0);
+    assert_eq!(early.wrong_writes(), 0);
+    let after = image.store().client().stats();
+    eprintln!(
+        "replay with the trace fetched early: {} requests ({ranges} early ranges), {} bytes",
+        after.requests - before.requests,
+        after.bytes - before.bytes
+    );
+    assert_eq!(
+        after.requests - before.requests,
+        (wants.len() + ranges) as u64,
+        "one request per chunk map and per early range, nothing else"
+    );
 }
 
 #[test]

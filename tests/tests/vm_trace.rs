@@ -342,7 +342,9 @@ data trace_entries "$(tail -n +2 /data/trace | grep -vc '^#')"
 data trace_bytes "$(tail -n +2 /data/trace | awk '{ s += $3 } END { print s + 0 }')"
 data trace_keys "$(tail -n +2 /data/trace | cut -d' ' -f1 | sort -u | wc -l)"
 _m1=$(reg_mark)
-reg_serve rep --prefetch-list /data/trace || exit 1
+# The trace's chunks are fetched early (the default with --image), with no gap merged: the
+# replay's registry bytes are then the recorded chunks' exactly.
+reg_serve rep --prefetch-list /data/trace --prefetch-early-gap 0 || exit 1
 check prefetch-all wait_for 120 all_prefetched /tmp/rep.log
 snapshot before
 drop_caches
