@@ -604,7 +604,7 @@ fn a_trace_recorded_from_a_registry_image_replays_as_prefetch() {
     let before = image.store().client().stats();
     image.fetch_chunk_maps_early();
     let ranges: usize = image
-        .fetch_trace_early(&trace, 0, 0)
+        .fetch_trace_early(&trace, 0, 2, 0)
         .into_iter()
         .map(|t| t.join().unwrap())
         .sum();

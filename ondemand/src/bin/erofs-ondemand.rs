@@ -354,6 +354,9 @@ struct Serving {
     /// --prefetch-early: stored ranges at most BYTES apart are one request (suffixes K, M).
     #[arg(long, value_name = "BYTES", default_value = "128K", value_parser = parse_bytes)]
     prefetch_early_gap: u64,
+    /// --prefetch-early: connections (threads) that fetch, each range after range.
+    #[arg(long, value_name = "N", default_value_t = ondemand::registry::DEFAULT_EARLY_CONNECTIONS as u16, value_parser = clap::value_parser!(u16).range(1..=16))]
+    prefetch_early_connections: u16,
     /// --prefetch-early: nice value of the threads that fetch (0-19; higher lets the mount
     /// they overlap run first on a busy CPU).
     #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(i32).range(0..=19))]
@@ -418,7 +421,12 @@ impl Serving {
     ) {
         if let (true, Some(trace)) = (self.early(true, cachefiles), trace) {
             // The threads run on their own (detached).
-            drop(image.fetch_trace_early(trace, self.prefetch_early_gap, self.prefetch_early_nice));
+            drop(image.fetch_trace_early(
+                trace,
+                self.prefetch_early_gap,
+                usize::from(self.prefetch_early_connections),
+                self.prefetch_early_nice,
+            ));
         }
     }
 

@@ -51,8 +51,8 @@ use crate::rafs::RafsServer;
 pub use crate::trace_early::DEFAULT_EARLY_GAP;
 pub use store::RegistryStore;
 
-/// Connections [`RemoteImage::fetch_trace_early`] fetches one blob's ranges on.
-const EARLY_CONNECTIONS: usize = 4;
+/// Connections [`RemoteImage::fetch_trace_early`] fetches one blob's ranges on by default.
+pub const DEFAULT_EARLY_CONNECTIONS: usize = 4;
 
 pub use oci_lazy::{
     BOOTSTRAP_PATH, EROFS_LAYER, MAX_BOOTSTRAP, NYDUS_BOOTSTRAP, NYDUS_FEATURE, unpack_bootstrap,
@@ -246,8 +246,8 @@ impl RemoteImage {
     /// each blob's chunk map is read (the early fetch of
     /// [`fetch_chunk_maps_early`](Self::fetch_chunk_maps_early), waited for), the chunks the
     /// trace's ranges of that blob touch are looked up, and their stored ranges, merged when
-    /// at most `gap` bytes apart, are fetched into memory in the trace's order on four
-    /// connections ([`RegistryStore::fetch_early_ranges`], at `nice`, as the prefetch's
+    /// at most `gap` bytes apart, are fetched into memory in the trace's order on
+    /// `connections` connections ([`DEFAULT_EARLY_CONNECTIONS`]) ([`RegistryStore::fetch_early_ranges`], at `nice`, as the prefetch's
     /// threads). The prefetch and the READs then
     /// decode and write them without a round trip; a read not within one of those ranges
     /// asks the registry as before. Nothing for EROFS-layer images or a trace without the
@@ -257,6 +257,7 @@ impl RemoteImage {
         &self,
         trace: &crate::AccessTrace,
         gap: u64,
+        connections: usize,
         nice: i32,
     ) -> Vec<std::thread::JoinHandle<usize>> {
         let mut threads = Vec::new();
@@ -300,7 +301,7 @@ impl RemoteImage {
                         ranges.len()
                     );
                     let n = ranges.len();
-                    store.fetch_early_ranges(id.as_bytes(), ranges, EARLY_CONNECTIONS, nice);
+                    store.fetch_early_ranges(id.as_bytes(), ranges, connections, nice);
                     n
                 });
             threads.extend(spawned);
