@@ -359,7 +359,7 @@ struct Serving {
     prefetch_early_connections: u16,
     /// --prefetch-early: nice value of the threads that fetch (0-19; higher lets the mount
     /// they overlap run first on a busy CPU).
-    #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(i32).range(0..=19))]
+    #[arg(long, value_name = "N", default_value_t = ondemand::DEFAULT_PREFETCH_NICE, value_parser = clap::value_parser!(i32).range(0..=19))]
     prefetch_early_nice: i32,
     /// Prefetch as each object opens, during the mount. By default a daemon that mounts the
     /// image itself (--mountpoint) starts prefetching once the mount is up.
