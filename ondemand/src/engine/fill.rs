@@ -78,36 +78,6 @@ impl<S: OnDemandServer, K> Engine<S, K> {
 }
 
 impl<S: OnDemandServer, K> Engine<S, K> {
-    /// A read of `len` bytes at `off` of `object` whose requested blocks are all present
-    /// (written, or found in the backing file): counted as [`plan_read`](Self::plan_read)
-    /// counts a read (and as served by prefetch where a prefetch wrote it), answered without
-    /// a fill, and no step of the sequential stream. Returns `false`, counting nothing, when a
-    /// byte of it is missing or in flight: plan it then.
-    ///
-    /// For fanotify, whose kernel asks about present bytes too; the cachefiles kernel never
-    /// does, so there the stream (and the fill ahead) advances only at misses, and so it does
-    /// here: a program reading many small files within what one window filled would
-    /// otherwise ramp the fill ahead up for a reader that does not read on.
-    pub(crate) fn read_present(&self, object: &Object<S::Object, K>, off: u64, len: u64) -> bool {
-        let Some((range, requested_end)) = super::window(off, len, object.size(), 0) else {
-            return false;
-        };
-        let requested = range.start..requested_end;
-        {
-            let r = object.lock_ranges();
-            let mut present = r.written.clone();
-            present.extend(&r.scanned);
-            if !present.gaps(requested.clone()).is_empty() {
-                return false;
-            }
-            self.stats
-                .served_by_prefetch_bytes
-                .add(r.prefetched.intersection_len(requested));
-        }
-        self.count_read(object, off, len);
-        true
-    }
-
     /// Count a read of `len` bytes at `off` of `object` and record it in the access trace.
     fn count_read(&self, object: &Object<S::Object, K>, off: u64, len: u64) {
         self.stats.reads.add(1);
@@ -123,6 +93,78 @@ impl<S: OnDemandServer, K> Engine<S, K> {
 }
 
 impl<S: OnDemandServer, K: Sink> Engine<S, K> {
+    /// A read of `len` bytes at `off` of `object` whose requested blocks are all present
+    /// (written, or found in the backing file): counted as [`plan_read`](Self::plan_read)
+    /// counts a read (and as served by prefetch where a prefetch wrote it), answered without
+    /// a fill, and no step of the sequential stream. Returns `false`, counting nothing, when a
+    /// byte of it is missing: plan it then (and when a fill in flight it waited for failed,
+    /// having counted it).
+    ///
+    /// For fanotify, whose kernel asks about present bytes too; the cachefiles kernel never
+    /// does, so there the stream (and the fill ahead) advances only at misses, and so it does
+    /// here: a program reading many small files within what one window filled would
+    /// otherwise ramp the fill ahead up for a reader that does not read on.
+    ///
+    /// A read whose missing blocks are all in flight (another event's window, a fill ahead)
+    /// waits for them first (running a queued fill ahead over them itself), and is then a
+    /// read of present bytes if they were written: with `directio` the kernel sends the
+    /// requests of one readahead batch at once, and each request landing in the window the
+    /// first one is filling would otherwise be one more step of the stream.
+    pub(crate) fn read_present(
+        &self,
+        object: &Object<S::Object, K>,
+        off: u64,
+        len: u64,
+        buf: &mut AlignedBuf,
+    ) -> bool {
+        let Some((range, requested_end)) = super::window(off, len, object.size(), 0) else {
+            return false;
+        };
+        let requested = range.start..requested_end;
+        let mut counted = false;
+        {
+            let mut r = object.lock_ranges();
+            if !r.busy_or_present().gaps(requested.clone()).is_empty() {
+                return false;
+            }
+            if r.inflight.intersects(requested.clone()) {
+                drop(r);
+                // A read from now on, as `plan_read` counts one before its fill waits (should
+                // the fill in flight fail, `plan_read` counts it once more).
+                self.count_read(object, off, len);
+                counted = true;
+                self.run_queued_over(object, &requested, buf);
+                r = object.lock_ranges();
+                let waited = Instant::now();
+                // Bounded as in `fill_read`: fills in flight always end.
+                let deadline = waited + Duration::from_secs(60);
+                while r.inflight.intersects(requested.clone())
+                    && !object.is_closed()
+                    && Instant::now() < deadline
+                {
+                    r = object
+                        .changed
+                        .wait_timeout(r, Duration::from_millis(100))
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+                self.stats.claim_wait.observe(waited.elapsed());
+            }
+            let mut present = r.written.clone();
+            present.extend(&r.scanned);
+            if !present.gaps(requested.clone()).is_empty() {
+                return false;
+            }
+            self.stats
+                .served_by_prefetch_bytes
+                .add(r.prefetched.intersection_len(requested));
+        }
+        if !counted {
+            self.count_read(object, off, len);
+        }
+        true
+    }
+
     /// Fill the window of a READ ([`ReadPlan::window`]): what is in flight over the requested
     /// part is waited for, what is missing fetched, and the readahead part that nobody has or
     /// is fetching is fetched too (or, with asynchronous readahead, claimed and pushed on

@@ -340,6 +340,21 @@ impl ImageFiles {
     pub fn mount_direct(&self, target: &Path, bytes: u64) -> io::Result<()> {
         crate::mount::mount_file_backed_direct(&self.image, &self.devices, target, bytes)
     }
+
+    /// [`mount_direct`](Self::mount_direct) when `direct`, else
+    /// [`mount_with_readahead`](Self::mount_with_readahead): the mount that goes with a
+    /// daemon [`with_direct_io`](FanotifyDaemon::with_direct_io)`(direct)`.
+    ///
+    /// # Errors
+    ///
+    /// As [`mount_with_readahead`](Self::mount_with_readahead).
+    pub fn mount_as(&self, target: &Path, bytes: u64, direct: bool) -> io::Result<()> {
+        if direct {
+            self.mount_direct(target, bytes)
+        } else {
+            self.mount_with_readahead(target, bytes)
+        }
+    }
 }
 
 /// Serves fanotify pre-content events for sparse backing files of an [`OnDemandServer`]'s
@@ -439,16 +454,17 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
         })
     }
 
-    /// Write the backing files with direct I/O (default off): each file's writer (the
-    /// duplicate of its first event's fd) is switched to `O_DIRECT`, so a fill goes from the
-    /// fill buffer to the disk without a copy into the backing file's page cache and without
-    /// dirty pages to write back while the reader reads (on a filesystem without direct I/O,
-    /// or for the unaligned last block of a file, the writes stay buffered). Pair it with a
-    /// mount that reads the backing files with direct I/O too ([`ImageFiles::mount_direct`]),
-    /// as EROFS over cachefiles does on both sides. Measured in DESIGN.md ("Where the
-    /// fanotify path paid more than cachefiles"): a cold sequential read of 48 MiB took
-    /// 0.70-0.78 times as long, but the container-start benchmark fetched 15.9% of its rootfs
-    /// instead of 14.4% and started 1.07-1.16 times later, hence off by default.
+    /// Write the backing files with direct I/O (default off; `erofs-ondemand fanotify
+    /// --direct-io`): each file's writer (the duplicate of its first event's fd) is switched
+    /// to `O_DIRECT`, so a fill goes from the fill buffer to the disk without a copy into the
+    /// backing file's page cache and without dirty pages to write back while the reader reads
+    /// (on a filesystem without direct I/O, or for the unaligned last block of a file, the
+    /// writes stay buffered). Pair it with a mount that reads the backing files with direct
+    /// I/O too ([`ImageFiles::mount_direct`], or [`ImageFiles::mount_as`]), as EROFS over
+    /// cachefiles does on both sides. Measured in DESIGN.md ("Direct I/O, session 9"): a cold
+    /// sequential read of 48 MiB took 0.60-0.78 times as long as buffered, but the
+    /// container-start benchmark fetched 1.8-2.8 MB more in three runs of five (15.4% of its
+    /// rootfs in two, against at most 13.9% buffered), hence off by default.
     pub fn with_direct_io(mut self, on: bool) -> Self {
         self.direct_io = on;
         self
@@ -1223,7 +1239,7 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
                 None => Ok(()),
             };
         }
-        if self.engine.read_present(&object, off, len) {
+        if self.engine.read_present(&object, off, len, buf) {
             // Every byte asked for is present: answered at once, no step of the sequential
             // stream (nor of its growth here), as on cachefiles, whose kernel asks only at
             // misses.
