@@ -136,18 +136,7 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
                 self.run_queued_over(object, &requested, buf);
                 r = object.lock_ranges();
                 let waited = Instant::now();
-                // Bounded as in `fill_read`: fills in flight always end.
-                let deadline = waited + Duration::from_secs(60);
-                while r.inflight.intersects(requested.clone())
-                    && !object.is_closed()
-                    && Instant::now() < deadline
-                {
-                    r = object
-                        .changed
-                        .wait_timeout(r, Duration::from_millis(100))
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0;
-                }
+                r = wait_in_flight(object, r, &requested);
                 self.stats.claim_wait.observe(waited.elapsed());
             }
             let mut present = r.written.clone();
@@ -306,23 +295,11 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
             self.run_queued_over(object, &requested, buf);
         }
         let mut r = object.lock_ranges();
-        // Bounded: fills in flight always end (success or failure); the bound only guards
-        // against a server that hangs.
         let waited = Instant::now();
-        let deadline = waited + Duration::from_secs(60);
         let must_wait = r.inflight.intersects(requested.clone());
         // Checked before waiting: the fill it waits for forgets its rest when it ends.
         let in_answered_rest = r.answered_rest.intersects(requested.clone());
-        while r.inflight.intersects(requested.clone())
-            && !object.is_closed()
-            && Instant::now() < deadline
-        {
-            r = object
-                .changed
-                .wait_timeout(r, Duration::from_millis(100))
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
+        r = wait_in_flight(object, r, &requested);
         if must_wait {
             self.stats.claim_wait.observe(waited.elapsed());
         }
@@ -556,4 +533,26 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
         }
         Ok(())
     }
+}
+
+/// Wait, with the object's ranges locked (`r`), until nothing of `requested` is in flight
+/// (or the object is closed). Bounded: fills in flight always end (success or failure); the
+/// bound only guards against a server that hangs.
+fn wait_in_flight<'a, O, K>(
+    object: &'a Object<O, K>,
+    mut r: std::sync::MutexGuard<'a, super::object::ObjectRanges>,
+    requested: &Range<u64>,
+) -> std::sync::MutexGuard<'a, super::object::ObjectRanges> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while r.inflight.intersects(requested.clone())
+        && !object.is_closed()
+        && Instant::now() < deadline
+    {
+        r = object
+            .changed
+            .wait_timeout(r, Duration::from_millis(100))
+            .unwrap_or_else(|p| p.into_inner())
+            .0;
+    }
+    r
 }
