@@ -538,6 +538,17 @@ struct Streaming {
 impl Streaming {
     const HOLD: Duration = Duration::from_secs(20);
 
+    /// A server of the blobs in `blobs` whose fills wait at the gate until [`Self::open`].
+    fn new(blobs: &std::path::Path) -> Self {
+        Streaming {
+            inner: LocalDirServer::new(blobs),
+            open: std::sync::Mutex::new(false),
+            opened: std::sync::Condvar::new(),
+            fills: std::sync::atomic::AtomicUsize::new(0),
+            finished: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
     fn open(&self) {
         *self.open.lock().unwrap_or_else(|p| p.into_inner()) = true;
         self.opened.notify_all();
@@ -592,13 +603,7 @@ fn host_an_event_is_allowed_once_its_range_is_written() {
     let Some((dir, blobs, data)) = host_blob("host-early", 23, 2 * MIB as usize) else {
         return;
     };
-    let server = Streaming {
-        inner: LocalDirServer::new(&blobs),
-        open: std::sync::Mutex::new(false),
-        opened: std::sync::Condvar::new(),
-        fills: std::sync::atomic::AtomicUsize::new(0),
-        finished: std::sync::atomic::AtomicUsize::new(0),
-    };
+    let server = Streaming::new(&blobs);
     let daemon = FanotifyDaemon::new(server, dir.join("cache"))
         .expect("fanotify_init")
         .with_readahead(MIB)
@@ -656,7 +661,7 @@ fn host_an_event_is_allowed_once_its_range_is_written() {
 
 /// Events that land in a window another event is filling wait for that fill and are no step
 /// of the sequential stream (with `directio` the kernel sends one readahead batch as several
-/// requests at once; each used to double the fill ahead, DESIGN.md "Direct I/O by default"):
+/// requests at once; each used to double the fill ahead, DESIGN.md "Direct I/O, session 9"):
 /// two reads of one 1 MiB window, the second made while the first one's fill is held, fetch
 /// that window and nothing ahead of it.
 #[test]
@@ -666,13 +671,7 @@ fn host_an_event_over_a_fill_in_flight_is_no_stream_step() {
     let Some((dir, blobs, data)) = host_blob("host-inflight", 29, 4 * MIB as usize) else {
         return;
     };
-    let server = Streaming {
-        inner: LocalDirServer::new(&blobs),
-        open: std::sync::Mutex::new(false),
-        opened: std::sync::Condvar::new(),
-        fills: std::sync::atomic::AtomicUsize::new(0),
-        finished: std::sync::atomic::AtomicUsize::new(0),
-    };
+    let server = Streaming::new(&blobs);
     // The fill ahead on (the default), the early answer off (the default).
     let daemon = FanotifyDaemon::new(server, dir.join("cache"))
         .expect("fanotify_init")
