@@ -319,8 +319,10 @@ pub fn erofs_image(
     Some(finish(layout, platform, descs, &diff_ids))
 }
 
-/// `nydus-image create ARGS -v 6 -D BLOBS -B BOOT -J JSON INPUT` → the blob ids it lists.
-fn nydus_create(
+/// `nydus-image create -t KIND -v 6 -D BLOBS -B BOOT -J JSON [--parent-bootstrap PARENT]
+/// EXTRA INPUT` (JSON beside BOOT, `.json`) → the blob ids it lists. Panics if the tool is
+/// missing or fails.
+pub fn nydus_create(
     kind: &str,
     input: &Path,
     parent: Option<&Path>,

@@ -9,7 +9,6 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use cachefiles_proto::{Command as Cmd, MsgId, ObjectId, OpenRequest, ReadRequest, Request};
@@ -100,28 +99,20 @@ struct Setup {
 }
 
 fn setup(name: &str) -> Option<Setup> {
-    let nydus = tests::require_tool("nydus-image")?;
+    tests::require_tool("nydus-image")?;
     let dir = tests::scratch_dir(name);
     let src = dir.path().join("src");
     let libraries = build_tree(&src);
     let blobs = dir.path().join("blobs");
     std::fs::create_dir_all(&blobs).unwrap();
     let boot = blobs.join("boot");
-    let out = Command::new(nydus)
-        .args(["create", "-t", "dir-rafs", "-v", "6", "--log-level", "warn"])
-        .args(["--compressor", "zstd", "--chunk-size", "0x10000"])
-        .arg("-D")
-        .arg(&blobs)
-        .arg("-B")
-        .arg(&boot)
-        .arg(&src)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    tests::oci_images::nydus_create(
+        "dir-rafs",
+        &src,
+        None,
+        &blobs,
+        &boot,
+        &["--compressor", "zstd", "--chunk-size", "0x10000"],
     );
     let image = Image::open(&boot).unwrap();
     let blob_id = image.devices()[0].tag.clone();
