@@ -55,7 +55,7 @@ cat /tmp/nydusd.log
 "#;
 
 fn main() {
-    let nydus_image = require_tool("nydus-image").expect("nydus-image");
+    require_tool("nydus-image").expect("nydus-image");
     let busybox = busybox().expect("busybox");
     let nydusd_bin = nydusd::binary();
     let reg = Registry::plain("nydusd_check").expect("docker-registry");
@@ -66,7 +66,7 @@ fn main() {
     dense_tree(&tree);
     let blobs = dir.join("blobs");
     std::fs::create_dir_all(&blobs).expect("mkdir");
-    let local_blob = nydus_zstd(&nydus_image, &blobs, "local", &tree).id;
+    let local_blob = nydus_zstd(&blobs, "local", &tree).id;
 
     // remote: a two-layer Nydus image in the registry.
     let skopeo = Skopeo::new(&dir.join("skopeo")).expect("skopeo");

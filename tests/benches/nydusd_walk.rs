@@ -512,7 +512,7 @@ fn main() {
         v.parse::<u32>()
             .expect("NYDUSD_WALK_READAHEAD_KB: a number of KiB")
     });
-    let nydus_image = require_tool("nydus-image").expect("nydus-image");
+    require_tool("nydus-image").expect("nydus-image");
     let busybox = busybox().expect("busybox");
     let nydusd_bin = nydusd::binary();
     let daemon = tests::vm::static_binary("ondemand", "erofs-ondemand", &["cli"]);
@@ -522,7 +522,7 @@ fn main() {
     let tree_bytes = walk_tree(&tree, files, big_mib);
     let blobs = dir.join("blobs");
     std::fs::create_dir_all(&blobs).expect("mkdir");
-    let blob = nydus_zstd(&nydus_image, &blobs, "walk", &tree);
+    let blob = nydus_zstd(&blobs, "walk", &tree);
     let config = nydusd::config(&[Image::new(
         "walkn",
         "/data/blobs/walk",

@@ -24,6 +24,7 @@ pub mod docker_config;
 pub mod fault_proxy;
 pub mod http;
 pub mod netem;
+pub mod nydus_image;
 pub mod nydusd;
 pub mod oci_images;
 pub mod oci_layout;

@@ -52,6 +52,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::nydus_image::Create;
 use crate::oci_layout::{Descriptor, OciLayout, Platform, annotation, media, sha256_file};
 
 /// Annotation nydusify puts on the bootstrap layer: the RAFS version.
@@ -319,40 +320,6 @@ pub fn erofs_image(
     Some(finish(layout, platform, descs, &diff_ids))
 }
 
-/// `nydus-image create -t KIND -v 6 -D BLOBS -B BOOT -J JSON [--parent-bootstrap PARENT]
-/// EXTRA INPUT` (JSON beside BOOT, `.json`) → the blob ids it lists. Panics if the tool is
-/// missing or fails.
-pub fn nydus_create(
-    kind: &str,
-    input: &Path,
-    parent: Option<&Path>,
-    blobs: &Path,
-    boot: &Path,
-    extra: &[&str],
-) -> Vec<String> {
-    let nydus = crate::require_tool("nydus-image").expect("nydus-image");
-    let json = boot.with_extension("json");
-    let mut c = Command::new(nydus);
-    c.args(["create", "-t", kind, "-v", "6", "--log-level", "warn"])
-        .arg("-D")
-        .arg(blobs)
-        .arg("-B")
-        .arg(boot)
-        .arg("-J")
-        .arg(&json);
-    if let Some(p) = parent {
-        c.arg("--parent-bootstrap").arg(p);
-    }
-    crate::run(c.args(extra).arg(input));
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
-    v["blobs"]
-        .as_array()
-        .expect("nydus-image -J lists blobs")
-        .iter()
-        .map(|b| b.as_str().unwrap().to_string())
-        .collect()
-}
-
 /// The bootstrap layer: a gzip tar holding `image/image.boot`. Returns (descriptor, diff id).
 fn bootstrap_layer(layout: &OciLayout, boot: &Path, work: &Path) -> (Descriptor, String) {
     let d = work.join("bootstrap-layer");
@@ -434,14 +401,11 @@ pub fn nydus_image_with(
     let mut blob_ids = Vec::new();
     for (i, l) in layers.iter().enumerate() {
         let boot = work.join(format!("bootstrap-{i}"));
-        blob_ids = nydus_create(
-            "dir-rafs",
-            l,
-            parent.as_deref(),
-            &blob_dir,
-            &boot,
-            create_args,
-        );
+        blob_ids = Create::new(l, &blob_dir)
+            .bootstrap(&boot)
+            .parent(parent.as_deref())
+            .args(create_args)
+            .run()?;
         parent = Some(boot);
     }
     let bootstrap = parent.expect("at least one layer");
@@ -493,7 +457,11 @@ pub fn nydus_zran_image(
         let meta_dir = work.join(format!("meta-{i}"));
         std::fs::create_dir_all(&meta_dir).unwrap();
         let boot = work.join(format!("bootstrap-{i}"));
-        blob_ids = nydus_create("targz-ref", &tgz, parent.as_deref(), &meta_dir, &boot, &[]);
+        blob_ids = Create::new(&tgz, &meta_dir)
+            .kind("targz-ref")
+            .bootstrap(&boot)
+            .parent(parent.as_deref())
+            .run()?;
         parent = Some(boot);
         let data = layout
             .add_blob_file(media::LAYER_TAR_GZIP, &tgz)

@@ -1082,22 +1082,12 @@ pub fn manifests(busybox: &Path, tree: &Path) -> Manifests {
 /// `nydus-image create -t dir-rafs -v 6 --compressor zstd -D blobs -B blobs/FSID tree`;
 /// returns the blob's record (one blob; its `id` names the blob file). A zstd Nydus image for
 /// the VM tests of both transports and the nydusd benches.
-pub fn nydus_zstd(
-    tool: &Path,
-    blobs: &Path,
-    fsid: &str,
-    tree: &Path,
-) -> erofs_reader::nydus::BlobInfo {
-    crate::run(
-        std::process::Command::new(tool)
-            .args(["create", "-t", "dir-rafs", "-v", "6", "--log-level", "warn"])
-            .args(["--compressor", "zstd", "--chunk-size", "0x100000"])
-            .arg("-D")
-            .arg(blobs)
-            .arg("-B")
-            .arg(blobs.join(fsid))
-            .arg(tree),
-    );
+pub fn nydus_zstd(blobs: &Path, fsid: &str, tree: &Path) -> erofs_reader::nydus::BlobInfo {
+    crate::nydus_image::Create::new(tree, blobs)
+        .bootstrap(&blobs.join(fsid))
+        .args(&["--compressor", "zstd", "--chunk-size", "0x100000"])
+        .run()
+        .expect("nydus-image");
     let image = erofs_reader::Image::open(blobs.join(fsid)).expect("bootstrap");
     let rafs = erofs_reader::nydus::RafsMeta::from_image(&image)
         .expect("RAFS")

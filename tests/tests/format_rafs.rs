@@ -57,39 +57,20 @@ fn build(
     extra: &[&str],
     prefetch: Option<&str>,
 ) -> Option<Built> {
-    let nydus = tests::require_tool("nydus-image")?;
     let dir = tests::scratch_dir(&format!("format_rafs/{name}"));
     let src = dir.join("src");
     let files = make_tree(&src);
     let blob_dir = dir.join("blobs");
     std::fs::create_dir_all(&blob_dir).unwrap();
     let boot_path = dir.join("bootstrap");
-    let mut cmd = Command::new(nydus);
-    cmd.args(["create", "-t", "dir-rafs", "-v", "6", "--log-level", "warn"])
-        .args(["--compressor", compressor, "--chunk-size", chunk_size])
-        .args(extra)
-        .arg("-D")
-        .arg(&blob_dir)
-        .arg("-B")
-        .arg(&boot_path);
-    if prefetch.is_some() {
-        cmd.args(["--prefetch-policy", "fs"]);
+    let mut create = tests::nydus_image::Create::new(&src, &blob_dir)
+        .bootstrap(&boot_path)
+        .args(&["--compressor", compressor, "--chunk-size", chunk_size])
+        .args(extra);
+    if let Some(list) = prefetch {
+        create = create.prefetch(list);
     }
-    cmd.arg(&src)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn nydus-image");
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(prefetch.unwrap_or("").as_bytes()).unwrap();
-    drop(stdin);
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "nydus-image create failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    create.run()?;
     Some(Built {
         _scratch: dir,
         boot: std::fs::read(&boot_path).unwrap(),

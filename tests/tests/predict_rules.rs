@@ -106,14 +106,10 @@ fn setup(name: &str) -> Option<Setup> {
     let blobs = dir.path().join("blobs");
     std::fs::create_dir_all(&blobs).unwrap();
     let boot = blobs.join("boot");
-    tests::oci_images::nydus_create(
-        "dir-rafs",
-        &src,
-        None,
-        &blobs,
-        &boot,
-        &["--compressor", "zstd", "--chunk-size", "0x10000"],
-    );
+    tests::nydus_image::Create::new(&src, &blobs)
+        .bootstrap(&boot)
+        .args(&["--compressor", "zstd", "--chunk-size", "0x10000"])
+        .run()?;
     let image = Image::open(&boot).unwrap();
     let blob_id = image.devices()[0].tag.clone();
     Some(Setup {

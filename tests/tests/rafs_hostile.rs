@@ -5,8 +5,6 @@
 //! chunk by chunk (`RafsMeta::verify_blobs`) and served by `RafsDirServer`; every failure must
 //! be an error value.
 
-use std::process::{Command, Stdio};
-
 use erofs_reader::nydus::RafsMeta;
 use erofs_reader::{Image, ImageBuilder};
 use ondemand::rafs::RafsDirServer;
@@ -61,9 +59,6 @@ fn walk(image: &Image) -> usize {
 
 #[test]
 fn damaged_bootstraps_and_blobs_are_errors_not_panics() {
-    let Some(nydus) = tests::require_tool("nydus-image") else {
-        return;
-    };
     let dir = tests::scratch_dir("rafs_hostile");
     let src = dir.join("src");
     std::fs::create_dir_all(src.join("d")).unwrap();
@@ -73,29 +68,14 @@ fn damaged_bootstraps_and_blobs_are_errors_not_panics() {
     std::fs::write(src.join("small"), b"small").unwrap();
     let good = dir.join("good");
     std::fs::create_dir_all(&good).unwrap();
-    let out = Command::new(nydus)
-        .args(["create", "-t", "dir-rafs", "-v", "6", "--log-level", "warn"])
-        .args(["--compressor", "zstd", "--chunk-size", "0x10000"])
-        .args(["--prefetch-policy", "fs"])
-        .arg("-D")
-        .arg(&good)
-        .arg("-B")
-        .arg(good.join("boot"))
-        .arg(&src)
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            use std::io::Write;
-            c.stdin.take().unwrap().write_all(b"/d\n/a.bin\n")?;
-            c.wait_with_output()
-        })
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let Some(_) = tests::nydus_image::Create::new(&src, &good)
+        .bootstrap(&good.join("boot"))
+        .args(&["--compressor", "zstd", "--chunk-size", "0x10000"])
+        .prefetch("/d\n/a.bin\n")
+        .run()
+    else {
+        return;
+    };
     let boot = std::fs::read(good.join("boot")).unwrap();
     let image = ImageBuilder::open(good.join("boot"))
         .unwrap()

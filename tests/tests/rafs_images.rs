@@ -15,9 +15,8 @@
 //! - `--blob-inline-meta` blobs (with and without a ToC): `erofs extract BLOB` and
 //!   `erofs fsck BLOB --blob-dir` read the bootstrap the blob carries.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use erofs_reader::ImageBuilder;
 use erofs_reader::nydus::{BlobCompressor, RafsMeta};
@@ -46,29 +45,14 @@ fn nydus_create_to(
     args: &[&str],
     stdin: Option<&str>,
 ) {
-    let nydus = tests::require_tool("nydus-image").expect("nydus-image");
-    std::fs::create_dir_all(blobs).unwrap();
-    let mut cmd = Command::new(nydus);
-    cmd.args(["create", "-t", "dir-rafs", "-v", "6", "--log-level", "warn"])
-        .args(args)
-        .arg("-D")
-        .arg(blobs)
-        .args(boot.iter().flat_map(|b| [Path::new("-B"), b]))
-        .arg(src)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn nydus-image");
-    let mut pipe = child.stdin.take().unwrap();
-    pipe.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
-    drop(pipe);
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut create = tests::nydus_image::Create::new(src, blobs).args(args);
+    if let Some(b) = boot {
+        create = create.bootstrap(b);
+    }
+    if let Some(list) = stdin {
+        create = create.prefetch(list);
+    }
+    create.run().expect("nydus-image");
 }
 
 /// The test tree: every file kind nydus-image takes (no sockets), xattrs, hard links,
@@ -267,11 +251,7 @@ fn zstd_1m_blake3_blob_toc() {
 #[test]
 fn prefetch_list_in_sb() {
     let list = "/big.txt\n/a/b\n/does/not/exist\n";
-    let Some(b) = build(
-        "prefetch",
-        &["--compressor", "zstd", "--prefetch-policy", "fs"],
-        Some(list),
-    ) else {
+    let Some(b) = build("prefetch", &["--compressor", "zstd"], Some(list)) else {
         return;
     };
     let image = ImageBuilder::open(&b.boot)

@@ -6,7 +6,6 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use erofs_reader::{Image, ImageBuilder};
 use ondemand::rafs::{RafsDirServer, RafsObject};
@@ -45,7 +44,6 @@ fn build_with(
     boot: Option<&Path>,
     args: &[&str],
 ) -> Option<std::path::PathBuf> {
-    let nydus = tests::require_tool("nydus-image")?;
     let src = dir.join(format!("src-{name}"));
     std::fs::create_dir_all(&src).unwrap();
     tree::build_tree(
@@ -58,22 +56,11 @@ fn build_with(
         },
     );
     std::fs::write(src.join("big.bin"), tests::vm::noise(3, 3_000_000)).unwrap();
-    std::fs::create_dir_all(dir.join("blobs")).unwrap();
-    let out = Command::new(nydus)
-        .args(["create", "-t", "dir-rafs", "-v", "6", "--log-level", "warn"])
-        .args(args)
-        .arg("-D")
-        .arg(dir.join("blobs"))
-        .args(boot.iter().flat_map(|b| [Path::new("-B"), b]))
-        .arg(&src)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut create = tests::nydus_image::Create::new(&src, &dir.join("blobs")).args(args);
+    if let Some(b) = boot {
+        create = create.bootstrap(b);
+    }
+    create.run()?;
     Some(src)
 }
 
@@ -699,7 +686,6 @@ impl ondemand::BlobStore for Trickling {
 /// A zstd image of 1 MiB chunks (nydus-image's default) over compressible text and
 /// incompressible noise (stored raw): `(blob dir, blob id, the blob's uncompressed bytes)`.
 fn zstd_1m_chunks(dir: &Path) -> Option<(PathBuf, Vec<u8>, Vec<u8>)> {
-    let nydus = tests::require_tool("nydus-image")?;
     let src = dir.join("src");
     std::fs::create_dir_all(&src).unwrap();
     // Words drawn from a small vocabulary: compresses about 3x, in many zstd blocks.
@@ -713,22 +699,10 @@ fn zstd_1m_chunks(dir: &Path) -> Option<(PathBuf, Vec<u8>, Vec<u8>)> {
     std::fs::write(src.join("text"), &text).unwrap();
     std::fs::write(src.join("noise"), tests::vm::noise(5, 2_500_000)).unwrap();
     let blobs = dir.join("blobs");
-    std::fs::create_dir_all(&blobs).unwrap();
-    let out = Command::new(nydus)
-        .args(["create", "-t", "dir-rafs", "-v", "6", "--log-level", "warn"])
-        .args(["--compressor", "zstd", "-D"])
-        .arg(&blobs)
-        .arg("-B")
-        .arg(blobs.join("img"))
-        .arg(&src)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    tests::nydus_image::Create::new(&src, &blobs)
+        .bootstrap(&blobs.join("img"))
+        .args(&["--compressor", "zstd"])
+        .run()?;
     let boot = read_object(&RafsDirServer::new(&blobs), b"img");
     let image = Image::from_source(boot).unwrap();
     let id = image.devices()[0].tag.clone();

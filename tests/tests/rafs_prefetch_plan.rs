@@ -4,9 +4,8 @@
 //! into ranges of each blob's uncompressed address space, keyed by the blob id (the cookie
 //! key the kernel opens the blob under). Needs `nydus-image` and `mkfs.erofs`.
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 fn write_file(path: &Path, len: usize, seed: u8) {
     // xorshift64: no two chunks alike, so nydus-image dedupes nothing.
@@ -24,9 +23,6 @@ fn write_file(path: &Path, len: usize, seed: u8) {
 
 #[test]
 fn prefetch_table_becomes_blob_ranges() {
-    let Some(nydus) = tests::require_tool("nydus-image") else {
-        return;
-    };
     let Some(mkfs) = tests::require_tool("mkfs.erofs") else {
         return;
     };
@@ -40,27 +36,14 @@ fn prefetch_table_becomes_blob_ranges() {
     let blobs = dir.join("blobs");
     std::fs::create_dir_all(&blobs).unwrap();
 
-    let mut child = Command::new(&nydus)
-        .args(["create", "-t", "dir-rafs", "-v", "6", "--log-level", "warn"])
-        .args(["--compressor", "none", "--chunk-size", "0x10000"])
-        .args(["--prefetch-policy", "fs"])
-        .arg("-D")
-        .arg(&blobs)
-        .arg("-B")
-        .arg(blobs.join("img"))
-        .arg(&src)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn nydus-image");
-    child.stdin.take().unwrap().write_all(b"/hot\n").unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let Some(_) = tests::nydus_image::Create::new(&src, &blobs)
+        .bootstrap(&blobs.join("img"))
+        .args(&["--compressor", "none", "--chunk-size", "0x10000"])
+        .prefetch("/hot\n")
+        .run()
+    else {
+        return;
+    };
     // A plain EROFS image beside it is not a Nydus bootstrap.
     tests::run(Command::new(&mkfs).arg(blobs.join("plain")).arg(&src));
 

@@ -51,21 +51,6 @@ fn make_tree(src: &Path) {
     std::os::unix::fs::symlink("../nowhere", src.join("a/b/dangling")).unwrap();
 }
 
-/// `nydus-image create -t TYPE -v 6 -D blobs -B boot INPUT`.
-fn nydus_create(kind: &str, input: &Path, blobs: &Path, boot: &Path) {
-    let nydus = tests::require_tool("nydus-image").expect("nydus-image");
-    std::fs::create_dir_all(blobs).unwrap();
-    tests::run(
-        Command::new(nydus)
-            .args(["create", "-t", kind, "-v", "6", "--log-level", "warn"])
-            .arg("-D")
-            .arg(blobs)
-            .arg("-B")
-            .arg(boot)
-            .arg(input),
-    );
-}
-
 /// Build the tree, its tarball (`layer.tar`) and `layer.tar.gz`, in a scratch dir.
 fn layer_dir(name: &str) -> Option<(tests::Scratch, PathBuf)> {
     tests::require_tool("nydus-image")?;
@@ -84,7 +69,11 @@ fn layer_dir(name: &str) -> Option<(tests::Scratch, PathBuf)> {
 fn convert(dir: &Path, src: &Path, kind: &str, input: &Path) -> Layer {
     let blobs = dir.join(format!("blobs-{kind}"));
     let boot = dir.join(format!("boot-{kind}"));
-    nydus_create(kind, input, &blobs, &boot);
+    tests::nydus_image::Create::new(input, &blobs)
+        .kind(kind)
+        .bootstrap(&boot)
+        .run()
+        .expect("nydus-image");
     let layer = Layer {
         dir: dir.to_path_buf(),
         src: src.to_path_buf(),

@@ -275,7 +275,7 @@ fn field(line: &str, k: &str) -> u64 {
 
 #[test]
 fn serve_file_backed_mounts_on_7_2() {
-    let (Some(mkfs), Some(nydus_image), Some(busybox)) = (
+    let (Some(mkfs), Some(_), Some(busybox)) = (
         require_tool("mkfs.erofs"),
         require_tool("nydus-image"),
         busybox(),
@@ -300,7 +300,7 @@ fn serve_file_backed_mounts_on_7_2() {
         .expect("blob")
         .len();
     // A zstd Nydus image: its device is found through the device table's tag (the blob id).
-    let blob_id = nydus_zstd(&nydus_image, &blobs, "rzstd", &tree).id;
+    let blob_id = nydus_zstd(&blobs, "rzstd", &tree).id;
     let zstd_stored = std::fs::metadata(blobs.join(&blob_id))
         .expect("nydus blob")
         .len();
@@ -1078,7 +1078,7 @@ wait $HPID
 ///   equal the source (no zeros, no error), and so does the tree.
 #[test]
 fn parity_and_failover_on_7_2() {
-    let (Some(nydus_image), Some(busybox)) = (require_tool("nydus-image"), busybox()) else {
+    let (Some(_), Some(busybox)) = (require_tool("nydus-image"), busybox()) else {
         return;
     };
     let daemon = tests::vm::static_binary("ondemand", "erofs-ondemand", &["cli"]);
@@ -1088,7 +1088,7 @@ fn parity_and_failover_on_7_2() {
     std::fs::write(tree.join("big.bin"), noise(77, 24 << 20)).expect("write big.bin");
     let blobs = dir.join("blobs");
     std::fs::create_dir_all(&blobs).expect("mkdir");
-    nydus_zstd(&nydus_image, &blobs, "rzstd", &tree);
+    nydus_zstd(&blobs, "rzstd", &tree);
     let script = format!(
         "{DAEMON_PRELUDE}{FAN_SCRIPT_HEAD}
 fan_start par /mnt/par --image rzstd --threads 4
@@ -1280,7 +1280,7 @@ fn fan_variants() -> Vec<FanVariant> {
 /// bytes and that the daemon set its mount's readahead.
 #[test]
 fn figures_fanotify_vs_file_backed() {
-    let (Some(nydus_image), Some(mkfs_erofs), Some(busybox)) = (
+    let (Some(_), Some(mkfs_erofs), Some(busybox)) = (
         require_tool("nydus-image"),
         require_tool("mkfs.erofs"),
         busybox(),
@@ -1293,7 +1293,7 @@ fn figures_fanotify_vs_file_backed() {
     tests::vm::bench_tree(&tree);
     let blobs = dir.join("blobs");
     std::fs::create_dir_all(&blobs).expect("mkdir");
-    nydus_zstd(&nydus_image, &blobs, "bench", &tree);
+    nydus_zstd(&blobs, "bench", &tree);
     run(Command::new(&mkfs_erofs)
         .arg("--quiet")
         .arg("-b4096")

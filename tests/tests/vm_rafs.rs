@@ -31,31 +31,14 @@ fn daemon() -> PathBuf {
 
 /// `nydus-image create -t dir-rafs -v 6 ARGS -D blobs -B blobs/FSID tree` (the bootstrap
 /// sits beside the blobs, named by the fsid it is mounted with).
-fn nydus(tool: &Path, blobs: &Path, fsid: &str, tree: &Path, args: &[&str], stdin: &str) {
-    use std::io::Write;
-    use std::process::Stdio;
-    let mut child = Command::new(tool)
-        .args(["create", "-t", "dir-rafs", "-v", "6", "--log-level", "warn"])
-        .args(args)
-        .arg("-D")
-        .arg(blobs)
-        .arg("-B")
-        .arg(blobs.join(fsid))
-        .arg(tree)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn nydus-image");
-    let mut pipe = child.stdin.take().expect("stdin");
-    pipe.write_all(stdin.as_bytes()).expect("write stdin");
-    drop(pipe);
-    let out = child.wait_with_output().expect("nydus-image");
-    assert!(
-        out.status.success(),
-        "nydus-image {fsid} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+fn nydus(blobs: &Path, fsid: &str, tree: &Path, args: &[&str], prefetch: &str) {
+    let mut create = tests::nydus_image::Create::new(tree, blobs)
+        .bootstrap(&blobs.join(fsid))
+        .args(args);
+    if !prefetch.is_empty() {
+        create = create.prefetch(prefetch);
+    }
+    create.run().expect("nydus-image");
 }
 
 use tests::vm::DAEMON_PRELUDE as PRELUDE;
@@ -88,28 +71,18 @@ data rafs "$(grep '^erofs-ondemand: rafs ' /tmp/d.log)"
 /// A `targz-ref` image of `tree` (nydus-image 2.2: the layer's `.tar.gz` stays the data
 /// blob, named by its sha256, and a separate blob meta with ZRan inflate contexts is written
 /// beside it): the bootstrap as `blobs/FSID`.
-fn targz_ref(nydus_image: &Path, dir: &Path, blobs: &Path, fsid: &str, tree: &Path) {
+fn targz_ref(dir: &Path, blobs: &Path, fsid: &str, tree: &Path) {
     let tgz = dir.join(format!("{fsid}.tar.gz"));
     run(Command::new("sh").arg("-c").arg(format!(
         "tar -C '{}' --sort=name --numeric-owner -cf - . | gzip -n -6 >'{}'",
         tree.display(),
         tgz.display()
     )));
-    run(Command::new(nydus_image)
-        .args([
-            "create",
-            "-t",
-            "targz-ref",
-            "-v",
-            "6",
-            "--log-level",
-            "warn",
-        ])
-        .arg("-D")
-        .arg(blobs)
-        .arg("-B")
-        .arg(blobs.join(fsid))
-        .arg(&tgz));
+    tests::nydus_image::Create::new(&tgz, blobs)
+        .kind("targz-ref")
+        .bootstrap(&blobs.join(fsid))
+        .run()
+        .expect("nydus-image");
     let sum = run(Command::new("sha256sum").arg(&tgz));
     let id = sum.split_whitespace().next().expect("sha256sum output");
     std::fs::copy(&tgz, blobs.join(id)).expect("copy the data blob");
@@ -125,7 +98,7 @@ fn upper_tree(lower: &Path, upper: &Path) {
 
 #[test]
 fn serve_rafs_images() {
-    let (Some(nydus_image), Some(busybox)) = (require_tool("nydus-image"), busybox()) else {
+    let (Some(_), Some(busybox)) = (require_tool("nydus-image"), busybox()) else {
         return;
     };
     let daemon = daemon();
@@ -136,17 +109,10 @@ fn serve_rafs_images() {
     upper_tree(&tree, &upper);
     let blobs = dir.join("blobs");
     std::fs::create_dir_all(&blobs).expect("mkdir");
-    let n = |fsid, args: &[&str], stdin| nydus(&nydus_image, &blobs, fsid, &tree, args, stdin);
+    let n = |fsid, args: &[&str], prefetch| nydus(&blobs, fsid, &tree, args, prefetch);
     n(
         "rzstd",
-        &[
-            "--compressor",
-            "zstd",
-            "--chunk-size",
-            "0x100000",
-            "--prefetch-policy",
-            "fs",
-        ],
+        &["--compressor", "zstd", "--chunk-size", "0x100000"],
         "/sizes\n/text/big.txt\n",
     );
     n(
@@ -182,7 +148,6 @@ fn serve_rafs_images() {
     );
     let lower = blobs.join("rzstd");
     nydus(
-        &nydus_image,
         &blobs,
         "rupper",
         &upper,
@@ -201,24 +166,11 @@ fn serve_rafs_images() {
     // move the blob (named by its id) beside the others.
     let inline_dir = dir.join("inline");
     std::fs::create_dir_all(&inline_dir).expect("mkdir");
-    {
-        use std::process::Stdio;
-        let out = Command::new(&nydus_image)
-            .args(["create", "-t", "dir-rafs", "-v", "6", "--log-level", "warn"])
-            .args(["--compressor", "lz4_block", "--chunk-size", "0x10000"])
-            .arg("--blob-inline-meta")
-            .arg("-D")
-            .arg(&inline_dir)
-            .arg(&tree)
-            .stdin(Stdio::null())
-            .output()
-            .expect("nydus-image");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    tests::nydus_image::Create::new(&tree, &inline_dir)
+        .args(&["--compressor", "lz4_block", "--chunk-size", "0x10000"])
+        .args(&["--blob-inline-meta"])
+        .run()
+        .expect("nydus-image");
     let inline_blob = std::fs::read_dir(&inline_dir)
         .expect("inline dir")
         .next()
@@ -228,7 +180,7 @@ fn serve_rafs_images() {
         .into_string()
         .expect("utf-8 name");
     std::fs::rename(inline_dir.join(&inline_blob), blobs.join(&inline_blob)).expect("move");
-    targz_ref(&nydus_image, &dir, &blobs, "rtgz", &tree);
+    targz_ref(&dir, &blobs, "rtgz", &tree);
 
     let Some(out) = VmRun::new("rafs-serve")
         .kernel(Kernel::V6_12)
@@ -432,7 +384,7 @@ fn figures_script(variants: &[Variant]) -> String {
 
 #[test]
 fn figures_zstd_vs_file_backed() {
-    let (Some(nydus_image), Some(mkfs_erofs), Some(busybox)) = (
+    let (Some(_), Some(mkfs_erofs), Some(busybox)) = (
         require_tool("nydus-image"),
         require_tool("mkfs.erofs"),
         busybox(),
@@ -445,22 +397,8 @@ fn figures_zstd_vs_file_backed() {
     tests::vm::bench_tree(&tree);
     let blobs = dir.join("blobs");
     std::fs::create_dir_all(&blobs).expect("mkdir");
-    nydus(
-        &nydus_image,
-        &blobs,
-        "bench",
-        &tree,
-        &["--compressor", "zstd"],
-        "",
-    );
-    nydus(
-        &nydus_image,
-        &blobs,
-        "benchnone",
-        &tree,
-        &["--compressor", "none"],
-        "",
-    );
+    nydus(&blobs, "bench", &tree, &["--compressor", "zstd"], "");
+    nydus(&blobs, "benchnone", &tree, &["--compressor", "none"], "");
     run(Command::new(&mkfs_erofs)
         .arg("--quiet")
         .arg("-b4096")

@@ -157,7 +157,7 @@ struct Fixture {
 }
 
 fn fixture(name: &str) -> Option<Fixture> {
-    let nydus_image = require_tool("nydus-image")?;
+    require_tool("nydus-image")?;
     let dir = scratch_dir(&format!("vm_trace/{name}"));
     let tree = dir.join("tree");
     std::fs::create_dir_all(&tree).expect("mkdir");
@@ -176,7 +176,7 @@ fn fixture(name: &str) -> Option<Fixture> {
     sums.push(("big2-head".into(), sha256(&files[2].1[..300_000])));
     let blobs = dir.join("blobs");
     std::fs::create_dir_all(&blobs).expect("mkdir");
-    let blob_id = nydus_zstd(&nydus_image, &blobs, "timg", &tree).id;
+    let blob_id = nydus_zstd(&blobs, "timg", &tree).id;
     let data_len = files.iter().map(|(_, b)| b.len() as u64).sum();
     Some(Fixture {
         _dir: dir,

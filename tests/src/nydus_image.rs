@@ -1,0 +1,131 @@
+//! `nydus-image create`: the one way the tests build Nydus RAFS v6 images (bootstrap and
+//! blobs) with nydus-image 2.2.
+//!
+//! ```no_run
+//! let blob_ids = tests::nydus_image::Create::new("src".as_ref(), "blobs".as_ref())
+//!     .bootstrap("blobs/boot".as_ref())
+//!     .args(&["--compressor", "zstd", "--chunk-size", "0x10000"])
+//!     .prefetch("/hot\n")
+//!     .run();
+//! ```
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// One `nydus-image create -t KIND -v 6 --log-level warn ARGS -D BLOBS [-B BOOT]
+/// [--parent-bootstrap PARENT] [--prefetch-policy fs] -J JSON INPUT`, the prefetch list
+/// (if any) on its standard input. The JSON report goes beside the blob directory
+/// (`BLOBS.nydus-image.json`), never into it.
+#[derive(Debug, Clone)]
+pub struct Create {
+    kind: String,
+    input: PathBuf,
+    blobs: PathBuf,
+    bootstrap: Option<PathBuf>,
+    parent: Option<PathBuf>,
+    args: Vec<String>,
+    prefetch: Option<String>,
+}
+
+impl Create {
+    /// `-t dir-rafs` of the tree at `input`, the blobs into `blobs` (created if missing).
+    pub fn new(input: &Path, blobs: &Path) -> Self {
+        Create {
+            kind: "dir-rafs".into(),
+            input: input.to_path_buf(),
+            blobs: blobs.to_path_buf(),
+            bootstrap: None,
+            parent: None,
+            args: Vec::new(),
+            prefetch: None,
+        }
+    }
+
+    /// The conversion type (`-t`): `dir-rafs` (the default), `targz-rafs`, `targz-ref`, ...
+    pub fn kind(mut self, kind: &str) -> Self {
+        self.kind = kind.into();
+        self
+    }
+
+    /// Write the bootstrap to `path` (`-B`); without it, nydus-image writes none (as with
+    /// `--blob-inline-meta`).
+    pub fn bootstrap(mut self, path: &Path) -> Self {
+        self.bootstrap = Some(path.to_path_buf());
+        self
+    }
+
+    /// A layer on top of `parent`'s bootstrap (`--parent-bootstrap`), or none.
+    pub fn parent(mut self, parent: Option<&Path>) -> Self {
+        self.parent = parent.map(Path::to_path_buf);
+        self
+    }
+
+    /// More arguments, before `-D` (compressor, chunk size, ...).
+    pub fn args(mut self, args: &[&str]) -> Self {
+        self.args.extend(args.iter().map(|a| a.to_string()));
+        self
+    }
+
+    /// A prefetch table from `list` (paths, one per line): `--prefetch-policy fs`, the list
+    /// on standard input.
+    pub fn prefetch(mut self, list: &str) -> Self {
+        self.prefetch = Some(list.into());
+        self
+    }
+
+    /// Run it and return the blob ids its report lists. Panics (with nydus-image's output)
+    /// if it fails; `None` only where [`crate::require_tool`] lets a missing nydus-image
+    /// skip the test.
+    pub fn run(self) -> Option<Vec<String>> {
+        let nydus = crate::require_tool("nydus-image")?;
+        std::fs::create_dir_all(&self.blobs).unwrap();
+        let json = self.blobs.with_extension("nydus-image.json");
+        let mut cmd = Command::new(nydus);
+        cmd.args(["create", "-t", &self.kind, "-v", "6", "--log-level", "warn"])
+            .args(&self.args)
+            .arg("-D")
+            .arg(&self.blobs)
+            .args(self.bootstrap.iter().flat_map(|b| [Path::new("-B"), b]))
+            .args(
+                self.parent
+                    .iter()
+                    .flat_map(|p| [Path::new("--parent-bootstrap"), p]),
+            )
+            .arg("-J")
+            .arg(&json);
+        if self.prefetch.is_some() {
+            cmd.args(["--prefetch-policy", "fs"]);
+        }
+        cmd.arg(&self.input)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all(self.prefetch.as_deref().unwrap_or("").as_bytes())
+            .unwrap();
+        drop(stdin);
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{cmd:?} failed with {}:\n{}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+        Some(
+            report["blobs"]
+                .as_array()
+                .expect("nydus-image -J lists blobs")
+                .iter()
+                .map(|b| b.as_str().expect("a blob id").to_string())
+                .collect(),
+        )
+    }
+}
