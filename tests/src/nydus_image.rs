@@ -9,7 +9,6 @@
 //!     .run();
 //! ```
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -94,29 +93,19 @@ impl Create {
             )
             .arg("-J")
             .arg(&json);
-        if self.prefetch.is_some() {
-            cmd.args(["--prefetch-policy", "fs"]);
+        match &self.prefetch {
+            Some(list) => {
+                // The list on standard input, from a file beside the report.
+                let path = self.blobs.with_extension("prefetch-list");
+                std::fs::write(&path, list).unwrap();
+                cmd.args(["--prefetch-policy", "fs"])
+                    .stdin(std::fs::File::open(&path).unwrap());
+            }
+            None => {
+                cmd.stdin(Stdio::null());
+            }
         }
-        cmd.arg(&self.input)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-        let mut stdin = child.stdin.take().unwrap();
-        stdin
-            .write_all(self.prefetch.as_deref().unwrap_or("").as_bytes())
-            .unwrap();
-        drop(stdin);
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "{cmd:?} failed with {}:\n{}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        crate::run(cmd.arg(&self.input));
         let report: serde_json::Value =
             serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
         Some(
