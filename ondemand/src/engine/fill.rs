@@ -138,6 +138,11 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
                 let waited = Instant::now();
                 r = wait_in_flight(object, r, &requested);
                 self.stats.claim_wait.observe(waited.elapsed());
+                log::debug!(
+                    "object {}: read {requested:?} waited {:.1} ms for fills in flight",
+                    object.id(),
+                    waited.elapsed().as_secs_f64() * 1e3
+                );
             }
             let mut present = r.written.clone();
             present.extend(&r.scanned);

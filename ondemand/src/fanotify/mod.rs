@@ -181,7 +181,8 @@ pub struct BackingFile {
     marked: AtomicBool,
     /// Set while the daemon reads the first byte itself, to get an fd to write through.
     kick: AtomicBool,
-    /// Where the current sequential stream of reads began ([`grow_ahead`]).
+    /// Where the current sequential stream's first step was ([`grow_ahead`]; [`NO_STEP`]
+    /// before it).
     stream_origin: AtomicU64,
 }
 
@@ -690,7 +691,7 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
             buffered: Mutex::new(()),
             marked: AtomicBool::new(false),
             kick: AtomicBool::new(false),
-            stream_origin: AtomicU64::new(0),
+            stream_origin: AtomicU64::new(NO_STEP),
         };
         let object = self
             .engine
@@ -1252,9 +1253,15 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
                 after.ahead = grow_ahead(
                     &object.sink().stream_origin,
                     &range,
-                    plan.ahead,
+                    plan.ahead.clone(),
                     round_up(object.size()),
                     self.engine.readahead(),
+                );
+                log::debug!(
+                    "{}: stream: window {range:?}, ahead {:?}, grown {:?}",
+                    object.key(),
+                    plan.ahead,
+                    after.ahead
                 );
                 let mut answered = false;
                 let mut answer = || {
@@ -1357,12 +1364,23 @@ impl<O> Default for After<O> {
     }
 }
 
+/// [`BackingFile::stream_origin`] of a file whose stream has not continued yet.
+const NO_STEP: u64 = u64::MAX;
+
 /// The fill ahead of a sequential reader, on fanotify: at least twice as far past the reader's
-/// window as the stream has read since it began (`origin`, kept per file), rounded up to a
-/// multiple of `step` (the readahead window: the server's chunks) and at most to `limit` (the
-/// file's end). `ahead` is the engine's fill ahead for the read whose window is `window`
-/// ([`Engine::plan_read`]): `None` (not sequential, or fill ahead off) starts a new stream at
-/// the window.
+/// window as the stream has read since its first step (`origin`, kept per file: the window
+/// start of the first read that continued the stream), rounded up to a multiple of `step`
+/// (the readahead window: the server's chunks) and at most to `limit` (the file's end).
+/// `ahead` is the engine's fill ahead for the read whose window is `window`
+/// ([`Engine::plan_read`]): `None` (not sequential, or fill ahead off) starts a new stream.
+///
+/// Why from the first step, not from the stream's first read: the kernel cuts one readahead
+/// batch into requests of at most 16 folios (`fs/erofs/fileio.c`), so a page fault's 4 MiB
+/// read-around in a mapped library can arrive as a 2 MiB request and then a 100 KiB one right
+/// after its end: the second continues the stream, and counting the first as read fetched
+/// 4 MiB more ahead of a reader that never read on (the container start with `--direct-io`,
+/// DESIGN.md "Direct I/O, session 10"). What the engine fills ahead at that first step is
+/// kept; the growth starts with the next one.
 ///
 /// Why more than `serve`: the kernel sends a pre-content event for every read of a marked
 /// file, present or not, and each costs the reader a round trip to the daemon, so the file is
@@ -1376,10 +1394,16 @@ fn grow_ahead(
     step: u64,
 ) -> Option<Range<u64>> {
     let Some(ahead) = ahead else {
-        origin.store(window.start, Ordering::Relaxed);
+        origin.store(NO_STEP, Ordering::Relaxed);
         return None;
     };
-    let read = window.start.saturating_sub(origin.load(Ordering::Relaxed));
+    // The first step of the stream: nothing read since it yet.
+    let first =
+        match origin.compare_exchange(NO_STEP, window.start, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => window.start,
+            Err(first) => first,
+        };
+    let read = window.start.saturating_sub(first);
     let step = step.max(BLOCK_SIZE as u64);
     let end = window
         .end
@@ -1500,12 +1524,26 @@ mod tests {
 
     #[test]
     fn the_fill_ahead_grows_with_the_stream_and_stops_at_the_end() {
-        let origin = AtomicU64::new(0);
+        let origin = AtomicU64::new(NO_STEP);
         let limit = 48 * MIB;
-        // Not sequential: a new stream starts at the window, nothing to fill ahead.
+        // Not sequential: a new stream starts, nothing to fill ahead.
         assert_eq!(
-            grow_ahead(&origin, &(4 * MIB..5 * MIB), None, limit, MIB),
+            grow_ahead(&origin, &(2 * MIB..4 * MIB), None, limit, MIB),
             None
+        );
+        assert_eq!(origin.load(Ordering::Relaxed), NO_STEP);
+        // Its first step (here a request right after a 2 MiB one: one readahead batch cut in
+        // two) grows nothing: the engine's fill ahead as it is, the stream counted from here.
+        let engine = 5 * MIB..6 * MIB;
+        assert_eq!(
+            grow_ahead(
+                &origin,
+                &(4 * MIB..5 * MIB),
+                Some(engine.clone()),
+                limit,
+                MIB
+            ),
+            Some(engine)
         );
         assert_eq!(origin.load(Ordering::Relaxed), 4 * MIB);
         // Early in the stream the engine's fill ahead is kept as it is.
@@ -1552,22 +1590,26 @@ mod tests {
             ),
             Some(31 * MIB..limit)
         );
-        // A jump back starts a new stream.
+        // A jump back starts a new stream, whose first step grows nothing.
         assert_eq!(grow_ahead(&origin, &(0..MIB), None, limit, MIB), None);
         assert_eq!(
-            grow_ahead(&origin, &(MIB..2 * MIB), Some(2 * MIB..4 * MIB), limit, MIB),
-            Some(2 * MIB..4 * MIB)
+            grow_ahead(&origin, &(MIB..2 * MIB), Some(2 * MIB..3 * MIB), limit, MIB),
+            Some(2 * MIB..3 * MIB)
+        );
+        assert_eq!(
+            grow_ahead(&origin, &(2 * MIB..3 * MIB), Some(3 * MIB..4 * MIB), limit, MIB),
+            Some(3 * MIB..5 * MIB)
         );
         // Without readahead the steps are blocks.
         assert_eq!(
             grow_ahead(
                 &origin,
-                &(MIB..MIB + 4096),
-                Some(MIB + 4096..MIB + 8192),
+                &(2 * MIB..2 * MIB + 4096),
+                Some(2 * MIB + 4096..2 * MIB + 8192),
                 limit,
                 0
             ),
-            Some(MIB + 4096..3 * MIB + 4096)
+            Some(2 * MIB + 4096..4 * MIB + 4096)
         );
     }
 }
