@@ -160,6 +160,59 @@ fn host_reads_of_present_bytes_fetch_nothing_more() {
     });
 }
 
+/// A stream's first step fills ahead only what the engine does; the growth on this transport
+/// (twice what the stream has read) counts from there, not from the stream's first read:
+/// one readahead batch can come as a 2 MiB request and then a small one right after its end
+/// (EROFS cuts requests at 16 folios; a mapped library's page fault reads 4 MiB around it),
+/// and counting the first as read fetched 4 MiB more ahead of a reader that read no further
+/// (DESIGN.md "Direct I/O, session 10"). A read of [0, 2 MiB), then one of 100 KiB at 2 MiB:
+/// its window [2, 3) MiB and the engine's 1 MiB ahead, 4 MiB in all (before: 7 MiB).
+#[test]
+fn host_a_streams_first_step_grows_nothing() {
+    const MIB: u64 = 1 << 20;
+    let Some((dir, blobs, data)) = host_blob("host-first-step", 31, 16 * MIB as usize) else {
+        return;
+    };
+    let daemon = FanotifyDaemon::new(LocalDirServer::new(&blobs), dir.join("cache"))
+        .expect("fanotify_init")
+        .with_readahead(MIB)
+        .with_threads(1);
+    let path = daemon.add_object(b"img", b"blob").expect("add_object");
+    let stop = daemon.shutdown_handle();
+    std::thread::scope(|s| {
+        let _stop = StopOnDrop(stop.clone());
+        let serving = s.spawn(|| daemon.run());
+        let file = std::fs::File::open(&path).expect("open backing file");
+        let mut first = vec![0u8; 2 * MIB as usize];
+        file.read_exact_at(&mut first, 0).expect("read");
+        assert_eq!(first, data[..2 * MIB as usize]);
+        let st = daemon.stats();
+        assert_eq!((st.fetched_bytes, st.ahead_bytes), (2 * MIB, 0), "{st}");
+        let mut tail = vec![0u8; 100 << 10];
+        file.read_exact_at(&mut tail, 2 * MIB).expect("read");
+        assert_eq!(tail, data[2 * MIB as usize..][..100 << 10]);
+        // The fill ahead runs after the answer: wait for it to start and settle.
+        let t = std::time::Instant::now();
+        while daemon.stats().ahead_bytes == 0 || daemon.engine().queued_fill_jobs() > 0 {
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "no fill ahead: {}",
+                daemon.stats()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let st = daemon.stats();
+        assert_eq!(
+            (st.fetched_bytes, st.ahead_bytes, st.errors()),
+            (4 * MIB, MIB, 0),
+            "{st}"
+        );
+        stop.trigger();
+        serving.join().expect("no panic").expect("run");
+    });
+}
+
 /// A daemon whose blob shrank after `add_object`: its fills fail, so reads are denied.
 #[test]
 fn host_failed_fills_deny_with_eio() {
