@@ -1308,7 +1308,11 @@ fn fan_variants() -> Vec<FanVariant> {
             .collect();
     }
     vec![
-        variant("def", "", "defaults (4 threads, mount readahead 4 MiB)"),
+        variant(
+            "def",
+            "",
+            "defaults (4 threads, mount readahead 4 MiB, direct I/O)",
+        ),
         variant(
             "k128",
             "--mount-readahead 0",
@@ -1316,9 +1320,9 @@ fn fan_variants() -> Vec<FanVariant> {
         ),
         variant("t1", "--threads 1", "--threads 1"),
         variant(
-            "dio",
-            "--direct-io",
-            "--direct-io (directio mount, O_DIRECT writes)",
+            "buf",
+            "--buffered-io",
+            "--buffered-io (no directio mount, buffered writes)",
         ),
     ]
 }
@@ -1551,13 +1555,15 @@ stop_daemon daemon-exit-{k}{r}
             inside.push(daemon_figures(&out, &format!("{k}{r}")));
         }
         // Against the peer as a user mounts it (the kernel's readahead, buffered), and
-        // against the peer with this variant's mount options (its readahead; directio with
-        // --direct-io).
-        let same = if v.args.contains("--direct-io") {
-            "fbd"
+        // against the peer with this variant's mount options (its readahead; directio unless
+        // --buffered-io, the default since session 10: a baseline build (`base*`) is taken to
+        // be older, directio only with --direct-io).
+        let direct = if v.key.starts_with("base") {
+            v.args.contains("--direct-io")
         } else {
-            "fb"
+            !v.args.contains("--buffered-io")
         };
+        let same = if direct { "fbd" } else { "fb" };
         let ratio = |fb: &'static str, ra: u64| {
             (
                 fb_best[&(fb, ra)] / best(&samples),

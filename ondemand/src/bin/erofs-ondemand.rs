@@ -186,10 +186,14 @@ struct FanotifyArgs {
     on_open: OnOpen,
     /// Direct I/O on both sides of the backing files, as EROFS over cachefiles: fills are
     /// written with `O_DIRECT` and the mounts read the files with `directio` (no copy in the
-    /// backing files' page cache, no write-back during the read; faster sequential reads,
-    /// but a container start fetched up to 2.8 MB more).
-    #[arg(long)]
+    /// backing files' page cache, no write-back during the read). The default; accepted for
+    /// scripts written when it was not.
+    #[arg(long, conflicts_with = "buffered_io")]
     direct_io: bool,
+    /// Buffered I/O on both sides of the backing files instead of direct I/O (fills written
+    /// through the page cache, mounts without `directio`).
+    #[arg(long)]
+    buffered_io: bool,
     /// Allow an event once its own range is written, while the rest of its window still
     /// streams in from a registry (as cachefiles completes a READ).
     #[arg(long)]
@@ -634,12 +638,14 @@ fn fanotify_serve<B: ondemand::BlobStore>(
         mountpoint,
         mount_readahead,
         on_open,
-        direct_io,
+        buffered_io,
         early_answer,
         serving,
         supervisor,
         ..
     } = args;
+    // Direct I/O unless --buffered-io (--direct-io, the default, is accepted as well).
+    let direct_io = !buffered_io;
     use ondemand::fanotify::{FanotifyDaemon, ImageFiles, ZeroCount};
     // Under a holder: the group it holds (a predecessor's), or a new one handed to it.
     let held = match &supervisor {
@@ -1382,14 +1388,15 @@ mod tests {
             on_open,
             mount_readahead,
             direct_io,
+            buffered_io,
             early_answer,
             ..
         }) = cli.command
         else {
             panic!("parsed as fanotify");
         };
-        // Buffered and no early answer by default, as `FanotifyDaemon`.
-        assert_eq!((direct_io, early_answer), (false, false));
+        // Direct I/O (not buffered) and no early answer by default, as `FanotifyDaemon`.
+        assert_eq!((direct_io, buffered_io, early_answer), (false, false, false));
         assert_eq!((image.as_str(), devices.len()), ("boot", 2));
         // The help shows the default as "4M": it must stay the library's.
         assert_eq!(mount_readahead, ondemand::fanotify::MOUNT_READAHEAD);
@@ -1431,10 +1438,26 @@ mod tests {
             switched.command,
             Cmd::Fanotify(FanotifyArgs {
                 direct_io: true,
+                buffered_io: false,
                 early_answer: true,
                 ..
             })
         ));
+        let fanotify = ["erofs-ondemand", "fanotify", "--cache-dir", "/c", "--image", "b"];
+        let buffered = Cli::try_parse_from([&fanotify[..], &["--buffered-io"]].concat()).unwrap();
+        assert!(matches!(
+            buffered.command,
+            Cmd::Fanotify(FanotifyArgs {
+                direct_io: false,
+                buffered_io: true,
+                ..
+            })
+        ));
+        assert!(
+            Cli::try_parse_from([&fanotify[..], &["--buffered-io", "--direct-io"]].concat())
+                .is_err(),
+            "--buffered-io and --direct-io conflict"
+        );
         assert!(
             Cli::try_parse_from(["erofs-ondemand", "fanotify", "--cache-dir", "/c"]).is_err(),
             "--image is required"

@@ -344,7 +344,8 @@ impl ImageFiles {
 
     /// [`mount_direct`](Self::mount_direct) when `direct`, else
     /// [`mount_with_readahead`](Self::mount_with_readahead): the mount that goes with a
-    /// daemon [`with_direct_io`](FanotifyDaemon::with_direct_io)`(direct)`.
+    /// daemon [`with_direct_io`](FanotifyDaemon::with_direct_io)`(direct)` (pass
+    /// [`FanotifyDaemon::direct_io`]: on by default).
     ///
     /// # Errors
     ///
@@ -450,25 +451,32 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
             deny_errno: AtomicBool::new(true),
             metrics_file: None,
             journal: None,
-            direct_io: false,
+            direct_io: true,
             early_answer: false,
         })
     }
 
-    /// Write the backing files with direct I/O (default off; `erofs-ondemand fanotify
-    /// --direct-io`): each file's writer (the duplicate of its first event's fd) is switched
-    /// to `O_DIRECT`, so a fill goes from the fill buffer to the disk without a copy into the
-    /// backing file's page cache and without dirty pages to write back while the reader reads
-    /// (on a filesystem without direct I/O, or for the unaligned last block of a file, the
-    /// writes stay buffered). Pair it with a mount that reads the backing files with direct
-    /// I/O too ([`ImageFiles::mount_direct`], or [`ImageFiles::mount_as`]), as EROFS over
-    /// cachefiles does on both sides. Measured in DESIGN.md ("Direct I/O, session 9"): a cold
-    /// sequential read of 48 MiB took 0.60-0.78 times as long as buffered, but the
-    /// container-start benchmark fetched 1.8-2.8 MB more in three runs of five (15.4% of its
-    /// rootfs in two, against at most 13.9% buffered), hence off by default.
+    /// Write the backing files with direct I/O (default **on**; `erofs-ondemand fanotify
+    /// --buffered-io` turns it off): each file's writer (the duplicate of its first event's
+    /// fd) is switched to `O_DIRECT`, so a fill goes from the fill buffer to the disk without
+    /// a copy into the backing file's page cache and without dirty pages to write back while
+    /// the reader reads (on a filesystem without direct I/O, or for the unaligned last block
+    /// of a file, the writes stay buffered). Pair it with a mount that reads the backing
+    /// files with direct I/O too ([`ImageFiles::mount_direct`], or
+    /// [`ImageFiles::mount_as`]`(.., daemon.`[`direct_io`](Self::direct_io)`())`), as EROFS
+    /// over cachefiles does on both sides. Measured in DESIGN.md ("Direct I/O, session 9"
+    /// and "session 10"): a cold sequential read of 48 MiB took 0.60-0.78 times as long as
+    /// buffered; the container start fetched 13.6-13.9% of its rootfs (buffered 13.1-13.2%).
     pub fn with_direct_io(mut self, on: bool) -> Self {
         self.direct_io = on;
         self
+    }
+
+    /// Whether fills are written with direct I/O ([`with_direct_io`](Self::with_direct_io),
+    /// default on): the `direct` to mount the backing files with
+    /// ([`ImageFiles::mount_as`]).
+    pub fn direct_io(&self) -> bool {
+        self.direct_io
     }
 
     /// Allow an event as soon as its own range is written, while the rest of its window is
