@@ -1396,7 +1396,10 @@ mod tests {
             panic!("parsed as fanotify");
         };
         // Direct I/O (not buffered) and no early answer by default, as `FanotifyDaemon`.
-        assert_eq!((direct_io, buffered_io, early_answer), (false, false, false));
+        assert_eq!(
+            (direct_io, buffered_io, early_answer),
+            (false, false, false)
+        );
         assert_eq!((image.as_str(), devices.len()), ("boot", 2));
         // The help shows the default as "4M": it must stay the library's.
         assert_eq!(mount_readahead, ondemand::fanotify::MOUNT_READAHEAD);
@@ -1443,7 +1446,14 @@ mod tests {
                 ..
             })
         ));
-        let fanotify = ["erofs-ondemand", "fanotify", "--cache-dir", "/c", "--image", "b"];
+        let fanotify = [
+            "erofs-ondemand",
+            "fanotify",
+            "--cache-dir",
+            "/c",
+            "--image",
+            "b",
+        ];
         let buffered = Cli::try_parse_from([&fanotify[..], &["--buffered-io"]].concat()).unwrap();
         assert!(matches!(
             buffered.command,

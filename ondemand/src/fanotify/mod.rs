@@ -97,8 +97,10 @@
 //! std::thread::scope(|s| {
 //!     let serving = s.spawn(|| daemon.run());
 //!     // The mount reads the files: the daemon must already be serving. A 4 MiB readahead
-//!     // makes a sequential reader's events fewer and larger (`MOUNT_READAHEAD`).
-//!     files.mount_with_readahead(mnt, ondemand::fanotify::MOUNT_READAHEAD)?;
+//!     // makes a sequential reader's events fewer and larger (`MOUNT_READAHEAD`); the mount
+//!     // reads with direct I/O when the daemon writes with it (the default).
+//!     let readahead = ondemand::fanotify::MOUNT_READAHEAD;
+//!     files.mount_as(mnt, readahead, daemon.direct_io())?;
 //!     while !signal.is_triggered() {
 //!         std::thread::sleep(Duration::from_millis(100));
 //!     }
@@ -1406,11 +1408,15 @@ fn grow_ahead(
         return None;
     };
     // The first step of the stream: nothing read since it yet.
-    let first =
-        match origin.compare_exchange(NO_STEP, window.start, Ordering::Relaxed, Ordering::Relaxed) {
-            Ok(_) => window.start,
-            Err(first) => first,
-        };
+    let first = match origin.compare_exchange(
+        NO_STEP,
+        window.start,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    ) {
+        Ok(_) => window.start,
+        Err(first) => first,
+    };
     let read = window.start.saturating_sub(first);
     let step = step.max(BLOCK_SIZE as u64);
     let end = window
@@ -1605,7 +1611,13 @@ mod tests {
             Some(2 * MIB..3 * MIB)
         );
         assert_eq!(
-            grow_ahead(&origin, &(2 * MIB..3 * MIB), Some(3 * MIB..4 * MIB), limit, MIB),
+            grow_ahead(
+                &origin,
+                &(2 * MIB..3 * MIB),
+                Some(3 * MIB..4 * MIB),
+                limit,
+                MIB
+            ),
             Some(3 * MIB..5 * MIB)
         );
         // Without readahead the steps are blocks.
