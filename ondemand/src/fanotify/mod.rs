@@ -468,7 +468,7 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
     /// [`ImageFiles::mount_as`]`(.., daemon.`[`direct_io`](Self::direct_io)`())`), as EROFS
     /// over cachefiles does on both sides. Measured in DESIGN.md ("Direct I/O, session 9"
     /// and "session 10"): a cold sequential read of 48 MiB took 0.60-0.78 times as long as
-    /// buffered; the container start fetched 13.6-13.9% of its rootfs (buffered 13.1-13.2%).
+    /// buffered; the container start fetched 13.7-13.9% of its rootfs (buffered 13.1-13.8%).
     pub fn with_direct_io(mut self, on: bool) -> Self {
         self.direct_io = on;
         self
