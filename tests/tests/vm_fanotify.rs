@@ -1333,8 +1333,11 @@ fn fan_variants() -> Vec<FanVariant> {
 /// each variant's, and from the zstd Nydus RAFS image served by `erofs-ondemand fanotify`
 /// with each of [`fan_variants`] (a fresh cache dir each time). Prints the throughputs, the
 /// ratio of the best of each against file-backed at the kernel's readahead and at the same
-/// readahead (target: at least 0.6), and the pre-content events per MiB read. Checks the
-/// bytes and that the daemon set its mount's readahead.
+/// readahead (target: at least 0.6), and the pre-content events per MiB read. Also prints the
+/// floor: the blob's chunks decoded by our decoder alone in the guest (`decode-floor`, on one
+/// thread and on two, two passes in each round) and the peer's time over the two-thread
+/// decode, the best ratio any fill path could reach on this guest. Checks the bytes and that
+/// the daemon set its mount's readahead.
 #[test]
 fn figures_fanotify_vs_file_backed() {
     let (Some(_), Some(mkfs_erofs), Some(busybox)) = (
@@ -1345,6 +1348,7 @@ fn figures_fanotify_vs_file_backed() {
         return;
     };
     let daemon = tests::vm::static_binary("ondemand", "erofs-ondemand", &["cli"]);
+    let floor = tests::vm::static_binary("tests", "decode-floor", &[]);
     let dir = scratch_dir("vm_fanotify/figures");
     let tree = dir.join("tree");
     tests::vm::bench_tree(&tree);
@@ -1399,6 +1403,11 @@ data {fb}{ra}_{r}_vm_after \"$(vm_line)\"
                 ));
             }
         }
+        // The decoder's floor: the blob's chunks decoded by our decoder alone, on one thread
+        // and on two (`decode-floor`, two passes of each), beside the peer's rounds.
+        script.push_str(&format!(
+            "data floor_{r} \"$(decode-floor $B/bench $B 2 2>&1)\"\n"
+        ));
         for i in order(variants.len()) {
             let FanVariant { key: k, args, .. } = &variants[i];
             let bin = if baseline.is_some() && k.starts_with("base") {
@@ -1444,6 +1453,7 @@ stop_daemon daemon-exit-{k}{r}
     let Some(out) = vm
         .kernel(Kernel::V7_2)
         .file("bin/erofs-ondemand", &daemon)
+        .file("bin/decode-floor", &floor)
         .disk_file("blobs", &blobs)
         .disk_size(1 << 30)
         .manifests(&manifests(&busybox, &tree))
@@ -1519,6 +1529,42 @@ stop_daemon daemon-exit-{k}{r}
             fb_median.insert((fb, *ra), median(&t));
         }
     }
+    // The floor: the peer's time over the two-thread decode alone bounds the ratio any fill
+    // path can reach on this guest.
+    let (mut t1, mut t2) = (Vec::new(), Vec::new());
+    for r in 1..=3 {
+        let line = out.data(&format!("floor_{r}")).unwrap_or_default();
+        assert!(
+            line.starts_with("chunks="),
+            "decode-floor round {r}: {line}"
+        );
+        // (decode-floor itself checks every chunk decoded to its declared size.)
+        assert!(
+            field(line, "decoded") * 10 >= read * 9,
+            "{line}: read {read}"
+        );
+        for (name, into) in [("t1_ns", &mut t1), ("t2_ns", &mut t2)] {
+            let list = line
+                .split_whitespace()
+                .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+                .unwrap_or_default();
+            into.extend(list.split(',').filter_map(|n| n.parse::<f64>().ok()));
+        }
+    }
+    assert_eq!((t1.len(), t2.len()), (6, 6), "decode-floor passes");
+    let peer = (fb_best[&("fb", 128)], fb_median[&("fb", 128)]);
+    println!(
+        "  floor decode-1t {:.0} ms decode-2t {:.0} ms peer {:.0} ms bound {:.2} (best of 6 passes, the peer as a user mounts it, best of 3); medians decode-1t {:.0} ms decode-2t {:.0} ms peer {:.0} ms bound {:.2}; the blob's chunks decoded by BlobSource alone: {}",
+        best(&t1) / 1e6,
+        best(&t2) / 1e6,
+        peer.0 / 1e6,
+        peer.0 / best(&t2),
+        median(&t1) / 1e6,
+        median(&t2) / 1e6,
+        peer.1 / 1e6,
+        peer.1 / median(&t2),
+        out.data("floor_1").unwrap_or_default(),
+    );
     for v in &variants {
         let k = &v.key;
         let samples: Vec<f64> = (1..=3).map(|r| ns(&format!("{k}{r}"))).collect();
