@@ -196,47 +196,15 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
     ) -> io::Result<()> {
         self.active_reads.fetch_add(1, Ordering::SeqCst);
         let mut deferred = Vec::new();
-        // Fanotify's large windows (4 MiB events) are decoded by a pool thread and this worker
-        // together: the pieces after the first are queued for the pool, the first filled
-        // here, then the rest (waiting for the pieces in flight).
-        let split = if answer.is_none() && !self.async_readahead && self.asks_for_present {
-            self.split_window(object, &range, requested_end)
-        } else {
-            None
-        };
-        let result = match split {
-            Some(first_end) => {
-                let first = self.fill_read(
-                    object,
-                    range.start..first_end,
-                    first_end,
-                    buf,
-                    None,
-                    false,
-                    None,
-                );
-                self.run_window_pieces(object, &(first_end..range.end), buf);
-                let rest = self.fill_read(
-                    object,
-                    first_end..range.end,
-                    requested_end,
-                    buf,
-                    None,
-                    false,
-                    None,
-                );
-                first.and(rest)
-            }
-            None => self.fill_read(
-                object,
-                range.clone(),
-                requested_end,
-                buf,
-                self.async_readahead.then_some(&mut deferred),
-                false,
-                answer,
-            ),
-        };
+        let result = self.fill_read(
+            object,
+            range.clone(),
+            requested_end,
+            buf,
+            self.async_readahead.then_some(&mut deferred),
+            false,
+            answer,
+        );
         self.active_reads.fetch_sub(1, Ordering::SeqCst);
         if !deferred.is_empty() {
             later.push((Arc::clone(object), deferred));

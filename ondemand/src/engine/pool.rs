@@ -49,9 +49,6 @@ pub(crate) struct Job<O, K> {
     pub(crate) range: Range<u64>,
     /// The call of [`Engine::fill_ahead`] that queued it.
     batch: u64,
-    /// Part of a READ's window ([`Engine::fill_window_split`]), not a fill ahead: not
-    /// counted in `ahead_bytes`.
-    window: bool,
 }
 
 /// The queue of fill jobs shared by the pool threads and the workers.
@@ -100,32 +97,10 @@ impl<O, K> FillPool<O, K> {
             object: Arc::clone(object),
             range,
             batch,
-            window: false,
         });
         drop(q);
         self.ready.notify_one();
         Ok(())
-    }
-
-    /// Queue `ranges` (claimed) of `object`, parts of a READ's window, at the front of the
-    /// queue (before any fill ahead, which lies further on), in order; what does not fit
-    /// (the queue full) is handed back.
-    fn push_window(&self, object: &Arc<Object<O, K>>, ranges: Vec<Range<u64>>) -> Vec<Range<u64>> {
-        let mut q = self.lock();
-        let room = self.capacity.saturating_sub(q.len()).min(ranges.len());
-        let mut ranges = ranges;
-        let back = ranges.split_off(room);
-        for range in ranges.into_iter().rev() {
-            q.push_front(Job {
-                object: Arc::clone(object),
-                range,
-                batch: u64::MAX,
-                window: true,
-            });
-        }
-        drop(q);
-        self.ready.notify_all();
-        back
     }
 
     /// The first job, waiting up to `timeout` for one.
@@ -154,17 +129,6 @@ impl<O, K> FillPool<O, K> {
     /// The first job, if any.
     fn pop_any(&self) -> Option<Job<O, K>> {
         self.lock().pop_front()
-    }
-
-    /// Take out the first queued job of `object` that overlaps `range`.
-    fn steal_one(&self, object: &Object<O, K>, range: &Range<u64>) -> Option<Job<O, K>> {
-        let mut q = self.lock();
-        let i = q.iter().position(|job| {
-            std::ptr::eq(Arc::as_ptr(&job.object), object)
-                && job.range.start < range.end
-                && range.start < job.range.end
-        })?;
-        q.remove(i)
     }
 
     /// Take out the queued jobs of `object` that overlap `range`.
@@ -231,7 +195,7 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
             for gap in object.claim_gaps(pos..end) {
                 if let Err(gap) = self.pool.push(object, gap, batch) {
                     // The queue is full: this worker fills the gap itself, now.
-                    self.run_job(object, gap, buf, false);
+                    self.run_job(object, gap, buf);
                 }
             }
             pos = end;
@@ -242,7 +206,7 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
         let alone = self.fill_threads() == 0;
         if alone || !self.pool.helping.swap(true, Ordering::AcqRel) {
             while let Some(job) = self.pool.pop_for(batch) {
-                self.run_job(&job.object, job.range, buf, job.window);
+                self.run_job(&job.object, job.range, buf);
             }
             if !alone {
                 self.pool.helping.store(false, Ordering::Release);
@@ -352,7 +316,7 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
         let alone = self.fill_threads() == 0;
         if alone || !self.pool.helping.swap(true, Ordering::AcqRel) {
             while let Some(job) = self.pool.pop_any() {
-                self.run_job(&job.object, job.range, buf, job.window);
+                self.run_job(&job.object, job.range, buf);
             }
             if !alone {
                 self.pool.helping.store(false, Ordering::Release);
@@ -375,84 +339,23 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
         buf: &mut AlignedBuf,
     ) {
         for job in self.pool.steal(object, range) {
-            self.run_job(&job.object, job.range, buf, job.window);
-        }
-    }
-
-    /// With pool threads, a READ window whose requested part spans more than one fill-ahead
-    /// piece ([`ahead_chunk`](Self::ahead_chunk); fanotify's 4 MiB events against 1 MiB
-    /// Nydus chunks): the pieces after the first that nobody has or is fetching are claimed
-    /// and queued at the front of the pool's queue, so a pool thread decodes them while this
-    /// worker fills the first; the worker then takes the ones still queued, one at a time.
-    /// Returns where the first piece ends (the caller fills the window up to there, then
-    /// the rest, which waits for the pieces in flight and fills whatever they failed to
-    /// write); `None` when there is nothing to split.
-    pub(crate) fn split_window(
-        &self,
-        object: &Arc<Object<S::Object, K>>,
-        range: &Range<u64>,
-        requested_end: u64,
-    ) -> Option<u64> {
-        if self.fill_threads() == 0 || self.sequential_ahead() == 0 || object.is_closed() {
-            return None;
-        }
-        let chunk = self.ahead_chunk();
-        let first_end = range
-            .start
-            .saturating_add(1)
-            .div_ceil(chunk)
-            .saturating_mul(chunk);
-        if first_end >= requested_end.min(range.end) {
-            return None;
-        }
-        let mut pieces = Vec::new();
-        let mut pos = first_end;
-        while pos < range.end {
-            let end = range.end.min(pos.saturating_add(chunk));
-            pieces.extend(object.claim_gaps(pos..end));
-            pos = end;
-        }
-        for back in self.pool.push_window(object, pieces) {
-            // The queue is full: the caller fills these itself.
-            object.release(back, false, false);
-        }
-        Some(first_end)
-    }
-
-    /// Run the queued pieces of a split window ([`split_window`](Self::split_window)) over
-    /// `range` on this thread, one at a time, so a pool thread may take the next meanwhile.
-    pub(crate) fn run_window_pieces(
-        &self,
-        object: &Object<S::Object, K>,
-        range: &Range<u64>,
-        buf: &mut AlignedBuf,
-    ) {
-        while let Some(job) = self.pool.steal_one(object, range) {
-            self.run_job(&job.object, job.range, buf, job.window);
+            self.run_job(&job.object, job.range, buf);
         }
     }
 
     /// Fill a claimed range ahead of a reader and release it (what was not written too).
-    fn run_job(
-        &self,
-        object: &Arc<Object<S::Object, K>>,
-        range: Range<u64>,
-        buf: &mut AlignedBuf,
-        window: bool,
-    ) {
-        let ahead = |to: u64| {
-            if !window {
-                self.stats
-                    .ahead_bytes
-                    .add(to.min(object.size()).saturating_sub(range.start));
-            }
-        };
+    fn run_job(&self, object: &Arc<Object<S::Object, K>>, range: Range<u64>, buf: &mut AlignedBuf) {
         if !object.is_closed() {
             match self.fill(object, range.clone(), buf, false) {
-                Ok(()) => ahead(range.end),
+                Ok(()) => self
+                    .stats
+                    .ahead_bytes
+                    .add(range.end.min(object.size()).saturating_sub(range.start)),
                 Err((pos, e)) => {
                     // What was written before `pos` counts as filled ahead.
-                    ahead(pos);
+                    self.stats
+                        .ahead_bytes
+                        .add(pos.min(object.size()).saturating_sub(range.start));
                     log::warn!(
                         "object {} ({}): fill ahead {range:?} stopped at {pos}: {e}",
                         object.id(),
@@ -476,7 +379,7 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
         let mut buf = AlignedBuf::new(self.ahead_chunk().clamp(64 << 10, 16 << 20) as usize);
         while !shutdown.is_triggered() {
             if let Some(job) = self.pool.pop_wait(crate::shutdown::POLL_INTERVAL) {
-                self.run_job(&job.object, job.range, &mut buf, job.window);
+                self.run_job(&job.object, job.range, &mut buf);
             }
         }
         self.pool.clear();
@@ -632,54 +535,6 @@ mod tests {
             assert!(t.elapsed() < Duration::from_secs(30), "timed out: {what}");
             std::thread::sleep(Duration::from_millis(1));
         }
-    }
-
-    /// A fanotify window of 4 MiB (its requested part all of it): a pool thread fills some of
-    /// its 1 MiB pieces while the worker fills the others; when `fill_window` returns, the
-    /// whole window is present, every byte was fetched once, and none of it counts as
-    /// filled ahead.
-    #[test]
-    fn a_large_window_is_filled_by_the_worker_and_a_pool_thread() {
-        let dir = tempfile::tempdir().unwrap();
-        let len = 4 * MIB as usize;
-        let mut s = Session::new(SlowBlob::new(len, Duration::from_millis(100)))
-            .with_readahead(MIB)
-            .with_fill_threads(1);
-        s.asks_for_present = true;
-        let object = open(&s, dir.path());
-        let stop = Shutdown::new();
-        let worker = std::thread::current().id();
-        std::thread::scope(|scope| {
-            scope.spawn(|| s.fill_worker(&stop));
-            let mut later = Vec::new();
-            s.fill_window(
-                &object,
-                0..4 * MIB,
-                4 * MIB,
-                &mut AlignedBuf::new(MIB as usize),
-                &mut later,
-            )
-            .unwrap();
-            assert!(later.is_empty());
-            assert_eq!(
-                object.present().intersection_len(0..4 * MIB),
-                4 * MIB,
-                "{:?}",
-                s.server().fills()
-            );
-            stop.trigger();
-        });
-        assert_each_byte_once(s.server());
-        let fills = s.server().fills();
-        assert_eq!(fills.len(), 4, "{fills:?}");
-        assert!(fills.iter().any(|(t, _)| *t == worker), "{fills:?}");
-        assert!(fills.iter().any(|(t, _)| *t != worker), "{fills:?}");
-        let st = s.stats();
-        assert_eq!((st.fetched_bytes, st.ahead_bytes), (4 * MIB, 0), "{st:?}");
-        assert_eq!(
-            object.lock_ranges().inflight,
-            crate::ranges::RangeSet::new()
-        );
     }
 
     #[test]
