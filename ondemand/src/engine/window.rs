@@ -89,6 +89,15 @@ impl Stream {
         self.end = ahead_end.max(window.end);
         (ahead_end > window.end).then_some(window.end..ahead_end)
     }
+
+    /// A fill ahead of this stream reaches `end` (a transport grew it past what
+    /// [`advance`](Self::advance) returned): a READ that starts there, where the reader
+    /// next misses, continues the stream.
+    pub(crate) fn cover(&mut self, end: u64) {
+        if self.end > self.start {
+            self.end = self.end.max(end);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -129,6 +138,35 @@ mod tests {
             s.advance(&(2 * h..4 * h), 2 * h, 16 * h, 200 * h),
             Some(4 * h..6 * h)
         );
+    }
+
+    /// A fill ahead grown past the stream's own (fanotify's `grow_ahead`): the READ at its
+    /// end continues the stream once [`Stream::cover`] recorded it, and resets it otherwise.
+    #[test]
+    fn a_read_where_a_grown_fill_ahead_ends_continues_the_stream() {
+        let h = 1u64 << 19;
+        for (covered, want) in [(false, None), (true, Some(14 * h..18 * h))] {
+            let mut s = Stream::default();
+            assert_eq!(s.advance(&(0..2 * h), 2 * h, 16 * h, 200 * h), None);
+            assert_eq!(
+                s.advance(&(2 * h..4 * h), 2 * h, 16 * h, 200 * h),
+                Some(4 * h..6 * h)
+            );
+            if covered {
+                s.cover(12 * h);
+            }
+            // The reader's next miss, where the grown fill ahead ended: with the stream, twice
+            // as far ahead as the last time.
+            assert_eq!(
+                s.advance(&(12 * h..14 * h), 2 * h, 16 * h, 200 * h),
+                want,
+                "covered: {covered}"
+            );
+        }
+        // No stream, nothing to cover.
+        let mut s = Stream::default();
+        s.cover(12 * h);
+        assert_eq!(s.advance(&(12 * h..14 * h), 2 * h, 16 * h, 200 * h), None);
     }
 
     #[test]

@@ -1273,6 +1273,10 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
                     plan.ahead,
                     after.ahead
                 );
+                if let Some(ahead) = &after.ahead {
+                    // The reader's next miss is where this fill ahead ends: still its stream.
+                    object.lock_ranges().stream.cover(ahead.end);
+                }
                 let mut answered = false;
                 let mut answer = || {
                     self.respond(ev.fd, Ok(()));
