@@ -138,6 +138,13 @@
 //! the kernel put in an OPEN message, a fanotify event or an `SCM_RIGHTS` message, taking a
 //! received fd as a fanotify group, and the `READ_COMPLETE` ioctl. Each block says why it
 //! holds.
+//!
+#![cfg_attr(feature = "registry", doc = "[`registry`]: crate::registry")]
+// Without the feature the module is not built: its links point at the published docs.
+#![cfg_attr(
+    not(feature = "registry"),
+    doc = "[`registry`]: https://docs.rs/ondemand/latest/ondemand/registry/"
+)]
 
 mod blob_store;
 mod buf;
