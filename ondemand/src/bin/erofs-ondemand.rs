@@ -25,7 +25,7 @@
 //! ```text
 //! erofs-ondemand fanotify --cache-dir DIR --blob-dir DIR --image KEY [--device KEY]...
 //!                         [--mountpoint MNT] [--mount-readahead BYTES] [--on-open nothing|window|whole]
-//!                         [--supervisor SOCKET] [--direct-io] [--early-answer]
+//!                         [--supervisor SOCKET] [--buffered-io] [--early-answer]
 //!                         [the tuning flags of serve: --threads, --readahead, --sequential-ahead,
 //!                          --fill-threads, --fill-buffer, --metrics, --prefetch, --prefetch-path, --record,
 //!                          --prefetch-list, ...]
@@ -36,9 +36,10 @@
 //! (`ondemand::fanotify`, the same engine as `serve`), the image mounted file-backed on MNT;
 //! at SIGINT/SIGTERM it unmounts and prints `erofs-ondemand: opens=N reads=N ...` (each
 //! pre-content event is a READ). Started again on the same cache dir it keeps the files and
-//! fetches nothing they hold. `--direct-io` writes the backing files with `O_DIRECT` and mounts
-//! them with `directio`; `--early-answer` allows an event once its own range is written while
-//! the rest of its window still streams in.
+//! fetches nothing they hold. The backing files are written with `O_DIRECT` and mounted with
+//! `directio` (the default; `--buffered-io` writes and reads them through the page cache);
+//! `--early-answer` allows an event once its own range is written while the rest of its
+//! window still streams in.
 //!
 //! `--metrics` rewrites a Prometheus text file atomically every 500 ms; `--prefetch` fills
 //! objects in the background, starting with the ranges named by the prefetch table of every
