@@ -359,7 +359,9 @@ struct RecorderState {
 /// let session = Session::new(LocalDirServer::new(dir.path()))
 ///     .with_readahead(0)
 ///     .with_recorder(Arc::clone(&recorder));
-/// Daemon::new(kernel, session).with_shutdown(stop).run()?;
+/// // One worker handles the READs in the order the kernel sent them (with more, the two
+/// // READs race and either may be recorded first).
+/// Daemon::new(kernel, session).with_threads(1).with_shutdown(stop).run()?;
 /// // `run` flushed the trace as it returned.
 /// assert_eq!(
 ///     std::fs::read_to_string(&path)?,
