@@ -137,11 +137,12 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
                 r = object.lock_ranges();
                 let waited = Instant::now();
                 r = wait_in_flight(object, r, &requested);
-                self.stats.claim_wait.observe(waited.elapsed());
+                let waited = waited.elapsed();
+                self.stats.claim_wait.observe(waited);
                 log::debug!(
                     "object {}: read {requested:?} waited {:.1} ms for fills in flight",
                     object.id(),
-                    waited.elapsed().as_secs_f64() * 1e3
+                    waited.as_secs_f64() * 1e3
                 );
             }
             let mut present = r.written.clone();
