@@ -42,6 +42,11 @@ impl<S: OnDemandServer, K> Engine<S, K> {
     /// ahead of it (which advances the object's sequential stream).
     pub fn plan_read(&self, object: &Object<S::Object, K>, off: u64, len: u64) -> ReadPlan {
         self.count_read(object, off, len);
+        self.plan(object, off, len)
+    }
+
+    /// [`plan_read`](Self::plan_read) for a read counted already.
+    fn plan(&self, object: &Object<S::Object, K>, off: u64, len: u64) -> ReadPlan {
         let window = super::window(off, len, object.size(), self.readahead())
             .map(|(range, end)| (self.clip_to_plan(object, range, end), end));
         let ahead = match &window {
@@ -93,71 +98,71 @@ impl<S: OnDemandServer, K> Engine<S, K> {
 }
 
 impl<S: OnDemandServer, K: Sink> Engine<S, K> {
-    /// A read of `len` bytes at `off` of `object` whose requested blocks are all present
-    /// (written, or found in the backing file): counted as [`plan_read`](Self::plan_read)
-    /// counts a read (and as served by prefetch where a prefetch wrote it), answered without
-    /// a fill, and no step of the sequential stream. Returns `false`, counting nothing, when a
-    /// byte of it is missing: plan it then (and when a fill in flight it waited for failed,
-    /// having counted it).
+    /// A read of `len` bytes at `off` of `object` from a kernel that asks about present bytes
+    /// too (fanotify): counted once, whatever follows. `None` when its requested blocks are
+    /// all present (written, or found in the backing file): answer it at once, without a
+    /// fill; it is counted as served by prefetch where a prefetch wrote it, and is no step of
+    /// the sequential stream. Else the plan [`plan_read`](Self::plan_read) makes for it.
     ///
-    /// For fanotify, whose kernel asks about present bytes too; the cachefiles kernel never
-    /// does, so there the stream (and the fill ahead) advances only at misses, and so it does
-    /// here: a program reading many small files within what one window filled would
-    /// otherwise ramp the fill ahead up for a reader that does not read on.
+    /// The cachefiles kernel never asks about present bytes, so there the stream (and the fill
+    /// ahead) advances only at misses, and so it does here: a program reading many small files
+    /// within what one window filled would otherwise ramp the fill ahead up for a reader that
+    /// does not read on.
     ///
     /// A read whose missing blocks are all in flight (another event's window, a fill ahead)
     /// waits for them first (running a queued fill ahead over them itself), and is then a
-    /// read of present bytes if they were written: with `directio` the kernel sends the
-    /// requests of one readahead batch at once, and each request landing in the window the
-    /// first one is filling would otherwise be one more step of the stream.
-    pub(crate) fn read_present(
+    /// read of present bytes if they were written, else (the fill failed) planned as a miss:
+    /// with `directio` the kernel sends the requests of one readahead batch at once, and each
+    /// request landing in the window the first one is filling would otherwise be one more step
+    /// of the stream.
+    pub(crate) fn plan_read_unless_present(
         &self,
         object: &Object<S::Object, K>,
         off: u64,
         len: u64,
         buf: &mut AlignedBuf,
-    ) -> bool {
-        let Some((range, requested_end)) = super::window(off, len, object.size(), 0) else {
-            return false;
+    ) -> Option<ReadPlan> {
+        let requested = match super::window(off, len, object.size(), 0) {
+            Some((range, end))
+                if object
+                    .lock_ranges()
+                    .busy_or_present()
+                    .gaps(range.start..end)
+                    .is_empty() =>
+            {
+                range.start..end
+            }
+            _ => return Some(self.plan_read(object, off, len)),
         };
-        let requested = range.start..requested_end;
-        let mut counted = false;
-        {
-            let mut r = object.lock_ranges();
-            if !r.busy_or_present().gaps(requested.clone()).is_empty() {
-                return false;
-            }
-            if r.inflight.intersects(requested.clone()) {
-                drop(r);
-                // A read from now on, as `plan_read` counts one before its fill waits (should
-                // the fill in flight fail, `plan_read` counts it once more).
-                self.count_read(object, off, len);
-                counted = true;
-                self.run_queued_over(object, &requested, buf);
-                r = object.lock_ranges();
-                let waited = Instant::now();
-                r = wait_in_flight(object, r, &requested);
-                let waited = waited.elapsed();
-                self.stats.claim_wait.observe(waited);
-                log::debug!(
-                    "object {}: read {requested:?} waited {:.1} ms for fills in flight",
-                    object.id(),
-                    waited.as_secs_f64() * 1e3
-                );
-            }
-            let mut present = r.written.clone();
-            present.extend(&r.scanned);
-            if !present.gaps(requested.clone()).is_empty() {
-                return false;
-            }
-            self.stats
-                .served_by_prefetch_bytes
-                .add(r.prefetched.intersection_len(requested));
+        // Every requested block is present or in flight: counted now, before any wait, as
+        // `plan_read` counts a read before its fill waits.
+        self.count_read(object, off, len);
+        let mut r = object.lock_ranges();
+        if r.inflight.intersects(requested.clone()) {
+            drop(r);
+            self.run_queued_over(object, &requested, buf);
+            r = object.lock_ranges();
+            let waited = Instant::now();
+            r = wait_in_flight(object, r, &requested);
+            let waited = waited.elapsed();
+            self.stats.claim_wait.observe(waited);
+            log::debug!(
+                "object {}: read {requested:?} waited {:.1} ms for fills in flight",
+                object.id(),
+                waited.as_secs_f64() * 1e3
+            );
         }
-        if !counted {
-            self.count_read(object, off, len);
+        let mut present = r.written.clone();
+        present.extend(&r.scanned);
+        if !present.gaps(requested.clone()).is_empty() {
+            // A fill it waited for failed: planned as any read that misses, not counted again.
+            drop(r);
+            return Some(self.plan(object, off, len));
         }
-        true
+        self.stats
+            .served_by_prefetch_bytes
+            .add(r.prefetched.intersection_len(requested));
+        None
     }
 
     /// Fill the window of a READ ([`ReadPlan::window`]): what is in flight over the requested
@@ -561,4 +566,113 @@ fn wait_in_flight<'a, O, K>(
             .0;
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Condvar, Mutex};
+
+    use cachefiles_proto::ObjectId;
+
+    use super::*;
+    use crate::server::{ObjectKey, Opened};
+    use crate::testing::FakeFd;
+
+    const MIB: u64 = 1 << 20;
+
+    /// A 4 MiB object whose every read fails with EIO, the first one once the gate opens.
+    #[derive(Default)]
+    struct FailingGate {
+        entered: Mutex<usize>,
+        open: Mutex<bool>,
+        changed: Condvar,
+    }
+
+    impl FailingGate {
+        fn wait_entered(&self) {
+            let entered = self.entered.lock().unwrap();
+            let (entered, timeout) = self
+                .changed
+                .wait_timeout_while(entered, Duration::from_secs(30), |n| *n == 0)
+                .unwrap();
+            assert!(!timeout.timed_out() && *entered > 0, "no fill started");
+        }
+
+        fn let_through(&self) {
+            *self.open.lock().unwrap() = true;
+            self.changed.notify_all();
+        }
+    }
+
+    impl OnDemandServer for FailingGate {
+        type Object = ();
+        fn open(&self, _: &ObjectKey<'_>) -> io::Result<Opened<()>> {
+            Ok(Opened {
+                object: (),
+                size: 4 * MIB,
+            })
+        }
+        fn read_at(&self, _: &(), _: u64, _: &mut [u8]) -> io::Result<usize> {
+            *self.entered.lock().unwrap() += 1;
+            self.changed.notify_all();
+            let open = self.open.lock().unwrap();
+            drop(
+                self.changed
+                    .wait_timeout_while(open, Duration::from_secs(30), |open| !*open)
+                    .unwrap(),
+            );
+            Err(io::Error::from_raw_os_error(nix::libc::EIO))
+        }
+    }
+
+    /// A fanotify event over a window another event is filling waits for that fill; when the
+    /// fill fails, the event is planned as a miss (and fails in turn), and still counts as one
+    /// read: two events, two reads, two read errors.
+    #[test]
+    fn a_read_waiting_on_a_fill_that_fails_counts_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut engine = Engine::new(FailingGate::default()).with_readahead(MIB);
+        engine.asks_for_present = true;
+        let key = ObjectKey {
+            volume_key: b"v",
+            cookie_key: b"blob",
+        };
+        let opened = engine.server().open(&key).unwrap();
+        let (sink, _log) = FakeFd::create(&dir.path().join("cache"));
+        let object = engine
+            .open_object(ObjectId(1), b"v", b"blob", opened, sink)
+            .unwrap();
+        let engine = &engine;
+        let read = |off: u64| {
+            let mut buf = AlignedBuf::new(MIB as usize);
+            let plan = engine.plan_read_unless_present(&object, off, 4096, &mut buf);
+            let Some(ReadPlan {
+                window: Some((range, end)),
+                ..
+            }) = plan
+            else {
+                panic!("a read of missing bytes planned as {plan:?}");
+            };
+            engine.fill_window(&object, range, end, &mut buf, &mut Vec::new())
+        };
+        std::thread::scope(|s| {
+            // The first event's window, [0, 1 MiB), is in flight, held by the server.
+            let first = s.spawn(|| read(0));
+            engine.server().wait_entered();
+            // The second one, inside that window, counted (so past its check: it found the
+            // window in flight) and waiting for it.
+            let second = s.spawn(|| read(MIB / 2));
+            let t = Instant::now();
+            while engine.stats().reads < 2 {
+                assert!(t.elapsed() < Duration::from_secs(30), "{}", engine.stats());
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            engine.server().let_through();
+            assert!(first.join().unwrap().is_err());
+            assert!(second.join().unwrap().is_err());
+        });
+        let st = engine.stats();
+        assert_eq!((st.reads, st.read_errors), (2, 2), "{st}");
+        assert_eq!(st.requested_bytes, 2 * 4096, "{st}");
+    }
 }

@@ -1250,14 +1250,13 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
                 None => Ok(()),
             };
         }
-        if self.engine.read_present(&object, off, len, buf) {
+        let Some(plan) = self.engine.plan_read_unless_present(&object, off, len, buf) else {
             // Every byte asked for is present: answered at once, no step of the sequential
             // stream (nor of its growth here), as on cachefiles, whose kernel asks only at
             // misses.
             after.object = Some(object);
             return Ok(());
-        }
-        let plan = self.engine.plan_read(&object, off, len);
+        };
         let result = match plan.window {
             Some((range, requested_end)) => {
                 after.ahead = grow_ahead(
