@@ -11,57 +11,115 @@
 //!   zstd Nydus RAFS v6 image (devices found from its device table) mounted file-backed:
 //!   reading one small file fetches a small part of the blob, reading every file gives the
 //!   host tree's sha256 sums, and the daemon exits cleanly after unmounting.
-
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::{Condvar, Mutex};
+use std::thread::{Scope, ScopedJoinHandle};
 use std::time::Duration;
 
-use ondemand::LocalDirServer;
 use ondemand::fanotify::FanotifyDaemon;
+use ondemand::{LocalDirServer, OnDemandServer, StatsSnapshot};
 use tests::vm::{DAEMON_PRELUDE, Kernel, VmRun, busybox, dense_tree, manifests, noise, nydus_zstd};
 use tests::{require_root, require_tool, run, scratch_dir};
 
-/// Stops a daemon when dropped, so a failing assertion inside a thread scope does not wait
-/// forever for the serving thread.
-struct StopOnDrop(ondemand::Shutdown);
+/// A host test's scratch dir `vm_fanotify/NAME`, with its blobs in `blobs/`.
+struct Host {
+    dir: tests::Scratch,
+    blobs: PathBuf,
+}
 
-impl Drop for StopOnDrop {
-    fn drop(&mut self) {
-        self.0.trigger();
+impl Host {
+    /// `None` without root: `fanotify_init(FAN_CLASS_PRE_CONTENT)` needs `CAP_SYS_ADMIN`.
+    fn new(name: &str) -> Option<Host> {
+        require_root("fanotify_init(FAN_CLASS_PRE_CONTENT) needs CAP_SYS_ADMIN")?;
+        let dir = scratch_dir(&format!("vm_fanotify/{name}"));
+        let blobs = dir.join("blobs");
+        std::fs::create_dir_all(&blobs).expect("mkdir");
+        Some(Host { dir, blobs })
+    }
+
+    /// Write blob `key`, `len` bytes of noise (seed `seed`), and return its bytes.
+    fn blob(&self, key: &str, seed: u64, len: usize) -> Vec<u8> {
+        let data = noise(seed, len);
+        std::fs::write(self.blobs.join(key), &data).expect("write blob");
+        data
+    }
+
+    /// A server of the blobs.
+    fn server(&self) -> LocalDirServer {
+        LocalDirServer::new(&self.blobs)
+    }
+
+    /// A daemon of `server` (in a fanotify group of its own) with its backing files in
+    /// `CACHE/`; the library's defaults otherwise.
+    fn daemon<S: OnDemandServer>(&self, cache: &str, server: S) -> FanotifyDaemon<S> {
+        FanotifyDaemon::new(server, self.dir.join(cache)).expect("fanotify_init")
     }
 }
 
-/// A host test's start: `None` without root; else a scratch dir `vm_fanotify/NAME` with
-/// `blobs/blob` holding `len` bytes of noise (seed `seed`): `(dir, blobs dir, the bytes)`.
-fn host_blob(name: &str, seed: u64, len: usize) -> Option<(tests::Scratch, PathBuf, Vec<u8>)> {
-    require_root("fanotify_init(FAN_CLASS_PRE_CONTENT) needs CAP_SYS_ADMIN")?;
-    let dir = scratch_dir(&format!("vm_fanotify/{name}"));
-    let blobs = dir.join("blobs");
-    std::fs::create_dir_all(&blobs).expect("mkdir");
-    let data = noise(seed, len);
-    std::fs::write(blobs.join("blob"), &data).expect("write blob");
-    Some((dir, blobs, data))
+/// A daemon serving on a thread of a scope until [`stop`](Self::stop), or until dropped (so
+/// a failing assertion does not wait forever for the serving thread).
+struct Serving<'scope> {
+    stop: ondemand::Shutdown,
+    thread: Option<ScopedJoinHandle<'scope, std::io::Result<StatsSnapshot>>>,
+}
+
+impl<'scope> Serving<'scope> {
+    fn start<'env, S: OnDemandServer>(
+        s: &'scope Scope<'scope, 'env>,
+        daemon: &'env FanotifyDaemon<S>,
+    ) -> Self {
+        Serving {
+            stop: daemon.shutdown_handle(),
+            thread: Some(s.spawn(move || daemon.run())),
+        }
+    }
+
+    /// Stop the daemon: its counters once every worker has ended.
+    fn stop(mut self) -> StatsSnapshot {
+        self.stop.trigger();
+        let thread = self.thread.take().expect("serving");
+        thread.join().expect("no panic").expect("run")
+    }
+}
+
+impl Drop for Serving<'_> {
+    fn drop(&mut self) {
+        self.stop.trigger();
+    }
+}
+
+/// Serve `daemon` while `body` runs (in a thread scope, for readers of its own), then stop
+/// it: its counters once every worker has ended.
+fn serve<'env, S: OnDemandServer>(
+    daemon: &'env FanotifyDaemon<S>,
+    body: impl for<'scope> FnOnce(&'scope Scope<'scope, 'env>),
+) -> StatsSnapshot {
+    std::thread::scope(|s| {
+        let serving = Serving::start(s, daemon);
+        body(s);
+        serving.stop()
+    })
 }
 
 #[test]
 fn host_reads_of_marked_files_are_filled() {
     let len = 5 * 1024 * 1024 + 1234;
-    let Some((dir, blobs, data)) = host_blob("host", 11, len) else {
+    let Some(h) = Host::new("host") else {
         return;
     };
+    let data = h.blob("blob", 11, len);
     let readahead = 256 * 1024;
     // Direct writes (the file's unaligned last block buffered).
-    let daemon = FanotifyDaemon::new(LocalDirServer::new(&blobs), dir.join("cache"))
-        .expect("fanotify_init")
+    let daemon = h
+        .daemon("cache", h.server())
         .with_readahead(readahead)
         .with_direct_io(true);
     let path = daemon.add_object(b"img", b"blob").expect("add_object");
     assert_eq!(std::fs::metadata(&path).expect("stat").len(), len as u64);
-    let stop = daemon.shutdown_handle();
-    std::thread::scope(|s| {
-        let _stop = StopOnDrop(stop.clone());
-        let serving = s.spawn(|| daemon.run());
+    let stats = serve(&daemon, |_| {
         let file = std::fs::File::open(&path).expect("open backing file");
         let after_open = daemon.stats();
         // A 100-byte read in the middle: its block and one readahead window.
@@ -99,10 +157,8 @@ fn host_reads_of_marked_files_are_filled() {
         let objects = daemon.objects();
         assert_eq!(objects.len(), 1, "{objects:?}");
         assert_eq!((objects[0].present, objects[0].marked), (len as u64, false));
-        stop.trigger();
-        let stats = serving.join().expect("no panic").expect("run");
-        println!("host: final: {stats}");
     });
+    println!("host: final: {stats}");
 }
 
 /// Reads of bytes already present are answered without a fill and are no step of a
@@ -112,19 +168,16 @@ fn host_reads_of_marked_files_are_filled() {
 #[test]
 fn host_reads_of_present_bytes_fetch_nothing_more() {
     const MIB: u64 = 1 << 20;
-    let len = 8 * MIB as usize;
-    let Some((dir, blobs, data)) = host_blob("host-present", 17, len) else {
+    let Some(h) = Host::new("host-present") else {
         return;
     };
-    let daemon = FanotifyDaemon::new(LocalDirServer::new(&blobs), dir.join("cache"))
-        .expect("fanotify_init")
+    let data = h.blob("blob", 17, 8 * MIB as usize);
+    let daemon = h
+        .daemon("cache", h.server())
         .with_readahead(MIB)
         .with_threads(1);
     let path = daemon.add_object(b"img", b"blob").expect("add_object");
-    let stop = daemon.shutdown_handle();
-    std::thread::scope(|s| {
-        let _stop = StopOnDrop(stop.clone());
-        let serving = s.spawn(|| daemon.run());
+    let stats = serve(&daemon, |_| {
         let file = std::fs::File::open(&path).expect("open backing file");
         let mut block = [0u8; 4096];
         // The first read fills its window, [0, 1 MiB).
@@ -153,11 +206,9 @@ fn host_reads_of_present_bytes_fetch_nothing_more() {
             );
             std::thread::sleep(Duration::from_millis(5));
         }
-        stop.trigger();
-        let stats = serving.join().expect("no panic").expect("run");
-        println!("host, present reads then a miss: {stats}");
-        assert_eq!(stats.errors(), 0, "{stats}");
     });
+    println!("host, present reads then a miss: {stats}");
+    assert_eq!(stats.errors(), 0, "{stats}");
 }
 
 /// A stream's first step fills ahead only what the engine does; the growth on this transport
@@ -170,18 +221,16 @@ fn host_reads_of_present_bytes_fetch_nothing_more() {
 #[test]
 fn host_a_streams_first_step_grows_nothing() {
     const MIB: u64 = 1 << 20;
-    let Some((dir, blobs, data)) = host_blob("host-first-step", 31, 16 * MIB as usize) else {
+    let Some(h) = Host::new("host-first-step") else {
         return;
     };
-    let daemon = FanotifyDaemon::new(LocalDirServer::new(&blobs), dir.join("cache"))
-        .expect("fanotify_init")
+    let data = h.blob("blob", 31, 16 * MIB as usize);
+    let daemon = h
+        .daemon("cache", h.server())
         .with_readahead(MIB)
         .with_threads(1);
     let path = daemon.add_object(b"img", b"blob").expect("add_object");
-    let stop = daemon.shutdown_handle();
-    std::thread::scope(|s| {
-        let _stop = StopOnDrop(stop.clone());
-        let serving = s.spawn(|| daemon.run());
+    let st = serve(&daemon, |_| {
         let file = std::fs::File::open(&path).expect("open backing file");
         let mut first = vec![0u8; 2 * MIB as usize];
         file.read_exact_at(&mut first, 0).expect("read");
@@ -202,47 +251,40 @@ fn host_a_streams_first_step_grows_nothing() {
             std::thread::sleep(Duration::from_millis(5));
         }
         std::thread::sleep(Duration::from_millis(300));
-        let st = daemon.stats();
-        assert_eq!(
-            (st.fetched_bytes, st.ahead_bytes, st.errors()),
-            (4 * MIB, MIB, 0),
-            "{st}"
-        );
-        stop.trigger();
-        serving.join().expect("no panic").expect("run");
     });
+    println!("host, a stream's first step: {st}");
+    assert_eq!(
+        (st.fetched_bytes, st.ahead_bytes, st.errors()),
+        (4 * MIB, MIB, 0),
+        "{st}"
+    );
 }
 
 /// A daemon whose blob shrank after `add_object`: its fills fail, so reads are denied.
 #[test]
 fn host_failed_fills_deny_with_eio() {
-    let Some((dir, blobs, _)) = host_blob("host-deny", 3, 100_000) else {
+    let Some(h) = Host::new("host-deny") else {
         return;
     };
-    let daemon = FanotifyDaemon::new(LocalDirServer::new(&blobs), dir.join("cache"))
-        .expect("fanotify_init")
+    h.blob("blob", 3, 100_000);
+    let daemon = h
+        .daemon("cache", h.server())
         .with_readahead(0)
         .with_zero_count(ondemand::fanotify::ZeroCount::Nothing);
     let path = daemon.add_object(b"img", b"blob").expect("add_object");
     // The server's file handle still reads the old inode: replace the blob's contents in place.
     std::fs::OpenOptions::new()
         .write(true)
-        .open(blobs.join("blob"))
+        .open(h.blobs.join("blob"))
         .and_then(|f| f.set_len(10))
         .expect("truncate blob");
-    let stop = daemon.shutdown_handle();
-    std::thread::scope(|s| {
-        let _stop = StopOnDrop(stop.clone());
-        let serving = s.spawn(|| daemon.run());
+    let stats = serve(&daemon, |_| {
         let err = std::fs::read(&path).expect_err("a failed fill must fail the read");
         println!("host: read with a failing server: {err}");
         // EIO: FAN_DENY_ERRNO carried the server's error (not EPERM, plain FAN_DENY).
         assert_eq!(err.raw_os_error(), Some(5), "{err}");
-        let stats = daemon.stats();
-        assert!(stats.read_errors >= 1, "{stats}");
-        stop.trigger();
-        serving.join().expect("no panic").expect("run");
     });
+    assert!(stats.read_errors >= 1, "{stats}");
 }
 
 /// The guest script's helpers (after [`DAEMON_PRELUDE`]): `fan_start NAME MNT ARGS...` runs
@@ -480,18 +522,14 @@ fan_start rzstd /mnt/rzstd --image rzstd --verify-digests && fan_round rzstd /mn
 /// Two workers, two files read at once by two threads: both come back equal to their blobs.
 #[test]
 fn host_two_workers_serve_concurrent_readers() {
-    if require_root("fanotify_init(FAN_CLASS_PRE_CONTENT) needs CAP_SYS_ADMIN").is_none() {
+    let Some(h) = Host::new("host-threads") else {
         return;
-    }
-    let dir = scratch_dir("vm_fanotify/host-threads");
-    let blobs = dir.join("blobs");
-    std::fs::create_dir_all(&blobs).expect("mkdir");
-    let data: Vec<Vec<u8>> = (0..2).map(|i| noise(20 + i, 3_000_000)).collect();
-    for (i, d) in data.iter().enumerate() {
-        std::fs::write(blobs.join(format!("b{i}")), d).expect("write blob");
-    }
-    let daemon = FanotifyDaemon::new(LocalDirServer::new(&blobs), dir.join("cache"))
-        .expect("fanotify_init")
+    };
+    let data: Vec<Vec<u8>> = (0..2)
+        .map(|i| h.blob(&format!("b{i}"), 20 + i, 3_000_000))
+        .collect();
+    let daemon = h
+        .daemon("cache", h.server())
         .with_readahead(64 * 1024)
         .with_threads(2);
     let paths: Vec<_> = (0..2)
@@ -501,10 +539,7 @@ fn host_two_workers_serve_concurrent_readers() {
                 .expect("add_object")
         })
         .collect();
-    let stop = daemon.shutdown_handle();
-    std::thread::scope(|s| {
-        let _stop = StopOnDrop(stop.clone());
-        let serving = s.spawn(|| daemon.run());
+    let stats = serve(&daemon, |s| {
         let readers: Vec<_> = paths
             .iter()
             .map(|p| {
@@ -522,25 +557,55 @@ fn host_two_workers_serve_concurrent_readers() {
         for (r, d) in readers.into_iter().zip(&data) {
             assert!(r.join().expect("reader") == *d, "contents differ");
         }
-        let stats = daemon.stats();
-        println!("host, two workers: {stats}");
-        assert!(stats.reads >= 2 && stats.errors() == 0, "{stats}");
-        assert!(stats.fetched_bytes >= 6_000_000, "{stats}");
-        stop.trigger();
-        serving.join().expect("no panic").expect("run");
     });
+    println!("host, two workers: {stats}");
+    assert!(stats.reads >= 2 && stats.errors() == 0, "{stats}");
+    assert!(stats.fetched_bytes >= 6_000_000, "{stats}");
 }
 
-/// A server whose reads wait until the gate opens, counting the reads that started.
+/// What a test server's fills wait for until the test opens it.
+#[derive(Default)]
+struct Latch {
+    open: Mutex<bool>,
+    opened: Condvar,
+}
+
+impl Latch {
+    fn open(&self) {
+        *self.open.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.opened.notify_all();
+    }
+
+    /// Wait until it is open, at most `limit`.
+    fn wait(&self, limit: Duration) {
+        let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        drop(
+            self.opened
+                .wait_timeout_while(open, limit, |open| !*open)
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+    }
+}
+
+/// Opens the latch when dropped, so a failing assertion does not leave a worker waiting.
+struct OpenOnDrop<'a>(&'a Latch);
+
+impl Drop for OpenOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.open();
+    }
+}
+
+/// A server whose reads wait until its latch opens (at most a minute), counting the reads
+/// that started.
 struct Gate {
     inner: LocalDirServer,
-    open: std::sync::Mutex<bool>,
-    opened: std::sync::Condvar,
-    entered: std::sync::atomic::AtomicUsize,
+    latch: Latch,
+    entered: AtomicUsize,
 }
 
-impl ondemand::OnDemandServer for Gate {
-    type Object = <LocalDirServer as ondemand::OnDemandServer>::Object;
+impl OnDemandServer for Gate {
+    type Object = <LocalDirServer as OnDemandServer>::Object;
 
     fn open(
         &self,
@@ -550,66 +615,37 @@ impl ondemand::OnDemandServer for Gate {
     }
 
     fn read_at(&self, object: &Self::Object, off: u64, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.entered
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let mut open = self.open.lock().unwrap();
-        while !*open {
-            open = self.opened.wait(open).unwrap();
-        }
-        drop(open);
+        self.entered.fetch_add(1, SeqCst);
+        self.latch.wait(Duration::from_secs(60));
         self.inner.read_at(object, off, buf)
     }
 }
 
-impl Gate {
-    fn open(&self) {
-        *self.open.lock().unwrap_or_else(|p| p.into_inner()) = true;
-        self.opened.notify_all();
-    }
-}
-
-/// Opens the gate when dropped, so a failing assertion does not leave the worker waiting.
-struct OpenOnDrop<'a>(&'a Gate);
-
-impl Drop for OpenOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.open();
-    }
-}
-
 /// A server that streams ([`ondemand::OnDemandServer::fill_streaming`]): it reports the
-/// first 64 KiB of each fill final, then holds the rest until the test opens its gate (at most
-/// `HOLD`, so a daemon that waits for the whole fill still ends the test, failing it).
+/// first 64 KiB of each fill final, then holds the rest until the test opens its latch (at
+/// most `HOLD`, so a daemon that waits for the whole fill still ends the test, failing it).
 struct Streaming {
     inner: LocalDirServer,
-    open: std::sync::Mutex<bool>,
-    opened: std::sync::Condvar,
-    fills: std::sync::atomic::AtomicUsize,
-    finished: std::sync::atomic::AtomicUsize,
+    latch: Latch,
+    fills: AtomicUsize,
+    finished: AtomicUsize,
 }
 
 impl Streaming {
     const HOLD: Duration = Duration::from_secs(20);
 
-    /// A server of the blobs in `blobs` whose fills wait at the gate until [`Self::open`].
-    fn new(blobs: &std::path::Path) -> Self {
+    fn new(inner: LocalDirServer) -> Self {
         Streaming {
-            inner: LocalDirServer::new(blobs),
-            open: std::sync::Mutex::new(false),
-            opened: std::sync::Condvar::new(),
-            fills: std::sync::atomic::AtomicUsize::new(0),
-            finished: std::sync::atomic::AtomicUsize::new(0),
+            inner,
+            latch: Latch::default(),
+            fills: AtomicUsize::new(0),
+            finished: AtomicUsize::new(0),
         }
-    }
-
-    fn open(&self) {
-        *self.open.lock().unwrap_or_else(|p| p.into_inner()) = true;
-        self.opened.notify_all();
     }
 }
 
-impl ondemand::OnDemandServer for Streaming {
-    type Object = <LocalDirServer as ondemand::OnDemandServer>::Object;
+impl OnDemandServer for Streaming {
+    type Object = <LocalDirServer as OnDemandServer>::Object;
 
     fn open(
         &self,
@@ -629,16 +665,10 @@ impl ondemand::OnDemandServer for Streaming {
         buf: &mut [u8],
         ready: &mut (dyn FnMut(&[u8]) + Send),
     ) -> std::io::Result<()> {
-        use std::sync::atomic::Ordering::SeqCst;
         self.fills.fetch_add(1, SeqCst);
         self.inner.fill(object, off, buf)?;
         ready(&buf[..buf.len().min(64 << 10)]);
-        let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        drop(
-            self.opened
-                .wait_timeout_while(open, Self::HOLD, |open| !*open)
-                .unwrap_or_else(|p| p.into_inner()),
-        );
+        self.latch.wait(Self::HOLD);
         self.finished.fetch_add(1, SeqCst);
         Ok(())
     }
@@ -651,31 +681,27 @@ impl ondemand::OnDemandServer for Streaming {
 /// only once the server's fill ends (after `Streaming::HOLD`).
 #[test]
 fn host_an_event_is_allowed_once_its_range_is_written() {
-    use std::sync::atomic::Ordering::SeqCst;
     const MIB: u64 = 1 << 20;
-    let Some((dir, blobs, data)) = host_blob("host-early", 23, 2 * MIB as usize) else {
+    let Some(h) = Host::new("host-early") else {
         return;
     };
-    let server = Streaming::new(&blobs);
-    let daemon = FanotifyDaemon::new(server, dir.join("cache"))
-        .expect("fanotify_init")
+    let data = h.blob("blob", 23, 2 * MIB as usize);
+    let daemon = h
+        .daemon("cache", Streaming::new(h.server()))
         .with_readahead(MIB)
         .with_sequential_ahead(0)
         .with_early_answer(true)
         .with_threads(2);
     let path = daemon.add_object(b"img", b"blob").expect("add_object");
-    let stop = daemon.shutdown_handle();
-    std::thread::scope(|s| {
-        let _stop = StopOnDrop(stop.clone());
-        let serving = s.spawn(|| daemon.run());
-        let server = daemon.server();
+    let server = daemon.server();
+    let st = serve(&daemon, |s| {
         let file = std::fs::File::open(&path).expect("open backing file");
         let mut block = [0u8; 4096];
         let t = std::time::Instant::now();
         file.read_exact_at(&mut block, 0).expect("read");
         let took = t.elapsed();
         assert_eq!(&block[..], &data[..4096]);
-        // Answered while its window's fill still waits at the gate.
+        // Answered while its window's fill still waits at the latch.
         assert_eq!(
             (server.fills.load(SeqCst), server.finished.load(SeqCst)),
             (1, 0),
@@ -696,20 +722,20 @@ fn host_an_event_is_allowed_once_its_range_is_written() {
             !rest.is_finished(),
             "answered before its bytes were written"
         );
-        server.open();
+        server.latch.open();
         let block = rest.join().expect("reader");
         assert_eq!(&block[..], &data[MIB as usize / 2..][..4096]);
-        let st = daemon.stats();
-        println!("host, early answer: first read {took:?}; {st}");
-        assert_eq!(server.fills.load(SeqCst), 1, "{st}");
-        assert_eq!(
-            (st.fetched_bytes, st.reads, st.errors()),
-            (MIB, 2, 0),
-            "{st}"
+        println!(
+            "host, early answer: first read {took:?}; {}",
+            daemon.stats()
         );
-        stop.trigger();
-        serving.join().expect("no panic").expect("run");
     });
+    assert_eq!(server.fills.load(SeqCst), 1, "{st}");
+    assert_eq!(
+        (st.fetched_bytes, st.reads, st.errors()),
+        (MIB, 2, 0),
+        "{st}"
+    );
 }
 
 /// Events that land in a window another event is filling wait for that fill and are no step
@@ -719,23 +745,19 @@ fn host_an_event_is_allowed_once_its_range_is_written() {
 /// that window and nothing ahead of it.
 #[test]
 fn host_an_event_over_a_fill_in_flight_is_no_stream_step() {
-    use std::sync::atomic::Ordering::SeqCst;
     const MIB: u64 = 1 << 20;
-    let Some((dir, blobs, data)) = host_blob("host-inflight", 29, 4 * MIB as usize) else {
+    let Some(h) = Host::new("host-inflight") else {
         return;
     };
-    let server = Streaming::new(&blobs);
+    let data = h.blob("blob", 29, 4 * MIB as usize);
     // The fill ahead on (the default), the early answer off (the default).
-    let daemon = FanotifyDaemon::new(server, dir.join("cache"))
-        .expect("fanotify_init")
+    let daemon = h
+        .daemon("cache", Streaming::new(h.server()))
         .with_readahead(MIB)
         .with_threads(2);
     let path = daemon.add_object(b"img", b"blob").expect("add_object");
-    let stop = daemon.shutdown_handle();
-    std::thread::scope(|s| {
-        let _stop = StopOnDrop(stop.clone());
-        let serving = s.spawn(|| daemon.run());
-        let server = daemon.server();
+    let server = daemon.server();
+    let st = serve(&daemon, |s| {
         let t = std::time::Instant::now();
         let read_at = |off: u64| {
             let file = std::fs::File::open(&path).expect("open backing file");
@@ -758,22 +780,20 @@ fn host_an_event_over_a_fill_in_flight_is_no_stream_step() {
             std::thread::sleep(Duration::from_millis(5));
         }
         assert_eq!(server.finished.load(SeqCst), 0, "the fill was held");
-        server.open();
+        server.latch.open();
         assert_eq!(first.join().expect("reader"), data[..4096]);
         assert_eq!(
             second.join().expect("reader"),
             data[MIB as usize / 2..][..4096]
         );
-        let st = daemon.stats();
-        assert_eq!(server.fills.load(SeqCst), 1, "{st}");
-        assert_eq!(
-            (st.fetched_bytes, st.ahead_bytes, st.reads, st.errors()),
-            (MIB, 0, 2, 0),
-            "{st}"
-        );
-        stop.trigger();
-        serving.join().expect("no panic").expect("run");
     });
+    println!("host, an event over a fill in flight: {st}");
+    assert_eq!(server.fills.load(SeqCst), 1, "{st}");
+    assert_eq!(
+        (st.fetched_bytes, st.ahead_bytes, st.reads, st.errors()),
+        (MIB, 0, 2, 0),
+        "{st}"
+    );
 }
 
 /// The fd numbers of the events in progress that the event journal at `path` holds: a
@@ -798,25 +818,20 @@ fn journaled(path: &Path) -> Vec<i32> {
 /// successor would answer it if this daemon died now). Once served, the journal is empty.
 #[test]
 fn host_journal_holds_every_event_read() {
-    if require_root("fanotify_init(FAN_CLASS_PRE_CONTENT) needs CAP_SYS_ADMIN").is_none() {
+    let Some(h) = Host::new("host-journal") else {
         return;
-    }
-    let dir = scratch_dir("vm_fanotify/host-journal");
-    let blobs = dir.join("blobs");
-    std::fs::create_dir_all(&blobs).expect("mkdir");
-    let data: Vec<Vec<u8>> = (0..2).map(|i| noise(40 + i, 200_000)).collect();
-    for (i, d) in data.iter().enumerate() {
-        std::fs::write(blobs.join(format!("b{i}")), d).expect("write blob");
-    }
-    let journal = dir.join("cache").join(ondemand::fanotify::EVENT_JOURNAL);
-    let gate = Gate {
-        inner: LocalDirServer::new(&blobs),
-        open: std::sync::Mutex::new(false),
-        opened: std::sync::Condvar::new(),
-        entered: Default::default(),
     };
-    let daemon = FanotifyDaemon::new(gate, dir.join("cache"))
-        .expect("fanotify_init")
+    let data: Vec<Vec<u8>> = (0..2)
+        .map(|i| h.blob(&format!("b{i}"), 40 + i, 200_000))
+        .collect();
+    let journal = h.dir.join("cache").join(ondemand::fanotify::EVENT_JOURNAL);
+    let gate = Gate {
+        inner: h.server(),
+        latch: Latch::default(),
+        entered: AtomicUsize::new(0),
+    };
+    let daemon = h
+        .daemon("cache", gate)
         .with_threads(1)
         .with_event_journal(&journal)
         .expect("journal");
@@ -827,7 +842,6 @@ fn host_journal_holds_every_event_read() {
                 .expect("add_object")
         })
         .collect();
-    let stop = daemon.shutdown_handle();
     let wait_for = |what: &str, done: &dyn Fn() -> bool| {
         let t = std::time::Instant::now();
         while !done() {
@@ -836,8 +850,7 @@ fn host_journal_holds_every_event_read() {
         }
     };
     std::thread::scope(|s| {
-        let _stop = StopOnDrop(stop.clone());
-        let open_on_drop = OpenOnDrop(daemon.server());
+        let open_on_drop = OpenOnDrop(&daemon.server().latch);
         let (tids, tid) = std::sync::mpsc::channel();
         let readers: Vec<_> = paths
             .iter()
@@ -863,13 +876,9 @@ fn host_journal_holds_every_event_read() {
                     .is_ok_and(|s| s.starts_with("17 "))
             });
         }
-        let serving = s.spawn(|| daemon.run());
+        let serving = Serving::start(s, &daemon);
         wait_for("the first fill", &|| {
-            daemon
-                .server()
-                .entered
-                .load(std::sync::atomic::Ordering::SeqCst)
-                > 0
+            daemon.server().entered.load(SeqCst) > 0
         });
         let held = journaled(&journal);
         println!("host, journal while the first fill waits: event fds {held:?}");
@@ -880,8 +889,7 @@ fn host_journal_holds_every_event_read() {
         }
         // Each slot is cleared right after its answer.
         wait_for("the journal to empty", &|| journaled(&journal).is_empty());
-        stop.trigger();
-        serving.join().expect("no panic").expect("run");
+        serving.stop();
     });
 }
 
@@ -961,10 +969,10 @@ fn host_mount_readahead_reaches_the_bdi() {
 #[test]
 fn host_dedup_restart_and_prefetch() {
     let len = 6 * 1024 * 1024 + 123;
-    let Some((dir, blobs, data)) = host_blob("host-parity", 31, len) else {
+    let Some(h) = Host::new("host-parity") else {
         return;
     };
-    let cache = dir.join("cache");
+    let data = h.blob("blob", 31, len);
     let read_all = |p: &Path, step: usize, upto: usize| {
         let f = std::fs::File::open(p).expect("open");
         let mut out = vec![0u8; upto];
@@ -976,8 +984,8 @@ fn host_dedup_restart_and_prefetch() {
     // Two readers of the first 4 MiB at once, four workers.
     let first = 4 << 20;
     let present = {
-        let daemon = FanotifyDaemon::new(LocalDirServer::new(&blobs), &cache)
-            .expect("fanotify_init")
+        let daemon = h
+            .daemon("cache", h.server())
             .with_readahead(128 << 10)
             // No fill ahead: part of the file stays missing for the restart below.
             .with_sequential_ahead(0)
@@ -989,10 +997,7 @@ fn host_dedup_restart_and_prefetch() {
             ondemand::DEFAULT_THREADS
         );
         let path = daemon.add_object(b"img", b"blob").expect("add_object");
-        let stop = daemon.shutdown_handle();
-        std::thread::scope(|s| {
-            let _stop = StopOnDrop(stop.clone());
-            let serving = s.spawn(|| daemon.run());
+        let stats = serve(&daemon, |s| {
             let readers: Vec<_> = [65536, 40960]
                 .into_iter()
                 .map(|step| {
@@ -1009,10 +1014,7 @@ fn host_dedup_restart_and_prefetch() {
                     daemon.stats()
                 );
             }
-            stop.trigger();
-            serving.join().expect("no panic").expect("run");
         });
-        let stats = daemon.stats();
         let present = daemon.objects()[0].present;
         println!("host, two readers, four workers: {stats}; present {present}");
         assert_eq!(stats.errors(), 0, "{stats}");
@@ -1026,24 +1028,16 @@ fn host_dedup_restart_and_prefetch() {
     };
     // Started again on the same cache dir: what is there is kept and not fetched again.
     {
-        let daemon = FanotifyDaemon::new(LocalDirServer::new(&blobs), &cache)
-            .expect("fanotify_init")
-            .with_readahead(128 << 10);
+        let daemon = h.daemon("cache", h.server()).with_readahead(128 << 10);
         let path = daemon.add_object(b"img", b"blob").expect("add_object");
         assert_eq!(
             daemon.objects()[0].present,
             present,
             "the scan found it all"
         );
-        let stop = daemon.shutdown_handle();
-        std::thread::scope(|s| {
-            let _stop = StopOnDrop(stop.clone());
-            let serving = s.spawn(|| daemon.run());
+        let stats = serve(&daemon, |_| {
             assert!(read_all(&path, 65536, len) == data, "contents differ");
-            stop.trigger();
-            serving.join().expect("no panic").expect("run");
         });
-        let stats = daemon.stats();
         println!("host, restarted: {stats}");
         assert_eq!(stats.errors(), 0, "{stats}");
         assert_eq!(
@@ -1054,14 +1048,11 @@ fn host_dedup_restart_and_prefetch() {
     }
     // Prefetch: the whole file is filled before the read, which then fetches nothing.
     {
-        let daemon = FanotifyDaemon::new(LocalDirServer::new(&blobs), dir.join("cache-prefetch"))
-            .expect("fanotify_init")
+        let daemon = h
+            .daemon("cache-prefetch", h.server())
             .with_prefetch(ondemand::PrefetchConfig::whole_objects());
         let path = daemon.add_object(b"img", b"blob").expect("add_object");
-        let stop = daemon.shutdown_handle();
-        std::thread::scope(|s| {
-            let _stop = StopOnDrop(stop.clone());
-            let serving = s.spawn(|| daemon.run());
+        serve(&daemon, |_| {
             let t = std::time::Instant::now();
             while daemon.stats().prefetched_bytes < len as u64 {
                 assert!(t.elapsed() < Duration::from_secs(60), "{}", daemon.stats());
@@ -1075,8 +1066,6 @@ fn host_dedup_restart_and_prefetch() {
             assert_eq!(after.prefetched_bytes, len as u64, "{after}");
             assert_eq!(after.errors(), 0, "{after}");
             assert!(!daemon.objects()[0].marked, "complete, so unmarked");
-            stop.trigger();
-            serving.join().expect("no panic").expect("run");
         });
     }
 }
