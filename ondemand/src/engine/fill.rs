@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::window::{AHEAD_MIN, ASYNC_CHUNK, BLOCK, round_up};
+use super::window::{ASYNC_CHUNK, BLOCK, round_up};
 use super::{Engine, Object, Sink};
 use crate::buf::AlignedBuf;
 use crate::ranges::RangeSet;
@@ -52,7 +52,6 @@ impl<S: OnDemandServer, K> Engine<S, K> {
         let ahead = match &window {
             Some((range, _)) if self.sequential_ahead() > 0 => {
                 let limit = round_up(object.size().min(i64::MAX as u64));
-                let base = self.readahead().max(AHEAD_MIN);
                 let mut r = object.lock_ranges();
                 // Within a window answered early and still being filled: the reader reads on
                 // in that window (which it would have found written had the READ waited for
@@ -62,8 +61,13 @@ impl<S: OnDemandServer, K> Engine<S, K> {
                 {
                     None
                 } else {
-                    r.stream
-                        .advance(range, base, self.sequential_ahead(), limit)
+                    r.stream.advance(
+                        range,
+                        self.readahead(),
+                        self.sequential_ahead(),
+                        limit,
+                        self.growth,
+                    )
                 }
             }
             Some(_) => None,

@@ -38,8 +38,8 @@ pub use pool::default_fill_threads;
 pub(crate) use prefetch::Prefetcher;
 pub use prefetch::{DEFAULT_PREFETCH_CHUNK, DEFAULT_PREFETCH_NICE, PrefetchConfig};
 pub use sink::Sink;
-pub(crate) use window::round_up;
 pub use window::{DEFAULT_READAHEAD, DEFAULT_SEQUENTIAL_AHEAD, MAX_READ_FILL, window};
+pub(crate) use window::{Growth, round_up};
 
 use crate::metrics::{Stats, StatsSnapshot};
 use crate::predict::Predictor;
@@ -66,6 +66,8 @@ pub struct Engine<S: OnDemandServer, K> {
     /// The kernel sends a request even for present bytes (fanotify): present ranges of a
     /// request are trusted, not fetched again.
     pub(crate) asks_for_present: bool,
+    /// How far the fill ahead of a sequential reader reaches: the transport's rule.
+    pub(crate) growth: Growth,
     pub(crate) stats: Stats,
     /// READ fills in progress (prefetch gives way while there are any).
     pub(crate) active_reads: AtomicUsize,
@@ -112,6 +114,7 @@ impl<S: OnDemandServer, K> Engine<S, K> {
             async_readahead: false,
             sequential_ahead: DEFAULT_SEQUENTIAL_AHEAD,
             asks_for_present: false,
+            growth: Growth::Doubling,
             stats: Stats::default(),
             active_reads: AtomicUsize::new(0),
             prefetch: None,

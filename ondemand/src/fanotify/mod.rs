@@ -126,7 +126,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -183,9 +183,6 @@ pub struct BackingFile {
     marked: AtomicBool,
     /// Set while the daemon reads the first byte itself, to get an fd to write through.
     kick: AtomicBool,
-    /// Where the current sequential stream's first step was ([`grow_ahead`]; [`NO_STEP`]
-    /// before it).
-    stream_origin: AtomicU64,
 }
 
 impl BackingFile {
@@ -439,6 +436,9 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
         })?;
         let mut engine = Engine::new(server);
         engine.asks_for_present = true;
+        // Every read of an incomplete file is an event: a reader reading it through is worth
+        // completing it for.
+        engine.growth = crate::engine::Growth::TwiceRead;
         let fill_buffer = crate::daemon::default_fill_buffer(engine.readahead());
         Ok(FanotifyDaemon {
             engine,
@@ -701,7 +701,6 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
             buffered: Mutex::new(()),
             marked: AtomicBool::new(false),
             kick: AtomicBool::new(false),
-            stream_origin: AtomicU64::new(NO_STEP),
         };
         let object = self
             .engine
@@ -1259,23 +1258,12 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
         };
         let result = match plan.window {
             Some((range, requested_end)) => {
-                after.ahead = grow_ahead(
-                    &object.sink().stream_origin,
-                    &range,
-                    plan.ahead.clone(),
-                    round_up(object.size()),
-                    self.engine.readahead(),
-                );
                 log::debug!(
-                    "{}: stream: window {range:?}, ahead {:?}, grown {:?}",
+                    "{}: stream: window {range:?}, ahead {:?}",
                     object.key(),
-                    plan.ahead,
-                    after.ahead
+                    plan.ahead
                 );
-                if let Some(ahead) = &after.ahead {
-                    // The reader's next miss is where this fill ahead ends: still its stream.
-                    object.lock_ranges().stream.cover(ahead.end);
-                }
+                after.ahead = plan.ahead;
                 let mut answered = false;
                 let mut answer = || {
                     self.respond(ev.fd, Ok(()));
@@ -1375,60 +1363,6 @@ impl<O> Default for After<O> {
             answered: false,
         }
     }
-}
-
-/// [`BackingFile::stream_origin`] of a file whose stream has not continued yet.
-const NO_STEP: u64 = u64::MAX;
-
-/// The fill ahead of a sequential reader, on fanotify: at least twice as far past the reader's
-/// window as the stream has read since its first step (`origin`, kept per file: the window
-/// start of the first read that continued the stream), rounded up to a multiple of `step`
-/// (the readahead window: the server's chunks) and at most to `limit` (the file's end).
-/// `ahead` is the engine's fill ahead for the read whose window is `window`
-/// ([`Engine::plan_read`]): `None` (not sequential, or fill ahead off) starts a new stream.
-///
-/// Why from the first step, not from the stream's first read: the kernel cuts one readahead
-/// batch into requests of at most 16 folios (`fs/erofs/fileio.c`), so a page fault's 4 MiB
-/// read-around in a mapped library can arrive as a 2 MiB request and then a 100 KiB one right
-/// after its end: the second continues the stream, and counting the first as read fetched
-/// 4 MiB more ahead of a reader that never read on (the container start with `--direct-io`,
-/// DESIGN.md "Direct I/O, session 10"). What the engine fills ahead at that first step is
-/// kept; the growth starts with the next one.
-///
-/// Why more than `serve`: the kernel sends a pre-content event for every read of a marked
-/// file, present or not, and each costs the reader a round trip to the daemon, so the file is
-/// worth completing (and unmarking) once a reader has shown it reads it through; the bytes
-/// fetched beyond the engine's own fill ahead stay at most twice what the reader has read.
-fn grow_ahead(
-    origin: &AtomicU64,
-    window: &Range<u64>,
-    ahead: Option<Range<u64>>,
-    limit: u64,
-    step: u64,
-) -> Option<Range<u64>> {
-    let Some(ahead) = ahead else {
-        origin.store(NO_STEP, Ordering::Relaxed);
-        return None;
-    };
-    // The first step of the stream: nothing read since it yet.
-    let first = match origin.compare_exchange(
-        NO_STEP,
-        window.start,
-        Ordering::Relaxed,
-        Ordering::Relaxed,
-    ) {
-        Ok(_) => window.start,
-        Err(first) => first,
-    };
-    let read = window.start.saturating_sub(first);
-    let step = step.max(BLOCK_SIZE as u64);
-    let end = window
-        .end
-        .saturating_add(read.saturating_mul(2))
-        .div_ceil(step)
-        .saturating_mul(step)
-        .min(limit);
-    Some(ahead.start..ahead.end.max(end))
 }
 
 /// Turn `O_DIRECT` on or off on `fd` (its open file description).
@@ -1531,108 +1465,4 @@ pub fn device_tags<S: OnDemandServer + ?Sized>(
             slot.tag[..end].to_vec()
         })
         .collect())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const MIB: u64 = 1 << 20;
-
-    #[test]
-    fn the_fill_ahead_grows_with_the_stream_and_stops_at_the_end() {
-        let origin = AtomicU64::new(NO_STEP);
-        let limit = 48 * MIB;
-        // Not sequential: a new stream starts, nothing to fill ahead.
-        assert_eq!(
-            grow_ahead(&origin, &(2 * MIB..4 * MIB), None, limit, MIB),
-            None
-        );
-        assert_eq!(origin.load(Ordering::Relaxed), NO_STEP);
-        // Its first step (here a request right after a 2 MiB one: one readahead batch cut in
-        // two) grows nothing: the engine's fill ahead as it is, the stream counted from here.
-        let engine = 5 * MIB..6 * MIB;
-        assert_eq!(
-            grow_ahead(
-                &origin,
-                &(4 * MIB..5 * MIB),
-                Some(engine.clone()),
-                limit,
-                MIB
-            ),
-            Some(engine)
-        );
-        assert_eq!(origin.load(Ordering::Relaxed), 4 * MIB);
-        // Early in the stream the engine's fill ahead is kept as it is.
-        let engine = 5 * MIB..8 * MIB;
-        assert_eq!(
-            grow_ahead(
-                &origin,
-                &(4 * MIB + 65536..5 * MIB + 65536),
-                Some(engine.clone()),
-                limit,
-                MIB
-            ),
-            Some(engine)
-        );
-        // 6 MiB into the stream: at least 12 MiB past the window, in whole steps.
-        assert_eq!(
-            grow_ahead(
-                &origin,
-                &(10 * MIB..11 * MIB),
-                Some(11 * MIB..19 * MIB),
-                limit,
-                MIB
-            ),
-            Some(11 * MIB..23 * MIB)
-        );
-        assert_eq!(
-            grow_ahead(
-                &origin,
-                &(10 * MIB + 4096..11 * MIB + 4096),
-                Some(19 * MIB..20 * MIB),
-                limit,
-                MIB
-            ),
-            Some(19 * MIB..24 * MIB)
-        );
-        // Never past the end of the file.
-        assert_eq!(
-            grow_ahead(
-                &origin,
-                &(30 * MIB..31 * MIB),
-                Some(31 * MIB..39 * MIB),
-                limit,
-                MIB
-            ),
-            Some(31 * MIB..limit)
-        );
-        // A jump back starts a new stream, whose first step grows nothing.
-        assert_eq!(grow_ahead(&origin, &(0..MIB), None, limit, MIB), None);
-        assert_eq!(
-            grow_ahead(&origin, &(MIB..2 * MIB), Some(2 * MIB..3 * MIB), limit, MIB),
-            Some(2 * MIB..3 * MIB)
-        );
-        assert_eq!(
-            grow_ahead(
-                &origin,
-                &(2 * MIB..3 * MIB),
-                Some(3 * MIB..4 * MIB),
-                limit,
-                MIB
-            ),
-            Some(3 * MIB..5 * MIB)
-        );
-        // Without readahead the steps are blocks.
-        assert_eq!(
-            grow_ahead(
-                &origin,
-                &(2 * MIB..2 * MIB + 4096),
-                Some(2 * MIB + 4096..2 * MIB + 8192),
-                limit,
-                0
-            ),
-            Some(2 * MIB + 4096..4 * MIB + 4096)
-        );
-    }
 }
