@@ -20,7 +20,8 @@ erofs-ondemand hold --socket $H >/tmp/hold.log 2>&1 &
 HPID=$!
 check holder-up wait_for 5 test -S $H
 start_daemon /tmp/d0.log fo --cache-dir /data/cache --supervisor $H --readahead 0 || exit 1
-check handed-over grep -q "handed the device fd to the holder" /tmp/d0.log
+# The daemon logs the handover after the cache shows bound (what start_daemon waits for).
+check handed-over wait_for 10 grep -q "handed the device fd to the holder" /tmp/d0.log
 od_mount img /mnt/img
 # reader FILE: read FILE 1 MiB at a time with short pauses (so the readers outlast three
 # kills), piping the bytes to sha256sum; /tmp/rc.FILE gets 0, or the failing dd's status.
