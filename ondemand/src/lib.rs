@@ -171,6 +171,7 @@ pub mod testing;
 mod trace;
 #[cfg(feature = "registry")]
 mod trace_early;
+pub mod warm;
 
 /// The wire protocol crate, re-exported.
 pub use cachefiles_proto as proto;
@@ -181,8 +182,8 @@ pub use daemon::{DEFAULT_THREADS, Daemon};
 pub use device::{AnonFd, CachefilesDevice, DEFAULT_DEVICE_PATH, Device, ObjectFd, data_ranges};
 pub use engine::{
     DEFAULT_PREFETCH_CHUNK, DEFAULT_PREFETCH_NICE, DEFAULT_READAHEAD, DEFAULT_SEQUENTIAL_AHEAD,
-    Engine, MAX_READ_FILL, Object, PREDICT_FILL_THREADS, PrefetchConfig, ReadPlan, Refused, Sink,
-    default_fill_threads, window,
+    Engine, MAX_READ_FILL, Object, PREDICT_FILL_THREADS, PrefetchConfig, PrefetchObserver,
+    ReadPlan, Refused, Sink, default_fill_threads, window,
 };
 pub use fanotify::FanotifyDaemon;
 pub use local::LocalDirServer;

@@ -34,8 +34,17 @@
 //!   `erofs-ondemand fanotify --image`), `replay` (6.12: a cold start with `--record` writes
 //!   the trace, then a cold start on a fresh cache with `--prefetch-list` of it).
 //!   `full-pull` runs in both VMs, so every lazy figure has its peer from the same VM.
-//! - **The floor**: after the full pull, the workload runs once more with everything local
-//!   and cached (`warm_<link>`): what the guest's CPU alone costs.
+//! - **The floors**: the workload timed on its own, beside the starts, printed as
+//!   `floor <name> <link> ms <ms> workload-cpu user <ms> sys <ms> ms [k v ...]` (see
+//!   [`FLOORS`]): on the full pull's tree `fresh` (its first start, inside the full pull's
+//!   time: the files in the page cache, python's code new to the emulator), `warm` (once
+//!   more, everything cached: what the guest's CPU alone costs; also `warm_<link>`) and
+//!   `disk-cold` (once more after drop_caches: ext4's reads and the code translated
+//!   afresh); with `replay` run, after the recording run: `cached` (a fresh daemon on the
+//!   recording run's cache dir, which holds every byte python read: our mount with nothing
+//!   to fetch and no prefetch beside python; `cached-warm` is that mount once more,
+//!   `cached-reads` the READs both sent) and `replay-idle` (a replay on a fresh cache,
+//!   python started once the trace's prefetch is done: `waited` ms after the mount).
 //! - **Counted** at the registry, in its access log read on the host: the guest requests
 //!   `/v2/_mark/begin-SCENARIO-LINK` and `/v2/_mark/end-SCENARIO-LINK` straight from the
 //!   registry (not through a link) around each scenario, and the requests and body bytes
@@ -206,20 +215,85 @@ full_pull() {
     mark "begin-full-pull-$LINK"
     _t0=$(now)
     if _o=$(oci-pull pull $REF:targz /data/pull/rootfs /data/pull/content 2>&1); then
-        _out=$(workload /data/pull/rootfs)
+        # The first start on the fresh tree: its files in the page cache (just written),
+        # python's code new to the emulator.
+        floor fresh /data/pull/rootfs
         _t1=$(now)
         mark "end-full-pull-$LINK"
-        result full-pull $_t0 $_t1 "$_out"
+        result full-pull $_t0 $_t1 "$_fo"
         data pulled_$LINK "$_o"
         # The floor: the same start again, everything local and in the page cache.
-        _t0=$(now)
-        _out=$(workload /data/pull/rootfs)
-        data warm_$LINK "ms=$(($(now) - _t0)) printed=$_out"
+        floor warm /data/pull/rootfs
+        data warm_$LINK "ms=$_fms printed=$_fo"
+        # Again after drop_caches: ext4's buffered reads from the disk, the code translated
+        # afresh.
+        cold
+        floor disk-cold /data/pull/rootfs
     else
         mark "end-full-pull-$LINK"
         fail full-pull-$LINK "oci-pull: $_o"
     fi
     rm -rf /data/pull
+}
+# floor NAME ROOT [MORE]: the workload once on ROOT, timed from here, with its CPU:
+# data floor_NAME_LINK (the bench's `floor` lines); _fo what it printed, _fms its time.
+floor() {
+    children_cpu _f0
+    _ft0=$(now)
+    _fo=$(workload $2)
+    _ft1=$(now)
+    children_cpu _f1
+    _fms=$((_ft1 - _ft0))
+    data "floor_$1_$LINK" "ms=$_fms workload0=$_f0 workload1=$_f1 printed=$_fo $3"
+}
+# floor_daemon NAME CACHE FLAGS: our daemon on CACHE (a cache dir, kept) with FLAGS, after
+# drop_caches; returns once mounted (DPID, DLOG, _mnt set).
+floor_daemon() {
+    _mnt=/mnt/floor-$1-$LINK
+    mkdir -p $_mnt $2
+    cold
+    DLOG=/tmp/floor-$1-$LINK.log
+    RUST_LOG=@DAEMON_LOG@ erofs-ondemand serve --cache-dir $2 --image $REF:nydus \
+        --insecure-registry $HOST --mountpoint $_mnt $3 >$DLOG 2>&1 &
+    DPID=$!
+    _i=0
+    while ! grep -q " $_mnt " /proc/mounts; do
+        _i=$((_i + 1))
+        if [ $_i -gt 6000 ] || ! kill -0 $DPID 2>/dev/null; then
+            fail "floor-$1-$LINK" "not mounted: $(cat $DLOG)"
+            return 1
+        fi
+        usleep 10000
+    done
+}
+# lazy_floors: after `record` (its cache dir kept: every byte python read, nothing else),
+# python over our cachefiles mount with nothing to fetch: `cached` (a fresh daemon on that
+# cache dir, drop_caches before it: the cache files' direct reads and fresh code, no fetch,
+# no prefetch beside it), `cached-warm` (the same mount again: its page cache full), and
+# `replay-idle` (a replay on a fresh cache, python started once the trace's prefetch is
+# done).
+lazy_floors() {
+    _rc=/data/cache/record-$LINK
+    if floor_daemon cached $_rc "--readahead 0 --sequential-ahead 0 --predict-file 0 --predict-dir 0"; then
+        floor cached $_mnt
+        floor cached-warm $_mnt "cached-reads=$(grep -c -e 'READ msg ' $DLOG)"
+        stop_daemon floor-exit-cached-$LINK
+    fi
+    rm -rf $_rc
+    if floor_daemon replay-idle /data/cache/floor-replay-$LINK "--prefetch-list /data/trace-$LINK"; then
+        _i=0
+        # Every object's plan queued is done.
+        while [ $_i -lt 600 ]; do
+            _q=$(grep -c 'prefetch: queued ' $DLOG)
+            [ "$_q" -gt 0 ] && [ "$(grep -c 'prefetch: object .* done' $DLOG)" -ge "$_q" ] && break
+            _i=$((_i + 1))
+            usleep 50000
+        done
+        usleep 200000
+        floor replay-idle $_mnt "waited=$((_i * 50)) reads=$(grep -c -e 'READ msg ' $DLOG)"
+        stop_daemon floor-exit-replay-idle-$LINK
+    fi
+    rm -rf /data/cache/floor-replay-$LINK
 }
 # lazy SCENARIO CMD TAG [FLAGS]: erofs-ondemand CMD --image REF:TAG FLAGS, then the
 # workload on its mount; the scenario ends (for the registry's count) when the daemon stopped.
@@ -286,7 +360,9 @@ workload0=$_w0 workload1=$_w1 $_metrics"
         sed "s/^/DUMP $1-$LINK: /" $DLOG
         [ "$1" = record ] && sed "s/^/TRACE $LINK: /" /data/trace-$LINK
     fi
-    rm -rf $_cache $_m
+    # The recording run's cache is the `cached` floor's (lazy_floors removes it).
+    [ "$1" = record ] || rm -rf $_cache
+    rm -f $_m
 }
 # nydusd_start: nydusd 2.2 as nydus-snapshotter runs it: the bootstrap layer pulled first,
 # then `nydusd singleton --fscache` with the registry backend through the link, mounted by
@@ -496,6 +572,12 @@ fn run_vm(kernel: Kernel, reg: &Registry, links: &[HostLink], storage_bytes: u64
                     let flags = flags.replace("@TRACE@", &format!("/data/trace-{}", link.name));
                     script.push_str(&format!("lazy {scenario} {cmd} {tag} \"{flags}\"\n"));
                     expected.push(format!("daemon-exit-{scenario}-{}", link.name));
+                    if scenario == RECORD && kernel == Kernel::V6_12 {
+                        script.push_str("lazy_floors\n");
+                        for f in ["cached", "replay-idle"] {
+                            expected.push(format!("floor-exit-{f}-{}", link.name));
+                        }
+                    }
                 }
                 Run::Nydusd => {
                     let config = nydusd::config(&[Image::new(
@@ -692,6 +774,53 @@ fn phases_line(scenario: &str, link: &str, data: &str) -> String {
     line
 }
 
+/// The floors the guest measures beside the starts (`floor NAME ROOT` in the script), in
+/// the order printed: the full pull's tree `fresh` (its first start: files in the page
+/// cache, python's code new to the emulator), `warm` (run again), `disk-cold` (again after
+/// drop_caches); our mount with nothing to fetch `cached` (a fresh daemon on the recording
+/// run's cache dir), `cached-warm` (that mount again) and `replay-idle` (a replay, python
+/// started once the trace's prefetch is done).
+const FLOORS: [&str; 6] = [
+    "fresh",
+    "disk-cold",
+    "warm",
+    "cached",
+    "cached-warm",
+    "replay-idle",
+];
+
+/// The `floor` line of one floor from its guest data (`ms=N workload0=U,S workload1=U,S
+/// printed=... [k=v ...]`): `floor <name> <link> ms <ms> workload-cpu user <ms> sys <ms> ms`,
+/// then the other `k=v` pairs as `k v` (`cached-reads`, `waited`, `reads`).
+fn floor_line(name: &str, link: &str, data: &str) -> String {
+    let kv: Vec<(&str, &str)> = data
+        .split_whitespace()
+        .filter_map(|w| w.split_once('='))
+        .collect();
+    let get = |k: &str| kv.iter().find(|(n, _)| *n == k).map(|(_, v)| *v);
+    let pair = |k: &str| -> Option<(i64, i64)> {
+        let (a, b) = get(k)?.split_once(',')?;
+        Some((a.parse().ok()?, b.parse().ok()?))
+    };
+    let mut line = format!("floor {name} {link} ms {}", get("ms").unwrap_or("-"));
+    if let (Some((u0, s0)), Some((u1, s1))) = (pair("workload0"), pair("workload1")) {
+        line.push_str(&format!(
+            " workload-cpu user {} sys {} ms",
+            (u1 - u0) * 10,
+            (s1 - s0) * 10
+        ));
+    }
+    if get("printed") != Some("ready") {
+        line.push_str(" (not ready)");
+    }
+    for (k, v) in &kv {
+        if !["ms", "workload0", "workload1", "printed"].contains(k) {
+            line.push_str(&format!(" {k} {v}"));
+        }
+    }
+    line
+}
+
 /// The ratios of issue 14's goals; `image_bytes` is the unpacked rootfs, `sizes` the sum
 /// of each form's layers by tag.
 fn print_ratios(res: &[StartResult], image_bytes: u64, sizes: &[(&str, u64)], links: &[Link]) {
@@ -855,6 +984,13 @@ fn main() {
             for (s, _) in lazy_scenarios(kernel) {
                 if let Some(d) = out.data(&format!("phases_{s}_{}", link.name)) {
                     println!("{}", phases_line(&s, &link.name, d));
+                }
+            }
+        }
+        for link in &links {
+            for f in FLOORS {
+                if let Some(d) = out.data(&format!("floor_{f}_{}", link.name)) {
+                    println!("{}", floor_line(f, &link.name, d));
                 }
             }
         }

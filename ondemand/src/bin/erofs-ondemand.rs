@@ -382,6 +382,11 @@ struct Serving {
     /// image itself (--mountpoint) starts prefetching once the mount is up.
     #[arg(long)]
     prefetch_at_open: bool,
+    /// `serve --image` of a Nydus image with --prefetch-list (no --prefetch): once a prefetch
+    /// job's ranges are in the cache files, read the files that hold them into the mount's
+    /// page cache on a thread of its own (`ondemand::warm`), ahead of the readers. Default on.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    warm_page_cache: bool,
 }
 
 impl Serving {
@@ -868,21 +873,55 @@ impl CachefilesRun<'_> {
         let nydus = remote.is_some_and(|(image, _)| {
             matches!(image.kind, ondemand::registry::ImageKind::Nydus { .. })
         });
-        if let (Some((image, _)), true) = (remote, nydus && rules.any()) {
+        // A replayed trace's ranges read into the mount's page cache as the prefetch makes
+        // them present.
+        let warmer = match remote {
+            Some((_, m))
+                if nydus
+                    && serving.warm_page_cache
+                    && serving.prefetch_list.is_some()
+                    && !serving.prefetch =>
+            {
+                match ondemand::warm::PageCacheWarmer::new(m) {
+                    Ok(w) => Some(Arc::new(w)),
+                    Err(e) => {
+                        log::warn!("page cache warming off: {e}");
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        if let Some(w) = &warmer {
+            session = session.with_prefetch_observer(Arc::clone(w) as _);
+        }
+        let predictor =
+            (nydus && rules.any()).then(|| Arc::new(ondemand::predict::Predictor::new()));
+        if let (Some((image, _)), true) = (remote, predictor.is_some() || warmer.is_some()) {
             // The bootstrap walked on a thread of its own while the image mounts.
-            let predictor = Arc::new(ondemand::predict::Predictor::new());
             let image = image.clone();
-            let p = Arc::clone(&predictor);
+            let p = predictor.clone();
+            let w = warmer.clone();
             let _ = std::thread::Builder::new()
                 .name("predict-map".into())
                 .spawn(move || match image.file_map(rules) {
                     Some(Ok(map)) => {
-                        log::info!("cold prediction: {} files mapped", map.files());
-                        p.set(map);
+                        log::info!("file map: {} files mapped", map.files());
+                        match (p, w) {
+                            (Some(p), Some(w)) => {
+                                w.set_map(map.clone());
+                                p.set(map);
+                            }
+                            (Some(p), None) => p.set(map),
+                            (None, Some(w)) => w.set_map(map),
+                            (None, None) => {}
+                        }
                     }
-                    Some(Err(e)) => log::warn!("cold prediction off: {e}"),
+                    Some(Err(e)) => log::warn!("cold prediction and page cache warming off: {e}"),
                     None => {}
                 });
+        }
+        if let Some(predictor) = predictor {
             session = session.with_predictor(predictor);
         }
         // After the predictor, which raises the default (PREDICT_FILL_THREADS).
@@ -937,6 +976,13 @@ impl CachefilesRun<'_> {
         });
         println!("erofs-ondemand: {}", daemon.session().stats());
         println!("erofs-ondemand: {}", daemon.session().server().totals());
+        if let Some(w) = &warmer {
+            let c = w.counts();
+            println!(
+                "erofs-ondemand: page cache warmed jobs={} files={} bytes={} errors={}",
+                c.jobs, c.files, c.bytes, c.errors
+            );
+        }
         exit_code(result, failed)
     }
 }

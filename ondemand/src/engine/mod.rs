@@ -36,7 +36,9 @@ pub(crate) use fill::{Answer, Later};
 pub use object::Object;
 pub use pool::default_fill_threads;
 pub(crate) use prefetch::Prefetcher;
-pub use prefetch::{DEFAULT_PREFETCH_CHUNK, DEFAULT_PREFETCH_NICE, PrefetchConfig};
+pub use prefetch::{
+    DEFAULT_PREFETCH_CHUNK, DEFAULT_PREFETCH_NICE, PrefetchConfig, PrefetchObserver,
+};
 pub use sink::Sink;
 pub use window::{DEFAULT_READAHEAD, DEFAULT_SEQUENTIAL_AHEAD, MAX_READ_FILL, window};
 pub(crate) use window::{Growth, round_up};
@@ -79,6 +81,8 @@ pub struct Engine<S: OnDemandServer, K> {
     recorder: Option<Arc<Recorder>>,
     /// What else to fill when a READ lands in a file ([`Engine::with_predictor`]).
     predictor: Option<Arc<Predictor>>,
+    /// Told of what each prefetch job made present ([`Engine::with_prefetch_observer`]).
+    prefetch_observer: Option<Arc<dyn PrefetchObserver>>,
 }
 
 impl<S: OnDemandServer, K> fmt::Debug for Engine<S, K> {
@@ -122,7 +126,16 @@ impl<S: OnDemandServer, K> Engine<S, K> {
             fill_threads: default_fill_threads(),
             recorder: None,
             predictor: None,
+            prefetch_observer: None,
         }
+    }
+
+    /// Tell `observer` of each prefetch job's ranges once they are present (see
+    /// [`PrefetchObserver`]): e.g. a [`crate::warm::PageCacheWarmer`] that reads them into
+    /// a mount's page cache ahead of its readers.
+    pub fn with_prefetch_observer(mut self, observer: Arc<dyn PrefetchObserver>) -> Self {
+        self.prefetch_observer = Some(observer);
+        self
     }
 
     /// When a READ lands in a file, fill what `predictor`'s map relates to it (the rest of

@@ -56,6 +56,16 @@ pub const DEFAULT_PREFETCH_CHUNK: u64 = 1 << 20;
 /// faster than nice 0 in each of three runs that compared them).
 pub const DEFAULT_PREFETCH_NICE: i32 = 10;
 
+/// Told of each prefetch job's ranges once they are present in the object's cache file
+/// ([`Engine::with_prefetch_observer`]): on a prefetch thread, in the order the jobs finish
+/// (the plan's order, give or take the jobs running at once). It must return quickly (hand
+/// the work to a thread of its own, as [`crate::warm::PageCacheWarmer`] does).
+pub trait PrefetchObserver: Send + Sync {
+    /// `ranges` (sorted, block-aligned) of the object with cookie key `key` are present:
+    /// written by this job or found present.
+    fn prefetched(&self, key: &[u8], ranges: &[Range<u64>]);
+}
+
 /// What to prefetch and how fast.
 #[derive(Clone, Debug)]
 pub struct PrefetchConfig {
@@ -585,6 +595,7 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
             }
             let missing: u64 = spans.iter().map(|g| g.end - g.start).sum();
             self.stats.prefetch_skipped_bytes.add(total - missing);
+            let mut made_present = spans.is_empty();
             if !spans.is_empty() {
                 let result = self.fill_batch(object, &spans, buf);
                 // `fill_batch` marked what it wrote; the rest is released unwritten.
@@ -594,6 +605,7 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
                 match result {
                     Ok(fetched) => {
                         job.plan.fetched.fetch_add(fetched, Ordering::SeqCst);
+                        made_present = true;
                     }
                     Err(e) => {
                         self.stats.prefetch_errors.add(1);
@@ -606,6 +618,9 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
                         );
                     }
                 }
+            }
+            if let (true, Some(observer)) = (made_present, &self.prefetch_observer) {
+                observer.prefetched(object.cookie_key(), &job.ranges);
             }
         }
         prefetch.pending.fetch_sub(total, Ordering::SeqCst);
@@ -1100,6 +1115,60 @@ mod session_tests {
             [0..20480, 2 << 20..3 << 20, 307_200..311_296],
             "nothing of the trace was prefetched (held)"
         );
+    }
+
+    /// Keeps what it is told.
+    #[derive(Default)]
+    struct Observed(Mutex<Vec<(Vec<u8>, Vec<Range<u64>>)>>);
+
+    impl PrefetchObserver for Observed {
+        fn prefetched(&self, key: &[u8], ranges: &[Range<u64>]) {
+            self.0.lock().unwrap().push((key.to_vec(), ranges.to_vec()));
+        }
+    }
+
+    #[test]
+    fn the_observer_is_told_each_jobs_ranges_once_present() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache");
+        let observed = Arc::new(Observed::default());
+        // Two listed ranges, out of offset order; then 256 KiB: jobs of 128 KiB, 256 KiB.
+        let s = session(
+            Duration::ZERO,
+            PrefetchConfig::listed_only().with_ranges(
+                b"blob",
+                [1 << 20..(1 << 20) + 8192, 8192..16384, 2 << 20..(2 << 20) + (256 << 10)],
+            ),
+        )
+        .with_prefetch_observer(Arc::clone(&observed) as _);
+        let (fd, _log) = FakeFd::create(&path);
+        open(&s, fd);
+        // Nothing is told before it is written.
+        assert!(observed.0.lock().unwrap().is_empty());
+        prefetch_until_idle(&s, 1);
+        let cache = std::fs::read(&path).unwrap();
+        let told = observed.0.lock().unwrap().clone();
+        let mut all: Vec<Range<u64>> = Vec::new();
+        for (key, ranges) in &told {
+            assert_eq!(key, b"blob");
+            for r in ranges {
+                // Present when told: the blob's bytes are in the cache file.
+                let (a, b) = (r.start as usize, r.end as usize);
+                assert_eq!(&cache[a..b], &blob(LEN)[a..b]);
+            }
+            all.extend(ranges.iter().cloned());
+        }
+        // Every planned range, in the plan's order (one thread: the jobs' order).
+        assert_eq!(
+            all,
+            vec![
+                1 << 20..(1 << 20) + 8192,
+                8192..16384,
+                2 << 20..(2 << 20) + (112 << 10),
+                (2 << 20) + (112 << 10)..(2 << 20) + (256 << 10),
+            ]
+        );
+        assert_eq!(told.len(), 2);
     }
 
     #[test]

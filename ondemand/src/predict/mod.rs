@@ -131,6 +131,8 @@ struct Entry {
     dir: u32,
     /// Maybe an ELF object: executable, or a name with `.so` in it.
     elf: bool,
+    /// Its name in its directory ([`FileMap::files_in`]).
+    name: Box<[u8]>,
 }
 
 /// The image's regular files by device and offset ([`FileMap::from_image`]).
@@ -203,11 +205,13 @@ impl FileMap {
     ) -> FileMap {
         let list = entries
             .iter()
-            .map(|(extent, directory)| Entry {
+            .enumerate()
+            .map(|(i, (extent, directory))| Entry {
                 extent: extent.clone(),
                 directory: directory.clone(),
                 dir: 0,
                 elf: false,
+                name: format!("f{i}").into_bytes().into(),
             })
             .collect();
         FileMap {
@@ -290,6 +294,26 @@ impl FileMap {
 }
 
 impl FileMap {
+    /// The files that hold bytes of `range` of object `key`, in offset order: each one's
+    /// path from the image's root (`/`-separated, starting with `/`) and the range of the
+    /// file those bytes are (a file's extent is its bytes from offset 0, in one run on one
+    /// device). What [`crate::warm::PageCacheWarmer`] reads through a mount.
+    pub fn files_in(&self, key: &[u8], range: Range<u64>) -> Vec<(Vec<u8>, Range<u64>)> {
+        self.overlapping(key, range.clone())
+            .iter()
+            .map(|e| {
+                let dir = self.dirs.get(e.dir as usize).map_or(&[][..], |d| &d[..]);
+                let mut path = Vec::with_capacity(dir.len() + 1 + e.name.len());
+                path.extend_from_slice(dir);
+                path.push(b'/');
+                path.extend_from_slice(&e.name);
+                let start = range.start.max(e.extent.start) - e.extent.start;
+                let end = range.end.min(e.extent.end) - e.extent.start;
+                (path, start..end)
+            })
+            .collect()
+    }
+
     /// The file whose extent holds `off` of object `key`.
     fn entry(&self, key: &[u8], off: u64) -> Option<&Entry> {
         let list = self.files.get(key)?;
@@ -385,7 +409,9 @@ fn walk(
     // At most MAX_FILES directories: fits in u32.
     let dir_index = dirs.len() as u32;
     dirs.push(path.into());
-    let mut here: Vec<(Vec<u8>, Range<u64>, bool)> = Vec::new();
+    // Per regular file: its device tag, extent, whether it may be ELF, its name.
+    type Found = (Vec<u8>, Range<u64>, bool, Box<[u8]>);
+    let mut here: Vec<Found> = Vec::new();
     let mut subdirs = Vec::new();
     for entry in image.read_dir_inode(dir)? {
         let entry = entry?;
@@ -425,7 +451,7 @@ fn walk(
                     let name = entry.name();
                     let elf = inode.metadata().permissions() & 0o111 != 0
                         || name.windows(3).any(|w| w == b".so");
-                    here.push((tag, run, elf));
+                    here.push((tag, run, elf, name.into()));
                 }
             }
             _ => {}
@@ -433,7 +459,7 @@ fn walk(
     }
     // The directory's span on each device: from its first file's start to its last one's end.
     let mut spans: HashMap<&[u8], Range<u64>> = HashMap::new();
-    for (tag, r, _) in &here {
+    for (tag, r, _, _) in &here {
         spans
             .entry(tag.as_slice())
             .and_modify(|s| {
@@ -444,13 +470,14 @@ fn walk(
     }
     let spans: HashMap<Vec<u8>, Range<u64>> =
         spans.into_iter().map(|(k, v)| (k.to_vec(), v)).collect();
-    for (tag, extent, elf) in here {
+    for (tag, extent, elf, name) in here {
         let directory = spans.get(&tag).cloned().unwrap_or_else(|| extent.clone());
         out.entry(tag).or_default().push(Entry {
             extent,
             directory,
             dir: dir_index,
             elf,
+            name,
         });
     }
     for (name, sub) in subdirs {
@@ -541,6 +568,25 @@ mod tests {
             rules,
             MIB,
         )
+    }
+
+    #[test]
+    fn a_blob_range_is_the_files_it_holds_bytes_of() {
+        let m = map(Rules::DEFAULT);
+        // From the first file's last half to the second's first page: both, clipped.
+        assert_eq!(
+            m.files_in(b"blob", 2048..8192),
+            vec![(b"/f0".to_vec(), 2048..4096), (b"/f1".to_vec(), 0..4096)]
+        );
+        // A gap between files, another key, an empty range: nothing.
+        assert!(m.files_in(b"blob", 7 * MIB / 2..4 * MIB).is_empty());
+        assert!(m.files_in(b"other", 0..MIB).is_empty());
+        assert!(m.files_in(b"blob", 4096..4096).is_empty());
+        // The big file's middle, as its own offsets.
+        assert_eq!(
+            m.files_in(b"blob", 5 * MIB..6 * MIB),
+            vec![(b"/f3".to_vec(), MIB..2 * MIB)]
+        );
     }
 
     #[test]
