@@ -711,6 +711,29 @@ fn epoch_ms(t: &str) -> Option<i64> {
     Some((((days * 24 + h) * 60 + min) * 60 + num(sec)?) * 1000 + num(milli)?)
 }
 
+/// A guest data line's `k=v` words.
+struct Kv<'a>(Vec<(&'a str, &'a str)>);
+
+impl<'a> Kv<'a> {
+    fn parse(data: &'a str) -> Self {
+        Kv(data
+            .split_whitespace()
+            .filter_map(|w| w.split_once('='))
+            .collect())
+    }
+
+    /// The value of `k`.
+    fn get(&self, k: &str) -> Option<&'a str> {
+        self.0.iter().find(|(n, _)| *n == k).map(|(_, v)| *v)
+    }
+
+    /// `k=A,B` as two numbers.
+    fn pair(&self, k: &str) -> Option<(i64, i64)> {
+        let (a, b) = self.get(k)?.split_once(',')?;
+        Some((a.parse().ok()?, b.parse().ok()?))
+    }
+}
+
 /// The `phases` line of a scenario from its guest data: each milestone in milliseconds after
 /// the start (`-` when the log has none), the daemon's user and system CPU, the workload's
 /// (python, from the script's reaped children) and the guest's idle share over the whole start
@@ -718,15 +741,9 @@ fn epoch_ms(t: &str) -> Option<i64> {
 /// wall time of its READs (read to completed) and of its fetches (`--metrics`).
 /// `/proc`'s times are in USER_HZ (100 per second) ticks.
 fn phases_line(scenario: &str, link: &str, data: &str) -> String {
-    let kv: Vec<(&str, &str)> = data
-        .split_whitespace()
-        .filter_map(|w| w.split_once('='))
-        .collect();
-    let get = |k: &str| kv.iter().find(|(n, _)| *n == k).map(|(_, v)| *v);
-    let pair = |k: &str| -> Option<(i64, i64)> {
-        let (a, b) = get(k)?.split_once(',')?;
-        Some((a.parse().ok()?, b.parse().ok()?))
-    };
+    let kv = Kv::parse(data);
+    let get = |k: &str| kv.get(k);
+    let pair = |k: &str| kv.pair(k);
     let t0 = get("t0").and_then(epoch_ms);
     let mut line = format!("phases {scenario} {link}");
     for m in MILESTONES {
@@ -793,15 +810,9 @@ const FLOORS: [&str; 6] = [
 /// printed=... [k=v ...]`): `floor <name> <link> ms <ms> workload-cpu user <ms> sys <ms> ms`,
 /// then the other `k=v` pairs as `k v` (`cached-reads`, `waited`, `reads`).
 fn floor_line(name: &str, link: &str, data: &str) -> String {
-    let kv: Vec<(&str, &str)> = data
-        .split_whitespace()
-        .filter_map(|w| w.split_once('='))
-        .collect();
-    let get = |k: &str| kv.iter().find(|(n, _)| *n == k).map(|(_, v)| *v);
-    let pair = |k: &str| -> Option<(i64, i64)> {
-        let (a, b) = get(k)?.split_once(',')?;
-        Some((a.parse().ok()?, b.parse().ok()?))
-    };
+    let kv = Kv::parse(data);
+    let get = |k: &str| kv.get(k);
+    let pair = |k: &str| kv.pair(k);
     let mut line = format!("floor {name} {link} ms {}", get("ms").unwrap_or("-"));
     if let (Some((u0, s0)), Some((u1, s1))) = (pair("workload0"), pair("workload1")) {
         line.push_str(&format!(
@@ -813,7 +824,7 @@ fn floor_line(name: &str, link: &str, data: &str) -> String {
     if get("printed") != Some("ready") {
         line.push_str(" (not ready)");
     }
-    for (k, v) in &kv {
+    for (k, v) in &kv.0 {
         if !["ms", "workload0", "workload1", "printed"].contains(k) {
             line.push_str(&format!(" {k} {v}"));
         }

@@ -49,7 +49,8 @@
 //! on the next cold start (`ondemand::AccessTrace`), in few batched registry requests (with
 //! `serve --image` of a Nydus image, the stored chunks the trace needs are fetched into
 //! memory while the image mounts: `--prefetch-early`, on by default with `serve`; the
-//! prefetch threads then default to nice 0);
+//! prefetch threads then default to nice 0; and what the prefetch wrote is read into the
+//! mount's page cache ahead of the readers: `--warm-page-cache`, `ondemand::warm`);
 //! `serve --image` of a Nydus image predicts without a trace (`ondemand::predict`): a READ in
 //! a file fills the rest of the file (`--predict-file`, at most 8 MiB by default) and of its
 //! directory's files (`--predict-dir`, a span of at most 8 MiB) on the fill pool, and
@@ -382,11 +383,12 @@ struct Serving {
     /// image itself (--mountpoint) starts prefetching once the mount is up.
     #[arg(long)]
     prefetch_at_open: bool,
-    /// `serve --image` of a Nydus image with --prefetch-list (no --prefetch): once a prefetch
-    /// job's ranges are in the cache files, read the files that hold them into the mount's
-    /// page cache on a thread of its own (`ondemand::warm`), ahead of the readers. Default on.
-    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
-    warm_page_cache: bool,
+    /// `serve --image` of a Nydus image: once a prefetch job's ranges are in the cache
+    /// files, read the files that hold them into the mount's page cache on a thread of its
+    /// own (`ondemand::warm`), ahead of the readers. Default: on with --prefetch-list (no
+    /// --prefetch). `true` also reads cold prediction's pieces once filled.
+    #[arg(long, value_name = "BOOL", action = clap::ArgAction::Set)]
+    warm_page_cache: Option<bool>,
 }
 
 impl Serving {
@@ -875,15 +877,13 @@ impl CachefilesRun<'_> {
         });
         // A replayed trace's ranges read into the mount's page cache as the prefetch makes
         // them present.
+        let replay = serving.prefetch_list.is_some() && !serving.prefetch;
         let warmer = match remote {
-            Some((_, m))
-                if nydus
-                    && serving.warm_page_cache
-                    && serving.prefetch_list.is_some()
-                    && !serving.prefetch =>
-            {
+            Some((_, m)) if nydus && serving.warm_page_cache.unwrap_or(replay) => {
                 match ondemand::warm::PageCacheWarmer::new(m) {
-                    Ok(w) => Some(Arc::new(w)),
+                    Ok(w) => Some(Arc::new(
+                        w.with_fills_ahead(serving.warm_page_cache == Some(true)),
+                    )),
                     Err(e) => {
                         log::warn!("page cache warming off: {e}");
                         None

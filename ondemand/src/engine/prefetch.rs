@@ -58,12 +58,20 @@ pub const DEFAULT_PREFETCH_NICE: i32 = 10;
 
 /// Told of each prefetch job's ranges once they are present in the object's cache file
 /// ([`Engine::with_prefetch_observer`]): on a prefetch thread, in the order the jobs finish
-/// (the plan's order, give or take the jobs running at once). It must return quickly (hand
-/// the work to a thread of its own, as [`crate::warm::PageCacheWarmer`] does).
+/// (the plan's order, give or take the jobs running at once); and of each fill ahead of the
+/// readers (a cold prediction's piece, a fill ahead of a sequential reader) once written.
+/// It must return quickly (hand the work to a thread of its own, as
+/// [`crate::warm::PageCacheWarmer`] does).
 pub trait PrefetchObserver: Send + Sync {
-    /// `ranges` (sorted, block-aligned) of the object with cookie key `key` are present:
-    /// written by this job or found present.
+    /// `ranges` (in the plan's order, block-aligned) of the object with cookie key `key`
+    /// are present: written by this job or found present.
     fn prefetched(&self, key: &[u8], ranges: &[Range<u64>]);
+
+    /// `range` of the object with cookie key `key`, filled ahead of the readers on the
+    /// fill pool, is present. By default nothing is done.
+    fn filled_ahead(&self, key: &[u8], range: Range<u64>) {
+        let _ = (key, range);
+    }
 }
 
 /// What to prefetch and how fast.
@@ -1117,9 +1125,12 @@ mod session_tests {
         );
     }
 
+    /// What an observer was told: a key and its ranges.
+    type Told = (Vec<u8>, Vec<Range<u64>>);
+
     /// Keeps what it is told.
     #[derive(Default)]
-    struct Observed(Mutex<Vec<(Vec<u8>, Vec<Range<u64>>)>>);
+    struct Observed(Mutex<Vec<Told>>);
 
     impl PrefetchObserver for Observed {
         fn prefetched(&self, key: &[u8], ranges: &[Range<u64>]) {
@@ -1137,7 +1148,11 @@ mod session_tests {
             Duration::ZERO,
             PrefetchConfig::listed_only().with_ranges(
                 b"blob",
-                [1 << 20..(1 << 20) + 8192, 8192..16384, 2 << 20..(2 << 20) + (256 << 10)],
+                [
+                    1 << 20..(1 << 20) + 8192,
+                    8192..16384,
+                    2 << 20..(2 << 20) + (256 << 10),
+                ],
             ),
         )
         .with_prefetch_observer(Arc::clone(&observed) as _);
