@@ -19,8 +19,8 @@
 //!
 //! For the ranges of a replayed trace ([`crate::PrefetchConfig::listed_only`]): they are the
 //! bytes the recorded start read. With a whole-object prefetch it would read the whole
-//! image into the page cache. [`PageCacheWarmer::with_fills_ahead`] also reads what is
-//! filled ahead of the readers (cold prediction's pieces), which no trace vouches for.
+//! image into the page cache. (Cold prediction's pieces, read the same way once filled,
+//! made the cold start no faster: DESIGN.md.)
 
 use std::collections::VecDeque;
 use std::ffi::OsStr;
@@ -62,8 +62,6 @@ struct Inner {
     state: Mutex<State>,
     wake: Condvar,
     counts: Counts,
-    /// Also the fills ahead of the readers ([`PageCacheWarmer::with_fills_ahead`]).
-    fills_ahead: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -109,22 +107,12 @@ impl PageCacheWarmer {
             state: Mutex::new(State::default()),
             wake: Condvar::new(),
             counts: Counts::default(),
-            fills_ahead: std::sync::atomic::AtomicBool::new(false),
         });
         let worker = Arc::clone(&inner);
         std::thread::Builder::new()
             .name("warm".into())
             .spawn(move || worker.run())?;
         Ok(PageCacheWarmer { inner })
-    }
-
-    /// Also read what is filled ahead of the readers (cold prediction's pieces: whole files
-    /// and directory spans; fills ahead of sequential readers) into the page cache, not only
-    /// what the prefetch made present. Off by default: a prediction's pieces hold bytes no
-    /// reader may want.
-    pub fn with_fills_ahead(self, on: bool) -> Self {
-        self.inner.fills_ahead.store(on, Ordering::SeqCst);
-        self
     }
 
     /// Give it the image's file map (the first call wins); jobs wait for it.
@@ -161,12 +149,6 @@ impl Drop for PageCacheWarmer {
 }
 
 impl PrefetchObserver for PageCacheWarmer {
-    fn filled_ahead(&self, key: &[u8], range: Range<u64>) {
-        if self.inner.fills_ahead.load(Ordering::SeqCst) {
-            self.prefetched(key, &[range]);
-        }
-    }
-
     fn prefetched(&self, key: &[u8], ranges: &[Range<u64>]) {
         let mut s = self.inner.lock();
         if s.queue.len() >= MAX_QUEUED {
@@ -341,13 +323,5 @@ mod tests {
         w.prefetched(b"blob", &[400 << 10..404 << 10]);
         let c = wait_idle(&w, 4);
         assert_eq!((c.files, c.bytes, c.errors), (2, 8192 + (200 << 10), 1));
-        // Fills ahead: ignored by default, read with `with_fills_ahead`.
-        w.filled_ahead(b"blob", 0..4096);
-        std::thread::sleep(Duration::from_millis(50));
-        assert_eq!(w.counts().jobs, 4);
-        let w = w.with_fills_ahead(true);
-        w.filled_ahead(b"blob", 0..4096);
-        let c = wait_idle(&w, 5);
-        assert_eq!((c.files, c.bytes), (3, 8192 + (200 << 10) + 4096));
     }
 }

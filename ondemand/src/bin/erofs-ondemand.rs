@@ -385,8 +385,8 @@ struct Serving {
     prefetch_at_open: bool,
     /// `serve --image` of a Nydus image: once a prefetch job's ranges are in the cache
     /// files, read the files that hold them into the mount's page cache on a thread of its
-    /// own (`ondemand::warm`), ahead of the readers. Default: on with --prefetch-list (no
-    /// --prefetch). `true` also reads cold prediction's pieces once filled.
+    /// own (`ondemand::warm`), ahead of the readers. Default: on with --prefetch-list and
+    /// no --prefetch (`true` with --prefetch reads the whole image into the page cache).
     #[arg(long, value_name = "BOOL", action = clap::ArgAction::Set)]
     warm_page_cache: Option<bool>,
 }
@@ -413,6 +413,14 @@ impl Serving {
     /// (by default on with cachefiles, `serve`).
     fn early(&self, image: bool, cachefiles: bool) -> bool {
         image && self.prefetch_list.is_some() && self.prefetch_early.unwrap_or(cachefiles)
+    }
+
+    /// Whether `--warm-page-cache` is on (for a Nydus image served with `--image`): by
+    /// default for a replayed trace alone (`--prefetch-list` without `--prefetch`, which
+    /// would read the whole image into the page cache).
+    fn warming(&self) -> bool {
+        self.warm_page_cache
+            .unwrap_or(self.prefetch_list.is_some() && !self.prefetch)
     }
 
     /// The access trace of --prefetch-list, if given.
@@ -877,13 +885,10 @@ impl CachefilesRun<'_> {
         });
         // A replayed trace's ranges read into the mount's page cache as the prefetch makes
         // them present.
-        let replay = serving.prefetch_list.is_some() && !serving.prefetch;
         let warmer = match remote {
-            Some((_, m)) if nydus && serving.warm_page_cache.unwrap_or(replay) => {
+            Some((_, m)) if nydus && serving.warming() => {
                 match ondemand::warm::PageCacheWarmer::new(m) {
-                    Ok(w) => Some(Arc::new(
-                        w.with_fills_ahead(serving.warm_page_cache == Some(true)),
-                    )),
+                    Ok(w) => Some(Arc::new(w)),
                     Err(e) => {
                         log::warn!("page cache warming off: {e}");
                         None
@@ -1406,6 +1411,48 @@ mod tests {
             panic!("parsed as fanotify");
         };
         assert_eq!(args.blob_dir, None);
+    }
+
+    #[test]
+    fn page_cache_warming_is_on_for_a_replayed_trace_alone() {
+        let warming = |more: &[&str]| {
+            let mut args = vec![
+                "erofs-ondemand",
+                "serve",
+                "--cache-dir",
+                "/c",
+                "--image",
+                "r",
+                "--mountpoint",
+                "/m",
+            ];
+            args.extend_from_slice(more);
+            let Cmd::Serve { serving, .. } = Cli::try_parse_from(&args).unwrap().command else {
+                panic!("parsed as serve");
+            };
+            serving.warming()
+        };
+        assert!(!warming(&[]));
+        assert!(warming(&["--prefetch-list", "/t"]));
+        assert!(!warming(&["--prefetch-list", "/t", "--prefetch"]));
+        assert!(!warming(&[
+            "--prefetch-list",
+            "/t",
+            "--warm-page-cache",
+            "false"
+        ]));
+        assert!(warming(&["--prefetch", "--warm-page-cache", "true"]));
+        assert!(
+            Cli::try_parse_from([
+                "erofs-ondemand",
+                "serve",
+                "--cache-dir",
+                "/c",
+                "--warm-page-cache",
+                "maybe"
+            ])
+            .is_err()
+        );
     }
 
     #[test]

@@ -130,10 +130,9 @@ impl<S: OnDemandServer, K> Engine<S, K> {
         }
     }
 
-    /// Tell `observer` of each prefetch job's ranges once they are present, and of each fill
-    /// ahead of the readers once written (see [`PrefetchObserver`]): e.g. a
-    /// [`crate::warm::PageCacheWarmer`] that reads them into a mount's page cache ahead of
-    /// its readers.
+    /// Tell `observer` of each prefetch job's ranges once they are present (see
+    /// [`PrefetchObserver`]): e.g. a [`crate::warm::PageCacheWarmer`] that reads them into
+    /// a mount's page cache ahead of its readers.
     pub fn with_prefetch_observer(mut self, observer: Arc<dyn PrefetchObserver>) -> Self {
         self.prefetch_observer = Some(observer);
         self

@@ -347,14 +347,10 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
     fn run_job(&self, object: &Arc<Object<S::Object, K>>, range: Range<u64>, buf: &mut AlignedBuf) {
         if !object.is_closed() {
             match self.fill(object, range.clone(), buf, false) {
-                Ok(()) => {
-                    self.stats
-                        .ahead_bytes
-                        .add(range.end.min(object.size()).saturating_sub(range.start));
-                    if let Some(observer) = &self.prefetch_observer {
-                        observer.filled_ahead(object.cookie_key(), range.clone());
-                    }
-                }
+                Ok(()) => self
+                    .stats
+                    .ahead_bytes
+                    .add(range.end.min(object.size()).saturating_sub(range.start)),
                 Err((pos, e)) => {
                     // What was written before `pos` counts as filled ahead.
                     self.stats

@@ -58,20 +58,12 @@ pub const DEFAULT_PREFETCH_NICE: i32 = 10;
 
 /// Told of each prefetch job's ranges once they are present in the object's cache file
 /// ([`Engine::with_prefetch_observer`]): on a prefetch thread, in the order the jobs finish
-/// (the plan's order, give or take the jobs running at once); and of each fill ahead of the
-/// readers (a cold prediction's piece, a fill ahead of a sequential reader) once written.
-/// It must return quickly (hand the work to a thread of its own, as
-/// [`crate::warm::PageCacheWarmer`] does).
+/// (the plan's order, give or take the jobs running at once). It must return quickly (hand
+/// the work to a thread of its own, as [`crate::warm::PageCacheWarmer`] does).
 pub trait PrefetchObserver: Send + Sync {
     /// `ranges` (in the plan's order, block-aligned) of the object with cookie key `key`
     /// are present: written by this job or found present.
     fn prefetched(&self, key: &[u8], ranges: &[Range<u64>]);
-
-    /// `range` of the object with cookie key `key`, filled ahead of the readers on the
-    /// fill pool, is present. By default nothing is done.
-    fn filled_ahead(&self, key: &[u8], range: Range<u64>) {
-        let _ = (key, range);
-    }
 }
 
 /// What to prefetch and how fast.
