@@ -5,7 +5,9 @@
 //! merged /usr: `lib -> usr/lib`, a library reached through a symlink): a READ of the
 //! program's first bytes, with no pool threads, ends with the program's libraries (and
 //! theirs) filled whole; without the rule, none of them. Whatever order the program's pieces
-//! arrive in (its last piece, with the dynamic section, first).
+//! arrive in (its last piece, with the dynamic section, first). And `FileMap::files_in`
+//! (blob ranges back to the image's paths, as `ondemand::warm::PageCacheWarmer` reads them
+//! through a mount; here through the source tree).
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -275,6 +277,60 @@ fn a_programs_libraries_are_filled_once_its_bytes_are() {
     for (l, e) in &libs {
         assert!(present(&demanded, e), "{l} not filled once demanded");
     }
+}
+
+/// `FileMap::files_in` on a real image: blob ranges back to the image's paths and the
+/// files' own offsets; and a `PageCacheWarmer` given those ranges opens and reads the files
+/// at those paths below its root (here the tree the image was built from, as a mount shows
+/// it), nothing else.
+#[test]
+fn blob_ranges_map_to_the_paths_of_the_files_that_hold_them() {
+    let Some(s) = setup("predict_rules/files_in") else {
+        return;
+    };
+    let map = FileMap::from_image(&s.image, Rules::DEFAULT, CHUNK).unwrap();
+    let prog = extent(&s.image, "/bin/prog");
+    let len = prog.end - prog.start;
+    assert_eq!(
+        map.files_in(&s.blob_id, prog.clone()),
+        vec![(b"/bin/prog".to_vec(), 0..len)]
+    );
+    // A middle part: the program's own offsets.
+    assert_eq!(
+        map.files_in(&s.blob_id, prog.start + 8192..prog.start + 12288),
+        vec![(b"/bin/prog".to_vec(), 8192..12288)]
+    );
+    // libc (`libc.so.6` links to the file): by its directory's path (not the `lib`
+    // symlink's), the regular file's name, the whole file.
+    let libc = extent(&s.image, &format!("/{LIBDIR}/libc.so.6"));
+    let got = map.files_in(&s.blob_id, libc.clone());
+    assert_eq!(got.len(), 1, "{got:?}");
+    let path = String::from_utf8(got[0].0.clone()).unwrap();
+    assert!(path.starts_with(&format!("/{LIBDIR}/libc")), "{path}");
+    assert_eq!(got[0].1, 0..libc.end - libc.start);
+    let src = s._dir.path().join("src");
+    let meta = std::fs::symlink_metadata(src.join(&path[1..])).unwrap();
+    assert!(
+        meta.is_file() && meta.len() == libc.end - libc.start,
+        "{path}"
+    );
+    assert!(map.files_in(b"no such blob", prog.clone()).is_empty());
+
+    let warmer = ondemand::warm::PageCacheWarmer::new(&src).unwrap();
+    warmer.set_map(map);
+    use ondemand::PrefetchObserver;
+    warmer.prefetched(&s.blob_id, &[prog.clone(), libc.clone()]);
+    let t = std::time::Instant::now();
+    while !(warmer.is_idle() && warmer.counts().jobs == 1) {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(30),
+            "warmer hangs"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let c = warmer.counts();
+    assert_eq!((c.files, c.errors), (2, 0), "{c:?}");
+    assert_eq!(c.bytes, len + (libc.end - libc.start));
 }
 
 #[test]
