@@ -372,7 +372,8 @@ struct Serving {
     /// --prefetch-early: stored ranges at most BYTES apart are one request (suffixes K, M).
     #[arg(long, value_name = "BYTES", default_value = "128K", value_parser = parse_bytes)]
     prefetch_early_gap: u64,
-    /// --prefetch-early: connections (threads) that fetch, each range after range.
+    /// --prefetch-early: connections (threads) that fetch, each range after range (thread i
+    /// takes ranges i, i+N, ... of the first-access order).
     #[arg(long, value_name = "N", default_value_t = ondemand::registry::DEFAULT_EARLY_CONNECTIONS as u16, value_parser = clap::value_parser!(u16).range(1..=16))]
     prefetch_early_connections: u16,
     /// --prefetch-early: nice value of the threads that fetch (0-19; higher lets the mount

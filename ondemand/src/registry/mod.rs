@@ -52,9 +52,11 @@ pub use crate::trace_early::DEFAULT_EARLY_GAP;
 pub use store::RegistryStore;
 
 /// Connections [`RemoteImage::fetch_trace_early`] fetches one blob's ranges on by default:
-/// one (range after range, in first-access order) beat four in both container-start runs
-/// that compared them (four connections' receiving slowed the mount they overlap).
-pub const DEFAULT_EARLY_CONNECTIONS: usize = 1;
+/// three (each range after range, taking every third in first-access order). In the
+/// container start (20 ms / 200 Mbit/s) three beat both of two identical one-connection
+/// replays in 12 of 14 VM runs, 6 of 7 in each order (median 0.94× their mean), where one
+/// connection left the link two-thirds idle; four had slowed the mount they overlap.
+pub const DEFAULT_EARLY_CONNECTIONS: usize = 3;
 
 pub use oci_lazy::{
     BOOTSTRAP_PATH, EROFS_LAYER, MAX_BOOTSTRAP, NYDUS_BOOTSTRAP, NYDUS_FEATURE, unpack_bootstrap,
