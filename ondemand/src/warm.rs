@@ -31,7 +31,6 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
-use std::time::Duration;
 
 use nix::fcntl::{OFlag, PosixFadviseAdvice, posix_fadvise};
 
@@ -183,11 +182,8 @@ impl Inner {
                         s.taken += 1;
                         break job;
                     }
-                    s = self
-                        .wake
-                        .wait_timeout(s, Duration::from_millis(100))
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0;
+                    // Every change it waits for (a job, the map, closing) notifies.
+                    s = self.wake.wait(s).unwrap_or_else(|p| p.into_inner());
                 }
             };
             let Some(map) = self.map.get() else { continue };
@@ -250,9 +246,7 @@ impl Inner {
 /// or `None` if a name could leave it or is not one name (empty, `.`, `..`, a NUL byte).
 fn relative(path: &[u8]) -> Option<&Path> {
     let rest = path.strip_prefix(b"/")?;
-    let ok = rest
-        .split(|&b| b == b'/')
-        .all(|name| !name.is_empty() && name != b"." && name != b".." && !name.contains(&0));
+    let ok = rest.split(|&b| b == b'/').all(erofs_reader::is_plain_name);
     ok.then(|| Path::new(OsStr::from_bytes(rest)))
 }
 
@@ -261,7 +255,7 @@ fn relative(path: &[u8]) -> Option<&Path> {
 mod tests {
     use super::*;
     use crate::predict::Rules;
-    use std::time::Instant;
+    use std::time::{Duration, Instant};
 
     #[test]
     fn only_names_below_the_root_are_paths() {
