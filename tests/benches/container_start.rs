@@ -235,6 +235,18 @@ full_pull() {
     fi
     rm -rf /data/pull
 }
+# mounted MNT TRIES: wait (10 ms a try, at most TRIES) until MNT is in /proc/mounts while
+# the daemon DPID lives; nonzero if it died or the tries ran out.
+mounted() {
+    _i=0
+    while ! grep -q " $1 " /proc/mounts; do
+        _i=$((_i + 1))
+        if [ $_i -gt $2 ] || ! kill -0 $DPID 2>/dev/null; then
+            return 1
+        fi
+        usleep 10000
+    done
+}
 # floor NAME ROOT [MORE]: the workload once on ROOT, timed from here, with its CPU:
 # data floor_NAME_LINK (the bench's `floor` lines); _fo what it printed, _fms its time.
 floor() {
@@ -256,15 +268,10 @@ floor_daemon() {
     RUST_LOG=@DAEMON_LOG@ erofs-ondemand serve --cache-dir $2 --image $REF:nydus \
         --insecure-registry $HOST --mountpoint $_mnt $3 >$DLOG 2>&1 &
     DPID=$!
-    _i=0
-    while ! grep -q " $_mnt " /proc/mounts; do
-        _i=$((_i + 1))
-        if [ $_i -gt 6000 ] || ! kill -0 $DPID 2>/dev/null; then
-            fail "floor-$1-$LINK" "not mounted: $(cat $DLOG)"
-            return 1
-        fi
-        usleep 10000
-    done
+    if ! mounted $_mnt 6000; then
+        fail "floor-$1-$LINK" "not mounted: $(cat $DLOG)"
+        return 1
+    fi
 }
 # lazy_floors: after `record` (its cache dir kept: every byte python read, nothing else),
 # python over our cachefiles mount with nothing to fetch: `cached` (a fresh daemon on that
@@ -315,16 +322,11 @@ lazy() {
         $_bin $2 --cache-dir $_cache --image $REF:$3 --insecure-registry $HOST \
         --mountpoint $_mnt --metrics $_prom $4 >$DLOG 2>&1 &
     DPID=$!
-    _i=0
-    while ! grep -q " $_mnt " /proc/mounts; do
-        _i=$((_i + 1))
-        if [ $_i -gt 60000 ] || ! kill -0 $DPID 2>/dev/null; then
-            mark "end-$1-$LINK"
-            fail "$1-$LINK" "not mounted: $(cat $DLOG)"
-            return 1
-        fi
-        usleep 10000
-    done
+    if ! mounted $_mnt 60000; then
+        mark "end-$1-$LINK"
+        fail "$1-$LINK" "not mounted: $(cat $DLOG)"
+        return 1
+    fi
     _tm=$(now)
     children_cpu _w0
     _out=$(workload $_mnt)
