@@ -314,6 +314,12 @@ fan_start() {
 settle() { sleep 1; }
 # vm_line: the guest's page-cache write-back counters (pages).
 vm_line() { grep -E '^(nr_dirtied|nr_written) ' /proc/vmstat | tr '\n' ' '; }
+# buddy_line: the free blocks of each order in each zone (/proc/buddyinfo), ZONE:N0,N1,...,
+# then pcp:N,N... the pages on each CPU's free list (/proc/zoneinfo), handed out before any block.
+buddy_line() {
+    awk '{ printf "%s:", $4; for (i = 5; i <= NF; i++) printf "%s%s", $i, (i < NF ? "," : " ") }' /proc/buddyinfo
+    awk 'BEGIN { printf "pcp:" } $1 == "count:" { printf "%s%s", (n++ ? "," : ""), $2 }' /proc/zoneinfo
+}
 # ra_all KB: the readahead of every EROFS mount (file-backed EROFS has a bdi of its own).
 ra_all() { for _f in /sys/class/bdi/erofs-*/read_ahead_kb; do echo $1 >$_f; done; }
 latency_line() { sed -nE 's/^erofs_ondemand_(read|read_wait|fetch)_duration_seconds_(sum|count) /\1_\2=/p' /tmp/$1.prom | tr '\n' ' '; }
@@ -1248,6 +1254,10 @@ stop_daemon daemon-exit-pf
     assert_eq!(field(fo2, "errors"), 0, "{fo2}");
 }
 
+/// The `vm.percpu_pagelist_high_fraction` [`figures_fanotify_vs_file_backed`] writes by
+/// default: large enough that every CPU's free list is held at the kernel's floor (4 batches).
+const PCP_FLOOR: u64 = 1 << 20;
+
 /// A setting of `erofs-ondemand fanotify` that [`figures_fanotify_vs_file_backed`] measures.
 struct FanVariant {
     key: String,
@@ -1355,9 +1365,24 @@ fn figures_fanotify_vs_file_backed() {
     // `EROFS_VM_FAN_LOG=FILTER`: the daemons' RUST_LOG (`ondemand::fanotify=trace` times every
     // event; the logs are in the console log, target/tmp/vm-fanotify-figures/console.log).
     let log_filter = std::env::var("EROFS_VM_FAN_LOG").unwrap_or_else(|_| "info".into());
+    // `EROFS_VM_FAN_MEMORY_MIB=N`: the guest's memory (default 512 MiB, as every VM test).
+    let memory_mib: u32 = std::env::var("EROFS_VM_FAN_MEMORY_MIB")
+        .map(|v| v.parse().expect("EROFS_VM_FAN_MEMORY_MIB=MIB"))
+        .unwrap_or(512);
+    // `EROFS_VM_FAN_PCP_FRACTION=N`: the guest's vm.percpu_pagelist_high_fraction, written
+    // before any read; 0 keeps the kernel's auto-tuned per-CPU free lists, which grow to an
+    // eighth of memory when `drop_caches` frees a read's page cache, and hand those pages,
+    // physically scattered, to the next read (DESIGN.md, "Session 12"). The default holds
+    // each CPU's list at its floor (4 batches, ~1 MiB) for the peer and the daemon alike.
+    let pcp_fraction: u64 = std::env::var("EROFS_VM_FAN_PCP_FRACTION")
+        .map(|v| v.parse().expect("EROFS_VM_FAN_PCP_FRACTION=N"))
+        .unwrap_or(PCP_FLOOR);
     let mut script = format!(
         "{DAEMON_PRELUDE}{FAN_SCRIPT_HEAD}
 export RUST_LOG='{log_filter}'
+[ {pcp_fraction} -gt 0 ] && echo {pcp_fraction} >/proc/sys/vm/percpu_pagelist_high_fraction
+data pcp_fraction \"$(cat /proc/sys/vm/percpu_pagelist_high_fraction)\"
+data pcp_high \"$(awk '$1 == \"high:\" {{ printf \"%s \", $2 }}' /proc/zoneinfo)\"
 mkdir -p /mnt/fb /mnt/fbd
 check mount-file-backed vmtool mount erofs $B/plain.erofs /mnt/fb
 check mount-file-backed-directio vmtool mount erofs $B/plain.erofs /mnt/fbd directio
@@ -1384,11 +1409,13 @@ ls -lR /mnt/fb /mnt/fbd >/dev/null
                 script.push_str(&format!(
                     "ra_all {ra}
 drop_caches
+data {fb}{ra}_{r}_buddy \"$(buddy_line)\"
 data {fb}{ra}_{r}_vm_before \"$(vm_line)\"
 data {fb}{ra}_{r}_guest_before \"$(head -1 /proc/stat)\"
 read_tree {fb}{ra}_{r} /mnt/{fb}
 data {fb}{ra}_{r}_guest_after \"$(head -1 /proc/stat)\"
 data {fb}{ra}_{r}_vm_after \"$(vm_line)\"
+data {fb}{ra}_{r}_pages \"$(vmtool pages /mnt/{fb}/access.log)\"
 "
                 ));
             }
@@ -1416,6 +1443,7 @@ _knob=$(sed -n 's|.*(\\(/sys/class/bdi/[^)]*\\)).*|\\1|p' $DLOG | tail -1)
 data {k}{r}_ra_kb \"$([ -n \"$_knob\" ] && cat \"$_knob\")\"
 drop_caches
 settle
+data {k}{r}_buddy \"$(buddy_line)\"
 data {k}{r}_before \"$(metrics_line {k}{r})\"
 data {k}{r}_cpu_before \"$(cpu_line)\"
 data {k}{r}_threads_before \"$(threads_line)\"
@@ -1429,6 +1457,7 @@ data {k}{r}_threads_after \"$(threads_line)\"
 settle
 data {k}{r}_after \"$(metrics_line {k}{r})\"
 data {k}{r}_latency \"$(latency_line {k}{r})\"
+data {k}{r}_pages \"$(vmtool pages /mnt/{k}{r}/access.log)\"
 stop_daemon daemon-exit-{k}{r}
 "
             ));
@@ -1442,6 +1471,7 @@ stop_daemon daemon-exit-{k}{r}
     }
     let Some(out) = vm
         .kernel(Kernel::V7_2)
+        .memory_mib(memory_mib)
         .file("bin/erofs-ondemand", &daemon)
         .file("bin/decode-floor", &floor)
         .disk_file("blobs", &blobs)
@@ -1480,10 +1510,15 @@ stop_daemon daemon-exit-{k}{r}
             .join(", ")
     };
     println!(
-        "vm_fanotify figures ({} guest, VM {:.1?}, host load {}): cold read of the 48 MiB tree ({read} bytes), Linux 7.2",
+        "vm_fanotify figures ({} guest, {memory_mib} MiB, VM {:.1?}, host load {}): cold read of the 48 MiB tree ({read} bytes), Linux 7.2",
         out.accel,
         out.elapsed,
         tests::vm::host_load()
+    );
+    println!(
+        "  vm.percpu_pagelist_high_fraction {} (0: the kernel's auto-tuning), the CPUs' free lists' high marks then: {}",
+        out.data("pcp_fraction").unwrap_or_default(),
+        out.data("pcp_high").unwrap_or_default().trim()
     );
     if let Some(v) = variants.iter().find(|v| v.readahead_kb != 128) {
         println!(
@@ -1515,6 +1550,12 @@ stop_daemon daemon-exit-{k}{r}
                 median(&t) / 1e6,
                 idle.join(", ")
             );
+            for r in 1..=3 {
+                println!(
+                    "    round {r}: {}",
+                    memory_line(&out, &format!("{fb}{ra}_{r}"))
+                );
+            }
             fb_best.insert((fb, *ra), best(&t));
             fb_median.insert((fb, *ra), median(&t));
         }
@@ -1601,8 +1642,15 @@ stop_daemon daemon-exit-{k}{r}
                     out.data(&format!("{k}{r}_bdis"))
                 );
             }
-            events.push(field(after, "read_requests") - field(before, "read_requests"));
-            inside.push(daemon_figures(&out, &format!("{k}{r}")));
+            let n = field(after, "read_requests") - field(before, "read_requests");
+            let asked = field(after, "requested_bytes") - field(before, "requested_bytes");
+            events.push(n);
+            inside.push(format!(
+                "{}; events of {:.0} KiB mean; {}",
+                daemon_figures(&out, &format!("{k}{r}")),
+                asked as f64 / n.max(1) as f64 / 1024.0,
+                memory_line(&out, &format!("{k}{r}"))
+            ));
         }
         // Against the peer as a user mounts it (the kernel's readahead, buffered), and
         // against the peer with this variant's mount options (its readahead; directio unless
@@ -1685,6 +1733,50 @@ fn daemon_figures(out: &tests::vm::VmOutcome, key: &str) -> String {
         per_thread.join(", "),
         cpu("minflt"),
         guest_idle(out, key),
+    )
+}
+
+/// The guest's free memory before the read `key` (`KEY_buddy`: `/proc/buddyinfo`, free blocks
+/// per order) and how the page cache held `access.log` after it (`KEY_pages`: `vmtool pages`):
+/// free MiB in all, in blocks of 64 KiB (order 4) and more, of 1 MiB (order 8) and more (the
+/// pages on the CPUs' free lists, `pcp:`, are listed, not counted); the
+/// file's cached pages, their physically contiguous runs and the mean run (a file-backed EROFS
+/// request is at most 16 such runs: 16 pages for 64 KiB requests) and the pages in large
+/// folios.
+fn memory_line(out: &tests::vm::VmOutcome, key: &str) -> String {
+    let buddy = out.data(&format!("{key}_buddy")).unwrap_or_default();
+    let (mut free, mut o4, mut o8) = (0u64, 0u64, 0u64);
+    for zone in buddy.split_whitespace().filter(|z| !z.starts_with("pcp:")) {
+        let counts = zone.split_once(':').map_or("", |(_, c)| c);
+        for (order, n) in counts.split(',').enumerate() {
+            let pages = n.parse::<u64>().unwrap_or(0) << order;
+            free += pages;
+            if order >= 4 {
+                o4 += pages;
+            }
+            if order >= 8 {
+                o8 += pages;
+            }
+        }
+    }
+    let pages = out.data(&format!("{key}_pages")).unwrap_or_default();
+    if !pages.starts_with("pages=") {
+        return format!(
+            "free {} MiB ({}); vmtool pages: {pages:?}",
+            free / 256,
+            buddy.trim()
+        );
+    }
+    let (cached, runs) = (field(pages, "cached"), field(pages, "runs"));
+    format!(
+        "free {} MiB, {} MiB in blocks >= 64 KiB, {} MiB >= 1 MiB ({}); access.log {cached}/{} pages cached in {runs} contiguous runs ({:.1} pages mean), {} in large folios",
+        free / 256,
+        o4 / 256,
+        o8 / 256,
+        buddy.trim(),
+        field(pages, "pages"),
+        cached as f64 / runs.max(1) as f64,
+        field(pages, "large"),
     )
 }
 

@@ -18,6 +18,13 @@
 //! - `vmtool http-get SOCKET PATH` sends `GET PATH` over the unix socket `SOCKET` (HTTP/1.0)
 //!   and prints the response body; exits 1 unless the status is 200 (a daemon's API socket,
 //!   e.g. nydusd's metrics, with no curl in the guest).
+//! - `vmtool pages FILE...` shows how the page cache holds the files' cached pages (root: it
+//!   reads `/proc/self/pagemap` and `/proc/kpageflags`): `pages=N cached=C runs=R
+//!   large=L`, where `cached` pages are those `mincore` finds resident (only those are touched,
+//!   through a read-only mapping, so no read is started), `runs` the stretches of them that are
+//!   physically contiguous (consecutive file pages at consecutive page frames: what a bio
+//!   merges into one vector, so `cached / runs` is the mean vector of a file-backed EROFS
+//!   request) and `large` the pages in large folios (compound head or tail).
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -212,6 +219,110 @@ fn content_length(head: &[u8]) -> Option<usize> {
     })
 }
 
+/// `vmtool pages FILE...`: see the module doc.
+fn pages(files: &[String]) -> ExitCode {
+    let (mut total, mut cached, mut runs, mut large) = (0u64, 0u64, 0u64, 0u64);
+    let pagemap = match std::fs::File::open("/proc/self/pagemap") {
+        Ok(f) => f,
+        Err(e) => return report("/proc/self/pagemap", &e),
+    };
+    let kpageflags = match std::fs::File::open("/proc/kpageflags") {
+        Ok(f) => f,
+        Err(e) => return report("/proc/kpageflags", &e),
+    };
+    let word = |f: &std::fs::File, index: u64| -> std::io::Result<u64> {
+        use std::os::unix::fs::FileExt;
+        let mut b = [0u8; 8];
+        f.read_exact_at(&mut b, index * 8)?;
+        Ok(u64::from_le_bytes(b))
+    };
+    // SAFETY: sysconf has no memory arguments.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+    for path in files {
+        let file = match std::fs::File::open(path) {
+            Ok(f) => f,
+            Err(e) => return report(path, &e),
+        };
+        let len = match file.metadata() {
+            Ok(m) => m.len() as usize,
+            Err(e) => return report(path, &e),
+        };
+        if len == 0 {
+            continue;
+        }
+        let n = len.div_ceil(page);
+        total += n as u64;
+        // SAFETY: a fresh shared read-only mapping of `len` bytes of an open file; unmapped
+        // below, and only read through `base` within it.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                std::os::fd::AsRawFd::as_raw_fd(&file),
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return report(path, &std::io::Error::last_os_error());
+        }
+        let mut resident = vec![0u8; n];
+        // SAFETY: `base` maps `len` bytes; `resident` holds one byte per page of it.
+        let rc = unsafe { libc::mincore(base, len, resident.as_mut_ptr()) };
+        let mut result = if rc == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        };
+        let mut last_pfn: Option<u64> = None;
+        for (i, r) in resident.iter().enumerate() {
+            if result.is_err() {
+                break;
+            }
+            if r & 1 == 0 {
+                last_pfn = None;
+                continue;
+            }
+            // SAFETY: page `i` lies inside the mapping; the volatile read maps it (a cached
+            // page: no read is started) so that pagemap reports its frame.
+            unsafe { std::ptr::read_volatile(base.cast::<u8>().add(i * page)) };
+            let vaddr = base as u64 + (i * page) as u64;
+            let entry = match word(&pagemap, vaddr / page as u64) {
+                Ok(e) => e,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            };
+            // Bit 63: present; bits 0-54: the page frame number.
+            if entry >> 63 == 0 {
+                last_pfn = None;
+                continue;
+            }
+            let pfn = entry & ((1 << 55) - 1);
+            cached += 1;
+            if last_pfn != Some(pfn.wrapping_sub(1)) {
+                runs += 1;
+            }
+            last_pfn = Some(pfn);
+            match word(&kpageflags, pfn) {
+                // KPF_COMPOUND_HEAD (15), KPF_COMPOUND_TAIL (16).
+                Ok(flags) if flags & (3 << 15) != 0 => large += 1,
+                Ok(_) => {}
+                Err(e) => result = Err(e),
+            }
+        }
+        // SAFETY: the mapping made above, not used after this.
+        unsafe { libc::munmap(base, len) };
+        if let Err(e) = result {
+            return report(path, &e);
+        }
+    }
+    println!("pages={total} cached={cached} runs={runs} large={large}");
+    ExitCode::SUCCESS
+}
+
 fn report(path: &str, e: &std::io::Error) -> ExitCode {
     let code = e.raw_os_error().unwrap_or(0);
     println!("error: {path}: {e} errno={code} name={}", errno_name(code));
@@ -246,7 +357,8 @@ fn mount(fstype: &str, source: &str, target: &str, options: &str) -> ExitCode {
 fn usage() -> ExitCode {
     eprintln!(
         "usage: vmtool read [--bs BYTES] FILE... | vmtool walk [--bs BYTES] DIR | \
-         vmtool mount FSTYPE SOURCE TARGET [OPTIONS] | vmtool http-get SOCKET PATH"
+         vmtool mount FSTYPE SOURCE TARGET [OPTIONS] | vmtool http-get SOCKET PATH | \
+         vmtool pages FILE..."
     );
     ExitCode::from(2)
 }
@@ -270,6 +382,7 @@ fn main() -> ExitCode {
                 _ => usage(),
             }
         }
+        Some("pages") if args.len() > 1 => pages(&args[1..]),
         Some("http-get") if args.len() == 3 => http_get(&args[1], &args[2]),
         Some("mount") if (4..=5).contains(&args.len()) => mount(
             &args[1],
