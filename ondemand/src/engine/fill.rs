@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::window::{ASYNC_CHUNK, BLOCK, Growth, round_up};
+use super::window::{ASYNC_CHUNK, BLOCK, round_up};
 use super::{Engine, Object, Sink};
 use crate::buf::AlignedBuf;
 use crate::ranges::RangeSet;
@@ -106,16 +106,12 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
     /// too (fanotify): counted once, whatever follows. `None` when its requested blocks are
     /// all present (written, or found in the backing file): answer it at once, without a
     /// fill; it is counted as served by prefetch where a prefetch wrote it, and is no step of
-    /// the sequential stream, with one exception below. Else the plan
-    /// [`plan_read`](Self::plan_read) makes for it.
+    /// the sequential stream. Else the plan [`plan_read`](Self::plan_read) makes for it.
     ///
     /// The cachefiles kernel never asks about present bytes, so there the stream (and the fill
     /// ahead) advances only at misses, and so it does here: a program reading many small files
     /// within what one window filled would otherwise ramp the fill ahead up for a reader that
-    /// does not read on. The exception (with [`Growth::TwiceRead`], the fanotify transport's):
-    /// a read of present bytes that continues the stream into the second half of its last
-    /// fill ahead steps it (`Stream::advance_present`), and the plan then has no window and
-    /// the next fill ahead: answer at once, then fill ahead.
+    /// does not read on.
     ///
     /// A read whose missing blocks are all in flight (another event's window, a fill ahead)
     /// waits for them first (running a queued fill ahead over them itself), and is then a
@@ -130,7 +126,7 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
         len: u64,
         buf: &mut AlignedBuf,
     ) -> Option<ReadPlan> {
-        let (window, requested) = match super::window(off, len, object.size(), 0) {
+        let requested = match super::window(off, len, object.size(), 0) {
             Some((range, end))
                 if object
                     .lock_ranges()
@@ -138,8 +134,7 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
                     .gaps(range.start..end)
                     .is_empty() =>
             {
-                let start = range.start;
-                (range, start..end)
+                range.start..end
             }
             _ => return Some(self.plan_read(object, off, len)),
         };
@@ -171,32 +166,7 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
         self.stats
             .served_by_prefetch_bytes
             .add(r.prefetched.intersection_len(requested));
-        // A reader going on through what was filled ahead of it (in the second half of the
-        // fill ahead) steps the stream, with the growth of a transport that asks about
-        // present bytes (fanotify: `Stream::advance_present`).
-        if self.growth != Growth::TwiceRead
-            || self.sequential_ahead() == 0
-            || r.answered_rest
-                .intersects(window.start..window.start.saturating_add(BLOCK))
-        {
-            return None;
-        }
-        let limit = round_up(object.size().min(i64::MAX as u64));
-        let ahead = r.stream.advance_present(
-            &window,
-            self.readahead(),
-            self.sequential_ahead(),
-            limit,
-            self.growth,
-        )?;
-        log::debug!(
-            "object {}: read of present {window:?} steps the stream, ahead {ahead:?}",
-            object.id()
-        );
-        Some(ReadPlan {
-            window: None,
-            ahead: Some(ahead),
-        })
+        None
     }
 
     /// Fill the window of a READ ([`ReadPlan::window`]): what is in flight over the requested

@@ -88,9 +88,6 @@ pub(crate) struct Stream {
     /// The window start of the stream's first step; `None` before it, and with
     /// [`Growth::Doubling`].
     first_step: Option<u64>,
-    /// Where the last fill ahead began (the end of its READ's window); `end` when the last
-    /// step filled nothing ahead.
-    ahead_start: u64,
 }
 
 impl Stream {
@@ -142,36 +139,7 @@ impl Stream {
         // A READ that starts where the fill ahead ends, where the reader next misses,
         // continues the stream.
         self.end = ahead_end.max(window.end);
-        self.ahead_start = window.end.min(self.end);
         (ahead_end > window.end).then_some(window.end..ahead_end)
-    }
-
-    /// A read of present bytes (fanotify: the kernel asks about every read of a marked file)
-    /// that continues the stream and reaches the second half of its last fill ahead steps it
-    /// as a miss would ([`advance`](Self::advance), same arguments); any other read of
-    /// present bytes leaves the stream as it is and returns `None`. A reader that goes on
-    /// through what was filled ahead of it then has the rest queued before it gets there, and
-    /// the file is completed (and unmarked) sooner: where the kernel's requests are small
-    /// (its page cache pages physically scattered, 16 of them a request: `fs/erofs/fileio.c`),
-    /// the reader would otherwise crawl through the fill ahead one event per 64 KiB with
-    /// nothing more filled until it missed at its end. A read within the first half, or
-    /// elsewhere (a program reading small files within what one window filled), steps
-    /// nothing.
-    pub(crate) fn advance_present(
-        &mut self,
-        window: &Range<u64>,
-        readahead: u64,
-        max: u64,
-        limit: u64,
-        growth: Growth,
-    ) -> Option<Range<u64>> {
-        let ahead = self.end.saturating_sub(self.ahead_start);
-        let half = self.ahead_start.saturating_add(ahead / 2);
-        let continues = (self.start..=self.end).contains(&window.start);
-        if ahead == 0 || !continues || window.end <= half {
-            return None;
-        }
-        self.advance(window, readahead, max, limit, growth)
     }
 }
 
@@ -274,68 +242,6 @@ mod tests {
         assert_eq!(step(0, 4 * K), None);
         assert_eq!(step(4 * K, 8 * K), Some(8 * K..512 * K));
         assert_eq!(step(500 * K, 504 * K), Some(504 * K..1496 * K));
-    }
-
-    /// A reader crawling through what was filled ahead of it in small reads of present bytes
-    /// steps the stream once it reaches the second half of the fill ahead, and again only in
-    /// the second half of the next one; reads in the first half, or that do not continue the
-    /// stream, step nothing.
-    #[test]
-    fn a_present_read_in_the_second_half_of_the_fill_ahead_steps_the_stream() {
-        const MIB: u64 = 1 << 20;
-        const K: u64 = 1 << 10;
-        let mut s = Stream::default();
-        let (ra, max, limit, g) = (MIB, 8 * MIB, 48 * MIB, Growth::TwiceRead);
-        // Nothing filled ahead yet: no present read steps.
-        assert_eq!(s.advance_present(&(0..64 * K), ra, max, limit, g), None);
-        assert_eq!(s.advance(&(0..MIB), ra, max, limit, g), None);
-        assert_eq!(s.advance_present(&(0..64 * K), ra, max, limit, g), None);
-        // The first step fills 2..3 MiB ahead; the growth then 4 MiB past 5 MiB: to 9 MiB.
-        assert_eq!(
-            s.advance(&(MIB..2 * MIB), ra, max, limit, g),
-            Some(2 * MIB..3 * MIB)
-        );
-        assert_eq!(
-            s.advance(&(3 * MIB..5 * MIB), ra, max, limit, g),
-            Some(5 * MIB..9 * MIB)
-        );
-        // 64 KiB reads of present bytes in the first half (5..7 MiB): nothing.
-        for k in 0..32 {
-            let at = 5 * MIB + k * 64 * K;
-            assert_eq!(
-                s.advance_present(&(at..at + 64 * K), ra, max, limit, g),
-                None
-            );
-        }
-        // The first one past the half: a step, twice what was read since the first step past
-        // it (6 MiB read: to 20 MiB; the doubling: to 12 MiB).
-        let at = 7 * MIB;
-        assert_eq!(
-            s.advance_present(&(at..at + 64 * K), ra, max, limit, g),
-            Some(7 * MIB + 64 * K..20 * MIB)
-        );
-        // The next half is past 13.5 MiB.
-        let at = 13 * MIB;
-        assert_eq!(
-            s.advance_present(&(at..at + 64 * K), ra, max, limit, g),
-            None
-        );
-        let at = 14 * MIB;
-        assert_eq!(
-            s.advance_present(&(at..at + 64 * K), ra, max, limit, g),
-            Some(14 * MIB + 64 * K..41 * MIB)
-        );
-        // A present read elsewhere (another file's bytes before the stream) steps nothing
-        // and leaves the stream where it was; the end of the file bounds the last step.
-        assert_eq!(s.advance_present(&(0..64 * K), ra, max, limit, g), None);
-        assert_eq!(
-            s.advance_present(&(27 * MIB..27 * MIB + 64 * K), ra, max, limit, g),
-            None
-        );
-        assert_eq!(
-            s.advance_present(&(28 * MIB..28 * MIB + 64 * K), ra, max, limit, g),
-            Some(28 * MIB + 64 * K..48 * MIB)
-        );
     }
 
     #[test]

@@ -1252,12 +1252,10 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
         let Some(plan) = self.engine.plan_read_unless_present(&object, off, len, buf) else {
             // Every byte asked for is present: answered at once, no step of the sequential
             // stream (nor of its growth here), as on cachefiles, whose kernel asks only at
-            // misses (unless it reaches the second half of the fill ahead: then the plan has
-            // no window and a fill ahead, below).
+            // misses.
             after.object = Some(object);
             return Ok(());
         };
-        after.ahead = plan.ahead.clone();
         let result = match plan.window {
             Some((range, requested_end)) => {
                 log::debug!(
@@ -1265,6 +1263,7 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
                     object.key(),
                     plan.ahead
                 );
+                after.ahead = plan.ahead;
                 let mut answered = false;
                 let mut answer = || {
                     self.respond(ev.fd, Ok(()));
@@ -1285,8 +1284,7 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
                 after.answered = answered;
                 result
             }
-            // Past the end, or present bytes that stepped the stream (`after.ahead`): nothing
-            // to fill before the answer.
+            // Past the end: nothing to fill, the reader finds the end of the file.
             None => Ok(()),
         };
         after.object = Some(object);
