@@ -137,7 +137,9 @@ pub fn static_binary(package: &str, bin: &str, features: &[&str]) -> PathBuf {
 /// run puts at `/bin/vmtool`: timed reads with nanosecond resolution and errno names
 /// (`vmtool read [--bs BYTES] FILE...` prints `bytes=N ns=T`, or
 /// `error: FILE: … errno=N name=ENAME` and exits 1), and file-backed mounts
-/// (`vmtool mount FSTYPE SOURCE TARGET [OPTIONS]`; busybox `mount` would use a loop device).
+/// (`vmtool mount FSTYPE SOURCE TARGET [OPTIONS]`; busybox `mount` would use a loop device),
+/// and how the page cache holds files (`vmtool pages FILE...`: cached pages, their physically
+/// contiguous runs, pages in large folios).
 pub fn guest_tool() -> PathBuf {
     let cmd = cargo_static(&workspace_root().join("tests/vm/guest/Cargo.toml"));
     build_static(cmd, "vmtool")

@@ -1255,7 +1255,8 @@ stop_daemon daemon-exit-pf
 }
 
 /// The `vm.percpu_pagelist_high_fraction` [`figures_fanotify_vs_file_backed`] writes by
-/// default: large enough that every CPU's free list is held at the kernel's floor (4 batches).
+/// default: large enough that every CPU's free list is held at the kernel's floor (4 batches,
+/// `zone_highsize` in `mm/page_alloc.c`; no auto-tuning once it is set).
 const PCP_FLOOR: u64 = 1 << 20;
 
 /// A setting of `erofs-ondemand fanotify` that [`figures_fanotify_vs_file_backed`] measures.
@@ -1336,8 +1337,15 @@ fn fan_variants() -> Vec<FanVariant> {
 /// floor: the blob's chunks decoded by our decoder alone in the guest (`decode-floor`, on one
 /// thread and on two, two passes in each round; then again with every chunk written into a
 /// sparse file on the guest's ext4, as a fill writes a backing file) and the peer's time over
-/// the two-thread pass, the best ratio any fill path could reach on this guest. Checks the bytes and that
-/// the daemon set its mount's readahead.
+/// the two-thread pass, the best ratio any fill path could reach on this guest. Per round it
+/// prints the guest's free memory before the read and how the page cache held `access.log`
+/// after it ([`memory_line`]: on this kernel, without large folios, a file-backed EROFS
+/// request is 16 physically contiguous runs of pages, so the runs set the events' size), and
+/// the events' mean size. The guest's per-CPU free lists are held at their floor
+/// (`EROFS_VM_FAN_PCP_FRACTION=N` or `N,N,N` for the three rounds, default [`PCP_FLOOR`]; `0`
+/// keeps the kernel's auto-tuning) and
+/// its memory is `EROFS_VM_FAN_MEMORY_MIB` (default 512). Checks the bytes and that the daemon
+/// set its mount's readahead.
 #[test]
 fn figures_fanotify_vs_file_backed() {
     let (Some(_), Some(mkfs_erofs), Some(busybox)) = (
@@ -1370,19 +1378,27 @@ fn figures_fanotify_vs_file_backed() {
         .map(|v| v.parse().expect("EROFS_VM_FAN_MEMORY_MIB=MIB"))
         .unwrap_or(512);
     // `EROFS_VM_FAN_PCP_FRACTION=N`: the guest's vm.percpu_pagelist_high_fraction, written
-    // before any read; 0 keeps the kernel's auto-tuned per-CPU free lists, which grow to an
-    // eighth of memory when `drop_caches` frees a read's page cache, and hand those pages,
-    // physically scattered, to the next read (DESIGN.md, "Session 12"). The default holds
-    // each CPU's list at its floor (4 batches, ~1 MiB) for the peer and the daemon alike.
-    let pcp_fraction: u64 = std::env::var("EROFS_VM_FAN_PCP_FRACTION")
-        .map(|v| v.parse().expect("EROFS_VM_FAN_PCP_FRACTION=N"))
-        .unwrap_or(PCP_FLOOR);
+    // before each round's reads; 0 keeps the kernel's auto-tuned per-CPU free lists, which
+    // grow (up to an eighth of memory over the CPUs) when `drop_caches` frees a read's page
+    // cache, and hand those pages, physically scattered, to the next read (DESIGN.md,
+    // "Session 12"). The default holds each CPU's list at its floor (4 batches: 124 pages in
+    // the 512 MiB guest) for the peer and the daemon alike. `N,N,N`: one for each round (a
+    // same-VM comparison of the two).
+    let pcp_fractions: Vec<u64> = match std::env::var("EROFS_VM_FAN_PCP_FRACTION") {
+        Ok(v) => v
+            .split(',')
+            .map(|n| n.trim().parse().expect("EROFS_VM_FAN_PCP_FRACTION=N[,N,N]"))
+            .collect(),
+        Err(_) => vec![PCP_FLOOR],
+    };
+    assert!(
+        pcp_fractions.len() == 1 || pcp_fractions.len() == 3,
+        "EROFS_VM_FAN_PCP_FRACTION: one value, or one for each of the 3 rounds"
+    );
+    let pcp_fraction = |r: usize| pcp_fractions[(r - 1) % pcp_fractions.len()];
     let mut script = format!(
         "{DAEMON_PRELUDE}{FAN_SCRIPT_HEAD}
 export RUST_LOG='{log_filter}'
-[ {pcp_fraction} -gt 0 ] && echo {pcp_fraction} >/proc/sys/vm/percpu_pagelist_high_fraction
-data pcp_fraction \"$(cat /proc/sys/vm/percpu_pagelist_high_fraction)\"
-data pcp_high \"$(awk '$1 == \"high:\" {{ printf \"%s \", $2 }}' /proc/zoneinfo)\"
 mkdir -p /mnt/fb /mnt/fbd
 check mount-file-backed vmtool mount erofs $B/plain.erofs /mnt/fb
 check mount-file-backed-directio vmtool mount erofs $B/plain.erofs /mnt/fbd directio
@@ -1403,6 +1419,13 @@ ls -lR /mnt/fb /mnt/fbd >/dev/null
                 (0..n).collect()
             }
         };
+        // The round's per-CPU free lists, for the peer and the daemon alike.
+        script.push_str(&format!(
+            "echo {} >/proc/sys/vm/percpu_pagelist_high_fraction
+data pcp_{r} \"$(cat /proc/sys/vm/percpu_pagelist_high_fraction) high marks $(awk '$1 == \"high:\" {{ printf \"%s \", $2 }}' /proc/zoneinfo)\"
+",
+            pcp_fraction(r)
+        ));
         // The peer as a user mounts it (`fb`), and with our mounts' options (`fbd`: directio).
         for ra in order(readaheads.len()).into_iter().map(|i| &readaheads[i]) {
             for fb in ["fb", "fbd"] {
@@ -1516,9 +1539,10 @@ stop_daemon daemon-exit-{k}{r}
         tests::vm::host_load()
     );
     println!(
-        "  vm.percpu_pagelist_high_fraction {} (0: the kernel's auto-tuning), the CPUs' free lists' high marks then: {}",
-        out.data("pcp_fraction").unwrap_or_default(),
-        out.data("pcp_high").unwrap_or_default().trim()
+        "  vm.percpu_pagelist_high_fraction (0: the kernel's auto-tuning) and the CPUs' free lists' high marks then: round 1 {}; round 2 {}; round 3 {}",
+        out.data("pcp_1").unwrap_or_default().trim(),
+        out.data("pcp_2").unwrap_or_default().trim(),
+        out.data("pcp_3").unwrap_or_default().trim(),
     );
     if let Some(v) = variants.iter().find(|v| v.readahead_kb != 128) {
         println!(
