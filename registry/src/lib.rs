@@ -68,6 +68,7 @@ mod content_range;
 mod credentials;
 mod digest;
 mod error;
+mod image_config;
 mod lazy;
 mod manifest;
 mod platform;
@@ -83,6 +84,9 @@ pub use config::Config;
 pub use credentials::Credentials;
 pub use digest::{Algorithm, Digest, Hasher};
 pub use error::{Error, Result};
+pub use image_config::{
+    DEFAULT_PATH, ImageConfigError, MAX_ARG, MAX_ARGS, MAX_ENV, MAX_IMAGE_CONFIG, RunConfig,
+};
 pub use lazy::{
     BOOTSTRAP_PATH, EROFS_LAYER, LazyLayout, MAX_BOOTSTRAP, NYDUS_BOOTSTRAP, NYDUS_FEATURE,
     unpack_bootstrap,

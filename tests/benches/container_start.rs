@@ -12,7 +12,9 @@
 //!   skopeo to Debian's docker-registry in four forms: `targz` (one OCI `tar+gzip` layer),
 //!   `nydus` (Nydus RAFS v6, zstd, nydus-image's 1 MiB chunks: bootstrap + blob layer),
 //!   `nydus-c256k` (the same with 256 KiB chunks), `erofs` (one containerd native EROFS
-//!   layer, `mkfs.erofs --tar=f`).
+//!   layer, `mkfs.erofs --tar=f`). Every form's image config says `"Cmd":
+//!   ["/usr/bin/python3"]` (as Docker's python images declare what they run; read by the
+//!   daemon's `--predict-entrypoint`).
 //! - **The workload**: `chroot ROOTFS /usr/bin/python3 -c 'import asyncio, json, sqlite3,
 //!   email, http.server, ssl; print("ready")'`; "ready" ends the clock, which starts before
 //!   the pull (or the daemon) starts.
@@ -927,7 +929,9 @@ fn main() {
     let reg = Registry::plain("container_start").expect("docker-registry");
     let dir = reg.dir().to_path_buf();
     let skopeo = Skopeo::new(&dir.join("skopeo")).expect("skopeo");
-    let layout = OciLayout::create(&dir.join("layout"));
+    // What the image runs, as Docker's python images declare it (the entrypoint rule of cold
+    // prediction reads it); the workload runs the same program.
+    let layout = OciLayout::create(&dir.join("layout")).with_cmd(&["/usr/bin/python3"]);
     let platform = Platform::host();
     let layers = [rootfs.dir.as_path()];
     let mut sizes = Vec::new();

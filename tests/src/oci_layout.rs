@@ -193,6 +193,8 @@ fn hex(b: &[u8]) -> String {
 #[derive(Debug, Clone)]
 pub struct OciLayout {
     dir: PathBuf,
+    /// The `config.Cmd` of the image configs written ([`OciLayout::with_cmd`]).
+    cmd: Vec<String>,
 }
 
 impl OciLayout {
@@ -206,7 +208,15 @@ impl OciLayout {
         }
         OciLayout {
             dir: dir.to_path_buf(),
+            cmd: Vec::new(),
         }
+    }
+
+    /// Write `cmd` as the `config.Cmd` of the image configs added from now on (what the
+    /// image runs, as Docker's `python` images say `["python3"]`); none by default.
+    pub fn with_cmd(mut self, cmd: &[&str]) -> OciLayout {
+        self.cmd = cmd.iter().map(|s| (*s).to_owned()).collect();
+        self
     }
 
     /// The layout directory.
@@ -258,6 +268,9 @@ impl OciLayout {
         });
         if !platform.variant.is_empty() {
             v["variant"] = json!(platform.variant);
+        }
+        if !self.cmd.is_empty() {
+            v["config"]["Cmd"] = json!(self.cmd);
         }
         self.add_blob(media::CONFIG, v.to_string().as_bytes())
     }

@@ -233,8 +233,13 @@ struct RegistryArgs {
 }
 
 impl RegistryArgs {
-    /// Resolve `reference` with these options.
-    fn resolve(&self, reference: &str) -> Result<ondemand::registry::RemoteImage, String> {
+    /// Resolve `reference` with these options (`config`: and fetch the image's
+    /// configuration beside it, for `--predict-entrypoint`).
+    fn resolve(
+        &self,
+        reference: &str,
+        with_config: bool,
+    ) -> Result<ondemand::registry::RemoteImage, String> {
         use ondemand::registry::{RemoteImage, lazy_config};
         let parsed: oci_lazy::Reference = reference
             .parse()
@@ -248,7 +253,8 @@ impl RegistryArgs {
         let client = oci_lazy::Client::new(lazy_config(config))
             .map_err(|e| format!("--image {reference}: {e}"))?;
         log::debug!("registry client ready");
-        let image = RemoteImage::resolve(&client, &parsed).map_err(|e| e.to_string())?;
+        let image =
+            RemoteImage::resolve_with(&client, &parsed, with_config).map_err(|e| e.to_string())?;
         // The blobs' chunk maps are read when the kernel opens them, right after the mount:
         // fetched now, their round trips overlap the mount.
         image.fetch_chunk_maps_early();
@@ -321,6 +327,14 @@ struct Serving {
     /// (python's `__pycache__` of the packages an import walks next; 0: off).
     #[arg(long, value_name = "BYTES", default_value = "0", value_parser = parse_bytes)]
     predict_cousins: u64,
+    /// Cold prediction, `--image` of a Nydus image: fetch the program the image's config
+    /// names (Entrypoint, else Cmd, looked up in its PATH), its interpreter and its
+    /// libraries (found from their bytes), into memory while the image mounts, so the
+    /// exec's and the loader's first READs wait for no round trip (whole if at most
+    /// --predict-file long; one request for the config). Default: on with `serve` and no
+    /// --prefetch-list, off with `fanotify`.
+    #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
+    predict_entrypoint: Option<bool>,
     /// Each worker's fill buffer (default: the readahead window, 64K to 4M).
     #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
     fill_buffer: Option<u64>,
@@ -422,6 +436,27 @@ impl Serving {
     fn warming(&self) -> bool {
         self.warm_page_cache
             .unwrap_or(self.prefetch_list.is_some() && !self.prefetch)
+    }
+
+    /// Whether `--predict-entrypoint` is on: by default with cachefiles (`serve`) and no
+    /// replayed trace (which fetches what the start reads already).
+    fn entrypoint(&self, cachefiles: bool) -> bool {
+        self.predict_entrypoint
+            .unwrap_or(cachefiles && self.prefetch_list.is_none())
+    }
+
+    /// `--predict-entrypoint`: the program's files fetched while `image` mounts.
+    fn fetch_entrypoint(&self, image: &ondemand::registry::RemoteImage, cachefiles: bool) {
+        if self.entrypoint(cachefiles) {
+            // The thread runs on its own (detached).
+            drop(image.fetch_entrypoint_early(
+                ondemand::predict::entrypoint::Limits::DEFAULT,
+                self.predict_file,
+                self.prefetch_early_gap,
+                usize::from(self.prefetch_early_connections),
+                self.prefetch_early_nice,
+            ));
+        }
     }
 
     /// The access trace of --prefetch-list, if given.
@@ -622,7 +657,8 @@ fn fanotify(args: FanotifyArgs) -> ExitCode {
                 eprintln!("erofs-ondemand: --image REF needs --mountpoint (or give --blob-dir)");
                 return ExitCode::FAILURE;
             }
-            let image = match args.registry.resolve(&args.image) {
+            let entrypoint = args.serving.entrypoint(false);
+            let image = match args.registry.resolve(&args.image, entrypoint) {
                 Ok(i) => i,
                 Err(e) => {
                     eprintln!("erofs-ondemand: {e}");
@@ -630,6 +666,7 @@ fn fanotify(args: FanotifyArgs) -> ExitCode {
                 }
             };
             args.serving.fetch_early(&image, trace.as_ref(), false);
+            args.serving.fetch_entrypoint(&image, false);
             let server = image
                 .server()
                 .with_verify_digests(args.serving.verify_digests);
@@ -1051,6 +1088,15 @@ fn exit_code(
 }
 
 /// `4096`, `64K`, `1M`, `1MiB`, `2G`.
+/// `on`/`off` (or `true`/`false`).
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" | "true" => Ok(true),
+        "off" | "false" => Ok(false),
+        _ => Err(format!("{s:?}: expected on or off")),
+    }
+}
+
 fn parse_needed(s: &str) -> Result<ondemand::predict::NeededRule, String> {
     use ondemand::predict::NeededRule;
     match s {
@@ -1133,7 +1179,7 @@ fn main() -> ExitCode {
             }
             // Resolved before the cache is bound: a bad reference binds nothing.
             let remote = match &image {
-                Some(reference) => match registry.resolve(reference) {
+                Some(reference) => match registry.resolve(reference, serving.entrypoint(true)) {
                     Ok(i) => Some(i),
                     Err(e) => {
                         eprintln!("erofs-ondemand: {e}");
@@ -1151,6 +1197,7 @@ fn main() -> ExitCode {
             };
             if let Some(image) = &remote {
                 serving.fetch_early(image, trace.as_ref(), true);
+                serving.fetch_entrypoint(image, true);
             }
             let early = serving.early(remote.is_some(), true);
             let prefetch = match serving.prefetch_config(blob_dir.as_deref(), trace.as_ref(), early)

@@ -408,7 +408,7 @@ impl Chain {
 }
 
 /// A library name the loader looks up in its directories: one path component.
-fn plain_name(name: &[u8]) -> bool {
+pub(crate) fn plain_name(name: &[u8]) -> bool {
     !name.is_empty()
         && name.len() <= MAX_NAME
         && name != b"."

@@ -34,9 +34,12 @@ pub const MAX_DYN: usize = 1024;
 /// Bytes of the file's head [`Head::parse`] may need: the ELF header and program headers
 /// this far into the file (every linker puts them right after the header).
 pub const HEAD_MAX: u64 = 64 << 10;
+/// Longest interpreter path read (`PT_INTERP`, with its NUL: `PATH_MAX`).
+pub const MAX_INTERP: usize = 4096;
 
 const PT_LOAD: u32 = 1;
 const PT_DYNAMIC: u32 = 2;
+const PT_INTERP: u32 = 3;
 const DT_NULL: u64 = 0;
 const DT_NEEDED: u64 = 1;
 const DT_STRTAB: u64 = 5;
@@ -132,6 +135,7 @@ struct Load {
 pub struct Head {
     machine: u16,
     dynamic: Option<Range<u64>>,
+    interp: Option<Range<u64>>,
     loads: Vec<Load>,
 }
 
@@ -195,6 +199,7 @@ impl Head {
             "program headers",
         )?;
         let mut dynamic = None;
+        let mut interp = None;
         let mut loads = Vec::new();
         for raw in table.chunks_exact(size_of::<Phdr>()) {
             // `chunks_exact` gives whole headers.
@@ -212,12 +217,14 @@ impl Head {
                     filesz,
                 }),
                 PT_DYNAMIC if dynamic.is_none() => dynamic = Some(offset..end),
+                PT_INTERP if interp.is_none() => interp = Some(offset..end),
                 _ => {}
             }
         }
         Ok(Head {
             machine: ehdr.e_machine.get(),
             dynamic,
+            interp,
             loads,
         })
     }
@@ -233,6 +240,36 @@ impl Head {
         let r = self.dynamic.clone()?;
         let cap = (MAX_DYN * size_of::<Dyn>()) as u64;
         Some(r.start..r.end.min(r.start.saturating_add(cap)))
+    }
+
+    /// Where the program interpreter's path is in the file (`PT_INTERP`, at most
+    /// [`MAX_INTERP`] bytes of it), if the object names one (a dynamically linked
+    /// executable does; a shared library or a static executable does not).
+    pub fn interp_range(&self) -> Option<Range<u64>> {
+        let r = self.interp.clone()?;
+        Some(r.start..r.end.min(r.start.saturating_add(MAX_INTERP as u64)))
+    }
+
+    /// The interpreter's path: `bytes` are the file's bytes over
+    /// [`interp_range`](Self::interp_range), up to the first NUL.
+    ///
+    /// # Errors
+    ///
+    /// [`ElfError::Corrupt`] for no `PT_INTERP`, an empty path or one without its NUL
+    /// within [`MAX_INTERP`] bytes; [`ElfError::Truncated`] if `bytes` are short.
+    pub fn interpreter(&self, bytes: &[u8]) -> Result<Vec<u8>, ElfError> {
+        let range = self
+            .interp_range()
+            .ok_or(ElfError::Corrupt("no interpreter"))?;
+        let bytes = slice(bytes, 0..range.end - range.start, "interpreter")?;
+        let end = bytes
+            .iter()
+            .position(|&b| b == 0)
+            .ok_or(ElfError::Corrupt("interpreter path not terminated"))?;
+        if end == 0 {
+            return Err(ElfError::Corrupt("empty interpreter path"));
+        }
+        Ok(bytes[..end].to_vec())
     }
 
     /// The file offset of virtual address `vaddr`, through the `PT_LOAD` segment that maps
@@ -435,6 +472,32 @@ mod tests {
         // libc needs the dynamic loader only.
         assert_eq!(libc.libraries.len(), 1, "{:?}", libc.libraries);
         assert!(libc.libraries[0].starts_with(b"ld-linux"));
+    }
+
+    #[test]
+    fn a_program_names_its_interpreter_a_library_none() {
+        let file = host("/bin/ls");
+        let head = Head::parse(&file[..HEAD_MAX as usize]).unwrap();
+        let r = head.interp_range().unwrap();
+        let path = head
+            .interpreter(&file[r.start as usize..r.end as usize])
+            .unwrap();
+        assert!(path.starts_with(b"/lib"), "{}", path.escape_ascii());
+        assert!(path.windows(8).any(|w| w == b"ld-linux"));
+        // Cut before the NUL, or empty: errors, not panics.
+        let short = &file[r.start as usize..r.end as usize - 1];
+        assert!(head.interpreter(short).is_err());
+        assert!(head.interpreter(&[]).is_err());
+        let libc = libc();
+        let head = Head::parse(&libc[..HEAD_MAX as usize]).unwrap();
+        // glibc's libc.so.6 is runnable and names an interpreter; what matters is no panic
+        // and a typed error when there is none.
+        if head.interp_range().is_none() {
+            assert_eq!(
+                head.interpreter(b"/x\0"),
+                Err(ElfError::Corrupt("no interpreter"))
+            );
+        }
     }
 
     #[test]

@@ -43,6 +43,7 @@ use erofs_reader::{ExtentTarget, FileType, Image, Inode};
 
 mod chain;
 pub mod elf;
+pub mod entrypoint;
 
 use chain::Chain;
 
@@ -386,7 +387,7 @@ fn cousins(
 }
 
 /// `range` in pieces of `piece` bytes from its start, appended to `out`.
-fn cut(range: &Range<u64>, piece: u64, out: &mut Vec<Range<u64>>) {
+pub(crate) fn cut(range: &Range<u64>, piece: u64, out: &mut Vec<Range<u64>>) {
     let mut pos = range.start;
     while pos < range.end {
         let end = pos.saturating_add(piece).min(range.end);

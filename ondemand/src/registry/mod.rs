@@ -39,11 +39,11 @@ use std::collections::HashMap;
 use std::io;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use erofs_reader::ImageBuilder;
 use erofs_reader::nydus::RafsMeta;
-use oci_lazy::{Client, Config, Digest, Layer, LazyLayout, Reference};
+use oci_lazy::{Client, Config, Digest, Layer, LazyLayout, Reference, RunConfig};
 
 use crate::predict::{FileMap, Rules};
 use crate::rafs::RafsServer;
@@ -139,6 +139,18 @@ pub struct RemoteImage {
     bootstrap: Option<Arc<[u8]>>,
     /// A Nydus image's blobs (id, blob table record).
     chunk_maps: Vec<(String, erofs_format::rafs::RafsV6Blob)>,
+    /// The image's configuration, if asked for ([`RemoteImage::resolve_with`]).
+    run_config: Option<Arc<PendingConfig>>,
+}
+
+/// An image configuration being fetched, then fetched.
+#[derive(Debug)]
+struct PendingConfig(Mutex<ConfigState>);
+
+#[derive(Debug)]
+enum ConfigState {
+    Fetching(std::thread::JoinHandle<Result<RunConfig, String>>),
+    Done(Result<RunConfig, String>),
 }
 
 impl RemoteImage {
@@ -150,7 +162,43 @@ impl RemoteImage {
     ///
     /// [`ResolveError`].
     pub fn resolve(client: &Client, reference: &Reference) -> Result<RemoteImage, ResolveError> {
+        RemoteImage::resolve_with(client, reference, false)
+    }
+
+    /// [`resolve`](Self::resolve), and with `config`, the image's configuration (what it
+    /// runs: [`run_config`](Self::run_config)) fetched on a thread of its own in parallel
+    /// with the bootstrap layer: one small request, never waited for here.
+    ///
+    /// # Errors
+    ///
+    /// [`ResolveError`] (a failed configuration fetch is not one: it is
+    /// [`run_config`](Self::run_config)'s).
+    pub fn resolve_with(
+        client: &Client,
+        reference: &Reference,
+        config: bool,
+    ) -> Result<RemoteImage, ResolveError> {
         let image = client.resolve(reference)?;
+        let run_config = config.then(|| {
+            let (client, repo, digest) = (
+                client.clone(),
+                reference.repository().clone(),
+                image.config.digest.clone(),
+            );
+            let fetch = move || -> Result<RunConfig, String> {
+                let bytes = client
+                    .fetch_blob(&repo, &digest, oci_lazy::MAX_IMAGE_CONFIG)
+                    .map_err(|e| e.to_string())?;
+                RunConfig::parse(&bytes).map_err(|e| e.to_string())
+            };
+            Arc::new(PendingConfig(Mutex::new(match std::thread::Builder::new()
+                .name("image-config".into())
+                .spawn(fetch)
+            {
+                Ok(t) => ConfigState::Fetching(t),
+                Err(e) => ConfigState::Done(Err(e.to_string())),
+            })))
+        });
         let size = image.layers.iter().map(|l| l.size).sum();
         let repo = reference.repository().clone();
         log::info!(
@@ -191,7 +239,32 @@ impl RemoteImage {
             store: RegistryStore::new(client.clone(), repo, &image.layers, memory),
             bootstrap,
             chunk_maps,
+            run_config,
         })
+    }
+
+    /// What the image's configuration says to run, waiting for its fetch
+    /// ([`resolve_with`](Self::resolve_with)); `None` if it was not asked for.
+    ///
+    /// # Errors
+    ///
+    /// The fetch failed, or the document is not an image configuration
+    /// ([`oci_lazy::ImageConfigError`]), as a message.
+    pub fn run_config(&self) -> Option<Result<RunConfig, String>> {
+        let pending = self.run_config.as_ref()?;
+        let mut st = pending.0.lock().unwrap_or_else(|p| p.into_inner());
+        let state = std::mem::replace(&mut *st, ConfigState::Done(Err(String::new())));
+        *st = match state {
+            ConfigState::Fetching(t) => ConfigState::Done(
+                t.join()
+                    .unwrap_or_else(|_| Err("the fetch's thread panicked".into())),
+            ),
+            done => done,
+        };
+        match &*st {
+            ConfigState::Done(r) => Some(r.clone()),
+            ConfigState::Fetching(_) => None,
+        }
     }
 
     /// The store of the image's blobs.
@@ -313,6 +386,124 @@ impl RemoteImage {
         threads
     }
 
+    /// Fetch the files that start what the image runs while it mounts (the entrypoint rule,
+    /// [`crate::predict::entrypoint`]): on a thread of its own, the program its
+    /// configuration names ([`run_config`](Self::run_config), waited for) is found in the
+    /// bootstrap, and it, its interpreter and its libraries (found from their bytes, read
+    /// through the store as they arrive) are fetched into memory
+    /// ([`RegistryStore::fetch_early_ranges`]: the stored ranges of their chunks, merged when
+    /// at most `gap` apart, on `connections` connections at `nice`), each as soon as it is
+    /// known: whole if at most `whole_file` bytes, else its first and last chunk (where its
+    /// headers are). A READ of those bytes is then decoded from memory, without a round trip.
+    /// Nothing for EROFS-layer images, an image resolved without its configuration, or one
+    /// whose configuration names no program of the image. Returns the thread (answering the
+    /// files fetched), `None` if there is nothing to do; dropping it detaches.
+    pub fn fetch_entrypoint_early(
+        &self,
+        limits: crate::predict::entrypoint::Limits,
+        whole_file: u64,
+        gap: u64,
+        connections: usize,
+        nice: i32,
+    ) -> Option<std::thread::JoinHandle<usize>> {
+        use crate::predict::entrypoint;
+        let bootstrap = self.bootstrap.clone()?;
+        self.run_config.as_ref()?;
+        let this = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("entrypoint".into())
+            .spawn(move || {
+                let started = std::time::Instant::now();
+                let config = match this.run_config() {
+                    Some(Ok(c)) => c,
+                    Some(Err(e)) => {
+                        log::warn!("entrypoint: image config: {e}");
+                        return 0;
+                    }
+                    None => return 0,
+                };
+                let Some(name) = config.program() else {
+                    log::info!("entrypoint: the image config names no program");
+                    return 0;
+                };
+                let found = (|| {
+                    let image = ImageBuilder::new(bootstrap)
+                        .build()
+                        .map_err(|e| e.to_string())?;
+                    let path =
+                        entrypoint::program(&image, name, config.path(), &config.working_dir)
+                            .map_err(|e| e.to_string())?;
+                    Ok::<_, String>((image, path))
+                })();
+                let (image, path) = match found {
+                    Ok(f) => f,
+                    Err(e) => {
+                        log::info!("entrypoint: {e}");
+                        return 0;
+                    }
+                };
+                // Each blob's decoded view and chunk map (fetched early already).
+                let mut blobs = HashMap::new();
+                for (id, record) in &this.chunk_maps {
+                    let Ok(stored) = crate::BlobStore::open(&this.store, id.as_bytes()) else {
+                        continue;
+                    };
+                    blobs.insert(
+                        id.as_bytes().to_vec(),
+                        erofs_reader::nydus::BlobSource::new(stored, record),
+                    );
+                }
+                let piece = RafsMeta::from_image(&image)
+                    .ok()
+                    .flatten()
+                    .map_or(1 << 20, |m| u64::from(m.chunk_size()))
+                    .max(4096);
+                let mut fetch = |f: &entrypoint::ClosureFile| {
+                    let Some(source) = blobs.get(&f.tag) else {
+                        return;
+                    };
+                    let Ok(chunks) = source.chunk_infos() else {
+                        return;
+                    };
+                    let wanted = early_pieces(&f.extent, piece, whole_file);
+                    let ranges = crate::trace_early::stored_ranges(chunks, &wanted, gap);
+                    log::info!(
+                        "entrypoint: {} (depth {}, {} bytes at {}): {} stored bytes fetched early",
+                        String::from_utf8_lossy(&f.path),
+                        f.depth,
+                        f.extent.end - f.extent.start,
+                        f.extent.start,
+                        ranges.iter().map(|r| r.end - r.start).sum::<u64>(),
+                    );
+                    this.store
+                        .fetch_early_ranges(&f.tag, ranges, connections, nice);
+                };
+                let mut read = |tag: &[u8], range: Range<u64>| -> io::Result<Vec<u8>> {
+                    let source = blobs
+                        .get(tag)
+                        .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+                    let len = usize::try_from(range.end - range.start)
+                        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+                    let mut buf = vec![0; len];
+                    erofs_reader::Source::read_exact_at(source, &mut buf, range.start)?;
+                    Ok(buf)
+                };
+                let files = entrypoint::closure(&image, &path, limits, &mut read, &mut fetch);
+                log::info!(
+                    "entrypoint: {} ({name}): {} files, {} bytes, found in {} ms",
+                    String::from_utf8_lossy(&path),
+                    files.len(),
+                    files
+                        .iter()
+                        .map(|f| f.extent.end - f.extent.start)
+                        .sum::<u64>(),
+                    started.elapsed().as_millis()
+                );
+                files.len()
+            });
+        spawned.ok()
+    }
+
     /// The object keys the kernel mounts: the bootstrap, or the layers bottom first.
     pub fn mount_keys(&self) -> Vec<&str> {
         match &self.kind {
@@ -320,6 +511,22 @@ impl RemoteImage {
             ImageKind::ErofsLayers { layers } => layers.iter().map(String::as_str).collect(),
         }
     }
+}
+
+/// The pieces of a file's `extent` to fetch early, cut at `piece` bytes from its start: the
+/// first and the last (an ELF object's headers, and its dynamic section in its data segment),
+/// then, if the file is at most `whole_file` long, the rest.
+fn early_pieces(extent: &Range<u64>, piece: u64, whole_file: u64) -> Vec<Range<u64>> {
+    let mut all = Vec::new();
+    crate::predict::cut(extent, piece, &mut all);
+    if all.len() > 1 {
+        all.rotate_right(1);
+        all.swap(0, 1);
+    }
+    if extent.end - extent.start > whole_file {
+        all.truncate(2);
+    }
+    all
 }
 
 /// A Nydus image resolved: what to mount, the bootstrap's bytes, each blob's id and record.

@@ -238,20 +238,20 @@ fn render_counters(client: &Client, out: &mut String) {
 struct RemoteBlob(Blob, Arc<Mutex<EarlyByName>>, Vec<u8>);
 
 impl RemoteBlob {
-    /// Serve `reads` from the early fetches if each lies within them (one, or several
-    /// back to back: a batch's merged range may span two); false (nothing served)
-    /// otherwise, or if a fetch they need failed.
-    fn served_early(&self, reads: &mut [RangeRead<'_>]) -> bool {
+    /// Serve each of `reads` that lies within the early fetches (one, or several back to
+    /// back: a batch's merged range may span two) from them; which were served. A read not
+    /// within them, or whose fetch failed, is left to the registry.
+    fn served_early(&self, reads: &mut [RangeRead<'_>]) -> Vec<bool> {
+        let mut served = vec![false; reads.len()];
         let early = {
             let all = self.1.lock().unwrap_or_else(|p| p.into_inner());
             match all.get(&self.2) {
                 Some(list) if !list.is_empty() => list.clone(),
-                _ => return false,
+                _ => return served,
             }
         };
-        // Per read, the fetches that cover it, in order.
-        let mut parts: Vec<Vec<Arc<Early>>> = Vec::with_capacity(reads.len());
-        for r in reads.iter() {
+        'reads: for (r, done) in reads.iter_mut().zip(&mut served) {
+            // The fetches that cover it, in order.
             let end = r.offset.saturating_add(r.buf.len() as u64);
             let mut pos = r.offset;
             let mut covering = Vec::new();
@@ -260,34 +260,27 @@ impl RemoteBlob {
                     .iter()
                     .find(|e| e.range.start <= pos && pos < e.range.end)
                 else {
-                    return false;
+                    continue 'reads;
                 };
                 covering.push(Arc::clone(e));
                 pos = e.range.end;
             }
-            parts.push(covering);
-        }
-        let mut bytes: Vec<Vec<Arc<[u8]>>> = Vec::with_capacity(parts.len());
-        for covering in &parts {
             let mut got = Vec::with_capacity(covering.len());
-            for e in covering {
+            for e in &covering {
                 match e.wait() {
                     Some(b) => got.push(b),
-                    None => return false,
+                    None => continue 'reads,
                 }
             }
-            bytes.push(got);
-        }
-        for ((r, covering), got) in reads.iter_mut().zip(&parts).zip(&bytes) {
-            let end = r.offset + r.buf.len() as u64;
-            for (e, b) in covering.iter().zip(got) {
+            for (e, b) in covering.iter().zip(&got) {
                 let from = r.offset.max(e.range.start);
                 let to = end.min(e.range.end);
                 let src = &b[(from - e.range.start) as usize..(to - e.range.start) as usize];
                 r.buf[(from - r.offset) as usize..(to - r.offset) as usize].copy_from_slice(src);
             }
+            *done = true;
         }
-        true
+        served
     }
 }
 
@@ -299,7 +292,11 @@ fn read_error(e: oci_lazy::Error) -> io::Error {
 
 impl Source for RemoteBlob {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        if self.served_early(&mut [RangeRead { offset, buf }]) {
+        if self.served_early(&mut [RangeRead {
+            offset,
+            buf: &mut *buf,
+        }])[0]
+        {
             return Ok(());
         }
         self.0.read_exact_at(buf, offset).map_err(read_error)
@@ -310,18 +307,24 @@ impl Source for RemoteBlob {
     }
 }
 
-/// The engine's range reads as `oci-lazy`'s `(offset, buffer)` pairs.
-fn as_ranges<'a>(reads: &'a mut [RangeRead<'_>]) -> Vec<(u64, &'a mut [u8])> {
-    reads.iter_mut().map(|r| (r.offset, &mut *r.buf)).collect()
+/// The engine's range reads not `served` as `oci-lazy`'s `(offset, buffer)` pairs.
+fn as_ranges<'a>(reads: &'a mut [RangeRead<'_>], served: &[bool]) -> Vec<(u64, &'a mut [u8])> {
+    reads
+        .iter_mut()
+        .zip(served)
+        .filter(|(_, s)| !**s)
+        .map(|(r, _)| (r.offset, &mut *r.buf))
+        .collect()
 }
 
 impl StoredBlob for RemoteBlob {
     fn read_ranges(&self, reads: &mut [RangeRead<'_>]) -> io::Result<()> {
-        if self.served_early(reads) {
+        let served = self.served_early(reads);
+        if served.iter().all(|&s| s) {
             return Ok(());
         }
         self.0
-            .read_ranges(&mut as_ranges(reads))
+            .read_ranges(&mut as_ranges(reads, &served))
             .map_err(read_error)
     }
 
@@ -334,12 +337,17 @@ impl StoredBlob for RemoteBlob {
         reads: &mut [RangeRead<'_>],
         arrived: &(dyn Fn(u64, &[u8]) + Sync),
     ) -> io::Result<()> {
-        if self.served_early(reads) {
-            reads.iter().for_each(|r| arrived(r.offset, r.buf));
+        let served = self.served_early(reads);
+        reads
+            .iter()
+            .zip(&served)
+            .filter(|(_, s)| **s)
+            .for_each(|(r, _)| arrived(r.offset, r.buf));
+        if served.iter().all(|&s| s) {
             return Ok(());
         }
         self.0
-            .read_ranges_arriving(&mut as_ranges(reads), arrived)
+            .read_ranges_arriving(&mut as_ranges(reads, &served), arrived)
             .map_err(read_error)
     }
 }
