@@ -72,6 +72,7 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("registry_manifest", registry_manifest),
     ("access_trace", access_trace),
     ("elf_needed", elf_needed),
+    ("image_config", image_config),
 ];
 
 /// Iterations over anything whose count comes from the input stop here: a count of 2^40
@@ -1646,4 +1647,27 @@ pub fn elf_needed(data: &[u8]) {
     if let Ok(n) = dynamic.names(bytes) {
         assert_eq!(whole, Ok(n));
     }
+    // The interpreter (the entrypoint rule), given only its span.
+    if let Some(bytes) = head.interp_range().and_then(span)
+        && let Ok(path) = head.interpreter(bytes)
+    {
+        assert!(!path.is_empty() && path.len() < elf::MAX_INTERP && !path.contains(&0));
+    }
+}
+
+/// An image configuration (what an image runs: the entrypoint rule of cold prediction):
+/// `RunConfig::parse` within its limits, or an error.
+pub fn image_config(data: &[u8]) {
+    use oci_lazy::{MAX_ARG, MAX_ARGS, MAX_ENV, RunConfig};
+    let Ok(c) = RunConfig::parse(data) else {
+        return;
+    };
+    assert!(c.entrypoint.len() + c.cmd.len() <= MAX_ARGS && c.env.len() <= MAX_ENV);
+    for s in c.entrypoint.iter().chain(&c.cmd).chain(&c.env) {
+        assert!(s.len() <= MAX_ARG);
+    }
+    if let Some(p) = c.program() {
+        assert!(!p.is_empty());
+    }
+    assert!(c.path().len() <= MAX_ARG);
 }

@@ -133,6 +133,7 @@ replay_tests!(
     registry_manifest,
     access_trace,
     elf_needed,
+    image_config,
 );
 
 /// The seed images the structured targets start from are real images the reader opens.

@@ -78,7 +78,40 @@ fn build_tree(src: &Path) -> Vec<String> {
         }
         names.push(name_s);
     }
+    // Debian's `/lib64/ld-linux-x86-64.so.2` (the program's PT_INTERP), through two links.
+    std::fs::create_dir_all(src.join("usr/lib64")).unwrap();
+    std::os::unix::fs::symlink("usr/lib64", src.join("lib64")).unwrap();
+    std::os::unix::fs::symlink(
+        "../lib/x86_64-linux-gnu/ld-linux-x86-64.so.2",
+        src.join("usr/lib64/ld-linux-x86-64.so.2"),
+    )
+    .unwrap();
+    entrypoint_files(&src.join("opt"), &ls);
     names
+}
+
+/// Programs an image config may name, good and hostile (the entrypoint rule), in `opt`.
+fn entrypoint_files(opt: &Path, ls: &[u8]) {
+    let exe = |name: &str, bytes: &[u8]| {
+        std::fs::write(opt.join(name), bytes).unwrap();
+        std::fs::set_permissions(opt.join(name), PermissionsExt::from_mode(0o755)).unwrap();
+    };
+    std::fs::create_dir_all(opt.join("dir")).unwrap();
+    // A script run by the program; a script run by that script (not followed); a script
+    // with a relative interpreter.
+    exe("run.sh", b"#!/bin/prog -l\n");
+    exe("run2.sh", b"#!/opt/run.sh\n");
+    exe("rel.sh", b"#!prog\n");
+    // ELF magic and garbage; ELF program headers pointing past the file.
+    let mut bad = b"\x7fELF".to_vec();
+    bad.extend(tests::text(5, 300));
+    exe("bad", &bad);
+    let mut cut = ls[..4096].to_vec();
+    cut[0x20..0x28].copy_from_slice(&u64::MAX.to_le_bytes()); // e_phoff
+    exe("cut", &cut);
+    // Not executable; a symlink loop.
+    std::fs::write(opt.join("noexec"), ls).unwrap();
+    std::os::unix::fs::symlink("loop", opt.join("loop")).unwrap();
 }
 
 /// Where `path`'s bytes are on the blob.
@@ -367,4 +400,213 @@ fn a_read_in_a_bytecode_directory_fills_its_cousins() {
     .with_readahead(4096);
     read(&small, 2, a.start);
     assert!(!present(&small, &b) && !present(&small, &c));
+}
+
+mod entrypoint {
+    //! The entrypoint rule (`ondemand::predict::entrypoint`): the program an image config
+    //! names, found in the image, and the files the kernel and the loader read to start it,
+    //! each known (to be fetched) before its bytes are read.
+
+    use super::*;
+    use ondemand::predict::entrypoint::{self, ClosureFile, EntrypointError, Limits};
+    use std::cell::RefCell;
+    use std::ops::Range;
+
+    /// The image with its blob, read through its decoded device.
+    fn with_blob(s: &Setup) -> Image {
+        erofs_reader::ImageBuilder::open(s.blobs.join("boot"))
+            .unwrap()
+            .blob_dir(&s.blobs)
+            .build()
+            .unwrap()
+    }
+
+    /// `closure` of `program`, reading through the image's device; returns the files and
+    /// the device ranges read, in order, each after `found` was told of the file it is in.
+    fn walk(image: &Image, program: &[u8], limits: Limits) -> (Vec<ClosureFile>, Vec<Range<u64>>) {
+        let told: RefCell<Vec<ClosureFile>> = RefCell::new(Vec::new());
+        let reads = RefCell::new(Vec::new());
+        let files = entrypoint::closure(
+            image,
+            program,
+            limits,
+            &mut |tag: &[u8], r: Range<u64>| {
+                assert_eq!(tag, &image.devices()[0].tag[..]);
+                // Told of before any of its bytes are read.
+                assert!(
+                    told.borrow()
+                        .iter()
+                        .any(|f| f.extent.start <= r.start && r.end <= f.extent.end),
+                    "{r:?} read before its file was found"
+                );
+                reads.borrow_mut().push(r.clone());
+                let mut buf = vec![0; (r.end - r.start) as usize];
+                image
+                    .device_source(1)
+                    .unwrap()
+                    .read_exact_at(&mut buf, r.start)?;
+                Ok(buf)
+            },
+            &mut |f: &ClosureFile| told.borrow_mut().push(f.clone()),
+        );
+        assert_eq!(
+            files,
+            *told.borrow(),
+            "found is told of each file once, in order"
+        );
+        (files, reads.into_inner())
+    }
+
+    fn paths(files: &[ClosureFile]) -> Vec<String> {
+        files
+            .iter()
+            .map(|f| String::from_utf8(f.path.clone()).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn the_programs_closure_is_known_before_its_bytes_are_read() {
+        let Some(s) = setup("predict_rules/entrypoint") else {
+            return;
+        };
+        let image = with_blob(&s);
+        // Looked up in PATH as a runtime does: relative and missing entries skipped.
+        let prog = entrypoint::program(&image, "prog", "relative:/nonexistent:/opt/dir:/bin", "/")
+            .unwrap();
+        assert_eq!(prog, b"/bin/prog");
+        let (files, reads) = walk(&image, &prog, Limits::DEFAULT);
+        // The program, its interpreter (PT_INTERP, through /lib64's links), then every
+        // library of the closure, each once, and nothing else.
+        let mut want: Vec<Range<u64>> = s
+            .libraries
+            .iter()
+            .map(|l| extent(&s.image, &format!("/{LIBDIR}/{l}")))
+            .collect();
+        want.push(extent(&s.image, "/bin/prog"));
+        let mut got: Vec<Range<u64>> = files.iter().map(|f| f.extent.clone()).collect();
+        want.sort_by_key(|r| r.start);
+        got.sort_by_key(|r| r.start);
+        assert_eq!(got, want, "{:?}", paths(&files));
+        assert_eq!(files[0].path, b"/bin/prog");
+        assert_eq!(files[0].depth, 0);
+        assert_eq!(
+            files[1].path,
+            b"/lib64/ld-linux-x86-64.so.2",
+            "{:?}",
+            paths(&files)
+        );
+        assert!(files[1..].iter().all(|f| f.depth >= 1));
+        // Heads and headers, not whole files.
+        let read: u64 = reads.iter().map(|r| r.end - r.start).sum();
+        let total: u64 = files.iter().map(|f| f.extent.end - f.extent.start).sum();
+        assert!(read < total / 2, "{read} of {total} bytes read");
+
+        // A script: its interpreter's closure too; a script's interpreter's interpreter not.
+        let (files, _) = walk(&image, b"/opt/run.sh", Limits::DEFAULT);
+        assert_eq!(files.len(), want.len() + 1, "{:?}", paths(&files));
+        assert_eq!(files[1].path, b"/bin/prog");
+        let (files, _) = walk(&image, b"/opt/run2.sh", Limits::DEFAULT);
+        assert_eq!(paths(&files), ["/opt/run2.sh", "/opt/run.sh"]);
+        let rel = entrypoint::program(&image, "rel.sh", "/opt", "").unwrap();
+        assert_eq!(
+            paths(&walk(&image, &rel, Limits::DEFAULT).0),
+            ["/opt/rel.sh"]
+        );
+        // Relative to the working directory.
+        assert_eq!(
+            entrypoint::program(&image, "./run.sh", "", "/opt/").unwrap(),
+            b"/opt/./run.sh"
+        );
+    }
+
+    #[test]
+    fn hostile_programs_and_objects_end_in_errors_or_nothing() {
+        let Some(s) = setup("predict_rules/entrypoint_hostile") else {
+            return;
+        };
+        let image = with_blob(&s);
+        let find = |name: &str| entrypoint::program(&image, name, "/opt:/bin", "/");
+        assert!(matches!(find(""), Err(EntrypointError::NoProgram)));
+        assert!(matches!(find("a\0b"), Err(EntrypointError::BadName(_))));
+        assert!(matches!(
+            find(&"x".repeat(5000)),
+            Err(EntrypointError::BadName(_))
+        ));
+        for missing in [
+            "nope",
+            "noexec",
+            "dir",
+            "/opt/dir",
+            "/opt/noexec",
+            "/bin/prog/x",
+        ] {
+            assert!(
+                matches!(find(missing), Err(EntrypointError::NotFound(_))),
+                "{missing}: {:?}",
+                find(missing)
+            );
+        }
+        // A symlink loop: the reader's error, typed.
+        assert!(matches!(
+            find("/opt/loop"),
+            Err(EntrypointError::Image { .. } | EntrypointError::NotFound(_))
+        ));
+        // `..` stays in the image.
+        assert_eq!(
+            find("../../../../bin/prog").unwrap(),
+            b"/../../../../bin/prog"
+        );
+        // ELF magic with garbage, program headers past the file: the file alone.
+        for bad in [&b"/opt/bad"[..], b"/opt/cut"] {
+            assert_eq!(walk(&image, bad, Limits::DEFAULT).0.len(), 1);
+        }
+        // The limits.
+        let only = |l: Limits| paths(&walk(&image, b"/bin/prog", l).0);
+        assert_eq!(
+            only(Limits {
+                files: 1,
+                ..Limits::DEFAULT
+            }),
+            ["/bin/prog"]
+        );
+        assert_eq!(
+            only(Limits {
+                depth: 0,
+                ..Limits::DEFAULT
+            }),
+            ["/bin/prog"]
+        );
+        assert!(
+            only(Limits {
+                files: 0,
+                ..Limits::DEFAULT
+            })
+            .is_empty()
+        );
+        assert!(
+            only(Limits {
+                bytes: 1,
+                ..Limits::DEFAULT
+            })
+            .is_empty()
+        );
+        // A device that fails, or answers garbage or too little: the program alone.
+        type Read = Box<dyn FnMut(&[u8], Range<u64>) -> std::io::Result<Vec<u8>>>;
+        let readers: Vec<Read> = vec![
+            Box::new(|_, _| Err(std::io::Error::other("EIO"))),
+            Box::new(|_, r| Ok(tests::text(7, (r.end - r.start) as usize))),
+            Box::new(|_, _| Ok(b"\x7fELF".to_vec())),
+            Box::new(|_, _| Ok(Vec::new())),
+        ];
+        for mut read in readers {
+            let files = entrypoint::closure(
+                &image,
+                b"/bin/prog",
+                Limits::DEFAULT,
+                &mut read,
+                &mut |_| {},
+            );
+            assert_eq!(paths(&files), ["/bin/prog"]);
+        }
+    }
 }
