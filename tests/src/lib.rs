@@ -28,6 +28,7 @@ pub mod nydus_image;
 pub mod nydusd;
 pub mod oci_images;
 pub mod oci_layout;
+pub mod program_tree;
 pub mod raw;
 pub mod registry;
 pub mod rootfs;

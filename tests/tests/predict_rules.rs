@@ -20,34 +20,13 @@ use ondemand::rafs::RafsDirServer;
 use ondemand::testing::FakeFd;
 use ondemand::{AlignedBuf, Session};
 
-const LIBDIR: &str = "usr/lib/x86_64-linux-gnu";
+use tests::program_tree::LIBDIR;
 const CHUNK: u64 = 0x10000;
 
-/// The host's file for library `name`.
-fn host_library(name: &[u8]) -> PathBuf {
-    let name = std::str::from_utf8(name).unwrap();
-    for dir in [
-        "/lib/x86_64-linux-gnu",
-        "/usr/lib/x86_64-linux-gnu",
-        "/lib64",
-        "/usr/lib64",
-        "/lib",
-        "/usr/lib",
-    ] {
-        let p = Path::new(dir).join(name);
-        if p.exists() {
-            return p;
-        }
-    }
-    panic!("{name}: not on this host");
-}
-
-/// `bin/prog` (the host's `ls`) and the closure of its libraries in `LIBDIR` (libc through
-/// a symlink); returns the libraries' names.
+/// `bin/prog` (the host's `ls`) and the closure of its libraries ([`tests::program_tree`]),
+/// bytecode directories and hostile programs beside them; returns the libraries' names.
 fn build_tree(src: &Path) -> Vec<String> {
-    std::fs::create_dir_all(src.join("bin")).unwrap();
-    std::fs::create_dir_all(src.join(LIBDIR)).unwrap();
-    std::os::unix::fs::symlink("usr/lib", src.join("lib")).unwrap();
+    let names = tests::program_tree::write(src);
     // Three packages' bytecode directories and a file beside one of them (the cousin rule).
     for (pkg, n) in [("a", 1), ("b", 2), ("c", 3)] {
         let d = src.join("usr/lib/py").join(pkg).join("__pycache__");
@@ -57,36 +36,7 @@ fn build_tree(src: &Path) -> Vec<String> {
     std::fs::write(src.join("usr/lib/py/c/source.py"), tests::text(9, 30_000)).unwrap();
     // A file beside the program: a READ in it fills the program by the directory rule.
     std::fs::write(src.join("bin/aaa"), tests::text(3, 20_000)).unwrap();
-    let ls = std::fs::read("/bin/ls").unwrap();
-    std::fs::write(src.join("bin/prog"), &ls).unwrap();
-    // Executable: what marks a file without `.so` in its name as maybe ELF.
-    std::fs::set_permissions(src.join("bin/prog"), PermissionsExt::from_mode(0o755)).unwrap();
-    let mut todo = elf::needed(&ls).unwrap().libraries;
-    let mut names = Vec::new();
-    while let Some(name) = todo.pop() {
-        let name_s = String::from_utf8(name.clone()).unwrap();
-        if names.contains(&name_s) {
-            continue;
-        }
-        let bytes = std::fs::read(host_library(&name)).unwrap();
-        todo.extend(elf::needed(&bytes).unwrap().libraries);
-        if name_s == "libc.so.6" {
-            std::fs::write(src.join(LIBDIR).join("libc-real.so"), &bytes).unwrap();
-            std::os::unix::fs::symlink("libc-real.so", src.join(LIBDIR).join("libc.so.6")).unwrap();
-        } else {
-            std::fs::write(src.join(LIBDIR).join(&name_s), &bytes).unwrap();
-        }
-        names.push(name_s);
-    }
-    // Debian's `/lib64/ld-linux-x86-64.so.2` (the program's PT_INTERP), through two links.
-    std::fs::create_dir_all(src.join("usr/lib64")).unwrap();
-    std::os::unix::fs::symlink("usr/lib64", src.join("lib64")).unwrap();
-    std::os::unix::fs::symlink(
-        "../lib/x86_64-linux-gnu/ld-linux-x86-64.so.2",
-        src.join("usr/lib64/ld-linux-x86-64.so.2"),
-    )
-    .unwrap();
-    entrypoint_files(&src.join("opt"), &ls);
+    entrypoint_files(&src.join("opt"), &std::fs::read("/bin/ls").unwrap());
     names
 }
 
@@ -249,7 +199,7 @@ fn a_programs_libraries_are_filled_once_its_bytes_are() {
     let libc = &libs.iter().find(|(l, _)| l == "libc.so.6").unwrap().1;
     assert_eq!(
         space[libc.start as usize..libc.end as usize],
-        std::fs::read(host_library(b"libc.so.6")).unwrap()[..]
+        std::fs::read(tests::program_tree::host_library(b"libc.so.6")).unwrap()[..]
     );
     drop(chained);
 

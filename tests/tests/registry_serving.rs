@@ -455,6 +455,132 @@ fn a_chunk_map_fetched_early_serves_the_blob_open() {
     assert_eq!(kernel.session.stats().read_errors, 0);
 }
 
+/// The entrypoint rule (`--predict-entrypoint`): an image whose config says `Cmd: ["prog"]`
+/// (a real program, the host's `ls`, with its libraries): resolved with its config, the
+/// program, its interpreter and its libraries are found and their chunks fetched into
+/// memory before any READ; READs of every byte of them then ask the registry nothing, and
+/// write the blob's bytes.
+#[test]
+fn the_entrypoints_files_are_fetched_before_the_first_read() {
+    entrypoint_round(Limits::DEFAULT, true);
+}
+
+/// The same with the closure cut to the program alone: the libraries' READs ask the
+/// registry (what the test above checks can fail).
+#[test]
+fn without_the_libraries_their_reads_ask_the_registry() {
+    entrypoint_round(
+        Limits {
+            files: 1,
+            ..Limits::DEFAULT
+        },
+        false,
+    );
+}
+
+use ondemand::predict::entrypoint::Limits;
+
+/// Push the program image, fetch its entrypoint's files early under `limits`, READ every
+/// byte of the program and its libraries; `quiet`: whether those READs asked the registry
+/// nothing.
+fn entrypoint_round(limits: Limits, quiet: bool) {
+    let Some(reg) = Registry::plain(if quiet {
+        "registry_serving/entrypoint"
+    } else {
+        "registry_serving/entrypoint_cut"
+    }) else {
+        return;
+    };
+    let dir = reg.dir().to_path_buf();
+    let Some(skopeo) = Skopeo::new(&dir.join("skopeo")) else {
+        return;
+    };
+    let src = dir.join("tree");
+    let libraries = tests::program_tree::write(&src);
+    std::fs::write(src.join("other"), tests::text(4, 3 << 20)).unwrap();
+    let layout = OciLayout::create(&dir.join("layout")).with_cmd(&["prog"]);
+    let built = oci_images::nydus_image(&layout, &[&src], &Platform::host(), &dir.join("work"))
+        .expect("nydus-image");
+    layout.tag("nydus", &built.image.manifest);
+    skopeo.push(layout.dir(), "nydus", &reg, "serving:nydus");
+    let r: Reference = reg.reference("serving:nydus").parse().unwrap();
+    let image = RemoteImage::resolve_with(&client(3), &r, true).unwrap();
+    assert_eq!(image.run_config().unwrap().unwrap().program(), Some("prog"));
+    let ImageKind::Nydus { bootstrap, blobs } = image.kind.clone() else {
+        panic!("a Nydus image, got {:?}", image.kind);
+    };
+    let id = blobs[0].clone();
+    image.fetch_chunk_maps_early();
+    let files = image
+        .fetch_entrypoint_early(limits, 64 << 20, 128 << 10, 3, 0)
+        .expect("an entrypoint to fetch")
+        .join()
+        .unwrap();
+    // The program and every library (the interpreter is one of them).
+    let want_files = if quiet { libraries.len() + 1 } else { 1 };
+    assert_eq!(files, want_files, "{libraries:?}");
+    // The early fetches run on threads of their own: wait until the registry is quiet.
+    let served = || reg.blob_served(&format!("sha256:{id}"));
+    let mut before = served();
+    let t = std::time::Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(300));
+        let now = served();
+        if now == before {
+            break;
+        }
+        before = now;
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "early fetches never ended"
+        );
+    }
+    // No readahead: each READ asks for its file's blocks only.
+    let mut kernel = Kernel::with(&image, &dir.join("objects"), 0, true);
+    kernel.open(
+        &bootstrap,
+        &bootstrap,
+        std::fs::read(&built.bootstrap).unwrap(),
+    );
+    kernel.read_all(&bootstrap);
+    let want = local_space(&built, &id);
+    kernel.open(&bootstrap, &id, want.clone());
+    let boot = erofs_reader::Image::open(&built.bootstrap).unwrap();
+    let mut paths = vec!["/bin/prog".to_owned()];
+    paths.extend(
+        libraries
+            .iter()
+            .map(|l| format!("/{}/{l}", tests::program_tree::LIBDIR)),
+    );
+    for path in &paths {
+        let inode = boot.lookup(path).unwrap();
+        let len = inode.metadata().len();
+        for e in boot.extents(&inode, 0..len).unwrap() {
+            let erofs_reader::ExtentTarget::Device { offset, .. } = e.target else {
+                panic!("{path}: not on the blob");
+            };
+            let start = offset / 4096 * 4096;
+            let end = (offset + e.len).next_multiple_of(4096);
+            kernel.read(&id, start, end - start);
+        }
+    }
+    assert_eq!(
+        served() == before,
+        quiet,
+        "READs of the entrypoint's files: {:?} requests and bytes before, {:?} after",
+        before,
+        served()
+    );
+    assert_eq!(kernel.wrong_writes(), 0);
+    assert_eq!(kernel.session.stats().read_errors, 0);
+    // Without asking for the config: nothing to do.
+    assert!(
+        resolve(&reg.reference("serving:nydus"), 3)
+            .fetch_entrypoint_early(limits, 64 << 20, 128 << 10, 3, 0)
+            .is_none()
+    );
+}
+
 #[test]
 fn nydus_image_served_from_the_registry_mounts_as_the_tree() {
     nydus_round_trip("registry_serving/nydus", false);
