@@ -512,7 +512,7 @@ fn entrypoint_round(limits: Limits, quiet: bool) {
     let id = blobs[0].clone();
     image.fetch_chunk_maps_early();
     let files = image
-        .fetch_entrypoint_early(limits, 64 << 20, 128 << 10, 3, 0)
+        .fetch_entrypoint_early(limits, 64 << 20, 3, 0)
         .expect("an entrypoint to fetch")
         .join()
         .unwrap();
@@ -576,7 +576,7 @@ fn entrypoint_round(limits: Limits, quiet: bool) {
     // Without asking for the config: nothing to do.
     assert!(
         resolve(&reg.reference("serving:nydus"), 3)
-            .fetch_entrypoint_early(limits, 64 << 20, 128 << 10, 3, 0)
+            .fetch_entrypoint_early(limits, 64 << 20, 3, 0)
             .is_none()
     );
 }

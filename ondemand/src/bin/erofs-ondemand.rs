@@ -452,7 +452,6 @@ impl Serving {
             drop(image.fetch_entrypoint_early(
                 ondemand::predict::entrypoint::Limits::DEFAULT,
                 self.predict_file,
-                self.prefetch_early_gap,
                 usize::from(self.prefetch_early_connections),
                 self.prefetch_early_nice,
             ));

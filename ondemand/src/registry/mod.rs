@@ -391,10 +391,10 @@ impl RemoteImage {
     /// configuration names ([`run_config`](Self::run_config), waited for) is found in the
     /// bootstrap, and it, its interpreter and its libraries (found from their bytes, read
     /// through the store as they arrive) are fetched into memory
-    /// ([`RegistryStore::fetch_early_ranges`]: the stored ranges of their chunks, merged when
-    /// at most `gap` apart, on `connections` connections at `nice`), each as soon as it is
-    /// known: whole if at most `whole_file` bytes, else its first and last chunk (where its
-    /// headers are). A READ of those bytes is then decoded from memory, without a round trip.
+    /// ([`RegistryStore::fetch_early_ranges`]: the stored bytes of each chunk a request of its
+    /// own, first and last chunk first, on `connections` connections at `nice`), each as soon
+    /// as it is known: whole if at most `whole_file` bytes, else its first and last chunk
+    /// (where its headers are). A READ of those bytes is then decoded from memory, without a round trip.
     /// Nothing for EROFS-layer images, an image resolved without its configuration, or one
     /// whose configuration names no program of the image. Returns the thread (answering the
     /// files fetched), `None` if there is nothing to do; dropping it detaches.
@@ -402,7 +402,6 @@ impl RemoteImage {
         &self,
         limits: crate::predict::entrypoint::Limits,
         whole_file: u64,
-        gap: u64,
         connections: usize,
         nice: i32,
     ) -> Option<std::thread::JoinHandle<usize>> {
@@ -465,8 +464,15 @@ impl RemoteImage {
                     let Ok(chunks) = source.chunk_infos() else {
                         return;
                     };
-                    let wanted = early_pieces(&f.extent, piece, whole_file);
-                    let ranges = crate::trace_early::stored_ranges(chunks, &wanted, gap);
+                    // One request per piece (not merged up to 2 MiB as a trace's are): the
+                    // head's chunk, which the exec and this walk wait for, comes first and
+                    // alone.
+                    let ranges: Vec<Range<u64>> = early_pieces(&f.extent, piece, whole_file)
+                        .iter()
+                        .flat_map(|p| {
+                            crate::trace_early::stored_ranges(chunks, std::slice::from_ref(p), 0)
+                        })
+                        .collect();
                     log::info!(
                         "entrypoint: {} (depth {}, {} bytes at {}): {} stored bytes fetched early",
                         String::from_utf8_lossy(&f.path),
