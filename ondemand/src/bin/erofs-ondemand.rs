@@ -330,9 +330,9 @@ struct Serving {
     /// Cold prediction, `--image` of a Nydus image: fetch the program the image's config
     /// names (Entrypoint, else Cmd, looked up in its PATH), its interpreter and its
     /// libraries (found from their bytes), into memory while the image mounts, so the
-    /// exec's and the loader's first READs wait for no round trip (whole if at most
-    /// --predict-file long; one request for the config). Default: on with `serve` and no
-    /// --prefetch-list, off with `fanotify`.
+    /// exec's and the loader's first READs wait for no round trip (whole if at most 2 MiB
+    /// and --predict-file long, else the first and last chunk; one request for the config).
+    /// Default: on with `serve` and no --prefetch-list, off with `fanotify`.
     #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
     predict_entrypoint: Option<bool>,
     /// Each worker's fill buffer (default: the readahead window, 64K to 4M).
@@ -449,12 +449,15 @@ impl Serving {
     fn fetch_entrypoint(&self, image: &ondemand::registry::RemoteImage, cachefiles: bool) {
         if self.entrypoint(cachefiles) {
             // The thread runs on its own (detached).
-            drop(image.fetch_entrypoint_early(
-                ondemand::predict::entrypoint::Limits::DEFAULT,
-                self.predict_file,
-                usize::from(self.prefetch_early_connections),
-                self.prefetch_early_nice,
-            ));
+            drop(
+                image.fetch_entrypoint_early(
+                    ondemand::predict::entrypoint::Limits::DEFAULT,
+                    self.predict_file
+                        .min(ondemand::predict::entrypoint::EARLY_WHOLE_FILE),
+                    usize::from(self.prefetch_early_connections),
+                    self.prefetch_early_nice,
+                ),
+            );
         }
     }
 

@@ -6,7 +6,7 @@
 //! interpreter (`PT_INTERP`, `ld.so`), then each library (`DT_NEEDED`) in turn, each one
 //! known only once the previous object is read. The image's configuration names the
 //! program, and its bytes name the rest, so all of it can be fetched while the image mounts,
-//! when the link is idle ([`crate::registry::RemoteImage::fetch_entrypoint_early`]).
+//! when the link is idle (`registry::RemoteImage::fetch_entrypoint_early`).
 //!
 //! [`program`] finds the program in the image as a runtime does (a name with a `/` from the
 //! working directory, else the first match in `PATH`; symlinks followed inside the image by
@@ -53,6 +53,14 @@ impl Default for Limits {
         Limits::DEFAULT
     }
 }
+
+/// Files at most this long are fetched whole while the image mounts
+/// (`registry::RemoteImage::fetch_entrypoint_early`, by the CLI); a longer one (the
+/// python3.11 executable, 6.8 MB) only its first and last chunk, the rest left to the
+/// whole-file rule at its first READ: the guest's CPU is short during the mount, and
+/// receiving the whole program then slowed the mount and the exec (DESIGN.md, "The
+/// entrypoint rule").
+pub const EARLY_WHOLE_FILE: u64 = 2 << 20;
 
 /// Why the program could not be found.
 #[derive(Debug, thiserror::Error)]

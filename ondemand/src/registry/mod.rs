@@ -412,6 +412,11 @@ impl RemoteImage {
         let spawned = std::thread::Builder::new()
             .name("entrypoint".into())
             .spawn(move || {
+                // Its decoding runs beside the mount and the exec: on a busy CPU they come
+                // first.
+                if nice > 0 {
+                    let _ = crate::sys::set_thread_nice(nice.min(19));
+                }
                 let started = std::time::Instant::now();
                 let config = match this.run_config() {
                     Some(Ok(c)) => c,
