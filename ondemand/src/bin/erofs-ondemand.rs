@@ -332,7 +332,7 @@ struct Serving {
     /// libraries (found from their bytes), into memory while the image mounts, so the
     /// exec's and the loader's first READs wait for no round trip (whole if at most 2 MiB
     /// and --predict-file long, else the first and last chunk; one request for the config).
-    /// Default: on with `serve` and no --prefetch-list, off with `fanotify`.
+    /// Off by default (measured: no faster in the container start).
     #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
     predict_entrypoint: Option<bool>,
     /// Each worker's fill buffer (default: the readahead window, 64K to 4M).
@@ -438,16 +438,16 @@ impl Serving {
             .unwrap_or(self.prefetch_list.is_some() && !self.prefetch)
     }
 
-    /// Whether `--predict-entrypoint` is on: by default with cachefiles (`serve`) and no
-    /// replayed trace (which fetches what the start reads already).
-    fn entrypoint(&self, cachefiles: bool) -> bool {
-        self.predict_entrypoint
-            .unwrap_or(cachefiles && self.prefetch_list.is_none())
+    /// Whether `--predict-entrypoint` is on: off by default (measured with the container
+    /// start: no faster, its early fetches and decoding slowed the mount and the exec on the
+    /// guest's two CPUs; DESIGN.md, "The entrypoint rule").
+    fn entrypoint(&self) -> bool {
+        self.predict_entrypoint.unwrap_or(false)
     }
 
     /// `--predict-entrypoint`: the program's files fetched while `image` mounts.
-    fn fetch_entrypoint(&self, image: &ondemand::registry::RemoteImage, cachefiles: bool) {
-        if self.entrypoint(cachefiles) {
+    fn fetch_entrypoint(&self, image: &ondemand::registry::RemoteImage) {
+        if self.entrypoint() {
             // The thread runs on its own (detached).
             drop(
                 image.fetch_entrypoint_early(
@@ -659,7 +659,7 @@ fn fanotify(args: FanotifyArgs) -> ExitCode {
                 eprintln!("erofs-ondemand: --image REF needs --mountpoint (or give --blob-dir)");
                 return ExitCode::FAILURE;
             }
-            let entrypoint = args.serving.entrypoint(false);
+            let entrypoint = args.serving.entrypoint();
             let image = match args.registry.resolve(&args.image, entrypoint) {
                 Ok(i) => i,
                 Err(e) => {
@@ -668,7 +668,7 @@ fn fanotify(args: FanotifyArgs) -> ExitCode {
                 }
             };
             args.serving.fetch_early(&image, trace.as_ref(), false);
-            args.serving.fetch_entrypoint(&image, false);
+            args.serving.fetch_entrypoint(&image);
             let server = image
                 .server()
                 .with_verify_digests(args.serving.verify_digests);
@@ -1181,7 +1181,7 @@ fn main() -> ExitCode {
             }
             // Resolved before the cache is bound: a bad reference binds nothing.
             let remote = match &image {
-                Some(reference) => match registry.resolve(reference, serving.entrypoint(true)) {
+                Some(reference) => match registry.resolve(reference, serving.entrypoint()) {
                     Ok(i) => Some(i),
                     Err(e) => {
                         eprintln!("erofs-ondemand: {e}");
@@ -1199,7 +1199,7 @@ fn main() -> ExitCode {
             };
             if let Some(image) = &remote {
                 serving.fetch_early(image, trace.as_ref(), true);
-                serving.fetch_entrypoint(image, true);
+                serving.fetch_entrypoint(image);
             }
             let early = serving.early(remote.is_some(), true);
             let prefetch = match serving.prefetch_config(blob_dir.as_deref(), trace.as_ref(), early)
