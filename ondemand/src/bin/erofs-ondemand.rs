@@ -17,7 +17,7 @@
 //!                          [--prefetch-threads N] [--prefetch-bandwidth BYTES] [--supervisor SOCKET]
 //!                          [--record PATH] [--prefetch-list PATH] [--prefetch-nice N]
 //!                          [--prefetch-at-open] [--predict-file BYTES] [--predict-dir BYTES]
-//!                          [--predict-needed off|demanded|all]
+//!                          [--predict-needed off|demanded|all] [--predict-entrypoint on|off]
 //! erofs-ondemand hold --socket SOCKET
 //! erofs-ondemand mount [--blob-dir DIR] IMAGE MOUNTPOINT
 //! ```
@@ -54,7 +54,10 @@
 //! `serve --image` of a Nydus image predicts without a trace (`ondemand::predict`): a READ in
 //! a file fills the rest of the file (`--predict-file`, at most 8 MiB by default) and of its
 //! directory's files (`--predict-dir`, a span of at most 8 MiB) on the fill pool, and
-//! `--predict-needed demanded|all` the libraries an ELF object needs once its bytes are in; with
+//! `--predict-needed demanded|all` the libraries an ELF object needs once its bytes are in;
+//! `--predict-entrypoint on` (off by default: measured, no faster) fetches the program the
+//! image's config names, its interpreter and its libraries into memory while the image
+//! mounts (`ondemand::predict::entrypoint`); with
 //! `--mountpoint` prefetch starts once the mount is up (`--prefetch-at-open`: as objects open),
 //! and the prefetch threads run at nice 10 (`--prefetch-nice N`; 0 with `--prefetch-early`); `hold` keeps the `/dev/cachefiles` fd (or the fanotify group) so that
 //! `serve --supervisor` (`fanotify --supervisor`) daemons can die and be replaced while mounts
@@ -1463,25 +1466,48 @@ mod tests {
         assert_eq!(args.blob_dir, None);
     }
 
+    /// `serve --image r --mountpoint /m` with `more` flags, parsed.
+    fn serve_image(more: &[&str]) -> Serving {
+        let mut args = vec![
+            "erofs-ondemand",
+            "serve",
+            "--cache-dir",
+            "/c",
+            "--image",
+            "r",
+            "--mountpoint",
+            "/m",
+        ];
+        args.extend_from_slice(more);
+        let Cmd::Serve { serving, .. } = Cli::try_parse_from(&args).unwrap().command else {
+            panic!("parsed as serve");
+        };
+        serving
+    }
+
     #[test]
-    fn page_cache_warming_is_on_for_a_replayed_trace_alone() {
-        let warming = |more: &[&str]| {
-            let mut args = vec![
+    fn the_entrypoint_rule_is_off_unless_asked_for() {
+        let entrypoint = |more: &[&str]| serve_image(more).entrypoint();
+        assert!(!entrypoint(&[]));
+        assert!(entrypoint(&["--predict-entrypoint", "on"]));
+        assert!(entrypoint(&["--predict-entrypoint", "true"]));
+        assert!(!entrypoint(&["--predict-entrypoint", "off"]));
+        assert!(
+            Cli::try_parse_from([
                 "erofs-ondemand",
                 "serve",
                 "--cache-dir",
                 "/c",
-                "--image",
-                "r",
-                "--mountpoint",
-                "/m",
-            ];
-            args.extend_from_slice(more);
-            let Cmd::Serve { serving, .. } = Cli::try_parse_from(&args).unwrap().command else {
-                panic!("parsed as serve");
-            };
-            serving.warming()
-        };
+                "--predict-entrypoint",
+                "maybe"
+            ])
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn page_cache_warming_is_on_for_a_replayed_trace_alone() {
+        let warming = |more: &[&str]| serve_image(more).warming();
         assert!(!warming(&[]));
         assert!(warming(&["--prefetch-list", "/t"]));
         assert!(!warming(&["--prefetch-list", "/t", "--prefetch"]));
