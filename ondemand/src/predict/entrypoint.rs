@@ -12,8 +12,8 @@
 //! working directory, else the first match in `PATH`; symlinks followed inside the image by
 //! [`Image::lookup`]); [`closure`] reads its head (a `#!` script's interpreter, followed one
 //! level), its interpreter and its libraries' names with [`super::elf`]'s parser, and looks
-//! the libraries up as [`super::chain`] does (`DT_RUNPATH` with `$ORIGIN`, then the
-//! default directories). Everything read is the image's (hostile): bounded by [`Limits`],
+//! the libraries up as the ELF rule ([`super::Rules::needed`]) does (`DT_RUNPATH` with
+//! `$ORIGIN`, then the default directories). Everything read is the image's (hostile): bounded by [`Limits`],
 //! errors are typed ([`EntrypointError`]) or end that file's part of the walk, never a panic.
 
 use std::collections::{HashSet, VecDeque};
