@@ -171,6 +171,11 @@ now() { oci-pull now; }
 # log, read on the host after the run, is cut into scenarios.
 mark() { wget -q -O /dev/null "$MARK_URL/$1" >/dev/null 2>&1; true; }
 cold() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+# Python seeds its hashes with the kernel's random numbers, and the rootfs has no
+# /dev/urandom to fall back on: a start before the guest's CRNG is seeded failed ("failed to
+# get random numbers"). A blocking read of /dev/random waits for it (the kernel gathers
+# jitter entropy meanwhile), before any clock starts.
+head -c 1 /dev/random >/dev/null
 # use_link NAME PORT: the scenarios that follow pull through the host's link proxy on PORT.
 use_link() {
     LINK=$1
