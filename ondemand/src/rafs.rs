@@ -772,6 +772,9 @@ pub struct RafsServer<B: BlobStore = LocalDirStore> {
     decode_ahead: bool,
     cache_bytes: usize,
     state: Mutex<State>,
+    /// A bootstrap of the store parsed already (its name, image and RAFS additions): its
+    /// OPEN uses them instead of parsing the bytes again.
+    parsed: Option<(Vec<u8>, Image, RafsMeta)>,
 }
 
 /// A [`RafsServer`] over the files of one directory.
@@ -837,7 +840,22 @@ impl<B: BlobStore> RafsServer<B> {
             decode_ahead: false,
             cache_bytes: erofs_reader::nydus::DEFAULT_CHUNK_CACHE_BYTES,
             state: Mutex::new(State::default()),
+            parsed: None,
         }
+    }
+
+    /// Stored `name` is the bootstrap `image`, with `meta` read from it already (a
+    /// registry image's, checked when it was resolved): its OPEN takes the blob table from
+    /// here instead of parsing the bootstrap again. The stored bytes are still what the
+    /// kernel reads; only the parse is skipped.
+    pub(crate) fn with_parsed_bootstrap(
+        mut self,
+        name: &[u8],
+        image: Image,
+        meta: RafsMeta,
+    ) -> Self {
+        self.parsed = Some((name.to_vec(), image, meta));
+        self
     }
 
     /// Check every decoded chunk against its digest in the bootstrap's chunk table (BLAKE3
@@ -923,7 +941,16 @@ impl<B: BlobStore> RafsServer<B> {
         let is_bootstrap = len >= head.len() as u64
             && stored.read_exact_at(&mut head, 0).is_ok()
             && erofs_reader::nydus::is_rafs_bootstrap(&head);
-        let found = if is_bootstrap {
+        let parsed = self.parsed.as_ref().filter(|(n, ..)| n == name);
+        let found = if let Some((_, image, meta)) = parsed.filter(|_| is_bootstrap) {
+            match self.known_blobs(image, meta) {
+                Ok(blobs) => Some(blobs),
+                Err(e) => {
+                    log::warn!("{origin}: RAFS v6 bootstrap not usable: {e}");
+                    None
+                }
+            }
+        } else if is_bootstrap {
             match Image::from_source(stored).and_then(|image| self.read_bootstrap(&image)) {
                 Ok(blobs) => Some(blobs),
                 Err(e) => {
@@ -987,9 +1014,15 @@ impl<B: BlobStore> RafsServer<B> {
     }
 
     fn read_bootstrap(&self, image: &Image) -> erofs_reader::Result<Vec<KnownBlob>> {
-        let Some(rafs) = RafsMeta::from_image(image)? else {
-            return Ok(Vec::new());
-        };
+        match RafsMeta::from_image(image)? {
+            Some(rafs) => self.known_blobs(image, &rafs),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// The blobs bootstrap `image` (whose RAFS additions are `rafs`) lists, with their chunk
+    /// digests when they are checked.
+    fn known_blobs(&self, image: &Image, rafs: &RafsMeta) -> erofs_reader::Result<Vec<KnownBlob>> {
         let mut out = Vec::new();
         for b in rafs.blobs() {
             let digests = if self.verify {

@@ -135,8 +135,9 @@ pub struct RemoteImage {
     /// The sum of the layers' sizes (what a full pull fetches), in bytes.
     pub size: u64,
     store: RegistryStore,
-    /// A Nydus image's bootstrap, unpacked.
-    bootstrap: Option<Arc<[u8]>>,
+    /// A Nydus image's bootstrap, unpacked and parsed (once: the server and the file map
+    /// use this).
+    bootstrap: Option<(erofs_reader::Image, RafsMeta)>,
     /// A Nydus image's blobs (id, blob table record).
     chunk_maps: Vec<(String, erofs_format::rafs::RafsV6Blob)>,
     /// The image's configuration, if asked for ([`RemoteImage::resolve_with`]).
@@ -207,10 +208,12 @@ impl RemoteImage {
             image.layers.len()
         );
         let mut chunk_maps = Vec::new();
+        let mut bootstrap = None;
         let (kind, memory) = match image.lazy_layout() {
             Some(LazyLayout::Nydus { bootstrap: boot }) => {
-                let (kind, bytes, records) = nydus(client, reference, boot, &image.layers)?;
+                let (kind, bytes, records, parsed) = nydus(client, reference, boot, &image.layers)?;
                 chunk_maps = records;
+                bootstrap = Some(parsed);
                 (kind, vec![(boot.digest.hex().as_bytes().to_vec(), bytes)])
             }
             Some(LazyLayout::Erofs) => {
@@ -230,7 +233,6 @@ impl RemoteImage {
                 });
             }
         };
-        let bootstrap = memory.first().map(|(_, bytes)| bytes.clone());
         Ok(RemoteImage {
             reference: reference.clone(),
             manifest: image.digest,
@@ -275,7 +277,15 @@ impl RemoteImage {
     /// A server for the image (Nydus blobs decoded, EROFS layers as they are), over a clone
     /// of the store (sharing its client and counters).
     pub fn server(&self) -> RafsServer<RegistryStore> {
-        RafsServer::with_store(self.store.clone())
+        let server = RafsServer::with_store(self.store.clone());
+        match (&self.kind, &self.bootstrap) {
+            // The kernel's OPEN of the bootstrap takes its blob table from the parse done
+            // when resolving, not from a second one.
+            (ImageKind::Nydus { bootstrap, .. }, Some((image, meta))) => {
+                server.with_parsed_bootstrap(bootstrap.as_bytes(), image.clone(), meta.clone())
+            }
+            _ => server,
+        }
     }
 
     /// A Nydus image's files by blob and offset, for cold prediction
@@ -287,13 +297,12 @@ impl RemoteImage {
     /// The bootstrap's metadata cannot be read (it was checked when resolved, so only a
     /// corrupt inode or directory found by the walk).
     pub fn file_map(&self, rules: Rules) -> Option<erofs_reader::Result<FileMap>> {
-        let bytes = self.bootstrap.clone()?;
-        Some((|| {
-            let image = ImageBuilder::new(bytes).build()?;
-            let piece =
-                RafsMeta::from_image(&image)?.map_or(1 << 20, |m| u64::from(m.chunk_size()));
-            FileMap::from_image(&image, rules, piece)
-        })())
+        let (image, meta) = self.bootstrap.as_ref()?;
+        Some(FileMap::from_image(
+            image,
+            rules,
+            u64::from(meta.chunk_size()),
+        ))
     }
 
     /// Fetch each Nydus blob's chunk map (its chunk-info array and blob meta header, at the
@@ -406,7 +415,7 @@ impl RemoteImage {
         nice: i32,
     ) -> Option<std::thread::JoinHandle<usize>> {
         use crate::predict::entrypoint;
-        let bootstrap = self.bootstrap.clone()?;
+        let (image, meta) = self.bootstrap.clone()?;
         self.run_config.as_ref()?;
         let this = self.clone();
         let spawned = std::thread::Builder::new()
@@ -430,17 +439,10 @@ impl RemoteImage {
                     log::info!("entrypoint: the image config names no program");
                     return 0;
                 };
-                let found = (|| {
-                    let image = ImageBuilder::new(bootstrap)
-                        .build()
-                        .map_err(|e| e.to_string())?;
-                    let path =
-                        entrypoint::program(&image, name, config.path(), &config.working_dir)
-                            .map_err(|e| e.to_string())?;
-                    Ok::<_, String>((image, path))
-                })();
-                let (image, path) = match found {
-                    Ok(f) => f,
+                let found =
+                    entrypoint::program(&image, name, config.path(), &config.working_dir);
+                let path = match found {
+                    Ok(p) => p,
                     Err(e) => {
                         log::info!("entrypoint: {e}");
                         return 0;
@@ -457,11 +459,7 @@ impl RemoteImage {
                         erofs_reader::nydus::BlobSource::new(stored, record),
                     );
                 }
-                let piece = RafsMeta::from_image(&image)
-                    .ok()
-                    .flatten()
-                    .map_or(1 << 20, |m| u64::from(m.chunk_size()))
-                    .max(4096);
+                let piece = u64::from(meta.chunk_size()).max(4096);
                 let mut fetch = |f: &entrypoint::ClosureFile| {
                     let Some(source) = blobs.get(&f.tag) else {
                         return;
@@ -540,11 +538,13 @@ fn early_pieces(extent: &Range<u64>, piece: u64, whole_file: u64) -> Vec<Range<u
     all
 }
 
-/// A Nydus image resolved: what to mount, the bootstrap's bytes, each blob's id and record.
+/// A Nydus image resolved: what to mount, the bootstrap's bytes, each blob's id and record,
+/// the bootstrap parsed.
 type Resolved = (
     ImageKind,
     Arc<[u8]>,
     Vec<(String, erofs_format::rafs::RafsV6Blob)>,
+    (erofs_reader::Image, RafsMeta),
 );
 
 /// The Nydus bootstrap layer `boot`: fetched, checked, unpacked; its blobs must be layers.
@@ -602,6 +602,7 @@ fn nydus(
         },
         bytes,
         records,
+        (image, meta),
     ))
 }
 
