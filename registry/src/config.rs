@@ -13,10 +13,14 @@ use crate::retry::RetryPolicy;
 pub struct Config {
     /// Extra PEM files of CA certificates trusted besides the system roots (`--ca-file`).
     pub ca_files: Vec<PathBuf>,
-    /// Registries (`host[:port]`) that may speak plain HTTP (`--insecure-registry`): HTTPS
-    /// is tried first (with certificate checks), plain HTTP when the host does not answer
-    /// TLS. Loopback hosts (`localhost`, `127.0.0.0/8`, `::1`) are always treated so, as
-    /// Docker does.
+    /// Registries (`host[:port]`) that may speak plain HTTP (`--insecure-registry`): the
+    /// first request goes out in plain HTTP, with no probe before it; if it draws no
+    /// registry answer (a connection error, or the `400` a TLS port gives to plain HTTP),
+    /// HTTPS is tried (with certificate checks) and the request sent again over it when the
+    /// host answers TLS. Loopback hosts (`localhost`, `127.0.0.0/8`, `::1`) that are not
+    /// listed may speak plain HTTP too, as Docker treats them, but are probed first (`GET
+    /// /v2/` over TLS and in plain HTTP at once): nothing naming a repository goes out in
+    /// plain HTTP to a host the user did not list.
     pub insecure_registries: Vec<String>,
     /// Mirror base URLs (`https://mirror:5000`) tried in order before the registry itself
     /// (`--mirror`), with `?ns=<registry>` as containerd sends it. A mirror that fails is

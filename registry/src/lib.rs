@@ -11,7 +11,9 @@
 //!   `credsStore`; [`Config::auth_file`], `REGISTRY_AUTH_FILE`, `~/.docker/config.json`);
 //!   tokens refreshed before they expire and when a `401` says so.
 //! - **Transport**: HTTPS (rustls) with the system roots plus [`Config::ca_files`]; plain
-//!   HTTP for loopback hosts and [`Config::insecure_registries`] that do not answer TLS; `HTTPS_PROXY`/`NO_PROXY`;
+//!   HTTP for loopback hosts that do not answer TLS and for [`Config::insecure_registries`]
+//!   (asked in plain HTTP first, with no probe; HTTPS when they do not answer it);
+//!   `HTTPS_PROXY`/`NO_PROXY`;
 //!   [`Config::mirrors`] tried before the registry; redirects followed by hand (the target
 //!   cached per blob, `Authorization` never sent to another host); one range per request;
 //!   a `200` answering a range request streamed past (never held in memory); connection

@@ -39,6 +39,12 @@ pub(crate) struct Endpoint {
     pub(crate) query: String,
     /// Whether this is a mirror (its failures fall through to the next endpoint).
     pub(crate) mirror: bool,
+    /// `base` is plain HTTP to a host declared insecure whose scheme is not known yet: the
+    /// first request goes out in plain HTTP without a `/v2/` probe before it, and only if
+    /// it draws no registry answer (a connection error, a `400` as a TLS port gives) is the
+    /// scheme probed, and the request sent again over HTTPS if the host speaks it
+    /// ([`Transport::send`]).
+    pub(crate) tentative: bool,
 }
 
 impl Endpoint {
@@ -335,25 +341,31 @@ impl Transport {
                 host: authority.to_owned(),
                 query: format!("?ns={}", repo.registry()),
                 mirror: true,
+                tentative: false,
             });
         }
         let host = repo.api_host();
-        let insecure = is_loopback(host)
-            || self
-                .config
-                .insecure_registries
-                .iter()
-                .any(|h| h == host || h == repo.registry());
-        let scheme = if insecure {
-            self.probe_scheme(host)?
-        } else {
-            "https"
+        let declared = self
+            .config
+            .insecure_registries
+            .iter()
+            .any(|h| h == host || h == repo.registry());
+        let known = lock(&self.schemes).get(host).copied();
+        // A host the user declared insecure may be sent the first request in plain HTTP:
+        // its scheme is settled by that request's answer, a round trip sooner than by a
+        // probe. A loopback host that is not declared is probed first, as before.
+        let (scheme, tentative) = match known {
+            Some(s) => (s, false),
+            None if declared => ("http", true),
+            None if is_loopback(host) => (self.probe_scheme(host)?, false),
+            None => ("https", false),
         };
         out.push(Endpoint {
             base: format!("{scheme}://{host}"),
             host: host.to_owned(),
             query: String::new(),
             mirror: false,
+            tentative,
         });
         Ok(out)
     }
@@ -787,6 +799,16 @@ impl Transport {
         loop {
             let same_host =
                 split_url(&url).is_some_and(|(_, a, _)| a.eq_ignore_ascii_case(&req.endpoint.host));
+            // Plain HTTP to a declared-insecure host, its scheme not settled when the
+            // endpoint was made: settled since (by another request), or by this one.
+            let mut settling = false;
+            if req.endpoint.tentative && same_host && url.starts_with("http://") {
+                match lock(&self.schemes).get(&req.endpoint.host) {
+                    Some(&"https") => url = format!("https://{}", &url["http://".len()..]),
+                    Some(_) => {}
+                    None => settling = true,
+                }
+            }
             let auth = if same_host {
                 self.authorization(&req.endpoint.host, req.scope)?
             } else {
@@ -815,6 +837,20 @@ impl Transport {
                     .map(|(_, v)| format!(" ({v})"))
                     .unwrap_or_default()
             );
+            if settling {
+                let answered = result.as_ref().is_ok_and(|r| r.status().as_u16() != 400);
+                if answered {
+                    log::debug!("{url}: answered in plain HTTP: using plain HTTP");
+                    lock(&self.schemes).insert(req.endpoint.host.clone(), "http");
+                } else if self.probe_scheme(&req.endpoint.host)? == "https" {
+                    // No registry answer in plain HTTP (a TLS port answers `400` or closes),
+                    // and the probe found HTTPS: the request again, over HTTPS.
+                    drop(result);
+                    url = format!("https://{}", &url["http://".len()..]);
+                    continue;
+                }
+                // Plain HTTP after all: this answer (or error) is the request's.
+            }
             let response = match result {
                 Ok(r) => r,
                 Err(e) => {

@@ -768,6 +768,85 @@ fn mirrors_tried_in_order() {
     assert_eq!(image.digest.to_string(), only.image.manifest.digest);
 }
 
+/// A registry declared insecure (`--insecure-registry`) is sent its first request, the
+/// manifest, in plain HTTP with no `/v2/` probe before it (a round trip less); a loopback
+/// registry that is not declared is still probed first (`/v2/` over TLS and in plain HTTP
+/// at once). A declared host that speaks TLS answers the plain request with a `400`: the
+/// client then probes, finds HTTPS, and sends the request again over it.
+#[test]
+fn declared_insecure_registry_is_asked_without_a_probe() {
+    let Some(reg) = Registry::plain("registry_client/declared") else {
+        return;
+    };
+    let Some(skopeo) = Skopeo::new(&reg.dir().join("skopeo")) else {
+        return;
+    };
+    let p = push_erofs(&reg, &skopeo, "d/app", 10_000);
+    let r = reference(&reg, "d/app:v1");
+    let gets_since = |skip: usize| -> Vec<String> {
+        reg.access_log()
+            .into_iter()
+            .skip(skip)
+            .filter(|e| e.method == "GET" || e.method == "HEAD")
+            .map(|e| e.target)
+            .collect()
+    };
+    // Declared: the manifest first, no probe.
+    let mut cfg = plain_config();
+    cfg.insecure_registries = vec![reg.host()];
+    let client = Client::new(cfg).unwrap();
+    let start = reg.access_log().len();
+    let image = client.resolve(&r).unwrap();
+    assert_eq!(image.digest.to_string(), p.image.manifest.digest);
+    let l = &image.layers[0];
+    let mut buf = vec![0u8; 4096];
+    client
+        .blob_with_size(r.repository(), &l.digest, l.size)
+        .read_exact_at(&mut buf, 0)
+        .unwrap();
+    assert!(buf == p.layout.read_blob(&l.digest.to_string())[..4096]);
+    let gets = gets_since(start);
+    assert!(
+        gets.first().is_some_and(|t| t.ends_with("/manifests/v1")),
+        "{gets:?}"
+    );
+    assert!(!gets.iter().any(|t| t == "/v2/"), "{gets:?}");
+    assert_eq!(client.stats().requests, gets.len() as u64, "{gets:?}");
+    // Not declared (loopback): probed first.
+    let client = Client::new(plain_config()).unwrap();
+    let start = reg.access_log().len();
+    client.resolve(&r).unwrap();
+    let gets = gets_since(start);
+    assert_eq!(gets.first().map(String::as_str), Some("/v2/"), "{gets:?}");
+
+    // Declared, but speaking TLS: the plain request draws a 400, then HTTPS.
+    let Some((tls, _skopeo, tp)) = basic_registry("registry_client/declared-tls") else {
+        return;
+    };
+    let mut cfg = plain_config();
+    cfg.ca_files = vec![tls.ca().unwrap().ca_cert.clone()];
+    let (user, password) = tls.credentials().unwrap();
+    cfg.credentials = vec![(
+        tls.host(),
+        Credentials::Basic {
+            username: user,
+            password,
+        },
+    )];
+    cfg.insecure_registries = vec![tls.host()];
+    let client = Client::new(cfg).unwrap();
+    let tr = reference(&tls, "secure/app:v1");
+    let image = client.resolve(&tr).unwrap();
+    assert_eq!(image.digest.to_string(), tp.image.manifest.digest);
+    let l = &image.layers[1];
+    let mut buf = vec![0u8; 1000];
+    client
+        .blob_with_size(tr.repository(), &l.digest, l.size)
+        .read_exact_at(&mut buf, 500)
+        .unwrap();
+    assert!(buf == tp.layout.read_blob(&l.digest.to_string())[500..1500]);
+}
+
 /// A registry that serves other bytes than the digest names (its storage flipped under it):
 /// manifests, configs and whole blobs are refused with `DigestMismatch`, never returned.
 #[test]
@@ -805,6 +884,19 @@ fn lying_registry_is_caught() {
         blob.read_all(1 << 30),
         Err(Error::DigestMismatch { .. })
     ));
+    // The Nydus bootstrap fetch unpacks as the bytes arrive, but a digest mismatch is
+    // reported before whatever the unpacking found: layer 0 (an EROFS image, not a gzip
+    // tar) is a bad layer as served, a mismatch once flipped.
+    let l0 = image.layers[0].clone();
+    let e = client
+        .fetch_nydus_bootstrap(r.repository(), &l0)
+        .unwrap_err();
+    assert!(matches!(e, Error::BadLayer { .. }), "{e}");
+    flip(&l0.digest.to_string());
+    let e = client
+        .fetch_nydus_bootstrap(r.repository(), &l0)
+        .unwrap_err();
+    assert!(matches!(e, Error::DigestMismatch { .. }), "{e}");
     // (The registry itself refuses to serve a manifest whose bytes changed: 500.)
     let _ = p.tree;
 }
