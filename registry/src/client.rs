@@ -314,7 +314,7 @@ impl Client {
 
     /// `GET` blob `digest` of `repo` from the first endpoint that answers (mirrors, then the
     /// registry); `body(reply, url)` consumes a `200`'s body. Any other status is an error.
-    fn get_blob<T>(
+    pub(crate) fn get_blob<T>(
         &self,
         repo: &Repository,
         digest: &Digest,

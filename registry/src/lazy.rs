@@ -8,6 +8,7 @@ use std::io::Read;
 
 use crate::client::{Client, Image};
 use crate::config::Config;
+use crate::digest::Hasher;
 use crate::error::{Error, Result};
 use crate::manifest::Layer;
 use crate::reference::Repository;
@@ -79,17 +80,84 @@ impl Config {
 
 impl Client {
     /// The bootstrap of a Nydus image: its layer fetched whole (at most [`MAX_BOOTSTRAP`]
-    /// bytes), digest-checked, then unpacked ([`unpack_bootstrap`]).
+    /// bytes) and unpacked ([`unpack_bootstrap`]) as its bytes arrive, so the gunzip
+    /// overlaps the transfer; the bootstrap is handed out only once the whole layer matched
+    /// its digest (a mismatch is reported before any unpacking error).
     ///
     /// # Errors
-    /// [`Error::TooLarge`], [`Error::DigestMismatch`], [`Error::BadLayer`], and the
-    /// transport's errors.
+    /// [`Error::TooLarge`], [`Error::DigestMismatch`], [`Error::ShortBody`],
+    /// [`Error::BadLayer`], and the transport's errors.
     pub fn fetch_nydus_bootstrap(&self, repo: &Repository, layer: &Layer) -> Result<Vec<u8>> {
-        let tgz = self.fetch_blob(repo, &layer.digest, MAX_BOOTSTRAP)?;
-        unpack_bootstrap(&tgz).map_err(|e| Error::BadLayer {
-            digest: layer.digest.clone(),
-            what: e.to_string(),
+        let digest = &layer.digest;
+        self.get_blob(repo, digest, |reply, url| {
+            let announced = reply.content_length()?;
+            let too_large = |size| Error::TooLarge {
+                url: url.to_owned(),
+                what: "a whole blob",
+                size,
+                limit: MAX_BOOTSTRAP,
+            };
+            if let Some(n) = announced
+                && n > MAX_BOOTSTRAP
+            {
+                return Err(too_large(n));
+            }
+            let mut body = Hashing {
+                inner: reply.into_reader(self.counters()).take(MAX_BOOTSTRAP + 1),
+                hasher: Hasher::new(digest.algorithm()),
+                read: 0,
+                broke: false,
+            };
+            let unpacked = unpack_bootstrap_from(&mut body);
+            // The rest of the body (past the tar entry: padding, the gzip trailer), hashed
+            // too.
+            let _ = std::io::copy(&mut body, &mut std::io::sink());
+            let got = body.read;
+            if body.broke || announced.is_some_and(|n| n != got) {
+                return Err(Error::ShortBody {
+                    url: url.to_owned(),
+                    got,
+                    want: announced.unwrap_or(got + 1),
+                });
+            }
+            if got > MAX_BOOTSTRAP {
+                return Err(too_large(got));
+            }
+            body.hasher.check(digest, || url.to_owned())?;
+            unpacked.map_err(|e| Error::BadLayer {
+                digest: digest.clone(),
+                what: e.to_string(),
+            })
         })
+    }
+}
+
+/// A body reader that hashes what it reads, and remembers whether the body broke off (a
+/// broken body is short, not a bad layer).
+struct Hashing<R> {
+    inner: R,
+    hasher: Hasher,
+    read: u64,
+    broke: bool,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.broke {
+            return Ok(0);
+        }
+        match self.inner.read(buf) {
+            Ok(n) => {
+                self.hasher.update(&buf[..n]);
+                self.read += n as u64;
+                Ok(n)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Err(e),
+            Err(e) => {
+                self.broke = true;
+                Err(e)
+            }
+        }
     }
 }
 
@@ -98,6 +166,12 @@ impl Client {
 /// # Errors
 /// A broken gzip or tar, no bootstrap, or one too large.
 pub fn unpack_bootstrap(tgz: &[u8]) -> std::io::Result<Vec<u8>> {
+    unpack_bootstrap_from(tgz)
+}
+
+/// [`unpack_bootstrap`] of a gzip tar read from `tgz` (read only as far as the bootstrap's
+/// entry).
+fn unpack_bootstrap_from(tgz: impl Read) -> std::io::Result<Vec<u8>> {
     let bad = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
     let too_large = || bad(format!("{BOOTSTRAP_PATH} exceeds {MAX_BOOTSTRAP} bytes"));
     let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(tgz));
