@@ -173,17 +173,6 @@ mod trace;
 mod trace_early;
 pub mod warm;
 
-/// Set the calling thread's nice value (0-19; on Linux it is per thread): a background
-/// thread (a prefetch, a walk of the bootstrap beside the mount) gives the CPU to the
-/// threads the start waits on.
-///
-/// # Errors
-///
-/// `setpriority`'s (`EACCES` to raise the priority without `CAP_SYS_NICE`).
-pub fn set_thread_nice(nice: i32) -> std::io::Result<()> {
-    sys::set_thread_nice(nice)
-}
-
 /// The wire protocol crate, re-exported.
 pub use cachefiles_proto as proto;
 

@@ -379,6 +379,10 @@ impl<S: OnDemandServer, F: ObjectFd> Engine<S, F> {
                 return;
             }
         };
+        if let Request::Open(open) = &request {
+            // Its arrival, apart from the "OPEN object" line logged once it is answered.
+            log::debug!("OPEN msg {} object {} read", open.msg_id, open.object_id);
+        }
         let fd = match &request {
             Request::Open(open) => match device.adopt(open.fd) {
                 Ok(fd) => Some(fd),

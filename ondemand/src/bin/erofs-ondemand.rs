@@ -338,10 +338,6 @@ struct Serving {
     /// Off by default (measured: no faster in the container start).
     #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
     predict_entrypoint: Option<bool>,
-    /// Nice value (0-19) of the thread that walks a registry image's bootstrap for cold
-    /// prediction's map while the image mounts (0: as the other threads).
-    #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(i32).range(0..=19))]
-    predict_map_nice: i32,
     /// Each worker's fill buffer (default: the readahead window, 64K to 4M).
     #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
     fill_buffer: Option<u64>,
@@ -954,33 +950,25 @@ impl CachefilesRun<'_> {
             let image = image.clone();
             let p = predictor.clone();
             let w = warmer.clone();
-            let nice = serving.predict_map_nice;
             let _ = std::thread::Builder::new()
                 .name("predict-map".into())
-                .spawn(move || {
-                    if nice > 0
-                        && let Err(e) = ondemand::set_thread_nice(nice)
-                    {
-                        log::warn!("predict-map: nice {nice}: {e}");
-                    }
-                    match image.file_map(rules) {
-                        Some(Ok(map)) => {
-                            log::info!("file map: {} files mapped", map.files());
-                            match (p, w) {
-                                (Some(p), Some(w)) => {
-                                    w.set_map(map.clone());
-                                    p.set(map);
-                                }
-                                (Some(p), None) => p.set(map),
-                                (None, Some(w)) => w.set_map(map),
-                                (None, None) => {}
+                .spawn(move || match image.file_map(rules) {
+                    Some(Ok(map)) => {
+                        log::info!("file map: {} files mapped", map.files());
+                        match (p, w) {
+                            (Some(p), Some(w)) => {
+                                w.set_map(map.clone());
+                                p.set(map);
                             }
+                            (Some(p), None) => p.set(map),
+                            (None, Some(w)) => w.set_map(map),
+                            (None, None) => {}
                         }
-                        Some(Err(e)) => {
-                            log::warn!("cold prediction and page cache warming off: {e}")
-                        }
-                        None => {}
                     }
+                    Some(Err(e)) => {
+                        log::warn!("cold prediction and page cache warming off: {e}")
+                    }
+                    None => {}
                 });
         }
         if let Some(predictor) = predictor {
@@ -1009,6 +997,7 @@ impl CachefilesRun<'_> {
                 let mount_one = |key: &str, dir: &std::path::Path| {
                     ondemand::mount::mount_fscache(key, None, &[], dir)
                 };
+                log::debug!("mounting {} on {}", image.reference, m.display());
                 let mounted =
                     match ondemand::registry::Rootfs::mount(image, self.cache_dir, m, mount_one) {
                         Ok(rootfs) => {
