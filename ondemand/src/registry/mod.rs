@@ -439,8 +439,7 @@ impl RemoteImage {
                     log::info!("entrypoint: the image config names no program");
                     return 0;
                 };
-                let found =
-                    entrypoint::program(&image, name, config.path(), &config.working_dir);
+                let found = entrypoint::program(&image, name, config.path(), &config.working_dir);
                 let path = match found {
                     Ok(p) => p,
                     Err(e) => {
