@@ -27,12 +27,11 @@ use std::ffi::OsStr;
 use std::fs::File;
 use std::ops::Range;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
-use nix::fcntl::{OFlag, PosixFadviseAdvice, posix_fadvise};
+use nix::fcntl::{OFlag, OpenHow, PosixFadviseAdvice, ResolveFlag, openat2, posix_fadvise};
 
 use crate::engine::PrefetchObserver;
 use crate::predict::FileMap;
@@ -205,11 +204,7 @@ impl Inner {
                 self.counts.errors.fetch_add(1, Ordering::SeqCst);
                 return;
             };
-            match File::options()
-                .read(true)
-                .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK).bits())
-                .open(self.root.join(rel))
-            {
+            match open_beneath(&self.root, rel) {
                 Ok(f) => {
                     self.counts.files.fetch_add(1, Ordering::SeqCst);
                     *open = Some((path.to_vec(), f));
@@ -240,6 +235,27 @@ impl Inner {
             pos += len;
         }
     }
+}
+
+/// Open `rel` for reading below `root` with no symlink followed on the way, not even in a
+/// directory of its path (`openat2` with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`; Linux
+/// 5.6+): the file map's paths are the image's own directories, so a symlink met on the way
+/// means the mount is not the image the map was built from, and nothing outside `root` is
+/// read. The root is opened anew each time: a warmer may start before the mount exists.
+fn open_beneath(root: &Path, rel: &Path) -> nix::Result<File> {
+    let dir = nix::fcntl::open(
+        root,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )?;
+    let how = OpenHow::new()
+        .flags(OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)
+        .resolve(
+            ResolveFlag::RESOLVE_BENEATH
+                | ResolveFlag::RESOLVE_NO_SYMLINKS
+                | ResolveFlag::RESOLVE_NO_MAGICLINKS,
+        );
+    openat2(&dir, rel, how).map(File::from)
 }
 
 /// `/a/b/c` (a [`FileMap`] path: names from the image) as a path below the mount's root,
@@ -317,5 +333,32 @@ mod tests {
         w.prefetched(b"blob", &[400 << 10..404 << 10]);
         let c = wait_idle(&w, 4);
         assert_eq!((c.files, c.bytes, c.errors), (2, 8192 + (200 << 10), 1));
+    }
+
+    /// The map's paths are the image's directories: a symlink met on the way (here a
+    /// directory of the path, which `O_NOFOLLOW` alone would follow) is refused, so nothing
+    /// outside the mount's root is read; the same path through a real directory is read.
+    #[test]
+    fn a_symlink_on_the_way_is_not_followed_out_of_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, outside) = (dir.path().join("root"), dir.path().join("outside"));
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("f0"), vec![1u8; 8192]).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("d")).unwrap();
+        std::os::unix::fs::symlink("../outside", root.join("r")).unwrap();
+        std::fs::create_dir_all(root.join("real")).unwrap();
+        std::fs::write(root.join("real/f0"), vec![2u8; 8192]).unwrap();
+        let map = |d: &[u8]| {
+            FileMap::from_entries(b"blob", &[(0..8192, 0..8192)], Rules::DEFAULT, 1 << 20).in_dir(d)
+        };
+        for (d, files, errors) in [(&b"/d"[..], 0, 1), (b"/r", 0, 1), (b"/real", 1, 0)] {
+            let w = PageCacheWarmer::new(&root).unwrap();
+            w.set_map(map(d));
+            w.prefetched(b"blob", &[0..8192]);
+            let c = wait_idle(&w, 1);
+            assert_eq!((c.files, c.errors), (files, errors), "{}", d.escape_ascii());
+            assert_eq!(c.bytes, 8192 * files);
+        }
     }
 }

@@ -227,6 +227,13 @@ impl FileMap {
         }
     }
 
+    /// The same map with its files in directory `dir` (`/a/b`) instead of the root, for tests.
+    #[cfg(test)]
+    pub(crate) fn in_dir(mut self, dir: &[u8]) -> FileMap {
+        self.dirs[0] = dir.into();
+        self
+    }
+
     /// The rules this map answers with.
     pub fn rules(&self) -> Rules {
         self.rules
