@@ -25,7 +25,7 @@ use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use std::os::unix::ffi::OsStrExt;
 
-use erofs_reader::{ExtentTarget, FileType};
+use erofs_reader::{ExtentTarget, FileType, Image, Inode};
 
 use super::elf::{Dynamic, ElfError, HEAD_MAX, Head, MAX_NAME};
 use super::{FileMap, NeededRule};
@@ -362,17 +362,7 @@ impl Chain {
             if !plain_name(name) {
                 continue;
             }
-            for d in &dirs {
-                let mut path = d.clone();
-                path.push(b'/');
-                path.extend_from_slice(name);
-                let path = std::path::Path::new(std::ffi::OsStr::from_bytes(&path));
-                let Ok(inode) = image.lookup(path) else {
-                    continue;
-                };
-                if inode.metadata().file_type() != FileType::Regular {
-                    continue;
-                }
+            if let Some((_, inode)) = find_library(image, &dirs, name) {
                 // Found: where its first byte is. A library on another object (layer) is
                 // not queued here.
                 let first = image
@@ -396,7 +386,6 @@ impl Chain {
                         self.found.entry(key.to_vec()).or_default().extend(pieces);
                     }
                 }
-                break;
             }
         }
     }
@@ -415,6 +404,24 @@ pub(crate) fn plain_name(name: &[u8]) -> bool {
         && name != b".."
         && !name.contains(&b'/')
         && !name.contains(&0)
+}
+
+/// Library `name` as the loader finds it in `dirs` (in order) of `image`: the first
+/// regular file there (symlinks followed, inside the image), its path and inode.
+pub(crate) fn find_library<'d>(
+    image: &Image,
+    dirs: impl IntoIterator<Item = &'d Vec<u8>>,
+    name: &[u8],
+) -> Option<(Vec<u8>, Inode)> {
+    dirs.into_iter().find_map(|d| {
+        let mut path = d.clone();
+        path.push(b'/');
+        path.extend_from_slice(name);
+        let inode = image
+            .lookup(std::path::Path::new(std::ffi::OsStr::from_bytes(&path)))
+            .ok()?;
+        (inode.metadata().file_type() == FileType::Regular).then_some((path, inode))
+    })
 }
 
 /// Where the loader looks for a library of an object of `machine` with run path `run_path`

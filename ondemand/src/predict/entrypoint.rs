@@ -24,7 +24,7 @@ use std::path::Path;
 
 use erofs_reader::{ExtentTarget, FileType, Image, Inode};
 
-use super::chain::{plain_name, search_dirs};
+use super::chain::{find_library, plain_name, search_dirs};
 use super::elf::{ElfError, HEAD_MAX, Head};
 
 /// Bounds of a [`closure`] walk.
@@ -226,12 +226,9 @@ pub fn closure(
                 let mut paths: Vec<Vec<u8>> = interp.into_iter().collect();
                 let dirs = search_dirs(&run_path, origin, machine);
                 for name in libraries.iter().filter(|n| plain_name(n)) {
-                    if let Some(p) = dirs.iter().find_map(|d| {
-                        let mut p = d.clone();
-                        p.push(b'/');
-                        p.extend_from_slice(name);
-                        walk.regular(&p).then_some(p)
-                    }) {
+                    // A path over PATH_MAX is no candidate (the next directory is tried).
+                    let fits = |d: &&Vec<u8>| d.len() + 1 + name.len() <= MAX_PATH;
+                    if let Some((p, _)) = find_library(walk.image, dirs.iter().filter(fits), name) {
                         paths.push(p);
                     }
                 }
@@ -258,15 +255,6 @@ struct Walk<'a, 'f> {
 }
 
 impl Walk<'_, '_> {
-    /// Whether `path` is a regular file of the image (symlinks followed).
-    fn regular(&self, path: &[u8]) -> bool {
-        path.len() <= MAX_PATH
-            && self
-                .image
-                .lookup(Path::new(std::ffi::OsStr::from_bytes(path)))
-                .is_ok_and(|i| i.metadata().file_type() == FileType::Regular)
-    }
-
     /// Add the file at `path` (if within the limits, one run on one extra device, and new),
     /// tell `found`, and return its index.
     fn add(&mut self, path: &[u8], depth: u8) -> Option<usize> {
