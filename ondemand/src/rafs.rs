@@ -941,26 +941,16 @@ impl<B: BlobStore> RafsServer<B> {
         let is_bootstrap = len >= head.len() as u64
             && stored.read_exact_at(&mut head, 0).is_ok()
             && erofs_reader::nydus::is_rafs_bootstrap(&head);
-        let parsed = self.parsed.as_ref().filter(|(n, ..)| n == name);
-        let found = if let Some((_, image, meta)) = parsed.filter(|_| is_bootstrap) {
-            match self.known_blobs(image, meta) {
-                Ok(blobs) => Some(blobs),
-                Err(e) => {
-                    log::warn!("{origin}: RAFS v6 bootstrap not usable: {e}");
-                    None
-                }
-            }
-        } else if is_bootstrap {
-            match Image::from_source(stored).and_then(|image| self.read_bootstrap(&image)) {
-                Ok(blobs) => Some(blobs),
-                Err(e) => {
-                    log::warn!("{origin}: RAFS v6 bootstrap not usable: {e}");
-                    None
-                }
-            }
-        } else {
-            None
-        };
+        let found = is_bootstrap
+            .then(|| match self.parsed.as_ref().filter(|(n, ..)| n == name) {
+                // Parsed when the image was resolved: its blob table, without a second parse.
+                Some((_, image, meta)) => self.known_blobs(image, meta),
+                None => Image::from_source(stored).and_then(|image| self.read_bootstrap(&image)),
+            })
+            .and_then(|read| {
+                read.inspect_err(|e| log::warn!("{origin}: RAFS v6 bootstrap not usable: {e}"))
+                    .ok()
+            });
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let is = found.is_some();
         state.examined.insert(name.to_vec(), (stamp, is));

@@ -255,18 +255,14 @@ impl RemoteImage {
     pub fn run_config(&self) -> Option<Result<RunConfig, String>> {
         let pending = self.run_config.as_ref()?;
         let mut st = pending.0.lock().unwrap_or_else(|p| p.into_inner());
-        let state = std::mem::replace(&mut *st, ConfigState::Done(Err(String::new())));
-        *st = match state {
-            ConfigState::Fetching(t) => ConfigState::Done(
-                t.join()
-                    .unwrap_or_else(|_| Err("the fetch's thread panicked".into())),
-            ),
-            done => done,
+        let result = match std::mem::replace(&mut *st, ConfigState::Done(Err(String::new()))) {
+            ConfigState::Fetching(t) => t
+                .join()
+                .unwrap_or_else(|_| Err("the fetch's thread panicked".into())),
+            ConfigState::Done(r) => r,
         };
-        match &*st {
-            ConfigState::Done(r) => Some(r.clone()),
-            ConfigState::Fetching(_) => None,
-        }
+        *st = ConfigState::Done(result.clone());
+        Some(result)
     }
 
     /// The store of the image's blobs.
