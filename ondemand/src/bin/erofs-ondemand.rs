@@ -306,8 +306,7 @@ struct Serving {
     sequential_ahead: u64,
     /// Threads that run the fill ahead of sequential readers (and predicted fills) in
     /// chunks, in parallel, besides the worker that answered the READ (0: that worker alone;
-    /// default: the CPUs but one, 1 to 8; at least 3 with cold prediction, `serve --image`;
-    /// `fanotify`: the CPUs plus one, at most 8, as its pool fills events' windows too).
+    /// default: the CPUs but one, 1 to 8; at least 3 with cold prediction, `serve --image`).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(0..=64))]
     fill_threads: Option<u16>,
     /// Cold prediction (`serve --image` of a Nydus image): when a READ lands in a file of at
@@ -411,11 +410,10 @@ struct Serving {
 }
 
 impl Serving {
-    /// `--fill-threads`, or the fanotify transport's default (`serve` leaves it to the
-    /// session, whose default depends on the predictor).
+    /// `--fill-threads`, or the library's default (without a predictor: fanotify).
     fn fill_threads(&self) -> usize {
         self.fill_threads
-            .map_or_else(ondemand::fanotify::default_fill_threads, usize::from)
+            .map_or_else(ondemand::default_fill_threads, usize::from)
     }
 
     /// `--prefetch-nice`, or its default: 0 when the trace's bytes are fetched `early`

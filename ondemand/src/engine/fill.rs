@@ -121,7 +121,7 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
     /// of the stream.
     pub(crate) fn plan_read_unless_present(
         &self,
-        object: &Arc<Object<S::Object, K>>,
+        object: &Object<S::Object, K>,
         off: u64,
         len: u64,
         buf: &mut AlignedBuf,
@@ -144,12 +144,7 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
         let mut r = object.lock_ranges();
         if r.inflight.intersects(requested.clone()) {
             drop(r);
-            if self.split_windows {
-                // The queued fills over it first, in turn with the pool threads.
-                self.fill_urgent(object, Vec::new(), &requested, &requested, buf);
-            } else {
-                self.run_queued_over(object, &requested, buf);
-            }
+            self.run_queued_over(object, &requested, buf);
             r = object.lock_ranges();
             let waited = Instant::now();
             r = wait_in_flight(object, r, &requested);
@@ -255,7 +250,7 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
     /// Where the fill failed.
     pub(crate) fn fill_for_prefetch(
         &self,
-        object: &Arc<Object<S::Object, K>>,
+        object: &Object<S::Object, K>,
         range: Range<u64>,
         buf: &mut AlignedBuf,
     ) -> io::Result<()> {
@@ -293,7 +288,7 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
     #[allow(clippy::too_many_arguments)]
     fn fill_read(
         &self,
-        object: &Arc<Object<S::Object, K>>,
+        object: &Object<S::Object, K>,
         range: Range<u64>,
         requested_end: u64,
         buf: &mut AlignedBuf,
@@ -308,14 +303,6 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
         // object was added: no `lseek`s on every event.)
         if !readahead.is_empty() && !self.asks_for_present {
             object.scan_present(readahead.clone());
-        }
-        if self.split_windows
-            && later.is_none()
-            && answer.is_none()
-            && !by_prefetch
-            && self.asks_for_present
-        {
-            return self.fill_read_split(object, range, requested_end, buf);
         }
         // A queued fill ahead over the requested part: run it now, on this thread, rather
         // than wait for a pool thread to start it.
@@ -404,70 +391,6 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
                 self.fill_in_chunks_answering(object, c.clone(), buf, by_prefetch, u64::MAX, hook);
             // Whatever was not written is released too (fill marks written chunks itself).
             object.release(c, false, by_prefetch);
-            if let Err(e) = result {
-                first_err.get_or_insert(e);
-            }
-        }
-        match first_err {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
-    }
-
-    /// [`fill_read`](Self::fill_read) of a READ window with its pieces spread over the fill
-    /// pool ([`Engine::split_windows`]; a kernel that asks about present bytes too, whose
-    /// present ranges are trusted): what nobody has or is filling in the window is claimed
-    /// and cut at multiples of the readahead window (the server's chunks), and these pieces,
-    /// with the queued fills ahead over the requested part, go to the front of the pool's
-    /// queue in the order of their offsets; this thread runs them in turn while the pool
-    /// threads take them too, then waits for what is still in flight over the requested
-    /// part. A requested part that a piece failed to fill is filled again here (its error is
-    /// the READ's).
-    fn fill_read_split(
-        &self,
-        object: &Arc<Object<S::Object, K>>,
-        range: Range<u64>,
-        requested_end: u64,
-        buf: &mut AlignedBuf,
-    ) -> Result<(), (u64, io::Error)> {
-        let requested = range.start..requested_end;
-        let chunk = self.ahead_chunk();
-        let mut pieces = Vec::new();
-        {
-            let mut r = object.lock_ranges();
-            self.stats
-                .served_by_prefetch_bytes
-                .add(r.prefetched.intersection_len(requested.clone()));
-            for gap in r.busy_or_present().gaps(range.clone()) {
-                r.inflight.insert(gap.clone());
-                let mut pos = gap.start;
-                while pos < gap.end {
-                    let end = gap
-                        .end
-                        .min((pos / chunk).saturating_add(1).saturating_mul(chunk));
-                    pieces.push(pos..end);
-                    pos = end;
-                }
-            }
-        }
-        self.fill_urgent(object, pieces, &requested, &range, buf);
-        let mut r = object.lock_ranges();
-        if r.inflight.intersects(requested.clone()) {
-            let waited = Instant::now();
-            r = wait_in_flight(object, r, &requested);
-            self.stats.claim_wait.observe(waited.elapsed());
-        }
-        let mut present = r.written.clone();
-        present.extend(&r.scanned);
-        let missing = present.gaps(requested.clone());
-        for m in &missing {
-            r.inflight.insert(m.clone());
-        }
-        drop(r);
-        let mut first_err = None;
-        for m in missing {
-            let result = self.fill(object, m.clone(), buf, false);
-            object.release(m, false, false);
             if let Err(e) = result {
                 first_err.get_or_insert(e);
             }

@@ -70,9 +70,6 @@ pub struct Engine<S: OnDemandServer, K> {
     pub(crate) asks_for_present: bool,
     /// How far the fill ahead of a sequential reader reaches: the transport's rule.
     pub(crate) growth: Growth,
-    /// A READ window's pieces are spread over the fill pool (fanotify): see
-    /// `Engine::fill_read_split`.
-    pub(crate) split_windows: bool,
     pub(crate) stats: Stats,
     /// READ fills in progress (prefetch gives way while there are any).
     pub(crate) active_reads: AtomicUsize,
@@ -122,7 +119,6 @@ impl<S: OnDemandServer, K> Engine<S, K> {
             sequential_ahead: DEFAULT_SEQUENTIAL_AHEAD,
             asks_for_present: false,
             growth: Growth::Doubling,
-            split_windows: false,
             stats: Stats::default(),
             active_reads: AtomicUsize::new(0),
             prefetch: None,

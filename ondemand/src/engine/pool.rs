@@ -49,8 +49,6 @@ pub(crate) struct Job<O, K> {
     pub(crate) range: Range<u64>,
     /// The call of [`Engine::fill_ahead`] that queued it.
     batch: u64,
-    /// A piece of a fill ahead (counted in `ahead_bytes`), not of a READ's own window.
-    ahead: bool,
 }
 
 /// The queue of fill jobs shared by the pool threads and the workers.
@@ -99,56 +97,10 @@ impl<O, K> FillPool<O, K> {
             object: Arc::clone(object),
             range,
             batch,
-            ahead: true,
         });
         drop(q);
         self.ready.notify_one();
         Ok(())
-    }
-
-    /// Put the pieces of a READ's window (`pieces`, claimed) at the front of the queue, with
-    /// the queued jobs of `object` that overlap `over` (what the READ waits for): all of them
-    /// in the order of their offsets, so the threads that run jobs take the bytes the reader
-    /// needs first, in the order it reads them. The queue's bound does not apply: a window
-    /// is bounded ([`super::MAX_READ_FILL`]).
-    pub(crate) fn push_urgent(
-        &self,
-        object: &Arc<Object<O, K>>,
-        pieces: Vec<Range<u64>>,
-        batch: u64,
-        over: &Range<u64>,
-    ) {
-        let mut q = self.lock();
-        let mut urgent: Vec<Job<O, K>> = pieces
-            .into_iter()
-            .map(|range| Job {
-                object: Arc::clone(object),
-                range,
-                batch,
-                ahead: false,
-            })
-            .collect();
-        urgent.extend(take_overlapping(&mut q, object, over));
-        urgent.sort_by_key(|j| j.range.start);
-        let n = urgent.len();
-        for job in urgent.into_iter().rev() {
-            q.push_front(job);
-        }
-        drop(q);
-        for _ in 0..n {
-            self.ready.notify_one();
-        }
-    }
-
-    /// Take out the first queued job of `object` that overlaps `range`.
-    pub(crate) fn steal_first(
-        &self,
-        object: &Object<O, K>,
-        range: &Range<u64>,
-    ) -> Option<Job<O, K>> {
-        let mut q = self.lock();
-        let i = q.iter().position(|j| overlaps(j, object, range))?;
-        q.remove(i)
     }
 
     /// The first job, waiting up to `timeout` for one.
@@ -181,7 +133,24 @@ impl<O, K> FillPool<O, K> {
 
     /// Take out the queued jobs of `object` that overlap `range`.
     pub(crate) fn steal(&self, object: &Object<O, K>, range: &Range<u64>) -> Vec<Job<O, K>> {
-        take_overlapping(&mut self.lock(), object, range)
+        let mut q = self.lock();
+        if q.is_empty() {
+            return Vec::new();
+        }
+        let mut taken = Vec::new();
+        let mut kept = VecDeque::with_capacity(q.len());
+        for job in q.drain(..) {
+            if std::ptr::eq(Arc::as_ptr(&job.object), object)
+                && job.range.start < range.end
+                && range.start < job.range.end
+            {
+                taken.push(job);
+            } else {
+                kept.push_back(job);
+            }
+        }
+        *q = kept;
+        taken
     }
 
     /// Drop every queued job, releasing its claim unwritten.
@@ -198,35 +167,6 @@ impl<O, K> FillPool<O, K> {
     }
 }
 
-/// Take the jobs of `object` overlapping `range` out of `q` (the others keep their order).
-fn take_overlapping<O, K>(
-    q: &mut VecDeque<Job<O, K>>,
-    object: &Object<O, K>,
-    range: &Range<u64>,
-) -> Vec<Job<O, K>> {
-    if !q.iter().any(|j| overlaps(j, object, range)) {
-        return Vec::new();
-    }
-    let mut taken = Vec::new();
-    let mut kept = VecDeque::with_capacity(q.len());
-    for job in q.drain(..) {
-        if overlaps(&job, object, range) {
-            taken.push(job);
-        } else {
-            kept.push_back(job);
-        }
-    }
-    *q = kept;
-    taken
-}
-
-/// Whether `job` is a job of `object` overlapping `range`.
-fn overlaps<O, K>(job: &Job<O, K>, object: &Object<O, K>, range: &Range<u64>) -> bool {
-    std::ptr::eq(Arc::as_ptr(&job.object), object)
-        && job.range.start < range.end
-        && range.start < job.range.end
-}
-
 impl<S: OnDemandServer, K: Sink> Engine<S, K> {
     /// Fill what nobody has or is fetching in `range`, ahead of a sequential reader: its gaps
     /// are claimed and queued as jobs of at most one readahead window each (cut at multiples
@@ -239,24 +179,8 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
         range: Range<u64>,
         buf: &mut AlignedBuf,
     ) {
-        if let Some(batch) = self.queue_ahead(object, range, Some(buf)) {
-            self.help_batch(batch, buf);
-        }
-    }
-
-    /// The first half of [`fill_ahead`](Self::fill_ahead): claim and queue the gaps of
-    /// `range`. A gap that finds the queue full is filled here, now, with `buf`; without a
-    /// buffer (a caller that must not wait: an event not answered yet), it and the rest of
-    /// the range are left unclaimed. Returns the jobs' batch, for
-    /// [`help_batch`](Self::help_batch); `None` if the object is closed.
-    pub(crate) fn queue_ahead(
-        &self,
-        object: &Arc<Object<S::Object, K>>,
-        range: Range<u64>,
-        mut buf: Option<&mut AlignedBuf>,
-    ) -> Option<u64> {
         if object.is_closed() {
-            return None;
+            return;
         }
         if !self.asks_for_present {
             object.scan_present(range.clone());
@@ -270,30 +194,19 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
                 .min((pos / chunk).saturating_add(1).saturating_mul(chunk));
             for gap in object.claim_gaps(pos..end) {
                 if let Err(gap) = self.pool.push(object, gap, batch) {
-                    match buf.as_deref_mut() {
-                        // The queue is full: this worker fills the gap itself, now.
-                        Some(buf) => self.run_job(object, gap, true, buf),
-                        None => {
-                            object.release(gap, false, false);
-                            return Some(batch);
-                        }
-                    }
+                    // The queue is full: this worker fills the gap itself, now.
+                    self.run_job(object, gap, buf);
                 }
             }
             pos = end;
         }
-        Some(batch)
-    }
-
-    /// The second half of [`fill_ahead`](Self::fill_ahead): help the pool threads with the
-    /// jobs of `batch`, one worker at a time: fills ahead then run on at most one thread more
-    /// than the pool has (the CPUs, by default), and the other workers stay free for READs.
-    /// Without pool threads, every worker runs its own jobs.
-    pub(crate) fn help_batch(&self, batch: u64, buf: &mut AlignedBuf) {
+        // Help the pool threads, one worker at a time: fills ahead then run on at most one
+        // thread more than the pool has (the CPUs, by default), and the other workers stay
+        // free for READs. Without pool threads, every worker runs its own jobs.
         let alone = self.fill_threads() == 0;
         if alone || !self.pool.helping.swap(true, Ordering::AcqRel) {
             while let Some(job) = self.pool.pop_for(batch) {
-                self.run_job(&job.object, job.range, job.ahead, buf);
+                self.run_job(&job.object, job.range, buf);
             }
             if !alone {
                 self.pool.helping.store(false, Ordering::Release);
@@ -403,7 +316,7 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
         let alone = self.fill_threads() == 0;
         if alone || !self.pool.helping.swap(true, Ordering::AcqRel) {
             while let Some(job) = self.pool.pop_any() {
-                self.run_job(&job.object, job.range, job.ahead, buf);
+                self.run_job(&job.object, job.range, buf);
             }
             if !alone {
                 self.pool.helping.store(false, Ordering::Release);
@@ -426,67 +339,27 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
         buf: &mut AlignedBuf,
     ) {
         for job in self.pool.steal(object, range) {
-            self.run_job(&job.object, job.range, job.ahead, buf);
+            self.run_job(&job.object, job.range, buf);
         }
     }
 
-    /// Run the queued jobs of `object` that overlap `range` on this thread, one at a time,
-    /// each the first of them still queued: the pool threads take the others from the front
-    /// of the queue meanwhile ([`FillPool::push_urgent`] put them there).
-    pub(crate) fn run_queued_in_turn(
-        &self,
-        object: &Object<S::Object, K>,
-        range: &Range<u64>,
-        buf: &mut AlignedBuf,
-    ) {
-        while let Some(job) = self.pool.steal_first(object, range) {
-            self.run_job(&job.object, job.range, job.ahead, buf);
-        }
-    }
-
-    /// Queue `pieces` of `object` (claimed: the parts of a READ's window this thread does not
-    /// fill first) at the front of the queue, with the queued jobs over `requested`, and
-    /// run them here in turn while the pool threads take them too.
-    pub(crate) fn fill_urgent(
-        &self,
-        object: &Arc<Object<S::Object, K>>,
-        pieces: Vec<Range<u64>>,
-        requested: &Range<u64>,
-        window: &Range<u64>,
-        buf: &mut AlignedBuf,
-    ) {
-        let batch = self.pool.batch();
-        self.pool.push_urgent(object, pieces, batch, requested);
-        self.run_queued_in_turn(object, window, buf);
-    }
-
-    /// Fill a claimed range (ahead of a reader if `ahead`, else a piece of a READ's window)
-    /// and release it (what was not written too).
-    fn run_job(
-        &self,
-        object: &Arc<Object<S::Object, K>>,
-        range: Range<u64>,
-        ahead: bool,
-        buf: &mut AlignedBuf,
-    ) {
+    /// Fill a claimed range ahead of a reader and release it (what was not written too).
+    fn run_job(&self, object: &Arc<Object<S::Object, K>>, range: Range<u64>, buf: &mut AlignedBuf) {
         if !object.is_closed() {
-            let ahead_bytes = |end: u64| {
-                if ahead {
-                    self.stats
-                        .ahead_bytes
-                        .add(end.min(object.size()).saturating_sub(range.start));
-                }
-            };
             match self.fill(object, range.clone(), buf, false) {
-                Ok(()) => ahead_bytes(range.end),
+                Ok(()) => self
+                    .stats
+                    .ahead_bytes
+                    .add(range.end.min(object.size()).saturating_sub(range.start)),
                 Err((pos, e)) => {
                     // What was written before `pos` counts as filled ahead.
-                    ahead_bytes(pos);
+                    self.stats
+                        .ahead_bytes
+                        .add(pos.min(object.size()).saturating_sub(range.start));
                     log::warn!(
-                        "object {} ({}): {} {range:?} stopped at {pos}: {e}",
+                        "object {} ({}): fill ahead {range:?} stopped at {pos}: {e}",
                         object.id(),
-                        object.key(),
-                        if ahead { "fill ahead" } else { "window piece" }
+                        object.key()
                     );
                 }
             }
@@ -506,7 +379,7 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
         let mut buf = AlignedBuf::new(self.ahead_chunk().clamp(64 << 10, 16 << 20) as usize);
         while !shutdown.is_triggered() {
             if let Some(job) = self.pool.pop_wait(crate::shutdown::POLL_INTERVAL) {
-                self.run_job(&job.object, job.range, job.ahead, &mut buf);
+                self.run_job(&job.object, job.range, &mut buf);
             }
         }
         self.pool.clear();
@@ -525,7 +398,6 @@ mod tests {
     use cachefiles_proto::{Command, MsgId, ObjectId, OpenRequest, ReadRequest, Request};
 
     use super::*;
-    use crate::engine::ReadPlan;
     use crate::engine::test_blob::SlowBlob;
     use crate::session::Session;
     use crate::testing::FakeFd;
@@ -825,186 +697,5 @@ mod tests {
         assert_eq!(starts, [2, 3, 4, 0, 1]);
         assert_each_byte_once(s.server());
         assert_eq!(s.stats().ahead_bytes, 5 * MIB);
-    }
-
-    /// An engine as the fanotify transport sets it up (present bytes trusted, windows split
-    /// over the pool), 1 MiB readahead, `threads` pool threads (not started), serving `server`
-    /// with object 1 opened on a cache file in `dir`.
-    fn split_engine<T: OnDemandServer<Object = ()>>(
-        server: T,
-        threads: usize,
-        dir: &std::path::Path,
-    ) -> (Engine<T, FakeFd>, Arc<Object<(), FakeFd>>) {
-        let mut engine = Engine::new(server)
-            .with_readahead(MIB)
-            .with_fill_threads(threads);
-        engine.asks_for_present = true;
-        engine.split_windows = true;
-        let key = crate::server::ObjectKey {
-            volume_key: b"v",
-            cookie_key: b"blob",
-        };
-        let opened = engine.server().open(&key).unwrap();
-        let (sink, _log) = FakeFd::create(&dir.join("cache"));
-        let object = engine
-            .open_object(cachefiles_proto::ObjectId(1), b"v", b"blob", opened, sink)
-            .unwrap();
-        (engine, object)
-    }
-
-    /// Read `[off, off + len)` as a fanotify event does: planned, then its window filled.
-    fn event<T: OnDemandServer<Object = ()>>(
-        engine: &Engine<T, FakeFd>,
-        object: &Arc<Object<(), FakeFd>>,
-        off: u64,
-        len: u64,
-    ) -> std::io::Result<()> {
-        let mut buf = AlignedBuf::new(MIB as usize);
-        match engine.plan_read_unless_present(object, off, len, &mut buf) {
-            Some(ReadPlan {
-                window: Some((range, end)),
-                ..
-            }) => engine.fill_window(object, range, end, &mut buf, &mut Vec::new()),
-            _ => Ok(()),
-        }
-    }
-
-    /// The queue puts a window's pieces, and the queued jobs over what the reader asked for,
-    /// before everything else, in the order of their offsets.
-    #[test]
-    fn a_windows_pieces_go_first_in_the_order_of_their_offsets() {
-        let dir = tempfile::tempdir().unwrap();
-        let (engine, object) = split_engine(
-            SlowBlob::new(8 * MIB as usize, Duration::ZERO),
-            1,
-            dir.path(),
-        );
-        let pool = &engine.pool;
-        for r in [5 * MIB..6 * MIB, 6 * MIB..7 * MIB, MIB..2 * MIB] {
-            pool.push(&object, r, 0).unwrap();
-        }
-        pool.push_urgent(&object, vec![2 * MIB..3 * MIB, 0..MIB], 1, &(0..3 * MIB));
-        let order: Vec<_> = pool
-            .lock()
-            .iter()
-            .map(|j| (j.range.start / MIB, j.ahead))
-            .collect();
-        assert_eq!(
-            order,
-            [(0, false), (1, true), (2, false), (5, true), (6, true)]
-        );
-        // A reader's thread takes the first of those over its range, one at a time.
-        let first = pool.steal_first(&object, &(MIB..3 * MIB)).unwrap();
-        assert_eq!(first.range, MIB..2 * MIB);
-        assert_eq!(pool.len(), 4);
-        pool.clear();
-        assert!(object.lock_ranges().inflight.is_empty());
-    }
-
-    /// A 4 MiB event's window is filled by its worker and a pool thread at once: every byte
-    /// once, both threads filling, the event answered once its bytes are all written.
-    #[test]
-    fn an_events_window_is_filled_by_its_worker_and_the_pool() {
-        let dir = tempfile::tempdir().unwrap();
-        let len = 6 * MIB as usize;
-        let (engine, object) =
-            split_engine(SlowBlob::new(len, Duration::from_millis(30)), 1, dir.path());
-        let stop = Shutdown::new();
-        let me = std::thread::current().id();
-        std::thread::scope(|scope| {
-            let pool = scope.spawn(|| {
-                engine.fill_worker(&stop);
-                std::thread::current().id()
-            });
-            event(&engine, &object, 0, 4 * MIB).unwrap();
-            assert!(object.present().gaps(0..4 * MIB).is_empty());
-            stop.trigger();
-            let pool = pool.join().unwrap();
-            let by: std::collections::HashSet<_> =
-                engine.server().fills().iter().map(|(t, _)| *t).collect();
-            assert_eq!(
-                by,
-                [me, pool].into_iter().collect(),
-                "{:?}",
-                engine.server().fills()
-            );
-        });
-        let mut seen = crate::ranges::RangeSet::new();
-        for (_, r) in engine.server().fills() {
-            assert!(!seen.intersects(r.clone()), "{r:?} fetched twice");
-            seen.insert(r);
-        }
-        assert_eq!(seen, std::iter::once(0..4 * MIB).collect());
-        assert!(object.lock_ranges().inflight.is_empty());
-        let cache = std::fs::read(dir.path().join("cache")).unwrap();
-        assert_eq!(
-            cache[..4 * MIB as usize],
-            engine.server().blob[..4 * MIB as usize]
-        );
-        let st = engine.stats();
-        // Pieces of a window are no fill ahead.
-        assert_eq!(
-            (st.fetched_bytes, st.ahead_bytes, st.read_errors),
-            (4 * MIB, 0, 0),
-            "{st}"
-        );
-    }
-
-    /// A blob whose reads at `fail_at` fail `failures` times with EIO, then succeed.
-    struct FailAt {
-        inner: SlowBlob,
-        fail_at: u64,
-        failures: std::sync::atomic::AtomicUsize,
-    }
-
-    impl OnDemandServer for FailAt {
-        type Object = ();
-        fn open(
-            &self,
-            key: &crate::server::ObjectKey<'_>,
-        ) -> std::io::Result<crate::server::Opened<()>> {
-            self.inner.open(key)
-        }
-        fn read_at(&self, o: &(), off: u64, buf: &mut [u8]) -> std::io::Result<usize> {
-            if off == self.fail_at
-                && self
-                    .failures
-                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                    .is_ok()
-            {
-                return Err(std::io::Error::from_raw_os_error(nix::libc::EIO));
-            }
-            self.inner.read_at(o, off, buf)
-        }
-    }
-
-    /// A piece of a window that fails is filled again by the reader's own thread; if that
-    /// fails too, the event fails (and nothing is left claimed).
-    #[test]
-    fn a_failed_piece_is_filled_again_and_its_error_is_the_events() {
-        for (failures, ok) in [(1, true), (2, false)] {
-            let dir = tempfile::tempdir().unwrap();
-            let server = FailAt {
-                inner: SlowBlob::new(4 * MIB as usize, Duration::ZERO),
-                fail_at: MIB,
-                failures: failures.into(),
-            };
-            // No pool threads: the reader's thread runs every piece itself.
-            let (engine, object) = split_engine(server, 0, dir.path());
-            let result = event(&engine, &object, 0, 3 * MIB);
-            assert_eq!(result.is_ok(), ok, "{failures} failures: {result:?}");
-            assert!(object.lock_ranges().inflight.is_empty());
-            assert_eq!(engine.queued_fill_jobs(), 0);
-            if ok {
-                let cache = std::fs::read(dir.path().join("cache")).unwrap();
-                assert_eq!(
-                    cache[..3 * MIB as usize],
-                    engine.server().inner.blob[..3 * MIB as usize]
-                );
-            } else {
-                assert_eq!(object.present().intersection_len(MIB..2 * MIB), 0);
-                assert_eq!(engine.stats().read_errors, 1);
-            }
-        }
     }
 }

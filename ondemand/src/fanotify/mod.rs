@@ -392,18 +392,6 @@ impl<S: OnDemandServer> fmt::Debug for FanotifyDaemon<S> {
     }
 }
 
-/// Pool threads of a [`FanotifyDaemon`] by default ([`FanotifyDaemon::with_fill_threads`],
-/// `erofs-ondemand fanotify --fill-threads`): one more than the CPUs this process may run on,
-/// at most 8 (3 on the 2-CPU test VM). More than [`crate::default_fill_threads`] (the CPUs but
-/// one) because on this transport the pool fills the pieces of every event's window too, not
-/// only the fill ahead, and each fill's direct write into the backing file blocks its thread
-/// while another could decode (measured in DESIGN.md, "Session 13").
-pub fn default_fill_threads() -> usize {
-    std::thread::available_parallelism()
-        .map_or(1, |n| n.get().saturating_add(1))
-        .clamp(1, 8)
-}
-
 impl<S: OnDemandServer> FanotifyDaemon<S> {
     /// A daemon whose backing files live in `cache_dir` (created if missing; on a filesystem
     /// that allows pre-content marks: ext4, xfs, btrfs). Creates the fanotify group.
@@ -451,10 +439,6 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
         // Every read of an incomplete file is an event: a reader reading it through is worth
         // completing it for.
         engine.growth = crate::engine::Growth::TwiceRead;
-        // An event's window is filled by its worker and the pool threads together, what the
-        // reader needs first taken first (DESIGN.md, "Session 13").
-        engine.split_windows = true;
-        let engine = engine.with_fill_threads(default_fill_threads());
         let fill_buffer = crate::daemon::default_fill_buffer(engine.readahead());
         Ok(FanotifyDaemon {
             engine,
@@ -534,9 +518,9 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
         }
     }
 
-    /// Run fills ahead of sequential readers, and the pieces of events' windows, on `n` pool
-    /// threads besides the worker that answered the event ([`Engine::with_fill_threads`];
-    /// default [`default_fill_threads`]).
+    /// Run fills ahead of sequential readers on `n` pool threads besides the worker that
+    /// answered the event ([`Engine::with_fill_threads`]; default
+    /// [`crate::default_fill_threads`]).
     pub fn with_fill_threads(self, n: usize) -> Self {
         FanotifyDaemon {
             engine: self.engine.with_fill_threads(n),
@@ -1202,9 +1186,8 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
     fn finish(&self, after: After<S::Object>, fill: &mut AlignedBuf) {
         self.engine.fill_later(after.later, fill);
         if let Some(object) = after.object {
-            // The fill ahead was queued before the event's window was filled: help with it.
-            if let Some(batch) = after.queued {
-                self.engine.help_batch(batch, fill);
+            if let Some(range) = after.ahead {
+                self.engine.fill_ahead(&object, range, fill);
             }
             self.unmark_if_complete(&object);
         }
@@ -1280,13 +1263,7 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
                     object.key(),
                     plan.ahead
                 );
-                // The fill ahead is queued first, behind the window's own pieces (which go to
-                // the front of the pool's queue): the pool threads go on with it as soon as
-                // the window's pieces are taken, while the reader still waits for them.
-                // (A full queue leaves the rest for later: the event is not answered yet.)
-                if let Some(ahead) = plan.ahead {
-                    after.queued = self.engine.queue_ahead(&object, ahead, None);
-                }
+                after.ahead = plan.ahead;
                 let mut answered = false;
                 let mut answer = || {
                     self.respond(ev.fd, Ok(()));
@@ -1372,9 +1349,7 @@ struct Adopted {
 struct After<O> {
     object: Option<Arc<Object<O, BackingFile>>>,
     later: crate::engine::Later<O, BackingFile>,
-    /// The fill ahead of a sequential reader, queued before the event's window was filled:
-    /// its batch, to help with once the event is answered.
-    queued: Option<u64>,
+    ahead: Option<Range<u64>>,
     /// The event was allowed from inside its fill, once its range was written.
     answered: bool,
 }
@@ -1384,7 +1359,7 @@ impl<O> Default for After<O> {
         After {
             object: None,
             later: Vec::new(),
-            queued: None,
+            ahead: None,
             answered: false,
         }
     }
