@@ -50,7 +50,7 @@ use std::io;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use erofs_format::rafs::ChunkInfo;
 use erofs_reader::nydus::{BlobInfo, BlobSource, BlobStats, ChunkStream, Digest, RafsMeta};
@@ -238,7 +238,10 @@ impl RafsBlob {
             arrivals: Arrivals::new(&stored),
             head: None,
             staged: Vec::new(),
+            decoding: Duration::ZERO,
+            reporting: Duration::ZERO,
         });
+        let started = Instant::now();
         let arrived = |offset: u64, bytes: &[u8]| {
             let mut p = progress.lock().unwrap_or_else(|p| p.into_inner());
             if p.error.is_some() {
@@ -261,6 +264,16 @@ impl RafsBlob {
             p.advance(self, chunks, span.end, true);
         }
         self.staged.drop_staged(std::mem::take(&mut p.staged));
+        log::debug!(
+            "[{}, +{}): {} stored bytes in {} ranges in {:.1} ms, {:.1} ms of it decoding, {:.1} ms writing",
+            range.start,
+            range.end - range.start,
+            stored.iter().map(|r| r.end - r.start).sum::<u64>(),
+            stored.len(),
+            started.elapsed().as_secs_f64() * 1e3,
+            p.decoding.as_secs_f64() * 1e3,
+            p.reporting.as_secs_f64() * 1e3
+        );
         fetched?;
         match p.error {
             Some(e) => Err(e),
@@ -392,6 +405,10 @@ struct Progress<'a, 'r> {
     head: Option<Head>,
     /// Starts of the ranges staged, dropped when the read ends.
     staged: Vec<u64>,
+    /// Time spent decoding, and in `ready` (the engine's writes and answer): the debug
+    /// log's breakdown of a fill.
+    decoding: Duration,
+    reporting: Duration,
 }
 
 /// The chunk at a streaming read's [`Progress::next`], decoded as its stored bytes arrive:
@@ -412,12 +429,17 @@ impl Progress<'_, '_> {
             return;
         }
         let before = self.done;
-        if let Err(e) = self.advance_inner(blob, chunks, end, last) {
+        let started = Instant::now();
+        let decoded = self.advance_inner(blob, chunks, end, last);
+        self.decoding += started.elapsed();
+        if let Err(e) = decoded {
             self.error = Some(e);
             return;
         }
         if self.done > before {
+            let started = Instant::now();
             (self.ready)(&self.buf[..self.done]);
+            self.reporting += started.elapsed();
         }
     }
 

@@ -362,9 +362,10 @@ impl<S: OnDemandServer, F: ObjectFd> Engine<S, F> {
 
     /// Complete READ `msg_id` through the object's fd.
     fn complete(object: &Object<S::Object, F>, msg_id: MsgId) {
-        if let Err(e) = object.sink().read_complete(msg_id) {
+        match object.sink().read_complete(msg_id) {
+            Ok(()) => log::debug!("object {}: READ_COMPLETE {msg_id}", object.id()),
             // EINVAL: the READ was cancelled (CLOSE, killed reader). Harmless.
-            log::debug!("object {}: READ_COMPLETE {msg_id}: {e}", object.id());
+            Err(e) => log::debug!("object {}: READ_COMPLETE {msg_id}: {e}", object.id()),
         }
     }
 

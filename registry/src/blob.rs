@@ -461,6 +461,9 @@ impl Blob {
             }
             g.start
         };
+        let headers = std::time::Instant::now();
+        // When the body's first bytes came (the debug log's breakdown of a request).
+        let mut first_bytes = None;
         let mut r = reply.into_reader(counters);
         // Bytes of the body consumed. A body that ends or breaks before the bytes asked for
         // is a short body (transient: the group is fetched again).
@@ -493,7 +496,10 @@ impl Blob {
                 };
                 match r.read(buf) {
                     Ok(0) => return Err(*pos + done),
-                    Ok(k) => done += k as u64,
+                    Ok(k) => {
+                        first_bytes.get_or_insert_with(|| headers.elapsed());
+                        done += k as u64;
+                    }
                     Err(e) => {
                         log::debug!("body broke after {} bytes: {e}", *pos + done);
                         return Err(*pos + done);
@@ -547,6 +553,13 @@ impl Blob {
                 Err(source) => return Err(Error::Transport { url, source }),
             }
         }
+        log::debug!(
+            "bytes={}-{}: body's first bytes {:.1} ms after its headers, all {want} in {:.1} ms",
+            g.start,
+            g.end - 1,
+            first_bytes.unwrap_or_default().as_secs_f64() * 1e3,
+            headers.elapsed().as_secs_f64() * 1e3
+        );
         Ok(())
     }
 }

@@ -827,15 +827,18 @@ impl Transport {
             if let Some(a) = &auth {
                 r = r.header("authorization", a);
             }
+            let sent = Instant::now();
             let result = r.call();
             log::debug!(
-                "{} {url}{}",
+                "{} {url}{}: headers in {:.1} ms on thread {}",
                 if req.head { "HEAD" } else { "GET" },
                 req.headers
                     .iter()
                     .find(|(k, _)| *k == "range")
                     .map(|(_, v)| format!(" ({v})"))
-                    .unwrap_or_default()
+                    .unwrap_or_default(),
+                sent.elapsed().as_secs_f64() * 1e3,
+                std::thread::current().name().unwrap_or("?")
             );
             if settling {
                 let answered = result.as_ref().is_ok_and(|r| r.status().as_u16() != 400);
