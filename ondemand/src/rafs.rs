@@ -183,11 +183,59 @@ impl RafsBlob {
     ) -> io::Result<()> {
         let range = off..off.saturating_add(buf.len() as u64);
         let span = self.chunk_span(range.clone());
-        let claimed: Vec<usize> = span.clone().collect();
-        self.claim(&claimed);
-        let result = self.read_streaming_claimed(buf, range, span, ready);
-        self.unclaim(&claimed);
+        // The chunks no other thread is reading are claimed and fetched at once; those
+        // another thread is reading (a boundary chunk shared with the fill of a predicted
+        // piece or of a neighbouring window) are waited for only when the decoder gets to
+        // them, by when that thread has mostly decoded them. Waiting for them first held
+        // the READ's own request back for the whole of the other fill.
+        let mut claims = Claims {
+            held: Vec::new(),
+            others: Vec::new(),
+        };
+        self.claim_free(span.clone(), &mut claims);
+        let result = self.read_streaming_claimed(buf, range, span, &mut claims, ready);
+        self.unclaim(&claims.held);
         result
+    }
+
+    /// Claim the chunks of `span` that no other thread is reading (into `claims.held`);
+    /// the others go to `claims.others`.
+    fn claim_free(&self, span: Range<usize>, claims: &mut Claims) {
+        let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        for c in span {
+            if busy.insert(c) {
+                claims.held.push(c);
+            } else {
+                claims.others.push(c);
+            }
+        }
+    }
+
+    /// Hold claims on all of `claims`' chunks: [`claim_others`](Self::claim_others), then
+    /// the chunks held before claimed again.
+    fn claim_all(&self, claims: &mut Claims) {
+        if claims.others.is_empty() {
+            return;
+        }
+        self.unclaim(&claims.held);
+        let mut all = std::mem::take(&mut claims.held);
+        all.append(&mut claims.others);
+        all.sort_unstable();
+        self.claim(&all);
+        claims.held = all;
+    }
+
+    /// Wait for the chunks other threads were reading (`claims.others`) and claim them. The
+    /// chunks held are released first, so no thread waits while holding a claim another
+    /// waits for (two reads sharing chunks cannot deadlock); what this read fetched for
+    /// them stays staged until it ends.
+    fn claim_others(&self, claims: &mut Claims) {
+        if claims.others.is_empty() {
+            return;
+        }
+        self.unclaim(&claims.held);
+        claims.held = std::mem::take(&mut claims.others);
+        self.claim(&claims.held);
     }
 
     fn read_streaming_claimed(
@@ -195,16 +243,29 @@ impl RafsBlob {
         buf: &mut [u8],
         range: Range<u64>,
         span: Range<usize>,
+        claims: &mut Claims,
         ready: &mut (dyn FnMut(&[u8]) + Send),
     ) -> io::Result<()> {
         let wanted = [range.clone()];
         // One range per chunk (one request all the same): each handed over as it arrives.
-        let stored = self.stored_chunk_ranges(&wanted);
+        let mut stored = self.stored_chunk_ranges(&wanted);
         let Ok(chunks) = self.source.chunk_infos() else {
             // The decoder reports the chunk map's error.
+            self.claim_all(claims);
             return self.source.read_exact_at(buf, range.start);
         };
+        // Not the stored bytes of chunks another thread is reading: it decodes them.
+        let others: Vec<Range<u64>> = claims
+            .others
+            .iter()
+            .filter_map(|&ci| chunks.get(ci))
+            .map(|c| c.compressed_offset..c.compressed_end())
+            .collect();
+        stored.retain(|r| !others.contains(r));
         if stored.is_empty() {
+            // Nothing to fetch here (or nothing that can be staged): as before, the whole
+            // span claimed once no other thread reads any of it.
+            self.claim_all(claims);
             // Decoded already, nothing stored, or not stageable: the batch way.
             self.read_claimed(
                 &mut [RangeRead {
@@ -259,6 +320,8 @@ impl RafsBlob {
         let fetched = self.staged.blob.read_ranges_arriving(&mut reads, &arrived);
         drop(reads);
         let mut p = progress.into_inner().unwrap_or_else(|p| p.into_inner());
+        // The chunks other threads were reading: done by now, or waited for here.
+        self.claim_others(claims);
         if fetched.is_ok() && p.error.is_none() {
             // The rest: chunks whose bytes came in out of order, the zeros after the last.
             p.advance(self, chunks, span.end, true);
@@ -417,6 +480,13 @@ struct Progress<'a, 'r> {
 struct Head {
     stream: ChunkStream,
     temp: Option<Arc<[u8]>>,
+}
+
+/// The chunks a streaming read holds claims on, and those of its span that other threads
+/// were reading when it started.
+struct Claims {
+    held: Vec<usize>,
+    others: Vec<usize>,
 }
 
 impl Progress<'_, '_> {
