@@ -294,6 +294,7 @@ impl RafsBlob {
             start: range.start,
             next: span.start,
             done: 0,
+            reported: 0,
             ready,
             error: None,
             arrivals: Arrivals::new(&stored),
@@ -462,6 +463,8 @@ struct Progress<'a, 'r> {
     start: u64,
     next: usize,
     done: usize,
+    /// What `ready` was last told of.
+    reported: usize,
     ready: &'r mut (dyn FnMut(&[u8]) + Send),
     error: Option<io::Error>,
     arrivals: Arrivals,
@@ -498,17 +501,22 @@ impl Progress<'_, '_> {
         if self.error.is_some() {
             return;
         }
-        let before = self.done;
-        let started = Instant::now();
+        let (started, reporting) = (Instant::now(), self.reporting);
         let decoded = self.advance_inner(blob, chunks, end, last);
-        self.decoding += started.elapsed();
+        self.decoding += started.elapsed().saturating_sub(self.reporting - reporting);
         if let Err(e) = decoded {
             self.error = Some(e);
             return;
         }
-        if self.done > before {
+        self.report();
+    }
+
+    /// Tell `ready` of the final prefix, if it grew.
+    fn report(&mut self) {
+        if self.done > self.reported {
             let started = Instant::now();
             (self.ready)(&self.buf[..self.done]);
+            self.reported = self.done;
             self.reporting += started.elapsed();
         }
     }
@@ -568,6 +576,9 @@ impl Progress<'_, '_> {
                 blob.source
                     .read_exact_at(&mut self.buf[self.done..to], at)?;
                 self.done = to;
+                // Each chunk reported as it is done: the READ's part may be in the first of
+                // many decoded here at once (after waiting for a chunk another fill read).
+                self.report();
             }
             self.next += 1;
         }
