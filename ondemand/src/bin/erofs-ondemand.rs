@@ -309,11 +309,6 @@ struct Serving {
     /// default: the CPUs but one, 1 to 8; at least 3 with cold prediction, `serve --image`).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(0..=64))]
     fill_threads: Option<u16>,
-    /// Nice value (0 to 19) of the fill pool's threads (--fill-threads): their fills
-    /// (predicted pieces, fills ahead) give the CPU to the workers answering READs and to
-    /// the readers.
-    #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(i32).range(0..=19))]
-    fill_nice: i32,
     /// Cold prediction (`serve --image` of a Nydus image): when a READ lands in a file of at
     /// most BYTES, fill the rest of the file on the fill pool while the READ's window is
     /// filled (suffixes K, M, G; 0: off).
@@ -740,7 +735,6 @@ fn fanotify_serve<B: ondemand::BlobStore>(
         .with_readahead(readahead)
         .with_sequential_ahead(serving.sequential_ahead)
         .with_fill_threads(serving.fill_threads())
-        .with_fill_nice(serving.fill_nice)
         .with_threads(usize::from(threads))
         .with_direct_io(direct_io)
         .with_early_answer(early_answer)
@@ -984,7 +978,6 @@ impl CachefilesRun<'_> {
         if let Some(n) = serving.fill_threads {
             session = session.with_fill_threads(usize::from(n));
         }
-        session = session.with_fill_nice(serving.fill_nice);
         let mut daemon = Daemon::new(self.dev, session).with_threads(usize::from(serving.threads));
         if remote.is_none() {
             // The signal stops the daemon itself.

@@ -77,7 +77,6 @@ pub struct Engine<S: OnDemandServer, K> {
     /// Fill-ahead jobs, and how many pool threads run them.
     pool: pool::FillPool<S::Object, K>,
     fill_threads: usize,
-    fill_nice: i32,
     /// Where the ranges readers ask for are recorded ([`Engine::with_recorder`]).
     recorder: Option<Arc<Recorder>>,
     /// What else to fill when a READ lands in a file ([`Engine::with_predictor`]).
@@ -93,7 +92,6 @@ impl<S: OnDemandServer, K> fmt::Debug for Engine<S, K> {
             .field("readahead", &self.readahead)
             .field("sequential_ahead", &self.sequential_ahead)
             .field("fill_threads", &self.fill_threads)
-            .field("fill_nice", &self.fill_nice)
             .field("stats", &self.stats.snapshot())
             .finish_non_exhaustive()
     }
@@ -126,7 +124,6 @@ impl<S: OnDemandServer, K> Engine<S, K> {
             prefetch: None,
             pool: pool::FillPool::new(pool::MAX_QUEUED_JOBS),
             fill_threads: default_fill_threads(),
-            fill_nice: 0,
             recorder: None,
             predictor: None,
             prefetch_observer: None,
@@ -247,22 +244,6 @@ impl<S: OnDemandServer, K> Engine<S, K> {
     /// Pool threads for fills ahead ([`with_fill_threads`](Self::with_fill_threads)).
     pub fn fill_threads(&self) -> usize {
         self.fill_threads
-    }
-
-    /// Run the pool threads that [`crate::Daemon::run`] and [`crate::FanotifyDaemon::run`]
-    /// start ([`with_fill_threads`](Self::with_fill_threads)) at nice value `nice` (0 to
-    /// 19; default 0): their fills (predicted pieces, fills ahead) give the CPU to the
-    /// workers answering READs and to the readers. A READ that waits for a pool job still
-    /// waits for it; threads of an embedder's own loop ([`Engine::fill_worker`]) are left
-    /// as they are.
-    pub fn with_fill_nice(mut self, nice: i32) -> Self {
-        self.fill_nice = nice.clamp(0, 19);
-        self
-    }
-
-    /// The pool threads' nice value ([`with_fill_nice`](Self::with_fill_nice)).
-    pub fn fill_nice(&self) -> i32 {
-        self.fill_nice
     }
 
     /// The most a fill ahead of a sequential reader spans, in bytes (0: off).

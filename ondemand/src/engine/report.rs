@@ -33,20 +33,12 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
         } else {
             0
         };
-        let nice = self.fill_nice();
         for i in 0..fill_threads {
             spawn_helper(
                 scope,
                 format!("fill-{i}"),
                 &format!("fill thread {i}"),
-                move || {
-                    if nice > 0
-                        && let Err(e) = crate::sys::set_thread_nice(nice)
-                    {
-                        log::warn!("fill thread {i}: cannot set nice {nice}: {e}");
-                    }
-                    self.fill_worker(shutdown)
-                },
+                move || self.fill_worker(shutdown),
             );
         }
         if metrics_file.is_some() || prefetch_threads > 0 {

@@ -528,14 +528,6 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
         }
     }
 
-    /// Run the fill pool's threads at nice value `nice` ([`Engine::with_fill_nice`]).
-    pub fn with_fill_nice(self, nice: i32) -> Self {
-        FanotifyDaemon {
-            engine: self.engine.with_fill_nice(nice),
-            ..self
-        }
-    }
-
     /// Fill backing files in the background as `config` says ([`Engine::with_prefetch`]),
     /// from the moment [`run`](Self::run) starts.
     pub fn with_prefetch(self, config: PrefetchConfig) -> Self {
