@@ -456,22 +456,38 @@ fn windows_that_split_a_chunk_fetch_it_once() {
 }
 
 /// A store that streams: hands each range over (and logs it) as it is read, one by one, and
-/// can be made to break after `break_after` ranges.
+/// can be made to break after `break_after` ranges, or to hold a batch at its `gate`.
 struct Streaming {
     dir: ondemand::LocalDirStore,
     events: std::sync::Arc<std::sync::Mutex<Vec<(char, u64)>>>,
     break_after: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    gate: std::sync::Arc<GateState>,
+}
+
+/// While `held` is set, a batch that holds the stored range starting at `gate` waits (a fill
+/// caught mid-fetch). Every stored range asked for is logged in `asked`.
+#[derive(Default)]
+struct GateState {
+    gate: std::sync::atomic::AtomicU64,
+    held: std::sync::Mutex<bool>,
+    changed: std::sync::Condvar,
+    /// A batch is waiting at the gate.
+    waiting: std::sync::atomic::AtomicBool,
+    /// Stored ranges asked for: (offset, length).
+    asked: std::sync::Mutex<Vec<(u64, usize)>>,
 }
 
 struct StreamingBlob {
     inner: std::sync::Arc<dyn ondemand::StoredBlob>,
     events: std::sync::Arc<std::sync::Mutex<Vec<(char, u64)>>>,
     break_after: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    gate: std::sync::Arc<GateState>,
 }
 
 impl erofs_reader::Source for StreamingBlob {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         self.events.lock().unwrap().push(('s', offset));
+        self.gate.asked.lock().unwrap().push((offset, buf.len()));
         self.inner.read_exact_at(buf, offset)
     }
     fn size(&self) -> io::Result<u64> {
@@ -489,6 +505,19 @@ impl ondemand::StoredBlob for StreamingBlob {
         arrived: &(dyn Fn(u64, &[u8]) + Sync),
     ) -> io::Result<()> {
         self.events.lock().unwrap().push(('b', reads.len() as u64));
+        let g = &self.gate;
+        g.asked
+            .lock()
+            .unwrap()
+            .extend(reads.iter().map(|r| (r.offset, r.buf.len())));
+        let at = g.gate.load(std::sync::atomic::Ordering::SeqCst);
+        if reads.iter().any(|r| r.offset == at) {
+            let mut held = g.held.lock().unwrap();
+            g.waiting.store(true, std::sync::atomic::Ordering::SeqCst);
+            while *held {
+                held = g.changed.wait(held).unwrap();
+            }
+        }
         let limit = self.break_after.load(std::sync::atomic::Ordering::SeqCst);
         for (i, r) in reads.iter_mut().enumerate() {
             if i == limit {
@@ -508,6 +537,7 @@ impl ondemand::BlobStore for Streaming {
             inner: self.dir.open(name)?,
             events: self.events.clone(),
             break_after: self.break_after.clone(),
+            gate: self.gate.clone(),
         }))
     }
     fn names(&self) -> io::Result<Vec<Vec<u8>>> {
@@ -530,6 +560,7 @@ fn a_streaming_store_is_decoded_as_it_arrives() {
         dir: ondemand::LocalDirStore::new(&blobs),
         events: Default::default(),
         break_after: std::sync::Arc::new(usize::MAX.into()),
+        gate: Default::default(),
     };
     let (events, break_after) = (store.events.clone(), store.break_after.clone());
     let server = ondemand::rafs::RafsServer::with_store(store).with_verify_digests(true);
@@ -890,81 +921,6 @@ fn a_bad_or_short_chunk_stream_fails_having_reported_right_bytes() {
     }
 }
 
-/// A streaming store whose batches wait, while `held` is set, when they hold the stored
-/// range starting at `gate` (a fill caught mid-fetch); it logs every stored range asked for.
-struct Gated {
-    dir: ondemand::LocalDirStore,
-    state: std::sync::Arc<GateState>,
-}
-
-#[derive(Default)]
-struct GateState {
-    gate: std::sync::atomic::AtomicU64,
-    held: std::sync::Mutex<bool>,
-    changed: std::sync::Condvar,
-    /// A batch is waiting at the gate.
-    waiting: std::sync::atomic::AtomicBool,
-    /// Stored ranges asked for: (offset, length).
-    asked: std::sync::Mutex<Vec<(u64, usize)>>,
-}
-
-struct GatedBlob {
-    inner: std::sync::Arc<dyn ondemand::StoredBlob>,
-    state: std::sync::Arc<GateState>,
-}
-
-impl erofs_reader::Source for GatedBlob {
-    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        self.state.asked.lock().unwrap().push((offset, buf.len()));
-        self.inner.read_exact_at(buf, offset)
-    }
-    fn size(&self) -> io::Result<u64> {
-        self.inner.size()
-    }
-}
-
-impl ondemand::StoredBlob for GatedBlob {
-    fn streams(&self) -> bool {
-        true
-    }
-    fn read_ranges_arriving(
-        &self,
-        reads: &mut [ondemand::RangeRead<'_>],
-        arrived: &(dyn Fn(u64, &[u8]) + Sync),
-    ) -> io::Result<()> {
-        let s = &self.state;
-        s.asked
-            .lock()
-            .unwrap()
-            .extend(reads.iter().map(|r| (r.offset, r.buf.len())));
-        let gate = s.gate.load(std::sync::atomic::Ordering::SeqCst);
-        if reads.iter().any(|r| r.offset == gate) {
-            let mut held = s.held.lock().unwrap();
-            s.waiting.store(true, std::sync::atomic::Ordering::SeqCst);
-            while *held {
-                held = s.changed.wait(held).unwrap();
-            }
-        }
-        for r in reads.iter_mut() {
-            self.inner.read_exact_at(r.buf, r.offset)?;
-            arrived(r.offset, r.buf);
-        }
-        Ok(())
-    }
-}
-
-impl ondemand::BlobStore for Gated {
-    fn open(&self, name: &[u8]) -> io::Result<std::sync::Arc<dyn ondemand::StoredBlob>> {
-        Ok(std::sync::Arc::new(GatedBlob {
-            inner: self.dir.open(name)?,
-            state: self.state.clone(),
-        }))
-    }
-    fn names(&self) -> io::Result<Vec<Vec<u8>>> {
-        self.dir.names()
-    }
-}
-
 /// Two fills that share a chunk (a READ's window and the fill of a predicted piece after
 /// it): while one is still fetching the shared chunk, the other fetches its own chunks at
 /// once and reports its part before the shared chunk, and gets the shared chunk from the
@@ -978,9 +934,11 @@ fn a_fill_does_not_wait_for_a_shared_chunk_before_fetching_its_own() {
         return;
     };
     let state = std::sync::Arc::new(GateState::default());
-    let server = ondemand::rafs::RafsServer::with_store(Gated {
+    let server = ondemand::rafs::RafsServer::with_store(Streaming {
         dir: ondemand::LocalDirStore::new(&blobs),
-        state: state.clone(),
+        events: Default::default(),
+        break_after: std::sync::Arc::new(usize::MAX.into()),
+        gate: state.clone(),
     });
     server.open(&key(b"img")).unwrap();
     let opened = server.open(&key(&id)).unwrap();
