@@ -106,8 +106,9 @@ impl fmt::Debug for RafsObject {
 pub struct RafsBlob {
     source: Arc<BlobSource>,
     staged: Arc<Staged>,
-    /// Chunks being read by some thread: a read that touches one waits, so two workers never
-    /// fetch and decode the same chunk for two parts of it.
+    /// Chunks being read by some thread: a read that touches one waits for it (a streaming
+    /// read only once its decoder gets there, having fetched its other chunks meanwhile), so
+    /// two workers never fetch and decode the same chunk for two parts of it.
     busy: Mutex<std::collections::HashSet<usize>>,
     freed: std::sync::Condvar,
 }
