@@ -106,9 +106,8 @@ impl fmt::Debug for RafsObject {
 pub struct RafsBlob {
     source: Arc<BlobSource>,
     staged: Arc<Staged>,
-    /// Chunks being read by some thread: a read that touches one waits for it (a streaming
-    /// read only once its decoder gets there, having fetched its other chunks meanwhile), so
-    /// two workers never fetch and decode the same chunk for two parts of it.
+    /// Chunks being read by some thread: a read that touches one waits, so two workers never
+    /// fetch and decode the same chunk for two parts of it.
     busy: Mutex<std::collections::HashSet<usize>>,
     freed: std::sync::Condvar,
 }
@@ -184,59 +183,11 @@ impl RafsBlob {
     ) -> io::Result<()> {
         let range = off..off.saturating_add(buf.len() as u64);
         let span = self.chunk_span(range.clone());
-        // The chunks no other thread is reading are claimed and fetched at once; those
-        // another thread is reading (a boundary chunk shared with the fill of a predicted
-        // piece or of a neighbouring window) are waited for only when the decoder gets to
-        // them, by when that thread has mostly decoded them. Waiting for them first held
-        // the READ's own request back for the whole of the other fill.
-        let mut claims = Claims {
-            held: Vec::new(),
-            others: Vec::new(),
-        };
-        self.claim_free(span.clone(), &mut claims);
-        let result = self.read_streaming_claimed(buf, range, span, &mut claims, ready);
-        self.unclaim(&claims.held);
+        let claimed: Vec<usize> = span.clone().collect();
+        self.claim(&claimed);
+        let result = self.read_streaming_claimed(buf, range, span, ready);
+        self.unclaim(&claimed);
         result
-    }
-
-    /// Claim the chunks of `span` that no other thread is reading (into `claims.held`);
-    /// the others go to `claims.others`.
-    fn claim_free(&self, span: Range<usize>, claims: &mut Claims) {
-        let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
-        for c in span {
-            if busy.insert(c) {
-                claims.held.push(c);
-            } else {
-                claims.others.push(c);
-            }
-        }
-    }
-
-    /// Hold claims on all of `claims`' chunks: [`claim_others`](Self::claim_others), then
-    /// the chunks held before claimed again.
-    fn claim_all(&self, claims: &mut Claims) {
-        if claims.others.is_empty() {
-            return;
-        }
-        self.unclaim(&claims.held);
-        let mut all = std::mem::take(&mut claims.held);
-        all.append(&mut claims.others);
-        all.sort_unstable();
-        self.claim(&all);
-        claims.held = all;
-    }
-
-    /// Wait for the chunks other threads were reading (`claims.others`) and claim them. The
-    /// chunks held are released first, so no thread waits while holding a claim another
-    /// waits for (two reads sharing chunks cannot deadlock); what this read fetched for
-    /// them stays staged until it ends.
-    fn claim_others(&self, claims: &mut Claims) {
-        if claims.others.is_empty() {
-            return;
-        }
-        self.unclaim(&claims.held);
-        claims.held = std::mem::take(&mut claims.others);
-        self.claim(&claims.held);
     }
 
     fn read_streaming_claimed(
@@ -244,29 +195,16 @@ impl RafsBlob {
         buf: &mut [u8],
         range: Range<u64>,
         span: Range<usize>,
-        claims: &mut Claims,
         ready: &mut (dyn FnMut(&[u8]) + Send),
     ) -> io::Result<()> {
         let wanted = [range.clone()];
         // One range per chunk (one request all the same): each handed over as it arrives.
-        let mut stored = self.stored_chunk_ranges(&wanted);
+        let stored = self.stored_chunk_ranges(&wanted);
         let Ok(chunks) = self.source.chunk_infos() else {
             // The decoder reports the chunk map's error.
-            self.claim_all(claims);
             return self.source.read_exact_at(buf, range.start);
         };
-        // Not the stored bytes of chunks another thread is reading: it decodes them.
-        let others: Vec<Range<u64>> = claims
-            .others
-            .iter()
-            .filter_map(|&ci| chunks.get(ci))
-            .map(|c| c.compressed_offset..c.compressed_end())
-            .collect();
-        stored.retain(|r| !others.contains(r));
         if stored.is_empty() {
-            // Nothing to fetch here (or nothing that can be staged): as before, the whole
-            // span claimed once no other thread reads any of it.
-            self.claim_all(claims);
             // Decoded already, nothing stored, or not stageable: the batch way.
             self.read_claimed(
                 &mut [RangeRead {
@@ -295,7 +233,6 @@ impl RafsBlob {
             start: range.start,
             next: span.start,
             done: 0,
-            reported: 0,
             ready,
             error: None,
             arrivals: Arrivals::new(&stored),
@@ -322,8 +259,6 @@ impl RafsBlob {
         let fetched = self.staged.blob.read_ranges_arriving(&mut reads, &arrived);
         drop(reads);
         let mut p = progress.into_inner().unwrap_or_else(|p| p.into_inner());
-        // The chunks other threads were reading: done by now, or waited for here.
-        self.claim_others(claims);
         if fetched.is_ok() && p.error.is_none() {
             // The rest: chunks whose bytes came in out of order, the zeros after the last.
             p.advance(self, chunks, span.end, true);
@@ -464,8 +399,6 @@ struct Progress<'a, 'r> {
     start: u64,
     next: usize,
     done: usize,
-    /// What `ready` was last told of.
-    reported: usize,
     ready: &'r mut (dyn FnMut(&[u8]) + Send),
     error: Option<io::Error>,
     arrivals: Arrivals,
@@ -486,13 +419,6 @@ struct Head {
     temp: Option<Arc<[u8]>>,
 }
 
-/// The chunks a streaming read holds claims on, and those of its span that other threads
-/// were reading when it started.
-struct Claims {
-    held: Vec<usize>,
-    others: Vec<usize>,
-}
-
 impl Progress<'_, '_> {
     /// Decode the chunks from `next` on whose stored bytes are staged (or that are decoded
     /// already), in order, up to chunk `end`, and as much of the next one as its stored
@@ -502,22 +428,17 @@ impl Progress<'_, '_> {
         if self.error.is_some() {
             return;
         }
-        let (started, reporting) = (Instant::now(), self.reporting);
+        let before = self.done;
+        let started = Instant::now();
         let decoded = self.advance_inner(blob, chunks, end, last);
-        self.decoding += started.elapsed().saturating_sub(self.reporting - reporting);
+        self.decoding += started.elapsed();
         if let Err(e) = decoded {
             self.error = Some(e);
             return;
         }
-        self.report();
-    }
-
-    /// Tell `ready` of the final prefix, if it grew.
-    fn report(&mut self) {
-        if self.done > self.reported {
+        if self.done > before {
             let started = Instant::now();
             (self.ready)(&self.buf[..self.done]);
-            self.reported = self.done;
             self.reporting += started.elapsed();
         }
     }
@@ -577,9 +498,6 @@ impl Progress<'_, '_> {
                 blob.source
                     .read_exact_at(&mut self.buf[self.done..to], at)?;
                 self.done = to;
-                // Each chunk reported as it is done: the READ's part may be in the first of
-                // many decoded here at once (after waiting for a chunk another fill read).
-                self.report();
             }
             self.next += 1;
         }

@@ -456,38 +456,22 @@ fn windows_that_split_a_chunk_fetch_it_once() {
 }
 
 /// A store that streams: hands each range over (and logs it) as it is read, one by one, and
-/// can be made to break after `break_after` ranges, or to hold a batch at its `gate`.
+/// can be made to break after `break_after` ranges.
 struct Streaming {
     dir: ondemand::LocalDirStore,
     events: std::sync::Arc<std::sync::Mutex<Vec<(char, u64)>>>,
     break_after: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    gate: std::sync::Arc<GateState>,
-}
-
-/// While `held` is set, a batch that holds the stored range starting at `gate` waits (a fill
-/// caught mid-fetch). Every stored range asked for is logged in `asked`.
-#[derive(Default)]
-struct GateState {
-    gate: std::sync::atomic::AtomicU64,
-    held: std::sync::Mutex<bool>,
-    changed: std::sync::Condvar,
-    /// A batch is waiting at the gate.
-    waiting: std::sync::atomic::AtomicBool,
-    /// Stored ranges asked for: (offset, length).
-    asked: std::sync::Mutex<Vec<(u64, usize)>>,
 }
 
 struct StreamingBlob {
     inner: std::sync::Arc<dyn ondemand::StoredBlob>,
     events: std::sync::Arc<std::sync::Mutex<Vec<(char, u64)>>>,
     break_after: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    gate: std::sync::Arc<GateState>,
 }
 
 impl erofs_reader::Source for StreamingBlob {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         self.events.lock().unwrap().push(('s', offset));
-        self.gate.asked.lock().unwrap().push((offset, buf.len()));
         self.inner.read_exact_at(buf, offset)
     }
     fn size(&self) -> io::Result<u64> {
@@ -505,19 +489,6 @@ impl ondemand::StoredBlob for StreamingBlob {
         arrived: &(dyn Fn(u64, &[u8]) + Sync),
     ) -> io::Result<()> {
         self.events.lock().unwrap().push(('b', reads.len() as u64));
-        let g = &self.gate;
-        g.asked
-            .lock()
-            .unwrap()
-            .extend(reads.iter().map(|r| (r.offset, r.buf.len())));
-        let at = g.gate.load(std::sync::atomic::Ordering::SeqCst);
-        if reads.iter().any(|r| r.offset == at) {
-            let mut held = g.held.lock().unwrap();
-            g.waiting.store(true, std::sync::atomic::Ordering::SeqCst);
-            while *held {
-                held = g.changed.wait(held).unwrap();
-            }
-        }
         let limit = self.break_after.load(std::sync::atomic::Ordering::SeqCst);
         for (i, r) in reads.iter_mut().enumerate() {
             if i == limit {
@@ -537,7 +508,6 @@ impl ondemand::BlobStore for Streaming {
             inner: self.dir.open(name)?,
             events: self.events.clone(),
             break_after: self.break_after.clone(),
-            gate: self.gate.clone(),
         }))
     }
     fn names(&self) -> io::Result<Vec<Vec<u8>>> {
@@ -560,7 +530,6 @@ fn a_streaming_store_is_decoded_as_it_arrives() {
         dir: ondemand::LocalDirStore::new(&blobs),
         events: Default::default(),
         break_after: std::sync::Arc::new(usize::MAX.into()),
-        gate: Default::default(),
     };
     let (events, break_after) = (store.events.clone(), store.break_after.clone());
     let server = ondemand::rafs::RafsServer::with_store(store).with_verify_digests(true);
@@ -919,116 +888,4 @@ fn a_bad_or_short_chunk_stream_fails_having_reported_right_bytes() {
             "{d:?}"
         );
     }
-}
-
-/// Two fills that share a chunk (a READ's window and the fill of a predicted piece after
-/// it): while one is still fetching the shared chunk, the other fetches its own chunks at
-/// once and reports its part before the shared chunk, and gets the shared chunk from the
-/// first once that is done (its stored bytes fetched once). Waiting for the first fill
-/// before fetching anything held a READ's own request back for the whole other fill (the
-/// container start's debug log, session 13).
-#[test]
-fn a_fill_does_not_wait_for_a_shared_chunk_before_fetching_its_own() {
-    let dir = tests::scratch_dir("rafs_ondemand/shared-chunk");
-    let Some((blobs, id, want)) = zstd_64k_chunks(&dir) else {
-        return;
-    };
-    let state = std::sync::Arc::new(GateState::default());
-    let server = ondemand::rafs::RafsServer::with_store(Streaming {
-        dir: ondemand::LocalDirStore::new(&blobs),
-        events: Default::default(),
-        break_after: std::sync::Arc::new(usize::MAX.into()),
-        gate: state.clone(),
-    });
-    server.open(&key(b"img")).unwrap();
-    let opened = server.open(&key(&id)).unwrap();
-    // Four chunks of 64 KiB back to back (big.bin's).
-    let chunks = chunk_infos(&opened.object);
-    let run = chunks
-        .windows(4)
-        .find(|w| {
-            w.iter().all(|c| c.uncompressed_size == 64 << 10)
-                && w.windows(2)
-                    .all(|p| p[1].uncompressed_offset == p[0].uncompressed_end())
-        })
-        .expect("four 64 KiB chunks back to back")
-        .to_vec();
-    let shared = run[2];
-    // The first fill: from inside the shared chunk on, caught at the store.
-    let later = shared.uncompressed_offset + (16 << 10);
-    let later_len = (run[3].uncompressed_end() - later) as usize;
-    // The READ's window: two chunks of its own, then the shared chunk's head.
-    let first = run[0].uncompressed_offset;
-    let first_len = (later - first) as usize;
-    state.gate.store(
-        shared.compressed_offset,
-        std::sync::atomic::Ordering::SeqCst,
-    );
-    *state.held.lock().unwrap() = true;
-    let release = || {
-        *state.held.lock().unwrap() = false;
-        state.changed.notify_all();
-    };
-    let reported_own = std::thread::scope(|s| {
-        let held_fill = s.spawn(|| {
-            let mut buf = vec![0u8; later_len];
-            server
-                .fill_streaming(&opened.object, later, &mut buf, &mut |_: &[u8]| {})
-                .unwrap();
-            buf
-        });
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while !state.waiting.load(std::sync::atomic::Ordering::SeqCst) {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the first fill never reached the store"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
-        // The READ's window, while the first fill holds the shared chunk.
-        let (tx, rx) = std::sync::mpsc::channel();
-        let (server, opened, want) = (&server, &opened, &want);
-        let read = s.spawn(move || {
-            let mut buf = vec![0u8; first_len];
-            let mut ready = |prefix: &[u8]| {
-                assert_eq!(prefix, &want[first as usize..first as usize + prefix.len()]);
-                let _ = tx.send(prefix.len());
-            };
-            server
-                .fill_streaming(&opened.object, first, &mut buf, &mut ready)
-                .unwrap();
-            buf
-        });
-        // Its own two chunks reported while the other fill is still held (a few seconds at
-        // most on a loaded machine; without the change, nothing until the release).
-        let own = (128usize << 10).min(first_len);
-        let mut reported = 0;
-        while reported < own {
-            match rx.recv_timeout(std::time::Duration::from_secs(10)) {
-                Ok(n) => reported = reported.max(n),
-                Err(_) => break,
-            }
-        }
-        release();
-        let read = read.join().unwrap();
-        let held = held_fill.join().unwrap();
-        assert!(read == want[first as usize..first as usize + first_len]);
-        assert!(held == want[later as usize..later as usize + later_len]);
-        reported
-    });
-    assert!(
-        reported_own >= 128 << 10,
-        "the window's own chunks were reported only once the other fill was done ({reported_own} bytes before)"
-    );
-    let asked = state.asked.lock().unwrap().clone();
-    let shared_asked = asked
-        .iter()
-        .filter(|&&(off, len)| {
-            off < shared.compressed_end() && off + len as u64 > shared.compressed_offset
-        })
-        .count();
-    assert_eq!(
-        shared_asked, 1,
-        "the shared chunk's stored bytes asked for: {asked:?}"
-    );
 }
