@@ -168,6 +168,8 @@ struct Shared {
     stop: AtomicBool,
     /// Requests read but not logged yet (the client may have its answer already).
     in_flight: AtomicU64,
+    /// Client connections the proxy accepted (not the blob host's).
+    connections: AtomicU64,
 }
 
 impl Shared {
@@ -285,6 +287,7 @@ impl FaultProxy {
             host_addr: Mutex::new(None),
             stop: AtomicBool::new(false),
             in_flight: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
         });
         let (host_addr, t1) = spawn_listener("blob-host", shared.clone(), serve_host);
         *shared.host_addr.lock().unwrap() = Some(host_addr);
@@ -397,6 +400,13 @@ impl FaultProxy {
     pub fn host_log(&self) -> Vec<HostHit> {
         self.settle();
         self.shared.host_log.lock().unwrap().clone()
+    }
+
+    /// Client connections the proxy has accepted so far (a client's connection pool opens
+    /// one per request it has in flight at once and reuses them; the blob host's are not
+    /// counted).
+    pub fn connections(&self) -> u64 {
+        self.shared.connections.load(Ordering::SeqCst)
     }
 
     /// Forget the logs (e.g. after a set-up phase).
@@ -571,6 +581,7 @@ fn accept(conn: &TcpStream, shared: &Shared) -> Option<(BufReader<TcpStream>, Up
 }
 
 fn serve_proxy(conn: TcpStream, shared: &Shared) {
+    shared.connections.fetch_add(1, Ordering::SeqCst);
     let latency = shared.latency();
     if !latency.is_zero() {
         std::thread::sleep(latency);

@@ -24,7 +24,7 @@ use oci_lazy::{Client, Config, Reference, RetryPolicy};
 use ondemand::proto::{MsgId, ObjectId, OpenRequest, ReadRequest, Request};
 use ondemand::rafs::RafsServer;
 use ondemand::registry::{ImageKind, RegistryStore, RemoteImage, Rootfs, lazy_config};
-use ondemand::{AlignedBuf, ObjectFd, ObjectKey, OnDemandServer, Session, Sink};
+use ondemand::{AlignedBuf, BlobStore, ObjectFd, ObjectKey, OnDemandServer, Session, Sink};
 use tests::fault_proxy::{Fault, FaultProxy, Match};
 use tests::oci_images::{self, LayeredTree};
 use tests::oci_layout::{OciLayout, Platform};
@@ -777,6 +777,96 @@ fn a_trace_recorded_from_a_registry_image_replays_as_prefetch() {
         after.requests - before.requests,
         (wants.len() + ranges) as u64,
         "one request per chunk map and per early range, nothing else"
+    );
+}
+
+/// `RemoteImage::warm_connections(n)`: the warm-up's `n` one-byte range requests run at
+/// once, and leave `n` connections idle in the client's pool, so that `n` reads at once
+/// afterwards open none (counted by the fault proxy's accepted connections, with 100 ms
+/// before each answer so that parallel requests overlap); the same reads by a client
+/// without the warm-up open new ones.
+#[test]
+fn warmed_connections_serve_parallel_reads_without_opening_new_ones() {
+    let Some(p) = push("registry_serving/warm", "erofs", |layout, tree, dir| {
+        let i =
+            oci_images::erofs_image(layout, &tree.layers(), &Platform::host(), &dir.join("work"))
+                .unwrap();
+        layout.tag("erofs", &i.manifest);
+    }) else {
+        return;
+    };
+    let proxy = FaultProxy::in_front_of(&p.reg);
+    proxy.set_latency(Duration::from_millis(100));
+    const N: usize = 5;
+    // N one-byte reads at once, at spread offsets (none merge), through the store.
+    let parallel_reads = |image: &RemoteImage| {
+        let ImageKind::ErofsLayers { layers } = &image.kind else {
+            panic!("an EROFS-layer image, got {:?}", image.kind);
+        };
+        // The largest layer, as the warm-up's.
+        let blob = layers
+            .iter()
+            .map(|l| image.store().open(l.as_bytes()).unwrap())
+            .max_by_key(|b| b.size().unwrap())
+            .unwrap();
+        let size = blob.size().unwrap();
+        assert!(size > 2 * N as u64 * (128 << 10), "layer of {size} bytes");
+        let mut bytes = [0u8; N];
+        let mut reads: Vec<_> = bytes
+            .chunks_mut(1)
+            .enumerate()
+            .map(|(i, buf)| ondemand::RangeRead {
+                offset: i as u64 * (size / N as u64) + 3,
+                buf,
+            })
+            .collect();
+        blob.read_ranges(&mut reads).unwrap();
+    };
+
+    // Without the warm-up: the reads open connections of their own.
+    let cold = resolve(&proxy.reference("serving:erofs"), 3);
+    let before = proxy.connections();
+    parallel_reads(&cold);
+    let opened_cold = proxy.connections() - before;
+    assert!(
+        opened_cold >= 1,
+        "{N} reads at once on a cold pool opened no connection"
+    );
+
+    let image = resolve(&proxy.reference("serving:erofs"), 3);
+    let before = proxy.connections();
+    proxy.reset_logs();
+    let warmed = image
+        .warm_connections(N)
+        .expect("a warm-up thread")
+        .join()
+        .unwrap();
+    assert_eq!(warmed.unwrap(), N);
+    let log = proxy.log();
+    let ranges: Vec<_> = log
+        .iter()
+        .filter(|s| s.method == "GET" && s.blob().is_some())
+        .map(|s| s.range.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(ranges.len(), N, "one request per connection: {log:?}");
+    for r in &ranges {
+        let (a, b) = r
+            .strip_prefix("bytes=")
+            .and_then(|r| r.split_once('-'))
+            .unwrap_or_else(|| panic!("a range request: {r}"));
+        assert_eq!(a, b, "one byte: {r}");
+    }
+    let opened_warm = proxy.connections() - before;
+    assert!(
+        opened_warm >= 1 && opened_warm <= N as u64,
+        "the warm-up opened {opened_warm} connections for {N} requests"
+    );
+    let before = proxy.connections();
+    parallel_reads(&image);
+    assert_eq!(
+        proxy.connections() - before,
+        0,
+        "{N} reads at once after the warm-up opened connections (a cold pool opened {opened_cold})"
     );
 }
 

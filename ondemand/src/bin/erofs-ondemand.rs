@@ -393,6 +393,12 @@ struct Serving {
     /// takes ranges i, i+N, ... of the first-access order).
     #[arg(long, value_name = "N", default_value_t = ondemand::registry::DEFAULT_EARLY_CONNECTIONS as u16, value_parser = clap::value_parser!(u16).range(1..=16))]
     prefetch_early_connections: u16,
+    /// `--image`: connections to the registry opened while the image mounts (one 1-byte
+    /// range request each, at once), kept idle for the first READs and predicted fills
+    /// (0: off; default: the fill threads, at least 3 with cold prediction, plus 2; at
+    /// most 8, the client's parallel requests).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(0..=64))]
+    warm_connections: Option<u16>,
     /// --prefetch-early: nice value of the threads that fetch (0-19; higher lets the mount
     /// they overlap run first on a busy CPU).
     #[arg(long, value_name = "N", default_value_t = ondemand::DEFAULT_PREFETCH_NICE, value_parser = clap::value_parser!(i32).range(0..=19))]
@@ -461,6 +467,18 @@ impl Serving {
                     self.prefetch_early_nice,
                 ),
             );
+        }
+    }
+
+    /// `--warm-connections`: the registry's connections opened while `image` mounts.
+    fn warm_connections(&self, image: &ondemand::registry::RemoteImage) {
+        let n = self.warm_connections.map_or_else(
+            || self.fill_threads().max(ondemand::PREDICT_FILL_THREADS) + 2,
+            usize::from,
+        );
+        if n > 0 {
+            // The thread runs on its own (detached).
+            drop(image.warm_connections(n));
         }
     }
 
@@ -670,6 +688,7 @@ fn fanotify(args: FanotifyArgs) -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
+            args.serving.warm_connections(&image);
             args.serving.fetch_early(&image, trace.as_ref(), false);
             args.serving.fetch_entrypoint(&image);
             let server = image
@@ -1205,6 +1224,7 @@ fn main() -> ExitCode {
                 }
             };
             if let Some(image) = &remote {
+                serving.warm_connections(image);
                 serving.fetch_early(image, trace.as_ref(), true);
                 serving.fetch_entrypoint(image);
             }

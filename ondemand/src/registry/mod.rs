@@ -323,6 +323,29 @@ impl RemoteImage {
         }
     }
 
+    /// Open `connections` connections to the registry while the image mounts
+    /// ([`RegistryStore::warm_connections`] on its largest data blob or EROFS layer: the
+    /// one most READs ask, and the one with room for the most spread ranges; the
+    /// connections are per host, so any of them serves every layer), so that the first
+    /// burst of READs and predicted fills finds them ready in the client's pool instead of
+    /// opening its own (a round trip each, two with TLS, on the path to the READ). Each
+    /// is one 1-byte range request, made at once on a thread of its own; a READ that comes
+    /// first opens or takes a connection as before. Returns the thread; dropping it
+    /// detaches.
+    pub fn warm_connections(
+        &self,
+        connections: usize,
+    ) -> Option<std::thread::JoinHandle<oci_lazy::Result<usize>>> {
+        let names = match &self.kind {
+            ImageKind::Nydus { blobs, .. } => blobs,
+            ImageKind::ErofsLayers { layers } => layers,
+        };
+        let name = names
+            .iter()
+            .max_by_key(|n| self.store.layer_size(n.as_bytes()).unwrap_or(0))?;
+        self.store.warm_connections(name.as_bytes(), connections)
+    }
+
     /// Fetch the stored bytes a replayed access trace needs from each Nydus blob now, while
     /// the image mounts, instead of when the prefetch asks for them: on a thread of its own,
     /// each blob's chunk map is read (the early fetch of

@@ -197,6 +197,59 @@ impl RegistryStore {
         }
     }
 
+    /// Open up to `connections` connections to the registry now, on a thread of its own,
+    /// and leave them idle in the client's pool for the reads to come: `connections`
+    /// 1-byte range requests of the layer `name` at once ([`Blob::read_ranges`] of ranges
+    /// spread over the layer, so none merge; authenticated and redirected as every read,
+    /// each body read to its end so that its connection stays in the pool). For the time
+    /// the image mounts, when the link is idle: the first burst of READs then finds its
+    /// connections (and their TCP and TLS handshakes) ready. A small layer gets fewer (the
+    /// ranges stay further apart than the client merges); at most the client's
+    /// `parallel`, which the pool keeps twice over. Nothing for an unknown or empty
+    /// layer. Returns the thread, answering the requests' result; dropping it detaches.
+    pub fn warm_connections(
+        &self,
+        name: &[u8],
+        connections: usize,
+    ) -> Option<std::thread::JoinHandle<oci_lazy::Result<usize>>> {
+        let layer = self.layers.get(name)?;
+        let gap = self.client.config().merge_gap.saturating_add(1);
+        let fit = usize::try_from(layer.size / gap.max(1)).unwrap_or(usize::MAX);
+        let n = connections
+            .min(self.client.config().parallel)
+            .min(fit.max(1));
+        if n == 0 || layer.size == 0 {
+            return None;
+        }
+        let blob = self
+            .client
+            .blob_with_size(&self.repo, &layer.digest, layer.size);
+        let step = layer.size / n as u64;
+        std::thread::Builder::new()
+            .name("warm-connections".into())
+            .spawn(move || {
+                let mut bytes = vec![0u8; n];
+                let mut ranges: Vec<(u64, &mut [u8])> = bytes
+                    .chunks_mut(1)
+                    .enumerate()
+                    .map(|(i, b)| (i as u64 * step, b))
+                    .collect();
+                let started = std::time::Instant::now();
+                let result = blob.read_ranges(&mut ranges).map(|()| n);
+                log::debug!(
+                    "warm connections: {n} requests in {:?}: {result:?}",
+                    started.elapsed()
+                );
+                result
+            })
+            .ok()
+    }
+
+    /// The size of the layer `name`, if it is one of the image's.
+    pub(super) fn layer_size(&self, name: &[u8]) -> Option<u64> {
+        self.layers.get(name).map(|l| l.size)
+    }
+
     /// The client (its counters: [`Client::stats`]).
     pub fn client(&self) -> &Client {
         &self.client
