@@ -395,10 +395,11 @@ struct Serving {
     prefetch_early_connections: u16,
     /// `--image`: connections to the registry opened while the image mounts (one 1-byte
     /// range request each, at once), kept idle for the first READs and predicted fills
-    /// (0: off; default: the fill threads, at least 3 with cold prediction, plus 2; at
-    /// most 8, the client's parallel requests).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(0..=64))]
-    warm_connections: Option<u16>,
+    /// (0, the default: off; measured, no faster on the emulated link, DESIGN.md
+    /// "Registry connections opened while the image mounts"; at most 8, the client's
+    /// parallel requests).
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=64))]
+    warm_connections: u16,
     /// --prefetch-early: nice value of the threads that fetch (0-19; higher lets the mount
     /// they overlap run first on a busy CPU).
     #[arg(long, value_name = "N", default_value_t = ondemand::DEFAULT_PREFETCH_NICE, value_parser = clap::value_parser!(i32).range(0..=19))]
@@ -472,10 +473,7 @@ impl Serving {
 
     /// `--warm-connections`: the registry's connections opened while `image` mounts.
     fn warm_connections(&self, image: &ondemand::registry::RemoteImage) {
-        let n = self.warm_connections.map_or_else(
-            || self.fill_threads().max(ondemand::PREDICT_FILL_THREADS) + 2,
-            usize::from,
-        );
+        let n = usize::from(self.warm_connections);
         if n > 0 {
             // The thread runs on its own (detached).
             drop(image.warm_connections(n));

@@ -206,7 +206,8 @@ impl RegistryStore {
     /// connections (and their TCP and TLS handshakes) ready. A small layer gets fewer (the
     /// ranges stay further apart than the client merges); at most the client's
     /// `parallel`, which the pool keeps twice over. Nothing for an unknown or empty
-    /// layer. Returns the thread, answering the requests' result; dropping it detaches.
+    /// layer. The thread and its requests' threads run at nice 19, behind the mount. Returns
+    /// the thread, answering the requests' result; dropping it detaches.
     pub fn warm_connections(
         &self,
         name: &[u8],
@@ -228,6 +229,8 @@ impl RegistryStore {
         std::thread::Builder::new()
             .name("warm-connections".into())
             .spawn(move || {
+                // Behind the mount and the file map on a busy CPU (its threads inherit it).
+                let _ = crate::sys::set_thread_nice(19);
                 let mut bytes = vec![0u8; n];
                 let mut ranges: Vec<(u64, &mut [u8])> = bytes
                     .chunks_mut(1)
