@@ -384,7 +384,7 @@ struct Serving {
     /// trace needs into memory while the image mounts (in few requests, merged when at
     /// most --prefetch-early-gap apart), so the prefetch only decodes and writes them.
     /// Default: on with `serve` (measured there), off with `fanotify`.
-    #[arg(long, value_name = "BOOL", action = clap::ArgAction::Set)]
+    #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
     prefetch_early: Option<bool>,
     /// --prefetch-early: stored ranges at most BYTES apart are one request (suffixes K, M).
     #[arg(long, value_name = "BYTES", default_value = "128K", value_parser = parse_bytes)]
@@ -412,7 +412,7 @@ struct Serving {
     /// files, read the files that hold them into the mount's page cache on a thread of its
     /// own (`ondemand::warm`), ahead of the readers. Default: on with --prefetch-list and
     /// no --prefetch (`true` with --prefetch reads the whole image into the page cache).
-    #[arg(long, value_name = "BOOL", action = clap::ArgAction::Set)]
+    #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
     warm_page_cache: Option<bool>,
 }
 
@@ -1112,7 +1112,8 @@ fn exit_code(
     }
 }
 
-/// `on`/`off` (or `true`/`false`).
+/// `on`/`off` (or `true`/`false`): the one spelling of every flag that takes a boolean
+/// value (`--predict-entrypoint`, `--prefetch-early`, `--warm-page-cache`).
 fn parse_on_off(s: &str) -> Result<bool, String> {
     match s {
         "on" | "true" => Ok(true),
@@ -1523,6 +1524,17 @@ mod tests {
     }
 
     #[test]
+    fn the_early_fetch_is_on_with_serve_and_a_trace_unless_turned_off() {
+        let early = |more: &[&str]| serve_image(more).early(true, true);
+        assert!(!early(&[]));
+        assert!(early(&["--prefetch-list", "/t"]));
+        for off in ["off", "false"] {
+            assert!(!early(&["--prefetch-list", "/t", "--prefetch-early", off]));
+        }
+        assert!(parse_serve_image(&["--prefetch-early", "maybe"]).is_err());
+    }
+
+    #[test]
     fn page_cache_warming_is_on_for_a_replayed_trace_alone() {
         let warming = |more: &[&str]| serve_image(more).warming();
         assert!(!warming(&[]));
@@ -1535,6 +1547,13 @@ mod tests {
             "false"
         ]));
         assert!(warming(&["--prefetch", "--warm-page-cache", "true"]));
+        assert!(warming(&["--prefetch", "--warm-page-cache", "on"]));
+        assert!(!warming(&[
+            "--prefetch-list",
+            "/t",
+            "--warm-page-cache",
+            "off"
+        ]));
         assert!(parse_serve_image(&["--warm-page-cache", "maybe"]).is_err());
     }
 
