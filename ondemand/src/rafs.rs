@@ -881,7 +881,8 @@ impl<B: BlobStore> RafsServer<B> {
     }
 
     /// Check every decoded chunk against its digest in the bootstrap's chunk table (BLAKE3
-    /// or SHA-256); a mismatch fails the kernel's read with `EIO`. Default: off.
+    /// or SHA-256); a mismatch fails the kernel's read with `EIO`. Default: off (a local
+    /// store's blobs are trusted as the bootstrap is); on for [`crate::registry::RemoteImage::server`].
     pub fn with_verify_digests(mut self, verify: bool) -> Self {
         self.verify = verify;
         self

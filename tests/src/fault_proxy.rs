@@ -95,6 +95,12 @@ pub enum Fault {
     IgnoreRange,
     /// Answer `307` with a `Location` on the [`BlobHost`].
     Redirect,
+    /// Forward, with the body's byte at offset `at` inverted (a registry or a man in the
+    /// middle that changes a blob's bytes; the length and the status stay right).
+    Flip {
+        /// Offset in the body of the byte changed.
+        at: u64,
+    },
     /// Wait this long more before answering.
     Delay(Duration),
 }
@@ -527,6 +533,7 @@ fn relay_body(
     client: &mut impl Write,
     framing: Framing,
     limit: u64,
+    flip: Option<u64>,
 ) -> io::Result<u64> {
     let mut sent = 0u64;
     let mut remaining = match framing {
@@ -546,7 +553,14 @@ fn relay_body(
             break;
         }
         let n = (buf.len() as u64).min(remaining).min(limit - sent) as usize;
-        shared.send(client, &buf[..n])?;
+        match flip.filter(|at| (sent..sent + n as u64).contains(at)) {
+            Some(at) => {
+                let mut changed = buf[..n].to_vec();
+                changed[(at - sent) as usize] ^= 0xff;
+                shared.send(client, &changed)?;
+            }
+            None => shared.send(client, &buf[..n])?,
+        }
         up.consume(n);
         sent += n as u64;
         remaining -= n as u64;
@@ -699,6 +713,10 @@ fn serve_proxy(conn: TcpStream, shared: &Shared) {
                     Some(Fault::CutShort { after }) => *after,
                     _ => u64::MAX,
                 };
+                let flip = match f {
+                    Some(Fault::Flip { at }) => Some(*at),
+                    _ => None,
+                };
                 match forward(
                     shared,
                     &mut upstream,
@@ -706,6 +724,7 @@ fn serve_proxy(conn: TcpStream, shared: &Shared) {
                     &mut client,
                     delay,
                     limit,
+                    flip,
                     unauthorized,
                 ) {
                     Ok((status, bytes, complete)) => {
@@ -729,8 +748,8 @@ fn serve_proxy(conn: TcpStream, shared: &Shared) {
     }
 }
 
-/// Forward `req` upstream and relay the answer (at most `limit` body bytes). Returns
-/// (status, body bytes sent, whether the whole body was sent).
+/// Forward `req` upstream and relay the answer (at most `limit` body bytes, the byte at
+/// `flip` inverted). Returns (status, body bytes sent, whether the whole body was sent).
 #[allow(clippy::too_many_arguments)]
 fn forward(
     shared: &Shared,
@@ -739,6 +758,7 @@ fn forward(
     client: &mut impl Write,
     delay: Duration,
     limit: u64,
+    flip: Option<u64>,
     want_401: bool,
 ) -> io::Result<(u16, u64, bool)> {
     let (head, up) = upstream.exchange(req)?;
@@ -759,6 +779,9 @@ fn forward(
     if framing == Framing::Chunked {
         let mut body = Vec::new();
         http::copy_body(up, &mut body, framing, u64::MAX)?;
+        if let Some(b) = flip.and_then(|at| body.get_mut(usize::try_from(at).ok()?)) {
+            *b ^= 0xff;
+        }
         let head = client_head(head, Some(body.len() as u64));
         client.write_all(&head.to_bytes())?;
         let n = (body.len() as u64).min(limit) as usize;
@@ -768,7 +791,7 @@ fn forward(
     let status = head.status;
     let until_close = framing == Framing::UntilClose;
     client.write_all(&client_head(head, None).to_bytes())?;
-    let sent = relay_body(shared, up, client, framing, limit)?;
+    let sent = relay_body(shared, up, client, framing, limit, flip)?;
     let complete = match framing {
         Framing::Length(n) => sent == n,
         Framing::Empty => true,
@@ -829,6 +852,7 @@ fn serve_host(conn: TcpStream, shared: &Shared) {
                     &mut client,
                     shared.latency(),
                     u64::MAX,
+                    None,
                     false,
                 ) {
                     Ok((status, bytes, complete)) => {

@@ -962,6 +962,73 @@ fn faults_are_survived_or_fail_the_read_cleanly() {
     assert_eq!(stats.read_errors, 2, "{stats:?}");
 }
 
+/// A registry (or a man in the middle of plain HTTP) that changes one byte of a blob. A
+/// range read cannot be checked against the blob's digest; the bootstrap's chunk digests
+/// can, and `RemoteImage::server` checks them by default: the READ fails and nothing is
+/// written. With the check off the changed byte reaches the kernel (why it is on).
+#[test]
+fn a_changed_blob_byte_fails_the_read_by_default() {
+    let mut built = None;
+    let Some(p) = push("registry_serving/changed", "nydus", |layout, tree, dir| {
+        // Chunks stored as they are: a changed byte decodes to a changed byte, where in a
+        // compressed chunk it might fail the decoder and hide what the digests do.
+        let i = oci_images::nydus_image_with(
+            layout,
+            &tree.layers(),
+            &Platform::host(),
+            &dir.join("work"),
+            &["--compressor", "none"],
+        )
+        .unwrap();
+        layout.tag("nydus", &i.image.manifest);
+        built = Some(i);
+    }) else {
+        return;
+    };
+    let built = built.unwrap();
+    let proxy = FaultProxy::in_front_of(&p.reg);
+    let image = resolve(&proxy.reference("serving:nydus"), 3);
+    let ImageKind::Nydus { bootstrap, blobs } = image.kind.clone() else {
+        panic!("a Nydus image, got {:?}", image.kind);
+    };
+    let want_boot = std::fs::read(&built.bootstrap).unwrap();
+    let id = &blobs[0];
+    let want = local_space(&built, id);
+    for (name, server, checked) in [
+        ("by default", image.server(), true),
+        (
+            "check off",
+            image.server().with_verify_digests(false),
+            false,
+        ),
+    ] {
+        let session = Session::new(server)
+            .with_readahead(0)
+            .with_sequential_ahead(0);
+        let mut kernel = Kernel::serving(session, &p.dir.join(name.replace(' ', "-")));
+        kernel.open(&bootstrap, &bootstrap, want_boot.clone());
+        kernel.open(&bootstrap, id, want.clone());
+        // Every blob request from here on gets its body's byte 100 inverted: the READ at
+        // 0 asks for the first chunk, stored from the blob's start.
+        proxy.inject_always(Match::Blobs, Fault::Flip { at: 100 });
+        let served = proxy.log().len();
+        kernel.read(id, 0, 64 << 10);
+        proxy.clear_faults();
+        assert!(proxy.log().len() > served, "{name}: the blob was asked for");
+        let errors = kernel.session.stats().read_errors;
+        if checked {
+            assert_eq!(errors, 1, "{name}: the READ fails");
+            assert_eq!(kernel.wrong_writes(), 0, "{name}: no wrong byte written");
+        } else {
+            assert_eq!(errors, 0, "{name}: the READ succeeds");
+            assert!(
+                kernel.wrong_writes() > 0,
+                "{name}: the changed byte is written"
+            );
+        }
+    }
+}
+
 #[test]
 fn not_a_lazy_image_is_a_typed_error() {
     let Some(p) = push("registry_serving/targz", "targz", |layout, tree, dir| {

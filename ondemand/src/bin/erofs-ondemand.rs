@@ -364,9 +364,11 @@ struct Serving {
     /// Prefetch bandwidth limit in bytes per second (suffixes K, M, G; 0: unlimited).
     #[arg(long, value_name = "BYTES", default_value = "0", value_parser = parse_bytes)]
     prefetch_bandwidth: u64,
-    /// Nydus RAFS v6 blobs: check each decoded chunk against the bootstrap's digest.
-    #[arg(long)]
-    verify_digests: bool,
+    /// Nydus RAFS v6 blobs: check each decoded chunk against the bootstrap's digest (a
+    /// mismatch fails the read with EIO). Default: on with --image REF (a registry's bytes),
+    /// off with --blob-dir; `--verify-digests` alone means on.
+    #[arg(long, value_name = "on|off", value_parser = parse_on_off, num_args = 0..=1, default_missing_value = "on")]
+    verify_digests: Option<bool>,
     /// Record what the readers ask for in an access trace at PATH (replaced): each range the
     /// kernel demands (a READ, a pre-content event), once, in first-access order, keyed by
     /// blob id / layer digest / image key. Replay it with --prefetch-list. With `serve`,
@@ -417,6 +419,12 @@ struct Serving {
 }
 
 impl Serving {
+    /// `--verify-digests`, or its default: on for a registry's bytes (`remote`), off for a
+    /// local blob dir's.
+    fn verify_digests(&self, remote: bool) -> bool {
+        self.verify_digests.unwrap_or(remote)
+    }
+
     /// `--fill-threads`, or the library's default (without a predictor: fanotify).
     fn fill_threads(&self) -> usize {
         self.fill_threads
@@ -670,7 +678,7 @@ fn fanotify(args: FanotifyArgs) -> ExitCode {
     match args.blob_dir.clone() {
         Some(dir) => {
             let server = ondemand::rafs::RafsDirServer::new(&dir)
-                .with_verify_digests(args.serving.verify_digests);
+                .with_verify_digests(args.serving.verify_digests(false));
             fanotify_serve(server, args, prefetch, &signal, None)
         }
         None => {
@@ -691,7 +699,7 @@ fn fanotify(args: FanotifyArgs) -> ExitCode {
             args.serving.fetch_entrypoint(&image);
             let server = image
                 .server()
-                .with_verify_digests(args.serving.verify_digests);
+                .with_verify_digests(args.serving.verify_digests(true));
             let code = fanotify_serve(server, args, prefetch, &signal, Some(&image));
             report_registry(&image);
             code
@@ -1310,7 +1318,9 @@ fn main() -> ExitCode {
                         serving.threads,
                         serving.readahead
                     );
-                    let server = image.server().with_verify_digests(serving.verify_digests);
+                    let server = image
+                        .server()
+                        .with_verify_digests(serving.verify_digests(true));
                     let code = run.serve(server, Some((image, m.as_path())));
                     report_registry(image);
                     code
@@ -1327,7 +1337,7 @@ fn main() -> ExitCode {
                     // Nydus RAFS v6 images in the blob dir are served decompressed
                     // (ondemand::rafs); every other cookie key names a plain file.
                     let server = ondemand::rafs::RafsDirServer::new(dir)
-                        .with_verify_digests(serving.verify_digests);
+                        .with_verify_digests(serving.verify_digests(false));
                     run.serve(server, None)
                 }
                 _ => {
@@ -1521,6 +1531,19 @@ mod tests {
         assert!(entrypoint(&["--predict-entrypoint", "true"]));
         assert!(!entrypoint(&["--predict-entrypoint", "off"]));
         assert!(parse_serve_image(&["--predict-entrypoint", "maybe"]).is_err());
+    }
+
+    #[test]
+    fn chunk_digests_are_checked_for_a_registrys_bytes_unless_turned_off() {
+        let verify = |more: &[&str], remote: bool| serve_image(more).verify_digests(remote);
+        assert!(verify(&[], true), "a registry's bytes are checked");
+        assert!(!verify(&[], false), "a local blob dir's are not");
+        // Alone (as before it took a value), before another flag, or with a value.
+        assert!(verify(&["--verify-digests"], false));
+        assert!(verify(&["--verify-digests", "--prefetch"], false));
+        assert!(verify(&["--verify-digests", "on"], false));
+        assert!(!verify(&["--verify-digests", "off"], true));
+        assert!(parse_serve_image(&["--verify-digests", "maybe"]).is_err());
     }
 
     #[test]

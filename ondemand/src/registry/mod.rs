@@ -272,8 +272,16 @@ impl RemoteImage {
 
     /// A server for the image (Nydus blobs decoded, EROFS layers as they are), over a clone
     /// of the store (sharing its client and counters).
+    ///
+    /// Nydus chunks are checked against the bootstrap's digests
+    /// ([`RafsServer::with_verify_digests`], on here where a local blob dir's server has it
+    /// off): a range read cannot be checked against the blob's digest, so the chunk digests
+    /// are what keeps a registry (or a man in the middle of plain HTTP) that changes a
+    /// blob's bytes from handing them to the kernel; a mismatch fails the read with `EIO`.
+    /// The bootstrap itself was checked against its layer digest when resolved. EROFS
+    /// layers have no digest below the layer's, and are served unchecked.
     pub fn server(&self) -> RafsServer<RegistryStore> {
-        let server = RafsServer::with_store(self.store.clone());
+        let server = RafsServer::with_store(self.store.clone()).with_verify_digests(true);
         match (&self.kind, &self.bootstrap) {
             // The kernel's OPEN of the bootstrap takes its blob table from the parse done
             // when resolving, not from a second one.
