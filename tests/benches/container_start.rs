@@ -170,7 +170,22 @@ now() { oci-pull now; }
 # mark NAME: a request straight to the host's registry (not through a link), so its access
 # log, read on the host after the run, is cut into scenarios.
 mark() { wget -q -O /dev/null "$MARK_URL/$1" >/dev/null 2>&1; true; }
-cold() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+# cold: sync, drop the caches; SETTLE says what was left to write (Dirty, Writeback kB of
+# /proc/meminfo before the sync) and how long the sync and the drop took.
+cold() {
+    _s0=$(now)
+    _dw=$(grep -E '^(Dirty|Writeback):' /proc/meminfo | tr -s ' ' | cut -d' ' -f2 | tr '\n' ,)
+    sync
+    _s1=$(now)
+    echo 3 >/proc/sys/vm/drop_caches
+    _s2=$(now)
+    _free=$(grep '^MemFree:' /proc/meminfo | tr -s ' ' | cut -d' ' -f2)
+    [ -n "@SCRUB@" ] && vmtool scrub 64 >/dev/null
+    _s3=$(now)
+    SETTLE="dirty_wb_kb=${_dw%,} sync_ms=$((_s1 - _s0)) drop_ms=$((_s2 - _s1)) free_kb=$_free scrub_ms=$((_s3 - _s2))"
+    [ -n "@DUMP@" ] && echo "KMARK cold done at $_s2" >/dev/kmsg
+    true
+}
 # Python seeds its hashes with the kernel's random numbers, and the rootfs has no
 # /dev/urandom to fall back on: a start before the guest's CRNG is seeded failed ("failed to
 # get random numbers"). A blocking read of /dev/random waits for it (the kernel gathers
@@ -219,6 +234,7 @@ result() {
 full_pull() {
     rm -rf /data/pull
     cold
+    data "settle_full-pull_$LINK" "$SETTLE"
     mark "begin-full-pull-$LINK"
     _t0=$(now)
     if _o=$(oci-pull pull $REF:targz /data/pull/rootfs /data/pull/content 2>&1); then
@@ -241,6 +257,8 @@ full_pull() {
         fail full-pull-$LINK "oci-pull: $_o"
     fi
     rm -rf /data/pull
+    [ -n "@DUMP@" ] && dmesg -c | sed "s/^/DMESG full-pull-$LINK: /"
+    true
 }
 # mounted MNT TRIES: wait (10 ms a try, at most TRIES) until MNT is in /proc/mounts while
 # the daemon DPID lives; nonzero if it died or the tries ran out.
@@ -316,13 +334,17 @@ lazy() {
     _cache=/data/cache/$1-$LINK
     mkdir -p $_mnt $_cache
     cold
+    data "settle_$1_$LINK" "$SETTLE"
     mark "begin-$1-$LINK"
     DLOG=/tmp/$1-$LINK.log
     _cpu0=$(cpu_now)
     _t0=$(now)
+    [ -n "@DUMP@" ] && echo "KMARK $1-$LINK t0 $_t0" >/dev/kmsg
     # READs logged (debug) with millisecond times: the phases of the start.
     # --metrics: the READs' and fetches' summed wall time.
     _prom=/tmp/$1-$LINK.prom
+    # CONTAINER_START_SAMPLE=1: what the guest does, every 10 ms for 1.5 s (`vmtool sample`).
+    [ -n "@SAMPLE@" ] && vmtool sample 10 1500 >/tmp/sample-$1-$LINK &
     # Scenarios named baseline* run another build (CONTAINER_START_BASELINE).
     case $1 in baseline*) _bin=erofs-ondemand-baseline ;; *) _bin=erofs-ondemand ;; esac
     RUST_LOG=@DAEMON_LOG@ \
@@ -335,6 +357,7 @@ lazy() {
         return 1
     fi
     _tm=$(now)
+    [ -n "@DUMP@" ] && echo "KMARK $1-$LINK mounted $_tm" >/dev/kmsg
     children_cpu _w0
     _out=$(workload $_mnt)
     _t1=$(now)
@@ -367,6 +390,8 @@ workload0=$_w0 workload1=$_w1 $_metrics"
     if [ -n "@DUMP@" ]; then
         # CONTAINER_START_DUMP=1: the daemon's log and the trace on the console, to study.
         sed "s/^/DUMP $1-$LINK: /" $DLOG
+        dmesg -c | sed "s/^/DMESG $1-$LINK: /"
+        [ -n "@SAMPLE@" ] && sed "s/^/SAMPLE $1-$LINK: /" /tmp/sample-$1-$LINK
         [ "$1" = record ] && sed "s/^/TRACE $LINK: /" /data/trace-$LINK
     fi
     # The recording run's cache is the `cached` floor's (lazy_floors removes it).
@@ -379,6 +404,7 @@ workload0=$_w0 workload1=$_w1 $_metrics"
 nydusd_start() {
     _mnt=/mnt/nydusd-$LINK
     cold
+    data "settle_nydusd_$LINK" "$SETTLE"
     mark "begin-nydusd-$LINK"
     _cpu0=$(cpu_now)
     _t0=$(now)
@@ -507,6 +533,22 @@ fn lazy_scenarios(kernel: Kernel) -> Vec<(String, Run)> {
     all
 }
 
+/// Whether the full pull runs: unless `CONTAINER_START_FULL_PULL=0` (the lazy scenarios on a
+/// fresh boot, to see what the full pull leaves them).
+fn full_pull_runs() -> bool {
+    knob("CONTAINER_START_FULL_PULL", true) == "1"
+}
+
+/// An on/off setting for the guest script: `"1"` if `NAME` is `1` (or unset and `default`),
+/// else `""` (the script tests `[ -n "@KNOB@" ]`).
+fn knob(name: &str, default: bool) -> &'static str {
+    let on = match std::env::var_os(name) {
+        Some(v) => v == "1",
+        None => default,
+    };
+    if on { "1" } else { "" }
+}
+
 /// The recording run of `record`/`replay`: timed and counted, not a scenario of the table.
 const RECORD: &str = "record";
 
@@ -535,14 +577,9 @@ fn run_vm(kernel: Kernel, reg: &Registry, links: &[HostLink], storage_bytes: u64
             .replace("@WORKLOAD@", WORKLOAD)
             .replace("@GUEST_HOST@", GUEST_HOST)
             .replace("@REG_PORT@", &reg.addr().port().to_string())
-            .replace(
-                "@DUMP@",
-                if std::env::var_os("CONTAINER_START_DUMP").is_some_and(|v| v == "1") {
-                    "1"
-                } else {
-                    ""
-                },
-            )
+            .replace("@DUMP@", knob("CONTAINER_START_DUMP", false))
+            .replace("@SAMPLE@", knob("CONTAINER_START_SAMPLE", false))
+            .replace("@SCRUB@", knob("CONTAINER_START_SCRUB", true))
             .replace(
                 "@DAEMON_LOG@",
                 if debug_log() { DEBUG_LOG } else { PHASES_LOG }
@@ -573,8 +610,11 @@ fn run_vm(kernel: Kernel, reg: &Registry, links: &[HostLink], storage_bytes: u64
             .expect("HOST:PORT")
             .1
             .to_string();
-        script.push_str(&format!("use_link {} {port}\nfull_pull\n", link.name));
-        expected.push(format!("full-pull-{}", link.name));
+        script.push_str(&format!("use_link {} {port}\n", link.name));
+        if full_pull_runs() {
+            script.push_str("full_pull\n");
+            expected.push(format!("full-pull-{}", link.name));
+        }
         for (scenario, what) in &scenarios {
             match what {
                 Run::Ours { cmd, tag, flags } => {
@@ -652,7 +692,10 @@ fn results(
     kernel: Kernel,
     links: &[Link],
 ) -> Vec<StartResult> {
-    let mut scenarios = vec!["full-pull".to_string()];
+    let mut scenarios: Vec<String> = full_pull_runs()
+        .then(|| "full-pull".to_string())
+        .into_iter()
+        .collect();
     scenarios.extend(
         lazy_scenarios(kernel)
             .into_iter()
@@ -991,7 +1034,7 @@ fn main() {
         let out = run_vm(kernel, &reg, &host_links, storage);
         let res = results(&out, &reg.access_log(), kernel, &links);
         for (k, v) in &out.data {
-            if ["pulled_", "totals_", "nydusd_log_", "warm_"]
+            if ["pulled_", "totals_", "nydusd_log_", "warm_", "settle_", "probe_"]
                 .iter()
                 .any(|p| k.starts_with(p))
             {

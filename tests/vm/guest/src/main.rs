@@ -25,6 +25,17 @@
 //!   physically contiguous (consecutive file pages at consecutive page frames: what a bio
 //!   merges into one vector, so `cached / runs` is the mean vector of a file-backed EROFS
 //!   request) and `large` the pages in large folios (compound head or tail).
+//! - `vmtool sample EVERY_MS FOR_MS` prints, every `EVERY_MS` for `FOR_MS`, what the guest is
+//!   doing: `t=EPOCH_MS cpu=USER,SYS,IDLE,IOWAIT` (jiffies since boot, all CPUs), `vda=R,W,
+//!   INFLIGHT,TICKS` (completed reads and writes of the disk, requests in flight, ms busy) and
+//!   each task but itself that is running or in uninterruptible sleep, `COMM/TID:S:WCHAN`
+//!   (`/proc/TID/wchan`: the kernel function it sleeps in). A diagnostic of where a step's
+//!   time goes (the container start's `CONTAINER_START_SAMPLE=1`).
+//! - `vmtool scrub KEEP_MB` writes every free page of the guest's memory but `KEEP_MB` (one
+//!   anonymous mapping of `MemFree - KEEP_MB`, populated, so the kernel zeroes each page, then
+//!   unmapped) and prints `scrubbed_mb=N`. Under qemu TCG, a freed page that held code keeps
+//!   its translations until the next write to it invalidates them, which costs that writer
+//!   (see the container start bench's module doc).
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -354,11 +365,120 @@ fn mount(fstype: &str, source: &str, target: &str, options: &str) -> ExitCode {
     }
 }
 
+/// `vmtool sample EVERY_MS FOR_MS`: see the module doc.
+fn sample(every_ms: u64, for_ms: u64) -> ExitCode {
+    let me = std::process::id().to_string();
+    let start = Instant::now();
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    let mut out = std::io::stdout().lock();
+    while start.elapsed().as_millis() < u128::from(for_ms) {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        let stat = read("/proc/stat");
+        let cpu: Vec<&str> = stat
+            .lines()
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .skip(1)
+            .collect();
+        let f = |i: usize| cpu.get(i).copied().unwrap_or("-");
+        let disks = read("/proc/diskstats");
+        let vda: Vec<&str> = disks
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find(|w| w.get(2) == Some(&"vda"))
+            .unwrap_or_default();
+        let d = |i: usize| vda.get(i).copied().unwrap_or("-");
+        let mut line = format!(
+            "t={t} cpu={},{},{},{} vda={},{},{},{}",
+            f(0),
+            f(2),
+            f(3),
+            f(4),
+            d(3),
+            d(7),
+            d(11),
+            d(12)
+        );
+        if let Ok(procs) = std::fs::read_dir("/proc") {
+            for p in procs.flatten() {
+                let pid = p.file_name().to_string_lossy().into_owned();
+                if !pid.bytes().all(|b| b.is_ascii_digit()) || pid == me {
+                    continue;
+                }
+                let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+                    continue;
+                };
+                for task in tasks.flatten() {
+                    let tid = task.file_name().to_string_lossy().into_owned();
+                    let st = read(&format!("/proc/{pid}/task/{tid}/stat"));
+                    // `PID (COMM) S ...`: COMM may hold spaces and parentheses.
+                    let (Some(open), Some(close)) = (st.find('('), st.rfind(')')) else {
+                        continue;
+                    };
+                    let comm = &st[open + 1..close];
+                    let state = st[close + 1..].split_whitespace().next().unwrap_or("?");
+                    if state == "R" || state == "D" {
+                        let wchan = read(&format!("/proc/{pid}/task/{tid}/wchan"));
+                        line.push_str(&format!(" {comm}/{tid}:{state}:{wchan}"));
+                    }
+                }
+            }
+        }
+        line.push('\n');
+        if out.write_all(line.as_bytes()).is_err() {
+            return ExitCode::FAILURE;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(every_ms));
+    }
+    ExitCode::SUCCESS
+}
+
+/// `vmtool scrub KEEP_MB`: see the module doc.
+fn scrub(keep_mb: u64) -> ExitCode {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let free_kb: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemFree:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0);
+    let mb = (free_kb / 1024).saturating_sub(keep_mb);
+    if mb == 0 {
+        println!("scrubbed_mb=0");
+        return ExitCode::SUCCESS;
+    }
+    let len = (mb as usize) << 20;
+    // SAFETY: an anonymous private mapping of `len` bytes, not aliased, unmapped before return;
+    // MAP_POPULATE makes the kernel fault in (and zero) every page.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        let e = std::io::Error::last_os_error();
+        println!("error: mmap {mb} MiB: {e}");
+        return ExitCode::FAILURE;
+    }
+    // SAFETY: `p` is the mapping made above, of `len` bytes.
+    unsafe { libc::munmap(p, len) };
+    println!("scrubbed_mb={mb}");
+    ExitCode::SUCCESS
+}
+
 fn usage() -> ExitCode {
     eprintln!(
         "usage: vmtool read [--bs BYTES] FILE... | vmtool walk [--bs BYTES] DIR | \
          vmtool mount FSTYPE SOURCE TARGET [OPTIONS] | vmtool http-get SOCKET PATH | \
-         vmtool pages FILE..."
+         vmtool pages FILE... | vmtool sample EVERY_MS FOR_MS | \
+         vmtool scrub KEEP_MB"
     );
     ExitCode::from(2)
 }
@@ -383,6 +503,16 @@ fn main() -> ExitCode {
             }
         }
         Some("pages") if args.len() > 1 => pages(&args[1..]),
+        Some("scrub") if args.len() == 2 => match args[1].parse::<u64>() {
+            Ok(keep) => scrub(keep),
+            Err(_) => usage(),
+        },
+        Some("sample") if args.len() == 3 => {
+            match (args[1].parse::<u64>(), args[2].parse::<u64>()) {
+                (Ok(every), Ok(total)) if every > 0 => sample(every, total),
+                _ => usage(),
+            }
+        }
         Some("http-get") if args.len() == 3 => http_get(&args[1], &args[2]),
         Some("mount") if (4..=5).contains(&args.len()) => mount(
             &args[1],
