@@ -25,7 +25,7 @@
 //!   over qemu's user network ([`VmRun::user_net`]) at `10.0.2.2:PORT`. Links:
 //!   `20ms-200mbit` and `2ms-1gbit`.
 //! - **Scenarios**, each from a cold cache (caches dropped, a fresh cache directory, a fresh
-//!   daemon): `full-pull` (`oci-pull`, `src/bin/oci-pull.rs`: download every layer, gunzip,
+//!   daemon) and settled memory (below): `full-pull` (`oci-pull`, `src/bin/oci-pull.rs`: download every layer, gunzip,
 //!   untar, then start), `cachefiles` (Linux 6.12, `erofs-ondemand serve --image`, Nydus),
 //!   `erofs-layers` (6.12, the same with the EROFS layer), `nydusd` (6.12: nydusd 2.2 as
 //!   nydus-snapshotter runs it: `oci-pull bootstrap` fetches the bootstrap layer, then
@@ -47,6 +47,24 @@
 //!   to fetch and no prefetch beside python; `cached-warm` is that mount once more,
 //!   `cached-reads` the READs both sent) and `replay-idle` (a replay on a fresh cache,
 //!   python started once the trace's prefetch is done: `waited` ms after the mount).
+//! - **Settled memory**: before every scenario and floor the guest syncs, drops its caches
+//!   and then writes every free page once (`vmtool scrub 64`: one populated anonymous
+//!   mapping of all but 64 MB of `MemFree`, unmapped again), outside the clock. Under qemu
+//!   TCG a scenario's leftovers slowed the next one: the lazy start right after the full
+//!   pull (whose floors run python three times) mounted 0.1-0.4 s late, its kernel work
+//!   (cachefiles' volume directories) and the daemon's bootstrap walk both CPU-bound and
+//!   slower, with no disk I/O and no dirty data left (`settle` lines); on a fresh boot
+//!   (`CONTAINER_START_FULL_PULL=0`) the first lazy start was not late, and with the scrub
+//!   it was not late after the full pull either (DESIGN.md, "The first lazy start of a run
+//!   (session 13)"). What the scrub removes is, as far as measured, the emulator's: qemu's
+//!   translations of the code earlier programs ran from pages the guest has freed since
+//!   (inferred, not traced). It also touches every page of guest RAM once (qemu allocates
+//!   the host's memory on first touch: before the first scenario the scrub takes ~3 s
+//!   instead of ~1.3 s, a cost the full pull's untar paid before). On real hardware the
+//!   scrub changes nothing. The `settle_<scenario>_<link>` lines: `Dirty`,`Writeback`
+//!   kB before the sync, the sync, drop and scrub times, `MemFree` after the drop.
+//!   `CONTAINER_START_SCRUB=0` leaves the scrub out (sync and drop only, as before
+//!   session 13).
 //! - **Counted** at the registry, in its access log read on the host: the guest requests
 //!   `/v2/_mark/begin-SCENARIO-LINK` and `/v2/_mark/end-SCENARIO-LINK` straight from the
 //!   registry (not through a link) around each scenario, and the requests and body bytes
@@ -73,8 +91,15 @@
 //! `CONTAINER_START_KERNELS` (`6.12,7.2`), `CONTAINER_START_LINKS`
 //! (`20ms-200mbit,2ms-1gbit`: `<rtt>ms-<rate>mbit|gbit`); `CONTAINER_START_ONLY`,
 //! `CONTAINER_START_VARIANTS` and `CONTAINER_START_REVERSE` (see `lazy_scenarios`);
-//! `CONTAINER_START_DUMP=1` copies each lazy scenario's daemon log and the recorded trace
-//! to the VM's console log (`target/tmp/vm-container-start-*/console.log`), to study.
+//! `CONTAINER_START_DUMP=1` copies each lazy scenario's daemon log, the kernel's log since
+//! the scenario before (with `KMARK` lines: the clock's start and the mount seen, in
+//! milliseconds since the epoch, on the kernel's clock) and the recorded trace to the VM's
+//! console log (`target/tmp/vm-container-start-*/console.log`), to study;
+//! `CONTAINER_START_SAMPLE=1` (with `_DUMP=1`) samples the guest every 10 ms for the first
+//! 1.5 s of each lazy start (`vmtool sample`: CPU jiffies, the disk's completed I/Os, every
+//! running or blocked task with its kernel wait point; `SAMPLE` lines);
+//! `CONTAINER_START_FULL_PULL=0` leaves the full pull out (the lazy scenarios on a fresh
+//! boot; no ratios); `CONTAINER_START_SCRUB=0` (above).
 //!
 //! The VMs run under software emulation (qemu TCG) on a shared machine: absolute times are
 //! those of a slow, loaded computer; compare the ratios.
@@ -170,8 +195,10 @@ now() { oci-pull now; }
 # mark NAME: a request straight to the host's registry (not through a link), so its access
 # log, read on the host after the run, is cut into scenarios.
 mark() { wget -q -O /dev/null "$MARK_URL/$1" >/dev/null 2>&1; true; }
-# cold: sync, drop the caches; SETTLE says what was left to write (Dirty, Writeback kB of
-# /proc/meminfo before the sync) and how long the sync and the drop took.
+# cold: sync, drop the caches, then (unless CONTAINER_START_SCRUB=0) write every free page
+# once, so no scenario meets the translated code of an earlier one in the pages it gets
+# (qemu TCG; see the module doc). SETTLE says what was left to write (Dirty, Writeback kB
+# of /proc/meminfo before the sync), how long each step took and what was free.
 cold() {
     _s0=$(now)
     _dw=$(grep -E '^(Dirty|Writeback):' /proc/meminfo | tr -s ' ' | cut -d' ' -f2 | tr '\n' ,)
@@ -180,9 +207,12 @@ cold() {
     echo 3 >/proc/sys/vm/drop_caches
     _s2=$(now)
     _free=$(grep '^MemFree:' /proc/meminfo | tr -s ' ' | cut -d' ' -f2)
-    [ -n "@SCRUB@" ] && vmtool scrub 64 >/dev/null
+    _sc=
+    if [ -n "@SCRUB@" ] && ! _sc=$(vmtool scrub 64 2>&1); then
+        fail "settle-$LINK" "vmtool scrub: $_sc"
+    fi
     _s3=$(now)
-    SETTLE="dirty_wb_kb=${_dw%,} sync_ms=$((_s1 - _s0)) drop_ms=$((_s2 - _s1)) free_kb=$_free scrub_ms=$((_s3 - _s2))"
+    SETTLE="dirty_wb_kb=${_dw%,} sync_ms=$((_s1 - _s0)) drop_ms=$((_s2 - _s1)) free_kb=$_free scrub_ms=$((_s3 - _s2)) $_sc"
     [ -n "@DUMP@" ] && echo "KMARK cold done at $_s2" >/dev/kmsg
     true
 }
@@ -1034,7 +1064,7 @@ fn main() {
         let out = run_vm(kernel, &reg, &host_links, storage);
         let res = results(&out, &reg.access_log(), kernel, &links);
         for (k, v) in &out.data {
-            if ["pulled_", "totals_", "nydusd_log_", "warm_", "settle_", "probe_"]
+            if ["pulled_", "totals_", "nydusd_log_", "warm_", "settle_"]
                 .iter()
                 .any(|p| k.starts_with(p))
             {
