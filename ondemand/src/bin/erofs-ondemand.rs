@@ -41,6 +41,11 @@
 //! `--early-answer` allows an event once its own range is written while the rest of its
 //! window still streams in.
 //!
+//! With `--image REF` (`serve` or `fanotify`: the image served from its registry) every Nydus
+//! chunk is checked against the bootstrap's digest before the kernel gets any of its bytes, a
+//! mismatch failing the read with EIO (`--verify-digests off` skips it; with `--blob-dir` the
+//! check is off unless `--verify-digests` is given).
+//!
 //! `--metrics` rewrites a Prometheus text file atomically every 500 ms; `--prefetch` fills
 //! objects in the background, starting with the ranges named by the prefetch table of every
 //! Nydus RAFS v6 bootstrap in the blob dir (`--prefetch-path` first fills the blob ranges of
