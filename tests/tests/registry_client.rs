@@ -92,6 +92,26 @@ fn erofs(
     c.output().expect("run erofs")
 }
 
+/// Bytes `range` of `layer` of `r`'s image read through `client` equal the pushed blob's.
+fn assert_range_as_pushed(
+    client: &Client,
+    r: &Reference,
+    layer: &oci_lazy::Layer,
+    layout: &OciLayout,
+    range: std::ops::Range<usize>,
+) {
+    let mut buf = vec![0u8; range.len()];
+    client
+        .blob_with_size(r.repository(), &layer.digest, layer.size)
+        .read_exact_at(&mut buf, range.start as u64)
+        .unwrap();
+    assert!(
+        buf == layout.read_blob(&layer.digest.to_string())[range.clone()],
+        "bytes {range:?} of {}",
+        layer.digest
+    );
+}
+
 fn ok(out: &Output) -> String {
     assert!(
         out.status.success(),
@@ -527,12 +547,7 @@ fn basic_auth_over_tls() {
     let image = client.resolve(&r).unwrap();
     assert_eq!(image.digest.to_string(), p.image.manifest.digest);
     let l = &image.layers[1];
-    let mut buf = vec![0u8; 1000];
-    client
-        .blob_with_size(r.repository(), &l.digest, l.size)
-        .read_exact_at(&mut buf, 500)
-        .unwrap();
-    assert!(buf == p.layout.read_blob(&l.digest.to_string())[500..1500]);
+    assert_range_as_pushed(&client, &r, l, &p.layout, 500..1500);
     // No credentials: unauthorized; a wrong password too.
     let mut anon = cfg.clone();
     anon.credentials.clear();
@@ -740,12 +755,7 @@ fn mirrors_tried_in_order() {
     let (u0, m0) = (upstream.access_log().len(), mirror.access_log().len());
     let image = client.resolve(&r).unwrap();
     let l = &image.layers[0];
-    let mut buf = vec![0u8; 4096];
-    client
-        .blob_with_size(r.repository(), &l.digest, l.size)
-        .read_exact_at(&mut buf, 0)
-        .unwrap();
-    assert!(buf == p.layout.read_blob(&l.digest.to_string())[..4096]);
+    assert_range_as_pushed(&client, &r, l, &p.layout, 0..4096);
     // The upstream saw no GET but the scheme probe's `/v2/` (it is a loopback registry:
     // asked over TLS and in plain HTTP at once).
     let upstream_gets: Vec<_> = upstream
@@ -799,12 +809,7 @@ fn declared_insecure_registry_is_asked_without_a_probe() {
     let image = client.resolve(&r).unwrap();
     assert_eq!(image.digest.to_string(), p.image.manifest.digest);
     let l = &image.layers[0];
-    let mut buf = vec![0u8; 4096];
-    client
-        .blob_with_size(r.repository(), &l.digest, l.size)
-        .read_exact_at(&mut buf, 0)
-        .unwrap();
-    assert!(buf == p.layout.read_blob(&l.digest.to_string())[..4096]);
+    assert_range_as_pushed(&client, &r, l, &p.layout, 0..4096);
     let gets = gets_since(start);
     assert!(
         gets.first().is_some_and(|t| t.ends_with("/manifests/v1")),
@@ -839,12 +844,7 @@ fn declared_insecure_registry_is_asked_without_a_probe() {
     let image = client.resolve(&tr).unwrap();
     assert_eq!(image.digest.to_string(), tp.image.manifest.digest);
     let l = &image.layers[1];
-    let mut buf = vec![0u8; 1000];
-    client
-        .blob_with_size(tr.repository(), &l.digest, l.size)
-        .read_exact_at(&mut buf, 500)
-        .unwrap();
-    assert!(buf == tp.layout.read_blob(&l.digest.to_string())[500..1500]);
+    assert_range_as_pushed(&client, &tr, l, &tp.layout, 500..1500);
 }
 
 /// A registry that serves other bytes than the digest names (its storage flipped under it):
