@@ -263,21 +263,17 @@ fn pages(files: &[String]) -> ExitCode {
         }
         let n = len.div_ceil(page);
         total += n as u64;
-        // SAFETY: a fresh shared read-only mapping of `len` bytes of an open file; unmapped
-        // below, and only read through `base` within it.
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ,
-                libc::MAP_SHARED,
-                std::os::fd::AsRawFd::as_raw_fd(&file),
-                0,
-            )
+        // A shared read-only mapping of the open file, only read through `base` within it.
+        let map = match Mapping::new(
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            std::os::fd::AsRawFd::as_raw_fd(&file),
+        ) {
+            Ok(m) => m,
+            Err(e) => return report(path, &e),
         };
-        if base == libc::MAP_FAILED {
-            return report(path, &std::io::Error::last_os_error());
-        }
+        let base = map.base;
         let mut resident = vec![0u8; n];
         // SAFETY: `base` maps `len` bytes; `resident` holds one byte per page of it.
         let rc = unsafe { libc::mincore(base, len, resident.as_mut_ptr()) };
@@ -324,8 +320,7 @@ fn pages(files: &[String]) -> ExitCode {
                 Err(e) => result = Err(e),
             }
         }
-        // SAFETY: the mapping made above, not used after this.
-        unsafe { libc::munmap(base, len) };
+        drop(map);
         if let Err(e) = result {
             return report(path, &e);
         }
@@ -438,39 +433,63 @@ fn sample(every_ms: u64, for_ms: u64) -> ExitCode {
 
 /// `vmtool scrub KEEP_MB`: see the module doc.
 fn scrub(keep_mb: u64) -> ExitCode {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let free_kb: u64 = meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemFree:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0);
-    let mb = (free_kb / 1024).saturating_sub(keep_mb);
+    let mb = (mem_free_kb().unwrap_or(0) / 1024).saturating_sub(keep_mb);
     if mb == 0 {
         println!("scrubbed_mb=0");
         return ExitCode::SUCCESS;
     }
-    let len = (mb as usize) << 20;
-    // SAFETY: an anonymous private mapping of `len` bytes, not aliased, unmapped before return;
-    // MAP_POPULATE makes the kernel fault in (and zero) every page.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
-            -1,
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        let e = std::io::Error::last_os_error();
-        println!("error: mmap {mb} MiB: {e}");
-        return ExitCode::FAILURE;
+    // MAP_POPULATE makes the kernel fault in (and zero) every page; dropped at once.
+    match Mapping::new(
+        (mb as usize) << 20,
+        libc::PROT_READ | libc::PROT_WRITE,
+        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
+        -1,
+    ) {
+        Ok(map) => {
+            drop(map);
+            println!("scrubbed_mb={mb}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            println!("error: mmap {mb} MiB: {e}");
+            ExitCode::FAILURE
+        }
     }
-    // SAFETY: `p` is the mapping made above, of `len` bytes.
-    unsafe { libc::munmap(p, len) };
-    println!("scrubbed_mb={mb}");
-    ExitCode::SUCCESS
+}
+
+/// `MemFree` of `/proc/meminfo`, in kB.
+fn mem_free_kb() -> Option<u64> {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("MemFree:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// A memory mapping (`pages`' view of a file, `scrub`'s anonymous memory), unmapped on drop.
+struct Mapping {
+    base: *mut libc::c_void,
+    len: usize,
+}
+
+impl Mapping {
+    /// `mmap(NULL, len, prot, flags, fd, 0)`.
+    fn new(len: usize, prot: i32, flags: i32, fd: i32) -> std::io::Result<Mapping> {
+        // SAFETY: a fresh mapping at an address the kernel picks (no existing memory is
+        // touched); `Mapping` owns it and unmaps it once, on drop.
+        let base = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, flags, fd, 0) };
+        if base == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Mapping { base, len })
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: the mapping `new` made, of `len` bytes; nothing uses it after the drop.
+        unsafe { libc::munmap(self.base, self.len) };
+    }
 }
 
 fn usage() -> ExitCode {
@@ -534,13 +553,7 @@ mod tests {
         assert_eq!(scrub(u64::MAX), ExitCode::SUCCESS);
         // A real scrub of what is free beyond all but 16 MiB would take the test machine's
         // memory: a small one instead, through the same path.
-        let free_mb = std::fs::read_to_string("/proc/meminfo")
-            .unwrap()
-            .lines()
-            .find_map(|l| l.strip_prefix("MemFree:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .unwrap()
-            / 1024;
+        let free_mb = mem_free_kb().unwrap() / 1024;
         assert_eq!(scrub(free_mb.saturating_sub(16)), ExitCode::SUCCESS);
     }
 
