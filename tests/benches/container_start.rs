@@ -185,7 +185,7 @@ const DEBUG_LOG: &str = concat!(
 /// `CONTAINER_START_DAEMON_LOG=1`: our daemons log at debug (see the logs with
 /// `CONTAINER_START_DUMP=1`).
 fn debug_log() -> bool {
-    std::env::var_os("CONTAINER_START_DAEMON_LOG").is_some_and(|v| v == "1")
+    flag("CONTAINER_START_DAEMON_LOG", false)
 }
 
 /// The guest's shell functions.
@@ -548,7 +548,7 @@ fn lazy_scenarios(kernel: Kernel) -> Vec<(String, Run)> {
         });
         all.retain(|(n, _)| only.contains(&n.as_str()) || (n == RECORD && replays));
     }
-    if std::env::var_os("CONTAINER_START_REVERSE").is_some_and(|v| v == "1") {
+    if flag("CONTAINER_START_REVERSE", false) {
         // The other order, to see drift in a loaded machine; the trace is still recorded
         // before its first replay.
         all.reverse();
@@ -567,17 +567,17 @@ fn lazy_scenarios(kernel: Kernel) -> Vec<(String, Run)> {
 /// Whether the full pull runs: unless `CONTAINER_START_FULL_PULL=0` (the lazy scenarios on a
 /// fresh boot, to see what the full pull leaves them).
 fn full_pull_runs() -> bool {
-    knob("CONTAINER_START_FULL_PULL", true) == "1"
+    flag("CONTAINER_START_FULL_PULL", true)
 }
 
-/// An on/off setting for the guest script: `"1"` if `NAME` is `1` (or unset and `default`),
-/// else `""` (the script tests `[ -n "@KNOB@" ]`).
+/// An on/off setting: whether `NAME` is `1` (unset: `default`).
+fn flag(name: &str, default: bool) -> bool {
+    std::env::var_os(name).map_or(default, |v| v == "1")
+}
+
+/// [`flag`] for the guest script: `"1"` or `""` (the script tests `[ -n "@KNOB@" ]`).
 fn knob(name: &str, default: bool) -> &'static str {
-    let on = match std::env::var_os(name) {
-        Some(v) => v == "1",
-        None => default,
-    };
-    if on { "1" } else { "" }
+    if flag(name, default) { "1" } else { "" }
 }
 
 /// The recording run of `record`/`replay`: timed and counted, not a scenario of the table.
