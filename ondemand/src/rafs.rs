@@ -882,10 +882,18 @@ impl<B: BlobStore> RafsServer<B> {
 
     /// Check every decoded chunk against its digest in the bootstrap's chunk table (BLAKE3
     /// or SHA-256); a mismatch fails the kernel's read with `EIO`. Default: off (a local
-    /// store's blobs are trusted as the bootstrap is); on for [`crate::registry::RemoteImage::server`].
+    /// store's blobs are trusted as the bootstrap is); on for `registry::RemoteImage::server`
+    /// (feature `registry`).
     pub fn with_verify_digests(mut self, verify: bool) -> Self {
         self.verify = verify;
         self
+    }
+
+    /// Whether decoded chunks are checked against their digests
+    /// ([`with_verify_digests`](Self::with_verify_digests)): `false` for a new server,
+    /// `true` for the registry's (`registry::RemoteImage::server`, feature `registry`).
+    pub fn verifies_digests(&self) -> bool {
+        self.verify
     }
 
     /// After a read of a whole readahead window (256 KiB or more) of a blob, decode the

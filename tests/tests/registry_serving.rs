@@ -994,6 +994,7 @@ fn a_changed_blob_byte_fails_the_read_by_default() {
     let want_boot = std::fs::read(&built.bootstrap).unwrap();
     let id = &blobs[0];
     let want = local_space(&built, id);
+    assert!(image.server().verifies_digests(), "on by default");
     for (name, server, checked) in [
         ("by default", image.server(), true),
         (

@@ -424,10 +424,16 @@ struct Serving {
 }
 
 impl Serving {
-    /// `--verify-digests`, or its default: on for a registry's bytes (`remote`), off for a
-    /// local blob dir's.
-    fn verify_digests(&self, remote: bool) -> bool {
-        self.verify_digests.unwrap_or(remote)
+    /// `server` with `--verify-digests` applied when it is given; without it the server
+    /// keeps the library's default (on for a registry's bytes, off for a local blob dir's).
+    fn verify_digests<B: ondemand::BlobStore>(
+        &self,
+        server: ondemand::rafs::RafsServer<B>,
+    ) -> ondemand::rafs::RafsServer<B> {
+        match self.verify_digests {
+            Some(verify) => server.with_verify_digests(verify),
+            None => server,
+        }
     }
 
     /// `--fill-threads`, or the library's default (without a predictor: fanotify).
@@ -682,8 +688,9 @@ fn fanotify(args: FanotifyArgs) -> ExitCode {
     };
     match args.blob_dir.clone() {
         Some(dir) => {
-            let server = ondemand::rafs::RafsDirServer::new(&dir)
-                .with_verify_digests(args.serving.verify_digests(false));
+            let server = args
+                .serving
+                .verify_digests(ondemand::rafs::RafsDirServer::new(&dir));
             fanotify_serve(server, args, prefetch, &signal, None)
         }
         None => {
@@ -702,9 +709,7 @@ fn fanotify(args: FanotifyArgs) -> ExitCode {
             args.serving.warm_connections(&image);
             args.serving.fetch_early(&image, trace.as_ref(), false);
             args.serving.fetch_entrypoint(&image);
-            let server = image
-                .server()
-                .with_verify_digests(args.serving.verify_digests(true));
+            let server = args.serving.verify_digests(image.server());
             let code = fanotify_serve(server, args, prefetch, &signal, Some(&image));
             report_registry(&image);
             code
@@ -1323,9 +1328,7 @@ fn main() -> ExitCode {
                         serving.threads,
                         serving.readahead
                     );
-                    let server = image
-                        .server()
-                        .with_verify_digests(serving.verify_digests(true));
+                    let server = serving.verify_digests(image.server());
                     let code = run.serve(server, Some((image, m.as_path())));
                     report_registry(image);
                     code
@@ -1341,8 +1344,7 @@ fn main() -> ExitCode {
                     );
                     // Nydus RAFS v6 images in the blob dir are served decompressed
                     // (ondemand::rafs); every other cookie key names a plain file.
-                    let server = ondemand::rafs::RafsDirServer::new(dir)
-                        .with_verify_digests(serving.verify_digests(false));
+                    let server = serving.verify_digests(ondemand::rafs::RafsDirServer::new(dir));
                     run.serve(server, None)
                 }
                 _ => {
@@ -1540,7 +1542,18 @@ mod tests {
 
     #[test]
     fn chunk_digests_are_checked_for_a_registrys_bytes_unless_turned_off() {
-        let verify = |more: &[&str], remote: bool| serve_image(more).verify_digests(remote);
+        // `remote`: the server as the library makes it for a registry's bytes (on:
+        // `RemoteImage::server`, whose default registry_serving's a_changed_blob_byte test
+        // shows), else a local blob dir's (off).
+        let verify = |more: &[&str], remote: bool| {
+            let server = ondemand::rafs::RafsDirServer::new("/nonexistent");
+            let server = if remote {
+                server.with_verify_digests(true)
+            } else {
+                server
+            };
+            serve_image(more).verify_digests(server).verifies_digests()
+        };
         assert!(verify(&[], true), "a registry's bytes are checked");
         assert!(!verify(&[], false), "a local blob dir's are not");
         // Alone (as before it took a value), before another flag, or with a value.
