@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::blob::Blob;
 use crate::config::Config;
-use crate::digest::{Digest, Hasher};
+use crate::digest::{Digest, Hasher, HashingReader};
 use crate::error::{Error, Result};
 use crate::manifest::{self, Layer, MAX_MANIFEST, Manifest, decode_manifest};
 use crate::reference::{Reference, Repository};
@@ -285,29 +285,18 @@ impl Client {
                 source,
             };
             let announced = reply.content_length()?;
-            let mut r = reply.into_reader(self.counters());
-            let mut h = Hasher::new(digest.algorithm());
+            let mut body =
+                HashingReader::new(reply.into_reader(self.counters()), digest.algorithm());
             let mut buf = vec![0u8; 256 << 10];
-            let mut n = 0u64;
             loop {
-                let k = r.read(&mut buf).map_err(transport)?;
+                let k = body.read(&mut buf).map_err(transport)?;
                 if k == 0 {
                     break;
                 }
-                h.update(&buf[..k]);
                 out.write_all(&buf[..k]).map_err(transport)?;
-                n += k as u64;
             }
-            if let Some(want) = announced
-                && want != n
-            {
-                return Err(Error::ShortBody {
-                    url: url.to_owned(),
-                    got: n,
-                    want,
-                });
-            }
-            h.check(digest, || url.to_owned())?;
+            let n = body.end(announced, url)?;
+            body.check(digest, url)?;
             Ok(n)
         })
     }

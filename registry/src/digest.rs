@@ -1,6 +1,7 @@
 //! Content digests (`sha256:<hex>`, `sha512:<hex>`): parsing, hashing and checking.
 
 use std::fmt;
+use std::io::{self, Read};
 use std::str::FromStr;
 
 use sha2::Digest as _;
@@ -169,6 +170,68 @@ impl Hasher {
     }
 }
 
+/// A reply body read through a [`Hasher`]: it counts what it reads and remembers whether the
+/// body broke off (a broken body is short, not bad content). Every body this crate hashes as
+/// it streams (a blob copied out whole, a Nydus bootstrap layer unpacked as it arrives) is
+/// read through one, and ends with [`end`](Self::end) and [`check`](Self::check).
+pub(crate) struct HashingReader<R> {
+    inner: R,
+    hasher: Hasher,
+    read: u64,
+    broke: bool,
+}
+
+impl<R: Read> HashingReader<R> {
+    /// `inner` hashed with `algorithm`.
+    pub(crate) fn new(inner: R, algorithm: Algorithm) -> Self {
+        HashingReader {
+            inner,
+            hasher: Hasher::new(algorithm),
+            read: 0,
+            broke: false,
+        }
+    }
+
+    /// The bytes read, once the body is read to its end; [`Error::ShortBody`] if it broke
+    /// off or its length is not the `announced` one (`Content-Length`).
+    pub(crate) fn end(&self, announced: Option<u64>, url: &str) -> Result<u64> {
+        let got = self.read;
+        if self.broke || announced.is_some_and(|n| n != got) {
+            return Err(Error::ShortBody {
+                url: url.to_owned(),
+                got,
+                want: announced.unwrap_or(got + 1),
+            });
+        }
+        Ok(got)
+    }
+
+    /// Compare what was read with `expected` ([`Hasher::check`], naming `url`).
+    pub(crate) fn check(self, expected: &Digest, url: &str) -> Result<()> {
+        self.hasher.check(expected, || url.to_owned())
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.broke {
+            return Ok(0);
+        }
+        match self.inner.read(buf) {
+            Ok(n) => {
+                self.hasher.update(&buf[..n]);
+                self.read += n as u64;
+                Ok(n)
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Err(e),
+            Err(e) => {
+                self.broke = true;
+                Err(e)
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,5 +269,71 @@ mod tests {
         let d512 = h.finish();
         assert_eq!(d512.algorithm(), Algorithm::Sha512);
         d512.verify(b"hello", String::new).unwrap();
+    }
+
+    /// Reads `data`, then fails once with `error` (if any) before it ends.
+    struct Breaking<'a> {
+        data: &'a [u8],
+        error: Option<io::ErrorKind>,
+    }
+
+    impl Read for Breaking<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.data.is_empty() {
+                return match self.error.take() {
+                    Some(kind) => Err(kind.into()),
+                    None => Ok(0),
+                };
+            }
+            let n = buf.len().min(self.data.len()).min(3);
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn a_hashing_reader_counts_checks_and_tells_a_short_body() {
+        let d = Digest::sha256(b"hello world");
+        let read = |data: &'static [u8], error, announced| {
+            let mut r = HashingReader::new(Breaking { data, error }, Algorithm::Sha256);
+            let mut out = Vec::new();
+            let result = r.read_to_end(&mut out);
+            (result.is_err(), out, r.end(announced, "u"), r)
+        };
+        let (failed, out, end, r) = read(b"hello world", None, Some(11));
+        assert!(!failed);
+        assert_eq!(out, b"hello world");
+        assert_eq!(end.unwrap(), 11);
+        r.check(&d, "u").unwrap();
+        // Without a Content-Length the count is what was read.
+        let (_, _, end, r) = read(b"hello worle", None, None);
+        assert_eq!(end.unwrap(), 11);
+        let e = r.check(&d, "u").unwrap_err();
+        assert!(matches!(e, Error::DigestMismatch { ref what, .. } if what == "u"));
+        // Fewer bytes than announced; a body that broke off (and reads nothing after).
+        let (_, _, end, _) = read(b"hello", None, Some(11));
+        assert!(matches!(
+            end,
+            Err(Error::ShortBody {
+                got: 5,
+                want: 11,
+                ..
+            })
+        ));
+        let (failed, _, end, mut r) = read(b"hello", Some(io::ErrorKind::ConnectionReset), None);
+        assert!(failed);
+        assert!(matches!(
+            end,
+            Err(Error::ShortBody {
+                got: 5,
+                want: 6,
+                ..
+            })
+        ));
+        assert_eq!(r.read(&mut [0; 4]).unwrap(), 0);
+        // An interrupted read is not a break.
+        let (_, _, end, _) = read(b"hello", Some(io::ErrorKind::Interrupted), Some(5));
+        assert_eq!(end.unwrap(), 5);
     }
 }

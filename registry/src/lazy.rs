@@ -8,7 +8,7 @@ use std::io::Read;
 
 use crate::client::{Client, Image};
 use crate::config::Config;
-use crate::digest::Hasher;
+use crate::digest::HashingReader;
 use crate::error::{Error, Result};
 use crate::manifest::Layer;
 use crate::reference::Repository;
@@ -102,62 +102,24 @@ impl Client {
             {
                 return Err(too_large(n));
             }
-            let mut body = Hashing {
-                inner: reply.into_reader(self.counters()).take(MAX_BOOTSTRAP + 1),
-                hasher: Hasher::new(digest.algorithm()),
-                read: 0,
-                broke: false,
-            };
+            let mut body = HashingReader::new(
+                reply.into_reader(self.counters()).take(MAX_BOOTSTRAP + 1),
+                digest.algorithm(),
+            );
             let unpacked = unpack_bootstrap_from(&mut body);
             // The rest of the body (past the tar entry: padding, the gzip trailer), hashed
             // too.
             let _ = std::io::copy(&mut body, &mut std::io::sink());
-            let got = body.read;
-            if body.broke || announced.is_some_and(|n| n != got) {
-                return Err(Error::ShortBody {
-                    url: url.to_owned(),
-                    got,
-                    want: announced.unwrap_or(got + 1),
-                });
-            }
+            let got = body.end(announced, url)?;
             if got > MAX_BOOTSTRAP {
                 return Err(too_large(got));
             }
-            body.hasher.check(digest, || url.to_owned())?;
+            body.check(digest, url)?;
             unpacked.map_err(|e| Error::BadLayer {
                 digest: digest.clone(),
                 what: e.to_string(),
             })
         })
-    }
-}
-
-/// A body reader that hashes what it reads, and remembers whether the body broke off (a
-/// broken body is short, not a bad layer).
-struct Hashing<R> {
-    inner: R,
-    hasher: Hasher,
-    read: u64,
-    broke: bool,
-}
-
-impl<R: Read> Read for Hashing<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if self.broke {
-            return Ok(0);
-        }
-        match self.inner.read(buf) {
-            Ok(n) => {
-                self.hasher.update(&buf[..n]);
-                self.read += n as u64;
-                Ok(n)
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Err(e),
-            Err(e) => {
-                self.broke = true;
-                Err(e)
-            }
-        }
     }
 }
 
