@@ -56,7 +56,7 @@ pub struct PageCacheWarmer {
 #[derive(Debug)]
 struct Inner {
     root: PathBuf,
-    map: OnceLock<FileMap>,
+    map: OnceLock<Arc<FileMap>>,
     state: Mutex<State>,
     wake: Condvar,
     counts: Counts,
@@ -113,9 +113,10 @@ impl PageCacheWarmer {
         Ok(PageCacheWarmer { inner })
     }
 
-    /// Give it the image's file map (the first call wins); jobs wait for it.
-    pub fn set_map(&self, map: FileMap) {
-        let _ = self.inner.map.set(map);
+    /// Give it the image's file map (the first call wins): a [`FileMap`], or an `Arc` of one
+    /// shared with a [`Predictor`](crate::predict::Predictor). Jobs wait for it.
+    pub fn set_map(&self, map: impl Into<Arc<FileMap>>) {
+        let _ = self.inner.map.set(map.into());
         // Under the lock, so the thread is not between its check and its wait.
         drop(self.inner.lock());
         self.inner.wake.notify_all();

@@ -990,14 +990,13 @@ impl CachefilesRun<'_> {
                 .spawn(move || match image.file_map(rules) {
                     Some(Ok(map)) => {
                         log::info!("file map: {} files mapped", map.files());
-                        match (p, w) {
-                            (Some(p), Some(w)) => {
-                                w.set_map(map.clone());
-                                p.set(map);
-                            }
-                            (Some(p), None) => p.set(map),
-                            (None, Some(w)) => w.set_map(map),
-                            (None, None) => {}
+                        // One map, shared by the warmer and the predictor.
+                        let map = Arc::new(map);
+                        if let Some(w) = w {
+                            w.set_map(Arc::clone(&map));
+                        }
+                        if let Some(p) = p {
+                            p.set(map);
                         }
                     }
                     Some(Err(e)) => {

@@ -37,7 +37,7 @@
 
 use std::collections::HashMap;
 use std::ops::Range;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use erofs_reader::{ExtentTarget, FileType, Image, Inode};
 
@@ -501,7 +501,7 @@ fn walk(
 /// mounts); shared by the engine and whoever builds it.
 #[derive(Debug, Default)]
 pub struct Predictor {
-    map: OnceLock<FileMap>,
+    map: OnceLock<Arc<FileMap>>,
     /// The ELF objects being read ([`Rules::needed`]).
     chain: Mutex<Chain>,
 }
@@ -512,14 +512,15 @@ impl Predictor {
         Predictor::default()
     }
 
-    /// Give it its map (the first call wins).
-    pub fn set(&self, map: FileMap) {
-        let _ = self.map.set(map);
+    /// Give it its map (the first call wins): a [`FileMap`], or an `Arc` of one shared
+    /// with a [`PageCacheWarmer`](crate::warm::PageCacheWarmer).
+    pub fn set(&self, map: impl Into<Arc<FileMap>>) {
+        let _ = self.map.set(map.into());
     }
 
     /// The map, once set.
     pub fn get(&self) -> Option<&FileMap> {
-        self.map.get()
+        self.map.get().map(Arc::as_ref)
     }
 
     fn chain(&self) -> std::sync::MutexGuard<'_, Chain> {
