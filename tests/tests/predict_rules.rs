@@ -316,6 +316,48 @@ fn blob_ranges_map_to_the_paths_of_the_files_that_hold_them() {
     assert_eq!(c.bytes, len + (libc.end - libc.start));
 }
 
+/// A file not stored whole in one run of a blob (mkfs.erofs's chunks of a sparse file: holes,
+/// one chunk of data) is not in the map, where it was mapped by its one stored chunk as if
+/// that were the file's start: its blob bytes name no file (the entrypoint rule's rule, one
+/// function for both).
+#[test]
+fn a_file_with_holes_is_not_mapped_by_its_stored_bytes() {
+    let dir = tests::scratch_dir("predict_rules/holes");
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("dense"), tests::text(1, 20_000)).unwrap();
+    let sparse = std::fs::File::create(src.join("sparse")).unwrap();
+    sparse.set_len(1 << 20).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&sparse, &tests::text(2, 4096), 512 << 10).unwrap();
+    let (img, blob) = (dir.path().join("img"), dir.path().join("blob"));
+    tests::tree::mkfs(
+        &img,
+        &src,
+        &["--chunksize=4096", &format!("--blobdev={}", blob.display())],
+    );
+    let image = Image::open_with_devices(&img, [&blob]).unwrap();
+    let inode = image.lookup("/sparse").unwrap();
+    let stored: Vec<_> = image
+        .extents(&inode, 0..1 << 20)
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| match e.target {
+            ExtentTarget::Device { offset, .. } => Some((e.file_offset, offset..offset + e.len)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(stored.len(), 1, "one stored chunk among holes: {stored:?}");
+    assert_eq!(stored[0].0, 512 << 10);
+    let map = FileMap::from_image(&image, Rules::default(), 4096).unwrap();
+    // mkfs.erofs --blobdev leaves the device's tag empty.
+    assert_eq!(map.files_in(b"", stored[0].1.clone()), vec![]);
+    let dense = extent(&image, "/dense");
+    assert_eq!(
+        map.files_in(b"", dense.clone()),
+        vec![(b"/dense".to_vec(), 0..dense.end - dense.start)]
+    );
+}
+
 #[test]
 fn a_read_in_a_bytecode_directory_fills_its_cousins() {
     let Some(s) = setup("predict_rules/cousins") else {

@@ -22,9 +22,10 @@ use std::ops::Range;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use erofs_reader::{ExtentTarget, FileType, Image, Inode};
+use erofs_reader::{FileType, Image, Inode};
 
 use super::chain::{find_library, plain_name, search_dirs};
+use super::device_run;
 use super::elf::{ElfError, HEAD_MAX, Head};
 
 /// Bounds of a [`closure`] walk.
@@ -268,7 +269,7 @@ impl Walk<'_, '_> {
         if inode.metadata().file_type() != FileType::Regular {
             return None;
         }
-        let (tag, extent) = run(self.image, &inode)?;
+        let (tag, extent) = device_run(self.image, &inode)?;
         let len = extent.end - extent.start;
         if self.bytes.saturating_add(len) > self.limits.bytes {
             return None;
@@ -287,30 +288,6 @@ impl Walk<'_, '_> {
         self.out.push(file);
         Some(self.out.len() - 1)
     }
-}
-
-/// A file's bytes as one run on one extra device: its tag and range there.
-fn run(image: &Image, inode: &Inode) -> Option<(Vec<u8>, Range<u64>)> {
-    let len = inode.metadata().len();
-    if len == 0 {
-        return None;
-    }
-    let mut out: Option<(Vec<u8>, Range<u64>)> = None;
-    for e in image.extents(inode, 0..len).ok()? {
-        let ExtentTarget::Device { index, tag, offset } = e.target else {
-            return None;
-        };
-        if index == 0 {
-            return None;
-        }
-        let end = offset.checked_add(e.len)?;
-        match &mut out {
-            None if e.file_offset == 0 => out = Some((tag, offset..end)),
-            Some((t, r)) if *t == tag && r.end == offset => r.end = end,
-            _ => return None,
-        }
-    }
-    out.filter(|(_, r)| r.end - r.start == len)
 }
 
 /// What a file's head says comes next.

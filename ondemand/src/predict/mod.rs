@@ -164,7 +164,9 @@ impl FileMap {
     /// # Errors
     ///
     /// The image's metadata cannot be read. Files whose extents the reader does not map
-    /// (compressed files) are skipped.
+    /// (compressed files), and files not stored whole in one run on one extra device (a
+    /// hole, a metabox tail, bytes out of order: byte `i` of an indexed file is at its
+    /// extent's start + `i`), are skipped.
     pub fn from_image(image: &Image, rules: Rules, piece: u64) -> erofs_reader::Result<FileMap> {
         let mut files: HashMap<Vec<u8>, Vec<Entry>> = HashMap::new();
         let mut dirs = Vec::new();
@@ -403,8 +405,37 @@ pub(crate) fn cut(range: &Range<u64>, piece: u64, out: &mut Vec<Range<u64>>) {
     }
 }
 
-/// Index a directory's regular files (one contiguous extent on an extra device each) with
-/// their directory's span, then walk its subdirectories.
+/// A regular file's bytes as one run on one extra device: its tag and range there, byte `i`
+/// of the file at `range.start + i`. `None` for an empty file, or one with any byte
+/// elsewhere (a hole, a metabox tail, the primary device, another device, out of order).
+/// The one rule for what [`FileMap`] indexes and [`entrypoint`]'s closure takes: both hand
+/// out file offsets as offsets in the run ([`FileMap::files_in`], the ELF rule's heads, a
+/// program's head read from its device).
+pub(crate) fn device_run(image: &Image, inode: &Inode) -> Option<(Vec<u8>, Range<u64>)> {
+    let len = inode.metadata().len();
+    if len == 0 {
+        return None;
+    }
+    let mut out: Option<(Vec<u8>, Range<u64>)> = None;
+    for e in image.extents(inode, 0..len).ok()? {
+        let ExtentTarget::Device { index, tag, offset } = e.target else {
+            return None;
+        };
+        if index == 0 {
+            return None;
+        }
+        let end = offset.checked_add(e.len)?;
+        match &mut out {
+            None if e.file_offset == 0 => out = Some((tag, offset..end)),
+            Some((t, r)) if *t == tag && r.end == offset => r.end = end,
+            _ => return None,
+        }
+    }
+    out.filter(|(_, r)| r.end - r.start == len)
+}
+
+/// Index a directory's regular files (each one [`device_run`] on an extra device) with their
+/// directory's span, then walk its subdirectories.
 fn walk(
     image: &Image,
     dir: &Inode,
@@ -436,26 +467,7 @@ fn walk(
                 subdirs.push((entry.name().to_vec(), inode));
             }
             FileType::Regular => {
-                let len = inode.metadata().len();
-                let Ok(extents) = image.extents(&inode, 0..len) else {
-                    continue;
-                };
-                // One device, one run of bytes: the file's extent there.
-                let mut run: Option<(Vec<u8>, Range<u64>)> = None;
-                let mut contiguous = true;
-                for e in extents {
-                    let ExtentTarget::Device { index, tag, offset } = e.target else {
-                        continue;
-                    };
-                    let end = offset.saturating_add(e.len);
-                    match &mut run {
-                        _ if index == 0 => contiguous = false,
-                        None => run = Some((tag, offset..end)),
-                        Some((t, r)) if *t == tag && r.end == offset => r.end = end,
-                        Some(_) => contiguous = false,
-                    }
-                }
-                if let (Some((tag, run)), true) = (run, contiguous) {
+                if let Some((tag, run)) = device_run(image, &inode) {
                     let name = entry.name();
                     let elf = inode.metadata().permissions() & 0o111 != 0
                         || name.windows(3).any(|w| w == b".so");
