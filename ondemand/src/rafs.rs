@@ -794,10 +794,13 @@ pub struct RafsServer<B: BlobStore = LocalDirStore> {
     decode_ahead: bool,
     cache_bytes: usize,
     state: Mutex<State>,
-    /// A bootstrap of the store parsed already (its name, image and RAFS additions): its
-    /// OPEN uses them instead of parsing the bytes again.
-    parsed: Option<(Vec<u8>, Image, RafsMeta)>,
+    /// A bootstrap of the store parsed already (its name, and where its image and RAFS
+    /// additions come from): its OPEN uses them instead of parsing the bytes again.
+    parsed: Option<(Vec<u8>, ParsedBootstrap)>,
 }
+
+/// A bootstrap's parse, kept by whoever fetched it (`None`: parse the bytes).
+pub(crate) type ParsedBootstrap = Arc<dyn Fn() -> Option<(Image, RafsMeta)> + Send + Sync>;
 
 /// A [`RafsServer`] over the files of one directory.
 pub type RafsDirServer = RafsServer<LocalDirStore>;
@@ -866,17 +869,12 @@ impl<B: BlobStore> RafsServer<B> {
         }
     }
 
-    /// Stored `name` is the bootstrap `image`, with `meta` read from it already (a
-    /// registry image's, checked when it was resolved): its OPEN takes the blob table from
-    /// here instead of parsing the bootstrap again. The stored bytes are still what the
-    /// kernel reads; only the parse is skipped.
-    pub(crate) fn with_parsed_bootstrap(
-        mut self,
-        name: &[u8],
-        image: Image,
-        meta: RafsMeta,
-    ) -> Self {
-        self.parsed = Some((name.to_vec(), image, meta));
+    /// Stored `name` is a bootstrap whose image and RAFS additions `parsed` gives (a
+    /// registry image's, checked when it was fetched; asked once the store opened `name`):
+    /// its OPEN takes the blob table from there instead of parsing the bootstrap again. The
+    /// stored bytes are still what the kernel reads; only the parse is skipped.
+    pub(crate) fn with_parsed_bootstrap(mut self, name: &[u8], parsed: ParsedBootstrap) -> Self {
+        self.parsed = Some((name.to_vec(), parsed));
         self
     }
 
@@ -973,10 +971,16 @@ impl<B: BlobStore> RafsServer<B> {
             && stored.read_exact_at(&mut head, 0).is_ok()
             && erofs_reader::nydus::is_rafs_bootstrap(&head);
         let found = is_bootstrap
-            .then(|| match self.parsed.as_ref().filter(|(n, ..)| n == name) {
-                // Parsed when the image was resolved: its blob table, without a second parse.
-                Some((_, image, meta)) => self.known_blobs(image, meta),
-                None => Image::from_source(stored).and_then(|image| self.read_bootstrap(&image)),
+            .then(|| {
+                let parsed = self.parsed.as_ref().filter(|(n, _)| n == name);
+                match parsed.and_then(|(_, parsed)| parsed()) {
+                    // Parsed when the image was resolved: its blob table, without a second
+                    // parse.
+                    Some((image, meta)) => self.known_blobs(&image, &meta),
+                    None => {
+                        Image::from_source(stored).and_then(|image| self.read_bootstrap(&image))
+                    }
+                }
             })
             .and_then(|read| {
                 read.inspect_err(|e| log::warn!("{origin}: RAFS v6 bootstrap not usable: {e}"))

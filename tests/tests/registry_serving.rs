@@ -23,7 +23,9 @@ use std::time::Duration;
 use oci_lazy::{Client, Config, Reference, RetryPolicy};
 use ondemand::proto::{MsgId, ObjectId, OpenRequest, ReadRequest, Request};
 use ondemand::rafs::RafsServer;
-use ondemand::registry::{ImageKind, RegistryStore, RemoteImage, Rootfs, lazy_config};
+use ondemand::registry::{
+    ImageKind, RegistryStore, RemoteImage, ResolveOptions, Rootfs, lazy_config,
+};
 use ondemand::{AlignedBuf, BlobStore, ObjectFd, ObjectKey, OnDemandServer, Session, Sink};
 use tests::fault_proxy::{Fault, FaultProxy, Match};
 use tests::oci_images::{self, LayeredTree};
@@ -106,15 +108,22 @@ impl Kernel {
 
     /// OPEN `key` in volume `erofs,VOLUME`, its writes checked against `want`.
     fn open(&mut self, volume: &str, key: &str, want: Vec<u8>) -> u64 {
-        let path = self.out.join(key);
+        self.try_open(volume, key, want)
+            .expect("the OPEN was accepted")
+    }
+
+    /// OPEN `key` as [`open`](Self::open) does; its size, or `None` if the session refused
+    /// it.
+    fn try_open(&mut self, volume: &str, key: &str, want: Vec<u8>) -> Option<u64> {
+        let errors = self.session.stats().open_errors;
+        let id = ObjectId(self.next);
         let sink = FileSink {
-            file: File::create(&path).unwrap(),
+            file: File::create(self.out.join(key)).unwrap(),
             want: Arc::new(want),
             wrong: AtomicU64::new(0),
             written: AtomicU64::new(0),
             completed: Mutex::new(Vec::new()),
         };
-        let id = ObjectId(self.next);
         let volume_key = format!("erofs,{volume}");
         self.send(
             &Request::Open(OpenRequest {
@@ -128,10 +137,13 @@ impl Kernel {
             Some(sink),
         );
         self.next += 1;
-        let object = self.session.object(id).expect("the OPEN was accepted");
+        let Some(object) = self.session.object(id) else {
+            assert_eq!(self.session.stats().open_errors, errors + 1);
+            return None;
+        };
         let size = object.size();
         self.ids.insert(key.to_owned(), (id, size));
-        size
+        Some(size)
     }
 
     fn sink(&self, key: &str) -> Arc<ondemand::Object<ondemand::rafs::RafsObject, FileSink>> {
@@ -453,6 +465,157 @@ fn a_chunk_map_fetched_early_serves_the_blob_open() {
     }
     assert_eq!(kernel.wrong_writes(), 0);
     assert_eq!(kernel.session.stats().read_errors, 0);
+}
+
+/// A Nydus image pushed as `serving:nydus` behind a fault proxy that answers every request
+/// 200 ms late (so the bootstrap layer is still on the wire when the kernel is played).
+fn pushed_nydus_behind_a_slow_proxy(
+    name: &str,
+) -> Option<(Pushed, oci_images::NydusImage, FaultProxy)> {
+    let mut built = None;
+    let p = push(name, "nydus", |layout, tree, dir| {
+        let i =
+            oci_images::nydus_image(layout, &tree.layers(), &Platform::host(), &dir.join("work"))
+                .unwrap();
+        layout.tag("nydus", &i.image.manifest);
+        built = Some(i);
+    })?;
+    let proxy = FaultProxy::in_front_of(&p.reg);
+    proxy.set_latency(Duration::from_millis(200));
+    Some((p, built.unwrap(), proxy))
+}
+
+/// `RemoteImage::start_resolve` (the mount started once the manifest is in): the kernel's
+/// OPEN of the bootstrap, sent while its layer is still being fetched, waits for it and
+/// gets its size; the blobs' chunk maps were fetched before the bootstrap was served (one
+/// request each, the blobs' opens ask nothing more); every object reads as the local one,
+/// and `finish` gives the image `resolve` gives.
+#[test]
+fn a_bootstrap_opened_while_it_is_fetched_is_served_once_in() {
+    let Some((p, built, proxy)) = pushed_nydus_behind_a_slow_proxy("registry_serving/pending")
+    else {
+        return;
+    };
+    let r: Reference = proxy.reference("serving:nydus").parse().unwrap();
+    let served = |id: &str| p.reg.blob_served(&format!("sha256:{id}"));
+    let pushed: Vec<_> = built.blob_ids.iter().map(|id| served(id)).collect();
+    let mut options = ResolveOptions::default();
+    options.chunk_maps_early = true;
+    let resolving = RemoteImage::start_resolve(&client(3), &r, options).unwrap();
+    assert!(resolving.is_nydus());
+    let keys: Vec<String> = resolving
+        .mount_keys()
+        .iter()
+        .map(|k| k.to_string())
+        .collect();
+    let [bootstrap] = &keys[..] else {
+        panic!("one key to mount, got {keys:?}");
+    };
+    let mut kernel = Kernel::serving(
+        Session::new(resolving.server())
+            .with_readahead(1 << 20)
+            .with_sequential_ahead(0),
+        &p.dir.join("objects"),
+    );
+    let want_boot = std::fs::read(&built.bootstrap).unwrap();
+    let t = std::time::Instant::now();
+    let size = kernel.open(bootstrap, bootstrap, want_boot.clone());
+    let waited = t.elapsed();
+    assert_eq!(size, want_boot.len() as u64);
+    // Its fetch (one request, 200 ms late) had not answered when the OPEN came.
+    assert!(
+        waited >= Duration::from_millis(100),
+        "the OPEN waited for the bootstrap: {waited:?}"
+    );
+    kernel.read_all(bootstrap);
+    for (id, before) in built.blob_ids.iter().zip(&pushed) {
+        // Its chunk map is asked for without the blob's OPEN.
+        while served(id).0 == before.0 {
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "blob {id}: no early fetch of its chunk map"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let want = local_space(&built, id);
+        assert_eq!(kernel.open(bootstrap, id, want.clone()), want.len() as u64);
+        assert_eq!(
+            served(id).0,
+            before.0 + 1,
+            "blob {id}: its chunk map fetched early, once, and its open asked nothing more"
+        );
+        let got = std::fs::read(kernel.read_all(id)).unwrap();
+        assert!(got == want, "blob {id} reads as the local one");
+    }
+    assert_eq!(kernel.wrong_writes(), 0);
+    assert_eq!(kernel.session.stats().read_errors, 0);
+    let image = resolving.finish().unwrap();
+    assert_eq!(
+        image.kind,
+        ImageKind::Nydus {
+            bootstrap: bootstrap.clone(),
+            blobs: built.blob_ids.clone(),
+        }
+    );
+    assert!(image.file_map(Default::default()).is_some());
+}
+
+/// A bootstrap layer whose fetch fails after the kernel's OPEN of it came (every attempt
+/// answered 503): the OPEN is refused (the kernel's mount fails, it does not hang) and
+/// `finish` gives the registry's typed error.
+#[test]
+fn a_bootstrap_whose_fetch_fails_refuses_the_open_and_finish_says_why() {
+    let Some((p, built, proxy)) = pushed_nydus_behind_a_slow_proxy("registry_serving/failing")
+    else {
+        return;
+    };
+    let boot = built
+        .image
+        .layers
+        .iter()
+        .find(|l| {
+            l.annotations
+                .contains_key(ondemand::registry::NYDUS_BOOTSTRAP)
+        })
+        .expect("a bootstrap layer")
+        .digest
+        .clone();
+    proxy.inject_always(
+        Match::Blob(boot.clone()),
+        Fault::Status {
+            status: 503,
+            retry_after: None,
+        },
+    );
+    let r: Reference = proxy.reference("serving:nydus").parse().unwrap();
+    let resolving = RemoteImage::start_resolve(&client(2), &r, ResolveOptions::default()).unwrap();
+    let key = resolving.mount_keys()[0].to_string();
+    assert_eq!(format!("sha256:{key}"), boot);
+    let mut kernel = Kernel::serving(Session::new(resolving.server()), &p.dir.join("objects"));
+    let t = std::time::Instant::now();
+    let opened = kernel.try_open(&key, &key, Vec::new());
+    let waited = t.elapsed();
+    assert_eq!(
+        opened, None,
+        "the OPEN of a bootstrap that never came is refused"
+    );
+    assert!(
+        waited >= Duration::from_millis(100) && waited < Duration::from_secs(30),
+        "the OPEN waited for the fetch's end, and no longer: {waited:?}"
+    );
+    let hits = proxy
+        .log()
+        .iter()
+        .filter(|s| s.blob() == Some(boot.as_str()))
+        .count();
+    assert_eq!(hits, 2, "both attempts were made");
+    match resolving.finish() {
+        Err(ondemand::registry::ResolveError::Registry(e)) => {
+            assert!(e.to_string().contains("503"), "{e}")
+        }
+        other => panic!("expected the registry's error, got {other:?}"),
+    }
+    assert_eq!(kernel.wrong_writes(), 0);
 }
 
 /// The entrypoint rule (`--predict-entrypoint`): an image whose config says `Cmd: ["prog"]`

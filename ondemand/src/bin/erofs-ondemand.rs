@@ -241,14 +241,16 @@ struct RegistryArgs {
 }
 
 impl RegistryArgs {
-    /// Resolve `reference` with these options (`config`: and fetch the image's
-    /// configuration beside it, for `--predict-entrypoint`).
-    fn resolve(
+    /// Resolve the manifest of `reference` with these options and start fetching the
+    /// rest (`config`: and fetch the image's configuration beside it, for
+    /// `--predict-entrypoint`); each Nydus blob's chunk map is fetched as soon as the
+    /// bootstrap names it (the kernel opens the blobs right after reading the bootstrap).
+    fn start_resolve(
         &self,
         reference: &str,
         with_config: bool,
-    ) -> Result<ondemand::registry::RemoteImage, String> {
-        use ondemand::registry::{RemoteImage, lazy_config};
+    ) -> Result<ondemand::registry::ResolvingImage, String> {
+        use ondemand::registry::{RemoteImage, ResolveOptions, lazy_config};
         let parsed: oci_lazy::Reference = reference
             .parse()
             .map_err(|e| format!("--image {reference}: {e}"))?;
@@ -261,35 +263,52 @@ impl RegistryArgs {
         let client = oci_lazy::Client::new(lazy_config(config))
             .map_err(|e| format!("--image {reference}: {e}"))?;
         log::debug!("registry client ready");
-        let image =
-            RemoteImage::resolve_with(&client, &parsed, with_config).map_err(|e| e.to_string())?;
-        // The blobs' chunk maps are read when the kernel opens them, right after the mount:
-        // fetched now, their round trips overlap the mount.
-        image.fetch_chunk_maps_early();
-        log::info!(
-            "{reference}: {} ({} bytes of layers)",
-            match &image.kind {
-                ondemand::registry::ImageKind::Nydus { blobs, .. } =>
-                    format!("Nydus RAFS v6, {} blobs", blobs.len()),
-                ondemand::registry::ImageKind::ErofsLayers { layers } =>
-                    format!("{} EROFS layers", layers.len()),
-            },
-            image.size
-        );
+        let mut options = ResolveOptions::default();
+        options.config = with_config;
+        options.chunk_maps_early = true;
+        RemoteImage::start_resolve(&client, &parsed, options).map_err(|e| e.to_string())
+    }
+
+    /// [`start_resolve`](Self::start_resolve), waited for.
+    fn resolve(
+        &self,
+        reference: &str,
+        with_config: bool,
+    ) -> Result<ondemand::registry::RemoteImage, String> {
+        let image = self
+            .start_resolve(reference, with_config)?
+            .finish()
+            .map_err(|e| e.to_string())?;
+        log_resolved(&image);
         Ok(image)
     }
 }
 
+/// The image resolved, in the log.
+fn log_resolved(image: &ondemand::registry::RemoteImage) {
+    log::info!(
+        "{}: {} ({} bytes of layers)",
+        image.reference,
+        match &image.kind {
+            ondemand::registry::ImageKind::Nydus { blobs, .. } =>
+                format!("Nydus RAFS v6, {} blobs", blobs.len()),
+            ondemand::registry::ImageKind::ErofsLayers { layers } =>
+                format!("{} EROFS layers", layers.len()),
+        },
+        image.size
+    );
+}
+
 /// Print the registry totals against the image's size (for logs and the demo).
-fn report_registry(image: &ondemand::registry::RemoteImage) {
-    let s = image.store().client().stats();
+fn report_registry(store: &ondemand::registry::RegistryStore, image_size: u64) {
+    let s = store.client().stats();
     println!(
         "erofs-ondemand: registry requests={} bytes={} retries={} image_bytes={} fetched_percent={:.2}",
         s.requests,
         s.bytes,
         s.retries,
-        image.size,
-        s.bytes as f64 * 100.0 / image.size.max(1) as f64
+        image_size,
+        s.bytes as f64 * 100.0 / image_size.max(1) as f64
     );
 }
 
@@ -711,7 +730,7 @@ fn fanotify(args: FanotifyArgs) -> ExitCode {
             args.serving.fetch_entrypoint(&image);
             let server = args.serving.verify_digests(image.server());
             let code = fanotify_serve(server, args, prefetch, &signal, Some(&image));
-            report_registry(&image);
+            report_registry(image.store(), image.size);
             code
         }
     }
@@ -927,6 +946,8 @@ struct CachefilesRun<'a> {
     prefetch: Option<PrefetchConfig>,
     /// `--record`.
     recorder: Option<Arc<ondemand::Recorder>>,
+    /// `--prefetch-list`'s trace (fetched early with `--image`).
+    trace: Option<&'a ondemand::AccessTrace>,
     /// Triggered by SIGINT/SIGTERM.
     shutdown: &'a Shutdown,
     cache_dir: &'a std::path::Path,
@@ -934,11 +955,13 @@ struct CachefilesRun<'a> {
 
 impl CachefilesRun<'_> {
     /// Serve `server` until SIGINT/SIGTERM. With `remote`, mount its rootfs on the mount
-    /// point once the daemon serves, and unmount it (still serving) at the signal.
+    /// point once the daemon serves (a Nydus bootstrap may still be on its way: the kernel
+    /// creates the cache volume meanwhile, its OPEN of the bootstrap waits for it), and
+    /// unmount it (still serving) at the signal.
     fn serve<B: ondemand::BlobStore>(
         self,
         server: ondemand::rafs::RafsServer<B>,
-        remote: Option<(&ondemand::registry::RemoteImage, &std::path::Path)>,
+        remote: Option<(ondemand::registry::ResolvingImage, &std::path::Path)>,
     ) -> ExitCode {
         let serving = self.serving;
         let mut session = Session::new(server)
@@ -958,12 +981,10 @@ impl CachefilesRun<'_> {
             needed: serving.predict_needed,
             cousins: serving.predict_cousins,
         };
-        let nydus = remote.is_some_and(|(image, _)| {
-            matches!(image.kind, ondemand::registry::ImageKind::Nydus { .. })
-        });
+        let nydus = remote.as_ref().is_some_and(|(image, _)| image.is_nydus());
         // A replayed trace's ranges read into the mount's page cache as the prefetch makes
         // them present.
-        let warmer = match remote {
+        let warmer = match &remote {
             Some((_, m)) if nydus && serving.warming() => {
                 match ondemand::warm::PageCacheWarmer::new(m) {
                     Ok(w) => Some(Arc::new(w)),
@@ -980,33 +1001,8 @@ impl CachefilesRun<'_> {
         }
         let predictor =
             (nydus && rules.any()).then(|| Arc::new(ondemand::predict::Predictor::new()));
-        if let (Some((image, _)), true) = (remote, predictor.is_some() || warmer.is_some()) {
-            // The bootstrap walked on a thread of its own while the image mounts.
-            let image = image.clone();
-            let p = predictor.clone();
-            let w = warmer.clone();
-            let _ = std::thread::Builder::new()
-                .name("predict-map".into())
-                .spawn(move || match image.file_map(rules) {
-                    Some(Ok(map)) => {
-                        log::info!("file map: {} files mapped", map.files());
-                        // One map, shared by the warmer and the predictor.
-                        let map = Arc::new(map);
-                        if let Some(w) = w {
-                            w.set_map(Arc::clone(&map));
-                        }
-                        if let Some(p) = p {
-                            p.set(map);
-                        }
-                    }
-                    Some(Err(e)) => {
-                        log::warn!("cold prediction and page cache warming off: {e}")
-                    }
-                    None => {}
-                });
-        }
-        if let Some(predictor) = predictor {
-            session = session.with_predictor(predictor);
+        if let Some(predictor) = &predictor {
+            session = session.with_predictor(Arc::clone(predictor));
         }
         // After the predictor, which raises the default (PREDICT_FILL_THREADS).
         if let Some(n) = serving.fill_threads {
@@ -1028,22 +1024,52 @@ impl CachefilesRun<'_> {
         let result = std::thread::scope(|s| {
             let serving = s.spawn(|| daemon.run());
             if let Some((image, m)) = remote {
+                let keys: Vec<String> = image.mount_keys().into_iter().map(str::to_owned).collect();
+                let reference = image.reference.to_string();
+                let (flags, trace) = (self.serving, self.trace);
+                let (predictor, warmer) = (predictor.clone(), warmer.clone());
+                // The bootstrap fetched, checked and parsed while the kernel creates the
+                // cache volume and opens it; then what needs it: the early fetches, and the
+                // bootstrap walked for cold prediction and the page cache warmer.
+                let mut resolved = std::thread::Builder::new()
+                    .name("predict-map".into())
+                    .spawn_scoped(s, move || {
+                        let image = image.finish()?;
+                        log_resolved(&image);
+                        flags.warm_connections(&image);
+                        flags.fetch_early(&image, trace, true);
+                        flags.fetch_entrypoint(&image);
+                        if predictor.is_some() || warmer.is_some() {
+                            walk_bootstrap(&image, rules, predictor, warmer);
+                        }
+                        Ok::<_, ondemand::registry::ResolveError>(())
+                    })
+                    .inspect_err(|e| log::warn!("no thread for the bootstrap's walk: {e}"))
+                    .ok();
                 let mount_one = |key: &str, dir: &std::path::Path| {
                     ondemand::mount::mount_fscache(key, None, &[], dir)
                 };
-                log::debug!("mounting {} on {}", image.reference, m.display());
-                let mounted =
-                    match ondemand::registry::Rootfs::mount(image, self.cache_dir, m, mount_one) {
-                        Ok(rootfs) => {
-                            log::info!("mounted {} on {}", image.reference, m.display());
-                            Some(rootfs)
+                log::debug!("mounting {reference} on {}", m.display());
+                let mounted = match ondemand::registry::Rootfs::mount_keys(
+                    &keys,
+                    self.cache_dir,
+                    m,
+                    mount_one,
+                ) {
+                    Ok(rootfs) => {
+                        log::info!("mounted {reference} on {}", m.display());
+                        Some(rootfs)
+                    }
+                    Err(e) => {
+                        // A bootstrap that did not come says why.
+                        if let Some(Ok(Err(why))) = resolved.take().map(|t| t.join()) {
+                            eprintln!("erofs-ondemand: {why}");
                         }
-                        Err(e) => {
-                            eprintln!("erofs-ondemand: mounting {}: {e}", image.reference);
-                            failed = true;
-                            None
-                        }
-                    };
+                        eprintln!("erofs-ondemand: mounting {reference}: {e}");
+                        failed = true;
+                        None
+                    }
+                };
                 daemon.session().start_prefetch();
                 while !failed && !self.shutdown.is_triggered() && !serving.is_finished() {
                     std::thread::sleep(Duration::from_millis(100));
@@ -1056,6 +1082,10 @@ impl CachefilesRun<'_> {
                     failed = true;
                 }
                 stop.trigger();
+                // Joined here: a panic in the walk is that thread's alone.
+                if let Some(t) = resolved {
+                    let _ = t.join();
+                }
             }
             serving.join()
         });
@@ -1069,6 +1099,30 @@ impl CachefilesRun<'_> {
             );
         }
         exit_code(result, failed)
+    }
+}
+
+/// The bootstrap of `image` walked (cold prediction's file map, the page cache warmer's).
+fn walk_bootstrap(
+    image: &ondemand::registry::RemoteImage,
+    rules: ondemand::predict::Rules,
+    predictor: Option<Arc<ondemand::predict::Predictor>>,
+    warmer: Option<Arc<ondemand::warm::PageCacheWarmer>>,
+) {
+    match image.file_map(rules) {
+        Some(Ok(map)) => {
+            log::info!("file map: {} files mapped", map.files());
+            // One map, shared by the warmer and the predictor.
+            let map = Arc::new(map);
+            if let Some(w) = &warmer {
+                w.set_map(Arc::clone(&map));
+            }
+            if let Some(p) = predictor {
+                p.set(map);
+            }
+        }
+        Some(Err(e)) => log::warn!("cold prediction and page cache warming off: {e}"),
+        None => {}
     }
 }
 
@@ -1221,9 +1275,11 @@ fn main() -> ExitCode {
                 eprintln!("erofs-ondemand: cannot handle signals: {e}");
                 return ExitCode::FAILURE;
             }
-            // Resolved before the cache is bound: a bad reference binds nothing.
+            // The manifest resolved before the cache is bound: a bad reference binds
+            // nothing. A Nydus bootstrap is fetched from here on while the cache is bound
+            // and the image mounts.
             let remote = match &image {
-                Some(reference) => match registry.resolve(reference, serving.entrypoint()) {
+                Some(reference) => match registry.start_resolve(reference, serving.entrypoint()) {
                     Ok(i) => Some(i),
                     Err(e) => {
                         eprintln!("erofs-ondemand: {e}");
@@ -1239,11 +1295,6 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            if let Some(image) = &remote {
-                serving.warm_connections(image);
-                serving.fetch_early(image, trace.as_ref(), true);
-                serving.fetch_entrypoint(image);
-            }
             let early = serving.early(remote.is_some(), true);
             let prefetch = match serving.prefetch_config(blob_dir.as_deref(), trace.as_ref(), early)
             {
@@ -1315,10 +1366,11 @@ fn main() -> ExitCode {
                 async_readahead,
                 prefetch,
                 recorder,
+                trace: trace.as_ref(),
                 shutdown: &shutdown,
                 cache_dir: &cache_dir,
             };
-            match (&remote, &mountpoint, &blob_dir) {
+            match (remote, &mountpoint, &blob_dir) {
                 (Some(image), Some(m), _) => {
                     log::info!(
                         "serving {} from its registry (cache {}, {} threads, readahead {} bytes)",
@@ -1328,8 +1380,9 @@ fn main() -> ExitCode {
                         serving.readahead
                     );
                     let server = serving.verify_digests(image.server());
+                    let (store, size) = (image.store().clone(), image.size);
                     let code = run.serve(server, Some((image, m.as_path())));
-                    report_registry(image);
+                    report_registry(&store, size);
                     code
                 }
                 (_, _, Some(dir)) => {

@@ -33,6 +33,7 @@
 //! # let _ = server; Ok(()) }
 //! ```
 
+mod arrival;
 mod store;
 
 use std::collections::HashMap;
@@ -47,6 +48,7 @@ use oci_lazy::{Client, Config, Digest, Layer, LazyLayout, Reference, RunConfig};
 
 use crate::predict::{FileMap, Rules};
 use crate::rafs::RafsServer;
+use arrival::Arrival;
 
 pub use crate::trace_early::DEFAULT_EARLY_GAP;
 pub use store::RegistryStore;
@@ -154,6 +156,126 @@ enum ConfigState {
     Done(Result<RunConfig, String>),
 }
 
+/// What [`RemoteImage::start_resolve`] fetches besides the manifest and a Nydus bootstrap.
+#[derive(Debug, Clone, Copy, Default)]
+#[non_exhaustive]
+pub struct ResolveOptions {
+    /// The image's configuration, on a thread of its own ([`RemoteImage::run_config`];
+    /// as [`RemoteImage::resolve_with`]).
+    pub config: bool,
+    /// Each Nydus blob's chunk map, as soon as the bootstrap names it and before the
+    /// bootstrap is served ([`RemoteImage::fetch_chunk_maps_early`]): a mount started
+    /// before the bootstrap was in opens the blobs right after reading it.
+    pub chunk_maps_early: bool,
+}
+
+/// An image whose manifest is resolved while its Nydus bootstrap layer is still being
+/// fetched ([`RemoteImage::start_resolve`]). Its [`server`](Self::server) can serve, and the
+/// kernel mount, its [`mount_keys`](Self::mount_keys) already: the OPEN of the bootstrap
+/// waits for its bytes (and fails with `EIO` if their fetch fails, so the mount fails and
+/// does not hang); [`finish`](Self::finish) waits for the fetch and gives the
+/// [`RemoteImage`] (sharing this store) or the typed error.
+#[derive(Debug)]
+pub struct ResolvingImage {
+    /// The reference resolved.
+    pub reference: Reference,
+    /// The manifest's digest.
+    pub manifest: Digest,
+    /// The sum of the layers' sizes (what a full pull fetches), in bytes.
+    pub size: u64,
+    store: RegistryStore,
+    run_config: Option<Arc<PendingConfig>>,
+    rest: Rest,
+}
+
+/// What a [`ResolvingImage`] still waits for.
+#[derive(Debug)]
+enum Rest {
+    /// Nothing (EROFS layers).
+    Done(ImageKind),
+    /// A Nydus bootstrap (its key): the thread fetching, checking and parsing it.
+    Fetching(
+        String,
+        std::thread::JoinHandle<Result<NydusParts, ResolveError>>,
+    ),
+}
+
+/// A Nydus image's parts known once its bootstrap is in: what to mount, each blob's id and
+/// record, the bootstrap parsed.
+type NydusParts = (
+    ImageKind,
+    Vec<(String, erofs_format::rafs::RafsV6Blob)>,
+    (erofs_reader::Image, RafsMeta),
+);
+
+impl ResolvingImage {
+    /// The object keys the kernel mounts (as [`RemoteImage::mount_keys`]): a Nydus image's
+    /// bootstrap, known from the manifest, or the EROFS layers bottom first.
+    pub fn mount_keys(&self) -> Vec<&str> {
+        match &self.rest {
+            Rest::Fetching(key, _) => vec![key.as_str()],
+            Rest::Done(ImageKind::Nydus { bootstrap, .. }) => vec![bootstrap.as_str()],
+            Rest::Done(ImageKind::ErofsLayers { layers }) => {
+                layers.iter().map(String::as_str).collect()
+            }
+        }
+    }
+
+    /// Whether the image is a Nydus RAFS v6 image (else EROFS layers).
+    pub fn is_nydus(&self) -> bool {
+        matches!(
+            self.rest,
+            Rest::Fetching(..) | Rest::Done(ImageKind::Nydus { .. })
+        )
+    }
+
+    /// The store of the image's blobs (shared with the [`RemoteImage`] to come).
+    pub fn store(&self) -> &RegistryStore {
+        &self.store
+    }
+
+    /// A server for the image, as [`RemoteImage::server`]'s; the kernel's OPEN of a Nydus
+    /// bootstrap waits until it is fetched, checked and parsed (`EIO` if that failed).
+    pub fn server(&self) -> RafsServer<RegistryStore> {
+        let bootstrap = match &self.rest {
+            Rest::Fetching(key, _) => Some(key.as_str()),
+            Rest::Done(ImageKind::Nydus { bootstrap, .. }) => Some(bootstrap.as_str()),
+            Rest::Done(ImageKind::ErofsLayers { .. }) => None,
+        };
+        server(&self.store, bootstrap)
+    }
+
+    /// Wait for the bootstrap's fetch: the image resolved.
+    ///
+    /// # Errors
+    ///
+    /// [`ResolveError`] of the bootstrap layer (registry errors, its digest, its contents).
+    pub fn finish(self) -> Result<RemoteImage, ResolveError> {
+        let (kind, chunk_maps, bootstrap) = match self.rest {
+            Rest::Done(kind) => (kind, Vec::new(), None),
+            Rest::Fetching(key, fetch) => {
+                let (kind, records, parsed) =
+                    fetch.join().map_err(|_| ResolveError::Bootstrap {
+                        reference: self.reference.to_string(),
+                        digest: key,
+                        what: "its fetch's thread panicked".into(),
+                    })??;
+                (kind, records, Some(parsed))
+            }
+        };
+        Ok(RemoteImage {
+            reference: self.reference,
+            manifest: self.manifest,
+            kind,
+            size: self.size,
+            store: self.store,
+            bootstrap,
+            chunk_maps,
+            run_config: self.run_config,
+        })
+    }
+}
+
 impl RemoteImage {
     /// Resolve `reference` (manifest for this platform; for a Nydus image the bootstrap layer
     /// is fetched whole, digest-checked and unpacked, and its blob table checked against the
@@ -179,8 +301,28 @@ impl RemoteImage {
         reference: &Reference,
         config: bool,
     ) -> Result<RemoteImage, ResolveError> {
+        let mut options = ResolveOptions::default();
+        options.config = config;
+        RemoteImage::start_resolve(client, reference, options)?.finish()
+    }
+
+    /// Resolve the manifest of `reference` and start fetching the rest on a thread of its
+    /// own (a Nydus image's bootstrap layer, as [`resolve`](Self::resolve) fetches it): what
+    /// comes back is enough to serve and mount the image ([`ResolvingImage::server`],
+    /// [`ResolvingImage::mount_keys`]) while the bootstrap is still on the wire, the kernel's
+    /// OPEN of the bootstrap waiting for it; [`ResolvingImage::finish`] then gives the
+    /// [`RemoteImage`], or the bootstrap's [`ResolveError`].
+    ///
+    /// # Errors
+    ///
+    /// [`ResolveError`] of the manifest (registry errors, [`ResolveError::NotLazy`]).
+    pub fn start_resolve(
+        client: &Client,
+        reference: &Reference,
+        options: ResolveOptions,
+    ) -> Result<ResolvingImage, ResolveError> {
         let image = client.resolve(reference)?;
-        let run_config = config.then(|| {
+        let run_config = options.config.then(|| {
             let (client, repo, digest) = (
                 client.clone(),
                 reference.repository().clone(),
@@ -207,24 +349,55 @@ impl RemoteImage {
             image.digest,
             image.layers.len()
         );
-        let mut chunk_maps = Vec::new();
-        let mut bootstrap = None;
-        let (kind, memory) = match image.lazy_layout() {
+        let (store, rest) = match image.lazy_layout() {
             Some(LazyLayout::Nydus { bootstrap: boot }) => {
-                let (kind, bytes, records, parsed) = nydus(client, reference, boot, &image.layers)?;
-                chunk_maps = records;
-                bootstrap = Some(parsed);
-                (kind, vec![(boot.digest.hex().as_bytes().to_vec(), bytes)])
+                let key = boot.digest.hex().to_owned();
+                let (held, promise) = Arrival::pending();
+                let memory = vec![(key.as_bytes().to_vec(), held)];
+                let store = RegistryStore::holding(client.clone(), repo, &image.layers, memory);
+                let (client, named, layer, layers, theirs) = (
+                    client.clone(),
+                    reference.clone(),
+                    boot.clone(),
+                    image.layers.clone(),
+                    store.clone(),
+                );
+                let fetch = move || match nydus(&client, &named, &layer, &layers) {
+                    Ok((kind, bytes, records, parsed)) => {
+                        // Registered before the bootstrap is handed out: the kernel opens
+                        // the blobs only after reading it, so their opens find these.
+                        if options.chunk_maps_early {
+                            fetch_chunk_maps(&theirs, &records);
+                        }
+                        promise.keep(store::Held {
+                            bytes,
+                            parsed: Some(parsed.clone()),
+                        });
+                        Ok((kind, records, parsed))
+                    }
+                    Err(e) => {
+                        promise.fail(e.to_string());
+                        Err(e)
+                    }
+                };
+                let spawned = std::thread::Builder::new()
+                    .name("bootstrap".into())
+                    .spawn(fetch)
+                    .map_err(|e| ResolveError::Bootstrap {
+                        reference: reference.to_string(),
+                        digest: boot.digest.to_string(),
+                        what: format!("cannot start its fetch: {e}"),
+                    })?;
+                (store, Rest::Fetching(key, spawned))
             }
             Some(LazyLayout::Erofs) => {
                 let layers = image.erofs_layers().into_iter();
                 let layers = layers.map(|i| image.layers[i].digest.hex().to_owned());
-                (
-                    ImageKind::ErofsLayers {
-                        layers: layers.collect(),
-                    },
-                    Vec::new(),
-                )
+                let kind = ImageKind::ErofsLayers {
+                    layers: layers.collect(),
+                };
+                let store = RegistryStore::new(client.clone(), repo, &image.layers, Vec::new());
+                (store, Rest::Done(kind))
             }
             None => {
                 return Err(ResolveError::NotLazy {
@@ -233,15 +406,13 @@ impl RemoteImage {
                 });
             }
         };
-        Ok(RemoteImage {
+        Ok(ResolvingImage {
             reference: reference.clone(),
             manifest: image.digest,
-            kind,
             size,
-            store: RegistryStore::new(client.clone(), repo, &image.layers, memory),
-            bootstrap,
-            chunk_maps,
+            store,
             run_config,
+            rest,
         })
     }
 
@@ -281,15 +452,11 @@ impl RemoteImage {
     /// The bootstrap itself was checked against its layer digest when resolved. EROFS
     /// layers have no digest below the layer's, and are served unchecked.
     pub fn server(&self) -> RafsServer<RegistryStore> {
-        let server = RafsServer::with_store(self.store.clone()).with_verify_digests(true);
-        match (&self.kind, &self.bootstrap) {
-            // The kernel's OPEN of the bootstrap takes its blob table from the parse done
-            // when resolving, not from a second one.
-            (ImageKind::Nydus { bootstrap, .. }, Some((image, meta))) => {
-                server.with_parsed_bootstrap(bootstrap.as_bytes(), image.clone(), meta.clone())
-            }
-            _ => server,
-        }
+        let bootstrap = match &self.kind {
+            ImageKind::Nydus { bootstrap, .. } => Some(bootstrap.as_str()),
+            ImageKind::ErofsLayers { .. } => None,
+        };
+        server(&self.store, bootstrap)
     }
 
     /// A Nydus image's files by blob and offset, for cold prediction
@@ -316,19 +483,7 @@ impl RemoteImage {
     /// off the path to the first READ. The same requests the opens would make, made sooner;
     /// nothing for EROFS-layer images or blobs whose map is in a separate meta blob.
     pub fn fetch_chunk_maps_early(&self) {
-        use erofs_format::rafs::{BLOB_META_HEADER_SIZE, BlobFeatures};
-        for (id, record) in &self.chunk_maps {
-            if record.features().contains(BlobFeatures::SEPARATE) {
-                continue;
-            }
-            let start = record.ci_offset.get();
-            if let Some(end) = record
-                .meta_header_offset()
-                .and_then(|h| h.checked_add(BLOB_META_HEADER_SIZE as u64))
-            {
-                self.store.fetch_early(id.as_bytes(), start..end);
-            }
-        }
+        fetch_chunk_maps(&self.store, &self.chunk_maps);
     }
 
     /// Open `connections` connections to the registry while the image mounts
@@ -548,6 +703,40 @@ impl RemoteImage {
     }
 }
 
+/// A server for an image's `store` (Nydus chunks checked, see [`RemoteImage::server`]); the
+/// kernel's OPEN of the `bootstrap` takes its blob table from the parse done when it was
+/// fetched, not from a second one.
+fn server(store: &RegistryStore, bootstrap: Option<&str>) -> RafsServer<RegistryStore> {
+    let server = RafsServer::with_store(store.clone()).with_verify_digests(true);
+    match bootstrap {
+        Some(key) => {
+            let (store, name) = (store.clone(), key.as_bytes().to_vec());
+            server.with_parsed_bootstrap(key.as_bytes(), Arc::new(move || store.parsed(&name)))
+        }
+        None => server,
+    }
+}
+
+/// [`RemoteImage::fetch_chunk_maps_early`] of the blobs `chunk_maps` lists.
+fn fetch_chunk_maps(
+    store: &RegistryStore,
+    chunk_maps: &[(String, erofs_format::rafs::RafsV6Blob)],
+) {
+    use erofs_format::rafs::{BLOB_META_HEADER_SIZE, BlobFeatures};
+    for (id, record) in chunk_maps {
+        if record.features().contains(BlobFeatures::SEPARATE) {
+            continue;
+        }
+        let start = record.ci_offset.get();
+        if let Some(end) = record
+            .meta_header_offset()
+            .and_then(|h| h.checked_add(BLOB_META_HEADER_SIZE as u64))
+        {
+            store.fetch_early(id.as_bytes(), start..end);
+        }
+    }
+}
+
 /// The pieces of a file's `extent` to fetch early, cut at `piece` bytes from its start: the
 /// first and the last (an ELF object's headers, and its dynamic section in its data segment),
 /// then, if the file is at most `whole_file` long, the rest.
@@ -653,10 +842,26 @@ impl Rootfs {
         image: &RemoteImage,
         work: &Path,
         target: &Path,
+        mount_one: impl FnMut(&str, &Path) -> io::Result<()>,
+    ) -> io::Result<Rootfs> {
+        Rootfs::mount_keys(&image.mount_keys(), work, target, mount_one)
+    }
+
+    /// [`mount`](Self::mount) of an image's keys (its [`RemoteImage::mount_keys`], or a
+    /// [`ResolvingImage::mount_keys`] whose bootstrap may still be on its way): one key is
+    /// one mount on `target`, several are EROFS layers, bottom first, overlaid.
+    ///
+    /// # Errors
+    ///
+    /// As [`mount`](Self::mount).
+    pub fn mount_keys(
+        keys: &[impl AsRef<str>],
+        work: &Path,
+        target: &Path,
         mut mount_one: impl FnMut(&str, &Path) -> io::Result<()>,
     ) -> io::Result<Rootfs> {
         let mut rootfs = Rootfs { mounts: Vec::new() };
-        let keys = image.mount_keys();
+        let keys: Vec<&str> = keys.iter().map(AsRef::as_ref).collect();
         if let [key] = keys[..] {
             mount_one(key, target)?;
             rootfs.mounts.push(target.to_path_buf());

@@ -7,12 +7,14 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io;
 use std::ops::Range;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use erofs_reader::Source;
+use erofs_reader::nydus::RafsMeta;
 use oci_lazy::{Blob, Client, Layer, Repository};
 
+use super::arrival::{Arrival, Promise};
 use crate::blob_store::{BlobStore, RangeRead, StoredBlob};
 
 /// The blobs of one image in a registry, read lazily by byte ranges through `oci-lazy`.
@@ -26,7 +28,7 @@ pub struct RegistryStore {
     client: Client,
     repo: Repository,
     layers: Arc<HashMap<Vec<u8>, Layer>>,
-    memory: Arc<HashMap<Vec<u8>, Arc<[u8]>>>,
+    memory: Arc<HashMap<Vec<u8>, Arc<Arrival<Held>>>>,
     /// Ranges fetched ahead of their first read ([`RegistryStore::fetch_early`]), by name.
     early: Arc<Mutex<EarlyByName>>,
 }
@@ -37,48 +39,26 @@ type EarlyByName = HashMap<Vec<u8>, Vec<Arc<Early>>>;
 /// A range of a blob fetched on a thread of its own before anyone reads it.
 struct Early {
     range: Range<u64>,
-    state: Mutex<EarlyState>,
-    done: Condvar,
-}
-
-enum EarlyState {
-    Pending,
-    Ready(Arc<[u8]>),
-    Failed,
+    bytes: Arc<Arrival<Arc<[u8]>>>,
 }
 
 /// The longest a read waits for an early fetch before it asks the registry itself.
 const EARLY_WAIT: Duration = Duration::from_secs(30);
 
 impl Early {
-    fn finish(&self, state: EarlyState) {
-        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = state;
-        self.done.notify_all();
-    }
-
     /// The bytes, once fetched; `None` if the fetch failed (or took longer than
     /// [`EARLY_WAIT`]): the reader then fetches them itself.
     fn wait(&self) -> Option<Arc<[u8]>> {
-        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let deadline = std::time::Instant::now() + EARLY_WAIT;
-        loop {
-            match &*st {
-                EarlyState::Ready(b) => return Some(b.clone()),
-                EarlyState::Failed => return None,
-                EarlyState::Pending => {
-                    let left = deadline.saturating_duration_since(std::time::Instant::now());
-                    if left.is_zero() {
-                        return None;
-                    }
-                    st = self
-                        .done
-                        .wait_timeout(st, left)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0;
-                }
-            }
-        }
+        self.bytes.wait_within(EARLY_WAIT)?.ok()
     }
+}
+
+/// A blob held in memory (a Nydus bootstrap, unpacked and checked), perhaps still being
+/// fetched: its bytes, and its parse when it is a RAFS bootstrap parsed already.
+#[derive(Clone)]
+pub(super) struct Held {
+    pub(super) bytes: Arc<[u8]>,
+    pub(super) parsed: Option<(erofs_reader::Image, RafsMeta)>,
 }
 
 impl std::fmt::Debug for RegistryStore {
@@ -99,6 +79,27 @@ impl RegistryStore {
         repo: Repository,
         layers: &[Layer],
         memory: Vec<(Vec<u8>, Arc<[u8]>)>,
+    ) -> RegistryStore {
+        let memory = memory
+            .into_iter()
+            .map(|(name, bytes)| {
+                let held = Held {
+                    bytes,
+                    parsed: None,
+                };
+                (name, Arrival::ready(held))
+            })
+            .collect();
+        RegistryStore::holding(client, repo, layers, memory)
+    }
+
+    /// [`new`](Self::new) with blobs held in memory that may still be on their way (a
+    /// bootstrap fetched while the kernel mounts it): opening one waits for it.
+    pub(super) fn holding(
+        client: Client,
+        repo: Repository,
+        layers: &[Layer],
+        memory: Vec<(Vec<u8>, Arc<Arrival<Held>>)>,
     ) -> RegistryStore {
         RegistryStore {
             client,
@@ -144,17 +145,21 @@ impl RegistryStore {
         let Some(layer) = self.layers.get(name) else {
             return;
         };
-        let early: Vec<Arc<Early>> = ranges
-            .into_iter()
-            .filter(|r| r.start < r.end && r.end <= layer.size && r.end - r.start <= 16 << 20)
-            .map(|range| {
-                Arc::new(Early {
-                    range,
-                    state: Mutex::new(EarlyState::Pending),
-                    done: Condvar::new(),
-                })
-            })
-            .collect();
+        let mut early = Vec::new();
+        let mut promises: Vec<(Range<u64>, Promise<Arc<[u8]>>)> = Vec::new();
+        for range in ranges {
+            if range.start < range.end
+                && range.end <= layer.size
+                && range.end - range.start <= 16 << 20
+            {
+                let (bytes, promise) = Arrival::pending();
+                early.push(Arc::new(Early {
+                    range: range.clone(),
+                    bytes,
+                }));
+                promises.push((range, promise));
+            }
+        }
         if early.is_empty() {
             return;
         }
@@ -163,37 +168,35 @@ impl RegistryStore {
             .unwrap_or_else(|p| p.into_inner())
             .entry(name.to_vec())
             .or_default()
-            .extend(early.iter().cloned());
-        let n = connections.clamp(1, early.len());
-        for i in 0..n {
-            let mine: Vec<Arc<Early>> = early.iter().skip(i).step_by(n).cloned().collect();
+            .extend(early);
+        let n = connections.clamp(1, promises.len());
+        let mut shares: Vec<Vec<_>> = (0..n).map(|_| Vec::new()).collect();
+        for (i, p) in promises.into_iter().enumerate() {
+            shares[i % n].push(p);
+        }
+        for mine in shares {
             let blob = self
                 .client
                 .blob_with_size(&self.repo, &layer.digest, layer.size);
-            let theirs = mine.clone();
-            let spawned = std::thread::Builder::new()
+            // A thread that cannot start drops its promises: their readers fetch for
+            // themselves.
+            let _ = std::thread::Builder::new()
                 .name("early-fetch".into())
                 .spawn(move || {
                     if nice > 0 {
                         let _ = crate::sys::set_thread_nice(nice.min(19));
                     }
-                    for e in theirs {
-                        let range = e.range.clone();
+                    for (range, promise) in mine {
                         let mut buf = vec![0u8; (range.end - range.start) as usize];
-                        let state = match blob.read_ranges(&mut [(range.start, &mut buf[..])]) {
-                            Ok(()) => EarlyState::Ready(buf.into()),
+                        match blob.read_ranges(&mut [(range.start, &mut buf[..])]) {
+                            Ok(()) => promise.keep(buf.into()),
                             Err(err) => {
                                 log::debug!("early fetch of {range:?} failed: {err}");
-                                EarlyState::Failed
+                                promise.fail(err.to_string());
                             }
-                        };
-                        e.finish(state);
+                        }
                     }
                 });
-            if spawned.is_err() {
-                // Nobody will fetch them: readers must not wait.
-                mine.iter().for_each(|e| e.finish(EarlyState::Failed));
-            }
         }
     }
 
@@ -246,6 +249,12 @@ impl RegistryStore {
                 result
             })
             .ok()
+    }
+
+    /// The bootstrap held in memory under `name`, parsed when it was fetched (waiting for
+    /// it if it is still on its way); `None` if there is none, or its fetch failed.
+    pub(super) fn parsed(&self, name: &[u8]) -> Option<(erofs_reader::Image, RafsMeta)> {
+        self.memory.get(name)?.wait().ok()?.parsed
     }
 
     /// The size of the layer `name`, if it is one of the image's.
@@ -425,8 +434,13 @@ impl StoredBlob for MemoryBlob {}
 
 impl BlobStore for RegistryStore {
     fn open(&self, name: &[u8]) -> io::Result<Arc<dyn StoredBlob>> {
-        if let Some(bytes) = self.memory.get(name) {
-            return Ok(Arc::new(MemoryBlob(bytes.clone())));
+        if let Some(held) = self.memory.get(name) {
+            // A bootstrap still on its way: the kernel's OPEN waits for it (the fetch ends
+            // with the bytes or an error, in the client's time limits).
+            return match held.wait() {
+                Ok(held) => Ok(Arc::new(MemoryBlob(held.bytes))),
+                Err(why) => Err(io::Error::other(format!("{}: {why}", name.escape_ascii()))),
+            };
         }
         let layer = self.layers.get(name).ok_or_else(|| {
             io::Error::new(
