@@ -499,8 +499,7 @@ fn a_bootstrap_opened_while_it_is_fetched_is_served_once_in() {
     let r: Reference = proxy.reference("serving:nydus").parse().unwrap();
     let served = |id: &str| p.reg.blob_served(&format!("sha256:{id}"));
     let pushed: Vec<_> = built.blob_ids.iter().map(|id| served(id)).collect();
-    let mut options = ResolveOptions::default();
-    options.chunk_maps_early = true;
+    let options = ResolveOptions::default().with_chunk_maps_early(true);
     let resolving = RemoteImage::start_resolve(&client(3), &r, options).unwrap();
     assert!(resolving.is_nydus());
     let keys: Vec<String> = resolving

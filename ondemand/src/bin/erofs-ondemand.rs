@@ -263,9 +263,9 @@ impl RegistryArgs {
         let client = oci_lazy::Client::new(lazy_config(config))
             .map_err(|e| format!("--image {reference}: {e}"))?;
         log::debug!("registry client ready");
-        let mut options = ResolveOptions::default();
-        options.config = with_config;
-        options.chunk_maps_early = true;
+        let options = ResolveOptions::default()
+            .with_config(with_config)
+            .with_chunk_maps_early(true);
         RemoteImage::start_resolve(&client, &parsed, options).map_err(|e| e.to_string())
     }
 
@@ -1256,6 +1256,7 @@ fn main() -> ExitCode {
         .init();
     log::debug!("erofs-ondemand {} started", env!("CARGO_PKG_VERSION"));
     let cli = Cli::parse();
+    log::debug!("arguments parsed");
     match cli.command {
         Cmd::Serve {
             cache_dir,

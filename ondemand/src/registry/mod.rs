@@ -156,17 +156,30 @@ enum ConfigState {
     Done(Result<RunConfig, String>),
 }
 
-/// What [`RemoteImage::start_resolve`] fetches besides the manifest and a Nydus bootstrap.
+/// What [`RemoteImage::start_resolve`] fetches besides the manifest and a Nydus bootstrap
+/// (default: nothing).
 #[derive(Debug, Clone, Copy, Default)]
-#[non_exhaustive]
 pub struct ResolveOptions {
-    /// The image's configuration, on a thread of its own ([`RemoteImage::run_config`];
-    /// as [`RemoteImage::resolve_with`]).
-    pub config: bool,
+    config: bool,
+    chunk_maps_early: bool,
+}
+
+impl ResolveOptions {
+    /// The image's configuration, on a thread of its own ([`RemoteImage::run_config`]; as
+    /// [`RemoteImage::resolve_with`]).
+    pub fn with_config(mut self, on: bool) -> Self {
+        self.config = on;
+        self
+    }
+
     /// Each Nydus blob's chunk map, as soon as the bootstrap names it and before the
     /// bootstrap is served ([`RemoteImage::fetch_chunk_maps_early`]): a mount started
-    /// before the bootstrap was in opens the blobs right after reading it.
-    pub chunk_maps_early: bool,
+    /// before the bootstrap was in opens the blobs right after reading it, and finds them
+    /// on their way.
+    pub fn with_chunk_maps_early(mut self, on: bool) -> Self {
+        self.chunk_maps_early = on;
+        self
+    }
 }
 
 /// An image whose manifest is resolved while its Nydus bootstrap layer is still being
@@ -301,8 +314,7 @@ impl RemoteImage {
         reference: &Reference,
         config: bool,
     ) -> Result<RemoteImage, ResolveError> {
-        let mut options = ResolveOptions::default();
-        options.config = config;
+        let options = ResolveOptions::default().with_config(config);
         RemoteImage::start_resolve(client, reference, options)?.finish()
     }
 

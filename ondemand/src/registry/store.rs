@@ -39,8 +39,11 @@ type EarlyByName = HashMap<Vec<u8>, Vec<Arc<Early>>>;
 /// A range of a blob fetched on a thread of its own before anyone reads it.
 struct Early {
     range: Range<u64>,
-    bytes: Arc<Arrival<Arc<[u8]>>>,
+    bytes: Arc<Arrival<Bytes>>,
 }
+
+/// Bytes fetched.
+type Bytes = Arc<[u8]>;
 
 /// The longest a read waits for an early fetch before it asks the registry itself.
 const EARLY_WAIT: Duration = Duration::from_secs(30);
@@ -146,7 +149,7 @@ impl RegistryStore {
             return;
         };
         let mut early = Vec::new();
-        let mut promises: Vec<(Range<u64>, Promise<Arc<[u8]>>)> = Vec::new();
+        let mut promises: Vec<(Range<u64>, Promise<Bytes>)> = Vec::new();
         for range in ranges {
             if range.start < range.end
                 && range.end <= layer.size
