@@ -29,6 +29,8 @@ struct Pushed {
     tree: LayeredTree,
     /// (tag, sum of the layers' sizes, small file to read).
     images: Vec<(&'static str, u64)>,
+    /// The Nydus image's bootstrap layer (digest hex), if pushed.
+    bootstrap: Option<String>,
     reg: Registry,
 }
 
@@ -41,6 +43,7 @@ fn push_images(name: &str, big: usize, kinds: &[&str]) -> Option<Pushed> {
     let layout = OciLayout::create(&dir.join("layout"));
     let platform = Platform::host();
     let mut images = Vec::new();
+    let mut bootstrap = None;
     for &kind in kinds {
         let (tag, image) = match kind {
             "erofs" => (
@@ -56,8 +59,20 @@ fn push_images(name: &str, big: usize, kinds: &[&str]) -> Option<Pushed> {
         layout.tag(tag, &image.manifest);
         skopeo.push(layout.dir(), tag, &reg, &format!("rootfs:{tag}"));
         images.push((tag, image.layers.iter().map(|l| l.size).sum()));
+        if tag == "nydus" {
+            bootstrap = image
+                .layers
+                .iter()
+                .find(|l| l.annotations.contains_key(oci_lazy::NYDUS_BOOTSTRAP))
+                .map(|l| l.hex().to_owned());
+        }
     }
-    Some(Pushed { tree, images, reg })
+    Some(Pushed {
+        tree,
+        images,
+        bootstrap,
+        reg,
+    })
 }
 
 /// The guest script: the registry on the loopback, then one round per image.
@@ -114,6 +129,30 @@ img_round() {
     data ${_img}_after_registry "$(reg_count $_m0)"
     check_fails $_img-unmounted grep -q " $_m " /proc/mounts
 }
+# bootstrap_gone CMD REF MNT HEX: the bootstrap layer (blob HEX) taken out of the registry's
+# storage. `serve` mounts before the bootstrap is in: the kernel's OPEN of it is refused once
+# its fetch fails, so the mount fails (it does not hang) and the daemon exits non-zero,
+# saying why.
+bootstrap_gone() {
+    _d=/data/registry/docker/registry/v2/blobs/sha256/$(echo $4 | cut -c1-2)/$4
+    mv $_d /tmp/gone-blob
+    mkdir -p "$3" /data/cache/gone
+    erofs-ondemand $1 --cache-dir /data/cache/gone --image "$2" --mountpoint "$3" \
+        >/tmp/gone.log 2>&1 &
+    DPID=$!
+    _i=0
+    while kill -0 $DPID 2>/dev/null && [ $_i -lt 1200 ]; do
+        _i=$((_i + 1)); usleep 50000
+    done
+    check_fails gone-daemon-hangs kill -0 $DPID
+    kill -KILL $DPID 2>/dev/null
+    wait $DPID
+    data gone_rc "$?"
+    data gone_ms "$((_i * 50))"
+    check_fails gone-mounted grep -q " $3 " /proc/mounts
+    data gone_log "$(grep 'erofs-ondemand: ' /tmp/gone.log | head -3 | tr '\n' '|')"
+    mv /tmp/gone-blob $_d
+}
 "#;
 
 /// `k=N` from a counters line.
@@ -141,6 +180,12 @@ fn run_kernel(name: &str, kernel: Kernel, cmd: &str, big: usize, kinds: &[&str])
             "img_round {tag} {cmd} 127.0.0.1:5000/rootfs:{tag} /mnt/{tag} small/s3 {outage}\n"
         ));
     }
+    let gone = gone_round(cmd, &p);
+    if let Some(hex) = &gone {
+        script.push_str(&format!(
+            "bootstrap_gone {cmd} 127.0.0.1:5000/rootfs:nydus /mnt/gone {hex}\n"
+        ));
+    }
     let disk: u64 = p.images.iter().map(|i| i.1).sum::<u64>() * 3 + (256 << 20);
     let run = VmRun::new(&format!("registry-{name}"))
         .kernel(kernel)
@@ -152,11 +197,21 @@ fn run_kernel(name: &str, kernel: Kernel, cmd: &str, big: usize, kinds: &[&str])
     let Some(out) = p.reg.into_guest(run).run() else {
         return;
     };
-    report(&out, &p, name);
+    report(&out, &p, name, gone.is_some());
 }
 
-fn report(out: &VmOutcome, p: &Pushed, name: &str) {
+/// The bootstrap layer to take away after the rounds (`bootstrap_gone`): `serve` of a Nydus
+/// image, which mounts while the bootstrap is fetched (`fanotify` sizes its backing files
+/// from the bootstrap, so it has it before it mounts).
+fn gone_round(cmd: &str, p: &Pushed) -> Option<String> {
+    (cmd == "serve").then(|| p.bootstrap.clone()).flatten()
+}
+
+fn report(out: &VmOutcome, p: &Pushed, name: &str, gone: bool) {
     let mut expected = vec!["registry-up".to_string()];
+    if gone {
+        expected.extend(["gone-daemon-hangs".to_string(), "gone-mounted".to_string()]);
+    }
     for (tag, _) in &p.images {
         if *tag == "nydus" {
             for c in ["read-while-down", "daemon-alive", "registry-back"] {
@@ -185,6 +240,21 @@ fn report(out: &VmOutcome, p: &Pushed, name: &str) {
         out.passed.len(),
         out.elapsed
     );
+    if gone {
+        // The mount of an image whose bootstrap cannot be fetched failed, and the daemon
+        // said why and exited non-zero (not killed: that is the hang check's).
+        let (rc, ms, log) = (
+            out.data("gone_rc").unwrap_or_default(),
+            out.data("gone_ms").unwrap_or_default(),
+            out.data("gone_log").unwrap_or_default(),
+        );
+        println!("  bootstrap gone: exit {rc} after ~{ms} ms: {log}");
+        assert_eq!(rc, "1", "{log}");
+        assert!(
+            log.contains("bootstrap"),
+            "the error names the bootstrap: {log}"
+        );
+    }
     for (tag, size) in &p.images {
         let get = |k: &str| {
             out.data(&format!("{tag}_{k}"))

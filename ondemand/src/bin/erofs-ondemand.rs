@@ -1063,7 +1063,7 @@ impl CachefilesRun<'_> {
                     Err(e) => {
                         // A bootstrap that did not come says why.
                         if let Some(Ok(Err(why))) = resolved.take().map(|t| t.join()) {
-                            eprintln!("erofs-ondemand: {why}");
+                            eprintln!("erofs-ondemand: fetching the bootstrap layer: {why}");
                         }
                         eprintln!("erofs-ondemand: mounting {reference}: {e}");
                         failed = true;
