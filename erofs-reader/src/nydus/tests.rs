@@ -242,3 +242,167 @@ fn bad_chunk_infos_are_refused() {
         Err(Error::Unsupported { .. })
     ));
 }
+
+/// Feed `stream` the stored bytes `stored` in `step`-byte prefixes, recording what
+/// [`ChunkStream::feed`] says is final after each; then finish it.
+fn stream_in_steps(
+    src: &BlobSource,
+    stream: &mut ChunkStream,
+    stored: &[u8],
+    step: usize,
+    out: &mut [u8],
+) -> (Vec<usize>, crate::Result<()>) {
+    let mut finals = Vec::new();
+    let mut upto = 0;
+    while upto < stored.len() {
+        upto = (upto + step).min(stored.len());
+        match stream.feed(src, &stored[..upto], out) {
+            Ok(n) => finals.push(n),
+            Err(e) => return (finals, Err(e)),
+        }
+    }
+    let r = stream.finish(src);
+    (finals, r)
+}
+
+/// Compressible bytes (words drawn at random), in several zstd blocks.
+fn words(n: usize, seed: u32) -> Vec<u8> {
+    const WORDS: [&[u8]; 7] = [
+        b"ready ",
+        b"import ",
+        b"asyncio ",
+        b"json\n",
+        b"ssl ",
+        b"os ",
+        b"re\n",
+    ];
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(n + 8);
+    while out.len() < n {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        out.extend_from_slice(WORDS[(x % 7) as usize]);
+    }
+    out.truncate(n);
+    out
+}
+
+/// A chunk whose digest is checked streams (session 14): decoded and hashed as its stored
+/// bytes come in, nothing final until the whole chunk matched its digest, then all of it,
+/// the same bytes as the whole-chunk decoder's; for BLAKE3 and SHA-256, zstd and raw.
+#[test]
+fn a_checked_chunk_streams_and_is_final_only_once_whole() {
+    let z = words(300_000, 2_654_435_761);
+    let raw: Vec<u8> = (0..70_000u32).map(|i| (i * 31 + i / 7) as u8).collect();
+    for algo in [Digester::Blake3, Digester::Sha256] {
+        let (data, mut r, _) = blob(&[(z.clone(), true), (raw.clone(), false)]);
+        r.digest_algo = U32::new(match algo {
+            Digester::Blake3 => 0,
+            Digester::Sha256 => 1,
+        });
+        let digests = vec![digest(Some(algo), &z), digest(Some(algo), &raw)];
+        let src = BlobSource::new(data.clone(), &r).with_digests(digests);
+        let infos = src.chunk_infos().unwrap().to_vec();
+        assert!(infos[0].compressed && infos[0].compressed_size > 4 * 4096);
+        for (ci, plain) in [(0u32, &z), (1, &raw)] {
+            let c = infos[ci as usize];
+            let stored = &data[c.compressed_offset as usize..c.compressed_end() as usize];
+            let mut stream = src
+                .chunk_stream(ci)
+                .unwrap()
+                .expect("a checked chunk streams");
+            let mut out = vec![0u8; plain.len()];
+            let (finals, r) = stream_in_steps(&src, &mut stream, stored, 4096, &mut out);
+            r.unwrap();
+            assert!(finals.len() >= 4, "{algo:?} chunk {ci}: {finals:?}");
+            assert!(
+                finals.iter().all(|&n| n == 0),
+                "{algo:?} chunk {ci}: {finals:?}"
+            );
+            assert_eq!(stream.decoded(), plain.len());
+            assert!(out == *plain, "{algo:?} chunk {ci}");
+            // Kept in the decoded-chunk cache once checked.
+            let out: Arc<[u8]> = Arc::from(out);
+            src.keep_decoded(&stream, out);
+            assert!(src.is_decoded(ci));
+        }
+        assert_eq!(src.stats().chunks_verified, 2, "{algo:?}");
+    }
+}
+
+/// A byte of a checked chunk changed (or a digest that does not match its bytes): the
+/// stream fails at `finish` with the whole-chunk decoder's error, nothing of the chunk was
+/// ever final, it is not kept, and finishing again fails again.
+#[test]
+fn a_changed_byte_fails_a_checked_stream_with_nothing_final() {
+    let z = words(200_000, 40_503);
+    let raw: Vec<u8> = (0..50_000u32).map(|i| (i * 13) as u8).collect();
+    let (mut data, r, _) = blob(&[(z.clone(), true), (raw.clone(), false)]);
+    let digests = vec![
+        // zstd: the digest of other bytes (a changed stored byte would mostly break the
+        // frame instead).
+        digest(Some(Digester::Blake3), &z[1..]),
+        digest(Some(Digester::Blake3), &raw),
+    ];
+    let infos = BlobSource::new(data.clone(), &r)
+        .chunk_infos()
+        .unwrap()
+        .to_vec();
+    data[infos[1].compressed_offset as usize + 30_000] ^= 0x40;
+    let src = BlobSource::new(data.clone(), &r).with_digests(digests);
+    for ci in [0u32, 1] {
+        let c = infos[ci as usize];
+        let stored = &data[c.compressed_offset as usize..c.compressed_end() as usize];
+        let mut stream = src.chunk_stream(ci).unwrap().unwrap();
+        let mut out = vec![0u8; c.uncompressed_size as usize];
+        let (finals, r) = stream_in_steps(&src, &mut stream, stored, 8192, &mut out);
+        let e = r.unwrap_err();
+        assert!(e.is_corrupt() && e.to_string().contains("digest"), "{e}");
+        assert!(finals.iter().all(|&n| n == 0), "chunk {ci}: {finals:?}");
+        assert_eq!(stream.decoded(), 0, "chunk {ci}");
+        assert!(stream.finish(&src).is_err(), "chunk {ci}: a second finish");
+        assert_eq!(stream.decoded(), 0, "chunk {ci}");
+        src.keep_decoded(&stream, Arc::from(out));
+        assert!(!src.is_decoded(ci), "chunk {ci} kept unchecked");
+        // The whole-chunk path says the same.
+        let whole = src.decode_chunk(ci).unwrap_err();
+        assert_eq!(
+            whole.to_string().split(": digest").next(),
+            e.to_string().split(": digest").next()
+        );
+    }
+    assert_eq!(src.stats().chunks_verified, 0);
+}
+
+/// Without digests a stream's output is final as it is decoded (session 8's behaviour):
+/// prefixes grow before the last stored byte is in; a chunk whose digest is `None` in the
+/// table streams so too.
+#[test]
+fn an_unchecked_chunk_is_final_as_it_decodes() {
+    let z = words(300_000, 2_246_822_519);
+    let (data, r, _) = blob(&[(z.clone(), true), (z.clone(), true)]);
+    let good = digest(Some(Digester::Blake3), &z);
+    for (src, ci) in [
+        (BlobSource::new(data.clone(), &r), 0u32),
+        (
+            BlobSource::new(data.clone(), &r).with_digests(vec![good, None]),
+            1,
+        ),
+    ] {
+        let c = src.chunk_infos().unwrap()[ci as usize];
+        let stored = &data[c.compressed_offset as usize..c.compressed_end() as usize];
+        let mut stream = src.chunk_stream(ci).unwrap().unwrap();
+        let mut out = vec![0u8; z.len()];
+        let (finals, r) = stream_in_steps(&src, &mut stream, stored, 4096, &mut out);
+        r.unwrap();
+        assert!(
+            finals.iter().any(|&n| n > 0 && n < z.len()),
+            "chunk {ci}: {finals:?}"
+        );
+        assert!(finals.windows(2).all(|w| w[0] <= w[1]), "{finals:?}");
+        assert_eq!(stream.decoded(), z.len());
+        assert!(out == z);
+        assert_eq!(src.stats().chunks_verified, 0);
+    }
+}
