@@ -619,6 +619,17 @@ struct Trickling {
     damage: std::sync::Arc<std::sync::Mutex<Option<Damage>>>,
 }
 
+impl Trickling {
+    /// Over the blob directory `blobs`, no damage.
+    fn new(blobs: &Path) -> Self {
+        Trickling {
+            dir: ondemand::LocalDirStore::new(blobs),
+            events: Default::default(),
+            damage: Default::default(),
+        }
+    }
+}
+
 struct TricklingBlob {
     inner: std::sync::Arc<dyn ondemand::StoredBlob>,
     events: std::sync::Arc<std::sync::Mutex<Vec<(char, u64)>>>,
@@ -762,11 +773,7 @@ fn a_chunk_is_decoded_as_its_bytes_arrive() {
     let Some((blobs, id, want)) = zstd_1m_chunks(&dir) else {
         return;
     };
-    let store = Trickling {
-        dir: ondemand::LocalDirStore::new(&blobs),
-        events: Default::default(),
-        damage: Default::default(),
-    };
+    let store = Trickling::new(&blobs);
     let events = store.events.clone();
     let server = ondemand::rafs::RafsServer::with_store(store);
     server.open(&key(b"img")).unwrap();
@@ -820,6 +827,29 @@ fn a_chunk_is_decoded_as_its_bytes_arrive() {
     }
 }
 
+/// A streaming fill of the 1 MiB at `off` that must fail: its error and how many bytes it
+/// reported final, each prefix checked against `want` (the blob's uncompressed bytes).
+fn failed_fill(
+    server: &ondemand::rafs::RafsServer<Trickling>,
+    object: &RafsObject,
+    off: u64,
+    want: &[u8],
+) -> (io::Error, usize) {
+    let mut window = vec![0u8; 1 << 20];
+    let mut reported = 0;
+    let mut ready = |prefix: &[u8]| {
+        assert!(
+            prefix == &want[off as usize..off as usize + prefix.len()],
+            "wrong bytes reported"
+        );
+        reported = prefix.len();
+    };
+    let err = server
+        .fill_streaming(object, off, &mut window, &mut ready)
+        .unwrap_err();
+    (err, reported)
+}
+
 /// A chunk whose stored bytes turn out bad or short after part of it was decoded and
 /// reported fails the fill (the store's error, or InvalidData for a bad stream) having reported only right bytes, some of that chunk's
 /// among them; the same window then reads right.
@@ -829,11 +859,7 @@ fn a_bad_or_short_chunk_stream_fails_having_reported_right_bytes() {
     let Some((blobs, id, want)) = zstd_1m_chunks(&dir) else {
         return;
     };
-    let store = Trickling {
-        dir: ondemand::LocalDirStore::new(&blobs),
-        events: Default::default(),
-        damage: Default::default(),
-    };
+    let store = Trickling::new(&blobs);
     let damage = store.damage.clone();
     let server = ondemand::rafs::RafsServer::with_store(store).with_chunk_cache(0);
     server.open(&key(b"img")).unwrap();
@@ -863,18 +889,7 @@ fn a_bad_or_short_chunk_stream_fails_having_reported_right_bytes() {
         Damage::BadBlock(at),
     ] {
         *damage.lock().unwrap() = Some(d);
-        let mut window = vec![0u8; 1 << 20];
-        let mut reported = 0;
-        let mut ready = |prefix: &[u8]| {
-            assert!(
-                prefix == &want[off as usize..off as usize + prefix.len()],
-                "{d:?}: wrong bytes reported"
-            );
-            reported = prefix.len();
-        };
-        let err = server
-            .fill_streaming(&opened.object, off, &mut window, &mut ready)
-            .unwrap_err();
+        let (err, reported) = failed_fill(&server, &opened.object, off, &want);
         // A cut body is the store's error (EIO); a bad stream is a corrupt chunk, as the
         // whole-chunk decoder says it (InvalidData).
         match d {
@@ -886,6 +901,7 @@ fn a_bad_or_short_chunk_stream_fails_having_reported_right_bytes() {
             "{d:?}: {reported} bytes reported before the fault"
         );
         *damage.lock().unwrap() = None;
+        let mut window = vec![0u8; 1 << 20];
         server.fill(&opened.object, off, &mut window).unwrap();
         assert!(
             window == want[off as usize..off as usize + (1 << 20)],
@@ -906,11 +922,7 @@ fn a_checked_chunk_is_reported_only_once_whole_and_matched() {
     let Some((blobs, id, want)) = zstd_1m_chunks(&dir) else {
         return;
     };
-    let store = Trickling {
-        dir: ondemand::LocalDirStore::new(&blobs),
-        events: Default::default(),
-        damage: Default::default(),
-    };
+    let store = Trickling::new(&blobs);
     let (events, damage) = (store.events.clone(), store.damage.clone());
     let server = ondemand::rafs::RafsServer::with_store(store)
         .with_verify_digests(true)
@@ -970,18 +982,7 @@ fn a_checked_chunk_is_reported_only_once_whole_and_matched() {
     let off = raw.uncompressed_offset - (64 << 10);
     assert!(off >= before.uncompressed_offset);
     *damage.lock().unwrap() = Some(Damage::Flip(raw.compressed_offset + (300 << 10)));
-    let mut window = vec![0u8; 1 << 20];
-    let mut reported = 0;
-    let mut ready = |prefix: &[u8]| {
-        assert!(
-            prefix == &want[off as usize..off as usize + prefix.len()],
-            "wrong bytes reported"
-        );
-        reported = prefix.len();
-    };
-    let err = server
-        .fill_streaming(&opened.object, off, &mut window, &mut ready)
-        .unwrap_err();
+    let (err, reported) = failed_fill(&server, &opened.object, off, &want);
     assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
     assert!(err.to_string().contains("digest"), "{err}");
     assert_eq!(
@@ -990,6 +991,7 @@ fn a_checked_chunk_is_reported_only_once_whole_and_matched() {
         "the chunk before reported, nothing of the changed one"
     );
     *damage.lock().unwrap() = None;
+    let mut window = vec![0u8; 1 << 20];
     server.fill(&opened.object, off, &mut window).unwrap();
     assert!(window == want[off as usize..off as usize + (1 << 20)]);
 }
