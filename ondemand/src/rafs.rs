@@ -170,9 +170,8 @@ impl RafsBlob {
     /// [`StoredBlob::read_ranges_arriving`] call, each chunk decoded into `buf` as its
     /// stored bytes come in (while the next ones are on the wire), and `ready` told of each
     /// longer prefix of `buf` that is final. The first chunk not decoded yet is decoded as
-    /// far as its stored prefix goes ([`ChunkStream`]: zstd and raw chunks; a chunk whose
-    /// digest is checked is hashed as it goes and final once whole and checked), the
-    /// others once all their bytes are in. Chunks already decoded
+    /// far as its stored prefix goes ([`ChunkStream`]: zstd and raw chunks, when digests
+    /// are not checked), the others once all their bytes are in. Chunks already decoded
     /// need no stored bytes; a batch that cannot be staged (ZRan blobs, overlapping or too
     /// many stored bytes) is read as [`read_batch`](Self::read_batch) does, and reported
     /// whole.
@@ -511,9 +510,8 @@ impl Progress<'_, '_> {
     }
 
     /// Feed the head chunk `c` the stored bytes arrived so far (range `arriving` of
-    /// [`Arrivals`]), finish it once they are all in, and move `done` over what is final
-    /// (for a chunk whose digest is checked, nothing before it finished); returns whether
-    /// the chunk is complete (its stream finished and checked).
+    /// [`Arrivals`]) and move `done` over what it decoded; returns whether the chunk is
+    /// complete (its stream finished and checked).
     fn feed_head(
         &mut self,
         blob: &RafsBlob,
@@ -524,7 +522,6 @@ impl Progress<'_, '_> {
             return Ok(false);
         };
         let stored = self.arrivals.prefix_bytes(i);
-        let complete = self.arrivals.complete(i);
         let size = c.uncompressed_size as usize;
         let buf_end = self.start.saturating_add(self.buf.len() as u64);
         let chunk_start = c.uncompressed_offset;
@@ -536,24 +533,18 @@ impl Progress<'_, '_> {
                 self.buf[self.done..at].fill(0);
                 self.done = at;
             }
-            head.stream
+            let n = head
+                .stream
                 .feed(&blob.source, stored, &mut self.buf[at..at + size])?;
-            if complete {
-                head.stream.finish(&blob.source)?;
-            }
-            self.done = self.done.max(at + head.stream.decoded());
+            self.done = self.done.max(at + n);
         } else {
             let temp = head
                 .temp
                 .get_or_insert_with(|| std::iter::repeat_n(0u8, size).collect());
             let out = Arc::get_mut(temp)
                 .ok_or_else(|| io::Error::other("streamed chunk buffer shared"))?;
-            head.stream.feed(&blob.source, stored, out)?;
-            if complete {
-                head.stream.finish(&blob.source)?;
-            }
-            let n = head.stream.decoded();
-            // The final part within the read, past what is final.
+            let n = head.stream.feed(&blob.source, stored, out)?;
+            // The decoded part within the read, past what is final.
             let from = self.start + self.done as u64;
             if chunk_start > from {
                 // `chunk_start - start` is below `buf.len()` here.
@@ -571,9 +562,10 @@ impl Progress<'_, '_> {
                 self.done += len;
             }
         }
-        if !complete {
+        if !self.arrivals.complete(i) {
             return Ok(false);
         }
+        head.stream.finish(&blob.source)?;
         if let Some(temp) = head.temp.take() {
             blob.source.keep_decoded(&head.stream, temp);
         }

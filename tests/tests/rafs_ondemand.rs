@@ -606,9 +606,6 @@ enum Damage {
     ZerosFrom(u64),
     /// The block header at this offset says "reserved" (a bad frame).
     BadBlock(u64),
-    /// One bit flipped at this offset (in a raw chunk: bytes that decode, but not to the
-    /// chunk's digest).
-    Flip(u64),
 }
 
 /// A store that streams a range a part at a time ([`PART`] bytes), logging `('a', end of
@@ -617,17 +614,6 @@ struct Trickling {
     dir: ondemand::LocalDirStore,
     events: std::sync::Arc<std::sync::Mutex<Vec<(char, u64)>>>,
     damage: std::sync::Arc<std::sync::Mutex<Option<Damage>>>,
-}
-
-impl Trickling {
-    /// Over the blob directory `blobs`, no damage.
-    fn new(blobs: &Path) -> Self {
-        Trickling {
-            dir: ondemand::LocalDirStore::new(blobs),
-            events: Default::default(),
-            damage: Default::default(),
-        }
-    }
 }
 
 struct TricklingBlob {
@@ -663,7 +649,6 @@ impl ondemand::StoredBlob for TricklingBlob {
             match damage {
                 Some(Damage::ZerosFrom(at)) if inside(at) => r.buf[rel(at)..].fill(0),
                 Some(Damage::BadBlock(at)) if inside(at) => r.buf[rel(at)] |= 0b110,
-                Some(Damage::Flip(at)) if inside(at) => r.buf[rel(at)] ^= 0x10,
                 _ => {}
             }
             for (i, part) in r.buf.chunks(PART).enumerate() {
@@ -773,7 +758,11 @@ fn a_chunk_is_decoded_as_its_bytes_arrive() {
     let Some((blobs, id, want)) = zstd_1m_chunks(&dir) else {
         return;
     };
-    let store = Trickling::new(&blobs);
+    let store = Trickling {
+        dir: ondemand::LocalDirStore::new(&blobs),
+        events: Default::default(),
+        damage: Default::default(),
+    };
     let events = store.events.clone();
     let server = ondemand::rafs::RafsServer::with_store(store);
     server.open(&key(b"img")).unwrap();
@@ -827,29 +816,6 @@ fn a_chunk_is_decoded_as_its_bytes_arrive() {
     }
 }
 
-/// A streaming fill of the 1 MiB at `off` that must fail: its error and how many bytes it
-/// reported final, each prefix checked against `want` (the blob's uncompressed bytes).
-fn failed_fill(
-    server: &ondemand::rafs::RafsServer<Trickling>,
-    object: &RafsObject,
-    off: u64,
-    want: &[u8],
-) -> (io::Error, usize) {
-    let mut window = vec![0u8; 1 << 20];
-    let mut reported = 0;
-    let mut ready = |prefix: &[u8]| {
-        assert!(
-            prefix == &want[off as usize..off as usize + prefix.len()],
-            "wrong bytes reported"
-        );
-        reported = prefix.len();
-    };
-    let err = server
-        .fill_streaming(object, off, &mut window, &mut ready)
-        .unwrap_err();
-    (err, reported)
-}
-
 /// A chunk whose stored bytes turn out bad or short after part of it was decoded and
 /// reported fails the fill (the store's error, or InvalidData for a bad stream) having reported only right bytes, some of that chunk's
 /// among them; the same window then reads right.
@@ -859,7 +825,11 @@ fn a_bad_or_short_chunk_stream_fails_having_reported_right_bytes() {
     let Some((blobs, id, want)) = zstd_1m_chunks(&dir) else {
         return;
     };
-    let store = Trickling::new(&blobs);
+    let store = Trickling {
+        dir: ondemand::LocalDirStore::new(&blobs),
+        events: Default::default(),
+        damage: Default::default(),
+    };
     let damage = store.damage.clone();
     let server = ondemand::rafs::RafsServer::with_store(store).with_chunk_cache(0);
     server.open(&key(b"img")).unwrap();
@@ -889,7 +859,18 @@ fn a_bad_or_short_chunk_stream_fails_having_reported_right_bytes() {
         Damage::BadBlock(at),
     ] {
         *damage.lock().unwrap() = Some(d);
-        let (err, reported) = failed_fill(&server, &opened.object, off, &want);
+        let mut window = vec![0u8; 1 << 20];
+        let mut reported = 0;
+        let mut ready = |prefix: &[u8]| {
+            assert!(
+                prefix == &want[off as usize..off as usize + prefix.len()],
+                "{d:?}: wrong bytes reported"
+            );
+            reported = prefix.len();
+        };
+        let err = server
+            .fill_streaming(&opened.object, off, &mut window, &mut ready)
+            .unwrap_err();
         // A cut body is the store's error (EIO); a bad stream is a corrupt chunk, as the
         // whole-chunk decoder says it (InvalidData).
         match d {
@@ -901,97 +882,10 @@ fn a_bad_or_short_chunk_stream_fails_having_reported_right_bytes() {
             "{d:?}: {reported} bytes reported before the fault"
         );
         *damage.lock().unwrap() = None;
-        let mut window = vec![0u8; 1 << 20];
         server.fill(&opened.object, off, &mut window).unwrap();
         assert!(
             window == want[off as usize..off as usize + (1 << 20)],
             "{d:?}"
         );
     }
-}
-
-/// With chunk digests checked (session 14), a chunk still streams, but nothing of it is
-/// reported before its last stored byte arrived and its digest matched: a window at a zstd
-/// chunk's start and one at a raw chunk's reports its first bytes only after the chunk's
-/// end arrived, and reads right. A bit flipped in a raw chunk fails the fill with
-/// InvalidData having reported exactly the chunk before it (checked) and nothing of the
-/// changed chunk; the same window then reads right.
-#[test]
-fn a_checked_chunk_is_reported_only_once_whole_and_matched() {
-    let dir = tests::scratch_dir("rafs_ondemand/trickle-checked");
-    let Some((blobs, id, want)) = zstd_1m_chunks(&dir) else {
-        return;
-    };
-    let store = Trickling::new(&blobs);
-    let (events, damage) = (store.events.clone(), store.damage.clone());
-    let server = ondemand::rafs::RafsServer::with_store(store)
-        .with_verify_digests(true)
-        .with_chunk_cache(0);
-    server.open(&key(b"img")).unwrap();
-    let opened = server.open(&key(&id)).unwrap();
-    let chunks = chunk_infos(&opened.object);
-    let zstd = chunks
-        .iter()
-        .find(|c| c.compressed && c.uncompressed_size == 1 << 20)
-        .copied()
-        .expect("a compressed 1 MiB chunk");
-    let raw = chunks
-        .iter()
-        .find(|c| !c.compressed && c.uncompressed_size == 1 << 20)
-        .copied()
-        .expect("a raw 1 MiB chunk");
-    for chunk in [zstd, raw] {
-        events.lock().unwrap().clear();
-        let off = chunk.uncompressed_offset;
-        let mut window = vec![0u8; 1 << 20];
-        let mut ready = |prefix: &[u8]| {
-            assert_eq!(prefix, &want[off as usize..off as usize + prefix.len()]);
-            events.lock().unwrap().push(('r', prefix.len() as u64));
-        };
-        server
-            .fill_streaming(&opened.object, off, &mut window, &mut ready)
-            .unwrap();
-        assert!(window == want[off as usize..off as usize + (1 << 20)]);
-        let seen = events.lock().unwrap().clone();
-        let chunk_arrived = seen
-            .iter()
-            .position(|e| e.0 == 'a' && e.1 == chunk.compressed_end())
-            .unwrap_or_else(|| panic!("the chunk's end never arrived: {seen:?}"));
-        let first_ready = seen
-            .iter()
-            .position(|e| e.0 == 'r')
-            .unwrap_or_else(|| panic!("nothing reported: {seen:?}"));
-        assert!(
-            first_ready > chunk_arrived,
-            "{chunk:?}: reported before the chunk was whole: {seen:?}"
-        );
-        assert_eq!(seen.iter().rfind(|e| e.0 == 'r'), Some(&('r', 1 << 20)));
-    }
-
-    // A bit flipped in the middle of a raw chunk; the window starts 64 KiB before it, in
-    // the chunk before (decoded aside and checked).
-    let (i, raw) = chunks
-        .iter()
-        .enumerate()
-        .skip(1)
-        .find(|(_, c)| !c.compressed && c.uncompressed_size == 1 << 20)
-        .map(|(i, c)| (i, *c))
-        .expect("a raw 1 MiB chunk after another chunk");
-    let before = chunks[i - 1];
-    assert!(before.uncompressed_size >= 64 << 10, "{before:?}");
-    let off = raw.uncompressed_offset - (64 << 10);
-    assert!(off >= before.uncompressed_offset);
-    *damage.lock().unwrap() = Some(Damage::Flip(raw.compressed_offset + (300 << 10)));
-    let (err, reported) = failed_fill(&server, &opened.object, off, &want);
-    assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
-    assert!(err.to_string().contains("digest"), "{err}");
-    assert_eq!(
-        reported as u64,
-        raw.uncompressed_offset - off,
-        "the chunk before reported, nothing of the changed one"
-    );
-    *damage.lock().unwrap() = None;
-    let mut window = vec![0u8; 1 << 20];
-    server.fill(&opened.object, off, &mut window).unwrap();
-    assert!(window == want[off as usize..off as usize + (1 << 20)]);
 }

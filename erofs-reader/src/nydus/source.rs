@@ -2,7 +2,7 @@
 
 use super::cache::{ChunkCache, ContextCache};
 use super::chunk_map::{BlobMap, MapError, ZranMap, chunk_index, overlapping};
-use super::digest::{Hasher, hex};
+use super::digest::{digest, hex};
 use super::limits::{DEFAULT_CHUNK_CACHE_BYTES, MAX_FETCH_SPAN, ZRAN_CONTEXT_CACHE_BYTES};
 use super::stats::{BlobStats, Counters};
 use super::stored::StoredBlob;
@@ -236,6 +236,11 @@ impl BlobSource {
     /// stored bytes (it may still be evicted before that read). Not counted as a cache hit.
     pub fn is_decoded(&self, ci: u32) -> bool {
         self.cache.lock().is_ok_and(|c| c.get(ci).is_some())
+    }
+
+    /// Whether decoded chunks are checked against digests.
+    pub(super) fn has_digests(&self) -> bool {
+        self.digests.is_some()
     }
 
     fn digest_for(&self, ci: u32) -> Option<&Digest> {
@@ -593,46 +598,22 @@ impl BlobSource {
     /// Count chunk `ci` (decoded into `out`) and check its digest, if one was given.
     fn check_digest(&self, ci: u32, c: &ChunkInfo, out: &[u8]) -> Result<()> {
         self.counters.chunks_decoded.incr();
-        if let Some(mut h) = self.chunk_hasher(ci)? {
-            h.update(out);
-            self.match_digest(ci, c, &h.finalize())?;
+        if let Some(want) = self.digest_for(ci) {
+            let got = digest(self.blob.record.digester(), out)
+                .ok_or_else(|| self.blob.blob_err("unknown digest algorithm"))?;
+            if &got != want {
+                return Err(self.blob.blob_err(format!(
+                    "chunk {ci} (uncompressed {}+{}, stored {}+{}): digest {} differs from the bootstrap's {}",
+                    c.uncompressed_offset,
+                    c.uncompressed_size,
+                    c.compressed_offset,
+                    c.compressed_size,
+                    hex(&got),
+                    hex(want)
+                )));
+            }
+            self.counters.chunks_verified.incr();
         }
-        Ok(())
-    }
-
-    /// A hasher for chunk `ci`'s output if its digest is to be checked (its result goes to
-    /// [`BlobSource::match_digest`]), `None` if not.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Corrupt`] if the blob names no digest algorithm this build knows.
-    pub(super) fn chunk_hasher(&self, ci: u32) -> Result<Option<Hasher>> {
-        if self.digest_for(ci).is_none() {
-            return Ok(None);
-        }
-        Hasher::new(self.blob.record.digester())
-            .map(Some)
-            .ok_or_else(|| self.blob.blob_err("unknown digest algorithm"))
-    }
-
-    /// Check `got`, the digest of chunk `ci`'s output, against the bootstrap's (if one was
-    /// given) and count the chunk verified.
-    pub(super) fn match_digest(&self, ci: u32, c: &ChunkInfo, got: &Digest) -> Result<()> {
-        let Some(want) = self.digest_for(ci) else {
-            return Ok(());
-        };
-        if got != want {
-            return Err(self.blob.blob_err(format!(
-                "chunk {ci} (uncompressed {}+{}, stored {}+{}): digest {} differs from the bootstrap's {}",
-                c.uncompressed_offset,
-                c.uncompressed_size,
-                c.compressed_offset,
-                c.compressed_size,
-                hex(got),
-                hex(want)
-            )));
-        }
-        self.counters.chunks_verified.incr();
         Ok(())
     }
 

@@ -6,15 +6,9 @@
 //! straight into the caller's output buffer (the chunk's uncompressed bytes): zstd frames
 //! with libzstd's streaming decoder, raw chunks by copying. lz4 blocks (one block, no
 //! framing) and ZRan chunks (cut from shared gzip streams) are decoded whole
-//! ([`BlobSource::chunk_stream`] gives no stream for them).
-//!
-//! A chunk with a digest to check ([`BlobSource::with_digests`]) streams too: its output is
-//! hashed as it is decoded (while it is still in the CPU's cache), and none of it is final
-//! before [`ChunkStream::finish`] found the digest matching, since no byte may be handed out
-//! before its chunk's digest matched. So the chunk's last stored byte costs only the
-//! decoding and hashing of the tail, not of the whole chunk.
+//! ([`BlobSource::chunk_stream`] gives no stream for them), and so is every chunk with a
+//! digest to check, since no byte may be handed out before its chunk's digest matched.
 
-use super::digest::Hasher;
 use super::source::BlobSource;
 use crate::error::Result;
 #[cfg(feature = "zstd")]
@@ -36,28 +30,19 @@ const ZSTD_HEADER_MAX: usize = 18;
 /// A chunk being decoded as its stored bytes arrive, so that a reader of its first bytes
 /// need not wait for its last (zstd frames through libzstd's streaming decoder, raw chunks
 /// copied; [`BlobSource::chunk_stream`] makes one). Feed it the stored prefix each time it
-/// grows ([`ChunkStream::feed`]), read the final prefix
+/// grows ([`ChunkStream::feed`]), read the decoded prefix
 /// from the output buffer, and [`finish`](ChunkStream::finish) it once the whole stored
 /// chunk was fed. The output equals [`BlobSource::decode_chunk`]'s byte for byte; a stream
 /// that is bad or ends early is an [`Error::Corrupt`](crate::Error::Corrupt) (the decoded
 /// prefix handed out before is what the stored bytes before the fault decode to).
-///
-/// With a digest to check for the chunk, the output is hashed as it is decoded and no byte
-/// is final ([`ChunkStream::decoded`] is 0) until `finish` found the digest matching; then
-/// the whole chunk is. A mismatch is an [`Error::Corrupt`](crate::Error::Corrupt), as the
-/// whole-chunk decoder's, and nothing of the chunk was final.
 pub struct ChunkStream {
     ci: u32,
     chunk: ChunkInfo,
     /// Stored bytes consumed.
     fed: usize,
-    /// Output bytes decoded (hashed, if `hasher`).
-    written: usize,
-    /// Output bytes final: `written`, or with a digest to check, none until it matched.
+    /// Output bytes final.
     decoded: usize,
     decoder: Decoder,
-    /// The chunk's digest being computed over its output, if it is to be checked.
-    hasher: Option<Hasher>,
     /// Whether [`ChunkStream::finish`] found the chunk whole.
     finished: bool,
 }
@@ -77,9 +62,7 @@ impl std::fmt::Debug for ChunkStream {
         f.debug_struct("ChunkStream")
             .field("chunk", &self.ci)
             .field("fed", &self.fed)
-            .field("written", &self.written)
             .field("decoded", &self.decoded)
-            .field("checked", &self.hasher.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -141,22 +124,20 @@ impl Drop for Dctx {
 
 impl BlobSource {
     /// A stream decoding chunk `ci` as its stored bytes arrive, or `None` if that chunk is
-    /// decoded whole only: lz4 blocks, ZRan chunks, and zstd chunks when zstd support is
-    /// not built in. A chunk whose digest is checked ([`BlobSource::with_digests`]) is
-    /// hashed as it streams and final only once whole and checked.
+    /// decoded whole only: lz4 blocks, ZRan chunks, and any chunk when digests are checked
+    /// ([`BlobSource::with_digests`]) or zstd support is not built in.
     ///
     /// # Errors
     ///
     /// As [`BlobSource::chunk_infos`]; [`Error::Corrupt`](crate::Error::Corrupt) for a
-    /// chunk index past the map, or a digest to check with an algorithm this build does
-    /// not know.
+    /// chunk index past the map.
     pub fn chunk_stream(&self, ci: u32) -> Result<Option<ChunkStream>> {
         let map = self.map()?;
         let chunk = *map
             .chunks
             .get(ci as usize)
             .ok_or_else(|| self.blob.blob_err(format!("no chunk {ci} in the blob")))?;
-        if map.zran.is_some() {
+        if map.zran.is_some() || self.has_digests() {
             return Ok(None);
         }
         let decoder = if !chunk.compressed {
@@ -176,15 +157,12 @@ impl BlobSource {
                 _ => return Ok(None),
             }
         };
-        let hasher = self.chunk_hasher(ci)?;
         Ok(Some(ChunkStream {
             ci,
             chunk,
             fed: 0,
-            written: 0,
             decoded: 0,
             decoder,
-            hasher,
             finished: false,
         }))
     }
@@ -210,9 +188,7 @@ impl ChunkStream {
         &self.chunk
     }
 
-    /// How many bytes of the output are final: as many as were decoded, or for a chunk
-    /// whose digest is checked, none until [`ChunkStream::finish`] found it matching, then
-    /// all.
+    /// How many bytes of the output are final.
     pub fn decoded(&self) -> usize {
         self.decoded
     }
@@ -220,8 +196,7 @@ impl ChunkStream {
     /// Decode what `stored` (the chunk's stored bytes from its first, as many as have
     /// arrived; at most the chunk's stored size; longer than the last call's) adds, into
     /// `out` (the chunk's uncompressed size; the same buffer, untouched by the caller,
-    /// on every call). Returns how many bytes of `out` are final ([`ChunkStream::decoded`]:
-    /// none yet for a chunk whose digest is checked, though `out` holds what was decoded).
+    /// on every call). Returns how many bytes of `out` are final.
     ///
     /// # Errors
     ///
@@ -246,26 +221,16 @@ impl ChunkStream {
             return Ok(self.decoded);
         }
         let t0 = std::time::Instant::now();
-        let before = self.written;
         let r = self.feed_inner(src, stored, out);
-        // Hashed while the new output is still in the CPU's cache.
-        if let Some(h) = &mut self.hasher
-            && let Some(new) = out.get(before..self.written)
-        {
-            h.update(new);
-        }
-        if self.hasher.is_none() {
-            self.decoded = self.written;
-        }
         src.counters
             .decode_ns
             .add(u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX));
-        r.map(|()| self.decoded)
+        r
     }
 
     // Without zstd, only raw chunks: `src` and `ci` name errors of zstd frames.
     #[cfg_attr(not(feature = "zstd"), allow(unused_variables))]
-    fn feed_inner(&mut self, src: &BlobSource, stored: &[u8], out: &mut [u8]) -> Result<()> {
+    fn feed_inner(&mut self, src: &BlobSource, stored: &[u8], out: &mut [u8]) -> Result<usize> {
         let ci = self.ci;
         match &mut self.decoder {
             Decoder::Raw => {
@@ -273,7 +238,7 @@ impl ChunkStream {
                 let n = stored.len().min(out.len());
                 out[self.fed..n].copy_from_slice(&stored[self.fed..n]);
                 self.fed = stored.len();
-                self.written = n;
+                self.decoded = n;
             }
             #[cfg(feature = "zstd")]
             Decoder::Zstd { dctx, frame_done } => {
@@ -283,7 +248,7 @@ impl ChunkStream {
                 let whole = stored.len() == self.chunk.compressed_size as usize;
                 if self.fed == 0 {
                     if stored.len() < ZSTD_HEADER_MAX && !whole {
-                        return Ok(());
+                        return Ok(self.decoded);
                     }
                     // A frame declaring more than the chunk's size: refused before libzstd
                     // sizes its buffer by it (the whole-chunk decoder refuses it too).
@@ -300,7 +265,7 @@ impl ChunkStream {
                     src: stored,
                     pos: self.fed,
                 };
-                let mut output = OutBuffer::around_pos(out, self.written);
+                let mut output = OutBuffer::around_pos(out, self.decoded);
                 let Some(dctx) = dctx.get() else {
                     return Err(src.blob.blob_err(format!("chunk {ci}: zstd context gone")));
                 };
@@ -323,20 +288,18 @@ impl ChunkStream {
                     }
                 }
                 self.fed = input.pos;
-                self.written = output.pos();
+                self.decoded = output.pos();
             }
         }
-        Ok(())
+        Ok(self.decoded)
     }
 
     /// The whole stored chunk was fed: check that it decoded to exactly the chunk's size
-    /// (and, for zstd, that its last frame ended) and, if its digest is checked, that the
-    /// digest matches; then the whole output is final ([`ChunkStream::decoded`]).
+    /// (and, for zstd, that its last frame ended).
     ///
     /// # Errors
     ///
-    /// [`Error::Corrupt`](crate::Error::Corrupt) for a stream that is short or ends early,
-    /// or whose output's digest differs from the bootstrap's (nothing of it is final then).
+    /// [`Error::Corrupt`](crate::Error::Corrupt) for a stream that is short or ends early.
     pub fn finish(&mut self, src: &BlobSource) -> Result<()> {
         let ci = self.ci;
         let ended = match &self.decoder {
@@ -350,21 +313,12 @@ impl ChunkStream {
                 self.fed, self.chunk.compressed_size
             )));
         }
-        if !ended || self.written != self.chunk.uncompressed_size as usize {
+        if !ended || self.decoded != self.chunk.uncompressed_size as usize {
             return Err(src.blob.blob_err(format!(
                 "chunk {ci}: stream ends early ({} of {} bytes decoded)",
-                self.written, self.chunk.uncompressed_size
+                self.decoded, self.chunk.uncompressed_size
             )));
         }
-        if let Some(h) = &self.hasher {
-            let t0 = std::time::Instant::now();
-            let r = src.match_digest(ci, &self.chunk, &h.finalize());
-            src.counters
-                .decode_ns
-                .add(u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX));
-            r?;
-        }
-        self.decoded = self.written;
         self.finished = true;
         // Counted as a fetch of its stored bytes and its bytes served (all of them, also
         // when part of the chunk lay outside the caller's read).
