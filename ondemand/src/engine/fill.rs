@@ -454,100 +454,156 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
                     .end
                     .min((pos / chunk).saturating_add(1).saturating_mul(chunk))
             };
-            // At most `chunk` bytes: fits in usize.
-            let n = (end - pos) as usize;
-            let valid = (end.min(object.size()).saturating_sub(pos)) as usize;
-            let out = &mut bytes[..n];
-            let started = Instant::now();
-            // Whole blocks of `out` written while the server still fills the rest.
-            let mut early = 0usize;
-            let mut early_err = None;
-            let mut answered_early = false;
-            let end_of_fill = end;
-            let mut ready = |prefix: &[u8]| {
-                let upto = prefix.len() / BLOCK as usize * BLOCK as usize;
-                // Written when it answers the READ, else in steps of at least EARLY_WRITE:
-                // each write is a syscall and a direct write into the cache file.
-                let answers = answer
-                    .as_ref()
-                    .is_some_and(|(end, _)| pos + upto as u64 >= *end);
-                if early_err.is_some() || upto <= early || (!answers && upto - early < EARLY_WRITE)
-                {
-                    return;
-                }
-                let at = pos + early as u64;
-                if let Err(e) = object.sink().write_at(&prefix[early..upto], at) {
-                    early_err = Some((at, e));
-                    return;
-                }
-                self.stats.writes.incr();
-                self.stats.bytes_written.add((upto - early) as u64);
-                object.release(at..pos + upto as u64, true, prefetch);
-                early = upto;
-                if let Some((end, _)) = answer
-                    && pos + upto as u64 >= end
-                    && let Some((_, answer)) = answer.take()
-                {
-                    log::debug!(
-                        "object {}: [{pos}, +{upto}) written after {:.1} ms: READ answered",
-                        object.id(),
-                        started.elapsed().as_secs_f64() * 1e3
-                    );
-                    if pos + (upto as u64) < end_of_fill {
-                        object
-                            .lock_ranges()
-                            .answered_rest
-                            .insert(pos + upto as u64..end_of_fill);
-                        answered_early = true;
-                    }
-                    answer();
-                }
-            };
-            let filled =
-                self.server
-                    .fill_streaming(object.state(), pos, &mut out[..valid], &mut ready);
-            if answered_early {
-                object.lock_ranges().answered_rest.remove(pos..end);
-            }
-            if let Some(e) = early_err {
-                return Err(e);
-            }
-            filled.map_err(|e| (pos + early as u64, e))?;
-            // Cold prediction's ELF rule reads the objects these bytes hold.
-            self.observe_filled(object, pos, &out[..valid]);
-            let fetched_in = started.elapsed();
-            self.stats.fetch_latency.observe(fetched_in);
-            let fetched = if prefetch {
-                &self.stats.prefetched_bytes
-            } else {
-                &self.stats.fetched_bytes
-            };
-            fetched.add(valid as u64);
-            out[valid..].fill(0);
-            let written = Instant::now();
-            let rest = pos + early as u64;
-            if early < n {
-                object
-                    .sink()
-                    .write_at(&out[early..], rest)
-                    .map_err(|e| (rest, e))?;
-            }
-            log::debug!(
-                "object {}: filled [{pos}, +{n}) on thread {}: fetched in {:.1} ms, written in {:.1} ms",
-                object.id(),
-                std::thread::current().name().unwrap_or("?"),
-                fetched_in.as_secs_f64() * 1e3,
-                written.elapsed().as_secs_f64() * 1e3
-            );
-            if early < n {
-                self.stats.writes.incr();
-                self.stats.bytes_written.add((n - early) as u64);
-                object.release(rest..end, true, prefetch);
-            }
+            let produced = self.produce(object, pos..end, bytes, prefetch, &mut answer)?;
+            self.write_produced(object, &produced, bytes, prefetch)?;
             pos = end;
         }
         Ok(())
     }
+
+    /// Produce `range` (at most `bytes.len()`, whole blocks) of `object` into `bytes` with the
+    /// server, padded with zeros past the object's end. What a streaming server reports final
+    /// early is written (and marked) on the way, `answer`'s hook called once its offset is
+    /// written; the rest is left to [`write_produced`](Self::write_produced). On error,
+    /// returns where it stopped (nothing past what was written early is marked).
+    pub(crate) fn produce(
+        &self,
+        object: &Object<S::Object, K>,
+        range: Range<u64>,
+        bytes: &mut [u8],
+        prefetch: bool,
+        answer: &mut Option<(u64, Answer<'_>)>,
+    ) -> Result<Produced, (u64, io::Error)> {
+        let Range { start: pos, end } = range;
+        // At most the buffer's length: fits in usize.
+        let n = (end - pos) as usize;
+        let valid = (end.min(object.size()).saturating_sub(pos)) as usize;
+        let out = &mut bytes[..n];
+        let started = Instant::now();
+        // Whole blocks of `out` written while the server still fills the rest.
+        let mut early = 0usize;
+        let mut early_err = None;
+        let mut answered_early = false;
+        let end_of_fill = end;
+        let mut ready = |prefix: &[u8]| {
+            let upto = prefix.len() / BLOCK as usize * BLOCK as usize;
+            // Written when it answers the READ, else in steps of at least EARLY_WRITE:
+            // each write is a syscall and a direct write into the cache file.
+            let answers = answer
+                .as_ref()
+                .is_some_and(|(end, _)| pos + upto as u64 >= *end);
+            if early_err.is_some() || upto <= early || (!answers && upto - early < EARLY_WRITE) {
+                return;
+            }
+            let at = pos + early as u64;
+            if let Err(e) = object.sink().write_at(&prefix[early..upto], at) {
+                early_err = Some((at, e));
+                return;
+            }
+            self.stats.writes.incr();
+            self.stats.bytes_written.add((upto - early) as u64);
+            object.release(at..pos + upto as u64, true, prefetch);
+            early = upto;
+            if let Some((end, _)) = answer
+                && pos + upto as u64 >= *end
+                && let Some((_, answer)) = answer.take()
+            {
+                log::debug!(
+                    "object {}: [{pos}, +{upto}) written after {:.1} ms: READ answered",
+                    object.id(),
+                    started.elapsed().as_secs_f64() * 1e3
+                );
+                if pos + (upto as u64) < end_of_fill {
+                    object
+                        .lock_ranges()
+                        .answered_rest
+                        .insert(pos + upto as u64..end_of_fill);
+                    answered_early = true;
+                }
+                answer();
+            }
+        };
+        let filled = self
+            .server
+            .fill_streaming(object.state(), pos, &mut out[..valid], &mut ready);
+        if answered_early {
+            object.lock_ranges().answered_rest.remove(pos..end);
+        }
+        if let Some(e) = early_err {
+            return Err(e);
+        }
+        filled.map_err(|e| (pos + early as u64, e))?;
+        // Cold prediction's ELF rule reads the objects these bytes hold.
+        self.observe_filled(object, pos, &out[..valid]);
+        let fetched_in = started.elapsed();
+        self.stats.fetch_latency.observe(fetched_in);
+        let fetched = if prefetch {
+            &self.stats.prefetched_bytes
+        } else {
+            &self.stats.fetched_bytes
+        };
+        fetched.add(valid as u64);
+        out[valid..].fill(0);
+        Ok(Produced {
+            pos,
+            n,
+            early,
+            fetched_in,
+        })
+    }
+
+    /// Write what [`produce`](Self::produce) left (`bytes[early..n]`, the buffer it produced
+    /// into) and mark it present, only once the write returned.
+    ///
+    /// # Errors
+    ///
+    /// The sink's, with where it failed: nothing of the rest is marked.
+    pub(crate) fn write_produced(
+        &self,
+        object: &Object<S::Object, K>,
+        produced: &Produced,
+        bytes: &[u8],
+        prefetch: bool,
+    ) -> Result<(), (u64, io::Error)> {
+        let Produced {
+            pos,
+            n,
+            early,
+            fetched_in,
+        } = *produced;
+        let written = Instant::now();
+        let rest = pos + early as u64;
+        if early < n {
+            object
+                .sink()
+                .write_at(&bytes[early..n], rest)
+                .map_err(|e| (rest, e))?;
+        }
+        log::debug!(
+            "object {}: filled [{pos}, +{n}) on thread {}: fetched in {:.1} ms, written in {:.1} ms",
+            object.id(),
+            std::thread::current().name().unwrap_or("?"),
+            fetched_in.as_secs_f64() * 1e3,
+            written.elapsed().as_secs_f64() * 1e3
+        );
+        if early < n {
+            self.stats.writes.incr();
+            self.stats.bytes_written.add((n - early) as u64);
+            object.release(rest..pos + n as u64, true, prefetch);
+        }
+        Ok(())
+    }
+}
+
+/// One chunk [`Engine::produce`] made in a fill buffer: `[pos, pos + n)`, of which the first
+/// `early` bytes are written already (streamed out), the rest waiting for
+/// [`Engine::write_produced`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Produced {
+    pos: u64,
+    n: usize,
+    early: usize,
+    fetched_in: Duration,
 }
 
 /// Wait, with the object's ranges locked (`r`), until nothing of `requested` is in flight

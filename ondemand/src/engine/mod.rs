@@ -12,7 +12,8 @@
 //! Files: `object.rs` (an object and its range claims), `window.rs` (the READ window and
 //! the sequential stream), `fill.rs` (the fill loop, READ fills, fill ahead), `prefetch.rs`
 //! (background filling), `report.rs` (metrics file, prefetch progress), `sink.rs` (what a
-//! transport provides).
+//! transport provides), `pool.rs` (the fill-ahead jobs and who runs them), `write_behind.rs`
+//! (a pool thread's writes beside its decoding).
 
 mod fill;
 mod object;
@@ -23,6 +24,7 @@ mod sink;
 #[cfg(test)]
 mod test_blob;
 mod window;
+mod write_behind;
 
 use std::collections::HashMap;
 use std::fmt;

@@ -104,7 +104,7 @@ impl<O, K> FillPool<O, K> {
     }
 
     /// The first job, waiting up to `timeout` for one.
-    fn pop_wait(&self, timeout: Duration) -> Option<Job<O, K>> {
+    pub(crate) fn pop_wait(&self, timeout: Duration) -> Option<Job<O, K>> {
         let mut q = self.lock();
         if q.is_empty() {
             q = self
@@ -344,29 +344,44 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
     }
 
     /// Fill a claimed range ahead of a reader and release it (what was not written too).
-    fn run_job(&self, object: &Arc<Object<S::Object, K>>, range: Range<u64>, buf: &mut AlignedBuf) {
-        if !object.is_closed() {
-            match self.fill(object, range.clone(), buf, false) {
-                Ok(()) => self
-                    .stats
+    pub(crate) fn run_job(
+        &self,
+        object: &Arc<Object<S::Object, K>>,
+        range: Range<u64>,
+        buf: &mut AlignedBuf,
+    ) {
+        let result = (!object.is_closed()).then(|| self.fill(object, range.clone(), buf, false));
+        self.finish_job(object, range, result);
+    }
+
+    /// The end of a fill-ahead job: `result` is its fill's (`None`: not run, its object
+    /// closed) and counted; the claim is released (what was not written, unwritten: the fill
+    /// marked what it wrote), and the libraries an ELF object it completed needs are queued.
+    pub(crate) fn finish_job(
+        &self,
+        object: &Arc<Object<S::Object, K>>,
+        range: Range<u64>,
+        result: Option<Result<(), (u64, std::io::Error)>>,
+    ) {
+        match result {
+            Some(Ok(())) => self
+                .stats
+                .ahead_bytes
+                .add(range.end.min(object.size()).saturating_sub(range.start)),
+            Some(Err((pos, e))) => {
+                // What was written before `pos` counts as filled ahead.
+                self.stats
                     .ahead_bytes
-                    .add(range.end.min(object.size()).saturating_sub(range.start)),
-                Err((pos, e)) => {
-                    // What was written before `pos` counts as filled ahead.
-                    self.stats
-                        .ahead_bytes
-                        .add(pos.min(object.size()).saturating_sub(range.start));
-                    log::warn!(
-                        "object {} ({}): fill ahead {range:?} stopped at {pos}: {e}",
-                        object.id(),
-                        object.key()
-                    );
-                }
+                    .add(pos.min(object.size()).saturating_sub(range.start));
+                log::warn!(
+                    "object {} ({}): fill ahead {range:?} stopped at {pos}: {e}",
+                    object.id(),
+                    object.key()
+                );
             }
+            None => {}
         }
-        // Fill marks the pieces it wrote; whatever was not written is released unwritten.
         object.release(range, false, false);
-        // The libraries of an ELF object this fill completed a step of.
         self.queue_needed(object);
     }
 
@@ -375,13 +390,12 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
     /// [`crate::Daemon::run`] and [`crate::FanotifyDaemon::run`] start
     /// [`fill_threads`](Self::fill_threads) of these; an embedder with its own loop may run
     /// them on its own threads.
+    ///
+    /// Each job's write into the object's sink runs on a writer thread of this pool thread's
+    /// while it produces the next job (`engine/write_behind.rs`).
     pub fn fill_worker(&self, shutdown: &Shutdown) {
-        let mut buf = AlignedBuf::new(self.ahead_chunk().clamp(64 << 10, 16 << 20) as usize);
-        while !shutdown.is_triggered() {
-            if let Some(job) = self.pool.pop_wait(crate::shutdown::POLL_INTERVAL) {
-                self.run_job(&job.object, job.range, &mut buf);
-            }
-        }
+        let len = self.ahead_chunk().clamp(64 << 10, 16 << 20) as usize;
+        self.run_jobs_writing_behind(shutdown, len);
         self.pool.clear();
     }
 
