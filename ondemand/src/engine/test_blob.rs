@@ -3,7 +3,8 @@
 
 use std::io;
 use std::ops::Range;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::ThreadId;
 use std::time::Duration;
 
@@ -23,6 +24,7 @@ pub(crate) struct SlowBlob {
     delay: Duration,
     fills: Mutex<Vec<(ThreadId, Range<u64>)>>,
     batches: Mutex<Vec<usize>>,
+    started: Arc<AtomicUsize>,
 }
 
 impl SlowBlob {
@@ -32,6 +34,7 @@ impl SlowBlob {
             delay,
             fills: Mutex::new(Vec::new()),
             batches: Mutex::new(Vec::new()),
+            started: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -43,6 +46,11 @@ impl SlowBlob {
     /// The number of ranges of each [`OnDemandServer::fill_ranges`] call, in call order.
     pub(crate) fn batches(&self) -> Vec<usize> {
         self.batches.lock().unwrap().clone()
+    }
+
+    /// How many calls have started (counted as each one begins, before its delay).
+    pub(crate) fn started(&self) -> Arc<AtomicUsize> {
+        Arc::clone(&self.started)
     }
 
     /// The bytes produced by all calls.
@@ -60,6 +68,7 @@ impl OnDemandServer for SlowBlob {
         })
     }
     fn read_at(&self, _: &(), off: u64, buf: &mut [u8]) -> io::Result<usize> {
+        self.started.fetch_add(1, Ordering::SeqCst);
         std::thread::sleep(self.delay);
         let start = off as usize;
         let n = buf.len().min(self.blob.len().saturating_sub(start));

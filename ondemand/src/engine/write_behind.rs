@@ -130,32 +130,10 @@ mod tests {
     use cachefiles_proto::ObjectId;
 
     use super::*;
-    use crate::server::{ObjectKey, Opened};
+    use crate::engine::test_blob::SlowBlob;
+    use crate::server::ObjectKey;
 
     const MIB: u64 = 1 << 20;
-
-    /// `len` bytes of a pattern; counts the fills started.
-    struct Counting {
-        blob: Vec<u8>,
-        started: Arc<AtomicUsize>,
-    }
-
-    impl OnDemandServer for Counting {
-        type Object = ();
-        fn open(&self, _: &ObjectKey<'_>) -> io::Result<Opened<()>> {
-            Ok(Opened {
-                object: (),
-                size: self.blob.len() as u64,
-            })
-        }
-        fn read_at(&self, _: &(), off: u64, buf: &mut [u8]) -> io::Result<usize> {
-            self.started.fetch_add(1, Ordering::SeqCst);
-            let start = off as usize;
-            let n = buf.len().min(self.blob.len().saturating_sub(start));
-            buf[..n].copy_from_slice(&self.blob[start..start + n]);
-            Ok(n)
-        }
-    }
 
     /// An in-memory sink whose writes fail (`fail`), or wait until the fill after theirs
     /// started (`wait_for_next`: the `k`-th write, counted from 1, until `k + 1` fills
@@ -197,7 +175,7 @@ mod tests {
         }
     }
 
-    type E = Engine<Counting, TestSink>;
+    type E = Engine<SlowBlob, TestSink>;
 
     /// An engine over a `jobs` MiB blob, all of it queued as 1 MiB fill-ahead jobs.
     fn engine(
@@ -205,13 +183,9 @@ mod tests {
         fail: bool,
         wait: bool,
     ) -> (E, Arc<Object<(), TestSink>>, Arc<AtomicUsize>) {
-        let started = Arc::new(AtomicUsize::new(0));
-        let blob = crate::engine::test_blob::blob((jobs * MIB) as usize);
-        let engine = Engine::new(Counting {
-            blob,
-            started: Arc::clone(&started),
-        })
-        .with_readahead(MIB);
+        let engine =
+            Engine::new(SlowBlob::new((jobs * MIB) as usize, Duration::ZERO)).with_readahead(MIB);
+        let started = engine.server().started();
         let key = ObjectKey {
             volume_key: b"v",
             cookie_key: b"blob",
