@@ -391,11 +391,21 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
     /// [`fill_threads`](Self::fill_threads) of these; an embedder with its own loop may run
     /// them on its own threads.
     ///
-    /// Each job's write into the object's sink runs on a writer thread of this pool thread's
-    /// while it produces the next job (`engine/write_behind.rs`).
+    /// With [`Engine::with_write_behind`], each job's write into the object's sink runs on a
+    /// writer thread of this pool thread's while it produces the next job
+    /// (`engine/write_behind.rs`).
     pub fn fill_worker(&self, shutdown: &Shutdown) {
         let len = self.ahead_chunk().clamp(64 << 10, 16 << 20) as usize;
-        self.run_jobs_writing_behind(shutdown, len);
+        if self.write_behind {
+            self.run_jobs_writing_behind(shutdown, len);
+        } else {
+            let mut buf = AlignedBuf::new(len);
+            while !shutdown.is_triggered() {
+                if let Some(job) = self.pool.pop_wait(crate::shutdown::POLL_INTERVAL) {
+                    self.run_job(&job.object, job.range, &mut buf);
+                }
+            }
+        }
         self.pool.clear();
     }
 

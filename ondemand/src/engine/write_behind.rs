@@ -1,7 +1,8 @@
-//! A pool thread's writes behind its decoding: each fill-ahead job is produced (fetched and
-//! decoded) on the pool thread, then handed with its buffer to a writer thread of its own,
-//! which writes it into the object's sink while the pool thread produces the next job in a
-//! second buffer. Two buffers: at most one job written while one is produced.
+//! A pool thread's writes behind its decoding ([`Engine::with_write_behind`], off by
+//! default): each fill-ahead job is produced (fetched and decoded) on the pool thread, then
+//! handed with its buffer to a writer thread of its own, which writes it into the object's
+//! sink while the pool thread produces the next job in a second buffer. Two buffers: at most
+//! one job written while one is produced.
 //!
 //! A job stays claimed until its writer is done with it: a READ over it waits for the write
 //! as for the decode. Its bytes are marked present only once their write returned; a write
@@ -183,8 +184,9 @@ mod tests {
         fail: bool,
         wait: bool,
     ) -> (E, Arc<Object<(), TestSink>>, Arc<AtomicUsize>) {
-        let engine =
-            Engine::new(SlowBlob::new((jobs * MIB) as usize, Duration::ZERO)).with_readahead(MIB);
+        let engine = Engine::new(SlowBlob::new((jobs * MIB) as usize, Duration::ZERO))
+            .with_readahead(MIB)
+            .with_write_behind(true);
         let started = engine.server().started();
         let key = ObjectKey {
             volume_key: b"v",

@@ -528,6 +528,15 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
         }
     }
 
+    /// Let each pool thread write behind its decoding ([`Engine::with_write_behind`]; default
+    /// off).
+    pub fn with_write_behind(self, on: bool) -> Self {
+        FanotifyDaemon {
+            engine: self.engine.with_write_behind(on),
+            ..self
+        }
+    }
+
     /// Fill backing files in the background as `config` says ([`Engine::with_prefetch`]),
     /// from the moment [`run`](Self::run) starts.
     pub fn with_prefetch(self, config: PrefetchConfig) -> Self {
