@@ -873,6 +873,7 @@ impl<B: BlobStore> RafsServer<B> {
     /// registry image's, checked when it was fetched; asked once the store opened `name`):
     /// its OPEN takes the blob table from there instead of parsing the bootstrap again. The
     /// stored bytes are still what the kernel reads; only the parse is skipped.
+    #[cfg(feature = "registry")]
     pub(crate) fn with_parsed_bootstrap(mut self, name: &[u8], parsed: ParsedBootstrap) -> Self {
         self.parsed = Some((name.to_vec(), parsed));
         self
