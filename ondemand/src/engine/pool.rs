@@ -730,7 +730,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (s, object) = session(dir.path(), 4 * MIB as usize, Duration::ZERO);
         s.fill_ahead(&object, MIB..2 * MIB, &mut AlignedBuf::new(MIB as usize));
-        assert_eq!(s.server().advised(), vec![MIB..2 * MIB]);
+        assert_eq!(s.server().advised(), [MIB..2 * MIB]);
         // One advice per job, before it is queued: each gap's range, cut at the window;
         // none for [1, 2) MiB, present now.
         s.fill_ahead(&object, 0..4 * MIB, &mut AlignedBuf::new(MIB as usize));
