@@ -250,8 +250,6 @@ struct Recording {
     fail: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// Stored bytes read, by single reads and batches.
     bytes: std::sync::Arc<std::sync::atomic::AtomicU64>,
-    /// The ranges of every `advise` call.
-    advised: std::sync::Arc<std::sync::Mutex<Vec<std::ops::Range<u64>>>>,
 }
 
 struct RecordingBlob {
@@ -260,7 +258,6 @@ struct RecordingBlob {
     reads: std::sync::Arc<std::sync::Mutex<Vec<usize>>>,
     fail: std::sync::Arc<std::sync::atomic::AtomicBool>,
     bytes: std::sync::Arc<std::sync::atomic::AtomicU64>,
-    advised: std::sync::Arc<std::sync::Mutex<Vec<std::ops::Range<u64>>>>,
 }
 
 impl Recording {
@@ -271,7 +268,6 @@ impl Recording {
             reads: Default::default(),
             fail: Default::default(),
             bytes: Default::default(),
-            advised: Default::default(),
         }
     }
 }
@@ -304,10 +300,6 @@ impl ondemand::StoredBlob for RecordingBlob {
             .fetch_add(n as u64, std::sync::atomic::Ordering::SeqCst);
         self.inner.read_ranges(reads)
     }
-    fn advise(&self, ranges: &[std::ops::Range<u64>]) {
-        self.advised.lock().unwrap().extend_from_slice(ranges);
-        self.inner.advise(ranges);
-    }
 }
 
 impl ondemand::BlobStore for Recording {
@@ -318,7 +310,6 @@ impl ondemand::BlobStore for Recording {
             reads: self.reads.clone(),
             fail: self.fail.clone(),
             bytes: self.bytes.clone(),
-            advised: self.advised.clone(),
         }))
     }
     fn names(&self) -> io::Result<Vec<Vec<u8>>> {
@@ -384,42 +375,6 @@ fn a_blob_store_gets_one_request_per_window_and_its_errors_fail_the_read() {
     fail.store(false, std::sync::atomic::Ordering::SeqCst);
     server.fill(&opened.object, 2 << 20, &mut next).unwrap();
     assert_eq!(&next[..], &want[2 << 20..3 << 20]);
-}
-
-/// The server's advice of a range to fill soon reaches the store as the stored ranges of
-/// the chunks it touches (adjacent ones merged), and reads nothing.
-#[test]
-fn advice_of_a_range_reaches_the_store_as_its_chunks_stored_ranges() {
-    let dir = tests::scratch_dir("rafs_ondemand/advice");
-    let Some((blobs, id, want)) = zstd_64k_chunks(&dir) else {
-        return;
-    };
-    let store = Recording::new(&blobs);
-    let (advised, bytes) = (store.advised.clone(), store.bytes.clone());
-    let server = ondemand::rafs::RafsServer::with_store(store);
-    let opened = server.open(&key(&id)).unwrap();
-    let chunks = chunk_infos(&opened.object);
-    let (start, end) = (1u64 << 20, 3u64 << 20);
-    let mut expected: Vec<std::ops::Range<u64>> = Vec::new();
-    for c in chunks.iter().filter(|c| {
-        c.uncompressed_offset < end
-            && c.uncompressed_offset + u64::from(c.uncompressed_size) > start
-    }) {
-        let r = c.compressed_offset..c.compressed_offset + u64::from(c.compressed_size);
-        match expected.last_mut() {
-            Some(last) if last.end == r.start => last.end = r.end,
-            _ => expected.push(r),
-        }
-    }
-    assert!(!expected.is_empty());
-    let before = bytes.load(std::sync::atomic::Ordering::SeqCst);
-    server.advise(&opened.object, start..end);
-    assert_eq!(*advised.lock().unwrap(), expected);
-    assert_eq!(bytes.load(std::sync::atomic::Ordering::SeqCst), before);
-    // The advice read nothing, and the fill after it gets the right bytes.
-    let mut window = vec![0u8; (end - start) as usize];
-    server.fill(&opened.object, start, &mut window).unwrap();
-    assert_eq!(&window[..], &want[start as usize..end as usize]);
 }
 
 /// A prefetch batch (`fill_ranges`) of ranges far apart asks the store once for the stored
