@@ -69,7 +69,6 @@
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
-use std::ops::Range;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -145,14 +144,6 @@ pub trait StoredBlob: Source {
     /// content-addressed blobs).
     fn modified(&self) -> Option<SystemTime> {
         None
-    }
-
-    /// Advice: the stored bytes of `ranges` (sorted, not overlapping) will be read soon. A
-    /// local file starts reading them into the page cache (`POSIX_FADV_WILLNEED`), as the
-    /// kernel's readahead does for a file read in order; the default does nothing (a
-    /// registry store fetches on demand). Errors are ignored.
-    fn advise(&self, ranges: &[Range<u64>]) {
-        let _ = ranges;
     }
 }
 
@@ -259,24 +250,6 @@ impl StoredBlob for LocalBlob {
     fn modified(&self) -> Option<SystemTime> {
         self.modified
     }
-
-    fn advise(&self, ranges: &[Range<u64>]) {
-        for r in ranges.iter().filter(|r| r.start < r.end) {
-            let (Ok(off), Ok(len)) = (i64::try_from(r.start), i64::try_from(r.end - r.start))
-            else {
-                continue;
-            };
-            if let Err(e) = nix::fcntl::posix_fadvise(
-                &self.file,
-                off,
-                len,
-                nix::fcntl::PosixFadviseAdvice::POSIX_FADV_WILLNEED,
-            ) {
-                log::debug!("posix_fadvise(WILLNEED) of {r:?}: {e}");
-                return;
-            }
-        }
-    }
 }
 
 impl BlobStore for LocalDirStore {
@@ -289,17 +262,6 @@ impl BlobStore for LocalDirStore {
         if !meta.is_file() {
             log::warn!("blob {} is not a regular file", path.display());
             return Err(io::Error::from_raw_os_error(nix::libc::EINVAL));
-        }
-        // The fills read a blob's stored bytes mostly in order (chunks follow the files):
-        // ask for the larger readahead window the file-backed peer gets from its own reads.
-        // Advice only: an error is logged and ignored.
-        if let Err(e) = nix::fcntl::posix_fadvise(
-            &file,
-            0,
-            0,
-            nix::fcntl::PosixFadviseAdvice::POSIX_FADV_SEQUENTIAL,
-        ) {
-            log::debug!("posix_fadvise(SEQUENTIAL) on blob {}: {e}", path.display());
         }
         Ok(Arc::new(LocalBlob {
             file,

@@ -1323,21 +1323,6 @@ impl<B: BlobStore> OnDemandServer for RafsServer<B> {
         self.store.render_metrics(out);
     }
 
-    /// The stored ranges of the chunks `range` touches (not decoded yet), or `range` itself
-    /// of a stored object, handed to [`StoredBlob::advise`].
-    fn advise(&self, object: &RafsObject, range: Range<u64>) {
-        match object {
-            RafsObject::Blob(blob) => {
-                let stored = blob.stored_ranges(&[range]);
-                if !stored.is_empty() {
-                    blob.staged.blob.advise(&stored);
-                }
-            }
-            RafsObject::Stored(stored) => stored.advise(&[range]),
-            RafsObject::Inline(_) => {}
-        }
-    }
-
     fn close(&self, object: &RafsObject) {
         if let RafsObject::Blob(blob) = object {
             let src = &blob.source;

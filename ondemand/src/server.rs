@@ -7,7 +7,6 @@
 //! fd. A server never sees an fd, a message id or an ioctl.
 
 use std::io;
-use std::ops::Range;
 
 use cachefiles_proto::Errno;
 
@@ -160,14 +159,6 @@ pub trait OnDemandServer: Send + Sync {
     fn render_metrics(&self, out: &mut String) {
         let _ = out;
     }
-
-    /// Advice: `range` of the object will be filled soon (the engine queued it as a fill
-    /// ahead of a sequential reader). A server reading local files may start reading the
-    /// stored bytes behind it (the RAFS server hands the stored ranges of its chunks to
-    /// [`StoredBlob::advise`](crate::StoredBlob::advise)). The default does nothing.
-    fn advise(&self, object: &Self::Object, range: Range<u64>) {
-        let _ = (object, range);
-    }
 }
 
 impl<S: OnDemandServer + ?Sized> OnDemandServer for std::sync::Arc<S> {
@@ -205,10 +196,6 @@ impl<S: OnDemandServer + ?Sized> OnDemandServer for std::sync::Arc<S> {
 
     fn render_metrics(&self, out: &mut String) {
         (**self).render_metrics(out)
-    }
-
-    fn advise(&self, object: &Self::Object, range: Range<u64>) {
-        (**self).advise(object, range)
     }
 }
 

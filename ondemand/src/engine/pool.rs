@@ -193,8 +193,6 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
                 .end
                 .min((pos / chunk).saturating_add(1).saturating_mul(chunk));
             for gap in object.claim_gaps(pos..end) {
-                // Queued for later: the server may start reading its stored bytes now.
-                self.server.advise(object.state(), gap.clone());
                 if let Err(gap) = self.pool.push(object, gap, batch) {
                     // The queue is full: this worker fills the gap itself, now.
                     self.run_job(object, gap, buf);
@@ -723,22 +721,5 @@ mod tests {
         assert_eq!(starts, [2, 3, 4, 0, 1]);
         assert_each_byte_once(s.server());
         assert_eq!(s.stats().ahead_bytes, 5 * MIB);
-    }
-
-    #[test]
-    fn a_fill_ahead_advises_the_server_of_the_gaps_it_queues() {
-        let dir = tempfile::tempdir().unwrap();
-        let (s, object) = session(dir.path(), 4 * MIB as usize, Duration::ZERO);
-        s.fill_ahead(&object, MIB..2 * MIB, &mut AlignedBuf::new(MIB as usize));
-        assert_eq!(s.server().advised(), [MIB..2 * MIB]);
-        // One advice per job, before it is queued: each gap's range, cut at the window;
-        // none for [1, 2) MiB, present now.
-        s.fill_ahead(&object, 0..4 * MIB, &mut AlignedBuf::new(MIB as usize));
-        assert_eq!(
-            s.server().advised(),
-            [MIB..2 * MIB, 0..MIB, 2 * MIB..3 * MIB, 3 * MIB..4 * MIB]
-        );
-        assert_each_byte_once(s.server());
-        assert_eq!(s.stats().ahead_bytes, 4 * MIB);
     }
 }

@@ -25,7 +25,6 @@ pub(crate) struct SlowBlob {
     fills: Mutex<Vec<(ThreadId, Range<u64>)>>,
     batches: Mutex<Vec<usize>>,
     started: Arc<AtomicUsize>,
-    advised: Mutex<Vec<Range<u64>>>,
 }
 
 impl SlowBlob {
@@ -36,7 +35,6 @@ impl SlowBlob {
             fills: Mutex::new(Vec::new()),
             batches: Mutex::new(Vec::new()),
             started: Arc::new(AtomicUsize::new(0)),
-            advised: Mutex::new(Vec::new()),
         }
     }
 
@@ -53,11 +51,6 @@ impl SlowBlob {
     /// How many calls have started (counted as each one begins, before its delay).
     pub(crate) fn started(&self) -> Arc<AtomicUsize> {
         Arc::clone(&self.started)
-    }
-
-    /// The ranges of every [`OnDemandServer::advise`] call, in call order.
-    pub(crate) fn advised(&self) -> Vec<Range<u64>> {
-        self.advised.lock().unwrap().clone()
     }
 
     /// The bytes produced by all calls.
@@ -92,9 +85,5 @@ impl OnDemandServer for SlowBlob {
         ranges
             .iter_mut()
             .try_for_each(|r| self.fill(object, r.offset, r.buf))
-    }
-
-    fn advise(&self, _: &(), range: Range<u64>) {
-        self.advised.lock().unwrap().push(range);
     }
 }
