@@ -1035,6 +1035,12 @@ impl CachefilesRun<'_> {
                 let reference = image.reference.to_string();
                 let (flags, trace) = (self.serving, self.trace);
                 let (predictor, warmer) = (predictor.clone(), warmer.clone());
+                // A replayed trace's early fetch must be under way before the kernel opens
+                // the blobs: otherwise the prefetch at their OPEN fetches the same ranges a
+                // second time. So with one, the mount waits for the bootstrap (as before
+                // session 14); without, it goes ahead at once.
+                let (early_started, early_wait) = std::sync::mpsc::channel::<()>();
+                let wait_early = flags.early(true, true) && trace.is_some();
                 // The bootstrap fetched, checked and parsed while the kernel creates the
                 // cache volume and opens it; then what needs it: the early fetches, and the
                 // bootstrap walked for cold prediction and the page cache warmer.
@@ -1045,6 +1051,8 @@ impl CachefilesRun<'_> {
                         log_resolved(&image);
                         flags.warm_connections(&image);
                         flags.fetch_early(&image, trace, true);
+                        // Dropped unsent (a failed bootstrap) lets the mount go and fail.
+                        let _ = early_started.send(());
                         flags.fetch_entrypoint(&image);
                         if predictor.is_some() || warmer.is_some() {
                             walk_bootstrap(&image, rules, predictor, warmer);
@@ -1056,6 +1064,9 @@ impl CachefilesRun<'_> {
                 let mount_one = |key: &str, dir: &std::path::Path| {
                     ondemand::mount::mount_fscache(key, None, &[], dir)
                 };
+                if wait_early {
+                    let _ = early_wait.recv();
+                }
                 log::debug!("mounting {reference} on {}", m.display());
                 let mounted = match ondemand::registry::Rootfs::mount_keys(
                     &keys,
