@@ -24,8 +24,9 @@
 //! [`AccessTrace`] + [`PrefetchConfig::with_trace`] fetch it ahead of the next cold start),
 //! cold prediction with no trace ([`predict`]: a READ in a file fills the rest of the file
 //! and its directory's files, from the image's layout), [`failover`] (an fd holder so a daemon can die while mounts are live and a
-//! successor take over), and [`mount`] (file-backed mounts with no daemon when every blob is
-//! local).
+//! successor take over), [`ready`] (tell a supervisor or a runtime the mount is up: an
+//! inherited fd or systemd's `NOTIFY_SOCKET`), and [`mount`] (file-backed mounts with no
+//! daemon when every blob is local).
 //!
 //! Straight from an OCI registry (feature `registry`): [`registry`] resolves an image (Nydus
 //! RAFS v6 as nydusify pushes it, or containerd's native EROFS layers), serves its blobs
@@ -135,8 +136,9 @@
 //! # Safety
 //!
 //! `unsafe` is denied crate-wide except in one private `sys` module: adopting the fd number
-//! the kernel put in an OPEN message, a fanotify event or an `SCM_RIGHTS` message, taking a
-//! received fd as a fanotify group, and the `READ_COMPLETE` ioctl. Each block says why it
+//! the kernel put in an OPEN message, a fanotify event or an `SCM_RIGHTS` message, or the
+//! parent passed at exec ([`ready`]), taking a received fd as a fanotify group, and the
+//! `READ_COMPLETE` ioctl. Each block says why it
 //! holds.
 //!
 #![cfg_attr(feature = "registry", doc = "[`registry`]: crate::registry")]
@@ -160,6 +162,7 @@ pub mod plan;
 pub mod predict;
 pub mod rafs;
 mod ranges;
+pub mod ready;
 #[cfg(feature = "registry")]
 pub mod registry;
 mod server;

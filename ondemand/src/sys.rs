@@ -1,6 +1,7 @@
 //! The crate's only `unsafe` code: taking ownership of an fd number the kernel installed in
 //! this process (the fd of a cachefiles OPEN message, of a fanotify event, or of an
-//! `SCM_RIGHTS` message), taking a received fd as a fanotify group, reserving an fd number,
+//! `SCM_RIGHTS` message) or that the parent passed at exec (`--ready-fd`), taking a received
+//! fd as a fanotify group, reserving an fd number,
 //! the cachefiles `READ_COMPLETE` ioctl, the `FS_IOC_GETFSSYSFSPATH` ioctl and a thread's nice
 //! value. Every block says why it holds.
 #![allow(unsafe_code)]
@@ -33,6 +34,28 @@ pub(crate) fn adopt_fd(fd: RawFd) -> io::Result<OwnedFd> {
     // message per `recvmsg`). So nothing else owns it, and the `OwnedFd` becomes its only
     // owner.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Take ownership of fd `n`, inherited from the parent at exec and named on the command line
+/// (`--ready-fd N`, [`crate::ready::Readiness::from_fd`]). Call it once per number, at the
+/// start: the returned `OwnedFd` closes the fd when dropped.
+///
+/// # Errors
+///
+/// `EBADF` for a negative number or one that is not open.
+pub(crate) fn adopt_inherited_fd(n: RawFd) -> io::Result<OwnedFd> {
+    if n < 0 {
+        return Err(io::Error::from_raw_os_error(nix::libc::EBADF));
+    }
+    // SAFETY: `fcntl(F_GETFD)` only reads the fd table; an invalid number yields EBADF.
+    if unsafe { nix::libc::fcntl(n, nix::libc::F_GETFD) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the parent left `n` open across exec for this process to use as the command
+    // line says; nothing in this process opened it, so nothing else owns it, and the one
+    // caller (`Readiness::from_fd`, called once per number at the start) makes the
+    // `OwnedFd` its only owner.
+    Ok(unsafe { OwnedFd::from_raw_fd(n) })
 }
 
 /// Set the calling thread's nice value (on Linux the nice value is per thread, and

@@ -222,6 +222,13 @@ cold() {
 # get random numbers"). A blocking read of /dev/random waits for it (the kernel gathers
 # jitter entropy meanwhile), before any clock starts.
 head -c 1 /dev/random >/dev/null
+# Whether a build says when its mount is up (`--ready-fd`); one that does not (an older
+# baseline) is watched in /proc/mounts instead. Asked once, outside every clock.
+READY_OURS=
+erofs-ondemand serve --help 2>/dev/null | grep -q -e --ready-fd && READY_OURS=1
+READY_BASE=
+command -v erofs-ondemand-baseline >/dev/null &&
+    erofs-ondemand-baseline serve --help 2>/dev/null | grep -q -e --ready-fd && READY_BASE=1
 # use_link NAME PORT: the scenarios that follow pull through the host's link proxy on PORT.
 use_link() {
     LINK=$1
@@ -358,12 +365,23 @@ lazy_floors() {
     fi
     rm -rf /data/cache/floor-replay-$LINK
 }
+# run_daemon BIN CMD TAG FLAGS: BIN CMD --image REF:TAG FLAGS on $_mnt, $_cache, $_prom
+# (run in the background: the subshell becomes the daemon, so `$!` is its pid).
+run_daemon() {
+    export RUST_LOG=@DAEMON_LOG@
+    exec $1 $2 --cache-dir $_cache --image $REF:$3 --insecure-registry $HOST \
+        --mountpoint $_mnt --metrics $_prom $4
+}
 # lazy SCENARIO CMD TAG [FLAGS]: erofs-ondemand CMD --image REF:TAG FLAGS, then the
 # workload on its mount; the scenario ends (for the registry's count) when the daemon stopped.
+# The mount's start is the daemon's word (`--ready-fd 3` on a FIFO: the wait of a runtime
+# or a supervisor), or, for a build without it, its mount seen in /proc/mounts.
 lazy() {
     _mnt=/mnt/$1-$LINK
     _cache=/data/cache/$1-$LINK
+    _fifo=/tmp/ready-$1-$LINK
     mkdir -p $_mnt $_cache
+    rm -f $_fifo && mkfifo $_fifo
     cold
     data "settle_$1_$LINK" "$SETTLE"
     mark "begin-$1-$LINK"
@@ -377,12 +395,21 @@ lazy() {
     # CONTAINER_START_SAMPLE=1: what the guest does, every 10 ms for 1.5 s (`vmtool sample`).
     [ -n "@SAMPLE@" ] && vmtool sample 10 1500 >/tmp/sample-$1-$LINK &
     # Scenarios named baseline* run another build (CONTAINER_START_BASELINE).
-    case $1 in baseline*) _bin=erofs-ondemand-baseline ;; *) _bin=erofs-ondemand ;; esac
-    RUST_LOG=@DAEMON_LOG@ \
-        $_bin $2 --cache-dir $_cache --image $REF:$3 --insecure-registry $HOST \
-        --mountpoint $_mnt --metrics $_prom $4 >$DLOG 2>&1 &
-    DPID=$!
-    if ! mounted $_mnt 60000; then
+    case $1 in
+        baseline*) _bin=erofs-ondemand-baseline _rfd=$READY_BASE ;;
+        *) _bin=erofs-ondemand _rfd=$READY_OURS ;;
+    esac
+    if [ -n "$_rfd" ]; then
+        run_daemon $_bin $2 $3 "$4 --ready-fd 3" >$DLOG 2>&1 3>$_fifo &
+        DPID=$!
+        # A line once mounted; end-of-file if the daemon failed first.
+        read -r _ready <$_fifo
+    else
+        run_daemon $_bin $2 $3 "$4" >$DLOG 2>&1 &
+        DPID=$!
+        mounted $_mnt 60000 && _ready=READY=1 || _ready=
+    fi
+    if [ "$_ready" != READY=1 ]; then
         mark "end-$1-$LINK"
         fail "$1-$LINK" "not mounted: $(cat $DLOG)"
         return 1

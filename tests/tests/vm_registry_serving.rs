@@ -10,7 +10,8 @@
 //! - Linux 7.2: `erofs-ondemand fanotify --image REF --mountpoint MNT` (fanotify pre-content);
 //!
 //! mount each image's rootfs (the Nydus bootstrap with its blob devices; the overlay of the
-//! EROFS layers), read one small file, then every file (checked against the host tree's
+//! EROFS layers; the daemon says when it is up on `--ready-fd`, and it is in `/proc/mounts`
+//! then), read one small file, then every file (checked against the host tree's
 //! sha256 sums and stats), and stop at SIGTERM after unmounting. The registry's access log
 //! counts the requests and body bytes of the mount, the small file and the cold walk; they
 //! are printed against the image's size, and the daemon's exported
@@ -111,10 +112,20 @@ img_round() {
     mkdir -p "$_m" /data/cache/$_img
     DLOG=/tmp/$_img.log
     _m0=$(reg_mark)
+    rm -f /tmp/$_img.ready && mkfifo /tmp/$_img.ready
     erofs-ondemand $_cmd --cache-dir /data/cache/$_img --image "$_ref" --mountpoint "$_m" \
-        --metrics /tmp/$_img.prom >"$DLOG" 2>&1 &
+        --metrics /tmp/$_img.prom --ready-fd 3 >"$DLOG" 2>&1 3>/tmp/$_img.ready &
     DPID=$!
-    await_daemon "mount-$_img" "not mounted" 2400 grep -q " $_m " /proc/mounts || return 1
+    # The daemon's word that the rootfs is mounted (--ready-fd): a line, or end-of-file if
+    # it failed first; the mount is there when it says so.
+    _ready=
+    read -t 240 -r _ready </tmp/$_img.ready
+    if [ "$_ready" = READY=1 ] && grep -q " $_m " /proc/mounts; then
+        pass "mount-$_img"
+    else
+        fail "mount-$_img" "ready fd said '$_ready'; mounts: $(grep " $_m " /proc/mounts); $(tail -5 $DLOG)"
+        return 1
+    fi
     data ${_img}_mount_registry "$(reg_count $_m0)"
     _m1=$(reg_mark)
     grep " ./$_small\$" /vmtest/sums >/tmp/$_img.one
@@ -132,14 +143,19 @@ img_round() {
 # bootstrap_gone CMD REF MNT HEX: the bootstrap layer (blob HEX) taken out of the registry's
 # storage. `serve` mounts before the bootstrap is in: the kernel's OPEN of it is refused once
 # its fetch fails, so the mount fails (it does not hang) and the daemon exits non-zero,
-# saying why.
+# saying why, and its readiness fd ends without the line.
 bootstrap_gone() {
     _d=/data/registry/docker/registry/v2/blobs/sha256/$(echo $4 | cut -c1-2)/$4
     mv $_d /tmp/gone-blob
     mkdir -p "$3" /data/cache/gone
+    rm -f /tmp/gone.ready && mkfifo /tmp/gone.ready
     erofs-ondemand $1 --cache-dir /data/cache/gone --image "$2" --mountpoint "$3" \
-        >/tmp/gone.log 2>&1 &
+        --ready-fd 3 >/tmp/gone.log 2>&1 3>/tmp/gone.ready &
     DPID=$!
+    # Never ready: the readiness fd ends without its line.
+    _ready=
+    read -t 240 -r _ready </tmp/gone.ready
+    check_fails gone-ready [ "$_ready" = READY=1 ]
     _i=0
     while kill -0 $DPID 2>/dev/null && [ $_i -lt 1200 ]; do
         _i=$((_i + 1)); usleep 50000
@@ -210,7 +226,7 @@ fn gone_round(cmd: &str, p: &Pushed) -> Option<String> {
 fn report(out: &VmOutcome, p: &Pushed, name: &str, gone: bool) {
     let mut expected = vec!["registry-up".to_string()];
     if gone {
-        expected.extend(["gone-daemon-hangs".to_string(), "gone-mounted".to_string()]);
+        expected.extend(["gone-ready", "gone-daemon-hangs", "gone-mounted"].map(String::from));
     }
     for (tag, _) in &p.images {
         if *tag == "nydus" {

@@ -445,9 +445,26 @@ struct Serving {
     /// no --prefetch (`true` with --prefetch reads the whole image into the page cache).
     #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
     warm_page_cache: Option<bool>,
+    /// Once the mount is up (without --mountpoint: once the daemon serves), write `READY=1`
+    /// and a newline to fd N, inherited from the parent, and close it (as s6's
+    /// notification-fd: a reader that gets end-of-file instead knows the daemon failed).
+    /// systemd's NOTIFY_SOCKET, when set, is sent `READY=1` as well.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(i32).range(3..))]
+    ready_fd: Option<i32>,
 }
 
 impl Serving {
+    /// Whom to tell the daemon is ready: `--ready-fd` (taken now: call it before threads
+    /// start) and systemd's `NOTIFY_SOCKET`.
+    fn readiness(&self) -> Result<ondemand::ready::Readiness, String> {
+        let ready = match self.ready_fd {
+            Some(n) => ondemand::ready::Readiness::from_fd(n)
+                .map_err(|e| format!("--ready-fd {n}: {e}"))?,
+            None => ondemand::ready::Readiness::none(),
+        };
+        Ok(ready.with_notify_socket_from_env())
+    }
+
     /// `server` with `--verify-digests` applied when it is given; without it the server
     /// keeps the library's default (on for a registry's bytes, off for a local blob dir's).
     fn verify_digests<B: ondemand::BlobStore>(
@@ -686,7 +703,14 @@ enum OnOpen {
 
 /// The `fanotify` command: a blob directory or a registry image.
 fn fanotify(args: FanotifyArgs) -> ExitCode {
-    // First, before any thread starts: SIGINT/SIGTERM go to a signalfd.
+    // First, before any thread starts: the readiness fd taken, SIGINT/SIGTERM to a signalfd.
+    let ready = match args.serving.readiness() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("erofs-ondemand: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let signal = Shutdown::new();
     if let Err(e) = shutdown_on_signals(signal.clone()) {
         eprintln!("erofs-ondemand: cannot handle signals: {e}");
@@ -715,7 +739,7 @@ fn fanotify(args: FanotifyArgs) -> ExitCode {
             let server = args
                 .serving
                 .verify_digests(ondemand::rafs::RafsDirServer::new(&dir));
-            fanotify_serve(server, args, prefetch, &signal, None)
+            fanotify_serve(server, args, prefetch, &signal, None, ready)
         }
         None => {
             if args.mountpoint.is_none() {
@@ -734,7 +758,7 @@ fn fanotify(args: FanotifyArgs) -> ExitCode {
             args.serving.fetch_early(&image, trace.as_ref(), false);
             args.serving.fetch_entrypoint(&image);
             let server = args.serving.verify_digests(image.server());
-            let code = fanotify_serve(server, args, prefetch, &signal, Some(&image));
+            let code = fanotify_serve(server, args, prefetch, &signal, Some(&image), ready);
             report_registry(image.store(), image.size);
             code
         }
@@ -748,6 +772,7 @@ fn fanotify_serve<B: ondemand::BlobStore>(
     prefetch: Option<PrefetchConfig>,
     signal: &Shutdown,
     remote: Option<&ondemand::registry::RemoteImage>,
+    ready: ondemand::ready::Readiness,
 ) -> ExitCode {
     let FanotifyArgs {
         cache_dir,
@@ -915,6 +940,9 @@ fn fanotify_serve<B: ondemand::BlobStore>(
             },
             (None, _) => None,
         };
+        if !failed {
+            tell_ready(ready);
+        }
         daemon.engine().start_prefetch();
         while !failed && !signal.is_triggered() && !serving.is_finished() {
             std::thread::sleep(Duration::from_millis(100));
@@ -957,6 +985,8 @@ struct CachefilesRun<'a> {
     /// Triggered by SIGINT/SIGTERM.
     shutdown: &'a Shutdown,
     cache_dir: &'a std::path::Path,
+    /// Told once the rootfs is mounted (without one: once the daemon serves).
+    ready: ondemand::ready::Readiness,
 }
 
 impl CachefilesRun<'_> {
@@ -1076,6 +1106,7 @@ impl CachefilesRun<'_> {
                 ) {
                     Ok(rootfs) => {
                         log::info!("mounted {reference} on {}", m.display());
+                        tell_ready(self.ready);
                         Some(rootfs)
                     }
                     Err(e) => {
@@ -1104,6 +1135,9 @@ impl CachefilesRun<'_> {
                 if let Some(t) = resolved {
                     let _ = t.join();
                 }
+            } else {
+                // Bound and serving: OPENs queue on the device until a worker reads them.
+                tell_ready(self.ready);
             }
             serving.join()
         });
@@ -1117,6 +1151,16 @@ impl CachefilesRun<'_> {
             );
         }
         exit_code(result, failed)
+    }
+}
+
+/// Say the daemon is ready (`--ready-fd`, `NOTIFY_SOCKET`); a reader that went away is
+/// logged, not fatal: the daemon serves on.
+fn tell_ready(ready: ondemand::ready::Readiness) {
+    if ready.is_some()
+        && let Err(e) = ready.notify()
+    {
+        log::warn!("telling the daemon is ready: {e}");
     }
 }
 
@@ -1288,7 +1332,15 @@ fn main() -> ExitCode {
             supervisor,
             device,
         } => {
-            // First, before any thread starts: SIGINT/SIGTERM go to a signalfd.
+            // First, before any thread starts: the readiness fd taken, SIGINT/SIGTERM to a
+            // signalfd.
+            let ready = match serving.readiness() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("erofs-ondemand: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
             let shutdown = Shutdown::new();
             if let Err(e) = shutdown_on_signals(shutdown.clone()) {
                 eprintln!("erofs-ondemand: cannot handle signals: {e}");
@@ -1388,6 +1440,7 @@ fn main() -> ExitCode {
                 trace: trace.as_ref(),
                 shutdown: &shutdown,
                 cache_dir: &cache_dir,
+                ready,
             };
             match (remote, &mountpoint, &blob_dir) {
                 (Some(image), Some(m), _) => {
