@@ -82,6 +82,10 @@
 //! [`phases_line`]; nydusd's are `bootstrap daemon-up mounted ready`), then the ratios issue
 //! 14 names, and a plot (`target/container_start.png`).
 //!
+//! The clock of a lazy start stops waiting for the mount when the daemon says it is up
+//! (`--ready-fd 3` on a FIFO the script reads: the wait of a runtime or a supervisor; a
+//! build without the flag, an older baseline, is polled in /proc/mounts every 10 ms).
+//!
 //! Settings: `CONTAINER_START_BASELINE=PATH` puts another (static) build of
 //! `erofs-ondemand` in the guest, which variants named `baseline*` run instead
 //! (`CONTAINER_START_VARIANTS='baseline='`: a before/after pair from one VM run);
@@ -785,7 +789,8 @@ fn results(
 /// them and as the `phases` line prints them: our daemon's log (`manifest` resolved,
 /// Nydus `bootstrap` fetched, `mount` done, `first_read`/`last_read` the kernel's first and
 /// last READ), nydusd's steps (`bootstrap` pulled, `daemon_up`), and the script's own
-/// (`mounted` seen in /proc/mounts, the workload started; `ready` printed).
+/// (`mounted`: our daemon said so on `--ready-fd`, or, for nydusd and a build without the
+/// flag, the mount was seen in /proc/mounts; the workload started; `ready` printed).
 const MILESTONES: [&str; 8] = [
     "manifest",
     "bootstrap",
