@@ -331,3 +331,91 @@ fn mount_refuses_what_is_not_an_image() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("not-an-image"), "{stderr}");
 }
+
+/// `--ready-fd N`: the parent's fd N (here a FIFO a shell opens as fd 3 before it execs the
+/// daemon) gets `READY=1` once the daemon serves (the bind sequence written first) and is
+/// closed then; a daemon that fails before closes it without the line; an fd that is not
+/// open, or a standard stream, is refused before anything starts.
+#[test]
+fn ready_fd_says_ready_once_serving() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let device = dir.path().join("device");
+    std::fs::write(&device, b"").unwrap();
+    let fifo = dir.path().join("ready");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let cache = dir.path().join("cache");
+    let spawn = |device: &std::path::Path| {
+        Command::new("sh")
+            .args(["-c", r#"exec "$@" 3>"$READY""#, "sh"])
+            .arg(env!("CARGO_BIN_EXE_erofs-ondemand"))
+            .args(["serve", "--cache-dir"])
+            .arg(&cache)
+            .arg("--blob-dir")
+            .arg(dir.path())
+            .args(["--tag", "t1", "--ready-fd", "3", "--device"])
+            .arg(device)
+            .env("READY", &fifo)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // What the FIFO gets until its writer closes it (the open blocks until the shell opens
+    // it for writing); the daemon is killed if that takes over 10 s.
+    let said = |child: &std::process::Child| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let path = fifo.clone();
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let r = std::fs::File::open(path).and_then(|mut f| f.read_to_string(&mut s));
+            let _ = tx.send(r.map(|_| s));
+        });
+        match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(r) => r.unwrap(),
+            Err(_) => {
+                let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+                panic!("the readiness fd was not closed within 10 s");
+            }
+        }
+    };
+    let child = spawn(&device);
+    assert_eq!(said(&child), ondemand::ready::READY_LINE);
+    // Said once bound: the bind sequence is on the device already.
+    let expected = format!("dir {}tag t1bind ondemand", cache.display());
+    assert_eq!(std::fs::read(&device).unwrap(), expected.as_bytes());
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A device that cannot be opened: the fd ends without the line.
+    let failing = spawn(&dir.path().join("missing").join("device"));
+    assert_eq!(said(&failing), "");
+    let out = failing.wait_with_output().unwrap();
+    assert!(!out.status.success());
+
+    // Refused: fd 1 (clap's range), and an fd that is not open.
+    for (fd, says) in [("1", "--ready-fd"), ("9", "--ready-fd 9")] {
+        let out = Command::new(env!("CARGO_BIN_EXE_erofs-ondemand"))
+            .args([
+                "serve",
+                "--cache-dir",
+                "/c",
+                "--blob-dir",
+                "/b",
+                "--ready-fd",
+                fd,
+            ])
+            .args(["--device", "/nonexistent/dev"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{stderr}");
+        assert!(stderr.contains(says), "{stderr}");
+        assert!(!stderr.contains("cannot open /nonexistent/dev"), "{stderr}");
+    }
+}
