@@ -59,7 +59,7 @@ impl Readiness {
                 format!("readiness fd {n} is a standard stream"),
             ));
         }
-        let fd = crate::sys::adopt_inherited_fd(n)?;
+        let fd = crate::sys::adopt_fd(n)?;
         Ok(Self {
             fd: Some(File::from(fd)),
             socket: None,

@@ -13,7 +13,9 @@ use cachefiles_proto::ioctl::CACHEFILES_IOC_READ_COMPLETE;
 
 /// Take ownership of an fd number that the kernel put in this process's fd table while
 /// delivering a message (a cachefiles OPEN, a fanotify event, an `SCM_RIGHTS` control
-/// message) and reported only in that message. Call it once per message, immediately: the
+/// message) and reported only in that message, or that the parent left open across exec
+/// and named on the command line (`--ready-fd N`, [`crate::ready::Readiness::from_fd`]).
+/// Call it once per message or number, immediately (the inherited one at the start): the
 /// returned `OwnedFd` closes the fd when dropped.
 ///
 /// # Errors
@@ -31,31 +33,11 @@ pub(crate) fn adopt_fd(fd: RawFd) -> io::Result<OwnedFd> {
     // SAFETY: the kernel created this fd in our table during the `read()`/`recvmsg()` that
     // returned the message, and its number appears only in that message, which each caller
     // decodes and adopts once (one OPEN per `Device::adopt`, one event per worker, one control
-    // message per `recvmsg`). So nothing else owns it, and the `OwnedFd` becomes its only
+    // message per `recvmsg`); or the parent left it open for this process to use as its
+    // command line says, nothing in this process opened it, and `Readiness::from_fd` takes
+    // it once at the start. So nothing else owns it, and the `OwnedFd` becomes its only
     // owner.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// Take ownership of fd `n`, inherited from the parent at exec and named on the command line
-/// (`--ready-fd N`, [`crate::ready::Readiness::from_fd`]). Call it once per number, at the
-/// start: the returned `OwnedFd` closes the fd when dropped.
-///
-/// # Errors
-///
-/// `EBADF` for a negative number or one that is not open.
-pub(crate) fn adopt_inherited_fd(n: RawFd) -> io::Result<OwnedFd> {
-    if n < 0 {
-        return Err(io::Error::from_raw_os_error(nix::libc::EBADF));
-    }
-    // SAFETY: `fcntl(F_GETFD)` only reads the fd table; an invalid number yields EBADF.
-    if unsafe { nix::libc::fcntl(n, nix::libc::F_GETFD) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the parent left `n` open across exec for this process to use as the command
-    // line says; nothing in this process opened it, so nothing else owns it, and the one
-    // caller (`Readiness::from_fd`, called once per number at the start) makes the
-    // `OwnedFd` its only owner.
-    Ok(unsafe { OwnedFd::from_raw_fd(n) })
 }
 
 /// Set the calling thread's nice value (on Linux the nice value is per thread, and
