@@ -824,12 +824,12 @@ pub struct RafsTotals {
 }
 
 impl fmt::Display for RafsTotals {
-    /// `rafs blobs=N bytes_served=N stored_bytes=N fetches=N chunks_decoded=N chunks_verified=N cache_hits=N fetch_ms=N decode_ms=N zran_inflates=N`
+    /// `rafs blobs=N bytes_served=N stored_bytes=N fetches=N chunks_decoded=N chunks_verified=N cache_hits=N fetch_ms=N decode_ms=N digest_ms=N zran_inflates=N`
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = &self.stats;
         write!(
             f,
-            "rafs blobs={} bytes_served={} stored_bytes={} fetches={} chunks_decoded={} chunks_verified={} cache_hits={} fetch_ms={} decode_ms={} zran_inflates={}",
+            "rafs blobs={} bytes_served={} stored_bytes={} fetches={} chunks_decoded={} chunks_verified={} cache_hits={} fetch_ms={} decode_ms={} digest_ms={} zran_inflates={}",
             self.blobs,
             s.bytes_served,
             s.stored_bytes,
@@ -839,6 +839,7 @@ impl fmt::Display for RafsTotals {
             s.cache_hits,
             s.fetch_ns / 1_000_000,
             s.decode_ns / 1_000_000,
+            s.digest_ns / 1_000_000,
             s.zran_inflates
         )
     }
@@ -943,6 +944,7 @@ impl<B: BlobStore> RafsServer<B> {
             a.cache_hits += s.cache_hits;
             a.fetch_ns += s.fetch_ns;
             a.decode_ns += s.decode_ns;
+            a.digest_ns += s.digest_ns;
             a.zran_inflates += s.zran_inflates;
         }
         t

@@ -135,6 +135,7 @@ impl BlobSource {
             cache_hits: c.cache_hits.get(),
             fetch_ns: c.fetch_ns.get(),
             decode_ns: c.decode_ns.get(),
+            digest_ns: c.digest_ns.get(),
             zran_inflates: c.zran_inflates.get(),
         }
     }
@@ -599,8 +600,10 @@ impl BlobSource {
     fn check_digest(&self, ci: u32, c: &ChunkInfo, out: &[u8]) -> Result<()> {
         self.counters.chunks_decoded.incr();
         if let Some(want) = self.digest_for(ci) {
-            let got = digest(self.blob.record.digester(), out)
-                .ok_or_else(|| self.blob.blob_err("unknown digest algorithm"))?;
+            let t0 = std::time::Instant::now();
+            let got = digest(self.blob.record.digester(), out);
+            self.counters.digest_ns.add(elapsed_ns(t0));
+            let got = got.ok_or_else(|| self.blob.blob_err("unknown digest algorithm"))?;
             if &got != want {
                 return Err(self.blob.blob_err(format!(
                     "chunk {ci} (uncompressed {}+{}, stored {}+{}): digest {} differs from the bootstrap's {}",

@@ -23,6 +23,9 @@ pub struct BlobStats {
     pub fetch_ns: u64,
     /// Nanoseconds spent decoding and checking chunks (summed over threads).
     pub decode_ns: u64,
+    /// Of [`decode_ns`](Self::decode_ns), the nanoseconds spent computing chunk digests to
+    /// check them (summed over threads; 0 without digests).
+    pub digest_ns: u64,
     /// ZRan contexts inflated (ZRAN blobs: each serves all the chunks cut from it).
     pub zran_inflates: u64,
 }
@@ -38,5 +41,6 @@ pub(super) struct Counters {
     pub(super) cache_hits: Counter,
     pub(super) fetch_ns: Counter,
     pub(super) decode_ns: Counter,
+    pub(super) digest_ns: Counter,
     pub(super) zran_inflates: Counter,
 }

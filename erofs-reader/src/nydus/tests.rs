@@ -99,6 +99,12 @@ fn digests_are_checked() {
     let (d, checked) = src.decode_chunk(0).unwrap();
     assert!(checked);
     assert_eq!(&d[..], &a[..]);
+    // The digest's time is counted, as part of the decoding's.
+    let s = src.stats();
+    assert!(s.digest_ns > 0 && s.digest_ns <= s.decode_ns, "{s:?}");
+    let unchecked = BlobSource::new(data.clone(), &r);
+    assert!(!unchecked.decode_chunk(0).unwrap().1);
+    assert_eq!(unchecked.stats().digest_ns, 0);
     let mut flipped = data;
     flipped[100] ^= 1;
     let src = BlobSource::new(flipped, &r).with_digests(vec![Some(good)]);
