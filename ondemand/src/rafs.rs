@@ -310,19 +310,6 @@ impl RafsBlob {
         }
     }
 
-    /// The end of the chunk holding byte `end - 1` in the uncompressed space, if it ends past
-    /// `end` (else `end`): a read ending inside a chunk decodes all of it.
-    fn chunk_end(&self, end: u64) -> u64 {
-        let Ok(chunks) = self.source.chunk_infos() else {
-            return end;
-        };
-        let i = chunks.partition_point(|c| c.uncompressed_end() < end);
-        match chunks.get(i) {
-            Some(c) if c.uncompressed_offset < end => end.max(c.uncompressed_end()),
-            _ => end,
-        }
-    }
-
     /// The indices of the chunks overlapping `range` (none if the chunk map cannot be read:
     /// the read then fails on its own).
     fn chunk_span(&self, range: Range<u64>) -> Range<usize> {
@@ -1276,14 +1263,6 @@ impl<B: BlobStore> OnDemandServer for RafsServer<B> {
                 }
                 Ok(n)
             }
-        }
-    }
-
-    /// A blob's fills end at a chunk's end: the chunk is decoded (and checked) whole anyway.
-    fn unit_end(&self, object: &RafsObject, end: u64) -> u64 {
-        match object {
-            RafsObject::Blob(blob) => blob.chunk_end(end),
-            _ => end,
         }
     }
 

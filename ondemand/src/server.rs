@@ -128,16 +128,6 @@ pub trait OnDemandServer: Send + Sync {
         self.fill(object, off, buf)
     }
 
-    /// Where a fill of `object` that would end at `end` had better end (at `end` or past it):
-    /// a server that makes its bytes in units it must make whole (a Nydus blob's chunks, each
-    /// fetched, decoded and checked whole) returns the end of the unit that holds byte
-    /// `end - 1`, so that what it makes anyway is written too and never asked for again.
-    /// The engine widens a READ's readahead window to it (cachefiles). The default is `end`.
-    fn unit_end(&self, object: &Self::Object, end: u64) -> u64 {
-        let _ = object;
-        end
-    }
-
     /// Fill several ranges of `object` at once: all of each `buf` with the object's bytes at
     /// its `offset` (ranges sorted by offset, not overlapping, none past the object's size).
     /// The engine's prefetch hands a server a batch of ranges (the ranges of an access trace
@@ -184,10 +174,6 @@ impl<S: OnDemandServer + ?Sized> OnDemandServer for std::sync::Arc<S> {
 
     fn fill(&self, object: &Self::Object, off: u64, buf: &mut [u8]) -> io::Result<()> {
         (**self).fill(object, off, buf)
-    }
-
-    fn unit_end(&self, object: &Self::Object, end: u64) -> u64 {
-        (**self).unit_end(object, end)
     }
 
     fn fill_streaming(

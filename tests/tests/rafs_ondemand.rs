@@ -889,32 +889,3 @@ fn a_bad_or_short_chunk_stream_fails_having_reported_right_bytes() {
         );
     }
 }
-
-/// A blob's fills end where a chunk ends (`unit_end`): an end inside a chunk moves to that
-/// chunk's end, an end at a chunk's end or in a gap between chunks stays; the bootstrap
-/// (stored bytes served as they are) has no units.
-#[test]
-fn a_fill_ending_inside_a_chunk_is_widened_to_its_end() {
-    let dir = tests::scratch_dir("rafs_ondemand/unit_end");
-    let Some((blobs, id, _)) = zstd_64k_chunks(&dir) else {
-        return;
-    };
-    let server = RafsDirServer::new(&blobs);
-    let blob = server.open(&key(&id)).unwrap().object;
-    let chunks = chunk_infos(&blob);
-    assert!(chunks.len() > 4, "{} chunks", chunks.len());
-    for c in &chunks[..4] {
-        let (start, end) = (c.uncompressed_offset, c.uncompressed_end());
-        assert_eq!(server.unit_end(&blob, start + 1), end, "{c:?}");
-        assert_eq!(server.unit_end(&blob, end - 1), end, "{c:?}");
-        assert_eq!(server.unit_end(&blob, end), end, "at its end: {c:?}");
-    }
-    let last = chunks.last().unwrap().uncompressed_end();
-    assert_eq!(
-        server.unit_end(&blob, last + 4096),
-        last + 4096,
-        "past the chunks"
-    );
-    let boot = server.open(&key(b"img")).unwrap().object;
-    assert_eq!(server.unit_end(&boot, 5000), 5000);
-}

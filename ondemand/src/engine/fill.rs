@@ -48,7 +48,6 @@ impl<S: OnDemandServer, K> Engine<S, K> {
     /// [`plan_read`](Self::plan_read) for a read counted already.
     fn plan(&self, object: &Object<S::Object, K>, off: u64, len: u64) -> ReadPlan {
         let window = super::window(off, len, object.size(), self.readahead())
-            .map(|(range, end)| (self.to_unit_end(object, range), end))
             .map(|(range, end)| (self.clip_to_plan(object, range, end), end));
         let ahead = match &window {
             Some((range, _)) if self.sequential_ahead() > 0 => {
@@ -88,22 +87,6 @@ impl<S: OnDemandServer, K> Engine<S, K> {
 }
 
 impl<S: OnDemandServer, K> Engine<S, K> {
-    /// A READ's window widened to the end of the server's unit holding its last byte
-    /// ([`OnDemandServer::unit_end`]: a Nydus chunk, decoded whole anyway), within the object
-    /// and [`MAX_READ_FILL`](super::window::MAX_READ_FILL) of the window's start: the rest of
-    /// that chunk is written with the window rather than kept decoded in memory, and a piece
-    /// predicted past the window no longer shares (and waits for) the window's last chunk.
-    /// cachefiles only (a fanotify event's window is the engine's as it was).
-    fn to_unit_end(&self, object: &Object<S::Object, K>, range: Range<u64>) -> Range<u64> {
-        if self.asks_for_present || range.is_empty() {
-            return range;
-        }
-        let limit = round_up(object.size().min(i64::MAX as u64))
-            .min(range.start.saturating_add(super::window::MAX_READ_FILL));
-        let end = round_up(self.server.unit_end(object.state(), range.end)).min(limit);
-        range.start..range.end.max(end)
-    }
-
     /// Count a read of `len` bytes at `off` of `object` and record it in the access trace.
     fn count_read(&self, object: &Object<S::Object, K>, off: u64, len: u64) {
         self.stats.reads.add(1);
@@ -700,68 +683,6 @@ mod tests {
             );
             Err(io::Error::from_raw_os_error(nix::libc::EIO))
         }
-    }
-
-    /// A 4 MiB object made in units of 768 KiB (`unit_end`), its bytes all 7.
-    struct Units;
-
-    impl OnDemandServer for Units {
-        type Object = ();
-        fn open(&self, _: &ObjectKey<'_>) -> io::Result<Opened<()>> {
-            Ok(Opened {
-                object: (),
-                size: 4 * MIB,
-            })
-        }
-        fn read_at(&self, _: &(), _: u64, buf: &mut [u8]) -> io::Result<usize> {
-            buf.fill(7);
-            Ok(buf.len())
-        }
-        fn unit_end(&self, _: &(), end: u64) -> u64 {
-            end.div_ceil(768 << 10) * (768 << 10)
-        }
-    }
-
-    /// A READ's window ends where the server's unit holding its last byte ends (cachefiles),
-    /// within the object; a fanotify event's window is left as it was; the requested end
-    /// never moves.
-    #[test]
-    fn a_read_window_is_widened_to_the_servers_unit() {
-        let dir = tempfile::tempdir().unwrap();
-        let key = ObjectKey {
-            volume_key: b"v",
-            cookie_key: b"blob",
-        };
-        let plan = |engine: &Engine<Units, FakeFd>, off: u64| {
-            let opened = engine.server().open(&key).unwrap();
-            let (sink, _log) = FakeFd::create(&dir.path().join(format!("cache{off}")));
-            let object = engine
-                .open_object(
-                    ObjectId(1 + (off >> 12) as u32),
-                    b"v",
-                    b"blob",
-                    opened,
-                    sink,
-                )
-                .unwrap();
-            engine.plan_read(&object, off, 4096).window.unwrap()
-        };
-        let engine = Engine::new(Units).with_readahead(MIB);
-        // [0, 1 MiB) ends in the unit [768 KiB, 1536 KiB).
-        assert_eq!(plan(&engine, 0), (0..1536 << 10, 4096));
-        // Ending at a unit's end: unchanged.
-        assert_eq!(
-            plan(&engine, 512 << 10),
-            (512 << 10..1536 << 10, (512 << 10) + 4096)
-        );
-        // The last unit runs past the object: clipped to it.
-        assert_eq!(
-            plan(&engine, 3 * MIB + 4096),
-            (3 * MIB + 4096..4 * MIB, 3 * MIB + 8192)
-        );
-        let mut fanotify = Engine::new(Units).with_readahead(MIB);
-        fanotify.asks_for_present = true;
-        assert_eq!(plan(&fanotify, 0), (0..MIB, 4096));
     }
 
     /// A fanotify event over a window another event is filling waits for that fill; when the
