@@ -792,6 +792,7 @@ pub struct RafsServer<B: BlobStore = LocalDirStore> {
     store: B,
     verify: bool,
     decode_ahead: bool,
+    split_decode: bool,
     cache_bytes: usize,
     state: Mutex<State>,
     /// A bootstrap of the store parsed already (its name, and where its image and RAFS
@@ -864,6 +865,7 @@ impl<B: BlobStore> RafsServer<B> {
             store,
             verify: false,
             decode_ahead: false,
+            split_decode: true,
             cache_bytes: erofs_reader::nydus::DEFAULT_CHUNK_CACHE_BYTES,
             state: Mutex::new(State::default()),
             parsed: None,
@@ -903,6 +905,21 @@ impl<B: BlobStore> RafsServer<B> {
     pub fn with_decode_ahead(mut self, on: bool) -> Self {
         self.decode_ahead = on;
         self
+    }
+
+    /// Whether a fill whose chunks hold 512 KiB or more of compressed data decodes half of
+    /// them on a helper thread spawned for it ([`BlobSource::with_split_decode`]; default:
+    /// on). Off, each fill decodes on its own thread only: the engine's fill pool already
+    /// decodes a sequential reader's chunks on several threads.
+    pub fn with_split_decode(mut self, on: bool) -> Self {
+        self.split_decode = on;
+        self
+    }
+
+    /// Whether fills may decode on a helper thread
+    /// ([`with_split_decode`](Self::with_split_decode)): `true` for a new server.
+    pub fn splits_decode(&self) -> bool {
+        self.split_decode
     }
 
     /// Bytes of decoded chunks each blob keeps cached (default
@@ -1138,7 +1155,8 @@ impl<B: BlobStore> RafsServer<B> {
             staged: Mutex::new(Vec::new()),
         });
         let mut src = BlobSource::new(staged.clone(), &known.info.record)
-            .with_cache_capacity(self.cache_bytes);
+            .with_cache_capacity(self.cache_bytes)
+            .with_split_decode(self.split_decode);
         if let Some(meta) = known.info.separate_meta_name() {
             src = src.with_separate_meta(self.store.open(meta.as_bytes())?);
         }

@@ -366,6 +366,24 @@ fan_round() {
 case $(uname -r) in 7.2.*) pass kernel-7.2 ;; *) fail kernel-7.2 "uname -r: $(uname -r)" ;; esac
 "#;
 
+/// The address and page offset of libzstd's `ZSTD_decompressSequences_default` in the static
+/// build at `path`, from `nm` (or why not).
+fn zstd_offset(path: &Path) -> String {
+    let out = match Command::new("nm").arg(path).output() {
+        Ok(o) if o.status.success() => o.stdout,
+        Ok(o) => return format!("(nm: {})", o.status),
+        Err(e) => return format!("(nm: {e})"),
+    };
+    String::from_utf8_lossy(&out)
+        .lines()
+        .find(|l| l.contains(" ZSTD_decompressSequences_default"))
+        .and_then(|l| u64::from_str_radix(l.split_whitespace().next()?, 16).ok())
+        .map_or_else(
+            || "(not found)".into(),
+            |a| format!("{a:#x} ({:#x})", a % 4096),
+        )
+}
+
 /// `k=N` from a counters line.
 fn field(line: &str, k: &str) -> u64 {
     line.split_whitespace()
@@ -1271,7 +1289,10 @@ struct FanVariant {
 /// The settings [`figures_fanotify_vs_file_backed`] measures; `EROFS_VM_FAN_VARIANTS=KEY=ARGS;
 /// KEY=ARGS...` replaces them (for tuning). With `EROFS_VM_FAN_BASELINE=PATH` (another static
 /// build of `erofs-ondemand`), variants whose key starts with `base` run that build: a
-/// before/after pair from one VM run.
+/// before/after pair from one VM run. `EROFS_VM_FAN_BINARIES=PREFIX=PATH;...` adds more
+/// builds, each run by the variants whose key starts with its PREFIX (e.g. a layout control:
+/// the baseline's code padded so that libzstd lands where the candidate's does, DESIGN.md
+/// "Session 15"; the run prints where each build has libzstd).
 fn fan_variants() -> Vec<FanVariant> {
     let variant = |key: &str, args: &str, what: &str| {
         let mut readahead = ondemand::fanotify::MOUNT_READAHEAD;
@@ -1348,6 +1369,18 @@ fn fan_variants() -> Vec<FanVariant> {
 /// set its mount's readahead.
 #[test]
 fn figures_fanotify_vs_file_backed() {
+    // `EROFS_VM_FAN_BINARIES=PREFIX=PATH;...`: more static builds, for variants by key prefix.
+    let binaries: Vec<(String, PathBuf)> = std::env::var("EROFS_VM_FAN_BINARIES")
+        .unwrap_or_default()
+        .split(';')
+        .filter(|b| !b.trim().is_empty())
+        .map(|b| {
+            let (prefix, path) = b
+                .split_once('=')
+                .expect("EROFS_VM_FAN_BINARIES=PREFIX=PATH;...");
+            (prefix.trim().to_string(), PathBuf::from(path.trim()))
+        })
+        .collect();
     let (Some(_), Some(mkfs_erofs), Some(busybox)) = (
         require_tool("nydus-image"),
         require_tool("mkfs.erofs"),
@@ -1450,10 +1483,12 @@ data {fb}{ra}_{r}_pages \"$(vmtool pages /mnt/{fb}/access.log)\"
         ));
         for i in order(variants.len()) {
             let FanVariant { key: k, args, .. } = &variants[i];
-            let bin = if baseline.is_some() && k.starts_with("base") {
-                "erofs-ondemand-baseline"
+            let bin = if let Some((prefix, _)) = binaries.iter().find(|(p, _)| k.starts_with(p)) {
+                format!("erofs-ondemand-{prefix}")
+            } else if baseline.is_some() && k.starts_with("base") {
+                "erofs-ondemand-baseline".to_string()
             } else {
-                "erofs-ondemand"
+                "erofs-ondemand".to_string()
             };
             script.push_str(&format!(
                 "FAN_BIN={bin}
@@ -1491,6 +1526,9 @@ stop_daemon daemon-exit-{k}{r}
     let mut vm = VmRun::new("fanotify-figures");
     if let Some(path) = &baseline {
         vm = vm.file("bin/erofs-ondemand-baseline", path);
+    }
+    for (prefix, path) in &binaries {
+        vm = vm.file(&format!("bin/erofs-ondemand-{prefix}"), path);
     }
     let Some(out) = vm
         .kernel(Kernel::V7_2)
@@ -1537,6 +1575,19 @@ stop_daemon daemon-exit-{k}{r}
         out.accel,
         out.elapsed,
         tests::vm::host_load()
+    );
+    // Where each build has libzstd's sequence decoder: under TCG its offset within a page
+    // alone moved the read by up to 15% (DESIGN.md, "Session 15").
+    let mut builds = vec![("ours".to_string(), daemon.clone())];
+    builds.extend(baseline.iter().map(|p| ("base".to_string(), p.clone())));
+    builds.extend(binaries.iter().cloned());
+    let layout: Vec<String> = builds
+        .iter()
+        .map(|(name, path)| format!("{name} {}", zstd_offset(path)))
+        .collect();
+    println!(
+        "  ZSTD_decompressSequences_default (address, page offset): {}",
+        layout.join("; ")
     );
     println!(
         "  vm.percpu_pagelist_high_fraction (0: the kernel's auto-tuning) and the CPUs' free lists' high marks then: round 1 {}; round 2 {}; round 3 {}",

@@ -164,7 +164,7 @@ impl BlobSource {
             .filter(|t| chunks[t.ci].compressed)
             .map(|t| u64::from(chunks[t.ci].uncompressed_size))
             .sum();
-        if tasks.len() < 2 || compressed < PARALLEL_DECODE_MIN {
+        if !self.split_decode || tasks.len() < 2 || compressed < PARALLEL_DECODE_MIN {
             return tasks.into_iter().try_for_each(|t| self.run_task(chunks, t));
         }
         // Split by uncompressed bytes: the second half goes to a helper thread.

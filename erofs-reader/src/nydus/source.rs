@@ -45,6 +45,8 @@ pub struct BlobSource {
     inflight_done: std::sync::Condvar,
     pub(super) ahead_busy: std::sync::atomic::AtomicBool,
     pub(super) counters: Counters,
+    /// A read's chunks may be decoded on two threads ([`BlobSource::with_split_decode`]).
+    pub(super) split_decode: bool,
 }
 
 impl fmt::Debug for BlobSource {
@@ -81,7 +83,17 @@ impl BlobSource {
             inflight: Mutex::new(std::collections::HashSet::new()),
             inflight_done: std::sync::Condvar::new(),
             ahead_busy: std::sync::atomic::AtomicBool::new(false),
+            split_decode: true,
         }
+    }
+
+    /// Whether a read whose chunks hold 512 KiB or more of compressed data decodes the
+    /// second half of them on a helper thread it spawns for the read (default: on). A caller
+    /// that already reads on several threads at once (a daemon's fill pool) may turn it
+    /// off: the helper is one more thread per read, and one more decoder on the same CPUs.
+    pub fn with_split_decode(mut self, on: bool) -> Self {
+        self.split_decode = on;
+        self
     }
 
     /// Read the chunk-info array from this separate meta blob (blobs with the SEPARATE

@@ -150,6 +150,38 @@ fn zstd_chunks_decode_in_parallel_and_ahead() {
     assert_eq!(s.cache_hits, 3, "{s:?}");
 }
 
+/// Without the split ([`BlobSource::with_split_decode`]), a read of more than 512 KiB of
+/// compressed chunks (which the split decodes on two threads) decodes them all on the
+/// calling thread, in place, each checked against its digest: the same bytes, one fetch.
+#[test]
+fn a_large_read_without_the_split_gives_the_same_bytes() {
+    let text = |seed: u8| -> Vec<u8> {
+        (0..300_000u32)
+            .map(|i| b"abcdefgh"[((i / 5) as usize + seed as usize) % 8])
+            .collect()
+    };
+    let chunks: Vec<(Vec<u8>, bool)> = (0..4).map(|k| (text(k), true)).collect();
+    let (data, r, space) = blob(&chunks);
+    let digests: Vec<_> = chunks
+        .iter()
+        .map(|(c, _)| digest(Some(Digester::Blake3), c))
+        .collect();
+    for split in [false, true] {
+        let src = BlobSource::new(data.clone(), &r)
+            .with_digests(digests.clone())
+            .with_split_decode(split);
+        let mut buf = vec![0u8; space.len()];
+        src.read_exact_at(&mut buf, 0).unwrap();
+        assert!(buf == space, "split {split}");
+        let s = src.stats();
+        assert_eq!(
+            (s.fetches, s.chunks_verified),
+            (1, 4),
+            "split {split}: {s:?}"
+        );
+    }
+}
+
 proptest::proptest! {
     #[test]
     fn hostile_blobs_never_panic(

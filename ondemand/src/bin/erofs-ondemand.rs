@@ -3,6 +3,7 @@
 //! ```text
 //! erofs-ondemand serve --cache-dir DIR --blob-dir DIR [--tag TAG] [--threads N] [--readahead BYTES]
 //!                      [--sequential-ahead BYTES] [--fill-threads N] [--write-behind on|off]
+//!                      [--split-decode on|off]
 //! ```
 //!
 //! Binds the cache in `DIR` (on ext4/xfs/btrfs, not tmpfs) in on-demand mode, then answers the
@@ -27,7 +28,7 @@
 //!                         [--mountpoint MNT] [--mount-readahead BYTES] [--on-open nothing|window|whole]
 //!                         [--supervisor SOCKET] [--buffered-io] [--early-answer]
 //!                         [the tuning flags of serve: --threads, --readahead, --sequential-ahead,
-//!                          --fill-threads, --write-behind, --fill-buffer, --metrics, --prefetch, --prefetch-path, --record,
+//!                          --fill-threads, --write-behind, --split-decode, --fill-buffer, --metrics, --prefetch, --prefetch-path, --record,
 //!                          --prefetch-list, ...]
 //! ```
 //!
@@ -398,6 +399,14 @@ struct Serving {
     /// off with --blob-dir; `--verify-digests` alone means on.
     #[arg(long, value_name = "on|off", value_parser = parse_on_off, num_args = 0..=1, default_missing_value = "on")]
     verify_digests: Option<bool>,
+    /// Nydus RAFS v6 blobs: a fill whose chunks hold 512 KiB or more of compressed data
+    /// decodes half of them on a helper thread spawned for it
+    /// (`RafsServer::with_split_decode`). Off, each fill decodes on its own thread (the fill
+    /// pool decodes a sequential reader's chunks on several threads anyway): with
+    /// `fanotify`, faster in eight same-VM runs of nine, not in every one (DESIGN.md
+    /// "Session 15"), so on by default.
+    #[arg(long, value_name = "on|off", value_parser = parse_on_off, default_value = "on", action = clap::ArgAction::Set)]
+    split_decode: bool,
     /// Record what the readers ask for in an access trace at PATH (replaced): each range the
     /// kernel demands (a READ, a pre-content event), once, in first-access order, keyed by
     /// blob id / layer digest / image key. Replay it with --prefetch-list. With `serve`,
@@ -475,6 +484,15 @@ impl Serving {
             Some(verify) => server.with_verify_digests(verify),
             None => server,
         }
+    }
+
+    /// `server` with `--verify-digests` and `--split-decode` applied.
+    fn rafs_server<B: ondemand::BlobStore>(
+        &self,
+        server: ondemand::rafs::RafsServer<B>,
+    ) -> ondemand::rafs::RafsServer<B> {
+        self.verify_digests(server)
+            .with_split_decode(self.split_decode)
     }
 
     /// `--fill-threads`, or the library's default (without a predictor: fanotify).
@@ -738,7 +756,7 @@ fn fanotify(args: FanotifyArgs) -> ExitCode {
         Some(dir) => {
             let server = args
                 .serving
-                .verify_digests(ondemand::rafs::RafsDirServer::new(&dir));
+                .rafs_server(ondemand::rafs::RafsDirServer::new(&dir));
             fanotify_serve(server, args, prefetch, &signal, None, ready)
         }
         None => {
@@ -757,7 +775,7 @@ fn fanotify(args: FanotifyArgs) -> ExitCode {
             args.serving.warm_connections(&image);
             args.serving.fetch_early(&image, trace.as_ref(), false);
             args.serving.fetch_entrypoint(&image);
-            let server = args.serving.verify_digests(image.server());
+            let server = args.serving.rafs_server(image.server());
             let code = fanotify_serve(server, args, prefetch, &signal, Some(&image), ready);
             report_registry(image.store(), image.size);
             code
@@ -1451,7 +1469,7 @@ fn main() -> ExitCode {
                         serving.threads,
                         serving.readahead
                     );
-                    let server = serving.verify_digests(image.server());
+                    let server = serving.rafs_server(image.server());
                     let (store, size) = (image.store().clone(), image.size);
                     let code = run.serve(server, Some((image, m.as_path())));
                     report_registry(&store, size);
@@ -1468,7 +1486,7 @@ fn main() -> ExitCode {
                     );
                     // Nydus RAFS v6 images in the blob dir are served decompressed
                     // (ondemand::rafs); every other cookie key names a plain file.
-                    let server = serving.verify_digests(ondemand::rafs::RafsDirServer::new(dir));
+                    let server = serving.rafs_server(ondemand::rafs::RafsDirServer::new(dir));
                     run.serve(server, None)
                 }
                 _ => {
@@ -1663,6 +1681,20 @@ mod tests {
             panic!("parsed as serve");
         };
         serving
+    }
+
+    /// `--split-decode`: on unless turned off.
+    #[test]
+    fn fills_split_their_decoding_unless_turned_off() {
+        let splits = |more: &[&str]| {
+            serve_image(more)
+                .rafs_server(ondemand::rafs::RafsDirServer::new("/nonexistent"))
+                .splits_decode()
+        };
+        assert!(splits(&[]));
+        assert!(splits(&["--split-decode", "on"]));
+        assert!(!splits(&["--split-decode", "off"]));
+        assert!(parse_serve_image(&["--split-decode", "maybe"]).is_err());
     }
 
     #[test]
