@@ -401,12 +401,11 @@ struct Serving {
     verify_digests: Option<bool>,
     /// Nydus RAFS v6 blobs: a fill whose chunks hold 512 KiB or more of compressed data
     /// decodes half of them on a helper thread spawned for it
-    /// (`RafsServer::with_split_decode`). Off, each fill decodes on its own thread (the fill
-    /// pool decodes a sequential reader's chunks on several threads anyway): with
-    /// `fanotify`, faster in eight same-VM runs of nine, not in every one (DESIGN.md
-    /// "Session 15"), so on by default.
-    #[arg(long, value_name = "on|off", value_parser = parse_on_off, default_value = "on", action = clap::ArgAction::Set)]
-    split_decode: bool,
+    /// (`RafsServer::with_split_decode`). Default: off, as the library's: each fill decodes
+    /// on its own thread (the fill pool decodes a sequential reader's chunks on several
+    /// threads anyway; DESIGN.md "Session 15").
+    #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
+    split_decode: Option<bool>,
     /// Record what the readers ask for in an access trace at PATH (replaced): each range the
     /// kernel demands (a READ, a pre-content event), once, in first-access order, keyed by
     /// blob id / layer digest / image key. Replay it with --prefetch-list. With `serve`,
@@ -486,13 +485,17 @@ impl Serving {
         }
     }
 
-    /// `server` with `--verify-digests` and `--split-decode` applied.
+    /// `server` with `--verify-digests` and `--split-decode` applied when they are given (else
+    /// the library's defaults).
     fn rafs_server<B: ondemand::BlobStore>(
         &self,
         server: ondemand::rafs::RafsServer<B>,
     ) -> ondemand::rafs::RafsServer<B> {
-        self.verify_digests(server)
-            .with_split_decode(self.split_decode)
+        let server = self.verify_digests(server);
+        match self.split_decode {
+            Some(on) => server.with_split_decode(on),
+            None => server,
+        }
     }
 
     /// `--fill-threads`, or the library's default (without a predictor: fanotify).
@@ -1683,15 +1686,15 @@ mod tests {
         serving
     }
 
-    /// `--split-decode`: on unless turned off.
+    /// `--split-decode`: off (the library's default) unless turned on.
     #[test]
-    fn fills_split_their_decoding_unless_turned_off() {
+    fn fills_decode_on_their_own_thread_unless_split_is_asked_for() {
         let splits = |more: &[&str]| {
             serve_image(more)
                 .rafs_server(ondemand::rafs::RafsDirServer::new("/nonexistent"))
                 .splits_decode()
         };
-        assert!(splits(&[]));
+        assert!(!splits(&[]));
         assert!(splits(&["--split-decode", "on"]));
         assert!(!splits(&["--split-decode", "off"]));
         assert!(parse_serve_image(&["--split-decode", "maybe"]).is_err());
