@@ -10,15 +10,29 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
+/// `serve` on a regular file standing in for `/dev/cachefiles` (created empty in `dir`, at
+/// the returned path): the arguments `serve --cache-dir DIR/cache --blob-dir DIR --device
+/// FILE`, for the caller to add to.
+fn fake_serve(dir: &std::path::Path) -> (std::path::PathBuf, Vec<std::ffi::OsString>) {
+    let device = dir.join("device");
+    std::fs::write(&device, b"").unwrap();
+    let args = vec![
+        "serve".into(),
+        "--cache-dir".into(),
+        dir.join("cache").into(),
+        "--blob-dir".into(),
+        dir.into(),
+        "--device".into(),
+        device.clone().into(),
+    ];
+    (device, args)
+}
+
 fn serve_then_signal(signal: Signal) {
     let dir = tempfile::tempdir().unwrap();
-    let device = dir.path().join("device");
-    std::fs::write(&device, b"").unwrap();
+    let (device, serve) = fake_serve(dir.path());
     let child = Command::new(env!("CARGO_BIN_EXE_erofs-ondemand"))
-        .args(["serve", "--cache-dir"])
-        .arg(dir.path().join("cache"))
-        .args(["--blob-dir"])
-        .arg(dir.path())
+        .args(&serve)
         .args([
             "--tag",
             "t1",
@@ -29,8 +43,6 @@ fn serve_then_signal(signal: Signal) {
             "--record",
         ])
         .arg(dir.path().join("trace"))
-        .arg("--device")
-        .arg(&device)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -82,35 +94,22 @@ fn sigint_stops_cleanly_with_a_summary() {
     serve_then_signal(Signal::SIGINT);
 }
 
+/// `serve --cache-dir /c --blob-dir /b MORE`, which must fail: its standard error.
+fn refused(more: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_erofs-ondemand"))
+        .args(["serve", "--cache-dir", "/c", "--blob-dir", "/b"])
+        .args(more)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{more:?} succeeded: {stderr}");
+    stderr
+}
+
 #[test]
 fn refuses_bad_arguments() {
-    let out = Command::new(env!("CARGO_BIN_EXE_erofs-ondemand"))
-        .args([
-            "serve",
-            "--cache-dir",
-            "/c",
-            "--blob-dir",
-            "/b",
-            "--threads",
-            "0",
-        ])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let out = Command::new(env!("CARGO_BIN_EXE_erofs-ondemand"))
-        .args([
-            "serve",
-            "--cache-dir",
-            "/c",
-            "--blob-dir",
-            "/b",
-            "--device",
-            "/nonexistent/dev",
-        ])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot open /nonexistent/dev"));
+    refused(&["--threads", "0"]);
+    assert!(refused(&["--device", "/nonexistent/dev"]).contains("cannot open /nonexistent/dev"));
 }
 
 #[test]
@@ -172,8 +171,7 @@ fn wait_until(what: &str, ok: impl Fn() -> bool) {
 #[test]
 fn supervised_daemons_take_over_the_held_device() {
     let dir = tempfile::tempdir().unwrap();
-    let device = dir.path().join("device");
-    std::fs::write(&device, b"").unwrap();
+    let (device, serve_args) = fake_serve(dir.path());
     let socket = dir.path().join("holder.sock");
     let bin = env!("CARGO_BIN_EXE_erofs-ondemand");
     let mut holder = Command::new(bin)
@@ -185,14 +183,9 @@ fn supervised_daemons_take_over_the_held_device() {
     wait_until("holder socket", || socket.exists());
     let serve = || {
         Command::new(bin)
-            .args(["serve", "--cache-dir"])
-            .arg(dir.path().join("cache"))
-            .args(["--blob-dir"])
-            .arg(dir.path())
+            .args(&serve_args)
             .args(["--tag", "t1", "--supervisor"])
             .arg(&socket)
-            .arg("--device")
-            .arg(&device)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -273,18 +266,12 @@ fn supervisor_without_a_holder_fails_clearly() {
 #[test]
 fn metrics_file_is_written_while_serving_and_at_exit() {
     let dir = tempfile::tempdir().unwrap();
-    let device = dir.path().join("device");
-    std::fs::write(&device, b"").unwrap();
+    let (_device, serve) = fake_serve(dir.path());
     let metrics = dir.path().join("metrics.prom");
     let child = Command::new(env!("CARGO_BIN_EXE_erofs-ondemand"))
-        .args(["serve", "--cache-dir"])
-        .arg(dir.path().join("cache"))
-        .args(["--blob-dir"])
-        .arg(dir.path())
+        .args(&serve)
         .args(["--prefetch", "--metrics"])
         .arg(&metrics)
-        .arg("--device")
-        .arg(&device)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -400,21 +387,7 @@ fn ready_fd_says_ready_once_serving() {
 
     // Refused: fd 1 (clap's range), and an fd that is not open.
     for (fd, says) in [("1", "--ready-fd"), ("9", "--ready-fd 9")] {
-        let out = Command::new(env!("CARGO_BIN_EXE_erofs-ondemand"))
-            .args([
-                "serve",
-                "--cache-dir",
-                "/c",
-                "--blob-dir",
-                "/b",
-                "--ready-fd",
-                fd,
-            ])
-            .args(["--device", "/nonexistent/dev"])
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{stderr}");
+        let stderr = refused(&["--ready-fd", fd, "--device", "/nonexistent/dev"]);
         assert!(stderr.contains(says), "{stderr}");
         assert!(!stderr.contains("cannot open /nonexistent/dev"), "{stderr}");
     }
