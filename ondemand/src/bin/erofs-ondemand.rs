@@ -582,6 +582,15 @@ impl Serving {
         Ok(Some(trace))
     }
 
+    /// The trace whose stored bytes `--prefetch-early` fetches while an image mounts, if any.
+    fn early_trace<'t>(
+        &self,
+        trace: Option<&'t ondemand::AccessTrace>,
+        cachefiles: bool,
+    ) -> Option<&'t ondemand::AccessTrace> {
+        trace.filter(|_| self.early(true, cachefiles))
+    }
+
     /// `--prefetch-early`: the trace's stored bytes fetched while `image` mounts.
     fn fetch_early(
         &self,
@@ -589,7 +598,7 @@ impl Serving {
         trace: Option<&ondemand::AccessTrace>,
         cachefiles: bool,
     ) {
-        if let (true, Some(trace)) = (self.early(true, cachefiles), trace) {
+        if let Some(trace) = self.early_trace(trace, cachefiles) {
             // The threads run on their own (detached).
             drop(image.fetch_trace_early(
                 trace,
@@ -1091,7 +1100,7 @@ impl CachefilesRun<'_> {
                 // second time. So with one, the mount waits for the bootstrap (as before
                 // session 14); without, it goes ahead at once.
                 let (early_started, early_wait) = std::sync::mpsc::channel::<()>();
-                let wait_early = flags.early(true, true) && trace.is_some();
+                let wait_early = flags.early_trace(trace, true).is_some();
                 // The bootstrap fetched, checked and parsed while the kernel creates the
                 // cache volume and opens it; then what needs it: the early fetches, and the
                 // bootstrap walked for cold prediction and the page cache warmer.
@@ -1178,9 +1187,7 @@ impl CachefilesRun<'_> {
 /// Say the daemon is ready (`--ready-fd`, `NOTIFY_SOCKET`); a reader that went away is
 /// logged, not fatal: the daemon serves on.
 fn tell_ready(ready: ondemand::ready::Readiness) {
-    if ready.is_some()
-        && let Err(e) = ready.notify()
-    {
+    if let Err(e) = ready.notify() {
         log::warn!("telling the daemon is ready: {e}");
     }
 }
