@@ -1369,8 +1369,9 @@ fn fan_variants() -> Vec<FanVariant> {
 /// set its mount's readahead.
 #[test]
 fn figures_fanotify_vs_file_backed() {
-    // `EROFS_VM_FAN_BINARIES=PREFIX=PATH;...`: more static builds, for variants by key prefix.
-    let binaries: Vec<(String, PathBuf)> = std::env::var("EROFS_VM_FAN_BINARIES")
+    // `EROFS_VM_FAN_BINARIES=PREFIX=PATH;...`: more static builds, for variants by key prefix;
+    // `EROFS_VM_FAN_BASELINE=PATH` is one of them, for the prefix `base`.
+    let mut binaries: Vec<(String, PathBuf)> = std::env::var("EROFS_VM_FAN_BINARIES")
         .unwrap_or_default()
         .split(';')
         .filter(|b| !b.trim().is_empty())
@@ -1402,7 +1403,9 @@ fn figures_fanotify_vs_file_backed() {
         .arg(blobs.join("plain.erofs"))
         .arg(&tree));
     let variants = fan_variants();
-    let baseline = std::env::var_os("EROFS_VM_FAN_BASELINE").map(PathBuf::from);
+    if let Some(path) = std::env::var_os("EROFS_VM_FAN_BASELINE") {
+        binaries.push(("base".to_string(), PathBuf::from(path)));
+    }
     // `EROFS_VM_FAN_LOG=FILTER`: the daemons' RUST_LOG (`ondemand::fanotify=trace` times every
     // event; the logs are in the console log, target/tmp/vm-fanotify-figures/console.log).
     let log_filter = std::env::var("EROFS_VM_FAN_LOG").unwrap_or_else(|_| "info".into());
@@ -1483,12 +1486,9 @@ data {fb}{ra}_{r}_pages \"$(vmtool pages /mnt/{fb}/access.log)\"
         ));
         for i in order(variants.len()) {
             let FanVariant { key: k, args, .. } = &variants[i];
-            let bin = if let Some((prefix, _)) = binaries.iter().find(|(p, _)| k.starts_with(p)) {
-                format!("erofs-ondemand-{prefix}")
-            } else if baseline.is_some() && k.starts_with("base") {
-                "erofs-ondemand-baseline".to_string()
-            } else {
-                "erofs-ondemand".to_string()
+            let bin = match binaries.iter().find(|(p, _)| k.starts_with(p.as_str())) {
+                Some((prefix, _)) => format!("erofs-ondemand-{prefix}"),
+                None => "erofs-ondemand".to_string(),
             };
             script.push_str(&format!(
                 "FAN_BIN={bin}
@@ -1524,9 +1524,6 @@ stop_daemon daemon-exit-{k}{r}
     script.push_str("check fb-sums sh -c \"cd /mnt/fb && sha256sum -c /vmtest/sums\"\n");
     script.push_str("check fbd-sums sh -c \"cd /mnt/fbd && sha256sum -c /vmtest/sums\"\n");
     let mut vm = VmRun::new("fanotify-figures");
-    if let Some(path) = &baseline {
-        vm = vm.file("bin/erofs-ondemand-baseline", path);
-    }
     for (prefix, path) in &binaries {
         vm = vm.file(&format!("bin/erofs-ondemand-{prefix}"), path);
     }
@@ -1579,7 +1576,6 @@ stop_daemon daemon-exit-{k}{r}
     // Where each build has libzstd's sequence decoder: under TCG its offset within a page
     // alone moved the read by up to 15% (DESIGN.md, "Session 15").
     let mut builds = vec![("ours".to_string(), daemon.clone())];
-    builds.extend(baseline.iter().map(|p| ("base".to_string(), p.clone())));
     builds.extend(binaries.iter().cloned());
     let layout: Vec<String> = builds
         .iter()
