@@ -419,10 +419,10 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
 mod tests {
     use std::time::Instant;
 
-    use cachefiles_proto::{Command, MsgId, ObjectId, OpenRequest, ReadRequest, Request};
+    use cachefiles_proto::ObjectId;
 
     use super::*;
-    use crate::engine::test_blob::SlowBlob;
+    use crate::engine::test_blob::{SlowBlob, open_blob, read_blob};
     use crate::session::Session;
     use crate::testing::FakeFd;
 
@@ -455,37 +455,8 @@ mod tests {
     /// Open object 1 (cookie key `blob`) on a cache file in `dir`, as the kernel's OPEN.
     fn open(s: &S, dir: &std::path::Path) -> Arc<Object<(), FakeFd>> {
         let (fd, _log) = FakeFd::create(&dir.join("cache"));
-        let open = Request::Open(OpenRequest {
-            msg_id: MsgId(1),
-            object_id: ObjectId(1),
-            volume_key: b"erofs,img",
-            cookie_key: b"blob",
-            fd: 3,
-            flags: 0,
-        });
-        let actions = s.handle(&open, Some(fd));
-        s.execute(
-            actions,
-            &|_: &Command<'_>| Ok(()),
-            &mut AlignedBuf::new(4096),
-        );
+        open_blob(s, fd);
         s.object(ObjectId(1)).unwrap()
-    }
-
-    /// A READ as the kernel sends it: window, completion, fill ahead.
-    fn read(s: &S, msg: u32, off: u64, len: u64) {
-        let req = Request::Read(ReadRequest {
-            msg_id: MsgId(msg),
-            object_id: ObjectId(1),
-            off,
-            len,
-        });
-        let actions = s.handle(&req, None);
-        s.execute(
-            actions,
-            &|_: &Command<'_>| Ok(()),
-            &mut AlignedBuf::new(MIB as usize),
-        );
     }
 
     /// A READ in a file of a predictor's map: the rest of the file is queued before the
@@ -517,10 +488,10 @@ mod tests {
         let s = s.with_predictor(Arc::clone(&predictor));
         open(&s, dir.path());
         // Before the map is set, a READ fetches its window only.
-        read(&s, 2, 9 * MIB, 4096);
+        read_blob(&s, 2, 9 * MIB, 4096);
         assert_eq!(s.server().produced(), MIB);
         predictor.set(map);
-        read(&s, 3, 2 * MIB, 4096);
+        read_blob(&s, 3, 2 * MIB, 4096);
         // The window [2, 3) MiB, then the file's other pieces from its start: [0.5, 2) and
         // [3, 5) MiB, cut at 0.5 + k MiB.
         let fills: Vec<_> = s.server().fills().into_iter().map(|(_, r)| r).collect();
@@ -540,7 +511,7 @@ mod tests {
         // bytes are the blob's.
         let before = s.server().produced();
         for off in [MIB / 2, 3 * MIB, 4 * MIB] {
-            read(&s, 4, off, 4096);
+            read_blob(&s, 4, off, 4096);
         }
         assert_eq!(s.server().produced(), before);
         let cache = std::fs::read(dir.path().join("cache")).unwrap();
@@ -549,7 +520,7 @@ mod tests {
             s.server().blob[MIB as usize / 2..5 * MIB as usize]
         );
         // The second file (7 MiB) is above the bound: its READ fetches its window only.
-        read(&s, 5, 6 * MIB, 4096);
+        read_blob(&s, 5, 6 * MIB, 4096);
         assert_eq!(s.server().produced(), before + MIB);
     }
 
@@ -587,7 +558,7 @@ mod tests {
                         loop {
                             let i = next.fetch_add(1, Ordering::SeqCst) as usize;
                             let Some(&off) = reads.get(i) else { break };
-                            read(&s, i as u32 + 10, off, 128 << 10);
+                            read_blob(&s, i as u32 + 10, off, 128 << 10);
                         }
                     })
                 })
@@ -623,7 +594,7 @@ mod tests {
             // Three jobs queued; the producer runs the first one.
             wait_until("first job started", || s.queued_fill_jobs() == 2);
             // A READ inside the running job waits for it and fetches nothing itself.
-            read(&s, 2, 4096, 4096);
+            read_blob(&s, 2, 4096, 4096);
             assert!(object.present().intersects(4096..8192));
             assert_eq!(s.metrics().claim_wait().count, 1);
             assert!(
@@ -634,7 +605,7 @@ mod tests {
             );
             // The producer went on with the second job; a READ inside the third, still
             // queued, takes it out of the queue and fills it on its own thread.
-            read(&s, 3, 2 * MIB + 4096, 4096);
+            read_blob(&s, 3, 2 * MIB + 4096, 4096);
             assert!(object.present().intersects(2 * MIB..3 * MIB));
             producer.join().unwrap()
         });
@@ -688,7 +659,7 @@ mod tests {
         assert_eq!(object.present(), std::iter::once(0..MIB).collect());
         assert_eq!(s.stats().ahead_bytes, MIB);
         // A READ for a dropped job's bytes fetches them (it does not wait for anyone).
-        read(&s, 2, 3 * MIB, 4096);
+        read_blob(&s, 2, 3 * MIB, 4096);
         assert!(object.present().intersects(3 * MIB..3 * MIB + 4096));
         let cache = std::fs::read(dir.path().join("cache")).unwrap();
         assert_eq!(

@@ -742,10 +742,10 @@ mod tests {
 #[allow(clippy::single_range_in_vec_init)]
 mod session_tests {
 
-    use cachefiles_proto::{Command, MsgId, ObjectId, OpenRequest, ReadRequest, Request};
+    use cachefiles_proto::ObjectId;
 
     use super::*;
-    use crate::engine::test_blob::{SlowBlob, blob};
+    use crate::engine::test_blob::{SlowBlob, blob, open_blob, read_blob};
     use crate::session::Session;
     use crate::testing::FakeFd;
 
@@ -756,38 +756,6 @@ mod session_tests {
             .with_readahead(0)
             .with_sequential_ahead(0)
             .with_prefetch(config)
-    }
-
-    fn open(s: &Session<SlowBlob, FakeFd>, fd: FakeFd) {
-        let req = Request::Open(OpenRequest {
-            msg_id: MsgId(1),
-            object_id: ObjectId(1),
-            volume_key: b"erofs,img",
-            cookie_key: b"blob",
-            fd: 3,
-            flags: 0,
-        });
-        let actions = s.handle(&req, Some(fd));
-        s.execute(
-            actions,
-            &|_: &Command<'_>| Ok(()),
-            &mut AlignedBuf::new(4096),
-        );
-    }
-
-    fn read(s: &Session<SlowBlob, FakeFd>, msg: u32, off: u64, len: u64) {
-        let req = Request::Read(ReadRequest {
-            msg_id: MsgId(msg),
-            object_id: ObjectId(1),
-            off,
-            len,
-        });
-        let actions = s.handle(&req, None);
-        s.execute(
-            actions,
-            &|_: &Command<'_>| Ok(()),
-            &mut AlignedBuf::new(1 << 20),
-        );
     }
 
     /// Run prefetch threads until the queue is done.
@@ -815,7 +783,7 @@ mod session_tests {
             PrefetchConfig::whole_objects().with_threads(2),
         );
         let (fd, _log) = FakeFd::create(&path);
-        open(&s, fd);
+        open_blob(&s, fd);
         assert_eq!(s.prefetch_pending_bytes(), LEN.div_ceil(4096) as u64 * 4096);
         prefetch_until_idle(&s, 3);
         let cache = std::fs::read(&path).unwrap();
@@ -828,7 +796,7 @@ mod session_tests {
         assert_eq!(s.server().produced(), LEN as u64);
         assert_eq!(st.prefetch_errors, 0);
         // A READ the kernel sends anyway (it raced with the prefetch): nothing is fetched.
-        read(&s, 2, 4096, 8192);
+        read_blob(&s, 2, 4096, 8192);
         let st = s.stats();
         assert_eq!(st.fetched_bytes, 0);
         assert_eq!(st.served_by_prefetch_bytes, 8192);
@@ -848,14 +816,14 @@ mod session_tests {
             PrefetchConfig::listed_only().with_ranges(b"blob", [1 << 20..2 << 20]),
         );
         let (fd, _log) = FakeFd::create(&path);
-        open(&first, fd);
+        open_blob(&first, fd);
         prefetch_until_idle(&first, 1);
         assert_eq!(first.stats().prefetched_bytes, 1 << 20);
         drop(first);
         // The second finds that MiB in the cache file and fetches the rest only.
         let second = session(Duration::ZERO, PrefetchConfig::whole_objects());
         let (fd, _log) = FakeFd::reopen(&path);
-        open(&second, fd);
+        open_blob(&second, fd);
         prefetch_until_idle(&second, 2);
         let st = second.stats();
         assert_eq!(st.prefetch_skipped_bytes, 1 << 20);
@@ -875,7 +843,7 @@ mod session_tests {
             PrefetchConfig::whole_objects().with_threads(1),
         );
         let (fd, _log) = FakeFd::create(&path);
-        open(&s, fd);
+        open_blob(&s, fd);
         let stop = Shutdown::new();
         std::thread::scope(|scope| {
             scope.spawn(|| s.prefetch_worker(&stop));
@@ -891,7 +859,7 @@ mod session_tests {
                 assert!(t.elapsed() < Duration::from_secs(10));
                 std::thread::sleep(Duration::from_micros(200));
             }
-            read(&s, 2, 0, 4096);
+            read_blob(&s, 2, 0, 4096);
             // The READ completed only after the prefetch wrote its block.
             assert!(s.object(ObjectId(1)).unwrap().present().intersects(0..4096));
             while !(s.prefetch_idle() && s.prefetch_pending_bytes() == 0) {
@@ -919,11 +887,11 @@ mod session_tests {
             .with_readahead(1 << 20)
             .with_sequential_ahead(0);
         let (fd, _log) = FakeFd::create(&path);
-        open(&s, fd);
+        open_blob(&s, fd);
         std::thread::scope(|scope| {
             for i in 0..4u32 {
                 let s = &s;
-                scope.spawn(move || read(s, 10 + i, u64::from(i) * 8192, 4096));
+                scope.spawn(move || read_blob(s, 10 + i, u64::from(i) * 8192, 4096));
             }
         });
         // Each READ's window starts at its own block, so their union is at most 1 MiB + 24 KiB;
@@ -945,14 +913,14 @@ mod session_tests {
         // A first daemon filled the second MiB.
         let first = with_readahead(0);
         let (fd, _log) = FakeFd::create(&path);
-        open(&first, fd);
-        read(&first, 2, 1 << 20, 1 << 20);
+        open_blob(&first, fd);
+        read_blob(&first, 2, 1 << 20, 1 << 20);
         drop(first);
         // The next one reads from 0 with a 4 MiB window: the second MiB is not fetched again.
         let second = with_readahead(4 << 20);
         let (fd, _log) = FakeFd::reopen(&path);
-        open(&second, fd);
-        read(&second, 2, 0, 4096);
+        open_blob(&second, fd);
+        read_blob(&second, 2, 0, 4096);
         assert_eq!(second.server().produced(), 3 << 20);
         assert_eq!(
             &std::fs::read(&path).unwrap()[..4 << 20],
@@ -967,8 +935,8 @@ mod session_tests {
         let path = dir.path().join("cache");
         let s = session(Duration::ZERO, PrefetchConfig::listed_only());
         let (fd, _log) = FakeFd::create(&path);
-        open(&s, fd);
-        read(&s, 2, 0, 8192);
+        open_blob(&s, fd);
+        read_blob(&s, 2, 0, 8192);
         assert_eq!(s.server().produced(), 8192);
         // The block vanishes from the cache file behind the daemon's back (as if the kernel
         // had replaced the file); the kernel asks again and gets it again.
@@ -980,7 +948,7 @@ mod session_tests {
             4096,
         )
         .unwrap();
-        read(&s, 3, 0, 8192);
+        read_blob(&s, 3, 0, 8192);
         assert_eq!(s.server().produced(), 12288);
         assert_eq!(&std::fs::read(&path).unwrap()[..8192], &blob(LEN)[..8192]);
     }
@@ -1004,9 +972,9 @@ mod session_tests {
         let first = session(Duration::ZERO, PrefetchConfig::listed_only())
             .with_recorder(Arc::clone(&recorder));
         let (fd, _log) = FakeFd::create(&dir.path().join("cache1"));
-        open(&first, fd);
+        open_blob(&first, fd);
         for (i, (off, len)) in READS.into_iter().enumerate() {
-            read(&first, 10 + i as u32, off, len);
+            read_blob(&first, 10 + i as u32, off, len);
         }
         assert_eq!(first.stats().prefetched_bytes, 0);
         let fetched_cold = first.stats().fetched_bytes;
@@ -1036,7 +1004,7 @@ mod session_tests {
                 .with_chunk(64 << 10),
         );
         let (fd, _log) = FakeFd::create(&dir.path().join("cache2"));
-        open(&second, fd);
+        open_blob(&second, fd);
         prefetch_until_idle(&second, 2);
         let st = second.stats();
         assert_eq!(st.prefetch_errors, 0);
@@ -1045,7 +1013,7 @@ mod session_tests {
             "the same bytes, fetched ahead"
         );
         for (i, (off, len)) in READS.into_iter().enumerate() {
-            read(&second, 10 + i as u32, off, len);
+            read_blob(&second, 10 + i as u32, off, len);
         }
         let st = second.stats();
         assert_eq!(st.fetched_bytes, 0, "no fill on the read path");
@@ -1071,8 +1039,8 @@ mod session_tests {
                 .held(true),
         );
         let (fd, _log) = FakeFd::create(&path);
-        open(&s, fd);
-        read(&s, 2, 300_000, 1000);
+        open_blob(&s, fd);
+        read_blob(&s, 2, 300_000, 1000);
         s.start_prefetch();
         prefetch_until_idle(&s, 1);
         // The rest is one call with the three gaps, sorted, and three writes.
@@ -1102,13 +1070,13 @@ mod session_tests {
                     .held(true),
             );
         let (fd, _log) = FakeFd::create(&dir.path().join("cache"));
-        open(&s, fd);
+        open_blob(&s, fd);
         // In the trace: the window runs on as far as the trace does, not 1 MiB.
-        read(&s, 2, 0, 4096);
+        read_blob(&s, 2, 0, 4096);
         // Outside the trace: the whole window.
-        read(&s, 3, 2 << 20, 4096);
+        read_blob(&s, 3, 2 << 20, 4096);
         // In the trace, at the end of a range: the requested part only.
-        read(&s, 4, 307_200, 4096);
+        read_blob(&s, 4, 307_200, 4096);
         let fills: Vec<_> = s.server().fills().into_iter().map(|(_, r)| r).collect();
         assert_eq!(
             fills,
@@ -1149,7 +1117,7 @@ mod session_tests {
         )
         .with_prefetch_observer(Arc::clone(&observed) as _);
         let (fd, _log) = FakeFd::create(&path);
-        open(&s, fd);
+        open_blob(&s, fd);
         // Nothing is told before it is written.
         assert!(observed.0.lock().unwrap().is_empty());
         prefetch_until_idle(&s, 1);
@@ -1183,7 +1151,7 @@ mod session_tests {
         let dir = tempfile::tempdir().unwrap();
         let s = session(Duration::ZERO, PrefetchConfig::whole_objects().held(true));
         let (fd, _log) = FakeFd::create(&dir.path().join("cache"));
-        open(&s, fd);
+        open_blob(&s, fd);
         let stop = Shutdown::new();
         std::thread::scope(|scope| {
             scope.spawn(|| s.prefetch_worker(&stop));
@@ -1221,7 +1189,7 @@ mod session_tests {
             PrefetchConfig::listed_only().with_trace(&trace),
         );
         let (fd, _log) = FakeFd::create(&dir.path().join("cache"));
-        open(&s, fd);
+        open_blob(&s, fd);
         prefetch_until_idle(&s, 1);
         // The huge range is clipped to the object; the range past it and the unknown key
         // fetch nothing.
@@ -1239,7 +1207,7 @@ mod session_tests {
                 .with_bandwidth(Some(20 << 20)),
         );
         let (fd, _log) = FakeFd::create(&dir.path().join("cache"));
-        open(&s, fd);
+        open_blob(&s, fd);
         let t = Instant::now();
         prefetch_until_idle(&s, 2);
         // 5 MiB at 20 MiB/s: at least ~0.25 s (the first chunk is free).

@@ -1,5 +1,6 @@
 //! The in-memory server the engine's unit tests fill from: one blob, a delay per call, and a
-//! log of which thread produced which bytes.
+//! log of which thread produced which bytes; and the kernel's OPEN and READ of it, as a
+//! session's tests send them.
 
 use std::io;
 use std::ops::Range;
@@ -8,8 +9,13 @@ use std::sync::{Arc, Mutex};
 use std::thread::ThreadId;
 use std::time::Duration;
 
+use cachefiles_proto::{Command, MsgId, ObjectId, OpenRequest, ReadRequest, Request};
+
 use crate::blob_store::RangeRead;
+use crate::buf::AlignedBuf;
 use crate::server::{ObjectKey, OnDemandServer, Opened};
+use crate::session::Session;
+use crate::testing::FakeFd;
 
 /// `len` bytes of a pattern that tells misplaced blocks apart.
 pub(crate) fn blob(len: usize) -> Vec<u8> {
@@ -86,4 +92,39 @@ impl OnDemandServer for SlowBlob {
             .iter_mut()
             .try_for_each(|r| self.fill(object, r.offset, r.buf))
     }
+}
+
+/// The kernel's OPEN of object 1 (cookie key `blob`) on `fd`, handled and executed.
+pub(crate) fn open_blob(s: &Session<SlowBlob, FakeFd>, fd: FakeFd) {
+    let open = Request::Open(OpenRequest {
+        msg_id: MsgId(1),
+        object_id: ObjectId(1),
+        volume_key: b"erofs,img",
+        cookie_key: b"blob",
+        fd: 3,
+        flags: 0,
+    });
+    let actions = s.handle(&open, Some(fd));
+    s.execute(
+        actions,
+        &|_: &Command<'_>| Ok(()),
+        &mut AlignedBuf::new(4096),
+    );
+}
+
+/// A READ of object 1 as the kernel sends it, handled and executed (window, completion,
+/// fill ahead) with a 1 MiB fill buffer.
+pub(crate) fn read_blob(s: &Session<SlowBlob, FakeFd>, msg: u32, off: u64, len: u64) {
+    let req = Request::Read(ReadRequest {
+        msg_id: MsgId(msg),
+        object_id: ObjectId(1),
+        off,
+        len,
+    });
+    let actions = s.handle(&req, None);
+    s.execute(
+        actions,
+        &|_: &Command<'_>| Ok(()),
+        &mut AlignedBuf::new(1 << 20),
+    );
 }
