@@ -407,7 +407,7 @@ lazy() {
         run_daemon $_bin $2 $3 "$4 --ready-fd 3" >$DLOG 2>&1 3>$_fifo &
         DPID=$!
         # A line once mounted; end-of-file if the daemon failed first.
-        read -r _ready <$_fifo
+        _ready=$(ready_line $_fifo 600)
     else
         run_daemon $_bin $2 $3 "$4" >$DLOG 2>&1 &
         DPID=$!

@@ -1219,6 +1219,14 @@ stop_daemon() {
     cat "$DLOG"
     echo "---"
 }
+# ready_line FIFO SECONDS: the first line a daemon writes on its readiness fd (`--ready-fd`,
+# FIFO its write end), or nothing if it closed the fd without one (it failed first) or
+# SECONDS passed. The FIFO is opened by `head`, not by this shell: the shell's own open of a
+# FIFO is not restarted after a signal (busybox ash; a background job's SIGCHLD made
+# `read <FIFO` fail with EINTR while the daemon was still starting).
+ready_line() {
+    timeout -s KILL "$2" head -n 1 "$1" 2>/dev/null
+}
 # od_mount FSID DIR [OPTIONS]: an EROFS-over-fscache mount (check mount-FSID). The kernel waits
 # for the daemon's copen without limit, so give up (SIGKILL) after 60 s.
 od_mount() {

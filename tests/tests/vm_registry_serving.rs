@@ -118,8 +118,7 @@ img_round() {
     DPID=$!
     # The daemon's word that the rootfs is mounted (--ready-fd): a line, or end-of-file if
     # it failed first; the mount is there when it says so.
-    _ready=
-    read -t 240 -r _ready </tmp/$_img.ready
+    _ready=$(ready_line /tmp/$_img.ready 240)
     if [ "$_ready" = READY=1 ] && grep -q " $_m " /proc/mounts; then
         pass "mount-$_img"
     else
@@ -153,8 +152,7 @@ bootstrap_gone() {
         --ready-fd 3 >/tmp/gone.log 2>&1 3>/tmp/gone.ready &
     DPID=$!
     # Never ready: the readiness fd ends without its line.
-    _ready=
-    read -t 240 -r _ready </tmp/gone.ready
+    _ready=$(ready_line /tmp/gone.ready 240)
     check_fails gone-ready [ "$_ready" = READY=1 ]
     _i=0
     while kill -0 $DPID 2>/dev/null && [ $_i -lt 1200 ]; do

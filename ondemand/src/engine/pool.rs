@@ -49,6 +49,9 @@ pub(crate) struct Job<O, K> {
     pub(crate) range: Range<u64>,
     /// The call of [`Engine::fill_ahead`] that queued it.
     batch: u64,
+    /// A far guess ([`crate::predict::Related::far`]): the first job dropped to make room
+    /// for a nearer one.
+    far: bool,
 }
 
 /// The queue of fill jobs shared by the pool threads and the workers.
@@ -97,10 +100,66 @@ impl<O, K> FillPool<O, K> {
             object: Arc::clone(object),
             range,
             batch,
+            far: false,
         });
         drop(q);
         self.ready.notify_one();
         Ok(())
+    }
+
+    /// Queue predicted `ranges` (claimed) of `object`, in their order: `near` ones ahead of
+    /// every job queued (a full queue first drops far guesses from its back, their claims
+    /// released), far ones behind. Returns the bytes queued; the ranges that found no room
+    /// are released.
+    pub(crate) fn push_predicted(
+        &self,
+        object: &Arc<Object<O, K>>,
+        ranges: Vec<Range<u64>>,
+        batch: u64,
+        near: bool,
+    ) -> u64 {
+        let mut q = self.lock();
+        let mut dropped = Vec::new();
+        let mut refused = Vec::new();
+        let mut queued = 0;
+        // Where the next near job goes: behind the ones of this call.
+        let mut front = 0;
+        for range in ranges {
+            if near {
+                while q.len() >= self.capacity && q.back().is_some_and(|j| j.far) {
+                    dropped.extend(q.pop_back());
+                }
+            }
+            if q.len() >= self.capacity {
+                refused.push(range);
+                continue;
+            }
+            queued += range.end - range.start;
+            let job = Job {
+                object: Arc::clone(object),
+                range,
+                batch,
+                far: !near,
+            };
+            if near {
+                let at = front.min(q.len());
+                q.insert(at, job);
+                front = at + 1;
+            } else {
+                q.push_back(job);
+            }
+        }
+        drop(q);
+        if queued > 0 {
+            self.ready.notify_all();
+        }
+        for job in dropped {
+            job.object.release(job.range, false, false);
+        }
+        for range in refused {
+            object.release(range, false, false);
+        }
+        queued
     }
 
     /// The first job, waiting up to `timeout` for one.
@@ -233,7 +292,9 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
             return 0;
         };
         predictor.demand(object.cookie_key(), off);
-        self.queue_pieces(object, map.related(object.cookie_key(), off), window)
+        let related = map.related(object.cookie_key(), off);
+        self.queue_pieces(object, related.near, window, true)
+            + self.queue_pieces(object, related.far, window, false)
     }
 
     /// The predictor's ELF rule ([`crate::predict::Rules::needed`]): `bytes` were filled at
@@ -256,7 +317,7 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
         if pieces.is_empty() {
             return 0;
         }
-        let queued = self.queue_pieces(object, pieces, None);
+        let queued = self.queue_pieces(object, pieces, None, true);
         if queued > 0 {
             log::debug!(
                 "object {}: {queued} bytes of needed libraries queued",
@@ -267,19 +328,21 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
     }
 
     /// Queue `pieces` of `object` (outside `window`): each piece's gaps of what is present
-    /// or in flight, claimed; a full queue drops the rest. Returns the bytes queued.
+    /// or in flight, claimed; `near` ones ahead of the queued jobs, in their order, others
+    /// behind ([`FillPool::push_predicted`]); what finds no room is dropped. Returns the
+    /// bytes queued.
     fn queue_pieces(
         &self,
         object: &Arc<Object<S::Object, K>>,
         pieces: Vec<Range<u64>>,
         window: Option<&Range<u64>>,
+        near: bool,
     ) -> u64 {
-        if object.is_closed() {
+        if object.is_closed() || pieces.is_empty() {
             return 0;
         }
         let limit = super::round_up(object.size().min(i64::MAX as u64));
-        let batch = self.pool.batch();
-        let mut queued = 0;
+        let mut gaps = Vec::new();
         for piece in pieces {
             let piece = piece.start / super::window::BLOCK * super::window::BLOCK
                 ..super::round_up(piece.end).min(limit);
@@ -294,17 +357,11 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
                 if !self.asks_for_present {
                     object.scan_present(p.clone());
                 }
-                for gap in object.claim_gaps(p) {
-                    let len = gap.end - gap.start;
-                    if let Err(gap) = self.pool.push(object, gap, batch) {
-                        object.release(gap, false, false);
-                        return queued;
-                    }
-                    queued += len;
-                }
+                gaps.extend(object.claim_gaps(p));
             }
         }
-        queued
+        self.pool
+            .push_predicted(object, gaps, self.pool.batch(), near)
     }
 
     /// Help the pool threads with queued jobs (predicted fills), one worker at a time, as

@@ -252,12 +252,13 @@ impl FileMap {
     }
 
     /// What to fill beside a READ at `off` of the object `key`, in pieces of
-    /// [`piece`](Self::piece) bytes from the file's (or span's) start: the file (whole-file
-    /// rule), then the rest of its directory's span (directory rule). Empty if `off` is in no
-    /// indexed file or no rule applies.
-    pub fn related(&self, key: &[u8], off: u64) -> Vec<Range<u64>> {
+    /// [`piece`](Self::piece) bytes from the file's (or span's) start: near, the file
+    /// (whole-file rule), then the rest of its directory's span (directory rule); far, its
+    /// directory's cousins (cousin rule). Empty if `off` is in no indexed file or no rule
+    /// applies.
+    pub fn related(&self, key: &[u8], off: u64) -> Related {
         let Some(entry) = self.entry(key, off) else {
-            return Vec::new();
+            return Related::default();
         };
         let mut out = Vec::new();
         let len = |r: &Range<u64>| r.end - r.start;
@@ -279,6 +280,7 @@ impl FileMap {
             cut(&(entry.extent.end..dir.end), self.piece, &mut out);
             cut(&(dir.start..entry.extent.start), self.piece, &mut out);
         }
+        let mut far = Vec::new();
         if self.rules.cousins > 0 {
             let spans: Vec<&Range<u64>> = self
                 .group
@@ -295,11 +297,30 @@ impl FileMap {
             let total: u64 = spans.iter().map(|r| len(r)).sum();
             if total <= self.rules.cousins {
                 for span in spans {
-                    cut(span, self.piece, &mut out);
+                    cut(span, self.piece, &mut far);
                 }
             }
         }
-        out
+        Related { near: out, far }
+    }
+}
+
+/// What [`FileMap::related`] relates to a READ, in pieces. The engine queues `near` ahead
+/// of every fill queued before it (the reader is there now: its file and directory come
+/// first, the last READ's before the ones of earlier READs), and `far` behind them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Related {
+    /// The READ's file (whole-file rule), then the rest of its directory's span (directory
+    /// rule).
+    pub near: Vec<Range<u64>>,
+    /// The spans of its directory's cousins (cousin rule).
+    pub far: Vec<Range<u64>>,
+}
+
+impl Related {
+    /// Whether nothing is related.
+    pub fn is_empty(&self) -> bool {
+        self.near.is_empty() && self.far.is_empty()
     }
 }
 
@@ -624,8 +645,8 @@ mod tests {
             MIB + 4096..2 * MIB + 4096,
             2 * MIB + 4096..5 * MIB / 2,
         ];
-        assert_eq!(m.related(b"blob", 4096), want);
-        assert_eq!(m.related(b"blob", 2 * MIB), want);
+        assert_eq!(m.related(b"blob", 4096).near, want);
+        assert_eq!(m.related(b"blob", 2 * MIB).near, want);
         // A file longer than the bound: nothing.
         assert!(m.related(b"blob", 5 * MIB).is_empty());
         // Between files, past the last, another key: nothing.
@@ -644,7 +665,7 @@ mod tests {
         });
         // The file, then the span after it, then the span before it.
         assert_eq!(
-            m.related(b"blob", 5 * MIB / 2 + 4096),
+            m.related(b"blob", 5 * MIB / 2 + 4096).near,
             vec![
                 5 * MIB / 2..7 * MIB / 2,
                 0..MIB,
@@ -668,7 +689,7 @@ mod tests {
             directory: 4 * MIB,
         });
         assert_eq!(
-            both.related(b"blob", 0),
+            both.related(b"blob", 0).near,
             vec![
                 0..4096,
                 4096..MIB + 4096,
