@@ -36,6 +36,35 @@ fn build_tree(src: &Path) -> Vec<String> {
     std::fs::write(src.join("usr/lib/py/c/source.py"), tests::text(9, 30_000)).unwrap();
     // A file beside the program: a READ in it fills the program by the directory rule.
     std::fs::write(src.join("bin/aaa"), tests::text(3, 20_000)).unwrap();
+    // A program whose interpreter (`PT_INTERP`) no library names: the host's `cat` (chunks
+    // of its own: nydus-image stores a chunk seen before once, and a file that shares
+    // chunks with another is not one run) with `.so.2` of its interpreter's path made
+    // `.so.9`, that file (bytes of its own), and a file beside the program.
+    let cat = std::fs::read("/bin/cat").unwrap();
+    let head = elf::Head::parse(&cat).unwrap();
+    let r = head.interp_range().unwrap();
+    let path = head
+        .interpreter(&cat[r.start as usize..r.end as usize])
+        .unwrap();
+    assert_eq!(
+        path, b"/lib64/ld-linux-x86-64.so.2",
+        "the host's interpreter"
+    );
+    let mut prog9 = cat.clone();
+    prog9[r.start as usize + path.len() - 1] = b'9';
+    std::fs::create_dir_all(src.join("usr/libexec")).unwrap();
+    std::fs::write(src.join("usr/libexec/prog9"), &prog9).unwrap();
+    std::fs::set_permissions(
+        src.join("usr/libexec/prog9"),
+        PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    std::fs::write(src.join("usr/libexec/aaa9"), tests::text(8, 20_000)).unwrap();
+    std::fs::write(
+        src.join("usr/lib64/ld-linux-x86-64.so.9"),
+        tests::text(7, 150_000),
+    )
+    .unwrap();
     entrypoint_files(&src.join("opt"), &std::fs::read("/bin/ls").unwrap());
     names
 }
@@ -260,6 +289,61 @@ fn a_programs_libraries_are_filled_once_its_bytes_are() {
     for (l, e) in &libs {
         assert!(present(&demanded, e), "{l} not filled once demanded");
     }
+}
+
+/// The ELF rule looks up a demanded program's interpreter (`PT_INTERP`) as soon as its head
+/// is filled and fills it whole, as the kernel maps it next; not without the rule, nor for a
+/// program only guessed.
+#[test]
+fn a_programs_interpreter_is_filled_with_its_head() {
+    let Some(s) = setup("predict_rules/interpreter") else {
+        return;
+    };
+    let prog = extent(&s.image, "/usr/libexec/prog9");
+    let loader = extent(&s.image, "/usr/lib64/ld-linux-x86-64.so.9");
+    let cache = s._dir.path().join("cache");
+    let rules = |needed| Rules {
+        whole_file: 64 << 20,
+        directory: 0,
+        needed,
+        cousins: 0,
+    };
+    let off = session(&s, rules(NeededRule::Off), &cache);
+    read(&off, 2, prog.start);
+    assert!(present(&off, &prog));
+    assert!(
+        !present(&off, &loader),
+        "interpreter filled without the rule"
+    );
+    drop(off);
+    let on = session(&s, rules(NeededRule::Demanded), &cache);
+    read(&on, 2, prog.start);
+    assert!(present(&on, &loader), "interpreter not filled");
+    let space = std::fs::read(&cache).unwrap();
+    assert_eq!(
+        space[loader.start as usize..loader.end as usize],
+        tests::text(7, 150_000)[..]
+    );
+    drop(on);
+    // Guessed by the directory rule (a READ beside it): no interpreter with `Demanded`.
+    let beside = extent(&s.image, "/usr/libexec/aaa9");
+    let guessed = session(
+        &s,
+        Rules {
+            directory: 64 << 20,
+            ..rules(NeededRule::Demanded)
+        },
+        &cache,
+    );
+    read(&guessed, 2, beside.start);
+    assert!(
+        present(&guessed, &prog),
+        "the directory rule did not fill the program"
+    );
+    assert!(
+        !present(&guessed, &loader),
+        "interpreter filled for a guess"
+    );
 }
 
 /// `FileMap::files_in` on a real image: blob ranges back to the image's paths and the

@@ -55,6 +55,8 @@ struct Watch {
     step: Step,
     /// Copies of filled bytes, by offset in the file; disjoint.
     held: Vec<(u64, Vec<u8>)>,
+    /// The interpreter's path (`PT_INTERP`), read with the head and not yet looked up.
+    interp: Option<Vec<u8>>,
 }
 
 impl Watch {
@@ -191,6 +193,7 @@ impl Chain {
                 dir: entry.dir,
                 step: Step::Head,
                 held: Vec::new(),
+                interp: None,
             });
             // The part of the file this fill wrote, in file offsets, cut to what is wanted.
             let s = fill.start.max(entry.extent.start) - entry.extent.start;
@@ -214,7 +217,32 @@ impl Chain {
                     .push((s, bytes[from..from + (e - s) as usize].to_vec()));
                 self.held += (e - s) as usize;
             }
-            match self.advance(&id) {
+            let outcome = self.advance(&id);
+            // The interpreter, as soon as the head names it: the kernel maps it right after
+            // the program, before the loader reads the program's dynamic section.
+            let now = |chain: &Chain| {
+                map.rules.needed == NeededRule::All
+                    || chain.demanded.contains(&id)
+                    || chain.chained.contains_key(&id)
+            };
+            if let Some(path) = self.watching.get_mut(&id).and_then(|w| w.interp.take())
+                && now(self)
+                && let Some(i) = path.iter().rposition(|&b| b == b'/')
+            {
+                let found = Found {
+                    names: vec![path[i + 1..].to_vec()],
+                    run_path: vec![if i == 0 {
+                        b"/".to_vec()
+                    } else {
+                        path[..i].to_vec()
+                    }],
+                    machine: 0,
+                    dir: entry.dir,
+                    depth: depth + 1,
+                };
+                self.queue(map, key, &found);
+            }
+            match outcome {
                 Outcome::Pending => {}
                 Outcome::Dropped => self.drop_watch(&id),
                 Outcome::Found {
@@ -231,10 +259,7 @@ impl Chain {
                         dir,
                         depth: depth + 1,
                     };
-                    let now = map.rules.needed == NeededRule::All
-                        || self.demanded.contains(&id)
-                        || self.chained.contains_key(&id);
-                    if now {
+                    if now(self) {
                         self.queue(map, key, &found);
                     } else if self.parked.len() < MAX_PARKED {
                         self.parked.insert(id, found);
@@ -270,7 +295,14 @@ impl Chain {
                     match Head::parse(&prefix) {
                         Ok(head) => match head.dynamic_range() {
                             None => break Outcome::Dropped,
-                            Some(_) => w.step = Step::Dynamic(head),
+                            Some(_) => {
+                                w.interp = head.interp_range().and_then(|r| {
+                                    let r = usize::try_from(r.start).ok()?
+                                        ..usize::try_from(r.end).ok()?.min(prefix.len());
+                                    head.interpreter(prefix.get(r)?).ok()
+                                });
+                                w.step = Step::Dynamic(head);
+                            }
                         },
                         // The head is not all here yet.
                         Err(ElfError::Truncated { .. }) if (prefix.len() as u64) < len => {

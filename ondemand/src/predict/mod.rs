@@ -265,10 +265,13 @@ impl FileMap {
         let file = self.rules.whole_file > 0 && len(&entry.extent) <= self.rules.whole_file;
         if file {
             cut(&entry.extent, self.piece, &mut out);
-            // An ELF object's dynamic section is near its end (in its data segment): with
-            // the ELF rule, its last piece first, so the libraries it names are known soon.
+            // An ELF object's dynamic section is at the start of its data segment: in a
+            // library's last piece, in a program's with much data (`python3.11`: 80% into
+            // the file) the one before. With the ELF rule, its last two pieces first, so the
+            // libraries it names are known soon.
             if self.rules.chains() && entry.elf && out.len() > 1 {
-                out.rotate_right(1);
+                let first = 2.min(out.len() - 1);
+                out.rotate_right(first);
             }
         }
         let dir = &entry.directory;
