@@ -59,8 +59,10 @@
 //! mount's page cache ahead of the readers: `--warm-page-cache`, `ondemand::warm`);
 //! `serve --image` of a Nydus image predicts without a trace (`ondemand::predict`): a READ in
 //! a file fills the rest of the file (`--predict-file`, at most 8 MiB by default) and of its
-//! directory's files (`--predict-dir`, a span of at most 8 MiB) on the fill pool, and
-//! `--predict-needed demanded|all` the libraries an ELF object needs once its bytes are in;
+//! directory's files (`--predict-dir`, a span of at most 8 MiB) on the fill pool, the
+//! libraries an ELF object a READ landed in needs once its bytes are in, and its interpreter
+//! (`--predict-needed demanded`, the default; `all`, `off`), and a bytecode directory's
+//! cousins (`--predict-cousins`, 8 MiB);
 //! `--predict-entrypoint on` (off by default: measured, no faster) fetches the program the
 //! image's config names, its interpreter and its libraries into memory while the image
 //! mounts (`ondemand::predict::entrypoint`); with
@@ -351,14 +353,17 @@ struct Serving {
     /// Cold prediction (with --predict-file): when an ELF object's header, dynamic section
     /// and library names are filled, fill the libraries it needs (found in the image as the
     /// dynamic loader finds them) whole, if at most --predict-file long, and theirs in turn:
-    /// `off`; `demanded` (the objects a READ landed in, and the libraries found that way);
-    /// `all` (every ELF object filled, also those only guessed by --predict-dir).
-    #[arg(long, value_name = "off|demanded|all", default_value = "off", value_parser = parse_needed)]
+    /// `off`; `demanded` (the objects a READ landed in, and the libraries found that way;
+    /// the default); `all` (every ELF object filled, also those only guessed by
+    /// --predict-dir). A demanded program's interpreter (`PT_INTERP`) is filled as soon as
+    /// its head is read.
+    #[arg(long, value_name = "off|demanded|all", default_value = "demanded", value_parser = parse_needed)]
     predict_needed: ondemand::predict::NeededRule,
     /// Cold prediction (as --predict-dir): when a READ lands in a file of directory
     /// GP/X/NAME, fill the files of every GP/*/NAME too if they span at most BYTES in all
-    /// (python's `__pycache__` of the packages an import walks next; 0: off).
-    #[arg(long, value_name = "BYTES", default_value = "0", value_parser = parse_bytes)]
+    /// (python's `__pycache__` of the packages an import walks next; 0: off). They are
+    /// fetched after what is queued, a READ's own file and directory before.
+    #[arg(long, value_name = "BYTES", default_value = "8M", value_parser = parse_bytes)]
     predict_cousins: u64,
     /// Cold prediction, `--image` of a Nydus image: fetch the program the image's config
     /// names (Entrypoint, else Cmd, looked up in its PATH), its interpreter and its
@@ -1825,7 +1830,12 @@ mod tests {
                 serving.threads,
                 serving.sequential_ahead,
                 serving.fill_threads(),
-                (serving.predict_file, serving.predict_dir)
+                ondemand::predict::Rules {
+                    whole_file: serving.predict_file,
+                    directory: serving.predict_dir,
+                    needed: serving.predict_needed,
+                    cousins: serving.predict_cousins,
+                }
             ),
             (
                 None,
@@ -1833,10 +1843,7 @@ mod tests {
                 ondemand::DEFAULT_THREADS as u16,
                 8 << 20,
                 ondemand::default_fill_threads(),
-                (
-                    ondemand::predict::Rules::DEFAULT.whole_file,
-                    ondemand::predict::Rules::DEFAULT.directory
-                )
+                ondemand::predict::Rules::DEFAULT
             )
         );
         assert!(matches!(on_open, OnOpen::Nothing));
