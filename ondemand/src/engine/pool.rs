@@ -750,4 +750,46 @@ mod tests {
         assert_each_byte_once(s.server());
         assert_eq!(s.stats().ahead_bytes, 5 * MIB);
     }
+
+    /// Predicted pieces: a READ's near ones ahead of every queued job, in their order; far
+    /// ones behind; a full queue drops far guesses (their claims released) to make room for
+    /// near ones, and refuses (releases) what still finds no room.
+    #[test]
+    fn near_guesses_go_first_and_far_ones_make_room() {
+        let pool = FillPool::<(), FakeFd>::new(4);
+        let dir = tempfile::tempdir().unwrap();
+        let (_s, object) = session(dir.path(), 40 * MIB as usize, Duration::ZERO);
+        let claim = |r: Range<u64>| {
+            let gaps = object.claim_gaps(r.clone());
+            assert_eq!(gaps, [r]);
+            gaps
+        };
+        assert!(pool.push(&object, claim(0..MIB).remove(0), 0).is_ok());
+        let far: Vec<_> = [10 * MIB..11 * MIB, 11 * MIB..12 * MIB]
+            .into_iter()
+            .flat_map(claim)
+            .collect();
+        assert_eq!(pool.push_predicted(&object, far, 1, false), 2 * MIB);
+        let near: Vec<_> = [20 * MIB..21 * MIB, 21 * MIB..22 * MIB]
+            .into_iter()
+            .flat_map(claim)
+            .collect();
+        assert_eq!(pool.push_predicted(&object, near, 2, true), 2 * MIB);
+        // The second far guess made room, and may be claimed again.
+        assert_eq!(object.claim_gaps(11 * MIB..12 * MIB), [11 * MIB..12 * MIB]);
+        object.release(11 * MIB..12 * MIB, false, false);
+        // A later READ's near piece goes ahead of the earlier one's; the last far guess
+        // makes room.
+        let later = claim(30 * MIB..31 * MIB);
+        assert_eq!(pool.push_predicted(&object, later, 3, true), MIB);
+        // Full, nothing far left: refused, released.
+        let more = claim(31 * MIB..32 * MIB);
+        assert_eq!(pool.push_predicted(&object, more, 4, true), 0);
+        assert_eq!(object.claim_gaps(31 * MIB..32 * MIB), [31 * MIB..32 * MIB]);
+        object.release(31 * MIB..32 * MIB, false, false);
+        let order: Vec<u64> = std::iter::from_fn(|| pool.pop_any())
+            .map(|j| j.range.start / MIB)
+            .collect();
+        assert_eq!(order, [30, 20, 21, 0]);
+    }
 }
