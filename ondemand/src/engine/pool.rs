@@ -473,6 +473,8 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
 }
 
 #[cfg(test)]
+// Expected range lists with one element are what they look like.
+#[allow(clippy::single_range_in_vec_init)]
 mod tests {
     use std::time::Instant;
 
