@@ -260,6 +260,94 @@ fn host_a_streams_first_step_grows_nothing() {
     );
 }
 
+/// Cold prediction on fanotify (`FanotifyDaemon::with_predictor`), as for a cachefiles READ:
+/// an event at the head of a file of a Nydus image (nydus-image, zstd) fills the rest of that
+/// file on the fill pool, byte-exact; the same read without a predictor fills its window.
+#[test]
+fn host_an_event_fills_the_rest_of_its_file_with_a_predictor() {
+    use ondemand::predict::{FileMap, NeededRule, Predictor, Rules};
+    const LEN: usize = 3 << 20;
+    let Some(h) = Host::new("host-predict") else {
+        return;
+    };
+    require_tool("nydus-image").expect("nydus-image (tests need it)");
+    let src = h.dir.join("src");
+    std::fs::create_dir_all(src.join("d")).expect("mkdir");
+    let big = noise(41, LEN);
+    std::fs::write(src.join("d/big"), &big).expect("write");
+    std::fs::write(src.join("small"), noise(42, 10_000)).expect("write");
+    // The bootstrap beside the blob: `RafsDirServer` finds the blob's chunk map there.
+    let boot = h.blobs.join("boot");
+    tests::nydus_image::Create::new(&src, &h.blobs)
+        .bootstrap(&boot)
+        .args(&["--compressor", "zstd", "--chunk-size", "0x10000"])
+        .run()
+        .expect("nydus-image");
+    let image = erofs_reader::Image::open(&boot).expect("bootstrap");
+    let blob_id = image.devices()[0].tag.clone();
+    let inode = image.lookup("/d/big").expect("lookup");
+    let first = image.extents(&inode, 0..1).expect("extents").remove(0);
+    let erofs_reader::ExtentTarget::Device { offset, .. } = first.target else {
+        panic!("/d/big is not on the blob");
+    };
+    for predicted in [false, true] {
+        let server = ondemand::rafs::RafsDirServer::new(&h.blobs);
+        let mut daemon = h
+            .daemon(if predicted { "cache-p" } else { "cache" }, server)
+            .with_readahead(64 << 10)
+            .with_sequential_ahead(0)
+            .with_threads(1);
+        if predicted {
+            let p = std::sync::Arc::new(Predictor::new());
+            let rules = Rules {
+                whole_file: 8 << 20,
+                directory: 0,
+                needed: NeededRule::Off,
+                cousins: 0,
+            };
+            p.set(FileMap::from_image(&image, rules, 0x10000).expect("file map"));
+            daemon = daemon.with_predictor(p);
+        }
+        let path = daemon.add_object(b"img", &blob_id).expect("add_object");
+        let st = serve(&daemon, |_| {
+            let file = std::fs::File::open(&path).expect("open backing file");
+            let mut head = vec![0u8; 4096];
+            file.read_exact_at(&mut head, offset).expect("read");
+            assert!(head == big[..4096], "the file's head differs");
+            // The predicted pieces are filled by the pool after the answer.
+            let t = std::time::Instant::now();
+            while predicted
+                && (daemon.stats().fetched_bytes < LEN as u64
+                    || daemon.engine().queued_fill_jobs() > 0)
+            {
+                assert!(
+                    t.elapsed() < Duration::from_secs(30),
+                    "the rest of the file was not filled: {}",
+                    daemon.stats()
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            if predicted {
+                // Present now: read without the daemon's help would fail; read it all.
+                let mut all = vec![0u8; LEN];
+                file.read_exact_at(&mut all, offset).expect("read");
+                assert!(all == big, "the predicted file's bytes differ");
+            }
+        });
+        println!("host, predictor {predicted}: {st}");
+        if predicted {
+            // The file, once: its second read (all of it, an event on a file still marked)
+            // found every byte present.
+            assert_eq!(st.fetched_bytes, LEN as u64, "{st}");
+            assert!(st.ahead_bytes >= LEN as u64 - (64 << 10), "{st}");
+        } else {
+            assert!(st.fetched_bytes < 1 << 20, "{st}");
+        }
+        assert_eq!(st.errors(), 0, "{st}");
+    }
+}
+
 /// A daemon whose blob shrank after `add_object`: its fills fail, so reads are denied.
 #[test]
 fn host_failed_fills_deny_with_eio() {

@@ -57,8 +57,8 @@
 //! memory while the image mounts: `--prefetch-early`, on by default with `serve`; the
 //! prefetch threads then default to nice 0; and what the prefetch wrote is read into the
 //! mount's page cache ahead of the readers: `--warm-page-cache`, `ondemand::warm`);
-//! `serve --image` of a Nydus image predicts without a trace (`ondemand::predict`): a READ in
-//! a file fills the rest of the file (`--predict-file`, at most 8 MiB by default) and of its
+//! `serve|fanotify --image` of a registry's Nydus image predicts without a trace
+//! (`ondemand::predict`): a READ (an event) in a file fills the rest of the file (`--predict-file`, at most 8 MiB by default) and of its
 //! directory's files (`--predict-dir`, a span of at most 8 MiB) on the fill pool, the
 //! libraries an ELF object a READ landed in needs once its bytes are in, and its interpreter
 //! (`--predict-needed demanded`, the default; `all`, `off`), and a bytecode directory's
@@ -333,7 +333,8 @@ struct Serving {
     sequential_ahead: u64,
     /// Threads that run the fill ahead of sequential readers (and predicted fills) in
     /// chunks, in parallel, besides the worker that answered the READ (0: that worker alone;
-    /// default: the CPUs but one, 1 to 8; at least 3 with cold prediction, `serve --image`).
+    /// default: the CPUs but one, 1 to 8; at least 3 with cold prediction, `--image` of a
+    /// registry's Nydus image).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(0..=64))]
     fill_threads: Option<u16>,
     /// Each fill thread writes a chunk while it decodes the next, on a writer thread of its
@@ -341,9 +342,9 @@ struct Serving {
     /// of four, slower in one).
     #[arg(long, value_name = "on|off", value_parser = parse_on_off, default_value = "off", action = clap::ArgAction::Set)]
     write_behind: bool,
-    /// Cold prediction (`serve --image` of a Nydus image): when a READ lands in a file of at
-    /// most BYTES, fill the rest of the file on the fill pool while the READ's window is
-    /// filled (suffixes K, M, G; 0: off).
+    /// Cold prediction (`serve|fanotify --image` of a registry's Nydus image): when a READ
+    /// (an event) lands in a file of at most BYTES, fill the rest of the file on the fill
+    /// pool while the READ's window is filled (suffixes K, M, G; 0: off).
     #[arg(long, value_name = "BYTES", default_value = "8M", value_parser = parse_bytes)]
     predict_file: u64,
     /// Cold prediction (as --predict-file): when a READ lands in a file whose directory's
@@ -503,7 +504,18 @@ impl Serving {
         }
     }
 
-    /// `--fill-threads`, or the library's default (without a predictor: fanotify).
+    /// Cold prediction's rules (`--predict-file`, `--predict-dir`, `--predict-needed`,
+    /// `--predict-cousins`).
+    fn rules(&self) -> ondemand::predict::Rules {
+        ondemand::predict::Rules {
+            whole_file: self.predict_file,
+            directory: self.predict_dir,
+            needed: self.predict_needed,
+            cousins: self.predict_cousins,
+        }
+    }
+
+    /// `--fill-threads`, or the library's default (without a predictor).
     fn fill_threads(&self) -> usize {
         self.fill_threads
             .map_or_else(ondemand::default_fill_threads, usize::from)
@@ -867,6 +879,20 @@ fn fanotify_serve<B: ondemand::BlobStore>(
         let held = mountpoint.is_some() && !took_over && !serving.prefetch_at_open;
         daemon = daemon.with_prefetch(config.held(held));
     }
+    // Cold prediction for a registry's Nydus image, as `serve --image` (its map walked on a
+    // thread of its own while the image mounts; events before it is ready are served as
+    // without it).
+    let rules = serving.rules();
+    let predictor = remote
+        .filter(|r| matches!(r.kind, ondemand::registry::ImageKind::Nydus { .. }) && rules.any())
+        .map(|_| Arc::new(ondemand::predict::Predictor::new()));
+    if let Some(p) = &predictor {
+        daemon = daemon.with_predictor(Arc::clone(p));
+        // After the predictor, which raises the default (PREDICT_FILL_THREADS).
+        if let Some(n) = serving.fill_threads {
+            daemon = daemon.with_fill_threads(usize::from(n));
+        }
+    }
     match serving.recorder(false, false) {
         Ok(Some(recorder)) => daemon = daemon.with_recorder(recorder),
         Ok(None) => {}
@@ -940,6 +966,14 @@ fn fanotify_serve<B: ondemand::BlobStore>(
     let mut failed = false;
     let result = std::thread::scope(|s| {
         let serving = s.spawn(|| daemon.run());
+        if let (Some(r), Some(p)) = (remote, predictor) {
+            let walk = std::thread::Builder::new()
+                .name("predict-map".into())
+                .spawn_scoped(s, move || walk_bootstrap(r, rules, Some(p), None));
+            if let Err(e) = walk {
+                log::warn!("no thread for the bootstrap's walk: {e}");
+            }
+        }
         // The mount opens and reads the backing files: the daemon serves them already.
         let mounted = match (&mountpoint, remote) {
             // A predecessor's mount: it is live, served from now on by this daemon.
@@ -1047,12 +1081,7 @@ impl CachefilesRun<'_> {
         if let Some(recorder) = self.recorder {
             session = session.with_recorder(recorder);
         }
-        let rules = ondemand::predict::Rules {
-            whole_file: serving.predict_file,
-            directory: serving.predict_dir,
-            needed: serving.predict_needed,
-            cousins: serving.predict_cousins,
-        };
+        let rules = serving.rules();
         let nydus = remote.as_ref().is_some_and(|(image, _)| image.is_nydus());
         // A replayed trace's ranges read into the mount's page cache as the prefetch makes
         // them present.

@@ -546,6 +546,18 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
         }
     }
 
+    /// Cold prediction ([`Engine::with_predictor`]): an event's file and its relatives
+    /// ([`crate::predict::FileMap::related`], the ELF rule) are queued on the fill pool as
+    /// for a cachefiles READ. Raises the pool threads to at least
+    /// [`crate::PREDICT_FILL_THREADS`] (a later [`with_fill_threads`](Self::with_fill_threads)
+    /// sets them as it says).
+    pub fn with_predictor(self, predictor: Arc<crate::predict::Predictor>) -> Self {
+        FanotifyDaemon {
+            engine: self.engine.with_predictor(predictor),
+            ..self
+        }
+    }
+
     /// Record the range of every pre-content event in an access trace
     /// ([`Engine::with_recorder`]); [`run`](Self::run) makes it durable as it returns.
     pub fn with_recorder(self, recorder: Arc<crate::Recorder>) -> Self {
@@ -1200,6 +1212,7 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
             }
             self.unmark_if_complete(&object);
         }
+        self.engine.help_queued(fill);
     }
 
     /// Make the event's range present; `Err` → deny. With
@@ -1273,6 +1286,18 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
                     plan.ahead
                 );
                 after.ahead = plan.ahead;
+                // What the image relates to this read (the predictor), queued on the fill
+                // pool first, so it is fetched while the window is (as a cachefiles READ).
+                let predicted = self
+                    .engine
+                    .queue_predicted(&object, range.start, Some(&range));
+                if predicted > 0 {
+                    log::debug!(
+                        "{}: [{}, ...): {predicted} bytes predicted",
+                        object.key(),
+                        range.start
+                    );
+                }
                 let mut answered = false;
                 let mut answer = || {
                     self.respond(ev.fd, Ok(()));
@@ -1291,6 +1316,8 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
                         .then_some(&mut answer as crate::engine::Answer<'_>),
                 );
                 after.answered = answered;
+                // The libraries of an ELF object the window completed a step of.
+                self.engine.queue_needed(&object);
                 result
             }
             // Past the end: nothing to fill, the reader finds the end of the file.
