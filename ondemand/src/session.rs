@@ -317,18 +317,8 @@ impl<S: OnDemandServer, F: ObjectFd> Engine<S, F> {
                     };
                     let hook: Option<crate::engine::Answer<'_>> =
                         msg_id.is_some().then_some(&mut answer);
-                    // What the image relates to this READ (the rest of its file, ...: the
-                    // predictor), queued on the fill pool first, so it is fetched while the
-                    // window is.
-                    let predicted = self.queue_predicted(&object, range.start, Some(&range));
-                    if predicted > 0 {
-                        log::debug!(
-                            "object {} [{}, ...): {predicted} bytes predicted",
-                            object.id(),
-                            range.start
-                        );
-                    }
-                    // Errors are counted and logged; the READ is completed either way.
+                    // Errors are counted and logged; the READ is completed either way (the
+                    // predictor's pieces are queued by the fill).
                     let _ = self.fill_window_answering(
                         &object,
                         range,
@@ -341,8 +331,6 @@ impl<S: OnDemandServer, F: ObjectFd> Engine<S, F> {
                         // Its ReadComplete: done.
                         actions.next();
                     }
-                    // The libraries of an ELF object the window completed a step of.
-                    self.queue_needed(&object);
                 }
                 Action::FillAhead { object, range } => aheads.push((object, range)),
                 Action::ReadComplete { object, msg_id } => Self::complete(&object, msg_id),

@@ -172,7 +172,10 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
     /// Fill the window of a READ ([`ReadPlan::window`]): what is in flight over the requested
     /// part is waited for, what is missing fetched, and the readahead part that nobody has or
     /// is fetching is fetched too (or, with asynchronous readahead, claimed and pushed on
-    /// `later`, for [`fill_later`](Self::fill_later) once the READ is answered).
+    /// `later`, for [`fill_later`](Self::fill_later) once the READ is answered). With a
+    /// predictor, what it relates to the READ is queued on the fill pool first (fetched while
+    /// the window is), and the libraries of an ELF object the window completed a step of
+    /// after it: the same for every transport.
     ///
     /// # Errors
     ///
@@ -204,6 +207,15 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
         later: &mut Later<S::Object, K>,
         answer: Option<Answer<'_>>,
     ) -> io::Result<()> {
+        let predicted = self.queue_predicted(object, range.start, Some(&range));
+        if predicted > 0 {
+            log::debug!(
+                "object {} ({}) [{}, ...): {predicted} bytes predicted",
+                object.id(),
+                object.key(),
+                range.start
+            );
+        }
         self.active_reads.fetch_add(1, Ordering::SeqCst);
         let mut deferred = Vec::new();
         let result = self.fill_read(
@@ -219,6 +231,7 @@ impl<S: OnDemandServer, K: Sink> Engine<S, K> {
         if !deferred.is_empty() {
             later.push((Arc::clone(object), deferred));
         }
+        self.queue_needed(object);
         match result {
             Ok(()) => Ok(()),
             Err((pos, e)) if pos < requested_end => {

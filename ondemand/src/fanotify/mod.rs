@@ -1286,18 +1286,6 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
                     plan.ahead
                 );
                 after.ahead = plan.ahead;
-                // What the image relates to this read (the predictor), queued on the fill
-                // pool first, so it is fetched while the window is (as a cachefiles READ).
-                let predicted = self
-                    .engine
-                    .queue_predicted(&object, range.start, Some(&range));
-                if predicted > 0 {
-                    log::debug!(
-                        "{}: [{}, ...): {predicted} bytes predicted",
-                        object.key(),
-                        range.start
-                    );
-                }
                 let mut answered = false;
                 let mut answer = || {
                     self.respond(ev.fd, Ok(()));
@@ -1316,8 +1304,6 @@ impl<S: OnDemandServer> FanotifyDaemon<S> {
                         .then_some(&mut answer as crate::engine::Answer<'_>),
                 );
                 after.answered = answered;
-                // The libraries of an ELF object the window completed a step of.
-                self.engine.queue_needed(&object);
                 result
             }
             // Past the end: nothing to fill, the reader finds the end of the file.
