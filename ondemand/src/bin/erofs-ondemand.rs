@@ -58,8 +58,9 @@
 //! prefetch threads then default to nice 0; and what the prefetch wrote is read into the
 //! mount's page cache ahead of the readers: `--warm-page-cache`, `ondemand::warm`);
 //! `serve|fanotify --image` of a registry's Nydus image predicts without a trace
-//! (`ondemand::predict`): a READ (an event) in a file fills the rest of the file (`--predict-file`, at most 8 MiB by default) and of its
-//! directory's files (`--predict-dir`, a span of at most 8 MiB) on the fill pool, the
+//! (`ondemand::predict`): a READ (an event) in a file fills the rest of the file
+//! (`--predict-file`, at most 8 MiB by default) and of its directory's files
+//! (`--predict-dir`, a span of at most 8 MiB) on the fill pool, the
 //! libraries an ELF object a READ landed in needs once its bytes are in, and its interpreter
 //! (`--predict-needed demanded`, the default; `all`, `off`), and a bytecode directory's
 //! cousins (`--predict-cousins`, 8 MiB);
@@ -515,6 +516,12 @@ impl Serving {
         }
     }
 
+    /// A predictor for a registry's image (`nydus`: a Nydus image), unless the rules are
+    /// off; its map is set once the bootstrap is walked ([`walk_bootstrap`]).
+    fn predictor(&self, nydus: bool) -> Option<Arc<ondemand::predict::Predictor>> {
+        (nydus && self.rules().any()).then(|| Arc::new(ondemand::predict::Predictor::new()))
+    }
+
     /// `--fill-threads`, or the library's default (without a predictor).
     fn fill_threads(&self) -> usize {
         self.fill_threads
@@ -883,9 +890,9 @@ fn fanotify_serve<B: ondemand::BlobStore>(
     // thread of its own while the image mounts; events before it is ready are served as
     // without it).
     let rules = serving.rules();
-    let predictor = remote
-        .filter(|r| matches!(r.kind, ondemand::registry::ImageKind::Nydus { .. }) && rules.any())
-        .map(|_| Arc::new(ondemand::predict::Predictor::new()));
+    let predictor = serving.predictor(
+        remote.is_some_and(|r| matches!(r.kind, ondemand::registry::ImageKind::Nydus { .. })),
+    );
     if let Some(p) = &predictor {
         daemon = daemon.with_predictor(Arc::clone(p));
         // After the predictor, which raises the default (PREDICT_FILL_THREADS).
@@ -1100,8 +1107,7 @@ impl CachefilesRun<'_> {
         if let Some(w) = &warmer {
             session = session.with_prefetch_observer(Arc::clone(w) as _);
         }
-        let predictor =
-            (nydus && rules.any()).then(|| Arc::new(ondemand::predict::Predictor::new()));
+        let predictor = serving.predictor(nydus);
         if let Some(predictor) = &predictor {
             session = session.with_predictor(Arc::clone(predictor));
         }
@@ -1859,12 +1865,7 @@ mod tests {
                 serving.threads,
                 serving.sequential_ahead,
                 serving.fill_threads(),
-                ondemand::predict::Rules {
-                    whole_file: serving.predict_file,
-                    directory: serving.predict_dir,
-                    needed: serving.predict_needed,
-                    cousins: serving.predict_cousins,
-                }
+                serving.rules()
             ),
             (
                 None,
