@@ -104,6 +104,20 @@ fn serve<'env, S: OnDemandServer>(
     })
 }
 
+/// Poll `done` every 5 ms until it holds; after 30 s, fail with `what` and the daemon's
+/// counters.
+fn wait_for<S: OnDemandServer>(daemon: &FanotifyDaemon<S>, what: &str, done: impl Fn() -> bool) {
+    let t = std::time::Instant::now();
+    while !done() {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "{what}: {}",
+            daemon.stats()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 #[test]
 fn host_reads_of_marked_files_are_filled() {
     let len = 5 * 1024 * 1024 + 1234;
@@ -197,15 +211,9 @@ fn host_reads_of_present_bytes_fetch_nothing_more() {
         file.read_exact_at(&mut block, MIB).expect("read");
         assert_eq!(&block[..], &data[MIB as usize..][..4096]);
         assert!(daemon.stats().fetched_bytes >= 2 * MIB);
-        let t = std::time::Instant::now();
-        while daemon.stats().ahead_bytes == 0 {
-            assert!(
-                t.elapsed() < Duration::from_secs(30),
-                "no fill ahead of a sequential read: {}",
-                daemon.stats()
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_for(&daemon, "no fill ahead of a sequential read", || {
+            daemon.stats().ahead_bytes > 0
+        });
     });
     println!("host, present reads then a miss: {stats}");
     assert_eq!(stats.errors(), 0, "{stats}");
@@ -241,15 +249,9 @@ fn host_a_streams_first_step_grows_nothing() {
         file.read_exact_at(&mut tail, 2 * MIB).expect("read");
         assert_eq!(tail, data[2 * MIB as usize..][..100 << 10]);
         // The fill ahead runs after the answer: wait for it to start and settle.
-        let t = std::time::Instant::now();
-        while daemon.stats().ahead_bytes == 0 || daemon.engine().queued_fill_jobs() > 0 {
-            assert!(
-                t.elapsed() < Duration::from_secs(30),
-                "no fill ahead: {}",
-                daemon.stats()
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_for(&daemon, "no fill ahead", || {
+            daemon.stats().ahead_bytes > 0 && daemon.engine().queued_fill_jobs() == 0
+        });
         std::thread::sleep(Duration::from_millis(300));
     });
     println!("host, a stream's first step: {st}");
@@ -315,17 +317,11 @@ fn host_an_event_fills_the_rest_of_its_file_with_a_predictor() {
             file.read_exact_at(&mut head, offset).expect("read");
             assert!(head == big[..4096], "the file's head differs");
             // The predicted pieces are filled by the pool after the answer.
-            let t = std::time::Instant::now();
-            while predicted
-                && (daemon.stats().fetched_bytes < LEN as u64
-                    || daemon.engine().queued_fill_jobs() > 0)
-            {
-                assert!(
-                    t.elapsed() < Duration::from_secs(30),
-                    "the rest of the file was not filled: {}",
-                    daemon.stats()
-                );
-                std::thread::sleep(Duration::from_millis(5));
+            if predicted {
+                wait_for(&daemon, "the rest of the file was not filled", || {
+                    daemon.stats().fetched_bytes >= LEN as u64
+                        && daemon.engine().queued_fill_jobs() == 0
+                });
             }
             std::thread::sleep(Duration::from_millis(100));
             if predicted {
