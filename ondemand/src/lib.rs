@@ -150,6 +150,7 @@
 
 mod blob_store;
 mod buf;
+mod chunk_claims;
 mod daemon;
 mod device;
 mod engine;

@@ -21,7 +21,9 @@
 //!   first one as far as its stored prefix goes (zstd and raw chunks,
 //!   [`erofs_reader::nydus::ChunkStream`]), and the engine writes each final prefix
 //!   ([`OnDemandServer::fill_streaming`]). A store error or a digest mismatch fails the
-//!   read (the reader gets `EIO`), never gives other bytes;
+//!   read (the reader gets `EIO`), never gives other bytes. Reads on several threads never
+//!   fetch one chunk twice: a read that splits a chunk with one in flight asks for its
+//!   other chunks at once and waits for that read only to decode the shared chunk;
 //! * OPEN of a cookie key naming a `--blob-inline-meta` data blob (mounted with
 //!   `fsid=BLOB_ID`): the bootstrap inlined in it; the kernel then opens the device under the
 //!   placeholder tag `"x" × 64`, which is served as that blob (the volume's fsid);
@@ -57,6 +59,7 @@ use erofs_reader::nydus::{BlobInfo, BlobSource, BlobStats, ChunkStream, Digest, 
 use erofs_reader::{Image, Source};
 
 use crate::blob_store::{BlobStore, LocalDirStore, RangeRead, StoredBlob};
+use crate::chunk_claims::{ChunkClaims, Claim};
 use crate::server::{ObjectKey, OnDemandServer, Opened};
 
 /// Reads at least this long are taken as sequential readahead windows, whose next window
@@ -106,10 +109,10 @@ impl fmt::Debug for RafsObject {
 pub struct RafsBlob {
     source: Arc<BlobSource>,
     staged: Arc<Staged>,
-    /// Chunks being read by some thread: a read that touches one waits, so two workers never
-    /// fetch and decode the same chunk for two parts of it.
-    busy: Mutex<std::collections::HashSet<usize>>,
-    freed: std::sync::Condvar,
+    /// Chunks being read by some thread: a read that touches one leaves it to that thread
+    /// (fetching its other chunks meanwhile) and waits for it only to decode it, so two
+    /// workers never fetch and decode the same chunk for two parts of it.
+    claims: ChunkClaims,
 }
 
 impl RafsBlob {
@@ -140,29 +143,8 @@ impl RafsBlob {
             .collect();
         chunks.sort_unstable();
         chunks.dedup();
-        self.claim(&chunks);
-        let result = self.read_claimed(reads, &wanted);
-        self.unclaim(&chunks);
-        result
-    }
-
-    /// Wait until none of `chunks` (sorted) is being read by another thread, then mark them
-    /// busy.
-    fn claim(&self, chunks: &[usize]) {
-        let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
-        while chunks.iter().any(|c| busy.contains(c)) {
-            busy = self.freed.wait(busy).unwrap_or_else(|p| p.into_inner());
-        }
-        busy.extend(chunks.iter().copied());
-    }
-
-    fn unclaim(&self, chunks: &[usize]) {
-        let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
-        for c in chunks {
-            busy.remove(c);
-        }
-        drop(busy);
-        self.freed.notify_all();
+        let mut claim = self.claims.claim_free(&chunks);
+        self.read_claimed(reads, &wanted, &mut claim)
     }
 
     /// Read `buf.len()` uncompressed bytes at `off` from a store that streams
@@ -183,11 +165,9 @@ impl RafsBlob {
     ) -> io::Result<()> {
         let range = off..off.saturating_add(buf.len() as u64);
         let span = self.chunk_span(range.clone());
-        let claimed: Vec<usize> = span.clone().collect();
-        self.claim(&claimed);
-        let result = self.read_streaming_claimed(buf, range, span, ready);
-        self.unclaim(&claimed);
-        result
+        let chunks: Vec<usize> = span.clone().collect();
+        let mut claim = self.claims.claim_free(&chunks);
+        self.read_streaming_claimed(buf, range, span, ready, &mut claim)
     }
 
     fn read_streaming_claimed(
@@ -196,12 +176,15 @@ impl RafsBlob {
         range: Range<u64>,
         span: Range<usize>,
         ready: &mut (dyn FnMut(&[u8]) + Send),
+        claim: &mut Claim<'_>,
     ) -> io::Result<()> {
         let wanted = [range.clone()];
         // One range per chunk (one request all the same): each handed over as it arrives.
-        let stored = self.stored_chunk_ranges(&wanted);
+        // The chunks another read is fetching are not: decoded once that read is over.
+        let stored = self.stored_chunk_ranges(&wanted, claim);
         let Ok(chunks) = self.source.chunk_infos() else {
             // The decoder reports the chunk map's error.
+            self.wait_theirs(claim);
             return self.source.read_exact_at(buf, range.start);
         };
         if stored.is_empty() {
@@ -212,6 +195,7 @@ impl RafsBlob {
                     buf,
                 }],
                 &wanted,
+                claim,
             )?;
             ready(buf);
             return Ok(());
@@ -260,7 +244,9 @@ impl RafsBlob {
         drop(reads);
         let mut p = progress.into_inner().unwrap_or_else(|p| p.into_inner());
         if fetched.is_ok() && p.error.is_none() {
-            // The rest: chunks whose bytes came in out of order, the zeros after the last.
+            // The rest: chunks whose bytes came in out of order, those another read
+            // fetched, the zeros after the last.
+            self.wait_theirs(claim);
             p.advance(self, chunks, span.end, true);
         }
         self.staged.drop_staged(std::mem::take(&mut p.staged));
@@ -323,16 +309,38 @@ impl RafsBlob {
         first..last
     }
 
+    /// Wait for the reads that were fetching chunks of `claim` when it was made (their
+    /// chunks then decoded, as a rule: none fetched twice).
+    fn wait_theirs(&self, claim: &mut Claim<'_>) {
+        let started = Instant::now();
+        let n = claim.wait_theirs();
+        if n > 0 {
+            log::debug!(
+                "waited {:.1} ms for {n} chunks another read was fetching",
+                started.elapsed().as_secs_f64() * 1e3
+            );
+        }
+    }
+
     /// [`read_batch`](Self::read_batch) once its chunks are claimed (`wanted`: the reads'
-    /// ranges).
-    fn read_claimed(&self, reads: &mut [RangeRead<'_>], wanted: &[Range<u64>]) -> io::Result<()> {
-        let ranges = self.stored_ranges(wanted);
-        // One stored range for one read: the decoder's own read is already one request.
-        let staged = if ranges.len() >= 2 || (reads.len() >= 2 && !ranges.is_empty()) {
+    /// ranges): the stored bytes of its own chunks fetched, then those of other reads waited
+    /// for, then each range decoded.
+    fn read_claimed(
+        &self,
+        reads: &mut [RangeRead<'_>],
+        wanted: &[Range<u64>],
+        claim: &mut Claim<'_>,
+    ) -> io::Result<()> {
+        let ranges = self.stored_ranges(wanted, claim);
+        // One stored range for one read: the decoder's own read is already one request,
+        // unless it has to wait for another read's chunks first.
+        let waits = claim.theirs().next().is_some();
+        let staged = if ranges.len() >= 2 || ((reads.len() >= 2 || waits) && !ranges.is_empty()) {
             Some(self.staged.fetch(&ranges)?)
         } else {
             None
         };
+        self.wait_theirs(claim);
         let result = reads
             .iter_mut()
             .try_for_each(|r| self.source.read_exact_at(r.buf, r.offset));
@@ -342,10 +350,11 @@ impl RafsBlob {
         result
     }
 
-    /// The stored range of each chunk overlapping `wanted` that is not decoded already,
-    /// sorted, one per range (none for ZRan blobs, whose stored bytes are shared gzip
-    /// streams, or when the batch would be too big or its ranges overlap).
-    fn stored_chunk_ranges(&self, wanted: &[Range<u64>]) -> Vec<Range<u64>> {
+    /// The stored range of each chunk overlapping `wanted` that is not decoded already nor
+    /// left to another read by `claim`, sorted, one per range (none for ZRan blobs, whose
+    /// stored bytes are shared gzip streams, or when the batch would be too big or its
+    /// ranges overlap).
+    fn stored_chunk_ranges(&self, wanted: &[Range<u64>], claim: &Claim<'_>) -> Vec<Range<u64>> {
         let Ok(chunks) = self.source.chunk_infos() else {
             return Vec::new();
         };
@@ -358,6 +367,7 @@ impl RafsBlob {
             .iter()
             .flat_map(|r| self.chunk_span(r.clone()))
             .filter(|&ci| u32::try_from(ci).is_ok_and(|ci| !self.source.is_decoded(ci)))
+            .filter(|ci| claim.theirs().all(|c| c != *ci))
             .filter_map(|ci| chunks.get(ci))
             .map(|c| c.compressed_offset..c.compressed_end())
             .filter(|r| !r.is_empty())
@@ -375,8 +385,8 @@ impl RafsBlob {
 
     /// [`stored_chunk_ranges`](Self::stored_chunk_ranges) with the ranges of chunks stored
     /// back to back merged.
-    fn stored_ranges(&self, wanted: &[Range<u64>]) -> Vec<Range<u64>> {
-        let out = self.stored_chunk_ranges(wanted);
+    fn stored_ranges(&self, wanted: &[Range<u64>], claim: &Claim<'_>) -> Vec<Range<u64>> {
+        let out = self.stored_chunk_ranges(wanted, claim);
         // Chunks stored back to back are one range: the decoder reads such a run in one
         // request itself, so a window whose chunks are adjacent (the usual case) is not
         // staged (a copy of its stored bytes in fresh buffers) at all.
@@ -1169,8 +1179,7 @@ impl<B: BlobStore> RafsServer<B> {
         let blob = Arc::new(RafsBlob {
             source: Arc::new(src),
             staged,
-            busy: Mutex::new(std::collections::HashSet::new()),
-            freed: std::sync::Condvar::new(),
+            claims: ChunkClaims::default(),
         });
         blob.load_chunk_map(&known.info.record);
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());

@@ -455,6 +455,190 @@ fn windows_that_split_a_chunk_fetch_it_once() {
     assert_eq!(split, whole, "the split chunk was fetched twice");
 }
 
+/// A store whose first call after `arm` blocks until a second call comes (or 10 s pass),
+/// counting the bytes it hands out; it streams (hands each range over as it is read) or not.
+#[derive(Clone, Default)]
+struct Gated {
+    state: std::sync::Arc<(std::sync::Mutex<GateState>, std::sync::Condvar)>,
+}
+
+#[derive(Default)]
+struct GateState {
+    armed: bool,
+    calls: usize,
+    /// The first call was let go by a second one (not by the time limit).
+    released_by_second: bool,
+    bytes: u64,
+}
+
+impl Gated {
+    fn arm(&self) {
+        let mut st = self.state.0.lock().unwrap();
+        *st = GateState {
+            armed: true,
+            ..GateState::default()
+        };
+    }
+
+    /// Count a call of `bytes`; the first one after `arm` waits for a second.
+    fn pass(&self, bytes: usize) {
+        let (lock, cond) = &*self.state;
+        let mut st = lock.lock().unwrap();
+        st.bytes += bytes as u64;
+        if !st.armed {
+            return;
+        }
+        st.calls += 1;
+        if st.calls == 1 {
+            let (st2, _) = cond
+                .wait_timeout_while(st, std::time::Duration::from_secs(10), |s| s.calls < 2)
+                .unwrap();
+            st = st2;
+            st.released_by_second = st.calls >= 2;
+        } else {
+            cond.notify_all();
+        }
+    }
+}
+
+struct GatedStore {
+    dir: ondemand::LocalDirStore,
+    gate: Gated,
+    streams: bool,
+}
+
+struct GatedBlob {
+    inner: std::sync::Arc<dyn ondemand::StoredBlob>,
+    gate: Gated,
+    streams: bool,
+}
+
+impl erofs_reader::Source for GatedBlob {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.gate.pass(buf.len());
+        self.inner.read_exact_at(buf, offset)
+    }
+    fn size(&self) -> io::Result<u64> {
+        self.inner.size()
+    }
+}
+
+impl ondemand::StoredBlob for GatedBlob {
+    fn read_ranges(&self, reads: &mut [ondemand::RangeRead<'_>]) -> io::Result<()> {
+        self.gate.pass(reads.iter().map(|r| r.buf.len()).sum());
+        self.inner.read_ranges(reads)
+    }
+    fn streams(&self) -> bool {
+        self.streams
+    }
+    fn read_ranges_arriving(
+        &self,
+        reads: &mut [ondemand::RangeRead<'_>],
+        arrived: &(dyn Fn(u64, &[u8]) + Sync),
+    ) -> io::Result<()> {
+        self.gate.pass(reads.iter().map(|r| r.buf.len()).sum());
+        for r in reads.iter_mut() {
+            self.inner.read_exact_at(r.buf, r.offset)?;
+            arrived(r.offset, r.buf);
+        }
+        Ok(())
+    }
+}
+
+impl ondemand::BlobStore for GatedStore {
+    fn open(&self, name: &[u8]) -> io::Result<std::sync::Arc<dyn ondemand::StoredBlob>> {
+        Ok(std::sync::Arc::new(GatedBlob {
+            inner: self.dir.open(name)?,
+            gate: self.gate.clone(),
+            streams: self.streams,
+        }))
+    }
+    fn names(&self) -> io::Result<Vec<Vec<u8>>> {
+        self.dir.names()
+    }
+}
+
+/// Two windows that split a chunk, filled at once: the second asks the store for its own
+/// chunks while the first is still fetching (it does not wait for that whole fetch), waits
+/// only for the split chunk, and nothing is fetched twice; from a store that streams (a
+/// registry) or not. The store holds the first window's request until a second request
+/// comes: before `ChunkClaims`, the second window waited for the first to end, and the first
+/// was let go only by the 10 s limit.
+#[test]
+fn a_window_sharing_a_chunk_with_one_in_flight_fetches_its_other_chunks_meanwhile() {
+    let dir = tests::scratch_dir("rafs_ondemand/shared_chunk");
+    let Some((blobs, id, want)) = zstd_64k_chunks(&dir) else {
+        return;
+    };
+    for streams in [false, true] {
+        let serve = |gate: &Gated| {
+            ondemand::rafs::RafsServer::with_store(GatedStore {
+                dir: ondemand::LocalDirStore::new(&blobs),
+                gate: gate.clone(),
+                streams,
+            })
+            .with_verify_digests(true)
+        };
+        let fill = |server: &ondemand::rafs::RafsServer<GatedStore>,
+                    object: &RafsObject,
+                    off: u64,
+                    buf: &mut [u8]| {
+            if streams {
+                server.fill_streaming(object, off, buf, &mut |_| {})
+            } else {
+                server.fill(object, off, buf)
+            }
+        };
+        // Both windows as one, alone (the gate not armed): what they fetch together.
+        let whole = {
+            let gate = Gated::default();
+            let server = serve(&gate);
+            let opened = server.open(&key(&id)).unwrap();
+            gate.state.0.lock().unwrap().bytes = 0;
+            let mut buf = vec![0u8; 320 << 10];
+            fill(&server, &opened.object, 0, &mut buf).unwrap();
+            assert_eq!(&buf[..], &want[..320 << 10]);
+            gate.state.0.lock().unwrap().bytes
+        };
+        let gate = Gated::default();
+        let server = serve(&gate);
+        let opened = server.open(&key(&id)).unwrap();
+        gate.arm();
+        // 64 KiB chunks: [0, 160 KiB) ends in chunk 2, [160 KiB, 320 KiB) starts in it.
+        let mut first = vec![0u8; 160 << 10];
+        let mut second = vec![0u8; 160 << 10];
+        std::thread::scope(|s| {
+            let a = s.spawn(|| fill(&server, &opened.object, 0, &mut first));
+            // The first window's request is in (and held) before the second window starts.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while gate.state.0.lock().unwrap().calls == 0 {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the first window asked nothing"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            fill(&server, &opened.object, 160 << 10, &mut second).unwrap();
+            a.join().unwrap().unwrap();
+        });
+        assert_eq!(&first[..], &want[..160 << 10], "streams {streams}");
+        assert_eq!(
+            &second[..],
+            &want[160 << 10..320 << 10],
+            "streams {streams}"
+        );
+        let st = gate.state.0.lock().unwrap();
+        assert!(
+            st.released_by_second,
+            "streams {streams}: the second window's request waited for the first window's whole fetch"
+        );
+        assert_eq!(
+            st.bytes, whole,
+            "streams {streams}: the split chunk was fetched twice"
+        );
+    }
+}
+
 /// A store that streams: hands each range over (and logs it) as it is read, one by one, and
 /// can be made to break after `break_after` ranges.
 struct Streaming {
