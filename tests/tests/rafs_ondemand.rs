@@ -241,9 +241,47 @@ fn serves_inline_meta_blob_as_fsid_and_device() {
     assert!(server.open(&other).is_err());
 }
 
-/// A store over a directory that records each batch and can be made to fail or to corrupt.
-struct Recording {
+/// A blob directory whose every blob is opened as a [`Double`] of it with the store's
+/// `state` (the shared handles a test watches or turns): the test doubles below differ only
+/// in what their blobs do with it.
+struct Doubled<S> {
     dir: ondemand::LocalDirStore,
+    state: S,
+}
+
+/// A blob of a [`Doubled`] store.
+struct Double<S> {
+    inner: std::sync::Arc<dyn ondemand::StoredBlob>,
+    state: S,
+}
+
+impl<S> Doubled<S> {
+    fn new(blobs: &std::path::Path, state: S) -> Self {
+        Doubled {
+            dir: ondemand::LocalDirStore::new(blobs),
+            state,
+        }
+    }
+}
+
+impl<S: Clone + Send + Sync + 'static> ondemand::BlobStore for Doubled<S>
+where
+    Double<S>: ondemand::StoredBlob,
+{
+    fn open(&self, name: &[u8]) -> io::Result<std::sync::Arc<dyn ondemand::StoredBlob>> {
+        Ok(std::sync::Arc::new(Double {
+            inner: self.dir.open(name)?,
+            state: self.state.clone(),
+        }))
+    }
+    fn names(&self) -> io::Result<Vec<Vec<u8>>> {
+        self.dir.names()
+    }
+}
+
+/// A [`Doubled`] store's state: it records each batch and can be made to fail or to corrupt.
+#[derive(Clone, Default)]
+struct Recording {
     batches: std::sync::Arc<std::sync::Mutex<Vec<usize>>>,
     /// Single reads (`read_exact_at`), by length.
     reads: std::sync::Arc<std::sync::Mutex<Vec<usize>>>,
@@ -252,33 +290,14 @@ struct Recording {
     bytes: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
-struct RecordingBlob {
-    inner: std::sync::Arc<dyn ondemand::StoredBlob>,
-    batches: std::sync::Arc<std::sync::Mutex<Vec<usize>>>,
-    reads: std::sync::Arc<std::sync::Mutex<Vec<usize>>>,
-    fail: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    bytes: std::sync::Arc<std::sync::atomic::AtomicU64>,
-}
-
-impl Recording {
-    fn new(blobs: &std::path::Path) -> Self {
-        Recording {
-            dir: ondemand::LocalDirStore::new(blobs),
-            batches: Default::default(),
-            reads: Default::default(),
-            fail: Default::default(),
-            bytes: Default::default(),
-        }
-    }
-}
-
-impl erofs_reader::Source for RecordingBlob {
+impl erofs_reader::Source for Double<Recording> {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+        if self.state.fail.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(io::Error::other("store down"));
         }
-        self.reads.lock().unwrap().push(buf.len());
-        self.bytes
+        self.state.reads.lock().unwrap().push(buf.len());
+        self.state
+            .bytes
             .fetch_add(buf.len() as u64, std::sync::atomic::Ordering::SeqCst);
         self.inner.read_exact_at(buf, offset)
     }
@@ -287,33 +306,19 @@ impl erofs_reader::Source for RecordingBlob {
     }
 }
 
-impl ondemand::StoredBlob for RecordingBlob {
+impl ondemand::StoredBlob for Double<Recording> {
     fn read_ranges(&self, reads: &mut [ondemand::RangeRead<'_>]) -> io::Result<()> {
-        self.batches.lock().unwrap().push(reads.len());
-        if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+        self.state.batches.lock().unwrap().push(reads.len());
+        if self.state.fail.load(std::sync::atomic::Ordering::SeqCst) {
             // Half the bytes arrive, then the connection drops.
             reads[0].buf.fill(0xee);
             return Err(io::Error::other("connection reset"));
         }
         let n: usize = reads.iter().map(|r| r.buf.len()).sum();
-        self.bytes
+        self.state
+            .bytes
             .fetch_add(n as u64, std::sync::atomic::Ordering::SeqCst);
         self.inner.read_ranges(reads)
-    }
-}
-
-impl ondemand::BlobStore for Recording {
-    fn open(&self, name: &[u8]) -> io::Result<std::sync::Arc<dyn ondemand::StoredBlob>> {
-        Ok(std::sync::Arc::new(RecordingBlob {
-            inner: self.dir.open(name)?,
-            batches: self.batches.clone(),
-            reads: self.reads.clone(),
-            fail: self.fail.clone(),
-            bytes: self.bytes.clone(),
-        }))
-    }
-    fn names(&self) -> io::Result<Vec<Vec<u8>>> {
-        self.dir.names()
     }
 }
 
@@ -342,11 +347,11 @@ fn a_blob_store_gets_one_request_per_window_and_its_errors_fail_the_read() {
     let Some((blobs, id, want)) = zstd_64k_chunks(&dir) else {
         return;
     };
-    let store = Recording::new(&blobs);
+    let store = Doubled::new(&blobs, Recording::default());
     let (batches, reads, fail) = (
-        store.batches.clone(),
-        store.reads.clone(),
-        store.fail.clone(),
+        store.state.batches.clone(),
+        store.state.reads.clone(),
+        store.state.fail.clone(),
     );
     let server = ondemand::rafs::RafsServer::with_store(store).with_verify_digests(true);
     // The blob opened before its bootstrap: found through the store's names.
@@ -386,8 +391,8 @@ fn scattered_ranges_of_a_batch_are_one_store_call() {
     let Some((blobs, id, want)) = zstd_64k_chunks(&dir) else {
         return;
     };
-    let store = Recording::new(&blobs);
-    let (batches, reads) = (store.batches.clone(), store.reads.clone());
+    let store = Doubled::new(&blobs, Recording::default());
+    let (batches, reads) = (store.state.batches.clone(), store.state.reads.clone());
     let server = ondemand::rafs::RafsServer::with_store(store).with_verify_digests(true);
     let opened = server.open(&key(&id)).unwrap();
     // Opening read the blob's chunk table: count from here.
@@ -437,8 +442,8 @@ fn windows_that_split_a_chunk_fetch_it_once() {
         return;
     };
     let fetched = |windows: &[(u64, usize)]| {
-        let store = Recording::new(&blobs);
-        let bytes = store.bytes.clone();
+        let store = Doubled::new(&blobs, Recording::default());
+        let bytes = store.state.bytes.clone();
         let server = ondemand::rafs::RafsServer::with_store(store);
         let opened = server.open(&key(&id)).unwrap();
         for &(off, len) in windows {
@@ -455,8 +460,8 @@ fn windows_that_split_a_chunk_fetch_it_once() {
     assert_eq!(split, whole, "the split chunk was fetched twice");
 }
 
-/// A store whose first call after `arm` blocks until a second call comes (or 10 s pass),
-/// counting the bytes it hands out; it streams (hands each range over as it is read) or not.
+/// A gate for a [`Doubled`] store's blobs ([`GatedState`]): the first store call after `arm`
+/// blocks until a second call comes (or 10 s pass); it counts the bytes handed out.
 #[derive(Clone, Default)]
 struct Gated {
     state: std::sync::Arc<(std::sync::Mutex<GateState>, std::sync::Condvar)>,
@@ -501,21 +506,17 @@ impl Gated {
     }
 }
 
-struct GatedStore {
-    dir: ondemand::LocalDirStore,
+/// A [`Doubled`] store's state: a [`Gated`] gate, and whether its blobs stream (hand each
+/// range over as it is read) or not.
+#[derive(Clone)]
+struct GatedState {
     gate: Gated,
     streams: bool,
 }
 
-struct GatedBlob {
-    inner: std::sync::Arc<dyn ondemand::StoredBlob>,
-    gate: Gated,
-    streams: bool,
-}
-
-impl erofs_reader::Source for GatedBlob {
+impl erofs_reader::Source for Double<GatedState> {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        self.gate.pass(buf.len());
+        self.state.gate.pass(buf.len());
         self.inner.read_exact_at(buf, offset)
     }
     fn size(&self) -> io::Result<u64> {
@@ -523,38 +524,29 @@ impl erofs_reader::Source for GatedBlob {
     }
 }
 
-impl ondemand::StoredBlob for GatedBlob {
+impl ondemand::StoredBlob for Double<GatedState> {
     fn read_ranges(&self, reads: &mut [ondemand::RangeRead<'_>]) -> io::Result<()> {
-        self.gate.pass(reads.iter().map(|r| r.buf.len()).sum());
+        self.state
+            .gate
+            .pass(reads.iter().map(|r| r.buf.len()).sum());
         self.inner.read_ranges(reads)
     }
     fn streams(&self) -> bool {
-        self.streams
+        self.state.streams
     }
     fn read_ranges_arriving(
         &self,
         reads: &mut [ondemand::RangeRead<'_>],
         arrived: &(dyn Fn(u64, &[u8]) + Sync),
     ) -> io::Result<()> {
-        self.gate.pass(reads.iter().map(|r| r.buf.len()).sum());
+        self.state
+            .gate
+            .pass(reads.iter().map(|r| r.buf.len()).sum());
         for r in reads.iter_mut() {
             self.inner.read_exact_at(r.buf, r.offset)?;
             arrived(r.offset, r.buf);
         }
         Ok(())
-    }
-}
-
-impl ondemand::BlobStore for GatedStore {
-    fn open(&self, name: &[u8]) -> io::Result<std::sync::Arc<dyn ondemand::StoredBlob>> {
-        Ok(std::sync::Arc::new(GatedBlob {
-            inner: self.dir.open(name)?,
-            gate: self.gate.clone(),
-            streams: self.streams,
-        }))
-    }
-    fn names(&self) -> io::Result<Vec<Vec<u8>>> {
-        self.dir.names()
     }
 }
 
@@ -572,14 +564,16 @@ fn a_window_sharing_a_chunk_with_one_in_flight_fetches_its_other_chunks_meanwhil
     };
     for streams in [false, true] {
         let serve = |gate: &Gated| {
-            ondemand::rafs::RafsServer::with_store(GatedStore {
-                dir: ondemand::LocalDirStore::new(&blobs),
-                gate: gate.clone(),
-                streams,
-            })
+            ondemand::rafs::RafsServer::with_store(Doubled::new(
+                &blobs,
+                GatedState {
+                    gate: gate.clone(),
+                    streams,
+                },
+            ))
             .with_verify_digests(true)
         };
-        let fill = |server: &ondemand::rafs::RafsServer<GatedStore>,
+        let fill = |server: &ondemand::rafs::RafsServer<Doubled<GatedState>>,
                     object: &RafsObject,
                     off: u64,
                     buf: &mut [u8]| {
@@ -639,23 +633,17 @@ fn a_window_sharing_a_chunk_with_one_in_flight_fetches_its_other_chunks_meanwhil
     }
 }
 
-/// A store that streams: hands each range over (and logs it) as it is read, one by one, and
-/// can be made to break after `break_after` ranges.
+/// A [`Doubled`] store's state: its blobs stream, handing each range over (and logging it) as
+/// it is read, one by one, and can be made to break after `break_after` ranges.
+#[derive(Clone, Default)]
 struct Streaming {
-    dir: ondemand::LocalDirStore,
     events: std::sync::Arc<std::sync::Mutex<Vec<(char, u64)>>>,
     break_after: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
-struct StreamingBlob {
-    inner: std::sync::Arc<dyn ondemand::StoredBlob>,
-    events: std::sync::Arc<std::sync::Mutex<Vec<(char, u64)>>>,
-    break_after: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-}
-
-impl erofs_reader::Source for StreamingBlob {
+impl erofs_reader::Source for Double<Streaming> {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        self.events.lock().unwrap().push(('s', offset));
+        self.state.events.lock().unwrap().push(('s', offset));
         self.inner.read_exact_at(buf, offset)
     }
     fn size(&self) -> io::Result<u64> {
@@ -663,7 +651,7 @@ impl erofs_reader::Source for StreamingBlob {
     }
 }
 
-impl ondemand::StoredBlob for StreamingBlob {
+impl ondemand::StoredBlob for Double<Streaming> {
     fn streams(&self) -> bool {
         true
     }
@@ -672,30 +660,24 @@ impl ondemand::StoredBlob for StreamingBlob {
         reads: &mut [ondemand::RangeRead<'_>],
         arrived: &(dyn Fn(u64, &[u8]) + Sync),
     ) -> io::Result<()> {
-        self.events.lock().unwrap().push(('b', reads.len() as u64));
-        let limit = self.break_after.load(std::sync::atomic::Ordering::SeqCst);
+        self.state
+            .events
+            .lock()
+            .unwrap()
+            .push(('b', reads.len() as u64));
+        let limit = self
+            .state
+            .break_after
+            .load(std::sync::atomic::Ordering::SeqCst);
         for (i, r) in reads.iter_mut().enumerate() {
             if i == limit {
                 return Err(io::Error::other("connection reset"));
             }
             self.inner.read_exact_at(r.buf, r.offset)?;
-            self.events.lock().unwrap().push(('a', r.offset));
+            self.state.events.lock().unwrap().push(('a', r.offset));
             arrived(r.offset, r.buf);
         }
         Ok(())
-    }
-}
-
-impl ondemand::BlobStore for Streaming {
-    fn open(&self, name: &[u8]) -> io::Result<std::sync::Arc<dyn ondemand::StoredBlob>> {
-        Ok(std::sync::Arc::new(StreamingBlob {
-            inner: self.dir.open(name)?,
-            events: self.events.clone(),
-            break_after: self.break_after.clone(),
-        }))
-    }
-    fn names(&self) -> io::Result<Vec<Vec<u8>>> {
-        self.dir.names()
     }
 }
 
@@ -710,12 +692,14 @@ fn a_streaming_store_is_decoded_as_it_arrives() {
     let Some((blobs, id, want)) = zstd_64k_chunks(&dir) else {
         return;
     };
-    let store = Streaming {
-        dir: ondemand::LocalDirStore::new(&blobs),
-        events: Default::default(),
-        break_after: std::sync::Arc::new(usize::MAX.into()),
-    };
-    let (events, break_after) = (store.events.clone(), store.break_after.clone());
+    let store = Doubled::new(
+        &blobs,
+        Streaming {
+            events: Default::default(),
+            break_after: std::sync::Arc::new(usize::MAX.into()),
+        },
+    );
+    let (events, break_after) = (store.state.events.clone(), store.state.break_after.clone());
     let server = ondemand::rafs::RafsServer::with_store(store).with_verify_digests(true);
     // The bootstrap first, as the kernel opens them: the blob's open then reads its chunk
     // map (the array and the header after it) with one read, not one each.
@@ -792,21 +776,15 @@ enum Damage {
     BadBlock(u64),
 }
 
-/// A store that streams a range a part at a time ([`PART`] bytes), logging `('a', end of
-/// the part)`, with optional damage.
+/// A [`Doubled`] store's state: its blobs stream a range a part at a time ([`PART`] bytes),
+/// logging `('a', end of the part)`, with optional damage.
+#[derive(Clone, Default)]
 struct Trickling {
-    dir: ondemand::LocalDirStore,
     events: std::sync::Arc<std::sync::Mutex<Vec<(char, u64)>>>,
     damage: std::sync::Arc<std::sync::Mutex<Option<Damage>>>,
 }
 
-struct TricklingBlob {
-    inner: std::sync::Arc<dyn ondemand::StoredBlob>,
-    events: std::sync::Arc<std::sync::Mutex<Vec<(char, u64)>>>,
-    damage: std::sync::Arc<std::sync::Mutex<Option<Damage>>>,
-}
-
-impl erofs_reader::Source for TricklingBlob {
+impl erofs_reader::Source for Double<Trickling> {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         self.inner.read_exact_at(buf, offset)
     }
@@ -815,7 +793,7 @@ impl erofs_reader::Source for TricklingBlob {
     }
 }
 
-impl ondemand::StoredBlob for TricklingBlob {
+impl ondemand::StoredBlob for Double<Trickling> {
     fn streams(&self) -> bool {
         true
     }
@@ -824,7 +802,7 @@ impl ondemand::StoredBlob for TricklingBlob {
         reads: &mut [ondemand::RangeRead<'_>],
         arrived: &(dyn Fn(u64, &[u8]) + Sync),
     ) -> io::Result<()> {
-        let damage = *self.damage.lock().unwrap();
+        let damage = *self.state.damage.lock().unwrap();
         for r in reads.iter_mut() {
             self.inner.read_exact_at(r.buf, r.offset)?;
             let end = r.offset + r.buf.len() as u64;
@@ -843,7 +821,8 @@ impl ondemand::StoredBlob for TricklingBlob {
                     arrived(at, &part[..(cut - at) as usize]);
                     return Err(io::Error::other("connection reset"));
                 }
-                self.events
+                self.state
+                    .events
                     .lock()
                     .unwrap()
                     .push(('a', at + part.len() as u64));
@@ -851,19 +830,6 @@ impl ondemand::StoredBlob for TricklingBlob {
             }
         }
         Ok(())
-    }
-}
-
-impl ondemand::BlobStore for Trickling {
-    fn open(&self, name: &[u8]) -> io::Result<std::sync::Arc<dyn ondemand::StoredBlob>> {
-        Ok(std::sync::Arc::new(TricklingBlob {
-            inner: self.dir.open(name)?,
-            events: self.events.clone(),
-            damage: self.damage.clone(),
-        }))
-    }
-    fn names(&self) -> io::Result<Vec<Vec<u8>>> {
-        self.dir.names()
     }
 }
 
@@ -942,12 +908,8 @@ fn a_chunk_is_decoded_as_its_bytes_arrive() {
     let Some((blobs, id, want)) = zstd_1m_chunks(&dir) else {
         return;
     };
-    let store = Trickling {
-        dir: ondemand::LocalDirStore::new(&blobs),
-        events: Default::default(),
-        damage: Default::default(),
-    };
-    let events = store.events.clone();
+    let store = Doubled::new(&blobs, Trickling::default());
+    let events = store.state.events.clone();
     let server = ondemand::rafs::RafsServer::with_store(store);
     server.open(&key(b"img")).unwrap();
     let opened = server.open(&key(&id)).unwrap();
@@ -1009,12 +971,8 @@ fn a_bad_or_short_chunk_stream_fails_having_reported_right_bytes() {
     let Some((blobs, id, want)) = zstd_1m_chunks(&dir) else {
         return;
     };
-    let store = Trickling {
-        dir: ondemand::LocalDirStore::new(&blobs),
-        events: Default::default(),
-        damage: Default::default(),
-    };
-    let damage = store.damage.clone();
+    let store = Doubled::new(&blobs, Trickling::default());
+    let damage = store.state.damage.clone();
     let server = ondemand::rafs::RafsServer::with_store(store).with_chunk_cache(0);
     server.open(&key(b"img")).unwrap();
     let opened = server.open(&key(&id)).unwrap();
