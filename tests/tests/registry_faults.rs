@@ -369,3 +369,53 @@ fn token_refreshed_before_expiry() {
     // The first request of all learns the challenge; no later 401.
     assert_eq!(refused.len(), 1, "{refused:?}");
 }
+
+/// An early fetch (`RegistryStore::fetch_early_ranges`, as the trace's chunks are fetched
+/// while the image mounts) hands its range over in pieces as they arrive: a range whose body
+/// is cut short still serves a read within the part that arrived, without asking the
+/// registry again (it could not: every request is cut); a read past the cut, once the
+/// registry answers again, fetches for itself.
+#[test]
+fn an_early_range_cut_short_serves_the_pieces_that_arrived() {
+    use ondemand::BlobStore;
+    let Some(s) = setup("registry_faults/early") else {
+        return;
+    };
+    let mut cfg = s.config();
+    cfg.retry.attempts = 1;
+    let client = Client::new(cfg).unwrap();
+    let r = s.reference();
+    let image = client.resolve(&r).unwrap();
+    let layer = &image.layers[0];
+    assert!(layer.size > 700_000, "the layer is {} bytes", layer.size);
+    let want = s.layout.read_blob(&layer.digest.to_string());
+    let store = ondemand::registry::RegistryStore::new(
+        client.clone(),
+        r.repository().clone(),
+        &image.layers,
+        Vec::new(),
+    );
+    let name = layer.digest.hex().as_bytes().to_vec();
+    let blob_requests = || {
+        s.proxy
+            .log()
+            .iter()
+            .filter(|x| x.target.contains("/blobs/"))
+            .count()
+    };
+    let before = blob_requests();
+    s.proxy
+        .inject_always(Match::Blobs, Fault::CutShort { after: 300_000 });
+    store.fetch_early_ranges(&name, vec![0..700_000], 1, 0);
+    let blob = store.open(&name).unwrap();
+    // The first 128 KiB piece arrived before the cut: served from it.
+    let mut buf = vec![0u8; 4096];
+    blob.read_exact_at(&mut buf, 4096).unwrap();
+    assert!(buf == want[4096..8192]);
+    assert_eq!(blob_requests(), before + 1, "{:?}", s.proxy.log());
+    // Past the cut: the early fetch failed there, the read asks the registry.
+    s.proxy.clear_faults();
+    blob.read_exact_at(&mut buf, 500_000).unwrap();
+    assert!(buf == want[500_000..504_096]);
+    assert_eq!(blob_requests(), before + 2, "{:?}", s.proxy.log());
+}

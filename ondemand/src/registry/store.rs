@@ -48,6 +48,11 @@ type Bytes = Arc<[u8]>;
 /// The longest a read waits for an early fetch before it asks the registry itself.
 const EARLY_WAIT: Duration = Duration::from_secs(30);
 
+/// An early range is one request, but its bytes are handed to readers in pieces of at most
+/// this many, each as soon as it has arrived: a read of the range's first chunk waits for
+/// that chunk's bytes, not for the whole range.
+const EARLY_PIECE: u64 = 128 << 10;
+
 impl Early {
     /// The bytes, once fetched; `None` if the fetch failed (or took longer than
     /// [`EARLY_WAIT`]): the reader then fetches them itself.
@@ -135,9 +140,10 @@ impl RegistryStore {
     /// request after the other (its connection reused), so the ranges arrive roughly in the
     /// order given. Every range is registered before the first request leaves, so a read
     /// within any of them waits for it instead of asking the registry again; a read made
-    /// before this call, or not within one range, asks the registry itself. The threads run
-    /// at `nice` (0 to 19; 0: as the caller's), so that on a busy CPU what runs beside them
-    /// (the mount, the readers) comes first.
+    /// before this call, or not within one range, asks the registry itself. A range's bytes
+    /// are handed over in pieces of [`EARLY_PIECE`] as they arrive, so a read waits only for
+    /// the pieces it covers. The threads run at `nice` (0 to 19; 0: as the caller's), so that
+    /// on a busy CPU what runs beside them (the mount, the readers) comes first.
     pub fn fetch_early_ranges(
         &self,
         name: &[u8],
@@ -149,18 +155,29 @@ impl RegistryStore {
             return;
         };
         let mut early = Vec::new();
-        let mut promises: Vec<(Range<u64>, Promise<Bytes>)> = Vec::new();
+        let mut fetches: Vec<(Range<u64>, Vec<Piece>)> = Vec::new();
         for range in ranges {
             if range.start < range.end
                 && range.end <= layer.size
                 && range.end - range.start <= 16 << 20
             {
-                let (bytes, promise) = Arrival::pending();
-                early.push(Arc::new(Early {
-                    range: range.clone(),
-                    bytes,
-                }));
-                promises.push((range, promise));
+                let mut pieces = Vec::new();
+                let mut pos = range.start;
+                while pos < range.end {
+                    let end = range.end.min(pos + EARLY_PIECE);
+                    let (bytes, promise) = Arrival::pending();
+                    early.push(Arc::new(Early {
+                        range: pos..end,
+                        bytes,
+                    }));
+                    pieces.push(Piece {
+                        range: pos..end,
+                        promise: Some(promise),
+                        arrived: Vec::new(),
+                    });
+                    pos = end;
+                }
+                fetches.push((range, pieces));
             }
         }
         if early.is_empty() {
@@ -172,10 +189,10 @@ impl RegistryStore {
             .entry(name.to_vec())
             .or_default()
             .extend(early);
-        let n = connections.clamp(1, promises.len());
+        let n = connections.clamp(1, fetches.len());
         let mut shares: Vec<Vec<_>> = (0..n).map(|_| Vec::new()).collect();
-        for (i, p) in promises.into_iter().enumerate() {
-            shares[i % n].push(p);
+        for (i, f) in fetches.into_iter().enumerate() {
+            shares[i % n].push(f);
         }
         for mine in shares {
             let blob = self
@@ -189,15 +206,8 @@ impl RegistryStore {
                     if nice > 0 {
                         let _ = crate::sys::set_thread_nice(nice.min(19));
                     }
-                    for (range, promise) in mine {
-                        let mut buf = vec![0u8; (range.end - range.start) as usize];
-                        match blob.read_ranges(&mut [(range.start, &mut buf[..])]) {
-                            Ok(()) => promise.keep(buf.into()),
-                            Err(err) => {
-                                log::debug!("early fetch of {range:?} failed: {err}");
-                                promise.fail(err.to_string());
-                            }
-                        }
+                    for (range, pieces) in mine {
+                        fetch_in_pieces(&blob, range, pieces);
                     }
                 });
         }
@@ -271,6 +281,95 @@ impl RegistryStore {
     }
 }
 
+/// One piece of an early range ([`EARLY_PIECE`]): its promise, kept once all of its bytes
+/// have arrived.
+struct Piece {
+    range: Range<u64>,
+    promise: Option<Promise<Bytes>>,
+    /// The parts of it arrived so far: `(offset, bytes)`, in the order they came.
+    arrived: Vec<(u64, Vec<u8>)>,
+}
+
+impl Piece {
+    /// Take the part of `bytes` (at `offset` of the blob) that falls in this piece; once the
+    /// piece is whole, keep its promise with its bytes.
+    fn take(&mut self, offset: u64, bytes: &[u8]) {
+        let end = offset.saturating_add(bytes.len() as u64);
+        let (from, to) = (offset.max(self.range.start), end.min(self.range.end));
+        if from >= to || self.promise.is_none() {
+            return;
+        }
+        // Within `bytes`: offset <= from < to <= end.
+        let part = &bytes[(from - offset) as usize..(to - offset) as usize];
+        self.arrived.push((from, part.to_vec()));
+        // Whole once the parts cover it from its start (a retry hands parts over again:
+        // the same bytes, so whichever copy covers a byte is right).
+        self.arrived.sort_by_key(|(o, _)| *o);
+        let mut covered = self.range.start;
+        for (o, b) in &self.arrived {
+            if *o > covered {
+                return;
+            }
+            covered = covered.max(o + b.len() as u64);
+        }
+        if covered < self.range.end {
+            return;
+        }
+        let mut whole = vec![0u8; (self.range.end - self.range.start) as usize];
+        for (o, b) in std::mem::take(&mut self.arrived) {
+            let at = (o - self.range.start) as usize;
+            whole[at..at + b.len()].copy_from_slice(&b);
+        }
+        if let Some(p) = self.promise.take() {
+            p.keep(whole.into());
+        }
+    }
+}
+
+/// Fetch `range` of `blob` in one request, keeping each of its `pieces`' promises as soon
+/// as the piece's bytes have arrived; on an error, the pieces not yet kept fail (their
+/// readers ask the registry themselves).
+fn fetch_in_pieces(blob: &Blob, range: Range<u64>, pieces: Vec<Piece>) {
+    let pieces = Mutex::new(pieces);
+    let mut buf = vec![0u8; (range.end - range.start) as usize];
+    let arrived = |offset: u64, bytes: &[u8]| {
+        let mut pieces = pieces.lock().unwrap_or_else(|p| p.into_inner());
+        // Pieces are in order and disjoint: those the part overlaps.
+        let end = offset.saturating_add(bytes.len() as u64);
+        for piece in pieces
+            .iter_mut()
+            .filter(|p| p.range.start < end && offset < p.range.end)
+        {
+            piece.take(offset, bytes);
+        }
+    };
+    let result = blob.read_ranges_arriving(&mut [(range.start, &mut buf[..])], &arrived);
+    let pieces = pieces.into_inner().unwrap_or_else(|p| p.into_inner());
+    match result {
+        Ok(()) => {
+            // Every byte was handed over, so every piece was kept; a piece that was not
+            // (a part missed) is kept from the filled buffer.
+            for mut piece in pieces {
+                if let Some(p) = piece.promise.take() {
+                    let (s, e) = (
+                        piece.range.start - range.start,
+                        piece.range.end - range.start,
+                    );
+                    p.keep(buf[s as usize..e as usize].into());
+                }
+            }
+        }
+        Err(err) => {
+            log::debug!("early fetch of {range:?} failed: {err}");
+            for mut piece in pieces {
+                if let Some(p) = piece.promise.take() {
+                    p.fail(err.to_string());
+                }
+            }
+        }
+    }
+}
+
 /// The client's counters as Prometheus text: `erofs_ondemand_registry_requests_total`,
 /// `erofs_ondemand_registry_bytes_total`, `erofs_ondemand_registry_retries_total`.
 fn render_counters(client: &Client, out: &mut String) {
@@ -301,15 +400,21 @@ fn render_counters(client: &Client, out: &mut String) {
     }
 }
 
+/// What [`StoredBlob::read_ranges_arriving`] calls with each part of a range.
+type Arrived<'a> = &'a (dyn Fn(u64, &[u8]) + Sync);
+
 /// A registry blob as stored bytes, with the store's early fetches (looked up at each
 /// read, so ranges fetched early after the open count too) and its name there.
 struct RemoteBlob(Blob, Arc<Mutex<EarlyByName>>, Vec<u8>);
 
 impl RemoteBlob {
     /// Serve each of `reads` that lies within the early fetches (one, or several back to
-    /// back: a batch's merged range may span two) from them; which were served. A read not
-    /// within them, or whose fetch failed, is left to the registry.
-    fn served_early(&self, reads: &mut [RangeRead<'_>]) -> Vec<bool> {
+    /// back: a range's pieces, or a batch's merged range over two) from them; which were
+    /// served. With `arrived`, each piece's part of a read is handed over as soon as that
+    /// piece is in (a read's first chunk can be decoded while its last is on the wire). A
+    /// read not within them, or whose fetch failed, is left to the registry (which hands
+    /// over again what was handed over: the same bytes).
+    fn served_early(&self, reads: &mut [RangeRead<'_>], arrived: Option<Arrived<'_>>) -> Vec<bool> {
         let mut served = vec![false; reads.len()];
         let early = {
             let all = self.1.lock().unwrap_or_else(|p| p.into_inner());
@@ -333,18 +438,18 @@ impl RemoteBlob {
                 covering.push(Arc::clone(e));
                 pos = e.range.end;
             }
-            let mut got = Vec::with_capacity(covering.len());
             for e in &covering {
-                match e.wait() {
-                    Some(b) => got.push(b),
-                    None => continue 'reads,
-                }
-            }
-            for (e, b) in covering.iter().zip(&got) {
+                let Some(b) = e.wait() else {
+                    continue 'reads;
+                };
                 let from = r.offset.max(e.range.start);
                 let to = end.min(e.range.end);
                 let src = &b[(from - e.range.start) as usize..(to - e.range.start) as usize];
-                r.buf[(from - r.offset) as usize..(to - r.offset) as usize].copy_from_slice(src);
+                let dst = &mut r.buf[(from - r.offset) as usize..(to - r.offset) as usize];
+                dst.copy_from_slice(src);
+                if let Some(arrived) = arrived {
+                    arrived(from, dst);
+                }
             }
             *done = true;
         }
@@ -360,10 +465,13 @@ fn read_error(e: oci_lazy::Error) -> io::Error {
 
 impl Source for RemoteBlob {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        if self.served_early(&mut [RangeRead {
-            offset,
-            buf: &mut *buf,
-        }])[0]
+        if self.served_early(
+            &mut [RangeRead {
+                offset,
+                buf: &mut *buf,
+            }],
+            None,
+        )[0]
         {
             return Ok(());
         }
@@ -387,7 +495,7 @@ fn as_ranges<'a>(reads: &'a mut [RangeRead<'_>], served: &[bool]) -> Vec<(u64, &
 
 impl StoredBlob for RemoteBlob {
     fn read_ranges(&self, reads: &mut [RangeRead<'_>]) -> io::Result<()> {
-        let served = self.served_early(reads);
+        let served = self.served_early(reads, None);
         if served.iter().all(|&s| s) {
             return Ok(());
         }
@@ -405,12 +513,7 @@ impl StoredBlob for RemoteBlob {
         reads: &mut [RangeRead<'_>],
         arrived: &(dyn Fn(u64, &[u8]) + Sync),
     ) -> io::Result<()> {
-        let served = self.served_early(reads);
-        reads
-            .iter()
-            .zip(&served)
-            .filter(|(_, s)| **s)
-            .for_each(|(r, _)| arrived(r.offset, r.buf));
+        let served = self.served_early(reads, Some(arrived));
         if served.iter().all(|&s| s) {
             return Ok(());
         }
