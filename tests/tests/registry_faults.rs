@@ -406,7 +406,7 @@ fn an_early_range_cut_short_serves_the_pieces_that_arrived() {
     let before = blob_requests();
     s.proxy
         .inject_always(Match::Blobs, Fault::CutShort { after: 300_000 });
-    store.fetch_early_ranges(&name, vec![0..700_000], 1, 0);
+    store.fetch_early_ranges(&name, std::iter::once(0..700_000).collect(), 1, 0);
     let blob = store.open(&name).unwrap();
     // The first 128 KiB piece arrived before the cut: served from it.
     let mut buf = vec![0u8; 4096];
