@@ -141,7 +141,7 @@ impl RegistryStore {
     /// order given. Every range is registered before the first request leaves, so a read
     /// within any of them waits for it instead of asking the registry again; a read made
     /// before this call, or not within one range, asks the registry itself. A range's bytes
-    /// are handed over in pieces of [`EARLY_PIECE`] as they arrive, so a read waits only for
+    /// are handed over in pieces of 128 KiB as they arrive, so a read waits only for
     /// the pieces it covers. The threads run at `nice` (0 to 19; 0: as the caller's), so that
     /// on a busy CPU what runs beside them (the mount, the readers) comes first.
     pub fn fetch_early_ranges(
