@@ -16,6 +16,7 @@ use oci_lazy::{Blob, Client, Layer, Repository};
 
 use super::arrival::{Arrival, Promise};
 use crate::blob_store::{BlobStore, RangeRead, StoredBlob};
+use crate::ranges::RangeSet;
 
 /// The blobs of one image in a registry, read lazily by byte ranges through `oci-lazy`.
 ///
@@ -173,7 +174,8 @@ impl RegistryStore {
                     pieces.push(Piece {
                         range: pos..end,
                         promise: Some(promise),
-                        arrived: Vec::new(),
+                        bytes: Vec::new(),
+                        got: RangeSet::new(),
                     });
                     pos = end;
                 }
@@ -286,42 +288,33 @@ impl RegistryStore {
 struct Piece {
     range: Range<u64>,
     promise: Option<Promise<Bytes>>,
-    /// The parts of it arrived so far: `(offset, bytes)`, in the order they came.
-    arrived: Vec<(u64, Vec<u8>)>,
+    /// Its bytes (allocated with the first part), and which of them arrived (blob offsets).
+    bytes: Vec<u8>,
+    got: RangeSet,
 }
 
 impl Piece {
     /// Take the part of `bytes` (at `offset` of the blob) that falls in this piece; once the
-    /// piece is whole, keep its promise with its bytes.
+    /// piece is whole, keep its promise with its bytes. A retry hands parts over again: the
+    /// same bytes, written over themselves.
     fn take(&mut self, offset: u64, bytes: &[u8]) {
         let end = offset.saturating_add(bytes.len() as u64);
         let (from, to) = (offset.max(self.range.start), end.min(self.range.end));
         if from >= to || self.promise.is_none() {
             return;
         }
-        // Within `bytes`: offset <= from < to <= end.
-        let part = &bytes[(from - offset) as usize..(to - offset) as usize];
-        self.arrived.push((from, part.to_vec()));
-        // Whole once the parts cover it from its start (a retry hands parts over again:
-        // the same bytes, so whichever copy covers a byte is right).
-        self.arrived.sort_by_key(|(o, _)| *o);
-        let mut covered = self.range.start;
-        for (o, b) in &self.arrived {
-            if *o > covered {
-                return;
-            }
-            covered = covered.max(o + b.len() as u64);
+        if self.bytes.is_empty() {
+            self.bytes = vec![0u8; (self.range.end - self.range.start) as usize];
         }
-        if covered < self.range.end {
-            return;
-        }
-        let mut whole = vec![0u8; (self.range.end - self.range.start) as usize];
-        for (o, b) in std::mem::take(&mut self.arrived) {
-            let at = (o - self.range.start) as usize;
-            whole[at..at + b.len()].copy_from_slice(&b);
-        }
-        if let Some(p) = self.promise.take() {
-            p.keep(whole.into());
+        // Within `bytes` (offset <= from < to <= end) and the piece.
+        let at = (from - self.range.start) as usize;
+        self.bytes[at..at + (to - from) as usize]
+            .copy_from_slice(&bytes[(from - offset) as usize..(to - offset) as usize]);
+        self.got.insert(from..to);
+        if self.got.gaps(self.range.clone()).is_empty()
+            && let Some(p) = self.promise.take()
+        {
+            p.keep(std::mem::take(&mut self.bytes).into());
         }
     }
 }
