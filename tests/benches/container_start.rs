@@ -561,10 +561,7 @@ fn lazy_scenarios(kernel: Kernel) -> Vec<(String, Run)> {
     .into_iter()
     .map(|(n, r)| (n.to_string(), r))
     .collect::<Vec<_>>();
-    let cmd = match kernel {
-        Kernel::V6_12 => "serve",
-        Kernel::V7_2 => "fanotify",
-    };
+    let cmd = daemon_cmd(kernel);
     if let Ok(v) = std::env::var("CONTAINER_START_VARIANTS") {
         for spec in v.split(';').map(str::trim).filter(|s| !s.is_empty()) {
             let (name, flags) = spec
@@ -601,18 +598,31 @@ fn lazy_scenarios(kernel: Kernel) -> Vec<(String, Run)> {
     all
 }
 
+/// Our daemon's command on `kernel`: `serve` (cachefiles) on 6.12, `fanotify` on 7.2.
+fn daemon_cmd(kernel: Kernel) -> &'static str {
+    match kernel {
+        Kernel::V6_12 => "serve",
+        Kernel::V7_2 => "fanotify",
+    }
+}
+
 /// The untimed lazy start after each full pull ([`warmup_runs`]).
 const WARMUP: &str = "warmup";
 
 /// Whether an untimed lazy start of our daemon (the kernel's transport, the `nydus` image,
-/// default flags; counted nowhere) runs after each full pull, before the timed scenarios:
-/// unless `CONTAINER_START_WARMUP=0`. Under qemu TCG the first lazy start after the full
-/// pull (whose three python runs leave their code in pages the guest frees) mounted 0.1-0.5 s
+/// default flags; counted nowhere) runs after each full pull of `kernel`, before the timed
+/// scenarios: when there is a full pull and a lazy scenario of ours after it, unless
+/// `CONTAINER_START_WARMUP=0`. Under qemu TCG the first lazy start after the full pull
+/// (whose three python runs leave their code in pages the guest frees) mounted 0.1-0.7 s
 /// late, whichever scenario it was, ours or a variant, and the ones after it did not
 /// (DESIGN.md, "The first lazy start of a run (session 13)"): with the warm-up taking that
 /// place, every timed scenario starts as the second or later, in either order.
-fn warmup_runs() -> bool {
-    flag("CONTAINER_START_WARMUP", true)
+fn warmup_runs(kernel: Kernel) -> bool {
+    full_pull_runs()
+        && flag("CONTAINER_START_WARMUP", true)
+        && lazy_scenarios(kernel)
+            .iter()
+            .any(|(_, r)| matches!(r, Run::Ours { .. }))
 }
 
 /// Whether the full pull runs: unless `CONTAINER_START_FULL_PULL=0` (the lazy scenarios on a
@@ -698,11 +708,8 @@ fn run_vm(kernel: Kernel, reg: &Registry, links: &[HostLink], storage_bytes: u64
             expected.push(format!("full-pull-{}", link.name));
             // An untimed lazy start after the full pull, so that no timed one pays for what
             // the full pull's python runs left in the emulator (`warmup`).
-            if warmup_runs() && scenarios.iter().any(|(_, r)| matches!(r, Run::Ours { .. })) {
-                let cmd = match kernel {
-                    Kernel::V6_12 => "serve",
-                    Kernel::V7_2 => "fanotify",
-                };
+            if warmup_runs(kernel) {
+                let cmd = daemon_cmd(kernel);
                 script.push_str(&format!("lazy {WARMUP} {cmd} nydus \"\"\n"));
                 expected.push(format!("daemon-exit-{WARMUP}-{}", link.name));
                 expected.push(format!("{WARMUP}-{}", link.name));
@@ -1084,7 +1091,7 @@ fn main() {
         .flat_map(|&k| lazy_scenarios(k))
         .map(|(s, _)| scenario_tag(&s))
         .chain(["targz"])
-        .chain((full_pull_runs() && warmup_runs()).then_some("nydus"))
+        .chain(kernels.iter().any(|&k| warmup_runs(k)).then_some("nydus"))
         .collect();
     for tag in TAGS.into_iter().filter(|t| needed.contains(t)) {
         let work = dir.join(tag);
